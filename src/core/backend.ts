@@ -1,0 +1,90 @@
+/**
+ * The contract every sandbox backend (namespace, qemu, firecracker) implements. Only the
+ * composition root (src/server/compose.ts) imports concrete backends; everything else sees this.
+ */
+import type { AgentClient } from '../protocol/agent-client.js';
+
+export type BackendName = 'namespace' | 'qemu' | 'firecracker';
+
+export interface BackendCapabilities {
+  /** Snapshot/template clones for fast starts. */
+  snapshots: boolean;
+  /** Hardware-virtualised isolation (a separate guest kernel). */
+  separateKernel: boolean;
+  /** exec can switch to other uids than the sandbox's one identity. */
+  multipleUids: boolean;
+  maxCpus: number;
+  maxMemoryMib: number;
+}
+
+export interface BackendAvailability {
+  name: BackendName;
+  available: boolean;
+  /** Why not, and what to do about it (empty when available). */
+  reason?: string;
+  capabilities: BackendCapabilities;
+  /** Facts worth showing (versions, accel, …). */
+  info?: Record<string, unknown>;
+}
+
+/** What a backend needs to know about a pack to start a sandbox from it. */
+export interface PackImage {
+  name: string;
+  /** The pack's squashfs image. */
+  imagePath: string;
+  /** Content hash of the image definition; part of every cache/template key. */
+  hash: string;
+  env: Record<string, string>;
+}
+
+export interface SandboxSpec {
+  id: string;
+  pack: PackImage;
+  cpus: number;
+  memoryMib: number;
+  diskMib: number;
+  /** Backend-specific overrides (qemu: kernel, bootArgs; firecracker: rate limiters …). */
+  backendOptions?: Record<string, unknown>;
+}
+
+export interface CreateOptions {
+  signal?: AbortSignal;
+  /** Budget for boot + agent handshake. */
+  readyTimeoutMs: number;
+}
+
+export interface SandboxUsage {
+  memoryBytes?: number;
+  /** Count of OOM kills inside the sandbox so far (monotonic). */
+  oomKills?: number;
+  pids?: number;
+}
+
+/** A running sandbox as a backend owns it. */
+export interface BackendSandbox {
+  readonly id: string;
+  readonly agent: AgentClient;
+  /** Shown by GET /v1/sandboxes/:id: pid, accel, bootMs / restoreMs, cloneOf, … */
+  readonly details: Record<string, unknown>;
+  /** Host-side accounting (cgroup counters); may be cheap to call after each exec. */
+  usage(): Promise<SandboxUsage>;
+  /** Registers a listener for the sandbox dying on its own (crash, OOM of the agent, VM exit). */
+  onExit(listener: (reason: string) => void): void;
+  /** Releases every resource of the sandbox. Idempotent; never throws for an already-dead sandbox. */
+  destroy(): Promise<void>;
+}
+
+export interface ScanReport {
+  /** Human-readable lines of what was found and removed. */
+  removed: string[];
+}
+
+export interface Backend {
+  readonly name: BackendName;
+  probe(): Promise<BackendAvailability>;
+  create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox>;
+  /** Start-up scan: remove everything a previous (crashed) service instance left behind. */
+  scan(): Promise<ScanReport>;
+  /** Stops every sandbox this backend still owns and frees shared resources (templates, mounts). */
+  close(): Promise<void>;
+}

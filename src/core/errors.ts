@@ -1,0 +1,71 @@
+/**
+ * The one error catalogue. Every error that crosses the HTTP boundary is a KilnError with a stable
+ * SCREAMING_SNAKE code and an HTTP status; foreign errors are translated exactly once, at the edge
+ * where they enter kiln. Messages say what to do next; 5xx messages never carry internals.
+ */
+export const ERROR_CATALOGUE = {
+  INVALID_REQUEST: 400,
+  UNKNOWN_PACK: 400,
+  UNKNOWN_BACKEND: 400,
+  BACKEND_UNAVAILABLE: 400,
+  UNSUPPORTED_OPTION: 400,
+  PATH_ESCAPE: 400,
+  UNAUTHORIZED: 401,
+  SANDBOX_NOT_FOUND: 404,
+  FILE_NOT_FOUND: 404,
+  NOT_FOUND: 404,
+  SANDBOX_NOT_READY: 409,
+  SANDBOX_GONE: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  AT_CAPACITY: 429,
+  QUEUE_TIMEOUT: 503,
+  SHUTTING_DOWN: 503,
+  IMAGE_MISSING: 503,
+  BOOT_FAILED: 502,
+  AGENT_ERROR: 502,
+  AGENT_PROTOCOL: 502,
+  EXEC_FAILED: 400,
+  TIMEOUT: 504,
+  INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+export interface KilnErrorOptions {
+  cause?: unknown;
+  /** Extra machine-readable fields returned to the client (never secrets or host paths). */
+  details?: Record<string, unknown>;
+  /** Seconds, for 429/503: sent as Retry-After. */
+  retryAfterSec?: number;
+}
+
+export class KilnError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details?: Record<string, unknown>;
+  readonly retryAfterSec?: number;
+
+  constructor(code: ErrorCode, message: string, options: KilnErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'KilnError';
+    this.code = code;
+    this.status = ERROR_CATALOGUE[code];
+    this.details = options.details;
+    this.retryAfterSec = options.retryAfterSec;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return this.details ? { code: this.code, message: this.message, details: this.details } : { code: this.code, message: this.message };
+  }
+}
+
+export function isKilnError(e: unknown): e is KilnError {
+  return e instanceof KilnError;
+}
+
+/** Wraps anything thrown by a dependency; KilnErrors pass through unchanged. */
+export function toKilnError(e: unknown, fallback: ErrorCode = 'INTERNAL', context = 'internal error'): KilnError {
+  if (e instanceof KilnError) return e;
+  const message = e instanceof Error ? e.message : String(e);
+  return new KilnError(fallback, `${context}: ${message}`, { cause: e });
+}

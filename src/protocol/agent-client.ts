@@ -1,0 +1,315 @@
+/**
+ * Host side of protocol v1: one AgentClient per connection, many concurrent streams on it.
+ * Every frame from the agent is untrusted: lengths are capped by the decoder and JSON payloads are
+ * schema-checked before use. Agent errors become KilnErrors here, exactly once.
+ */
+import { once } from 'node:events';
+import type { Readable, Writable } from 'node:stream';
+import { KilnError, type ErrorCode } from '../core/errors.js';
+import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, type Frame } from './frames.js';
+import {
+  PROTOCOL_VERSION, validateAgentError, validateExecResult, validateFsList, validateHello, validatePing,
+  validateStarted, validateSync, validateTransfer,
+  type ExecRequest, type ExecResult, type FsEntry, type HelloResult, type SyncResult, type TransferResult,
+} from './messages.js';
+
+const DATA_CHUNK_BYTES = 256 * 1024;
+
+const AGENT_CODE_MAP: Record<string, ErrorCode> = {
+  BAD_REQUEST: 'INVALID_REQUEST',
+  PATH_ESCAPE: 'PATH_ESCAPE',
+  NOT_FOUND: 'FILE_NOT_FOUND',
+  TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  EXEC_FAILED: 'EXEC_FAILED',
+  CANCELLED: 'AGENT_ERROR',
+};
+
+export interface AgentIo {
+  readable: Readable;
+  writable: Writable;
+  /** Called by close(); tears the transport down (socket.destroy(), pipe end, …). */
+  destroy?: () => void;
+}
+
+export interface ExecHandlers {
+  onStdout?: (chunk: Buffer) => void;
+  onStderr?: (chunk: Buffer) => void;
+  onStarted?: (pid: number) => void;
+}
+
+export interface ExecHandle {
+  readonly result: Promise<ExecResult>;
+  writeStdin(chunk: Buffer): Promise<void>;
+  closeStdin(): void;
+  signal(name: string): void;
+  resize(cols: number, rows: number): void;
+  cancel(): void;
+}
+
+interface StreamState {
+  onFrame(frame: Frame): void;
+  fail(err: KilnError): void;
+}
+
+export interface ConnectOptions {
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+export class AgentClient {
+  hello!: HelloResult;
+  private nextStream = 1;
+  private readonly streams = new Map<number, StreamState>();
+  private readonly decoder = new FrameDecoder();
+  private closedError: KilnError | undefined;
+  private readonly closeListeners = new Set<(err: KilnError) => void>();
+
+  private constructor(private readonly io: AgentIo) {
+    io.readable.on('data', (chunk: Buffer) => this.onData(chunk));
+    io.readable.on('end', () => this.shutdown(new KilnError('SANDBOX_GONE', 'the sandbox agent closed its connection; the sandbox has stopped')));
+    io.readable.on('error', (e) => this.shutdown(new KilnError('SANDBOX_GONE', `agent connection failed: ${e.message}`)));
+    io.writable.on('error', (e) => this.shutdown(new KilnError('SANDBOX_GONE', `agent connection failed: ${e.message}`)));
+  }
+
+  /** Wraps a connected byte stream and performs the version handshake. */
+  static async connect(io: AgentIo, options: ConnectOptions = {}): Promise<AgentClient> {
+    const client = new AgentClient(io);
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const timer = AbortSignal.timeout(timeoutMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, timer]) : timer;
+    try {
+      const raw = await client.request({ op: 'hello', versions: [PROTOCOL_VERSION] }, { signal });
+      if (!validateHello(raw)) throw new KilnError('AGENT_PROTOCOL', 'agent hello reply is malformed');
+      if (raw.version !== PROTOCOL_VERSION) throw new KilnError('AGENT_PROTOCOL', `agent speaks protocol v${raw.version}; this host needs v${PROTOCOL_VERSION}`);
+      client.hello = raw;
+      return client;
+    } catch (e) {
+      client.close();
+      if (timer.aborted && !(options.signal?.aborted)) throw new KilnError('BOOT_FAILED', `agent did not answer the handshake within ${timeoutMs} ms`, { cause: e });
+      throw e;
+    }
+  }
+
+  get closed(): boolean {
+    return this.closedError !== undefined;
+  }
+
+  onClose(listener: (err: KilnError) => void): () => void {
+    if (this.closedError) {
+      queueMicrotask(() => listener(this.closedError!));
+      return () => undefined;
+    }
+    this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
+  }
+
+  close(): void {
+    this.shutdown(new KilnError('SANDBOX_GONE', 'the sandbox was closed'));
+  }
+
+  async ping(): Promise<{ rttMs: number; agentNowMs: number }> {
+    const t0 = performance.now();
+    const raw = await this.request({ op: 'ping' });
+    if (!validatePing(raw)) throw new KilnError('AGENT_PROTOCOL', 'agent ping reply is malformed');
+    return { rttMs: performance.now() - t0, agentNowMs: raw.nowMs };
+  }
+
+  async sync(wallClockMs: number, entropy: Buffer): Promise<SyncResult> {
+    const raw = await this.request({ op: 'sync', wallClockMs, entropy: entropy.toString('base64') });
+    if (!validateSync(raw)) throw new KilnError('AGENT_PROTOCOL', 'agent sync reply is malformed');
+    return raw;
+  }
+
+  async list(path: string): Promise<FsEntry[]> {
+    const raw = await this.request({ op: 'fs.list', path });
+    if (!validateFsList(raw)) throw new KilnError('AGENT_PROTOCOL', 'agent fs.list reply is malformed');
+    return raw.entries;
+  }
+
+  exec(req: ExecRequest, handlers: ExecHandlers = {}, options: { signal?: AbortSignal } = {}): ExecHandle {
+    const stream = this.allocStream();
+    const result = new Promise<ExecResult>((resolve, reject) => {
+      this.streams.set(stream, {
+        onFrame: (f) => {
+          switch (f.type) {
+            case FrameType.STDOUT: handlers.onStdout?.(f.payload); break;
+            case FrameType.STDERR: handlers.onStderr?.(f.payload); break;
+            case FrameType.EVENT: {
+              const ev = decodeJson(f);
+              if (validateStarted(ev) && ev.event === 'started' && typeof ev.pid === 'number') handlers.onStarted?.(ev.pid);
+              break;
+            }
+            case FrameType.RESULT: {
+              this.streams.delete(stream);
+              const raw = decodeJson(f);
+              if (!validateExecResult(raw)) return reject(new KilnError('AGENT_PROTOCOL', 'agent exec result is malformed'));
+              resolve(raw);
+              break;
+            }
+            case FrameType.ERROR: this.streams.delete(stream); reject(agentError(f)); break;
+            default: this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on exec stream`);
+          }
+        },
+        fail: (err) => { this.streams.delete(stream); reject(err); },
+      });
+    });
+    result.catch(() => undefined);
+    const cancel = (): void => { if (this.streams.has(stream)) this.send(encodeFrame(FrameType.CANCEL, stream)); };
+    options.signal?.addEventListener('abort', cancel, { once: true });
+    result.finally(() => options.signal?.removeEventListener('abort', cancel)).catch(() => undefined);
+    this.send(encodeJsonFrame(FrameType.REQUEST, stream, { op: 'exec', ...req }));
+    return {
+      result,
+      writeStdin: async (chunk) => { for (const part of chunks(chunk)) await this.sendAsync(encodeFrame(FrameType.STDIN, stream, part)); },
+      closeStdin: () => this.send(encodeFrame(FrameType.EOF, stream)),
+      signal: (name) => this.send(encodeJsonFrame(FrameType.CONTROL, stream, { signal: name })),
+      resize: (cols, rows) => this.send(encodeJsonFrame(FrameType.CONTROL, stream, { resize: { cols, rows } })),
+      cancel,
+    };
+  }
+
+  /** Uploads a file; `data` may be one buffer or any async iterable of chunks. */
+  writeFile(path: string, data: Buffer | AsyncIterable<Buffer>, opts: { mode?: number; maxBytes: number; signal?: AbortSignal }): Promise<TransferResult> {
+    return this.upload({ op: 'file.write', path, mode: opts.mode, maxBytes: opts.maxBytes }, data, opts.signal);
+  }
+
+  putArchive(path: string, data: Buffer | AsyncIterable<Buffer>, opts: { gzip: boolean; maxBytes: number; signal?: AbortSignal }): Promise<TransferResult> {
+    return this.upload({ op: 'archive.put', path, gzip: opts.gzip, maxBytes: opts.maxBytes }, data, opts.signal);
+  }
+
+  /** Streams a file out through `sink`; resolves once the agent confirms the whole transfer. */
+  readFile(path: string, sink: (chunk: Buffer) => void, opts: { maxBytes: number; signal?: AbortSignal }): Promise<TransferResult> {
+    return this.download({ op: 'file.read', path, maxBytes: opts.maxBytes }, sink, opts.signal);
+  }
+
+  getArchive(path: string, sink: (chunk: Buffer) => void, opts: { gzip: boolean; signal?: AbortSignal }): Promise<TransferResult> {
+    return this.download({ op: 'archive.get', path, gzip: opts.gzip }, sink, opts.signal);
+  }
+
+  private async upload(req: object, data: Buffer | AsyncIterable<Buffer>, signal?: AbortSignal): Promise<TransferResult> {
+    const stream = this.allocStream();
+    const done = this.expectResult(stream, validateTransfer, 'transfer', signal);
+    this.send(encodeJsonFrame(FrameType.REQUEST, stream, req));
+    try {
+      const source = Buffer.isBuffer(data) ? [data] : data;
+      for await (const chunk of source) {
+        if (!this.streams.has(stream)) break; // agent already answered (e.g. TOO_LARGE): stop sending
+        for (const part of chunks(chunk)) await this.sendAsync(encodeFrame(FrameType.DATA, stream, part));
+      }
+      if (this.streams.has(stream)) this.send(encodeFrame(FrameType.EOF, stream));
+    } catch (e) {
+      if (this.streams.has(stream)) this.send(encodeFrame(FrameType.CANCEL, stream));
+      await done.catch(() => undefined);
+      throw e;
+    }
+    return done;
+  }
+
+  private download(req: object, sink: (chunk: Buffer) => void, signal?: AbortSignal): Promise<TransferResult> {
+    const stream = this.allocStream();
+    const done = this.expectResult(stream, validateTransfer, 'transfer', signal, (f) => {
+      if (f.type === FrameType.DATA) sink(f.payload);
+      else if (f.type !== FrameType.EOF) this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on download stream`);
+    });
+    this.send(encodeJsonFrame(FrameType.REQUEST, stream, req));
+    return done;
+  }
+
+  /** A plain request: REQUEST out, one RESULT (or ERROR) back. */
+  private request(body: object, opts: { signal?: AbortSignal } = {}): Promise<unknown> {
+    const stream = this.allocStream();
+    const done = this.expectResult(stream, (v: unknown): v is unknown => true, 'request', opts.signal);
+    this.send(encodeJsonFrame(FrameType.REQUEST, stream, body));
+    return done;
+  }
+
+  private expectResult<T>(stream: number, validate: (v: unknown) => v is T, what: string, signal?: AbortSignal, other?: (f: Frame) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.closedError) return reject(this.closedError);
+      const onAbort = (): void => {
+        if (!this.streams.has(stream)) return;
+        this.streams.delete(stream);
+        this.send(encodeFrame(FrameType.CANCEL, stream));
+        reject(new KilnError('TIMEOUT', `${what} was aborted before the agent answered`, { cause: signal?.reason }));
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const finish = (): void => { this.streams.delete(stream); signal?.removeEventListener('abort', onAbort); };
+      this.streams.set(stream, {
+        onFrame: (f) => {
+          if (f.type === FrameType.RESULT) {
+            finish();
+            const raw = decodeJson(f);
+            if (!validate(raw)) return reject(new KilnError('AGENT_PROTOCOL', `agent ${what} result is malformed`));
+            resolve(raw);
+          } else if (f.type === FrameType.ERROR) {
+            finish();
+            reject(agentError(f));
+          } else if (other) other(f);
+          else this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on ${what} stream`);
+        },
+        fail: (err) => { finish(); reject(err); },
+      });
+    });
+  }
+
+  private allocStream(): number {
+    if (this.closedError) throw this.closedError;
+    const id = this.nextStream;
+    this.nextStream = this.nextStream >= 0x7fff_fffd ? 1 : this.nextStream + 2;
+    return id;
+  }
+
+  private send(frame: Buffer): void {
+    if (this.closedError) return;
+    this.io.writable.write(frame);
+  }
+
+  private async sendAsync(frame: Buffer): Promise<void> {
+    if (this.closedError) throw this.closedError;
+    if (!this.io.writable.write(frame)) await once(this.io.writable, 'drain');
+  }
+
+  private onData(chunk: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (e) {
+      return this.protocolViolation((e as Error).message);
+    }
+    for (const frame of frames) {
+      const state = this.streams.get(frame.stream);
+      if (!state) continue; // late frames of a cancelled or finished stream
+      try {
+        state.onFrame(frame);
+      } catch (e) {
+        return this.protocolViolation((e as Error).message);
+      }
+    }
+  }
+
+  private protocolViolation(message: string): void {
+    this.shutdown(new KilnError('AGENT_PROTOCOL', `agent broke the protocol (${message}); the connection was dropped`));
+  }
+
+  private shutdown(err: KilnError): void {
+    if (this.closedError) return;
+    this.closedError = err;
+    for (const state of [...this.streams.values()]) state.fail(err);
+    this.streams.clear();
+    this.io.readable.removeAllListeners('data');
+    this.io.destroy?.();
+    for (const l of this.closeListeners) l(err);
+    this.closeListeners.clear();
+  }
+}
+
+function agentError(f: Frame): KilnError {
+  const raw = decodeJson(f);
+  if (!validateAgentError(raw)) return new KilnError('AGENT_PROTOCOL', 'agent error payload is malformed');
+  return new KilnError(AGENT_CODE_MAP[raw.code] ?? 'AGENT_ERROR', raw.message, { details: { agentCode: raw.code } });
+}
+
+function* chunks(buf: Buffer): Generator<Buffer> {
+  for (let i = 0; i < buf.length; i += DATA_CHUNK_BYTES) yield buf.subarray(i, i + DATA_CHUNK_BYTES);
+}

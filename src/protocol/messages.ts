@@ -1,0 +1,134 @@
+/**
+ * Shapes of the JSON payloads in protocol v1 and the schemas that check what the agent sends.
+ * Everything from the agent is untrusted: it is validated before any field is read.
+ */
+import AjvModule from 'ajv';
+
+const Ajv = AjvModule.default ?? AjvModule;
+const ajv = new Ajv({ allErrors: false, removeAdditional: false });
+
+export const PROTOCOL_VERSION = 1;
+
+export interface ExecRequest {
+  argv: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  uid?: number;
+  gid?: number;
+  timeoutMs?: number;
+  maxOutputBytes?: number;
+  stdin?: boolean;
+  tty?: { cols: number; rows: number };
+}
+
+export interface ExecUsage {
+  cpuUserMs: number;
+  cpuSystemMs: number;
+  peakMemoryBytes: number;
+}
+
+export interface ExecResult extends ExecUsage {
+  exitCode: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  durationMs: number;
+  outputTruncated: boolean;
+}
+
+export interface HelloResult {
+  version: number;
+  agent: string;
+  pid: number;
+  transport: string;
+  uid: number;
+  bootMs?: number;
+}
+
+export interface TransferResult {
+  bytes: number;
+  files?: number;
+}
+
+export interface FsEntry {
+  name: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+  mode: number;
+  mtimeMs: number;
+}
+
+export interface SyncResult {
+  reseeded: boolean;
+  clockSet: boolean;
+}
+
+export interface AgentErrorPayload {
+  code: string;
+  message: string;
+}
+
+const num = { type: 'number' } as const;
+const str = (maxLength = 4096) => ({ type: 'string', maxLength }) as const;
+
+export const validateHello = ajv.compile<HelloResult>({
+  type: 'object',
+  required: ['version', 'agent', 'pid', 'transport', 'uid'],
+  properties: { version: { type: 'integer' }, agent: str(200), pid: { type: 'integer' }, transport: str(64), uid: { type: 'integer' }, bootMs: num },
+});
+
+export const validateExecResult = ajv.compile<ExecResult>({
+  type: 'object',
+  required: ['exitCode', 'signal', 'timedOut', 'durationMs', 'outputTruncated', 'cpuUserMs', 'cpuSystemMs', 'peakMemoryBytes'],
+  properties: {
+    exitCode: { type: ['integer', 'null'] },
+    signal: { type: ['string', 'null'], maxLength: 32 },
+    timedOut: { type: 'boolean' },
+    durationMs: num,
+    cpuUserMs: num,
+    cpuSystemMs: num,
+    peakMemoryBytes: num,
+    outputTruncated: { type: 'boolean' },
+  },
+});
+
+export const validateStarted = ajv.compile<{ event: string; pid: number }>({
+  type: 'object',
+  required: ['event'],
+  properties: { event: str(64), pid: { type: 'integer' } },
+});
+
+export const validateTransfer = ajv.compile<TransferResult>({
+  type: 'object',
+  required: ['bytes'],
+  properties: { bytes: num, files: num },
+});
+
+export const validateFsList = ajv.compile<{ entries: FsEntry[] }>({
+  type: 'object',
+  required: ['entries'],
+  properties: {
+    entries: {
+      type: 'array',
+      maxItems: 10000,
+      items: {
+        type: 'object',
+        required: ['name', 'type'],
+        properties: { name: str(4096), type: { enum: ['file', 'dir', 'symlink', 'other'] }, size: num, mode: num, mtimeMs: num },
+      },
+    },
+  },
+});
+
+export const validateSync = ajv.compile<SyncResult>({
+  type: 'object',
+  required: ['reseeded', 'clockSet'],
+  properties: { reseeded: { type: 'boolean' }, clockSet: { type: 'boolean' } },
+});
+
+export const validatePing = ajv.compile<{ nowMs: number }>({ type: 'object', required: ['nowMs'], properties: { nowMs: num } });
+
+export const validateAgentError = ajv.compile<AgentErrorPayload>({
+  type: 'object',
+  required: ['code', 'message'],
+  properties: { code: str(64), message: str(8192) },
+});
