@@ -1,0 +1,23 @@
+/**
+ * The kernel command line contract between the host and the agent's `--init` mode. Both microVM
+ * backends use it so the guest side stays VMM-neutral.
+ */
+export interface GuestCmdlineOptions {
+  /** Size of the tmpfs upper layer of the root overlay. */
+  diskMib: number;
+  /** Host TSC rate; without it TCG guests hang at "APIC: Switch to symmetric I/O mode" on a busy host. */
+  tscKhz?: number;
+  /** Default uid/gid for exec inside the VM. */
+  execUid?: number;
+  /** Appended verbatim (backendOptions.bootArgs). */
+  extra?: string;
+}
+
+export function guestCmdline(o: GuestCmdlineOptions): string {
+  const args = ['console=ttyS0', 'reboot=t', 'panic=-1', 'quiet', 'cryptomgr.notests', 'random.trust_cpu=on'];
+  if (o.tscKhz) args.push(`tsc_early_khz=${o.tscKhz}`, 'tsc=reliable');
+  args.push(`kiln.disk_mib=${o.diskMib}`);
+  if (o.execUid !== undefined) args.push(`kiln.exec_uid=${o.execUid}`);
+  if (o.extra) args.push(o.extra);
+  return args.join(' ');
+}
