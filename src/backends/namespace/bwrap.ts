@@ -1,0 +1,95 @@
+/**
+ * Starts one bubblewrap sandbox with kiln-agent as its PID 1 and hands back the process, the
+ * in-sandbox PID 1's host pid (for the cgroup), and a gate that lets it run.
+ *
+ * bwrap runs as a per-sandbox unprivileged host uid: the sandbox's "root" is that uid outside, and
+ * the agent drops every capability after building its overlay root (see agent --setup-root).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+
+export interface BwrapOptions {
+  bwrapPath: string;
+  hostUid: number;
+  lowerDir: string;
+  agentPath: string;
+  diskBytes: number;
+  hostname: string;
+}
+
+export interface BwrapProcess {
+  child: ChildProcess;
+  /** Host pid of the sandbox's PID 1 (the agent), from bwrap's --info-fd. */
+  sandboxPid: number;
+  /** Unblocks bwrap's child (it waits on --block-fd until the cgroup is in place). */
+  release(): void;
+}
+
+export function bwrapArgs(o: BwrapOptions): string[] {
+  return [
+    '--unshare-all', '--unshare-cgroup-try',
+    '--die-with-parent', '--as-pid-1',
+    '--uid', '0', '--gid', '0', '--cap-add', 'ALL',
+    '--hostname', o.hostname,
+    '--dev', '/dev',
+    '--ro-bind', o.lowerDir, '/.kiln/lower',
+    '--ro-bind', o.agentPath, '/.kiln/agent',
+    '--info-fd', '3', '--block-fd', '4',
+    '--clearenv',
+    '--',
+    '/.kiln/agent', '--transport', 'stdio', '--setup-root', '/.kiln/lower', '--disk-bytes', String(o.diskBytes),
+  ];
+}
+
+/** Spawns bwrap and waits for its info JSON (child pid) — the sandbox is still blocked then. */
+export async function spawnBwrap(o: BwrapOptions, signal: AbortSignal): Promise<BwrapProcess> {
+  const child = spawn(o.bwrapPath, bwrapArgs(o), {
+    uid: o.hostUid,
+    gid: o.hostUid,
+    stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+    env: {},
+  });
+  const info = child.stdio[3] as Readable;
+  const block = child.stdio[4] as Writable;
+  try {
+    const sandboxPid = await readChildPid(child, info, signal);
+    return {
+      child,
+      sandboxPid,
+      release: () => {
+        block.end('x');
+      },
+    };
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  }
+}
+
+function readChildPid(child: ChildProcess, info: Readable, signal: AbortSignal): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    let stderr = '';
+    const onStderr = (c: Buffer): void => { stderr += c.toString(); };
+    const done = (err?: Error, pid?: number): void => {
+      info.off('data', onData);
+      child.off('exit', onExit);
+      child.stderr?.off('data', onStderr);
+      signal.removeEventListener('abort', onAbort);
+      err ? reject(err) : resolve(pid!);
+    };
+    const onData = (c: Buffer): void => {
+      text += c.toString();
+      const m = /"child-pid":\s*(\d+)/.exec(text);
+      if (m) done(undefined, Number(m[1]));
+      else if (text.length > 64 * 1024) done(new Error('bwrap info output is not what kiln expects'));
+    };
+    const onExit = (code: number | null): void => done(new Error(`bwrap exited (code ${code}) before starting the sandbox: ${stderr.trim() || 'no message'}`));
+    const onAbort = (): void => done(new Error('sandbox start aborted'));
+    info.on('data', onData);
+    child.on('exit', onExit);
+    child.on('error', (e) => done(new Error(`cannot run bwrap: ${e.message}`)));
+    child.stderr?.on('data', onStderr);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

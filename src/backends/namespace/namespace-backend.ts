@@ -1,0 +1,183 @@
+/**
+ * The `namespace` backend: bubblewrap user/pid/mount/net/ipc/uts namespaces, cgroup limits, the
+ * agent's own overlay root (pack squashfs lower + size-limited tmpfs upper) and seccomp filter.
+ * Runs on any Linux host where the service is root; the embedded default.
+ */
+import { execFile } from 'node:child_process';
+import { constants } from 'node:fs';
+import { access, chmod, copyFile, mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { Backend, BackendAvailability, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
+import { CleanupStack } from '../../core/cleanup.js';
+import { KilnError, toKilnError } from '../../core/errors.js';
+import { AgentClient } from '../../protocol/agent-client.js';
+import { spawnBwrap } from './bwrap.js';
+import { detectCgroupLayout, prepareLayout, SandboxCgroup, scanStaleCgroups, type CgroupLayout } from './cgroups.js';
+import { ImageMounts } from './image-mounts.js';
+import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
+
+const run = promisify(execFile);
+
+export interface NamespaceBackendOptions {
+  runDir: string;
+  agentPath: string;
+  bwrapPath?: string;
+  maxPids: number;
+  /** First host uid handed to sandboxes; each live sandbox gets its own. */
+  uidBase?: number;
+  uidCount?: number;
+}
+
+export function createNamespaceBackend(options: NamespaceBackendOptions): Backend {
+  return new NamespaceBackend(options);
+}
+
+class NamespaceBackend implements Backend {
+  readonly name = 'namespace' as const;
+  private readonly dir: string;
+  private readonly images: ImageMounts;
+  private layout: CgroupLayout | undefined;
+  private prepared: Promise<string> | undefined;
+  private readonly live = new Map<string, NamespaceSandbox>();
+  private readonly uidsInUse = new Set<number>();
+  private nextUid = 0;
+
+  constructor(private readonly o: NamespaceBackendOptions) {
+    this.dir = join(o.runDir, 'namespace');
+    this.images = new ImageMounts(join(this.dir, 'images'));
+  }
+
+  async probe(): Promise<BackendAvailability> {
+    const capabilities = { snapshots: false, separateKernel: false, multipleUids: false, maxCpus: 64, maxMemoryMib: 1 << 20 };
+    const problems: string[] = [];
+    if (process.getuid?.() !== 0) problems.push('the service must run as root (it loop-mounts images and manages cgroups)');
+    const bwrap = this.o.bwrapPath ?? 'bwrap';
+    let version = '';
+    try {
+      version = (await run(bwrap, ['--version'])).stdout.trim();
+    } catch {
+      problems.push('bubblewrap is not installed: apt-get install bubblewrap');
+    }
+    const fs = await readFile('/proc/filesystems', 'utf8');
+    if (!/\toverlay$/m.test(fs)) problems.push('the kernel has no overlayfs: modprobe overlay');
+    if (!/\tsquashfs$/m.test(fs)) await run('modprobe', ['squashfs']).catch(() => problems.push('the kernel has no squashfs: modprobe squashfs'));
+    let cgroups = '';
+    try {
+      cgroups = `v${detectCgroupLayout().version}`;
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+    if (!(await access(this.o.agentPath, constants.X_OK).then(() => true, () => false))) problems.push(`agent binary ${this.o.agentPath} is missing: run bash agent/build.sh`);
+    return {
+      name: this.name,
+      available: problems.length === 0,
+      reason: problems.length ? problems.join('; ') : undefined,
+      capabilities,
+      info: { bwrap: version, cgroups },
+    };
+  }
+
+  /** One-time preparation: folders, cgroup parents, and an agent copy every sandbox uid can read. */
+  private prepare(): Promise<string> {
+    this.prepared ??= (async () => {
+      this.layout = detectCgroupLayout();
+      await prepareLayout(this.layout);
+      await mkdir(this.dir, { recursive: true, mode: 0o755 });
+      const agent = join(this.dir, 'kiln-agent');
+      await copyFile(this.o.agentPath, agent);
+      await chmod(agent, 0o755);
+      return agent;
+    })();
+    this.prepared.catch(() => { this.prepared = undefined; });
+    return this.prepared;
+  }
+
+  async create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+    const agentCopy = await this.prepare().catch((e) => { throw toKilnError(e, 'BACKEND_UNAVAILABLE', 'namespace backend cannot start'); });
+    const t0 = performance.now();
+    const cleanup = new CleanupStack();
+    const signal = options.signal ? AbortSignal.any([options.signal, AbortSignal.timeout(options.readyTimeoutMs)]) : AbortSignal.timeout(options.readyTimeoutMs);
+    try {
+      const hostUid = this.allocUid();
+      cleanup.push('uid', () => { this.uidsInUse.delete(hostUid); });
+      const cgroup = await SandboxCgroup.create(this.layout!, spec.id, {
+        memoryBytes: spec.memoryMib * 1024 * 1024,
+        pidsMax: this.o.maxPids,
+        cpus: spec.cpus,
+      });
+      cleanup.push('cgroup', () => cgroup.remove());
+      const lowerDir = await this.images.acquire(spec.pack);
+      const proc = await spawnBwrap({
+        bwrapPath: this.o.bwrapPath ?? 'bwrap',
+        hostUid,
+        lowerDir,
+        agentPath: agentCopy,
+        diskBytes: spec.diskMib * 1024 * 1024,
+        hostname: 'sandbox',
+      }, signal);
+      cleanup.push('process', () => killSandboxProcess(proc.child, proc.sandboxPid));
+      let stderr = '';
+      proc.child.stderr!.on('data', (c: Buffer) => { stderr = (stderr + c.toString()).slice(-8192); });
+      await cgroup.addProcess(proc.sandboxPid);
+      proc.release();
+      const agent = await AgentClient.connect(
+        { readable: proc.child.stdout!, writable: proc.child.stdin!, destroy: () => proc.child.stdin!.destroy() },
+        { signal, timeoutMs: options.readyTimeoutMs },
+      ).catch((e) => {
+        throw new KilnError('BOOT_FAILED', `namespace sandbox did not become ready: ${(e as Error).message}${stderr ? `; agent log: ${stderr.trim().slice(-2000)}` : ''}`);
+      });
+      cleanup.push('agent', () => agent.close());
+      const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, {
+        pid: proc.sandboxPid,
+        hostUid,
+        bootMs: round(performance.now() - t0),
+      });
+      proc.child.stderr!.on('data', (c: Buffer) => sandbox.appendStderr(c.toString()));
+      this.live.set(spec.id, sandbox);
+      cleanup.push('registry', () => { this.live.delete(spec.id); });
+      return sandbox;
+    } catch (e) {
+      await cleanup.run().catch(() => undefined);
+      throw toKilnError(e, 'BOOT_FAILED', 'namespace sandbox failed to start');
+    }
+  }
+
+  private allocUid(): number {
+    const base = this.o.uidBase ?? 200_000;
+    const count = this.o.uidCount ?? 65_536;
+    for (let i = 0; i < count; i++) {
+      const uid = base + ((this.nextUid + i) % count);
+      if (!this.uidsInUse.has(uid)) {
+        this.nextUid = (uid - base + 1) % count;
+        this.uidsInUse.add(uid);
+        return uid;
+      }
+    }
+    throw new KilnError('AT_CAPACITY', 'no free sandbox uid left');
+  }
+
+  async scan(): Promise<ScanReport> {
+    const removed: string[] = [];
+    try {
+      const layout = detectCgroupLayout();
+      removed.push(...(await scanStaleCgroups(layout)));
+    } catch {
+      /* no cgroups: nothing can be left there */
+    }
+    removed.push(...(await this.images.scan()));
+    await rm(join(this.dir, 'kiln-agent'), { force: true });
+    return { removed };
+  }
+
+  async close(): Promise<void> {
+    const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
+    await this.images.closeAll();
+    const failed = results.filter((r) => r.status === 'rejected');
+    if (failed.length) throw new AggregateError(failed.map((r) => (r as PromiseRejectedResult).reason), 'some namespace sandboxes failed to stop');
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}

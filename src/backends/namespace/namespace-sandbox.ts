@@ -1,0 +1,97 @@
+/** One running namespace sandbox: its bwrap process, cgroup, agent connection and teardown. */
+import { once } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
+import { CleanupStack } from '../../core/cleanup.js';
+import { KilnError } from '../../core/errors.js';
+import { AgentClient } from '../../protocol/agent-client.js';
+import type { SandboxCgroup } from './cgroups.js';
+
+const STDERR_KEEP_BYTES = 16 * 1024;
+
+export class NamespaceSandbox implements BackendSandbox {
+  readonly details: Record<string, unknown>;
+  private exitReason: string | undefined;
+  private readonly exitListeners: Array<(reason: string) => void> = [];
+  private stderrTail = '';
+  private destroying: Promise<void> | undefined;
+
+  constructor(
+    readonly id: string,
+    readonly agent: AgentClient,
+    private readonly child: ChildProcess,
+    private readonly cgroup: SandboxCgroup,
+    private readonly cleanup: CleanupStack,
+    details: Record<string, unknown>,
+  ) {
+    this.details = details;
+    child.once('exit', (code, sig) => this.markExited(`sandbox process exited (${sig ?? `code ${code}`})`));
+    agent.onClose((err) => this.markExited(err.message));
+  }
+
+  /** Keeps the last bytes the agent logged; used in error messages when the sandbox dies. */
+  static captureStderr(stream: Readable, sink: (text: string) => void): void {
+    stream.on('data', (c: Buffer) => sink(c.toString()));
+  }
+
+  appendStderr(text: string): void {
+    this.stderrTail = (this.stderrTail + text).slice(-STDERR_KEEP_BYTES);
+  }
+
+  get logTail(): string {
+    return this.stderrTail;
+  }
+
+  private markExited(reason: string): void {
+    if (this.exitReason !== undefined) return;
+    this.exitReason = reason;
+    for (const l of this.exitListeners) l(reason);
+  }
+
+  onExit(listener: (reason: string) => void): void {
+    if (this.exitReason !== undefined) queueMicrotask(() => listener(this.exitReason!));
+    else this.exitListeners.push(listener);
+  }
+
+  async usage(): Promise<SandboxUsage> {
+    const [memoryBytes, oomKills, pids] = await Promise.all([this.cgroup.memoryBytes(), this.cgroup.oomKills(), this.cgroup.pids()]);
+    return { memoryBytes, oomKills, pids };
+  }
+
+  destroy(): Promise<void> {
+    this.destroying ??= this.cleanup.run();
+    return this.destroying;
+  }
+}
+
+/**
+ * Bounded kill ladder for the bwrap process tree: SIGKILL the sandbox's PID 1 (the kernel then
+ * kills the whole pid namespace), wait, SIGKILL bwrap itself, wait, then give up loudly.
+ */
+export async function killSandboxProcess(child: ChildProcess, sandboxPid: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  tryKill(sandboxPid);
+  if (await within(exited, 2000)) return;
+  tryKill(child.pid);
+  if (await within(exited, 2000)) return;
+  throw new KilnError('INTERNAL', `bwrap process ${child.pid} did not exit after SIGKILL`);
+}
+
+function tryKill(pid: number | undefined): void {
+  if (!pid) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* gone already */
+  }
+}
+
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  const ac = new AbortController();
+  const r = await Promise.race([p.then(() => true), sleep(ms, false, { signal: ac.signal }).catch(() => false)]);
+  ac.abort();
+  return r;
+}

@@ -1,0 +1,126 @@
+/** Service configuration, read once from the environment at start-up (KILN_*). */
+import { isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { KilnError } from './errors.js';
+
+export interface KilnConfig {
+  host: string;
+  port: number;
+  /** Optional Unix socket for trusted local clients (no token needed there). */
+  socketPath?: string;
+  /** Bearer token; required whenever `host` is not a loopback address. */
+  token?: string;
+  /** Images, VM kernels, caches: survives restarts. */
+  dataDir: string;
+  /** Per-sandbox state: sockets, mounts, pid files. Scanned and cleaned at start-up. */
+  runDir: string;
+  /** The static kiln-agent binary. */
+  agentPath: string;
+  /** The folder with the pack definitions. */
+  packsDir: string;
+  defaultBackend: 'namespace' | 'qemu' | 'firecracker';
+  limits: SandboxLimits;
+  /** Host capacity: beyond it, creates queue (then 429/503). */
+  maxSandboxes: number;
+  createQueueLength: number;
+  createQueueTimeoutMs: number;
+  /** Warm pool targets per pack on the default backend ("python=2,node=1"). */
+  poolTargets: Record<string, number>;
+  qemuAccel: 'auto' | 'kvm' | 'tcg';
+}
+
+export interface SandboxLimits {
+  defaultCpus: number;
+  maxCpus: number;
+  defaultMemoryMib: number;
+  maxMemoryMib: number;
+  defaultDiskMib: number;
+  maxDiskMib: number;
+  defaultTtlSec: number;
+  maxTtlSec: number;
+  defaultExecTimeoutMs: number;
+  maxExecTimeoutMs: number;
+  maxOutputBytes: number;
+  maxFileBytes: number;
+  maxPids: number;
+}
+
+export const REPO_ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+export function isLoopback(host: string): boolean {
+  return LOOPBACK.has(host) || host.startsWith('127.');
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<KilnConfig> = {}): KilnConfig {
+  const cfg: KilnConfig = {
+    host: env.KILN_HOST ?? '127.0.0.1',
+    port: int(env, 'KILN_PORT', 8400, 0, 65535),
+    socketPath: env.KILN_SOCKET || undefined,
+    token: env.KILN_TOKEN || undefined,
+    dataDir: path(env.KILN_DATA_DIR ?? '/var/lib/kiln'),
+    runDir: path(env.KILN_RUN_DIR ?? '/run/kiln'),
+    agentPath: path(env.KILN_AGENT ?? resolve(REPO_ROOT, 'build/kiln-agent')),
+    packsDir: path(env.KILN_PACKS_DIR ?? resolve(REPO_ROOT, 'images/packs')),
+    defaultBackend: backendName(env.KILN_BACKEND ?? 'namespace'),
+    limits: {
+      defaultCpus: 1,
+      maxCpus: int(env, 'KILN_MAX_CPUS', 2, 1, 64),
+      defaultMemoryMib: int(env, 'KILN_DEFAULT_MEMORY_MIB', 512, 16, 1 << 20),
+      maxMemoryMib: int(env, 'KILN_MAX_MEMORY_MIB', 4096, 16, 1 << 20),
+      defaultDiskMib: int(env, 'KILN_DEFAULT_DISK_MIB', 256, 1, 1 << 20),
+      maxDiskMib: int(env, 'KILN_MAX_DISK_MIB', 4096, 1, 1 << 20),
+      defaultTtlSec: int(env, 'KILN_DEFAULT_TTL_SEC', 900, 1, 7 * 86400),
+      maxTtlSec: int(env, 'KILN_MAX_TTL_SEC', 86400, 1, 30 * 86400),
+      defaultExecTimeoutMs: int(env, 'KILN_DEFAULT_EXEC_TIMEOUT_MS', 30_000, 1, 86_400_000),
+      maxExecTimeoutMs: int(env, 'KILN_MAX_EXEC_TIMEOUT_MS', 3_600_000, 1, 86_400_000),
+      maxOutputBytes: int(env, 'KILN_MAX_OUTPUT_BYTES', 1 << 20, 1024, 1 << 30),
+      maxFileBytes: int(env, 'KILN_MAX_FILE_BYTES', 100 << 20, 1024, 1 << 34),
+      maxPids: int(env, 'KILN_MAX_PIDS', 256, 8, 1 << 22),
+    },
+    maxSandboxes: int(env, 'KILN_MAX_SANDBOXES', 64, 1, 100_000),
+    createQueueLength: int(env, 'KILN_CREATE_QUEUE', 256, 0, 1_000_000),
+    createQueueTimeoutMs: int(env, 'KILN_CREATE_QUEUE_TIMEOUT_MS', 10_000, 0, 600_000),
+    poolTargets: poolTargets(env.KILN_POOL ?? ''),
+    qemuAccel: accel(env.KILN_QEMU_ACCEL ?? 'auto'),
+    ...overrides,
+  };
+  if (!isLoopback(cfg.host) && !cfg.token) {
+    throw new KilnError('INVALID_REQUEST', `KILN_HOST=${cfg.host} is not a loopback address: set KILN_TOKEN so the API is not open to the network`);
+  }
+  return cfg;
+}
+
+function int(env: NodeJS.ProcessEnv, name: string, dflt: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) throw new KilnError('INVALID_REQUEST', `${name}=${raw} must be an integer from ${min} to ${max}`);
+  return n;
+}
+
+function path(p: string): string {
+  return isAbsolute(p) ? p : resolve(p);
+}
+
+function backendName(v: string): KilnConfig['defaultBackend'] {
+  if (v === 'namespace' || v === 'qemu' || v === 'firecracker') return v;
+  throw new KilnError('INVALID_REQUEST', `KILN_BACKEND=${v}: use namespace, qemu or firecracker`);
+}
+
+function accel(v: string): KilnConfig['qemuAccel'] {
+  if (v === 'auto' || v === 'kvm' || v === 'tcg') return v;
+  throw new KilnError('INVALID_REQUEST', `KILN_QEMU_ACCEL=${v}: use auto, kvm or tcg`);
+}
+
+function poolTargets(spec: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const [name, count] = part.split('=');
+    const n = Number(count);
+    if (!name || !Number.isInteger(n) || n < 0 || n > 1000) throw new KilnError('INVALID_REQUEST', `KILN_POOL entry "${part}": use pack=count, e.g. python=2,node=1`);
+    out[name] = n;
+  }
+  return out;
+}

@@ -1,0 +1,131 @@
+/**
+ * Runs commands in a sandbox through its agent: applies defaults and limits, merges environments
+ * (pack < sandbox < exec), collects or streams output, and adds host-side facts (OOM kills).
+ */
+import type { ExecHandlers, ExecHandle } from '../protocol/agent-client.js';
+import type { ExecResult } from '../protocol/messages.js';
+import type { SandboxLimits } from './config.js';
+import { KilnError } from './errors.js';
+import type { Metrics } from './metrics.js';
+import type { Sandbox } from './sandbox.js';
+
+export interface ExecOptions {
+  /** A string runs through /bin/sh -c; an array is argv. */
+  cmd: string | string[];
+  stdin?: string | Buffer;
+  env?: Record<string, string>;
+  cwd?: string;
+  uid?: number;
+  timeoutMs?: number;
+  maxOutputBytes?: number;
+}
+
+export interface ExecStreamHandlers {
+  onStdout?: (chunk: Buffer) => void;
+  onStderr?: (chunk: Buffer) => void;
+  onStarted?: (pid: number) => void;
+}
+
+export interface ExecOutcome extends ExecResult {
+  /** Collected output (empty when the caller streamed it through handlers). */
+  stdout: Buffer;
+  stderr: Buffer;
+  oomKilled: boolean;
+}
+
+export interface InteractiveOptions {
+  cmd: string | string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  tty?: { cols: number; rows: number };
+  timeoutMs?: number;
+}
+
+export interface InteractiveExec {
+  handle: ExecHandle;
+  done: Promise<ExecOutcome>;
+}
+
+export class ExecRunner {
+  constructor(private readonly limits: SandboxLimits, private readonly metrics?: Metrics) {}
+
+  argv(cmd: string | string[]): string[] {
+    if (typeof cmd === 'string') {
+      if (cmd.length === 0) throw new KilnError('INVALID_REQUEST', 'cmd is empty: pass a shell string or an argv array');
+      return ['/bin/sh', '-c', cmd];
+    }
+    if (cmd.length === 0 || cmd[0] === '') throw new KilnError('INVALID_REQUEST', 'cmd argv is empty: its first element is the program to run');
+    return cmd;
+  }
+
+  private timeout(ms: number | undefined): number {
+    const t = ms ?? this.limits.defaultExecTimeoutMs;
+    if (!Number.isInteger(t) || t <= 0 || t > this.limits.maxExecTimeoutMs) throw new KilnError('INVALID_REQUEST', `timeoutMs must be an integer from 1 to ${this.limits.maxExecTimeoutMs}`);
+    return t;
+  }
+
+  async run(sb: Sandbox, o: ExecOptions, handlers: ExecStreamHandlers = {}, signal?: AbortSignal): Promise<ExecOutcome> {
+    const maxOutputBytes = Math.min(o.maxOutputBytes ?? this.limits.maxOutputBytes, this.limits.maxOutputBytes);
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    const streaming = handlers.onStdout !== undefined || handlers.onStderr !== undefined;
+    const agentHandlers: ExecHandlers = streaming
+      ? handlers
+      : { onStdout: (c) => stdout.push(c), onStderr: (c) => stderr.push(c), onStarted: handlers.onStarted };
+    const stdin = o.stdin === undefined ? undefined : Buffer.isBuffer(o.stdin) ? o.stdin : Buffer.from(o.stdin);
+    const outcome = await this.execute(sb, {
+      argv: this.argv(o.cmd),
+      env: { ...sb.packEnv, ...sb.env, ...o.env },
+      cwd: o.cwd,
+      uid: o.uid,
+      timeoutMs: this.timeout(o.timeoutMs),
+      maxOutputBytes,
+      stdin: stdin !== undefined,
+    }, agentHandlers, signal, async (h) => {
+      if (stdin === undefined) return;
+      if (stdin.length > 0) await h.writeStdin(stdin);
+      h.closeStdin();
+    });
+    return { ...outcome, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr) };
+  }
+
+  /** Starts an exec with stdin and an optional tty; resolves once the agent stream is open. */
+  async interactive(sb: Sandbox, o: InteractiveOptions, handlers: ExecHandlers): Promise<InteractiveExec> {
+    let gotHandle!: (h: ExecHandle) => void;
+    const handleReady = new Promise<ExecHandle>((resolve) => { gotHandle = resolve; });
+    const done = this.execute(sb, {
+      argv: this.argv(o.cmd),
+      env: { ...sb.packEnv, ...sb.env, ...o.env },
+      cwd: o.cwd,
+      timeoutMs: o.timeoutMs === undefined ? this.limits.maxExecTimeoutMs : this.timeout(o.timeoutMs),
+      maxOutputBytes: Number.MAX_SAFE_INTEGER,
+      stdin: true,
+      tty: o.tty,
+    }, handlers, undefined, gotHandle).then((r) => ({ ...r, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) }));
+    const handle = await Promise.race([handleReady, done.then(() => { throw new KilnError('EXEC_FAILED', 'the command ended before it started'); })]);
+    return { handle, done };
+  }
+
+  private async execute(
+    sb: Sandbox,
+    req: Parameters<Sandbox['inner']['agent']['exec']>[0],
+    handlers: ExecHandlers,
+    signal: AbortSignal | undefined,
+    withHandle: (h: ExecHandle) => void | Promise<void>,
+  ): Promise<Omit<ExecOutcome, 'stdout' | 'stderr'>> {
+    const oomBefore = (await sb.inner.usage().catch(() => ({ oomKills: undefined }))).oomKills;
+    sb.execsRunning++;
+    const t0 = performance.now();
+    try {
+      const h = sb.inner.agent.exec(req, handlers, { signal });
+      await withHandle(h);
+      const result = await h.result;
+      const oomAfter = oomBefore === undefined ? undefined : (await sb.inner.usage().catch(() => ({ oomKills: undefined }))).oomKills;
+      this.metrics?.observeExec(sb.backendName, performance.now() - t0);
+      const oomKilled = oomBefore !== undefined && oomAfter !== undefined && oomAfter > oomBefore && result.signal === 'SIGKILL';
+      return { ...result, oomKilled };
+    } finally {
+      sb.execsRunning--;
+    }
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * Sandbox lifecycle: create (admission, pool or backend), exec, files, TTL, delete. Backend-neutral:
+ * it sees only the Backend interface and the pack catalogue.
+ */
+import { randomBytes } from 'node:crypto';
+import { Admission } from './admission.js';
+import type { Backend, BackendName, BackendSandbox, SandboxSpec } from './backend.js';
+import type { KilnConfig } from './config.js';
+import { KilnError } from './errors.js';
+import type { PackCatalog } from './packs.js';
+import { Sandbox, type CreateSandboxOptions, type SandboxInfo } from './sandbox.js';
+import { ExecRunner, type ExecOptions, type ExecOutcome, type ExecStreamHandlers, type InteractiveExec, type InteractiveOptions } from './exec.js';
+import type { ExecHandlers } from '../protocol/agent-client.js';
+import type { Metrics } from './metrics.js';
+import type { WarmPools } from './pools.js';
+
+export interface ManagerDeps {
+  config: KilnConfig;
+  backends: Map<BackendName, Backend>;
+  packs: PackCatalog;
+  metrics?: Metrics;
+  pools?: WarmPools;
+  log?: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+export class SandboxManager {
+  private readonly sandboxes = new Map<string, Sandbox>();
+  readonly admission: Admission;
+  private readonly exec: ExecRunner;
+  private closing = false;
+
+  constructor(private readonly d: ManagerDeps) {
+    this.admission = new Admission({ capacity: d.config.maxSandboxes, queueLength: d.config.createQueueLength, queueTimeoutMs: d.config.createQueueTimeoutMs });
+    this.exec = new ExecRunner(d.config.limits, d.metrics);
+  }
+
+  list(): SandboxInfo[] {
+    return [...this.sandboxes.values()].map((s) => s.info());
+  }
+
+  get(id: string): Sandbox {
+    const s = this.sandboxes.get(id);
+    if (!s) throw new KilnError('SANDBOX_NOT_FOUND', `no sandbox with id "${id}"; list them with GET /v1/sandboxes`);
+    return s;
+  }
+
+  backend(name: BackendName | undefined): Backend {
+    const n = name ?? this.d.config.defaultBackend;
+    const b = this.d.backends.get(n);
+    if (!b) throw new KilnError('UNKNOWN_BACKEND', `backend "${n}" is not configured on this host; see GET /v1/backends`);
+    return b;
+  }
+
+  /** Validates sizes against the host limits and fills defaults. */
+  resolveSize(o: CreateSandboxOptions): { cpus: number; memoryMib: number; diskMib: number; ttlSec: number } {
+    const l = this.d.config.limits;
+    const pick = (v: number | undefined, dflt: number, max: number, name: string): number => {
+      const x = v ?? dflt;
+      if (!Number.isFinite(x) || x <= 0 || x > max) throw new KilnError('INVALID_REQUEST', `${name} must be between 1 and ${max} on this host (got ${v})`);
+      return x;
+    };
+    return {
+      cpus: pick(o.cpus, l.defaultCpus, l.maxCpus, 'cpus'),
+      memoryMib: pick(o.memoryMib, l.defaultMemoryMib, l.maxMemoryMib, 'memoryMib'),
+      diskMib: pick(o.diskMib, l.defaultDiskMib, l.maxDiskMib, 'diskMib'),
+      ttlSec: pick(o.ttlSec, l.defaultTtlSec, l.maxTtlSec, 'ttlSec'),
+    };
+  }
+
+  async create(o: CreateSandboxOptions, signal?: AbortSignal): Promise<Sandbox> {
+    if (this.closing) throw new KilnError('SHUTTING_DOWN', 'kiln is shutting down', { retryAfterSec: 5 });
+    const pack = await this.d.packs.get(o.pack);
+    const backend = this.backend(o.backend);
+    const size = this.resolveSize(o);
+    const t0 = performance.now();
+    const release = await this.admission.acquire(signal);
+    let inner: BackendSandbox | undefined;
+    let fromPool = false;
+    try {
+      const poolKey = { backend: backend.name, pack: pack.name, cpus: size.cpus, memoryMib: size.memoryMib, diskMib: size.diskMib };
+      inner = o.backendOptions ? undefined : this.d.pools?.take(poolKey);
+      fromPool = inner !== undefined;
+      inner ??= await this.startOnBackend(backend, o.pack, size, o.backendOptions, signal);
+      const readyMs = Math.round((performance.now() - t0) * 10) / 10;
+      this.d.metrics?.observeCreate(backend.name, pack.name, fromPool, readyMs);
+      const sb = new Sandbox(inner.id, backend.name, pack.name, pack.env, o.env ?? {}, size, inner, readyMs, fromPool, size.ttlSec);
+      this.register(sb, release);
+      return sb;
+    } catch (e) {
+      release();
+      if (inner) await inner.destroy().catch(() => undefined);
+      this.d.metrics?.countError(e);
+      throw e;
+    }
+  }
+
+  /** Starts a fresh sandbox on a backend; also used by the warm pools. */
+  async startOnBackend(backend: Backend, packName: string, size: { cpus: number; memoryMib: number; diskMib: number }, backendOptions?: Record<string, unknown>, signal?: AbortSignal): Promise<BackendSandbox> {
+    const spec: SandboxSpec = { id: newId(), pack: await this.d.packs.image(packName), ...size, backendOptions };
+    return backend.create(spec, { signal, readyTimeoutMs: 60_000 });
+  }
+
+  private register(sb: Sandbox, release: () => void): void {
+    this.sandboxes.set(sb.id, sb);
+    this.d.metrics?.sandboxAdded(sb.backendName, sb.packName);
+    const ttlMs = sb.expiresAt.getTime() - Date.now();
+    sb.ttlTimer = setTimeout(() => {
+      this.d.log?.('sandbox TTL expired', { id: sb.id });
+      void this.delete(sb.id).catch(() => undefined);
+    }, ttlMs);
+    sb.ttlTimer.unref();
+    let released = false;
+    const free = (): void => {
+      if (released) return;
+      released = true;
+      release();
+      this.d.metrics?.sandboxRemoved(sb.backendName, sb.packName);
+    };
+    sb.inner.onExit((reason) => {
+      if (sb.state !== 'ready') return;
+      sb.state = 'failed';
+      sb.exitReason = reason;
+      this.d.log?.('sandbox died', { id: sb.id, reason });
+      void this.delete(sb.id).catch(() => undefined);
+    });
+    sb.release = free;
+  }
+
+  async delete(id: string): Promise<void> {
+    const sb = this.get(id);
+    this.sandboxes.delete(id);
+    if (sb.state === 'ready') sb.state = 'stopping';
+    clearTimeout(sb.ttlTimer);
+    try {
+      await sb.inner.destroy();
+    } finally {
+      if (sb.state === 'stopping') sb.state = 'stopped';
+      sb.release();
+    }
+  }
+
+  private ready(id: string): Sandbox {
+    const sb = this.get(id);
+    if (sb.state !== 'ready') throw new KilnError('SANDBOX_GONE', `sandbox ${id} is ${sb.state}${sb.exitReason ? ` (${sb.exitReason})` : ''}; create a new one`);
+    return sb;
+  }
+
+  runExec(id: string, o: ExecOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal): Promise<ExecOutcome> {
+    return this.exec.run(this.ready(id), o, handlers, signal);
+  }
+
+  interactive(id: string, o: InteractiveOptions, handlers: ExecHandlers): Promise<InteractiveExec> {
+    return this.exec.interactive(this.ready(id), o, handlers);
+  }
+
+  async writeFile(id: string, path: string, data: Buffer | AsyncIterable<Buffer>, mode?: number): Promise<{ bytes: number }> {
+    return this.ready(id).inner.agent.writeFile(path, data, { mode, maxBytes: this.d.config.limits.maxFileBytes });
+  }
+
+  async readFile(id: string, path: string, sink: (c: Buffer) => void): Promise<{ bytes: number }> {
+    return this.ready(id).inner.agent.readFile(path, sink, { maxBytes: this.d.config.limits.maxFileBytes });
+  }
+
+  async listFiles(id: string, path: string) {
+    return this.ready(id).inner.agent.list(path);
+  }
+
+  async putArchive(id: string, path: string, data: Buffer | AsyncIterable<Buffer>, gzip: boolean) {
+    return this.ready(id).inner.agent.putArchive(path, data, { gzip, maxBytes: this.d.config.limits.maxFileBytes });
+  }
+
+  async getArchive(id: string, path: string, gzip: boolean, sink: (c: Buffer) => void) {
+    return this.ready(id).inner.agent.getArchive(path, sink, { gzip });
+  }
+
+  get count(): number {
+    return this.sandboxes.size;
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    this.admission.close();
+    await Promise.allSettled([...this.sandboxes.keys()].map((id) => this.delete(id)));
+  }
+}
+
+export function newId(): string {
+  return `sb-${randomBytes(8).toString('hex')}`;
+}

@@ -1,0 +1,34 @@
+/** What the core needs to know about language packs; the images module provides the data. */
+import type { PackImage } from './backend.js';
+
+export interface PackRunSpec {
+  /** File name a snippet is written to, e.g. "main.py". */
+  fileName: string;
+  /** argv to run a file; "{file}" is replaced by its path. */
+  command: string[];
+  /** argv to run an uploaded project; "{entrypoint}" is replaced by the entrypoint path. */
+  projectCommand: string[];
+}
+
+export interface PackInfo {
+  name: string;
+  description: string;
+  env: Record<string, string>;
+  run: PackRunSpec;
+  /** Whether an image for the current definition is built on this host. */
+  imageReady: boolean;
+  imageHash?: string;
+  imageSizeBytes?: number;
+}
+
+export interface PackCatalog {
+  list(): Promise<PackInfo[]>;
+  /** Throws UNKNOWN_PACK for a name that has no definition. */
+  get(name: string): Promise<PackInfo>;
+  /** Throws IMAGE_MISSING (with the command that builds it) when the image is not built. */
+  image(name: string): Promise<PackImage>;
+}
+
+export function fillCommand(template: string[], vars: Record<string, string>): string[] {
+  return template.map((arg) => arg.replace(/\{(\w+)\}/g, (m, k: string) => vars[k] ?? m));
+}

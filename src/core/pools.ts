@@ -1,0 +1,178 @@
+/**
+ * Warm pools keyed by (backend, pack, size). Each key keeps `target` ready sandboxes, refilled in
+ * the background with a small concurrency limit so refills never starve requests. `take` is O(1)
+ * and hands a sandbox out exactly once: it leaves the pool before it is returned. Members older
+ * than `maxAgeMs` are recycled; members that die are dropped.
+ */
+import type { BackendName, BackendSandbox } from './backend.js';
+import type { Metrics } from './metrics.js';
+
+export interface PoolKey {
+  backend: BackendName;
+  pack: string;
+  cpus: number;
+  memoryMib: number;
+  diskMib: number;
+}
+
+export interface PoolsOptions {
+  targets: Array<{ key: PoolKey; target: number }>;
+  start: (key: PoolKey) => Promise<BackendSandbox>;
+  maxAgeMs: number;
+  refillConcurrency: number;
+  metrics?: Metrics;
+  log?: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface PoolStats {
+  key: PoolKey;
+  target: number;
+  ready: number;
+  starting: number;
+  hits: number;
+  misses: number;
+  failures: number;
+}
+
+interface Member {
+  sandbox: BackendSandbox;
+  bornAt: number;
+  dead: boolean;
+}
+
+class Pool {
+  /** Ready members, oldest first; `head` avoids O(n) shifts. */
+  members: Array<Member | undefined> = [];
+  head = 0;
+  starting = 0;
+  hits = 0;
+  misses = 0;
+  failures = 0;
+  constructor(readonly key: PoolKey, readonly id: string, public target: number) {}
+  get ready(): number { return this.members.length - this.head; }
+  shift(): Member | undefined {
+    while (this.head < this.members.length) {
+      const m = this.members[this.head];
+      this.members[this.head++] = undefined;
+      if (this.head > 64 && this.head * 2 > this.members.length) { this.members = this.members.slice(this.head); this.head = 0; }
+      if (m && !m.dead) return m;
+    }
+    return undefined;
+  }
+}
+
+export function poolKeyId(k: PoolKey): string {
+  return `${k.backend}/${k.pack}/${k.cpus}cpu/${k.memoryMib}MiB/${k.diskMib}MiB`;
+}
+
+export class WarmPools {
+  private readonly pools = new Map<string, Pool>();
+  private inFlight = 0;
+  private closed = false;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private readonly pending = new Set<Promise<void>>();
+
+  constructor(private readonly o: PoolsOptions) {
+    for (const { key, target } of o.targets) this.pools.set(poolKeyId(key), new Pool(key, poolKeyId(key), target));
+  }
+
+  start(): void {
+    this.sweepTimer = setInterval(() => this.sweep(), Math.max(1000, Math.min(this.o.maxAgeMs / 4, 60_000)));
+    this.sweepTimer.unref();
+    this.refillAll();
+  }
+
+  /** A ready sandbox for the key, or undefined (a miss). Never the same sandbox twice. */
+  take(key: PoolKey): BackendSandbox | undefined {
+    const pool = this.pools.get(poolKeyId(key));
+    if (!pool) return undefined;
+    const m = pool.shift();
+    if (m) pool.hits++; else pool.misses++;
+    this.report(pool);
+    this.refill(pool);
+    return m?.sandbox;
+  }
+
+  stats(): PoolStats[] {
+    return [...this.pools.values()].map((p) => ({ key: p.key, target: p.target, ready: p.ready, starting: p.starting, hits: p.hits, misses: p.misses, failures: p.failures }));
+  }
+
+  private refillAll(): void {
+    for (const p of this.pools.values()) this.refill(p);
+  }
+
+  private refill(pool: Pool): void {
+    while (!this.closed && pool.ready + pool.starting < pool.target && this.inFlight < this.o.refillConcurrency) {
+      pool.starting++;
+      this.inFlight++;
+      const job = this.o.start(pool.key).then(
+        (sandbox) => this.add(pool, sandbox),
+        (e) => {
+          pool.failures++;
+          this.o.log?.('warm pool refill failed', { pool: pool.id, error: (e as Error).message });
+        },
+      ).finally(() => {
+        pool.starting--;
+        this.inFlight--;
+        this.pending.delete(job);
+        // Back off after a failure so a broken image does not spin; otherwise continue at once.
+        if (!this.closed) setTimeout(() => this.refillAll(), pool.failures > 0 && pool.ready === 0 ? 2000 : 0).unref();
+      });
+      this.pending.add(job);
+    }
+  }
+
+  private add(pool: Pool, sandbox: BackendSandbox): void {
+    if (this.closed) {
+      void sandbox.destroy().catch(() => undefined);
+      return;
+    }
+    const m: Member = { sandbox, bornAt: Date.now(), dead: false };
+    sandbox.onExit(() => {
+      if (m.dead) return;
+      m.dead = true;
+      void sandbox.destroy().catch(() => undefined);
+    });
+    pool.members.push(m);
+    pool.failures = 0;
+    this.report(pool);
+  }
+
+  /** Recycles members past their max age (oldest are at the head). */
+  private sweep(): void {
+    const now = Date.now();
+    for (const pool of this.pools.values()) {
+      for (let i = pool.head; i < pool.members.length; i++) {
+        const m = pool.members[i];
+        if (!m || m.dead || now - m.bornAt < this.o.maxAgeMs) continue;
+        m.dead = true;
+        void m.sandbox.destroy().catch(() => undefined);
+      }
+      // Compact so `ready` counts only live members.
+      pool.members = pool.members.slice(pool.head).filter((m): m is Member => m !== undefined && !m.dead);
+      pool.head = 0;
+      this.report(pool);
+    }
+    this.refillAll();
+  }
+
+  private report(pool: Pool): void {
+    this.o.metrics?.poolSize.set({ key: pool.id }, pool.ready);
+    this.o.metrics?.poolTarget.set({ key: pool.id }, pool.target);
+  }
+
+  /** Stops refilling and destroys every member, including those still starting. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.sweepTimer);
+    await Promise.allSettled([...this.pending]);
+    const all: Promise<void>[] = [];
+    for (const pool of this.pools.values()) {
+      for (let m = pool.shift(); m; m = pool.shift()) {
+        m.dead = true;
+        all.push(m.sandbox.destroy());
+      }
+    }
+    await Promise.allSettled(all);
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * A small typed client for the kiln HTTP API, usable from Node 20 and browsers (fetch only).
+ *   const kiln = new KilnClient({ baseUrl: 'http://127.0.0.1:8400' });
+ *   const sb = await kiln.sandboxes.create({ pack: 'python' });
+ *   const r = await kiln.sandboxes.exec(sb.id, { cmd: 'python3 -c "print(42)"' });
+ */
+import { KilnApiError } from './errors.js';
+import type {
+  BackendInfo, CreateSandboxOptions, ExecEvent, ExecOptions, ExecResult, FsEntry, PackInfo, RunOptions, RunResult, SandboxInfo,
+} from './types.js';
+
+export interface KilnClientOptions {
+  /** e.g. http://127.0.0.1:8400 ('' in a browser served by kiln itself). */
+  baseUrl?: string;
+  token?: string;
+  /** Per request; long execs should pass their own signal instead. */
+  requestTimeoutMs?: number;
+  fetch?: typeof fetch;
+}
+
+export class KilnClient {
+  readonly baseUrl: string;
+  readonly sandboxes: Sandboxes;
+  private readonly token?: string;
+  private readonly timeoutMs: number;
+  private readonly fetchFn: typeof fetch;
+
+  constructor(o: KilnClientOptions = {}) {
+    this.baseUrl = (o.baseUrl ?? 'http://127.0.0.1:8400').replace(/\/$/, '');
+    this.token = o.token;
+    this.timeoutMs = o.requestTimeoutMs ?? 10 * 60_000;
+    this.fetchFn = o.fetch ?? fetch.bind(globalThis);
+    this.sandboxes = new Sandboxes(this);
+  }
+
+  /** Low-level request; throws KilnApiError for any non-2xx answer. */
+  async request(method: string, path: string, init: { json?: unknown; body?: BodyInit; contentType?: string; accept?: string; signal?: AbortSignal } = {}): Promise<Response> {
+    const headers: Record<string, string> = {};
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (init.json !== undefined) headers['content-type'] = 'application/json';
+    else if (init.contentType) headers['content-type'] = init.contentType;
+    if (init.accept) headers.accept = init.accept;
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const signal = init.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
+    const res = await this.fetchFn(this.baseUrl + path, {
+      method, headers, signal,
+      body: init.json !== undefined ? JSON.stringify(init.json) : init.body,
+      ...(init.body && typeof (init.body as ReadableStream).getReader === 'function' ? { duplex: 'half' } : {}),
+    } as RequestInit);
+    if (!res.ok) throw await apiError(res);
+    return res;
+  }
+
+  async json<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    const res = await this.request(method, path, { json: body, signal });
+    return (res.status === 204 ? undefined : await res.json()) as T;
+  }
+
+  /** One-shot: fresh sandbox, run, delete. */
+  run(o: RunOptions, signal?: AbortSignal): Promise<RunResult> {
+    return this.json('POST', '/v1/run', o, signal);
+  }
+
+  /** One-shot with output streamed as it is produced. */
+  runStream(o: RunOptions, signal?: AbortSignal): AsyncGenerator<ExecEvent> {
+    return this.ndjson('/v1/run', { ...o, stream: true }, signal);
+  }
+
+  packs(): Promise<PackInfo[]> {
+    return this.json<{ packs: PackInfo[] }>('GET', '/v1/packs').then((r) => r.packs);
+  }
+
+  backends(): Promise<{ default: string; backends: BackendInfo[] }> {
+    return this.json('GET', '/v1/backends');
+  }
+
+  pools(): Promise<{ pools: unknown[] }> {
+    return this.json('GET', '/v1/pools');
+  }
+
+  health(): Promise<{ status: string; sandboxes: number }> {
+    return this.json('GET', '/healthz');
+  }
+
+  async metricsText(): Promise<string> {
+    return (await this.request('GET', '/metrics')).text();
+  }
+
+  async *ndjson(path: string, body: unknown, signal?: AbortSignal): AsyncGenerator<ExecEvent> {
+    const res = await this.request('POST', path, { json: body, accept: 'application/x-ndjson', signal });
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.trim()) yield JSON.parse(line) as ExecEvent;
+      }
+    }
+  }
+
+  /** WebSocket URL for interactive exec (browsers pass the token as access_token). */
+  execSocketUrl(id: string): string {
+    const base = this.baseUrl || (typeof location !== 'undefined' ? location.origin : '');
+    const url = new URL(`${base}/v1/sandboxes/${encodeURIComponent(id)}/exec/ws`);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    if (this.token) url.searchParams.set('access_token', this.token);
+    return url.toString();
+  }
+}
+
+export class Sandboxes {
+  constructor(private readonly c: KilnClient) {}
+
+  create(o: CreateSandboxOptions, signal?: AbortSignal): Promise<SandboxInfo> {
+    return this.c.json('POST', '/v1/sandboxes', o, signal);
+  }
+
+  list(): Promise<SandboxInfo[]> {
+    return this.c.json<{ sandboxes: SandboxInfo[] }>('GET', '/v1/sandboxes').then((r) => r.sandboxes);
+  }
+
+  get(id: string): Promise<SandboxInfo> {
+    return this.c.json('GET', `/v1/sandboxes/${enc(id)}`);
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.c.request('DELETE', `/v1/sandboxes/${enc(id)}`);
+  }
+
+  exec(id: string, o: ExecOptions, signal?: AbortSignal): Promise<ExecResult> {
+    return this.c.json('POST', `/v1/sandboxes/${enc(id)}/exec`, o, signal);
+  }
+
+  execStream(id: string, o: ExecOptions, signal?: AbortSignal): AsyncGenerator<ExecEvent> {
+    return this.c.ndjson(`/v1/sandboxes/${enc(id)}/exec`, { ...o, stream: true }, signal);
+  }
+
+  async writeFile(id: string, path: string, content: string | Uint8Array, mode?: number): Promise<{ bytes: number }> {
+    const q = new URLSearchParams({ path, ...(mode !== undefined ? { mode: mode.toString(8) } : {}) });
+    const res = await this.c.request('PUT', `/v1/sandboxes/${enc(id)}/files?${q}`, { body: content as BodyInit, contentType: 'application/octet-stream' });
+    return res.json() as Promise<{ bytes: number }>;
+  }
+
+  async readFile(id: string, path: string): Promise<Uint8Array> {
+    const res = await this.c.request('GET', `/v1/sandboxes/${enc(id)}/files?${new URLSearchParams({ path })}`);
+    return new Uint8Array(await res.arrayBuffer());
+  }
+
+  async listDir(id: string, path: string): Promise<FsEntry[]> {
+    return this.c.json<{ entries: FsEntry[] }>('GET', `/v1/sandboxes/${enc(id)}/ls?${new URLSearchParams({ path })}`).then((r) => r.entries);
+  }
+
+  /** Uploads a tar (gzip: false) or tar.gz and unpacks it at `path`. */
+  async uploadArchive(id: string, data: Uint8Array | Blob, opts: { path?: string; gzip?: boolean } = {}): Promise<{ files: number; bytes: number }> {
+    const q = new URLSearchParams({ path: opts.path ?? '/workspace' });
+    const res = await this.c.request('POST', `/v1/sandboxes/${enc(id)}/archive?${q}`, { body: data as BodyInit, contentType: opts.gzip === false ? 'application/x-tar' : 'application/gzip' });
+    return res.json() as Promise<{ files: number; bytes: number }>;
+  }
+
+  async downloadArchive(id: string, opts: { path?: string; gzip?: boolean } = {}): Promise<Uint8Array> {
+    const q = new URLSearchParams({ path: opts.path ?? '/workspace', format: opts.gzip === false ? 'tar' : 'tar.gz' });
+    const res = await this.c.request('GET', `/v1/sandboxes/${enc(id)}/archive?${q}`);
+    return new Uint8Array(await res.arrayBuffer());
+  }
+}
+
+function enc(s: string): string {
+  return encodeURIComponent(s);
+}
+
+async function apiError(res: Response): Promise<KilnApiError> {
+  const retry = res.headers.get('retry-after');
+  let code = 'HTTP_' + res.status;
+  let message = `${res.status} ${res.statusText}`;
+  try {
+    const body = (await res.json()) as { code?: string; message?: string };
+    if (body.code) code = body.code;
+    if (body.message) message = body.message;
+  } catch { /* not JSON */ }
+  return new KilnApiError(res.status, code, message, retry ? Number(retry) : undefined);
+}

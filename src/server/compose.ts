@@ -1,0 +1,63 @@
+/**
+ * The composition root: the only module that imports concrete backends. Builds the service from a
+ * config: backends, packs, metrics, manager, warm pools, and the start-up scan of leftovers.
+ */
+import type { Backend, BackendAvailability, BackendName } from '../core/backend.js';
+import type { KilnConfig } from '../core/config.js';
+import { SandboxManager } from '../core/manager.js';
+import { Metrics } from '../core/metrics.js';
+import { WarmPools } from '../core/pools.js';
+import { createNamespaceBackend } from '../backends/namespace/namespace-backend.js';
+import { createPackCatalog } from './pack-catalog.js';
+import type { KilnService } from './service.js';
+import { optionalBackends } from './optional-backends.js';
+
+export interface ComposeOptions {
+  log?: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Skip the leftovers scan (tests that run several services side by side). */
+  skipScan?: boolean;
+}
+
+export async function composeService(config: KilnConfig, o: ComposeOptions = {}): Promise<KilnService> {
+  const log = o.log ?? (() => undefined);
+  const backends = new Map<BackendName, Backend>();
+  backends.set('namespace', createNamespaceBackend({ runDir: config.runDir, agentPath: config.agentPath, maxPids: config.limits.maxPids }));
+  for (const b of await optionalBackends(config, log)) backends.set(b.name, b);
+
+  if (!o.skipScan) {
+    for (const b of backends.values()) {
+      const report = await b.scan().catch((e: Error) => ({ removed: [`scan failed: ${e.message}`] }));
+      if (report.removed.length) log(`start-up scan (${b.name}) removed leftovers`, { removed: report.removed });
+    }
+  }
+
+  const packs = await createPackCatalog(config.dataDir, config.packsDir);
+  let manager!: SandboxManager;
+  const metrics = new Metrics({ queueDepth: () => manager.admission.stats.queued, inUse: () => manager.admission.stats.inUse });
+  let pools: WarmPools | undefined;
+  const targets = Object.entries(config.poolTargets).filter(([, n]) => n > 0);
+  manager = new SandboxManager({ config, backends, packs, metrics, log, get pools() { return pools; } });
+  if (targets.length) {
+    const l = config.limits;
+    pools = new WarmPools({
+      targets: targets.map(([pack, target]) => ({ key: { backend: config.defaultBackend, pack, cpus: l.defaultCpus, memoryMib: l.defaultMemoryMib, diskMib: l.defaultDiskMib }, target })),
+      start: (k) => manager.startOnBackend(manager.backend(k.backend), k.pack, k),
+      maxAgeMs: 10 * 60_000,
+      refillConcurrency: 1,
+      metrics,
+      log,
+    });
+    pools.start();
+  }
+
+  let availability: Promise<BackendAvailability[]> | undefined;
+  return {
+    config, manager, packs, backends, metrics, pools,
+    availability: () => (availability ??= Promise.all([...backends.values()].map((b) => b.probe()))),
+    async close() {
+      await pools?.close();
+      await manager.close();
+      await Promise.allSettled([...backends.values()].map((b) => b.close()));
+    },
+  };
+}

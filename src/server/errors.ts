@@ -1,0 +1,33 @@
+/** The HTTP edge of the error catalogue: every error leaves as {code, message} with its status. */
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { isKilnError, KilnError } from '../core/errors.js';
+import type { Metrics } from '../core/metrics.js';
+
+export function errorHandler(metrics: Metrics | undefined) {
+  return (err: FastifyError | Error, req: FastifyRequest, reply: FastifyReply): void => {
+    const e = translate(err);
+    metrics?.countError(e);
+    if (e.status >= 500 && e.code === 'INTERNAL') req.log.error({ err }, 'internal error');
+    if (e.retryAfterSec !== undefined) void reply.header('retry-after', String(e.retryAfterSec));
+    void reply.status(e.status).send(e.toJSON());
+  };
+}
+
+function translate(err: FastifyError | Error): KilnError {
+  if (isKilnError(err)) return err;
+  const fe = err as FastifyError;
+  if (fe.validation) return new KilnError('INVALID_REQUEST', `invalid request: ${fe.message}`);
+  switch (fe.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new KilnError('PAYLOAD_TOO_LARGE', 'request body is too large; upload big files with PUT /v1/sandboxes/:id/files or an archive');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new KilnError('INVALID_REQUEST', `unsupported content type: ${fe.message}`);
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new KilnError('INVALID_REQUEST', 'request body is not valid JSON');
+  }
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+    return new KilnError('INVALID_REQUEST', fe.message);
+  }
+  return new KilnError('INTERNAL', 'internal error; the server log has the details');
+}

@@ -1,0 +1,68 @@
+/**
+ * The service process: compose, listen on TCP (and optionally a Unix socket), close gracefully on
+ * SIGINT/SIGTERM. Library code never exits the process; only this file decides to.
+ */
+import { chmod, mkdir, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { loadConfig, type KilnConfig } from '../core/config.js';
+import { buildApp } from './app.js';
+import { composeService } from './compose.js';
+import type { KilnService } from './service.js';
+
+export interface RunningServer {
+  svc: KilnService;
+  apps: FastifyInstance[];
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startServer(config: KilnConfig = loadConfig(), opts: { logger?: boolean; skipScan?: boolean } = {}): Promise<RunningServer> {
+  const logger = opts.logger ?? true;
+  const log = logger ? (msg: string, fields?: Record<string, unknown>) => console.error(JSON.stringify({ time: new Date().toISOString(), msg, ...fields })) : undefined;
+  const svc = await composeService(config, { log, skipScan: opts.skipScan });
+  const apps: FastifyInstance[] = [];
+  try {
+    const tcp = await buildApp(svc, { logger: logger ? { level: 'info' } : false });
+    apps.push(tcp);
+    const address = await tcp.listen({ host: config.host, port: config.port });
+    if (config.socketPath) {
+      await mkdir(dirname(config.socketPath), { recursive: true });
+      await rm(config.socketPath, { force: true });
+      const local = await buildApp(svc, { logger: false, trustedSocket: true });
+      apps.push(local);
+      await local.listen({ path: config.socketPath });
+      await chmod(config.socketPath, 0o660);
+    }
+    return {
+      svc, apps, url: address,
+      async close() {
+        await Promise.allSettled(apps.map((a) => a.close()));
+        await svc.close();
+        if (config.socketPath) await rm(config.socketPath, { force: true });
+      },
+    };
+  } catch (e) {
+    await Promise.allSettled(apps.map((a) => a.close()));
+    await svc.close();
+    throw e;
+  }
+}
+
+/** Runs until a signal arrives; resolves with the exit code. */
+export async function serveForever(config?: KilnConfig): Promise<number> {
+  const server = await startServer(config);
+  console.error(`kiln listening on ${server.url}`);
+  return new Promise((resolve) => {
+    let closing = false;
+    const stop = (sig: string): void => {
+      if (closing) return;
+      closing = true;
+      console.error(`${sig}: closing sandboxes and stopping`);
+      const hard = setTimeout(() => resolve(1), 20_000);
+      server.close().then(() => { clearTimeout(hard); resolve(0); }, (e) => { console.error(e); clearTimeout(hard); resolve(1); });
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+}

@@ -1,0 +1,31 @@
+/** Exec routes: buffered JSON, streaming NDJSON, and interactive WebSocket. */
+import type { FastifyInstance } from 'fastify';
+import type { ExecOptions } from '../../core/exec.js';
+import type { KilnService } from '../service.js';
+import { streamNdjson } from './ndjson.js';
+import { execBody as present } from './present.js';
+import { errorSchema, execBody, execResultSchema, idParams } from './schemas.js';
+import { attachInteractive } from './interactive.js';
+
+export async function execRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
+  app.post<{ Params: { id: string }; Body: ExecOptions & { stream?: boolean } }>('/v1/sandboxes/:id/exec', {
+    schema: {
+      summary: 'Run a command; with "stream": true (or Accept: application/x-ndjson) output streams as NDJSON events',
+      params: idParams, body: execBody,
+      response: { 200: execResultSchema, 400: errorSchema, 404: errorSchema, 409: errorSchema },
+    },
+  }, async (req, reply) => {
+    const { stream, ...opts } = req.body;
+    if (stream || req.headers.accept === 'application/x-ndjson') {
+      return streamNdjson(req, reply, (handlers, signal) => svc.manager.runExec(req.params.id, opts, handlers, signal));
+    }
+    const ac = new AbortController();
+    req.raw.on('close', () => { if (!reply.sent) ac.abort(); });
+    return present(await svc.manager.runExec(req.params.id, opts, undefined, ac.signal));
+  });
+
+  app.get<{ Params: { id: string } }>('/v1/sandboxes/:id/exec/ws', {
+    websocket: true,
+    schema: { summary: 'Interactive exec over WebSocket (see docs/api.md for the message format)', params: idParams },
+  }, (socket, req) => attachInteractive(svc, req.params.id, socket, req.log));
+}

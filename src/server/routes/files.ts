@@ -1,0 +1,70 @@
+/** File and archive transfer routes; bodies stream straight through to the agent. */
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { IncomingMessage } from 'node:http';
+import { KilnError } from '../../core/errors.js';
+import type { KilnService } from '../service.js';
+import { errorSchema, idParams, pathQuery } from './schemas.js';
+
+export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
+  const max = svc.config.limits.maxFileBytes;
+  // Raw bodies are passed on as streams, never buffered whole in the server.
+  for (const type of ['application/octet-stream', 'application/x-tar', 'application/gzip', 'application/x-gzip', 'text/plain']) {
+    app.addContentTypeParser(type, { bodyLimit: max }, (_req, payload, done) => done(null, payload));
+  }
+  const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema, 413: errorSchema };
+
+  app.put<{ Params: { id: string }; Querystring: { path: string; mode?: string } }>('/v1/sandboxes/:id/files', {
+    bodyLimit: max,
+    schema: { summary: 'Write a file (raw body); parent folders are created', params: idParams, querystring: pathQuery, response: errors },
+  }, async (req) => {
+    const body = bodyStream(req.body);
+    const r = await svc.manager.writeFile(req.params.id, req.query.path, body, req.query.mode ? parseInt(req.query.mode, 8) : undefined);
+    return { path: req.query.path, bytes: r.bytes };
+  });
+
+  app.get<{ Params: { id: string }; Querystring: { path: string } }>('/v1/sandboxes/:id/files', {
+    schema: { summary: 'Read a file (raw body)', params: idParams, querystring: pathQuery, response: errors },
+  }, async (req, reply) => {
+    // Collect up to the file cap: an error from the agent must still become a clean JSON error.
+    const chunks: Buffer[] = [];
+    await svc.manager.readFile(req.params.id, req.query.path, (c) => chunks.push(c));
+    return reply.type('application/octet-stream').send(Buffer.concat(chunks));
+  });
+
+  app.get<{ Params: { id: string }; Querystring: { path: string } }>('/v1/sandboxes/:id/ls', {
+    schema: { summary: 'List a folder', params: idParams, querystring: pathQuery, response: errors },
+  }, async (req) => ({ path: req.query.path, entries: await svc.manager.listFiles(req.params.id, req.query.path) }));
+
+  app.post<{ Params: { id: string }; Querystring: { path?: string } }>('/v1/sandboxes/:id/archive', {
+    bodyLimit: max,
+    schema: {
+      summary: 'Upload a tar or tar.gz (Content-Type application/x-tar or application/gzip) and unpack it at ?path= (default /workspace)',
+      params: idParams, querystring: { type: 'object', properties: { path: { type: 'string', maxLength: 4096 } } }, response: errors,
+    },
+  }, async (req) => {
+    const gzip = /gzip/.test(req.headers['content-type'] ?? '');
+    const r = await svc.manager.putArchive(req.params.id, req.query.path ?? '/workspace', bodyStream(req.body), gzip);
+    return { path: req.query.path ?? '/workspace', files: r.files ?? 0, bytes: r.bytes };
+  });
+
+  app.get<{ Params: { id: string }; Querystring: { path?: string; format?: 'tar' | 'tar.gz' } }>('/v1/sandboxes/:id/archive', {
+    schema: {
+      summary: 'Download a folder as tar or tar.gz',
+      params: idParams,
+      querystring: { type: 'object', properties: { path: { type: 'string', maxLength: 4096 }, format: { type: 'string', enum: ['tar', 'tar.gz'] } } },
+      response: errors,
+    },
+  }, async (req, reply: FastifyReply) => {
+    const gzip = req.query.format !== 'tar';
+    const chunks: Buffer[] = [];
+    await svc.manager.getArchive(req.params.id, req.query.path ?? '/workspace', gzip, (c) => chunks.push(c));
+    return reply.type(gzip ? 'application/gzip' : 'application/x-tar').send(Buffer.concat(chunks));
+  });
+}
+
+function bodyStream(body: unknown): AsyncIterable<Buffer> | Buffer {
+  if (Buffer.isBuffer(body)) return body;
+  if (body && typeof (body as IncomingMessage)[Symbol.asyncIterator] === 'function') return body as AsyncIterable<Buffer>;
+  if (typeof body === 'string') return Buffer.from(body);
+  throw new KilnError('INVALID_REQUEST', 'send the file as the raw request body (Content-Type: application/octet-stream)');
+}

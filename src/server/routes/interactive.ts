@@ -1,0 +1,94 @@
+/**
+ * WebSocket interactive exec. Client → server JSON text messages:
+ *   {"type":"start","cmd":"bash","tty":{"cols":80,"rows":24},"env":{},"cwd":"/workspace"}  (first)
+ *   {"type":"stdin","data":"ls\n"} | {"type":"eof"} | {"type":"resize","cols":100,"rows":30} | {"type":"signal","signal":"SIGINT"}
+ * Server → client: {"type":"started","pid"}, {"type":"stdout"|"stderr","data"}, {"type":"result",...}
+ * or {"type":"error","code","message"}; the server closes the socket after the last one.
+ */
+import type { FastifyBaseLogger } from 'fastify';
+import type { WebSocket } from 'ws';
+import { KilnError, toKilnError } from '../../core/errors.js';
+import type { ExecHandle } from '../../protocol/agent-client.js';
+import type { KilnService } from '../service.js';
+import { execSummary } from './present.js';
+
+const MAX_MESSAGE_BYTES = 1024 * 1024;
+
+export function attachInteractive(svc: KilnService, id: string, socket: WebSocket, log: FastifyBaseLogger): void {
+  let handle: ExecHandle | undefined;
+  let started = false;
+  const send = (obj: Record<string, unknown>): void => { if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(obj)); };
+  const fail = (e: unknown): void => {
+    const ke = toKilnError(e);
+    if (ke.code === 'INTERNAL') log.error({ err: e }, 'interactive exec failed');
+    send({ type: 'error', code: ke.code, message: ke.code === 'INTERNAL' ? 'internal error' : ke.message });
+    socket.close(1000);
+  };
+
+  socket.on('message', (raw: Buffer, isBinary: boolean) => {
+    try {
+      if (raw.length > MAX_MESSAGE_BYTES) throw new KilnError('PAYLOAD_TOO_LARGE', 'WebSocket message over 1 MiB');
+      if (isBinary) {
+        if (!handle) throw new KilnError('INVALID_REQUEST', 'send {"type":"start"} before stdin');
+        void handle.writeStdin(raw).catch(() => undefined);
+        return;
+      }
+      const msg = parse(raw);
+      if (msg.type === 'start') {
+        if (started) throw new KilnError('INVALID_REQUEST', 'this socket already started a command');
+        started = true;
+        void start(msg);
+        return;
+      }
+      if (!handle) throw new KilnError('INVALID_REQUEST', 'send {"type":"start"} first');
+      if (msg.type === 'stdin' && typeof msg.data === 'string') void handle.writeStdin(Buffer.from(msg.data)).catch(() => undefined);
+      else if (msg.type === 'eof') handle.closeStdin();
+      else if (msg.type === 'resize' && isDim(msg.cols) && isDim(msg.rows)) handle.resize(msg.cols, msg.rows);
+      else if (msg.type === 'signal' && typeof msg.signal === 'string' && /^SIG[A-Z0-9]{2,8}$/.test(msg.signal)) handle.signal(msg.signal);
+      else throw new KilnError('INVALID_REQUEST', `unknown or malformed message type "${String(msg.type)}"`);
+    } catch (e) {
+      fail(e);
+    }
+  });
+  socket.on('close', () => handle?.cancel());
+
+  async function start(msg: Record<string, unknown>): Promise<void> {
+    try {
+      const cmd = msg.cmd;
+      if (!(typeof cmd === 'string' || (Array.isArray(cmd) && cmd.every((c) => typeof c === 'string')))) throw new KilnError('INVALID_REQUEST', '"cmd" must be a string or an array of strings');
+      const tty = msg.tty as { cols?: unknown; rows?: unknown } | undefined;
+      const ex = await svc.manager.interactive(id, {
+        cmd,
+        env: isStringMap(msg.env) ? msg.env : undefined,
+        cwd: typeof msg.cwd === 'string' ? msg.cwd : undefined,
+        tty: tty && isDim(tty.cols) && isDim(tty.rows) ? { cols: tty.cols, rows: tty.rows } : undefined,
+      }, {
+        onStarted: (pid) => send({ type: 'started', pid }),
+        onStdout: (c) => send({ type: 'stdout', data: c.toString('utf8') }),
+        onStderr: (c) => send({ type: 'stderr', data: c.toString('utf8') }),
+      });
+      handle = ex.handle;
+      const r = await ex.done;
+      send({ type: 'result', ...execSummary(r) });
+      socket.close(1000);
+    } catch (e) {
+      fail(e);
+    }
+  }
+}
+
+function parse(raw: Buffer): Record<string, unknown> {
+  try {
+    const v: unknown = JSON.parse(raw.toString('utf8'));
+    if (v && typeof v === 'object' && !Array.isArray(v)) return v as Record<string, unknown>;
+  } catch { /* fall through */ }
+  throw new KilnError('INVALID_REQUEST', 'messages must be JSON objects with a "type"');
+}
+
+function isDim(v: unknown): v is number {
+  return Number.isInteger(v) && (v as number) > 0 && (v as number) <= 1000;
+}
+
+function isStringMap(v: unknown): v is Record<string, string> {
+  return !!v && typeof v === 'object' && Object.values(v).every((x) => typeof x === 'string');
+}

@@ -1,0 +1,24 @@
+/** Packs, backends, pools, health and metrics. */
+import type { FastifyInstance } from 'fastify';
+import type { KilnService } from '../service.js';
+
+export async function metaRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
+  app.get('/healthz', { schema: { summary: 'Liveness and a short status', security: [] } }, async () => ({
+    status: 'ok',
+    sandboxes: svc.manager.count,
+    capacity: svc.manager.admission.stats,
+  }));
+
+  app.get('/v1/packs', { schema: { summary: 'Language packs and whether their images are built' } }, async () => ({ packs: await svc.packs.list() }));
+
+  app.get('/v1/backends', { schema: { summary: 'Backends: available or not, why, capabilities' } }, async () => ({
+    default: svc.config.defaultBackend,
+    backends: await svc.availability(),
+  }));
+
+  app.get('/v1/pools', { schema: { summary: 'Warm pools: target, ready, starting, hits and misses' } }, async () => ({ pools: svc.pools?.stats() ?? [] }));
+
+  app.get('/metrics', { schema: { summary: 'Prometheus metrics', hide: false } }, async (_req, reply) => {
+    return reply.type(svc.metrics.registry.contentType).send(await svc.metrics.registry.metrics());
+  });
+}

@@ -1,0 +1,35 @@
+/**
+ * Streams an exec as NDJSON: {"type":"started"}, {"type":"stdout"|"stderr","data"}, then one final
+ * {"type":"result",...} or {"type":"error","code","message"}. A client that disconnects cancels it.
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { toKilnError } from '../../core/errors.js';
+import type { ExecOutcome, ExecStreamHandlers } from '../../core/exec.js';
+import { execSummary } from './present.js';
+
+export async function streamNdjson<R extends ExecOutcome>(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  run: (handlers: ExecStreamHandlers, signal: AbortSignal) => Promise<R>,
+  extra: (r: R) => Record<string, unknown> = () => ({}),
+): Promise<void> {
+  const ac = new AbortController();
+  reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
+  reply.hijack();
+  reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+  const write = (obj: Record<string, unknown>): void => { if (!reply.raw.destroyed) reply.raw.write(JSON.stringify(obj) + '\n'); };
+  try {
+    const r = await run({
+      onStarted: (pid) => write({ type: 'started', pid }),
+      onStdout: (c) => write({ type: 'stdout', data: c.toString('utf8') }),
+      onStderr: (c) => write({ type: 'stderr', data: c.toString('utf8') }),
+    }, ac.signal);
+    write({ type: 'result', ...execSummary(r), ...extra(r) });
+  } catch (e) {
+    const ke = toKilnError(e);
+    if (ke.status >= 500 && ke.code === 'INTERNAL') req.log.error({ err: e }, 'stream failed');
+    write({ type: 'error', code: ke.code, message: ke.code === 'INTERNAL' ? 'internal error; the server log has the details' : ke.message });
+  } finally {
+    reply.raw.end();
+  }
+}

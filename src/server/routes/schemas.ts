@@ -1,0 +1,113 @@
+/** JSON schemas for request bodies and responses; they also feed /openapi.json. */
+const envMap = { type: 'object', additionalProperties: { type: 'string', maxLength: 65536 }, maxProperties: 256 } as const;
+const cmd = {
+  oneOf: [
+    { type: 'string', minLength: 1, maxLength: 262144 },
+    { type: 'array', minItems: 1, maxItems: 4096, items: { type: 'string', maxLength: 131072 } },
+  ],
+  description: 'A shell string (run with /bin/sh -c) or an argv array',
+} as const;
+
+export const errorSchema = {
+  type: 'object',
+  properties: { code: { type: 'string' }, message: { type: 'string' }, details: { type: 'object', additionalProperties: true } },
+  required: ['code', 'message'],
+} as const;
+
+export const createSandboxBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['pack'],
+  properties: {
+    pack: { type: 'string', minLength: 1, maxLength: 64 },
+    backend: { type: 'string', enum: ['namespace', 'qemu', 'firecracker'] },
+    cpus: { type: 'number', exclusiveMinimum: 0, maximum: 64 },
+    memoryMib: { type: 'integer', minimum: 16 },
+    diskMib: { type: 'integer', minimum: 1 },
+    ttlSec: { type: 'integer', minimum: 1 },
+    env: envMap,
+    backendOptions: { type: 'object', additionalProperties: true, maxProperties: 32 },
+  },
+} as const;
+
+export const sandboxSchema = {
+  type: 'object',
+  additionalProperties: true,
+  properties: {
+    id: { type: 'string' }, pack: { type: 'string' }, backend: { type: 'string' }, state: { type: 'string' },
+    createdAt: { type: 'string' }, expiresAt: { type: 'string' }, readyMs: { type: 'number' },
+    cpus: { type: 'number' }, memoryMib: { type: 'number' }, diskMib: { type: 'number' },
+    execsRunning: { type: 'integer' }, fromPool: { type: 'boolean' },
+    details: { type: 'object', additionalProperties: true }, exitReason: { type: 'string' },
+  },
+} as const;
+
+export const execBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['cmd'],
+  properties: {
+    cmd,
+    stdin: { type: 'string', maxLength: 16 * 1024 * 1024 },
+    env: envMap,
+    cwd: { type: 'string', maxLength: 4096 },
+    uid: { type: 'integer', minimum: 0, maximum: 4294967294 },
+    timeoutMs: { type: 'integer', minimum: 1 },
+    maxOutputBytes: { type: 'integer', minimum: 0 },
+    stream: { type: 'boolean', description: 'Answer with NDJSON events as output is produced' },
+  },
+} as const;
+
+export const execResultSchema = {
+  type: 'object',
+  properties: {
+    stdout: { type: 'string' }, stderr: { type: 'string' },
+    exitCode: { type: ['integer', 'null'] }, signal: { type: ['string', 'null'] },
+    timedOut: { type: 'boolean' }, oomKilled: { type: 'boolean' }, outputTruncated: { type: 'boolean' },
+    durationMs: { type: 'number' },
+    usage: { type: 'object', properties: { cpuUserMs: { type: 'number' }, cpuSystemMs: { type: 'number' }, peakMemoryBytes: { type: 'number' } } },
+  },
+} as const;
+
+export const runBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['pack'],
+  properties: {
+    pack: { type: 'string', minLength: 1, maxLength: 64 },
+    backend: { type: 'string', enum: ['namespace', 'qemu', 'firecracker'] },
+    code: { type: 'string', maxLength: 16 * 1024 * 1024 },
+    files: {
+      type: 'array', maxItems: 1000,
+      items: {
+        type: 'object', additionalProperties: false, required: ['path', 'content'],
+        properties: {
+          path: { type: 'string', minLength: 1, maxLength: 4096 },
+          content: { type: 'string', maxLength: 16 * 1024 * 1024 },
+          encoding: { type: 'string', enum: ['utf8', 'base64'] },
+        },
+      },
+    },
+    entrypoint: { type: 'string', minLength: 1, maxLength: 4096 },
+    stdin: { type: 'string', maxLength: 16 * 1024 * 1024 },
+    args: { type: 'array', maxItems: 1024, items: { type: 'string', maxLength: 131072 } },
+    env: envMap,
+    timeoutMs: { type: 'integer', minimum: 1 },
+    memoryMib: { type: 'integer', minimum: 16 },
+    cpus: { type: 'number', exclusiveMinimum: 0, maximum: 64 },
+    maxOutputBytes: { type: 'integer', minimum: 0 },
+    stream: { type: 'boolean' },
+  },
+} as const;
+
+export const idParams = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string', minLength: 1, maxLength: 128 } },
+} as const;
+
+export const pathQuery = {
+  type: 'object',
+  required: ['path'],
+  properties: { path: { type: 'string', minLength: 1, maxLength: 4096 }, mode: { type: 'string', pattern: '^[0-7]{3,4}$' } },
+} as const;

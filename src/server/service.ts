@@ -1,0 +1,19 @@
+/** Everything the HTTP layer may use: the manager and read-only views. No concrete backend here. */
+import type { Backend, BackendAvailability, BackendName } from '../core/backend.js';
+import type { KilnConfig } from '../core/config.js';
+import type { SandboxManager } from '../core/manager.js';
+import type { Metrics } from '../core/metrics.js';
+import type { PackCatalog } from '../core/packs.js';
+import type { WarmPools } from '../core/pools.js';
+
+export interface KilnService {
+  config: KilnConfig;
+  manager: SandboxManager;
+  packs: PackCatalog;
+  backends: Map<BackendName, Backend>;
+  metrics: Metrics;
+  pools?: WarmPools;
+  /** Cached availability; refreshed by probeBackends(). */
+  availability(): Promise<BackendAvailability[]>;
+  close(): Promise<void>;
+}
