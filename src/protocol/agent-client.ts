@@ -75,7 +75,10 @@ export class AgentClient {
   static async connect(io: AgentIo, options: ConnectOptions = {}): Promise<AgentClient> {
     const client = new AgentClient(io);
     const timeoutMs = options.timeoutMs ?? 10_000;
-    const timer = AbortSignal.timeout(timeoutMs);
+    // A ref'd timer (AbortSignal.timeout is unref'd): a silent agent must not leave us pending forever.
+    const deadline = new AbortController();
+    const timer = deadline.signal;
+    const handle = setTimeout(() => deadline.abort(new Error('handshake deadline')), timeoutMs);
     const signal = options.signal ? AbortSignal.any([options.signal, timer]) : timer;
     try {
       const raw = await client.request({ op: 'hello', versions: [PROTOCOL_VERSION] }, { signal });
@@ -87,6 +90,8 @@ export class AgentClient {
       client.close();
       if (timer.aborted && !(options.signal?.aborted)) throw new KilnError('BOOT_FAILED', `agent did not answer the handshake within ${timeoutMs} ms`, { cause: e });
       throw e;
+    } finally {
+      clearTimeout(handle);
     }
   }
 

@@ -18,11 +18,17 @@ export interface ComposeOptions {
   skipScan?: boolean;
 }
 
-export async function composeService(config: KilnConfig, o: ComposeOptions = {}): Promise<KilnService> {
-  const log = o.log ?? (() => undefined);
+/** Every backend this build knows, constructed but not started (no scan, no sandboxes). */
+export async function createBackends(config: KilnConfig, log: (msg: string, fields?: Record<string, unknown>) => void = () => undefined): Promise<Map<BackendName, Backend>> {
   const backends = new Map<BackendName, Backend>();
   backends.set('namespace', createNamespaceBackend({ runDir: config.runDir, agentPath: config.agentPath, maxPids: config.limits.maxPids }));
   for (const b of await optionalBackends(config, log)) backends.set(b.name, b);
+  return backends;
+}
+
+export async function composeService(config: KilnConfig, o: ComposeOptions = {}): Promise<KilnService> {
+  const log = o.log ?? (() => undefined);
+  const backends = await createBackends(config, log);
 
   if (!o.skipScan) {
     for (const b of backends.values()) {

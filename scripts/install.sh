@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs everything kiln needs on a Debian 12 host, idempotently: apt packages, npm deps, the Go
+# agent, the language-pack images and the microVM kernel/initramfs. Safe to re-run; fast when done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  bubblewrap util-linux procps kmod          # namespace backend: sandboxes, mounts, process tools
+  golang-go                                   # builds the static guest agent
+  mmdebstrap squashfs-tools zstd              # language-pack images from Debian packages
+  qemu-system-x86 linux-image-cloud-amd64 lz4 cpio xz-utils   # qemu backend: VMM, guest kernel, initramfs
+)
+[ "${KILN_WITH_BROWSER:-1}" = 1 ] && APT_PACKAGES+=(chromium)   # dashboard end-to-end tests
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then echo "scripts/install.sh must run as root (apt, mounts, cgroups)" >&2; exit 1; fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+stamp=node_modules/.kiln-lock-hash
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  step "npm: installing dependencies"
+  npm ci --no-audit --no-fund
+  echo "$want" > "$stamp"
+fi
+
+step "agent: building build/kiln-agent"
+bash agent/build.sh
+
+step "images: building language packs (cached by definition hash)"
+bin/kiln images build ${KILN_PACKS:-}
+
+if [ -f src/cli/commands/vm.ts ]; then
+  step "vm: building guest kernel + initramfs (cached)"
+  bin/kiln vm build
+fi
+step "done"

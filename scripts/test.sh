@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# README command 2: install what is missing, then run the whole test suite (Go agent + TypeScript:
+# unit, integration against real bubblewrap/QEMU/images, Firecracker API conformance, dashboard).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh || exit 1
+
+fail=0
+printf '\n==> go test (agent)\n' >&2
+(cd agent && go test -count=1 ./...) || fail=1
+
+printf '\n==> typecheck\n' >&2
+npx tsc -p tsconfig.json --noEmit || fail=1
+
+printf '\n==> node tests\n' >&2
+shopt -s nullglob
+files=(test/unit/*.test.ts test/images/*.test.ts test/firecracker/*.test.ts test/integration/*.test.ts test/qemu/*.test.ts test/web/*.test.ts)
+node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}" || fail=1
+
+if [ $fail -ne 0 ]; then echo "kiln tests: FAILED" >&2; else echo "kiln tests: all passed" >&2; fi
+exit $fail

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# README command 1: install what is missing, then run the service in the foreground
+# (127.0.0.1:8400 by default; KILN_HOST, KILN_PORT, KILN_TOKEN, KILN_BACKEND, KILN_POOL, …).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+exec bin/kiln serve

@@ -1,0 +1,46 @@
+/** kiln run <pack> (-c CODE | FILE) [--stdin] [--timeout-ms N] [--backend B] [-- args…] */
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { cliClient } from '../client.js';
+import { parseFlags, UsageError, type Command } from '../command.js';
+
+const command: Command = {
+  name: 'run',
+  summary: 'run a snippet or a file once',
+  async run(argv) {
+    const { flags, positional } = parseFlags(argv, { string: ['c', 'backend', 'timeout-ms', 'memory-mib'], boolean: ['stdin', 'json'], alias: { '-c': 'c' } });
+    const [pack, file, ...args] = positional;
+    if (!pack || (flags.c === undefined) === (file === undefined)) throw new UsageError('usage: kiln run <pack> (-c CODE | FILE) [--stdin] [--timeout-ms N] [--backend B] [-- args]');
+    const stdin = flags.stdin ? await readStdin() : undefined;
+    const common = {
+      pack, stdin, args,
+      backend: flags.backend as 'namespace' | 'qemu' | 'firecracker' | undefined,
+      timeoutMs: flags['timeout-ms'] ? Number(flags['timeout-ms']) : undefined,
+      memoryMib: flags['memory-mib'] ? Number(flags['memory-mib']) : undefined,
+    };
+    const body = file === undefined
+      ? { ...common, code: String(flags.c) }
+      : { ...common, files: [{ path: basename(file), content: await readFile(file, 'utf8') }], entrypoint: basename(file) };
+    let exit = 1;
+    for await (const ev of cliClient().runStream(body)) {
+      if (ev.type === 'stdout') process.stdout.write(ev.data);
+      else if (ev.type === 'stderr') process.stderr.write(ev.data);
+      else if (ev.type === 'error') { console.error(`kiln run: ${ev.code}: ${ev.message}`); return 1; }
+      else if (ev.type === 'result') {
+        if (flags.json) console.error(JSON.stringify(ev));
+        if (ev.timedOut) console.error(`kiln run: timed out after ${ev.durationMs} ms`);
+        if (ev.oomKilled) console.error('kiln run: killed: out of memory');
+        if (ev.outputTruncated) console.error('kiln run: output truncated');
+        exit = ev.exitCode ?? 128 + 9;
+      }
+    }
+    return exit;
+  },
+};
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+export default command;

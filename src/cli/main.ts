@@ -1,0 +1,49 @@
+/** kiln CLI entry: a lazy command map, so `kiln run` never loads the server or the image builder. */
+import { KilnApiError } from '../sdk/index.js';
+import { UsageError, type Command } from './command.js';
+
+const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
+  serve: () => import('./commands/serve.js'),
+  run: () => import('./commands/run.js'),
+  sandbox: () => import('./commands/sandbox.js'),
+  images: () => import('./commands/images.js'),
+  doctor: () => import('./commands/doctor.js'),
+  firecracker: () => import('./commands/firecracker.js'),
+};
+
+const SUMMARIES: Record<string, string> = {
+  serve: 'run the kiln service (KILN_HOST, KILN_PORT, KILN_TOKEN, KILN_BACKEND, KILN_POOL …)',
+  run: 'run a snippet or a file once: kiln run <pack> (-c CODE | FILE) [-- args]',
+  sandbox: 'create | exec | ls | rm sandboxes',
+  images: 'build | ls | prune language-pack images',
+  doctor: 'check what this host can run and how to fix what is missing',
+  firecracker: 'install a pinned Firecracker release',
+};
+
+function usage(): string {
+  return ['usage: kiln <command> [options]', '', ...Object.entries(SUMMARIES).map(([n, s]) => `  ${n.padEnd(12)} ${s}`)].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '-h' || name === '--help' || name === 'help') {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const load = COMMANDS[name];
+  if (!load) {
+    console.error(`kiln: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await (await load()).default.run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) console.error(`kiln ${name}: ${e.message}`);
+    else if (e instanceof KilnApiError) console.error(`kiln ${name}: ${e.code}: ${e.message}`);
+    else if (e instanceof TypeError && /fetch failed/.test(e.message)) console.error(`kiln ${name}: cannot reach the kiln service (${process.env.KILN_URL ?? 'http://127.0.0.1:8400'}); start it with \`kiln serve\``);
+    else console.error(`kiln ${name}: ${e instanceof Error ? e.message : String(e)}`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; });

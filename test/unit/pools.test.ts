@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { BackendSandbox } from '../../src/core/backend.js';
+import { WarmPools, type PoolKey } from '../../src/core/pools.js';
+
+/** A stand-in sandbox: the pool's bookkeeping is under test here, not the backend. */
+function fakeSandbox(id: string, destroyed: Set<string>): BackendSandbox & { die(): void } {
+  const listeners: Array<(r: string) => void> = [];
+  return {
+    id, details: {}, agent: undefined as never,
+    usage: async () => ({}),
+    onExit: (l) => { listeners.push(l); },
+    destroy: async () => { destroyed.add(id); },
+    die: () => listeners.forEach((l) => l('died')),
+  };
+}
+
+const key: PoolKey = { backend: 'namespace', pack: 'python', cpus: 1, memoryMib: 256, diskMib: 64 };
+
+async function until(cond: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not reached');
+    await sleep(5);
+  }
+}
+
+describe('warm pools', () => {
+  it('fills to target, hands each sandbox out once, and refills after use', async () => {
+    let n = 0;
+    const destroyed = new Set<string>();
+    const pools = new WarmPools({ targets: [{ key, target: 2 }], start: async () => fakeSandbox(`s${++n}`, destroyed), maxAgeMs: 60_000, refillConcurrency: 1 });
+    pools.start();
+    await until(() => pools.stats()[0]!.ready === 2);
+    const a = pools.take(key)!;
+    const b = pools.take(key)!;
+    assert.notEqual(a.id, b.id);
+    const c = pools.take(key);
+    assert.ok(c === undefined || (c.id !== a.id && c.id !== b.id), 'never the same sandbox twice');
+    await until(() => pools.stats()[0]!.ready === 2);
+    const s = pools.stats()[0]!;
+    assert.ok(s.hits >= 2);
+    await pools.close();
+  });
+
+  it('a miss for an unpooled key returns undefined', async () => {
+    const pools = new WarmPools({ targets: [], start: async () => { throw new Error('unused'); }, maxAgeMs: 1000, refillConcurrency: 1 });
+    assert.equal(pools.take(key), undefined);
+    await pools.close();
+  });
+
+  it('recycles members past their max age', async () => {
+    let n = 0;
+    const destroyed = new Set<string>();
+    const pools = new WarmPools({ targets: [{ key, target: 1 }], start: async () => fakeSandbox(`s${++n}`, destroyed), maxAgeMs: 50, refillConcurrency: 1 });
+    pools.start();
+    await until(() => pools.stats()[0]!.ready === 1);
+    // The sweep runs at max(1 s, maxAge/4): wait for one.
+    await until(() => destroyed.has('s1'), 3000);
+    await until(() => pools.stats()[0]!.ready === 1);
+    const next = pools.take(key)!;
+    assert.notEqual(next.id, 's1');
+    await pools.close();
+  });
+
+  it('drops members that die while idle', async () => {
+    let n = 0;
+    const made: Array<ReturnType<typeof fakeSandbox>> = [];
+    const destroyed = new Set<string>();
+    const pools = new WarmPools({ targets: [{ key, target: 1 }], start: async () => { const s = fakeSandbox(`s${++n}`, destroyed); made.push(s); return s; }, maxAgeMs: 60_000, refillConcurrency: 1 });
+    pools.start();
+    await until(() => pools.stats()[0]!.ready === 1);
+    made[0]!.die();
+    const got = pools.take(key);
+    assert.ok(got === undefined || got.id !== 's1');
+    await pools.close();
+  });
+
+  it('drains on close: every member, including ones still starting, is destroyed', async () => {
+    let n = 0;
+    const destroyed = new Set<string>();
+    const pools = new WarmPools({ targets: [{ key, target: 3 }], start: async () => { await sleep(20); return fakeSandbox(`s${++n}`, destroyed); }, maxAgeMs: 60_000, refillConcurrency: 2 });
+    pools.start();
+    await until(() => pools.stats()[0]!.ready >= 1);
+    await pools.close();
+    assert.equal(destroyed.size, n, 'all created members destroyed');
+    assert.equal(pools.take(key), undefined);
+  });
+
+  it('backs off and counts failures when starting fails', async () => {
+    const pools = new WarmPools({ targets: [{ key, target: 1 }], start: async () => { throw new Error('image missing'); }, maxAgeMs: 60_000, refillConcurrency: 1 });
+    pools.start();
+    await until(() => pools.stats()[0]!.failures >= 1);
+    await sleep(100);
+    assert.ok(pools.stats()[0]!.failures <= 2, 'no busy retry loop');
+    await pools.close();
+  });
+});

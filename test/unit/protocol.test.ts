@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { describe, it } from 'node:test';
+import { REPO_ROOT } from '../../src/core/config.js';
+import { KilnError } from '../../src/core/errors.js';
+import { AgentClient } from '../../src/protocol/agent-client.js';
+import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, MAX_PAYLOAD_BYTES, ProtocolError, type Frame } from '../../src/protocol/frames.js';
+
+const GOLDEN = join(REPO_ROOT, 'protocol/golden');
+type Expected = { type: number; stream: number; json?: unknown; base64?: string };
+
+describe('frame codec', () => {
+  const index = JSON.parse(readFileSync(join(GOLDEN, 'frames.json'), 'utf8')) as Record<string, Expected[]>;
+  for (const [file, expected] of Object.entries(index)) {
+    it(`decodes golden ${file}, also byte by byte`, () => {
+      const bytes = readFileSync(join(GOLDEN, file));
+      const whole = new FrameDecoder().push(bytes);
+      const dec = new FrameDecoder();
+      const bytewise: Frame[] = [];
+      for (const b of bytes) bytewise.push(...dec.push(Buffer.from([b])));
+      for (const frames of [whole, bytewise]) {
+        assert.equal(frames.length, expected.length);
+        frames.forEach((f, i) => {
+          const e = expected[i]!;
+          assert.equal(f.type, e.type);
+          assert.equal(f.stream, e.stream);
+          if (e.json !== undefined) assert.deepEqual(decodeJson(f), e.json);
+          else assert.equal(f.payload.toString('base64'), e.base64);
+        });
+      }
+    });
+    it(`re-encodes golden ${file} to the same bytes`, () => {
+      const bytes = readFileSync(join(GOLDEN, file));
+      const out = Buffer.concat(expected.map((e) => e.json !== undefined
+        ? encodeJsonFrame(e.type as 1, e.stream, e.json)
+        : encodeFrame(e.type as 1, e.stream, Buffer.from(e.base64 ?? '', 'base64'))));
+      assert.deepEqual(out, bytes);
+    });
+  }
+
+  it('rejects an oversized length before buffering it', () => {
+    const h = Buffer.alloc(9);
+    h.writeUInt32BE(MAX_PAYLOAD_BYTES + 1, 0);
+    h.writeUInt8(FrameType.STDOUT, 4);
+    assert.throws(() => new FrameDecoder().push(h), ProtocolError);
+  });
+
+  it('rejects an unknown frame type', () => {
+    const h = Buffer.alloc(9);
+    h.writeUInt8(0x7f, 4);
+    assert.throws(() => new FrameDecoder().push(h), /unknown frame type/);
+  });
+
+  it('refuses to encode an oversized payload', () => {
+    assert.throws(() => encodeFrame(FrameType.DATA, 1, Buffer.alloc(MAX_PAYLOAD_BYTES + 1)), ProtocolError);
+  });
+});
+
+/** A scripted agent on the other end of in-memory pipes: honest about framing, fake about execution. */
+function fakeAgent(script: (frame: Frame, reply: (b: Buffer) => void) => void): { client: Promise<AgentClient>; toHost: PassThrough } {
+  const toAgent = new PassThrough();
+  const toHost = new PassThrough();
+  const dec = new FrameDecoder();
+  toAgent.on('data', (c: Buffer) => {
+    for (const f of dec.push(c)) {
+      const req = f.type === FrameType.REQUEST ? (decodeJson(f) as { op: string }) : undefined;
+      if (req?.op === 'hello') toHost.write(encodeJsonFrame(FrameType.RESULT, f.stream, { version: 1, agent: 'fake', pid: 1, transport: 'memory', uid: 0 }));
+      else script(f, (b) => toHost.write(b));
+    }
+  });
+  return { client: AgentClient.connect({ readable: toHost, writable: toAgent }), toHost };
+}
+
+describe('AgentClient', () => {
+  it('streams exec output and validates the result', async () => {
+    const { client } = fakeAgent((f, reply) => {
+      if (f.type !== FrameType.REQUEST) return;
+      reply(encodeJsonFrame(FrameType.EVENT, f.stream, { event: 'started', pid: 9 }));
+      reply(encodeFrame(FrameType.STDOUT, f.stream, Buffer.from('out')));
+      reply(encodeFrame(FrameType.STDERR, f.stream, Buffer.from('err')));
+      reply(encodeJsonFrame(FrameType.RESULT, f.stream, { exitCode: 3, signal: null, timedOut: false, durationMs: 1, cpuUserMs: 0, cpuSystemMs: 0, peakMemoryBytes: 1, outputTruncated: false }));
+    });
+    const agent = await client;
+    let out = '', err = '', pid = 0;
+    const r = await agent.exec({ argv: ['x'] }, { onStdout: (c) => (out += c), onStderr: (c) => (err += c), onStarted: (p) => (pid = p) }).result;
+    assert.deepEqual([out, err, pid, r.exitCode], ['out', 'err', 9, 3]);
+  });
+
+  it('turns a malformed result into AGENT_PROTOCOL, not a crash', async () => {
+    const { client } = fakeAgent((f, reply) => {
+      if (f.type === FrameType.REQUEST) reply(encodeJsonFrame(FrameType.RESULT, f.stream, { exitCode: 'zero' }));
+    });
+    const agent = await client;
+    await assert.rejects(agent.exec({ argv: ['x'] }).result, (e: KilnError) => e.code === 'AGENT_PROTOCOL');
+  });
+
+  it('maps agent error codes once, to the catalogue', async () => {
+    const { client } = fakeAgent((f, reply) => {
+      if (f.type === FrameType.REQUEST) reply(encodeJsonFrame(FrameType.ERROR, f.stream, { code: 'PATH_ESCAPE', message: 'no' }));
+    });
+    const agent = await client;
+    await assert.rejects(agent.readFile('/x', () => undefined, { maxBytes: 1 }), (e: KilnError) => e.code === 'PATH_ESCAPE' && e.status === 400);
+  });
+
+  it('drops the connection on garbage and fails every open stream', async () => {
+    const { client, toHost } = fakeAgent(() => undefined);
+    const agent = await client;
+    const pending = agent.exec({ argv: ['sleep'] }).result;
+    toHost.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 1]));
+    await assert.rejects(pending, (e: KilnError) => e.code === 'AGENT_PROTOCOL');
+    assert.equal(agent.closed, true);
+  });
+
+  it('fails pending streams with SANDBOX_GONE when the agent disappears', async () => {
+    const { client, toHost } = fakeAgent(() => undefined);
+    const agent = await client;
+    const pending = agent.ping();
+    toHost.end();
+    await assert.rejects(pending, (e: KilnError) => e.code === 'SANDBOX_GONE');
+  });
+
+  it('times out a handshake that never comes', async () => {
+    const silent = new PassThrough();
+    await assert.rejects(AgentClient.connect({ readable: silent, writable: new PassThrough() }, { timeoutMs: 50 }), (e: KilnError) => e.code === 'BOOT_FAILED');
+  });
+});
