@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   bubblewrap util-linux procps kmod          # namespace backend: sandboxes, mounts, process tools
   golang-go                                   # builds the static guest agent
-  mmdebstrap squashfs-tools zstd              # language-pack images from Debian packages
+  mmdebstrap squashfs-tools debian-archive-keyring   # language-pack images from Debian packages
   qemu-system-x86 linux-image-cloud-amd64 lz4 cpio xz-utils   # qemu backend: VMM, guest kernel, initramfs
 )
 [ "${KILN_WITH_BROWSER:-1}" = 1 ] && APT_PACKAGES+=(chromium)   # dashboard end-to-end tests
@@ -39,6 +39,11 @@ bash agent/build.sh
 
 step "images: building language packs (cached by definition hash)"
 bin/kiln images build ${KILN_PACKS:-}
+
+if grep -q '"build:web"' package.json; then
+  step "web: building the dashboard"
+  npm run --silent build:web
+fi
 
 if [ -f src/cli/commands/vm.ts ]; then
   step "vm: building guest kernel + initramfs (cached)"

@@ -2,6 +2,7 @@
  * The composition root: the only module that imports concrete backends. Builds the service from a
  * config: backends, packs, metrics, manager, warm pools, and the start-up scan of leftovers.
  */
+import { createHash } from 'node:crypto';
 import type { Backend, BackendAvailability, BackendName } from '../core/backend.js';
 import type { KilnConfig } from '../core/config.js';
 import { SandboxManager } from '../core/manager.js';
@@ -18,10 +19,15 @@ export interface ComposeOptions {
   skipScan?: boolean;
 }
 
+export function cgroupNameFor(runDir: string): string {
+  return runDir === '/run/kiln' ? 'kiln' : `kiln-${createHash('sha256').update(runDir).digest('hex').slice(0, 8)}`;
+}
+
 /** Every backend this build knows, constructed but not started (no scan, no sandboxes). */
 export async function createBackends(config: KilnConfig, log: (msg: string, fields?: Record<string, unknown>) => void = () => undefined): Promise<Map<BackendName, Backend>> {
   const backends = new Map<BackendName, Backend>();
-  backends.set('namespace', createNamespaceBackend({ runDir: config.runDir, agentPath: config.agentPath, maxPids: config.limits.maxPids }));
+  // Each run dir gets its own cgroup parent, so a second instance (tests) never scans the first's.
+  backends.set('namespace', createNamespaceBackend({ runDir: config.runDir, agentPath: config.agentPath, maxPids: config.limits.maxPids, cgroupName: cgroupNameFor(config.runDir) }));
   for (const b of await optionalBackends(config, log)) backends.set(b.name, b);
   return backends;
 }

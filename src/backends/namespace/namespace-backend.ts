@@ -27,6 +27,8 @@ export interface NamespaceBackendOptions {
   /** First host uid handed to sandboxes; each live sandbox gets its own. */
   uidBase?: number;
   uidCount?: number;
+  /** Name of the parent cgroup for this instance's sandboxes (distinct per run dir). */
+  cgroupName?: string;
 }
 
 export function createNamespaceBackend(options: NamespaceBackendOptions): Backend {
@@ -64,7 +66,7 @@ class NamespaceBackend implements Backend {
     if (!/\tsquashfs$/m.test(fs)) await run('modprobe', ['squashfs']).catch(() => problems.push('the kernel has no squashfs: modprobe squashfs'));
     let cgroups = '';
     try {
-      cgroups = `v${detectCgroupLayout().version}`;
+      cgroups = `v${detectCgroupLayout(this.o.cgroupName).version}`;
     } catch (e) {
       problems.push((e as Error).message);
     }
@@ -81,7 +83,7 @@ class NamespaceBackend implements Backend {
   /** One-time preparation: folders, cgroup parents, and an agent copy every sandbox uid can read. */
   private prepare(): Promise<string> {
     this.prepared ??= (async () => {
-      this.layout = detectCgroupLayout();
+      this.layout = detectCgroupLayout(this.o.cgroupName);
       await prepareLayout(this.layout);
       await mkdir(this.dir, { recursive: true, mode: 0o755 });
       const agent = join(this.dir, 'kiln-agent');
@@ -160,7 +162,7 @@ class NamespaceBackend implements Backend {
   async scan(): Promise<ScanReport> {
     const removed: string[] = [];
     try {
-      const layout = detectCgroupLayout();
+      const layout = detectCgroupLayout(this.o.cgroupName);
       removed.push(...(await scanStaleCgroups(layout)));
     } catch {
       /* no cgroups: nothing can be left there */

@@ -1,0 +1,84 @@
+/**
+ * SIGKILL the service with live sandboxes, then start it again: nothing may be left behind —
+ * no sandbox process, no cgroup, no mount.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, it } from 'node:test';
+import { REPO_ROOT } from '../../src/core/config.js';
+import { cgroupNameFor } from '../../src/server/compose.js';
+import { mountsUnder } from '../../src/backends/namespace/image-mounts.js';
+import { KilnClient } from '../../src/sdk/index.js';
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+function serve(runDir: string, port: number): ChildProcess {
+  return spawn(join(REPO_ROOT, 'bin/kiln'), ['serve'], {
+    env: { ...process.env, KILN_RUN_DIR: runDir, KILN_PORT: String(port), KILN_POOL: '' },
+    stdio: ['ignore', 'ignore', process.env.KILN_TEST_LOG ? 'inherit' : 'ignore'],
+  });
+}
+
+async function ready(client: KilnClient): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (await client.health().then(() => true, () => false)) return;
+    await sleep(100);
+  }
+  throw new Error('service did not come up');
+}
+
+function alive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+function cgroupDirs(name: string): string[] {
+  const self = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => /:(memory|[^:]*,memory[^:]*):/.test(l))?.split(':')[2] ?? '/';
+  const parent = join('/sys/fs/cgroup/memory', self, name);
+  return existsSync(parent) ? readdirSync(parent, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name) : [];
+}
+
+describe('crash recovery', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 180_000 }, () => {
+  it('SIGKILL with live sandboxes, then restart: no processes, cgroups or mounts left', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'kiln-crash-'));
+    const runDir = join(base, 'run');
+    const port = await freePort();
+    const client = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });
+    let svc = serve(runDir, port);
+    try {
+      await ready(client);
+      const sbs = await Promise.all([0, 1, 2].map(() => client.sandboxes.create({ pack: 'shell' })));
+      await client.sandboxes.exec(sbs[0]!.id, { cmd: '(setsid sleep 1000 &); sleep 1000 & echo started' });
+      const pids = sbs.map((s) => s.details.pid as number);
+      assert.ok(pids.every(alive));
+      assert.equal(cgroupDirs(cgroupNameFor(runDir)).length, 3);
+
+      svc.kill('SIGKILL');
+      await new Promise((r) => svc.once('exit', r));
+      for (let i = 0; i < 50 && pids.some(alive); i++) await sleep(100);
+      assert.deepEqual(pids.filter(alive), [], 'sandbox processes die with the service');
+      assert.ok((await mountsUnder(runDir)).length > 0, 'the crash left the image mount (the scan must remove it)');
+
+      svc = serve(runDir, port);
+      await ready(client);
+      assert.deepEqual(cgroupDirs(cgroupNameFor(runDir)), [], 'start-up scan removed stale cgroups');
+      assert.deepEqual(await mountsUnder(join(runDir, 'namespace')), [], 'start-up scan removed stale mounts');
+      assert.deepEqual(await client.sandboxes.list(), []);
+    } finally {
+      svc.kill('SIGTERM');
+      await new Promise((r) => (svc.exitCode !== null ? r(null) : svc.once('exit', r)));
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+});

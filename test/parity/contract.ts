@@ -1,0 +1,178 @@
+/**
+ * The sandbox contract, run unchanged on every backend available on the machine: behaviour an
+ * untrusted-code service must guarantee whatever isolates the code.
+ */
+import assert from 'node:assert/strict';
+import { gzipSync } from 'node:zlib';
+import { after, before, describe, it } from 'node:test';
+import { KilnApiError, type KilnClient } from '../../src/sdk/index.js';
+import { startTestServer, withSandbox, type TestServer } from './fixture.js';
+import { tarOf } from './tar.js';
+
+export interface ParityOptions {
+  backend: 'namespace' | 'qemu' | 'firecracker';
+  /** Why the suite cannot run here (skips it with that reason), or undefined. */
+  skip?: string;
+  /** Scale for slow backends (software-emulated VMs). */
+  slow?: number;
+}
+
+const isCode = (code: string) => (e: unknown) => e instanceof KilnApiError && e.code === code;
+
+export function paritySuite(o: ParityOptions): void {
+  const slow = o.slow ?? 1;
+  describe(`sandbox contract on ${o.backend}`, { skip: o.skip, timeout: 900_000 }, () => {
+    let t: TestServer;
+    let kiln: KilnClient;
+    let shared: string;
+    before(async () => {
+      t = await startTestServer({ KILN_BACKEND: o.backend });
+      kiln = t.client;
+      shared = (await kiln.sandboxes.create({ pack: 'python', memoryMib: 256, diskMib: 64 })).id;
+    });
+    after(async () => {
+      await kiln?.sandboxes.delete(shared).catch(() => undefined);
+      await t?.close();
+    });
+    const sh = (cmd: string, extra: Record<string, unknown> = {}) => kiln.sandboxes.exec(shared, { cmd, timeoutMs: 20_000 * slow, ...extra });
+
+    it('runs a one-shot snippet in each pack: 6*7 = 42', async () => {
+      const cases: Array<[string, string]> = [
+        ['python', 'print(6*7)'],
+        ['node', 'console.log(6*7)'],
+        ['shell', 'echo $((6*7))'],
+        ['go', 'package main\nimport "fmt"\nfunc main() { fmt.Println(6 * 7) }\n'],
+      ];
+      for (const [pack, code] of cases) {
+        const r = await kiln.run({ pack, backend: o.backend, code, timeoutMs: 120_000 });
+        assert.equal(r.stdout, '42\n', `${pack}: ${r.stderr}`);
+        assert.equal(r.exitCode, 0, pack);
+      }
+    });
+
+    it('reports exit codes and keeps stderr apart from stdout', async () => {
+      const r = await sh('echo out; echo err >&2; exit 7');
+      assert.deepEqual([r.exitCode, r.stdout, r.stderr, r.timedOut], [7, 'out\n', 'err\n', false]);
+      assert.equal((await sh('true')).exitCode, 0);
+      const missing = await sh('exec /nonexistent/binary');
+      assert.notEqual(missing.exitCode, 0);
+    });
+
+    it('pipes stdin to the program', async () => {
+      const r = await kiln.sandboxes.exec(shared, { cmd: ['python3', '-c', 'import sys; d=sys.stdin.read(); print(len(d), d.upper())'], stdin: 'hello kiln' });
+      assert.equal(r.stdout, '10 HELLO KILN\n');
+    });
+
+    it('reports resource usage', async () => {
+      const r = await kiln.sandboxes.exec(shared, { cmd: ['python3', '-c', 'x = bytearray(40*1024*1024); sum(range(2000000))'] });
+      assert.equal(r.exitCode, 0);
+      assert.ok(r.usage.peakMemoryBytes >= 40 * 1024 * 1024, `peak ${r.usage.peakMemoryBytes}`);
+      assert.ok(r.usage.cpuUserMs > 0);
+      assert.ok(r.durationMs > 0);
+    });
+
+    it('a timeout kills a double-forking tree and says timedOut', async () => {
+      const r = await sh('(setsid sh -c "sleep 300" &) ; (sh -c "sleep 301 &") ; sleep 302', { timeoutMs: 1500 * slow });
+      assert.equal(r.timedOut, true);
+      const ps = await sh('ps -eo args | grep -c "^sleep 30[012]" || true');
+      assert.equal(ps.stdout.trim(), '0', 'no sleeper survives the timeout');
+    });
+
+    it('leaves no zombies after double forks', async () => {
+      await sh('for i in 1 2 3 4 5; do (sh -c "sleep 0.1 &" &); done; sleep 0.5');
+      await new Promise((r) => setTimeout(r, 300));
+      const z = await sh("ps -eo stat | grep -c '^Z' || true");
+      assert.equal(z.stdout.trim(), '0');
+    });
+
+    it('caps a flood of output and says outputTruncated', async () => {
+      const r = await kiln.sandboxes.exec(shared, { cmd: 'head -c 50000000 /dev/zero | tr "\\0" x', maxOutputBytes: 100_000, timeoutMs: 30_000 * slow });
+      assert.equal(r.outputTruncated, true);
+      assert.ok(r.stdout.length <= 100_000, `got ${r.stdout.length} bytes`);
+    });
+
+    it('runs 50 concurrent execs in one sandbox', async () => {
+      const rs = await Promise.all(Array.from({ length: 50 }, (_, i) => sh(`echo ${i}`)));
+      rs.forEach((r, i) => assert.equal(r.stdout, `${i}\n`));
+    });
+
+    it('has no network by default', async () => {
+      const r = await kiln.sandboxes.exec(shared, { cmd: ['python3', '-c', 'import socket\ntry:\n  socket.create_connection(("1.1.1.1", 53), timeout=2); print("connected")\nexcept OSError as e: print("blocked", e.errno)'] });
+      assert.match(r.stdout, /^blocked/);
+      const ifs = await sh('cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d " "');
+      assert.deepEqual(ifs.stdout.trim().split('\n').filter((x) => x !== 'lo'), []);
+    });
+
+    it('sees only the image: host files outside it are invisible', async () => {
+      const r = await sh('ls /work /root/.npm /var/lib/kiln /etc/kiln-host-marker 2>&1; cat /proc/1/cmdline | tr "\\0" " "');
+      assert.doesNotMatch(r.stdout, /main|images|\.sqfs/);
+      assert.match(r.stdout, /No such file/);
+    });
+
+    it('writes and reads files, and refuses paths that escape', async () => {
+      await kiln.sandboxes.writeFile(shared, '/workspace/dir/hello.txt', 'hi there');
+      assert.equal(Buffer.from(await kiln.sandboxes.readFile(shared, '/workspace/dir/hello.txt')).toString(), 'hi there');
+      await assert.rejects(kiln.sandboxes.readFile(shared, '/workspace/nope.txt'), isCode('FILE_NOT_FOUND'));
+      await sh('ln -sf /etc /workspace/etclink');
+      await assert.rejects(kiln.sandboxes.writeFile(shared, '/workspace/../../x', 'x'), (e: unknown) => e instanceof KilnApiError && e.status === 400);
+    });
+
+    it('unpacks a tar.gz and rejects archives that escape with ../ or a symlink', async () => {
+      const good = gzipSync(tarOf([{ name: 'proj/main.py', body: 'print("from tar")\n' }]));
+      const up = await kiln.sandboxes.uploadArchive(shared, good, { path: '/workspace', gzip: true });
+      assert.ok(up.files >= 1);
+      assert.equal((await sh('python3 /workspace/proj/main.py')).stdout, 'from tar\n');
+      const dotdot = tarOf([{ name: '../escape.txt', body: 'x' }]);
+      await assert.rejects(kiln.sandboxes.uploadArchive(shared, dotdot, { path: '/workspace/a', gzip: false }), isCode('PATH_ESCAPE'));
+      const viaLink = tarOf([{ name: 'link', symlink: '/etc' }, { name: 'link/evil', body: 'x' }]);
+      await assert.rejects(kiln.sandboxes.uploadArchive(shared, viaLink, { path: '/workspace/b', gzip: false }), isCode('PATH_ESCAPE'));
+      assert.equal((await sh('ls /escape.txt /workspace/escape.txt /etc/evil 2>/dev/null | wc -l')).stdout.trim(), '0');
+    });
+
+    it('contains memory over the limit: OOM reported, sandbox and service fine', async () => {
+      await withSandbox(kiln, { pack: 'python', backend: o.backend, memoryMib: 128 }, async (id) => {
+        const r = await kiln.sandboxes.exec(id, { cmd: ['python3', '-c', 'b = []\nwhile True: b.append(bytearray(8*1024*1024))'], timeoutMs: 60_000 * slow });
+        assert.notEqual(r.exitCode, 0);
+        assert.equal(r.oomKilled || r.signal === 'SIGKILL', true, JSON.stringify(r));
+        assert.equal((await kiln.sandboxes.exec(id, { cmd: 'echo alive' })).stdout, 'alive\n');
+      });
+      assert.equal((await kiln.health()).status, 'ok');
+    });
+
+    it('contains a fork bomb with the pids limit', async () => {
+      await withSandbox(kiln, { pack: 'shell', backend: o.backend }, async (id) => {
+        const r = await kiln.sandboxes.exec(id, { cmd: 'bomb() { bomb | bomb & }; bomb; sleep 2; echo survived', timeoutMs: 10_000 * slow });
+        assert.ok(r.timedOut || r.exitCode !== null);
+        assert.equal((await kiln.sandboxes.exec(id, { cmd: 'echo alive', timeoutMs: 20_000 * slow })).stdout, 'alive\n');
+      });
+      assert.equal((await kiln.health()).status, 'ok');
+    });
+
+    it('contains a disk fill in the size-limited upper layer', async () => {
+      await withSandbox(kiln, { pack: 'shell', backend: o.backend, diskMib: 16, memoryMib: 256 }, async (id) => {
+        const r = await kiln.sandboxes.exec(id, { cmd: 'dd if=/dev/zero of=/workspace/big bs=1M count=64 2>&1; echo rc=$?', timeoutMs: 30_000 * slow });
+        assert.match(r.stdout, /No space left on device/);
+        const du = await kiln.sandboxes.exec(id, { cmd: 'du -m /workspace/big | cut -f1' });
+        assert.ok(Number(du.stdout.trim()) <= 16);
+      });
+    });
+
+    it('answers 400 for an unknown pack and 404 for deleting twice', async () => {
+      await assert.rejects(kiln.sandboxes.create({ pack: 'cobol' }), (e: unknown) => e instanceof KilnApiError && e.status === 400 && e.code === 'UNKNOWN_PACK');
+      const sb = await kiln.sandboxes.create({ pack: 'shell', backend: o.backend });
+      await kiln.sandboxes.delete(sb.id);
+      await assert.rejects(kiln.sandboxes.delete(sb.id), (e: unknown) => e instanceof KilnApiError && e.status === 404);
+    });
+
+    it('runs 20 sandboxes at once', async () => {
+      const ids = await Promise.all(Array.from({ length: 20 }, () => kiln.sandboxes.create({ pack: 'shell', backend: o.backend, memoryMib: 64 }).then((s) => s.id)));
+      try {
+        const rs = await Promise.all(ids.map((id) => kiln.sandboxes.exec(id, { cmd: 'echo $(hostname) ok' })));
+        for (const r of rs) assert.match(r.stdout, /ok/);
+        assert.equal(new Set(ids).size, 20);
+      } finally {
+        await Promise.all(ids.map((id) => kiln.sandboxes.delete(id)));
+      }
+    });
+  });
+}
