@@ -1,0 +1,77 @@
+package main
+
+// Adapters between a stream's DATA frames and io.Reader / io.Writer.
+
+import (
+	"io"
+)
+
+const dataChunkBytes = 256 << 10
+
+const defaultMaxTransferBytes = 100 << 20
+
+// dataReader reads the DATA frames of a stream until EOF; CANCEL or connection loss ends it
+// with CANCELLED.
+type dataReader struct {
+	s    *stream
+	buf  []byte
+	eof  bool
+	read int64
+}
+
+func (d *dataReader) Read(p []byte) (int, error) {
+	for len(d.buf) == 0 {
+		if d.eof {
+			return 0, io.EOF
+		}
+		select {
+		case f := <-d.s.in:
+			switch f.Type {
+			case frameData:
+				d.buf = f.Payload
+			case frameEOF:
+				d.eof = true
+			}
+		case <-d.s.ctx.Done():
+			return 0, newOpError(codeCancelled, "transfer cancelled")
+		}
+	}
+	n := copy(p, d.buf)
+	d.buf = d.buf[n:]
+	d.read += int64(n)
+	return n, nil
+}
+
+// dataWriter sends everything written as DATA frames of at most dataChunkBytes.
+type dataWriter struct {
+	c     *conn
+	s     *stream
+	bytes int64
+}
+
+func (w *dataWriter) Write(p []byte) (int, error) {
+	total := len(p)
+	for len(p) > 0 {
+		if w.s.ctx.Err() != nil {
+			return 0, newOpError(codeCancelled, "transfer cancelled")
+		}
+		n := len(p)
+		if n > dataChunkBytes {
+			n = dataChunkBytes
+		}
+		if err := w.c.send(frameData, w.s.id, p[:n]); err != nil {
+			return 0, err
+		}
+		w.bytes += int64(n)
+		p = p[n:]
+	}
+	return total, nil
+}
+
+// limitOr returns v when positive, else def.
+func limitOr(v, def int64) int64 {
+	if v > 0 {
+		return v
+	}
+	return def
+}

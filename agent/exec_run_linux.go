@@ -1,0 +1,262 @@
+package main
+
+// The life of one running exec: pipes or pty, output pumps with a shared cap, stdin feeding,
+// CONTROL frames, timeout and cancel (both kill the whole tree), then the RESULT.
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type execRun struct {
+	c        *conn
+	s        *stream
+	req      *execRequest
+	pid      int
+	exit     <-chan exitInfo
+	started  time.Time
+	stdin    *os.File   // our end of stdin (pipe write end or pty master), nil when none
+	outputs  []*os.File // our read ends
+	pty      *os.File
+	pumps    sync.WaitGroup
+	budget   outputBudget
+	timedOut bool
+}
+
+type outputBudget struct {
+	mu        sync.Mutex
+	left      int64
+	truncated bool
+}
+
+// take returns how many of n bytes may still be forwarded.
+func (b *outputBudget) take(n int) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if int64(n) > b.left {
+		n = int(b.left)
+		b.truncated = true
+	}
+	b.left -= int64(n)
+	return n
+}
+
+func startExec(c *conn, s *stream, cmd *exec.Cmd, req *execRequest) (*execRun, error) {
+	r := &execRun{c: c, s: s, req: req}
+	r.budget.left = defaultMaxOutputBytes
+	if req.MaxOutputBytes != nil {
+		r.budget.left = *req.MaxOutputBytes
+	}
+	var childEnds []*os.File
+	var err error
+	if req.TTY != nil {
+		childEnds, err = r.setupPty(cmd)
+	} else {
+		childEnds, err = r.setupPipes(cmd)
+	}
+	if err != nil {
+		return nil, newOpError(codeInternal, "exec stdio: %v", err)
+	}
+	r.started = time.Now()
+	r.exit, err = startRegistered(cmd)
+	for _, f := range childEnds {
+		f.Close()
+	}
+	if err != nil {
+		r.closeOurs()
+		return nil, startError(cmd, err)
+	}
+	r.pid = cmd.Process.Pid
+	s.mu.Lock()
+	s.control = r.control
+	s.mu.Unlock()
+	c.sendJSON(frameEvent, s.id, map[string]any{"event": "started", "pid": r.pid})
+	go r.feedStdin()
+	kinds := []uint8{frameStdout, frameStderr}
+	for i, f := range r.outputs {
+		r.pumps.Add(1)
+		go r.pump(f, kinds[i])
+	}
+	return r, nil
+}
+
+func (r *execRun) setupPipes(cmd *exec.Cmd) ([]*os.File, error) {
+	cmd.SysProcAttr.Setpgid = true
+	var child []*os.File
+	if r.req.Stdin {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		cmd.Stdin, r.stdin = pr, pw
+		child = append(child, pr)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	r.outputs = []*os.File{outR, errR}
+	return append(child, outW, errW), nil
+}
+
+// pump forwards one output until EOF (or until finish closes it after the drain window).
+func (r *execRun) pump(f *os.File, kind uint8) {
+	defer r.pumps.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			if k := r.budget.take(n); k > 0 {
+				r.c.send(kind, r.s.id, buf[:k])
+			}
+		}
+		if err != nil {
+			return // EOF, EIO from a pty whose slave closed, or closed by finish
+		}
+	}
+}
+
+// feedStdin consumes every inbound data frame of the stream, even without stdin, so the
+// connection reader never blocks on this stream.
+func (r *execRun) feedStdin() {
+	for {
+		select {
+		case f := <-r.s.in:
+			r.handleStdinFrame(f)
+		case <-r.s.done:
+			return
+		}
+	}
+}
+
+func (r *execRun) handleStdinFrame(f frame) {
+	if r.stdin == nil {
+		return
+	}
+	switch f.Type {
+	case frameStdin:
+		_, _ = r.stdin.Write(f.Payload) // EPIPE after exit is expected; keep draining
+	case frameEOF:
+		if r.pty != nil {
+			_, _ = r.stdin.Write([]byte{4}) // ^D: the terminal's end-of-file
+		} else {
+			r.stdin.Close()
+		}
+	}
+}
+
+type controlMsg struct {
+	Signal string   `json:"signal"`
+	Tree   bool     `json:"tree"`
+	Resize *ttySize `json:"resize"`
+}
+
+// control runs on the connection reader; it only sends signals and ioctls, never blocks.
+func (r *execRun) control(payload []byte) {
+	var m controlMsg
+	if json.Unmarshal(payload, &m) != nil {
+		return
+	}
+	if m.Resize != nil && r.pty != nil {
+		_ = setWinsize(r.pty, m.Resize)
+	}
+	if m.Signal == "" {
+		return
+	}
+	sig, ok := signalByName(m.Signal)
+	if !ok {
+		return
+	}
+	if m.Tree {
+		killTree(r.pid, r.s.id, sig)
+		return
+	}
+	if syscall.Kill(-r.pid, sig) != nil {
+		_ = syscall.Kill(r.pid, sig)
+	}
+}
+
+// finish waits for the main process (or kills the tree on timeout/cancel), drains output for at
+// most drainAfterExit, and builds the result.
+func (r *execRun) finish() (any, error) {
+	var timeout <-chan time.Time
+	if r.req.TimeoutMs > 0 {
+		t := time.NewTimer(time.Duration(r.req.TimeoutMs) * time.Millisecond)
+		defer t.Stop()
+		timeout = t.C
+	}
+	cancelled := false
+	var ex exitInfo
+	select {
+	case ex = <-r.exit:
+	case <-timeout:
+		r.timedOut = true
+		killTree(r.pid, r.s.id, syscall.SIGKILL)
+		ex = <-r.exit
+	case <-r.s.ctx.Done():
+		cancelled = true
+		killTree(r.pid, r.s.id, syscall.SIGKILL)
+		ex = <-r.exit
+	}
+	duration := msSince(r.started)
+	r.drain()
+	if cancelled {
+		return nil, newOpError(codeCancelled, "exec cancelled; its process tree was killed")
+	}
+	return r.result(ex, duration), nil
+}
+
+func (r *execRun) drain() {
+	done := make(chan struct{})
+	go func() { r.pumps.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drainAfterExit):
+	}
+	r.closeOurs()
+	<-done
+}
+
+func (r *execRun) closeOurs() {
+	for _, f := range r.outputs {
+		f.Close()
+	}
+	if r.stdin != nil {
+		r.stdin.Close()
+	}
+}
+
+func (r *execRun) result(ex exitInfo, duration float64) execResult {
+	res := execResult{
+		TimedOut: r.timedOut, DurationMs: duration,
+		CPUUserMs:       tvMs(ex.rusage.Utime),
+		CPUSystemMs:     tvMs(ex.rusage.Stime),
+		PeakMemoryBytes: ex.rusage.Maxrss * 1024,
+	}
+	r.budget.mu.Lock()
+	res.OutputTruncated = r.budget.truncated
+	r.budget.mu.Unlock()
+	if ex.status.Signaled() {
+		name := signalName(ex.status.Signal())
+		res.Signal = &name
+	} else {
+		code := ex.status.ExitStatus()
+		res.ExitCode = &code
+	}
+	return res
+}
+
+func tvMs(tv syscall.Timeval) float64 {
+	return float64(tv.Sec)*1000 + float64(tv.Usec)/1000
+}

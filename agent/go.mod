@@ -1,0 +1,3 @@
+module kiln/agent
+
+go 1.19

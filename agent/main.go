@@ -1,0 +1,126 @@
+// kiln-agent is PID 1 inside every kiln sandbox: it speaks protocol v1 (docs/protocol.md) to
+// the host, runs and reaps processes, and moves files.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	if err := run(); err != nil {
+		log.Printf("kiln-agent: %v", err)
+		os.Exit(1)
+	}
+}
+
+type flags struct {
+	transport string
+	setupRoot string
+	diskBytes int64
+	execUID   int
+	execGID   int
+	init      bool
+}
+
+func parseFlags(args []string) (flags, error) {
+	var f flags
+	fs := flag.NewFlagSet("kiln-agent", flag.ContinueOnError)
+	fs.StringVar(&f.transport, "transport", "auto", "stdio, virtio-serial, vsock or auto")
+	fs.StringVar(&f.setupRoot, "setup-root", "", "namespace mode: read-only lower layer of the sandbox root")
+	fs.Int64Var(&f.diskBytes, "disk-bytes", 1<<30, "size of the writable tmpfs layer (namespace mode)")
+	fs.IntVar(&f.execUID, "exec-uid", -1, "default exec uid (default: the agent's uid)")
+	fs.IntVar(&f.execGID, "exec-gid", -1, "default exec gid (default: the agent's gid)")
+	fs.BoolVar(&f.init, "init", false, "VM mode: act as PID 1 from the initramfs")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("unexpected arguments %v", fs.Args())
+	}
+	return f, nil
+}
+
+func run() error {
+	log.SetFlags(0)
+	f, err := parseFlags(os.Args[1:])
+	if err != nil {
+		return err
+	}
+	if f.init {
+		return runInit()
+	}
+	guardPID1()
+	cfg.execUID, cfg.execGID = os.Getuid(), os.Getgid()
+	if f.execUID >= 0 {
+		cfg.execUID = f.execUID
+	}
+	if f.execGID >= 0 {
+		cfg.execGID = f.execGID
+	}
+	if f.setupRoot != "" {
+		if err := setupNamespaceRoot(f.setupRoot, f.diskBytes); err != nil {
+			return fmt.Errorf("namespace setup: %w", err)
+		}
+		cfg.namespaceMode = true
+	}
+	t, err := openTransport(f.transport)
+	if err != nil {
+		return err
+	}
+	startReaper()
+	return serveLoop(t)
+}
+
+// serveLoop serves connections until the transport has no more. For stdio that is the end of
+// the sandbox: everything still running is killed before we exit.
+func serveLoop(t Transport) error {
+	defer killEverything()
+	for {
+		c, err := t.Accept()
+		if errors.Is(err, errTransportDone) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("transport %s: %w", t.Name(), err)
+		}
+		if err := serve(c, t.Name()); err != nil {
+			log.Printf("kiln-agent: connection ended: %v", err)
+		}
+	}
+}
+
+// guardPID1 keeps sandbox code from killing or inspecting the agent.
+//
+// Signals are caught and discarded rather than set to SIG_IGN: an ignored disposition is
+// inherited across execve, so every exec would start with SIGINT/SIGPIPE ignored; Go resets
+// caught signals to SIG_DFL in the child. Catching SIGPIPE also turns a write to a closed
+// stdout (the host went away) into EPIPE instead of killing the agent.
+func guardPID1() {
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE, syscall.SIGALRM, syscall.SIGTSTP,
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGVTALRM, syscall.SIGPROF, syscall.SIGXCPU,
+		syscall.SIGXFSZ, syscall.SIGIO, syscall.SIGPWR)
+	go func() {
+		for range ch {
+		}
+	}()
+	// Not dumpable: same-uid sandbox code can neither ptrace us nor open /proc/1/mem.
+	if err := prctl(syscall.PR_SET_DUMPABLE, 0); err != nil {
+		log.Printf("kiln-agent: PR_SET_DUMPABLE: %v", err)
+	}
+}
+
+// killEverything runs when the host is gone. Only as PID 1 of a pid namespace is kill(-1)
+// confined to the sandbox; elsewhere (tests) the per-connection cancel already killed our trees.
+func killEverything() {
+	if os.Getpid() == 1 {
+		_ = syscall.Kill(-1, syscall.SIGKILL)
+	}
+}

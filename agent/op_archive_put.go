@@ -1,0 +1,192 @@
+package main
+
+// archive.put: unpack a tar (optionally gzip) stream into a directory without ever writing
+// outside it. Every entry is checked before anything is created for it.
+
+import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+type archiveRequest struct {
+	Path     string `json:"path"`
+	Gzip     bool   `json:"gzip"`
+	MaxBytes int64  `json:"maxBytes"`
+}
+
+func opArchivePut(c *conn, s *stream, raw json.RawMessage) (any, error) {
+	var req archiveRequest
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return nil, newOpError(codeBadRequest, "archive.put request: %v", err)
+	}
+	dest, err := resolve(req.Path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		return nil, err
+	}
+	var in io.Reader = bufio.NewReaderSize(&dataReader{s: s}, 64<<10)
+	if req.Gzip {
+		zr, err := gzip.NewReader(in)
+		if err != nil {
+			return nil, newOpError(codeBadRequest, "archive is not gzip: %v", err)
+		}
+		in = zr
+	}
+	files, bytes, err := extractTar(in, dest, limitOr(req.MaxBytes, defaultMaxTransferBytes))
+	if err != nil {
+		return nil, err
+	}
+	return transferResult{Bytes: bytes, Files: &files}, nil
+}
+
+// extractTar unpacks into dest (a host path). It is the unit under test for escapes.
+func extractTar(in io.Reader, dest string, maxBytes int64) (files int, total int64, err error) {
+	tr := tar.NewReader(in)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return files, total, nil
+		}
+		if err != nil {
+			return files, total, toArchiveError(err)
+		}
+		name, err := entryName(h.Name)
+		if err != nil || name == "" {
+			if err == nil {
+				continue // "./" itself
+			}
+			return files, total, err
+		}
+		if h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeRegA {
+			if total += h.Size; total > maxBytes {
+				return files, total, newOpError(codeTooLarge, "archive unpacks to more than maxBytes (%d)", maxBytes)
+			}
+		}
+		if err := extractEntry(tr, h, dest, name); err != nil {
+			return files, total, err
+		}
+		files++
+	}
+}
+
+// entryName rejects absolute names and ".." anywhere, and returns the cleaned relative name.
+func entryName(n string) (string, error) {
+	if strings.HasPrefix(n, "/") || strings.IndexByte(n, 0) >= 0 {
+		return "", newOpError(codePathEscape, "archive entry %q is absolute", n)
+	}
+	for _, part := range strings.Split(n, "/") {
+		if part == ".." {
+			return "", newOpError(codePathEscape, "archive entry %q contains '..'", n)
+		}
+	}
+	c := path.Clean(n)
+	if c == "." {
+		return "", nil
+	}
+	return c, nil
+}
+
+func extractEntry(tr *tar.Reader, h *tar.Header, dest, name string) error {
+	// The parent must resolve inside dest; resolveIn refuses any symlink that climbs out.
+	parent, err := resolveIn(dest, "/"+path.Dir(name))
+	if err != nil {
+		return newOpError(codePathEscape, "archive entry %q would be written through a symlink that leaves the destination", h.Name)
+	}
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return err
+	}
+	target := filepath.Join(parent, path.Base(name))
+	mode := os.FileMode(h.Mode) & 0o7777
+	switch h.Typeflag {
+	case tar.TypeDir:
+		return mkdirEntry(dest, name, target, mode)
+	case tar.TypeReg, tar.TypeRegA:
+		return writeEntry(tr, target, mode)
+	case tar.TypeSymlink:
+		return symlinkEntry(h, dest, name, target)
+	case tar.TypeLink:
+		return newOpError(codeBadRequest, "archive entry %q is a hard link; only files, directories and symlinks are accepted", h.Name)
+	default:
+		return newOpError(codeBadRequest, "archive entry %q has unsupported type %q (devices, fifos and sockets are refused)", h.Name, h.Typeflag)
+	}
+}
+
+func mkdirEntry(dest, name, target string, mode os.FileMode) error {
+	st, err := os.Lstat(target)
+	if err == nil && st.Mode()&os.ModeSymlink != 0 {
+		// an existing link to a directory is fine only if it stays inside dest
+		if _, err := resolveIn(dest, "/"+name); err != nil {
+			return newOpError(codePathEscape, "archive entry %q is a symlink leaving the destination", name)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(target, mode|0o700); err != nil {
+		return err
+	}
+	_ = os.Chmod(target, mode|0o700)
+	chownToExecUser(target)
+	return nil
+}
+
+// writeEntry replaces whatever is at target (a symlink is removed, never followed).
+func writeEntry(tr *tar.Reader, target string, mode os.FileMode) error {
+	if st, err := os.Lstat(target); err == nil && !st.IsDir() {
+		if err := os.Remove(target); err != nil {
+			return err
+		}
+	}
+	f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, tr)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return toArchiveError(err)
+	}
+	_ = os.Chmod(target, mode)
+	chownToExecUser(target)
+	return nil
+}
+
+// symlinkEntry accepts a link only if its target, read relative to the link, stays inside dest.
+func symlinkEntry(h *tar.Header, dest, name, target string) error {
+	t := h.Linkname
+	if t == "" || strings.HasPrefix(t, "/") {
+		return newOpError(codePathEscape, "archive symlink %q -> %q must be relative and stay inside the destination", h.Name, t)
+	}
+	// Resolve physically, through links already unpacked: a lexical check misses "x -> ." then "y -> x/..".
+	if _, err := walkIn(dest, append(splitPath(path.Dir(name)), splitPath(t)...), h.Name); err != nil {
+		return newOpError(codePathEscape, "archive symlink %q -> %q leaves the destination", h.Name, t)
+	}
+	if st, err := os.Lstat(target); err == nil && !st.IsDir() {
+		_ = os.Remove(target)
+	}
+	if err := os.Symlink(t, target); err != nil {
+		return err
+	}
+	chownToExecUser(target)
+	return nil
+}
+
+func toArchiveError(err error) error {
+	if _, ok := err.(*opError); ok {
+		return err
+	}
+	if err == tar.ErrHeader || err == io.ErrUnexpectedEOF || err == gzip.ErrChecksum || err == gzip.ErrHeader {
+		return newOpError(codeBadRequest, "archive is malformed: %v", err)
+	}
+	return err
+}

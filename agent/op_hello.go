@@ -1,0 +1,36 @@
+package main
+
+import (
+	"os"
+	"time"
+)
+
+const agentVersion = "kiln-agent/0.1.0"
+
+var agentStart = time.Now()
+
+type helloResult struct {
+	Version   int     `json:"version"`
+	Agent     string  `json:"agent"`
+	Pid       int     `json:"pid"`
+	Transport string  `json:"transport"`
+	UID       int     `json:"uid"`
+	BootMs    float64 `json:"bootMs"`
+}
+
+// answerHello runs inline in the reader (under c.mu) so no request can overtake the handshake.
+func (c *conn) answerHello(id uint32, versions []int) {
+	for _, v := range versions {
+		if v == 1 {
+			c.hello = true
+			c.sendJSON(frameResult, id, helloResult{
+				Version: 1, Agent: agentVersion, Pid: os.Getpid(), Transport: c.transport,
+				UID: os.Getuid(), BootMs: msSince(agentStart),
+			})
+			return
+		}
+	}
+	c.sendError(id, newOpError(codeUnsupportedVersion, "agent speaks protocol version 1 only; offered %v", versions))
+}
+
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }

@@ -1,0 +1,95 @@
+package main
+
+// The single wait4(-1) loop. As PID 1 (or a child subreaper in tests) the agent inherits every
+// orphan, so nothing else may call wait: a per-child Wait would race this loop for exits.
+//
+// Registration and reaping share one lock: startRegistered holds it across fork+register and
+// the reaper holds it across wait4+dispatch, so an exit can never be reaped before its waiter
+// exists. Exits nobody registered are orphans and are dropped after reaping.
+
+import (
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type exitInfo struct {
+	status syscall.WaitStatus
+	rusage syscall.Rusage
+}
+
+type reaper struct {
+	mu      sync.Mutex
+	waiters map[int]chan exitInfo
+}
+
+var theReaper = &reaper{waiters: map[int]chan exitInfo{}}
+var reaperOnce sync.Once
+
+// startReaper starts the loop once. PR_SET_CHILD_SUBREAPER makes orphans of our execs come to
+// us even when we are not PID 1 (tests), so tree kill and reaping behave the same there.
+func startReaper() {
+	reaperOnce.Do(func() {
+		_ = prctl(prSetChildSubreaper, 1)
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, syscall.SIGCHLD)
+		go func() {
+			tick := time.NewTicker(time.Second) // belt and braces: a coalesced SIGCHLD is never lost for long
+			for {
+				select {
+				case <-ch:
+				case <-tick.C:
+				}
+				theReaper.reap()
+			}
+		}()
+	})
+}
+
+func (r *reaper) reap() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		var ws syscall.WaitStatus
+		var ru syscall.Rusage
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, &ru)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || pid <= 0 {
+			return
+		}
+		if ws.Stopped() || ws.Continued() {
+			continue
+		}
+		if w, ok := r.waiters[pid]; ok {
+			delete(r.waiters, pid)
+			w <- exitInfo{status: ws, rusage: ru} // buffered: never blocks
+		}
+	}
+}
+
+// startRegistered starts cmd and returns a channel that receives its exit exactly once.
+// Never call cmd.Wait or cmd.Process.Wait on it.
+func startRegistered(cmd *exec.Cmd) (<-chan exitInfo, error) {
+	startReaper()
+	theReaper.mu.Lock()
+	defer theReaper.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ch := make(chan exitInfo, 1)
+	theReaper.waiters[cmd.Process.Pid] = ch
+	return ch, nil
+}
+
+func prctl(option int, arg2 uintptr) error {
+	_, _, e := syscall.RawSyscall6(syscall.SYS_PRCTL, uintptr(option), arg2, 0, 0, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
