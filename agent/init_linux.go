@@ -1,8 +1,251 @@
-// OWNED BY THE VM BACKEND ENGINEER: replaced wholesale
-
+// OWNED BY THE VM BACKEND ENGINEER (src/backends/qemu, src/vmimage). Agent-core changes go
+// through them.
+//
+// --init: kiln-agent as PID 1 of a microVM's initramfs (built by src/vmimage). It loads the
+// modules listed in /kiln/modules.order, mounts the pack's squashfs (/dev/vda) read-only under a
+// size-limited tmpfs through overlayfs, moves /dev /proc /sys into it, switches root, and execs
+// itself as the normal agent (still PID 1) on the VM transport. Any failure exits PID 1, which
+// panics the kernel: the host then reports the console tail as BOOT_FAILED.
 package main
 
-import "errors"
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+)
 
-// runInit is PID 1 from the initramfs (load modules, mount root, switch_root). Placeholder.
-func runInit() error { return errors.New("--init not implemented") }
+const (
+	initModulesOrder = "/kiln/modules.order"
+	initModulesDir   = "/kiln/modules"
+	initLower        = "/kiln/lower"
+	initRW           = "/kiln/rw"
+	initNewRoot      = "/newroot"
+	initRootDisk     = "/dev/vda"
+	initDefaultDisk  = 256
+	initDefaultUID   = 1000
+)
+
+// bootParams are the kiln.* words of the kernel command line (see src/vmimage/cmdline.ts).
+type bootParams struct {
+	diskMib int
+	execUID int
+	panic   bool
+}
+
+// runInit never returns on success: it execs the agent proper.
+func runInit() error {
+	if err := initRun(); err != nil {
+		fmt.Fprintf(os.Stderr, "kiln-init: %v\n", err)
+		// PID 1 exiting panics the kernel ("Attempted to kill init"), which ends the VM (panic=-1,
+		// -no-reboot): the host sees the VM exit and reads this line from the console.
+		os.Exit(1)
+	}
+	return nil
+}
+
+func initRun() error {
+	if err := initMountEarly(); err != nil {
+		return err
+	}
+	params := parseBootParams(readFileString("/proc/cmdline"))
+	if params.panic {
+		return errors.New("kiln.panic=1 on the kernel command line: failing on purpose")
+	}
+	if err := loadModules(); err != nil {
+		return err
+	}
+	if err := mountRoot(params.diskMib); err != nil {
+		return err
+	}
+	if err := switchRoot(); err != nil {
+		return err
+	}
+	prepareRoot(params.execUID)
+	uid := strconv.Itoa(params.execUID)
+	argv := []string{"kiln-agent", "--transport", "auto", "--exec-uid", uid, "--exec-gid", uid}
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"}
+	// The initramfs copy of the binary stays reachable through /proc/self/exe after the switch.
+	return fmt.Errorf("exec agent: %w", syscall.Exec("/proc/self/exe", argv, env))
+}
+
+func initMountEarly() error {
+	mounts := []struct {
+		src, dst, fs string
+		flags        uintptr
+		data         string
+	}{
+		{"devtmpfs", "/dev", "devtmpfs", syscall.MS_NOSUID, "mode=0755"},
+		{"proc", "/proc", "proc", syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC, ""},
+		{"sysfs", "/sys", "sysfs", syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC, ""},
+	}
+	for _, m := range mounts {
+		if err := os.MkdirAll(m.dst, 0o755); err != nil {
+			return err
+		}
+		if err := syscall.Mount(m.src, m.dst, m.fs, m.flags, m.data); err != nil && err != syscall.EBUSY {
+			return fmt.Errorf("mount %s on %s: %w", m.fs, m.dst, err)
+		}
+	}
+	return nil
+}
+
+func parseBootParams(cmdline string) bootParams {
+	p := bootParams{diskMib: initDefaultDisk, execUID: initDefaultUID}
+	for _, word := range strings.Fields(cmdline) {
+		k, v, _ := strings.Cut(word, "=")
+		switch k {
+		case "kiln.disk_mib":
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				p.diskMib = n
+			}
+		case "kiln.exec_uid":
+			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+				p.execUID = n
+			}
+		case "kiln.panic":
+			p.panic = v == "1"
+		}
+	}
+	return p
+}
+
+func sysFinitModule() uintptr {
+	if runtime.GOARCH == "arm64" {
+		return 273
+	}
+	return 313 // amd64
+}
+
+// loadModules loads the initramfs's modules in the order src/vmimage resolved (dependencies first).
+func loadModules() error {
+	order := readFileString(initModulesOrder)
+	for _, name := range strings.Fields(order) {
+		f, err := os.Open(initModulesDir + "/" + name)
+		if err != nil {
+			return fmt.Errorf("module %s: %w", name, err)
+		}
+		empty := []byte{0}
+		_, _, errno := syscall.Syscall(sysFinitModule(), f.Fd(), uintptr(unsafe.Pointer(&empty[0])), 0)
+		f.Close()
+		if errno != 0 && errno != syscall.EEXIST {
+			return fmt.Errorf("load module %s: %w", name, errno)
+		}
+	}
+	return nil
+}
+
+func mountRoot(diskMib int) error {
+	if err := waitForPath(initRootDisk, 5*time.Second); err != nil {
+		return fmt.Errorf("root disk: %w (is the pack image attached as the first virtio-blk device?)", err)
+	}
+	for _, d := range []string{initLower, initRW, initNewRoot} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := syscall.Mount(initRootDisk, initLower, "squashfs", syscall.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("mount the pack image %s (squashfs): %w", initRootDisk, err)
+	}
+	if err := syscall.Mount("tmpfs", initRW, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%dm,mode=0755", diskMib)); err != nil {
+		return fmt.Errorf("mount the writable layer (tmpfs %d MiB): %w", diskMib, err)
+	}
+	for _, d := range []string{initRW + "/upper", initRW + "/work"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", initLower, initRW, initRW)
+	if err := syscall.Mount("overlay", initNewRoot, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("mount the root overlay: %w", err)
+	}
+	return nil
+}
+
+// switchRoot is switch_root(8) without deleting the initramfs: /init keeps running from it.
+func switchRoot() error {
+	for _, d := range []string{"/dev", "/proc", "/sys"} {
+		if err := os.MkdirAll(initNewRoot+d, 0o755); err != nil {
+			return err
+		}
+		if err := syscall.Mount(d, initNewRoot+d, "", syscall.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move %s into the new root: %w", d, err)
+		}
+	}
+	if err := syscall.Chdir(initNewRoot); err != nil {
+		return err
+	}
+	if err := syscall.Mount(".", "/", "", syscall.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move the new root onto /: %w", err)
+	}
+	if err := syscall.Chroot("."); err != nil {
+		return fmt.Errorf("chroot: %w", err)
+	}
+	return syscall.Chdir("/")
+}
+
+// prepareRoot adds what a Debian userland expects and a VM has no udev/systemd to provide.
+// Failures here are not fatal: a pack without /dev/pts only loses tty execs.
+func prepareRoot(execUID int) {
+	_ = os.MkdirAll("/dev/pts", 0o755)
+	_ = syscall.Mount("devpts", "/dev/pts", "devpts", syscall.MS_NOSUID|syscall.MS_NOEXEC, "gid=5,mode=0620,ptmxmode=0666")
+	_ = os.Remove("/dev/ptmx")
+	_ = os.Symlink("pts/ptmx", "/dev/ptmx")
+	_ = os.MkdirAll("/dev/shm", 0o1777)
+	_ = syscall.Mount("tmpfs", "/dev/shm", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777")
+	_ = syscall.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "")
+	for _, l := range [][2]string{{"/proc/self/fd", "/dev/fd"}, {"/proc/self/fd/0", "/dev/stdin"}, {"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"}} {
+		_ = os.Symlink(l[0], l[1])
+	}
+	_ = os.MkdirAll("/tmp", 0o1777)
+	_ = os.Chmod("/tmp", 0o1777)
+	if _, err := os.Stat("/workspace"); err != nil {
+		_ = os.MkdirAll("/workspace", 0o755)
+		_ = os.Chown("/workspace", execUID, execUID)
+	}
+	_ = syscall.Sethostname([]byte("kiln"))
+	loopbackUp()
+}
+
+// loopbackUp sets IFF_UP on lo: there is no network, but programs still talk to localhost.
+func loopbackUp() {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer syscall.Close(fd)
+	var ifr [40]byte
+	copy(ifr[:], "lo")
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), syscall.SIOCGIFFLAGS, uintptr(unsafe.Pointer(&ifr[0]))); e != 0 {
+		return
+	}
+	flags := *(*uint16)(unsafe.Pointer(&ifr[16]))
+	*(*uint16)(unsafe.Pointer(&ifr[16])) = flags | syscall.IFF_UP
+	syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), syscall.SIOCSIFFLAGS, uintptr(unsafe.Pointer(&ifr[0])))
+}
+
+func waitForPath(path string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		} else if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not appear within %s", path, timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func readFileString(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return string(bytes.TrimSpace(b))
+}

@@ -19,5 +19,7 @@ export function guestCmdline(o: GuestCmdlineOptions): string {
   args.push(`kiln.disk_mib=${o.diskMib}`);
   if (o.execUid !== undefined) args.push(`kiln.exec_uid=${o.execUid}`);
   if (o.extra) args.push(o.extra);
+  // Words after "--" become init's argv: the agent in the initramfs runs in --init mode.
+  args.push('--', '--init');
   return args.join(' ');
 }

@@ -1,0 +1,207 @@
+/**
+ * The QEMU microVM backend: a separate guest kernel per sandbox, started as a copy-on-write clone
+ * of a template VM (fast path) or cold-booted (fallback, and whenever kernel/boot args are
+ * overridden).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { cpus, totalmem } from 'node:os';
+import { stat } from 'node:fs/promises';
+import type { Backend, BackendAvailability, BackendCapabilities, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
+import { KilnError, isKilnError } from '../../core/errors.js';
+import { buildVmArtifacts, findHostKernel, guestCmdline, type VmArtifacts } from '../../vmimage/index.js';
+import { chooseAccel, hostTscKhz, qemuVersion, type AccelMode } from './accel.js';
+import type { QemuLog } from './process.js';
+import { QemuSandbox } from './sandbox.js';
+import { findOrphans, killAndWait, removeStale } from './scan.js';
+import { TemplateManager, type Template } from './templates.js';
+import { launchVm, type RunningVm } from './vm.js';
+
+export interface QemuBackendOptions {
+  /** Persistent data; the guest kernel + initramfs are cached under `<dataDir>/vm/`. */
+  dataDir: string;
+  /** Per-VM sockets and pid files go under `<runDir>/qemu/`. */
+  runDir: string;
+  /** The static kiln-agent binary (becomes /init of the initramfs). */
+  agentPath: string;
+  accel?: AccelMode;
+  qemuBinary?: string;
+  /** Template clones (default true); false always cold-boots. */
+  templates?: boolean;
+  /** tmpfs directory for template RAM files (default /dev/shm/kiln-qemu-<hash of runDir>). */
+  shmDir?: string;
+  /** Budget of a template boot (default 60 s). */
+  templateReadyTimeoutMs?: number;
+  log?: QemuLog;
+}
+
+interface QemuBackendOptionsParsed {
+  kernel?: string;
+  bootArgs?: string;
+}
+
+const EXEC_UID = 1000;
+
+export function createQemuBackend(options: QemuBackendOptions): Backend {
+  return new QemuBackend(options);
+}
+
+class QemuBackend implements Backend {
+  readonly name = 'qemu' as const;
+  private readonly binary: string;
+  private readonly qemuRunDir: string;
+  private readonly templates: TemplateManager;
+  private readonly live = new Map<string, QemuSandbox>();
+  private artifacts: { key: string; value: Promise<VmArtifacts> } | undefined;
+  private closing = false;
+
+  constructor(private readonly o: QemuBackendOptions) {
+    this.binary = o.qemuBinary ?? 'qemu-system-x86_64';
+    this.qemuRunDir = `${o.runDir}/qemu`;
+    const shmDir = o.shmDir ?? `/dev/shm/kiln-qemu-${createHash('sha256').update(o.runDir).digest('hex').slice(0, 10)}`;
+    this.templates = new TemplateManager({
+      stateDir: `${this.qemuRunDir}/templates`, memDir: shmDir,
+      readyTimeoutMs: o.templateReadyTimeoutMs ?? 60_000, log: o.log,
+    });
+  }
+
+  async probe(): Promise<BackendAvailability> {
+    const capabilities: BackendCapabilities = {
+      snapshots: this.o.templates !== false, separateKernel: true, multipleUids: true,
+      maxCpus: cpus().length, maxMemoryMib: Math.floor(totalmem() / 2 ** 20 / 2),
+    };
+    const unavailable = (reason: string): BackendAvailability => ({ name: 'qemu', available: false, reason, capabilities });
+    const version = await qemuVersion(this.binary).catch(() => undefined);
+    if (!version) return unavailable(`${this.binary} was not found: install the qemu-system-x86 package`);
+    const kernel = await findHostKernel().catch((e: Error) => e);
+    if (kernel instanceof Error) return unavailable(kernel.message);
+    if (!(await stat(this.o.agentPath).then(() => true, () => false))) return unavailable(`the kiln-agent binary ${this.o.agentPath} is missing: run "bash agent/build.sh"`);
+    const accel = await chooseAccel(this.o.accel ?? 'auto');
+    return {
+      name: 'qemu', available: true, capabilities,
+      info: { qemuVersion: version, kernelVersion: kernel.version, accel: accel.accel, accelReason: accel.reason, tscKhz: accel.accel === 'tcg' ? await hostTscKhz() : undefined },
+    };
+  }
+
+  async create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+    if (this.closing) throw new KilnError('SHUTTING_DOWN', 'the QEMU backend is shutting down; retry on the restarted service');
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(spec.id)) throw new KilnError('INVALID_REQUEST', `sandbox id ${JSON.stringify(spec.id)} must be 1-64 letters, digits, "-" or "_"`);
+    const overrides = parseBackendOptions(spec.backendOptions);
+    if (!(await stat(spec.pack.imagePath).then((s) => s.isFile(), () => false))) {
+      throw new KilnError('IMAGE_MISSING', `the image of pack "${spec.pack.name}" is not built yet; build the pack images first`);
+    }
+    const deadline = Date.now() + options.readyTimeoutMs;
+    const artifacts = await this.vmArtifacts(options.signal);
+    const accel = (await chooseAccel(this.o.accel ?? 'auto')).accel;
+    const tscKhz = accel === 'tcg' ? await hostTscKhz() : undefined;
+    const cmdline = guestCmdline({ diskMib: spec.diskMib, tscKhz, execUid: EXEC_UID, extra: overrides.bootArgs });
+    const base = {
+      binary: this.binary, id: spec.id, accel, cpus: spec.cpus, memoryMib: spec.memoryMib,
+      kernelPath: overrides.kernel ?? artifacts.vmlinuxPath, initrdPath: artifacts.initrdPath, cmdline,
+      diskImage: spec.pack.imagePath, dir: `${this.qemuRunDir}/vms/${spec.id}`, signal: options.signal, log: this.o.log,
+    };
+
+    let vm: RunningVm | undefined;
+    let template: Template | undefined;
+    if (this.o.templates !== false && overrides.kernel === undefined && overrides.bootArgs === undefined) {
+      template = await withDeadline(this.templates.get({
+        packName: spec.pack.name, packHash: spec.pack.hash, imagePath: spec.pack.imagePath, cpus: spec.cpus,
+        memoryMib: spec.memoryMib, diskMib: spec.diskMib, kernelPath: base.kernelPath, initrdPath: base.initrdPath,
+        artifactsHash: artifacts.hash, cmdline, accel, qemuVersion: await qemuVersion(this.binary), binary: this.binary,
+      }), deadline, 'the template VM is still booting');
+      if (template) {
+        try {
+          vm = await launchVm({ ...base, restoreFrom: template.stateFile, memFile: { path: template.memFile, share: false }, readyTimeoutMs: remaining(deadline) });
+        } catch (e) {
+          if (options.signal?.aborted) throw e;
+          this.o.log?.('warn', 'clone failed; dropping the template and cold-booting', { template: template.id, error: (e as Error).message });
+          await this.templates.invalidate(template);
+          template = undefined;
+        }
+      }
+    }
+    vm ??= await launchVm({ ...base, readyTimeoutMs: remaining(deadline) });
+
+    try {
+      // A clone shares its RNG state and a stale clock with the template and every sibling.
+      const sync = await vm.agent.sync(Date.now(), randomBytes(64));
+      if (!sync.reseeded || !sync.clockSet) throw new KilnError('BOOT_FAILED', `the guest agent could not ${sync.reseeded ? 'set the clock' : 'reseed its RNG'}; the sandbox was not started`);
+    } catch (e) {
+      await vm.cleanup.run().catch(() => undefined);
+      throw isKilnError(e) && e.code === 'BOOT_FAILED' ? e : new KilnError('BOOT_FAILED', `the guest agent did not complete its start-up sync: ${(e as Error).message}`, { cause: e });
+    }
+
+    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, ...(template ? { restoreMs: Math.round(vm.readyMs), cloneOf: template.id } : { bootMs: Math.round(vm.readyMs) }) };
+    const sandbox = new QemuSandbox(spec.id, vm, details, () => this.live.delete(spec.id));
+    this.live.set(spec.id, sandbox);
+    return sandbox;
+  }
+
+  async scan(): Promise<ScanReport> {
+    // Template boots in flight are this instance's own VMs: let them finish first.
+    const templates = await this.templates.current();
+    const own = new Set([...this.live.values()].map((s) => s.pid));
+    const removed: string[] = [];
+    for (const orphan of await findOrphans(this.qemuRunDir, own)) {
+      const gone = await killAndWait(orphan.pid);
+      removed.push(gone ? `killed orphaned qemu ${orphan.name} (pid ${orphan.pid})` : `could not kill orphaned qemu ${orphan.name} (pid ${orphan.pid})`);
+    }
+    removed.push(...await removeStale(`${this.qemuRunDir}/vms`, new Set(this.live.keys())));
+    removed.push(...await removeStale(`${this.qemuRunDir}/templates`, new Set(templates.map((t) => t.id))));
+    removed.push(...await removeStale(this.templates.memDir, new Set(templates.map((t) => `${t.id}.mem`))));
+    return { removed };
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
+    await this.templates.close();
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed.length) throw new AggregateError(failed.map((f) => f.reason), `${failed.length} QEMU sandboxes did not stop cleanly`);
+  }
+
+  /** Builds (or finds cached) kernel + initramfs; rebuilt when the agent binary changes. */
+  private async vmArtifacts(signal?: AbortSignal): Promise<VmArtifacts> {
+    const st = await stat(this.o.agentPath).catch((e: unknown) => {
+      throw new KilnError('IMAGE_MISSING', `the kiln-agent binary ${this.o.agentPath} is missing: run "bash agent/build.sh"`, { cause: e });
+    });
+    const key = `${st.size}:${st.mtimeMs}`;
+    if (this.artifacts?.key !== key) {
+      const value = buildVmArtifacts({ dataDir: this.o.dataDir, agentPath: this.o.agentPath, signal, onProgress: (m) => this.o.log?.('info', m) });
+      this.artifacts = { key, value };
+      value.catch(() => { if (this.artifacts?.value === value) this.artifacts = undefined; });
+    }
+    return this.artifacts.value;
+  }
+}
+
+function parseBackendOptions(raw: Record<string, unknown> | undefined): QemuBackendOptionsParsed {
+  const out: QemuBackendOptionsParsed = {};
+  for (const [k, v] of Object.entries(raw ?? {})) {
+    if (k === 'kernel') {
+      if (typeof v !== 'string' || !v.startsWith('/')) throw new KilnError('INVALID_REQUEST', 'backendOptions.kernel must be an absolute path to a guest kernel on the host');
+      out.kernel = v;
+    } else if (k === 'bootArgs') {
+      if (typeof v !== 'string' || v.length > 1024 || /[\0\n]/.test(v)) throw new KilnError('INVALID_REQUEST', 'backendOptions.bootArgs must be a single-line string of at most 1024 characters');
+      out.bootArgs = v;
+    } else {
+      throw new KilnError('UNSUPPORTED_OPTION', `backendOptions.${k} is not supported by the qemu backend (supported: kernel, bootArgs)`);
+    }
+  }
+  return out;
+}
+
+function remaining(deadline: number): number {
+  return Math.max(1000, deadline - Date.now());
+}
+
+async function withDeadline<T>(p: Promise<T>, deadline: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new KilnError('BOOT_FAILED', `${what}; the create budget ran out — pass a larger readyTimeoutMs or retry`)), Math.max(0, deadline - Date.now()));
+  });
+  try {
+    return await Promise.race([p, t]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

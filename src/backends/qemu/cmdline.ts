@@ -1,0 +1,70 @@
+/**
+ * The QEMU command line. Template and clone must use identical lines except for `share=` and
+ * `-incoming defer` (migration compares devices, memory size, CPU count), so both come from here.
+ */
+export interface VmPaths {
+  /** Per-VM directory under runDir; removed with the VM. */
+  dir: string;
+  ctlSock: string;
+  qmpSock: string;
+  pidFile: string;
+}
+
+export interface QemuArgsOptions {
+  id: string;
+  accel: 'kvm' | 'tcg';
+  cpus: number;
+  memoryMib: number;
+  kernelPath: string;
+  initrdPath: string;
+  cmdline: string;
+  diskImage: string;
+  paths: VmPaths;
+  /** Guest RAM backed by a file (templates: share=on; clones: share=off). */
+  memFile?: { path: string; share: boolean };
+  /** Start paused, waiting for `migrate-incoming` (clones). */
+  incoming?: boolean;
+}
+
+export function vmPaths(dir: string): VmPaths {
+  return { dir, ctlSock: `${dir}/ctl.sock`, qmpSock: `${dir}/qmp.sock`, pidFile: `${dir}/qemu.pid` };
+}
+
+/** The `-name` marker scan() uses to recognise this service's QEMU processes. */
+export function processName(id: string): string {
+  return `kiln-${id}`;
+}
+
+export function qemuArgs(o: QemuArgsOptions): string[] {
+  const mem = `${o.memoryMib}M`;
+  const args = ['-name', `${processName(o.id)},process=${processName(o.id)}`, '-accel', o.accel];
+  if (o.memFile) {
+    args.push('-object', `memory-backend-file,id=mem,size=${mem},mem-path=${safePath(o.memFile.path)},share=${o.memFile.share ? 'on' : 'off'}`);
+    args.push('-M', 'microvm,memory-backend=mem');
+  } else {
+    args.push('-M', 'microvm');
+  }
+  if (o.accel === 'kvm') args.push('-cpu', 'host');
+  args.push(
+    '-m', mem, '-smp', String(o.cpus),
+    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    '-kernel', safePath(o.kernelPath), '-initrd', safePath(o.initrdPath), '-append', o.cmdline,
+    '-serial', 'stdio',
+    '-drive', `if=none,id=rootfs,file=${safePath(o.diskImage)},format=raw,readonly=on`,
+    '-device', 'virtio-blk-device,drive=rootfs',
+    '-device', 'virtio-rng-device',
+    '-device', 'virtio-serial-device',
+    '-chardev', `socket,id=ctl,path=${safePath(o.paths.ctlSock)},server=on,wait=off`,
+    '-device', 'virtserialport,chardev=ctl,name=ctl',
+    '-qmp', `unix:${safePath(o.paths.qmpSock)},server=on,wait=off`,
+    '-pidfile', safePath(o.paths.pidFile),
+  );
+  if (o.incoming) args.push('-incoming', 'defer');
+  return args;
+}
+
+/** QEMU option values split on ',' and the migration URI goes through a shell: refuse both. */
+export function safePath(p: string): string {
+  if (!/^[A-Za-z0-9_./-]+$/.test(p)) throw new Error(`path ${JSON.stringify(p)} has characters QEMU options cannot carry; use a plain path`);
+  return p;
+}

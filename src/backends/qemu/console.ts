@@ -1,0 +1,35 @@
+/**
+ * The guest serial console: the last N lines per VM, so a boot failure (kernel panic, init error)
+ * can be reported in the API error instead of being lost.
+ */
+export class ConsoleRing {
+  private readonly lines: string[] = [];
+  private partial = '';
+
+  constructor(private readonly maxLines = 200, private readonly maxLineChars = 1000) {}
+
+  push(chunk: Buffer | string): void {
+    const text = this.partial + chunk.toString();
+    const parts = text.split(/\r?\n/);
+    this.partial = parts.pop() ?? '';
+    if (this.partial.length > this.maxLineChars) {
+      parts.push(this.partial);
+      this.partial = '';
+    }
+    for (const line of parts) {
+      // Strip control characters an untrusted guest could use to garble logs.
+      this.lines.push(line.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '').slice(0, this.maxLineChars));
+      if (this.lines.length > this.maxLines) this.lines.shift();
+    }
+  }
+
+  /** The last `n` lines, including an unterminated last line. */
+  tail(n = this.maxLines): string[] {
+    const all = this.partial ? [...this.lines, this.partial] : [...this.lines];
+    return all.slice(-n);
+  }
+
+  text(n?: number): string {
+    return this.tail(n).join('\n');
+  }
+}

@@ -1,0 +1,42 @@
+/** A running QEMU sandbox as the core sees it (BackendSandbox). */
+import { readFile } from 'node:fs/promises';
+import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
+import type { AgentClient } from '../../protocol/agent-client.js';
+import type { RunningVm } from './vm.js';
+
+export class QemuSandbox implements BackendSandbox {
+  readonly agent: AgentClient;
+  private readonly exitListeners: Array<(reason: string) => void> = [];
+  private destroying: Promise<void> | undefined;
+
+  constructor(readonly id: string, private readonly vm: RunningVm, readonly details: Record<string, unknown>, private readonly onDestroyed: () => void) {
+    this.agent = vm.agent;
+    void vm.proc.exited.then((x) => {
+      if (this.destroying) return;
+      const tail = vm.proc.console.tail(10).join('\n');
+      const reason = `the VM exited on its own (code ${x.code}, signal ${x.signal})${tail ? `; last console lines:\n${tail}` : ''}`;
+      for (const l of this.exitListeners) l(reason);
+      void this.destroy();
+    });
+  }
+
+  get pid(): number {
+    return this.vm.proc.pid;
+  }
+
+  /** Proportional set size: a clone's share of the template RAM counts only for what it touched. */
+  async usage(): Promise<SandboxUsage> {
+    const text = await readFile(`/proc/${this.vm.proc.pid}/smaps_rollup`, 'utf8').catch(() => '');
+    const pss = /^Pss:\s+(\d+) kB/m.exec(text);
+    return pss ? { memoryBytes: Number(pss[1]) * 1024 } : {};
+  }
+
+  onExit(listener: (reason: string) => void): void {
+    this.exitListeners.push(listener);
+  }
+
+  destroy(): Promise<void> {
+    this.destroying ??= this.vm.cleanup.run().finally(() => this.onDestroyed());
+    return this.destroying;
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * Template VMs: boot once per key with guest RAM in a shared file, wait for the agent, snapshot
+ * the device state (x-ignore-shared: RAM stays in the file), quit. Clones map the file
+ * copy-on-write (share=off) and load the small state file. The RAM file of a template version is
+ * never written after the snapshot, and each version gets a new path, so live clones are safe.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { launchVm, untilExit, waitMigration } from './vm.js';
+import type { QemuLog } from './process.js';
+import { QmpClient } from './qmp.js';
+
+export interface TemplateInputs {
+  packName: string;
+  packHash: string;
+  imagePath: string;
+  cpus: number;
+  memoryMib: number;
+  diskMib: number;
+  kernelPath: string;
+  initrdPath: string;
+  /** Content hash of kernel + initramfs (vmimage). */
+  artifactsHash: string;
+  cmdline: string;
+  accel: 'kvm' | 'tcg';
+  qemuVersion: string;
+  binary: string;
+}
+
+export interface Template {
+  id: string;
+  key: string;
+  memFile: string;
+  stateFile: string;
+  inputs: TemplateInputs;
+  bootMs: number;
+}
+
+export interface TemplateManagerOptions {
+  /** Where state files live: `<runDir>/qemu/templates`. */
+  stateDir: string;
+  /** Where RAM files live (tmpfs): `/dev/shm/kiln-qemu-<tag>`. */
+  memDir: string;
+  readyTimeoutMs: number;
+  log?: QemuLog;
+}
+
+/** After a failed template boot, cold boots are used for this long before trying again. */
+const RETRY_AFTER_FAILURE_MS = 60_000;
+
+export class TemplateManager {
+  private readonly templates = new Map<string, Promise<Template>>();
+  private readonly failures = new Map<string, number>();
+  private closed = false;
+
+  constructor(private readonly o: TemplateManagerOptions) {}
+
+  static key(i: TemplateInputs, imageStat: { size: number; mtimeMs: number }): string {
+    return createHash('sha256').update(JSON.stringify({ ...i, imageSize: imageStat.size, imageMtimeMs: imageStat.mtimeMs })).digest('hex').slice(0, 20);
+  }
+
+  /** The template for these inputs, booting it if needed; undefined when templating is failing. */
+  async get(inputs: TemplateInputs): Promise<Template | undefined> {
+    if (this.closed) return undefined;
+    const key = TemplateManager.key(inputs, await stat(inputs.imagePath));
+    const failedAt = this.failures.get(key);
+    if (failedAt !== undefined && Date.now() - failedAt < RETRY_AFTER_FAILURE_MS) return undefined;
+    let p = this.templates.get(key);
+    if (!p) {
+      this.retireFamily(inputs);
+      p = this.build(key, inputs);
+      this.templates.set(key, p);
+      p.catch((e: unknown) => {
+        this.templates.delete(key);
+        this.failures.set(key, Date.now());
+        this.o.log?.('warn', 'template boot failed; using cold boots', { pack: inputs.packName, error: e instanceof Error ? e.message : String(e) });
+      });
+    }
+    return p.catch(() => undefined);
+  }
+
+  get memDir(): string {
+    return this.o.memDir;
+  }
+
+  /** Templates that are built (or being built) now; scan() keeps their files. */
+  async current(): Promise<Template[]> {
+    const all = await Promise.all([...this.templates.values()].map((p) => p.catch(() => undefined)));
+    return all.filter((t): t is Template => t !== undefined);
+  }
+
+  /** Drops the template after a clone of it failed, so the next create builds a fresh one. */
+  async invalidate(t: Template): Promise<void> {
+    if (this.templates.get(t.key) && (await this.templates.get(t.key)!.catch(() => undefined)) === t) this.templates.delete(t.key);
+    await removeTemplateFiles(t);
+  }
+
+  /** Removes every template's files. Live clones keep their private mappings. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = await Promise.all([...this.templates.values()].map((p) => p.catch(() => undefined)));
+    this.templates.clear();
+    await Promise.all(all.map((t) => t && removeTemplateFiles(t)));
+    await rm(this.o.memDir, { recursive: true, force: true });
+    await rm(this.o.stateDir, { recursive: true, force: true });
+  }
+
+  /** A newer template for the same pack and shape makes older ones useless: free their RAM. */
+  private retireFamily(inputs: TemplateInputs): void {
+    for (const [key, p] of this.templates) {
+      void p.then(async (t) => {
+        const same = t.inputs.packName === inputs.packName && t.inputs.cpus === inputs.cpus && t.inputs.memoryMib === inputs.memoryMib && t.inputs.diskMib === inputs.diskMib;
+        if (same && this.templates.get(key) === p) {
+          this.templates.delete(key);
+          await removeTemplateFiles(t);
+        }
+      }, () => undefined);
+    }
+  }
+
+  private async build(key: string, inputs: TemplateInputs): Promise<Template> {
+    const id = `tpl-${key.slice(0, 12)}-${randomBytes(3).toString('hex')}`;
+    const stateDir = `${this.o.stateDir}/${id}`;
+    const t: Template = { id, key, memFile: `${this.o.memDir}/${id}.mem`, stateFile: `${stateDir}/state`, inputs, bootMs: 0 };
+    await mkdir(this.o.memDir, { recursive: true, mode: 0o700 });
+    await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    this.o.log?.('info', 'booting template', { template: id, pack: inputs.packName });
+    try {
+      const vm = await launchVm({
+        ...inputs, id, diskImage: inputs.imagePath, dir: `${stateDir}/vm`, memFile: { path: t.memFile, share: true },
+        readyTimeoutMs: this.o.readyTimeoutMs, log: this.o.log,
+      });
+      try {
+        t.bootMs = vm.readyMs;
+        // Disconnect the host end so the guest agent goes back to waiting for a connection: each
+        // clone's host then connects afresh on its own socket.
+        vm.agent.close();
+        await sleep(20);
+        const deadline = Date.now() + 30_000;
+        const qmp = await untilExit(vm.proc, QmpClient.connect(vm.paths.qmpSock, { timeoutMs: 5000 }));
+        try {
+          await qmp.execute('stop');
+          await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+          await qmp.execute('migrate', { uri: `exec:cat > ${t.stateFile}` });
+          await waitMigration(qmp, vm.proc, deadline);
+          await qmp.execute('quit').catch(() => undefined);
+        } finally {
+          qmp.close();
+        }
+        await vm.proc.waitExit(3000);
+      } finally {
+        await vm.cleanup.run();
+      }
+      if (this.closed) throw new Error('backend closed while the template booted');
+      this.o.log?.('info', 'template ready', { template: id, bootMs: Math.round(t.bootMs) });
+      return t;
+    } catch (e) {
+      await removeTemplateFiles(t);
+      throw e;
+    }
+  }
+}
+
+async function removeTemplateFiles(t: Template): Promise<void> {
+  await rm(t.memFile, { force: true });
+  await rm(t.stateFile.replace(/\/state$/, ''), { recursive: true, force: true });
+}

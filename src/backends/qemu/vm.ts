@@ -1,0 +1,128 @@
+/**
+ * Starting one VM as a list of steps, each with its undo: directory, QEMU process (with boot
+ * watchdog), optional snapshot restore, control connection and agent handshake. A failure unwinds
+ * what was done and reports BOOT_FAILED with the tail of the guest console.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { createConnection, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CleanupStack } from '../../core/cleanup.js';
+import { KilnError } from '../../core/errors.js';
+import { AgentClient } from '../../protocol/agent-client.js';
+import { qemuArgs, vmPaths, type QemuArgsOptions, type VmPaths } from './cmdline.js';
+import { QemuProcess, type QemuLog } from './process.js';
+import { QmpClient } from './qmp.js';
+
+export interface LaunchOptions extends Omit<QemuArgsOptions, 'paths' | 'incoming'> {
+  binary: string;
+  dir: string;
+  /** Restore from this migration state file instead of booting. */
+  restoreFrom?: string;
+  /** Watchdog and handshake budget for this launch. */
+  readyTimeoutMs: number;
+  signal?: AbortSignal;
+  log?: QemuLog;
+}
+
+export interface RunningVm {
+  proc: QemuProcess;
+  agent: AgentClient;
+  paths: VmPaths;
+  /** Boot (or restore) to agent handshake, ms. */
+  readyMs: number;
+  /** Stops QEMU and removes the VM's files. Idempotent. */
+  cleanup: CleanupStack;
+}
+
+const CONSOLE_LINES_IN_ERRORS = 40;
+
+export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
+  const t0 = performance.now();
+  const cleanup = new CleanupStack();
+  const paths = vmPaths(o.dir);
+  let proc: QemuProcess | undefined;
+  try {
+    await mkdir(o.dir, { recursive: true, mode: 0o700 });
+    cleanup.push('remove vm dir', () => rm(o.dir, { recursive: true, force: true }));
+    proc = await QemuProcess.spawn(o.binary, qemuArgs({ ...o, paths, incoming: o.restoreFrom !== undefined }));
+    const p = proc;
+    cleanup.push('stop qemu', () => p.stop());
+    p.armWatchdog(o.readyTimeoutMs);
+    o.log?.('debug', 'qemu started', { pid: p.pid, dir: o.dir, restore: o.restoreFrom !== undefined });
+    const deadline = Date.now() + o.readyTimeoutMs;
+    if (o.restoreFrom) await restore(paths.qmpSock, o.restoreFrom, p, deadline, o.signal);
+    const agent = await untilExit(p, connectAgent(paths.ctlSock, deadline, o.signal));
+    cleanup.push('close agent', () => agent.close());
+    p.disarmWatchdog();
+    return { proc: p, agent, paths, readyMs: performance.now() - t0, cleanup };
+  } catch (e) {
+    const err = await bootError(e, proc, o);
+    await cleanup.run().catch((ce: unknown) => o.log?.('warn', 'cleanup after failed boot', { error: String(ce) }));
+    throw err;
+  }
+}
+
+async function restore(qmpSock: string, stateFile: string, proc: QemuProcess, deadline: number, signal?: AbortSignal): Promise<void> {
+  const qmp = await untilExit(proc, QmpClient.connect(qmpSock, { timeoutMs: deadline - Date.now(), signal }));
+  try {
+    await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+    await qmp.execute('migrate-incoming', { uri: `exec:cat ${stateFile}` });
+    await waitMigration(qmp, proc, deadline, signal);
+    await qmp.execute('cont');
+  } finally {
+    qmp.close();
+  }
+}
+
+/** Polls `query-migrate` until it completes (works for both directions). */
+export async function waitMigration(qmp: QmpClient, proc: QemuProcess, deadline: number, signal?: AbortSignal): Promise<void> {
+  for (;;) {
+    signal?.throwIfAborted();
+    const st = await untilExit(proc, qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+    if (st.status === 'completed') return;
+    if (st.status === 'failed' || st.status === 'cancelled') throw new Error(`migration ${st.status}: ${st['error-desc'] ?? 'no reason given'}`);
+    if (Date.now() > deadline) throw new Error(`migration still "${st.status}" at the deadline`);
+    await sleep(3);
+  }
+}
+
+/** Connects to the ctl socket and does the handshake; the guest answers once its agent runs. */
+async function connectAgent(path: string, deadline: number, signal?: AbortSignal): Promise<AgentClient> {
+  let socket: Socket | undefined;
+  while (!socket) {
+    signal?.throwIfAborted();
+    socket = await new Promise<Socket | undefined>((resolve) => {
+      const s = createConnection(path);
+      s.once('connect', () => { s.removeAllListeners('error'); resolve(s); });
+      s.once('error', () => resolve(undefined));
+    });
+    if (!socket) {
+      if (Date.now() > deadline) throw new Error(`control socket ${path} never appeared`);
+      await sleep(5);
+    }
+  }
+  const s = socket;
+  return AgentClient.connect({ readable: s, writable: s, destroy: () => s.destroy() }, { signal, timeoutMs: Math.max(1, deadline - Date.now()) });
+}
+
+/** Rejects as soon as QEMU exits, so a dead guest is not waited for until the timeout. */
+export function untilExit<T>(proc: QemuProcess, work: Promise<T>): Promise<T> {
+  const died = proc.exited.then((x) => { throw new Error(`qemu exited (code ${x.code}, signal ${x.signal})`); });
+  died.catch(() => undefined);
+  return Promise.race([work, died]);
+}
+
+async function bootError(e: unknown, proc: QemuProcess | undefined, o: LaunchOptions): Promise<KilnError> {
+  if (o.signal?.aborted) return new KilnError('TIMEOUT', 'sandbox creation was aborted', { cause: e });
+  if (proc) {
+    // Stop it and read the console to the end: the interesting lines (a panic) come last.
+    proc.signal('SIGKILL');
+    await proc.waitExit(3000);
+  }
+  const reason = proc?.watchdogFired
+    ? `the guest did not answer within ${o.readyTimeoutMs} ms and was killed`
+    : e instanceof Error ? e.message : String(e);
+  const tail = proc ? proc.console.tail(CONSOLE_LINES_IN_ERRORS).join('\n') : '';
+  const what = o.restoreFrom ? 'restore from template' : 'boot';
+  return new KilnError('BOOT_FAILED', `the QEMU microVM failed to ${what}: ${reason}.${tail ? `\nLast console lines:\n${tail}` : ' (no console output)'}`, { cause: e });
+}
