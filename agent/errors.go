@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"syscall"
 )
 
 const (
@@ -37,6 +38,9 @@ func toOpError(err error) *opError {
 	var oe *opError
 	if errors.As(err, &oe) {
 		return oe
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return &opError{Code: codeTooLarge, Message: "the sandbox disk is full: " + err.Error()}
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return &opError{Code: codeNotFound, Message: err.Error()}

@@ -35,6 +35,7 @@ func setupNamespaceRoot(lower string, diskBytes int64) error {
 				fmt.Sprintf("size=%d,mode=0755", diskBytes))
 		}},
 		{"mkdir layers", func() error { return mkdirs(0o755, scratchDir+"/upper", scratchDir+"/work", root) }},
+		{"sandbox dirs", func() error { return sandboxDirs(scratchDir + "/upper") }},
 		{"mount overlay", func() error {
 			opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work,userxattr", lower, scratchDir, scratchDir)
 			return syscall.Mount("overlay", root, "overlay", syscall.MS_NOSUID, opts)
@@ -42,7 +43,6 @@ func setupNamespaceRoot(lower string, diskBytes int64) error {
 		{"mkdir mountpoints", func() error { return mkdirs(0o755, root+"/dev", root+"/proc", root+"/.kiln-old") }},
 		{"bind /dev", func() error { return syscall.Mount("/dev", root+"/dev", "", syscall.MS_BIND|syscall.MS_REC, "") }},
 		{"mount /proc", func() error { return mountProc(root + "/proc") }},
-		{"sandbox dirs", func() error { return sandboxDirs(root) }},
 		{"pivot_root", func() error { return syscall.PivotRoot(root, root+"/.kiln-old") }},
 		{"chdir /", func() error { return syscall.Chdir("/") }},
 		{"detach old root", func() error { return syscall.Unmount("/.kiln-old", syscall.MNT_DETACH) }},
@@ -72,22 +72,25 @@ func mountProc(target string) error {
 	return nil
 }
 
-// sandboxDirs creates what exec expects. /tmp stays in the overlay so it counts against the
-// disk cap like everything else.
-func sandboxDirs(root string) error {
+// sandboxDirs creates what exec expects in the UPPER layer, before the overlay is mounted. The
+// image's files belong to host root, which is unmapped in our user namespace: we may not chmod
+// or chown them, and a lower /workspace owned by someone else would not be writable. A directory
+// in the upper layer gives the merged directory its owner and mode, so these are ours. /tmp stays
+// in the overlay so it counts against the disk cap like everything else.
+func sandboxDirs(upper string) error {
 	for _, d := range []struct {
 		path string
 		mode os.FileMode
 	}{{"/tmp", 0o777 | os.ModeSticky}, {"/workspace", 0o755}} {
-		p := root + d.path
+		p := upper + d.path
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			return err
 		}
 		if err := os.Chmod(p, d.mode); err != nil {
 			return err
 		}
+		_ = os.Lchown(p, cfg.execUID, cfg.execGID)
 	}
-	_ = os.Lchown(root+"/workspace", cfg.execUID, cfg.execGID)
 	return nil
 }
 
