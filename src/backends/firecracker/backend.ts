@@ -1,0 +1,236 @@
+/**
+ * The `firecracker` backend: microVMs under Firecracker ≥ 1.10 driven over its REST API socket,
+ * optionally through the jailer; the agent over hybrid vsock; fast starts by restoring snapshot
+ * templates. Boot is a list of named steps (vm-steps.ts) run by boot-steps.ts.
+ */
+import { access, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Backend, BackendAvailability, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
+import { CleanupStack } from '../../core/cleanup.js';
+import { KilnError, toKilnError } from '../../core/errors.js';
+import { runBootSteps } from './boot-steps.js';
+import { firecrackerCmdline } from './cmdline.js';
+import { findExecutable, jailCgroupDir, jailRoot, UidPool, type JailerSettings } from './jailer.js';
+import { hostChecks, inspectHost, unavailableReason } from './probe.js';
+import { spawnLauncher, type Launcher } from './process.js';
+import { FirecrackerSandbox } from './sandbox.js';
+import { parseSandboxOptions, toNetworkInterface, toRateLimiter } from './sandbox-options.js';
+import { scanLeftovers } from './scan.js';
+import { TemplateStore, templateKey, type TemplateFiles } from './templates.js';
+import { agentSteps, coldBootSteps, prepareSteps, restoreSteps, VM_FILES, VmContext, type VmSpec } from './vm-steps.js';
+
+export interface VmImage {
+  vmlinuxPath: string;
+  initrdPath: string;
+  /** Content hash of kernel + initramfs: part of every template key. */
+  hash: string;
+}
+
+export interface FirecrackerBackendOptions {
+  runDir: string;
+  /** The guest kernel + initramfs (src/vmimage buildVmArtifacts), resolved on first use. */
+  vmImage: () => Promise<VmImage>;
+  /** Explicit binaries; otherwise looked up on PATH. */
+  firecrackerPath?: string;
+  jailerPath?: string;
+  /** 'auto': jail when a jailer binary is found. */
+  jailer?: 'auto' | 'never' | 'required';
+  jailerSettings?: Partial<Omit<JailerSettings, 'jailerPath'>>;
+  /** 'force' skips the vmx/svm check. */
+  kvm?: 'auto' | 'force';
+  /** Restore clones from snapshot templates (default true). */
+  snapshots?: boolean;
+  templatesDir?: string;
+  maxCpus?: number;
+  maxMemoryMib?: number;
+  apiTimeoutMs?: number;
+  shutdownGraceMs?: number;
+  tscKhz?: number;
+  execUid?: number;
+  /** Tests: start something else than the real binary (a fake API server). */
+  launcher?: Launcher;
+  /** Observes boot steps ("run:fc.putDrive(rootfs)", "undo:fc.spawn", …). */
+  trace?: (event: string) => void;
+}
+
+interface Resolved {
+  firecrackerPath: string;
+  firecrackerVersion?: string;
+  jail?: JailerSettings;
+}
+
+export function createFirecrackerBackend(options: FirecrackerBackendOptions): Backend {
+  return new FirecrackerBackend(options);
+}
+
+const FIRECRACKER_MAX_VCPUS = 32;
+
+export class FirecrackerBackend implements Backend {
+  readonly name = 'firecracker' as const;
+  private readonly baseDir: string;
+  private readonly vmsDir: string;
+  private readonly templates: TemplateStore;
+  private readonly live = new Map<string, FirecrackerSandbox>();
+  private resolved: Promise<Resolved> | undefined;
+  private uids: UidPool | undefined;
+
+  constructor(private readonly o: FirecrackerBackendOptions) {
+    this.baseDir = join(o.runDir, 'firecracker');
+    this.vmsDir = join(this.baseDir, 'vms');
+    this.templates = new TemplateStore(o.templatesDir ?? join(this.baseDir, 'templates'));
+  }
+
+  private get capabilities(): BackendAvailability['capabilities'] {
+    return {
+      snapshots: this.o.snapshots ?? true,
+      separateKernel: true,
+      multipleUids: true,
+      maxCpus: Math.min(this.o.maxCpus ?? FIRECRACKER_MAX_VCPUS, FIRECRACKER_MAX_VCPUS),
+      maxMemoryMib: this.o.maxMemoryMib ?? 32_768,
+    };
+  }
+
+  async probe(): Promise<BackendAvailability> {
+    const facts = await inspectHost({ firecrackerPath: this.o.firecrackerPath, jailerPath: this.o.jailerPath, kvm: this.o.kvm });
+    const checks = hostChecks(facts, this.o.kvm);
+    if (this.o.jailer === 'required' && !facts.jailerPath) checks.push({ name: 'jailer', ok: false, detail: 'the jailer is required by configuration but no jailer binary was found' });
+    const reason = unavailableReason(checks);
+    return {
+      name: this.name,
+      available: reason === undefined,
+      reason,
+      capabilities: this.capabilities,
+      info: {
+        firecracker: facts.firecrackerVersion ?? facts.firecrackerPath ?? null,
+        jailer: this.o.jailer === 'never' ? 'disabled' : facts.jailerPath ?? null,
+        kvm: facts.cpuVirtualisation ?? (facts.kvmPvm ? 'kvm-pvm (unusable for ordinary guests)' : 'none'),
+      },
+    };
+  }
+
+  /** Binaries and jailer settings, looked up once. */
+  private resolve(): Promise<Resolved> {
+    this.resolved ??= (async (): Promise<Resolved> => {
+      const fc = this.o.launcher ? this.o.firecrackerPath ?? '/usr/local/bin/firecracker' : await findExecutable('firecracker', this.o.firecrackerPath);
+      if (!fc) throw new KilnError('BACKEND_UNAVAILABLE', 'no firecracker binary found: run "kiln firecracker install" or set KILN_FIRECRACKER; see docs/hosts.md');
+      const jailerPath = this.o.jailer === 'never' ? undefined : await findExecutable('jailer', this.o.jailerPath);
+      if (this.o.jailer === 'required' && !jailerPath) throw new KilnError('BACKEND_UNAVAILABLE', 'the jailer is required but no jailer binary was found');
+      const version = this.o.launcher ? undefined : (await inspectHost({ firecrackerPath: fc })).firecrackerVersion;
+      if (!jailerPath) return { firecrackerPath: fc, firecrackerVersion: version };
+      const s = this.o.jailerSettings ?? {};
+      const jail: JailerSettings = {
+        jailerPath,
+        chrootBaseDir: s.chrootBaseDir ?? join(this.baseDir, 'jail'),
+        cgroupVersion: s.cgroupVersion ?? (await access('/sys/fs/cgroup/cgroup.controllers').then(() => 2 as const, () => 1 as const)),
+        parentCgroup: s.parentCgroup ?? 'kiln-firecracker',
+        uidBase: s.uidBase ?? 300_000,
+        uidCount: s.uidCount ?? 65_536,
+        gid: s.gid ?? 300_000,
+        netns: s.netns ?? true,
+      };
+      this.uids = new UidPool(jail.uidBase, jail.uidCount);
+      return { firecrackerPath: fc, firecrackerVersion: version, jail };
+    })();
+    this.resolved.catch(() => { this.resolved = undefined; });
+    return this.resolved;
+  }
+
+  async create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+    const caps = this.capabilities;
+    if (spec.cpus < 1 || spec.cpus > caps.maxCpus) {
+      throw new KilnError('INVALID_REQUEST', `firecracker sandboxes take 1 to ${caps.maxCpus} vCPUs (asked for ${spec.cpus})`);
+    }
+    if (spec.memoryMib < 128 || spec.memoryMib > caps.maxMemoryMib) {
+      throw new KilnError('INVALID_REQUEST', `firecracker sandboxes take 128 to ${caps.maxMemoryMib} MiB of memory (asked for ${spec.memoryMib})`);
+    }
+    const opts = parseSandboxOptions(spec.backendOptions);
+    const r = await this.resolve();
+    const image = await this.o.vmImage().catch((e) => { throw toKilnError(e, 'IMAGE_MISSING', 'the guest kernel/initramfs is not available'); });
+    const signal = options.signal ? AbortSignal.any([options.signal, AbortSignal.timeout(options.readyTimeoutMs)]) : AbortSignal.timeout(options.readyTimeoutMs);
+    const bootArgs = firecrackerCmdline({ diskMib: spec.diskMib, tscKhz: this.o.tscKhz, execUid: this.o.execUid, extra: opts.bootArgs });
+    const driveRateLimiter = toRateLimiter(opts.driveRateLimit);
+    const network = toNetworkInterface(opts.network);
+    const base = {
+      vcpus: spec.cpus, memoryMib: spec.memoryMib, kernelPath: image.vmlinuxPath, initrdPath: image.initrdPath, bootArgs,
+      rootfsPath: spec.pack.imagePath, driveRateLimiter, network, readyTimeoutMs: options.readyTimeoutMs,
+    };
+    const t0 = performance.now();
+    let template: TemplateFiles | undefined;
+    // A TAP device is host state that a snapshot would pin: sandboxes with a NIC always cold-boot.
+    if ((this.o.snapshots ?? true) && !network) {
+      const key = templateKey({ packHash: spec.pack.hash, vcpus: spec.cpus, memoryMib: spec.memoryMib, kernelHash: image.hash, bootArgs, driveRateLimiter, firecrackerVersion: r.firecrackerVersion });
+      template = await this.templates.get(key, (out) => this.buildTemplate(r, { ...base, id: `tpl-${key.slice(0, 12)}` }, out, signal));
+    }
+    const tReady = performance.now();
+    const { ctx, cleanup, cgroupDir } = await this.boot(r, { ...base, id: spec.id, snapshot: template }, signal);
+    const sandbox = new FirecrackerSandbox(spec.id, ctx, cleanup, {
+      pid: ctx.proc?.pid,
+      jailed: !!r.jail,
+      ...(template ? { cloneOf: template.key, restoreMs: round(performance.now() - tReady), templateMs: round(tReady - t0) } : { bootMs: round(performance.now() - t0) }),
+      firecracker: r.firecrackerVersion,
+    }, { cgroupDir });
+    this.live.set(spec.id, sandbox);
+    cleanup.push('registry', () => { this.live.delete(spec.id); });
+    return sandbox;
+  }
+
+  /** Runs prepare → (cold boot | restore) → agent steps; on failure everything is unwound. */
+  private async boot(r: Resolved, partial: Omit<VmSpec, 'dir' | 'firecrackerPath' | 'launcher' | 'jail' | 'apiTimeoutMs' | 'shutdownGraceMs'>, signal: AbortSignal): Promise<{ ctx: VmContext; cleanup: CleanupStack; cgroupDir?: string }> {
+    const cleanup = new CleanupStack();
+    let jail: VmSpec['jail'];
+    if (r.jail) {
+      const uid = this.uids!.take();
+      cleanup.push('kiln.releaseUid', () => this.uids!.release(uid));
+      jail = { settings: r.jail, uid, netnsName: r.jail.netns ? `kiln-fc-${partial.id}`.slice(0, 32) : undefined };
+    }
+    const spec: VmSpec = {
+      ...partial,
+      dir: r.jail ? jailRoot(r.jail, r.firecrackerPath, partial.id) : join(this.vmsDir, partial.id),
+      firecrackerPath: r.firecrackerPath,
+      launcher: this.o.launcher ?? spawnLauncher,
+      jail,
+      apiTimeoutMs: this.o.apiTimeoutMs ?? 5_000,
+      shutdownGraceMs: this.o.shutdownGraceMs ?? 2_000,
+    };
+    const ctx = new VmContext(spec);
+    const steps = [...prepareSteps(spec), ...(spec.snapshot ? restoreSteps() : coldBootSteps(spec)), ...agentSteps(spec, !!spec.snapshot)];
+    await runBootSteps(steps, ctx, cleanup, { signal, trace: this.o.trace, diagnostics: () => ctx.consoleTail() });
+    const cgroupDir = r.jail?.cgroupVersion === 2 ? jailCgroupDir(r.jail, partial.id) : undefined;
+    return { ctx, cleanup, cgroupDir };
+  }
+
+  /** Cold-boots a VM to a ready agent, pauses it, takes a full snapshot, and throws the VM away. */
+  private async buildTemplate(r: Resolved, partial: Parameters<FirecrackerBackend['boot']>[1], out: { vmstatePath: string; memoryPath: string }, signal: AbortSignal): Promise<void> {
+    const { ctx, cleanup } = await this.boot(r, { ...partial, snapshot: undefined }, signal);
+    try {
+      await ctx.api.pauseVm({ signal });
+      ctx.booted = false; // a paused guest cannot react to Ctrl+Alt+Del: kill it directly afterwards
+      await ctx.api.createSnapshot({ snapshot_type: 'Full', snapshot_path: ctx.vm(VM_FILES.vmstate), mem_file_path: ctx.vm(VM_FILES.memory) }, { signal });
+      await rename(ctx.host(VM_FILES.vmstate), out.vmstatePath);
+      await rename(ctx.host(VM_FILES.memory), out.memoryPath);
+    } catch (e) {
+      throw toKilnError(e, 'BOOT_FAILED', 'creating the snapshot template failed');
+    } finally {
+      await cleanup.run().catch(() => undefined);
+    }
+  }
+
+  async scan(): Promise<ScanReport> {
+    const removed = await scanLeftovers({
+      ownedDirs: [this.vmsDir, join(this.baseDir, 'jail')],
+      templatesDir: this.o.templatesDir ?? join(this.baseDir, 'templates'),
+    });
+    return { removed };
+  }
+
+  async close(): Promise<void> {
+    const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
+    await this.templates.clear();
+    const failed = results.filter((x): x is PromiseRejectedResult => x.status === 'rejected');
+    if (failed.length) throw new AggregateError(failed.map((f) => f.reason), 'some Firecracker sandboxes failed to stop');
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}

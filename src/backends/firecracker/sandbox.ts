@@ -1,0 +1,109 @@
+/**
+ * One running Firecracker sandbox: the VMM process, the agent connection (reconnected once when it
+ * drops while the VM lives), usage accounting and teardown through the boot's cleanup stack.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
+import type { CleanupStack } from '../../core/cleanup.js';
+import type { AgentClient } from '../../protocol/agent-client.js';
+import { reconnectAgent } from './agent-link.js';
+import { VM_FILES, type VmContext } from './vm-steps.js';
+
+export interface FirecrackerSandboxOptions {
+  /** The VM's cgroup directory when jailed (memory.current, memory.events). */
+  cgroupDir?: string;
+  reconnectTimeoutMs?: number;
+}
+
+export class FirecrackerSandbox implements BackendSandbox {
+  private current: AgentClient;
+  private exitReason: string | undefined;
+  private readonly exitListeners: Array<(reason: string) => void> = [];
+  private destroying: Promise<void> | undefined;
+  private reconnecting = false;
+
+  constructor(
+    readonly id: string,
+    private readonly vm: VmContext,
+    private readonly cleanup: CleanupStack,
+    readonly details: Record<string, unknown>,
+    private readonly o: FirecrackerSandboxOptions = {},
+  ) {
+    this.current = vm.agent!;
+    void vm.proc!.exited.then((why) => this.markExited(`Firecracker ${why}`));
+    this.watch(this.current);
+  }
+
+  get agent(): AgentClient {
+    return this.current;
+  }
+
+  get consoleTail(): string[] {
+    return this.vm.proc?.console.tail() ?? [];
+  }
+
+  private watch(agent: AgentClient): void {
+    agent.onClose((err) => {
+      if (this.destroying || this.exitReason !== undefined || this.reconnecting) return;
+      void this.reconnect(err.message);
+    });
+  }
+
+  /** A dropped connection with a living VM is worth one more handshake (the agent accepts again). */
+  private async reconnect(why: string): Promise<void> {
+    if (!this.vm.alive()) return this.markExited(why);
+    this.reconnecting = true;
+    try {
+      const agent = await reconnectAgent({
+        udsPath: this.vm.host(VM_FILES.vsock),
+        timeoutMs: this.o.reconnectTimeoutMs ?? 5_000,
+        isAlive: () => this.vm.alive() && !this.destroying,
+      });
+      if (this.destroying) {
+        agent.close();
+        return;
+      }
+      this.current = agent;
+      this.vm.agent = agent;
+      this.details.agentReconnects = Number(this.details.agentReconnects ?? 0) + 1;
+      this.watch(agent);
+    } catch (e) {
+      this.markExited(`${why}; ${(e as Error).message}`);
+    } finally {
+      this.reconnecting = false;
+    }
+  }
+
+  private markExited(reason: string): void {
+    if (this.exitReason !== undefined || this.destroying) return;
+    this.exitReason = reason;
+    for (const l of this.exitListeners) l(reason);
+  }
+
+  onExit(listener: (reason: string) => void): void {
+    if (this.exitReason !== undefined) queueMicrotask(() => listener(this.exitReason!));
+    else this.exitListeners.push(listener);
+  }
+
+  async usage(): Promise<SandboxUsage> {
+    if (this.o.cgroupDir) {
+      const [mem, events] = await Promise.all([
+        readFile(join(this.o.cgroupDir, 'memory.current'), 'utf8').catch(() => ''),
+        readFile(join(this.o.cgroupDir, 'memory.events'), 'utf8').catch(() => ''),
+      ]);
+      const oom = /^oom_kill (\d+)$/m.exec(events);
+      return { memoryBytes: mem ? Number(mem) : undefined, oomKills: oom ? Number(oom[1]) : undefined };
+    }
+    const pid = this.vm.proc?.pid;
+    if (!pid) return {};
+    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+    const rss = /^VmRSS:\s+(\d+) kB$/m.exec(status);
+    return rss ? { memoryBytes: Number(rss[1]) * 1024 } : {};
+  }
+
+  destroy(): Promise<void> {
+    this.destroying ??= this.cleanup.run();
+    return this.destroying;
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * kiln firecracker install [--version X] [--dir D] [--sha256 H] [--url U]
+ * kiln firecracker check
+ */
+import { isKilnError } from '../../core/errors.js';
+import { firecrackerDoctor } from '../../backends/firecracker/probe.js';
+import { DEFAULT_VERSION, installFirecracker } from '../../backends/firecracker/install.js';
+import { parseFlags, UsageError, type Command } from '../command.js';
+
+const USAGE = `usage:
+  kiln firecracker install [--version ${DEFAULT_VERSION}] [--dir /usr/local/bin] [--sha256 HEX] [--url URL]
+      downloads the release tarball, verifies its sha256 (pinned for ${DEFAULT_VERSION}; required
+      with --sha256 for other versions), installs firecracker and jailer atomically
+  kiln firecracker check [--json]
+      can this host run Firecracker microVMs, and if not, why`;
+
+const command: Command = {
+  name: 'firecracker',
+  summary: 'install a pinned Firecracker release, check the host',
+  async run(argv) {
+    const [sub, ...rest] = argv;
+    try {
+      if (sub === 'install') return await install(rest);
+      if (sub === 'check') return await check(rest);
+      console.error(USAGE);
+      return sub === undefined || sub === 'help' || sub === '--help' ? 0 : 2;
+    } catch (e) {
+      if (e instanceof UsageError) {
+        console.error(`kiln firecracker: ${e.message}\n${USAGE}`);
+        return 2;
+      }
+      console.error(`kiln firecracker ${sub}: ${isKilnError(e) ? e.message : (e as Error).message}`);
+      return 1;
+    }
+  },
+};
+export default command;
+
+async function install(argv: string[]): Promise<number> {
+  const { flags, positional } = parseFlags(argv, { string: ['version', 'dir', 'sha256', 'url'] });
+  if (positional.length) throw new UsageError(`unexpected argument ${positional[0]}`);
+  const r = await installFirecracker({
+    version: flags.version as string | undefined,
+    dir: flags.dir as string | undefined,
+    sha256: flags.sha256 as string | undefined,
+    url: flags.url as string | undefined,
+    onProgress: (m) => console.error(m),
+  });
+  console.log(`installed Firecracker ${r.version}: ${r.firecrackerPath}${r.jailerPath ? `, ${r.jailerPath}` : ''} (sha256 ${r.sha256})`);
+  return 0;
+}
+
+async function check(argv: string[]): Promise<number> {
+  const { flags } = parseFlags(argv, { boolean: ['json'] });
+  const checks = await firecrackerDoctor({ firecrackerPath: process.env.KILN_FIRECRACKER || undefined, kvm: process.env.KILN_FIRECRACKER_KVM === 'force' ? 'force' : 'auto' });
+  if (flags.json) console.log(JSON.stringify({ checks }, null, 2));
+  else for (const c of checks) console.log(`${c.ok ? ' ok ' : 'FAIL'}  ${c.name.padEnd(34)} ${c.detail}`);
+  return checks.every((c) => c.ok) ? 0 : 1;
+}
