@@ -17,19 +17,23 @@ export class ConsoleRing {
       this.partial = '';
     }
     for (const line of parts) {
-      // Strip control characters an untrusted guest could use to garble logs.
-      this.lines.push(line.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '').slice(0, this.maxLineChars));
+      this.lines.push(clean(line).slice(0, this.maxLineChars));
       if (this.lines.length > this.maxLines) this.lines.shift();
     }
   }
 
   /** The last `n` lines, including an unterminated last line. */
   tail(n = this.maxLines): string[] {
-    const all = this.partial ? [...this.lines, this.partial] : [...this.lines];
+    const all = this.partial ? [...this.lines, clean(this.partial)] : [...this.lines];
     return all.slice(-n);
   }
 
   text(n?: number): string {
     return this.tail(n).join('\n');
   }
+}
+
+/** Strips control characters an untrusted guest could use to garble logs and API errors. */
+function clean(line: string): string {
+  return line.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
 }

@@ -114,13 +114,17 @@ export function untilExit<T>(proc: QemuProcess, work: Promise<T>): Promise<T> {
 
 async function bootError(e: unknown, proc: QemuProcess | undefined, o: LaunchOptions): Promise<KilnError> {
   if (o.signal?.aborted) return new KilnError('TIMEOUT', 'sandbox creation was aborted', { cause: e });
+  let stoppedOnItsOwn = false;
   if (proc) {
-    // Stop it and read the console to the end: the interesting lines (a panic) come last.
+    // A dying guest resets the control socket a moment before QEMU exits: give it that moment,
+    // then stop it and read the console to the end (the interesting lines, a panic, come last).
+    stoppedOnItsOwn = await proc.waitExit(500) && !proc.watchdogFired;
     proc.signal('SIGKILL');
     await proc.waitExit(3000);
   }
   const reason = proc?.watchdogFired
     ? `the guest did not answer within ${o.readyTimeoutMs} ms and was killed`
+    : stoppedOnItsOwn ? `the guest stopped during start-up (QEMU exit code ${proc?.exit?.code})`
     : e instanceof Error ? e.message : String(e);
   const tail = proc ? proc.console.tail(CONSOLE_LINES_IN_ERRORS).join('\n') : '';
   const what = o.restoreFrom ? 'restore from template' : 'boot';

@@ -1,0 +1,105 @@
+/**
+ * The QEMU backend against real QEMU (TCG here), the real agent and the real shell pack.
+ * Kept small: every boot costs seconds of emulated CPU on CI's two shared cores.
+ */
+import assert from 'node:assert/strict';
+import { stat } from 'node:fs/promises';
+import { after, before, describe, it } from 'node:test';
+import { KilnError } from '../../src/core/errors.js';
+import { isAlive, qemuProcessesUnder, setup, sh, skipReason, spec, type QemuFixture } from './fixture.js';
+
+const skip = await skipReason();
+const READY = { readyTimeoutMs: 60_000 };
+
+describe('qemu backend', { skip, timeout: 240_000 }, () => {
+  let f: QemuFixture;
+  before(async () => { f = await setup(); });
+  after(async () => { await f?.cleanup(); });
+
+  it('cold-boots, runs `echo hi` as uid 1000, and destroy leaves no process or file', async () => {
+    const backend = f.backend({ templates: false });
+    const sb = await backend.create(spec(f, 'cold1'), READY);
+    const pid = sb.details.pid as number;
+    try {
+      assert.equal(typeof sb.details.bootMs, 'number');
+      assert.equal(sb.details.accel, (await backend.probe()).info?.accel);
+      const r = await sh(sb, 'echo hi; id -u');
+      assert.deepEqual(r, { stdout: 'hi\n1000\n', stderr: '', exitCode: 0 });
+      assert.ok(((await sb.usage()).memoryBytes ?? 0) > 0);
+    } finally {
+      await sb.destroy();
+    }
+    assert.equal(isAlive(pid), false);
+    await assert.rejects(stat(`${f.runDir}/qemu/vms/cold1`), { code: 'ENOENT' });
+    assert.deepEqual(await qemuProcessesUnder(f.runDir), []);
+    await sb.destroy(); // idempotent
+  });
+
+  it('clones of one template are isolated, reseeded and on the host clock', async () => {
+    const backend = f.backend();
+    const [a, b] = [await backend.create(spec(f, 'clone-a'), READY), await backend.create(spec(f, 'clone-b'), READY)];
+    try {
+      assert.ok(a.details.cloneOf, 'the sandbox should be a template clone');
+      assert.equal(a.details.cloneOf, b.details.cloneOf);
+      assert.equal(typeof a.details.restoreMs, 'number');
+
+      assert.equal((await sh(a, 'echo secret > /workspace/only-a && cat /workspace/only-a')).stdout, 'secret\n');
+      assert.equal((await sh(b, 'test -e /workspace/only-a; echo $?')).stdout, '1\n');
+
+      const rand = 'head -c 200 /dev/urandom | od -An -tx1 | tr -d " \\n"';
+      const [ra, rb] = [(await sh(a, rand)).stdout, (await sh(b, rand)).stdout];
+      assert.equal(ra.length, 400);
+      assert.notEqual(ra, rb);
+
+      for (const sb of [a, b]) {
+        const { agentNowMs } = await sb.agent.ping();
+        assert.ok(Math.abs(agentNowMs - Date.now()) < 1000, `guest clock off by ${agentNowMs - Date.now()} ms`);
+      }
+    } finally {
+      await Promise.all([a.destroy(), b.destroy()]);
+    }
+    assert.deepEqual(await qemuProcessesUnder(f.runDir), []);
+  });
+
+  it('reports a guest that fails at boot as BOOT_FAILED with the kernel panic from the console', async () => {
+    const backend = f.backend();
+    const err = await backend.create(spec(f, 'panics', { backendOptions: { bootArgs: 'kiln.panic=1' } }), READY).then(
+      () => assert.fail('create should fail'), (e: unknown) => e);
+    assert.ok(err instanceof KilnError);
+    assert.equal(err.code, 'BOOT_FAILED');
+    assert.match(err.message, /kiln\.panic=1/);
+    assert.match(err.message, /Kernel panic - not syncing/);
+    assert.deepEqual(await qemuProcessesUnder(f.runDir), []);
+    await assert.rejects(stat(`${f.runDir}/qemu/vms/panics`), { code: 'ENOENT' });
+  });
+
+  it('kills a guest that does not answer in time (watchdog)', async () => {
+    const backend = f.backend({ templates: false });
+    const t0 = Date.now();
+    await assert.rejects(backend.create(spec(f, 'slow'), { readyTimeoutMs: 1200 }), (e: unknown) => {
+      assert.ok(e instanceof KilnError);
+      assert.equal(e.code, 'BOOT_FAILED');
+      assert.match(e.message, /did not answer within \d+ ms and was killed/);
+      return true;
+    });
+    assert.ok(Date.now() - t0 < 10_000);
+    assert.deepEqual(await qemuProcessesUnder(f.runDir), []);
+  });
+
+  it('rejects unknown backendOptions before booting anything', async () => {
+    const backend = f.backend();
+    await assert.rejects(backend.create(spec(f, 'opts', { backendOptions: { vcpuPinning: true } }), READY), { code: 'UNSUPPORTED_OPTION' });
+  });
+
+  it('scan() kills the VMs a crashed service left behind and removes their files', async () => {
+    const crashed = f.backend({ templates: false });
+    const sb = await crashed.create(spec(f, 'orphan'), READY);
+    const pid = sb.details.pid as number;
+    // A fresh service instance on the same runDir knows nothing of `sb`.
+    const report = await f.backend({ templates: false }).scan();
+    assert.ok(report.removed.some((l) => l.includes(`pid ${pid}`)), report.removed.join('\n'));
+    assert.equal(isAlive(pid), false);
+    await assert.rejects(stat(`${f.runDir}/qemu/vms/orphan`), { code: 'ENOENT' });
+    await sb.destroy();
+  });
+});

@@ -1,0 +1,99 @@
+/** Fast checks of the pieces the QEMU backend is built from (no VM is started). */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { buildCpio } from '../../src/vmimage/cpio.js';
+import { guestCmdline } from '../../src/vmimage/cmdline.js';
+import { findHostKernel } from '../../src/vmimage/kernel.js';
+import { moduleName, resolveModules, stripSignature } from '../../src/vmimage/modules.js';
+import { ConsoleRing } from '../../src/backends/qemu/console.js';
+import { qemuArgs, safePath, vmPaths } from '../../src/backends/qemu/cmdline.js';
+
+const execFileAsync = promisify(execFile);
+const kernel = await findHostKernel().catch(() => undefined);
+
+describe('vmimage', () => {
+  it('writes a newc cpio that cpio(1) lists', async (t) => {
+    const which = await execFileAsync('sh', ['-c', 'command -v cpio']).catch(() => undefined);
+    if (!which) return t.skip('cpio is not installed');
+    const dir = await mkdtemp(join(tmpdir(), 'kiln-cpio-'));
+    try {
+      const archive = buildCpio([
+        { kind: 'dir', path: 'dev' },
+        { kind: 'char', path: 'dev/console', major: 5, minor: 1 },
+        { kind: 'file', path: 'init', mode: 0o755, data: Buffer.from('#!/bin/sh\n') },
+        { kind: 'symlink', path: 'sh', target: 'init' },
+      ]);
+      assert.equal(archive.length % 512, 0);
+      await writeFile(join(dir, 'a.cpio'), archive);
+      const { stdout } = await execFileAsync('sh', ['-c', `cpio -itv < ${join(dir, 'a.cpio')}`]);
+      assert.match(stdout, /^drwxr-xr-x .* dev$/m);
+      assert.match(stdout, /^crw------- .* 5,\s+1 .* dev\/console$/m);
+      assert.match(stdout, /^-rwxr-xr-x .* 10 .* init$/m);
+      assert.match(stdout, /^lrwxrwxrwx .* sh -> init$/m);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('strips an appended module signature and leaves unsigned modules alone', () => {
+    const body = Buffer.from('\x7fELF module body');
+    const sig = Buffer.alloc(300, 7);
+    const info = Buffer.alloc(12);
+    info.writeUInt32BE(sig.length, 8);
+    const signed = Buffer.concat([body, sig, info, Buffer.from('~Module signature appended~\n')]);
+    assert.deepEqual(stripSignature(signed), body);
+    assert.deepEqual(stripSignature(body), body);
+  });
+
+  it('resolves guest modules with dependencies first', { skip: kernel ? false : 'no host kernel' }, async () => {
+    const mods = (await resolveModules(kernel!.modulesDir)).map((m) => m.name);
+    const at = (n: string): number => mods.indexOf(n);
+    for (const n of ['virtio_mmio', 'virtio_blk', 'virtio_console', 'squashfs', 'overlay']) assert.ok(at(n) >= 0, `${n} missing from ${mods}`);
+    if (at('virtio') >= 0) assert.ok(at('virtio_ring') < at('virtio') && at('virtio') < at('virtio_mmio'));
+    if (at('vmw_vsock_virtio_transport') >= 0) assert.ok(at('vsock') < at('vmw_vsock_virtio_transport_common'));
+    assert.equal(new Set(mods).size, mods.length);
+    const first = (await resolveModules(kernel!.modulesDir))[0]!;
+    const raw = await readFile(first.sourcePath).catch(() => undefined);
+    if (raw && first.sourcePath.endsWith('.ko')) assert.ok(stripSignature(raw).length <= raw.length);
+    assert.equal(moduleName('kernel/drivers/char/hw_random/virtio-rng.ko.xz'), 'virtio_rng');
+  });
+
+  it('puts the agent into --init mode and passes the disk size and TSC rate', () => {
+    const line = guestCmdline({ diskMib: 128, tscKhz: 2_596_136, execUid: 1000, extra: 'kiln.panic=1' });
+    assert.match(line, /tsc_early_khz=2596136 tsc=reliable/);
+    assert.match(line, /kiln\.disk_mib=128/);
+    assert.ok(line.endsWith('kiln.panic=1 -- --init'));
+  });
+});
+
+describe('qemu pieces', () => {
+  it('keeps the last lines of the console, including a partial one', () => {
+    const ring = new ConsoleRing(3);
+    ring.push('one\ntwo\r\nthr');
+    ring.push('ee\nfour\nfi\x1b[0m');
+    assert.deepEqual(ring.tail(), ['three', 'four', 'fi[0m']);
+  });
+
+  it('builds identical template and clone command lines except share= and -incoming', () => {
+    const base = {
+      id: 'x', accel: 'tcg' as const, cpus: 1, memoryMib: 256, kernelPath: '/k', initrdPath: '/i',
+      cmdline: 'console=ttyS0', diskImage: '/d.sqfs', paths: vmPaths('/run/kiln/qemu/vms/x'),
+    };
+    const tpl = qemuArgs({ ...base, memFile: { path: '/dev/shm/t.mem', share: true } });
+    const clone = qemuArgs({ ...base, memFile: { path: '/dev/shm/t.mem', share: false }, incoming: true });
+    const diff = clone.filter((a, i) => a !== tpl[i]);
+    assert.deepEqual(diff, ['memory-backend-file,id=mem,size=256M,mem-path=/dev/shm/t.mem,share=off', '-incoming', 'defer']);
+    assert.ok(tpl.includes('-no-reboot'));
+  });
+
+  it('refuses paths QEMU options cannot carry', () => {
+    assert.throws(() => safePath('/tmp/a,b'));
+    assert.throws(() => safePath("/tmp/a'b"));
+    assert.equal(safePath('/run/kiln/qemu/vms/a_b-1/ctl.sock'), '/run/kiln/qemu/vms/a_b-1/ctl.sock');
+  });
+});
