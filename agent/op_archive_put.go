@@ -97,8 +97,8 @@ func entryName(n string) (string, error) {
 }
 
 func extractEntry(tr *tar.Reader, h *tar.Header, dest, name string) error {
-	// The parent must resolve inside dest; resolveIn refuses any symlink that climbs out.
-	parent, err := resolveIn(dest, "/"+path.Dir(name))
+	// The parent must resolve inside dest; walkIn refuses any symlink that climbs out.
+	parent, err := walkIn(dest, splitPath(path.Dir(name)), h.Name, false)
 	if err != nil {
 		return newOpError(codePathEscape, "archive entry %q would be written through a symlink that leaves the destination", h.Name)
 	}
@@ -125,7 +125,7 @@ func mkdirEntry(dest, name, target string, mode os.FileMode) error {
 	st, err := os.Lstat(target)
 	if err == nil && st.Mode()&os.ModeSymlink != 0 {
 		// an existing link to a directory is fine only if it stays inside dest
-		if _, err := resolveIn(dest, "/"+name); err != nil {
+		if _, err := walkIn(dest, splitPath(name), name, false); err != nil {
 			return newOpError(codePathEscape, "archive entry %q is a symlink leaving the destination", name)
 		}
 		return nil
@@ -168,7 +168,7 @@ func symlinkEntry(h *tar.Header, dest, name, target string) error {
 		return newOpError(codePathEscape, "archive symlink %q -> %q must be relative and stay inside the destination", h.Name, t)
 	}
 	// Resolve physically, through links already unpacked: a lexical check misses "x -> ." then "y -> x/..".
-	if _, err := walkIn(dest, append(splitPath(path.Dir(name)), splitPath(t)...), h.Name); err != nil {
+	if _, err := walkIn(dest, append(splitPath(path.Dir(name)), splitPath(t)...), h.Name, false); err != nil {
 		return newOpError(codePathEscape, "archive symlink %q -> %q leaves the destination", h.Name, t)
 	}
 	if st, err := os.Lstat(target); err == nil && !st.IsDir() {

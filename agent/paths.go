@@ -34,11 +34,13 @@ func resolveIn(root, p string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return walkIn(root, splitPath(clean), p)
+	return walkIn(root, splitPath(clean), p, true)
 }
 
 // walkIn resolves the components todo under root; ".." is allowed but may not climb above root.
-func walkIn(root string, todo []string, p string) (string, error) {
+// Absolute symlink targets are read inside root when absOK, else refused: an archive
+// destination is not the sandbox root, so such a link's meaning cannot be checked there.
+func walkIn(root string, todo []string, p string, absOK bool) (string, error) {
 	var done []string
 	links := 0
 	for len(todo) > 0 {
@@ -68,6 +70,9 @@ func walkIn(root string, todo []string, p string) (string, error) {
 			return "", err
 		}
 		if strings.HasPrefix(target, "/") {
+			if !absOK {
+				return "", newOpError(codePathEscape, "path %s goes through an absolute symlink", p)
+			}
 			done = nil
 		}
 		todo = append(splitPath(target), todo...)
