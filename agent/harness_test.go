@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -24,7 +25,7 @@ func TestMain(m *testing.M) {
 
 type testHost struct {
 	t       testing.TB
-	conn    net.Conn
+	conn    io.ReadWriteCloser
 	mu      sync.Mutex
 	streams map[uint32]chan frame
 	next    uint32
@@ -33,8 +34,13 @@ type testHost struct {
 
 func newTestHost(t testing.TB, handshake bool) *testHost {
 	a, b := net.Pipe()
-	h := &testHost{t: t, conn: a, streams: map[uint32]chan frame{}, next: 1}
 	go serve(b, "test")
+	return newHostOn(t, a, handshake)
+}
+
+// newHostOn drives an agent reachable through rw (in-process or a real process).
+func newHostOn(t testing.TB, a io.ReadWriteCloser, handshake bool) *testHost {
+	h := &testHost{t: t, conn: a, streams: map[uint32]chan frame{}, next: 1}
 	go h.readLoop()
 	t.Cleanup(func() { a.Close() })
 	if handshake {
