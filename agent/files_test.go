@@ -40,6 +40,7 @@ func TestFileWriteRead(t *testing.T) {
 func TestFileErrors(t *testing.T) {
 	h := newTestHost(t, true)
 	must(t, os.WriteFile(filepath.Join(cfg.root, "big.txt"), make([]byte, 100), 0o644))
+	os.Remove(filepath.Join(cfg.root, "etclink"))
 	must(t, os.Symlink("../../../../../../../etc", filepath.Join(cfg.root, "etclink")))
 	cases := []struct {
 		name string
