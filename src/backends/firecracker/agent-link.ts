@@ -27,7 +27,11 @@ export async function connectAgent(o: ConnectAgentOptions): Promise<AgentClient>
     isAlive: o.isAlive,
   });
   const left = Math.max(1_000, o.timeoutMs - (Date.now() - t0));
-  return AgentClient.connect(streamOf(socket), { signal: o.signal, timeoutMs: left });
+  // The socket comes back paused (bytes after "OK" were pushed back); AgentClient attaches its
+  // reader synchronously inside connect(), so resuming right after cannot lose data.
+  const client = AgentClient.connect(streamOf(socket), { signal: o.signal, timeoutMs: left });
+  socket.resume();
+  return client;
 }
 
 function streamOf(socket: Socket): { readable: Socket; writable: Socket; destroy: () => void } {

@@ -47,7 +47,7 @@ function stepError(name: string, e: unknown, o: RunStepsOptions): KilnError {
     ? new KilnError('TIMEOUT', `microVM boot step ${name} was cancelled or ran out of time; raise readyTimeoutMs if the host is slow`, { cause: e })
     : toKilnError(e, 'BOOT_FAILED', `microVM boot step ${name} failed`);
   const extra = o.diagnostics?.() ?? '';
-  const message = base.message.includes(name) ? base.message : `microVM boot step ${name} failed: ${base.message}`;
+  const message = base.message.startsWith('microVM boot step') ? base.message : `microVM boot step ${name} failed: ${base.message}`;
   return new KilnError(base.code, extra ? `${message}\n${extra}` : message, {
     cause: base,
     details: { ...(base.details ?? {}), step: name },

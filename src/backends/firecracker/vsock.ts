@@ -27,6 +27,7 @@ export interface HybridVsockOptions {
 }
 
 export interface HybridVsockResult {
+  /** Paused, with any bytes that followed the OK line unshifted: attach a reader, then resume(). */
   socket: Socket;
   /** The host-side port Firecracker reported in `OK <port>`. */
   hostPort: number;
