@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,6 +52,7 @@ function cgroupDirs(name: string): string[] {
 describe('crash recovery', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 180_000 }, () => {
   it('SIGKILL with live sandboxes, then restart: no processes, cgroups or mounts left', async () => {
     const base = await mkdtemp(join(tmpdir(), 'kiln-crash-'));
+    await chmod(base, 0o755);
     const runDir = join(base, 'run');
     const port = await freePort();
     const client = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });

@@ -1,5 +1,5 @@
 /** Starts a real kiln server (real HTTP, real backend, real images) in a private run dir. */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type KilnConfig } from '../../src/core/config.js';
@@ -16,6 +16,7 @@ export interface TestServer {
 
 export async function startTestServer(env: Record<string, string> = {}, opts: { skipScan?: boolean } = {}): Promise<TestServer> {
   const base = await mkdtemp(join(tmpdir(), 'kiln-test-'));
+  await chmod(base, 0o755); // sandbox uids traverse into the run dir
   const runDir = join(base, 'run');
   const config = loadConfig({ ...process.env, KILN_PORT: '0', KILN_RUN_DIR: runDir, KILN_TOKEN: '', KILN_POOL: '', ...env });
   const server = await startServer(config, { logger: !!process.env.KILN_TEST_LOG, skipScan: opts.skipScan ?? true });

@@ -15,6 +15,8 @@ export interface BwrapOptions {
   agentPath: string;
   diskBytes: number;
   hostname: string;
+  /** Receives everything bwrap and the agent write to stderr, from the start. */
+  onStderr: (text: string) => void;
 }
 
 export interface BwrapProcess {
@@ -31,7 +33,7 @@ export function bwrapArgs(o: BwrapOptions): string[] {
     '--die-with-parent', '--as-pid-1',
     '--uid', '0', '--gid', '0', '--cap-add', 'ALL',
     '--hostname', o.hostname,
-    '--dev', '/dev',
+    '--dev', '/dev', '--proc', '/proc',
     '--ro-bind', o.lowerDir, '/.kiln/lower',
     '--ro-bind', o.agentPath, '/.kiln/agent',
     '--info-fd', '3', '--block-fd', '4',
@@ -49,6 +51,7 @@ export async function spawnBwrap(o: BwrapOptions, signal: AbortSignal): Promise<
     stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
     env: {},
   });
+  child.stderr!.on('data', (c: Buffer) => o.onStderr(c.toString()));
   const info = child.stdio[3] as Readable;
   const block = child.stdio[4] as Writable;
   try {
@@ -69,27 +72,23 @@ export async function spawnBwrap(o: BwrapOptions, signal: AbortSignal): Promise<
 function readChildPid(child: ChildProcess, info: Readable, signal: AbortSignal): Promise<number> {
   return new Promise((resolve, reject) => {
     let text = '';
-    let stderr = '';
-    const onStderr = (c: Buffer): void => { stderr += c.toString(); };
     const done = (err?: Error, pid?: number): void => {
       info.off('data', onData);
       child.off('exit', onExit);
-      child.stderr?.off('data', onStderr);
       signal.removeEventListener('abort', onAbort);
       err ? reject(err) : resolve(pid!);
     };
     const onData = (c: Buffer): void => {
       text += c.toString();
-      const m = /"child-pid":\s*(\d+)/.exec(text);
+      const m = /"child-pid":\s*(\d+)[,\s}]/.exec(text);
       if (m) done(undefined, Number(m[1]));
       else if (text.length > 64 * 1024) done(new Error('bwrap info output is not what kiln expects'));
     };
-    const onExit = (code: number | null): void => done(new Error(`bwrap exited (code ${code}) before starting the sandbox: ${stderr.trim() || 'no message'}`));
+    const onExit = (code: number | null): void => done(new Error(`bwrap exited (code ${code}) before starting the sandbox`));
     const onAbort = (): void => done(new Error('sandbox start aborted'));
     info.on('data', onData);
     child.on('exit', onExit);
     child.on('error', (e) => done(new Error(`cannot run bwrap: ${e.message}`)));
-    child.stderr?.on('data', onStderr);
     signal.addEventListener('abort', onAbort, { once: true });
   });
 }

@@ -86,6 +86,9 @@ class NamespaceBackend implements Backend {
       this.layout = detectCgroupLayout(this.o.cgroupName);
       await prepareLayout(this.layout);
       await mkdir(this.dir, { recursive: true, mode: 0o755 });
+      // Sandbox uids must traverse to the agent copy and the image mounts.
+      await chmod(this.o.runDir, 0o755);
+      await chmod(this.dir, 0o755);
       const agent = join(this.dir, 'kiln-agent');
       await copyFile(this.o.agentPath, agent);
       await chmod(agent, 0o755);
@@ -100,48 +103,39 @@ class NamespaceBackend implements Backend {
     const t0 = performance.now();
     const cleanup = new CleanupStack();
     const signal = options.signal ? AbortSignal.any([options.signal, AbortSignal.timeout(options.readyTimeoutMs)]) : AbortSignal.timeout(options.readyTimeoutMs);
+    let log = '';
+    let sandbox: NamespaceSandbox | undefined;
+    const onStderr = (text: string): void => {
+      log = (log + text).slice(-8192);
+      sandbox?.appendStderr(text);
+    };
     try {
       const hostUid = this.allocUid();
       cleanup.push('uid', () => { this.uidsInUse.delete(hostUid); });
-      const cgroup = await SandboxCgroup.create(this.layout!, spec.id, {
-        memoryBytes: spec.memoryMib * 1024 * 1024,
-        pidsMax: this.o.maxPids,
-        cpus: spec.cpus,
-      });
+      const cgroup = await SandboxCgroup.create(this.layout!, spec.id, { memoryBytes: spec.memoryMib * 1024 * 1024, pidsMax: this.o.maxPids, cpus: spec.cpus });
       cleanup.push('cgroup', () => cgroup.remove());
       const lowerDir = await this.images.acquire(spec.pack);
       const proc = await spawnBwrap({
-        bwrapPath: this.o.bwrapPath ?? 'bwrap',
-        hostUid,
-        lowerDir,
-        agentPath: agentCopy,
-        diskBytes: spec.diskMib * 1024 * 1024,
-        hostname: 'sandbox',
+        bwrapPath: this.o.bwrapPath ?? 'bwrap', hostUid, lowerDir, agentPath: agentCopy,
+        diskBytes: spec.diskMib * 1024 * 1024, hostname: 'sandbox', onStderr,
       }, signal);
       cleanup.push('process', () => killSandboxProcess(proc.child, proc.sandboxPid));
-      let stderr = '';
-      proc.child.stderr!.on('data', (c: Buffer) => { stderr = (stderr + c.toString()).slice(-8192); });
       await cgroup.addProcess(proc.sandboxPid);
       proc.release();
       const agent = await AgentClient.connect(
         { readable: proc.child.stdout!, writable: proc.child.stdin!, destroy: () => proc.child.stdin!.destroy() },
         { signal, timeoutMs: options.readyTimeoutMs },
-      ).catch((e) => {
-        throw new KilnError('BOOT_FAILED', `namespace sandbox did not become ready: ${(e as Error).message}${stderr ? `; agent log: ${stderr.trim().slice(-2000)}` : ''}`);
-      });
+      );
       cleanup.push('agent', () => agent.close());
-      const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, {
-        pid: proc.sandboxPid,
-        hostUid,
-        bootMs: round(performance.now() - t0),
-      });
-      proc.child.stderr!.on('data', (c: Buffer) => sandbox.appendStderr(c.toString()));
+      sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, { pid: proc.sandboxPid, hostUid, bootMs: round(performance.now() - t0) });
+      sandbox.appendStderr(log);
       this.live.set(spec.id, sandbox);
       cleanup.push('registry', () => { this.live.delete(spec.id); });
       return sandbox;
     } catch (e) {
       await cleanup.run().catch(() => undefined);
-      throw toKilnError(e, 'BOOT_FAILED', 'namespace sandbox failed to start');
+      const why = e instanceof Error ? e.message : String(e);
+      throw new KilnError('BOOT_FAILED', `namespace sandbox failed to start: ${why}${log.trim() ? `; sandbox log: ${log.trim().slice(-2000)}` : ''}`, { cause: e });
     }
   }
 

@@ -1,7 +1,6 @@
 /** One running namespace sandbox: its bwrap process, cgroup, agent connection and teardown. */
 import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
-import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
 import { CleanupStack } from '../../core/cleanup.js';
@@ -29,11 +28,6 @@ export class NamespaceSandbox implements BackendSandbox {
     this.details = details;
     child.once('exit', (code, sig) => this.markExited(`sandbox process exited (${sig ?? `code ${code}`})`));
     agent.onClose((err) => this.markExited(err.message));
-  }
-
-  /** Keeps the last bytes the agent logged; used in error messages when the sandbox dies. */
-  static captureStderr(stream: Readable, sink: (text: string) => void): void {
-    stream.on('data', (c: Buffer) => sink(c.toString()));
   }
 
   appendStderr(text: string): void {

@@ -13,7 +13,7 @@ import { chooseAccel, hostTscKhz, qemuVersion, type AccelMode } from './accel.js
 import type { QemuLog } from './process.js';
 import { QemuSandbox } from './sandbox.js';
 import { findOrphans, killAndWait, removeStale } from './scan.js';
-import { TemplateManager, type Template } from './templates.js';
+import { TemplateManager, templateFilesPresent, type Template } from './templates.js';
 import { launchVm, type RunningVm } from './vm.js';
 
 export interface QemuBackendOptions {
@@ -40,6 +40,7 @@ interface QemuBackendOptionsParsed {
 }
 
 const EXEC_UID = 1000;
+const CLONE_TIMEOUT_MS = 15_000;
 
 export function createQemuBackend(options: QemuBackendOptions): Backend {
   return new QemuBackend(options);
@@ -108,9 +109,17 @@ class QemuBackend implements Backend {
         memoryMib: spec.memoryMib, diskMib: spec.diskMib, kernelPath: base.kernelPath, initrdPath: base.initrdPath,
         artifactsHash: artifacts.hash, cmdline, accel, qemuVersion: await qemuVersion(this.binary), binary: this.binary,
       }), deadline, 'the template VM is still booting');
+      if (template && !(await templateFilesPresent(template))) {
+        this.o.log?.('warn', 'template files vanished; dropping the template', { template: template.id });
+        await this.templates.invalidate(template);
+        template = undefined;
+      }
       if (template) {
         try {
-          vm = await launchVm({ ...base, restoreFrom: template.stateFile, memFile: { path: template.memFile, share: false }, readyTimeoutMs: remaining(deadline) });
+          // A clone is ready in ~0.1 s; one that is not within a few seconds is broken, and the
+          // cold boot fallback needs the rest of the budget.
+          const cloneBudgetMs = Math.min(remaining(deadline) / 2, CLONE_TIMEOUT_MS);
+          vm = await launchVm({ ...base, restoreFrom: template.stateFile, memFile: { path: template.memFile, share: false }, readyTimeoutMs: cloneBudgetMs });
         } catch (e) {
           if (options.signal?.aborted) throw e;
           this.o.log?.('warn', 'clone failed; dropping the template and cold-booting', { template: template.id, error: (e as Error).message });

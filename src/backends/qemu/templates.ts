@@ -5,7 +5,7 @@
  * never written after the snapshot, and each version gets a new path, so live clones are safe.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat, statfs } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { launchVm, untilExit, waitMigration } from './vm.js';
 import type { QemuLog } from './process.js';
@@ -122,9 +122,12 @@ export class TemplateManager {
   private async build(key: string, inputs: TemplateInputs): Promise<Template> {
     const id = `tpl-${key.slice(0, 12)}-${randomBytes(3).toString('hex')}`;
     const stateDir = `${this.o.stateDir}/${id}`;
-    const t: Template = { id, key, memFile: `${this.o.memDir}/${id}.mem`, stateFile: `${stateDir}/state`, inputs, bootMs: 0 };
     await mkdir(this.o.memDir, { recursive: true, mode: 0o700 });
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    // A RAM file on a full tmpfs kills QEMU with SIGBUS mid-boot (containers often have a 64 MiB
+    // /dev/shm): then keep it next to the state file instead, in the page cache.
+    const memDir = await hasRoom(this.o.memDir, inputs.memoryMib) ? this.o.memDir : stateDir;
+    const t: Template = { id, key, memFile: `${memDir}/${id}.mem`, stateFile: `${stateDir}/state`, inputs, bootMs: 0 };
     this.o.log?.('info', 'booting template', { template: id, pack: inputs.packName });
     try {
       const vm = await launchVm({
@@ -165,4 +168,15 @@ export class TemplateManager {
 async function removeTemplateFiles(t: Template): Promise<void> {
   await rm(t.memFile, { force: true });
   await rm(t.stateFile.replace(/\/state$/, ''), { recursive: true, force: true });
+}
+
+async function hasRoom(dir: string, memoryMib: number): Promise<boolean> {
+  const fs = await statfs(dir).catch(() => undefined);
+  return fs !== undefined && fs.bavail * fs.bsize >= (memoryMib + 64) * 2 ** 20;
+}
+
+/** True when the template's files are still in place (a clone of a missing RAM file boots garbage). */
+export async function templateFilesPresent(t: Template): Promise<boolean> {
+  const [mem, state] = await Promise.all([stat(t.memFile).catch(() => undefined), stat(t.stateFile).catch(() => undefined)]);
+  return mem !== undefined && state !== undefined && mem.size === t.inputs.memoryMib * 2 ** 20 && state.size > 0;
 }

@@ -20,7 +20,7 @@ export async function execRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
       return streamNdjson(req, reply, (handlers, signal) => svc.manager.runExec(req.params.id, opts, handlers, signal));
     }
     const ac = new AbortController();
-    req.raw.on('close', () => { if (!reply.sent) ac.abort(); });
+    reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
     return present(await svc.manager.runExec(req.params.id, opts, undefined, ac.signal));
   });
 

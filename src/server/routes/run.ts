@@ -22,7 +22,7 @@ export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnServic
       return streamNdjson(req, reply, (h, signal) => runOnce(svc.manager, svc.packs, opts, h, signal), (r) => ({ sandboxId: r.sandboxId, createMs: r.createMs }));
     }
     const ac = new AbortController();
-    req.raw.on('close', () => { if (!reply.sent) ac.abort(); });
+    reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
     const r = await runOnce(svc.manager, svc.packs, opts, undefined, ac.signal);
     return { ...present(r), sandboxId: r.sandboxId, createMs: r.createMs };
   });

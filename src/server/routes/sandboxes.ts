@@ -11,7 +11,7 @@ export async function sandboxRoutes(app: FastifyInstance, { svc }: { svc: KilnSe
     schema: { summary: 'Create a sandbox; answers once its agent is ready', body: createSandboxBody, response: { 201: sandboxSchema, ...errors } },
   }, async (req, reply) => {
     const ac = new AbortController();
-    req.raw.on('close', () => { if (!reply.sent) ac.abort(); });
+    reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
     const sb = await svc.manager.create(req.body, ac.signal);
     if (ac.signal.aborted) {
       // The client went away while we were creating: do not leave an orphan behind.
