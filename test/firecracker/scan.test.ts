@@ -25,8 +25,9 @@ test('scan kills orphans pointing into our run dir, removes VM dirs and incomple
   await Promise.all([once(ours, 'spawn'), once(foreign, 'spawn')]);
   try {
     const backend = createFirecrackerBackend({ runDir, vmImage: async () => { throw new Error('unused'); } });
+    const oursExit = once(ours, 'exit');
     const report = await backend.scan();
-    await once(ours, 'exit');
+    await oursExit;
     assert.equal(ours.signalCode, 'SIGKILL');
     assert.equal(foreign.exitCode, null, 'a firecracker of someone else is untouched');
     assert.ok(report.removed.some((l) => l.startsWith(`killed orphaned Firecracker process ${ours.pid}`)), report.removed.join('\n'));
