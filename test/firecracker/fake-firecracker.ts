@@ -225,13 +225,12 @@ export class FakeFirecracker implements VmmProcess {
 /** A Launcher that starts fakes instead of the firecracker binary; `instances` keeps them for asserts. */
 export function fakeLauncher(o: FakeOptions | ((n: number) => FakeOptions) = {}): Launcher & { instances: FakeFirecracker[] } {
   const instances: FakeFirecracker[] = [];
-  const launcher = (async (s) => {
+  const launch: Launcher = async (s) => {
     mkdirSync(s.cwd, { recursive: true });
     const fake = new FakeFirecracker(s.apiSocketPath, s.cwd, typeof o === 'function' ? o(instances.length) : o);
     instances.push(fake);
     await fake.listen();
     return fake;
-  }) as Launcher & { instances: FakeFirecracker[] };
-  launcher.instances = instances;
-  return launcher;
+  };
+  return Object.assign(launch, { instances });
 }
