@@ -27,6 +27,9 @@ export interface KilnConfig {
   /** Warm pool targets per pack on the default backend ("python=2,node=1"). */
   poolTargets: Record<string, number>;
   qemuAccel: 'auto' | 'kvm' | 'tcg';
+  /** Firecracker binary (default: looked up on PATH) and whether to skip the vmx/svm check. */
+  firecrackerPath?: string;
+  firecrackerKvm: 'auto' | 'force';
 }
 
 export interface SandboxLimits {
@@ -84,6 +87,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     createQueueTimeoutMs: int(env, 'KILN_CREATE_QUEUE_TIMEOUT_MS', 10_000, 0, 600_000),
     poolTargets: poolTargets(env.KILN_POOL ?? ''),
     qemuAccel: accel(env.KILN_QEMU_ACCEL ?? 'auto'),
+    firecrackerPath: env.KILN_FIRECRACKER || undefined,
+    firecrackerKvm: env.KILN_FIRECRACKER_KVM === 'force' ? 'force' : 'auto',
     ...overrides,
   };
   if (!isLoopback(cfg.host) && !cfg.token) {

@@ -113,17 +113,14 @@ export class ExecRunner {
     signal: AbortSignal | undefined,
     withHandle: (h: ExecHandle) => void | Promise<void>,
   ): Promise<Omit<ExecOutcome, 'stdout' | 'stderr'>> {
-    const oomBefore = (await sb.inner.usage().catch(() => ({ oomKills: undefined }))).oomKills;
     sb.execsRunning++;
     const t0 = performance.now();
     try {
       const h = sb.inner.agent.exec(req, handlers, { signal });
       await withHandle(h);
       const result = await h.result;
-      const oomAfter = oomBefore === undefined ? undefined : (await sb.inner.usage().catch(() => ({ oomKills: undefined }))).oomKills;
       this.metrics?.observeExec(sb.backendName, performance.now() - t0);
-      const oomKilled = oomBefore !== undefined && oomAfter !== undefined && oomAfter > oomBefore && result.signal === 'SIGKILL';
-      return { ...result, oomKilled };
+      return { ...result, oomKilled: result.signal === 'SIGKILL' && (await sb.sawNewOomKill()) };
     } finally {
       sb.execsRunning--;
     }

@@ -96,7 +96,7 @@ export class SandboxManager {
 
   /** Starts a fresh sandbox on a backend; also used by the warm pools. */
   async startOnBackend(backend: Backend, packName: string, size: { cpus: number; memoryMib: number; diskMib: number }, backendOptions?: Record<string, unknown>, signal?: AbortSignal): Promise<BackendSandbox> {
-    const spec: SandboxSpec = { id: newId(), pack: await this.d.packs.image(packName), ...size, backendOptions };
+    const spec: SandboxSpec = { id: newId(), pack: await this.d.packs.image(packName), cpus: size.cpus, memoryMib: size.memoryMib, diskMib: size.diskMib, backendOptions };
     return backend.create(spec, { signal, readyTimeoutMs: 60_000 });
   }
 

@@ -49,7 +49,9 @@ export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: Ru
     const out = await manager.runExec(sb.id, { cmd: argv, stdin: o.stdin, env: o.env, cwd: WORKDIR, timeoutMs: o.timeoutMs, maxOutputBytes: o.maxOutputBytes }, handlers, signal);
     return { ...out, sandboxId: sb.id, createMs };
   } finally {
-    await manager.delete(sb.id).catch(() => undefined);
+    // Answer first, tear down after: the admission slot is held until the delete completes, so
+    // capacity stays exact, and a crash in between is cleaned by the start-up scan.
+    void manager.delete(sb.id).catch(() => undefined);
   }
 }
 

@@ -56,6 +56,19 @@ export class Sandbox {
     this.expiresAt = new Date(Date.now() + ttlSec * 1000);
   }
 
+  private oomKillsSeen = 0;
+
+  /**
+   * Whether the backend counted an OOM kill since the last time we looked. Read only after a
+   * SIGKILLed exec, so ordinary execs pay no host-side accounting cost.
+   */
+  async sawNewOomKill(): Promise<boolean> {
+    const { oomKills } = await this.inner.usage().catch(() => ({ oomKills: undefined }));
+    if (oomKills === undefined || oomKills <= this.oomKillsSeen) return false;
+    this.oomKillsSeen = oomKills;
+    return true;
+  }
+
   info(): SandboxInfo {
     return {
       id: this.id,

@@ -1,0 +1,186 @@
+/**
+ * Namespace-backend and service benchmarks, each beside a baseline measured in the same run:
+ * bare python3 on the host, plain bwrap over the same image, and @anthropic-ai/sandbox-runtime.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { REPO_ROOT } from '../src/core/config.js';
+import { resolveImage } from '../src/images/index.js';
+import type { KilnClient } from '../src/sdk/index.js';
+import { startTestServer, type TestServer } from '../test/parity/fixture.js';
+import { percentile, ratio, runCmd, timeN, type Row } from './stats.js';
+
+const run = promisify(execFile);
+
+export interface BenchOptions {
+  samples: number;
+  throughputSec: number;
+  dataDir: string;
+}
+
+// Debian's python, the same interpreter the python pack ships (a pyenv shim on PATH would add ~150 ms).
+const PY = [existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3', '-c', 'print(1)'];
+
+function stat(group: string, name: string, samples: number[], extra: Partial<Row> = {}): Row {
+  return { group, name, p50: percentile(samples, 50), p99: percentile(samples, 99), ...extra };
+}
+
+export async function benchBaselines(o: BenchOptions, imageMount: string): Promise<{ rows: Row[]; bare: number; bwrapTrue: number; bwrapPy: number }> {
+  const bwrapBase = ['--unshare-all', '--die-with-parent', '--ro-bind', imageMount, '/', '--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp', '--tmpfs', '/workspace'];
+  const bare = await timeN(o.samples, () => runCmd(PY[0]!, PY.slice(1)));
+  const bwrapTrue = await timeN(o.samples, () => runCmd('bwrap', [...bwrapBase, '/bin/true']));
+  const bwrapPy = await timeN(o.samples, () => runCmd('bwrap', [...bwrapBase, 'python3', '-c', 'print(1)']));
+  const srt = join(REPO_ROOT, 'node_modules/.bin/srt');
+  const rows: Row[] = [
+    stat('baseline', 'bare `python3 -c print(1)` on the host', bare),
+    stat('baseline', 'plain bwrap: `true` (bwrap\'s own cost)', bwrapTrue),
+    stat('baseline', 'plain bwrap: `python3 -c print(1)`', bwrapPy),
+  ];
+  try {
+    const peer = await timeN(Math.min(o.samples, 20), () => runCmd(srt, ['-c', "python3 -c 'print(1)'"]), 1);
+    rows.push(stat('peer', '@anthropic-ai/sandbox-runtime `srt` python print(1)', peer, { vsBaseline: ratio(percentile(peer, 50), percentile(bare, 50)) + ' bare' }));
+  } catch (e) {
+    rows.push({ group: 'peer', name: '@anthropic-ai/sandbox-runtime', note: `not measured: ${(e as Error).message.split('\n')[0]}` });
+  }
+  return { rows, bare: percentile(bare, 50), bwrapTrue: percentile(bwrapTrue, 50), bwrapPy: percentile(bwrapPy, 50) };
+}
+
+export async function benchService(o: BenchOptions, base: { bare: number; bwrapTrue: number }): Promise<Row[]> {
+  const rows: Row[] = [];
+  let t: TestServer | undefined;
+  try {
+    t = await startTestServer({ KILN_DATA_DIR: o.dataDir });
+    const kiln = t.client;
+    const create = await timeN(o.samples, async () => {
+      const sb = await kiln.sandboxes.create({ pack: 'python' });
+      await kiln.sandboxes.delete(sb.id);
+    });
+    // Create alone (delete excluded): time the POST only.
+    const createOnly: number[] = [];
+    for (let i = 0; i < o.samples; i++) {
+      const t0 = performance.now();
+      const sb = await kiln.sandboxes.create({ pack: 'python' });
+      createOnly.push(performance.now() - t0);
+      await kiln.sandboxes.delete(sb.id);
+    }
+    const c50 = percentile(createOnly, 50);
+    rows.push(stat('namespace', 'sandbox create (HTTP, unpooled, to agent ready)', createOnly, {
+      vsBaseline: `+${(c50 - base.bwrapTrue).toFixed(1)} ms vs bwrap true`, target: '≤ +15 ms',
+    }));
+    rows.push(stat('namespace', 'create + delete', create));
+
+    const sb = await kiln.sandboxes.create({ pack: 'python' });
+    const own: number[] = [];
+    const rtt = await timeN(o.samples * 4, async () => {
+      const r = await kiln.sandboxes.exec(sb.id, { cmd: ['/bin/true'] });
+      own.push(r.durationMs);
+    }, 5);
+    const overhead = rtt.map((x, i) => x - (own[i + 5] ?? own[i] ?? 0));
+    rows.push(stat('namespace', 'exec `/bin/true` round trip (HTTP)', rtt, { note: `program's own run time p50 ${percentile(own, 50).toFixed(2)} ms` }));
+    rows.push(stat('namespace', 'exec overhead over the program\'s own run time', overhead, { target: '≤ 1 ms' }));
+    rows.push({ group: 'namespace', name: 'PSS per idle sandbox (bwrap + agent)', value: await pssOfSandbox(sb.details.pid as number) / 1024 / 1024, unit: 'MiB' });
+    await kiln.sandboxes.delete(sb.id);
+
+    const oneShot = await timeN(o.samples, () => kiln.run({ pack: 'python', code: 'print(1)' }));
+    rows.push(stat('run', '/v1/run python print(1), unpooled', oneShot, { vsBaseline: ratio(percentile(oneShot, 50), base.bare) + ' bare' }));
+  } finally {
+    await t?.close();
+  }
+  return rows;
+}
+
+export async function benchPooled(o: BenchOptions, base: { bare: number }): Promise<Row[]> {
+  const rows: Row[] = [];
+  let t: TestServer | undefined;
+  try {
+    t = await startTestServer({ KILN_DATA_DIR: o.dataDir, KILN_POOL: 'python=8', KILN_MAX_SANDBOXES: '64' });
+    const kiln = t.client;
+    await waitPoolFull(kiln, 8);
+    // Acquire: a create that is a pool hit; the pause lets the pool refill as it would between requests.
+    const acquire: number[] = [];
+    const serverSide: number[] = [];
+    for (let i = 0; i < o.samples; i++) {
+      await waitPoolFull(kiln, 8);
+      const t0 = performance.now();
+      const sb = await kiln.sandboxes.create({ pack: 'python' });
+      acquire.push(performance.now() - t0);
+      serverSide.push(sb.readyMs);
+      if (!sb.fromPool) throw new Error('expected a pool hit');
+      await kiln.sandboxes.delete(sb.id);
+    }
+    rows.push(stat('pool', 'pooled acquire (HTTP create, pool hit)', acquire, { target: 'p50 ≤ 2 ms, p99 ≤ 10 ms', note: `server-side p50 ${percentile(serverSide, 50).toFixed(2)} ms` }));
+    await waitPoolFull(kiln, 8);
+    const oneShot: number[] = [];
+    for (let i = 0; i < o.samples; i++) {
+      await waitPoolFull(kiln, 4);
+      const t0 = performance.now();
+      const r = await kiln.run({ pack: 'python', code: 'print(1)' });
+      oneShot.push(performance.now() - t0);
+      if (r.stdout !== '1\n') throw new Error(`bad output ${JSON.stringify(r)}`);
+    }
+    rows.push(stat('run', '/v1/run python print(1), pooled', oneShot, { vsBaseline: ratio(percentile(oneShot, 50), base.bare) + ' bare', target: 'p50 ≤ 1.3× bare' }));
+    rows.push(await throughput(kiln, o.throughputSec));
+  } finally {
+    await t?.close();
+  }
+  return rows;
+}
+
+async function throughput(kiln: KilnClient, seconds: number): Promise<Row> {
+  await waitPoolFull(kiln, 8);
+  const end = performance.now() + seconds * 1000;
+  let ok = 0;
+  let errors = 0;
+  const lat: number[] = [];
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    while (performance.now() < end) {
+      const t0 = performance.now();
+      try {
+        const r = await kiln.run({ pack: 'python', code: 'print(1)' });
+        if (r.stdout === '1\n' && r.exitCode === 0) ok++; else errors++;
+      } catch {
+        errors++;
+      }
+      lat.push(performance.now() - t0);
+    }
+  }));
+  return {
+    group: 'run', name: `throughput: /v1/run python print(1), 8 clients, ${seconds} s`,
+    value: ok / seconds, unit: 'runs/s', p50: percentile(lat, 50), p99: percentile(lat, 99),
+    target: '≥ 50 runs/s, 0 errors', note: `${errors} errors`,
+  };
+}
+
+async function waitPoolFull(kiln: KilnClient, atLeast: number): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    const { pools } = await kiln.pools() as { pools: Array<{ ready: number; target: number }> };
+    if (pools.every((p) => p.ready >= Math.min(atLeast, p.target))) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** PSS of the sandbox's PID 1 (the agent) plus its bwrap parent, from smaps_rollup. */
+async function pssOfSandbox(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const ppid = Number(/PPid:\s+(\d+)/.exec(status)?.[1]);
+  let total = 0;
+  for (const p of [pid, ppid]) {
+    const text = await readFile(`/proc/${p}/smaps_rollup`, 'utf8').catch(() => '');
+    total += Number(/^Pss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0) * 1024;
+  }
+  return total;
+}
+
+/** Mounts the python image read-only for the plain-bwrap baseline; returns the mount and its undo. */
+export async function mountPythonImage(dataDir: string): Promise<{ dir: string; close: () => Promise<void> }> {
+  const img = await resolveImage('python', dataDir);
+  const base = await mkdtemp(join(tmpdir(), 'kiln-bench-'));
+  const dir = join(base, 'python');
+  await mkdir(dir);
+  await run('mount', ['-t', 'squashfs', '-o', 'loop,ro', img.imagePath, dir]);
+  return { dir, close: async () => { await run('umount', [dir]).catch(() => undefined); await rm(base, { recursive: true, force: true }); } };
+}
