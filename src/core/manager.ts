@@ -28,6 +28,7 @@ export class SandboxManager {
   readonly admission: Admission;
   private readonly exec: ExecRunner;
   private closing = false;
+  private healthTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly d: ManagerDeps) {
     this.admission = new Admission({ capacity: d.config.maxSandboxes, queueLength: d.config.createQueueLength, queueTimeoutMs: d.config.createQueueTimeoutMs });
@@ -97,7 +98,39 @@ export class SandboxManager {
   /** Starts a fresh sandbox on a backend; also used by the warm pools. */
   async startOnBackend(backend: Backend, packName: string, size: { cpus: number; memoryMib: number; diskMib: number }, backendOptions?: Record<string, unknown>, signal?: AbortSignal): Promise<BackendSandbox> {
     const spec: SandboxSpec = { id: newId(), pack: await this.d.packs.image(packName), cpus: size.cpus, memoryMib: size.memoryMib, diskMib: size.diskMib, backendOptions };
-    return backend.create(spec, { signal, readyTimeoutMs: 60_000 });
+    const inner = await backend.create(spec, { signal, readyTimeoutMs: 60_000 });
+    const restoreMs = inner.details.restoreMs;
+    const bootMs = typeof restoreMs === 'number' ? restoreMs : inner.details.bootMs;
+    if (typeof bootMs === 'number') this.d.metrics?.bootSeconds.observe({ backend: backend.name, kind: typeof restoreMs === 'number' ? 'restore' : 'boot' }, bootMs / 1000);
+    return inner;
+  }
+
+  /**
+   * Liveness: pings every ready sandbox's agent. One that does not answer within the deadline is
+   * declared failed and deleted, so a hung guest never holds capacity forever.
+   */
+  startHealthChecks(intervalMs = 15_000, deadlineMs = 5_000): void {
+    const timer = setInterval(() => {
+      for (const sb of this.sandboxes.values()) {
+        if (sb.state !== 'ready') continue;
+        sb.inner.agent.ping(AbortSignal.timeout(deadlineMs)).then(
+          ({ rttMs }) => {
+            sb.missedPings = 0;
+            this.d.metrics?.agentRtt.observe({ backend: sb.backendName }, rttMs / 1000);
+          },
+          (e: Error) => {
+            // Three misses in a row: a busy agent (e.g. stdin backpressure) is not a dead one.
+            if (sb.state !== 'ready' || ++sb.missedPings < 3) return;
+            sb.state = 'failed';
+            sb.exitReason = `agent stopped answering (${e.message})`;
+            this.d.log?.('sandbox unresponsive; deleting', { id: sb.id });
+            void this.delete(sb.id).catch(() => undefined);
+          },
+        );
+      }
+    }, intervalMs);
+    timer.unref();
+    this.healthTimer = timer;
   }
 
   private register(sb: Sandbox, release: () => void): void {
@@ -179,6 +212,7 @@ export class SandboxManager {
 
   async close(): Promise<void> {
     this.closing = true;
+    clearInterval(this.healthTimer);
     this.admission.close();
     await Promise.allSettled([...this.sandboxes.keys()].map((id) => this.delete(id)));
   }

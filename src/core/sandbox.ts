@@ -57,6 +57,8 @@ export class Sandbox {
   }
 
   private oomKillsSeen = 0;
+  /** Consecutive liveness pings without an answer. */
+  missedPings = 0;
 
   /**
    * Whether the backend counted an OOM kill since the last time we looked. Read only after a

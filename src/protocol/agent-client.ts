@@ -112,9 +112,9 @@ export class AgentClient {
     this.shutdown(new KilnError('SANDBOX_GONE', 'the sandbox was closed'));
   }
 
-  async ping(): Promise<{ rttMs: number; agentNowMs: number }> {
+  async ping(signal?: AbortSignal): Promise<{ rttMs: number; agentNowMs: number }> {
     const t0 = performance.now();
-    const raw = await this.request({ op: 'ping' });
+    const raw = await this.request({ op: 'ping' }, { signal });
     if (!validatePing(raw)) throw new KilnError('AGENT_PROTOCOL', 'agent ping reply is malformed');
     return { rttMs: performance.now() - t0, agentNowMs: raw.nowMs };
   }

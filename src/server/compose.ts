@@ -49,6 +49,7 @@ export async function composeService(config: KilnConfig, o: ComposeOptions = {})
   let pools: WarmPools | undefined;
   const targets = Object.entries(config.poolTargets).filter(([, n]) => n > 0);
   manager = new SandboxManager({ config, backends, packs, metrics, log, get pools() { return pools; } });
+  manager.startHealthChecks();
   if (targets.length) {
     const l = config.limits;
     pools = new WarmPools({
