@@ -4,13 +4,21 @@
  * Objects get `additionalProperties: false` unless the spec says otherwise, because Firecracker
  * deserialises with serde's deny_unknown_fields and rejects unknown fields with a 400.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../../src/core/config.js';
 import AjvModule, { type ValidateFunction } from 'ajv';
 import { parse } from 'yaml';
 
 const Ajv = AjvModule.default ?? AjvModule;
 
-export const SPEC_PATH = process.env.KILN_FIRECRACKER_SPEC ?? '/work/shared/spec/firecracker-api.yaml';
+/**
+ * Firecracker's official API description (swagger, v1.17-dev): the shared copy beside the repo when
+ * there is one, else the copy vendored in test/firecracker/spec (same file, kept for clean clones).
+ */
+const SHARED_SPEC = join(REPO_ROOT, '../shared/spec/firecracker-api.yaml');
+export const SPEC_PATH = process.env.KILN_FIRECRACKER_SPEC
+  ?? (existsSync(SHARED_SPEC) ? SHARED_SPEC : join(REPO_ROOT, 'test/firecracker/spec/firecracker-api.yaml'));
 
 type Json = Record<string, unknown>;
 
