@@ -31,7 +31,9 @@ stamp=node_modules/.kiln-lock-hash
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   step "npm: installing dependencies"
-  npm ci --no-audit --no-fund
+  # npm ci refuses this lock (npm 11 leaves other platforms' optional rollup packages out of it);
+  # npm install honours the lock as it is and does not rewrite it.
+  npm install --no-audit --no-fund
   echo "$want" > "$stamp"
 fi
 

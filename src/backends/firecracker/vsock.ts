@@ -36,7 +36,7 @@ export interface HybridVsockResult {
 
 /** Why one attempt failed; `retry` says whether waiting for the guest may help. */
 class AttemptError extends Error {
-  constructor(message: string, readonly retry: boolean) {
+  constructor(message: string, readonly retry: boolean, readonly timedOut = false) {
     super(message);
   }
 }
@@ -53,13 +53,16 @@ export async function connectHybridVsock(options: HybridVsockOptions): Promise<H
     }
     attempts++;
     const remaining = Math.max(1, deadline - Date.now());
+    const perAttempt = options.attemptTimeoutMs ?? 1_000;
+    // An attempt squeezed by the overall deadline says only "too late": keep the earlier, real reason.
+    const cutShort = remaining < perAttempt;
     try {
-      const { socket, hostPort } = await attempt(options.udsPath, port, Math.min(options.attemptTimeoutMs ?? 1_000, remaining), options.signal);
+      const { socket, hostPort } = await attempt(options.udsPath, port, Math.min(perAttempt, remaining), options.signal);
       return { socket, hostPort, attempts };
     } catch (e) {
       if (!(e instanceof AttemptError)) throw e;
       if (!e.retry) throw new KilnError('AGENT_PROTOCOL', `vsock handshake with ${options.udsPath} failed: ${e.message}`);
-      last = e.message;
+      if (!(cutShort && last && e.timedOut)) last = e.message;
     }
     if (Date.now() >= deadline) {
       throw new KilnError('BOOT_FAILED', `the guest agent did not accept a vsock connection on port ${port} within ${options.timeoutMs} ms `
@@ -74,7 +77,7 @@ function attempt(udsPath: string, port: number, timeoutMs: number, signal?: Abor
     const socket = connect(udsPath);
     let buf = Buffer.alloc(0);
     let settled = false;
-    const timer = setTimeout(() => fail(new AttemptError(`no "OK" line within ${timeoutMs} ms`, true)), timeoutMs);
+    const timer = setTimeout(() => fail(new AttemptError(`no "OK" line within ${timeoutMs} ms`, true, true)), timeoutMs);
     const onAbort = (): void => fail(signal!.reason as Error);
     signal?.addEventListener('abort', onAbort, { once: true });
 
