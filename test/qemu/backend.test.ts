@@ -3,8 +3,9 @@
  * Kept small: every boot costs seconds of emulated CPU on CI's two shared cores.
  */
 import assert from 'node:assert/strict';
-import { stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
+import type { Backend } from '../../src/core/backend.js';
 import { KilnError } from '../../src/core/errors.js';
 import { isAlive, qemuProcessesUnder, setup, sh, skipReason, spec, type QemuFixture } from './fixture.js';
 
@@ -13,6 +14,7 @@ const READY = { readyTimeoutMs: 60_000 };
 
 describe('qemu backend', { skip, timeout: 240_000 }, () => {
   let f: QemuFixture;
+  let warm: Backend | undefined;
   before(async () => { f = await setup(); });
   after(async () => { await f?.cleanup(); });
 
@@ -22,6 +24,10 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
     const pid = sb.details.pid as number;
     try {
       assert.equal(typeof sb.details.bootMs, 'number');
+      if (process.getuid?.() === 0) {
+        const status = await readFile(`/proc/${pid}/status`, 'utf8');
+        assert.doesNotMatch(status, /^Uid:\s+0\s/m, 'QEMU running user code must not stay root');
+      }
       assert.equal(sb.details.accel, (await backend.probe()).info?.accel);
       const r = await sh(sb, 'echo hi; id -u');
       assert.deepEqual(r, { stdout: 'hi\n1000\n', stderr: '', exitCode: 0 });
@@ -37,6 +43,7 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
 
   it('clones of one template are isolated, reseeded and on the host clock', async () => {
     const backend = f.backend();
+    warm = backend;
     const [a, b] = [await backend.create(spec(f, 'clone-a'), READY), await backend.create(spec(f, 'clone-b'), READY)];
     try {
       assert.ok(a.details.cloneOf, 'the sandbox should be a template clone');
@@ -59,6 +66,19 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
       await Promise.all([a.destroy(), b.destroy()]);
     }
     assert.deepEqual(await qemuProcessesUnder(f.runDir), []);
+  });
+
+  it('cold-boots instead when the template files have vanished', async () => {
+    assert.ok(warm, 'runs after the clone test');
+    for (const name of await readdir(f.shmDir)) await rm(`${f.shmDir}/${name}`, { force: true });
+    const sb = await warm.create(spec(f, 'fallback'), READY);
+    try {
+      assert.equal(sb.details.cloneOf, undefined);
+      assert.equal(typeof sb.details.bootMs, 'number');
+      assert.equal((await sh(sb, 'echo ok')).stdout, 'ok\n');
+    } finally {
+      await sb.destroy();
+    }
   });
 
   it('reports a guest that fails at boot as BOOT_FAILED with the kernel panic from the console', async () => {

@@ -19,6 +19,8 @@ export const AGENT_PATH = resolve(REPO_ROOT, 'build/kiln-agent');
 export interface QemuFixture {
   dataDir: string;
   runDir: string;
+  /** Template RAM files. */
+  shmDir: string;
   pack: PackImage;
   backend(options?: Partial<QemuBackendOptions>): Backend;
   cleanup(): Promise<void>;
@@ -48,7 +50,7 @@ export async function setup(): Promise<QemuFixture> {
   const pack = await findPack();
   const backends: Backend[] = [];
   return {
-    dataDir, runDir, pack,
+    dataDir, runDir, pack, shmDir: join(base, 'shm'),
     backend(options = {}) {
       const b = createQemuBackend({ dataDir, runDir, agentPath: AGENT_PATH, shmDir: join(base, 'shm'), ...options });
       backends.push(b);

@@ -29,6 +29,13 @@ export interface QemuBackendOptions {
   templates?: boolean;
   /** tmpfs directory for template RAM files (default /dev/shm/kiln-qemu-<hash of runDir>). */
   shmDir?: string;
+  /**
+   * Sandbox QEMUs run under seccomp (`-sandbox`, no spawning, no privilege changes) and, when the
+   * service is root, drop to this user after opening their devices (default "nobody"; null keeps
+   * root). Set `confine: false` only to debug.
+   */
+  confine?: boolean;
+  runAsUser?: string | null;
   /** Budget of a template boot (default 60 s). */
   templateReadyTimeoutMs?: number;
   log?: QemuLog;
@@ -54,10 +61,13 @@ class QemuBackend implements Backend {
   private readonly live = new Map<string, QemuSandbox>();
   private artifacts: { key: string; value: Promise<VmArtifacts> } | undefined;
   private closing = false;
+  private readonly confine: { runAs?: string } | undefined;
 
   constructor(private readonly o: QemuBackendOptions) {
     this.binary = o.qemuBinary ?? 'qemu-system-x86_64';
     this.qemuRunDir = `${o.runDir}/qemu`;
+    const runAs = o.runAsUser === undefined ? (process.getuid?.() === 0 ? 'nobody' : undefined) : o.runAsUser ?? undefined;
+    this.confine = o.confine === false ? undefined : { runAs };
     const shmDir = o.shmDir ?? `/dev/shm/kiln-qemu-${createHash('sha256').update(o.runDir).digest('hex').slice(0, 10)}`;
     this.templates = new TemplateManager({
       stateDir: `${this.qemuRunDir}/templates`, memDir: shmDir,
@@ -99,6 +109,7 @@ class QemuBackend implements Backend {
       binary: this.binary, id: spec.id, accel, cpus: spec.cpus, memoryMib: spec.memoryMib,
       kernelPath: overrides.kernel ?? artifacts.vmlinuxPath, initrdPath: artifacts.initrdPath, cmdline,
       diskImage: spec.pack.imagePath, dir: `${this.qemuRunDir}/vms/${spec.id}`, signal: options.signal, log: this.o.log,
+      confine: this.confine,
     };
 
     let vm: RunningVm | undefined;

@@ -24,6 +24,11 @@ export interface QemuArgsOptions {
   memFile?: { path: string; share: boolean };
   /** Start paused, waiting for `migrate-incoming` (clones). */
   incoming?: boolean;
+  /**
+   * Sandboxes run untrusted code: confine QEMU with seccomp (no new processes, no privilege
+   * changes) and, when given, drop to this user once the devices are open.
+   */
+  confine?: { runAs?: string };
 }
 
 export function vmPaths(dir: string): VmPaths {
@@ -60,6 +65,13 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
     '-pidfile', safePath(o.paths.pidFile),
   );
   if (o.incoming) args.push('-incoming', 'defer');
+  if (o.confine) {
+    // QEMU installs the filter before it drops to -runas, so set*id must stay allowed for that
+    // drop; afterwards the unprivileged user cannot regain anything with them.
+    const elevate = o.confine.runAs ? 'allow' : 'deny';
+    args.push('-sandbox', `on,obsolete=deny,elevateprivileges=${elevate},spawn=deny,resourcecontrol=deny`);
+    if (o.confine.runAs) args.push('-runas', o.confine.runAs);
+  }
   return args;
 }
 

@@ -34,8 +34,9 @@ export class QemuProcess {
     });
   }
 
-  static async spawn(binary: string, args: string[]): Promise<QemuProcess> {
-    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  /** `passFd` becomes fd 3 of QEMU (the migration stream: `fd:3`, so no shell is ever spawned). */
+  static async spawn(binary: string, args: string[], passFd?: number): Promise<QemuProcess> {
+    const child = spawn(binary, args, { stdio: passFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe', passFd] });
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
       child.once('error', reject);

@@ -145,6 +145,8 @@ export class TemplateManager {
         try {
           await qmp.execute('stop');
           await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+          // QEMU 7.2 takes only a monitor-passed fd (SCM_RIGHTS) for outgoing migration, so the template
+          // writes through `exec:`. It runs no user code, so it is not confined like sandboxes are.
           await qmp.execute('migrate', { uri: `exec:cat > ${t.stateFile}` });
           await waitMigration(qmp, vm.proc, deadline);
           await qmp.execute('quit').catch(() => undefined);

@@ -3,7 +3,7 @@
  * watchdog), optional snapshot restore, control connection and agent handshake. A failure unwinds
  * what was done and reports BOOT_FAILED with the tail of the guest console.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, open, rm } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CleanupStack } from '../../core/cleanup.js';
@@ -44,13 +44,20 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
   try {
     await mkdir(o.dir, { recursive: true, mode: 0o700 });
     cleanup.push('remove vm dir', () => rm(o.dir, { recursive: true, force: true }));
-    proc = await QemuProcess.spawn(o.binary, qemuArgs({ ...o, paths, incoming: o.restoreFrom !== undefined }));
+    // The migration stream is handed over as an open file: QEMU (unprivileged, seccomp-confined)
+    // needs no path access and no shell.
+    const migrationFile = o.restoreFrom ? await open(o.restoreFrom, 'r') : undefined;
+    try {
+      proc = await QemuProcess.spawn(o.binary, qemuArgs({ ...o, paths, incoming: o.restoreFrom !== undefined }), migrationFile?.fd);
+    } finally {
+      await migrationFile?.close();
+    }
     const p = proc;
     cleanup.push('stop qemu', () => p.stop());
     p.armWatchdog(o.readyTimeoutMs);
     o.log?.('debug', 'qemu started', { pid: p.pid, dir: o.dir, restore: o.restoreFrom !== undefined });
     const deadline = Date.now() + o.readyTimeoutMs;
-    if (o.restoreFrom) await restore(paths.qmpSock, o.restoreFrom, p, deadline, o.signal);
+    if (o.restoreFrom) await restore(paths.qmpSock, p, deadline, o.signal);
     const agent = await untilExit(p, connectAgent(paths.ctlSock, deadline, o.signal));
     cleanup.push('close agent', () => agent.close());
     p.disarmWatchdog();
@@ -62,11 +69,11 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
   }
 }
 
-async function restore(qmpSock: string, stateFile: string, proc: QemuProcess, deadline: number, signal?: AbortSignal): Promise<void> {
+async function restore(qmpSock: string, proc: QemuProcess, deadline: number, signal?: AbortSignal): Promise<void> {
   const qmp = await untilExit(proc, QmpClient.connect(qmpSock, { timeoutMs: deadline - Date.now(), signal }));
   try {
     await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
-    await qmp.execute('migrate-incoming', { uri: `exec:cat ${stateFile}` });
+    await qmp.execute('migrate-incoming', { uri: 'fd:3' });
     await waitMigration(qmp, proc, deadline, signal);
     await qmp.execute('cont');
   } finally {
@@ -124,7 +131,7 @@ async function bootError(e: unknown, proc: QemuProcess | undefined, o: LaunchOpt
   }
   const reason = proc?.watchdogFired
     ? `the guest did not answer within ${o.readyTimeoutMs} ms and was killed`
-    : stoppedOnItsOwn ? `the guest stopped during start-up (QEMU exit code ${proc?.exit?.code})`
+    : stoppedOnItsOwn ? `the guest stopped during start-up (QEMU ${proc?.exit?.signal ? `killed by ${proc.exit.signal}` : `exit code ${proc?.exit?.code}`})`
     : e instanceof Error ? e.message : String(e);
   const tail = proc ? proc.console.tail(CONSOLE_LINES_IN_ERRORS).join('\n') : '';
   const what = o.restoreFrom ? 'restore from template' : 'boot';
