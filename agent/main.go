@@ -74,6 +74,7 @@ func run() error {
 		return err
 	}
 	startReaper()
+	reserveThreads(16)
 	return serveLoop(t)
 }
 
