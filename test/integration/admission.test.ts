@@ -1,18 +1,12 @@
 /** A burst far over capacity: every create completes or is refused cleanly, and nothing leaks. */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { cgroupNameFor } from '../../src/server/compose.js';
 import { mountsUnder } from '../../src/backends/namespace/image-mounts.js';
 import { KilnApiError } from '../../src/sdk/index.js';
 import { startTestServer } from '../parity/fixture.js';
+import { alive, cgroupChildren } from '../parity/leaks.js';
 
-function cgroupChildren(name: string): string[] {
-  const self = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => /:(memory|[^:]*,memory[^:]*):/.test(l))?.split(':')[2] ?? '/';
-  const parent = join('/sys/fs/cgroup/memory', self, name);
-  return existsSync(parent) ? readdirSync(parent, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name) : [];
-}
 
 describe('admission under a burst', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 300_000 }, () => {
   it('200 concurrent creates at capacity 20: each completes or gets 429/503 with Retry-After; no orphans', async () => {
@@ -41,8 +35,8 @@ describe('admission under a burst', { skip: process.getuid?.() === 0 ? undefined
       assert.ok(count('429') > 0, 'the bounded queue refused some at once');
       assert.deepEqual(await t.client.sandboxes.list(), []);
       assert.deepEqual(cgroupChildren(cgroupNameFor(t.runDir)), [], 'no sandbox cgroup left');
-      const alive = pids.filter((p) => { try { process.kill(p, 0); return true; } catch { return false; } });
-      assert.deepEqual(alive, [], 'no sandbox process left');
+      const survivors = pids.filter(alive);
+      assert.deepEqual(survivors, [], 'no sandbox process left');
     } finally {
       await t.close();
     }

@@ -4,7 +4,6 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,6 +14,7 @@ import { REPO_ROOT } from '../../src/core/config.js';
 import { cgroupNameFor } from '../../src/server/compose.js';
 import { mountsUnder } from '../../src/backends/namespace/image-mounts.js';
 import { KilnClient } from '../../src/sdk/index.js';
+import { alive, cgroupChildren } from '../parity/leaks.js';
 
 async function freePort(): Promise<number> {
   const s = createServer();
@@ -39,15 +39,7 @@ async function ready(client: KilnClient): Promise<void> {
   throw new Error('service did not come up');
 }
 
-function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
-}
 
-function cgroupDirs(name: string): string[] {
-  const self = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => /:(memory|[^:]*,memory[^:]*):/.test(l))?.split(':')[2] ?? '/';
-  const parent = join('/sys/fs/cgroup/memory', self, name);
-  return existsSync(parent) ? readdirSync(parent, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name) : [];
-}
 
 describe('crash recovery', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 180_000 }, () => {
   it('SIGKILL with live sandboxes, then restart: no processes, cgroups or mounts left', async () => {
@@ -63,7 +55,7 @@ describe('crash recovery', { skip: process.getuid?.() === 0 ? undefined : 'needs
       await client.sandboxes.exec(sbs[0]!.id, { cmd: '(setsid sleep 1000 &); sleep 1000 & echo started' });
       const pids = sbs.map((s) => s.details.pid as number);
       assert.ok(pids.every(alive));
-      assert.equal(cgroupDirs(cgroupNameFor(runDir)).length, 3);
+      assert.equal(cgroupChildren(cgroupNameFor(runDir)).length, 3);
 
       svc.kill('SIGKILL');
       await new Promise((r) => svc.once('exit', r));
@@ -73,7 +65,7 @@ describe('crash recovery', { skip: process.getuid?.() === 0 ? undefined : 'needs
 
       svc = serve(runDir, port);
       await ready(client);
-      assert.deepEqual(cgroupDirs(cgroupNameFor(runDir)), [], 'start-up scan removed stale cgroups');
+      assert.deepEqual(cgroupChildren(cgroupNameFor(runDir)), [], 'start-up scan removed stale cgroups');
       assert.deepEqual(await mountsUnder(join(runDir, 'namespace')), [], 'start-up scan removed stale mounts');
       assert.deepEqual(await client.sandboxes.list(), []);
     } finally {

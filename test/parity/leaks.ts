@@ -1,0 +1,20 @@
+/** What a test checks to prove nothing leaked: sandbox cgroups and live processes. */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** Sandbox cgroups left under the named parent (v1 memory hierarchy, or v2 unified). */
+export function cgroupChildren(name: string): string[] {
+  const lines = readFileSync('/proc/self/cgroup', 'utf8').split('\n');
+  const v1 = lines.find((l) => /:(memory|[^:]*,memory[^:]*):/.test(l))?.split(':')[2];
+  const parent = v1 !== undefined ? join('/sys/fs/cgroup/memory', v1, name) : join('/sys/fs/cgroup', lines.find((l) => l.startsWith('0::'))?.slice(3) ?? '/', name);
+  return existsSync(parent) ? readdirSync(parent, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name) : [];
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
