@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
+import { ExitSignal } from '../../core/exit-signal.js';
 import type { CleanupStack } from '../../core/cleanup.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import { reconnectAgent } from './agent-link.js';
@@ -18,8 +19,7 @@ export interface FirecrackerSandboxOptions {
 
 export class FirecrackerSandbox implements BackendSandbox {
   private current: AgentClient;
-  private exitReason: string | undefined;
-  private readonly exitListeners: Array<(reason: string) => void> = [];
+  private readonly exit = new ExitSignal();
   private destroying: Promise<void> | undefined;
   private reconnecting = false;
 
@@ -45,7 +45,7 @@ export class FirecrackerSandbox implements BackendSandbox {
 
   private watch(agent: AgentClient): void {
     agent.onClose((err) => {
-      if (this.destroying || this.exitReason !== undefined || this.reconnecting) return;
+      if (this.destroying || this.exit.fired || this.reconnecting) return;
       void this.reconnect(err.message);
     });
   }
@@ -76,14 +76,11 @@ export class FirecrackerSandbox implements BackendSandbox {
   }
 
   private markExited(reason: string): void {
-    if (this.exitReason !== undefined || this.destroying) return;
-    this.exitReason = reason;
-    for (const l of this.exitListeners) l(reason);
+    if (!this.destroying) this.exit.fire(reason);
   }
 
   onExit(listener: (reason: string) => void): void {
-    if (this.exitReason !== undefined) queueMicrotask(() => listener(this.exitReason!));
-    else this.exitListeners.push(listener);
+    this.exit.on(listener);
   }
 
   async usage(): Promise<SandboxUsage> {

@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
 import { CleanupStack } from '../../core/cleanup.js';
 import { KilnError } from '../../core/errors.js';
+import { ExitSignal } from '../../core/exit-signal.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import type { SandboxCgroup } from './cgroups.js';
 
@@ -12,8 +13,7 @@ const STDERR_KEEP_BYTES = 16 * 1024;
 
 export class NamespaceSandbox implements BackendSandbox {
   readonly details: Record<string, unknown>;
-  private exitReason: string | undefined;
-  private readonly exitListeners: Array<(reason: string) => void> = [];
+  private readonly exit = new ExitSignal();
   private stderrTail = '';
   private destroying: Promise<void> | undefined;
 
@@ -26,8 +26,8 @@ export class NamespaceSandbox implements BackendSandbox {
     details: Record<string, unknown>,
   ) {
     this.details = details;
-    child.once('exit', (code, sig) => this.markExited(`sandbox process exited (${sig ?? `code ${code}`})`));
-    agent.onClose((err) => this.markExited(err.message));
+    child.once('exit', (code, sig) => this.exit.fire(`sandbox process exited (${sig ?? `code ${code}`})`));
+    agent.onClose((err) => this.exit.fire(err.message));
   }
 
   appendStderr(text: string): void {
@@ -38,15 +38,8 @@ export class NamespaceSandbox implements BackendSandbox {
     return this.stderrTail;
   }
 
-  private markExited(reason: string): void {
-    if (this.exitReason !== undefined) return;
-    this.exitReason = reason;
-    for (const l of this.exitListeners) l(reason);
-  }
-
   onExit(listener: (reason: string) => void): void {
-    if (this.exitReason !== undefined) queueMicrotask(() => listener(this.exitReason!));
-    else this.exitListeners.push(listener);
+    this.exit.on(listener);
   }
 
   async usage(): Promise<SandboxUsage> {
