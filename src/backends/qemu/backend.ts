@@ -48,6 +48,16 @@ interface QemuBackendOptionsParsed {
 
 const EXEC_UID = 1000;
 const CLONE_TIMEOUT_MS = 15_000;
+/**
+ * The guest kernel keeps ~35 MiB for itself (a 64 MiB Debian guest panics at boot), plus the
+ * agent and page cache: the VM gets this on top of the sandbox's memoryMib, so user code has
+ * roughly what was asked for. Untouched guest RAM costs the host nothing.
+ */
+const GUEST_OVERHEAD_MIB = 64;
+
+export function vmMemoryMib(memoryMib: number): number {
+  return memoryMib + GUEST_OVERHEAD_MIB;
+}
 
 export function createQemuBackend(options: QemuBackendOptions): Backend {
   return new QemuBackend(options);
@@ -106,7 +116,7 @@ class QemuBackend implements Backend {
     const tscKhz = accel === 'tcg' ? await hostTscKhz() : undefined;
     const cmdline = guestCmdline({ diskMib: spec.diskMib, tscKhz, execUid: EXEC_UID, extra: overrides.bootArgs });
     const base = {
-      binary: this.binary, id: spec.id, accel, cpus: spec.cpus, memoryMib: spec.memoryMib,
+      binary: this.binary, id: spec.id, accel, cpus: spec.cpus, memoryMib: vmMemoryMib(spec.memoryMib),
       kernelPath: overrides.kernel ?? artifacts.vmlinuxPath, initrdPath: artifacts.initrdPath, cmdline,
       diskImage: spec.pack.imagePath, dir: `${this.qemuRunDir}/vms/${spec.id}`, signal: options.signal, log: this.o.log,
       confine: this.confine,
@@ -117,7 +127,7 @@ class QemuBackend implements Backend {
     if (this.o.templates !== false && overrides.kernel === undefined && overrides.bootArgs === undefined) {
       template = await withDeadline(this.templates.get({
         packName: spec.pack.name, packHash: spec.pack.hash, imagePath: spec.pack.imagePath, cpus: spec.cpus,
-        memoryMib: spec.memoryMib, diskMib: spec.diskMib, kernelPath: base.kernelPath, initrdPath: base.initrdPath,
+        memoryMib: base.memoryMib, diskMib: spec.diskMib, kernelPath: base.kernelPath, initrdPath: base.initrdPath,
         artifactsHash: artifacts.hash, cmdline, accel, qemuVersion: await qemuVersion(this.binary), binary: this.binary,
       }), deadline, 'the template VM is still booting');
       if (template && !(await templateFilesPresent(template))) {
@@ -150,7 +160,8 @@ class QemuBackend implements Backend {
       throw isKilnError(e) && e.code === 'BOOT_FAILED' ? e : new KilnError('BOOT_FAILED', `the guest agent did not complete its start-up sync: ${(e as Error).message}`, { cause: e });
     }
 
-    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, ...(template ? { restoreMs: Math.round(vm.readyMs), cloneOf: template.id } : { bootMs: Math.round(vm.readyMs) }) };
+    const timing = template ? { restoreMs: Math.round(vm.readyMs), cloneOf: template.id } : { bootMs: Math.round(vm.readyMs) };
+    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib: base.memoryMib, ...timing };
     const sandbox = new QemuSandbox(spec.id, vm, details, () => this.live.delete(spec.id));
     this.live.set(spec.id, sandbox);
     return sandbox;
