@@ -30,6 +30,8 @@ const (
 	initRootDisk     = "/dev/vda"
 	initDefaultDisk  = 256
 	initDefaultUID   = 1000
+	initMaxProcs     = 1024
+	rlimitNproc      = 6 // RLIMIT_NPROC (not exported by package syscall)
 )
 
 // bootParams are the kiln.* words of the kernel command line (see src/vmimage/cmdline.ts).
@@ -68,6 +70,7 @@ func initRun() error {
 		return err
 	}
 	prepareRoot(params.execUID)
+	limitProcesses()
 	uid := strconv.Itoa(params.execUID)
 	argv := []string{"kiln-agent", "--transport", "auto", "--exec-uid", uid, "--exec-gid", uid}
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"}
@@ -211,6 +214,13 @@ func prepareRoot(execUID int) {
 	}
 	_ = syscall.Sethostname([]byte("kiln"))
 	loopbackUp()
+}
+
+// limitProcesses caps processes per (non-root) uid: inherited by the agent and every exec, it
+// stops a fork bomb at "Resource temporarily unavailable" instead of exhausting guest memory.
+func limitProcesses() {
+	lim := syscall.Rlimit{Cur: initMaxProcs, Max: initMaxProcs}
+	_ = syscall.Setrlimit(rlimitNproc, &lim)
 }
 
 // loopbackUp sets IFF_UP on lo: there is no network, but programs still talk to localhost.

@@ -6,6 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { cpus, totalmem } from 'node:os';
 import { stat } from 'node:fs/promises';
+import { normalize } from 'node:path';
 import type { Backend, BackendAvailability, BackendCapabilities, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
 import { KilnError, isKilnError } from '../../core/errors.js';
 import { buildVmArtifacts, findHostKernel, guestCmdline, type VmArtifacts } from '../../vmimage/index.js';
@@ -48,6 +49,7 @@ interface QemuBackendOptionsParsed {
 
 const EXEC_UID = 1000;
 const CLONE_TIMEOUT_MS = 15_000;
+const KERNEL_DIR = '/boot/';
 /**
  * The guest kernel keeps ~35 MiB for itself (a 64 MiB Debian guest panics at boot), plus the
  * agent and page cache: the VM gets this on top of the sandbox's memoryMib, so user code has
@@ -106,7 +108,7 @@ class QemuBackend implements Backend {
   async create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
     if (this.closing) throw new KilnError('SHUTTING_DOWN', 'the QEMU backend is shutting down; retry on the restarted service');
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(spec.id)) throw new KilnError('INVALID_REQUEST', `sandbox id ${JSON.stringify(spec.id)} must be 1-64 letters, digits, "-" or "_"`);
-    const overrides = parseBackendOptions(spec.backendOptions);
+    const overrides = parseBackendOptions(spec.backendOptions, [KERNEL_DIR, `${this.o.dataDir}/`]);
     if (!(await stat(spec.pack.imagePath).then((s) => s.isFile(), () => false))) {
       throw new KilnError('IMAGE_MISSING', `the image of pack "${spec.pack.name}" is not built yet; build the pack images first`);
     }
@@ -205,11 +207,14 @@ class QemuBackend implements Backend {
   }
 }
 
-function parseBackendOptions(raw: Record<string, unknown> | undefined): QemuBackendOptionsParsed {
+/** A kernel override names a host file QEMU reads as root: only kernels where kernels live. */
+function parseBackendOptions(raw: Record<string, unknown> | undefined, kernelDirs: string[]): QemuBackendOptionsParsed {
   const out: QemuBackendOptionsParsed = {};
   for (const [k, v] of Object.entries(raw ?? {})) {
     if (k === 'kernel') {
-      if (typeof v !== 'string' || !v.startsWith('/')) throw new KilnError('INVALID_REQUEST', 'backendOptions.kernel must be an absolute path to a guest kernel on the host');
+      if (typeof v !== 'string' || normalize(v) !== v || !kernelDirs.some((d) => v.startsWith(d))) {
+        throw new KilnError('INVALID_REQUEST', 'backendOptions.kernel must be a normalised absolute path to a kernel in /boot or in kiln\'s data directory');
+      }
       out.kernel = v;
     } else if (k === 'bootArgs') {
       if (typeof v !== 'string' || v.length > 1024 || /[\0\n]/.test(v)) throw new KilnError('INVALID_REQUEST', 'backendOptions.bootArgs must be a single-line string of at most 1024 characters');

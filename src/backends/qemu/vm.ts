@@ -35,12 +35,17 @@ export interface RunningVm {
 }
 
 const CONSOLE_LINES_IN_ERRORS = 40;
+/** sun_path holds 108 bytes including the terminating NUL. */
+const MAX_SOCKET_PATH = 107;
 
 export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
   const t0 = performance.now();
   const cleanup = new CleanupStack();
   const paths = vmPaths(o.dir);
   let proc: QemuProcess | undefined;
+  if (paths.qmpSock.length > MAX_SOCKET_PATH) {
+    throw new KilnError('INVALID_REQUEST', `the VM socket path ${paths.qmpSock} exceeds ${MAX_SOCKET_PATH} characters (a Unix socket limit): use a shorter runDir or sandbox id`);
+  }
   try {
     await mkdir(o.dir, { recursive: true, mode: 0o700 });
     cleanup.push('remove vm dir', () => rm(o.dir, { recursive: true, force: true }));
