@@ -35,7 +35,7 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
     } finally {
       await sb.destroy();
     }
-    assert.equal(isAlive(pid), false);
+    assert.equal(await isAlive(pid), false);
     await assert.rejects(stat(`${f.runDir}/qemu/vms/cold1`), { code: 'ENOENT' });
     assert.deepEqual(await qemuProcessesUnder(f.runDir), []);
     await sb.destroy(); // idempotent
@@ -118,7 +118,7 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
     // A fresh service instance on the same runDir knows nothing of `sb`.
     const report = await f.backend({ templates: false }).scan();
     assert.ok(report.removed.some((l) => l.includes(`pid ${pid}`)), report.removed.join('\n'));
-    assert.equal(isAlive(pid), false);
+    assert.equal(await isAlive(pid), false);
     await assert.rejects(stat(`${f.runDir}/qemu/vms/orphan`), { code: 'ENOENT' });
     await sb.destroy();
   });

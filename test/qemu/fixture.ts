@@ -90,11 +90,8 @@ export async function qemuProcessesUnder(runDir: string): Promise<number[]> {
   return pids;
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+/** A killed child stays a zombie until Node reaps it: that counts as dead. */
+export async function isAlive(pid: number): Promise<boolean> {
+  const st = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return st !== '' && !/\) Z /.test(st);
 }
