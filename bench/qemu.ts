@@ -12,19 +12,14 @@ import type { BackendSandbox, PackImage } from '../src/core/backend.js';
 import { REPO_ROOT } from '../src/core/config.js';
 import { resolveImage } from '../src/images/index.js';
 import { createQemuBackend, type AccelMode } from '../src/backends/qemu/index.js';
-
-export interface Row {
-  backend: 'qemu';
-  metric: string;
-  value: number | string;
-  unit: string;
-  /** Samples behind the value. */
-  n?: number;
-  note?: string;
-}
+import { percentile, type Row } from './stats.js';
 
 export interface BenchQemuOptions {
-  /** Defaults to the `shell` pack from KILN_DATA_DIR (/var/lib/kiln). */
+  /** Samples per measurement (clones; execs are twice this). */
+  samples?: number;
+  /** Where the pack images are (default KILN_DATA_DIR or /var/lib/kiln). */
+  dataDir?: string;
+  /** Defaults to the `shell` pack from `dataDir`. */
   pack?: PackImage;
   agentPath?: string;
   accel?: AccelMode;
@@ -37,7 +32,8 @@ export interface BenchQemuOptions {
 
 export async function benchQemu(opts: BenchQemuOptions = {}): Promise<Row[]> {
   const log = opts.log ?? (() => undefined);
-  const pack = opts.pack ?? await defaultPack();
+  const pack = opts.pack ?? await defaultPack(opts.dataDir);
+  const samples = opts.samples ?? 10;
   const base = await mkdtemp(join(tmpdir(), 'kiln-bench-qemu-'));
   const common = {
     dataDir: join(base, 'data'), runDir: join(base, 'run'), shmDir: join('/dev/shm', base.split('/').pop()!),
@@ -52,42 +48,41 @@ export async function benchQemu(opts: BenchQemuOptions = {}): Promise<Row[]> {
   try {
     const probe = await warm.probe();
     if (!probe.available) throw new Error(`qemu backend unavailable: ${probe.reason}`);
-    rows.push({ backend: 'qemu', metric: 'accel', value: String(probe.info?.accel), unit: '', note: String(probe.info?.accelReason ?? '') });
+    rows.push({ group: 'qemu', name: 'accelerator', note: `${String(probe.info?.accel)}: ${String(probe.info?.accelReason ?? '')}` });
 
     const coldMs: number[] = [];
-    for (let i = 0; i < (opts.coldBoots ?? 3); i++) {
+    for (let i = 0; i < (opts.coldBoots ?? Math.min(3, samples)); i++) {
       const t0 = performance.now();
       const sb = await cold.create(spec(`cold${i}`), ready);
       coldMs.push(performance.now() - t0);
       await sb.destroy();
       log(`cold boot ${i + 1}: ${coldMs.at(-1)!.toFixed(0)} ms`);
     }
-    rows.push({ backend: 'qemu', metric: 'cold boot to ready (p50)', value: round(pct(coldMs, 50)), unit: 'ms', n: coldMs.length });
+    rows.push({ group: 'qemu', name: 'cold boot to ready', p50: percentile(coldMs, 50), p99: percentile(coldMs, 99), note: `n=${coldMs.length}` });
 
     const t0 = performance.now();
     live.push(await warm.create(spec('first'), ready));
-    rows.push({ backend: 'qemu', metric: 'template boot + first clone', value: round(performance.now() - t0), unit: 'ms', n: 1 });
+    rows.push({ group: 'qemu', name: 'template boot + first clone', value: performance.now() - t0, unit: 'ms', note: 'once per pack and shape' });
     const cloneMs: number[] = [];
-    for (let i = 0; i < (opts.clones ?? 10); i++) {
+    for (let i = 0; i < (opts.clones ?? samples); i++) {
       const c0 = performance.now();
       live.push(await warm.create(spec(`clone${i}`), ready));
       cloneMs.push(performance.now() - c0);
       log(`clone ${i + 1}: ${cloneMs.at(-1)!.toFixed(0)} ms`);
     }
-    rows.push({ backend: 'qemu', metric: 'clone to ready (p50)', value: round(pct(cloneMs, 50)), unit: 'ms', n: cloneMs.length });
-    rows.push({ backend: 'qemu', metric: 'clone to ready (p95)', value: round(pct(cloneMs, 95)), unit: 'ms', n: cloneMs.length });
+    rows.push({ group: 'qemu', name: 'template clone to ready', p50: percentile(cloneMs, 50), p99: percentile(cloneMs, 99), note: `p95 ${percentile(cloneMs, 95).toFixed(0)} ms, n=${cloneMs.length}, includes RNG reseed + clock sync` });
 
     const execMs: number[] = [];
     const sb = live[0]!;
-    for (let i = 0; i < (opts.execs ?? 20); i++) {
+    for (let i = 0; i < (opts.execs ?? samples * 2); i++) {
       const e0 = performance.now();
       await sb.agent.exec({ argv: ['true'] }).result;
       execMs.push(performance.now() - e0);
     }
-    rows.push({ backend: 'qemu', metric: 'exec `true` round trip (p50)', value: round(pct(execMs, 50)), unit: 'ms', n: execMs.length });
+    rows.push({ group: 'qemu', name: 'exec `true` round trip', p50: percentile(execMs, 50), p99: percentile(execMs, 99), note: `n=${execMs.length}` });
     const pings: number[] = [];
     for (let i = 0; i < 50; i++) pings.push((await sb.agent.ping()).rttMs);
-    rows.push({ backend: 'qemu', metric: 'agent ping round trip (p50)', value: round(pct(pings, 50), 2), unit: 'ms', n: pings.length });
+    rows.push({ group: 'qemu', name: 'agent ping round trip', p50: percentile(pings, 50), p99: percentile(pings, 99), note: `n=${pings.length}` });
 
     await sleep(1000); // let the clones go idle
     const pss: number[] = [];
@@ -95,7 +90,7 @@ export async function benchQemu(opts: BenchQemuOptions = {}): Promise<Row[]> {
       const kb = /^Pss:\s+(\d+) kB/m.exec(await readFile(`/proc/${s.details.pid as number}/smaps_rollup`, 'utf8').catch(() => ''));
       if (kb) pss.push(Number(kb[1]) / 1024);
     }
-    if (pss.length) rows.push({ backend: 'qemu', metric: 'PSS per idle clone (mean)', value: round(pss.reduce((a, b) => a + b, 0) / pss.length, 1), unit: 'MiB', n: pss.length, note: `${live.length} clones alive` });
+    if (pss.length) rows.push({ group: 'qemu', name: 'PSS per idle clone (mean)', value: pss.reduce((a, b) => a + b, 0) / pss.length, unit: 'MiB', note: `${live.length} clones alive, ${opts.memoryMib ?? 256} MiB sandboxes` });
     return rows;
   } finally {
     await Promise.allSettled(live.map((s) => s.destroy()));
@@ -104,22 +99,13 @@ export async function benchQemu(opts: BenchQemuOptions = {}): Promise<Row[]> {
   }
 }
 
-async function defaultPack(): Promise<PackImage> {
-  const img = await resolveImage('shell', process.env.KILN_DATA_DIR ?? '/var/lib/kiln');
+async function defaultPack(dataDir = process.env.KILN_DATA_DIR ?? '/var/lib/kiln'): Promise<PackImage> {
+  const img = await resolveImage('shell', dataDir);
   return { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env };
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? NaN;
-}
-
-function round(x: number, digits = 0): number {
-  const f = 10 ** digits;
-  return Math.round(x * f) / f;
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const rows = await benchQemu({ log: (l) => console.error(l) });
-  console.table(rows);
+  const { renderTable } = await import('./stats.js');
+  console.log(renderTable(rows));
 }
