@@ -5,7 +5,7 @@
  * modules it loads (listed in load order in /kiln/modules.order).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { KilnError } from '../core/errors.js';
 import { buildCpio, type CpioEntry } from './cpio.js';
 import { extractVmlinux, findHostKernel, type HostKernel } from './kernel.js';
@@ -13,6 +13,9 @@ import { loadModuleBytes, resolveModules } from './modules.js';
 
 /** Bump when the initramfs layout or the build steps change: it is part of the cache key. */
 const FORMAT_VERSION = 'kiln-vm-1';
+/** Older kernel + initramfs builds kept (VMs started from them may still be running). */
+const KEEP_BUILDS = 4;
+const STALE_TMP_MS = 3600_000;
 
 export interface BuildVmArtifactsOptions {
   /** The service's persistent data directory; artifacts go to `<dataDir>/vm/`. */
@@ -93,7 +96,20 @@ export async function buildVmArtifacts(options: BuildVmArtifactsOptions): Promis
     await rm(tmp, { recursive: true, force: true });
     throw e;
   }
+  await prune(`${dataDir}/vm`, hash).catch(() => undefined);
   return result;
+}
+
+/** Every agent rebuild makes a new ~55 MB pair: keep the newest few, drop abandoned temp dirs. */
+async function prune(vmDir: string, keepHash: string): Promise<void> {
+  const entries = await Promise.all((await readdir(vmDir)).map(async (name) => ({ name, mtimeMs: (await stat(`${vmDir}/${name}`)).mtimeMs })));
+  const now = Date.now();
+  const builds = entries.filter((e) => !e.name.startsWith('.')).sort((a, b) => b.mtimeMs - a.mtimeMs);
+  const stale = [
+    ...entries.filter((e) => e.name.startsWith('.tmp-') && now - e.mtimeMs > STALE_TMP_MS),
+    ...builds.slice(KEEP_BUILDS).filter((e) => e.name !== keepHash),
+  ];
+  await Promise.all(stale.map((e) => rm(`${vmDir}/${e.name}`, { recursive: true, force: true })));
 }
 
 function sha256(b: Buffer): string {
