@@ -45,8 +45,11 @@ async function measureTscKhz(): Promise<number | undefined> {
   if (refined) return Math.round(Number(refined[1]) * 1000);
   const detected = /tsc: Detected (\d+\.\d+) MHz processor/.exec(dmesg);
   if (detected) return Math.round(Number(detected[1]) * 1000);
-  // Under a hypervisor "cpu MHz" is the TSC rate the hypervisor advertises.
+  // Intel's nominal frequency in the model name is the TSC rate; under a hypervisor "cpu MHz" is
+  // the TSC rate it advertises (on bare metal it may be the current, scaled frequency).
   const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
+  const nominal = /^model name\s*:.*@ (\d+(\.\d+)?)GHz/m.exec(cpuinfo);
+  if (nominal) return Math.round(Number(nominal[1]) * 1_000_000);
   const mhz = /^cpu MHz\s*:\s*(\d+(\.\d+)?)/m.exec(cpuinfo);
   return mhz ? Math.round(Number(mhz[1]) * 1000) : undefined;
 }
