@@ -217,7 +217,10 @@ function parseBackendOptions(raw: Record<string, unknown> | undefined, kernelDir
       }
       out.kernel = v;
     } else if (k === 'bootArgs') {
-      if (typeof v !== 'string' || v.length > 1024 || /[\0\n]/.test(v)) throw new KilnError('INVALID_REQUEST', 'backendOptions.bootArgs must be a single-line string of at most 1024 characters');
+      // A bare "--" would hand the rest of the line to init as arguments.
+      if (typeof v !== 'string' || v.length > 1024 || /[\0\n]/.test(v) || v.split(/\s+/).includes('--')) {
+        throw new KilnError('INVALID_REQUEST', 'backendOptions.bootArgs must be kernel parameters on one line (at most 1024 characters, no "--")');
+      }
       out.bootArgs = v;
     } else {
       throw new KilnError('UNSUPPORTED_OPTION', `backendOptions.${k} is not supported by the qemu backend (supported: kernel, bootArgs)`);
