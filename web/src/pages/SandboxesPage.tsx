@@ -109,7 +109,7 @@ function CreateForm({ onCreated }: { onCreated(sb: SandboxInfo): void }) {
   };
 
   return (
-    <form className="card create" onSubmit={(e) => { e.preventDefault(); void submit(); }}>
+    <form className="card create" noValidate onSubmit={(e) => { e.preventDefault(); void submit(); }}>
       <h2>New sandbox</h2>
       <div className="row">
         <label>Pack
