@@ -8,6 +8,7 @@ import type { KilnConfig } from '../core/config.js';
 import { SandboxManager } from '../core/manager.js';
 import { Metrics } from '../core/metrics.js';
 import { WarmPools } from '../core/pools.js';
+import { warmUp } from '../core/warmup.js';
 import { createNamespaceBackend } from '../backends/namespace/namespace-backend.js';
 import { createPackCatalog } from './pack-catalog.js';
 import type { KilnService } from './service.js';
@@ -54,7 +55,11 @@ export async function composeService(config: KilnConfig, o: ComposeOptions = {})
     const l = config.limits;
     pools = new WarmPools({
       targets: targets.map(([pack, target]) => ({ key: { backend: config.defaultBackend, pack, cpus: l.defaultCpus, memoryMib: l.defaultMemoryMib, diskMib: l.defaultDiskMib }, target })),
-      start: (k) => manager.startOnBackend(manager.backend(k.backend), k.pack, k),
+      start: async (k) => {
+        const sb = await manager.startOnBackend(manager.backend(k.backend), k.pack, k);
+        await warmUp(sb, await packs.get(k.pack)).catch((e: Error) => log('pool warm-up failed (sandbox kept)', { pack: k.pack, error: e.message }));
+        return sb;
+      },
       maxAgeMs: 10 * 60_000,
       refillConcurrency: 1,
       metrics,

@@ -17,7 +17,10 @@ export async function optionalBackends(config: KilnConfig, log: (msg: string, fi
     return artifacts;
   };
   return [
-    createQemuBackend({ dataDir: config.dataDir, runDir: config.runDir, agentPath: config.agentPath, accel: config.qemuAccel }),
+    createQemuBackend({
+      dataDir: config.dataDir, runDir: config.runDir, agentPath: config.agentPath, accel: config.qemuAccel,
+      log: (level, msg, fields) => log(`qemu ${level}: ${msg}`, fields),
+    }),
     createFirecrackerBackend({
       runDir: config.runDir,
       vmImage,
