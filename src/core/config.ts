@@ -85,7 +85,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxSandboxes: int(env, 'KILN_MAX_SANDBOXES', 64, 1, 100_000),
     createQueueLength: int(env, 'KILN_CREATE_QUEUE', 256, 0, 1_000_000),
     createQueueTimeoutMs: int(env, 'KILN_CREATE_QUEUE_TIMEOUT_MS', 10_000, 0, 600_000),
-    poolTargets: poolTargets(env.KILN_POOL ?? ''),
+    // A small warm pool per pack by default: one-shot runs start in ~0.1 ms instead of ~20 ms.
+    poolTargets: poolTargets(env.KILN_POOL ?? 'python=2,node=1,go=1,shell=1'),
     qemuAccel: accel(env.KILN_QEMU_ACCEL ?? 'auto'),
     firecrackerPath: env.KILN_FIRECRACKER || undefined,
     firecrackerKvm: env.KILN_FIRECRACKER_KVM === 'force' ? 'force' : 'auto',

@@ -115,8 +115,9 @@ export class WarmPools {
         pool.starting--;
         this.inFlight--;
         this.pending.delete(job);
-        // Back off after a failure so a broken image does not spin; otherwise continue at once.
-        if (!this.closed) setTimeout(() => this.refillAll(), pool.failures > 0 && pool.ready === 0 ? 2000 : 0).unref();
+        // Back off exponentially (2 s … 60 s) while starts fail, so a missing image does not spin.
+        const backoffMs = pool.failures > 0 ? Math.min(60_000, 2000 * 2 ** Math.min(pool.failures - 1, 5)) : 0;
+        if (!this.closed) setTimeout(() => this.refillAll(), backoffMs).unref();
       });
       this.pending.add(job);
     }

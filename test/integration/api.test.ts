@@ -17,7 +17,7 @@ describe('HTTP API edge', () => {
   let dir: string;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kiln-api-'));
-    svc = await composeService(loadConfig({ KILN_RUN_DIR: join(dir, 'run'), KILN_DATA_DIR: join(dir, 'data') }), { skipScan: true });
+    svc = await composeService(loadConfig({ KILN_RUN_DIR: join(dir, 'run'), KILN_DATA_DIR: join(dir, 'data'), KILN_POOL: '' }), { skipScan: true });
     app = await buildApp(svc);
     secured = await buildApp({ ...svc, config: { ...svc.config, token: 's3cret' } });
   });

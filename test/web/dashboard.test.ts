@@ -186,8 +186,10 @@ describe('dashboard (Chromium against a real server)', { skip }, () => {
     assert.ok(cols! < cols0! && rows! < rows0!, `terminal shrank from ${before} to ${afterResize}`);
     await page.setViewportSize({ width: 1360, height: 820 });
     await page.waitForTimeout(300);
-    await page.keyboard.type('clear; echo hi from $(hostname 2>/dev/null || echo kiln); python3 --version\n');
+    await page.keyboard.type('clear\n');
+    await page.keyboard.type('echo hi; python3 --version; ls /workspace\n');
     await waitForTerminalLine(page, (l) => /^Python 3/.test(l));
+    await waitForTerminalLine(page, (l) => /app\.py/.test(l));
     await screenshot(page, 'terminal');
     await page.keyboard.type('exit\n');
     await page.waitForFunction(() => document.querySelector('[data-testid=terminal-status]')?.textContent === 'ended', undefined, { timeout: 15_000 });
