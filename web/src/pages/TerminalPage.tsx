@@ -78,7 +78,7 @@ export function TerminalPage({ initialSandbox }: { initialSandbox?: string }) {
         <span className={`conn conn-${status}`} data-testid="terminal-status">{status}</span>
       </div>
       <ErrorBox error={error ?? sandboxes.error} />
-      <div className="terminal-host" ref={host} data-testid="terminal" />
+      <div className="terminal-frame"><div className="terminal-host" ref={host} data-testid="terminal" /></div>
     </section>
   );
 }
