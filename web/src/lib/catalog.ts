@@ -14,7 +14,6 @@ function useLoad<T>(load: () => Promise<T>, deps: unknown[]): Loaded<T> {
   const { report } = useApi();
   const [data, setData] = useState<T>();
   const [error, setError] = useState<string>();
-  // eslint-disable-next-line react-hooks/exhaustive-deps
   const reload = useCallback(async () => {
     try {
       setData(await load());

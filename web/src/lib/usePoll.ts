@@ -15,6 +15,5 @@ export function usePoll(fn: () => Promise<void>, intervalMs: number, deps: unkno
     void tick();
     const t = setInterval(() => void tick(), intervalMs);
     return () => { stopped = true; clearInterval(t); };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [intervalMs, ...deps]);
 }

@@ -38,7 +38,8 @@ export function RunPage({ initialSandbox }: { initialSandbox?: string }) {
   useEffect(() => {
     if (!packName && packs.data?.length) setPackName(packs.data.find((p) => p.name === 'python')?.name ?? packs.data[0]!.name);
   }, [packs.data, packName]);
-  useEffect(() => { if (pack) project.resetFor(pack); }, [pack?.name]); // eslint-disable-line react-hooks/exhaustive-deps
+  // Keyed on the pack name only: re-running on every edit would throw the user's files away.
+  useEffect(() => { if (pack) project.resetFor(pack); }, [pack?.name]);
   useEffect(() => { if (pack && !archiveEntry) setArchiveEntry(pack.run.fileName); }, [pack, archiveEntry]);
 
   const append = (stream: OutputChunk['stream'], text: string) => setChunks((cs) => {
