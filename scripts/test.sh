@@ -11,6 +11,7 @@ printf '\n==> go test (agent)\n' >&2
 
 printf '\n==> typecheck\n' >&2
 npx tsc -p tsconfig.json --noEmit || fail=1
+npx tsc -p web/tsconfig.json --noEmit || fail=1
 
 printf '\n==> node tests\n' >&2
 shopt -s nullglob

@@ -6,7 +6,7 @@
  */
 import { KilnApiError } from './errors.js';
 import type {
-  BackendInfo, CreateSandboxOptions, ExecEvent, ExecOptions, ExecResult, FsEntry, PackInfo, RunOptions, RunResult, SandboxInfo,
+  BackendInfo, CreateSandboxOptions, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackInfo, PoolStats, RunOptions, RunResult, SandboxInfo,
 } from './types.js';
 
 export interface KilnClientOptions {
@@ -74,11 +74,11 @@ export class KilnClient {
     return this.json('GET', '/v1/backends');
   }
 
-  pools(): Promise<{ pools: unknown[] }> {
+  pools(): Promise<{ pools: PoolStats[] }> {
     return this.json('GET', '/v1/pools');
   }
 
-  health(): Promise<{ status: string; sandboxes: number }> {
+  health(): Promise<HealthInfo> {
     return this.json('GET', '/healthz');
   }
 

@@ -107,3 +107,19 @@ export interface FsEntry {
   mode: number;
   mtimeMs: number;
 }
+
+export interface PoolStats {
+  key: { backend: BackendName; pack: string; cpus: number; memoryMib: number; diskMib: number };
+  target: number;
+  ready: number;
+  starting: number;
+  hits: number;
+  misses: number;
+  failures: number;
+}
+
+export interface HealthInfo {
+  status: string;
+  sandboxes: number;
+  capacity: { inUse: number; capacity: number; queued: number };
+}
