@@ -5,17 +5,9 @@
 import { useEffect, useRef, useState } from 'react';
 import { useApi } from './api.tsx';
 import { parsePrometheus, sum } from './prometheus.ts';
+import type { PoolStats } from '../../../src/sdk/index.ts';
 
-/** One entry of GET /v1/pools (the SDK types it as unknown). */
-export interface PoolStats {
-  key: { backend: string; pack: string; cpus: number; memoryMib: number; diskMib: number };
-  target: number;
-  ready: number;
-  starting: number;
-  hits: number;
-  misses: number;
-  failures: number;
-}
+export type { PoolStats };
 
 export interface MetricsSample {
   atMs: number;
@@ -59,7 +51,7 @@ export function useMetricsSampler(intervalMs: number): MetricsHistory {
         const last = prev.current;
         prev.current = { sum: createSum, count: createCount };
         const dCount = last ? createCount - last.count : 0;
-        const stats = pools.pools as PoolStats[];
+        const stats = pools.pools;
         const sample: MetricsSample = {
           atMs: Date.now(),
           createMeanMs: dCount > 0 ? ((createSum - last!.sum) / dCount) * 1000 : undefined,
