@@ -153,6 +153,7 @@ class QemuBackend implements Backend {
     }
     vm ??= await launchVm({ ...base, readyTimeoutMs: remaining(deadline) });
 
+    const syncStart = performance.now();
     try {
       // A clone shares its RNG state and a stale clock with the template and every sibling.
       const sync = await vm.agent.sync(Date.now(), randomBytes(64));
@@ -162,8 +163,9 @@ class QemuBackend implements Backend {
       throw isKilnError(e) && e.code === 'BOOT_FAILED' ? e : new KilnError('BOOT_FAILED', `the guest agent did not complete its start-up sync: ${(e as Error).message}`, { cause: e });
     }
 
+    const syncMs = Math.round((performance.now() - syncStart) * 10) / 10;
     const timing = template ? { restoreMs: Math.round(vm.readyMs), cloneOf: template.id } : { bootMs: Math.round(vm.readyMs) };
-    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib: base.memoryMib, ...timing };
+    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib: base.memoryMib, ...timing, steps: { ...vm.steps, syncMs } };
     const sandbox = new QemuSandbox(spec.id, vm, details, () => this.live.delete(spec.id));
     this.live.set(spec.id, sandbox);
     return sandbox;

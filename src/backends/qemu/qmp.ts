@@ -43,7 +43,9 @@ export class QmpClient {
         return client;
       } catch (e) {
         if (Date.now() > deadline) throw new QmpError(`cannot reach QMP at ${path}: ${(e as Error).message}`);
-        await sleep(10);
+        // The socket appears once QEMU has initialised (~25 ms after spawn): poll finely, a failed
+        // connect() on a Unix path costs microseconds.
+        await sleep(1);
       }
     }
   }
