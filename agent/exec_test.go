@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -196,5 +197,24 @@ func TestHandshake(t *testing.T) {
 	}
 	if _, err := h.call(map[string]any{"op": "nope"}); err == nil || err.Code != codeBadRequest {
 		t.Fatalf("unknown op: %v", err)
+	}
+}
+
+// Files sent with an exec are written before the process starts, inside the root, and an escaping
+// path fails the exec without running anything.
+func TestExecWithFiles(t *testing.T) {
+	h := newTestHost(t, true)
+	// Tests run with the sandbox root at cfg.root, so the program reads it there.
+	id := h.open(map[string]any{"op": "exec", "argv": []string{"/bin/cat", filepath.Join(cfg.root, "ef/main.txt")},
+		"files": []map[string]any{{"path": "/ef/main.txt", "data": []byte("written first\n")}}})
+	r := h.wait(id, 10*time.Second)
+	if string(r.stdout) != "written first\n" || r.result["exitCode"] != 0.0 {
+		t.Fatalf("stdout %q result %v err %v", r.stdout, r.result, r.err)
+	}
+	id = h.open(map[string]any{"op": "exec", "argv": []string{"/bin/sh", "-c", "echo ran"},
+		"files": []map[string]any{{"path": "/../../escape.txt", "data": []byte("x")}}})
+	r = h.wait(id, 10*time.Second)
+	if r.err == nil || r.err.Code != codePathEscape || len(r.stdout) != 0 {
+		t.Fatalf("want PATH_ESCAPE before running, got stdout %q err %v", r.stdout, r.err)
 	}
 }

@@ -3,6 +3,7 @@ package main
 // exec: run a process, stream its output, answer with exit status and resource usage.
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -36,6 +37,14 @@ type execRequest struct {
 	MaxOutputBytes *int64            `json:"maxOutputBytes"`
 	Stdin          bool              `json:"stdin"`
 	TTY            *ttySize          `json:"tty"`
+	// Files are written before the process starts: a snippet and its run in one round trip.
+	Files []execFile `json:"files"`
+}
+
+type execFile struct {
+	Path string `json:"path"`
+	Data []byte `json:"data"` // base64 in JSON
+	Mode *int   `json:"mode"`
 }
 
 type execResult struct {
@@ -56,6 +65,15 @@ func opExec(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	}
 	if err := req.validate(); err != nil {
 		return nil, err
+	}
+	for _, f := range req.Files {
+		mode := os.FileMode(0o644)
+		if f.Mode != nil {
+			mode = os.FileMode(*f.Mode) & 0o7777
+		}
+		if _, err := writeFileFrom(f.Path, mode, bytes.NewReader(f.Data), int64(len(f.Data))); err != nil {
+			return nil, err
+		}
 	}
 	cmd, err := req.command(s.id)
 	if err != nil {

@@ -26,24 +26,33 @@ func opFileWrite(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	if err := json.Unmarshal(raw, &req); err != nil {
 		return nil, newOpError(codeBadRequest, "file.write request: %v", err)
 	}
-	p, err := resolve(req.Path)
-	if err != nil {
-		return nil, err
-	}
 	mode := os.FileMode(0o644)
 	if req.Mode != nil {
 		mode = os.FileMode(*req.Mode) & 0o7777
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	n, err := writeFileFrom(req.Path, mode, &dataReader{s: s}, limitOr(req.MaxBytes, defaultMaxTransferBytes))
+	if err != nil {
 		return nil, err
+	}
+	return transferResult{Bytes: n}, nil
+}
+
+// writeFileFrom writes r to the sandbox path p (parents created), at most limit bytes; a file
+// over the limit or a failed write leaves nothing behind. Shared by file.write and exec's files.
+func writeFileFrom(path string, mode os.FileMode, r io.Reader, limit int64) (int64, error) {
+	p, err := resolve(path)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return 0, err
 	}
 	// O_NOFOLLOW: resolve already followed links; a link appearing now is a race, not a target.
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, mode)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	limit := limitOr(req.MaxBytes, defaultMaxTransferBytes)
-	n, err := io.Copy(f, io.LimitReader(&dataReader{s: s}, limit+1))
+	n, err := io.Copy(f, io.LimitReader(r, limit+1))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -52,11 +61,11 @@ func opFileWrite(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	}
 	if err != nil {
 		os.Remove(p)
-		return nil, err
+		return 0, err
 	}
 	_ = os.Chmod(p, mode) // O_CREAT mode is filtered by umask and ignored for existing files
 	chownToExecUser(p)
-	return transferResult{Bytes: n}, nil
+	return n, nil
 }
 
 func opFileRead(c *conn, s *stream, raw json.RawMessage) (any, error) {

@@ -18,6 +18,8 @@ export interface ExecOptions {
   uid?: number;
   timeoutMs?: number;
   maxOutputBytes?: number;
+  /** Small files written just before the command starts, in the same agent round trip. */
+  files?: Array<{ path: string; data: Buffer }>;
 }
 
 export interface ExecStreamHandlers {
@@ -81,6 +83,7 @@ export class ExecRunner {
       timeoutMs: this.timeout(o.timeoutMs),
       maxOutputBytes,
       stdin: stdin !== undefined,
+      files: o.files?.map((f) => ({ path: f.path, data: f.data.toString('base64') })),
     }, agentHandlers, signal, async (h) => {
       if (stdin === undefined) return;
       if (stdin.length > 0) await h.writeStdin(stdin);

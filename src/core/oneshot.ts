@@ -30,6 +30,8 @@ export interface RunOutcome extends ExecOutcome {
 }
 
 const WORKDIR = '/workspace';
+/** Base64 inflates by 4/3 and the agent caps a JSON request at 256 KiB. */
+const INLINE_FILES_MAX_BYTES = 128 * 1024;
 
 export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: RunOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal): Promise<RunOutcome> {
   if ((o.code === undefined) === (o.files === undefined)) throw new KilnError('INVALID_REQUEST', 'pass either "code" (a snippet) or "files" with an "entrypoint"');
@@ -45,8 +47,14 @@ export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: Ru
   const sb = await manager.create({ pack: o.pack, backend: o.backend, memoryMib: o.memoryMib, cpus: o.cpus, ttlSec: ttlFor(o.timeoutMs) }, signal);
   const createMs = Math.round((performance.now() - t0) * 10) / 10;
   try {
-    await Promise.all(files.map((f) => manager.writeFile(sb.id, posix.join(WORKDIR, f.path), f.data)));
-    const out = await manager.runExec(sb.id, { cmd: argv, stdin: o.stdin, env: o.env, cwd: WORKDIR, timeoutMs: o.timeoutMs, maxOutputBytes: o.maxOutputBytes }, handlers, signal);
+    // Small programs travel inside the exec request (one agent round trip); big ones are uploaded.
+    const inline = files.reduce((n, f) => n + f.data.length, 0) <= INLINE_FILES_MAX_BYTES;
+    const placed = files.map((f) => ({ path: posix.join(WORKDIR, f.path), data: f.data }));
+    if (!inline) await Promise.all(placed.map((f) => manager.writeFile(sb.id, f.path, f.data)));
+    const out = await manager.runExec(sb.id, {
+      cmd: argv, stdin: o.stdin, env: o.env, cwd: WORKDIR, timeoutMs: o.timeoutMs, maxOutputBytes: o.maxOutputBytes,
+      files: inline ? placed : undefined,
+    }, handlers, signal);
     return { ...out, sandboxId: sb.id, createMs };
   } finally {
     // Answer first, tear down after: the admission slot is held until the delete completes, so

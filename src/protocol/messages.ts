@@ -19,6 +19,8 @@ export interface ExecRequest {
   maxOutputBytes?: number;
   stdin?: boolean;
   tty?: { cols: number; rows: number };
+  /** Written before the process starts (base64 data); keep the whole request under 256 KiB. */
+  files?: Array<{ path: string; data: string; mode?: number }>;
 }
 
 export interface ExecUsage {

@@ -49,6 +49,16 @@ describe('streaming and interactive exec', { skip: process.getuid?.() === 0 ? un
     assert.equal(exit, 0);
   });
 
+  it('runs programs small (inline with the exec) and large (uploaded first) alike', async () => {
+    const small = await t.client.run({ pack: 'python', code: 'print(len(open(__file__).read()))' });
+    assert.equal(small.stdout, `${'print(len(open(__file__).read()))'.length}\n`);
+    const big = '#' + 'x'.repeat(300_000) + '\nprint(len(open(__file__).read()))';
+    const r = await t.client.run({ pack: 'python', code: big });
+    assert.equal(r.stdout, `${big.length}\n`, r.stderr);
+    const escape = await t.client.run({ pack: 'python', files: [{ path: '../x.py', content: 'print(1)' }], entrypoint: '../x.py' }).catch((e: Error) => e);
+    assert.match(String(escape), /PATH_ESCAPE|must be relative/);
+  });
+
   it('reports errors inside the stream as a final error event', async () => {
     const events: ExecEvent[] = [];
     for await (const ev of t.client.sandboxes.execStream(id, { cmd: ['/no/such/program'] })) events.push(ev);
