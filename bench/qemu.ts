@@ -1,5 +1,6 @@
 /**
- * QEMU backend numbers for the bench table: cold boot to ready, template clone to ready (p50/p95),
+ * QEMU backend numbers for the bench table: cold boot to ready, template clone to ready (p50/p95;
+ * requests `gapMs` apart so the background spare is back, and back to back, when it is not),
  * exec round trip of `true`, PSS per idle clone, and the accelerator used. The lead's bench runner
  * imports benchQemu(); run alone with `node --import tsx bench/qemu.ts`.
  */
@@ -27,6 +28,10 @@ export interface BenchQemuOptions {
   clones?: number;
   execs?: number;
   memoryMib?: number;
+  /** Pause before each measured clone, so the background spare is back (default 200 ms). */
+  gapMs?: number;
+  /** Spare QEMUs per template (backend default when undefined; 0 measures without spares). */
+  spares?: number;
   log?: (line: string) => void;
 }
 
@@ -42,7 +47,8 @@ export async function benchQemu(opts: BenchQemuOptions = {}): Promise<Row[]> {
   const spec = (id: string) => ({ id, pack, cpus: 1, memoryMib: opts.memoryMib ?? 256, diskMib: 256 });
   const ready = { readyTimeoutMs: 120_000 };
   const cold = createQemuBackend({ ...common, templates: false });
-  const warm = createQemuBackend(common);
+  const warm = createQemuBackend({ ...common, spares: opts.spares });
+  const gapMs = opts.gapMs ?? 200;
   const live: BackendSandbox[] = [];
   const rows: Row[] = [];
   try {
@@ -65,12 +71,23 @@ export async function benchQemu(opts: BenchQemuOptions = {}): Promise<Row[]> {
     rows.push({ group: 'qemu', name: 'template boot + first clone', value: performance.now() - t0, unit: 'ms', note: 'once per pack and shape' });
     const cloneMs: number[] = [];
     for (let i = 0; i < (opts.clones ?? samples); i++) {
+      await sleep(gapMs);
       const c0 = performance.now();
       live.push(await warm.create(spec(`clone${i}`), ready));
       cloneMs.push(performance.now() - c0);
-      log(`clone ${i + 1}: ${cloneMs.at(-1)!.toFixed(0)} ms`);
+      log(`clone ${i + 1}: ${cloneMs.at(-1)!.toFixed(0)} ms ${JSON.stringify(live.at(-1)!.details.steps)}`);
     }
-    rows.push({ group: 'qemu', name: 'template clone to ready', p50: percentile(cloneMs, 50), p99: percentile(cloneMs, 99), note: `p95 ${percentile(cloneMs, 95).toFixed(0)} ms, n=${cloneMs.length}, includes RNG reseed + clock sync` });
+    rows.push({ group: 'qemu', name: 'template clone to ready', p50: percentile(cloneMs, 50), p99: percentile(cloneMs, 99), note: `p95 ${percentile(cloneMs, 95).toFixed(0)} ms, n=${cloneMs.length}, ${gapMs} ms apart, includes RNG reseed + clock sync` });
+    // Back to back: the spare a clone used is still being replaced when the next one comes.
+    const burstMs: number[] = [];
+    const burst: BackendSandbox[] = [];
+    for (let i = 0; i < Math.min(5, opts.clones ?? samples); i++) {
+      const c0 = performance.now();
+      burst.push(await warm.create(spec(`burst${i}`), ready));
+      burstMs.push(performance.now() - c0);
+    }
+    await Promise.allSettled(burst.map((s) => s.destroy()));
+    rows.push({ group: 'qemu', name: 'template clone to ready, back to back', p50: percentile(burstMs, 50), p99: percentile(burstMs, 99), note: `n=${burstMs.length}` });
 
     const execMs: number[] = [];
     const sb = live[0]!;

@@ -77,15 +77,21 @@ export async function sh(sb: BackendSandbox, script: string): Promise<{ stdout: 
   return { stdout, stderr, exitCode: r.exitCode };
 }
 
-/** QEMU processes whose pidfile lives under `runDir` (what a leak would look like). */
-export async function qemuProcessesUnder(runDir: string): Promise<number[]> {
+/**
+ * QEMU processes whose pidfile lives under `runDir` (what a leak would look like). With
+ * `idleSpares: false`, spares still waiting in `<runDir>/qemu/spares/<id>` are left out (a taken
+ * spare's directory has moved to `vms/`).
+ */
+export async function qemuProcessesUnder(runDir: string, o: { idleSpares?: boolean } = {}): Promise<number[]> {
+  const idle = o.idleSpares === false ? new Set(await readdir(`${runDir}/qemu/spares`).catch(() => [] as string[])) : new Set<string>();
   const pids: number[] = [];
   for (const e of await readdir('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     const argv = (await readFile(`/proc/${e}/cmdline`).catch(() => Buffer.alloc(0))).toString().split('\0');
     const i = argv.indexOf('-pidfile');
     const st = await readFile(`/proc/${e}/stat`, 'utf8').catch(() => '');
-    if (i >= 0 && argv[i + 1]?.startsWith(`${runDir}/`) && !/\) Z /.test(st)) pids.push(Number(e));
+    const name = (argv[argv.indexOf('-name') + 1] ?? '').split(',')[0]!.replace(/^kiln-/, '');
+    if (i >= 0 && argv[i + 1]?.startsWith(`${runDir}/`) && !/\) Z /.test(st) && !idle.has(name)) pids.push(Number(e));
   }
   return pids;
 }

@@ -44,6 +44,8 @@ export interface TemplateManagerOptions {
   memDir: string;
   readyTimeoutMs: number;
   log?: QemuLog;
+  /** Called before a template's files go (invalidated, retired, closed): stop its spares. */
+  onDrop?: (t: Template) => Promise<void>;
 }
 
 /** After a failed template boot, cold boots are used for this long before trying again. */
@@ -93,7 +95,7 @@ export class TemplateManager {
   /** Drops the template after a clone of it failed, so the next create builds a fresh one. */
   async invalidate(t: Template): Promise<void> {
     if (this.templates.get(t.key) && (await this.templates.get(t.key)!.catch(() => undefined)) === t) this.templates.delete(t.key);
-    await removeTemplateFiles(t);
+    await this.drop(t);
   }
 
   /** Removes every template's files. Live clones keep their private mappings. */
@@ -101,7 +103,7 @@ export class TemplateManager {
     this.closed = true;
     const all = await Promise.all([...this.templates.values()].map((p) => p.catch(() => undefined)));
     this.templates.clear();
-    await Promise.all(all.map((t) => t && removeTemplateFiles(t)));
+    await Promise.all(all.map((t) => t && this.drop(t)));
     await rm(this.o.memDir, { recursive: true, force: true });
     await rm(this.o.stateDir, { recursive: true, force: true });
   }
@@ -113,10 +115,15 @@ export class TemplateManager {
         const same = t.inputs.packName === inputs.packName && t.inputs.cpus === inputs.cpus && t.inputs.memoryMib === inputs.memoryMib && t.inputs.diskMib === inputs.diskMib;
         if (same && this.templates.get(key) === p) {
           this.templates.delete(key);
-          await removeTemplateFiles(t);
+          await this.drop(t);
         }
       }, () => undefined);
     }
+  }
+
+  private async drop(t: Template): Promise<void> {
+    await this.o.onDrop?.(t).catch((e: unknown) => this.o.log?.('warn', 'stopping the spares of a template', { template: t.id, error: String(e) }));
+    await removeTemplateFiles(t);
   }
 
   private async build(key: string, inputs: TemplateInputs): Promise<Template> {

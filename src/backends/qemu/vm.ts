@@ -3,7 +3,7 @@
  * watchdog), optional snapshot restore, control connection and agent handshake. A failure unwinds
  * what was done and reports BOOT_FAILED with the tail of the guest console.
  */
-import { mkdir, open, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CleanupStack } from '../../core/cleanup.js';
@@ -22,6 +22,24 @@ export interface LaunchOptions extends Omit<QemuArgsOptions, 'paths' | 'incoming
   readyTimeoutMs: number;
   signal?: AbortSignal;
   log?: QemuLog;
+  /**
+   * A pre-started QEMU of the same template (startSpare): its directory is renamed to `dir` and
+   * only migrate-incoming, cont and the handshake remain. Must match `restoreFrom`.
+   */
+  spare?: SpareVm;
+}
+
+/**
+ * A confined QEMU past its start-up: waiting with `-incoming defer`, the template state open as
+ * fd 3, QMP connected with capabilities negotiated and `x-ignore-shared` set.
+ */
+export interface SpareVm {
+  id: string;
+  dir: string;
+  proc: QemuProcess;
+  qmp: QmpClient;
+  /** While the spare is idle: closes QMP, stops QEMU, removes its directory. */
+  cleanup: CleanupStack;
 }
 
 export interface RunningVm {
@@ -34,6 +52,8 @@ export interface RunningVm {
   steps: Record<string, number>;
   /** Stops QEMU and removes the VM's files. Idempotent. */
   cleanup: CleanupStack;
+  /** The id of the spare this VM was started from, if it was. */
+  spare?: string;
 }
 
 const CONSOLE_LINES_IN_ERRORS = 40;
@@ -47,38 +67,46 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
   const cleanup = new CleanupStack();
   const paths = vmPaths(o.dir);
   let proc: QemuProcess | undefined;
-  if (paths.qmpSock.length > MAX_SOCKET_PATH) {
-    throw new KilnError('INVALID_REQUEST', `the VM socket path ${paths.qmpSock} exceeds ${MAX_SOCKET_PATH} characters (a Unix socket limit): use a shorter runDir or sandbox id`);
+  try {
+    checkSocketPath(paths);
+  } catch (e) {
+    await o.spare?.cleanup.run().catch(() => undefined);
+    throw e;
   }
   try {
-    await mkdir(o.dir, { recursive: true, mode: 0o700 });
-    cleanup.push('remove vm dir', () => rm(o.dir, { recursive: true, force: true }));
-    // The migration stream is handed over as an open file: QEMU (unprivileged, seccomp-confined)
-    // needs no path access and no shell.
-    const migrationFile = o.restoreFrom ? await open(o.restoreFrom, 'r') : undefined;
-    try {
-      proc = await QemuProcess.spawn(o.binary, qemuArgs({ ...o, paths, incoming: o.restoreFrom !== undefined }), migrationFile?.fd);
-    } finally {
-      await migrationFile?.close();
+    const spare = o.spare ? await adopt(o.spare, o.dir, o.log) : undefined;
+    let qmp: QmpClient | undefined;
+    if (spare) {
+      // The spare's sockets are bound to inodes, not paths: after the rename the already open QMP
+      // connection keeps working and ctl.sock is reached under the sandbox's directory.
+      cleanup.push('remove vm dir', () => rm(o.dir, { recursive: true, force: true }));
+      proc = spare.proc;
+      qmp = spare.qmp;
+      cleanup.push('close qmp', () => spare.qmp.close());
+      mark('adopt');
+    } else {
+      await mkdir(o.dir, { recursive: true, mode: 0o700 });
+      cleanup.push('remove vm dir', () => rm(o.dir, { recursive: true, force: true }));
+      proc = await spawnQemu(o, paths);
+      mark('spawn');
     }
-    mark('spawn');
     const p = proc;
     cleanup.push('stop qemu', () => p.stop());
     p.armWatchdog(o.readyTimeoutMs);
-    o.log?.('debug', 'qemu started', { pid: p.pid, dir: o.dir, restore: o.restoreFrom !== undefined });
+    o.log?.('debug', 'qemu started', { pid: p.pid, dir: o.dir, restore: o.restoreFrom !== undefined, spare: spare?.id });
     const deadline = Date.now() + o.readyTimeoutMs;
     // A clone's control socket is connected after `cont` (connecting while the state loads
     // gained ~1 ms in measurements: not worth depending on virtio-serial's post-load logic).
     const stopConnecting = new AbortController();
     cleanup.push('stop connecting', () => stopConnecting.abort());
     const connectSignal = o.signal ? AbortSignal.any([o.signal, stopConnecting.signal]) : stopConnecting.signal;
-    if (o.restoreFrom) await restore(paths.qmpSock, p, deadline, mark, o.signal);
+    if (o.restoreFrom || spare) await restore(paths.qmpSock, p, deadline, mark, o.signal, qmp);
     const agentP = untilExit(p, connectAgent(paths.ctlSock, deadline, mark, connectSignal));
     agentP.then((c) => { if (stopConnecting.signal.aborted) c.close(); else cleanup.push('close agent', () => c.close()); }, () => undefined);
     const agent = await agentP;
     p.disarmWatchdog();
     mark('hello');
-    return { proc: p, agent, paths, readyMs: performance.now() - t0, steps, cleanup };
+    return { proc: p, agent, paths, readyMs: performance.now() - t0, steps, cleanup, spare: spare?.id };
   } catch (e) {
     const err = await bootError(e, proc, o);
     await cleanup.run().catch((ce: unknown) => o.log?.('warn', 'cleanup after failed boot', { error: String(ce) }));
@@ -86,15 +114,73 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
   }
 }
 
-async function restore(qmpSock: string, proc: QemuProcess, deadline: number, mark: (step: string) => void, signal?: AbortSignal): Promise<void> {
-  const qmp = await untilExit(proc, QmpClient.connect(qmpSock, { timeoutMs: deadline - Date.now(), signal }));
-  mark('qmp');
+/**
+ * Starts a spare for a template clone: the same confined command line a clone gets, stopped
+ * before migrate-incoming. Throws (after cleaning up) when QEMU does not get that far.
+ */
+export async function startSpare(o: LaunchOptions & { restoreFrom: string }): Promise<SpareVm> {
+  const cleanup = new CleanupStack();
+  const paths = vmPaths(o.dir);
+  checkSocketPath(paths);
+  try {
+    await mkdir(o.dir, { recursive: true, mode: 0o700 });
+    cleanup.push('remove spare dir', () => rm(o.dir, { recursive: true, force: true }));
+    const proc = await spawnQemu(o, paths);
+    cleanup.push('stop qemu', () => proc.stop());
+    proc.armWatchdog(o.readyTimeoutMs);
+    const qmp = await untilExit(proc, QmpClient.connect(paths.qmpSock, { timeoutMs: o.readyTimeoutMs }));
+    cleanup.push('close qmp', () => qmp.close());
+    await untilExit(proc, qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }));
+    proc.disarmWatchdog();
+    return { id: o.id, dir: o.dir, proc, qmp, cleanup };
+  } catch (e) {
+    await cleanup.run().catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Moves a live spare into the sandbox's directory; undefined (spare stopped) when it cannot. */
+async function adopt(spare: SpareVm, dir: string, log?: QemuLog): Promise<SpareVm | undefined> {
+  try {
+    if (!spare.proc.alive) throw new Error('the spare exited');
+    await rename(spare.dir, dir);
+    return spare;
+  } catch (e) {
+    log?.('warn', 'cannot use the spare; starting a fresh QEMU', { spare: spare.id, error: (e as Error).message });
+    await spare.cleanup.run().catch(() => undefined);
+    return undefined;
+  }
+}
+
+async function spawnQemu(o: LaunchOptions, paths: VmPaths): Promise<QemuProcess> {
+  // The migration stream is handed over as an open file: QEMU (unprivileged, seccomp-confined)
+  // needs no path access and no shell.
+  const migrationFile = o.restoreFrom ? await open(o.restoreFrom, 'r') : undefined;
+  try {
+    return await QemuProcess.spawn(o.binary, qemuArgs({ ...o, paths, incoming: o.restoreFrom !== undefined }), migrationFile?.fd);
+  } finally {
+    await migrationFile?.close();
+  }
+}
+
+function checkSocketPath(paths: VmPaths): void {
+  if (paths.qmpSock.length > MAX_SOCKET_PATH) {
+    throw new KilnError('INVALID_REQUEST', `the VM socket path ${paths.qmpSock} exceeds ${MAX_SOCKET_PATH} characters (a Unix socket limit): use a shorter runDir or sandbox id`);
+  }
+}
+
+/** `connected`: a spare's QMP connection, capabilities already set. */
+async function restore(qmpSock: string, proc: QemuProcess, deadline: number, mark: (step: string) => void, signal?: AbortSignal, connected?: QmpClient): Promise<void> {
+  const qmp = connected ?? await untilExit(proc, QmpClient.connect(qmpSock, { timeoutMs: deadline - Date.now(), signal }));
+  if (!connected) mark('qmp');
   try {
     // Pipelined: QMP runs commands in order and replies in order.
-    const caps = qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+    const caps = connected ? undefined : qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
     const incoming = qmp.execute('migrate-incoming', { uri: 'fd:3' });
-    await untilExit(proc, caps);
-    mark('caps');
+    if (caps) {
+      await untilExit(proc, caps);
+      mark('caps');
+    }
     await untilExit(proc, incoming);
     mark('incoming');
     await waitMigration(qmp, proc, deadline, signal);
