@@ -4,14 +4,16 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent as HttpAgent, request } from 'node:http';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../src/core/config.js';
 import { resolveImage } from '../src/images/index.js';
-import type { KilnClient } from '../src/sdk/index.js';
+import { KilnClient } from '../src/sdk/index.js';
 import { startTestServer, type TestServer } from '../test/parity/fixture.js';
 import { percentile, ratio, runCmd, timeN, type Row } from './stats.js';
 
@@ -105,9 +107,11 @@ export async function benchService(o: BenchOptions, base: { bare: number; bwrapT
 
 export async function benchPooled(o: BenchOptions, base: { bare: number }): Promise<Row[]> {
   const rows: Row[] = [];
-  let t: TestServer | undefined;
+  // The service runs as its own process here, as in production: a pool hit answers at once and
+  // the refill's fork happens in the server, not in the measuring client's event loop.
+  let t: ServerProcess | undefined;
   try {
-    t = await startTestServer({ KILN_DATA_DIR: o.dataDir, KILN_POOL: 'python=8', KILN_MAX_SANDBOXES: '64' });
+    t = await startServerProcess({ KILN_DATA_DIR: o.dataDir, KILN_POOL: 'python=8', KILN_MAX_SANDBOXES: '64' });
     const kiln = t.client;
     await waitPoolFull(kiln, 8);
     // Acquire: a create that is a pool hit; the pause lets the pool refill as it would between requests.
@@ -138,6 +142,35 @@ export async function benchPooled(o: BenchOptions, base: { bare: number }): Prom
     await t?.close();
   }
   return rows;
+}
+
+interface ServerProcess {
+  client: KilnClient;
+  close(): Promise<void>;
+}
+
+async function startServerProcess(env: Record<string, string>): Promise<ServerProcess> {
+  const base = await mkdtemp(join(tmpdir(), 'kiln-bench-srv-'));
+  await chmod(base, 0o755);
+  const port = 18_000 + Math.floor(Math.random() * 2000);
+  const child = spawn(join(REPO_ROOT, 'bin/kiln'), ['serve'], {
+    env: { ...process.env, KILN_RUN_DIR: join(base, 'run'), KILN_PORT: String(port), KILN_TOKEN: '', ...env },
+    stdio: ['ignore', 'ignore', 'ignore'],
+  });
+  const client = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });
+  for (let i = 0; ; i++) {
+    if (await client.health().then(() => true, () => false)) break;
+    if (i > 300 || child.exitCode !== null) throw new Error('bench server did not start');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    client,
+    async close() {
+      child.kill('SIGTERM');
+      if (child.exitCode === null) await once(child, 'exit');
+      await rm(base, { recursive: true, force: true });
+    },
+  };
 }
 
 async function throughput(kiln: KilnClient, seconds: number): Promise<Row> {

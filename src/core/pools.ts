@@ -89,7 +89,9 @@ export class WarmPools {
     const m = pool.shift();
     if (m) pool.hits++; else pool.misses++;
     this.report(pool);
-    this.refill(pool);
+    // After the current request has answered: starting a sandbox forks this process, which
+    // would otherwise sit between the pool hit and its response.
+    setImmediate(() => this.refill(pool));
     return m?.sandbox;
   }
 
