@@ -9,6 +9,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 )
 
@@ -26,6 +27,8 @@ type flags struct {
 	execUID   int
 	execGID   int
 	init      bool
+	// set by the agent itself when it re-executes after dropping privileges (namespace mode)
+	privilegesDropped bool
 }
 
 func parseFlags(args []string) (flags, error) {
@@ -37,6 +40,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.IntVar(&f.execUID, "exec-uid", -1, "default exec uid (default: the agent's uid)")
 	fs.IntVar(&f.execGID, "exec-gid", -1, "default exec gid (default: the agent's gid)")
 	fs.BoolVar(&f.init, "init", false, "VM mode: act as PID 1 from the initramfs")
+	fs.BoolVar(&f.privilegesDropped, "privileges-dropped", false, "internal: namespace setup done, privileges dropped")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -66,6 +70,16 @@ func run() error {
 	if f.setupRoot != "" {
 		if err := setupNamespaceRoot(f.setupRoot, f.diskBytes); err != nil {
 			return fmt.Errorf("namespace setup: %w", err)
+		}
+		// Does not return on success: the agent starts again, unprivileged, with --privileges-dropped.
+		return reexecUnprivileged([]string{"--transport", f.transport, "--exec-uid", strconv.Itoa(cfg.execUID), "--exec-gid", strconv.Itoa(cfg.execGID)})
+	}
+	if f.privilegesDropped {
+		if err := confirmUnprivileged(); err != nil {
+			return fmt.Errorf("namespace setup: %w", err)
+		}
+		if err := installSeccomp(); err != nil {
+			return fmt.Errorf("namespace setup: install seccomp filter: %w", err)
 		}
 		cfg.namespaceMode = true
 	}

@@ -1,12 +1,15 @@
 package main
 
-// Dropping privileges for good, on every thread. Capabilities, the bounding set and
-// no_new_privs are per thread in Linux; a Go program has many threads and any of them may
-// fork the next exec, so each change goes through AllThreadsSyscall (needs CGO_ENABLED=0).
+// Dropping privileges for good. Capabilities, the bounding set and no_new_privs are per thread
+// in Linux and a Go program has many threads, any of which may fork the next exec. Rather than
+// change every thread (one stop-the-world AllThreadsSyscall per capability: ~5 ms), the agent
+// drops everything on one locked thread and re-executes itself from it: the new process starts
+// with that thread's state as its only thread, and every thread it makes inherits it.
 
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,26 +22,19 @@ const (
 	defaultLastCap    = 40
 )
 
-func allThreadsPrctl(option, arg2 uintptr) error {
-	_, _, e := syscall.AllThreadsSyscall6(syscall.SYS_PRCTL, option, arg2, 0, 0, 0, 0)
-	if e != 0 {
-		return e
-	}
-	return nil
-}
-
-// dropPrivileges: no_new_privs (setuid binaries cannot regain anything), empty bounding and
-// ambient sets, then all capability sets cleared.
-func dropPrivileges() error {
-	if err := allThreadsPrctl(prSetNoNewPrivs, 1); err != nil {
+// reexecUnprivileged sets no_new_privs, empties the bounding and ambient sets and clears every
+// capability on the calling thread, then execs the agent again with args + --privileges-dropped.
+func reexecUnprivileged(args []string) error {
+	runtime.LockOSThread() // never unlocked: this thread becomes the new process
+	if err := prctl(prSetNoNewPrivs, 1); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
 	}
 	for c := 0; c <= lastCap(); c++ {
-		if err := allThreadsPrctl(prCapbsetDrop, uintptr(c)); err != nil && err != syscall.EINVAL {
+		if err := prctl(prCapbsetDrop, uintptr(c)); err != nil && err != syscall.EINVAL {
 			return fmt.Errorf("drop bounding cap %d: %w", c, err)
 		}
 	}
-	if err := allThreadsPrctl(prCapAmbient, prCapAmbientClear); err != nil && err != syscall.EINVAL {
+	if err := prctl(prCapAmbient, prCapAmbientClear); err != nil && err != syscall.EINVAL {
 		return fmt.Errorf("clear ambient caps: %w", err)
 	}
 	hdr := struct {
@@ -46,9 +42,31 @@ func dropPrivileges() error {
 		pid     int32
 	}{version: linuxCapabilityV3}
 	var data [2]struct{ effective, permitted, inheritable uint32 }
-	_, _, e := syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
-	if e != 0 {
+	if _, _, e := syscall.RawSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
 		return fmt.Errorf("capset: %w", e)
+	}
+	// /proc/self/exe: the agent's path was on the old root, which pivot_root detached.
+	return syscall.Exec("/proc/self/exe", append([]string{os.Args[0], "--privileges-dropped"}, args...), os.Environ())
+}
+
+// confirmUnprivileged checks, in the re-executed agent, that the drop really happened.
+func confirmUnprivileged() error {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return err
+	}
+	want := map[string]string{"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000", "CapBnd": "0000000000000000", "CapAmb": "0000000000000000", "NoNewPrivs": "1"}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if w, check := want[k]; ok && check {
+			if strings.TrimSpace(v) != w {
+				return fmt.Errorf("after dropping privileges %s is %s, want %s", k, strings.TrimSpace(v), w)
+			}
+			delete(want, k)
+		}
+	}
+	if len(want) > 0 {
+		return fmt.Errorf("cannot confirm privileges were dropped (missing %v in /proc/self/status)", want)
 	}
 	return nil
 }

@@ -47,8 +47,6 @@ func setupNamespaceRoot(lower string, diskBytes int64) error {
 		{"chdir /", func() error { return syscall.Chdir("/") }},
 		{"detach old root", func() error { return syscall.Unmount("/.kiln-old", syscall.MNT_DETACH) }},
 		{"remove old root dir", func() error { return os.Remove("/.kiln-old") }},
-		{"drop privileges", dropPrivileges},
-		{"install seccomp filter", installSeccomp},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {

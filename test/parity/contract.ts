@@ -109,6 +109,18 @@ export function paritySuite(o: ParityOptions): void {
       assert.match(r.stdout, /No such file/);
     });
 
+    it('runs user code without capabilities, and in namespaces also under seccomp', async () => {
+      const st = await sh('grep -E "^(CapEff|CapBnd|NoNewPrivs|Seccomp):" /proc/self/status');
+      assert.match(st.stdout, /CapEff:\s+0000000000000000/);
+      if (o.backend === 'namespace') {
+        assert.match(st.stdout, /CapBnd:\s+0000000000000000/);
+        assert.match(st.stdout, /NoNewPrivs:\s+1/);
+        assert.match(st.stdout, /Seccomp:\s+2/);
+        const denied = await sh('unshare -U true 2>&1; echo rc=$?; mount -t tmpfs none /tmp 2>&1; echo rc=$?');
+        assert.doesNotMatch(denied.stdout, /rc=0/, denied.stdout);
+      }
+    });
+
     it('writes and reads files, and refuses paths that escape', async () => {
       await kiln.sandboxes.writeFile(shared, '/workspace/dir/hello.txt', 'hi there');
       assert.equal(Buffer.from(await kiln.sandboxes.readFile(shared, '/workspace/dir/hello.txt')).toString(), 'hi there');
