@@ -88,7 +88,7 @@ func run() error {
 		return err
 	}
 	startReaper()
-	reserveThreads(16)
+	go reserveThreads(16) // off the handshake's path; done long before any user code can fork-bomb
 	return serveLoop(t)
 }
 
