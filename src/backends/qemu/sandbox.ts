@@ -1,12 +1,13 @@
 /** A running QEMU sandbox as the core sees it (BackendSandbox). */
 import { readFile } from 'node:fs/promises';
 import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
+import { ExitSignal } from '../../core/exit-signal.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import type { RunningVm } from './vm.js';
 
 export class QemuSandbox implements BackendSandbox {
   readonly agent: AgentClient;
-  private readonly exitListeners: Array<(reason: string) => void> = [];
+  private readonly exit = new ExitSignal();
   private destroying: Promise<void> | undefined;
 
   constructor(readonly id: string, private readonly vm: RunningVm, readonly details: Record<string, unknown>, private readonly onDestroyed: () => void) {
@@ -15,9 +16,11 @@ export class QemuSandbox implements BackendSandbox {
       if (this.destroying) return;
       const tail = vm.proc.console.tail(10).join('\n');
       const reason = `the VM exited on its own (code ${x.code}, signal ${x.signal})${tail ? `; last console lines:\n${tail}` : ''}`;
-      for (const l of this.exitListeners) l(reason);
+      this.exit.fire(reason);
       void this.destroy();
     });
+    // A dropped control connection leaves the VM unusable: report it like a death.
+    this.agent.onClose((err) => { if (!this.destroying) this.exit.fire(err.message); });
   }
 
   get pid(): number {
@@ -32,7 +35,7 @@ export class QemuSandbox implements BackendSandbox {
   }
 
   onExit(listener: (reason: string) => void): void {
-    this.exitListeners.push(listener);
+    this.exit.on(listener);
   }
 
   destroy(): Promise<void> {
