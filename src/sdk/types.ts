@@ -1,4 +1,7 @@
-/** Public API shapes (mirrors /openapi.json). */
+/**
+ * Public API shapes (mirrors /openapi.json). Deliberately standalone rather than re-exported from
+ * src/core: the dashboard typechecks the SDK for browsers, and core types pull in Node's.
+ */
 export type BackendName = 'namespace' | 'qemu' | 'firecracker';
 
 export interface CreateSandboxOptions {
