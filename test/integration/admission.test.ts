@@ -1,11 +1,12 @@
 /** A burst far over capacity: every create completes or is refused cleanly, and nothing leaks. */
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { cgroupNameFor } from '../../src/server/compose.js';
 import { mountsUnder } from '../../src/backends/namespace/image-mounts.js';
 import { KilnApiError } from '../../src/sdk/index.js';
 import { startTestServer } from '../parity/fixture.js';
-import { alive, cgroupChildren } from '../parity/leaks.js';
+import { alive, cgroupChildren, cgroupParent } from '../parity/leaks.js';
 
 
 describe('admission under a burst', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 300_000 }, () => {
@@ -41,5 +42,6 @@ describe('admission under a burst', { skip: process.getuid?.() === 0 ? undefined
       await t.close();
     }
     assert.deepEqual(await mountsUnder(t.runDir), [], 'no mount left after shutdown');
+    assert.equal(existsSync(cgroupParent(cgroupNameFor(t.runDir))), false, 'the instance cgroup is removed on shutdown');
   });
 });

@@ -2,11 +2,16 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-/** Sandbox cgroups left under the named parent (v1 memory hierarchy, or v2 unified). */
-export function cgroupChildren(name: string): string[] {
+/** The service instance's parent cgroup (v1 memory hierarchy, or v2 unified). */
+export function cgroupParent(name: string): string {
   const lines = readFileSync('/proc/self/cgroup', 'utf8').split('\n');
   const v1 = lines.find((l) => /:(memory|[^:]*,memory[^:]*):/.test(l))?.split(':')[2];
-  const parent = v1 !== undefined ? join('/sys/fs/cgroup/memory', v1, name) : join('/sys/fs/cgroup', lines.find((l) => l.startsWith('0::'))?.slice(3) ?? '/', name);
+  return v1 !== undefined ? join('/sys/fs/cgroup/memory', v1, name) : join('/sys/fs/cgroup', lines.find((l) => l.startsWith('0::'))?.slice(3) ?? '/', name);
+}
+
+/** Sandbox cgroups left under the named parent. */
+export function cgroupChildren(name: string): string[] {
+  const parent = cgroupParent(name);
   return existsSync(parent) ? readdirSync(parent, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name) : [];
 }
 

@@ -170,3 +170,10 @@ export async function scanStaleCgroups(layout: CgroupLayout): Promise<string[]> 
   }
   return removed;
 }
+
+/** Removes the per-instance parent cgroups when no sandbox group is left in them (on close). */
+export async function removeLayoutParents(layout: CgroupLayout): Promise<void> {
+  for (const dir of Object.values(layout.parents)) {
+    await rmdir(dir).catch(() => undefined); // still in use or already gone: leave it
+  }
+}

@@ -13,7 +13,7 @@ import { CleanupStack } from '../../core/cleanup.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import { spawnBwrap } from './bwrap.js';
-import { detectCgroupLayout, prepareLayout, SandboxCgroup, scanStaleCgroups, type CgroupLayout } from './cgroups.js';
+import { detectCgroupLayout, prepareLayout, removeLayoutParents, SandboxCgroup, scanStaleCgroups, type CgroupLayout } from './cgroups.js';
 import { ImageMounts } from './image-mounts.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
 
@@ -166,6 +166,7 @@ class NamespaceBackend implements Backend {
     try {
       const layout = detectCgroupLayout(this.o.cgroupName);
       removed.push(...(await scanStaleCgroups(layout)));
+      await removeLayoutParents(layout); // made again on first use
     } catch {
       /* no cgroups: nothing can be left there */
     }
@@ -177,6 +178,7 @@ class NamespaceBackend implements Backend {
   async close(): Promise<void> {
     const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
     await this.images.closeAll();
+    if (this.layout) await removeLayoutParents(this.layout);
     const failed = results.filter((r) => r.status === 'rejected');
     if (failed.length) throw new AggregateError(failed.map((r) => (r as PromiseRejectedResult).reason), 'some namespace sandboxes failed to stop');
   }
