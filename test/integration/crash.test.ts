@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { cgroupNameFor } from '../../src/server/compose.js';
-import { mountsUnder } from '../../src/backends/namespace/image-mounts.js';
+import { mountsUnder } from '../../src/images/fsutil.js';
 import { KilnClient } from '../../src/sdk/index.js';
 import { alive, cgroupChildren } from '../parity/leaks.js';
 

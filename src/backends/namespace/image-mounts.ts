@@ -3,10 +3,11 @@
  * first use, kept while the service runs, unmounted on close; the start-up scan unmounts leftovers.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { PackImage } from '../../core/backend.js';
+import { mountsUnder } from '../../images/fsutil.js';
 
 const run = promisify(execFile);
 
@@ -64,12 +65,5 @@ async function unmount(target: string): Promise<void> {
 }
 
 export async function isMountPoint(path: string): Promise<boolean> {
-  const mounts = await readFile('/proc/self/mountinfo', 'utf8');
-  return mounts.split('\n').some((l) => l.split(' ')[4] === path);
-}
-
-/** All mount points at or below `prefix` (for tests and the leak check). */
-export async function mountsUnder(prefix: string): Promise<string[]> {
-  const mounts = await readFile('/proc/self/mountinfo', 'utf8');
-  return mounts.split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m === prefix || m.startsWith(prefix + '/'));
+  return (await mountsUnder(path)).includes(path);
 }
