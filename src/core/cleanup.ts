@@ -38,14 +38,3 @@ export class CleanupStack {
     if (errors.length > 1) throw new AggregateError(errors, `${errors.length} cleanup steps failed`);
   }
 }
-
-/** Runs `fn` with a fresh stack; if it throws, unwinds the stack before rethrowing. */
-export async function withRollback<T>(fn: (stack: CleanupStack) => Promise<T>): Promise<{ value: T; stack: CleanupStack }> {
-  const stack = new CleanupStack();
-  try {
-    return { value: await fn(stack), stack };
-  } catch (e) {
-    await stack.run().catch(() => undefined);
-    throw e;
-  }
-}

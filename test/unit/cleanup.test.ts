@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CleanupStack, withRollback } from '../../src/core/cleanup.js';
+import { CleanupStack } from '../../src/core/cleanup.js';
 import { loadConfig } from '../../src/core/config.js';
 
 describe('cleanup stack', () => {
@@ -13,16 +13,6 @@ describe('cleanup stack', () => {
     await assert.rejects(s.run(), (e: AggregateError) => e.errors.length === 2);
     await assert.rejects(s.run());
     assert.deepEqual(order, ['c', 'b', 'a']);
-  });
-
-  it('withRollback unwinds what was done when a step fails', async () => {
-    const undone: string[] = [];
-    await assert.rejects(withRollback(async (st) => {
-      st.push('one', () => { undone.push('one'); });
-      st.push('two', () => { undone.push('two'); });
-      throw new Error('step three failed');
-    }), /step three/);
-    assert.deepEqual(undone, ['two', 'one']);
   });
 });
 

@@ -64,6 +64,6 @@ async function unmount(target: string): Promise<void> {
   await rm(target, { recursive: true, force: true }).catch(() => undefined);
 }
 
-export async function isMountPoint(path: string): Promise<boolean> {
+async function isMountPoint(path: string): Promise<boolean> {
   return (await mountsUnder(path)).includes(path);
 }

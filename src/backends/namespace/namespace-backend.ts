@@ -103,12 +103,9 @@ class NamespaceBackend implements Backend {
     const t0 = performance.now();
     const cleanup = new CleanupStack();
     const signal = options.signal ? AbortSignal.any([options.signal, AbortSignal.timeout(options.readyTimeoutMs)]) : AbortSignal.timeout(options.readyTimeoutMs);
+    // The sandbox's stderr (bwrap's and the agent's), kept for the error when start fails.
     let log = '';
-    let sandbox: NamespaceSandbox | undefined;
-    const onStderr = (text: string): void => {
-      log = (log + text).slice(-8192);
-      sandbox?.appendStderr(text);
-    };
+    const onStderr = (text: string): void => { log = (log + text).slice(-8192); };
     try {
       const hostUid = this.allocUid();
       cleanup.push('uid', () => { this.uidsInUse.delete(hostUid); });
@@ -135,8 +132,7 @@ class NamespaceBackend implements Backend {
         { signal, timeoutMs: options.readyTimeoutMs },
       );
       cleanup.push('agent', () => agent.close());
-      sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, { pid: proc.sandboxPid, hostUid, bootMs: round(performance.now() - t0) });
-      sandbox.appendStderr(log);
+      const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, { pid: proc.sandboxPid, hostUid, bootMs: round(performance.now() - t0) });
       this.live.set(spec.id, sandbox);
       cleanup.push('registry', () => { this.live.delete(spec.id); });
       return sandbox;

@@ -9,12 +9,9 @@ import { ExitSignal } from '../../core/exit-signal.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import type { SandboxCgroup } from './cgroups.js';
 
-const STDERR_KEEP_BYTES = 16 * 1024;
-
 export class NamespaceSandbox implements BackendSandbox {
   readonly details: Record<string, unknown>;
   private readonly exit = new ExitSignal();
-  private stderrTail = '';
   private destroying: Promise<void> | undefined;
 
   constructor(
@@ -28,14 +25,6 @@ export class NamespaceSandbox implements BackendSandbox {
     this.details = details;
     child.once('exit', (code, sig) => this.exit.fire(`sandbox process exited (${sig ?? `code ${code}`})`));
     agent.onClose((err) => this.exit.fire(err.message));
-  }
-
-  appendStderr(text: string): void {
-    this.stderrTail = (this.stderrTail + text).slice(-STDERR_KEEP_BYTES);
-  }
-
-  get logTail(): string {
-    return this.stderrTail;
   }
 
   onExit(listener: (reason: string) => void): void {
