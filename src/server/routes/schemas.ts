@@ -1,4 +1,13 @@
 /** JSON schemas for request bodies and responses; they also feed /openapi.json. */
+// Fields shared by several bodies: one definition each, so their bounds cannot drift apart.
+const pack = { type: 'string', minLength: 1, maxLength: 64 } as const;
+const backend = { type: 'string', enum: ['namespace', 'qemu', 'firecracker'] } as const;
+const cpus = { type: 'number', exclusiveMinimum: 0, maximum: 64 } as const;
+const memoryMib = { type: 'integer', minimum: 16 } as const;
+const stdin = { type: 'string', maxLength: 16 * 1024 * 1024 } as const;
+const timeoutMs = { type: 'integer', minimum: 1 } as const;
+const maxOutputBytes = { type: 'integer', minimum: 0 } as const;
+
 const envMap = { type: 'object', additionalProperties: { type: 'string', maxLength: 65536 }, maxProperties: 256 } as const;
 const cmd = {
   oneOf: [
@@ -19,10 +28,10 @@ export const createSandboxBody = {
   additionalProperties: false,
   required: ['pack'],
   properties: {
-    pack: { type: 'string', minLength: 1, maxLength: 64 },
-    backend: { type: 'string', enum: ['namespace', 'qemu', 'firecracker'] },
-    cpus: { type: 'number', exclusiveMinimum: 0, maximum: 64 },
-    memoryMib: { type: 'integer', minimum: 16 },
+    pack,
+    backend,
+    cpus,
+    memoryMib,
     diskMib: { type: 'integer', minimum: 1 },
     ttlSec: { type: 'integer', minimum: 1 },
     env: envMap,
@@ -48,12 +57,12 @@ export const execBody = {
   required: ['cmd'],
   properties: {
     cmd,
-    stdin: { type: 'string', maxLength: 16 * 1024 * 1024 },
+    stdin,
     env: envMap,
     cwd: { type: 'string', maxLength: 4096 },
     uid: { type: 'integer', minimum: 0, maximum: 4294967294 },
-    timeoutMs: { type: 'integer', minimum: 1 },
-    maxOutputBytes: { type: 'integer', minimum: 0 },
+    timeoutMs,
+    maxOutputBytes,
     stream: { type: 'boolean', description: 'Answer with NDJSON events as output is produced' },
   },
 } as const;
@@ -74,8 +83,8 @@ export const runBody = {
   additionalProperties: false,
   required: ['pack'],
   properties: {
-    pack: { type: 'string', minLength: 1, maxLength: 64 },
-    backend: { type: 'string', enum: ['namespace', 'qemu', 'firecracker'] },
+    pack,
+    backend,
     code: { type: 'string', maxLength: 16 * 1024 * 1024 },
     files: {
       type: 'array', maxItems: 1000,
@@ -89,13 +98,13 @@ export const runBody = {
       },
     },
     entrypoint: { type: 'string', minLength: 1, maxLength: 4096 },
-    stdin: { type: 'string', maxLength: 16 * 1024 * 1024 },
+    stdin,
     args: { type: 'array', maxItems: 1024, items: { type: 'string', maxLength: 131072 } },
     env: envMap,
-    timeoutMs: { type: 'integer', minimum: 1 },
-    memoryMib: { type: 'integer', minimum: 16 },
-    cpus: { type: 'number', exclusiveMinimum: 0, maximum: 64 },
-    maxOutputBytes: { type: 'integer', minimum: 0 },
+    timeoutMs,
+    memoryMib,
+    cpus,
+    maxOutputBytes,
     stream: { type: 'boolean' },
   },
 } as const;
