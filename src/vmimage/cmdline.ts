@@ -15,6 +15,9 @@ export interface GuestCmdlineOptions {
 
 export function guestCmdline(o: GuestCmdlineOptions): string {
   const args = ['console=ttyS0', 'reboot=t', 'panic=-1', 'quiet', 'cryptomgr.notests', 'random.trust_cpu=on'];
+  // Pressure-stall accounting: nothing in a sandbox reads it, and it runs on every task switch
+  // (under TCG, in every clone's fresh translation too).
+  args.push('psi=0');
   if (o.tscKhz) args.push(`tsc_early_khz=${o.tscKhz}`, 'tsc=reliable');
   args.push(`kiln.disk_mib=${o.diskMib}`);
   if (o.execUid !== undefined) args.push(`kiln.exec_uid=${o.execUid}`);

@@ -67,6 +67,7 @@ describe('vmimage', () => {
     const line = guestCmdline({ diskMib: 128, tscKhz: 2_596_136, execUid: 1000, extra: 'kiln.panic=1' });
     assert.match(line, /tsc_early_khz=2596136 tsc=reliable/);
     assert.match(line, /kiln\.disk_mib=128/);
+    assert.match(line, / psi=0 /);
     assert.ok(line.endsWith('kiln.panic=1 -- --init'));
   });
 });
