@@ -116,6 +116,8 @@ func (c *conn) dispatch(f frame) error {
 type requestHead struct {
 	Op       string `json:"op"`
 	Versions []int  `json:"versions"`
+	// Sync rides on hello after a snapshot restore (see op_sync_linux.go).
+	Sync *syncRequest `json:"sync"`
 }
 
 func (c *conn) startStream(f frame) error {
@@ -130,7 +132,7 @@ func (c *conn) startStream(f frame) error {
 		return fmt.Errorf("%w: stream %d reused while still open", errProtocol, f.Stream)
 	}
 	if head.Op == "hello" {
-		c.answerHello(f.Stream, head.Versions)
+		c.answerHello(f.Stream, head.Versions, head.Sync)
 		return nil
 	}
 	if !c.hello {

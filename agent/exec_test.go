@@ -191,7 +191,24 @@ func TestHandshake(t *testing.T) {
 			}
 		})
 	}
-	h := newTestHost(t, true)
+	// A sync riding on hello: bad entropy refuses the handshake; an empty one answers with the
+	// sync result (nothing to reseed, no clock: the test host's clock is left alone).
+	h := newTestHost(t, false)
+	if _, err := h.call(map[string]any{"op": "hello", "versions": []int{1}, "sync": map[string]any{"entropy": "not base64!"}}); err == nil || err.Code != codeBadRequest {
+		t.Fatalf("hello with bad sync: want %s, got %v", codeBadRequest, err)
+	}
+	if _, err := h.call(map[string]any{"op": "ping"}); err == nil || err.Code != codeHandshakeRequired {
+		t.Fatalf("a refused hello must not complete the handshake: %v", err)
+	}
+	res, err := h.call(map[string]any{"op": "hello", "versions": []int{1}, "sync": map[string]any{"entropy": ""}})
+	if err != nil || res["sync"] == nil || res["sync"].(map[string]any)["reseeded"] != false || res["sync"].(map[string]any)["clockSet"] != false {
+		t.Fatalf("hello with sync: %v %v", res, err)
+	}
+	if res, err := h.call(map[string]any{"op": "hello", "versions": []int{1}}); err != nil || res["sync"] != nil {
+		t.Fatalf("hello without sync reports none: %v %v", res, err)
+	}
+
+	h = newTestHost(t, true)
 	if res, err := h.call(map[string]any{"op": "ping"}); err != nil || res["nowMs"].(float64) < 1e12 {
 		t.Fatalf("ping: %v %v", res, err)
 	}

@@ -10,25 +10,38 @@ const agentVersion = "kiln-agent/0.1.0"
 var agentStart = time.Now()
 
 type helloResult struct {
-	Version   int     `json:"version"`
-	Agent     string  `json:"agent"`
-	Pid       int     `json:"pid"`
-	Transport string  `json:"transport"`
-	UID       int     `json:"uid"`
-	BootMs    float64 `json:"bootMs"`
+	Version   int         `json:"version"`
+	Agent     string      `json:"agent"`
+	Pid       int         `json:"pid"`
+	Transport string      `json:"transport"`
+	UID       int         `json:"uid"`
+	BootMs    float64     `json:"bootMs"`
+	Sync      *syncResult `json:"sync,omitempty"`
 }
 
 // answerHello runs inline in the reader (under c.mu) so no request can overtake the handshake.
-func (c *conn) answerHello(id uint32, versions []int) {
+// A hello that carries `sync` (a restored clone) reseeds and sets the clock before it answers:
+// one round trip instead of two, before any user code can run.
+func (c *conn) answerHello(id uint32, versions []int, sync *syncRequest) {
 	for _, v := range versions {
-		if v == 1 {
-			c.hello = true
-			c.sendJSON(frameResult, id, helloResult{
-				Version: 1, Agent: agentVersion, Pid: os.Getpid(), Transport: c.transport,
-				UID: os.Getuid(), BootMs: msSince(agentStart),
-			})
-			return
+		if v != 1 {
+			continue
 		}
+		res := helloResult{
+			Version: 1, Agent: agentVersion, Pid: os.Getpid(), Transport: c.transport,
+			UID: os.Getuid(), BootMs: msSince(agentStart),
+		}
+		if sync != nil {
+			synced, err := applySync(*sync)
+			if err != nil {
+				c.sendError(id, toOpError(err))
+				return
+			}
+			res.Sync = &synced
+		}
+		c.hello = true
+		c.sendJSON(frameResult, id, res)
+		return
 	}
 	c.sendError(id, newOpError(codeUnsupportedVersion, "agent speaks protocol version 1 only; offered %v", versions))
 }

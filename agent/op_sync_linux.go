@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -18,43 +19,66 @@ const (
 	maxEntropyBytes    = 4096
 )
 
+type syncRequest struct {
+	WallClockMs int64  `json:"wallClockMs"`
+	Entropy     string `json:"entropy"`
+}
+
+type syncResult struct {
+	Reseeded bool `json:"reseeded"`
+	ClockSet bool `json:"clockSet"`
+}
+
 func opSync(c *conn, s *stream, raw json.RawMessage) (any, error) {
-	var req struct {
-		WallClockMs int64  `json:"wallClockMs"`
-		Entropy     string `json:"entropy"`
-	}
+	var req syncRequest
 	if err := json.Unmarshal(raw, &req); err != nil {
 		return nil, newOpError(codeBadRequest, "sync request: %v", err)
 	}
+	return applySync(req)
+}
+
+func applySync(req syncRequest) (syncResult, error) {
+	var res syncResult
 	entropy, err := base64.StdEncoding.DecodeString(req.Entropy)
 	if err != nil || len(entropy) > maxEntropyBytes {
-		return nil, newOpError(codeBadRequest, "entropy must be base64 of at most %d bytes", maxEntropyBytes)
+		return res, newOpError(codeBadRequest, "entropy must be base64 of at most %d bytes", maxEntropyBytes)
 	}
-	res := map[string]bool{"reseeded": false, "clockSet": false}
 	if len(entropy) > 0 {
-		res["reseeded"] = addEntropy(entropy) == nil
+		res.Reseeded = addEntropy(entropy) == nil
 	}
 	if req.WallClockMs > 0 {
 		tv := syscall.NsecToTimeval(req.WallClockMs * 1e6)
-		res["clockSet"] = syscall.Settimeofday(&tv) == nil
+		res.ClockSet = syscall.Settimeofday(&tv) == nil
 	}
 	return res, nil
 }
 
+// The random device stays open after the first sync: a template's clones then skip the open
+// (path walk, file setup, RCU-deferred free), which under TCG each clone pays in translation.
+var urandom struct {
+	sync.Mutex
+	f *os.File
+}
+
 // addEntropy credits the bytes to the pool and forces the CRNG to reseed from it.
 func addEntropy(b []byte) error {
-	f, err := os.OpenFile("/dev/urandom", os.O_WRONLY, 0)
-	if err != nil {
-		return err
+	urandom.Lock()
+	defer urandom.Unlock()
+	if urandom.f == nil {
+		f, err := os.OpenFile("/dev/urandom", os.O_WRONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		urandom.f = f
 	}
-	defer f.Close()
+	fd := urandom.f.Fd()
 	// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
 	buf := make([]byte, 8+len(b)+3)
 	binary.LittleEndian.PutUint32(buf[0:], uint32(len(b)*8))
 	binary.LittleEndian.PutUint32(buf[4:], uint32(len(b)))
 	copy(buf[8:], b)
-	if err := ioctl(f.Fd(), ioctlRndAddEntropy, uintptr(unsafe.Pointer(&buf[0]))); err != nil {
+	if err := ioctl(fd, ioctlRndAddEntropy, uintptr(unsafe.Pointer(&buf[0]))); err != nil {
 		return err
 	}
-	return ioctl(f.Fd(), ioctlRndReseedCrng, 0)
+	return ioctl(fd, ioctlRndReseedCrng, 0)
 }

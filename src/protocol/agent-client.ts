@@ -54,6 +54,12 @@ interface StreamState {
 export interface ConnectOptions {
   signal?: AbortSignal;
   timeoutMs?: number;
+  /**
+   * After a snapshot restore: fresh entropy and the wall clock, applied by the agent before it
+   * answers the hello (`hello.sync` reports it; an agent without this leaves it out). Called
+   * when the hello is sent, so the clock is current.
+   */
+  sync?: () => { wallClockMs: number; entropy: Buffer };
 }
 
 export class AgentClient {
@@ -81,7 +87,11 @@ export class AgentClient {
     const handle = setTimeout(() => deadline.abort(new Error('handshake deadline')), timeoutMs);
     const signal = options.signal ? AbortSignal.any([options.signal, timer]) : timer;
     try {
-      const raw = await client.request({ op: 'hello', versions: [PROTOCOL_VERSION] }, { signal });
+      const sync = options.sync?.();
+      const hello = sync
+        ? { op: 'hello', versions: [PROTOCOL_VERSION], sync: { wallClockMs: sync.wallClockMs, entropy: sync.entropy.toString('base64') } }
+        : { op: 'hello', versions: [PROTOCOL_VERSION] };
+      const raw = await client.request(hello, { signal });
       if (!validateHello(raw)) throw new KilnError('AGENT_PROTOCOL', 'agent hello reply is malformed');
       if (raw.version !== PROTOCOL_VERSION) throw new KilnError('AGENT_PROTOCOL', `agent speaks protocol v${raw.version}; this host needs v${PROTOCOL_VERSION}`);
       client.hello = raw;

@@ -44,6 +44,8 @@ export interface HelloResult {
   transport: string;
   uid: number;
   bootMs?: number;
+  /** Present when the hello carried a sync (restored clones). */
+  sync?: SyncResult;
 }
 
 export interface TransferResult {
@@ -75,7 +77,10 @@ const str = (maxLength = 4096) => ({ type: 'string', maxLength }) as const;
 export const validateHello = ajv.compile<HelloResult>({
   type: 'object',
   required: ['version', 'agent', 'pid', 'transport', 'uid'],
-  properties: { version: { type: 'integer' }, agent: str(200), pid: { type: 'integer' }, transport: str(64), uid: { type: 'integer' }, bootMs: num },
+  properties: {
+    version: { type: 'integer' }, agent: str(200), pid: { type: 'integer' }, transport: str(64), uid: { type: 'integer' }, bootMs: num,
+    sync: { type: 'object', required: ['reseeded', 'clockSet'], properties: { reseeded: { type: 'boolean' }, clockSet: { type: 'boolean' } } },
+  },
 });
 
 export const validateExecResult = ajv.compile<ExecResult>({

@@ -176,8 +176,9 @@ class QemuBackend implements Backend {
 
     const syncStart = performance.now();
     try {
-      // A clone shares its RNG state and a stale clock with the template and every sibling.
-      const sync = await vm.agent.sync(Date.now(), randomBytes(64));
+      // A clone shares its RNG state and a stale clock with the template and every sibling: the
+      // handshake carried entropy and the time (an older agent needs the separate sync op).
+      const sync = vm.agent.hello.sync ?? await vm.agent.sync(Date.now(), randomBytes(64));
       if (!sync.reseeded || !sync.clockSet) throw new KilnError('BOOT_FAILED', `the guest agent could not ${sync.reseeded ? 'set the clock' : 'reseed its RNG'}; the sandbox was not started`);
     } catch (e) {
       await vm.cleanup.run().catch(() => undefined);
