@@ -73,7 +73,10 @@ func initRun() error {
 	limitProcesses()
 	uid := strconv.Itoa(params.execUID)
 	argv := []string{"kiln-agent", "--transport", "auto", "--exec-uid", uid, "--exec-gid", uid}
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"}
+	// No signal-based preemption: the runtime would preempt whatever runs over 10 ms, which under
+	// software emulation is most things, and every such signal is a trip through kernel and
+	// runtime code that a template clone pays in fresh translation. Execs build their own env.
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "GODEBUG=asyncpreemptoff=1"}
 	// The initramfs copy of the binary stays reachable through /proc/self/exe after the switch.
 	return fmt.Errorf("exec agent: %w", syscall.Exec("/proc/self/exe", argv, env))
 }

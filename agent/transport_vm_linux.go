@@ -135,7 +135,7 @@ func (t *serialTransport) Accept() (io.ReadWriteCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := enableSIGIO(f); err != nil {
+	if err := setAsync(f, true); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -146,6 +146,13 @@ func (t *serialTransport) Accept() (io.ReadWriteCloser, error) {
 			return nil, err
 		}
 		if connected {
+			// While connected the port's events are not needed (a hang-up reads as EOF), and
+			// each SIGIO costs a trip through the runtime's signal path: on a template clone that
+			// is paid in fresh translation under TCG.
+			if err := setAsync(f, false); err != nil {
+				f.Close()
+				return nil, err
+			}
 			return &serialConn{File: f}, nil
 		}
 		// SIGIO says "something changed"; the timeout only guards against a lost signal.
@@ -174,23 +181,31 @@ func (c *serialConn) Close() error {
 	return err
 }
 
-func enableSIGIO(f *os.File) error {
+// setAsync turns SIGIO delivery for the port on (owner: this process) or off.
+func setAsync(f *os.File, on bool) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var opErr error
 	err = rc.Control(func(fd uintptr) {
-		if _, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_SETOWN, uintptr(os.Getpid())); e != 0 {
-			opErr = fmt.Errorf("F_SETOWN: %w", e)
-			return
+		if on {
+			if _, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_SETOWN, uintptr(os.Getpid())); e != 0 {
+				opErr = fmt.Errorf("F_SETOWN: %w", e)
+				return
+			}
 		}
 		flags, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
 		if e != 0 {
 			opErr = fmt.Errorf("F_GETFL: %w", e)
 			return
 		}
-		if _, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_SETFL, flags|syscall.O_ASYNC); e != 0 {
+		if on {
+			flags |= syscall.O_ASYNC
+		} else {
+			flags &^= syscall.O_ASYNC
+		}
+		if _, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_SETFL, flags); e != 0 {
 			opErr = fmt.Errorf("F_SETFL O_ASYNC: %w", e)
 		}
 	})

@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { launchVm, untilExit, waitMigration } from './vm.js';
 import type { QemuLog } from './process.js';
 import { QmpClient } from './qmp.js';
+import type { AgentClient } from '../../protocol/agent-client.js';
 
 export interface TemplateInputs {
   packName: string;
@@ -47,6 +48,10 @@ export interface TemplateManagerOptions {
   /** Called before a template's files go (invalidated, retired, closed): stop its spares. */
   onDrop?: (t: Template) => Promise<void>;
 }
+
+const CLOCKSOURCE = '/sys/devices/system/clocksource/clocksource0/current_clocksource';
+/** How long a template waits for its guest to settle before the snapshot. */
+const SETTLE_TIMEOUT_MS = 5000;
 
 /** After a failed template boot, cold boots are used for this long before trying again. */
 const RETRY_AFTER_FAILURE_MS = 60_000;
@@ -143,10 +148,9 @@ export class TemplateManager {
       });
       try {
         t.bootMs = vm.readyMs;
-        // Disconnect the host end so the guest agent goes back to waiting for a connection: each
-        // clone's host then connects afresh on its own socket.
-        vm.agent.close();
-        await sleep(20);
+        await settleGuest(vm.agent, Date.now() + SETTLE_TIMEOUT_MS, this.o.log);
+        // The host end stays connected through the snapshot: the agent is left blocked reading
+        // it, and a clone connected before it resumes carries on from there (launchVm).
         const deadline = Date.now() + 30_000;
         const qmp = await untilExit(vm.proc, QmpClient.connect(vm.paths.qmpSock, { timeoutMs: 5000 }));
         try {
@@ -171,6 +175,28 @@ export class TemplateManager {
       await removeTemplateFiles(t);
       throw e;
     }
+  }
+}
+
+/**
+ * Brings a fresh template guest to the state every clone should start from, so no clone repeats
+ * work that happens once per boot. Under TCG every code path a clone runs is translated afresh
+ * in its QEMU process: work left for the clones is paid by each of them.
+ * - The kernel refines its TSC calibration ~1 s after the TSC starts and then switches the
+ *   clocksource from tsc-early to tsc under stop_machine; until then it ticks periodically
+ *   (no NO_HZ idle). Wait for that switch (kvm-clock and others are final at once).
+ */
+async function settleGuest(agent: AgentClient, deadline: number, log?: QemuLog): Promise<void> {
+  for (;;) {
+    const chunks: Buffer[] = [];
+    await agent.readFile(CLOCKSOURCE, (c) => chunks.push(c), { maxBytes: 4096 }).catch(() => undefined);
+    const source = Buffer.concat(chunks).toString().trim();
+    if (source !== '' && source !== 'tsc-early') break;
+    if (Date.now() > deadline) {
+      log?.('warn', 'the template guest still runs on its early clocksource; clones will each finish the switch', { clocksource: source });
+      break;
+    }
+    await sleep(50);
   }
 }
 

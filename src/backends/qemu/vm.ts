@@ -3,6 +3,7 @@
  * watchdog), optional snapshot restore, control connection and agent handshake. A failure unwinds
  * what was done and reports BOOT_FAILED with the tail of the guest console.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -31,13 +32,16 @@ export interface LaunchOptions extends Omit<QemuArgsOptions, 'paths' | 'incoming
 
 /**
  * A confined QEMU past its start-up: waiting with `-incoming defer`, the template state open as
- * fd 3, QMP connected with capabilities negotiated and `x-ignore-shared` set.
+ * fd 3, QMP connected with capabilities negotiated and `x-ignore-shared` set, control socket
+ * connected.
  */
 export interface SpareVm {
   id: string;
   dir: string;
   proc: QemuProcess;
   qmp: QmpClient;
+  /** The control socket, connected and accepted by QEMU before any state is loaded. */
+  ctl: Socket;
   /** While the spare is idle: closes QMP, stops QEMU, removes its directory. */
   cleanup: CleanupStack;
 }
@@ -83,6 +87,7 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
       proc = spare.proc;
       qmp = spare.qmp;
       cleanup.push('close qmp', () => spare.qmp.close());
+      cleanup.push('close ctl', () => { spare.ctl.destroy(); });
       mark('adopt');
     } else {
       await mkdir(o.dir, { recursive: true, mode: 0o700 });
@@ -95,13 +100,22 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
     p.armWatchdog(o.readyTimeoutMs);
     o.log?.('debug', 'qemu started', { pid: p.pid, dir: o.dir, restore: o.restoreFrom !== undefined, spare: spare?.id });
     const deadline = Date.now() + o.readyTimeoutMs;
-    // A clone's control socket is connected after `cont` (connecting while the state loads
-    // gained ~1 ms in measurements: not worth depending on virtio-serial's post-load logic).
     const stopConnecting = new AbortController();
     cleanup.push('stop connecting', () => stopConnecting.abort());
     const connectSignal = o.signal ? AbortSignal.any([o.signal, stopConnecting.signal]) : stopConnecting.signal;
-    if (o.restoreFrom || spare) await restore(paths.qmpSock, p, deadline, mark, o.signal, qmp);
-    const agentP = untilExit(p, connectAgent(paths.ctlSock, deadline, mark, connectSignal));
+    // A template is snapshotted with its host end connected and the agent blocked reading it. A
+    // clone whose control socket QEMU has accepted before the state loads resumes mid-connection:
+    // the guest sees no port event at all (a hang-up and reconnect there costs a clone tens of ms
+    // of translation under TCG).
+    let ctl: Socket | undefined = spare?.ctl;
+    if (o.restoreFrom || spare) {
+      await restore(paths.qmpSock, p, deadline, mark, o.signal, qmp, ctl ? undefined : async (q) => {
+        ctl = await untilExit(p, connectSocket(paths.ctlSock, deadline, mark, connectSignal));
+        cleanup.push('close ctl', () => { ctl?.destroy(); });
+        await waitChardevConnected(q, p, 'ctl', deadline);
+      });
+    }
+    const agentP = untilExit(p, handshake(ctl ?? await connectSocket(paths.ctlSock, deadline, mark, connectSignal), deadline, connectSignal));
     agentP.then((c) => { if (stopConnecting.signal.aborted) c.close(); else cleanup.push('close agent', () => c.close()); }, () => undefined);
     const agent = await agentP;
     p.disarmWatchdog();
@@ -131,8 +145,12 @@ export async function startSpare(o: LaunchOptions & { restoreFrom: string }): Pr
     const qmp = await untilExit(proc, QmpClient.connect(paths.qmpSock, { timeoutMs: o.readyTimeoutMs }));
     cleanup.push('close qmp', () => qmp.close());
     await untilExit(proc, qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] }));
+    const deadline = Date.now() + o.readyTimeoutMs;
+    const ctl = await untilExit(proc, connectSocket(paths.ctlSock, deadline, () => undefined));
+    cleanup.push('close ctl', () => { ctl.destroy(); });
+    await waitChardevConnected(qmp, proc, 'ctl', deadline);
     proc.disarmWatchdog();
-    return { id: o.id, dir: o.dir, proc, qmp, cleanup };
+    return { id: o.id, dir: o.dir, proc, qmp, ctl, cleanup };
   } catch (e) {
     await cleanup.run().catch(() => undefined);
     throw e;
@@ -170,12 +188,13 @@ function checkSocketPath(paths: VmPaths): void {
 }
 
 /** `connected`: a spare's QMP connection, capabilities already set. */
-async function restore(qmpSock: string, proc: QemuProcess, deadline: number, mark: (step: string) => void, signal?: AbortSignal, connected?: QmpClient): Promise<void> {
+async function restore(qmpSock: string, proc: QemuProcess, deadline: number, mark: (step: string) => void, signal?: AbortSignal, connected?: QmpClient, beforeLoad?: (qmp: QmpClient) => Promise<void>): Promise<void> {
   const qmp = connected ?? await untilExit(proc, QmpClient.connect(qmpSock, { timeoutMs: deadline - Date.now(), signal }));
   if (!connected) mark('qmp');
   try {
     // Pipelined: QMP runs commands in order and replies in order.
     const caps = connected ? undefined : qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+    if (beforeLoad) await beforeLoad(qmp);
     const incoming = qmp.execute('migrate-incoming', { uri: 'fd:3' });
     if (caps) {
       await untilExit(proc, caps);
@@ -192,6 +211,21 @@ async function restore(qmpSock: string, proc: QemuProcess, deadline: number, mar
   }
 }
 
+/**
+ * QEMU accepts a chardev connection in its main loop, after our connect() returned: wait until it
+ * has, so the guest resumes with its control port already connected.
+ */
+async function waitChardevConnected(qmp: QmpClient, proc: QemuProcess, label: string, deadline: number): Promise<void> {
+  for (;;) {
+    const devs = await untilExit(proc, qmp.execute('query-chardev')) as Array<{ label: string; filename: string }>;
+    const dev = devs.find((d) => d.label === label);
+    if (!dev) throw new Error(`QEMU has no chardev "${label}"`);
+    if (!dev.filename.startsWith('disconnected:')) return;
+    if (Date.now() > deadline) throw new Error(`QEMU did not accept the connection to chardev "${label}"`);
+    await sleep(0.2);
+  }
+}
+
 /** Polls `query-migrate` until it completes (works for both directions). */
 export async function waitMigration(qmp: QmpClient, proc: QemuProcess, deadline: number, signal?: AbortSignal): Promise<void> {
   for (;;) {
@@ -204,14 +238,16 @@ export async function waitMigration(qmp: QmpClient, proc: QemuProcess, deadline:
   }
 }
 
-/** Connects to the ctl socket and does the handshake; the guest answers once its agent runs. */
-async function connectAgent(path: string, deadline: number, mark: (step: string) => void, signal?: AbortSignal): Promise<AgentClient> {
+/** Connects to the ctl socket (QEMU listens on it from start-up). */
+async function connectSocket(path: string, deadline: number, mark: (step: string) => void, signal?: AbortSignal): Promise<Socket> {
   let socket: Socket | undefined;
   while (!socket) {
     signal?.throwIfAborted();
     socket = await new Promise<Socket | undefined>((resolve) => {
       const s = createConnection(path);
-      s.once('connect', () => { s.removeAllListeners('error'); resolve(s); });
+      // Until the agent client reads it (after a restore, or when a spare is taken), a socket
+      // error must not be an unhandled event: it surfaces as a closed stream in the handshake.
+      s.once('connect', () => { s.removeAllListeners('error'); s.on('error', () => undefined); resolve(s); });
       s.once('error', () => resolve(undefined));
     });
     if (!socket) {
@@ -220,8 +256,19 @@ async function connectAgent(path: string, deadline: number, mark: (step: string)
     }
   }
   mark('ctl');
-  const s = socket;
-  return AgentClient.connect({ readable: s, writable: s, destroy: () => s.destroy() }, { signal, timeoutMs: Math.max(1, deadline - Date.now()) });
+  return socket;
+}
+
+/**
+ * The protocol handshake on a connected control socket; the guest answers once its agent runs.
+ * The hello carries fresh entropy and the time: a clone shares its RNG state and a stale clock
+ * with the template and every sibling, and the agent fixes both before it answers.
+ */
+async function handshake(s: Socket, deadline: number, signal?: AbortSignal): Promise<AgentClient> {
+  return AgentClient.connect({ readable: s, writable: s, destroy: () => s.destroy() }, {
+    signal, timeoutMs: Math.max(1, deadline - Date.now()),
+    sync: () => ({ wallClockMs: Date.now(), entropy: randomBytes(64) }),
+  });
 }
 
 /** Rejects as soon as QEMU exits, so a dead guest is not waited for until the timeout. */
