@@ -52,6 +52,7 @@ export interface TemplateManagerOptions {
 const CLOCKSOURCE = '/sys/devices/system/clocksource/clocksource0/current_clocksource';
 /** How long a template waits for its guest to settle before the snapshot. */
 const SETTLE_TIMEOUT_MS = 5000;
+const QUIET_BEFORE_SNAPSHOT_MS = 500;
 
 /** After a failed template boot, cold boots are used for this long before trying again. */
 const RETRY_AFTER_FAILURE_MS = 60_000;
@@ -149,6 +150,9 @@ export class TemplateManager {
       try {
         t.bootMs = vm.readyMs;
         await settleGuest(vm.agent, Date.now() + SETTLE_TIMEOUT_MS, this.o.log);
+        // A quiet moment: deferred work the start-up left behind (RCU callbacks, queued work)
+        // drains here once instead of in every clone.
+        await sleep(QUIET_BEFORE_SNAPSHOT_MS);
         // The host end stays connected through the snapshot: the agent is left blocked reading
         // it, and a clone connected before it resumes carries on from there (launchVm).
         const deadline = Date.now() + 30_000;
