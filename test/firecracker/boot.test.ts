@@ -90,7 +90,7 @@ for (const [request, step] of FAILING_STEPS) {
   });
 }
 
-test('snapshots: template = boot + pause + full snapshot; clone = fresh process + load (File, resume) + sync first', async () => {
+test('snapshots: template = boot + pause + full snapshot; clone = fresh process + load (File, resume) + sync in the hello', async () => {
   const f = await fixture();
   try {
     const sb = await f.backend.create(f.spec('sb-a'), READY);
@@ -109,7 +109,8 @@ test('snapshots: template = boot + pause + full snapshot; clone = fresh process 
     assert.deepEqual(clone.requests.find((r) => r.path === '/snapshot/load')!.body, {
       snapshot_path: 'snapshot/vmstate', mem_backend: { backend_type: 'File', backend_path: 'snapshot/memory' }, resume_vm: true,
     });
-    assert.deepEqual(clone.agentLog.ops, ['hello', 'sync'], 'sync is the first thing after the handshake');
+    assert.deepEqual(clone.agentLog.ops, ['hello'], 'the sync rides on the handshake: nothing runs before it');
+    assert.equal(clone.agentLog.syncs[0]!.onHello, true);
     assert.equal(clone.agentLog.syncs[0]!.entropyBytes, 64);
     assert.ok(Math.abs(clone.agentLog.syncs[0]!.wallClockMs - Date.now()) < 5_000);
     assert.equal(sb.details.cloneOf !== undefined && typeof sb.details.restoreMs === 'number', true);

@@ -13,6 +13,8 @@ export interface ConnectAgentOptions {
   port?: number;
   /** Budget for vsock retries plus the handshake. */
   timeoutMs: number;
+  /** Restored clones: entropy and the clock ride on the hello (AgentClient.connect). */
+  sync?: () => { wallClockMs: number; entropy: Buffer };
   signal?: AbortSignal;
   isAlive?: () => boolean;
 }
@@ -29,7 +31,7 @@ export async function connectAgent(o: ConnectAgentOptions): Promise<AgentClient>
   const left = Math.max(1_000, o.timeoutMs - (Date.now() - t0));
   // The socket comes back paused (bytes after "OK" were pushed back); AgentClient attaches its
   // reader synchronously inside connect(), so resuming right after cannot lose data.
-  const client = AgentClient.connect(streamOf(socket), { signal: o.signal, timeoutMs: left });
+  const client = AgentClient.connect(streamOf(socket), { signal: o.signal, timeoutMs: left, sync: o.sync });
   socket.resume();
   return client;
 }

@@ -196,13 +196,17 @@ export function agentSteps(spec: VmSpec, restored: boolean): Step[] {
   const steps: Step[] = [{
     name: 'kiln.agentHandshake',
     run: async (ctx, signal) => {
-      ctx.agent = await connectAgent({ udsPath: ctx.host(VM_FILES.vsock), timeoutMs: spec.readyTimeoutMs, signal, isAlive: () => ctx.alive() });
+      ctx.agent = await connectAgent({
+        udsPath: ctx.host(VM_FILES.vsock), timeoutMs: spec.readyTimeoutMs, signal, isAlive: () => ctx.alive(),
+        sync: restored ? () => ({ wallClockMs: Date.now(), entropy: randomBytes(64) }) : undefined,
+      });
     },
     undo: (ctx) => ctx.agent?.close(),
   }];
   if (restored) {
-    // Clones share the template's RNG state and a stale clock: fix both before any user code.
-    steps.push({ name: 'kiln.agentSync', run: async (ctx) => { await ctx.agent!.sync(Date.now(), randomBytes(64)); } });
+    // Clones share the template's RNG state and a stale clock: the hello carried entropy and
+    // the time; an agent that predates that gets the sync op before any user code.
+    steps.push({ name: 'kiln.agentSync', run: async (ctx) => { if (!ctx.agent!.hello.sync) await ctx.agent!.sync(Date.now(), randomBytes(64)); } });
   }
   return steps;
 }
