@@ -3,6 +3,7 @@
  * Every frame from the agent is untrusted: lengths are capped by the decoder and JSON payloads are
  * schema-checked before use. Agent errors become KilnErrors here, exactly once.
  */
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { KilnError, type ErrorCode } from '../core/errors.js';
@@ -51,15 +52,18 @@ interface StreamState {
   fail(err: KilnError): void;
 }
 
+/** Random bytes a restored guest gets to reseed its RNG with. */
+const SYNC_ENTROPY_BYTES = 64;
+
 export interface ConnectOptions {
   signal?: AbortSignal;
   timeoutMs?: number;
   /**
-   * After a snapshot restore: fresh entropy and the wall clock, applied by the agent before it
-   * answers the hello (`hello.sync` reports it; an agent without this leaves it out). Called
-   * when the hello is sent, so the clock is current.
+   * After a snapshot restore: the hello carries 64 fresh random bytes and the host's clock, which
+   * the agent applies before it answers. An agent that predates this gets the `sync` op right
+   * after, so `hello.sync` is always set when connect() returns.
    */
-  sync?: () => { wallClockMs: number; entropy: Buffer };
+  sync?: boolean;
 }
 
 export class AgentClient {
@@ -87,14 +91,15 @@ export class AgentClient {
     const handle = setTimeout(() => deadline.abort(new Error('handshake deadline')), timeoutMs);
     const signal = options.signal ? AbortSignal.any([options.signal, timer]) : timer;
     try {
-      const sync = options.sync?.();
-      const hello = sync
-        ? { op: 'hello', versions: [PROTOCOL_VERSION], sync: { wallClockMs: sync.wallClockMs, entropy: sync.entropy.toString('base64') } }
+      const hello = options.sync
+        ? { op: 'hello', versions: [PROTOCOL_VERSION], sync: { wallClockMs: Date.now(), entropy: randomBytes(SYNC_ENTROPY_BYTES).toString('base64') } }
         : { op: 'hello', versions: [PROTOCOL_VERSION] };
       const raw = await client.request(hello, { signal });
       if (!validateHello(raw)) throw new KilnError('AGENT_PROTOCOL', 'agent hello reply is malformed');
       if (raw.version !== PROTOCOL_VERSION) throw new KilnError('AGENT_PROTOCOL', `agent speaks protocol v${raw.version}; this host needs v${PROTOCOL_VERSION}`);
-      client.hello = raw;
+      client.hello = options.sync && !raw.sync
+        ? { ...raw, sync: await client.sync(Date.now(), randomBytes(SYNC_ENTROPY_BYTES), signal) }
+        : raw;
       return client;
     } catch (e) {
       client.close();
@@ -129,8 +134,8 @@ export class AgentClient {
     return { rttMs: performance.now() - t0, agentNowMs: raw.nowMs };
   }
 
-  async sync(wallClockMs: number, entropy: Buffer): Promise<SyncResult> {
-    const raw = await this.request({ op: 'sync', wallClockMs, entropy: entropy.toString('base64') });
+  async sync(wallClockMs: number, entropy: Buffer, signal?: AbortSignal): Promise<SyncResult> {
+    const raw = await this.request({ op: 'sync', wallClockMs, entropy: entropy.toString('base64') }, { signal });
     if (!validateSync(raw)) throw new KilnError('AGENT_PROTOCOL', 'agent sync reply is malformed');
     return raw;
   }

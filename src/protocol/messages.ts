@@ -74,12 +74,18 @@ export interface AgentErrorPayload {
 const num = { type: 'number' } as const;
 const str = (maxLength = 4096) => ({ type: 'string', maxLength }) as const;
 
+const syncResultSchema = {
+  type: 'object',
+  required: ['reseeded', 'clockSet'],
+  properties: { reseeded: { type: 'boolean' }, clockSet: { type: 'boolean' } },
+} as const;
+
 export const validateHello = ajv.compile<HelloResult>({
   type: 'object',
   required: ['version', 'agent', 'pid', 'transport', 'uid'],
   properties: {
     version: { type: 'integer' }, agent: str(200), pid: { type: 'integer' }, transport: str(64), uid: { type: 'integer' }, bootMs: num,
-    sync: { type: 'object', required: ['reseeded', 'clockSet'], properties: { reseeded: { type: 'boolean' }, clockSet: { type: 'boolean' } } },
+    sync: syncResultSchema,
   },
 });
 
@@ -126,11 +132,7 @@ export const validateFsList = ajv.compile<{ entries: FsEntry[] }>({
   },
 });
 
-export const validateSync = ajv.compile<SyncResult>({
-  type: 'object',
-  required: ['reseeded', 'clockSet'],
-  properties: { reseeded: { type: 'boolean' }, clockSet: { type: 'boolean' } },
-});
+export const validateSync = ajv.compile<SyncResult>(syncResultSchema);
 
 export const validatePing = ajv.compile<{ nowMs: number }>({ type: 'object', required: ['nowMs'], properties: { nowMs: num } });
 

@@ -5,8 +5,10 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { connectAgent } from '../../src/backends/firecracker/agent-link.js';
 import { connectHybridVsock } from '../../src/backends/firecracker/vsock.js';
 import { KilnError } from '../../src/core/errors.js';
+import { serveFakeAgent, type FakeAgentLog } from './fake-agent.js';
 import { fixture, READY } from './helpers.js';
 
 async function withServer(onConn: (s: Socket, n: number, line: string) => void, fn: (path: string, server: Server) => Promise<void>): Promise<void> {
@@ -144,5 +146,21 @@ test('reconnection: a dropped agent connection is re-established while the VM li
     await sb.destroy();
   } finally {
     await f.close();
+  }
+});
+
+test('a restored clone\'s sync rides on the hello; an agent that predates that gets the sync op before connect returns', async () => {
+  for (const helloSync of [true, false]) {
+    const log: FakeAgentLog = { ops: [], syncs: [], helloSync };
+    await withServer((s) => { s.write('OK 9\n'); serveFakeAgent(s, log); }, async (path) => {
+      const agent = await connectAgent({ udsPath: path, timeoutMs: 2_000, sync: true });
+      assert.deepEqual(agent.hello.sync, { reseeded: true, clockSet: true });
+      assert.deepEqual(log.ops, helloSync ? ['hello'] : ['hello', 'sync']);
+      assert.equal(log.syncs.length, 1);
+      assert.equal(log.syncs[0]!.onHello, helloSync);
+      assert.equal(log.syncs[0]!.entropyBytes, 64);
+      assert.ok(Math.abs(log.syncs[0]!.wallClockMs - Date.now()) < 5_000);
+      agent.close();
+    });
   }
 });

@@ -13,8 +13,8 @@ export interface ConnectAgentOptions {
   port?: number;
   /** Budget for vsock retries plus the handshake. */
   timeoutMs: number;
-  /** Restored clones: entropy and the clock ride on the hello (AgentClient.connect). */
-  sync?: () => { wallClockMs: number; entropy: Buffer };
+  /** Restored clones: fresh entropy and the clock ride on the hello (AgentClient.connect). */
+  sync?: boolean;
   signal?: AbortSignal;
   isAlive?: () => boolean;
 }

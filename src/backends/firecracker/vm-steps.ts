@@ -5,7 +5,6 @@
  * jailer's chroot), so a snapshot taken in one directory restores in another: the vsock socket
  * `run/v.sock` of a clone lands in the clone's own directory.
  */
-import { randomBytes } from 'node:crypto';
 import { chmod, chown, copyFile, link, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { AgentClient } from '../../protocol/agent-client.js';
@@ -193,22 +192,18 @@ export function restoreSteps(): Step[] {
 }
 
 export function agentSteps(spec: VmSpec, restored: boolean): Step[] {
-  const steps: Step[] = [{
+  return [{
     name: 'kiln.agentHandshake',
     run: async (ctx, signal) => {
       ctx.agent = await connectAgent({
         udsPath: ctx.host(VM_FILES.vsock), timeoutMs: spec.readyTimeoutMs, signal, isAlive: () => ctx.alive(),
-        sync: restored ? () => ({ wallClockMs: Date.now(), entropy: randomBytes(64) }) : undefined,
+        // Clones share the template's RNG state and a stale clock: the agent fixes both before
+        // it answers the hello, so before any user code.
+        sync: restored,
       });
     },
     undo: (ctx) => ctx.agent?.close(),
   }];
-  if (restored) {
-    // Clones share the template's RNG state and a stale clock: the hello carried entropy and
-    // the time; an agent that predates that gets the sync op before any user code.
-    steps.push({ name: 'kiln.agentSync', run: async (ctx) => { if (!ctx.agent!.hello.sync) await ctx.agent!.sync(Date.now(), randomBytes(64)); } });
-  }
-  return steps;
 }
 
 /** Symlinks when Firecracker runs unjailed; hard links (or copies) into a chroot. */

@@ -3,7 +3,7 @@
  * of a template VM (fast path) or cold-booted (fallback, and whenever kernel/boot args are
  * overridden).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { cpus, totalmem } from 'node:os';
 import { stat } from 'node:fs/promises';
 import { normalize } from 'node:path';
@@ -174,11 +174,11 @@ class QemuBackend implements Backend {
     }
     vm ??= await launchVm({ ...base, readyTimeoutMs: remaining(deadline) });
 
-    const syncStart = performance.now();
     try {
       // A clone shares its RNG state and a stale clock with the template and every sibling: the
-      // handshake carried entropy and the time (an older agent needs the separate sync op).
-      const sync = vm.agent.hello.sync ?? await vm.agent.sync(Date.now(), randomBytes(64));
+      // handshake carried entropy and the time (launchVm connects with `sync`).
+      const sync = vm.agent.hello.sync;
+      if (!sync) throw new KilnError('BOOT_FAILED', 'the guest agent did not report its start-up sync; the sandbox was not started');
       if (!sync.reseeded || !sync.clockSet) throw new KilnError('BOOT_FAILED', `the guest agent could not ${sync.reseeded ? 'set the clock' : 'reseed its RNG'}; the sandbox was not started`);
     } catch (e) {
       await vm.cleanup.run().catch(() => undefined);
@@ -188,9 +188,8 @@ class QemuBackend implements Backend {
       if (template) this.spares.replenish(template);
     }
 
-    const syncMs = Math.round((performance.now() - syncStart) * 10) / 10;
     const timing = template ? { restoreMs: Math.round(vm.readyMs), cloneOf: template.id, ...(vm.spare ? { spare: vm.spare } : {}) } : { bootMs: Math.round(vm.readyMs) };
-    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib: base.memoryMib, ...timing, steps: { ...vm.steps, syncMs } };
+    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib: base.memoryMib, ...timing, steps: vm.steps };
     const sandbox = new QemuSandbox(spec.id, vm, details, () => this.live.delete(spec.id));
     this.live.set(spec.id, sandbox);
     return sandbox;

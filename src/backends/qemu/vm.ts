@@ -3,7 +3,6 @@
  * watchdog), optional snapshot restore, control connection and agent handshake. A failure unwinds
  * what was done and reports BOOT_FAILED with the tail of the guest console.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -267,7 +266,7 @@ async function connectSocket(path: string, deadline: number, mark: (step: string
 async function handshake(s: Socket, deadline: number, signal?: AbortSignal): Promise<AgentClient> {
   return AgentClient.connect({ readable: s, writable: s, destroy: () => s.destroy() }, {
     signal, timeoutMs: Math.max(1, deadline - Date.now()),
-    sync: () => ({ wallClockMs: Date.now(), entropy: randomBytes(64) }),
+    sync: true,
   });
 }
 
