@@ -122,7 +122,9 @@ type requestHead struct {
 
 func (c *conn) startStream(f frame) error {
 	var head requestHead
-	if err := json.Unmarshal(f.Payload, &head); err != nil {
+	if versions, sync, ok := parseHello(f.Payload); ok {
+		head = requestHead{Op: "hello", Versions: versions, Sync: sync}
+	} else if err := json.Unmarshal(f.Payload, &head); err != nil {
 		c.sendError(f.Stream, newOpError(codeBadRequest, "request is not valid JSON: %v", err))
 		return nil
 	}

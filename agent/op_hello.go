@@ -40,7 +40,11 @@ func (c *conn) answerHello(id uint32, versions []int, sync *syncRequest) {
 			res.Sync = &synced
 		}
 		c.hello = true
-		c.sendJSON(frameResult, id, res)
+		if b, ok := appendHelloResult(make([]byte, 0, 192), res); ok {
+			c.send(frameResult, id, b)
+		} else {
+			c.sendJSON(frameResult, id, res)
+		}
 		return
 	}
 	c.sendError(id, newOpError(codeUnsupportedVersion, "agent speaks protocol version 1 only; offered %v", versions))
