@@ -77,8 +77,17 @@ func addEntropy(b []byte) error {
 	binary.LittleEndian.PutUint32(buf[0:], uint32(len(b)*8))
 	binary.LittleEndian.PutUint32(buf[4:], uint32(len(b)))
 	copy(buf[8:], b)
-	if err := ioctl(fd, ioctlRndAddEntropy, uintptr(unsafe.Pointer(&buf[0]))); err != nil {
+	if err := rawIoctl(fd, ioctlRndAddEntropy, uintptr(unsafe.Pointer(&buf[0]))); err != nil {
 		return err
 	}
-	return ioctl(fd, ioctlRndReseedCrng, 0)
+	return rawIoctl(fd, ioctlRndReseedCrng, 0)
+}
+
+// rawIoctl skips the scheduler's syscall path (see rawconn_linux.go): both random ioctls return
+// at once, and on a restored clone they run before the hello reply.
+func rawIoctl(fd, req, arg uintptr) error {
+	if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, fd, req, arg); e != 0 {
+		return e
+	}
+	return nil
 }

@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -153,7 +152,12 @@ func (t *serialTransport) Accept() (io.ReadWriteCloser, error) {
 				f.Close()
 				return nil, err
 			}
-			return &serialConn{File: f}, nil
+			c, err := newRawConn(f)
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+			return c, nil
 		}
 		// SIGIO says "something changed"; the timeout only guards against a lost signal.
 		select {
@@ -166,19 +170,6 @@ func (t *serialTransport) Accept() (io.ReadWriteCloser, error) {
 func (t *serialTransport) Close() error {
 	signal.Stop(t.sigio)
 	return nil
-}
-
-// serialConn closes the port on Close so a reader blocked on the old connection ends; the next
-// Accept reopens it.
-type serialConn struct {
-	*os.File
-	once sync.Once
-}
-
-func (c *serialConn) Close() error {
-	var err error
-	c.once.Do(func() { err = c.File.Close() })
-	return err
 }
 
 // setAsync turns SIGIO delivery for the port on (owner: this process) or off.
@@ -299,7 +290,13 @@ func (t *vsockTransport) Accept() (io.ReadWriteCloser, error) {
 	if opErr != nil {
 		return nil, opErr
 	}
-	return os.NewFile(uintptr(nfd), "vsock"), nil
+	f := os.NewFile(uintptr(nfd), "vsock")
+	c, err := newRawConn(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 func (t *vsockTransport) Close() error { return t.ln.Close() }
