@@ -24,9 +24,11 @@ type exitInfo struct {
 type reaper struct {
 	mu      sync.Mutex
 	waiters map[int]chan exitInfo
+	// registered wakes the loop when a child is registered, so it starts its safety tick.
+	registered chan struct{}
 }
 
-var theReaper = &reaper{waiters: map[int]chan exitInfo{}}
+var theReaper = &reaper{waiters: map[int]chan exitInfo{}, registered: make(chan struct{}, 1)}
 var reaperOnce sync.Once
 
 // startReaper starts the loop once. PR_SET_CHILD_SUBREAPER makes orphans of our execs come to
@@ -37,19 +39,27 @@ func startReaper() {
 		ch := make(chan os.Signal, 1)
 		signal.Notify(ch, syscall.SIGCHLD)
 		go func() {
-			tick := time.NewTicker(time.Second) // belt and braces: a coalesced SIGCHLD is never lost for long
+			// Belt and braces: while children are registered, a lost SIGCHLD costs at most a
+			// second. Without children there is nothing to wait for, and an idle sandbox (a
+			// VM template, a warm clone) is not woken every second.
+			var tick <-chan time.Time
 			for {
 				select {
 				case <-ch:
-				case <-tick.C:
+				case <-theReaper.registered:
+				case <-tick:
 				}
-				theReaper.reap()
+				tick = nil
+				if theReaper.reap() {
+					tick = time.After(time.Second)
+				}
 			}
 		}()
 	})
 }
 
-func (r *reaper) reap() {
+// reap collects every exited child; it reports whether registered children are still running.
+func (r *reaper) reap() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for {
@@ -60,7 +70,7 @@ func (r *reaper) reap() {
 			continue
 		}
 		if err != nil || pid <= 0 {
-			return
+			return len(r.waiters) > 0
 		}
 		if ws.Stopped() || ws.Continued() {
 			continue
@@ -83,6 +93,10 @@ func startRegistered(cmd *exec.Cmd) (<-chan exitInfo, error) {
 	}
 	ch := make(chan exitInfo, 1)
 	theReaper.waiters[cmd.Process.Pid] = ch
+	select {
+	case theReaper.registered <- struct{}{}:
+	default: // a wake-up is already pending
+	}
 	return ch, nil
 }
 
