@@ -129,10 +129,19 @@ func sysFinitModule() uintptr {
 	return 313 // amd64
 }
 
-// loadModules loads the initramfs's modules in the order src/vmimage resolved (dependencies first).
+// loadModules loads the initramfs's modules in the order src/vmimage resolved (dependencies
+// first). A line "<file> <id>" is a driver for virtio device <id>: it is skipped when the VM has
+// no such device (QEMU offers no vsock, Firecracker no console port here).
 func loadModules() error {
-	order := readFileString(initModulesOrder)
-	for _, name := range strings.Fields(order) {
+	mods, err := parseModulesOrder(readFileString(initModulesOrder))
+	if err != nil {
+		return fmt.Errorf("%s: %w", initModulesOrder, err)
+	}
+	for _, m := range mods {
+		if m.virtioDevice != 0 && !hasVirtioDevice(fmt.Sprintf("0x%04x", m.virtioDevice)) {
+			continue
+		}
+		name := m.file
 		f, err := os.Open(initModulesDir + "/" + name)
 		if err != nil {
 			return fmt.Errorf("module %s: %w", name, err)
@@ -145,6 +154,35 @@ func loadModules() error {
 		}
 	}
 	return nil
+}
+
+type guestModule struct {
+	file string
+	// virtioDevice: load only when a virtio device with this ID exists (0: always).
+	virtioDevice int
+}
+
+// parseModulesOrder reads src/vmimage's modules.order: "<file> [<virtio device ID>]" a line.
+func parseModulesOrder(text string) ([]guestModule, error) {
+	var mods []guestModule
+	for _, line := range strings.Split(text, "\n") {
+		words := strings.Fields(line)
+		switch len(words) {
+		case 0:
+			continue
+		case 1:
+			mods = append(mods, guestModule{file: words[0]})
+		case 2:
+			id, err := strconv.Atoi(words[1])
+			if err != nil || id <= 0 {
+				return nil, fmt.Errorf("bad virtio device ID in %q", line)
+			}
+			mods = append(mods, guestModule{file: words[0], virtioDevice: id})
+		default:
+			return nil, fmt.Errorf("bad line %q", line)
+		}
+	}
+	return mods, nil
 }
 
 func mountRoot(diskMib int) error {
@@ -217,6 +255,9 @@ func prepareRoot(execUID int) {
 	}
 	_ = syscall.Sethostname([]byte("kiln"))
 	loopbackUp()
+	// Proactive compaction wakes kcompactd every 500 ms to defragment memory for huge pages a
+	// sandbox does not need; at 0 it sleeps until asked.
+	_ = os.WriteFile("/proc/sys/vm/compaction_proactiveness", []byte("0"), 0)
 }
 
 // limitProcesses caps processes per (non-root) uid: inherited by the agent and every exec, it

@@ -9,10 +9,10 @@ import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/p
 import { KilnError } from '../core/errors.js';
 import { buildCpio, type CpioEntry } from './cpio.js';
 import { extractVmlinux, findHostKernel, type HostKernel } from './kernel.js';
-import { loadModuleBytes, resolveModules } from './modules.js';
+import { loadModuleBytes, modulesOrder, resolveModules } from './modules.js';
 
 /** Bump when the initramfs layout or the build steps change: it is part of the cache key. */
-const FORMAT_VERSION = 'kiln-vm-1';
+const FORMAT_VERSION = 'kiln-vm-2';
 /** Older kernel + initramfs builds kept (VMs started from them may still be running). */
 const KEEP_BUILDS = 4;
 const STALE_TMP_MS = 3600_000;
@@ -81,7 +81,7 @@ export async function buildVmArtifacts(options: BuildVmArtifactsOptions): Promis
       { kind: 'dir', path: 'kiln' },
       { kind: 'dir', path: 'kiln/modules' },
       ...modules.map((m, i): CpioEntry => ({ kind: 'file', path: `kiln/modules/${m.fileName}`, data: moduleBytes[i]! })),
-      { kind: 'file', path: 'kiln/modules.order', data: Buffer.from(modules.map((m) => `${m.fileName}\n`).join('')) },
+      { kind: 'file', path: 'kiln/modules.order', data: Buffer.from(modulesOrder(modules)) },
       { kind: 'file', path: 'init', mode: 0o755, data: agent },
     ];
     progress(`writing initramfs (${modules.length} modules)`);

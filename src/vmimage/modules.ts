@@ -12,23 +12,35 @@ import { KilnError } from '../core/errors.js';
 
 const execFileAsync = promisify(execFile);
 
+/** virtio device IDs (virtio spec 5): a driver module is loaded only when its device is there. */
+export const VIRTIO_DEVICE = { block: 2, console: 3, entropy: 4, vsock: 19 } as const;
+
+export interface WantedModule {
+  name: string;
+  required: boolean;
+  /** Load only when the VM has a virtio device of this ID (each VMM offers a different set). */
+  virtioDevice?: number;
+}
+
 /**
  * What every guest needs, VMM-neutral: virtio over MMIO (QEMU microvm and Firecracker), the root
  * disk, the QEMU control port, an entropy source, the root filesystem layers, and vsock for
  * Firecracker's control channel. `required: false` entries are skipped when the kernel lacks them.
+ * Device-specific ones are skipped at boot when the VMM does not offer the device (QEMU has no
+ * vsock here, Firecracker no console port): a module load costs tens of ms under emulation.
  */
-export const GUEST_MODULES: ReadonlyArray<{ name: string; required: boolean }> = [
+export const GUEST_MODULES: ReadonlyArray<WantedModule> = [
   { name: 'virtio_ring', required: true },
   { name: 'virtio', required: true },
   { name: 'virtio_mmio', required: true },
-  { name: 'virtio_blk', required: true },
-  { name: 'virtio_console', required: true },
-  { name: 'virtio_rng', required: false },
+  { name: 'virtio_blk', required: true, virtioDevice: VIRTIO_DEVICE.block },
+  { name: 'virtio_console', required: true, virtioDevice: VIRTIO_DEVICE.console },
+  { name: 'virtio_rng', required: false, virtioDevice: VIRTIO_DEVICE.entropy },
   { name: 'squashfs', required: true },
   { name: 'overlay', required: true },
-  { name: 'vsock', required: false },
-  { name: 'vmw_vsock_virtio_transport_common', required: false },
-  { name: 'vmw_vsock_virtio_transport', required: false },
+  { name: 'vsock', required: false, virtioDevice: VIRTIO_DEVICE.vsock },
+  { name: 'vmw_vsock_virtio_transport_common', required: false, virtioDevice: VIRTIO_DEVICE.vsock },
+  { name: 'vmw_vsock_virtio_transport', required: false, virtioDevice: VIRTIO_DEVICE.vsock },
 ];
 
 export interface GuestModule {
@@ -38,6 +50,8 @@ export interface GuestModule {
   fileName: string;
   /** Source path under /lib/modules. */
   sourcePath: string;
+  /** Loaded only when a virtio device of this ID exists (see WantedModule). */
+  virtioDevice?: number;
 }
 
 const MODULE_SIG_MAGIC = Buffer.from('~Module signature appended~\n');
@@ -79,7 +93,30 @@ export async function resolveModules(modulesDir: string, wanted = GUEST_MODULES)
     }
     visit(name, []);
   }
-  return order;
+  // A device condition holds only where every module that needs this one has the same condition:
+  // a module some unconditional module depends on is always loaded.
+  const device = new Map(wanted.filter((w) => w.virtioDevice !== undefined).map((w) => [w.name.replace(/-/g, '_'), w.virtioDevice!]));
+  for (const m of order) {
+    for (const d of dependencies(m.name, deps)) {
+      if (device.has(d) && device.get(d) !== device.get(m.name)) device.delete(d);
+    }
+  }
+  return order.map((m) => (device.has(m.name) ? { ...m, virtioDevice: device.get(m.name) } : m));
+}
+
+/** Every module `name` needs, directly or through others. */
+function dependencies(name: string, deps: Map<string, { deps: string[] }>): Set<string> {
+  const out = new Set<string>();
+  const walk = (n: string): void => {
+    for (const d of deps.get(n)?.deps ?? []) if (!out.has(d)) { out.add(d); walk(d); }
+  };
+  walk(name);
+  return out;
+}
+
+/** `/kiln/modules.order`: one module a line, `<file> [<virtio device ID it needs>]`. */
+export function modulesOrder(modules: GuestModule[]): string {
+  return modules.map((m) => (m.virtioDevice === undefined ? `${m.fileName}\n` : `${m.fileName} ${m.virtioDevice}\n`)).join('');
 }
 
 /** Reads a module, decompressing .xz/.zst/.gz, and strips an appended signature. */

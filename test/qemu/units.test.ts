@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { buildCpio } from '../../src/vmimage/cpio.js';
 import { guestCmdline } from '../../src/vmimage/cmdline.js';
 import { findHostKernel } from '../../src/vmimage/kernel.js';
-import { moduleName, resolveModules, stripSignature } from '../../src/vmimage/modules.js';
+import { moduleName, modulesOrder, resolveModules, stripSignature, VIRTIO_DEVICE } from '../../src/vmimage/modules.js';
 import { ConsoleRing } from '../../src/backends/qemu/console.js';
 import { qemuArgs, safePath, vmPaths } from '../../src/backends/qemu/cmdline.js';
 
