@@ -18,6 +18,14 @@ export function guestCmdline(o: GuestCmdlineOptions): string {
   // Pressure-stall accounting: nothing in a sandbox reads it, and it runs on every task switch
   // (under TCG, in every clone's fresh translation too).
   args.push('psi=0');
+  // Periodic guest work a sandbox does not need: it wakes idle guests, and what falls due in a
+  // template clone's first milliseconds is translated afresh in every clone under TCG. Here,
+  // the soft/hard lockup detectors (a 4 s hrtimer; under emulation on a busy host they also
+  // report false soft lockups).
+  args.push('nowatchdog');
+  // Skip the IO-APIC timer check at boot: it busy-waits for ticks (16+ ms under emulation, and
+  // on a loaded host it may retry other pin set-ups). microvm's routing is known to work.
+  args.push('no_timer_check');
   if (o.tscKhz) args.push(`tsc_early_khz=${o.tscKhz}`, 'tsc=reliable');
   args.push(`kiln.disk_mib=${o.diskMib}`);
   if (o.execUid !== undefined) args.push(`kiln.exec_uid=${o.execUid}`);

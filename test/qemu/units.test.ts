@@ -63,11 +63,32 @@ describe('vmimage', () => {
     assert.equal(moduleName('kernel/drivers/char/hw_random/virtio-rng.ko.xz'), 'virtio_rng');
   });
 
+  it('marks device drivers with the virtio device they need, never a module others depend on', { skip: kernel ? false : 'no host kernel' }, async () => {
+    const mods = await resolveModules(kernel!.modulesDir);
+    const device = new Map(mods.map((m) => [m.name, m.virtioDevice]));
+    assert.equal(device.get('virtio_blk'), VIRTIO_DEVICE.block);
+    assert.equal(device.get('virtio_console'), VIRTIO_DEVICE.console);
+    for (const n of ['virtio_ring', 'virtio', 'virtio_mmio', 'squashfs', 'overlay']) if (device.has(n)) assert.equal(device.get(n), undefined, n);
+    for (const n of ['vsock', 'vmw_vsock_virtio_transport_common', 'vmw_vsock_virtio_transport']) if (device.has(n)) assert.equal(device.get(n), VIRTIO_DEVICE.vsock, n);
+    // A wanted module that an unconditional one depends on loads unconditionally.
+    const dir = await mkdtemp(join(tmpdir(), 'kiln-mods-'));
+    try {
+      await writeFile(join(dir, 'modules.dep'), 'kernel/a.ko:\nkernel/b.ko: kernel/a.ko\nkernel/c.ko: kernel/a.ko\n');
+      const fake = await resolveModules(dir, [{ name: 'a', required: true, virtioDevice: 19 }, { name: 'b', required: true }, { name: 'c', required: true, virtioDevice: 19 }]);
+      assert.deepEqual(fake.map((m) => [m.name, m.virtioDevice]), [['a', undefined], ['b', undefined], ['c', 19]]);
+      assert.equal(modulesOrder(fake), 'a.ko\nb.ko\nc.ko 19\n');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('puts the agent into --init mode and passes the disk size and TSC rate', () => {
     const line = guestCmdline({ diskMib: 128, tscKhz: 2_596_136, execUid: 1000, extra: 'kiln.panic=1' });
     assert.match(line, /tsc_early_khz=2596136 tsc=reliable/);
     assert.match(line, /kiln\.disk_mib=128/);
     assert.match(line, / psi=0 /);
+    assert.match(line, / nowatchdog /);
+    assert.match(line, / no_timer_check /);
     assert.ok(line.endsWith('kiln.panic=1 -- --init'));
   });
 });

@@ -61,7 +61,9 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
     '-serial', 'stdio',
     '-drive', `if=none,id=rootfs,file=${safePath(o.diskImage)},format=raw,readonly=on`,
     '-device', 'virtio-blk-device,drive=rootfs',
-    '-device', 'virtio-rng-device',
+    // No virtio-rng: every VM gets 64 bytes of host entropy with the handshake, before any user
+    // code (the hello sync), and the device's kernel thread refills about once a second in a
+    // young guest, waking it (and, under TCG, costing every template clone fresh translation).
     '-device', 'virtio-serial-device',
     '-chardev', `socket,id=ctl,path=${safePath(o.paths.ctlSock)},server=on,wait=off`,
     '-device', 'virtserialport,chardev=ctl,name=ctl',
