@@ -53,6 +53,14 @@ const CLOCKSOURCE = '/sys/devices/system/clocksource/clocksource0/current_clocks
 /** How long a template waits for its guest to settle before the snapshot. */
 const SETTLE_TIMEOUT_MS = 5000;
 const QUIET_BEFORE_SNAPSHOT_MS = 500;
+/** From the template's last wake-up to the snapshot: enough for the guest to go idle again. */
+const IDLE_AFTER_WAKE_MS = 20;
+/**
+ * No guest timer may be due this soon after the snapshot: a clone's first ~50-150 ms (guest time
+ * runs on from the snapshot) would run it, translated afresh in every clone under TCG.
+ */
+const TIMER_FREE_AFTER_SNAPSHOT_MS = 250;
+const TIMER_LIST = '/proc/timer_list';
 
 /** After a failed template boot, cold boots are used for this long before trying again. */
 const RETRY_AFTER_FAILURE_MS = 60_000;
@@ -158,6 +166,7 @@ export class TemplateManager {
         const deadline = Date.now() + 30_000;
         const qmp = await untilExit(vm.proc, QmpClient.connect(vm.paths.qmpSock, { timeoutMs: 5000 }));
         try {
+          await untilExit(vm.proc, awaitTimerGap(vm.agent, Date.now() + SETTLE_TIMEOUT_MS, this.o.log));
           await qmp.execute('stop');
           await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
           // QEMU 7.2 takes only a monitor-passed fd (SCM_RIGHTS) for outgoing migration, so the template
@@ -192,9 +201,7 @@ export class TemplateManager {
  */
 async function settleGuest(agent: AgentClient, deadline: number, log?: QemuLog): Promise<void> {
   for (;;) {
-    const chunks: Buffer[] = [];
-    await agent.readFile(CLOCKSOURCE, (c) => chunks.push(c), { maxBytes: 4096 }).catch(() => undefined);
-    const source = Buffer.concat(chunks).toString().trim();
+    const source = (await readText(agent, CLOCKSOURCE).catch(() => '')).trim();
     if (source !== '' && source !== 'tsc-early') break;
     if (Date.now() > deadline) {
       log?.('warn', 'the template guest still runs on its early clocksource; clones will each finish the switch', { clocksource: source });
@@ -202,6 +209,41 @@ async function settleGuest(agent: AgentClient, deadline: number, log?: QemuLog):
     }
     await sleep(50);
   }
+}
+
+/**
+ * Returns at a moment the guest is idle and none of its timers is due within
+ * TIMER_FREE_AFTER_SNAPSHOT_MS, so the snapshot that follows leaves its clones no periodic work
+ * (vmstat, the memory cgroup's stats flush, …) in their first milliseconds.
+ * - Each look is a read of /proc/timer_list, which wakes the guest: deferrable timers (which do
+ *   not wake an idle guest, but run at its next wake-up: for a clone, at once) run there.
+ * - `.next_timer` is the next timer as of the guest's last idle entry, `now at` the guest clock.
+ *   While one is due soon, wait until it has run and look again.
+ */
+async function awaitTimerGap(agent: AgentClient, deadline: number, log?: QemuLog): Promise<void> {
+  for (;;) {
+    const list = await readText(agent, TIMER_LIST);
+    await sleep(IDLE_AFTER_WAKE_MS);
+    const now = /^now at (\d+) nsecs/m.exec(list)?.[1];
+    const next = /^\s*\.next_timer\s*:\s*(\d+)/m.exec(list)?.[1];
+    if (now === undefined || next === undefined) {
+      log?.('warn', `cannot read the template guest's timers from ${TIMER_LIST}; snapshotting without waiting for a quiet moment`);
+      return;
+    }
+    const aheadMs = Number((BigInt(next) - BigInt(now)) / 1_000_000n);
+    if (aheadMs >= TIMER_FREE_AFTER_SNAPSHOT_MS + IDLE_AFTER_WAKE_MS * 2) return;
+    if (Date.now() + aheadMs > deadline) {
+      log?.('warn', 'the template guest has no quiet moment; its clones will run a due timer', { aheadMs });
+      return;
+    }
+    await sleep(Math.max(0, aheadMs) + IDLE_AFTER_WAKE_MS);
+  }
+}
+
+async function readText(agent: AgentClient, path: string): Promise<string> {
+  const chunks: Buffer[] = [];
+  await agent.readFile(path, (c) => chunks.push(c), { maxBytes: 1 << 20 });
+  return Buffer.concat(chunks).toString();
 }
 
 async function removeTemplateFiles(t: Template): Promise<void> {
