@@ -1,9 +1,10 @@
 /**
- * Spares: per live template, a few confined QEMU processes started ahead of time and left waiting
- * with `-incoming defer` (QMP connected, capabilities set), so a clone skips QEMU's ~30 ms
- * start-up. A spare runs no guest code until it is taken; the taker does migrate-incoming, cont,
- * the handshake and the reseed + clock sync like any clone. A consumed or dead spare is replaced
- * in the background; spares die with their template and with the backend.
+ * Spares: per live template, a few confined QEMU processes started ahead of time, with QMP and the
+ * control socket connected and the template's device state loaded, left paused: a clone skips
+ * QEMU's start-up (~30-60 ms) and the state load (~5 ms). A spare runs no guest code until it is
+ * taken; the taker sends `cont` and the handshake, which carries the reseed + clock sync like any
+ * clone's. A consumed or dead spare is replaced in the background; spares die with their template
+ * and with the backend.
  */
 import { randomBytes } from 'node:crypto';
 import type { QemuLog } from './process.js';
@@ -17,7 +18,7 @@ export interface SpareManagerOptions {
   dir: string;
   binary: string;
   confine: { runAs?: string } | undefined;
-  /** Budget for a spare to get to QMP (it is killed after this). */
+  /** Budget for a spare to get to its loaded, paused state (it is killed after this). */
   startTimeoutMs: number;
   log?: QemuLog;
 }

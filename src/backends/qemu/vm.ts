@@ -30,9 +30,9 @@ export interface LaunchOptions extends Omit<QemuArgsOptions, 'paths' | 'incoming
 }
 
 /**
- * A confined QEMU past its start-up: waiting with `-incoming defer`, the template state open as
- * fd 3, QMP connected with capabilities negotiated and `x-ignore-shared` set, control socket
- * connected.
+ * A confined QEMU past its start-up and past loading the template's device state: paused, QMP
+ * connected, control socket connected. No guest code has run; the taker sends `cont` and the
+ * handshake (which carries the reseed and the clock).
  */
 export interface SpareVm {
   id: string;
@@ -78,13 +78,11 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
   }
   try {
     const spare = o.spare ? await adopt(o.spare, o.dir, o.log) : undefined;
-    let qmp: QmpClient | undefined;
     if (spare) {
       // The spare's sockets are bound to inodes, not paths: after the rename the already open QMP
       // connection keeps working and ctl.sock is reached under the sandbox's directory.
       cleanup.push('remove vm dir', () => rm(o.dir, { recursive: true, force: true }));
       proc = spare.proc;
-      qmp = spare.qmp;
       cleanup.push('close qmp', () => spare.qmp.close());
       cleanup.push('close ctl', () => { spare.ctl.destroy(); });
       mark('adopt');
@@ -107,8 +105,13 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
     // the guest sees no port event at all (a hang-up and reconnect there costs a clone tens of ms
     // of translation under TCG).
     let ctl: Socket | undefined = spare?.ctl;
-    if (o.restoreFrom || spare) {
-      await restore(paths.qmpSock, p, deadline, mark, o.signal, qmp, ctl ? undefined : async (q) => {
+    let resumed: Promise<void> | undefined;
+    if (spare) {
+      // The hello goes out without waiting for `cont` to answer: while the VM is paused QEMU does
+      // not read the port's socket, so the bytes wait there for the guest.
+      resumed = untilExit(p, spare.qmp.execute('cont')).then(() => { spare.qmp.close(); mark('cont'); });
+    } else if (o.restoreFrom) {
+      await restore(paths.qmpSock, p, deadline, mark, o.signal, async (q) => {
         ctl = await untilExit(p, connectSocket(paths.ctlSock, deadline, mark, connectSignal));
         cleanup.push('close ctl', () => { ctl?.destroy(); });
         await waitChardevConnected(q, p, 'ctl', deadline);
@@ -116,6 +119,7 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
     }
     const agentP = untilExit(p, handshake(ctl ?? await connectSocket(paths.ctlSock, deadline, mark, connectSignal), deadline, connectSignal));
     agentP.then((c) => { if (stopConnecting.signal.aborted) c.close(); else cleanup.push('close agent', () => c.close()); }, () => undefined);
+    await resumed;
     const agent = await agentP;
     p.disarmWatchdog();
     mark('hello');
@@ -128,8 +132,9 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
 }
 
 /**
- * Starts a spare for a template clone: the same confined command line a clone gets, stopped
- * before migrate-incoming. Throws (after cleaning up) when QEMU does not get that far.
+ * Starts a spare for a template clone: the same confined command line a clone gets, the control
+ * socket connected, the template's state loaded, paused before `cont`. Throws (after cleaning up)
+ * when QEMU does not get that far.
  */
 export async function startSpare(o: LaunchOptions & { restoreFrom: string }): Promise<SpareVm> {
   const cleanup = new CleanupStack();
@@ -148,6 +153,9 @@ export async function startSpare(o: LaunchOptions & { restoreFrom: string }): Pr
     const ctl = await untilExit(proc, connectSocket(paths.ctlSock, deadline, () => undefined));
     cleanup.push('close ctl', () => { ctl.destroy(); });
     await waitChardevConnected(qmp, proc, 'ctl', deadline);
+    // The guest resumes mid-connection because QEMU accepted ctl before the state loads.
+    await untilExit(proc, qmp.execute('migrate-incoming', { uri: 'fd:3' }));
+    await waitMigration(qmp, proc, deadline, o.signal);
     proc.disarmWatchdog();
     return { id: o.id, dir: o.dir, proc, qmp, ctl, cleanup };
   } catch (e) {
@@ -186,19 +194,17 @@ function checkSocketPath(paths: VmPaths): void {
   }
 }
 
-/** `connected`: a spare's QMP connection, capabilities already set. */
-async function restore(qmpSock: string, proc: QemuProcess, deadline: number, mark: (step: string) => void, signal?: AbortSignal, connected?: QmpClient, beforeLoad?: (qmp: QmpClient) => Promise<void>): Promise<void> {
-  const qmp = connected ?? await untilExit(proc, QmpClient.connect(qmpSock, { timeoutMs: deadline - Date.now(), signal }));
-  if (!connected) mark('qmp');
+/** Restores a fresh clone QEMU (no spare): capabilities, `beforeLoad`, state, `cont`. */
+async function restore(qmpSock: string, proc: QemuProcess, deadline: number, mark: (step: string) => void, signal: AbortSignal | undefined, beforeLoad: (qmp: QmpClient) => Promise<void>): Promise<void> {
+  const qmp = await untilExit(proc, QmpClient.connect(qmpSock, { timeoutMs: deadline - Date.now(), signal }));
+  mark('qmp');
   try {
     // Pipelined: QMP runs commands in order and replies in order.
-    const caps = connected ? undefined : qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
-    if (beforeLoad) await beforeLoad(qmp);
+    const caps = qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+    await beforeLoad(qmp);
     const incoming = qmp.execute('migrate-incoming', { uri: 'fd:3' });
-    if (caps) {
-      await untilExit(proc, caps);
-      mark('caps');
-    }
+    await untilExit(proc, caps);
+    mark('caps');
     await untilExit(proc, incoming);
     mark('incoming');
     await waitMigration(qmp, proc, deadline, signal);
