@@ -3,9 +3,13 @@
 //
 // --init: kiln-agent as PID 1 of a microVM's initramfs (built by src/vmimage). It loads the
 // modules listed in /kiln/modules.order, mounts the pack's squashfs (/dev/vda) read-only under a
-// size-limited tmpfs through overlayfs, moves /dev /proc /sys into it, switches root, and execs
-// itself as the normal agent (still PID 1) on the VM transport. Any failure exits PID 1, which
-// panics the kernel: the host then reports the console tail as BOOT_FAILED.
+// size-limited tmpfs through overlayfs, moves /dev /proc /sys into it, switches root, and goes on
+// as the normal agent in the same process (still PID 1) on the VM transport. Any failure exits
+// PID 1, which panics the kernel: the host then reports the console tail as BOOT_FAILED.
+//
+// There is no re-exec: under software emulation a second start of the Go runtime costs tens of
+// ms of boot. What the runtime must see from its first instruction (GODEBUG) comes from the
+// kernel command line, which hands unknown KEY=value words to init's environment.
 package main
 
 import (
@@ -41,44 +45,42 @@ type bootParams struct {
 	panic   bool
 }
 
-// runInit never returns on success: it execs the agent proper.
-func runInit() error {
-	if err := initRun(); err != nil {
+// runInit sets the guest up and returns the flags the agent proper serves with.
+func runInit() (flags, error) {
+	f, err := initRun()
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "kiln-init: %v\n", err)
 		// PID 1 exiting panics the kernel ("Attempted to kill init"), which ends the VM (panic=-1,
 		// -no-reboot): the host sees the VM exit and reads this line from the console.
 		os.Exit(1)
 	}
-	return nil
+	return f, nil
 }
 
-func initRun() error {
+func initRun() (flags, error) {
 	if err := initMountEarly(); err != nil {
-		return err
+		return flags{}, err
 	}
 	params := parseBootParams(readFileString("/proc/cmdline"))
 	if params.panic {
-		return errors.New("kiln.panic=1 on the kernel command line: failing on purpose")
+		return flags{}, errors.New("kiln.panic=1 on the kernel command line: failing on purpose")
 	}
 	if err := loadModules(); err != nil {
-		return err
+		return flags{}, err
 	}
 	if err := mountRoot(params.diskMib); err != nil {
-		return err
+		return flags{}, err
 	}
 	if err := switchRoot(); err != nil {
-		return err
+		return flags{}, err
 	}
 	prepareRoot(params.execUID)
 	limitProcesses()
-	uid := strconv.Itoa(params.execUID)
-	argv := []string{"kiln-agent", "--transport", "auto", "--exec-uid", uid, "--exec-gid", uid}
-	// No signal-based preemption: the runtime would preempt whatever runs over 10 ms, which under
-	// software emulation is most things, and every such signal is a trip through kernel and
-	// runtime code that a template clone pays in fresh translation. Execs build their own env.
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "GODEBUG=asyncpreemptoff=1"}
-	// The initramfs copy of the binary stays reachable through /proc/self/exe after the switch.
-	return fmt.Errorf("exec agent: %w", syscall.Exec("/proc/self/exe", argv, env))
+	// The kernel gives init only HOME=/, TERM=linux and the command line's KEY=value words. Execs
+	// build their own environment; this is the agent's.
+	os.Setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	os.Setenv("HOME", "/root")
+	return flags{transport: "auto", execUID: params.execUID, execGID: params.execUID}, nil
 }
 
 func initMountEarly() error {

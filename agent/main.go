@@ -57,8 +57,15 @@ func run() error {
 		return err
 	}
 	if f.init {
-		return runInit()
+		// VM mode: set the guest up, then go on as the agent in this same process (PID 1).
+		if f, err = runInit(); err != nil {
+			return err
+		}
 	}
+	return serveAgent(f)
+}
+
+func serveAgent(f flags) error {
 	guardPID1()
 	cfg.execUID, cfg.execGID = os.Getuid(), os.Getgid()
 	if f.execUID >= 0 {

@@ -89,6 +89,7 @@ describe('vmimage', () => {
     assert.match(line, / psi=0 /);
     assert.match(line, / nowatchdog /);
     assert.match(line, / no_timer_check /);
+    assert.match(line, / GODEBUG=asyncpreemptoff=1 /);
     assert.ok(line.endsWith('kiln.panic=1 -- --init'));
   });
 });
