@@ -3,9 +3,11 @@
  * cache, so its cost is mostly the guest code it runs for the first time between `cont` and the
  * hello reply. This starts a real backend (template + idle spare), then launches a copy of the
  * spare's exact command line with `-d in_asm`, restores it, does the handshake, and attributes
- * every translated block to a guest kernel symbol (System.map) or an agent symbol (go tool nm).
+ * every translated block to a guest kernel symbol (the guest's kallsyms) or an agent symbol
+ * (go tool nm). `--cold` boots the same machine from scratch instead; `--sequence` lists the
+ * functions in the order they were first translated.
  *
- *   node --import tsx bench/qemu-profile.ts [--top 40] [--keep-log FILE]
+ *   node --import tsx bench/qemu-profile.ts [--cold] [--top 40] [--sequence] [--keep-log FILE]
  */
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -29,6 +31,7 @@ interface Sym { addr: bigint; name: string }
 async function main(): Promise<void> {
   const top = Number(argValue('--top') ?? 40);
   const keepLog = argValue('--keep-log');
+  const cold = process.argv.includes('--cold');
   const img = await resolveImage('shell', process.env.KILN_DATA_DIR ?? '/var/lib/kiln');
   const base = await mkdtemp(join(tmpdir(), 'kiln-qprof-'));
   // build/kiln-agent is stripped (-s -w): build one with its symbol table for the attribution.
@@ -47,26 +50,37 @@ async function main(): Promise<void> {
     const dir = join(base, 'prof');
     await mkdir(dir);
     const log = join(dir, 'in_asm.log');
-    const args = retarget(spareArgs, dir).concat(['-d', 'in_asm', '-D', log], (process.env.QPROF_TRACE ?? '').split(',').filter(Boolean).flatMap((t) => ['-trace', t]));
-    const state = await templateState(join(base, 'run/qemu/templates'));
-    const fh = await open(state, 'r');
-    proc = await QemuProcess.spawn('qemu-system-x86_64', args, fh.fd);
-    await fh.close();
-    const qmp = await QmpClient.connect(join(dir, 'qmp.sock'), { timeoutMs: 10_000 });
-    await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
-    // As a spare does: the control socket connected and accepted before the state loads.
-    const ctl = await connect(join(dir, 'ctl.sock'));
-    for (;;) {
-      const devs = await qmp.execute('query-chardev') as Array<{ label: string; filename: string }>;
-      if (!devs.find((d) => d.label === 'ctl')?.filename.startsWith('disconnected:')) break;
-      await sleep(0.2);
+    const debugArgs = ['-d', 'in_asm', '-D', log, ...(process.env.QPROF_TRACE ?? '').split(',').filter(Boolean).flatMap((t) => ['-trace', t])];
+    let qmp: QmpClient;
+    let ctl: Socket;
+    let before = 0;
+    let t0: number;
+    if (cold) {
+      // The same machine booted from scratch: no RAM file, no incoming state.
+      proc = await QemuProcess.spawn('qemu-system-x86_64', coldArgs(retarget(spareArgs, dir)).concat(debugArgs));
+      t0 = performance.now();
+      qmp = await QmpClient.connect(join(dir, 'qmp.sock'), { timeoutMs: 10_000 });
+      ctl = await connect(join(dir, 'ctl.sock'));
+    } else {
+      const fh = await open(await templateState(join(base, 'run/qemu/templates')), 'r');
+      proc = await QemuProcess.spawn('qemu-system-x86_64', retarget(spareArgs, dir).concat(debugArgs), fh.fd);
+      await fh.close();
+      qmp = await QmpClient.connect(join(dir, 'qmp.sock'), { timeoutMs: 10_000 });
+      await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+      // As a spare does: the control socket connected and accepted before the state loads.
+      ctl = await connect(join(dir, 'ctl.sock'));
+      for (;;) {
+        const devs = await qmp.execute('query-chardev') as Array<{ label: string; filename: string }>;
+        if (!devs.find((d) => d.label === 'ctl')?.filename.startsWith('disconnected:')) break;
+        await sleep(0.2);
+      }
+      await qmp.execute('migrate-incoming', { uri: 'fd:3' });
+      await waitMigration(qmp, proc, Date.now() + 10_000);
+      before = await tbCount(qmp);
+      t0 = performance.now();
+      await qmp.execute('cont');
     }
-    await qmp.execute('migrate-incoming', { uri: 'fd:3' });
-    await waitMigration(qmp, proc, Date.now() + 10_000);
-    const before = await tbCount(qmp);
-    const t0 = performance.now();
-    await qmp.execute('cont');
-    const agent = await AgentClient.connect({ readable: ctl, writable: ctl, destroy: () => ctl.destroy() }, { sync: true, timeoutMs: 10_000 });
+    const agent = await AgentClient.connect({ readable: ctl, writable: ctl, destroy: () => ctl.destroy() }, { sync: true, timeoutMs: 120_000 });
     const readyMs = performance.now() - t0;
     const after = await tbCount(qmp);
     agent.close();
@@ -98,7 +112,7 @@ async function main(): Promise<void> {
         last = name;
       }
     }
-    console.log(`cont → hello reply: ${readyMs.toFixed(1)} ms; TBs (info jit) ${before} → ${after}; logged blocks ${starts.length} (kernel ${kernelTbs}, user ${starts.length - kernelTbs})`);
+    console.log(`${cold ? 'spawn' : 'cont'} → hello reply: ${readyMs.toFixed(1)} ms; TBs (info jit) ${before} → ${after}; logged blocks ${starts.length} (kernel ${kernelTbs}, user ${starts.length - kernelTbs})`);
     for (const [name, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${String(n).padStart(6)}  ${name}`);
     const byPrefix = new Map<string, number>();
     for (const [name, n] of counts) {
@@ -135,6 +149,17 @@ async function waitForSpare(sparesDir: string): Promise<string[]> {
     await sleep(100);
   }
   throw new Error('no spare QEMU appeared');
+}
+
+/** A clone's arguments as a cold boot's: private anonymous RAM, no incoming state. */
+function coldArgs(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '-incoming') { i++; continue; }
+    if (args[i] === '-object' && args[i + 1]?.startsWith('memory-backend-file')) { i++; continue; }
+    out.push(args[i]!.replace(/^microvm,memory-backend=mem$/, 'microvm'));
+  }
+  return out;
 }
 
 /** The spare's arguments with its sockets, pid file and name moved to `dir`. */
