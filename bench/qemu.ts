@@ -135,7 +135,7 @@ async function translatedBlocks(qmpSock: string): Promise<number> {
 
 async function defaultPack(dataDir = process.env.KILN_DATA_DIR ?? '/var/lib/kiln'): Promise<PackImage> {
   const img = await resolveImage('shell', dataDir);
-  return { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env };
+  return { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env, run: img.run };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

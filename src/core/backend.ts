@@ -3,6 +3,7 @@
  * composition root (src/server/compose.ts) imports concrete backends; everything else sees this.
  */
 import type { AgentClient } from '../protocol/agent-client.js';
+import type { PackRunSpec } from './packs.js';
 
 export type BackendName = 'namespace' | 'qemu' | 'firecracker';
 
@@ -35,6 +36,8 @@ export interface PackImage {
   /** Content hash of the image definition; part of every cache/template key. */
   hash: string;
   env: Record<string, string>;
+  /** How the pack runs a file; VM backends warm their templates with it (an empty file). */
+  run?: Pick<PackRunSpec, 'fileName' | 'command'>;
 }
 
 export interface SandboxSpec {

@@ -37,7 +37,7 @@ export async function createPackCatalog(dataDir: string, packsDir: string): Prom
       let img = resolved.get(name);
       if (!img) {
         const r = await resolveImage(name, dataDir, packsDir);
-        img = { name: r.name, hash: r.hash, imagePath: r.imagePath, env: r.env };
+        img = { name: r.name, hash: r.hash, imagePath: r.imagePath, env: r.env, run: r.run };
         resolved.set(name, img);
       }
       return img;

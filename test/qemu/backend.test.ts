@@ -16,6 +16,10 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
   let f: QemuFixture;
   let warm: Backend | undefined;
   before(async () => { f = await setup(); });
+  // The template runs the pack's command once before its snapshot; what it leaves in /tmp and
+  // /workspace must be gone in the clones (the marker in /dev/shm shows it ran).
+  const run = { fileName: 'main.sh', command: ['sh', '-c', 'touch /tmp/warm-tmp /workspace/warm-ws && mkdir /tmp/warm-dir && echo "$0" > /dev/shm/warmed', '{file}'] };
+  const specOf = (id: string) => ({ ...spec(f, id), pack: { ...f.pack, run } });
   after(async () => { await f?.cleanup(); });
 
   it('cold-boots, runs `echo hi` as uid 1000, and destroy leaves no process or file', async () => {
@@ -41,14 +45,15 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
     await sb.destroy(); // idempotent
   });
 
-  it('clones of one template are isolated, reseeded and on the host clock', async () => {
+  it('clones of one template are isolated, reseeded, on the host clock, and start unused after the warm-up', async () => {
     const backend = f.backend();
     warm = backend;
-    const [a, b] = [await backend.create(spec(f, 'clone-a'), READY), await backend.create(spec(f, 'clone-b'), READY)];
+    const [a, b] = [await backend.create(specOf('clone-a'), READY), await backend.create(specOf('clone-b'), READY)];
     try {
       assert.ok(a.details.cloneOf, 'the sandbox should be a template clone');
       assert.equal(a.details.cloneOf, b.details.cloneOf);
       assert.equal(typeof a.details.restoreMs, 'number');
+      assert.deepEqual(await sh(a, 'cat /dev/shm/warmed; ls -A /tmp /workspace'), { stdout: '/tmp/.kiln-warmup/main.sh\n/tmp:\n\n/workspace:\n', stderr: '', exitCode: 0 });
 
       assert.equal((await sh(a, 'echo secret > /workspace/only-a && cat /workspace/only-a')).stdout, 'secret\n');
       assert.equal((await sh(b, 'test -e /workspace/only-a; echo $?')).stdout, '1\n');
@@ -72,7 +77,7 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
   it('cold-boots instead when the template files have vanished', async () => {
     assert.ok(warm, 'runs after the clone test');
     for (const name of await readdir(f.shmDir)) await rm(`${f.shmDir}/${name}`, { force: true });
-    const sb = await warm.create(spec(f, 'fallback'), READY);
+    const sb = await warm.create(specOf('fallback'), READY);
     try {
       assert.equal(sb.details.cloneOf, undefined);
       assert.equal(typeof sb.details.bootMs, 'number');

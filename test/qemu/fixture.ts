@@ -37,7 +37,7 @@ export async function skipReason(): Promise<string | undefined> {
 export async function findPack(): Promise<PackImage> {
   const dataDir = process.env.KILN_DATA_DIR ?? '/var/lib/kiln';
   const img = await resolveImage('shell', dataDir);
-  return { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env };
+  return { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env, run: img.run };
 }
 
 export async function setup(): Promise<QemuFixture> {

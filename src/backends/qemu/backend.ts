@@ -143,6 +143,7 @@ class QemuBackend implements Backend {
         packName: spec.pack.name, packHash: spec.pack.hash, imagePath: spec.pack.imagePath, cpus: spec.cpus,
         memoryMib: base.memoryMib, diskMib: spec.diskMib, kernelPath: base.kernelPath, initrdPath: base.initrdPath,
         artifactsHash: artifacts.hash, cmdline, accel, qemuVersion: await qemuVersion(this.binary), binary: this.binary,
+        warmup: spec.pack.run && { command: spec.pack.run.command, fileName: spec.pack.run.fileName, env: spec.pack.env },
       }), deadline, 'the template VM is still booting');
       if (template && !(await templateFilesPresent(template))) {
         this.o.log?.('warn', 'template files vanished; dropping the template', { template: template.id });
