@@ -27,11 +27,26 @@ export class QemuSandbox implements BackendSandbox {
     return this.vm.proc.pid;
   }
 
-  /** Proportional set size: a clone's share of the template RAM counts only for what it touched. */
+  /**
+   * Memory is the proportional set size (a clone's share of the template RAM counts only for what
+   * it touched). OOM kills are the guest kernel's own count (/proc/vmstat `oom_kill`): the guest's
+   * RAM is the sandbox's memory limit, and its OOM killer is what ends a process over it. The core
+   * reads this only after an exec died of SIGKILL, so the guest round trip is off every other path.
+   */
   async usage(): Promise<SandboxUsage> {
-    const text = await readFile(`/proc/${this.vm.proc.pid}/smaps_rollup`, 'utf8').catch(() => '');
-    const pss = /^Pss:\s+(\d+) kB/m.exec(text);
-    return pss ? { memoryBytes: Number(pss[1]) * 1024 } : {};
+    const [smaps, oomKills] = await Promise.all([
+      readFile(`/proc/${this.vm.proc.pid}/smaps_rollup`, 'utf8').catch(() => ''),
+      this.guestOomKills().catch(() => undefined),
+    ]);
+    const pss = /^Pss:\s+(\d+) kB/m.exec(smaps);
+    return { memoryBytes: pss ? Number(pss[1]) * 1024 : undefined, oomKills };
+  }
+
+  private async guestOomKills(): Promise<number | undefined> {
+    const chunks: Buffer[] = [];
+    await this.agent.readFile('/proc/vmstat', (c) => chunks.push(c), { maxBytes: 1 << 20 });
+    const m = /^oom_kill (\d+)$/m.exec(Buffer.concat(chunks).toString());
+    return m ? Number(m[1]) : undefined;
   }
 
   onExit(listener: (reason: string) => void): void {
