@@ -25,18 +25,23 @@ type rawConn struct {
 	once sync.Once
 }
 
-// newRawConn takes over f, which must be a pollable descriptor (a virtio port, a socket).
-func newRawConn(f *os.File) (*rawConn, error) {
+// newVMConn takes over f. A descriptor the runtime poller has (os sets those non-blocking) gets
+// raw I/O; any other is used as the plain file, blocking through the scheduler's syscall path.
+func newVMConn(f *os.File) (io.ReadWriteCloser, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	var nbErr error
-	if err := rc.Control(func(fd uintptr) { nbErr = syscall.SetNonblock(int(fd), true) }); err != nil {
+	var flags uintptr
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) { flags, _, errno = syscall.RawSyscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0) }); err != nil {
 		return nil, err
 	}
-	if nbErr != nil {
-		return nil, nbErr
+	if errno != 0 {
+		return nil, &os.PathError{Op: "fcntl", Path: f.Name(), Err: errno}
+	}
+	if flags&syscall.O_NONBLOCK == 0 {
+		return f, nil
 	}
 	return &rawConn{f: f, rc: rc}, nil
 }
@@ -47,18 +52,9 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	}
 	var n int
 	var errno syscall.Errno
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait in the poller until readable
-			}
-			n, errno = int(r), e
-			return true
-		}
+	err := c.rc.Read(func(fd uintptr) (done bool) {
+		n, errno, done = rawIO(syscall.SYS_READ, fd, p)
+		return done
 	})
 	switch {
 	case err != nil:
@@ -76,18 +72,9 @@ func (c *rawConn) Write(p []byte) (int, error) {
 	for written < len(p) {
 		var n int
 		var errno syscall.Errno
-		err := c.rc.Write(func(fd uintptr) bool {
-			for {
-				r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[written])), uintptr(len(p)-written))
-				switch e {
-				case syscall.EINTR:
-					continue
-				case syscall.EAGAIN:
-					return false // wait in the poller until writable
-				}
-				n, errno = int(r), e
-				return true
-			}
+		err := c.rc.Write(func(fd uintptr) (done bool) {
+			n, errno, done = rawIO(syscall.SYS_WRITE, fd, p[written:])
+			return done
 		})
 		if err != nil {
 			return written, err
@@ -101,6 +88,21 @@ func (c *rawConn) Write(p []byte) (int, error) {
 		written += n
 	}
 	return written, nil
+}
+
+// rawIO is one read or write on a non-blocking descriptor; done=false means "not ready yet: wait
+// in the poller".
+func rawIO(sysno, fd uintptr, p []byte) (n int, errno syscall.Errno, done bool) {
+	for {
+		r, _, e := syscall.RawSyscall(sysno, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return 0, 0, false
+		}
+		return int(r), e, true
+	}
 }
 
 // Close closes the descriptor once, so a reader blocked on the old connection ends.

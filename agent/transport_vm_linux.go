@@ -152,7 +152,7 @@ func (t *serialTransport) Accept() (io.ReadWriteCloser, error) {
 				f.Close()
 				return nil, err
 			}
-			c, err := newRawConn(f)
+			c, err := newVMConn(f)
 			if err != nil {
 				f.Close()
 				return nil, err
@@ -291,7 +291,7 @@ func (t *vsockTransport) Accept() (io.ReadWriteCloser, error) {
 		return nil, opErr
 	}
 	f := os.NewFile(uintptr(nfd), "vsock")
-	c, err := newRawConn(f)
+	c, err := newVMConn(f)
 	if err != nil {
 		f.Close()
 		return nil, err
