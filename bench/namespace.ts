@@ -186,23 +186,29 @@ async function throughput(kiln: KilnClient, seconds: number): Promise<Row> {
   const end = performance.now() + seconds * 1000;
   let ok = 0;
   let errors = 0;
+  // What went wrong, by kind: an error count alone does not say whether to look at admission,
+  // timeouts or the sandbox itself.
+  const kinds = new Map<string, number>();
+  const fail = (kind: string) => { errors++; kinds.set(kind, (kinds.get(kind) ?? 0) + 1); };
   const lat: number[] = [];
   await Promise.all(Array.from({ length: 8 }, async () => {
     while (performance.now() < end) {
       const t0 = performance.now();
       try {
         const r = await kiln.run({ pack: 'python', code: 'print(1)' });
-        if (r.stdout === '1\n' && r.exitCode === 0) ok++; else errors++;
-      } catch {
-        errors++;
+        if (r.stdout === '1\n' && r.exitCode === 0) ok++;
+        else fail(`exit ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}`);
+      } catch (e) {
+        fail((e as { code?: string }).code ?? (e as Error).message.slice(0, 60));
       }
       lat.push(performance.now() - t0);
     }
   }));
+  const detail = [...kinds].map(([k, n]) => `${n}× ${k}`).join(', ');
   return {
     group: 'run', name: `throughput: /v1/run python print(1), 8 clients, ${seconds} s`,
     value: ok / seconds, unit: 'runs/s', p50: percentile(lat, 50), p99: percentile(lat, 99),
-    target: '≥ 50 runs/s, 0 errors', note: `${errors} errors`,
+    target: '≥ 50 runs/s, 0 errors', note: `${errors} errors${detail ? `: ${detail}` : ''}`,
   };
 }
 
