@@ -4,10 +4,11 @@
  * hello reply. This starts a real backend (template + idle spare), then launches a copy of the
  * spare's exact command line with `-d in_asm`, restores it, does the handshake, and attributes
  * every translated block to a guest kernel symbol (the guest's kallsyms) or an agent symbol
- * (go tool nm). `--cold` boots the same machine from scratch instead; `--sequence` lists the
- * functions in the order they were first translated.
+ * (go tool nm). `--cold` boots the same machine from scratch instead; `--exec CMD` profiles the
+ * first exec after the hello instead; `--sequence` lists the functions in the order they were first
+ * translated.
  *
- *   node --import tsx bench/qemu-profile.ts [--cold] [--top 40] [--sequence] [--keep-log FILE]
+ *   node --import tsx bench/qemu-profile.ts [--cold] [--exec CMD] [--top 40] [--sequence] [--keep-log FILE]
  */
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -32,6 +33,7 @@ async function main(): Promise<void> {
   const top = Number(argValue('--top') ?? 40);
   const keepLog = argValue('--keep-log');
   const cold = process.argv.includes('--cold');
+  const execCmd = argValue('--exec');
   const img = await resolveImage('shell', process.env.KILN_DATA_DIR ?? '/var/lib/kiln');
   const base = await mkdtemp(join(tmpdir(), 'kiln-qprof-'));
   // build/kiln-agent is stripped (-s -w): build one with its symbol table for the attribution.
@@ -40,7 +42,7 @@ async function main(): Promise<void> {
   const backend = createQemuBackend({ dataDir: join(base, 'data'), runDir: join(base, 'run'), shmDir: join('/dev/shm', base.split('/').pop()!), agentPath, spares: 1 });
   let proc: QemuProcess | undefined;
   try {
-    const pack = { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env };
+    const pack = { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env, run: img.run };
     const first = await backend.create({ id: 'first', pack, cpus: 1, memoryMib: 256, diskMib: 256 }, { readyTimeoutMs: 120_000 });
     // Debian ships only a stub System.map; the guest's own kallsyms has the addresses (no KASLR
     // under PVH direct boot, so every guest of this kernel has the same).
@@ -82,14 +84,24 @@ async function main(): Promise<void> {
     }
     const agent = await AgentClient.connect({ readable: ctl, writable: ctl, destroy: () => ctl.destroy() }, { sync: true, timeoutMs: 120_000 });
     const readyMs = performance.now() - t0;
-    const after = await tbCount(qmp);
+    let after = await tbCount(qmp);
+    let execNote = '';
+    if (execCmd) {
+      // Only what the first exec translates: the log restarts after the hello.
+      await qmp.execute('human-monitor-command', { 'command-line': `logfile ${log}.exec` });
+      const e0 = performance.now();
+      const r = await agent.exec({ argv: ['sh', '-c', execCmd] }).result;
+      execNote = `; first exec of "${execCmd}": ${(performance.now() - e0).toFixed(1)} ms (exit ${r.exitCode}), TBs ${after} → `;
+      after = await tbCount(qmp);
+      execNote += String(after);
+    }
     agent.close();
     await qmp.execute('quit').catch(() => undefined);
     qmp.close();
     await proc.waitExit(3000);
     await first.destroy();
 
-    const text = await readFile(log, 'utf8');
+    const text = await readFile(execCmd ? `${log}.exec` : log, 'utf8');
     if (keepLog) await writeFile(keepLog, text);
     const starts = [...text.matchAll(/^IN:.*\n(0x[0-9a-f]+):/gm)].map((m) => BigInt(m[1]!));
     const kernel = parseKallsyms(Buffer.concat(kallsyms).toString());
@@ -112,7 +124,7 @@ async function main(): Promise<void> {
         last = name;
       }
     }
-    console.log(`${cold ? 'spawn' : 'cont'} → hello reply: ${readyMs.toFixed(1)} ms; TBs (info jit) ${before} → ${after}; logged blocks ${starts.length} (kernel ${kernelTbs}, user ${starts.length - kernelTbs})`);
+    console.log(`${cold ? 'spawn' : 'cont'} → hello reply: ${readyMs.toFixed(1)} ms; TBs (info jit) ${before} → ${after}${execNote}; logged blocks ${starts.length} (kernel ${kernelTbs}, user ${starts.length - kernelTbs})`);
     for (const [name, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${String(n).padStart(6)}  ${name}`);
     const byPrefix = new Map<string, number>();
     for (const [name, n] of counts) {
@@ -162,8 +174,13 @@ function coldArgs(args: string[]): string[] {
   return out;
 }
 
-/** The spare's arguments with its sockets, pid file and name moved to `dir`. */
+/**
+ * The spare's arguments with its sockets, pid file and name moved to `dir`, still root (no
+ * `-runas`): the profile reopens its log mid-run in a directory only root can write.
+ */
 function retarget(args: string[], dir: string): string[] {
+  const i = args.indexOf('-runas');
+  if (i >= 0) args = [...args.slice(0, i), ...args.slice(i + 2)];
   return args.map((a) => a
     .replace(/path=[^,]*ctl\.sock/, `path=${dir}/ctl.sock`)
     .replace(/unix:[^,]*qmp\.sock/, `unix:${dir}/qmp.sock`)
