@@ -45,8 +45,9 @@ async function main(): Promise<number> {
     `Machine: ${machine}.`, '',
     'Every kiln number stands beside a baseline measured in the same run. Latencies are client-side',
     '(HTTP over loopback included) unless the note says otherwise. These shared 2-core machines vary',
-    'from run to run (the bare and plain-bwrap baselines themselves move by ±30%), so read each row',
-    'against the baselines of the same run rather than against another run.', '',
+    'from run to run (the bare and plain-bwrap baselines themselves move by ±30% within a day and by up',
+    'to 2.5× between days), so read each row against the baselines of the same run rather than against',
+    'another run. Under TCG the guest blocks translated are the machine-independent part.', '',
     table, '',
   ].join('\n'));
   console.error('bench: wrote docs/benchmarks.md');
