@@ -95,6 +95,20 @@ describe('vmimage', () => {
 });
 
 describe('qemu pieces', () => {
+  it('reports a failure from its first line, however long the call trace after it', () => {
+    const ring = new ConsoleRing(200);
+    ring.push('[ 0.1] booting\nkiln-init: kiln.panic=1 on the kernel command line\nKernel panic - not syncing: Attempted to kill init!\n');
+    for (let i = 0; i < 60; i++) ring.push(`[ 0.8] ? frame_${i}+0x7e/0x780\n`);
+    ring.push('---[ end Kernel panic - not syncing ]---\n');
+    const lines = ring.failure(80);
+    assert.match(lines[0]!, /^kiln-init: kiln\.panic=1/);
+    assert.equal(lines.at(-1), '---[ end Kernel panic - not syncing ]---');
+    assert.equal(ring.failure(10).length, 10);
+    const plain = new ConsoleRing(200);
+    plain.push(Array.from({ length: 50 }, (_, i) => `line ${i}`).join('\n') + '\n');
+    assert.deepEqual(plain.failure(80, 3), ['line 47', 'line 48', 'line 49']);
+  });
+
   it('keeps the last lines of the console, including a partial one', () => {
     const ring = new ConsoleRing(3);
     ring.push('one\ntwo\r\nthr');

@@ -31,7 +31,20 @@ export class ConsoleRing {
   text(n?: number): string {
     return this.tail(n).join('\n');
   }
+
+  /**
+   * The lines that explain a failure: from where it starts (init's own error, the kernel's panic
+   * or oops line) to the end, at most `max`; else the last `fallback` lines. A panic's call trace
+   * has a varying number of lines, so a plain tail can lose the line that says why.
+   */
+  failure(max = 80, fallback = 40): string[] {
+    const all = this.tail();
+    const start = all.findIndex((l) => FAILURE_START.test(l));
+    return start < 0 ? all.slice(-fallback) : all.slice(start, start + max);
+  }
 }
+
+const FAILURE_START = /kiln-init:|Kernel panic - not syncing|BUG: |Oops: |general protection fault/;
 
 /** Strips control characters an untrusted guest could use to garble logs and API errors. */
 function clean(line: string): string {

@@ -59,7 +59,6 @@ export interface RunningVm {
   spare?: string;
 }
 
-const CONSOLE_LINES_IN_ERRORS = 40;
 /** sun_path holds 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH = 107;
 
@@ -297,7 +296,7 @@ async function bootError(e: unknown, proc: QemuProcess | undefined, o: LaunchOpt
     ? `the guest did not answer within ${o.readyTimeoutMs} ms and was killed`
     : stoppedOnItsOwn ? `the guest stopped during start-up (QEMU ${proc?.exit?.signal ? `killed by ${proc.exit.signal}` : `exit code ${proc?.exit?.code}`})`
     : e instanceof Error ? e.message : String(e);
-  const tail = proc ? proc.console.tail(CONSOLE_LINES_IN_ERRORS).join('\n') : '';
+  const tail = proc ? proc.console.failure().join('\n') : '';
   const what = o.restoreFrom ? 'restore from template' : 'boot';
   return new KilnError('BOOT_FAILED', `the QEMU microVM failed to ${what}: ${reason}.${tail ? `\nLast console lines:\n${tail}` : ' (no console output)'}`, { cause: e });
 }
