@@ -42,6 +42,9 @@ class NamespaceBackend implements Backend {
   private layout: CgroupLayout | undefined;
   private prepared: Promise<string> | undefined;
   private readonly live = new Map<string, NamespaceSandbox>();
+  /** Creates under way: close() waits for them, or their cgroups would outlive the parents' removal. */
+  private readonly starting = new Set<Promise<unknown>>();
+  private closing = false;
   private readonly uidsInUse = new Set<number>();
   private nextUid = 0;
 
@@ -98,7 +101,15 @@ class NamespaceBackend implements Backend {
     return this.prepared;
   }
 
-  async create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+  create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+    if (this.closing) return Promise.reject(new KilnError('SHUTTING_DOWN', 'the namespace backend is shutting down; retry on the restarted service'));
+    const p = this.start(spec, options);
+    this.starting.add(p);
+    void p.finally(() => this.starting.delete(p)).catch(() => undefined);
+    return p;
+  }
+
+  private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
     const agentCopy = await this.prepare().catch((e) => { throw toKilnError(e, 'BACKEND_UNAVAILABLE', 'namespace backend cannot start'); });
     const t0 = performance.now();
     const cleanup = new CleanupStack();
@@ -172,6 +183,8 @@ class NamespaceBackend implements Backend {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    await Promise.allSettled([...this.starting]);
     const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
     await this.images.closeAll();
     if (this.layout) await removeLayoutParents(this.layout);
