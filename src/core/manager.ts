@@ -169,6 +169,7 @@ export class SandboxManager {
     } finally {
       if (sb.state === 'stopping') sb.state = 'stopped';
       sb.release();
+      if (sb.fromPool) this.d.pools?.released({ backend: sb.backendName, pack: sb.packName, ...sb.size });
     }
   }
 

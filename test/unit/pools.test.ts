@@ -44,6 +44,28 @@ describe('warm pools', () => {
     await pools.close();
   });
 
+  it("starts a hit's replacement when it is released, or after refillAfterHitMs, not beside the request", async () => {
+    let n = 0;
+    const destroyed = new Set<string>();
+    const pools = new WarmPools({ targets: [{ key, target: 1 }], start: async () => fakeSandbox(`s${++n}`, destroyed), maxAgeMs: 60_000, refillConcurrency: 1, refillAfterHitMs: 300 });
+    pools.start();
+    await until(() => pools.stats()[0]!.ready === 1);
+    assert.ok(pools.take(key));
+    await sleep(100);
+    assert.deepEqual([pools.stats()[0]!.ready, pools.stats()[0]!.starting, n], [0, 0, 1], 'nothing starts while the hit is in use');
+    pools.released(key);
+    await until(() => pools.stats()[0]!.ready === 1);
+    assert.equal(n, 2);
+    // A hit that is never released is replaced after refillAfterHitMs (the first hit's timer,
+    // harmless now, has run out by then).
+    await sleep(350);
+    const t0 = Date.now();
+    assert.ok(pools.take(key));
+    await until(() => pools.stats()[0]!.ready === 1);
+    assert.ok(Date.now() - t0 >= 250, `replaced after ${Date.now() - t0} ms`);
+    await pools.close();
+  });
+
   it('a miss for an unpooled key returns undefined', async () => {
     const pools = new WarmPools({ targets: [], start: async () => { throw new Error('unused'); }, maxAgeMs: 1000, refillConcurrency: 1 });
     assert.equal(pools.take(key), undefined);
