@@ -4,9 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent as HttpAgent, request } from 'node:http';
@@ -16,6 +14,7 @@ import { resolveImage } from '../src/images/index.js';
 import { KilnClient } from '../src/sdk/index.js';
 import { startTestServer, type TestServer } from '../test/parity/fixture.js';
 import { percentile, ratio, runCmd, timeN, type Row } from './stats.js';
+import { startServerProcess, waitPoolFull, type ServerProcess } from './server.js';
 
 const run = promisify(execFile);
 
@@ -152,35 +151,6 @@ export async function benchPooled(o: BenchOptions, base: { bare: number; bwrapPy
   return rows;
 }
 
-interface ServerProcess {
-  client: KilnClient;
-  close(): Promise<void>;
-}
-
-async function startServerProcess(env: Record<string, string>): Promise<ServerProcess> {
-  const base = await mkdtemp(join(tmpdir(), 'kiln-bench-srv-'));
-  await chmod(base, 0o755);
-  const port = 18_000 + Math.floor(Math.random() * 2000);
-  const child = spawn(join(REPO_ROOT, 'bin/kiln'), ['serve'], {
-    env: { ...process.env, KILN_RUN_DIR: join(base, 'run'), KILN_PORT: String(port), KILN_TOKEN: '', ...env },
-    stdio: ['ignore', 'ignore', 'ignore'],
-  });
-  const client = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });
-  for (let i = 0; ; i++) {
-    if (await client.health().then(() => true, () => false)) break;
-    if (i > 300 || child.exitCode !== null) throw new Error('bench server did not start');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return {
-    client,
-    async close() {
-      child.kill('SIGTERM');
-      if (child.exitCode === null) await once(child, 'exit');
-      await rm(base, { recursive: true, force: true });
-    },
-  };
-}
-
 async function throughput(kiln: KilnClient, seconds: number): Promise<Row> {
   await waitPoolFull(kiln, 8);
   const end = performance.now() + seconds * 1000;
@@ -210,14 +180,6 @@ async function throughput(kiln: KilnClient, seconds: number): Promise<Row> {
     value: ok / seconds, unit: 'runs/s', p50: percentile(lat, 50), p99: percentile(lat, 99),
     target: '≥ 50 runs/s, 0 errors', note: `${errors} errors${detail ? `: ${detail}` : ''}`,
   };
-}
-
-async function waitPoolFull(kiln: KilnClient, atLeast: number): Promise<void> {
-  for (let i = 0; i < 600; i++) {
-    const { pools } = await kiln.pools() as { pools: Array<{ ready: number; target: number }> };
-    if (pools.every((p) => p.ready >= Math.min(atLeast, p.target))) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 function keepAlivePost(url: string): (body: string) => Promise<string> {

@@ -15,7 +15,9 @@ import { resolveImage } from '../src/images/index.js';
 import { createQemuBackend, type AccelMode } from '../src/backends/qemu/index.js';
 import { buildVmArtifacts } from '../src/vmimage/index.js';
 import { QmpClient } from '../src/backends/qemu/qmp.js';
-import { percentile, type Row } from './stats.js';
+import { percentile, ratio, type Row } from './stats.js';
+import { startServerProcess, waitPoolFull } from './server.js';
+import { KilnClient } from '../src/sdk/index.js';
 
 export interface BenchQemuOptions {
   /** Samples per measurement (clones; execs are twice this). */
@@ -149,4 +151,43 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const rows = await benchQemu({ log: (l) => console.error(l) });
   const { renderTable } = await import('./stats.js');
   console.log(renderTable(rows));
+}
+
+/**
+ * `/v1/run` on the qemu backend through the service (its own process, as users run it): from a
+ * warm pool (its member has run the pack's program once, so its QEMU has translated that path),
+ * and from a template clone without a pool. Runs are spaced so the pool's replacement is ready.
+ */
+export async function benchQemuRuns(o: { dataDir: string; samples: number; bareMs?: number; log?: (line: string) => void }): Promise<Row[]> {
+  const rows: Row[] = [];
+  const vsBare = (ms: number[]) => (o.bareMs ? `${ratio(percentile(ms, 50), o.bareMs)} bare` : undefined);
+  const runs = async (kiln: KilnClient, n: number, gapMs: number): Promise<number[]> => {
+    const ms: number[] = [];
+    for (let i = 0; i < n; i++) {
+      await sleep(gapMs);
+      const t0 = performance.now();
+      const r = await kiln.run({ pack: 'python', code: 'print(1)' });
+      ms.push(performance.now() - t0);
+      if (r.stdout !== '1\n') throw new Error(`bad output ${JSON.stringify(r)}`);
+    }
+    return ms;
+  };
+  const common = { KILN_DATA_DIR: o.dataDir, KILN_BACKEND: 'qemu' };
+  let srv = await startServerProcess({ ...common, KILN_POOL: 'python=1' });
+  try {
+    await waitPoolFull(srv.client, 1);
+    const ms = await runs(srv.client, o.samples, 2500);
+    rows.push({ group: 'qemu', name: '/v1/run python print(1), pooled', p50: percentile(ms, 50), p99: percentile(ms, 99), vsBaseline: vsBare(ms), note: `n=${ms.length}, 2.5 s apart (the pool replaces each member after its run)` });
+  } finally {
+    await srv.close();
+  }
+  srv = await startServerProcess({ ...common, KILN_POOL: '' });
+  try {
+    await runs(srv.client, 1, 0); // boots the template
+    const ms = await runs(srv.client, Math.max(3, Math.floor(o.samples / 2)), 500);
+    rows.push({ group: 'qemu', name: '/v1/run python print(1), template clone (no pool)', p50: percentile(ms, 50), p99: percentile(ms, 99), vsBaseline: vsBare(ms), note: `n=${ms.length}; the clone's first python3 is translated afresh` });
+  } finally {
+    await srv.close();
+  }
+  return rows;
 }

@@ -15,10 +15,12 @@ async function main(): Promise<number> {
   const quick = process.argv.includes('--quick');
   const o = { samples: quick ? 15 : 40, throughputSec: quick ? 10 : 30, dataDir: process.env.KILN_DATA_DIR ?? '/var/lib/kiln' };
   const rows: Row[] = [];
+  let bareMs: number | undefined;
   const img = await mountPythonImage(o.dataDir);
   try {
     console.error('bench: baselines (bare python, plain bwrap, sandbox-runtime)…');
     const base = await benchBaselines(o, img.dir);
+    bareMs = base.bare;
     rows.push(...base.rows);
     console.error('bench: namespace backend, unpooled…');
     rows.push(...(await benchService(o, base)));
@@ -30,8 +32,9 @@ async function main(): Promise<number> {
   if (!process.argv.includes('--no-qemu') && existsSync(join(REPO_ROOT, 'bench/qemu.ts'))) {
     console.error('bench: qemu backend…');
     try {
-      const mod = (await import('./qemu.js')) as unknown as { benchQemu?: (opts: { samples: number; dataDir: string }) => Promise<Row[]> };
-      if (mod.benchQemu) rows.push(...(await mod.benchQemu({ samples: quick ? 5 : 10, dataDir: o.dataDir })));
+      const mod = await import('./qemu.js');
+      rows.push(...(await mod.benchQemu({ samples: quick ? 5 : 10, dataDir: o.dataDir })));
+      rows.push(...(await mod.benchQemuRuns({ samples: quick ? 4 : 8, dataDir: o.dataDir, bareMs })));
     } catch (e) {
       rows.push({ group: 'qemu', name: 'qemu backend', note: `not measured: ${(e as Error).message.split('\n')[0]}` });
     }
