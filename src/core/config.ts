@@ -1,6 +1,7 @@
 /** Service configuration, read once from the environment at start-up (KILN_*). */
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { BackendName } from './backend.js';
 import { KilnError } from './errors.js';
 
 export interface KilnConfig {
@@ -25,7 +26,8 @@ export interface KilnConfig {
   createQueueLength: number;
   createQueueTimeoutMs: number;
   /** Warm pool targets per pack on the default backend ("python=2,node=1"). */
-  poolTargets: Record<string, number>;
+  /** Warm pools: pack and size per backend (none named: the default backend). */
+  poolTargets: PoolTarget[];
   qemuAccel: 'auto' | 'kvm' | 'tcg';
   /** Firecracker binary (default: looked up on PATH) and whether to skip the vmx/svm check. */
   firecrackerPath?: string;
@@ -120,13 +122,21 @@ function accel(v: string): KilnConfig['qemuAccel'] {
   throw new KilnError('INVALID_REQUEST', `KILN_QEMU_ACCEL=${v}: use auto, kvm or tcg`);
 }
 
-function poolTargets(spec: string): Record<string, number> {
-  const out: Record<string, number> = {};
+export interface PoolTarget {
+  /** Undefined: the default backend (KILN_BACKEND). */
+  backend?: BackendName;
+  pack: string;
+  target: number;
+}
+
+/** `[backend/]pack=count`, comma-separated: `python=2,node=1,qemu/python=1`. */
+function poolTargets(spec: string): PoolTarget[] {
+  const out = new Map<string, PoolTarget>();
   for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
-    const [name, count] = part.split('=');
-    const n = Number(count);
-    if (!name || !Number.isInteger(n) || n < 0 || n > 1000) throw new KilnError('INVALID_REQUEST', `KILN_POOL entry "${part}": use pack=count, e.g. python=2,node=1`);
-    out[name] = n;
+    const m = /^(?:(namespace|qemu|firecracker)\/)?([A-Za-z0-9][A-Za-z0-9_-]*)=(\d+)$/.exec(part);
+    const n = Number(m?.[3]);
+    if (!m || n > 1000) throw new KilnError('INVALID_REQUEST', `KILN_POOL entry "${part}": use [backend/]pack=count with a count up to 1000, e.g. python=2,node=1,qemu/python=1`);
+    out.set(`${m[1] ?? ''}/${m[2]}`, { backend: m[1] as BackendName | undefined, pack: m[2]!, target: n });
   }
-  return out;
+  return [...out.values()];
 }

@@ -48,13 +48,18 @@ export async function composeService(config: KilnConfig, o: ComposeOptions = {})
   let manager!: SandboxManager;
   const metrics = new Metrics({ queueDepth: () => manager.admission.stats.queued, inUse: () => manager.admission.stats.inUse });
   let pools: WarmPools | undefined;
-  const targets = Object.entries(config.poolTargets).filter(([, n]) => n > 0);
+  const targets = config.poolTargets.filter((t) => t.target > 0).flatMap((t) => {
+    const backend = t.backend ?? config.defaultBackend;
+    if (backends.has(backend)) return [{ ...t, backend }];
+    log('warm pool skipped: its backend is not set up on this host', { pool: `${backend}/${t.pack}` });
+    return [];
+  });
   manager = new SandboxManager({ config, backends, packs, metrics, log, get pools() { return pools; } });
   manager.startHealthChecks();
   if (targets.length) {
     const l = config.limits;
     pools = new WarmPools({
-      targets: targets.map(([pack, target]) => ({ key: { backend: config.defaultBackend, pack, cpus: l.defaultCpus, memoryMib: l.defaultMemoryMib, diskMib: l.defaultDiskMib }, target })),
+      targets: targets.map(({ backend, pack, target }) => ({ key: { backend, pack, cpus: l.defaultCpus, memoryMib: l.defaultMemoryMib, diskMib: l.defaultDiskMib }, target })),
       start: async (k) => {
         const sb = await manager.startOnBackend(manager.backend(k.backend), k.pack, k);
         await warmUp(sb, await packs.get(k.pack)).catch((e: Error) => log('pool warm-up failed (sandbox kept)', { pack: k.pack, error: e.message }));

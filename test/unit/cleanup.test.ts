@@ -29,6 +29,8 @@ describe('config', () => {
   it('rejects bad numbers and pool specs with a message naming the variable', () => {
     assert.throws(() => loadConfig({ KILN_PORT: 'abc' }), /KILN_PORT/);
     assert.throws(() => loadConfig({ KILN_POOL: 'python' }), /KILN_POOL/);
-    assert.deepEqual(loadConfig({ KILN_POOL: 'python=2, node=1' }).poolTargets, { python: 2, node: 1 });
+    assert.deepEqual(loadConfig({ KILN_POOL: 'python=2, node=1' }).poolTargets, [{ backend: undefined, pack: 'python', target: 2 }, { backend: undefined, pack: 'node', target: 1 }]);
+    assert.deepEqual(loadConfig({ KILN_POOL: 'python=2,qemu/python=1,python=3' }).poolTargets, [{ backend: undefined, pack: 'python', target: 3 }, { backend: 'qemu', pack: 'python', target: 1 }]);
+    for (const bad of ['vmware/python=1', 'python=-1', 'python=1001', '/python=1', 'qemu/=1']) assert.throws(() => loadConfig({ KILN_POOL: bad }), /KILN_POOL entry/, bad);
   });
 });
