@@ -12,7 +12,7 @@ const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
 };
 
 const SUMMARIES: Record<string, string> = {
-  serve: 'run the kiln service (KILN_HOST, KILN_PORT, KILN_TOKEN, KILN_BACKEND, KILN_POOL=[backend/]pack=n,… …)',
+  serve: 'run the kiln service (env: KILN_HOST, KILN_PORT, KILN_TOKEN, KILN_BACKEND, KILN_POOL=[backend/]pack=n,… — see README)',
   run: 'run a snippet or a file once: kiln run <pack> (-c CODE | FILE) [-- args]',
   sandbox: 'create | exec | ls | rm sandboxes',
   images: 'build | ls | prune language-pack images',
