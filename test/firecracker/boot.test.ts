@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { KilnError } from '../../src/core/errors.js';
+import { FAKE_EXEC_LEFTOVER } from './fake-agent.js';
 import { fixture, READY } from './helpers.js';
 
 const COLD_BOOT_REQUESTS = [
@@ -124,6 +125,26 @@ test('snapshots: template = boot + pause + full snapshot; clone = fresh process 
     assert.equal(f.launcher.instances.length, 5);
     assert.notEqual(sb3.details.cloneOf, sb.details.cloneOf);
     await Promise.all([sb.destroy(), sb2.destroy(), sb3.destroy()]);
+  } finally {
+    await f.close();
+  }
+});
+
+test('a template with a pack command warms up before its snapshot and leaves /tmp and /workspace as found', async () => {
+  const f = await fixture();
+  try {
+    const base = f.spec('sb-warm');
+    const spec = { ...base, pack: { ...base.pack, env: { HOME: '/workspace' }, run: { fileName: 'main.py', command: ['python3', '{file}'] } } };
+    await f.backend.create(spec, READY);
+    const [tpl, clone] = f.launcher.instances;
+    assert.deepEqual(tpl!.agentLog.ops, ['hello', 'fs.list', 'fs.list', 'file.write', 'exec', 'fs.list', 'fs.list', 'exec']);
+    assert.deepEqual(tpl!.agentLog.execs, [['python3', '/tmp/.kiln-warmup/main.py'], ['rm', '-rf', '--', '/tmp/.kiln-warmup', FAKE_EXEC_LEFTOVER]]);
+    assert.deepEqual([...tpl!.agentLog.files!.values()].map((names) => [...names]), [[], []], 'nothing the warm-up made is in the snapshot');
+    assert.deepEqual(tpl!.requests.map((r) => `${r.method} ${r.path}`).slice(-2), ['PATCH /vm', 'PUT /snapshot/create'], 'the snapshot follows the warm-up');
+    assert.deepEqual(clone!.agentLog.ops, ['hello'], 'clones run nothing before their handshake');
+    // A pack without a run command gets another template (the warm-up is part of the key).
+    await f.backend.create(f.spec('sb-plain'), READY);
+    assert.equal(f.launcher.instances.length, 4);
   } finally {
     await f.close();
   }

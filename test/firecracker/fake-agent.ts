@@ -1,25 +1,53 @@
 /**
  * A minimal guest agent speaking protocol v1 on any socket: hello (with or without a sync riding
- * on it), ping, sync. Records requests. `helloSync: false` acts as an agent that predates it.
+ * on it), ping, sync, and what a template's warm-up uses (fs.list, file.write, exec) over a tiny
+ * in-memory view of /tmp and /workspace. Records requests. `helloSync: false` acts as an agent
+ * that predates hello-sync.
  */
 import type { Socket } from 'node:net';
-import { decodeJson, encodeJsonFrame, FrameDecoder, FrameType } from '../../src/protocol/frames.js';
+import { decodeJson, encodeJsonFrame, FrameDecoder, FrameType, type FrameTypeCode } from '../../src/protocol/frames.js';
 
 export interface FakeAgentLog {
   ops: string[];
   syncs: Array<{ wallClockMs: number; entropyBytes: number; onHello: boolean }>;
+  /** argv of every exec. */
+  execs?: string[][];
   helloSync?: boolean;
+  /** Top-level names in /tmp and /workspace, as the guest would list them. */
+  files?: Map<string, Set<string>>;
 }
+
+/** What the fake's exec of anything but `rm` leaves behind (a tool's cache, say). */
+export const FAKE_EXEC_LEFTOVER = '/workspace/.cache';
+
+const EXEC_OK = { exitCode: 0, signal: null, timedOut: false, durationMs: 1, outputTruncated: false, cpuUserMs: 0, cpuSystemMs: 0, peakMemoryBytes: 0 };
 
 export function serveFakeAgent(socket: Socket, log: FakeAgentLog): void {
   const decoder = new FrameDecoder();
+  const files = log.files ??= new Map([['/tmp', new Set<string>()], ['/workspace', new Set<string>()]]);
+  const execs = log.execs ??= [];
+  const uploads = new Map<number, string>();
+  const add = (path: string) => {
+    const [, top, name] = /^(\/tmp|\/workspace)\/([^/]+)/.exec(path) ?? [];
+    if (top && name) files.get(top)!.add(name);
+  };
+  const remove = (path: string) => {
+    const [, top, name] = /^(\/tmp|\/workspace)\/([^/]+)$/.exec(path) ?? [];
+    if (top && name) files.get(top)!.delete(name);
+  };
   socket.on('data', (chunk: Buffer) => {
     for (const f of decoder.push(chunk)) {
+      const reply = (v: unknown, type: FrameTypeCode = FrameType.RESULT): void => { socket.write(encodeJsonFrame(type, f.stream, v)); };
+      if (f.type === FrameType.EOF && uploads.has(f.stream)) {
+        add(uploads.get(f.stream)!);
+        uploads.delete(f.stream);
+        reply({ bytes: 0 });
+        continue;
+      }
       if (f.type !== FrameType.REQUEST) continue;
       type Sync = { wallClockMs?: number; entropy?: string };
-      const req = decodeJson(f) as { op: string; sync?: Sync } & Sync;
+      const req = decodeJson(f) as { op: string; sync?: Sync; path?: string; argv?: string[] } & Sync;
       log.ops.push(req.op);
-      const reply = (v: unknown): void => { socket.write(encodeJsonFrame(FrameType.RESULT, f.stream, v)); };
       const record = (s: Sync, onHello: boolean): void => {
         log.syncs.push({ wallClockMs: s.wallClockMs ?? 0, entropyBytes: Buffer.from(s.entropy ?? '', 'base64').length, onHello });
       };
@@ -31,7 +59,18 @@ export function serveFakeAgent(socket: Socket, log: FakeAgentLog): void {
       else if (req.op === 'sync') {
         record(req, false);
         reply({ reseeded: true, clockSet: true });
-      } else socket.write(encodeJsonFrame(FrameType.ERROR, f.stream, { code: 'BAD_REQUEST', message: `fake agent: no ${req.op}` }));
+      } else if (req.op === 'fs.list') {
+        reply({ entries: [...(files.get(req.path ?? '') ?? [])].map((name) => ({ name, type: 'dir', size: 0, mode: 0o755, mtimeMs: 0 })) });
+      } else if (req.op === 'file.write') {
+        uploads.set(f.stream, req.path ?? '');
+      } else if (req.op === 'exec') {
+        const argv = req.argv ?? [];
+        execs.push(argv);
+        if (argv[0] === 'rm') argv.slice(1).filter((a) => a.startsWith('/')).forEach(remove);
+        else add(FAKE_EXEC_LEFTOVER);
+        reply({ event: 'started', pid: 100 + execs.length }, FrameType.EVENT);
+        reply(EXEC_OK);
+      } else reply({ code: 'BAD_REQUEST', message: `fake agent: no ${req.op}` }, FrameType.ERROR);
     }
   });
   socket.on('error', () => undefined);

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Backend, BackendAvailability, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
 import { CleanupStack } from '../../core/cleanup.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
+import { warmTemplate, type TemplateWarmup } from '../../core/warmup.js';
 import { runBootSteps } from './boot-steps.js';
 import { firecrackerCmdline } from './cmdline.js';
 import { findExecutable, jailCgroupDir, jailRoot, UidPool, type JailerSettings } from './jailer.js';
@@ -158,8 +159,9 @@ export class FirecrackerBackend implements Backend {
     let template: TemplateFiles | undefined;
     // A TAP device is host state that a snapshot would pin: sandboxes with a NIC always cold-boot.
     if ((this.o.snapshots ?? true) && !network) {
-      const key = templateKey({ packHash: spec.pack.hash, vcpus: spec.cpus, memoryMib: spec.memoryMib, kernelHash: image.hash, bootArgs, driveRateLimiter, firecrackerVersion: r.firecrackerVersion });
-      template = await this.templates.get(key, (out) => this.buildTemplate(r, { ...base, id: `tpl-${key.slice(0, 12)}` }, out, signal));
+      const warmup: TemplateWarmup | undefined = spec.pack.run && { command: spec.pack.run.command, fileName: spec.pack.run.fileName, env: spec.pack.env };
+      const key = templateKey({ packHash: spec.pack.hash, vcpus: spec.cpus, memoryMib: spec.memoryMib, kernelHash: image.hash, bootArgs, driveRateLimiter, firecrackerVersion: r.firecrackerVersion, warmup });
+      template = await this.templates.get(key, (out) => this.buildTemplate(r, { ...base, id: `tpl-${key.slice(0, 12)}` }, out, signal, warmup));
     }
     const tReady = performance.now();
     const { ctx, cleanup, cgroupDir } = await this.boot(r, { ...base, id: spec.id, snapshot: template }, signal);
@@ -199,10 +201,14 @@ export class FirecrackerBackend implements Backend {
     return { ctx, cleanup, cgroupDir };
   }
 
-  /** Cold-boots a VM to a ready agent, pauses it, takes a full snapshot, and throws the VM away. */
-  private async buildTemplate(r: Resolved, partial: Parameters<FirecrackerBackend['boot']>[1], out: { vmstatePath: string; memoryPath: string }, signal: AbortSignal): Promise<void> {
+  /**
+   * Cold-boots a VM to a ready agent, warms it up, pauses it, takes a full snapshot, and throws
+   * the VM away.
+   */
+  private async buildTemplate(r: Resolved, partial: Parameters<FirecrackerBackend['boot']>[1], out: { vmstatePath: string; memoryPath: string }, signal: AbortSignal, warmup?: TemplateWarmup): Promise<void> {
     const { ctx, cleanup } = await this.boot(r, { ...partial, snapshot: undefined }, signal);
     try {
+      if (warmup && ctx.agent) await warmTemplate(ctx.agent, warmup, (m) => this.o.trace?.(`warn:${m}`));
       await ctx.api.pauseVm({ signal });
       ctx.booted = false; // a paused guest cannot react to Ctrl+Alt+Del: kill it directly afterwards
       await ctx.api.createSnapshot({ snapshot_type: 'Full', snapshot_path: ctx.vm(VM_FILES.vmstate), mem_file_path: ctx.vm(VM_FILES.memory) }, { signal });

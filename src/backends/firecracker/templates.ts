@@ -1,6 +1,7 @@
 /**
- * Snapshot templates: one per (pack hash, vCPUs, memory, kernel hash, boot args, drive limiter).
- * A template is a booted, agent-ready VM paused and fully snapshotted (vmstate + memory file);
+ * Snapshot templates: one per (pack hash, vCPUs, memory, kernel hash, boot args, drive limiter,
+ * warm-up). A template is a booted, agent-ready VM, warmed up with its pack's command
+ * (core/warmup.ts), paused and fully snapshotted (vmstate + memory file);
  * clones restore it with /snapshot/load. Files of a template never change while it exists (a new
  * key gets a new directory), and concurrent requests for the same key share one build.
  */
@@ -16,11 +17,13 @@ export interface TemplateKeyInput {
   bootArgs: string;
   driveRateLimiter?: unknown;
   firecrackerVersion?: string;
+  /** What the template runs before its snapshot (its page cache is part of the snapshot). */
+  warmup?: unknown;
 }
 
 export function templateKey(i: TemplateKeyInput): string {
   const h = createHash('sha256');
-  h.update(JSON.stringify(['kiln-fc-template-1', i.packHash, i.vcpus, i.memoryMib, i.kernelHash, i.bootArgs, i.driveRateLimiter ?? null, i.firecrackerVersion ?? '']));
+  h.update(JSON.stringify(['kiln-fc-template-2', i.packHash, i.vcpus, i.memoryMib, i.kernelHash, i.bootArgs, i.driveRateLimiter ?? null, i.firecrackerVersion ?? '', i.warmup ?? null]));
   return h.digest('hex').slice(0, 24);
 }
 

@@ -11,7 +11,7 @@ import { launchVm, untilExit, waitMigration } from './vm.js';
 import type { QemuLog } from './process.js';
 import { QmpClient } from './qmp.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
-import { fillCommand } from '../../core/packs.js';
+import { warmTemplate, type TemplateWarmup } from '../../core/warmup.js';
 
 export interface TemplateInputs {
   packName: string;
@@ -28,17 +28,10 @@ export interface TemplateInputs {
   accel: 'kvm' | 'tcg';
   qemuVersion: string;
   binary: string;
-  /** Run once in the template before its snapshot (see warmGuest). */
+  /** Run once in the template before its snapshot (core/warmup.ts). */
   warmup?: TemplateWarmup;
 }
 
-/** The pack's own command on an empty file, with the pack's environment. */
-export interface TemplateWarmup {
-  /** argv with "{file}" for the file's path. */
-  command: string[];
-  fileName: string;
-  env: Record<string, string>;
-}
 
 export interface Template {
   id: string;
@@ -72,10 +65,6 @@ const IDLE_AFTER_WAKE_MS = 20;
  */
 const TIMER_FREE_AFTER_SNAPSHOT_MS = 250;
 const TIMER_LIST = '/proc/timer_list';
-const WARMUP_DIR = '/tmp/.kiln-warmup';
-const WARMUP_TIMEOUT_MS = 30_000;
-/** Directories a template's warm-up must leave as it found them. */
-const LEFT_AS_FOUND = ['/tmp', '/workspace'];
 
 /** After a failed template boot, cold boots are used for this long before trying again. */
 const RETRY_AFTER_FAILURE_MS = 60_000;
@@ -173,7 +162,7 @@ export class TemplateManager {
       try {
         t.bootMs = vm.readyMs;
         await settleGuest(vm.agent, Date.now() + SETTLE_TIMEOUT_MS, this.o.log);
-        if (inputs.warmup) await warmGuest(vm.agent, inputs.warmup, this.o.log);
+        if (inputs.warmup) await warmTemplate(vm.agent, inputs.warmup, (message, fields) => this.o.log?.('warn', message, fields));
         // A quiet moment: deferred work the start-up left behind (RCU callbacks, queued work)
         // drains here once instead of in every clone.
         await sleep(QUIET_BEFORE_SNAPSHOT_MS);
@@ -224,34 +213,6 @@ async function settleGuest(agent: AgentClient, deadline: number, log?: QemuLog):
       break;
     }
     await sleep(50);
-  }
-}
-
-/**
- * Runs the pack's command once on an empty file, so the pack's program and the files it loads at
- * start-up are in the template's page cache, which every clone shares copy-on-write. Under TCG a
- * clone's first `python3` otherwise reads them from the squashfs and decompresses them: measured
- * 1.2-1.5 s for a clone's first `python3 -c pass`, 0.6-0.8 s from a warmed template. /tmp and
- * /workspace are left as they were found (what the command creates is removed), so clones start
- * unused. A command that fails is logged and the template kept; if what it left cannot be
- * removed, the template fails (and sandboxes cold-boot) rather than hand that to clones.
- */
-async function warmGuest(agent: AgentClient, w: TemplateWarmup, log?: QemuLog): Promise<void> {
-  const listNames = (dir: string) => agent.list(dir).then((es) => es.map((e) => e.name), () => [] as string[]);
-  const before = await Promise.all(LEFT_AS_FOUND.map(listNames));
-  const file = `${WARMUP_DIR}/${w.fileName}`;
-  try {
-    await agent.writeFile(file, Buffer.alloc(0), { maxBytes: 1 });
-    await agent.exec({ argv: fillCommand(w.command, { file }), cwd: WARMUP_DIR, env: w.env, timeoutMs: WARMUP_TIMEOUT_MS, maxOutputBytes: 4096 }).result;
-  } catch (e) {
-    log?.('warn', 'the template warm-up failed; clones start with a cold page cache', { error: (e as Error).message });
-  } finally {
-    const after = await Promise.all(LEFT_AS_FOUND.map(listNames));
-    const added = LEFT_AS_FOUND.flatMap((dir, i) => after[i]!.filter((n) => !before[i]!.includes(n)).map((n) => `${dir}/${n}`));
-    if (added.length) {
-      const r = await agent.exec({ argv: ['rm', '-rf', '--', ...added], uid: 0, timeoutMs: WARMUP_TIMEOUT_MS }).result;
-      if (r.exitCode !== 0) throw new Error(`could not remove what the template warm-up left: ${added.join(' ')}`);
-    }
   }
 }
 
