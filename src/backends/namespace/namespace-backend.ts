@@ -118,6 +118,9 @@ class NamespaceBackend implements Backend {
     let log = '';
     const onStderr = (text: string): void => { log = (log + text).slice(-8192); };
     try {
+      // Undone last: a sandbox stays listed until its whole teardown (cgroup included) is done,
+      // so close() waits for a destroy already under way instead of racing it.
+      cleanup.push('registry', () => { this.live.delete(spec.id); });
       const hostUid = this.allocUid();
       cleanup.push('uid', () => { this.uidsInUse.delete(hostUid); });
       const lowerDir = await this.images.acquire(spec.pack);
@@ -145,7 +148,6 @@ class NamespaceBackend implements Backend {
       cleanup.push('agent', () => agent.close());
       const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, { pid: proc.sandboxPid, hostUid, bootMs: round(performance.now() - t0) });
       this.live.set(spec.id, sandbox);
-      cleanup.push('registry', () => { this.live.delete(spec.id); });
       return sandbox;
     } catch (e) {
       await cleanup.run().catch(() => undefined);
