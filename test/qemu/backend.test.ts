@@ -112,6 +112,19 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
     assert.deepEqual(await qemuProcessesUnder(f.runDir), []);
   });
 
+  it('close() aborts a create under way and leaves no QEMU behind', async () => {
+    const backend = f.backend({ templates: false });
+    const creating = backend.create(spec(f, 'closing'), READY);
+    creating.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 300)); // QEMU is up, the guest still booting
+    await backend.close();
+    const outcome = await creating.then((sb) => `created ${sb.id}`, (e: KilnError) => e.code);
+    assert.ok(['TIMEOUT', 'SHUTTING_DOWN', 'BOOT_FAILED'].includes(outcome), outcome);
+    assert.deepEqual(await qemuProcessesUnder(f.runDir), []);
+    await assert.rejects(stat(`${f.runDir}/qemu/vms/closing`), { code: 'ENOENT' });
+    await assert.rejects(backend.create(spec(f, 'after'), READY), { code: 'SHUTTING_DOWN' });
+  });
+
   it('rejects unknown backendOptions before booting anything', async () => {
     const backend = f.backend();
     await assert.rejects(backend.create(spec(f, 'opts', { backendOptions: { vcpuPinning: true } }), READY), { code: 'UNSUPPORTED_OPTION' });

@@ -78,6 +78,9 @@ class QemuBackend implements Backend {
   private readonly templates: TemplateManager;
   private readonly spares: SpareManager;
   private readonly live = new Map<string, QemuSandbox>();
+  /** Creates under way: close() aborts them and waits until they have unwound. */
+  private readonly starting = new Set<Promise<unknown>>();
+  private readonly stopCreates = new AbortController();
   private artifacts: { key: string; value: Promise<VmArtifacts> } | undefined;
   private closing = false;
   private readonly confine: { runAs?: string } | undefined;
@@ -117,8 +120,16 @@ class QemuBackend implements Backend {
     };
   }
 
-  async create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
-    if (this.closing) throw new KilnError('SHUTTING_DOWN', 'the QEMU backend is shutting down; retry on the restarted service');
+  create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+    if (this.closing) return Promise.reject(new KilnError('SHUTTING_DOWN', 'the QEMU backend is shutting down; retry on the restarted service'));
+    const signal = options.signal ? AbortSignal.any([options.signal, this.stopCreates.signal]) : this.stopCreates.signal;
+    const p = this.start(spec, { ...options, signal });
+    this.starting.add(p);
+    void p.finally(() => this.starting.delete(p)).catch(() => undefined);
+    return p;
+  }
+
+  private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(spec.id)) throw new KilnError('INVALID_REQUEST', `sandbox id ${JSON.stringify(spec.id)} must be 1-64 letters, digits, "-" or "_"`);
     const overrides = parseBackendOptions(spec.backendOptions, [KERNEL_DIR, `${this.o.dataDir}/`]);
     if (!(await stat(spec.pack.imagePath).then((s) => s.isFile(), () => false))) {
@@ -215,6 +226,8 @@ class QemuBackend implements Backend {
 
   async close(): Promise<void> {
     this.closing = true;
+    this.stopCreates.abort(new KilnError('SHUTTING_DOWN', 'the QEMU backend is shutting down'));
+    await Promise.allSettled([...this.starting]);
     const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
     await this.spares.close();
     await this.templates.close();
