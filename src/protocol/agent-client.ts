@@ -178,6 +178,7 @@ export class AgentClient {
     options.signal?.addEventListener('abort', cancel, { once: true });
     result.finally(() => options.signal?.removeEventListener('abort', cancel)).catch(() => undefined);
     this.send(encodeJsonFrame(FrameType.REQUEST, stream, { op: 'exec', ...req }));
+    if (options.signal?.aborted) cancel(); // aborted before it started: 'abort' will not fire again
     return {
       result,
       writeStdin: async (chunk) => { for (const part of chunks(chunk)) await this.sendAsync(encodeFrame(FrameType.STDIN, stream, part)); },
@@ -209,6 +210,7 @@ export class AgentClient {
   private async upload(req: object, data: Buffer | AsyncIterable<Buffer>, signal?: AbortSignal): Promise<TransferResult> {
     const stream = this.allocStream();
     const done = this.expectResult(stream, validateTransfer, 'transfer', signal);
+    if (signal?.aborted) return done;
     this.send(encodeJsonFrame(FrameType.REQUEST, stream, req));
     try {
       const source = Buffer.isBuffer(data) ? [data] : data;
@@ -231,7 +233,7 @@ export class AgentClient {
       if (f.type === FrameType.DATA) sink(f.payload);
       else if (f.type !== FrameType.EOF) this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on download stream`);
     });
-    this.send(encodeJsonFrame(FrameType.REQUEST, stream, req));
+    if (!signal?.aborted) this.send(encodeJsonFrame(FrameType.REQUEST, stream, req));
     return done;
   }
 
@@ -239,20 +241,21 @@ export class AgentClient {
   private request(body: object, opts: { signal?: AbortSignal } = {}): Promise<unknown> {
     const stream = this.allocStream();
     const done = this.expectResult(stream, (v: unknown): v is unknown => true, 'request', opts.signal);
-    this.send(encodeJsonFrame(FrameType.REQUEST, stream, body));
+    if (!opts.signal?.aborted) this.send(encodeJsonFrame(FrameType.REQUEST, stream, body));
     return done;
   }
 
   private expectResult<T>(stream: number, validate: (v: unknown) => v is T, what: string, signal?: AbortSignal, other?: (f: Frame) => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       if (this.closedError) return reject(this.closedError);
+      // Aborted before anything was sent: nothing to cancel (the callers send nothing either).
+      if (signal?.aborted) return reject(abortedError(what, signal));
       const onAbort = (): void => {
         if (!this.streams.has(stream)) return;
         this.streams.delete(stream);
         this.send(encodeFrame(FrameType.CANCEL, stream));
-        reject(new KilnError('TIMEOUT', `${what} was aborted before the agent answered`, { cause: signal?.reason }));
+        reject(abortedError(what, signal));
       };
-      if (signal?.aborted) return onAbort();
       signal?.addEventListener('abort', onAbort, { once: true });
       const finish = (): void => { this.streams.delete(stream); signal?.removeEventListener('abort', onAbort); };
       this.streams.set(stream, {
@@ -332,4 +335,8 @@ function agentError(f: Frame): KilnError {
 
 function* chunks(buf: Buffer): Generator<Buffer> {
   for (let i = 0; i < buf.length; i += DATA_CHUNK_BYTES) yield buf.subarray(i, i + DATA_CHUNK_BYTES);
+}
+
+function abortedError(what: string, signal: AbortSignal | undefined): KilnError {
+  return new KilnError('TIMEOUT', `${what} was aborted before the agent answered`, { cause: signal?.reason });
 }

@@ -121,6 +121,22 @@ describe('AgentClient', () => {
     await assert.rejects(pending, (e: KilnError) => e.code === 'SANDBOX_GONE');
   });
 
+  it('settles at once on a signal aborted before the call: nothing is sent, an exec is cancelled', async () => {
+    const seen: string[] = [];
+    const { client } = fakeAgent((f, reply) => {
+      seen.push(f.type === FrameType.REQUEST ? (decodeJson(f) as { op: string }).op : `0x${f.type.toString(16)}`);
+      if (f.type === FrameType.CANCEL) reply(encodeJsonFrame(FrameType.ERROR, f.stream, { code: 'CANCELLED', message: 'cancelled' }));
+    });
+    const agent = await client;
+    const aborted = AbortSignal.abort();
+    await assert.rejects(agent.ping(aborted), (e: KilnError) => e.code === 'TIMEOUT');
+    await assert.rejects(agent.writeFile('/x', Buffer.from('data'), { maxBytes: 10, signal: aborted }), (e: KilnError) => e.code === 'TIMEOUT');
+    await assert.rejects(agent.readFile('/x', () => undefined, { maxBytes: 10, signal: aborted }), (e: KilnError) => e.code === 'TIMEOUT');
+    await assert.rejects(AgentClient.connect({ readable: new PassThrough(), writable: new PassThrough() }, { signal: aborted, timeoutMs: 10_000 }), (e: KilnError) => e.code === 'TIMEOUT');
+    await assert.rejects(agent.exec({ argv: ['x'] }, {}, { signal: aborted }).result);
+    assert.deepEqual(seen, ['exec', '0xb'], 'only the exec went out, cancelled at once');
+  });
+
   it('times out a handshake that never comes', async () => {
     const silent = new PassThrough();
     await assert.rejects(AgentClient.connect({ readable: silent, writable: new PassThrough() }, { timeoutMs: 50 }), (e: KilnError) => e.code === 'BOOT_FAILED');
