@@ -150,6 +150,24 @@ test('a template with a pack command warms up before its snapshot and leaves /tm
   }
 });
 
+test('close() aborts a create under way, waits for a destroy under way, and refuses new creates', async () => {
+  const f = await fixture({ backend: { snapshots: false } });
+  try {
+    const leaving = await f.backend.create(f.spec('sb-leaving'), READY);
+    const creating = f.backend.create(f.spec('sb-closing'), READY);
+    creating.catch(() => undefined);
+    const destroying = leaving.destroy();
+    await f.backend.close();
+    await destroying;
+    const outcome = await creating.then(() => 'created', (e: KilnError) => e.code);
+    assert.ok(['SHUTTING_DOWN', 'TIMEOUT', 'BOOT_FAILED'].includes(outcome), outcome);
+    assert.deepEqual(f.launcher.instances.filter((i) => i.alive()).length, 0, 'no Firecracker process outlives close()');
+    await assert.rejects(f.backend.create(f.spec('sb-after'), READY), { code: 'SHUTTING_DOWN' });
+  } finally {
+    await f.close();
+  }
+});
+
 test('snapshot failures unwind the template VM and leave no template behind', async () => {
   const f = await fixture({ fake: { failOn: { request: 'PUT /snapshot/create', message: 'disk full (fake)' } } });
   try {

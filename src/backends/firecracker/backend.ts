@@ -7,6 +7,7 @@ import { access, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Backend, BackendAvailability, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
 import { CleanupStack } from '../../core/cleanup.js';
+import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import { warmTemplate, type TemplateWarmup } from '../../core/warmup.js';
 import { runBootSteps } from './boot-steps.js';
@@ -72,6 +73,8 @@ export class FirecrackerBackend implements Backend {
   private readonly vmsDir: string;
   private readonly templates: TemplateStore;
   private readonly live = new Map<string, FirecrackerSandbox>();
+  /** close() aborts creates under way and waits until they have unwound. */
+  private readonly creates = new CreatesInFlight('Firecracker');
   private resolved: Promise<Resolved> | undefined;
   private uids: UidPool | undefined;
 
@@ -136,7 +139,11 @@ export class FirecrackerBackend implements Backend {
     return this.resolved;
   }
 
-  async create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+  create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+    return this.creates.run(options, (o) => this.start(spec, o));
+  }
+
+  private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
     const caps = this.capabilities;
     if (spec.cpus < 1 || spec.cpus > caps.maxCpus) {
       throw new KilnError('INVALID_REQUEST', `firecracker sandboxes take 1 to ${caps.maxCpus} vCPUs (asked for ${spec.cpus})`);
@@ -170,9 +177,8 @@ export class FirecrackerBackend implements Backend {
       jailed: !!r.jail,
       ...(template ? { cloneOf: template.key, restoreMs: round(performance.now() - tReady), templateMs: round(tReady - t0) } : { bootMs: round(performance.now() - t0) }),
       firecracker: r.firecrackerVersion,
-    }, { cgroupDir });
+    }, { cgroupDir, onDestroyed: () => this.live.delete(spec.id) });
     this.live.set(spec.id, sandbox);
-    cleanup.push('registry', () => { this.live.delete(spec.id); });
     return sandbox;
   }
 
@@ -230,6 +236,7 @@ export class FirecrackerBackend implements Backend {
   }
 
   async close(): Promise<void> {
+    await this.creates.close();
     const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
     await this.templates.clear();
     const failed = results.filter((x): x is PromiseRejectedResult => x.status === 'rejected');

@@ -15,6 +15,8 @@ export interface FirecrackerSandboxOptions {
   /** The VM's cgroup directory when jailed (memory.current, memory.events). */
   cgroupDir?: string;
   reconnectTimeoutMs?: number;
+  /** Called once destroy() has finished the whole teardown (the backend deregisters it then). */
+  onDestroyed?: () => void;
 }
 
 export class FirecrackerSandbox implements BackendSandbox {
@@ -100,7 +102,7 @@ export class FirecrackerSandbox implements BackendSandbox {
   }
 
   destroy(): Promise<void> {
-    this.destroying ??= this.cleanup.run();
+    this.destroying ??= this.cleanup.run().finally(() => this.o.onDestroyed?.());
     return this.destroying;
   }
 }

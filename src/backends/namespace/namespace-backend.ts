@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Backend, BackendAvailability, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
 import { CleanupStack } from '../../core/cleanup.js';
+import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import { spawnBwrap } from './bwrap.js';
@@ -42,9 +43,8 @@ class NamespaceBackend implements Backend {
   private layout: CgroupLayout | undefined;
   private prepared: Promise<string> | undefined;
   private readonly live = new Map<string, NamespaceSandbox>();
-  /** Creates under way: close() waits for them, or their cgroups would outlive the parents' removal. */
-  private readonly starting = new Set<Promise<unknown>>();
-  private closing = false;
+  /** close() sees creates under way through, or their cgroups would outlive the parents' removal. */
+  private readonly creates = new CreatesInFlight('namespace');
   private readonly uidsInUse = new Set<number>();
   private nextUid = 0;
 
@@ -102,11 +102,7 @@ class NamespaceBackend implements Backend {
   }
 
   create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
-    if (this.closing) return Promise.reject(new KilnError('SHUTTING_DOWN', 'the namespace backend is shutting down; retry on the restarted service'));
-    const p = this.start(spec, options);
-    this.starting.add(p);
-    void p.finally(() => this.starting.delete(p)).catch(() => undefined);
-    return p;
+    return this.creates.run(options, (o) => this.start(spec, o));
   }
 
   private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
@@ -118,9 +114,6 @@ class NamespaceBackend implements Backend {
     let log = '';
     const onStderr = (text: string): void => { log = (log + text).slice(-8192); };
     try {
-      // Undone last: a sandbox stays listed until its whole teardown (cgroup included) is done,
-      // so close() waits for a destroy already under way instead of racing it.
-      cleanup.push('registry', () => { this.live.delete(spec.id); });
       const hostUid = this.allocUid();
       cleanup.push('uid', () => { this.uidsInUse.delete(hostUid); });
       const lowerDir = await this.images.acquire(spec.pack);
@@ -146,7 +139,9 @@ class NamespaceBackend implements Backend {
         { signal, timeoutMs: options.readyTimeoutMs },
       );
       cleanup.push('agent', () => agent.close());
-      const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, { pid: proc.sandboxPid, hostUid, bootMs: round(performance.now() - t0) });
+      // Listed until its whole teardown (cgroup included) is done, so close() waits for a destroy
+      // already under way instead of removing the parent cgroups before this one is gone.
+      const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, { pid: proc.sandboxPid, hostUid, bootMs: round(performance.now() - t0) }, () => this.live.delete(spec.id));
       this.live.set(spec.id, sandbox);
       return sandbox;
     } catch (e) {
@@ -185,8 +180,7 @@ class NamespaceBackend implements Backend {
   }
 
   async close(): Promise<void> {
-    this.closing = true;
-    await Promise.allSettled([...this.starting]);
+    await this.creates.close();
     const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
     await this.images.closeAll();
     if (this.layout) await removeLayoutParents(this.layout);

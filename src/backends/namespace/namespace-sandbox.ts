@@ -21,6 +21,8 @@ export class NamespaceSandbox implements BackendSandbox {
     private readonly cgroup: SandboxCgroup,
     private readonly cleanup: CleanupStack,
     details: Record<string, unknown>,
+    /** Called once destroy() has finished the whole teardown (the backend deregisters it then). */
+    private readonly onDestroyed: () => void,
   ) {
     this.details = details;
     child.once('exit', (code, sig) => this.exit.fire(`sandbox process exited (${sig ?? `code ${code}`})`));
@@ -37,7 +39,7 @@ export class NamespaceSandbox implements BackendSandbox {
   }
 
   destroy(): Promise<void> {
-    this.destroying ??= this.cleanup.run();
+    this.destroying ??= this.cleanup.run().finally(() => this.onDestroyed());
     return this.destroying;
   }
 }

@@ -8,6 +8,7 @@ import { cpus, totalmem } from 'node:os';
 import { stat } from 'node:fs/promises';
 import { normalize } from 'node:path';
 import type { Backend, BackendAvailability, BackendCapabilities, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
+import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, isKilnError } from '../../core/errors.js';
 import { buildVmArtifacts, findHostKernel, guestCmdline, type VmArtifacts } from '../../vmimage/index.js';
 import { chooseAccel, hostTscKhz, qemuVersion, type AccelMode } from './accel.js';
@@ -78,11 +79,9 @@ class QemuBackend implements Backend {
   private readonly templates: TemplateManager;
   private readonly spares: SpareManager;
   private readonly live = new Map<string, QemuSandbox>();
-  /** Creates under way: close() aborts them and waits until they have unwound. */
-  private readonly starting = new Set<Promise<unknown>>();
-  private readonly stopCreates = new AbortController();
+  /** close() aborts creates under way and waits until they have unwound. */
+  private readonly creates = new CreatesInFlight('QEMU');
   private artifacts: { key: string; value: Promise<VmArtifacts> } | undefined;
-  private closing = false;
   private readonly confine: { runAs?: string } | undefined;
 
   constructor(private readonly o: QemuBackendOptions) {
@@ -121,12 +120,7 @@ class QemuBackend implements Backend {
   }
 
   create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
-    if (this.closing) return Promise.reject(new KilnError('SHUTTING_DOWN', 'the QEMU backend is shutting down; retry on the restarted service'));
-    const signal = options.signal ? AbortSignal.any([options.signal, this.stopCreates.signal]) : this.stopCreates.signal;
-    const p = this.start(spec, { ...options, signal });
-    this.starting.add(p);
-    void p.finally(() => this.starting.delete(p)).catch(() => undefined);
-    return p;
+    return this.creates.run(options, (o) => this.start(spec, o));
   }
 
   private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
@@ -225,9 +219,7 @@ class QemuBackend implements Backend {
   }
 
   async close(): Promise<void> {
-    this.closing = true;
-    this.stopCreates.abort(new KilnError('SHUTTING_DOWN', 'the QEMU backend is shutting down'));
-    await Promise.allSettled([...this.starting]);
+    await this.creates.close();
     const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
     await this.spares.close();
     await this.templates.close();
