@@ -25,8 +25,7 @@ export interface KilnConfig {
   maxSandboxes: number;
   createQueueLength: number;
   createQueueTimeoutMs: number;
-  /** Warm pool targets per pack on the default backend ("python=2,node=1"). */
-  /** Warm pools: pack and size per backend (none named: the default backend). */
+  /** Warm pools, KILN_POOL "[backend/]pack=count,…" (no backend named: the default backend). */
   poolTargets: PoolTarget[];
   qemuAccel: 'auto' | 'kvm' | 'tcg';
   /** Firecracker binary (default: looked up on PATH) and whether to skip the vmx/svm check. */

@@ -1,13 +1,13 @@
 /**
  * Warm-ups: pooled sandboxes (warmUp) and VM templates (warmTemplate, below).
  *
- * A pooled sandbox runs the pack's own command once on an empty file, then removes it. A fresh overlay's first program start pays for cold lookups through the overlay (the
- * interpreter's own files, its standard library); paying that while the sandbox waits in the pool
- * takes it off the request path. Only kiln's own empty program runs: users still get a sandbox no
- * one has used.
+ * A pooled sandbox runs the pack's own command once on an empty file, then removes it. A fresh
+ * overlay's first program start pays for cold lookups through the overlay (the interpreter's own
+ * files, its standard library); paying that while the sandbox waits in the pool takes it off the
+ * request path. Only kiln's own empty program runs: users still get a sandbox no one has used.
  */
 import type { AgentClient } from '../protocol/agent-client.js';
-import type { BackendSandbox } from './backend.js';
+import type { BackendSandbox, PackImage } from './backend.js';
 import { fillCommand, type PackInfo } from './packs.js';
 
 const WARMUP_TIMEOUT_MS = 60_000;
@@ -25,6 +25,11 @@ export interface TemplateWarmup {
   command: string[];
   fileName: string;
   env: Record<string, string>;
+}
+
+/** The warm-up a template of this pack runs; none for a pack that says no way to run a file. */
+export function templateWarmup(pack: PackImage): TemplateWarmup | undefined {
+  return pack.run && { command: pack.run.command, fileName: pack.run.fileName, env: pack.env };
 }
 
 const TEMPLATE_WARMUP_DIR = '/tmp/.kiln-warmup';

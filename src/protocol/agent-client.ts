@@ -203,6 +203,13 @@ export class AgentClient {
     return this.download({ op: 'file.read', path, maxBytes: opts.maxBytes }, sink, opts.signal);
   }
 
+  /** A small guest file as text (/proc and /sys files, which report no size). */
+  async readText(path: string, opts: { maxBytes: number } = { maxBytes: 1 << 20 }): Promise<string> {
+    const chunks: Buffer[] = [];
+    await this.readFile(path, (c) => chunks.push(c), opts);
+    return Buffer.concat(chunks).toString();
+  }
+
   getArchive(path: string, sink: (chunk: Buffer) => void, opts: { gzip: boolean; signal?: AbortSignal }): Promise<TransferResult> {
     return this.download({ op: 'archive.get', path, gzip: opts.gzip }, sink, opts.signal);
   }

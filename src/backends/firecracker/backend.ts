@@ -9,7 +9,7 @@ import type { Backend, BackendAvailability, BackendSandbox, CreateOptions, Sandb
 import { CleanupStack } from '../../core/cleanup.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
-import { warmTemplate, type TemplateWarmup } from '../../core/warmup.js';
+import { templateWarmup, warmTemplate, type TemplateWarmup } from '../../core/warmup.js';
 import { runBootSteps } from './boot-steps.js';
 import { firecrackerCmdline } from './cmdline.js';
 import { findExecutable, jailCgroupDir, jailRoot, UidPool, type JailerSettings } from './jailer.js';
@@ -166,7 +166,7 @@ export class FirecrackerBackend implements Backend {
     let template: TemplateFiles | undefined;
     // A TAP device is host state that a snapshot would pin: sandboxes with a NIC always cold-boot.
     if ((this.o.snapshots ?? true) && !network) {
-      const warmup: TemplateWarmup | undefined = spec.pack.run && { command: spec.pack.run.command, fileName: spec.pack.run.fileName, env: spec.pack.env };
+      const warmup = templateWarmup(spec.pack);
       const key = templateKey({ packHash: spec.pack.hash, vcpus: spec.cpus, memoryMib: spec.memoryMib, kernelHash: image.hash, bootArgs, driveRateLimiter, firecrackerVersion: r.firecrackerVersion, warmup });
       template = await this.templates.get(key, (out) => this.buildTemplate(r, { ...base, id: `tpl-${key.slice(0, 12)}` }, out, signal, warmup));
     }

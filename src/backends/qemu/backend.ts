@@ -9,6 +9,7 @@ import { stat } from 'node:fs/promises';
 import { normalize } from 'node:path';
 import type { Backend, BackendAvailability, BackendCapabilities, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
 import { CreatesInFlight } from '../../core/creates.js';
+import { templateWarmup } from '../../core/warmup.js';
 import { KilnError, isKilnError } from '../../core/errors.js';
 import { buildVmArtifacts, findHostKernel, guestCmdline, type VmArtifacts } from '../../vmimage/index.js';
 import { chooseAccel, hostTscKhz, qemuVersion, type AccelMode } from './accel.js';
@@ -148,7 +149,7 @@ class QemuBackend implements Backend {
         packName: spec.pack.name, packHash: spec.pack.hash, imagePath: spec.pack.imagePath, cpus: spec.cpus,
         memoryMib: base.memoryMib, diskMib: spec.diskMib, kernelPath: base.kernelPath, initrdPath: base.initrdPath,
         artifactsHash: artifacts.hash, cmdline, accel, qemuVersion: await qemuVersion(this.binary), binary: this.binary,
-        warmup: spec.pack.run && { command: spec.pack.run.command, fileName: spec.pack.run.fileName, env: spec.pack.env },
+        warmup: templateWarmup(spec.pack),
       }), deadline, 'the template VM is still booting');
       if (template && !(await templateFilesPresent(template))) {
         this.o.log?.('warn', 'template files vanished; dropping the template', { template: template.id });

@@ -43,9 +43,7 @@ export class QemuSandbox implements BackendSandbox {
   }
 
   private async guestOomKills(): Promise<number | undefined> {
-    const chunks: Buffer[] = [];
-    await this.agent.readFile('/proc/vmstat', (c) => chunks.push(c), { maxBytes: 1 << 20 });
-    const m = /^oom_kill (\d+)$/m.exec(Buffer.concat(chunks).toString());
+    const m = /^oom_kill (\d+)$/m.exec(await this.agent.readText('/proc/vmstat'));
     return m ? Number(m[1]) : undefined;
   }
 

@@ -206,7 +206,7 @@ export class TemplateManager {
  */
 async function settleGuest(agent: AgentClient, deadline: number, log?: QemuLog): Promise<void> {
   for (;;) {
-    const source = (await readText(agent, CLOCKSOURCE).catch(() => '')).trim();
+    const source = (await agent.readText(CLOCKSOURCE).catch(() => '')).trim();
     if (source !== '' && source !== 'tsc-early') break;
     if (Date.now() > deadline) {
       log?.('warn', 'the template guest still runs on its early clocksource; clones will each finish the switch', { clocksource: source });
@@ -227,7 +227,7 @@ async function settleGuest(agent: AgentClient, deadline: number, log?: QemuLog):
  */
 async function awaitTimerGap(agent: AgentClient, deadline: number, log?: QemuLog): Promise<void> {
   for (;;) {
-    const list = await readText(agent, TIMER_LIST);
+    const list = await agent.readText(TIMER_LIST);
     await sleep(IDLE_AFTER_WAKE_MS);
     const now = /^now at (\d+) nsecs/m.exec(list)?.[1];
     const next = /^\s*\.next_timer\s*:\s*(\d+)/m.exec(list)?.[1];
@@ -243,12 +243,6 @@ async function awaitTimerGap(agent: AgentClient, deadline: number, log?: QemuLog
     }
     await sleep(Math.max(0, aheadMs) + IDLE_AFTER_WAKE_MS);
   }
-}
-
-async function readText(agent: AgentClient, path: string): Promise<string> {
-  const chunks: Buffer[] = [];
-  await agent.readFile(path, (c) => chunks.push(c), { maxBytes: 1 << 20 });
-  return Buffer.concat(chunks).toString();
 }
 
 async function removeTemplateFiles(t: Template): Promise<void> {
