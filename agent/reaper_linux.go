@@ -42,6 +42,10 @@ func startReaper() {
 			// Belt and braces: while children are registered, a lost SIGCHLD costs at most a
 			// second. Without children there is nothing to wait for, and an idle sandbox (a
 			// VM template, a warm clone) is not woken every second.
+			// One ticker, running only while needed (not a new timer at every wake-up: a busy
+			// sandbox's children exit many times a second).
+			ticker := time.NewTicker(time.Second)
+			ticker.Stop()
 			var tick <-chan time.Time
 			for {
 				select {
@@ -49,9 +53,13 @@ func startReaper() {
 				case <-theReaper.registered:
 				case <-tick:
 				}
-				tick = nil
-				if theReaper.reap() {
-					tick = time.After(time.Second)
+				switch running := theReaper.reap(); {
+				case running && tick == nil:
+					ticker.Reset(time.Second)
+					tick = ticker.C
+				case !running && tick != nil:
+					ticker.Stop()
+					tick = nil
 				}
 			}
 		}()
