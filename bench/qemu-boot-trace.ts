@@ -18,11 +18,7 @@ import { QemuProcess } from '../src/backends/qemu/process.js';
 import { vmMemoryMib } from '../src/backends/qemu/backend.js';
 import { AgentClient } from '../src/protocol/agent-client.js';
 import { buildVmArtifacts, guestCmdline } from '../src/vmimage/index.js';
-
-function argValue(flag: string): string | undefined {
-  const i = process.argv.indexOf(flag);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
+import { argValue } from './stats.js';
 
 const minGap = Number(argValue('--min-gap') ?? 20);
 const dataDir = process.env.KILN_DATA_DIR ?? '/var/lib/kiln';

@@ -22,7 +22,9 @@ import { resolveImage } from '../src/images/index.js';
 import { createQemuBackend } from '../src/backends/qemu/index.js';
 import { QemuProcess } from '../src/backends/qemu/process.js';
 import { QmpClient } from '../src/backends/qemu/qmp.js';
-import { waitMigration } from '../src/backends/qemu/vm.js';
+import { waitChardevConnected, waitMigration } from '../src/backends/qemu/vm.js';
+import { jitBlocks } from './qemu.js';
+import { argValue } from './stats.js';
 import { AgentClient } from '../src/protocol/agent-client.js';
 
 const execFileAsync = promisify(execFile);
@@ -46,8 +48,7 @@ async function main(): Promise<void> {
     const first = await backend.create({ id: 'first', pack, cpus: 1, memoryMib: 256, diskMib: 256 }, { readyTimeoutMs: 120_000 });
     // Debian ships only a stub System.map; the guest's own kallsyms has the addresses (no KASLR
     // under PVH direct boot, so every guest of this kernel has the same).
-    const kallsyms: Buffer[] = [];
-    await first.agent.readFile('/proc/kallsyms', (c) => kallsyms.push(c), { maxBytes: 64 << 20 });
+    const kallsyms = await first.agent.readText('/proc/kallsyms', { maxBytes: 64 << 20 });
     const spareArgs = await waitForSpare(join(base, 'run/qemu/spares'));
     const dir = join(base, 'prof');
     await mkdir(dir);
@@ -71,20 +72,16 @@ async function main(): Promise<void> {
       await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
       // As a spare does: the control socket connected and accepted before the state loads.
       ctl = await connect(join(dir, 'ctl.sock'));
-      for (;;) {
-        const devs = await qmp.execute('query-chardev') as Array<{ label: string; filename: string }>;
-        if (!devs.find((d) => d.label === 'ctl')?.filename.startsWith('disconnected:')) break;
-        await sleep(0.2);
-      }
+      await waitChardevConnected(qmp, proc, 'ctl', Date.now() + 10_000);
       await qmp.execute('migrate-incoming', { uri: 'fd:3' });
       await waitMigration(qmp, proc, Date.now() + 10_000);
-      before = await tbCount(qmp);
+      before = await jitBlocks(qmp);
       t0 = performance.now();
       await qmp.execute('cont');
     }
     const agent = await AgentClient.connect({ readable: ctl, writable: ctl, destroy: () => ctl.destroy() }, { sync: true, timeoutMs: 120_000 });
     const readyMs = performance.now() - t0;
-    let after = await tbCount(qmp);
+    let after = await jitBlocks(qmp);
     let execNote = '';
     if (execCmd) {
       // Only what the first exec translates: the log restarts after the hello.
@@ -92,7 +89,7 @@ async function main(): Promise<void> {
       const e0 = performance.now();
       const r = await agent.exec({ argv: ['sh', '-c', execCmd] }).result;
       execNote = `; first exec of "${execCmd}": ${(performance.now() - e0).toFixed(1)} ms (exit ${r.exitCode}), TBs ${after} → `;
-      after = await tbCount(qmp);
+      after = await jitBlocks(qmp);
       execNote += String(after);
     }
     agent.close();
@@ -104,7 +101,7 @@ async function main(): Promise<void> {
     const text = await readFile(execCmd ? `${log}.exec` : log, 'utf8');
     if (keepLog) await writeFile(keepLog, text);
     const starts = [...text.matchAll(/^IN:.*\n(0x[0-9a-f]+):/gm)].map((m) => BigInt(m[1]!));
-    const kernel = parseKallsyms(Buffer.concat(kallsyms).toString());
+    const kernel = parseKallsyms(kallsyms);
     const agentSyms = await goSymbols(agentPath);
     const counts = new Map<string, number>();
     let kernelTbs = 0;
@@ -194,11 +191,6 @@ async function templateState(templatesDir: string): Promise<string> {
   return join(templatesDir, id, 'state');
 }
 
-async function tbCount(qmp: QmpClient): Promise<number> {
-  const out = await qmp.execute('human-monitor-command', { 'command-line': 'info jit' }) as string;
-  return Number(/TB count\s+(\d+)/.exec(out)?.[1] ?? NaN);
-}
-
 function connect(path: string): Promise<Socket> {
   return new Promise((res, rej) => {
     const s = createConnection(path);
@@ -231,9 +223,6 @@ function lookup(syms: Sym[], a: bigint): string | undefined {
   return best?.name;
 }
 
-function argValue(flag: string): string | undefined {
-  const i = process.argv.indexOf(flag);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
-
+// Output piped into `head` must not end the process before its finally removes the VM's files.
+process.stdout.on('error', () => undefined);
 main().catch((e) => { console.error(e); process.exitCode = 1; });

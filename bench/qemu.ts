@@ -135,11 +135,16 @@ export async function benchQemu(opts: BenchQemuOptions = {}): Promise<Row[]> {
 async function translatedBlocks(qmpSock: string): Promise<number> {
   const qmp = await QmpClient.connect(qmpSock, { timeoutMs: 5000 });
   try {
-    const out = await qmp.execute('human-monitor-command', { 'command-line': 'info jit' }) as string;
-    return Number(/TB count\s+(\d+)/.exec(out)?.[1] ?? NaN);
+    return await jitBlocks(qmp);
   } finally {
     qmp.close();
   }
+}
+
+/** TBs in the VM's translation cache now (HMP `info jit`). */
+export async function jitBlocks(qmp: QmpClient): Promise<number> {
+  const out = await qmp.execute('human-monitor-command', { 'command-line': 'info jit' }) as string;
+  return Number(/TB count\s+(\d+)/.exec(out)?.[1] ?? NaN);
 }
 
 async function defaultPack(dataDir = process.env.KILN_DATA_DIR ?? '/var/lib/kiln'): Promise<PackImage> {

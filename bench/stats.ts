@@ -63,3 +63,9 @@ export function renderTable(rows: Row[]): string {
 export function ratio(a: number, b: number): string {
   return `${(a / b).toFixed(2)}×`;
 }
+
+/** The value after `flag` on the command line (bench scripts' options). */
+export function argValue(flag: string): string | undefined {
+  const i = process.argv.indexOf(flag);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}

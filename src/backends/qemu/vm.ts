@@ -219,7 +219,7 @@ async function restore(qmpSock: string, proc: QemuProcess, deadline: number, mar
  * QEMU accepts a chardev connection in its main loop, after our connect() returned: wait until it
  * has, so the guest resumes with its control port already connected.
  */
-async function waitChardevConnected(qmp: QmpClient, proc: QemuProcess, label: string, deadline: number): Promise<void> {
+export async function waitChardevConnected(qmp: QmpClient, proc: QemuProcess, label: string, deadline: number): Promise<void> {
   for (;;) {
     const devs = await untilExit(proc, qmp.execute('query-chardev')) as Array<{ label: string; filename: string }>;
     const dev = devs.find((d) => d.label === label);
