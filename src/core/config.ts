@@ -11,6 +11,13 @@ export interface KilnConfig {
   socketPath?: string;
   /** Bearer token; required whenever `host` is not a loopback address. */
   token?: string;
+  /**
+   * Host header names accepted besides loopback names and `host` (KILN_ALLOWED_HOSTS; "*": any).
+   * Refusing other names stops DNS rebinding: a page whose name resolves to this host sends its own.
+   */
+  allowedHosts: string[];
+  /** Browser origins allowed besides the service's own (KILN_ALLOWED_ORIGINS), normalised. */
+  allowedOrigins: string[];
   /** Images, VM kernels, caches: survives restarts. */
   dataDir: string;
   /** Per-sandbox state: sockets, mounts, pid files. Scanned and cleaned at start-up. */
@@ -63,6 +70,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     port: int(env, 'KILN_PORT', 8400, 0, 65535),
     socketPath: env.KILN_SOCKET || undefined,
     token: env.KILN_TOKEN || undefined,
+    allowedHosts: list(env.KILN_ALLOWED_HOSTS).map(hostName),
+    allowedOrigins: list(env.KILN_ALLOWED_ORIGINS).map(origin),
     dataDir: path(env.KILN_DATA_DIR ?? '/var/lib/kiln'),
     runDir: path(env.KILN_RUN_DIR ?? '/run/kiln'),
     agentPath: path(env.KILN_AGENT ?? resolve(REPO_ROOT, 'build/kiln-agent')),
@@ -105,6 +114,34 @@ function int(env: NodeJS.ProcessEnv, name: string, dflt: number, min: number, ma
   const n = Number(raw);
   if (!Number.isInteger(n) || n < min || n > max) throw new KilnError('INVALID_REQUEST', `${name}=${raw} must be an integer from ${min} to ${max}`);
   return n;
+}
+
+/** Normalises an origin ("https://app.example.com:8443"); throws on anything else. */
+export function normaliseOrigin(origin: string): string {
+  const u = new URL(origin);
+  if (!/^https?:$/.test(u.protocol) || u.pathname !== '/' || u.search || u.hash || u.username || origin.endsWith('/')) throw new Error(`"${origin}" is not an origin (scheme://host[:port])`);
+  return u.origin;
+}
+
+function list(v: string | undefined): string[] {
+  return (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+/** A host name or IP address as a Host header carries it (no port), lower-cased; "*" passes. */
+function hostName(v: string): string {
+  if (v === '*') return v;
+  const bare = v.startsWith('[') && v.endsWith(']') ? v.slice(1, -1) : v;
+  if (/^[0-9a-f:]+$/i.test(bare) && bare.includes(':')) return `[${bare.toLowerCase()}]`;
+  if (/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(v)) return new URL(`http://${v}`).hostname;
+  throw new KilnError('INVALID_REQUEST', `KILN_ALLOWED_HOSTS entry "${v}": use host names or IP addresses without a port, e.g. kiln.example.com,10.0.0.5`);
+}
+
+function origin(v: string): string {
+  try {
+    return normaliseOrigin(v);
+  } catch {
+    throw new KilnError('INVALID_REQUEST', `KILN_ALLOWED_ORIGINS entry "${v}": use scheme://host[:port] with no path, e.g. https://app.example.com`);
+  }
 }
 
 function path(p: string): string {

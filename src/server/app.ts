@@ -5,12 +5,12 @@
 import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { timingSafeEqual } from 'node:crypto';
 import { KilnError } from '../core/errors.js';
+import { guardHostAndOrigin, requestSerializer, requireToken } from './edge.js';
 import { errorHandler } from './errors.js';
 import { execRoutes } from './routes/exec.js';
 import { fileRoutes } from './routes/files.js';
-import { metaRoutes } from './routes/meta.js';
+import { healthRoutes, metaRoutes } from './routes/meta.js';
 import { runRoutes } from './routes/run.js';
 import { sandboxRoutes } from './routes/sandboxes.js';
 import { staticRoutes } from './routes/static.js';
@@ -18,15 +18,13 @@ import type { KilnService } from './service.js';
 
 export interface AppOptions {
   logger?: boolean | object;
-  /** Requests over this listener skip the token check (the trusted local Unix socket). */
+  /** Requests over this listener skip the token, Host and Origin checks (the trusted local Unix socket). */
   trustedSocket?: boolean;
 }
 
-const OPEN_PATHS = new Set(['/healthz', '/openapi.json']);
-
 export async function buildApp(svc: KilnService, options: AppOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: options.logger ?? false,
+    logger: logger(options.logger ?? false),
     bodyLimit: 64 * 1024 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     genReqId: () => `req-${Math.random().toString(36).slice(2, 10)}`,
@@ -44,28 +42,37 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
     },
   });
   await app.register(websocket, { options: { maxPayload: 1024 * 1024 } });
+  // @fastify/websocket upgrades a request to any GET route (then closes it where no WebSocket
+  // handler is): only the routes that declare one may upgrade.
+  const wsRoutes = new Set<string>();
+  app.addHook('onRoute', (r) => { if (r.websocket) wsRoutes.add(r.url); });
+  app.addHook('onRequest', async (req) => {
+    if (req.ws && !wsRoutes.has(req.routeOptions.url ?? '')) throw new KilnError('NOT_FOUND', `no WebSocket at ${req.url.split('?')[0]}; see docs/api.md`);
+  });
+  if (!options.trustedSocket) app.addHook('onRequest', guardHostAndOrigin(svc.config));
 
-  const token = svc.config.token;
-  if (token && !options.trustedSocket) {
-    const expected = Buffer.from(`Bearer ${token}`);
-    app.addHook('onRequest', async (req) => {
-      const path = req.url.split('?')[0]!;
-      if (OPEN_PATHS.has(path) || !path.startsWith('/v1/') && path !== '/metrics') return;
-      // Browsers cannot set headers on WebSockets: those may pass ?access_token=.
-      const q = new URLSearchParams(req.url.split('?')[1] ?? '');
-      const got = Buffer.from(req.headers.authorization ?? (q.get('access_token') ? `Bearer ${q.get('access_token')}` : ''));
-      if (got.length !== expected.length || !timingSafeEqual(got, expected)) {
-        throw new KilnError('UNAUTHORIZED', 'missing or wrong bearer token: send "Authorization: Bearer <KILN_TOKEN>"');
-      }
-    });
-  }
-
-  await app.register(metaRoutes, { svc });
-  await app.register(sandboxRoutes, { svc });
-  await app.register(execRoutes, { svc });
-  await app.register(fileRoutes, { svc });
-  await app.register(runRoutes, { svc });
+  // Open: liveness, the API description and the dashboard's files (it asks for the token itself).
+  await app.register(healthRoutes, { svc });
   await app.register(staticRoutes);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  // Everything else is registered in this scope, whose hook sees every request its routes match,
+  // however the path was spelled: authentication by route, not by comparing URL strings.
+  const token = options.trustedSocket ? undefined : svc.config.token;
+  await app.register(async (api) => {
+    if (token) api.addHook('onRequest', requireToken(token));
+    await api.register(metaRoutes, { svc });
+    await api.register(sandboxRoutes, { svc });
+    await api.register(execRoutes, { svc });
+    await api.register(fileRoutes, { svc });
+    await api.register(runRoutes, { svc });
+  });
   return app;
+}
+
+/** Request logs never carry ?access_token= (see redactUrl). */
+function logger(option: boolean | object): boolean | object {
+  if (!option) return false;
+  const base = option === true ? {} : option as { serializers?: Record<string, unknown> };
+  return { ...base, serializers: { ...base.serializers, req: requestSerializer } };
 }

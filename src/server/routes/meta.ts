@@ -2,13 +2,16 @@
 import type { FastifyInstance } from 'fastify';
 import type { KilnService } from '../service.js';
 
-export async function metaRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
+/** Open even with a token: liveness. */
+export async function healthRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
   app.get('/healthz', { schema: { summary: 'Liveness and a short status', security: [] } }, async () => ({
     status: 'ok',
     sandboxes: svc.manager.count,
     capacity: svc.manager.admission.stats,
   }));
+}
 
+export async function metaRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
   app.get('/v1/packs', { schema: { summary: 'Language packs and whether their images are built' } }, async () => ({ packs: await svc.packs.list() }));
 
   app.get('/v1/backends', { schema: { summary: 'Backends: available or not, why, capabilities' } }, async () => ({
