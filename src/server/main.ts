@@ -2,13 +2,13 @@
  * The service process: compose, listen on TCP (and optionally a Unix socket), close gracefully on
  * SIGINT/SIGTERM. Library code never exits the process; only this file decides to.
  */
-import { chmod, mkdir, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { rm } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import { loadConfig, type KilnConfig } from '../core/config.js';
 import { buildApp } from './app.js';
 import { composeService } from './compose.js';
 import type { KilnService } from './service.js';
+import { listenPrivately } from './socket.js';
 
 export interface RunningServer {
   svc: KilnService;
@@ -27,12 +27,9 @@ export async function startServer(config: KilnConfig = loadConfig(), opts: { log
     apps.push(tcp);
     const address = await tcp.listen({ host: config.host, port: config.port });
     if (config.socketPath) {
-      await mkdir(dirname(config.socketPath), { recursive: true });
-      await rm(config.socketPath, { force: true });
       const local = await buildApp(svc, { logger: false, trustedSocket: true });
       apps.push(local);
-      await local.listen({ path: config.socketPath });
-      await chmod(config.socketPath, 0o660);
+      await listenPrivately(local, config.socketPath);
     }
     return {
       svc, apps, url: address,

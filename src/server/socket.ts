@@ -1,0 +1,24 @@
+/**
+ * The trusted Unix socket, never reachable by other users, not even for a moment: it is bound
+ * inside a fresh 0700 directory (no one else can resolve a path through it), given its mode there,
+ * then renamed into place. chmod after listen() would leave a window in which the socket has the
+ * umask's mode, and a process-wide umask would race with everything else the service creates.
+ */
+import type { FastifyInstance } from 'fastify';
+import { chmod, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+export async function listenPrivately(app: FastifyInstance, socketPath: string, mode = 0o660): Promise<void> {
+  const parent = dirname(socketPath);
+  await mkdir(parent, { recursive: true });
+  // Same folder as the final path, so rename() is atomic and replaces a stale socket.
+  const privateDir = await mkdtemp(join(parent, `.${basename(socketPath)}-`));
+  try {
+    const bound = join(privateDir, 'sock');
+    await app.listen({ path: bound });
+    await chmod(bound, mode);
+    await rename(bound, socketPath);
+  } finally {
+    await rm(privateDir, { recursive: true, force: true });
+  }
+}
