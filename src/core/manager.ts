@@ -7,6 +7,7 @@ import { Admission } from './admission.js';
 import type { Backend, BackendName, BackendSandbox, SandboxSpec } from './backend.js';
 import type { KilnConfig } from './config.js';
 import { KilnError } from './errors.js';
+import { setLongTimeout } from './long-timer.js';
 import type { PackCatalog } from './packs.js';
 import { Sandbox, type CreateSandboxOptions, type SandboxInfo } from './sandbox.js';
 import { ExecRunner, type ExecOptions, type ExecOutcome, type ExecStreamHandlers, type InteractiveExec, type InteractiveOptions } from './exec.js';
@@ -137,11 +138,10 @@ export class SandboxManager {
     this.sandboxes.set(sb.id, sb);
     this.d.metrics?.sandboxAdded(sb.backendName, sb.packName);
     const ttlMs = sb.expiresAt.getTime() - Date.now();
-    sb.ttlTimer = setTimeout(() => {
+    sb.ttlTimer = setLongTimeout(() => {
       this.d.log?.('sandbox TTL expired', { id: sb.id });
       void this.delete(sb.id).catch(() => undefined);
     }, ttlMs);
-    sb.ttlTimer.unref();
     let released = false;
     const free = (): void => {
       if (released) return;
@@ -163,7 +163,7 @@ export class SandboxManager {
     const sb = this.get(id);
     this.sandboxes.delete(id);
     if (sb.state === 'ready') sb.state = 'stopping';
-    clearTimeout(sb.ttlTimer);
+    sb.ttlTimer?.clear();
     try {
       await sb.inner.destroy();
     } finally {

@@ -1,5 +1,6 @@
 /** The service's record of one sandbox, wrapping what its backend owns. */
 import type { BackendName, BackendSandbox } from './backend.js';
+import type { LongTimer } from './long-timer.js';
 
 export type SandboxState = 'ready' | 'stopping' | 'stopped' | 'failed';
 
@@ -37,7 +38,7 @@ export class Sandbox {
   exitReason: string | undefined;
   readonly createdAt = new Date();
   expiresAt: Date;
-  ttlTimer: NodeJS.Timeout | undefined;
+  ttlTimer: LongTimer | undefined;
   /** Returns the admission slot; set by the manager, safe to call more than once. */
   release: () => void = () => undefined;
 

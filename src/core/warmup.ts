@@ -12,11 +12,23 @@ import { fillCommand, type PackInfo } from './packs.js';
 
 const WARMUP_TIMEOUT_MS = 60_000;
 
+/**
+ * A sandbox whose warm-up failed is destroyed, never pooled: it may hold the half-written file, a
+ * program still running, or an agent that no longer answers. The pool counts the failure and backs off.
+ */
 export async function warmUp(sb: BackendSandbox, pack: PackInfo): Promise<void> {
   const file = `/workspace/${pack.run.fileName}`;
-  await sb.agent.writeFile(file, Buffer.alloc(0), { maxBytes: 1 });
-  await sb.agent.exec({ argv: fillCommand(pack.run.command, { file }), cwd: '/workspace', env: pack.env, timeoutMs: WARMUP_TIMEOUT_MS, maxOutputBytes: 4096 }).result;
-  await sb.agent.exec({ argv: ['rm', '-f', file], cwd: '/workspace', timeoutMs: WARMUP_TIMEOUT_MS }).result;
+  try {
+    await sb.agent.writeFile(file, Buffer.alloc(0), { maxBytes: 1 });
+    const run = await sb.agent.exec({ argv: fillCommand(pack.run.command, { file }), cwd: '/workspace', env: pack.env, timeoutMs: WARMUP_TIMEOUT_MS, maxOutputBytes: 4096 }).result;
+    // A non-zero exit is fine (an empty Go file does not compile); a program that hung is not.
+    if (run.timedOut) throw new Error(`the pack's command ran past ${WARMUP_TIMEOUT_MS} ms`);
+    const rm = await sb.agent.exec({ argv: ['rm', '-f', file], cwd: '/workspace', timeoutMs: WARMUP_TIMEOUT_MS }).result;
+    if (rm.exitCode !== 0) throw new Error(`could not remove ${file}`);
+  } catch (e) {
+    await sb.destroy().catch(() => undefined);
+    throw new Error(`pool warm-up failed, sandbox deleted: ${(e as Error).message}`, { cause: e });
+  }
 }
 
 /** What a VM template runs before its snapshot: the pack's command on an empty file. */

@@ -13,7 +13,7 @@ export interface KilnClientOptions {
   /** e.g. http://127.0.0.1:8400 ('' in a browser served by kiln itself). */
   baseUrl?: string;
   token?: string;
-  /** Per request; long execs should pass their own signal instead. */
+  /** Per request, at most 2^31-1 (~24.8 days); long execs should pass their own signal instead. */
   requestTimeoutMs?: number;
   fetch?: typeof fetch;
 }
@@ -29,6 +29,8 @@ export class KilnClient {
     this.baseUrl = (o.baseUrl ?? 'http://127.0.0.1:8400').replace(/\/$/, '');
     this.token = o.token;
     this.timeoutMs = o.requestTimeoutMs ?? 10 * 60_000;
+    // Timers hold at most 2^31-1 ms; beyond it every request would time out after 1 ms.
+    if (!(this.timeoutMs > 0 && this.timeoutMs <= 2 ** 31 - 1)) throw new RangeError(`requestTimeoutMs must be from 1 to 2147483647 (~24.8 days), got ${this.timeoutMs}; pass a signal to cancel a longer call yourself`);
     this.fetchFn = o.fetch ?? fetch.bind(globalThis);
     this.sandboxes = new Sandboxes(this);
   }

@@ -62,7 +62,7 @@ export async function composeService(config: KilnConfig, o: ComposeOptions = {})
       targets: targets.map(({ backend, pack, target }) => ({ key: { backend, pack, cpus: l.defaultCpus, memoryMib: l.defaultMemoryMib, diskMib: l.defaultDiskMib }, target })),
       start: async (k) => {
         const sb = await manager.startOnBackend(manager.backend(k.backend), k.pack, k);
-        await warmUp(sb, await packs.get(k.pack)).catch((e: Error) => log('pool warm-up failed (sandbox kept)', { pack: k.pack, error: e.message }));
+        await warmUp(sb, await packs.get(k.pack));
         return sb;
       },
       maxAgeMs: 10 * 60_000,
