@@ -1,60 +1,130 @@
 /**
- * `npm run bench`: runs every benchmark available on this machine, prints one table (each kiln
- * number beside a baseline measured in the same run) and writes docs/benchmarks.md.
- * Flags: --quick (fewer samples, 10 s throughput), --no-qemu.
+ * `npm run bench`: runs every benchmark available on this machine `--runs N` times (default 3),
+ * prints one table (each kiln number beside a baseline measured in the same run; each row the
+ * median run, every run's value beside it, each target marked met or missed), writes it to
+ * docs/benchmarks.md and quotes it in README.md between the bench markers.
+ * Flags: --quick (1 run, fewer samples, 10 s throughput; prints only, unless --write), --runs N,
+ * --no-qemu, --write.
  */
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { REPO_ROOT } from '../src/core/config.js';
-import { benchBaselines, benchPooled, benchService, mountPythonImage } from './namespace.js';
-import { renderTable, type Row } from './stats.js';
+import { baselineInterpreter, benchBaselines, benchPooled, benchService, mountPythonImage } from './namespace.js';
+import { argValue, mergeRuns, renderTable, targetSummary, type ReportRow, type Row } from './stats.js';
 
-async function main(): Promise<number> {
+interface Options {
+  quick: boolean;
+  runs: number;
+  qemu: boolean;
+  write: boolean;
+}
+
+function options(): Options {
   const quick = process.argv.includes('--quick');
-  const o = { samples: quick ? 15 : 40, throughputSec: quick ? 10 : 30, dataDir: process.env.KILN_DATA_DIR ?? '/var/lib/kiln' };
+  const runs = Number(argValue('--runs') ?? (quick ? 1 : 3));
+  if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs takes a whole number of runs, e.g. --runs 3');
+  return { quick, runs, qemu: !process.argv.includes('--no-qemu'), write: !quick || process.argv.includes('--write') };
+}
+
+/** One whole run of the suite. */
+async function runOnce(o: Options): Promise<Row[]> {
+  const b = { samples: o.quick ? 15 : 40, throughputSec: o.quick ? 10 : 30, dataDir: process.env.KILN_DATA_DIR ?? '/var/lib/kiln' };
   const rows: Row[] = [];
   let bareMs: number | undefined;
-  const img = await mountPythonImage(o.dataDir);
+  const img = await mountPythonImage(b.dataDir);
   try {
-    console.error('bench: baselines (bare python, plain bwrap, sandbox-runtime)…');
-    const base = await benchBaselines(o, img.dir);
+    console.error('bench: baselines (bare python, plain bwrap)…');
+    const base = await benchBaselines(b, img.dir);
     bareMs = base.bare;
     rows.push(...base.rows);
     console.error('bench: namespace backend, unpooled…');
-    rows.push(...(await benchService(o, base)));
-    console.error('bench: warm pool, one-shot runs, throughput…');
-    rows.push(...(await benchPooled(o, base)));
+    rows.push(...(await benchService(b, base)));
+    console.error('bench: warm pool, one-shot runs, throughput, cold CLIs (sandbox-runtime and kiln)…');
+    rows.push(...(await benchPooled(b, base)));
   } finally {
     await img.close();
   }
-  if (!process.argv.includes('--no-qemu') && existsSync(join(REPO_ROOT, 'bench/qemu.ts'))) {
+  if (o.qemu && existsSync(join(REPO_ROOT, 'bench/qemu.ts'))) {
     console.error('bench: qemu backend…');
     try {
       const mod = await import('./qemu.js');
-      rows.push(...(await mod.benchQemu({ samples: quick ? 5 : 10, dataDir: o.dataDir })));
-      rows.push(...(await mod.benchQemuRuns({ samples: quick ? 4 : 8, dataDir: o.dataDir, bareMs })));
+      rows.push(...(await mod.benchQemu({ samples: o.quick ? 5 : 10, dataDir: b.dataDir })));
+      rows.push(...(await mod.benchQemuRuns({ samples: o.quick ? 4 : 8, dataDir: b.dataDir, bareMs })));
     } catch (e) {
       rows.push({ group: 'qemu', name: 'qemu backend', note: `not measured: ${(e as Error).message.split('\n')[0]}` });
     }
   }
-  const table = renderTable(rows);
-  console.log(table);
+  return rows;
+}
+
+async function main(): Promise<number> {
+  const o = options();
+  const interpreter = await baselineInterpreter();
+  console.error(`bench: bare-host baseline interpreter: ${interpreter}`);
+  const t0 = performance.now();
+  const runs: Row[][] = [];
+  for (let i = 1; i <= o.runs; i++) {
+    console.error(`bench: run ${i} of ${o.runs}`);
+    runs.push(await runOnce(o));
+  }
+  const minutes = (performance.now() - t0) / 60_000;
+  const rows = mergeRuns(runs);
+  const table = renderTable(rows, o.runs);
+  const command = `npm run bench --${o.quick ? ' --quick' : ''} --runs ${o.runs}${o.qemu ? '' : ' --no-qemu'}`;
+  const generated = new Date().toISOString();
   const machine = `${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${os.release()}, Node ${process.version}`;
-  await writeFile(join(REPO_ROOT, 'docs/benchmarks.md'), [
+  const report = [
     '# kiln benchmarks', '',
-    `Generated by \`npm run bench${quick ? ' -- --quick' : ''}\` on ${new Date().toISOString()}.`, '',
+    `Generated by \`${command}\` on ${generated}: ${o.runs} whole run${o.runs > 1 ? 's' : ''} of the suite, ${minutes.toFixed(1)} min.`,
+    `Each row is the median run for that row (for an even count, the higher middle one; never the best),`,
+    `with every run's p50 (or value) beside it; a target is met or missed by that median run. ${targetSummary(rows)}`, '',
     `Machine: ${machine}.`, '',
+    `Bare-host baseline interpreter: ${interpreter}.`, '',
     'Every kiln number stands beside a baseline measured in the same run. Latencies are client-side',
-    '(HTTP over loopback included) unless the note says otherwise. These shared 2-core machines vary',
-    'from run to run (the bare and plain-bwrap baselines themselves move by ±30% within a day and by up',
-    'to 2.5× between days), so read each row against the baselines of the same run rather than against',
-    'another run. Under TCG the guest blocks translated are the machine-independent part.', '',
+    '(HTTP over loopback included) unless the note says otherwise. Rows marked "cold" time a whole',
+    'command line, CLI start-up included, and are compared only with each other. These shared 2-core',
+    'machines vary from run to run (the bare and plain-bwrap baselines themselves move by ±30% within',
+    'a day and by up to 2.5× between days), so read each row against the baselines of the same run.',
+    'Under TCG the guest blocks translated are the machine-independent part.', '',
     table, '',
-  ].join('\n'));
-  console.error('bench: wrote docs/benchmarks.md');
+  ].join('\n');
+  console.log(report);
+  if (!o.write) {
+    console.error('bench: --quick prints only; pass --write to replace docs/benchmarks.md and the README quote');
+    return 0;
+  }
+  await writeFile(join(REPO_ROOT, 'docs/benchmarks.md'), report);
+  await quoteInReadme(join(REPO_ROOT, 'README.md'), rows, { generated, runs: o.runs, command });
+  console.error('bench: wrote docs/benchmarks.md and its quote in README.md');
   return 0;
 }
 
-main().then((c) => { process.exitCode = c; }, (e) => { console.error(e); process.exitCode = 1; });
+const BEGIN = '<!-- bench:begin -->';
+const END = '<!-- bench:end -->';
+
+/**
+ * README.md quotes the report between the bench markers: the baselines, every row with a target
+ * (met or missed) and the cold CLI rows, copied from the report, never chosen by their numbers.
+ */
+export async function quoteInReadme(path: string, rows: ReportRow[], r: { generated: string; runs: number; command: string }): Promise<void> {
+  const readme = await readFile(path, 'utf8');
+  const begin = readme.indexOf(BEGIN);
+  const end = readme.indexOf(END);
+  if (begin < 0 || end < begin) throw new Error(`README.md has no ${BEGIN} … ${END} block to write the numbers into`);
+  const quoted = rows.filter((x) => x.group === 'baseline' || x.group === 'cold CLI' || x.target);
+  const block = [
+    BEGIN,
+    `Quoted from the last report, [docs/benchmarks.md](docs/benchmarks.md) (\`${r.command}\`, ${r.generated.slice(0, 10)}, ${r.runs} run${r.runs > 1 ? 's' : ''}, median run): the baselines, every row with a target and the cold CLI rows. ${targetSummary(rows)}`,
+    '',
+    renderTable(quoted, r.runs),
+    END,
+  ].join('\n');
+  await writeFile(path, readme.slice(0, begin) + block + readme.slice(end + END.length));
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  main().then((c) => { process.exitCode = c; }, (e) => { console.error(e); process.exitCode = 1; });
+}

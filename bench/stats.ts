@@ -13,7 +13,17 @@ export interface Row {
   /** Ratio to the baseline's p50 (or the target), shown as text. */
   vsBaseline?: string;
   target?: string;
+  /** Whether this run met `target`; set wherever a target is. */
+  met?: boolean;
   note?: string;
+}
+
+/** One row of the report: the median run's row, with every run's value beside it. */
+export interface ReportRow extends Row {
+  /** p50 (or value) of each run, in run order. */
+  runs: number[];
+  /** Runs that met the target. */
+  metRuns: number;
 }
 
 export function percentile(samples: number[], p: number): number {
@@ -34,7 +44,7 @@ export async function timeN(n: number, fn: () => Promise<unknown>, warmup = 2): 
 }
 
 /** Runs a command to completion; rejects on a non-zero exit (a benchmark must not time failures). */
-export function runCmd(cmd: string, args: string[], opts: { uid?: number; gid?: number } = {}): Promise<string> {
+export function runCmd(cmd: string, args: string[], opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
     let out = '';
@@ -48,16 +58,61 @@ export function runCmd(cmd: string, args: string[], opts: { uid?: number; gid?: 
 
 const f = (x: number | undefined, digits = 2): string => (x === undefined || Number.isNaN(x) ? '' : x >= 100 ? x.toFixed(0) : x.toFixed(digits));
 
-export function renderTable(rows: Row[]): string {
-  const head = ['group', 'measurement', 'p50', 'p99', 'value', 'vs baseline', 'target', 'note'];
+/** The value a row's median is taken over: its p50, or its single value. */
+function primary(r: Row): number | undefined {
+  return r.p50 ?? r.value;
+}
+
+/**
+ * Merges several whole runs of the suite: each row is the run with the median value (for an even
+ * count, the higher middle one), never the best; every run's value stays listed beside it.
+ */
+export function mergeRuns(runs: Row[][]): ReportRow[] {
+  const keys: string[] = [];
+  const byKey = new Map<string, Row[]>();
+  for (const rows of runs) {
+    for (const r of rows) {
+      const k = `${r.group}\u0000${r.name}`;
+      if (!byKey.has(k)) { keys.push(k); byKey.set(k, []); }
+      byKey.get(k)!.push(r);
+    }
+  }
+  return keys.map((k) => {
+    const all = byKey.get(k)!;
+    const measured = all.filter((r) => primary(r) !== undefined && !Number.isNaN(primary(r)));
+    const sorted = [...measured].sort((a, b) => primary(a)! - primary(b)!);
+    const median = sorted[Math.floor(sorted.length / 2)] ?? all[0]!;
+    return { ...median, runs: measured.map((r) => primary(r)!), metRuns: all.filter((r) => r.met).length };
+  });
+}
+
+export function renderTable(rows: ReportRow[], runCount: number): string {
+  const all = runCount > 1;
+  const head = ['group', 'measurement', 'p50', 'p99', 'value', 'vs baseline', 'target', 'met?', ...(all ? [`all ${runCount} runs (p50 or value)`] : []), 'note'];
   const body = rows.map((r) => [
     r.group, r.name,
     r.p50 === undefined ? '' : `${f(r.p50)} ms`,
     r.p99 === undefined ? '' : `${f(r.p99)} ms`,
     r.value === undefined ? '' : `${f(r.value)} ${r.unit ?? ''}`.trim(),
-    r.vsBaseline ?? '', r.target ?? '', r.note ?? '',
+    r.vsBaseline ?? '', r.target ?? '',
+    metText(r, runCount),
+    ...(all ? [r.runs.map((x) => f(x)).join(' / ')] : []),
+    r.note ?? '',
   ]);
   return [head, head.map(() => '---'), ...body].map((cols) => `| ${cols.join(' | ')} |`).join('\n');
+}
+
+function metText(r: ReportRow, runCount: number): string {
+  if (!r.target) return '';
+  const verdict = r.met ? 'met' : '**missed**';
+  return runCount > 1 ? `${verdict} (met in ${r.metRuns} of ${runCount} runs)` : verdict;
+}
+
+/** Targets met and missed in a report, as a sentence. */
+export function targetSummary(rows: ReportRow[]): string {
+  const targeted = rows.filter((r) => r.target);
+  const missed = targeted.filter((r) => !r.met);
+  return `${targeted.length - missed.length} of ${targeted.length} targets met${missed.length ? `; missed: ${missed.map((r) => r.name).join('; ')}` : ''}.`;
 }
 
 export function ratio(a: number, b: number): string {
