@@ -106,6 +106,12 @@ describe('the bearer token guards every route, however its path is spelled', () 
       for (const target of spellings(path, port)) {
         refused(await send(method, `${target}?path=/x`), `${method} ${target}`);
         refused(await send(method, `${target}?path=/x`, { authorization: 'Bearer wrong' }), `${method} ${target} (wrong token)`);
+        if (method === 'GET') {
+          // Fastify adds a HEAD route beside every GET: it must be as closed (a HEAD answer has no body).
+          const head = await send('HEAD', `${target}?path=/x`);
+          assert.deepEqual(head.touched, [], `HEAD ${target} reached a handler`);
+          assert.ok(head.status === 401 || head.status === 404, `HEAD ${target} answered ${head.status}`);
+        }
       }
     }
   });
