@@ -54,7 +54,9 @@ export interface EdgeGuardOptions {
 /** onRequest hook for the whole TCP listener: Host, then Origin; answers CORS preflights for listed origins. */
 export function guardHostAndOrigin(o: EdgeGuardOptions): (req: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined> {
   const anyHost = o.allowedHosts.includes('*');
-  const names = new Set([...o.allowedHosts, o.host].map((h) => parseAuthority(h.includes(':') && !h.startsWith('[') ? `[${h}]` : h)?.hostname).filter((h): h is string => !!h));
+  // A wildcard listen address (0.0.0.0, ::) is not a name anyone should send as Host.
+  const names = new Set([...o.allowedHosts, o.host].map((h) => parseAuthority(h.includes(':') && !h.startsWith('[') ? `[${h}]` : h)?.hostname)
+    .filter((h): h is string => !!h && h !== '0.0.0.0' && h !== '[::]'));
   const origins = new Set(o.allowedOrigins);
   return async (req, reply) => {
     const hostHeader = req.headers.host;

@@ -26,6 +26,9 @@ export async function startServer(config: KilnConfig = loadConfig(), opts: { log
     const tcp = await buildApp(svc, { logger: logger ? { level: 'info' } : false });
     apps.push(tcp);
     const address = await tcp.listen({ host: config.host, port: config.port });
+    if ((config.host === '0.0.0.0' || config.host === '::') && config.allowedHosts.length === 0) {
+      log?.('listening on all interfaces, but only loopback names are accepted as Host: set KILN_ALLOWED_HOSTS to the names clients use (403 HOST_NOT_ALLOWED otherwise)');
+    }
     if (config.socketPath) {
       const local = await buildApp(svc, { logger: false, trustedSocket: true });
       apps.push(local);

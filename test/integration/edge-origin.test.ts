@@ -85,6 +85,8 @@ describe('Host and Origin checks', () => {
       assert.equal((await get(app, { host })).status, 200, host);
     }
     assert.equal((await get(app, { host: 'other.example.com' })).code, 'HOST_NOT_ALLOWED');
+    const wildcard = await build({ host: '0.0.0.0' });
+    assert.equal((await get(wildcard, { host: '0.0.0.0:8400' })).code, 'HOST_NOT_ALLOWED', 'a wildcard listen address is not a name');
     const any = await build({ allowedHosts: ['*'] });
     assert.equal((await get(any, { host: 'anything.example' })).status, 200);
     assert.throws(() => loadConfig({ KILN_ALLOWED_HOSTS: 'kiln.example.com:8400' }), /KILN_ALLOWED_HOSTS/);
