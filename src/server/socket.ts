@@ -6,15 +6,16 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { chmod, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 export async function listenPrivately(app: FastifyInstance, socketPath: string, mode = 0o660): Promise<void> {
   const parent = dirname(socketPath);
   await mkdir(parent, { recursive: true });
-  // Same folder as the final path, so rename() is atomic and replaces a stale socket.
-  const privateDir = await mkdtemp(join(parent, `.${basename(socketPath)}-`));
+  // Same folder as the final path, so rename() is atomic and replaces a stale socket. Short names:
+  // a Unix socket path holds at most 107 bytes.
+  const privateDir = await mkdtemp(join(parent, '.kiln-'));
   try {
-    const bound = join(privateDir, 'sock');
+    const bound = join(privateDir, 's');
     await app.listen({ path: bound });
     await chmod(bound, mode);
     await rename(bound, socketPath);
