@@ -52,6 +52,9 @@ func parseFlags(args []string) (flags, error) {
 
 func run() error {
 	log.SetFlags(0)
+	if len(os.Args) > 1 && os.Args[1] == cleanFdsFlag {
+		return execCleanFds(os.Args[2:]) // the host's spawn wrapper, not an agent (fds_linux.go)
+	}
 	f, err := parseFlags(os.Args[1:])
 	if err != nil {
 		return err
