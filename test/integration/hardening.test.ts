@@ -98,8 +98,9 @@ describe('namespace sandbox hardening', { skip, timeout: 300_000 }, () => {
     try {
       const marker = join(dir, 'inherited-marker');
       await writeFile(marker, 'x');
-      // bash opens fd 9 without close-on-exec, then becomes the node process holding it.
-      const { stdout } = await execFileAsync('bash', ['-c', 'exec 9<"$1"; exec node --import tsx test/integration/inherited-fd-child.ts namespace "$1"', 'bash', marker], { cwd: REPO_ROOT, maxBuffer: 1 << 20, timeout: 240_000 });
+      // bash opens fd 100 without close-on-exec, then becomes the node process holding it (Node
+      // marks its low descriptors close-on-exec at start-up, not the high ones a parent left).
+      const { stdout } = await execFileAsync('bash', ['-c', 'exec 100<"$1"; exec node --import tsx test/integration/inherited-fd-child.ts namespace "$1"', 'bash', marker], { cwd: REPO_ROOT, maxBuffer: 1 << 20, timeout: 240_000 });
       const r = JSON.parse(stdout) as { sandboxFds: string; hostHolders: string[] };
       const fds = [...r.sandboxFds.matchAll(/ (\d+) -> /g)].map((m) => Number(m[1]));
       assert.deepEqual(fds.filter((fd) => fd > 3), [], r.sandboxFds); // 0-2, and 3: ls's own /proc/self/fd

@@ -1,5 +1,5 @@
 /**
- * Run by the descriptor-leak tests in a child process that holds, as descriptor 9, a file it
+ * Run by the descriptor-leak tests in a child process that holds, as descriptor 100, a file it
  * inherited without close-on-exec (the shape of the pipe a service manager can leave open).
  * It starts a kiln server on the backend named in argv, creates one sandbox, and prints as JSON
  * what the sandbox's code sees as its descriptors and which host processes hold the file.
