@@ -97,6 +97,13 @@ func serveAgent(f flags) error {
 	if err != nil {
 		return err
 	}
+	if os.Getpid() == 1 && !cfg.namespaceMode {
+		// A VM guest: the transport (vsock with Firecracker) is open; from here on neither the
+		// agent nor any exec can open another vsock or a raw socket (seccomp_linux.go).
+		if err := installSocketFilter(); err != nil {
+			return fmt.Errorf("install the socket filter: %w", err)
+		}
+	}
 	startReaper()
 	go reserveThreads(16) // off the handshake's path; done long before any user code can fork-bomb
 	return serveLoop(t)
