@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { BackendSandbox } from '../../src/core/backend.js';
 import { REPO_ROOT } from '../../src/core/config.js';
+import { resolveImage } from '../../src/images/index.js';
 import { setup, skipReason, spec, type QemuFixture } from './fixture.js';
 
 const execFileAsync = promisify(execFile);
@@ -102,6 +103,33 @@ describe('qemu sandbox hardening', { skip, timeout: 600_000 }, () => {
   it('runs every exec, root or not, under the socket filter', async () => {
     for (const uid of [1000, 0]) {
       assert.match((await run('grep Seccomp: /proc/self/status', uid)).out, /^Seccomp:\s+2$/m, `uid ${uid}`);
+    }
+  });
+
+  it('refuses vsock and packet sockets to root and uid 1000 in the guest, keeps inet and unix', async () => {
+    const img = await resolveImage('python', process.env.KILN_DATA_DIR ?? '/var/lib/kiln').catch(() => undefined);
+    if (!img) return; // the python pack is not built here: the Seccomp check above still ran
+    const pack = { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env, run: img.run };
+    const py = await f.backend({ templates: false }).create({ ...spec(f, 'harden-py'), pack }, { readyTimeoutMs: 90_000 });
+    try {
+      const code = [
+        'import socket, errno, json',
+        'out = {}',
+        'for name, args in [("vsock", (socket.AF_VSOCK, socket.SOCK_STREAM)), ("packet", (socket.AF_PACKET, socket.SOCK_RAW)), ("inet", (socket.AF_INET, socket.SOCK_STREAM)), ("unix", (socket.AF_UNIX, socket.SOCK_STREAM))]:',
+        '    try:',
+        '        socket.socket(*args).close(); out[name] = "ok"',
+        '    except OSError as e:',
+        '        out[name] = errno.errorcode[e.errno]',
+        'print(json.dumps(out))',
+      ].join('\n');
+      for (const uid of [0, 1000]) {
+        let out = '';
+        const r = await py.agent.exec({ argv: ['python3', '-c', code], uid, gid: uid, timeoutMs: 120_000 }, { onStdout: (d) => { out += d.toString(); }, onStderr: (d) => { out += d.toString(); } }).result;
+        assert.equal(r.exitCode, 0, out);
+        assert.deepEqual(JSON.parse(out), { vsock: 'EAFNOSUPPORT', packet: 'EAFNOSUPPORT', inet: 'ok', unix: 'ok' }, `uid ${uid}`);
+      }
+    } finally {
+      await py.destroy();
     }
   });
 
