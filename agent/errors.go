@@ -45,5 +45,9 @@ func toOpError(err error) *opError {
 	if errors.Is(err, fs.ErrNotExist) {
 		return &opError{Code: codeNotFound, Message: err.Error()}
 	}
+	if errors.Is(err, fs.ErrPermission) {
+		// File ops act as the exec user (userfs_linux.go): their refusal is the caller's to fix.
+		return &opError{Code: codeBadRequest, Message: "the sandbox user may not do this: " + err.Error()}
+	}
 	return &opError{Code: codeInternal, Message: err.Error()}
 }

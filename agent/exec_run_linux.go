@@ -46,6 +46,9 @@ func (b *outputBudget) take(n int) int {
 }
 
 func startExec(c *conn, s *stream, cmd *exec.Cmd, req *execRequest) (*execRun, error) {
+	if err := markCloexecFrom(3); err != nil { // what we inherited stays ours (fds_linux.go)
+		return nil, newOpError(codeInternal, "exec: %v", err)
+	}
 	r := &execRun{c: c, s: s, req: req}
 	r.budget.left = defaultMaxOutputBytes
 	if req.MaxOutputBytes != nil {

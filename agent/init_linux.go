@@ -208,7 +208,9 @@ func mountRoot(diskMib int) error {
 		}
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", initLower, initRW, initRW)
-	if err := syscall.Mount("overlay", initNewRoot, "overlay", 0, opts); err != nil {
+	// nosuid: no set-id program of the pack (su, newgrp…) lifts an exec to root, and nothing the
+	// sandbox writes (/workspace, /tmp) can be one; a caller who wants root asks for uid 0.
+	if err := syscall.Mount("overlay", initNewRoot, "overlay", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
 		return fmt.Errorf("mount the root overlay: %w", err)
 	}
 	return nil

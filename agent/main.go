@@ -52,6 +52,9 @@ func parseFlags(args []string) (flags, error) {
 
 func run() error {
 	log.SetFlags(0)
+	if len(os.Args) > 1 && os.Args[1] == cleanFdsFlag {
+		return execCleanFds(os.Args[2:]) // the host's spawn wrapper, not an agent (fds_linux.go)
+	}
 	f, err := parseFlags(os.Args[1:])
 	if err != nil {
 		return err
@@ -93,6 +96,13 @@ func serveAgent(f flags) error {
 	t, err := openTransport(f.transport)
 	if err != nil {
 		return err
+	}
+	if os.Getpid() == 1 && !cfg.namespaceMode {
+		// A VM guest: the transport (vsock with Firecracker) is open; from here on neither the
+		// agent nor any exec can open another vsock or a raw socket (seccomp_linux.go).
+		if err := installSocketFilter(); err != nil {
+			return fmt.Errorf("install the socket filter: %w", err)
+		}
 	}
 	startReaper()
 	go reserveThreads(16) // off the handshake's path; done long before any user code can fork-bomb

@@ -1,7 +1,9 @@
 package main
 
-// archive.get: stream a directory as tar (optionally gzip). Symlinks are stored as links,
-// never followed, so a link cannot pull files from outside the directory into the archive.
+// archive.get: stream a directory as tar (optionally gzip), as the exec user. Symlinks are stored
+// as links, never followed, so a link cannot pull files from outside the directory into the
+// archive; the walk goes from open directory to open directory (openat, O_NOFOLLOW), so a link
+// swapped in for a directory or file while it runs is stored as a link or skipped, never entered.
 
 import (
 	"archive/tar"
@@ -9,7 +11,8 @@ import (
 	"encoding/json"
 	"io"
 	"os"
-	"path/filepath"
+	"sort"
+	"syscall"
 )
 
 func opArchiveGet(c *conn, s *stream, raw json.RawMessage) (any, error) {
@@ -17,94 +20,137 @@ func opArchiveGet(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	if err := json.Unmarshal(raw, &req); err != nil {
 		return nil, newOpError(codeBadRequest, "archive.get request: %v", err)
 	}
-	root, err := resolve(req.Path)
+	var res transferResult
+	err := asExecUser(func() error {
+		p, err := resolve(req.Path)
+		if err != nil {
+			return err
+		}
+		root, err := openInRoot(req.Path, p, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if isErrno(err, syscall.ENOTDIR) {
+			return newOpError(codeBadRequest, "%s is not a directory", req.Path)
+		}
+		if err != nil {
+			return err
+		}
+		defer root.Close()
+		res, err = streamTree(&dataWriter{c: c, s: s}, root, req.Gzip)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(root); err != nil {
-		return nil, err
-	}
-	var out io.Writer = &dataWriter{c: c, s: s}
+	return res, nil
+}
+
+func streamTree(out io.Writer, root *os.File, gz bool) (transferResult, error) {
 	var zw *gzip.Writer
-	if req.Gzip {
+	if gz {
 		zw = gzip.NewWriter(out)
 		out = zw
 	}
 	tw := tar.NewWriter(out)
-	files, bytes, err := writeTree(tw, root)
+	files, bytes, err := writeTree(tw, root, "")
 	if err == nil {
 		err = tw.Close()
 	}
 	if err == nil && zw != nil {
 		err = zw.Close()
 	}
-	if err != nil {
-		return nil, err
-	}
-	return transferResult{Bytes: bytes, Files: &files}, nil
+	return transferResult{Bytes: bytes, Files: &files}, err
 }
 
-// writeTree archives root's contents with names relative to root; it returns entries written
-// and the file content bytes.
-func writeTree(tw *tar.Writer, root string) (files int, total int64, err error) {
-	err = filepath.Walk(root, func(p string, st os.FileInfo, err error) error {
+// writeTree archives the contents of the open directory dir, names prefixed with prefix, in
+// lexical order, each directory before what it holds; it returns entries written and the file
+// content bytes.
+func writeTree(tw *tar.Writer, dir *os.File, prefix string) (files int, total int64, err error) {
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return 0, 0, err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		n, sub, err := writeTarEntry(tw, dir, name, prefix+name)
 		if err != nil {
-			return nil // vanished while walking
-		}
-		rel, _ := filepath.Rel(root, p)
-		if rel == "." {
-			return nil
-		}
-		n, err := writeTarEntry(tw, p, filepath.ToSlash(rel), st)
-		if err != nil {
-			return err
+			return files, total, err
 		}
 		if n >= 0 {
 			files++
 			total += n
 		}
-		return nil
-	})
-	return files, total, err
+		if sub != nil {
+			f, t, err := writeTree(tw, sub, prefix+name+"/")
+			sub.Close()
+			files, total = files+f, total+t
+			if err != nil {
+				return files, total, err
+			}
+		}
+	}
+	return files, total, nil
 }
 
-// writeTarEntry returns the content bytes written, or -1 for a skipped entry (device, socket…).
-func writeTarEntry(tw *tar.Writer, p, rel string, st os.FileInfo) (int64, error) {
+// writeTarEntry writes the entry name of dir. It returns the content bytes written, or -1 for a
+// skipped entry (device, socket, vanished, unreadable…), and for a directory the directory open.
+func writeTarEntry(tw *tar.Writer, dir *os.File, name, rel string) (int64, *os.File, error) {
+	st, err := os.Lstat(inDir(dir, name))
+	if err != nil {
+		return -1, nil, nil // vanished while walking
+	}
+	var f *os.File
 	link := ""
 	switch {
 	case st.Mode()&os.ModeSymlink != 0:
-		l, err := os.Readlink(p)
-		if err != nil {
-			return -1, nil
+		if link, err = os.Readlink(inDir(dir, name)); err != nil {
+			return -1, nil, nil
 		}
-		link = l
-	case !st.Mode().IsRegular() && !st.IsDir():
-		return -1, nil
+	case st.IsDir() || st.Mode().IsRegular():
+		// Describe what was opened, not what the name showed a moment before.
+		flags := os.O_RDONLY | syscall.O_NONBLOCK
+		if st.IsDir() {
+			flags |= syscall.O_DIRECTORY
+		}
+		if f, err = openAt(dir, name, flags); err != nil {
+			return -1, nil, nil // unreadable, or swapped for a link: skipped rather than failing the archive
+		}
+		if st, err = f.Stat(); err != nil || !(st.IsDir() || st.Mode().IsRegular()) {
+			f.Close()
+			return -1, nil, nil
+		}
+	default:
+		return -1, nil, nil
 	}
 	h, err := tar.FileInfoHeader(st, link)
 	if err != nil {
-		return -1, nil
+		closeIf(f)
+		return -1, nil, nil
 	}
 	h.Name = rel
 	if st.IsDir() {
 		h.Name += "/"
 	}
 	h.Uname, h.Gname = "", ""
-	if !st.Mode().IsRegular() {
-		return 0, tw.WriteHeader(h)
+	if err := tw.WriteHeader(h); err != nil {
+		closeIf(f)
+		return 0, nil, err
 	}
-	f, err := os.OpenFile(p, os.O_RDONLY|syscallNoFollow, 0)
-	if err != nil {
-		return -1, nil // unreadable: skipped rather than failing the whole archive
+	if st.IsDir() {
+		return 0, f, nil
+	}
+	if !st.Mode().IsRegular() {
+		return 0, nil, nil
 	}
 	defer f.Close()
-	if err := tw.WriteHeader(h); err != nil {
-		return 0, err
-	}
 	// Copy exactly the size in the header: a file growing meanwhile must not corrupt the tar.
 	n, err := io.CopyN(tw, f, h.Size)
 	if err == io.EOF {
 		_, err = tw.Write(make([]byte, h.Size-n)) // shrank: pad with zeros to keep the stream valid
 	}
-	return n, err
+	return n, nil, err
+}
+
+func closeIf(f *os.File) {
+	if f != nil {
+		f.Close()
+	}
 }

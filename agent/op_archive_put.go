@@ -1,7 +1,9 @@
 package main
 
 // archive.put: unpack a tar (optionally gzip) stream into a directory without ever writing
-// outside it. Every entry is checked before anything is created for it.
+// outside it. Every entry is checked before anything is created for it, and everything is
+// created as the exec user (userfs_linux.go): a link swapped in during the unpacking can only
+// lead where that user could write anyway.
 
 import (
 	"archive/tar"
@@ -27,22 +29,27 @@ func opArchivePut(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	if err := json.Unmarshal(raw, &req); err != nil {
 		return nil, newOpError(codeBadRequest, "archive.put request: %v", err)
 	}
-	dest, err := resolve(req.Path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dest, 0o755); err != nil {
-		return nil, err
-	}
-	var in io.Reader = bufio.NewReaderSize(&dataReader{s: s}, 64<<10)
-	if req.Gzip {
-		zr, err := gzip.NewReader(in)
+	var files int
+	var bytes int64
+	err := asExecUser(func() error {
+		dest, err := resolve(req.Path)
 		if err != nil {
-			return nil, newOpError(codeBadRequest, "archive is not gzip: %v", err)
+			return err
 		}
-		in = zr
-	}
-	files, bytes, err := extractTar(in, dest, limitOr(req.MaxBytes, defaultMaxTransferBytes))
+		if err := os.MkdirAll(dest, 0o755); err != nil {
+			return err
+		}
+		var in io.Reader = bufio.NewReaderSize(&dataReader{s: s}, 64<<10)
+		if req.Gzip {
+			zr, err := gzip.NewReader(in)
+			if err != nil {
+				return newOpError(codeBadRequest, "archive is not gzip: %v", err)
+			}
+			in = zr
+		}
+		files, bytes, err = extractTar(in, dest, limitOr(req.MaxBytes, defaultMaxTransferBytes))
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +141,6 @@ func mkdirEntry(dest, name, target string, mode os.FileMode) error {
 		return err
 	}
 	_ = os.Chmod(target, mode|0o700)
-	chownToExecUser(target)
 	return nil
 }
 
@@ -150,14 +156,13 @@ func writeEntry(tr *tar.Reader, target string, mode os.FileMode) error {
 		return err
 	}
 	_, err = io.Copy(f, tr)
+	_ = f.Chmod(mode) // O_CREAT's mode went through the umask
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return toArchiveError(err)
 	}
-	_ = os.Chmod(target, mode)
-	chownToExecUser(target)
 	return nil
 }
 
@@ -174,11 +179,7 @@ func symlinkEntry(h *tar.Header, dest, name, target string) error {
 	if st, err := os.Lstat(target); err == nil && !st.IsDir() {
 		_ = os.Remove(target)
 	}
-	if err := os.Symlink(t, target); err != nil {
-		return err
-	}
-	chownToExecUser(target)
-	return nil
+	return os.Symlink(t, target)
 }
 
 func toArchiveError(err error) error {

@@ -1,6 +1,6 @@
 package main
 
-// file.write and file.read.
+// file.write and file.read, as the exec user (userfs_linux.go).
 
 import (
 	"encoding/json"
@@ -37,9 +37,18 @@ func opFileWrite(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	return transferResult{Bytes: n}, nil
 }
 
-// writeFileFrom writes r to the sandbox path p (parents created), at most limit bytes; a file
-// over the limit or a failed write leaves nothing behind. Shared by file.write and exec's files.
-func writeFileFrom(path string, mode os.FileMode, r io.Reader, limit int64) (int64, error) {
+// writeFileFrom writes r to the sandbox path p (parents created), at most limit bytes, as the
+// exec user; a file over the limit or a failed write leaves nothing behind. Shared by file.write
+// and exec's files.
+func writeFileFrom(path string, mode os.FileMode, r io.Reader, limit int64) (n int64, err error) {
+	err = asExecUser(func() error {
+		n, err = writeAsUser(path, mode, r, limit)
+		return err
+	})
+	return n, err
+}
+
+func writeAsUser(path string, mode os.FileMode, r io.Reader, limit int64) (int64, error) {
 	p, err := resolve(path)
 	if err != nil {
 		return 0, err
@@ -47,15 +56,16 @@ func writeFileFrom(path string, mode os.FileMode, r io.Reader, limit int64) (int
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return 0, err
 	}
-	// O_NOFOLLOW: resolve already followed links; a link appearing now is a race, not a target.
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, mode)
+	// O_NONBLOCK: a fifo planted at the path must not hang the op (a regular file ignores it).
+	f, err := openInRoot(path, p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NONBLOCK, uint32(mode.Perm()))
 	if err != nil {
 		return 0, err
 	}
-	n, err := io.Copy(f, io.LimitReader(r, limit+1))
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return 0, newOpError(codeBadRequest, "%s is not a regular file", path)
 	}
+	n, err := io.Copy(f, io.LimitReader(r, limit+1))
 	if err == nil && n > limit {
 		err = newOpError(codeTooLarge, "file is larger than maxBytes (%d)", limit)
 	}
@@ -63,8 +73,7 @@ func writeFileFrom(path string, mode os.FileMode, r io.Reader, limit int64) (int
 		os.Remove(p)
 		return 0, err
 	}
-	_ = os.Chmod(p, mode) // O_CREAT mode is filtered by umask and ignored for existing files
-	chownToExecUser(p)
+	_ = f.Chmod(mode) // O_CREAT's mode is filtered by umask and ignored for existing files
 	return n, nil
 }
 
@@ -73,11 +82,25 @@ func opFileRead(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	if err := json.Unmarshal(raw, &req); err != nil {
 		return nil, newOpError(codeBadRequest, "file.read request: %v", err)
 	}
+	if isKernelPath(req.Path) {
+		return readFrom(c, s, req, func(p string) (*os.File, error) { return openKernelFile(req.Path, p) })
+	}
+	var res any
+	err := asExecUser(func() (err error) {
+		res, err = readFrom(c, s, req, func(p string) (*os.File, error) {
+			return openInRoot(req.Path, p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		})
+		return err
+	})
+	return res, err
+}
+
+func readFrom(c *conn, s *stream, req fileRequest, open func(hostPath string) (*os.File, error)) (any, error) {
 	p, err := resolve(req.Path)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, err := open(p)
 	if err != nil {
 		return nil, err
 	}
@@ -103,11 +126,4 @@ func opFileRead(c *conn, s *stream, raw json.RawMessage) (any, error) {
 		return nil, newOpError(codeTooLarge, "%s grew beyond maxBytes (%d) while being read", req.Path, limit)
 	}
 	return transferResult{Bytes: n}, nil
-}
-
-// chownToExecUser gives files the agent creates to the exec user, so code can modify them.
-func chownToExecUser(p string) {
-	if os.Getuid() == 0 && (cfg.execUID != 0 || cfg.execGID != 0) {
-		_ = os.Lchown(p, cfg.execUID, cfg.execGID)
-	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"syscall"
 )
 
@@ -17,6 +16,8 @@ type fsEntry struct {
 	MtimeMs float64 `json:"mtimeMs"`
 }
 
+// opFsList lists a directory as the exec user; entries are looked up in the directory that was
+// opened, so a link swapped in for it meanwhile changes nothing (userfs_linux.go).
 func opFsList(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	var req struct {
 		Path string `json:"path"`
@@ -24,28 +25,40 @@ func opFsList(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	if err := json.Unmarshal(raw, &req); err != nil {
 		return nil, newOpError(codeBadRequest, "fs.list request: %v", err)
 	}
-	p, err := resolve(req.Path)
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer dir.Close()
-	if st, err := dir.Stat(); err != nil || !st.IsDir() {
-		return nil, newOpError(codeBadRequest, "%s is not a directory", req.Path)
-	}
-	names, _ := dir.Readdirnames(maxListEntries) // the protocol caps a listing at 10 000
-	entries := make([]fsEntry, 0, len(names))
-	for _, name := range names {
-		st, err := os.Lstat(filepath.Join(p, name))
+	var entries []fsEntry
+	err := asExecUser(func() error {
+		p, err := resolve(req.Path)
 		if err != nil {
-			continue // removed while listing
+			return err
 		}
-		entries = append(entries, entryOf(name, st))
+		dir, err := openInRoot(req.Path, p, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if isErrno(err, syscall.ENOTDIR) {
+			return newOpError(codeBadRequest, "%s is not a directory", req.Path)
+		}
+		if err != nil {
+			return err
+		}
+		defer dir.Close()
+		names, _ := dir.Readdirnames(maxListEntries) // the protocol caps a listing at 10 000
+		entries = make([]fsEntry, 0, len(names))
+		for _, name := range names {
+			st, err := os.Lstat(inDir(dir, name))
+			if err != nil {
+				continue // removed while listing
+			}
+			entries = append(entries, entryOf(name, st))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return map[string]any{"entries": entries}, nil
+}
+
+func isErrno(err error, e syscall.Errno) bool {
+	pe, ok := err.(*os.PathError)
+	return ok && pe.Err == e
 }
 
 func entryOf(name string, st os.FileInfo) fsEntry {

@@ -3,7 +3,9 @@ package main
 // The seccomp filter of namespace sandboxes. Sandbox code already runs with zero capabilities,
 // so most of these calls would fail anyway; the filter removes the kernel attack surface behind
 // them (a bug reachable without privileges is still a host-kernel bug) and closes the ways to
-// regain privileges (new user namespaces). x86_64 only: the host is x86_64.
+// regain privileges (new user namespaces). Socket families are allow-listed, not deny-listed: a
+// family nobody thought of (AF_VSOCK ignores network namespaces) stays closed. x86_64 only: the
+// host is x86_64.
 
 import (
 	"fmt"
@@ -35,7 +37,8 @@ const (
 
 	offNr     = 0
 	offArch   = 4
-	offArg0Lo = 16 // args[0], low 32 bits on little-endian
+	offArg0Lo = 16 // args[0], low 32 bits on little-endian (the kernel reads these ints as 32-bit)
+	offArg2Lo = 32 // args[2]
 
 	// CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET. CLONE_NEWTIME (0x80) is
 	// omitted: in clone() those bits are the exit signal; unshare, which takes it, is denied.
@@ -86,6 +89,14 @@ var denyTable = []denyRule{
 const (
 	sysClone       = 56
 	sysPersonality = 135
+	sysSocket      = 41
+	sysSocketpair  = 53
+
+	afUnix       = 1
+	afInet       = 2
+	afInet6      = 10
+	afNetlink    = 16
+	netlinkRoute = 0
 )
 
 // allowedPersonas: PER_LINUX, UNAME26, PER_LINUX32|UNAME26-style queries (0xffffffff reads).
@@ -106,14 +117,7 @@ func jump(code uint16, k uint32, jt, jf uint8) sockFilter {
 // buildSeccompProgram returns the classic BPF program; each rule is a compare and a return so
 // no jump ever needs more than a few instructions of reach.
 func buildSeccompProgram() []sockFilter {
-	p := []sockFilter{
-		stmt(bpfLd|bpfW|bpfAbs, offArch),
-		jump(bpfJmp|bpfJeq|bpfK, auditArchX86_64, 1, 0),
-		stmt(bpfRet, retKillProcess), // foreign arch: i386 syscall numbers mean other things
-		stmt(bpfLd|bpfW|bpfAbs, offNr),
-		jump(bpfJmp|bpfJge|bpfK, x32SyscallBit, 0, 1),
-		stmt(bpfRet, retErrno|uint32(syscall.ENOSYS)), // x32 ABI: a second number space
-	}
+	p := archPrologue()
 	for _, r := range denyTable {
 		p = append(p, jump(bpfJmp|bpfJeq|bpfK, r.nr, 0, 1), stmt(bpfRet, retErrno|uint32(r.errno)))
 	}
@@ -125,17 +129,71 @@ func buildSeccompProgram() []sockFilter {
 	}
 	p = append(p, stmt(bpfRet, retErrno|uint32(syscall.EPERM)), stmt(bpfRet, retAllow))
 	// clone(flags): no new namespaces.
-	p = append(p, jump(bpfJmp|bpfJeq|bpfK, sysClone, 0, 3),
+	p = append(p, jump(bpfJmp|bpfJeq|bpfK, sysClone, 0, 4),
 		stmt(bpfLd|bpfW|bpfAbs, offArg0Lo),
 		jump(bpfJmp|bpfJset|bpfK, cloneNewMask, 0, 1),
 		stmt(bpfRet, retErrno|uint32(syscall.EPERM)),
 		stmt(bpfRet, retAllow))
-	return p
+	p = append(p, socketRules()...)
+	return append(p, stmt(bpfRet, retAllow))
 }
 
-// installSeccomp loads the filter on every thread at once (TSYNC). no_new_privs must be set.
-func installSeccomp() error {
-	prog := buildSeccompProgram()
+// buildSocketProgram is the filter of VM guests: only the socket-family allow-list. Root in a
+// guest is inside the VM's own kernel, so the namespace deny table has nothing to protect there;
+// vsock, however, reaches the host's VMM (Firecracker maps guest ports to host Unix sockets).
+func buildSocketProgram() []sockFilter {
+	p := archPrologue()
+	p = append(p, socketRules()...)
+	return append(p, stmt(bpfRet, retAllow))
+}
+
+// socketRules allow-lists socket families: AF_UNIX, AF_INET, AF_INET6 and, for getaddrinfo's
+// interface query, AF_NETLINK with NETLINK_ROUTE only. Everything else (AF_VSOCK, which ignores
+// network namespaces; AF_PACKET; the rarely used families behind many kernel bugs) fails with
+// EAFNOSUPPORT, the answer of a kernel built without it, so programs fall back quietly.
+// socketpair: AF_UNIX only. Expects the syscall number in A; falls through for other calls.
+func socketRules() []sockFilter {
+	noFamily := stmt(bpfRet, retErrno|uint32(syscall.EAFNOSUPPORT))
+	allow := stmt(bpfRet, retAllow)
+	return []sockFilter{
+		jump(bpfJmp|bpfJeq|bpfK, sysSocket, 0, 9), // → socketpair check
+		stmt(bpfLd|bpfW|bpfAbs, offArg0Lo),
+		jump(bpfJmp|bpfJeq|bpfK, afUnix, 6, 0),
+		jump(bpfJmp|bpfJeq|bpfK, afInet, 5, 0),
+		jump(bpfJmp|bpfJeq|bpfK, afInet6, 4, 0),
+		jump(bpfJmp|bpfJeq|bpfK, afNetlink, 0, 2),
+		stmt(bpfLd|bpfW|bpfAbs, offArg2Lo),
+		jump(bpfJmp|bpfJeq|bpfK, netlinkRoute, 1, 0),
+		noFamily,
+		allow,
+		jump(bpfJmp|bpfJeq|bpfK, sysSocketpair, 0, 4), // → whatever follows
+		stmt(bpfLd|bpfW|bpfAbs, offArg0Lo),
+		jump(bpfJmp|bpfJeq|bpfK, afUnix, 1, 0),
+		noFamily,
+		allow,
+	}
+}
+
+func archPrologue() []sockFilter {
+	return []sockFilter{
+		stmt(bpfLd|bpfW|bpfAbs, offArch),
+		jump(bpfJmp|bpfJeq|bpfK, auditArchX86_64, 1, 0),
+		stmt(bpfRet, retKillProcess), // foreign arch: i386 syscall numbers mean other things
+		stmt(bpfLd|bpfW|bpfAbs, offNr),
+		jump(bpfJmp|bpfJge|bpfK, x32SyscallBit, 0, 1),
+		stmt(bpfRet, retErrno|uint32(syscall.ENOSYS)), // x32 ABI: a second number space
+	}
+}
+
+// installSeccomp loads the namespace filter on every thread at once (TSYNC). no_new_privs must be set.
+func installSeccomp() error { return loadFilter(buildSeccompProgram()) }
+
+// installSocketFilter is for the VM agent, after its transport is open: every exec inherits it.
+// Without no_new_privs (the guest's setuid programs keep working) the kernel wants CAP_SYS_ADMIN,
+// which the VM agent, root in its guest, has.
+func installSocketFilter() error { return loadFilter(buildSocketProgram()) }
+
+func loadFilter(prog []sockFilter) error {
 	fprog := struct {
 		Len    uint16
 		_      [6]byte

@@ -40,12 +40,60 @@ func runBPF(t *testing.T, prog []sockFilter, data []byte) uint32 {
 	return 0
 }
 
-func seccompData(arch, nr uint32, arg0 uint64) []byte {
+func seccompData(arch, nr uint32, arg0 uint64, more ...uint64) []byte {
 	b := make([]byte, 64)
 	binary.LittleEndian.PutUint32(b[0:], nr)
 	binary.LittleEndian.PutUint32(b[4:], arch)
 	binary.LittleEndian.PutUint64(b[16:], arg0)
+	for i, a := range more {
+		binary.LittleEndian.PutUint64(b[24+8*i:], a)
+	}
 	return b
+}
+
+// socketCases hold for both filters: socket(family, type, protocol), socketpair(family, …).
+var socketCases = []struct {
+	name   string
+	nr     uint32
+	family uint64
+	proto  uint64
+	allow  bool
+}{
+	{"unix", 41, syscall.AF_UNIX, 0, true},
+	{"inet", 41, syscall.AF_INET, 0, true},
+	{"inet6", 41, syscall.AF_INET6, 0, true},
+	{"inet, junk in the high half the kernel ignores", 41, 1<<32 | syscall.AF_INET, 0, true},
+	{"netlink route", 41, syscall.AF_NETLINK, syscall.NETLINK_ROUTE, true},
+	{"netlink audit", 41, syscall.AF_NETLINK, syscall.NETLINK_AUDIT, false},
+	{"netlink generic", 41, syscall.AF_NETLINK, syscall.NETLINK_GENERIC, false},
+	{"vsock", 41, 40, 0, false},
+	{"packet", 41, syscall.AF_PACKET, 0, false},
+	{"bluetooth", 41, 31, 0, false},
+	{"alg", 41, 38, 0, false},
+	{"unspec", 41, 0, 0, false},
+	{"socketpair unix", 53, syscall.AF_UNIX, 0, true},
+	{"socketpair vsock", 53, 40, 0, false},
+	{"socketpair inet", 53, syscall.AF_INET, 0, false},
+}
+
+func TestSocketFamilies(t *testing.T) {
+	for name, prog := range map[string][]sockFilter{"namespace": buildSeccompProgram(), "vm": buildSocketProgram()} {
+		for _, c := range socketCases {
+			want := retErrno | uint32(syscall.EAFNOSUPPORT)
+			if c.allow {
+				want = retAllow
+			}
+			if got := runBPF(t, prog, seccompData(auditArchX86_64, c.nr, c.family, 0, c.proto)); got != want {
+				t.Errorf("%s filter, %s: got %#x, want %#x", name, c.name, got, want)
+			}
+		}
+	}
+	vm := buildSocketProgram()
+	for _, nr := range []uint32{165, 272, 101, 56} { // mount, unshare, ptrace, clone: root's business in a VM
+		if got := runBPF(t, vm, seccompData(auditArchX86_64, nr, syscall.CLONE_NEWNS)); got != retAllow {
+			t.Errorf("vm filter refuses syscall %d: %#x", nr, got)
+		}
+	}
 }
 
 func TestSeccompProgram(t *testing.T) {
@@ -75,6 +123,7 @@ func TestSeccompProgram(t *testing.T) {
 		{"thread clone", auditArchX86_64, 56, syscall.CLONE_VM | syscall.CLONE_FS | syscall.CLONE_FILES | syscall.CLONE_SIGHAND | syscall.CLONE_THREAD, retAllow},
 		{"clone NEWUSER", auditArchX86_64, 56, syscall.CLONE_NEWUSER | uint64(syscall.SIGCHLD), eperm},
 		{"clone NEWNS", auditArchX86_64, 56, syscall.CLONE_NEWNS, eperm},
+		{"socket after clone rules", auditArchX86_64, 41, 40, retErrno | uint32(syscall.EAFNOSUPPORT)},
 		{"personality query", auditArchX86_64, 135, 0xffffffff, retAllow},
 		{"personality linux", auditArchX86_64, 135, 0, retAllow},
 		{"personality other", auditArchX86_64, 135, 0x0040000, eperm},

@@ -5,7 +5,11 @@ package main
 // We build the sandbox root ourselves because bwrap cannot size-cap an overlay:
 //
 //	tmpfs(size=disk) ─┬─ upper/  work/
+//	                  ├─ shm/  → bound on root/dev/shm: shared memory counts against the disk
 //	                  └─ root/ = overlay(lower=LOWER, upper, work)  ← pivot_root here
+//
+// bwrap's /dev is an unsized tmpfs: it is capped at devBytes before it is bound in, and the
+// host's /proc files that tell a sandbox about the host kernel are masked (maskedProc).
 //
 // then drop every privilege for good (privdrop_linux.go, seccomp_linux.go).
 
@@ -16,7 +20,22 @@ import (
 	"syscall"
 )
 
-const scratchDir = "/.kiln-scratch"
+const (
+	scratchDir = "/.kiln-scratch"
+	// devBytes caps the tmpfs behind /dev: device nodes and symlinks need no data blocks.
+	devBytes  = 1 << 20
+	devInodes = 1024
+)
+
+// maskedProc: host kernel facts (boot command line, build config, symbols, key names, timers)
+// and knobs a sandbox has no use for; what programs read (cpuinfo, meminfo, self, …) stays.
+// /dev/null is bound over each file and an empty read-only tmpfs over each directory, as
+// container runtimes do; paths this kernel lacks are skipped.
+var maskedProc = []string{
+	"cmdline", "config.gz", "bootconfig", "kallsyms", "kcore", "keys", "key-users", "timer_list",
+	"sched_debug", "sysrq-trigger", "latency_stats", "timer_stats", "iomem", "ioports",
+	"vmallocinfo", "kpagecount", "kpageflags", "kpagecgroup", "acpi", "scsi", "asound",
+}
 
 type setupStep struct {
 	name string
@@ -34,15 +53,19 @@ func setupNamespaceRoot(lower string, diskBytes int64) error {
 			return syscall.Mount("tmpfs", scratchDir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV,
 				fmt.Sprintf("size=%d,mode=0755", diskBytes))
 		}},
-		{"mkdir layers", func() error { return mkdirs(0o755, scratchDir+"/upper", scratchDir+"/work", root) }},
+		{"mkdir layers", func() error { return mkdirs(0o755, scratchDir+"/upper", scratchDir+"/work", scratchDir+"/shm", root) }},
+		{"shm mode", func() error { return os.Chmod(scratchDir+"/shm", 0o777|os.ModeSticky) }},
 		{"sandbox dirs", func() error { return sandboxDirs(scratchDir + "/upper") }},
 		{"mount overlay", func() error {
 			opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work,userxattr", lower, scratchDir, scratchDir)
 			return syscall.Mount("overlay", root, "overlay", syscall.MS_NOSUID, opts)
 		}},
 		{"mkdir mountpoints", func() error { return mkdirs(0o755, root+"/dev", root+"/proc", root+"/.kiln-old") }},
+		{"size /dev", func() error { return resizeTmpfs("/dev", devBytes, devInodes) }},
 		{"bind /dev", func() error { return syscall.Mount("/dev", root+"/dev", "", syscall.MS_BIND|syscall.MS_REC, "") }},
+		{"bind /dev/shm", func() error { return bindShm(root + "/dev/shm") }},
 		{"mount /proc", func() error { return mountProc(root + "/proc") }},
+		{"mask /proc", func() error { return maskProc(root+"/proc", root+"/dev/null") }},
 		{"pivot_root", func() error { return syscall.PivotRoot(root, root+"/.kiln-old") }},
 		{"chdir /", func() error { return syscall.Chdir("/") }},
 		{"detach old root", func() error { return syscall.Unmount("/.kiln-old", syscall.MNT_DETACH) }},
@@ -66,6 +89,53 @@ func mountProc(target string) error {
 	}
 	if berr := syscall.Mount("/proc", target, "", syscall.MS_BIND|syscall.MS_REC, ""); berr != nil {
 		return fmt.Errorf("%v (bind fallback: %v; pass --proc /proc to bwrap)", err, berr)
+	}
+	return nil
+}
+
+// resizeTmpfs caps the tmpfs mounted at dir, keeping its mount flags (a remount without them
+// would clear nosuid/nodev).
+func resizeTmpfs(dir string, sizeBytes, inodes int) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return err
+	}
+	const tmpfsMagic = 0x01021994
+	if st.Type != tmpfsMagic {
+		return fmt.Errorf("%s is not a tmpfs (bwrap --dev makes one)", dir)
+	}
+	keep := uintptr(st.Flags) & (syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC)
+	return syscall.Mount("", dir, "", syscall.MS_REMOUNT|keep, fmt.Sprintf("size=%d,nr_inodes=%d", sizeBytes, inodes))
+}
+
+// bindShm puts the disk tmpfs's shm/ on /dev/shm: what a sandbox stores in shared memory counts
+// against its disk cap, and (tmpfs pages) its memory limit, like every other file it writes.
+func bindShm(target string) error {
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return err
+	}
+	if err := syscall.Mount(scratchDir+"/shm", target, "", syscall.MS_BIND, ""); err != nil {
+		return err
+	}
+	_ = os.Lchown(scratchDir+"/shm", cfg.execUID, cfg.execGID)
+	return nil
+}
+
+func maskProc(procDir, devNull string) error {
+	for _, name := range maskedProc {
+		p := procDir + "/" + name
+		st, err := os.Lstat(p)
+		if err != nil {
+			continue // this kernel has no such file
+		}
+		if st.IsDir() {
+			err = syscall.Mount("tmpfs", p, "tmpfs", syscall.MS_RDONLY|syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "size=0,mode=0555")
+		} else {
+			err = syscall.Mount(devNull, p, "", syscall.MS_BIND, "")
+		}
+		if err != nil {
+			return fmt.Errorf("mask /proc/%s: %w", name, err)
+		}
 	}
 	return nil
 }

@@ -2,7 +2,7 @@
  * Turns a fresh Debian chroot into a sandbox root: one unprivileged user, a workspace, no host
  * identity (hostname, resolv.conf) and no caches. Runs as root on the unpacked directory.
  */
-import { chmod, chown, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runProcess } from './process.js';
 
@@ -60,9 +60,25 @@ export async function customiseRootfs(rootDir: string): Promise<void> {
     const dir = join(rootDir, rel);
     for (const e of await readdir(dir)) if (re.test(e)) await rm(join(dir, e), { force: true });
   }
+  await refuseEmptyPasswords(rootDir);
   // apt's dirs must exist for a minbase image's apt to work; keep them, owned by root.
   await mkdir(join(rootDir, 'var/cache/apt/archives/partial'), { recursive: true });
   await mkdir(join(rootDir, 'var/lib/apt/lists/partial'), { recursive: true });
+}
+
+/**
+ * Every account's password is locked ('*' in etc/shadow above); PAM's `nullok` would still let
+ * `su` accept an empty one should a shadow file ever be rewritten. Debian's common-auth has it.
+ */
+export async function refuseEmptyPasswords(rootDir: string): Promise<void> {
+  const dir = join(rootDir, 'etc/pam.d');
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const path = join(dir, name);
+    if (!(await stat(path)).isFile()) continue;
+    const text = await readFile(path, 'utf8');
+    const locked = text.replace(/[ \t]+nullok(_secure)?\b/g, '');
+    if (locked !== text) await writeFile(path, locked);
+  }
 }
 
 /** Package -> version from the image's dpkg database, read with the host's dpkg-query. */

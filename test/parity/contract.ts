@@ -129,6 +129,19 @@ export function paritySuite(o: ParityOptions): void {
       await assert.rejects(kiln.sandboxes.writeFile(shared, '/workspace/../../x', 'x'), (e: unknown) => e instanceof KilnApiError && e.status === 400);
     });
 
+    it('file ops meet the sandbox user\'s permissions, whatever link the sandbox planted', async () => {
+      // The user cannot read /etc/shadow on any backend; a planted link must not change that.
+      const before = (await sh('stat -c %s:%u:%a:%Y /etc/shadow')).stdout;
+      await sh('ln -sf /etc/shadow /workspace/planted && ln -sfn /etc /workspace/etcdir');
+      await assert.rejects(kiln.sandboxes.writeFile(shared, '/workspace/planted', 'root::0:0:99999:7:::\n'), (e: unknown) => e instanceof KilnApiError && e.status < 500);
+      await assert.rejects(kiln.sandboxes.readFile(shared, '/workspace/planted'), (e: unknown) => e instanceof KilnApiError && e.status < 500);
+      const tar = Buffer.from(await kiln.sandboxes.downloadArchive(shared, { path: '/workspace/etcdir', gzip: false })).toString('latin1');
+      assert.match(tar, /passwd/);
+      assert.doesNotMatch(tar, /:19000:0:99999:7:::/);
+      assert.equal((await sh('stat -c %s:%u:%a:%Y /etc/shadow')).stdout, before);
+      await sh('rm -f /workspace/planted /workspace/etcdir');
+    });
+
     it('unpacks a tar.gz and rejects archives that escape with ../ or a symlink', async () => {
       const good = gzipSync(tarOf([{ name: 'proj/main.py', body: 'print("from tar")\n' }]));
       const up = await kiln.sandboxes.uploadArchive(shared, good, { path: '/workspace', gzip: true });

@@ -3,9 +3,10 @@
  * a ring buffer, its exit observed from the start (no race between exit and listener), and a
  * bounded shutdown ladder: SendCtrlAltDel → wait → SIGKILL → wait → give up loudly.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { spawnClean } from '../../core/clean-spawn.js';
 import { KilnError } from '../../core/errors.js';
 import type { FirecrackerApi } from './api-client.js';
 import { ConsoleRing } from './console-ring.js';
@@ -33,7 +34,7 @@ export type Launcher = (spec: LaunchSpec) => Promise<VmmProcess>;
 
 /** The real launcher: spawns the binary with stdout (the serial console) and stderr captured. */
 export const spawnLauncher: Launcher = async (spec) => {
-  const child = spawn(spec.binary, spec.argv, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: false });
+  const child = spawnClean(spec.binary, spec.argv, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: false });
   const proc = new ChildVmm(child);
   await Promise.race([once(child, 'spawn'), once(child, 'error').then(([e]) => {
     throw new KilnError('BOOT_FAILED', `cannot start ${spec.binary}: ${(e as Error).message}`, { cause: e });

@@ -5,8 +5,9 @@
  * bwrap runs as a per-sandbox unprivileged host uid: the sandbox's "root" is that uid outside, and
  * the agent drops every capability after building its overlay root (see agent --setup-root).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
+import { spawnClean } from '../../core/clean-spawn.js';
 
 export interface BwrapOptions {
   bwrapPath: string;
@@ -45,12 +46,13 @@ export function bwrapArgs(o: BwrapOptions): string[] {
 
 /** Spawns bwrap and waits for its info JSON (child pid) — the sandbox is still blocked then. */
 export async function spawnBwrap(o: BwrapOptions, signal: AbortSignal): Promise<BwrapProcess> {
-  const child = spawn(o.bwrapPath, bwrapArgs(o), {
+  // Through the sandbox's own agent copy: it is what the sandbox uid can execute.
+  const child = spawnClean(o.bwrapPath, bwrapArgs(o), {
     uid: o.hostUid,
     gid: o.hostUid,
     stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
     env: {},
-  });
+  }, o.agentPath);
   child.stderr!.on('data', (c: Buffer) => o.onStderr(c.toString()));
   const info = child.stdio[3] as Readable;
   const block = child.stdio[4] as Writable;

@@ -2,8 +2,9 @@
  * One QEMU process: spawn, console capture, a boot watchdog, and the kill ladder
  * (SIGTERM, bounded wait, SIGKILL, bounded wait, give up loudly).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { spawnClean } from '../../core/clean-spawn.js';
 import { ConsoleRing } from './console.js';
 
 export interface ExitInfo {
@@ -36,7 +37,7 @@ export class QemuProcess {
 
   /** `passFd` becomes fd 3 of QEMU (the migration stream: `fd:3`, so no shell is ever spawned). */
   static async spawn(binary: string, args: string[], passFd?: number): Promise<QemuProcess> {
-    const child = spawn(binary, args, { stdio: passFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe', passFd] });
+    const child = spawnClean(binary, args, { stdio: passFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe', passFd] });
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
       child.once('error', reject);
