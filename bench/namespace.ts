@@ -163,7 +163,7 @@ export async function benchPooled(o: BenchOptions, base: { bare: number; bwrapPy
 
 /**
  * Whole command lines, each a fresh process: the peer's CLI and kiln's, measured the same way
- * (CLI start-up included; kiln's CLI loads its TypeScript through tsx), kiln's against the pooled
+ * (CLI start-up included; kiln's CLI runs the compiled host in dist/), kiln's against the pooled
  * service. Cold numbers: compare them with each other, not with the warm rows above.
  */
 async function benchColdClis(o: BenchOptions, base: { bare: number }, kilnUrl: string): Promise<Row[]> {

@@ -12,8 +12,9 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { REPO_ROOT } from '../src/core/config.js';
+import { benchCliStartup } from './cli.js';
 import { baselineInterpreter, benchBaselines, benchPooled, benchService, mountPythonImage } from './namespace.js';
-import { argValue, mergeRuns, renderTable, targetSummary, type ReportRow, type Row } from './stats.js';
+import { argValue, mergeRuns, runCmd, renderTable, targetSummary, type ReportRow, type Row } from './stats.js';
 
 interface Options {
   quick: boolean;
@@ -34,6 +35,8 @@ async function runOnce(o: Options): Promise<Row[]> {
   const b = { samples: o.quick ? 15 : 40, throughputSec: o.quick ? 10 : 30, dataDir: process.env.KILN_DATA_DIR ?? '/var/lib/kiln' };
   const rows: Row[] = [];
   let bareMs: number | undefined;
+  console.error('bench: CLI start-up (node -e 0; kiln --help compiled and through tsx)…');
+  rows.push(...(await benchCliStartup(o.quick ? 5 : 10)).rows);
   const img = await mountPythonImage(b.dataDir);
   try {
     console.error('bench: baselines (bare python, plain bwrap)…');
@@ -62,6 +65,8 @@ async function runOnce(o: Options): Promise<Row[]> {
 
 async function main(): Promise<number> {
   const o = options();
+  // bin/kiln (the cold CLI rows, the service) must run the compiled host, not fall back to tsx.
+  await runCmd('bash', [join(REPO_ROOT, 'scripts/build.sh')]);
   const interpreter = await baselineInterpreter();
   console.error(`bench: bare-host baseline interpreter: ${interpreter}`);
   const t0 = performance.now();

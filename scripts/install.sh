@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything kiln needs on a Debian 12 host, idempotently: apt packages, npm deps, the Go
-# agent, the language-pack images and the microVM kernel/initramfs. Safe to re-run; fast when done.
+# agent, the compiled host (dist/), the language-pack images and the microVM kernel/initramfs.
+# Safe to re-run; fast when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm install --no-audit --no-fund
   echo "$want" > "$stamp"
 fi
+
+step "host: compiling src/ to dist/ (skipped when unchanged)"
+bash scripts/build.sh
 
 step "agent: building build/kiln-agent"
 bash agent/build.sh

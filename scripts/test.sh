@@ -9,9 +9,17 @@ fail=0
 printf '\n==> go test (agent)\n' >&2
 (cd agent && go test -count=1 ./...) || fail=1
 
+printf '\n==> gofmt, go vet (agent)\n' >&2
+unformatted=$(cd agent && gofmt -l .)
+if [ -n "$unformatted" ]; then printf 'gofmt: not formatted (run gofmt -w in agent/):\n%s\n' "$unformatted" >&2; fail=1; fi
+(cd agent && go vet ./...) || fail=1
+
 printf '\n==> typecheck\n' >&2
 npx tsc -p tsconfig.json --noEmit || fail=1
 npx tsc -p web/tsconfig.json --noEmit || fail=1
+
+printf '\n==> dependency rules (.dependency-cruiser.cjs)\n' >&2
+npx depcruise --config .dependency-cruiser.cjs src web/src || fail=1
 
 printf '\n==> node tests\n' >&2
 shopt -s nullglob

@@ -1,5 +1,5 @@
 /** kiln CLI entry: a lazy command map, so `kiln run` never loads the server or the image builder. */
-import { KilnApiError } from '../sdk/index.js';
+import { KilnApiError } from '../sdk/errors.js';
 import { UsageError, type Command } from './command.js';
 
 const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
@@ -17,7 +17,7 @@ const SUMMARIES: Record<string, string> = {
   sandbox: 'create | exec | ls | rm sandboxes',
   images: 'build | ls | prune language-pack images',
   doctor: 'check what this host can run and how to fix what is missing',
-  firecracker: 'install a pinned Firecracker release',
+  firecracker: 'install a pinned Firecracker release | check whether this host can run it',
 };
 
 function usage(): string {

@@ -1,9 +1,13 @@
 /**
  * The contract every sandbox backend (namespace, qemu, firecracker) implements. Only the
- * composition root (src/server/compose.ts) imports concrete backends; everything else sees this.
+ * composition root (src/server/compose.ts, optional-backends.ts) imports concrete backends; everything
+ * else sees this (.dependency-cruiser.cjs checks it).
  */
 import type { AgentClient } from '../protocol/agent-client.js';
-import type { PackRunSpec } from './packs.js';
+import type { PackImage } from './packs.js';
+
+// PackImage lives with the other pack types; re-exported here, where backends have always found it.
+export type { PackImage } from './packs.js';
 
 export type BackendName = 'namespace' | 'qemu' | 'firecracker';
 
@@ -26,18 +30,6 @@ export interface BackendAvailability {
   capabilities: BackendCapabilities;
   /** Facts worth showing (versions, accel, …). */
   info?: Record<string, unknown>;
-}
-
-/** What a backend needs to know about a pack to start a sandbox from it. */
-export interface PackImage {
-  name: string;
-  /** The pack's squashfs image. */
-  imagePath: string;
-  /** Content hash of the image definition; part of every cache/template key. */
-  hash: string;
-  env: Record<string, string>;
-  /** How the pack runs a file; VM backends warm their templates with it (an empty file). */
-  run?: Pick<PackRunSpec, 'fileName' | 'command'>;
 }
 
 export interface SandboxSpec {

@@ -1,6 +1,4 @@
 /** What the core needs to know about language packs; the images module provides the data. */
-import type { PackImage } from './backend.js';
-
 export interface PackRunSpec {
   /** File name a snippet is written to, e.g. "main.py". */
   fileName: string;
@@ -8,6 +6,18 @@ export interface PackRunSpec {
   command: string[];
   /** argv to run an uploaded project; "{entrypoint}" is replaced by the entrypoint path. */
   projectCommand: string[];
+}
+
+/** What a backend needs to know about a pack to start a sandbox from it. */
+export interface PackImage {
+  name: string;
+  /** The pack's squashfs image. */
+  imagePath: string;
+  /** Content hash of the image definition; part of every cache/template key. */
+  hash: string;
+  env: Record<string, string>;
+  /** How the pack runs a file; VM backends warm their templates with it (an empty file). */
+  run?: Pick<PackRunSpec, 'fileName' | 'command'>;
 }
 
 export interface PackInfo {

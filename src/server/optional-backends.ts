@@ -29,3 +29,8 @@ export async function optionalBackends(config: KilnConfig, log: (msg: string, fi
     }),
   ];
 }
+
+// The optional backends' host tools for the CLI (kiln doctor, kiln firecracker): the CLI reaches
+// them through here, so only the composition root imports backend modules (.dependency-cruiser.cjs).
+export { firecrackerDoctor, installFirecracker } from '../backends/firecracker/index.js';
+export { DEFAULT_VERSION as FIRECRACKER_DEFAULT_VERSION } from '../backends/firecracker/install.js';

@@ -60,7 +60,7 @@ const command: Command = {
     const backends = await createBackends(config);
     const probes = await Promise.all([...backends.values()].map((b) => b.probe()));
     for (const p of probes) checks.push({ name: `backend ${p.name}`, ok: p.available, detail: p.available ? `available ${JSON.stringify(p.info ?? {})}` : `unavailable: ${p.reason}` });
-    const { firecrackerDoctor } = await import('../../backends/firecracker/index.js');
+    const { firecrackerDoctor } = await import('../../server/optional-backends.js');
     for (const c of await firecrackerDoctor()) checks.push({ name: c.name, ok: c.ok, detail: c.detail });
     if (flags.json) console.log(JSON.stringify({ checks }, null, 2));
     else for (const c of checks) console.log(`${c.ok ? ' ok ' : 'FAIL'}  ${c.name.padEnd(20)} ${c.detail}`);

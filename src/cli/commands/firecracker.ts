@@ -3,8 +3,7 @@
  * kiln firecracker check
  */
 import { isKilnError } from '../../core/errors.js';
-import { firecrackerDoctor } from '../../backends/firecracker/probe.js';
-import { DEFAULT_VERSION, installFirecracker } from '../../backends/firecracker/install.js';
+import { FIRECRACKER_DEFAULT_VERSION as DEFAULT_VERSION, firecrackerDoctor, installFirecracker } from '../../server/optional-backends.js';
 import { parseFlags, UsageError, type Command } from '../command.js';
 
 const USAGE = `usage:

@@ -1,0 +1,78 @@
+/**
+ * The layers kiln's code claims, checked by scripts/test.sh (npx depcruise src web/src).
+ * A rule here replaces a sentence in a comment: break one and the test command fails, naming it.
+ */
+/** The composition root: the only modules that import concrete backends. */
+const COMPOSITION_ROOT = '^src/server/(compose|optional-backends)\\.ts$';
+
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-cycles',
+      severity: 'error',
+      comment: 'Modules form no import cycle (type-only imports included).',
+      from: {},
+      to: { circular: true },
+    },
+    {
+      name: 'backends-only-from-composition-root',
+      severity: 'error',
+      comment: 'Only the composition root (src/server/compose.ts, src/server/optional-backends.ts) imports a concrete backend; everyone else sees the Backend interface in src/core/backend.ts.',
+      from: { path: '^src/', pathNot: [COMPOSITION_ROOT, '^src/backends/'] },
+      to: { path: '^src/backends/' },
+    },
+    {
+      // A warning for now (printed, does not fail the run): the microVM backends still share a
+      // kill ladder, console ring and cgroup helpers by importing each other; they move to
+      // src/core in the next step of issue #13, and then this becomes an error.
+      name: 'backends-not-each-other',
+      severity: 'warn',
+      comment: 'A backend does not import another backend; what two share lives in src/core, src/protocol or src/vmimage.',
+      from: { path: '^src/backends/([^/]+)/' },
+      to: { path: '^src/backends/', pathNot: '^src/backends/$1/' },
+    },
+    {
+      name: 'sdk-is-standalone',
+      severity: 'error',
+      comment: 'The SDK (src/sdk) imports only itself and Node built-ins: no server, core, protocol or backend code, no npm package.',
+      from: { path: '^src/sdk/' },
+      to: { pathNot: '^src/sdk/', dependencyTypesNot: ['core'] },
+    },
+    {
+      name: 'web-only-sdk',
+      severity: 'error',
+      comment: 'The dashboard (web/src) reaches the host code only through the SDK.',
+      from: { path: '^web/src/' },
+      to: { path: '^src/', pathNot: '^src/sdk/' },
+    },
+    {
+      name: 'protocol-below-server-and-backends',
+      severity: 'error',
+      comment: 'The host<->agent protocol (src/protocol) imports neither the server, the CLI nor a backend.',
+      from: { path: '^src/protocol/' },
+      to: { path: '^src/(server|cli|backends)/' },
+    },
+    {
+      name: 'core-below-server-and-cli',
+      severity: 'error',
+      comment: 'The sandbox lifecycle (src/core) imports neither the HTTP server nor the CLI.',
+      from: { path: '^src/core/' },
+      to: { path: '^src/(server|cli)/' },
+    },
+    {
+      name: 'not-to-unresolvable',
+      severity: 'error',
+      comment: 'Every import resolves (a typo or a removed file fails here, not at run time).',
+      from: {},
+      to: { couldNotResolve: true },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: '(^|/)(dist|node_modules)/' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: { extensions: ['.ts', '.tsx', '.js', '.mjs', '.json'] },
+    reporterOptions: { text: { highlightFocused: true } },
+  },
+};

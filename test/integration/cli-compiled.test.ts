@@ -1,0 +1,92 @@
+/**
+ * The compiled host: bin/kiln runs dist/ (scripts/build.sh), not the TypeScript sources. Every call
+ * here sets KILN_REQUIRE_DIST=1, so a missing, stale or broken build fails instead of falling back
+ * to the tsx loader.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { REPO_ROOT } from '../../src/core/config.js';
+import { KilnClient } from '../../src/sdk/index.js';
+
+const run = promisify(execFile);
+const KILN = join(REPO_ROOT, 'bin/kiln');
+const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({ ...process.env, KILN_REQUIRE_DIST: '1', ...extra });
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+describe('compiled CLI (dist/)', { timeout: 300_000 }, () => {
+  before(async () => {
+    // What scripts/install.sh runs; a no-op when dist/ is current. A type error fails here.
+    await run('bash', [join(REPO_ROOT, 'scripts/build.sh')], { timeout: 240_000 });
+  });
+
+  it('kiln --help runs from dist/ and lists every command', async () => {
+    const r = await run(KILN, ['--help'], { env: env() });
+    assert.equal(r.stderr, '');
+    for (const c of ['serve', 'run', 'sandbox', 'images', 'doctor', 'firecracker']) assert.match(r.stdout, new RegExp(`^  ${c} `, 'm'));
+  });
+
+  it('kiln doctor --json runs from dist/ and finds the packs and backends', { skip: process.getuid?.() === 0 ? undefined : 'needs root' }, async () => {
+    const r = await run(KILN, ['doctor', '--json'], { env: env(), timeout: 120_000 });
+    const { checks } = JSON.parse(r.stdout) as { checks: { name: string; ok: boolean; detail: string }[] };
+    const byName = new Map(checks.map((c) => [c.name, c]));
+    assert.equal(byName.get('backend namespace')?.ok, true, JSON.stringify(byName.get('backend namespace')));
+    // The packs are found through REPO_ROOT, which must point at the repo from dist/ as from src/.
+    assert.ok(byName.has('image python'), `no pack found: ${[...byName.keys()].join(', ')}`);
+  });
+
+  describe('kiln serve and kiln run from dist/', { skip: process.getuid?.() === 0 ? undefined : 'needs root' }, () => {
+    let base = '';
+    let svc: ChildProcess | undefined;
+    let stderr = '';
+    let url = '';
+
+    before(async () => {
+      base = await mkdtemp(join(tmpdir(), 'kiln-compiled-'));
+      await chmod(base, 0o755); // sandbox uids traverse into the run dir
+      const port = await freePort();
+      url = `http://127.0.0.1:${port}`;
+      svc = spawn(KILN, ['serve'], { env: env({ KILN_RUN_DIR: join(base, 'run'), KILN_PORT: String(port), KILN_POOL: '', KILN_TOKEN: '' }), stdio: ['ignore', 'ignore', 'pipe'] });
+      svc.stderr!.on('data', (d) => { stderr += d; });
+      const client = new KilnClient({ baseUrl: url });
+      for (let i = 0; i < 600 && svc.exitCode === null; i++) {
+        if (await client.health().then(() => true, () => false)) return;
+        await sleep(100);
+      }
+      throw new Error(`kiln serve did not come up (exit ${svc.exitCode}): ${stderr.slice(-2000)}`);
+    });
+
+    after(async () => {
+      if (svc && svc.exitCode === null && svc.signalCode === null) {
+        const exited = new Promise((r) => svc!.once('exit', r));
+        svc.kill('SIGTERM');
+        if (await Promise.race([exited.then(() => true), sleep(30_000).then(() => false)]) === false) {
+          svc.kill('SIGKILL');
+          await exited;
+        }
+      }
+      await rm(base, { recursive: true, force: true });
+    });
+
+    it('runs a snippet and passes the exit code through', async () => {
+      const ok = await run(KILN, ['run', 'python', '-c', 'print(6*7)'], { env: env({ KILN_URL: url }), timeout: 120_000 });
+      assert.equal(ok.stdout, '42\n');
+      assert.equal(ok.stderr, '');
+      await assert.rejects(run(KILN, ['run', 'shell', '-c', 'echo oops >&2; exit 4'], { env: env({ KILN_URL: url }), timeout: 120_000 }),
+        (e: { code: number; stderr: string }) => e.code === 4 && /oops/.test(e.stderr));
+    });
+  });
+});
