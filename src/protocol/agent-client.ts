@@ -4,10 +4,9 @@
  * schema-checked before use. Agent errors become KilnErrors here, exactly once.
  */
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { KilnError, type ErrorCode } from '../core/errors.js';
-import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, type Frame } from './frames.js';
+import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, MAX_JSON_BYTES, type Frame } from './frames.js';
 import {
   PROTOCOL_VERSION, validateAgentError, validateExecResult, validateFsList, validateHello, validatePing,
   validateStarted, validateSync, validateTransfer,
@@ -15,6 +14,7 @@ import {
 } from './messages.js';
 
 const DATA_CHUNK_BYTES = 256 * 1024;
+const ANSWERED = Symbol('answered');
 
 const AGENT_CODE_MAP: Record<string, ErrorCode> = {
   BAD_REQUEST: 'INVALID_REQUEST',
@@ -148,6 +148,8 @@ export class AgentClient {
 
   exec(req: ExecRequest, handlers: ExecHandlers = {}, options: { signal?: AbortSignal } = {}): ExecHandle {
     const stream = this.allocStream();
+    // Encoded before anything is registered: a request too big for one frame leaves nothing behind.
+    const request = requestFrame(stream, { op: 'exec', ...req });
     const result = new Promise<ExecResult>((resolve, reject) => {
       this.streams.set(stream, {
         onFrame: (f) => {
@@ -177,7 +179,7 @@ export class AgentClient {
     const cancel = (): void => { if (this.streams.has(stream)) this.send(encodeFrame(FrameType.CANCEL, stream)); };
     options.signal?.addEventListener('abort', cancel, { once: true });
     result.finally(() => options.signal?.removeEventListener('abort', cancel)).catch(() => undefined);
-    this.send(encodeJsonFrame(FrameType.REQUEST, stream, { op: 'exec', ...req }));
+    this.send(request);
     if (options.signal?.aborted) cancel(); // aborted before it started: 'abort' will not fire again
     return {
       result,
@@ -216,39 +218,62 @@ export class AgentClient {
 
   private async upload(req: object, data: Buffer | AsyncIterable<Buffer>, signal?: AbortSignal): Promise<TransferResult> {
     const stream = this.allocStream();
+    const request = requestFrame(stream, req);
     const done = this.expectResult(stream, validateTransfer, 'transfer', signal);
+    // The agent may answer (TOO_LARGE, a read-only folder, a full disk) while the body is still
+    // arriving: observed from the start, so that answer is never an unhandled rejection.
+    done.catch(() => undefined);
     if (signal?.aborted) return done;
-    this.send(encodeJsonFrame(FrameType.REQUEST, stream, req));
+    this.send(request);
+    const answered = done.then((): typeof ANSWERED => ANSWERED, (): typeof ANSWERED => ANSWERED);
+    const source = (Buffer.isBuffer(data) ? (async function* () { yield data; })() : data)[Symbol.asyncIterator]();
+    let finished = false;
     try {
-      const source = Buffer.isBuffer(data) ? [data] : data;
-      for await (const chunk of source) {
-        if (!this.streams.has(stream)) break; // agent already answered (e.g. TOO_LARGE): stop sending
-        for (const part of chunks(chunk)) await this.sendAsync(encodeFrame(FrameType.DATA, stream, part));
+      for (;;) {
+        const next = source.next();
+        const step = await Promise.race([next, answered]);
+        if (step === ANSWERED) {
+          // Stop reading the body; the pending read settles whenever the client sends or goes.
+          next.catch(() => undefined);
+          break;
+        }
+        if (step.done) {
+          finished = true;
+          if (this.streams.has(stream)) this.send(encodeFrame(FrameType.EOF, stream));
+          break;
+        }
+        for (const part of chunks(step.value)) {
+          if (!this.streams.has(stream)) break;
+          await this.sendAsync(encodeFrame(FrameType.DATA, stream, part));
+        }
       }
-      if (this.streams.has(stream)) this.send(encodeFrame(FrameType.EOF, stream));
     } catch (e) {
       if (this.streams.has(stream)) this.send(encodeFrame(FrameType.CANCEL, stream));
       await done.catch(() => undefined);
       throw e;
+    } finally {
+      if (!finished) void Promise.resolve(source.return?.()).catch(() => undefined);
     }
     return done;
   }
 
   private download(req: object, sink: (chunk: Buffer) => void, signal?: AbortSignal): Promise<TransferResult> {
     const stream = this.allocStream();
+    const request = requestFrame(stream, req);
     const done = this.expectResult(stream, validateTransfer, 'transfer', signal, (f) => {
       if (f.type === FrameType.DATA) sink(f.payload);
       else if (f.type !== FrameType.EOF) this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on download stream`);
     });
-    if (!signal?.aborted) this.send(encodeJsonFrame(FrameType.REQUEST, stream, req));
+    if (!signal?.aborted) this.send(request);
     return done;
   }
 
   /** A plain request: REQUEST out, one RESULT (or ERROR) back. */
   private request(body: object, opts: { signal?: AbortSignal } = {}): Promise<unknown> {
     const stream = this.allocStream();
+    const request = requestFrame(stream, body);
     const done = this.expectResult(stream, (v: unknown): v is unknown => true, 'request', opts.signal);
-    if (!opts.signal?.aborted) this.send(encodeJsonFrame(FrameType.REQUEST, stream, body));
+    if (!opts.signal?.aborted) this.send(request);
     return done;
   }
 
@@ -297,7 +322,12 @@ export class AgentClient {
 
   private async sendAsync(frame: Buffer): Promise<void> {
     if (this.closedError) throw this.closedError;
-    if (!this.io.writable.write(frame)) await once(this.io.writable, 'drain');
+    if (this.io.writable.write(frame)) return;
+    // Wait for drain, but not past the connection's end (a destroyed pipe never drains).
+    await new Promise<void>((resolve, reject) => {
+      const stop = this.onClose(reject);
+      this.io.writable.once('drain', () => { stop(); resolve(); });
+    });
   }
 
   private onData(chunk: Buffer): void {
@@ -338,6 +368,15 @@ function agentError(f: Frame): KilnError {
   const raw = decodeJson(f);
   if (!validateAgentError(raw)) return new KilnError('AGENT_PROTOCOL', 'agent error payload is malformed');
   return new KilnError(AGENT_CODE_MAP[raw.code] ?? 'AGENT_ERROR', raw.message, { details: { agentCode: raw.code } });
+}
+
+/** A REQUEST frame, or PAYLOAD_TOO_LARGE naming the protocol's JSON limit. */
+function requestFrame(stream: number, body: { op?: unknown }): Buffer {
+  const json = Buffer.from(JSON.stringify(body));
+  if (json.length > MAX_JSON_BYTES) {
+    throw new KilnError('PAYLOAD_TOO_LARGE', `the ${String(body.op ?? 'agent')} request is ${json.length} bytes as JSON (argv, env, cwd and inline files together); the limit is ${MAX_JSON_BYTES} bytes (256 KiB): pass large data as stdin or upload it as a file`, { details: { limitBytes: MAX_JSON_BYTES, requestBytes: json.length } });
+  }
+  return encodeFrame(FrameType.REQUEST, stream, json);
 }
 
 function* chunks(buf: Buffer): Generator<Buffer> {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -119,6 +120,50 @@ describe('AgentClient', () => {
     const pending = agent.ping();
     toHost.end();
     await assert.rejects(pending, (e: KilnError) => e.code === 'SANDBOX_GONE');
+  });
+
+  it('an exec request too big for one frame is refused (413) before anything is registered', async () => {
+    const { client } = fakeAgent((f, reply) => {
+      if (f.type === FrameType.REQUEST) reply(encodeJsonFrame(FrameType.RESULT, f.stream, { nowMs: 1 }));
+    });
+    const agent = await client;
+    const ac = new AbortController();
+    const env = Object.fromEntries([1, 2, 3, 4, 5].map((i) => [`K${i}`, 'v'.repeat(64 * 1024)]));
+    assert.throws(() => agent.exec({ argv: ['true'], env }, {}, { signal: ac.signal }), (e: KilnError) => e.code === 'PAYLOAD_TOO_LARGE' && /262144/.test(e.message));
+    assert.throws(() => agent.exec({ argv: ['echo', 'a'.repeat(131072), 'b'.repeat(131072)] }), (e: KilnError) => e.code === 'PAYLOAD_TOO_LARGE');
+    assert.equal((agent as unknown as { streams: Map<number, unknown> }).streams.size, 0, 'no stream left registered');
+    assert.equal(getEventListeners(ac.signal, 'abort').length, 0, 'no abort listener left behind');
+    assert.ok((await agent.ping()).rttMs >= 0, 'the connection still works');
+  });
+
+  it('an upload the agent refuses while its body is still arriving rejects once, never unobserved', async () => {
+    const { client } = fakeAgent((f, reply) => {
+      if (f.type === FrameType.DATA) reply(encodeJsonFrame(FrameType.ERROR, f.stream, { code: 'TOO_LARGE', message: 'over maxBytes' }));
+    });
+    const agent = await client;
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown): void => { unhandled.push(e); };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      let stopped = false;
+      async function* body(): AsyncGenerator<Buffer> {
+        try {
+          yield Buffer.alloc(1024);
+          await new Promise((r) => setTimeout(r, 300)); // the client is slow: the answer comes first
+          yield Buffer.alloc(1024);
+        } finally {
+          stopped = true;
+        }
+      }
+      const t0 = performance.now();
+      await assert.rejects(agent.writeFile('/x', body(), { maxBytes: 10 }), (e: KilnError) => e.code === 'PAYLOAD_TOO_LARGE');
+      assert.ok(performance.now() - t0 < 250, 'answered without waiting for the rest of the body');
+      await new Promise((r) => setTimeout(r, 400));
+      assert.ok(stopped, 'the body is no longer read');
+      assert.deepEqual(unhandled, []);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
   });
 
   it('settles at once on a signal aborted before the call: nothing is sent, an exec is cancelled', async () => {

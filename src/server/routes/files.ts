@@ -16,9 +16,9 @@ export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
   app.put<{ Params: { id: string }; Querystring: { path: string; mode?: string } }>('/v1/sandboxes/:id/files', {
     bodyLimit: max,
     schema: { summary: 'Write a file (raw body); parent folders are created', params: idParams, querystring: pathQuery, response: errors },
-  }, async (req) => {
+  }, async (req, reply) => {
     const body = bodyStream(req.body);
-    const r = await svc.manager.writeFile(req.params.id, req.query.path, body, req.query.mode ? parseInt(req.query.mode, 8) : undefined);
+    const r = await closeIfUnread(req.raw, reply, svc.manager.writeFile(req.params.id, req.query.path, body, req.query.mode ? parseInt(req.query.mode, 8) : undefined));
     return { path: req.query.path, bytes: r.bytes };
   });
 
@@ -41,9 +41,9 @@ export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
       summary: 'Upload a tar or tar.gz (Content-Type application/x-tar or application/gzip) and unpack it at ?path= (default /workspace)',
       params: idParams, querystring: { type: 'object', properties: { path: { type: 'string', maxLength: 4096 } } }, response: errors,
     },
-  }, async (req) => {
+  }, async (req, reply) => {
     const gzip = /gzip/.test(req.headers['content-type'] ?? '');
-    const r = await svc.manager.putArchive(req.params.id, req.query.path ?? '/workspace', bodyStream(req.body), gzip);
+    const r = await closeIfUnread(req.raw, reply, svc.manager.putArchive(req.params.id, req.query.path ?? '/workspace', bodyStream(req.body), gzip));
     return { path: req.query.path ?? '/workspace', files: r.files ?? 0, bytes: r.bytes };
   });
 
@@ -67,4 +67,17 @@ function bodyStream(body: unknown): AsyncIterable<Buffer> | Buffer {
   if (body && typeof (body as IncomingMessage)[Symbol.asyncIterator] === 'function') return body as AsyncIterable<Buffer>;
   if (typeof body === 'string') return Buffer.from(body);
   throw new KilnError('INVALID_REQUEST', 'send the file as the raw request body (Content-Type: application/octet-stream)');
+}
+
+/**
+ * An upload the agent refused before the body was all read: the answer closes the connection, so
+ * a client still sending is stopped instead of stalling on a body nobody reads.
+ */
+async function closeIfUnread<T>(raw: IncomingMessage, reply: FastifyReply, upload: Promise<T>): Promise<T> {
+  try {
+    return await upload;
+  } catch (e) {
+    if (!raw.complete) void reply.header('connection', 'close');
+    throw e;
+  }
 }

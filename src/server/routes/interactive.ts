@@ -5,14 +5,34 @@
  * Server → client: {"type":"started","pid"}, {"type":"stdout"|"stderr","data"}, {"type":"result",...}
  * or {"type":"error","code","message"}; the server closes the socket after the last one.
  */
+import AjvModule from 'ajv';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WebSocket } from 'ws';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import type { ExecHandle } from '../../protocol/agent-client.js';
 import type { KilnService } from '../service.js';
 import { execSummary } from './present.js';
+import { cmd, cwd, envMap } from './schemas.js';
 
 const MAX_MESSAGE_BYTES = 1024 * 1024;
+const Ajv = AjvModule.default ?? AjvModule;
+/** The same bounds as POST /exec: the start message is a request body too. */
+const validateStart = new Ajv({ allErrors: false }).compile<StartMessage>({
+  type: 'object',
+  required: ['type', 'cmd'],
+  properties: {
+    type: { const: 'start' }, cmd, env: envMap, cwd,
+    tty: { type: 'object', properties: { cols: { type: 'integer' }, rows: { type: 'integer' } } },
+  },
+});
+
+interface StartMessage {
+  type: 'start';
+  cmd: string | string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  tty?: { cols?: unknown; rows?: unknown };
+}
 
 export function attachInteractive(svc: KilnService, id: string, socket: WebSocket, log: FastifyBaseLogger): void {
   let handle: ExecHandle | undefined;
@@ -50,17 +70,20 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
       fail(e);
     }
   });
-  socket.on('close', () => handle?.cancel());
+  let closed = false;
+  socket.on('close', () => { closed = true; handle?.cancel(); });
 
   async function start(msg: Record<string, unknown>): Promise<void> {
     try {
-      const cmd = msg.cmd;
-      if (!(typeof cmd === 'string' || (Array.isArray(cmd) && cmd.every((c) => typeof c === 'string')))) throw new KilnError('INVALID_REQUEST', '"cmd" must be a string or an array of strings');
-      const tty = msg.tty as { cols?: unknown; rows?: unknown } | undefined;
+      if (!validateStart(msg)) {
+        const e = validateStart.errors?.[0];
+        throw new KilnError('INVALID_REQUEST', `start message${e?.instancePath ?? ''} ${e?.message ?? 'is malformed'} ("cmd" is a string or an array of strings, each up to 128 KiB)`);
+      }
+      const tty = msg.tty;
       const ex = await svc.manager.interactive(id, {
-        cmd,
-        env: isStringMap(msg.env) ? msg.env : undefined,
-        cwd: typeof msg.cwd === 'string' ? msg.cwd : undefined,
+        cmd: msg.cmd,
+        env: msg.env,
+        cwd: msg.cwd,
         tty: tty && isDim(tty.cols) && isDim(tty.rows) ? { cols: tty.cols, rows: tty.rows } : undefined,
       }, {
         onStarted: (pid) => send({ type: 'started', pid }),
@@ -68,6 +91,7 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
         onStderr: (c) => send({ type: 'stderr', data: c.toString('utf8') }),
       });
       handle = ex.handle;
+      if (closed) handle.cancel(); // the client left while the command was starting
       const r = await ex.done;
       send({ type: 'result', ...execSummary(r) });
       socket.close(1000);
@@ -87,8 +111,4 @@ function parse(raw: Buffer): Record<string, unknown> {
 
 function isDim(v: unknown): v is number {
   return Number.isInteger(v) && (v as number) > 0 && (v as number) <= 1000;
-}
-
-function isStringMap(v: unknown): v is Record<string, string> {
-  return !!v && typeof v === 'object' && Object.values(v).every((x) => typeof x === 'string');
 }
