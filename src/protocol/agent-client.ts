@@ -1,11 +1,13 @@
 /**
- * Host side of protocol v1: one AgentClient per connection, many concurrent streams on it.
- * Every frame from the agent is untrusted: lengths are capped by the decoder and JSON payloads are
- * schema-checked before use. Agent errors become KilnErrors here, exactly once.
+ * Host side of protocol v2: one AgentClient per connection, many concurrent streams on it, each
+ * flow-controlled in both directions (flow.ts). Every frame from the agent is untrusted: lengths
+ * are capped by the decoder, windows by flow.ts, and JSON payloads are schema-checked before use.
+ * Agent errors become KilnErrors here, exactly once.
  */
 import { randomBytes } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import { KilnError, type ErrorCode } from '../core/errors.js';
+import { INITIAL_WINDOW_BYTES, parseWindow, RecvWindow, SendWindow, windowPayload } from './flow.js';
 import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, MAX_JSON_BYTES, type Frame } from './frames.js';
 import {
   PROTOCOL_VERSION, validateAgentError, validateExecResult, validateFsList, validateHello, validatePing,
@@ -32,14 +34,24 @@ export interface AgentIo {
   destroy?: () => void;
 }
 
+/**
+ * A chunk handler may return a promise: the chunk's credit goes back to the agent only once it
+ * settles, so a consumer that cannot keep up (a client that does not read) stops the program.
+ */
+export type ChunkSink = (chunk: Buffer) => unknown;
+
 export interface ExecHandlers {
-  onStdout?: (chunk: Buffer) => void;
-  onStderr?: (chunk: Buffer) => void;
+  onStdout?: ChunkSink;
+  onStderr?: ChunkSink;
   onStarted?: (pid: number) => void;
 }
 
+/** The agent's default output cap (docs/protocol.md, exec `maxOutputBytes`). */
+const AGENT_DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024;
+
 export interface ExecHandle {
   readonly result: Promise<ExecResult>;
+  /** Resolves once the agent has room for the chunk (not once the program read it). */
   writeStdin(chunk: Buffer): Promise<void>;
   closeStdin(): void;
   signal(name: string): void;
@@ -48,9 +60,14 @@ export interface ExecHandle {
 }
 
 interface StreamState {
-  onFrame(frame: Frame): void;
+  /** For data frames the result may be a promise: the frame's credit waits for it. */
+  onFrame(frame: Frame): unknown;
   fail(err: KilnError): void;
+  send: SendWindow;
+  recv: RecvWindow;
 }
+
+const FLOW_TYPES = new Set<number>([FrameType.STDOUT, FrameType.STDERR, FrameType.DATA, FrameType.EOF]);
 
 /** Random bytes a restored guest gets to reseed its RNG with. */
 const SYNC_ENTROPY_BYTES = 64;
@@ -150,29 +167,40 @@ export class AgentClient {
     const stream = this.allocStream();
     // Encoded before anything is registered: a request too big for one frame leaves nothing behind.
     const request = requestFrame(stream, { op: 'exec', ...req });
+    // The host's own output budget, whatever the agent does with its copy of the cap.
+    let outputLeft = req.maxOutputBytes ?? AGENT_DEFAULT_MAX_OUTPUT_BYTES;
+    let truncated = false;
+    const output = (sink: ChunkSink | undefined, chunk: Buffer): unknown => {
+      if (chunk.length > outputLeft) {
+        truncated = true;
+        chunk = chunk.subarray(0, outputLeft);
+      }
+      outputLeft -= chunk.length;
+      if (chunk.length > 0) return sink?.(chunk);
+    };
     const result = new Promise<ExecResult>((resolve, reject) => {
-      this.streams.set(stream, {
+      this.register(stream, {
         onFrame: (f) => {
           switch (f.type) {
-            case FrameType.STDOUT: handlers.onStdout?.(f.payload); break;
-            case FrameType.STDERR: handlers.onStderr?.(f.payload); break;
+            case FrameType.STDOUT: return output(handlers.onStdout, f.payload);
+            case FrameType.STDERR: return output(handlers.onStderr, f.payload);
             case FrameType.EVENT: {
               const ev = decodeJson(f);
               if (validateStarted(ev) && ev.event === 'started' && typeof ev.pid === 'number') handlers.onStarted?.(ev.pid);
               break;
             }
             case FrameType.RESULT: {
-              this.streams.delete(stream);
+              this.endStream(stream);
               const raw = decodeJson(f);
               if (!validateExecResult(raw)) return reject(new KilnError('AGENT_PROTOCOL', 'agent exec result is malformed'));
-              resolve(raw);
+              resolve(truncated ? { ...raw, outputTruncated: true } : raw);
               break;
             }
-            case FrameType.ERROR: this.streams.delete(stream); reject(agentError(f)); break;
+            case FrameType.ERROR: this.endStream(stream); reject(agentError(f)); break;
             default: this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on exec stream`);
           }
         },
-        fail: (err) => { this.streams.delete(stream); reject(err); },
+        fail: (err) => { this.endStream(stream); reject(err); },
       });
     });
     result.catch(() => undefined);
@@ -181,10 +209,17 @@ export class AgentClient {
     result.finally(() => options.signal?.removeEventListener('abort', cancel)).catch(() => undefined);
     this.send(request);
     if (options.signal?.aborted) cancel(); // aborted before it started: 'abort' will not fire again
+    // Stdin goes out in order, each chunk as the agent's window allows.
+    let stdin: Promise<unknown> = Promise.resolve();
+    const queue = (type: typeof FrameType.STDIN | typeof FrameType.EOF, chunk: Buffer): Promise<void> => {
+      const sent = stdin.then(() => this.sendData(stream, type, chunk)).then(() => undefined);
+      stdin = sent.catch(() => undefined);
+      return sent;
+    };
     return {
       result,
-      writeStdin: async (chunk) => { for (const part of chunks(chunk)) await this.sendAsync(encodeFrame(FrameType.STDIN, stream, part)); },
-      closeStdin: () => this.send(encodeFrame(FrameType.EOF, stream)),
+      writeStdin: (chunk) => queue(FrameType.STDIN, chunk),
+      closeStdin: () => { queue(FrameType.EOF, EMPTY).catch(() => undefined); },
       signal: (name) => this.send(encodeJsonFrame(FrameType.CONTROL, stream, { signal: name })),
       resize: (cols, rows) => this.send(encodeJsonFrame(FrameType.CONTROL, stream, { resize: { cols, rows } })),
       cancel,
@@ -201,8 +236,8 @@ export class AgentClient {
   }
 
   /** Streams a file out through `sink`; resolves once the agent confirms the whole transfer. */
-  readFile(path: string, sink: (chunk: Buffer) => void, opts: { maxBytes: number; signal?: AbortSignal }): Promise<TransferResult> {
-    return this.download({ op: 'file.read', path, maxBytes: opts.maxBytes }, sink, opts.signal);
+  readFile(path: string, sink: ChunkSink, opts: { maxBytes: number; signal?: AbortSignal }): Promise<TransferResult> {
+    return this.download({ op: 'file.read', path, maxBytes: opts.maxBytes }, sink, opts.signal, opts.maxBytes);
   }
 
   /** A small guest file as text (/proc and /sys files, which report no size). */
@@ -212,8 +247,9 @@ export class AgentClient {
     return Buffer.concat(chunks).toString();
   }
 
-  getArchive(path: string, sink: (chunk: Buffer) => void, opts: { gzip: boolean; signal?: AbortSignal }): Promise<TransferResult> {
-    return this.download({ op: 'archive.get', path, gzip: opts.gzip }, sink, opts.signal);
+  /** `maxBytes` is the host's own cap on the archive's size (the agent has none for archive.get). */
+  getArchive(path: string, sink: ChunkSink, opts: { gzip: boolean; maxBytes?: number; signal?: AbortSignal }): Promise<TransferResult> {
+    return this.download({ op: 'archive.get', path, gzip: opts.gzip }, sink, opts.signal, opts.maxBytes);
   }
 
   private async upload(req: object, data: Buffer | AsyncIterable<Buffer>, signal?: AbortSignal): Promise<TransferResult> {
@@ -239,13 +275,11 @@ export class AgentClient {
         }
         if (step.done) {
           finished = true;
-          if (this.streams.has(stream)) this.send(encodeFrame(FrameType.EOF, stream));
+          await this.sendData(stream, FrameType.EOF, EMPTY);
           break;
         }
-        for (const part of chunks(step.value)) {
-          if (!this.streams.has(stream)) break;
-          await this.sendAsync(encodeFrame(FrameType.DATA, stream, part));
-        }
+        // Waits for the agent's window: a slow disk or a full pipe slows the client's upload.
+        if (!(await this.sendData(stream, FrameType.DATA, step.value))) break;
       }
     } catch (e) {
       if (this.streams.has(stream)) this.send(encodeFrame(FrameType.CANCEL, stream));
@@ -257,12 +291,18 @@ export class AgentClient {
     return done;
   }
 
-  private download(req: object, sink: (chunk: Buffer) => void, signal?: AbortSignal): Promise<TransferResult> {
+  private download(req: object, sink: ChunkSink, signal?: AbortSignal, maxBytes = Number.POSITIVE_INFINITY): Promise<TransferResult> {
     const stream = this.allocStream();
     const request = requestFrame(stream, req);
+    let got = 0;
     const done = this.expectResult(stream, validateTransfer, 'transfer', signal, (f) => {
-      if (f.type === FrameType.DATA) sink(f.payload);
-      else if (f.type !== FrameType.EOF) this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on download stream`);
+      if (f.type === FrameType.DATA) {
+        got += f.payload.length;
+        // The host's own budget: an agent that sends more than was asked for is cut off here.
+        if (got > maxBytes) return this.failStream(stream, new KilnError('PAYLOAD_TOO_LARGE', `the transfer is over the ${maxBytes}-byte limit; it was stopped`, { details: { limitBytes: maxBytes } }));
+        return sink(f.payload);
+      }
+      if (f.type !== FrameType.EOF) this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on download stream`);
     });
     if (!signal?.aborted) this.send(request);
     return done;
@@ -277,20 +317,15 @@ export class AgentClient {
     return done;
   }
 
-  private expectResult<T>(stream: number, validate: (v: unknown) => v is T, what: string, signal?: AbortSignal, other?: (f: Frame) => void): Promise<T> {
+  private expectResult<T>(stream: number, validate: (v: unknown) => v is T, what: string, signal?: AbortSignal, other?: (f: Frame) => unknown): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       if (this.closedError) return reject(this.closedError);
       // Aborted before anything was sent: nothing to cancel (the callers send nothing either).
       if (signal?.aborted) return reject(abortedError(what, signal));
-      const onAbort = (): void => {
-        if (!this.streams.has(stream)) return;
-        this.streams.delete(stream);
-        this.send(encodeFrame(FrameType.CANCEL, stream));
-        reject(abortedError(what, signal));
-      };
+      const onAbort = (): void => this.failStream(stream, abortedError(what, signal));
       signal?.addEventListener('abort', onAbort, { once: true });
-      const finish = (): void => { this.streams.delete(stream); signal?.removeEventListener('abort', onAbort); };
-      this.streams.set(stream, {
+      const finish = (): void => { this.endStream(stream); signal?.removeEventListener('abort', onAbort); };
+      this.register(stream, {
         onFrame: (f) => {
           if (f.type === FrameType.RESULT) {
             finish();
@@ -300,7 +335,7 @@ export class AgentClient {
           } else if (f.type === FrameType.ERROR) {
             finish();
             reject(agentError(f));
-          } else if (other) other(f);
+          } else if (other) return other(f);
           else this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on ${what} stream`);
         },
         fail: (err) => { finish(); reject(err); },
@@ -313,6 +348,42 @@ export class AgentClient {
     const id = this.nextStream;
     this.nextStream = this.nextStream >= 0x7fff_fffd ? 1 : this.nextStream + 2;
     return id;
+  }
+
+  private register(stream: number, state: Omit<StreamState, 'send' | 'recv'>): void {
+    const recv = new RecvWindow((n) => { if (this.streams.has(stream)) this.send(encodeFrame(FrameType.WINDOW, stream, windowPayload(n))); });
+    this.streams.set(stream, { ...state, send: new SendWindow(), recv });
+  }
+
+  /** Forgets a finished stream; senders waiting for its window stop. */
+  private endStream(stream: number): void {
+    this.streams.get(stream)?.send.end();
+    this.streams.delete(stream);
+  }
+
+  /** Gives up a stream from this side: the agent is told (CANCEL), the caller gets `err`. */
+  private failStream(stream: number, err: KilnError): void {
+    const state = this.streams.get(stream);
+    if (!state) return;
+    this.send(encodeFrame(FrameType.CANCEL, stream));
+    state.fail(err);
+  }
+
+  /**
+   * Sends STDIN, DATA or EOF as the stream's window allows (splitting where it must); false once
+   * the stream is over. Rejects only when the connection is gone.
+   */
+  private async sendData(stream: number, type: typeof FrameType.STDIN | typeof FrameType.DATA | typeof FrameType.EOF, data: Buffer): Promise<boolean> {
+    let offset = 0;
+    do {
+      const window = this.streams.get(stream)?.send;
+      if (!window) return false;
+      const n = await window.take(Math.min(data.length - offset, DATA_CHUNK_BYTES));
+      if (n < 0) return false;
+      await this.sendAsync(encodeFrame(type, stream, data.subarray(offset, offset + n)));
+      offset += n;
+    } while (offset < data.length);
+    return true;
   }
 
   private send(frame: Buffer): void {
@@ -341,7 +412,16 @@ export class AgentClient {
       const state = this.streams.get(frame.stream);
       if (!state) continue; // late frames of a cancelled or finished stream
       try {
-        state.onFrame(frame);
+        if (frame.type === FrameType.WINDOW) {
+          state.send.add(parseWindow(frame.payload));
+        } else if (FLOW_TYPES.has(frame.type)) {
+          const cost = state.recv.charge(frame.payload.length);
+          const passed = state.onFrame(frame);
+          if (passed instanceof Promise) void passed.then(() => state.recv.consumed(cost), () => state.recv.consumed(cost));
+          else state.recv.consumed(cost);
+        } else {
+          void state.onFrame(frame);
+        }
       } catch (e) {
         return this.protocolViolation((e as Error).message);
       }
@@ -355,7 +435,10 @@ export class AgentClient {
   private shutdown(err: KilnError): void {
     if (this.closedError) return;
     this.closedError = err;
-    for (const state of [...this.streams.values()]) state.fail(err);
+    for (const state of [...this.streams.values()]) {
+      state.send.end();
+      state.fail(err);
+    }
     this.streams.clear();
     this.io.readable.removeAllListeners('data');
     this.io.destroy?.();
@@ -379,9 +462,7 @@ function requestFrame(stream: number, body: { op?: unknown }): Buffer {
   return encodeFrame(FrameType.REQUEST, stream, json);
 }
 
-function* chunks(buf: Buffer): Generator<Buffer> {
-  for (let i = 0; i < buf.length; i += DATA_CHUNK_BYTES) yield buf.subarray(i, i + DATA_CHUNK_BYTES);
-}
+const EMPTY = Buffer.alloc(0);
 
 function abortedError(what: string, signal: AbortSignal | undefined): KilnError {
   return new KilnError('TIMEOUT', `${what} was aborted before the agent answered`, { cause: signal?.reason });

@@ -1,8 +1,14 @@
-/** File and archive transfer routes; bodies stream straight through to the agent. */
+/**
+ * File and archive transfer routes. Bodies stream straight through, both ways, never buffered
+ * whole: uploads at the pace the agent's window allows, downloads at the pace the client reads.
+ */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { IncomingMessage } from 'node:http';
+import { PassThrough } from 'node:stream';
 import { KilnError } from '../../core/errors.js';
+import type { ChunkSink } from '../../protocol/agent-client.js';
 import type { KilnService } from '../service.js';
+import { writeOrWait } from './backpressure.js';
 import { errorSchema, idParams, pathQuery } from './schemas.js';
 
 export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
@@ -24,12 +30,7 @@ export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
 
   app.get<{ Params: { id: string }; Querystring: { path: string } }>('/v1/sandboxes/:id/files', {
     schema: { summary: 'Read a file (raw body)', params: idParams, querystring: pathQuery, response: errors },
-  }, async (req, reply) => {
-    // Collect up to the file cap: an error from the agent must still become a clean JSON error.
-    const chunks: Buffer[] = [];
-    await svc.manager.readFile(req.params.id, req.query.path, (c) => chunks.push(c));
-    return reply.type('application/octet-stream').send(Buffer.concat(chunks));
-  });
+  }, async (req, reply) => streamDownload(reply, 'application/octet-stream', (sink, signal) => svc.manager.readFile(req.params.id, req.query.path, sink, signal)));
 
   app.get<{ Params: { id: string }; Querystring: { path: string } }>('/v1/sandboxes/:id/ls', {
     schema: { summary: 'List a folder', params: idParams, querystring: pathQuery, response: errors },
@@ -56,9 +57,7 @@ export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
     },
   }, async (req, reply: FastifyReply) => {
     const gzip = req.query.format !== 'tar';
-    const chunks: Buffer[] = [];
-    await svc.manager.getArchive(req.params.id, req.query.path ?? '/workspace', gzip, (c) => chunks.push(c));
-    return reply.type(gzip ? 'application/gzip' : 'application/x-tar').send(Buffer.concat(chunks));
+    return streamDownload(reply, gzip ? 'application/gzip' : 'application/x-tar', (sink, signal) => svc.manager.getArchive(req.params.id, req.query.path ?? '/workspace', gzip, sink, signal));
   });
 }
 
@@ -80,4 +79,26 @@ async function closeIfUnread<T>(raw: IncomingMessage, reply: FastifyReply, uploa
     if (!raw.complete) void reply.header('connection', 'close');
     throw e;
   }
+}
+
+/**
+ * Streams a download to the client with backpressure. Until its first byte the answer is still
+ * open: an agent error (not found, too large, path escape) becomes a clean JSON error. After it,
+ * a failure can only cut the response short: the connection is aborted, never ended as if whole.
+ * A client that leaves cancels the transfer.
+ */
+async function streamDownload(reply: FastifyReply, contentType: string, run: (sink: ChunkSink, signal: AbortSignal) => Promise<unknown>): Promise<FastifyReply> {
+  const ac = new AbortController();
+  reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
+  const body = new PassThrough();
+  let started!: () => void;
+  const firstByte = new Promise<void>((resolve) => { started = resolve; });
+  const transfer = run((chunk) => {
+    started();
+    return writeOrWait(body, chunk);
+  }, ac.signal);
+  transfer.catch(() => undefined);
+  await Promise.race([firstByte, transfer]);
+  transfer.then(() => body.end(), (e: unknown) => body.destroy(e instanceof Error ? e : new Error(String(e))));
+  return reply.type(contentType).send(body);
 }

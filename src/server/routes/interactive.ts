@@ -4,6 +4,10 @@
  *   {"type":"stdin","data":"ls\n"} | {"type":"eof"} | {"type":"resize","cols":100,"rows":30} | {"type":"signal","signal":"SIGINT"}
  * Server → client: {"type":"started","pid"}, {"type":"stdout"|"stderr","data"}, {"type":"result",...}
  * or {"type":"error","code","message"}; the server closes the socket after the last one.
+ *
+ * Backpressure both ways: output waits (and so does the program) while the socket's send buffer is
+ * over WS_HIGH_WATER_BYTES; the socket is not read while more than STDIN_HIGH_WATER_BYTES of stdin
+ * wait for the agent's window. Output is capped at INTERACTIVE_MAX_OUTPUT_BYTES per session.
  */
 import AjvModule from 'ajv';
 import type { FastifyBaseLogger } from 'fastify';
@@ -15,6 +19,8 @@ import { execSummary } from './present.js';
 import { cmd, cwd, envMap } from './schemas.js';
 
 const MAX_MESSAGE_BYTES = 1024 * 1024;
+const WS_HIGH_WATER_BYTES = 256 * 1024;
+const STDIN_HIGH_WATER_BYTES = 1024 * 1024;
 const Ajv = AjvModule.default ?? AjvModule;
 /** The same bounds as POST /exec: the start message is a request body too. */
 const validateStart = new Ajv({ allErrors: false }).compile<StartMessage>({
@@ -38,6 +44,26 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
   let handle: ExecHandle | undefined;
   let started = false;
   const send = (obj: Record<string, unknown>): void => { if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(obj)); };
+  const gone = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  /** Output: resolves at once while the socket keeps up, else once this message is flushed. */
+  const output = (obj: Record<string, unknown>): undefined | Promise<void> => {
+    if (socket.readyState !== socket.OPEN) return undefined;
+    const text = JSON.stringify(obj);
+    if (socket.bufferedAmount < WS_HIGH_WATER_BYTES) {
+      socket.send(text);
+      return undefined;
+    }
+    return Promise.race([new Promise<void>((resolve) => socket.send(text, () => resolve())), gone]);
+  };
+  let stdinWaiting = 0;
+  const feed = (h: ExecHandle, chunk: Buffer): void => {
+    stdinWaiting += chunk.length;
+    if (stdinWaiting > STDIN_HIGH_WATER_BYTES) socket.pause();
+    void h.writeStdin(chunk).catch(() => undefined).finally(() => {
+      stdinWaiting -= chunk.length;
+      if (stdinWaiting <= STDIN_HIGH_WATER_BYTES && socket.isPaused) socket.resume();
+    });
+  };
   const fail = (e: unknown): void => {
     const ke = toKilnError(e);
     if (ke.code === 'INTERNAL') log.error({ err: e }, 'interactive exec failed');
@@ -50,7 +76,7 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
       if (raw.length > MAX_MESSAGE_BYTES) throw new KilnError('PAYLOAD_TOO_LARGE', 'WebSocket message over 1 MiB');
       if (isBinary) {
         if (!handle) throw new KilnError('INVALID_REQUEST', 'send {"type":"start"} before stdin');
-        void handle.writeStdin(raw).catch(() => undefined);
+        feed(handle, raw);
         return;
       }
       const msg = parse(raw);
@@ -61,7 +87,7 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
         return;
       }
       if (!handle) throw new KilnError('INVALID_REQUEST', 'send {"type":"start"} first');
-      if (msg.type === 'stdin' && typeof msg.data === 'string') void handle.writeStdin(Buffer.from(msg.data)).catch(() => undefined);
+      if (msg.type === 'stdin' && typeof msg.data === 'string') feed(handle, Buffer.from(msg.data));
       else if (msg.type === 'eof') handle.closeStdin();
       else if (msg.type === 'resize' && isDim(msg.cols) && isDim(msg.rows)) handle.resize(msg.cols, msg.rows);
       else if (msg.type === 'signal' && typeof msg.signal === 'string' && /^SIG[A-Z0-9]{2,8}$/.test(msg.signal)) handle.signal(msg.signal);
@@ -87,8 +113,8 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
         tty: tty && isDim(tty.cols) && isDim(tty.rows) ? { cols: tty.cols, rows: tty.rows } : undefined,
       }, {
         onStarted: (pid) => send({ type: 'started', pid }),
-        onStdout: (c) => send({ type: 'stdout', data: c.toString('utf8') }),
-        onStderr: (c) => send({ type: 'stderr', data: c.toString('utf8') }),
+        onStdout: (c) => output({ type: 'stdout', data: c.toString('utf8') }),
+        onStderr: (c) => output({ type: 'stderr', data: c.toString('utf8') }),
       });
       handle = ex.handle;
       if (closed) handle.cancel(); // the client left while the command was starting
