@@ -90,6 +90,7 @@ export class AgentClient {
   private readonly decoder = new FrameDecoder();
   private closedError: KilnError | undefined;
   private readonly closeListeners = new Set<(err: KilnError) => void>();
+  private drain: Promise<void> | undefined;
 
   private constructor(private readonly io: AgentIo) {
     io.readable.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -394,11 +395,16 @@ export class AgentClient {
   private async sendAsync(frame: Buffer): Promise<void> {
     if (this.closedError) throw this.closedError;
     if (this.io.writable.write(frame)) return;
-    // Wait for drain, but not past the connection's end (a destroyed pipe never drains).
-    await new Promise<void>((resolve, reject) => {
+    await this.drained();
+  }
+
+  /** One wait for 'drain' shared by every sender, and never past the connection's end. */
+  private drained(): Promise<void> {
+    this.drain ??= new Promise<void>((resolve, reject) => {
       const stop = this.onClose(reject);
       this.io.writable.once('drain', () => { stop(); resolve(); });
-    });
+    }).finally(() => { this.drain = undefined; });
+    return this.drain;
   }
 
   private onData(chunk: Buffer): void {
