@@ -95,6 +95,19 @@ describe('the service survives failing requests', { skip: process.getuid?.() ===
     await intact();
   });
 
+  it('downloads: an error before the first byte is clean JSON, one after it aborts the response', async () => {
+    const missing = await fetch(files(ids[0]!, '/workspace/nope'));
+    assert.equal(missing.status, 404);
+    assert.equal((await missing.json() as { code: string }).code, 'FILE_NOT_FOUND');
+    // An archive over the file limit: the host stops it at the limit, after bytes were sent.
+    await svc.client.sandboxes.exec(ids[0]!, { cmd: `mkdir -p /workspace/big && head -c ${2 * MAX_FILE_BYTES} /dev/urandom > /workspace/big/r` });
+    const res = await fetch(url(`/v1/sandboxes/${ids[0]}/archive?path=/workspace/big&format=tar`));
+    assert.equal(res.status, 200);
+    const body = await res.arrayBuffer().then((b) => b.byteLength, (e: Error) => e);
+    assert.ok(body instanceof Error, `the response must be cut short, not end as if whole (got ${String(body)} bytes)`);
+    await intact();
+  });
+
   it('exec requests too big for one agent frame answer 4xx and leave nothing behind', async () => {
     const big = 'v'.repeat(64 * 1024);
     const env = Object.fromEntries([1, 2, 3, 4, 5].map((i) => [`K${i}`, big]));
