@@ -2,62 +2,27 @@
  * Host side of protocol v2: one AgentClient per connection, many concurrent streams on it, each
  * flow-controlled in both directions (flow.ts). Every frame from the agent is untrusted: lengths
  * are capped by the decoder, windows by flow.ts, and JSON payloads are schema-checked before use.
- * Agent errors become KilnErrors here, exactly once.
+ * Agent errors become KilnErrors exactly once (agent-errors.ts).
  */
 import { randomBytes } from 'node:crypto';
-import type { Readable, Writable } from 'node:stream';
-import { KilnError, type ErrorCode } from '../core/errors.js';
-import { INITIAL_WINDOW_BYTES, parseWindow, RecvWindow, SendWindow, windowPayload } from './flow.js';
-import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, MAX_JSON_BYTES, type Frame } from './frames.js';
+import { KilnError } from '../core/errors.js';
+import { abortedError, agentError, requestFrame } from './agent-errors.js';
+import type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers } from './agent-types.js';
+import { parseWindow, RecvWindow, SendWindow, windowPayload } from './flow.js';
+import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, type Frame } from './frames.js';
 import {
-  PROTOCOL_VERSION, validateAgentError, validateExecResult, validateFsList, validateHello, validatePing,
+  PROTOCOL_VERSION, validateExecResult, validateFsList, validateHello, validatePing,
   validateStarted, validateSync, validateTransfer,
   type ExecRequest, type ExecResult, type FsEntry, type HelloResult, type SyncResult, type TransferResult,
 } from './messages.js';
 
+export type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers } from './agent-types.js';
+
 const DATA_CHUNK_BYTES = 256 * 1024;
 const ANSWERED = Symbol('answered');
 
-const AGENT_CODE_MAP: Record<string, ErrorCode> = {
-  BAD_REQUEST: 'INVALID_REQUEST',
-  PATH_ESCAPE: 'PATH_ESCAPE',
-  NOT_FOUND: 'FILE_NOT_FOUND',
-  TOO_LARGE: 'PAYLOAD_TOO_LARGE',
-  EXEC_FAILED: 'EXEC_FAILED',
-  CANCELLED: 'AGENT_ERROR',
-};
-
-export interface AgentIo {
-  readable: Readable;
-  writable: Writable;
-  /** Called by close(); tears the transport down (socket.destroy(), pipe end, …). */
-  destroy?: () => void;
-}
-
-/**
- * A chunk handler may return a promise: the chunk's credit goes back to the agent only once it
- * settles, so a consumer that cannot keep up (a client that does not read) stops the program.
- */
-export type ChunkSink = (chunk: Buffer) => unknown;
-
-export interface ExecHandlers {
-  onStdout?: ChunkSink;
-  onStderr?: ChunkSink;
-  onStarted?: (pid: number) => void;
-}
-
 /** The agent's default output cap (docs/protocol.md, exec `maxOutputBytes`). */
 const AGENT_DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024;
-
-export interface ExecHandle {
-  readonly result: Promise<ExecResult>;
-  /** Resolves once the agent has room for the chunk (not once the program read it). */
-  writeStdin(chunk: Buffer): Promise<void>;
-  closeStdin(): void;
-  signal(name: string): void;
-  resize(cols: number, rows: number): void;
-  cancel(): void;
-}
 
 interface StreamState {
   /** For data frames the result may be a promise: the frame's credit waits for it. */
@@ -71,17 +36,6 @@ const FLOW_TYPES = new Set<number>([FrameType.STDOUT, FrameType.STDERR, FrameTyp
 
 /** Random bytes a restored guest gets to reseed its RNG with. */
 const SYNC_ENTROPY_BYTES = 64;
-
-export interface ConnectOptions {
-  signal?: AbortSignal;
-  timeoutMs?: number;
-  /**
-   * After a snapshot restore: the hello carries 64 fresh random bytes and the host's clock, which
-   * the agent applies before it answers. An agent that predates this gets the `sync` op right
-   * after, so `hello.sync` is always set when connect() returns.
-   */
-  sync?: boolean;
-}
 
 export class AgentClient {
   hello!: HelloResult;
@@ -453,23 +407,5 @@ export class AgentClient {
   }
 }
 
-function agentError(f: Frame): KilnError {
-  const raw = decodeJson(f);
-  if (!validateAgentError(raw)) return new KilnError('AGENT_PROTOCOL', 'agent error payload is malformed');
-  return new KilnError(AGENT_CODE_MAP[raw.code] ?? 'AGENT_ERROR', raw.message, { details: { agentCode: raw.code } });
-}
-
-/** A REQUEST frame, or PAYLOAD_TOO_LARGE naming the protocol's JSON limit. */
-function requestFrame(stream: number, body: { op?: unknown }): Buffer {
-  const json = Buffer.from(JSON.stringify(body));
-  if (json.length > MAX_JSON_BYTES) {
-    throw new KilnError('PAYLOAD_TOO_LARGE', `the ${String(body.op ?? 'agent')} request is ${json.length} bytes as JSON (argv, env, cwd and inline files together); the limit is ${MAX_JSON_BYTES} bytes (256 KiB): pass large data as stdin or upload it as a file`, { details: { limitBytes: MAX_JSON_BYTES, requestBytes: json.length } });
-  }
-  return encodeFrame(FrameType.REQUEST, stream, json);
-}
-
 const EMPTY = Buffer.alloc(0);
 
-function abortedError(what: string, signal: AbortSignal | undefined): KilnError {
-  return new KilnError('TIMEOUT', `${what} was aborted before the agent answered`, { cause: signal?.reason });
-}
