@@ -89,8 +89,12 @@ async function closeIfUnread<T>(raw: IncomingMessage, reply: FastifyReply, uploa
  */
 async function streamDownload(reply: FastifyReply, contentType: string, run: (sink: ChunkSink, signal: AbortSignal) => Promise<unknown>): Promise<FastifyReply> {
   const ac = new AbortController();
-  reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
   const body = new PassThrough();
+  reply.raw.on('close', () => {
+    if (reply.raw.writableFinished) return;
+    ac.abort();
+    body.destroy(); // releases a chunk waiting for a drain that will not come
+  });
   let started!: () => void;
   const firstByte = new Promise<void>((resolve) => { started = resolve; });
   const transfer = run((chunk) => {
