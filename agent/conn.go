@@ -42,11 +42,13 @@ type conn struct {
 	cancel  context.CancelFunc
 }
 
-// stream is one request in flight. Inbound DATA/STDIN/EOF go to in; CANCEL and CONTROL are
-// handled out of band so they are never stuck behind queued data.
+// stream is one request in flight. Inbound DATA/STDIN/EOF go to in (a queue bounded by the
+// stream's window: the reader never waits on it); CANCEL, CONTROL and WINDOW are handled out of
+// band so they are never stuck behind queued data.
 type stream struct {
 	id      uint32
-	in      chan frame
+	in      *inbox
+	out     *outWindow // credit for STDOUT/STDERR/DATA to the host
 	done    chan struct{} // closed when the op has answered; late frames are dropped
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -101,12 +103,14 @@ func (c *conn) dispatch(f frame) error {
 		if ctl != nil {
 			ctl(f.Payload)
 		}
-	case frameData, frameStdin, frameEOF:
-		select {
-		case s.in <- f:
-		case <-s.done:
-		case <-c.ctx.Done():
+	case frameWindow:
+		n, err := parseWindow(f)
+		if err != nil {
+			return err
 		}
+		s.out.add(n)
+	case frameData, frameStdin, frameEOF:
+		return s.in.push(f)
 	default:
 		log.Printf("kiln-agent: ignoring frame type 0x%02x from host on stream %d", f.Type, f.Stream)
 	}
@@ -147,7 +151,7 @@ func (c *conn) startStream(f frame) error {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
-	s := &stream{id: f.Stream, in: make(chan frame, 16), done: make(chan struct{}), ctx: ctx, cancel: cancel}
+	s := &stream{id: f.Stream, in: newInbox(c, f.Stream), out: newOutWindow(), done: make(chan struct{}), ctx: ctx, cancel: cancel}
 	c.streams[f.Stream] = s
 	c.wg.Add(1)
 	go c.runStream(s, op, f.Payload)

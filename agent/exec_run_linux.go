@@ -23,6 +23,7 @@ type execRun struct {
 	outputs  []*os.File // our read ends
 	pty      *os.File
 	pumps    sync.WaitGroup
+	closing  chan struct{} // closed when the drain window is over: pumps waiting for credit give up
 	budget   outputBudget
 	timedOut bool
 }
@@ -31,6 +32,12 @@ type outputBudget struct {
 	mu        sync.Mutex
 	left      int64
 	truncated bool
+}
+
+func (b *outputBudget) exhausted() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.left <= 0
 }
 
 // take returns how many of n bytes may still be forwarded.
@@ -49,7 +56,7 @@ func startExec(c *conn, s *stream, cmd *exec.Cmd, req *execRequest) (*execRun, e
 	if err := markCloexecFrom(3); err != nil { // what we inherited stays ours (fds_linux.go)
 		return nil, newOpError(codeInternal, "exec: %v", err)
 	}
-	r := &execRun{c: c, s: s, req: req}
+	r := &execRun{c: c, s: s, req: req, closing: make(chan struct{})}
 	r.budget.left = defaultMaxOutputBytes
 	if req.MaxOutputBytes != nil {
 		r.budget.left = *req.MaxOutputBytes
@@ -113,16 +120,30 @@ func (r *execRun) setupPipes(cmd *exec.Cmd) ([]*os.File, error) {
 	return append(child, outW, errW), nil
 }
 
-// pump forwards one output until EOF (or until finish closes it after the drain window).
+// pump forwards one output until EOF (or until finish closes it after the drain window). It
+// reads only as much as the host's window has room for: when the host stops taking output, the
+// pipe fills and the program blocks in write(). Output beyond the cap is read and dropped.
 func (r *execRun) pump(f *os.File, kind uint8) {
 	defer r.pumps.Done()
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := f.Read(buf)
-		if n > 0 {
-			if k := r.budget.take(n); k > 0 {
-				r.c.send(kind, r.s.id, buf[:k])
+		want, reserved := len(buf), 0
+		if !r.budget.exhausted() {
+			n, ok := r.s.out.take(len(buf), r.s.ctx.Done(), r.closing)
+			if !ok {
+				return
 			}
+			want, reserved = n, n
+		}
+		n, err := f.Read(buf[:want])
+		sent := 0
+		if n > 0 {
+			if sent = r.budget.take(n); sent > 0 {
+				r.c.send(kind, r.s.id, buf[:sent])
+			}
+		}
+		if reserved > 0 {
+			r.s.out.settle(reserved, sent)
 		}
 		if err != nil {
 			return // EOF, EIO from a pty whose slave closed, or closed by finish
@@ -130,16 +151,21 @@ func (r *execRun) pump(f *os.File, kind uint8) {
 	}
 }
 
-// feedStdin consumes every inbound data frame of the stream, even without stdin, so the
-// connection reader never blocks on this stream.
+// feedStdin writes the stream's STDIN frames to the program and hands each frame's credit back
+// once written: a program that does not read holds the host's stdin in its window, and only
+// there (the connection reader never waits for it). Without stdin, frames are dropped.
 func (r *execRun) feedStdin() {
+	if r.stdin == nil {
+		r.s.in.discard()
+		return
+	}
 	for {
-		select {
-		case f := <-r.s.in:
-			r.handleStdinFrame(f)
-		case <-r.s.done:
+		f, ok := r.s.in.pop(r.s.done)
+		if !ok {
 			return
 		}
+		r.handleStdinFrame(f)
+		r.s.in.consumed(frameCost(f))
 	}
 }
 
@@ -227,6 +253,7 @@ func (r *execRun) drain() {
 	case <-done:
 	case <-time.After(drainAfterExit):
 	}
+	close(r.closing)
 	r.closeOurs()
 	<-done
 }

@@ -181,7 +181,7 @@ func TestHandshake(t *testing.T) {
 		code string
 	}{
 		{"request before hello", map[string]any{"op": "ping"}, codeHandshakeRequired},
-		{"unsupported version", map[string]any{"op": "hello", "versions": []int{2, 7}}, codeUnsupportedVersion},
+		{"unsupported version", map[string]any{"op": "hello", "versions": []int{1, 7}}, codeUnsupportedVersion},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -194,17 +194,17 @@ func TestHandshake(t *testing.T) {
 	// A sync riding on hello: bad entropy refuses the handshake; an empty one answers with the
 	// sync result (nothing to reseed, no clock: the test host's clock is left alone).
 	h := newTestHost(t, false)
-	if _, err := h.call(map[string]any{"op": "hello", "versions": []int{1}, "sync": map[string]any{"entropy": "not base64!"}}); err == nil || err.Code != codeBadRequest {
+	if _, err := h.call(map[string]any{"op": "hello", "versions": []int{protocolVersion}, "sync": map[string]any{"entropy": "not base64!"}}); err == nil || err.Code != codeBadRequest {
 		t.Fatalf("hello with bad sync: want %s, got %v", codeBadRequest, err)
 	}
 	if _, err := h.call(map[string]any{"op": "ping"}); err == nil || err.Code != codeHandshakeRequired {
 		t.Fatalf("a refused hello must not complete the handshake: %v", err)
 	}
-	res, err := h.call(map[string]any{"op": "hello", "versions": []int{1}, "sync": map[string]any{"entropy": ""}})
+	res, err := h.call(map[string]any{"op": "hello", "versions": []int{protocolVersion}, "sync": map[string]any{"entropy": ""}})
 	if err != nil || res["sync"] == nil || res["sync"].(map[string]any)["reseeded"] != false || res["sync"].(map[string]any)["clockSet"] != false {
 		t.Fatalf("hello with sync: %v %v", res, err)
 	}
-	if res, err := h.call(map[string]any{"op": "hello", "versions": []int{1}}); err != nil || res["sync"] != nil {
+	if res, err := h.call(map[string]any{"op": "hello", "versions": []int{protocolVersion}}); err != nil || res["sync"] != nil {
 		t.Fatalf("hello without sync reports none: %v %v", res, err)
 	}
 

@@ -1,6 +1,6 @@
 package main
 
-// Frame codec for protocol v1 (docs/protocol.md). Pure: no goroutines, no state beyond the reader.
+// Frame codec for protocol v2 (docs/protocol.md). Pure: no goroutines, no state beyond the reader.
 
 import (
 	"encoding/binary"
@@ -21,6 +21,7 @@ const (
 	frameEOF     uint8 = 0x09
 	frameControl uint8 = 0x0a
 	frameCancel  uint8 = 0x0b
+	frameWindow  uint8 = 0x0c
 )
 
 const (
@@ -39,7 +40,7 @@ type frame struct {
 // errProtocol marks decode failures after which the byte stream cannot be resynchronised.
 var errProtocol = errors.New("protocol error")
 
-func knownType(t uint8) bool { return t >= frameRequest && t <= frameCancel }
+func knownType(t uint8) bool { return t >= frameRequest && t <= frameWindow }
 
 func isJSONType(t uint8) bool {
 	switch t {

@@ -30,6 +30,8 @@ type testHost struct {
 	streams map[uint32]chan frame
 	next    uint32
 	wmu     sync.Mutex
+	// holdCredit: the host takes output but hands no credit back (a client that stops reading).
+	holdCredit bool
 }
 
 func newTestHost(t testing.TB, handshake bool) *testHost {
@@ -44,7 +46,7 @@ func newHostOn(t testing.TB, a io.ReadWriteCloser, handshake bool) *testHost {
 	go h.readLoop()
 	t.Cleanup(func() { a.Close() })
 	if handshake {
-		if res, err := h.call(map[string]any{"op": "hello", "versions": []int{1}}); err != nil {
+		if res, err := h.call(map[string]any{"op": "hello", "versions": []int{protocolVersion}}); err != nil {
 			t.Fatalf("hello: %v %v", res, err)
 		}
 	}
@@ -57,8 +59,19 @@ func (h *testHost) readLoop() {
 		if err != nil {
 			return
 		}
+		switch f.Type {
+		case frameStdout, frameStderr, frameData:
+			if !h.holdCredit {
+				h.grant(f.Stream, frameCost(f))
+			}
+		}
 		h.stream(f.Stream) <- f
 	}
+}
+
+func (h *testHost) grant(id uint32, n int64) {
+	b := []byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+	h.send(frameWindow, id, b)
 }
 
 func (h *testHost) stream(id uint32) chan frame {

@@ -5,8 +5,8 @@ package main
 // allocation, float formatting) was ~1,100 of the ~6,600 guest blocks between resume and the
 // hello reply. The host sends one exact shape (JSON.stringify, fixed key order, no spaces):
 //
-//	{"op":"hello","versions":[1]}
-//	{"op":"hello","versions":[1],"sync":{"wallClockMs":1733100000000,"entropy":"<base64>"}}
+//	{"op":"hello","versions":[2]}
+//	{"op":"hello","versions":[2],"sync":{"wallClockMs":1733100000000,"entropy":"<base64>"}}
 //
 // parseHello accepts only that shape; anything else returns ok=false and goes through
 // encoding/json as before, so no input is read differently. appendHelloResult writes what

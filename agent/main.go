@@ -129,16 +129,13 @@ func serveLoop(t Transport) error {
 
 // guardPID1 keeps sandbox code from killing or inspecting the agent.
 //
-// Signals are caught and discarded rather than set to SIG_IGN: an ignored disposition is
-// inherited across execve, so every exec would start with SIGINT/SIGPIPE ignored; Go resets
-// caught signals to SIG_DFL in the child. Catching SIGPIPE also turns a write to a closed
-// stdout (the host went away) into EPIPE instead of killing the agent.
+// Every catchable signal is caught and discarded (pid1Signals) rather than set to SIG_IGN: an
+// ignored disposition is inherited across execve, so every exec would start with SIGINT/SIGPIPE
+// ignored; caught signals are reset to SIG_DFL in the child. Catching SIGPIPE also turns a write
+// to a closed stdout (the host went away) into EPIPE instead of killing the agent.
 func guardPID1() {
 	ch := make(chan os.Signal, 16)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
-		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE, syscall.SIGALRM, syscall.SIGTSTP,
-		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGVTALRM, syscall.SIGPROF, syscall.SIGXCPU,
-		syscall.SIGXFSZ, syscall.SIGIO, syscall.SIGPWR)
+	signal.Notify(ch, pid1Signals()...)
 	go func() {
 		for range ch {
 		}

@@ -24,11 +24,11 @@ type helloResult struct {
 // one round trip instead of two, before any user code can run.
 func (c *conn) answerHello(id uint32, versions []int, sync *syncRequest) {
 	for _, v := range versions {
-		if v != 1 {
+		if v != protocolVersion {
 			continue
 		}
 		res := helloResult{
-			Version: 1, Agent: agentVersion, Pid: os.Getpid(), Transport: c.transport,
+			Version: protocolVersion, Agent: agentVersion, Pid: os.Getpid(), Transport: c.transport,
 			UID: os.Getuid(), BootMs: msSince(agentStart),
 		}
 		if sync != nil {
@@ -47,7 +47,7 @@ func (c *conn) answerHello(id uint32, versions []int, sync *syncRequest) {
 		}
 		return
 	}
-	c.sendError(id, newOpError(codeUnsupportedVersion, "agent speaks protocol version 1 only; offered %v", versions))
+	c.sendError(id, newOpError(codeUnsupportedVersion, "agent speaks protocol version %d only; offered %v", protocolVersion, versions))
 }
 
 func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }

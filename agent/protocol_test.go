@@ -110,7 +110,7 @@ func TestReadFrameRejects(t *testing.T) {
 		{"length 4 GiB", header(0xffffffff, frameStdin, 1), errProtocol},
 		{"JSON over 256 KiB", header(maxJSONBytes+1, frameRequest, 1), errProtocol},
 		{"unknown type 0", header(0, 0, 1), errProtocol},
-		{"unknown type 0x0c", header(0, 0x0c, 1), errProtocol},
+		{"unknown type 0x0d", header(0, 0x0d, 1), errProtocol},
 		{"truncated header", []byte{0, 0, 0}, io.ErrUnexpectedEOF},
 		{"truncated payload", append(header(5, frameData, 1), 'a'), io.ErrUnexpectedEOF},
 		{"clean end", nil, io.EOF},

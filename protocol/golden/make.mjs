@@ -5,7 +5,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const T = { REQUEST: 1, RESULT: 2, ERROR: 3, EVENT: 4, STDIN: 5, STDOUT: 6, STDERR: 7, DATA: 8, EOF: 9, CONTROL: 10, CANCEL: 11 };
+const T = { REQUEST: 1, RESULT: 2, ERROR: 3, EVENT: 4, STDIN: 5, STDOUT: 6, STDERR: 7, DATA: 8, EOF: 9, CONTROL: 10, CANCEL: 11, WINDOW: 12 };
+const u32 = (n) => { const b = Buffer.alloc(4); b.writeUInt32BE(n, 0); return b; };
 
 function frame(type, stream, payload) {
   const body = payload === undefined ? Buffer.alloc(0) : Buffer.isBuffer(payload) ? payload : Buffer.from(JSON.stringify(payload));
@@ -14,7 +15,7 @@ function frame(type, stream, payload) {
   return Buffer.concat([h, body]);
 }
 const cases = {
-  'hello.bin': [[T.REQUEST, 1, { op: 'hello', versions: [1] }], [T.RESULT, 1, { version: 1, agent: 'kiln-agent/0.1.0', pid: 1, transport: 'stdio', uid: 0, bootMs: 3 }]],
+  'hello.bin': [[T.REQUEST, 1, { op: 'hello', versions: [2] }], [T.RESULT, 1, { version: 2, agent: 'kiln-agent/0.1.0', pid: 1, transport: 'stdio', uid: 0, bootMs: 3 }]],
   'exec-stream.bin': [
     [T.REQUEST, 3, { op: 'exec', argv: ['/bin/sh', '-c', 'cat; echo err >&2'], stdin: true, timeoutMs: 1000, maxOutputBytes: 65536 }],
     [T.EVENT, 3, { event: 'started', pid: 7 }],
@@ -24,6 +25,8 @@ const cases = {
   ],
   'control.bin': [[T.CONTROL, 5, { signal: 'SIGINT' }], [T.CONTROL, 5, { resize: { cols: 120, rows: 40 } }], [T.CANCEL, 5]],
   'error.bin': [[T.REQUEST, 7, { op: 'file.read', path: '/../etc/passwd', maxBytes: 10 }], [T.ERROR, 7, { code: 'PATH_ESCAPE', message: 'path /../etc/passwd leaves the sandbox' }]],
+  // Flow control: credit handed back for stream 11 in both directions (docs/protocol.md).
+  'window.bin': [[T.STDOUT, 11, Buffer.alloc(3, 0x79)], [T.WINDOW, 11, u32(262144)], [T.WINDOW, 11, u32(1)], [T.WINDOW, 11, u32(0x7fffffff)]],
   'binary-data.bin': [[T.DATA, 9, Buffer.from([0, 1, 2, 255, 254, 10, 13, 0])], [T.DATA, 9, Buffer.alloc(0)], [T.EOF, 9]],
 };
 const index = {};

@@ -89,7 +89,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       defaultExecTimeoutMs: int(env, 'KILN_DEFAULT_EXEC_TIMEOUT_MS', 30_000, 1, 86_400_000),
       maxExecTimeoutMs: int(env, 'KILN_MAX_EXEC_TIMEOUT_MS', 3_600_000, 1, 86_400_000),
       maxOutputBytes: int(env, 'KILN_MAX_OUTPUT_BYTES', 1 << 20, 1024, 1 << 30),
-      maxFileBytes: int(env, 'KILN_MAX_FILE_BYTES', 100 << 20, 1024, 1 << 34),
+      maxFileBytes: int(env, 'KILN_MAX_FILE_BYTES', 100 << 20, 1024, 2 ** 34),
       maxPids: int(env, 'KILN_MAX_PIDS', 256, 8, 1 << 22),
     },
     maxSandboxes: int(env, 'KILN_MAX_SANDBOXES', 64, 1, 100_000),

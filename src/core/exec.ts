@@ -2,7 +2,7 @@
  * Runs commands in a sandbox through its agent: applies defaults and limits, merges environments
  * (pack < sandbox < exec), collects or streams output, and adds host-side facts (OOM kills).
  */
-import type { ExecHandlers, ExecHandle } from '../protocol/agent-client.js';
+import type { ChunkSink, ExecHandlers, ExecHandle } from '../protocol/agent-client.js';
 import type { ExecResult } from '../protocol/messages.js';
 import type { SandboxLimits } from './config.js';
 import { KilnError } from './errors.js';
@@ -23,10 +23,17 @@ export interface ExecOptions {
 }
 
 export interface ExecStreamHandlers {
-  onStdout?: (chunk: Buffer) => void;
-  onStderr?: (chunk: Buffer) => void;
+  /** May return a promise: the program is held back until the chunk has been passed on. */
+  onStdout?: ChunkSink;
+  onStderr?: ChunkSink;
   onStarted?: (pid: number) => void;
 }
+
+/**
+ * An interactive session's output cap. Memory does not depend on it (flow control holds at most a
+ * window per stream); it bounds what one session can make the service relay.
+ */
+export const INTERACTIVE_MAX_OUTPUT_BYTES = 1024 * 1024 * 1024;
 
 export interface ExecOutcome extends ExecResult {
   /** Collected output (empty when the caller streamed it through handlers). */
@@ -84,9 +91,10 @@ export class ExecRunner {
       maxOutputBytes,
       stdin: stdin !== undefined,
       files: o.files?.map((f) => ({ path: f.path, data: f.data.toString('base64') })),
-    }, agentHandlers, signal, async (h) => {
+    }, agentHandlers, signal, (h) => {
       if (stdin === undefined) return;
-      if (stdin.length > 0) await h.writeStdin(stdin);
+      // Fed alongside, not before, the result: a program that never reads its stdin still ends.
+      if (stdin.length > 0) h.writeStdin(stdin).catch(() => undefined);
       h.closeStdin();
     });
     return { ...outcome, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr) };
@@ -101,7 +109,7 @@ export class ExecRunner {
       env: { ...sb.packEnv, ...sb.env, ...o.env },
       cwd: o.cwd,
       timeoutMs: o.timeoutMs === undefined ? this.limits.maxExecTimeoutMs : this.timeout(o.timeoutMs),
-      maxOutputBytes: Number.MAX_SAFE_INTEGER,
+      maxOutputBytes: INTERACTIVE_MAX_OUTPUT_BYTES,
       stdin: true,
       tty: o.tty,
     }, handlers, undefined, gotHandle).then((r) => ({ ...r, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) }));

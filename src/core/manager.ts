@@ -11,7 +11,7 @@ import { setLongTimeout } from './long-timer.js';
 import type { PackCatalog } from './packs.js';
 import { Sandbox, type CreateSandboxOptions, type SandboxInfo } from './sandbox.js';
 import { ExecRunner, type ExecOptions, type ExecOutcome, type ExecStreamHandlers, type InteractiveExec, type InteractiveOptions } from './exec.js';
-import type { ExecHandlers } from '../protocol/agent-client.js';
+import type { ChunkSink, ExecHandlers } from '../protocol/agent-client.js';
 import type { Metrics } from './metrics.js';
 import type { WarmPools } from './pools.js';
 
@@ -191,8 +191,9 @@ export class SandboxManager {
     return this.ready(id).inner.agent.writeFile(path, data, { mode, maxBytes: this.d.config.limits.maxFileBytes });
   }
 
-  async readFile(id: string, path: string, sink: (c: Buffer) => void): Promise<{ bytes: number }> {
-    return this.ready(id).inner.agent.readFile(path, sink, { maxBytes: this.d.config.limits.maxFileBytes });
+  /** `sink` may return a promise: the transfer waits for it (backpressure to the sandbox). */
+  async readFile(id: string, path: string, sink: ChunkSink, signal?: AbortSignal): Promise<{ bytes: number }> {
+    return this.ready(id).inner.agent.readFile(path, sink, { maxBytes: this.d.config.limits.maxFileBytes, signal });
   }
 
   async listFiles(id: string, path: string) {
@@ -203,8 +204,9 @@ export class SandboxManager {
     return this.ready(id).inner.agent.putArchive(path, data, { gzip, maxBytes: this.d.config.limits.maxFileBytes });
   }
 
-  async getArchive(id: string, path: string, gzip: boolean, sink: (c: Buffer) => void) {
-    return this.ready(id).inner.agent.getArchive(path, sink, { gzip });
+  /** Archives are capped at the file limit too, on the host (the agent has no cap for them). */
+  async getArchive(id: string, path: string, gzip: boolean, sink: ChunkSink, signal?: AbortSignal) {
+    return this.ready(id).inner.agent.getArchive(path, sink, { gzip, maxBytes: this.d.config.limits.maxFileBytes, signal });
   }
 
   get count(): number {

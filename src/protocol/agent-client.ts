@@ -1,70 +1,41 @@
 /**
- * Host side of protocol v1: one AgentClient per connection, many concurrent streams on it.
- * Every frame from the agent is untrusted: lengths are capped by the decoder and JSON payloads are
- * schema-checked before use. Agent errors become KilnErrors here, exactly once.
+ * Host side of protocol v2: one AgentClient per connection, many concurrent streams on it, each
+ * flow-controlled in both directions (flow.ts). Every frame from the agent is untrusted: lengths
+ * are capped by the decoder, windows by flow.ts, and JSON payloads are schema-checked before use.
+ * Agent errors become KilnErrors exactly once (agent-errors.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import type { Readable, Writable } from 'node:stream';
-import { KilnError, type ErrorCode } from '../core/errors.js';
+import { KilnError } from '../core/errors.js';
+import { abortedError, agentError, requestFrame } from './agent-errors.js';
+import type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers } from './agent-types.js';
+import { parseWindow, RecvWindow, SendWindow, windowPayload } from './flow.js';
 import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, type Frame } from './frames.js';
 import {
-  PROTOCOL_VERSION, validateAgentError, validateExecResult, validateFsList, validateHello, validatePing,
+  PROTOCOL_VERSION, validateExecResult, validateFsList, validateHello, validatePing,
   validateStarted, validateSync, validateTransfer,
   type ExecRequest, type ExecResult, type FsEntry, type HelloResult, type SyncResult, type TransferResult,
 } from './messages.js';
 
+export type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers } from './agent-types.js';
+
 const DATA_CHUNK_BYTES = 256 * 1024;
+const ANSWERED = Symbol('answered');
 
-const AGENT_CODE_MAP: Record<string, ErrorCode> = {
-  BAD_REQUEST: 'INVALID_REQUEST',
-  PATH_ESCAPE: 'PATH_ESCAPE',
-  NOT_FOUND: 'FILE_NOT_FOUND',
-  TOO_LARGE: 'PAYLOAD_TOO_LARGE',
-  EXEC_FAILED: 'EXEC_FAILED',
-  CANCELLED: 'AGENT_ERROR',
-};
-
-export interface AgentIo {
-  readable: Readable;
-  writable: Writable;
-  /** Called by close(); tears the transport down (socket.destroy(), pipe end, …). */
-  destroy?: () => void;
-}
-
-export interface ExecHandlers {
-  onStdout?: (chunk: Buffer) => void;
-  onStderr?: (chunk: Buffer) => void;
-  onStarted?: (pid: number) => void;
-}
-
-export interface ExecHandle {
-  readonly result: Promise<ExecResult>;
-  writeStdin(chunk: Buffer): Promise<void>;
-  closeStdin(): void;
-  signal(name: string): void;
-  resize(cols: number, rows: number): void;
-  cancel(): void;
-}
+/** The agent's default output cap (docs/protocol.md, exec `maxOutputBytes`). */
+const AGENT_DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024;
 
 interface StreamState {
-  onFrame(frame: Frame): void;
+  /** For data frames the result may be a promise: the frame's credit waits for it. */
+  onFrame(frame: Frame): unknown;
   fail(err: KilnError): void;
+  send: SendWindow;
+  recv: RecvWindow;
 }
+
+const FLOW_TYPES = new Set<number>([FrameType.STDOUT, FrameType.STDERR, FrameType.DATA, FrameType.EOF]);
 
 /** Random bytes a restored guest gets to reseed its RNG with. */
 const SYNC_ENTROPY_BYTES = 64;
-
-export interface ConnectOptions {
-  signal?: AbortSignal;
-  timeoutMs?: number;
-  /**
-   * After a snapshot restore: the hello carries 64 fresh random bytes and the host's clock, which
-   * the agent applies before it answers. An agent that predates this gets the `sync` op right
-   * after, so `hello.sync` is always set when connect() returns.
-   */
-  sync?: boolean;
-}
 
 export class AgentClient {
   hello!: HelloResult;
@@ -73,6 +44,7 @@ export class AgentClient {
   private readonly decoder = new FrameDecoder();
   private closedError: KilnError | undefined;
   private readonly closeListeners = new Set<(err: KilnError) => void>();
+  private drain: Promise<void> | undefined;
 
   private constructor(private readonly io: AgentIo) {
     io.readable.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -148,41 +120,61 @@ export class AgentClient {
 
   exec(req: ExecRequest, handlers: ExecHandlers = {}, options: { signal?: AbortSignal } = {}): ExecHandle {
     const stream = this.allocStream();
+    // Encoded before anything is registered: a request too big for one frame leaves nothing behind.
+    const request = requestFrame(stream, { op: 'exec', ...req });
+    // The host's own output budget, whatever the agent does with its copy of the cap.
+    let outputLeft = req.maxOutputBytes ?? AGENT_DEFAULT_MAX_OUTPUT_BYTES;
+    let truncated = false;
+    const output = (sink: ChunkSink | undefined, chunk: Buffer): unknown => {
+      if (chunk.length > outputLeft) {
+        truncated = true;
+        chunk = chunk.subarray(0, outputLeft);
+      }
+      outputLeft -= chunk.length;
+      if (chunk.length > 0) return sink?.(chunk);
+    };
     const result = new Promise<ExecResult>((resolve, reject) => {
-      this.streams.set(stream, {
+      this.register(stream, {
         onFrame: (f) => {
           switch (f.type) {
-            case FrameType.STDOUT: handlers.onStdout?.(f.payload); break;
-            case FrameType.STDERR: handlers.onStderr?.(f.payload); break;
+            case FrameType.STDOUT: return output(handlers.onStdout, f.payload);
+            case FrameType.STDERR: return output(handlers.onStderr, f.payload);
             case FrameType.EVENT: {
               const ev = decodeJson(f);
               if (validateStarted(ev) && ev.event === 'started' && typeof ev.pid === 'number') handlers.onStarted?.(ev.pid);
               break;
             }
             case FrameType.RESULT: {
-              this.streams.delete(stream);
+              this.endStream(stream);
               const raw = decodeJson(f);
               if (!validateExecResult(raw)) return reject(new KilnError('AGENT_PROTOCOL', 'agent exec result is malformed'));
-              resolve(raw);
+              resolve(truncated ? { ...raw, outputTruncated: true } : raw);
               break;
             }
-            case FrameType.ERROR: this.streams.delete(stream); reject(agentError(f)); break;
+            case FrameType.ERROR: this.endStream(stream); reject(agentError(f)); break;
             default: this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on exec stream`);
           }
         },
-        fail: (err) => { this.streams.delete(stream); reject(err); },
+        fail: (err) => { this.endStream(stream); reject(err); },
       });
     });
     result.catch(() => undefined);
     const cancel = (): void => { if (this.streams.has(stream)) this.send(encodeFrame(FrameType.CANCEL, stream)); };
     options.signal?.addEventListener('abort', cancel, { once: true });
     result.finally(() => options.signal?.removeEventListener('abort', cancel)).catch(() => undefined);
-    this.send(encodeJsonFrame(FrameType.REQUEST, stream, { op: 'exec', ...req }));
+    this.send(request);
     if (options.signal?.aborted) cancel(); // aborted before it started: 'abort' will not fire again
+    // Stdin goes out in order, each chunk as the agent's window allows.
+    let stdin: Promise<unknown> = Promise.resolve();
+    const queue = (type: typeof FrameType.STDIN | typeof FrameType.EOF, chunk: Buffer): Promise<void> => {
+      const sent = stdin.then(() => this.sendData(stream, type, chunk)).then(() => undefined);
+      stdin = sent.catch(() => undefined);
+      return sent;
+    };
     return {
       result,
-      writeStdin: async (chunk) => { for (const part of chunks(chunk)) await this.sendAsync(encodeFrame(FrameType.STDIN, stream, part)); },
-      closeStdin: () => this.send(encodeFrame(FrameType.EOF, stream)),
+      writeStdin: (chunk) => queue(FrameType.STDIN, chunk),
+      closeStdin: () => { queue(FrameType.EOF, EMPTY).catch(() => undefined); },
       signal: (name) => this.send(encodeJsonFrame(FrameType.CONTROL, stream, { signal: name })),
       resize: (cols, rows) => this.send(encodeJsonFrame(FrameType.CONTROL, stream, { resize: { cols, rows } })),
       cancel,
@@ -199,8 +191,8 @@ export class AgentClient {
   }
 
   /** Streams a file out through `sink`; resolves once the agent confirms the whole transfer. */
-  readFile(path: string, sink: (chunk: Buffer) => void, opts: { maxBytes: number; signal?: AbortSignal }): Promise<TransferResult> {
-    return this.download({ op: 'file.read', path, maxBytes: opts.maxBytes }, sink, opts.signal);
+  readFile(path: string, sink: ChunkSink, opts: { maxBytes: number; signal?: AbortSignal }): Promise<TransferResult> {
+    return this.download({ op: 'file.read', path, maxBytes: opts.maxBytes }, sink, opts.signal, opts.maxBytes);
   }
 
   /** A small guest file as text (/proc and /sys files, which report no size). */
@@ -210,62 +202,85 @@ export class AgentClient {
     return Buffer.concat(chunks).toString();
   }
 
-  getArchive(path: string, sink: (chunk: Buffer) => void, opts: { gzip: boolean; signal?: AbortSignal }): Promise<TransferResult> {
-    return this.download({ op: 'archive.get', path, gzip: opts.gzip }, sink, opts.signal);
+  /** `maxBytes` is the host's own cap on the archive's size (the agent has none for archive.get). */
+  getArchive(path: string, sink: ChunkSink, opts: { gzip: boolean; maxBytes?: number; signal?: AbortSignal }): Promise<TransferResult> {
+    return this.download({ op: 'archive.get', path, gzip: opts.gzip }, sink, opts.signal, opts.maxBytes);
   }
 
   private async upload(req: object, data: Buffer | AsyncIterable<Buffer>, signal?: AbortSignal): Promise<TransferResult> {
     const stream = this.allocStream();
+    const request = requestFrame(stream, req);
     const done = this.expectResult(stream, validateTransfer, 'transfer', signal);
+    // The agent may answer (TOO_LARGE, a read-only folder, a full disk) while the body is still
+    // arriving: observed from the start, so that answer is never an unhandled rejection.
+    done.catch(() => undefined);
     if (signal?.aborted) return done;
-    this.send(encodeJsonFrame(FrameType.REQUEST, stream, req));
+    this.send(request);
+    const answered = done.then((): typeof ANSWERED => ANSWERED, (): typeof ANSWERED => ANSWERED);
+    const source = (Buffer.isBuffer(data) ? (async function* () { yield data; })() : data)[Symbol.asyncIterator]();
+    let finished = false;
     try {
-      const source = Buffer.isBuffer(data) ? [data] : data;
-      for await (const chunk of source) {
-        if (!this.streams.has(stream)) break; // agent already answered (e.g. TOO_LARGE): stop sending
-        for (const part of chunks(chunk)) await this.sendAsync(encodeFrame(FrameType.DATA, stream, part));
+      for (;;) {
+        const next = source.next();
+        const step = await Promise.race([next, answered]);
+        if (step === ANSWERED) {
+          // Stop reading the body; the pending read settles whenever the client sends or goes.
+          next.catch(() => undefined);
+          break;
+        }
+        if (step.done) {
+          finished = true;
+          await this.sendData(stream, FrameType.EOF, EMPTY);
+          break;
+        }
+        // Waits for the agent's window: a slow disk or a full pipe slows the client's upload.
+        if (!(await this.sendData(stream, FrameType.DATA, step.value))) break;
       }
-      if (this.streams.has(stream)) this.send(encodeFrame(FrameType.EOF, stream));
     } catch (e) {
       if (this.streams.has(stream)) this.send(encodeFrame(FrameType.CANCEL, stream));
       await done.catch(() => undefined);
       throw e;
+    } finally {
+      if (!finished) void Promise.resolve(source.return?.()).catch(() => undefined);
     }
     return done;
   }
 
-  private download(req: object, sink: (chunk: Buffer) => void, signal?: AbortSignal): Promise<TransferResult> {
+  private download(req: object, sink: ChunkSink, signal?: AbortSignal, maxBytes = Number.POSITIVE_INFINITY): Promise<TransferResult> {
     const stream = this.allocStream();
+    const request = requestFrame(stream, req);
+    let got = 0;
     const done = this.expectResult(stream, validateTransfer, 'transfer', signal, (f) => {
-      if (f.type === FrameType.DATA) sink(f.payload);
-      else if (f.type !== FrameType.EOF) this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on download stream`);
+      if (f.type === FrameType.DATA) {
+        got += f.payload.length;
+        // The host's own budget: an agent that sends more than was asked for is cut off here.
+        if (got > maxBytes) return this.failStream(stream, new KilnError('PAYLOAD_TOO_LARGE', `the transfer is over the ${maxBytes}-byte limit; it was stopped`, { details: { limitBytes: maxBytes } }));
+        return sink(f.payload);
+      }
+      if (f.type !== FrameType.EOF) this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on download stream`);
     });
-    if (!signal?.aborted) this.send(encodeJsonFrame(FrameType.REQUEST, stream, req));
+    if (!signal?.aborted) this.send(request);
     return done;
   }
 
   /** A plain request: REQUEST out, one RESULT (or ERROR) back. */
   private request(body: object, opts: { signal?: AbortSignal } = {}): Promise<unknown> {
     const stream = this.allocStream();
+    const request = requestFrame(stream, body);
     const done = this.expectResult(stream, (v: unknown): v is unknown => true, 'request', opts.signal);
-    if (!opts.signal?.aborted) this.send(encodeJsonFrame(FrameType.REQUEST, stream, body));
+    if (!opts.signal?.aborted) this.send(request);
     return done;
   }
 
-  private expectResult<T>(stream: number, validate: (v: unknown) => v is T, what: string, signal?: AbortSignal, other?: (f: Frame) => void): Promise<T> {
+  private expectResult<T>(stream: number, validate: (v: unknown) => v is T, what: string, signal?: AbortSignal, other?: (f: Frame) => unknown): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       if (this.closedError) return reject(this.closedError);
       // Aborted before anything was sent: nothing to cancel (the callers send nothing either).
       if (signal?.aborted) return reject(abortedError(what, signal));
-      const onAbort = (): void => {
-        if (!this.streams.has(stream)) return;
-        this.streams.delete(stream);
-        this.send(encodeFrame(FrameType.CANCEL, stream));
-        reject(abortedError(what, signal));
-      };
+      const onAbort = (): void => this.failStream(stream, abortedError(what, signal));
       signal?.addEventListener('abort', onAbort, { once: true });
-      const finish = (): void => { this.streams.delete(stream); signal?.removeEventListener('abort', onAbort); };
-      this.streams.set(stream, {
+      const finish = (): void => { this.endStream(stream); signal?.removeEventListener('abort', onAbort); };
+      this.register(stream, {
         onFrame: (f) => {
           if (f.type === FrameType.RESULT) {
             finish();
@@ -275,7 +290,7 @@ export class AgentClient {
           } else if (f.type === FrameType.ERROR) {
             finish();
             reject(agentError(f));
-          } else if (other) other(f);
+          } else if (other) return other(f);
           else this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on ${what} stream`);
         },
         fail: (err) => { finish(); reject(err); },
@@ -290,6 +305,42 @@ export class AgentClient {
     return id;
   }
 
+  private register(stream: number, state: Omit<StreamState, 'send' | 'recv'>): void {
+    const recv = new RecvWindow((n) => { if (this.streams.has(stream)) this.send(encodeFrame(FrameType.WINDOW, stream, windowPayload(n))); });
+    this.streams.set(stream, { ...state, send: new SendWindow(), recv });
+  }
+
+  /** Forgets a finished stream; senders waiting for its window stop. */
+  private endStream(stream: number): void {
+    this.streams.get(stream)?.send.end();
+    this.streams.delete(stream);
+  }
+
+  /** Gives up a stream from this side: the agent is told (CANCEL), the caller gets `err`. */
+  private failStream(stream: number, err: KilnError): void {
+    const state = this.streams.get(stream);
+    if (!state) return;
+    this.send(encodeFrame(FrameType.CANCEL, stream));
+    state.fail(err);
+  }
+
+  /**
+   * Sends STDIN, DATA or EOF as the stream's window allows (splitting where it must); false once
+   * the stream is over. Rejects only when the connection is gone.
+   */
+  private async sendData(stream: number, type: typeof FrameType.STDIN | typeof FrameType.DATA | typeof FrameType.EOF, data: Buffer): Promise<boolean> {
+    let offset = 0;
+    do {
+      const window = this.streams.get(stream)?.send;
+      if (!window) return false;
+      const n = await window.take(Math.min(data.length - offset, DATA_CHUNK_BYTES));
+      if (n < 0) return false;
+      await this.sendAsync(encodeFrame(type, stream, data.subarray(offset, offset + n)));
+      offset += n;
+    } while (offset < data.length);
+    return true;
+  }
+
   private send(frame: Buffer): void {
     if (this.closedError) return;
     this.io.writable.write(frame);
@@ -297,7 +348,17 @@ export class AgentClient {
 
   private async sendAsync(frame: Buffer): Promise<void> {
     if (this.closedError) throw this.closedError;
-    if (!this.io.writable.write(frame)) await once(this.io.writable, 'drain');
+    if (this.io.writable.write(frame)) return;
+    await this.drained();
+  }
+
+  /** One wait for 'drain' shared by every sender, and never past the connection's end. */
+  private drained(): Promise<void> {
+    this.drain ??= new Promise<void>((resolve, reject) => {
+      const stop = this.onClose(reject);
+      this.io.writable.once('drain', () => { stop(); resolve(); });
+    }).finally(() => { this.drain = undefined; });
+    return this.drain;
   }
 
   private onData(chunk: Buffer): void {
@@ -311,7 +372,16 @@ export class AgentClient {
       const state = this.streams.get(frame.stream);
       if (!state) continue; // late frames of a cancelled or finished stream
       try {
-        state.onFrame(frame);
+        if (frame.type === FrameType.WINDOW) {
+          state.send.add(parseWindow(frame.payload));
+        } else if (FLOW_TYPES.has(frame.type)) {
+          const cost = state.recv.charge(frame.payload.length);
+          const passed = state.onFrame(frame);
+          if (passed instanceof Promise) void passed.then(() => state.recv.consumed(cost), () => state.recv.consumed(cost));
+          else state.recv.consumed(cost);
+        } else {
+          void state.onFrame(frame);
+        }
       } catch (e) {
         return this.protocolViolation((e as Error).message);
       }
@@ -325,7 +395,10 @@ export class AgentClient {
   private shutdown(err: KilnError): void {
     if (this.closedError) return;
     this.closedError = err;
-    for (const state of [...this.streams.values()]) state.fail(err);
+    for (const state of [...this.streams.values()]) {
+      state.send.end();
+      state.fail(err);
+    }
     this.streams.clear();
     this.io.readable.removeAllListeners('data');
     this.io.destroy?.();
@@ -334,16 +407,5 @@ export class AgentClient {
   }
 }
 
-function agentError(f: Frame): KilnError {
-  const raw = decodeJson(f);
-  if (!validateAgentError(raw)) return new KilnError('AGENT_PROTOCOL', 'agent error payload is malformed');
-  return new KilnError(AGENT_CODE_MAP[raw.code] ?? 'AGENT_ERROR', raw.message, { details: { agentCode: raw.code } });
-}
+const EMPTY = Buffer.alloc(0);
 
-function* chunks(buf: Buffer): Generator<Buffer> {
-  for (let i = 0; i < buf.length; i += DATA_CHUNK_BYTES) yield buf.subarray(i, i + DATA_CHUNK_BYTES);
-}
-
-function abortedError(what: string, signal: AbortSignal | undefined): KilnError {
-  return new KilnError('TIMEOUT', `${what} was aborted before the agent answered`, { cause: signal?.reason });
-}

@@ -1,4 +1,4 @@
-/** Frame codec for protocol v1 (docs/protocol.md). Pure: no I/O. */
+/** Frame codec for protocol v2 (docs/protocol.md). Pure: no I/O. */
 export const FrameType = {
   REQUEST: 0x01,
   RESULT: 0x02,
@@ -11,6 +11,7 @@ export const FrameType = {
   EOF: 0x09,
   CONTROL: 0x0a,
   CANCEL: 0x0b,
+  WINDOW: 0x0c,
 } as const;
 export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType];
 

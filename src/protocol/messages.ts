@@ -1,5 +1,5 @@
 /**
- * Shapes of the JSON payloads in protocol v1 and the schemas that check what the agent sends.
+ * Shapes of the JSON payloads in protocol v2 and the schemas that check what the agent sends.
  * Everything from the agent is untrusted: it is validated before any field is read.
  */
 import AjvModule from 'ajv';
@@ -7,7 +7,8 @@ import AjvModule from 'ajv';
 const Ajv = AjvModule.default ?? AjvModule;
 const ajv = new Ajv({ allErrors: false, removeAdditional: false });
 
-export const PROTOCOL_VERSION = 1;
+/** 2 = 1 + per-stream flow control (WINDOW frames). */
+export const PROTOCOL_VERSION = 2;
 
 export interface ExecRequest {
   argv: string[];

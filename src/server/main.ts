@@ -51,6 +51,11 @@ export async function startServer(config: KilnConfig = loadConfig(), opts: { log
 
 /** Runs until a signal arrives; resolves with the exit code. */
 export async function serveForever(config?: KilnConfig): Promise<number> {
+  // Last resort only: every request path observes its own promises (test/integration/survival).
+  // Were one missed, a log line beats ending every tenant's sandboxes.
+  process.on('unhandledRejection', (e) => {
+    console.error(JSON.stringify({ time: new Date().toISOString(), msg: 'unhandled rejection (a bug: please report it)', err: e instanceof Error ? e.stack : String(e) }));
+  });
   const server = await startServer(config);
   console.error(`kiln listening on ${server.url}`);
   return new Promise((resolve) => {

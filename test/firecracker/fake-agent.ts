@@ -1,5 +1,5 @@
 /**
- * A minimal guest agent speaking protocol v1 on any socket: hello (with or without a sync riding
+ * A minimal guest agent speaking protocol v2 on any socket: hello (with or without a sync riding
  * on it), ping, sync, and what a template's warm-up uses (fs.list, file.write, exec) over a tiny
  * in-memory view of /tmp and /workspace. Records requests. `helloSync: false` acts as an agent
  * that predates hello-sync.
@@ -54,7 +54,7 @@ export function serveFakeAgent(socket: Socket, log: FakeAgentLog): void {
       if (req.op === 'hello') {
         const synced = req.sync && log.helloSync !== false;
         if (synced) record(req.sync!, true);
-        reply({ version: 1, agent: 'fake-agent/0', pid: 1, transport: 'vsock', uid: 0, bootMs: 1, ...(synced ? { sync: { reseeded: true, clockSet: true } } : {}) });
+        reply({ version: 2, agent: 'fake-agent/0', pid: 1, transport: 'vsock', uid: 0, bootMs: 1, ...(synced ? { sync: { reseeded: true, clockSet: true } } : {}) });
       } else if (req.op === 'ping') reply({ nowMs: Date.now() });
       else if (req.op === 'sync') {
         record(req, false);

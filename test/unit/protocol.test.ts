@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -6,6 +7,7 @@ import { describe, it } from 'node:test';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { KilnError } from '../../src/core/errors.js';
 import { AgentClient } from '../../src/protocol/agent-client.js';
+import { PROTOCOL_VERSION } from '../../src/protocol/messages.js';
 import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, MAX_PAYLOAD_BYTES, ProtocolError, type Frame } from '../../src/protocol/frames.js';
 
 const GOLDEN = join(REPO_ROOT, 'protocol/golden');
@@ -66,7 +68,7 @@ function fakeAgent(script: (frame: Frame, reply: (b: Buffer) => void) => void): 
   toAgent.on('data', (c: Buffer) => {
     for (const f of dec.push(c)) {
       const req = f.type === FrameType.REQUEST ? (decodeJson(f) as { op: string }) : undefined;
-      if (req?.op === 'hello') toHost.write(encodeJsonFrame(FrameType.RESULT, f.stream, { version: 1, agent: 'fake', pid: 1, transport: 'memory', uid: 0 }));
+      if (req?.op === 'hello') toHost.write(encodeJsonFrame(FrameType.RESULT, f.stream, { version: PROTOCOL_VERSION, agent: 'fake', pid: 1, transport: 'memory', uid: 0 }));
       else script(f, (b) => toHost.write(b));
     }
   });
@@ -119,6 +121,103 @@ describe('AgentClient', () => {
     const pending = agent.ping();
     toHost.end();
     await assert.rejects(pending, (e: KilnError) => e.code === 'SANDBOX_GONE');
+  });
+
+  it('an exec request too big for one frame is refused (413) before anything is registered', async () => {
+    const { client } = fakeAgent((f, reply) => {
+      if (f.type === FrameType.REQUEST) reply(encodeJsonFrame(FrameType.RESULT, f.stream, { nowMs: 1 }));
+    });
+    const agent = await client;
+    const ac = new AbortController();
+    const env = Object.fromEntries([1, 2, 3, 4, 5].map((i) => [`K${i}`, 'v'.repeat(64 * 1024)]));
+    assert.throws(() => agent.exec({ argv: ['true'], env }, {}, { signal: ac.signal }), (e: KilnError) => e.code === 'PAYLOAD_TOO_LARGE' && /262144/.test(e.message));
+    assert.throws(() => agent.exec({ argv: ['echo', 'a'.repeat(131072), 'b'.repeat(131072)] }), (e: KilnError) => e.code === 'PAYLOAD_TOO_LARGE');
+    assert.equal((agent as unknown as { streams: Map<number, unknown> }).streams.size, 0, 'no stream left registered');
+    assert.equal(getEventListeners(ac.signal, 'abort').length, 0, 'no abort listener left behind');
+    assert.ok((await agent.ping()).rttMs >= 0, 'the connection still works');
+  });
+
+  it('an upload the agent refuses while its body is still arriving rejects once, never unobserved', async () => {
+    const { client } = fakeAgent((f, reply) => {
+      if (f.type === FrameType.DATA) reply(encodeJsonFrame(FrameType.ERROR, f.stream, { code: 'TOO_LARGE', message: 'over maxBytes' }));
+    });
+    const agent = await client;
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown): void => { unhandled.push(e); };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      let stopped = false;
+      async function* body(): AsyncGenerator<Buffer> {
+        try {
+          yield Buffer.alloc(1024);
+          await new Promise((r) => setTimeout(r, 300)); // the client is slow: the answer comes first
+          yield Buffer.alloc(1024);
+        } finally {
+          stopped = true;
+        }
+      }
+      const t0 = performance.now();
+      await assert.rejects(agent.writeFile('/x', body(), { maxBytes: 10 }), (e: KilnError) => e.code === 'PAYLOAD_TOO_LARGE');
+      assert.ok(performance.now() - t0 < 250, 'answered without waiting for the rest of the body');
+      await new Promise((r) => setTimeout(r, 400));
+      assert.ok(stopped, 'the body is no longer read');
+      assert.deepEqual(unhandled, []);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  it('flow control: output credit goes back only once the consumer has taken the chunk', async () => {
+    const windows: number[] = [];
+    const { client } = fakeAgent((f, reply) => {
+      if (f.type === FrameType.WINDOW) windows.push(f.payload.readUInt32BE(0));
+      if (f.type !== FrameType.REQUEST) return;
+      for (let i = 0; i < 12; i++) reply(encodeFrame(FrameType.STDOUT, f.stream, Buffer.alloc(64 * 1024)));
+    });
+    const agent = await client;
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    let got = 0;
+    agent.exec({ argv: ['x'], maxOutputBytes: 1 << 30 }, { onStdout: (c) => { got += c.length; return held; } }).result.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(got, 12 * 64 * 1024);
+    assert.deepEqual(windows, [], 'no credit while the consumer holds the output');
+    release();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(windows.reduce((a, b) => a + b, 0), 12 * (64 * 1024 + 32), 'all of it handed back once taken');
+  });
+
+  it('flow control: an agent that sends past its window is dropped', async () => {
+    const { client } = fakeAgent((f, reply) => {
+      if (f.type !== FrameType.REQUEST) return;
+      for (let i = 0; i < 17; i++) reply(encodeFrame(FrameType.STDOUT, f.stream, Buffer.alloc(64 * 1024)));
+    });
+    const agent = await client;
+    await assert.rejects(agent.exec({ argv: ['x'], maxOutputBytes: 1 << 30 }, { onStdout: () => new Promise(() => undefined) }).result, (e: KilnError) => e.code === 'AGENT_PROTOCOL' && /window/.test(e.message));
+    assert.equal(agent.closed, true);
+  });
+
+  it('flow control: stdin goes out only as far as the agent grants', async () => {
+    let stdinBytes = 0;
+    let stream = 0;
+    const { client, toHost } = fakeAgent((f) => {
+      if (f.type === FrameType.REQUEST) stream = f.stream;
+      if (f.type === FrameType.STDIN) stdinBytes += f.payload.length;
+    });
+    const agent = await client;
+    const h = agent.exec({ argv: ['cat'], stdin: true });
+    h.result.catch(() => undefined);
+    let written = false;
+    void h.writeStdin(Buffer.alloc(3 * 1024 * 1024)).then(() => { written = true; });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(stdinBytes <= 1024 * 1024 && stdinBytes > 1000 * 1024, `${stdinBytes} bytes sent on a 1 MiB window`);
+    assert.equal(written, false);
+    const credit = Buffer.alloc(4);
+    credit.writeUInt32BE(4 * 1024 * 1024);
+    toHost.write(encodeFrame(FrameType.WINDOW, stream, credit));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(stdinBytes, 3 * 1024 * 1024);
+    assert.equal(written, true);
   });
 
   it('settles at once on a signal aborted before the call: nothing is sent, an exec is cancelled', async () => {

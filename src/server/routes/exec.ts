@@ -12,7 +12,7 @@ export async function execRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
     schema: {
       summary: 'Run a command; with "stream": true (or Accept: application/x-ndjson) output streams as NDJSON events',
       params: idParams, body: execBody,
-      response: { 200: execResultSchema, 400: errorSchema, 404: errorSchema, 409: errorSchema },
+      response: { 200: execResultSchema, 400: errorSchema, 404: errorSchema, 409: errorSchema, 413: errorSchema },
     },
   }, async (req, reply) => {
     const { stream, ...opts } = req.body;

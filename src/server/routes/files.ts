@@ -1,8 +1,14 @@
-/** File and archive transfer routes; bodies stream straight through to the agent. */
+/**
+ * File and archive transfer routes. Bodies stream straight through, both ways, never buffered
+ * whole: uploads at the pace the agent's window allows, downloads at the pace the client reads.
+ */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { IncomingMessage } from 'node:http';
+import { PassThrough } from 'node:stream';
 import { KilnError } from '../../core/errors.js';
+import type { ChunkSink } from '../../protocol/agent-client.js';
 import type { KilnService } from '../service.js';
+import { writeOrWait } from './backpressure.js';
 import { errorSchema, idParams, pathQuery } from './schemas.js';
 
 export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
@@ -16,20 +22,15 @@ export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
   app.put<{ Params: { id: string }; Querystring: { path: string; mode?: string } }>('/v1/sandboxes/:id/files', {
     bodyLimit: max,
     schema: { summary: 'Write a file (raw body); parent folders are created', params: idParams, querystring: pathQuery, response: errors },
-  }, async (req) => {
+  }, async (req, reply) => {
     const body = bodyStream(req.body);
-    const r = await svc.manager.writeFile(req.params.id, req.query.path, body, req.query.mode ? parseInt(req.query.mode, 8) : undefined);
+    const r = await closeIfUnread(req.raw, reply, svc.manager.writeFile(req.params.id, req.query.path, body, req.query.mode ? parseInt(req.query.mode, 8) : undefined));
     return { path: req.query.path, bytes: r.bytes };
   });
 
   app.get<{ Params: { id: string }; Querystring: { path: string } }>('/v1/sandboxes/:id/files', {
     schema: { summary: 'Read a file (raw body)', params: idParams, querystring: pathQuery, response: errors },
-  }, async (req, reply) => {
-    // Collect up to the file cap: an error from the agent must still become a clean JSON error.
-    const chunks: Buffer[] = [];
-    await svc.manager.readFile(req.params.id, req.query.path, (c) => chunks.push(c));
-    return reply.type('application/octet-stream').send(Buffer.concat(chunks));
-  });
+  }, async (req, reply) => streamDownload(reply, 'application/octet-stream', (sink, signal) => svc.manager.readFile(req.params.id, req.query.path, sink, signal)));
 
   app.get<{ Params: { id: string }; Querystring: { path: string } }>('/v1/sandboxes/:id/ls', {
     schema: { summary: 'List a folder', params: idParams, querystring: pathQuery, response: errors },
@@ -41,9 +42,9 @@ export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
       summary: 'Upload a tar or tar.gz (Content-Type application/x-tar or application/gzip) and unpack it at ?path= (default /workspace)',
       params: idParams, querystring: { type: 'object', properties: { path: { type: 'string', maxLength: 4096 } } }, response: errors,
     },
-  }, async (req) => {
+  }, async (req, reply) => {
     const gzip = /gzip/.test(req.headers['content-type'] ?? '');
-    const r = await svc.manager.putArchive(req.params.id, req.query.path ?? '/workspace', bodyStream(req.body), gzip);
+    const r = await closeIfUnread(req.raw, reply, svc.manager.putArchive(req.params.id, req.query.path ?? '/workspace', bodyStream(req.body), gzip));
     return { path: req.query.path ?? '/workspace', files: r.files ?? 0, bytes: r.bytes };
   });
 
@@ -56,9 +57,7 @@ export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
     },
   }, async (req, reply: FastifyReply) => {
     const gzip = req.query.format !== 'tar';
-    const chunks: Buffer[] = [];
-    await svc.manager.getArchive(req.params.id, req.query.path ?? '/workspace', gzip, (c) => chunks.push(c));
-    return reply.type(gzip ? 'application/gzip' : 'application/x-tar').send(Buffer.concat(chunks));
+    return streamDownload(reply, gzip ? 'application/gzip' : 'application/x-tar', (sink, signal) => svc.manager.getArchive(req.params.id, req.query.path ?? '/workspace', gzip, sink, signal));
   });
 }
 
@@ -67,4 +66,43 @@ function bodyStream(body: unknown): AsyncIterable<Buffer> | Buffer {
   if (body && typeof (body as IncomingMessage)[Symbol.asyncIterator] === 'function') return body as AsyncIterable<Buffer>;
   if (typeof body === 'string') return Buffer.from(body);
   throw new KilnError('INVALID_REQUEST', 'send the file as the raw request body (Content-Type: application/octet-stream)');
+}
+
+/**
+ * An upload the agent refused before the body was all read: the answer closes the connection, so
+ * a client still sending is stopped instead of stalling on a body nobody reads.
+ */
+async function closeIfUnread<T>(raw: IncomingMessage, reply: FastifyReply, upload: Promise<T>): Promise<T> {
+  try {
+    return await upload;
+  } catch (e) {
+    if (!raw.complete) void reply.header('connection', 'close');
+    throw e;
+  }
+}
+
+/**
+ * Streams a download to the client with backpressure. Until its first byte the answer is still
+ * open: an agent error (not found, too large, path escape) becomes a clean JSON error. After it,
+ * a failure can only cut the response short: the connection is aborted, never ended as if whole.
+ * A client that leaves cancels the transfer.
+ */
+async function streamDownload(reply: FastifyReply, contentType: string, run: (sink: ChunkSink, signal: AbortSignal) => Promise<unknown>): Promise<FastifyReply> {
+  const ac = new AbortController();
+  const body = new PassThrough();
+  reply.raw.on('close', () => {
+    if (reply.raw.writableFinished) return;
+    ac.abort();
+    body.destroy(); // releases a chunk waiting for a drain that will not come
+  });
+  let started!: () => void;
+  const firstByte = new Promise<void>((resolve) => { started = resolve; });
+  const transfer = run((chunk) => {
+    started();
+    return writeOrWait(body, chunk);
+  }, ac.signal);
+  transfer.catch(() => undefined);
+  await Promise.race([firstByte, transfer]);
+  transfer.then(() => body.end(), (e: unknown) => body.destroy(e instanceof Error ? e : new Error(String(e))));
+  return reply.type(contentType).send(body);
 }

@@ -4,20 +4,66 @@
  *   {"type":"stdin","data":"ls\n"} | {"type":"eof"} | {"type":"resize","cols":100,"rows":30} | {"type":"signal","signal":"SIGINT"}
  * Server → client: {"type":"started","pid"}, {"type":"stdout"|"stderr","data"}, {"type":"result",...}
  * or {"type":"error","code","message"}; the server closes the socket after the last one.
+ *
+ * Backpressure both ways: output waits (and so does the program) while the socket's send buffer is
+ * over WS_HIGH_WATER_BYTES; the socket is not read while more than STDIN_HIGH_WATER_BYTES of stdin
+ * wait for the agent's window. Output is capped at INTERACTIVE_MAX_OUTPUT_BYTES per session.
  */
+import AjvModule from 'ajv';
 import type { FastifyBaseLogger } from 'fastify';
 import type { WebSocket } from 'ws';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import type { ExecHandle } from '../../protocol/agent-client.js';
 import type { KilnService } from '../service.js';
 import { execSummary } from './present.js';
+import { cmd, cwd, envMap } from './schemas.js';
 
 const MAX_MESSAGE_BYTES = 1024 * 1024;
+const WS_HIGH_WATER_BYTES = 256 * 1024;
+const STDIN_HIGH_WATER_BYTES = 1024 * 1024;
+const Ajv = AjvModule.default ?? AjvModule;
+/** The same bounds as POST /exec: the start message is a request body too. */
+const validateStart = new Ajv({ allErrors: false }).compile<StartMessage>({
+  type: 'object',
+  required: ['type', 'cmd'],
+  properties: {
+    type: { const: 'start' }, cmd, env: envMap, cwd,
+    tty: { type: 'object', properties: { cols: { type: 'integer' }, rows: { type: 'integer' } } },
+  },
+});
+
+interface StartMessage {
+  type: 'start';
+  cmd: string | string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  tty?: { cols?: unknown; rows?: unknown };
+}
 
 export function attachInteractive(svc: KilnService, id: string, socket: WebSocket, log: FastifyBaseLogger): void {
   let handle: ExecHandle | undefined;
   let started = false;
   const send = (obj: Record<string, unknown>): void => { if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(obj)); };
+  const gone = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  /** Output: resolves at once while the socket keeps up, else once this message is flushed. */
+  const output = (obj: Record<string, unknown>): undefined | Promise<void> => {
+    if (socket.readyState !== socket.OPEN) return undefined;
+    const text = JSON.stringify(obj);
+    if (socket.bufferedAmount < WS_HIGH_WATER_BYTES) {
+      socket.send(text);
+      return undefined;
+    }
+    return Promise.race([new Promise<void>((resolve) => socket.send(text, () => resolve())), gone]);
+  };
+  let stdinWaiting = 0;
+  const feed = (h: ExecHandle, chunk: Buffer): void => {
+    stdinWaiting += chunk.length;
+    if (stdinWaiting > STDIN_HIGH_WATER_BYTES) socket.pause();
+    void h.writeStdin(chunk).catch(() => undefined).finally(() => {
+      stdinWaiting -= chunk.length;
+      if (stdinWaiting <= STDIN_HIGH_WATER_BYTES && socket.isPaused) socket.resume();
+    });
+  };
   const fail = (e: unknown): void => {
     const ke = toKilnError(e);
     if (ke.code === 'INTERNAL') log.error({ err: e }, 'interactive exec failed');
@@ -30,7 +76,7 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
       if (raw.length > MAX_MESSAGE_BYTES) throw new KilnError('PAYLOAD_TOO_LARGE', 'WebSocket message over 1 MiB');
       if (isBinary) {
         if (!handle) throw new KilnError('INVALID_REQUEST', 'send {"type":"start"} before stdin');
-        void handle.writeStdin(raw).catch(() => undefined);
+        feed(handle, raw);
         return;
       }
       const msg = parse(raw);
@@ -41,7 +87,7 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
         return;
       }
       if (!handle) throw new KilnError('INVALID_REQUEST', 'send {"type":"start"} first');
-      if (msg.type === 'stdin' && typeof msg.data === 'string') void handle.writeStdin(Buffer.from(msg.data)).catch(() => undefined);
+      if (msg.type === 'stdin' && typeof msg.data === 'string') feed(handle, Buffer.from(msg.data));
       else if (msg.type === 'eof') handle.closeStdin();
       else if (msg.type === 'resize' && isDim(msg.cols) && isDim(msg.rows)) handle.resize(msg.cols, msg.rows);
       else if (msg.type === 'signal' && typeof msg.signal === 'string' && /^SIG[A-Z0-9]{2,8}$/.test(msg.signal)) handle.signal(msg.signal);
@@ -50,24 +96,28 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
       fail(e);
     }
   });
-  socket.on('close', () => handle?.cancel());
+  let closed = false;
+  socket.on('close', () => { closed = true; handle?.cancel(); });
 
   async function start(msg: Record<string, unknown>): Promise<void> {
     try {
-      const cmd = msg.cmd;
-      if (!(typeof cmd === 'string' || (Array.isArray(cmd) && cmd.every((c) => typeof c === 'string')))) throw new KilnError('INVALID_REQUEST', '"cmd" must be a string or an array of strings');
-      const tty = msg.tty as { cols?: unknown; rows?: unknown } | undefined;
+      if (!validateStart(msg)) {
+        const e = validateStart.errors?.[0];
+        throw new KilnError('INVALID_REQUEST', `start message${e?.instancePath ?? ''} ${e?.message ?? 'is malformed'} ("cmd" is a string or an array of strings, each up to 128 KiB)`);
+      }
+      const tty = msg.tty;
       const ex = await svc.manager.interactive(id, {
-        cmd,
-        env: isStringMap(msg.env) ? msg.env : undefined,
-        cwd: typeof msg.cwd === 'string' ? msg.cwd : undefined,
+        cmd: msg.cmd,
+        env: msg.env,
+        cwd: msg.cwd,
         tty: tty && isDim(tty.cols) && isDim(tty.rows) ? { cols: tty.cols, rows: tty.rows } : undefined,
       }, {
         onStarted: (pid) => send({ type: 'started', pid }),
-        onStdout: (c) => send({ type: 'stdout', data: c.toString('utf8') }),
-        onStderr: (c) => send({ type: 'stderr', data: c.toString('utf8') }),
+        onStdout: (c) => output({ type: 'stdout', data: c.toString('utf8') }),
+        onStderr: (c) => output({ type: 'stderr', data: c.toString('utf8') }),
       });
       handle = ex.handle;
+      if (closed) handle.cancel(); // the client left while the command was starting
       const r = await ex.done;
       send({ type: 'result', ...execSummary(r) });
       socket.close(1000);
@@ -87,8 +137,4 @@ function parse(raw: Buffer): Record<string, unknown> {
 
 function isDim(v: unknown): v is number {
   return Number.isInteger(v) && (v as number) > 0 && (v as number) <= 1000;
-}
-
-function isStringMap(v: unknown): v is Record<string, string> {
-  return !!v && typeof v === 'object' && Object.values(v).every((x) => typeof x === 'string');
 }

@@ -1,10 +1,12 @@
 /**
  * Streams an exec as NDJSON: {"type":"started"}, {"type":"stdout"|"stderr","data"}, then one final
- * {"type":"result",...} or {"type":"error","code","message"}. A client that disconnects cancels it.
+ * {"type":"result",...} or {"type":"error","code","message"}. A client that disconnects cancels it;
+ * one that stops reading holds the program (output waits for the response to drain).
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { toKilnError } from '../../core/errors.js';
 import type { ExecOutcome, ExecStreamHandlers } from '../../core/exec.js';
+import { writeOrWait } from './backpressure.js';
 import { execSummary } from './present.js';
 
 export async function streamNdjson<R extends ExecOutcome>(
@@ -17,18 +19,18 @@ export async function streamNdjson<R extends ExecOutcome>(
   reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
   reply.hijack();
   reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
-  const write = (obj: Record<string, unknown>): void => { if (!reply.raw.destroyed) reply.raw.write(JSON.stringify(obj) + '\n'); };
+  const write = (obj: Record<string, unknown>): undefined | Promise<void> => writeOrWait(reply.raw, JSON.stringify(obj) + '\n');
   try {
     const r = await run({
-      onStarted: (pid) => write({ type: 'started', pid }),
+      onStarted: (pid) => { void write({ type: 'started', pid }); },
       onStdout: (c) => write({ type: 'stdout', data: c.toString('utf8') }),
       onStderr: (c) => write({ type: 'stderr', data: c.toString('utf8') }),
     }, ac.signal);
-    write({ type: 'result', ...execSummary(r), ...extra(r) });
+    void write({ type: 'result', ...execSummary(r), ...extra(r) });
   } catch (e) {
     const ke = toKilnError(e);
     if (ke.status >= 500 && ke.code === 'INTERNAL') req.log.error({ err: e }, 'stream failed');
-    write({ type: 'error', code: ke.code, message: ke.code === 'INTERNAL' ? 'internal error; the server log has the details' : ke.message });
+    void write({ type: 'error', code: ke.code, message: ke.code === 'INTERNAL' ? 'internal error; the server log has the details' : ke.message });
   } finally {
     reply.raw.end();
   }

@@ -8,14 +8,27 @@ const stdin = { type: 'string', maxLength: 16 * 1024 * 1024 } as const;
 const timeoutMs = { type: 'integer', minimum: 1 } as const;
 const maxOutputBytes = { type: 'integer', minimum: 0 } as const;
 
-const envMap = { type: 'object', additionalProperties: { type: 'string', maxLength: 65536 }, maxProperties: 256 } as const;
-const cmd = {
+/**
+ * The agent takes one exec request as at most 256 KiB of JSON (argv, env, cwd and inline files
+ * together). Each field is bounded here; the sum is checked before anything is started, and a
+ * request over it answers 413 PAYLOAD_TOO_LARGE naming the limit.
+ */
+export const EXEC_REQUEST_MAX_BYTES = 256 * 1024;
+export const envMap = {
+  type: 'object',
+  propertyNames: { minLength: 1, maxLength: 1024, pattern: '^[^=\\u0000]+$' },
+  additionalProperties: { type: 'string', maxLength: 65536 },
+  maxProperties: 256,
+  description: 'Environment variables; values up to 64 KiB, and cmd + env + cwd together under 256 KiB',
+} as const;
+export const cmd = {
   oneOf: [
-    { type: 'string', minLength: 1, maxLength: 262144 },
+    { type: 'string', minLength: 1, maxLength: 131072 },
     { type: 'array', minItems: 1, maxItems: 4096, items: { type: 'string', maxLength: 131072 } },
   ],
-  description: 'A shell string (run with /bin/sh -c) or an argv array',
+  description: 'A shell string (run with /bin/sh -c) or an argv array; each string up to 128 KiB, cmd + env + cwd together under 256 KiB',
 } as const;
+export const cwd = { type: 'string', maxLength: 4096 } as const;
 
 export const errorSchema = {
   type: 'object',
@@ -59,7 +72,7 @@ export const execBody = {
     cmd,
     stdin,
     env: envMap,
-    cwd: { type: 'string', maxLength: 4096 },
+    cwd,
     uid: { type: 'integer', minimum: 0, maximum: 4294967294 },
     timeoutMs,
     maxOutputBytes,

@@ -1,0 +1,32 @@
+/** Agent errors and request frames, translated to KilnErrors exactly once, here. */
+import { KilnError, type ErrorCode } from '../core/errors.js';
+import { decodeJson, encodeFrame, FrameType, MAX_JSON_BYTES, type Frame } from './frames.js';
+import { validateAgentError } from './messages.js';
+
+const AGENT_CODE_MAP: Record<string, ErrorCode> = {
+  BAD_REQUEST: 'INVALID_REQUEST',
+  PATH_ESCAPE: 'PATH_ESCAPE',
+  NOT_FOUND: 'FILE_NOT_FOUND',
+  TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  EXEC_FAILED: 'EXEC_FAILED',
+  CANCELLED: 'AGENT_ERROR',
+};
+
+export function agentError(f: Frame): KilnError {
+  const raw = decodeJson(f);
+  if (!validateAgentError(raw)) return new KilnError('AGENT_PROTOCOL', 'agent error payload is malformed');
+  return new KilnError(AGENT_CODE_MAP[raw.code] ?? 'AGENT_ERROR', raw.message, { details: { agentCode: raw.code } });
+}
+
+export /** A REQUEST frame, or PAYLOAD_TOO_LARGE naming the protocol's JSON limit. */
+function requestFrame(stream: number, body: { op?: unknown }): Buffer {
+  const json = Buffer.from(JSON.stringify(body));
+  if (json.length > MAX_JSON_BYTES) {
+    throw new KilnError('PAYLOAD_TOO_LARGE', `the ${String(body.op ?? 'agent')} request is ${json.length} bytes as JSON (argv, env, cwd and inline files together); the limit is ${MAX_JSON_BYTES} bytes (256 KiB): pass large data as stdin or upload it as a file`, { details: { limitBytes: MAX_JSON_BYTES, requestBytes: json.length } });
+  }
+  return encodeFrame(FrameType.REQUEST, stream, json);
+}
+
+export function abortedError(what: string, signal: AbortSignal | undefined): KilnError {
+  return new KilnError('TIMEOUT', `${what} was aborted before the agent answered`, { cause: signal?.reason });
+}
