@@ -48,7 +48,7 @@ type conn struct {
 type stream struct {
 	id      uint32
 	in      *inbox
-	out     *outWindow // credit for STDOUT/STDERR/DATA to the host
+	out     *outWindow    // credit for STDOUT/STDERR/DATA to the host
 	done    chan struct{} // closed when the op has answered; late frames are dropped
 	ctx     context.Context
 	cancel  context.CancelFunc
