@@ -75,6 +75,10 @@ func initRun() (flags, error) {
 		return flags{}, err
 	}
 	prepareRoot(params.execUID)
+	if err := setupVMCgroups(); err != nil {
+		// Not fatal: execs fall back to process-group and tag kill, which a detached process escapes.
+		fmt.Fprintf(os.Stderr, "kiln-init: no exec cgroups (%v): detached processes may outlive their exec\n", err)
+	}
 	limitProcesses()
 	// The kernel gives init only HOME=/, TERM=linux and the command line's KEY=value words. Execs
 	// build their own environment; this is the agent's.

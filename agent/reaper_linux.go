@@ -53,7 +53,11 @@ func startReaper() {
 				case <-theReaper.registered:
 				case <-tick:
 				}
-				switch running := theReaper.reap(); {
+				running := theReaper.reap()
+				if execCgroups != nil {
+					execCgroups.sweep() // an exec cgroup empties when its last process is reaped
+				}
+				switch {
 				case running && tick == nil:
 					ticker.Reset(time.Second)
 					tick = ticker.C

@@ -43,6 +43,8 @@ func setupNamespaceRoot(lower string, diskBytes int64) error {
 		{"mkdir mountpoints", func() error { return mkdirs(0o755, root+"/dev", root+"/proc", root+"/.kiln-old") }},
 		{"bind /dev", func() error { return syscall.Mount("/dev", root+"/dev", "", syscall.MS_BIND|syscall.MS_REC, "") }},
 		{"mount /proc", func() error { return mountProc(root + "/proc") }},
+		{"guard oom score", func() error { return guardOOMScore(root + "/proc/1") }},
+		{"open cgroup dirs", openDelegatedCgroups}, // before pivot_root: the old root goes away
 		{"pivot_root", func() error { return syscall.PivotRoot(root, root+"/.kiln-old") }},
 		{"chdir /", func() error { return syscall.Chdir("/") }},
 		{"detach old root", func() error { return syscall.Unmount("/.kiln-old", syscall.MNT_DETACH) }},

@@ -15,6 +15,11 @@ export interface BwrapOptions {
   agentPath: string;
   diskBytes: number;
   hostname: string;
+  /**
+   * Delegated cgroup directories by hierarchy, bound at /.kiln/cgroup/<name>: the agent opens
+   * them before pivot_root, which leaves them unreachable from the sandbox's root.
+   */
+  cgroupDirs?: Record<string, string>;
   /** Receives everything bwrap and the agent write to stderr, from the start. */
   onStderr: (text: string) => void;
 }
@@ -36,6 +41,7 @@ export function bwrapArgs(o: BwrapOptions): string[] {
     '--dev', '/dev', '--proc', '/proc',
     '--ro-bind', o.lowerDir, '/.kiln/lower',
     '--ro-bind', o.agentPath, '/.kiln/agent',
+    ...Object.entries(o.cgroupDirs ?? {}).flatMap(([name, dir]) => ['--bind', dir, `/.kiln/cgroup/${name}`]),
     '--info-fd', '3', '--block-fd', '4',
     '--clearenv',
     '--',

@@ -117,21 +117,15 @@ class NamespaceBackend implements Backend {
       const hostUid = this.allocUid();
       cleanup.push('uid', () => { this.uidsInUse.delete(hostUid); });
       const lowerDir = await this.images.acquire(spec.pack);
-      // bwrap sets up its namespaces while we make the cgroup: its child waits on --block-fd
-      // until it is inside, so nothing of the sandbox runs unconfined. Each undo is registered
-      // as soon as its own step succeeds, whatever the other one does.
-      const [cgroupResult, procResult] = await Promise.allSettled([
-        SandboxCgroup.create(this.layout!, spec.id, { memoryBytes: spec.memoryMib * 1024 * 1024, pidsMax: this.o.maxPids, cpus: spec.cpus })
-          .then((cg) => { cleanup.push('cgroup', () => cg.remove()); return cg; }),
-        spawnBwrap({
-          bwrapPath: this.o.bwrapPath ?? 'bwrap', hostUid, lowerDir, agentPath: agentCopy,
-          diskBytes: spec.diskMib * 1024 * 1024, hostname: 'sandbox', onStderr,
-        }, signal).then((p) => { cleanup.push('process', () => killSandboxProcess(p.child, p.sandboxPid)); return p; }),
-      ]);
-      if (cgroupResult.status === 'rejected') throw cgroupResult.reason;
-      if (procResult.status === 'rejected') throw procResult.reason;
-      const cgroup = cgroupResult.value;
-      const proc = procResult.value;
+      // The cgroup comes first: bwrap binds its delegated user/ part into the sandbox. bwrap's
+      // child waits on --block-fd until it is inside, so nothing of the sandbox runs unconfined.
+      const cgroup = await SandboxCgroup.create(this.layout!, spec.id, { memoryBytes: spec.memoryMib * 1024 * 1024, pidsMax: this.o.maxPids, cpus: spec.cpus }, { delegateUid: hostUid });
+      cleanup.push('cgroup', () => cgroup.remove());
+      const proc = await spawnBwrap({
+        bwrapPath: this.o.bwrapPath ?? 'bwrap', hostUid, lowerDir, agentPath: agentCopy, cgroupDirs: cgroup.userDirs,
+        diskBytes: spec.diskMib * 1024 * 1024, hostname: 'sandbox', onStderr,
+      }, signal);
+      cleanup.push('process', () => killSandboxProcess(proc.child, proc.sandboxPid));
       await cgroup.addProcess(proc.sandboxPid);
       proc.release();
       const agent = await AgentClient.connect(
