@@ -58,6 +58,8 @@ type cgroupSet struct {
 	seq       uint64
 	mu        sync.Mutex
 	lingering []string // exec cgroups whose processes outlived the exec's main process
+	// resetOOMScore: the agent runs at oom_score_adj -1000 (VM PID 1), which children inherit.
+	resetOOMScore bool
 }
 
 // execCgroups is nil when the agent has no cgroup to use (tests outside a sandbox): exec then
@@ -128,7 +130,6 @@ func parseCgroupFds(v string) (*cgroupSet, error) {
 // setupVMCgroups runs in VM init (root, cgroup2 mounted on /sys/fs/cgroup): execs get cgroups
 // under kiln-exec, and PID 1 takes itself out of the OOM killer's choice.
 func setupVMCgroups() error {
-	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("-1000"), 0)
 	if err := os.Mkdir(vmExecCgroup, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
@@ -136,8 +137,10 @@ func setupVMCgroups() error {
 	if err != nil {
 		return err
 	}
-	execCgroups = &cgroupSet{v2: true, hiers: []cgroupHier{{name: "unified", fd: fd, track: true}}}
-	return nil
+	execCgroups = &cgroupSet{v2: true, hiers: []cgroupHier{{name: "unified", fd: fd, track: true}}, resetOOMScore: true}
+	// Inherited by every child: startInCgroup sets each exec's back to 0 (and, being privileged,
+	// its floor too, so user code cannot make itself unkillable and deadlock the guest).
+	return os.WriteFile("/proc/self/oom_score_adj", []byte("-1000"), 0)
 }
 
 // guardOOMScore makes PID 1's OOM score files read-only mounts. The agent is not dumpable, so
@@ -153,6 +156,16 @@ func guardOOMScore(procPid1 string) error {
 		if err := syscall.Mount(p, p, "", flags, ""); err != nil {
 			return fmt.Errorf("make %s read-only: %w", f, err)
 		}
+	}
+	return nil
+}
+
+func (s *cgroupSet) resetChildOOMScore(pid int) error {
+	if !s.resetOOMScore {
+		return nil
+	}
+	if err := os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte("0"), 0); err != nil {
+		return fmt.Errorf("reset the exec's oom_score_adj: %w", err)
 	}
 	return nil
 }
@@ -295,6 +308,10 @@ func startInCgroup(cmd *exec.Cmd, cg *execCgroup) (<-chan exitInfo, error) {
 	}
 	pid := shim.Process.Pid
 	if err := cg.place(pid); err != nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL) // goW closes too: the shim would exit anyway
+		return nil, err
+	}
+	if err := cg.set.resetChildOOMScore(pid); err != nil {
 		_ = syscall.Kill(pid, syscall.SIGKILL) // goW closes too: the shim would exit anyway
 		return nil, err
 	}

@@ -88,6 +88,10 @@ export async function agentOutOfOomReach(kiln: KilnClient, id: string, slow: num
   const raise = await kiln.sandboxes.exec(id, { cmd: 'echo 1000 > /proc/1/oom_score_adj; echo rc=$?; echo 15 > /proc/1/oom_adj; echo rc=$?; cat /proc/1/oom_score_adj' });
   assert.doesNotMatch(raise.stdout, /rc=0/, `PID 1's OOM score is writable: ${raise.stdout}`);
   assert.notEqual(raise.stdout.trim().split('\n').at(-1), '1000');
+  // Nor make itself unkillable (on a VM PID 1 runs at -1000, which children would inherit).
+  const own = await kiln.sandboxes.exec(id, { cmd: 'cat /proc/self/oom_score_adj; echo -1000 > /proc/self/oom_score_adj; echo rc=$?' });
+  assert.match(own.stdout, /^0\n/, own.stdout);
+  assert.doesNotMatch(own.stdout, /rc=0/, own.stdout);
   const fill = await kiln.sandboxes.exec(id, {
     cmd: ['python3', '-c', 'b = []\nwhile True: b.append(bytearray(8*1024*1024))'], timeoutMs: 60_000 * slow,
   });
