@@ -65,10 +65,58 @@ function ownPath(controller: string): string {
   return '/';
 }
 
+export interface PrepareOptions {
+  /**
+   * v2: which processes of the service's own cgroup may move into its kiln-service leaf: 'all'
+   * (the service: under Delegate=yes its cgroup is its own) or 'self-only' (kiln doctor: only
+   * when it is alone there, never a login shell's processes).
+   */
+  move?: 'all' | 'self-only';
+}
+
 /** Makes the parents. On v2 it enables the controllers down to them, or throws saying why it cannot. */
-export async function prepareLayout(layout: CgroupLayout): Promise<void> {
-  if (layout.version === 2) return prepareV2Parent(layout.parents.unified!);
+export async function prepareLayout(layout: CgroupLayout, options: PrepareOptions = {}): Promise<void> {
+  if (layout.version === 2) return prepareV2Parent(layout.parents.unified!, options.move ?? 'all');
   for (const dir of Object.values(layout.parents)) await mkdir(dir, { recursive: true });
+}
+
+export type CgroupMode = 'v1' | 'hybrid' | 'v2' | 'none';
+
+/** v2: unified only; hybrid: v1 controllers plus a cgroup2 mount at /sys/fs/cgroup/unified. */
+export function cgroupMode(): CgroupMode {
+  if (existsSync(join(CGROUP_ROOT, 'cgroup.controllers'))) return 'v2';
+  if (!existsSync(join(CGROUP_ROOT, 'memory', 'cgroup.procs'))) return 'none';
+  return existsSync(join(CGROUP_ROOT, 'unified', 'cgroup.procs')) ? 'hybrid' : 'v1';
+}
+
+export interface CgroupProbe {
+  mode: CgroupMode;
+  /** A delegated sandbox cgroup with limits could be made and removed here. */
+  delegation: boolean;
+  detail: string;
+}
+
+/**
+ * What kiln doctor reports: the mode, and whether a real sandbox cgroup (limits, agent/ and a
+ * user/ handed to an unprivileged uid) can be created and removed from where this process runs.
+ */
+export async function probeCgroups(name = `kiln-probe-${process.pid}`): Promise<CgroupProbe> {
+  const mode = cgroupMode();
+  let layout: CgroupLayout | undefined;
+  try {
+    layout = detectCgroupLayout(name);
+    await prepareLayout(layout, { move: 'self-only' });
+    const cg = await SandboxCgroup.create(layout, 'probe', { memoryBytes: 64 * 1024 * 1024, pidsMax: 128, cpus: 1 }, { delegateUid: 65534 });
+    await cg.remove();
+    return { mode, delegation: true, detail: `${mode}: sandbox cgroups with memory, pids and cpu limits can be created and delegated under ${Object.values(layout.parents).join(', ')}` };
+  } catch (e) {
+    return { mode, delegation: false, detail: `${mode}: ${(e as Error).message}` };
+  } finally {
+    if (layout) {
+      await removeCgroupDirs(Object.values(layout.parents).map((p) => join(p, 'probe'))).catch(() => undefined);
+      await removeLayoutParents(layout);
+    }
+  }
 }
 
 /**
@@ -76,7 +124,7 @@ export async function prepareLayout(layout: CgroupLayout): Promise<void> {
  * allows only when <own> holds no processes: as a systemd service with Delegate=yes, <own> is the
  * service's cgroup and holds the service, so its processes move into <own>/kiln-service first.
  */
-async function prepareV2Parent(parent: string): Promise<void> {
+async function prepareV2Parent(parent: string, move: 'all' | 'self-only'): Promise<void> {
   const own = dirname(parent);
   const fix = 'run kiln as a systemd service with Delegate=yes (packaging/kiln.service), or from a cgroup whose parent delegates memory, pids and cpu';
   const available = words(await readFile(join(own, 'cgroup.controllers'), 'utf8').catch(() => ''));
@@ -84,7 +132,7 @@ async function prepareV2Parent(parent: string): Promise<void> {
   if (missing.length) throw new Error(`cgroup v2: controller(s) ${missing.join(', ')} not available in ${own}: ${fix}`);
   const enabled = words(await readFile(join(own, 'cgroup.subtree_control'), 'utf8'));
   if (V2_CONTROLLERS.some((c) => !enabled.includes(c))) {
-    if (own !== CGROUP_ROOT) await moveProcessesToLeaf(own);
+    if (own !== CGROUP_ROOT) await moveProcessesToLeaf(own, move);
     await enableControllers(own, fix);
   }
   await mkdir(parent, { recursive: true });
@@ -99,8 +147,12 @@ async function enableControllers(dir: string, fix: string): Promise<void> {
   }
 }
 
-async function moveProcessesToLeaf(own: string): Promise<void> {
+async function moveProcessesToLeaf(own: string, move: 'all' | 'self-only'): Promise<void> {
   const leaf = join(own, SERVICE_LEAF);
+  const others = words(await readFile(join(own, 'cgroup.procs'), 'utf8')).filter((p) => p !== String(process.pid));
+  if (move === 'self-only' && others.length) {
+    throw new Error(`cgroup v2: controllers are not enabled below ${own}, which holds other processes too (${others.slice(0, 5).join(' ')}): kiln serve moves its cgroup's processes into ${SERVICE_LEAF}/ itself; to probe, run "systemd-run --scope -p Delegate=yes kiln doctor" or check the unit has Delegate=yes`);
+  }
   await mkdir(leaf, { recursive: true });
   for (let round = 0; round < 20; round++) {
     const pids = words(await readFile(join(own, 'cgroup.procs'), 'utf8'));

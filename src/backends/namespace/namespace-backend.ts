@@ -122,7 +122,8 @@ class NamespaceBackend implements Backend {
       const cgroup = await SandboxCgroup.create(this.layout!, spec.id, { memoryBytes: spec.memoryMib * 1024 * 1024, pidsMax: this.o.maxPids, cpus: spec.cpus }, { delegateUid: hostUid });
       cleanup.push('cgroup', () => cgroup.remove());
       const proc = await spawnBwrap({
-        bwrapPath: this.o.bwrapPath ?? 'bwrap', hostUid, lowerDir, agentPath: agentCopy, cgroupDirs: cgroup.userDirs,
+        bwrapPath: this.o.bwrapPath ?? 'bwrap', hostUid, lowerDir, agentPath: agentCopy,
+        cgroupDirs: cgroup.userDirs, cgroupNamespace: this.layout!.version === 1,
         diskBytes: spec.diskMib * 1024 * 1024, hostname: 'sandbox', onStderr,
       }, signal);
       cleanup.push('process', () => killSandboxProcess(proc.child, proc.sandboxPid));
