@@ -13,7 +13,7 @@ import (
 )
 
 // withTestCgroups points execCgroups at a fresh cgroup below this process's own (v1 pids or v2).
-func withTestCgroups(t *testing.T) string {
+func withTestCgroups(t *testing.T, traced bool) string {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to create cgroups")
 	}
@@ -32,13 +32,19 @@ func withTestCgroups(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	execCgroups = &cgroupSet{v2: name == "unified", hiers: []cgroupHier{{name: name, fd: fd, track: true}}}
+	execCgroups = &cgroupSet{v2: name == "unified", hiers: []cgroupHier{{name: name, fd: fd, track: true}}, traced: traced}
 	t.Cleanup(func() {
 		execCgroups = nil
 		syscall.Close(fd)
 		removeTestCgroup(t, dir)
 	})
 	return dir
+}
+
+// bothStarts runs a test with execs started through the shim (namespace sandboxes) and traced (VMs).
+func bothStarts(t *testing.T, test func(*testing.T, bool)) {
+	t.Run("shim", func(t *testing.T) { test(t, false) })
+	t.Run("traced", func(t *testing.T) { test(t, true) })
 }
 
 // removeTestCgroup kills what is left in dir's exec cgroups (a failed test) and removes them all.
@@ -101,7 +107,11 @@ func processesWithArg(arg string) []int {
 // A process that leaves the session and process group, clears its environment and is
 // re-parented dies with the exec's timeout; tree kill by group, parent links and tag cannot see it.
 func TestExecCgroupTimeoutKillsDetached(t *testing.T) {
-	withTestCgroups(t)
+	bothStarts(t, testExecCgroupTimeoutKillsDetached)
+}
+
+func testExecCgroupTimeoutKillsDetached(t *testing.T, traced bool) {
+	withTestCgroups(t, traced)
 	marker := fmt.Sprintf("1000.%d", os.Getpid())
 	h := newTestHost(t, true)
 	id := h.open(map[string]any{"op": "exec", "argv": []string{"/bin/sh", "-c",
@@ -120,16 +130,21 @@ func TestExecCgroupTimeoutKillsDetached(t *testing.T) {
 
 // The command runs in its exec's cgroup from its first instruction, and the shim leaves no
 // descriptor behind.
-func TestExecCgroupPlacesBeforeExec(t *testing.T) {
-	withTestCgroups(t)
+func TestExecCgroupPlacesBeforeExec(t *testing.T) { bothStarts(t, testExecCgroupPlacesBeforeExec) }
+
+func testExecCgroupPlacesBeforeExec(t *testing.T, traced bool) {
+	withTestCgroups(t, traced)
 	h := newTestHost(t, true)
-	id := h.open(execReq("/bin/sh", "-c", "cat /proc/self/cgroup; ls /proc/self/fd"))
+	id := h.open(execReq("/bin/sh", "-c", "cat /proc/self/cgroup; grep TracerPid /proc/self/status; ls /proc/self/fd"))
 	r := h.wait(id, 10*time.Second)
 	if r.err != nil || r.result["exitCode"] != 0.0 {
 		t.Fatalf("result %v err %v stderr %s", r.result, r.err, r.stderr)
 	}
 	if !strings.Contains(string(r.stdout), "/exec-") {
 		t.Fatalf("not in an exec cgroup: %s", r.stdout)
+	}
+	if !strings.Contains(string(r.stdout), "TracerPid:\t0\n") {
+		t.Fatalf("the command is still traced: %s", r.stdout)
 	}
 	// ls opens its directory as the lowest free fd: 3 when the shim's pipes (3, 4) are closed.
 	for _, fd := range strings.Fields(string(r.stdout)) {
@@ -140,8 +155,10 @@ func TestExecCgroupPlacesBeforeExec(t *testing.T) {
 }
 
 // execve failing in the shim is the same EXEC_FAILED as a failed start, and its cgroup goes.
-func TestExecCgroupExecFailure(t *testing.T) {
-	dir := withTestCgroups(t)
+func TestExecCgroupExecFailure(t *testing.T) { bothStarts(t, testExecCgroupExecFailure) }
+
+func testExecCgroupExecFailure(t *testing.T, traced bool) {
+	dir := withTestCgroups(t, traced)
 	h := newTestHost(t, true)
 	id := h.open(execReq("/nonexistent/binary"))
 	r := h.wait(id, 10*time.Second)
