@@ -390,6 +390,7 @@ func runExecShim(path string, argv []string) {
 			continue
 		}
 		if n != 1 {
+			fmt.Fprintf(os.Stderr, "kiln-agent: exec not released (read %d, %v)\n", n, err)
 			os.Exit(127) // the agent gave up on this exec
 		}
 		break

@@ -29,7 +29,7 @@ const CPU_PERIOD_US = 100_000;
 const V2_CONTROLLERS = ['memory', 'pids', 'cpu'];
 /** On v2 the service moves itself into this leaf of its own cgroup (no processes in inner nodes). */
 export const SERVICE_LEAF = 'kiln-service';
-/** Memory and pids the agent may use beyond the sandbox's own limits (they bound user code). */
+/** Memory the agent may use beyond the sandbox's limit, and pids of the limit kept for it (up to a quarter). */
 export const AGENT_RESERVE = { memoryBytes: 64 * 1024 * 1024, pids: 64 };
 
 export interface CgroupLayout {
@@ -225,7 +225,8 @@ export class SandboxCgroup {
 
   /** agent/ and user/ in the hierarchies that track and bound user code; user/ owned by uid. */
   private async delegate(l: CgroupLimits, uid: number): Promise<void> {
-    const userPids = String(Math.max(1, l.pidsMax - AGENT_RESERVE.pids));
+    // A quarter at most, so a small pids limit still leaves user code most of it.
+    const userPids = String(l.pidsMax - Math.min(AGENT_RESERVE.pids, Math.floor(l.pidsMax / 4)));
     if (this.layout.version === 2) {
       const s = this.dirs[0]!;
       await writeFile(join(s, 'cgroup.subtree_control'), '+memory +pids +cpu');
