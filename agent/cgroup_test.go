@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -86,8 +87,10 @@ func ownCgroup(pids bool) string {
 	return "/"
 }
 
-// processesWithArg lists live processes whose command line contains arg.
+// processesWithArg lists live processes whose command line is "sleep <arg>" (not the shell
+// whose script mentions it).
 func processesWithArg(arg string) []int {
+	want := []byte("sleep\x00" + arg + "\x00")
 	entries, _ := os.ReadDir("/proc")
 	var out []int
 	for _, e := range entries {
@@ -97,7 +100,7 @@ func processesWithArg(arg string) []int {
 		}
 		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		_, state, ok := procStat(pid)
-		if ok && state != 'Z' && bytes.Contains(cmd, []byte(arg)) {
+		if ok && state != 'Z' && bytes.Equal(cmd, want) {
 			out = append(out, pid)
 		}
 	}
@@ -182,5 +185,40 @@ func testExecCgroupExecFailure(t *testing.T, traced bool) {
 			t.Fatalf("exec cgroups left: %v", entries)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A tree signal reaches a process that left the session and cleared its environment, and
+// only once (SIGTERM here: the exec's shell traps nothing and dies of it).
+func TestExecCgroupTreeSignal(t *testing.T) { bothStarts(t, execCgroupTreeSignal) }
+
+func execCgroupTreeSignal(t *testing.T, traced bool) {
+	withTestCgroups(t, traced)
+	marker := fmt.Sprintf("1001.%d", os.Getpid())
+	h := newTestHost(t, true)
+	id := h.open(map[string]any{"op": "exec", "argv": []string{"/bin/sh", "-c",
+		"( setsid sh -c 'exec env -i sleep " + marker + "' & ); sleep 1000"}, "timeoutMs": 20000})
+	waitStarted(t, h, id)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(processesWithArg(marker)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the detached sleep did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b, _ := json.Marshal(map[string]any{"signal": "SIGTERM", "tree": true})
+	h.send(frameControl, id, b)
+	r := h.wait(id, 10*time.Second)
+	if r.err != nil || r.result["signal"] != "SIGTERM" {
+		t.Fatalf("result %v err %v", r.result, r.err)
+	}
+	for time.Now().Before(deadline) && len(processesWithArg(marker)) > 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if left := processesWithArg(marker); len(left) > 0 {
+		for _, pid := range left {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		t.Fatalf("the detached process did not get the tree signal: %v", left)
 	}
 }
