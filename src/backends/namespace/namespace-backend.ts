@@ -117,7 +117,7 @@ class NamespaceBackend implements Backend {
     try {
       const hostUid = await this.uids.allocate();
       // Runs last, after the process and cgroup are gone: a uid some process still holds stays
-      // quarantined (GET /v1/backends shows how many) instead of going to the next sandbox.
+      // quarantined (probe() counts them) instead of going to the next sandbox.
       cleanup.push('uid', async () => { await this.uids.release(hostUid); });
       const lowerDir = await this.images.acquire(spec.pack);
       // The cgroup comes first: bwrap binds its delegated user/ part into the sandbox. bwrap's
