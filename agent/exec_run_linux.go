@@ -5,6 +5,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"sync"
@@ -17,6 +18,7 @@ type execRun struct {
 	s        *stream
 	req      *execRequest
 	pid      int
+	cg       *execCgroup // nil outside a cgroup-capable sandbox (tests): tree kill by group and tag
 	exit     <-chan exitInfo
 	started  time.Time
 	stdin    *os.File   // our end of stdin (pipe write end or pty master), nil when none
@@ -72,12 +74,15 @@ func startExec(c *conn, s *stream, cmd *exec.Cmd, req *execRequest) (*execRun, e
 		return nil, newOpError(codeInternal, "exec stdio: %v", err)
 	}
 	r.started = time.Now()
-	r.exit, err = startRegistered(cmd)
+	r.exit, err = r.start(cmd)
 	for _, f := range childEnds {
 		f.Close()
 	}
 	if err != nil {
 		r.closeOurs()
+		if opErr := (*opError)(nil); errors.As(err, &opErr) {
+			return nil, err
+		}
 		return nil, startError(cmd, err)
 	}
 	r.pid = cmd.Process.Pid
@@ -92,6 +97,36 @@ func startExec(c *conn, s *stream, cmd *exec.Cmd, req *execRequest) (*execRun, e
 		go r.pump(f, kinds[i])
 	}
 	return r, nil
+}
+
+// start starts cmd in a cgroup of its own when the sandbox has one, so the whole exec can be
+// killed however its processes detach.
+func (r *execRun) start(cmd *exec.Cmd) (<-chan exitInfo, error) {
+	if execCgroups == nil {
+		return startRegistered(cmd)
+	}
+	cg, err := execCgroups.newExec()
+	if err != nil {
+		return nil, newOpError(codeInternal, "%v", err)
+	}
+	exit, err := startInCgroup(cmd, cg)
+	if err != nil {
+		cg.kill()
+		cg.release()
+		return nil, err
+	}
+	r.cg = cg
+	return exit, nil
+}
+
+// killAll sends sig to every process of the exec: its cgroup, or (without one) its process
+// group, descendants and tagged processes.
+func (r *execRun) killAll(sig syscall.Signal) {
+	if r.cg != nil {
+		r.cg.signal(sig)
+		return
+	}
+	killTree(r.pid, r.s.id, sig)
 }
 
 func (r *execRun) setupPipes(cmd *exec.Cmd) ([]*os.File, error) {
@@ -208,7 +243,7 @@ func (r *execRun) control(payload []byte) {
 		return
 	}
 	if m.Tree {
-		killTree(r.pid, r.s.id, sig)
+		r.killAll(sig)
 		return
 	}
 	if syscall.Kill(-r.pid, sig) != nil {
@@ -231,12 +266,15 @@ func (r *execRun) finish() (any, error) {
 	case ex = <-r.exit:
 	case <-timeout:
 		r.timedOut = true
-		killTree(r.pid, r.s.id, syscall.SIGKILL)
+		r.killAll(syscall.SIGKILL)
 		ex = <-r.exit
 	case <-r.s.ctx.Done():
 		cancelled = true
-		killTree(r.pid, r.s.id, syscall.SIGKILL)
+		r.killAll(syscall.SIGKILL)
 		ex = <-r.exit
+	}
+	if r.cg != nil {
+		r.cg.release()
 	}
 	duration := msSince(r.started)
 	r.drain()

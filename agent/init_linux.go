@@ -75,6 +75,10 @@ func initRun() (flags, error) {
 		return flags{}, err
 	}
 	prepareRoot(params.execUID)
+	if err := setupVMCgroups(); err != nil {
+		// Not fatal: execs fall back to process-group and tag kill, which a detached process escapes.
+		fmt.Fprintf(os.Stderr, "kiln-init: no exec cgroups (%v): detached processes may outlive their exec\n", err)
+	}
 	limitProcesses()
 	// The kernel gives init only HOME=/, TERM=linux and the command line's KEY=value words. Execs
 	// build their own environment; this is the agent's.
@@ -247,7 +251,11 @@ func prepareRoot(execUID int) {
 	_ = os.Symlink("pts/ptmx", "/dev/ptmx")
 	_ = os.MkdirAll("/dev/shm", 0o1777)
 	_ = syscall.Mount("tmpfs", "/dev/shm", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777")
-	_ = syscall.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "")
+	// nsdelegate as systemd mounts it: a cgroup namespace is a delegation boundary.
+	cgFlags := uintptr(syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC)
+	if syscall.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", cgFlags, "nsdelegate") != nil {
+		_ = syscall.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", cgFlags, "")
+	}
 	for _, l := range [][2]string{{"/proc/self/fd", "/dev/fd"}, {"/proc/self/fd/0", "/dev/stdin"}, {"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"}} {
 		_ = os.Symlink(l[0], l[1])
 	}

@@ -24,11 +24,13 @@ type exitInfo struct {
 type reaper struct {
 	mu      sync.Mutex
 	waiters map[int]chan exitInfo
+	// stops receives the first stop of a child started traced (startTraced), by pid.
+	stops map[int]chan syscall.WaitStatus
 	// registered wakes the loop when a child is registered, so it starts its safety tick.
 	registered chan struct{}
 }
 
-var theReaper = &reaper{waiters: map[int]chan exitInfo{}, registered: make(chan struct{}, 1)}
+var theReaper = &reaper{waiters: map[int]chan exitInfo{}, stops: map[int]chan syscall.WaitStatus{}, registered: make(chan struct{}, 1)}
 var reaperOnce sync.Once
 
 // startReaper starts the loop once. PR_SET_CHILD_SUBREAPER makes orphans of our execs come to
@@ -53,7 +55,11 @@ func startReaper() {
 				case <-theReaper.registered:
 				case <-tick:
 				}
-				switch running := theReaper.reap(); {
+				running := theReaper.reap()
+				if execCgroups != nil {
+					execCgroups.sweep() // an exec cgroup empties when its last process is reaped
+				}
+				switch {
 				case running && tick == nil:
 					ticker.Reset(time.Second)
 					tick = ticker.C
@@ -80,9 +86,17 @@ func (r *reaper) reap() bool {
 		if err != nil || pid <= 0 {
 			return len(r.waiters) > 0
 		}
-		if ws.Stopped() || ws.Continued() {
+		if ws.Stopped() {
+			if st, ok := r.stops[pid]; ok {
+				delete(r.stops, pid)
+				st <- ws // buffered: never blocks
+			}
 			continue
 		}
+		if ws.Continued() {
+			continue
+		}
+		delete(r.stops, pid) // died before its first stop: the exit says so
 		if w, ok := r.waiters[pid]; ok {
 			delete(r.waiters, pid)
 			w <- exitInfo{status: ws, rusage: ru} // buffered: never blocks
@@ -93,19 +107,31 @@ func (r *reaper) reap() bool {
 // startRegistered starts cmd and returns a channel that receives its exit exactly once.
 // Never call cmd.Wait or cmd.Process.Wait on it.
 func startRegistered(cmd *exec.Cmd) (<-chan exitInfo, error) {
+	exit, _, err := startWatched(cmd, false)
+	return exit, err
+}
+
+// startWatched is startRegistered that, with stops, also hands over the child's first stop
+// (a child started with SysProcAttr.Ptrace stops at its execve).
+func startWatched(cmd *exec.Cmd, stops bool) (<-chan exitInfo, <-chan syscall.WaitStatus, error) {
 	startReaper()
 	theReaper.mu.Lock()
 	defer theReaper.mu.Unlock()
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ch := make(chan exitInfo, 1)
 	theReaper.waiters[cmd.Process.Pid] = ch
+	var st chan syscall.WaitStatus
+	if stops {
+		st = make(chan syscall.WaitStatus, 1)
+		theReaper.stops[cmd.Process.Pid] = st
+	}
 	select {
 	case theReaper.registered <- struct{}{}:
 	default: // a wake-up is already pending
 	}
-	return ch, nil
+	return ch, st, nil
 }
 
 func prctl(option int, arg2 uintptr) error {

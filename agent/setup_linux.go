@@ -66,6 +66,8 @@ func setupNamespaceRoot(lower string, diskBytes int64) error {
 		{"bind /dev/shm", func() error { return bindShm(root + "/dev/shm") }},
 		{"mount /proc", func() error { return mountProc(root + "/proc") }},
 		{"mask /proc", func() error { return maskProc(root+"/proc", root+"/dev/null") }},
+		{"guard oom score", func() error { return guardOOMScore(root + "/proc/1") }},
+		{"open cgroup dirs", openDelegatedCgroups}, // before pivot_root: the old root goes away
 		{"pivot_root", func() error { return syscall.PivotRoot(root, root+"/.kiln-old") }},
 		{"chdir /", func() error { return syscall.Chdir("/") }},
 		{"detach old root", func() error { return syscall.Unmount("/.kiln-old", syscall.MNT_DETACH) }},

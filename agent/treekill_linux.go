@@ -1,6 +1,8 @@
 package main
 
-// Process-tree kill. A process group alone misses children that called setsid or setpgid, and
+// Process-tree kill, the fallback when the agent has no exec cgroups (cgroup_linux.go; e.g. the
+// agent's own tests): a process that leaves the session, the group and the environment tag
+// escapes it. A process group alone misses children that called setsid or setpgid, and
 // parent links break once a middle process exits (its children are reparented to us), so every
 // exec also tags its environment with KILN_EXEC_ID and we kill by tag as well.
 

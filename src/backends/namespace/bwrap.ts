@@ -16,6 +16,17 @@ export interface BwrapOptions {
   agentPath: string;
   diskBytes: number;
   hostname: string;
+  /**
+   * Delegated cgroup directories by hierarchy, bound at /.kiln/cgroup/<name>: the agent opens
+   * them before pivot_root, which leaves them unreachable from the sandbox's root.
+   */
+  cgroupDirs?: Record<string, string>;
+  /**
+   * A cgroup namespace for the sandbox (default true). Off on cgroup v2: with nsdelegate (as
+   * systemd mounts it) a namespace rooted at the agent's cgroup would stop the agent moving execs
+   * into the user/ part beside it (test/qemu/cgroup-v2.test.ts shows both).
+   */
+  cgroupNamespace?: boolean;
   /** Receives everything bwrap and the agent write to stderr, from the start. */
   onStderr: (text: string) => void;
 }
@@ -30,13 +41,16 @@ export interface BwrapProcess {
 
 export function bwrapArgs(o: BwrapOptions): string[] {
   return [
-    '--unshare-all', '--unshare-cgroup-try',
+    // --unshare-all without its cgroup namespace when that is off.
+    '--unshare-user', '--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts',
+    ...(o.cgroupNamespace === false ? [] : ['--unshare-cgroup-try']),
     '--die-with-parent', '--as-pid-1',
     '--uid', '0', '--gid', '0', '--cap-add', 'ALL',
     '--hostname', o.hostname,
     '--dev', '/dev', '--proc', '/proc',
     '--ro-bind', o.lowerDir, '/.kiln/lower',
     '--ro-bind', o.agentPath, '/.kiln/agent',
+    ...Object.entries(o.cgroupDirs ?? {}).flatMap(([name, dir]) => ['--bind', dir, `/.kiln/cgroup/${name}`]),
     '--info-fd', '3', '--block-fd', '4',
     '--clearenv',
     '--',

@@ -1,11 +1,18 @@
 /**
  * Per-sandbox cgroups for memory, pids and cpu, on cgroup v1 (one hierarchy per controller) and
  * v2 (unified). Every sandbox cgroup lives under a `kiln` parent below the service's own cgroup,
- * so the start-up scan can find and remove what a crashed service left.
+ * so the start-up scan can find and remove what a crashed service left. See docs/security/cgroups.md.
+ *
+ * A delegated sandbox cgroup (namespace sandboxes) is split in two:
+ *
+ *   <sandbox>/        limits: memory + agent reserve, pids, cpu
+ *   ├── agent/        the agent (PID 1); outside what user code can fill, so a sandbox OOM never picks it
+ *   └── user/         memory limit, pids limit - agent reserve; owned by the sandbox uid:
+ *       └── exec-<n>/ the agent makes one per exec and kills it whole (cgroup.kill / pids.max=0 + SIGKILL)
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chown, mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface CgroupLimits {
@@ -19,6 +26,11 @@ export type CgroupVersion = 1 | 2;
 const CGROUP_ROOT = '/sys/fs/cgroup';
 const V1_CONTROLLERS = ['memory', 'pids', 'cpu'] as const;
 const CPU_PERIOD_US = 100_000;
+const V2_CONTROLLERS = ['memory', 'pids', 'cpu'];
+/** On v2 the service moves itself into this leaf of its own cgroup (no processes in inner nodes). */
+export const SERVICE_LEAF = 'kiln-service';
+/** Memory the agent may use beyond the sandbox's limit, and pids of the limit kept for it (up to a quarter). */
+export const AGENT_RESERVE = { memoryBytes: 64 * 1024 * 1024, pids: 64 };
 
 export interface CgroupLayout {
   version: CgroupVersion;
@@ -29,7 +41,9 @@ export interface CgroupLayout {
 /** Finds where this service may create sandbox cgroups. Throws with a fix when it cannot. */
 export function detectCgroupLayout(name = 'kiln'): CgroupLayout {
   if (existsSync(join(CGROUP_ROOT, 'cgroup.controllers'))) {
-    const self = ownPath('');
+    let self = ownPath('');
+    // prepareLayout moved this process into a leaf of its own cgroup: the base is the one above.
+    if (self.endsWith(`/${SERVICE_LEAF}`)) self = self.slice(0, -SERVICE_LEAF.length - 1) || '/';
     return { version: 2, parents: { unified: join(CGROUP_ROOT, self, name) } };
   }
   const parents: Record<string, string> = {};
@@ -51,28 +65,132 @@ function ownPath(controller: string): string {
   return '/';
 }
 
-export async function prepareLayout(layout: CgroupLayout): Promise<void> {
+export interface PrepareOptions {
+  /**
+   * v2: which processes of the service's own cgroup may move into its kiln-service leaf: 'all'
+   * (the service: under Delegate=yes its cgroup is its own) or 'self-only' (kiln doctor: only
+   * when it is alone there, never a login shell's processes).
+   */
+  move?: 'all' | 'self-only';
+}
+
+/** Makes the parents. On v2 it enables the controllers down to them, or throws saying why it cannot. */
+export async function prepareLayout(layout: CgroupLayout, options: PrepareOptions = {}): Promise<void> {
+  if (layout.version === 2) return prepareV2Parent(layout.parents.unified!, options.move ?? 'all');
   for (const dir of Object.values(layout.parents)) await mkdir(dir, { recursive: true });
-  if (layout.version === 2) {
-    // v2 forbids processes in inner nodes that delegate controllers: enable them on the kiln node.
-    const parent = layout.parents.unified!;
-    await writeFile(join(parent, '..', 'cgroup.subtree_control'), '+memory +pids +cpu').catch(() => undefined);
-    await writeFile(join(parent, 'cgroup.subtree_control'), '+memory +pids +cpu');
+}
+
+export type CgroupMode = 'v1' | 'hybrid' | 'v2' | 'none';
+
+/** v2: unified only; hybrid: v1 controllers plus a cgroup2 mount at /sys/fs/cgroup/unified. */
+export function cgroupMode(): CgroupMode {
+  if (existsSync(join(CGROUP_ROOT, 'cgroup.controllers'))) return 'v2';
+  if (!existsSync(join(CGROUP_ROOT, 'memory', 'cgroup.procs'))) return 'none';
+  return existsSync(join(CGROUP_ROOT, 'unified', 'cgroup.procs')) ? 'hybrid' : 'v1';
+}
+
+export interface CgroupProbe {
+  mode: CgroupMode;
+  /** A delegated sandbox cgroup with limits could be made and removed here. */
+  delegation: boolean;
+  detail: string;
+}
+
+/**
+ * What kiln doctor reports: the mode, and whether a real sandbox cgroup (limits, agent/ and a
+ * user/ handed to an unprivileged uid) can be created and removed from where this process runs.
+ */
+export async function probeCgroups(name = `kiln-probe-${process.pid}`): Promise<CgroupProbe> {
+  const mode = cgroupMode();
+  let layout: CgroupLayout | undefined;
+  try {
+    layout = detectCgroupLayout(name);
+    await prepareLayout(layout, { move: 'self-only' });
+    const cg = await SandboxCgroup.create(layout, 'probe', { memoryBytes: 64 * 1024 * 1024, pidsMax: 128, cpus: 1 }, { delegateUid: 65534 });
+    await cg.remove();
+    return { mode, delegation: true, detail: `${mode}: sandbox cgroups with memory, pids and cpu limits can be created and delegated under ${Object.values(layout.parents).join(', ')}` };
+  } catch (e) {
+    return { mode, delegation: false, detail: `${mode}: ${(e as Error).message}` };
+  } finally {
+    if (layout) {
+      await removeCgroupDirs(Object.values(layout.parents).map((p) => join(p, 'probe'))).catch(() => undefined);
+      await removeLayoutParents(layout);
+    }
   }
 }
 
+/**
+ * v2: `parent` is <own>/<name>. Controllers must be enabled in <own>'s subtree_control, which v2
+ * allows only when <own> holds no processes: as a systemd service with Delegate=yes, <own> is the
+ * service's cgroup and holds the service, so its processes move into <own>/kiln-service first.
+ */
+async function prepareV2Parent(parent: string, move: 'all' | 'self-only'): Promise<void> {
+  const own = dirname(parent);
+  const fix = 'run kiln as a systemd service with Delegate=yes (packaging/kiln.service), or from a cgroup whose parent delegates memory, pids and cpu';
+  const available = words(await readFile(join(own, 'cgroup.controllers'), 'utf8').catch(() => ''));
+  const missing = V2_CONTROLLERS.filter((c) => !available.includes(c));
+  if (missing.length) throw new Error(`cgroup v2: controller(s) ${missing.join(', ')} not available in ${own}: ${fix}`);
+  const enabled = words(await readFile(join(own, 'cgroup.subtree_control'), 'utf8'));
+  if (V2_CONTROLLERS.some((c) => !enabled.includes(c))) {
+    if (own !== CGROUP_ROOT) await moveProcessesToLeaf(own, move);
+    await enableControllers(own, fix);
+  }
+  await mkdir(parent, { recursive: true });
+  await enableControllers(parent, fix);
+}
+
+async function enableControllers(dir: string, fix: string): Promise<void> {
+  try {
+    await writeFile(join(dir, 'cgroup.subtree_control'), V2_CONTROLLERS.map((c) => `+${c}`).join(' '));
+  } catch (e) {
+    throw new Error(`cgroup v2: cannot enable ${V2_CONTROLLERS.join(', ')} in ${dir}/cgroup.subtree_control (${(e as Error).message}): ${fix}`);
+  }
+}
+
+async function moveProcessesToLeaf(own: string, move: 'all' | 'self-only'): Promise<void> {
+  const leaf = join(own, SERVICE_LEAF);
+  const others = words(await readFile(join(own, 'cgroup.procs'), 'utf8')).filter((p) => p !== String(process.pid));
+  if (move === 'self-only' && others.length) {
+    throw new Error(`cgroup v2: controllers are not enabled below ${own}, which holds other processes too (${others.slice(0, 5).join(' ')}): kiln serve moves its cgroup's processes into ${SERVICE_LEAF}/ itself; to probe, run "systemd-run --scope -p Delegate=yes kiln doctor" or check the unit has Delegate=yes`);
+  }
+  await mkdir(leaf, { recursive: true });
+  for (let round = 0; round < 20; round++) {
+    const pids = words(await readFile(join(own, 'cgroup.procs'), 'utf8'));
+    if (pids.length === 0) return;
+    for (const pid of pids) await writeFile(join(leaf, 'cgroup.procs'), pid).catch(() => undefined); // ESRCH: exited meanwhile
+  }
+  throw new Error(`cgroup v2: processes keep appearing in ${own}; cannot make it an inner node`);
+}
+
+function words(text: string): string[] {
+  return text.split(/\s+/).filter(Boolean);
+}
+
+export interface SandboxCgroupOptions {
+  /**
+   * Split the group into agent/ and user/ and hand user/ to this host uid, so the agent can make
+   * and kill per-exec cgroups there (namespace sandboxes).
+   */
+  delegateUid?: number;
+}
+
 export class SandboxCgroup {
+  /** Per hierarchy: the user/ directory handed to the sandbox (empty when not delegated). */
+  readonly userDirs: Record<string, string> = {};
+
   private constructor(readonly layout: CgroupLayout, readonly dirs: string[]) {}
 
-  static async create(layout: CgroupLayout, id: string, limits: CgroupLimits): Promise<SandboxCgroup> {
+  static async create(layout: CgroupLayout, id: string, limits: CgroupLimits, options: SandboxCgroupOptions = {}): Promise<SandboxCgroup> {
     const dirs = Object.values(layout.parents).map((p) => join(p, id));
     const cg = new SandboxCgroup(layout, []);
-    for (const d of dirs) {
-      await mkdir(d);
-      cg.dirs.push(d);
-    }
     try {
-      await cg.applyLimits(limits);
+      for (const d of dirs) {
+        await mkdir(d);
+        cg.dirs.push(d);
+      }
+      const delegated = options.delegateUid !== undefined;
+      await cg.applyLimits(limits, delegated ? AGENT_RESERVE.memoryBytes : 0);
+      if (delegated) await cg.delegate(limits, options.delegateUid!);
     } catch (e) {
       await cg.remove().catch(() => undefined);
       throw e;
@@ -80,34 +198,79 @@ export class SandboxCgroup {
     return cg;
   }
 
-  private file(controller: string, name: string): string {
-    const dir = this.layout.version === 2 ? this.dirs[0]! : this.dirs[V1_CONTROLLERS.indexOf(controller as (typeof V1_CONTROLLERS)[number])]!;
-    return join(dir, name);
+  private dir(controller: string): string {
+    return this.layout.version === 2 ? this.dirs[0]! : this.dirs[V1_CONTROLLERS.indexOf(controller as (typeof V1_CONTROLLERS)[number])]!;
   }
 
-  private async applyLimits(l: CgroupLimits): Promise<void> {
+  private file(controller: string, name: string): string {
+    return join(this.dir(controller), name);
+  }
+
+  private async applyLimits(l: CgroupLimits, reserveBytes: number): Promise<void> {
     const quota = Math.max(1000, Math.round(l.cpus * CPU_PERIOD_US));
+    const memory = String(l.memoryBytes + reserveBytes);
     if (this.layout.version === 2) {
-      await writeFile(this.file('memory', 'memory.max'), String(l.memoryBytes));
+      await writeFile(this.file('memory', 'memory.max'), memory);
       await writeFile(this.file('memory', 'memory.swap.max'), '0').catch(() => undefined);
       await writeFile(this.file('pids', 'pids.max'), String(l.pidsMax));
       await writeFile(this.file('cpu', 'cpu.max'), `${quota} ${CPU_PERIOD_US}`);
       return;
     }
-    await writeFile(this.file('memory', 'memory.limit_in_bytes'), String(l.memoryBytes));
-    await writeFile(this.file('memory', 'memory.memsw.limit_in_bytes'), String(l.memoryBytes)).catch(() => undefined);
+    await writeFile(this.file('memory', 'memory.limit_in_bytes'), memory);
+    await writeFile(this.file('memory', 'memory.memsw.limit_in_bytes'), memory).catch(() => undefined);
     await writeFile(this.file('pids', 'pids.max'), String(l.pidsMax));
     await writeFile(this.file('cpu', 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
     await writeFile(this.file('cpu', 'cpu.cfs_quota_us'), String(quota));
   }
 
-  async addProcess(pid: number): Promise<void> {
-    for (const d of this.dirs) await writeFile(join(d, 'cgroup.procs'), String(pid));
+  /** agent/ and user/ in the hierarchies that track and bound user code; user/ owned by uid. */
+  private async delegate(l: CgroupLimits, uid: number): Promise<void> {
+    // A quarter at most, so a small pids limit still leaves user code most of it.
+    const userPids = String(l.pidsMax - Math.min(AGENT_RESERVE.pids, Math.floor(l.pidsMax / 4)));
+    if (this.layout.version === 2) {
+      const s = this.dirs[0]!;
+      await writeFile(join(s, 'cgroup.subtree_control'), '+memory +pids +cpu');
+      await mkdir(join(s, 'agent'));
+      const user = join(s, 'user');
+      await mkdir(user);
+      await writeFile(join(user, 'memory.max'), String(l.memoryBytes));
+      await writeFile(join(user, 'memory.swap.max'), '0').catch(() => undefined);
+      await writeFile(join(user, 'pids.max'), userPids);
+      // Moving a process from agent/ to user/exec-<n> needs write access to the common ancestor's cgroup.procs.
+      for (const f of ['', 'cgroup.procs', 'cgroup.subtree_control', 'cgroup.threads']) await chown(join(user, f), uid, uid);
+      await chown(join(s, 'cgroup.procs'), uid, uid);
+      this.userDirs.unified = user;
+      return;
+    }
+    for (const c of ['memory', 'pids'] as const) {
+      const s = this.dir(c);
+      await mkdir(join(s, 'agent'));
+      const user = join(s, 'user');
+      await mkdir(user);
+      if (c === 'memory') {
+        await writeFile(join(user, 'memory.limit_in_bytes'), String(l.memoryBytes));
+        await writeFile(join(user, 'memory.memsw.limit_in_bytes'), String(l.memoryBytes)).catch(() => undefined);
+      } else {
+        await writeFile(join(user, 'pids.max'), userPids);
+      }
+      for (const f of ['', 'cgroup.procs']) await chown(join(user, f), uid, uid);
+      this.userDirs[c] = user;
+    }
   }
 
+  /** Puts pid into the group (into agent/ where the group is delegated). */
+  async addProcess(pid: number): Promise<void> {
+    for (const d of this.dirs) {
+      const agent = join(d, 'agent');
+      await writeFile(join(existsSync(agent) ? agent : d, 'cgroup.procs'), String(pid));
+    }
+  }
+
+  /** OOM kills of user code (v1 counts them only in the cgroup the victim was in: user/). */
   async oomKills(): Promise<number> {
-    const name = this.layout.version === 2 ? 'memory.events' : 'memory.oom_control';
-    const text = await readFile(this.file('memory', name), 'utf8').catch(() => '');
+    const text = this.layout.version === 2
+      ? await readFile(this.file('memory', 'memory.events'), 'utf8').catch(() => '')
+      : await readFile(join(this.userDirs.memory ?? this.dir('memory'), 'memory.oom_control'), 'utf8').catch(() => '');
     const m = /^oom_kill (\d+)$/m.exec(text);
     return m ? Number(m[1]) : 0;
   }
@@ -127,22 +290,37 @@ export class SandboxCgroup {
   }
 }
 
+/** Kills everything in each directory's subtree, then removes the subtree bottom-up. */
 export async function removeCgroupDirs(dirs: string[]): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     const left: string[] = [];
     for (const d of dirs) {
       if (!existsSync(d)) continue;
-      await killAll(d);
-      try {
-        await rmdir(d);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') left.push(d);
-      }
+      if (!(await removeTree(d))) left.push(d);
     }
     if (left.length === 0) return;
     if (attempt >= 50) throw new Error(`cgroups still busy after 50 attempts: ${left.join(', ')}`);
     dirs = left;
     await sleep(attempt < 10 ? 5 : 50);
+  }
+}
+
+/** One pass: stop forks, kill, remove children first. False when something is still busy. */
+async function removeTree(dir: string): Promise<boolean> {
+  // v2: cgroup.kill ends the whole subtree at once; v1: pids.max=0 stops forks in the subtree so the kill loop converges.
+  if (!(await writeFile(join(dir, 'cgroup.kill'), '1').then(() => true, () => false))) {
+    await writeFile(join(dir, 'pids.max'), '0').catch(() => undefined);
+  }
+  await killAll(dir);
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  let removed = true;
+  for (const e of entries) if (e.isDirectory() && !(await removeTree(join(dir, e.name)))) removed = false;
+  if (!removed) return false;
+  try {
+    await rmdir(dir);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT';
   }
 }
 

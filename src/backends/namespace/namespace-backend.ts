@@ -17,6 +17,7 @@ import { spawnBwrap } from './bwrap.js';
 import { detectCgroupLayout, prepareLayout, removeLayoutParents, SandboxCgroup, scanStaleCgroups, type CgroupLayout } from './cgroups.js';
 import { ImageMounts } from './image-mounts.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
+import { SandboxUids } from './uids.js';
 
 const run = promisify(execFile);
 
@@ -45,12 +46,12 @@ class NamespaceBackend implements Backend {
   private readonly live = new Map<string, NamespaceSandbox>();
   /** close() sees creates under way through, or their cgroups would outlive the parents' removal. */
   private readonly creates = new CreatesInFlight('namespace');
-  private readonly uidsInUse = new Set<number>();
-  private nextUid = 0;
+  private readonly uids: SandboxUids;
 
   constructor(private readonly o: NamespaceBackendOptions) {
     this.dir = join(o.runDir, 'namespace');
     this.images = new ImageMounts(join(this.dir, 'images'));
+    this.uids = new SandboxUids(o.uidBase ?? 200_000, o.uidCount ?? 65_536);
   }
 
   async probe(): Promise<BackendAvailability> {
@@ -79,7 +80,7 @@ class NamespaceBackend implements Backend {
       available: problems.length === 0,
       reason: problems.length ? problems.join('; ') : undefined,
       capabilities,
-      info: { bwrap: version, cgroups },
+      info: { bwrap: version, cgroups, quarantinedUids: this.uids.quarantined.length },
     };
   }
 
@@ -114,24 +115,21 @@ class NamespaceBackend implements Backend {
     let log = '';
     const onStderr = (text: string): void => { log = (log + text).slice(-8192); };
     try {
-      const hostUid = this.allocUid();
-      cleanup.push('uid', () => { this.uidsInUse.delete(hostUid); });
+      const hostUid = await this.uids.allocate();
+      // Runs last, after the process and cgroup are gone: a uid some process still holds stays
+      // quarantined (probe() counts them) instead of going to the next sandbox.
+      cleanup.push('uid', async () => { await this.uids.release(hostUid); });
       const lowerDir = await this.images.acquire(spec.pack);
-      // bwrap sets up its namespaces while we make the cgroup: its child waits on --block-fd
-      // until it is inside, so nothing of the sandbox runs unconfined. Each undo is registered
-      // as soon as its own step succeeds, whatever the other one does.
-      const [cgroupResult, procResult] = await Promise.allSettled([
-        SandboxCgroup.create(this.layout!, spec.id, { memoryBytes: spec.memoryMib * 1024 * 1024, pidsMax: this.o.maxPids, cpus: spec.cpus })
-          .then((cg) => { cleanup.push('cgroup', () => cg.remove()); return cg; }),
-        spawnBwrap({
-          bwrapPath: this.o.bwrapPath ?? 'bwrap', hostUid, lowerDir, agentPath: agentCopy,
-          diskBytes: spec.diskMib * 1024 * 1024, hostname: 'sandbox', onStderr,
-        }, signal).then((p) => { cleanup.push('process', () => killSandboxProcess(p.child, p.sandboxPid)); return p; }),
-      ]);
-      if (cgroupResult.status === 'rejected') throw cgroupResult.reason;
-      if (procResult.status === 'rejected') throw procResult.reason;
-      const cgroup = cgroupResult.value;
-      const proc = procResult.value;
+      // The cgroup comes first: bwrap binds its delegated user/ part into the sandbox. bwrap's
+      // child waits on --block-fd until it is inside, so nothing of the sandbox runs unconfined.
+      const cgroup = await SandboxCgroup.create(this.layout!, spec.id, { memoryBytes: spec.memoryMib * 1024 * 1024, pidsMax: this.o.maxPids, cpus: spec.cpus }, { delegateUid: hostUid });
+      cleanup.push('cgroup', () => cgroup.remove());
+      const proc = await spawnBwrap({
+        bwrapPath: this.o.bwrapPath ?? 'bwrap', hostUid, lowerDir, agentPath: agentCopy,
+        cgroupDirs: cgroup.userDirs, cgroupNamespace: this.layout!.version === 1,
+        diskBytes: spec.diskMib * 1024 * 1024, hostname: 'sandbox', onStderr,
+      }, signal);
+      cleanup.push('process', () => killSandboxProcess(proc.child, proc.sandboxPid));
       await cgroup.addProcess(proc.sandboxPid);
       proc.release();
       const agent = await AgentClient.connect(
@@ -149,20 +147,6 @@ class NamespaceBackend implements Backend {
       const why = e instanceof Error ? e.message : String(e);
       throw new KilnError('BOOT_FAILED', `namespace sandbox failed to start: ${why}${log.trim() ? `; sandbox log: ${log.trim().slice(-2000)}` : ''}`, { cause: e });
     }
-  }
-
-  private allocUid(): number {
-    const base = this.o.uidBase ?? 200_000;
-    const count = this.o.uidCount ?? 65_536;
-    for (let i = 0; i < count; i++) {
-      const uid = base + ((this.nextUid + i) % count);
-      if (!this.uidsInUse.has(uid)) {
-        this.nextUid = (uid - base + 1) % count;
-        this.uidsInUse.add(uid);
-        return uid;
-      }
-    }
-    throw new KilnError('AT_CAPACITY', 'no free sandbox uid left');
   }
 
   async scan(): Promise<ScanReport> {

@@ -1,0 +1,67 @@
+/**
+ * Host uids for namespace sandboxes, one per live sandbox. A uid is the sandbox's identity on the
+ * host (its files, its signals, its /proc entries), so it is never handed out while any process
+ * holds it: delete quarantines the uid of a sandbox a process outlived (a SIGKILL that did not
+ * land, a process outside the cgroup), and every allocation skips uids some host process runs as
+ * (a survivor of a crashed instance, another kiln instance on the same range). A quarantined uid
+ * is released at the first allocation that finds it free.
+ */
+import { readdir, stat } from 'node:fs/promises';
+import { KilnError } from '../../core/errors.js';
+
+export class SandboxUids {
+  private readonly inUse = new Set<number>();
+  private readonly quarantine = new Set<number>();
+  private next = 0;
+
+  constructor(private readonly base: number, private readonly count: number, private readonly procDir = '/proc') {}
+
+  /** Uids held back because a process still runs as them after their sandbox was deleted. */
+  get quarantined(): number[] {
+    return [...this.quarantine];
+  }
+
+  async allocate(): Promise<number> {
+    const held = await this.uidsWithProcesses();
+    // Nothing awaits from here on: two allocations cannot both take one uid.
+    for (const uid of this.quarantine) {
+      if (held.has(uid)) continue;
+      this.quarantine.delete(uid);
+      this.inUse.delete(uid);
+    }
+    for (let i = 0; i < this.count; i++) {
+      const uid = this.base + ((this.next + i) % this.count);
+      if (this.inUse.has(uid) || held.has(uid)) continue;
+      this.next = (uid - this.base + 1) % this.count;
+      this.inUse.add(uid);
+      return uid;
+    }
+    const q = this.quarantine.size ? `; ${this.quarantine.size} quarantined because processes still run as them (${this.quarantined.slice(0, 5).join(', ')})` : '';
+    throw new KilnError('AT_CAPACITY', `no free sandbox uid left in ${this.base}..${this.base + this.count - 1}${q}`);
+  }
+
+  /** After a sandbox's teardown: frees its uid, or quarantines it while a process still holds it. Returns true when quarantined. */
+  async release(uid: number): Promise<boolean> {
+    if ((await this.uidsWithProcesses()).has(uid)) {
+      this.quarantine.add(uid);
+      return true;
+    }
+    this.inUse.delete(uid);
+    return false;
+  }
+
+  /**
+   * Uids of this range that own a /proc/<pid> entry. The owner is the process's effective uid,
+   * or for a non-dumpable one its user namespace's root: a sandbox's processes map only uid 0,
+   * which is the sandbox's host uid, so either way it is that uid.
+   */
+  private async uidsWithProcesses(): Promise<Set<number>> {
+    const held = new Set<number>();
+    const entries = await readdir(this.procDir);
+    await Promise.all(entries.filter((e) => /^\d+$/.test(e)).map(async (e) => {
+      const uid = await stat(`${this.procDir}/${e}`).then((s) => s.uid, () => -1);
+      if (uid >= this.base && uid < this.base + this.count) held.add(uid);
+    }));
+    return held;
+  }
+}

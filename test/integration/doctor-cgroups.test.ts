@@ -1,0 +1,27 @@
+/**
+ * kiln doctor's cgroup check: the mode, and a real attempt at a delegated sandbox cgroup with
+ * limits (created and removed, nothing left), not a look at what is mounted.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { cgroupMode } from '../../src/backends/namespace/cgroups.js';
+import { hostChecks } from '../../src/cli/commands/doctor.js';
+
+/** This process's cgroup directories, one per v1 controller kiln uses or the v2 one. */
+function ownDirs(): string[] {
+  const lines = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n').map((l) => l.split(':'));
+  if (cgroupMode() === 'v2') return [join('/sys/fs/cgroup', lines.find((l) => l[0] === '0')![2]!)];
+  return ['memory', 'pids', 'cpu'].map((c) => join('/sys/fs/cgroup', c, lines.find((l) => l[1]!.split(',').includes(c))![2]!));
+}
+
+describe('kiln doctor: cgroups', { skip: process.getuid?.() === 0 ? undefined : 'needs root' }, () => {
+  it('reports the mode and that a delegated sandbox cgroup can be made here, and leaves nothing behind', async () => {
+    const check = (await hostChecks()).find((c) => c.name === 'cgroups');
+    assert.ok(check, 'a cgroups check');
+    assert.equal(check.ok, true, check.detail);
+    assert.match(check.detail, new RegExp(`^${cgroupMode()}: sandbox cgroups with memory, pids and cpu limits can be created and delegated`));
+    for (const dir of ownDirs()) assert.equal(existsSync(join(dir, `kiln-probe-${process.pid}`)), false, `probe cgroup left in ${dir}`);
+  });
+});

@@ -1,0 +1,28 @@
+/** bwrap's arguments for the cgroup parts (#12.1, #12.8): where the delegated cgroup goes, and the cgroup namespace. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { bwrapArgs, type BwrapOptions } from '../../src/backends/namespace/bwrap.js';
+
+const base: BwrapOptions = {
+  bwrapPath: 'bwrap', hostUid: 200_000, lowerDir: '/lower', agentPath: '/agent', diskBytes: 1 << 20, hostname: 'sandbox', onStderr: () => undefined,
+};
+
+describe('bwrap arguments', () => {
+  it('binds each delegated cgroup directory under /.kiln/cgroup, before the agent runs', () => {
+    const args = bwrapArgs({ ...base, cgroupDirs: { memory: '/sys/fs/cgroup/memory/k/sb/user', pids: '/sys/fs/cgroup/pids/k/sb/user' } });
+    const at = (dest: string) => args.findIndex((a, i) => a === '--bind' && args[i + 2] === dest);
+    assert.equal(args[at('/.kiln/cgroup/memory') + 1], '/sys/fs/cgroup/memory/k/sb/user');
+    assert.equal(args[at('/.kiln/cgroup/pids') + 1], '/sys/fs/cgroup/pids/k/sb/user');
+    assert.ok(at('/.kiln/cgroup/pids') < args.indexOf('--'));
+  });
+
+  it('makes a cgroup namespace unless told not to (cgroup v2 with nsdelegate), and every other namespace always', () => {
+    const withNs = bwrapArgs(base);
+    const withoutNs = bwrapArgs({ ...base, cgroupNamespace: false });
+    assert.ok(withNs.includes('--unshare-cgroup-try'));
+    assert.ok(!withoutNs.some((a) => a.startsWith('--unshare-cgroup') || a === '--unshare-all'), withoutNs.join(' '));
+    for (const ns of ['--unshare-user', '--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts']) {
+      assert.ok(withoutNs.includes(ns) && withNs.includes(ns), ns);
+    }
+  });
+});
