@@ -2,9 +2,8 @@
 import { execFile } from 'node:child_process';
 import { access, constants, readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { cgroupMode, probeCgroups } from '../../backends/namespace/cgroups.js';
 import { loadConfig } from '../../core/config.js';
-import { createBackends } from '../../server/compose.js';
+import { cgroupMode, createBackends, probeCgroups } from '../../server/compose.js';
 import { listImages, loadPacks } from '../../images/index.js';
 import { parseFlags, type Command } from '../command.js';
 
