@@ -206,10 +206,15 @@ func mountRoot(diskMib int) error {
 	if err := syscall.Mount("tmpfs", initRW, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%dm,mode=0755", diskMib)); err != nil {
 		return fmt.Errorf("mount the writable layer (tmpfs %d MiB): %w", diskMib, err)
 	}
-	for _, d := range []string{initRW + "/upper", initRW + "/work"} {
+	for _, d := range []string{initRW + "/upper", initRW + "/work", initRW + "/shm"} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
+	}
+	// shm/ becomes /dev/shm (switchRoot): shared memory counts against the disk cap like every
+	// other file the sandbox writes, instead of a tmpfs of its own worth half the guest's RAM.
+	if err := os.Chmod(initRW+"/shm", 0o777|os.ModeSticky); err != nil {
+		return err
 	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", initLower, initRW, initRW)
 	// nosuid: no set-id program of the pack (su, newgrp…) lifts an exec to root, and nothing the
@@ -230,6 +235,12 @@ func switchRoot() error {
 			return fmt.Errorf("move %s into the new root: %w", d, err)
 		}
 	}
+	if err := os.MkdirAll(initNewRoot+"/dev/shm", 0o755); err != nil {
+		return err
+	}
+	if err := syscall.Mount(initRW+"/shm", initNewRoot+"/dev/shm", "", syscall.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind the disk's shm/ on /dev/shm: %w", err)
+	}
 	if err := syscall.Chdir(initNewRoot); err != nil {
 		return err
 	}
@@ -249,8 +260,6 @@ func prepareRoot(execUID int) {
 	_ = syscall.Mount("devpts", "/dev/pts", "devpts", syscall.MS_NOSUID|syscall.MS_NOEXEC, "gid=5,mode=0620,ptmxmode=0666")
 	_ = os.Remove("/dev/ptmx")
 	_ = os.Symlink("pts/ptmx", "/dev/ptmx")
-	_ = os.MkdirAll("/dev/shm", 0o1777)
-	_ = syscall.Mount("tmpfs", "/dev/shm", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777")
 	// nsdelegate as systemd mounts it: a cgroup namespace is a delegation boundary.
 	cgFlags := uintptr(syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC)
 	if syscall.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", cgFlags, "nsdelegate") != nil {

@@ -100,6 +100,15 @@ describe('qemu sandbox hardening', { skip, timeout: 600_000 }, () => {
     assert.match(mounts, /(^|,)nodev(,|$)/m, mounts);
   });
 
+  it('counts /dev/shm against the disk cap (64 MiB): 100 MiB do not fit', async () => {
+    const r = await run('dd if=/dev/zero of=/dev/shm/fill bs=1M count=100 2>&1; echo rc=$?; du -m /dev/shm/fill; rm -f /dev/shm/fill');
+    assert.match(r.out, /No space left on device/, r.out);
+    assert.match(r.out, /rc=1/, r.out);
+    const mib = Number(/^(\d+)\s+\/dev\/shm\/fill$/m.exec(r.out)?.[1]);
+    assert.ok(mib <= 64, `wrote ${mib} MiB into /dev/shm with a 64 MiB disk`);
+    assert.match((await run('echo ok > /dev/shm/after && cat /dev/shm/after')).out, /^ok$/m, 'the space is back once the file is gone');
+  });
+
   it('runs every exec, root or not, under the socket filter', async () => {
     for (const uid of [1000, 0]) {
       assert.match((await run('grep Seccomp: /proc/self/status', uid)).out, /^Seccomp:\s+2$/m, `uid ${uid}`);
