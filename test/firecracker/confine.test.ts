@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -120,6 +120,9 @@ test('unjailed Firecracker runs as its own uid, in its own limited cgroup and na
       held.push({ pid, uid, dirs: [...new Set(Object.values(cg))] });
     }
     assert.notEqual(held[0]!.uid, held[1]!.uid, 'two VMs, two uids');
+    // The template VM's uid is handed out again later: its snapshot files must not stay its own.
+    const tplDir = join(dir, 'run/firecracker/templates', String(live[0]!.details.cloneOf));
+    for (const f of ['vmstate', 'memory']) assert.equal((await stat(join(tplDir, f))).uid, 0, `${f} belongs to root`);
     await Promise.all(live.splice(0).map((sb) => sb.destroy()));
     for (const h of held) {
       for (let i = 0; i < 100 && await alive(h.pid); i++) await new Promise((r) => setTimeout(r, 50));
