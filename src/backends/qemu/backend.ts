@@ -133,6 +133,8 @@ class QemuBackend implements Backend {
     if (this.jails && !(await execFileAsync(this.jails.bwrapPath, ['--version']).then(() => true, () => false))) {
       return unavailable(`${this.jails.bwrapPath} was not found: install the bubblewrap package (it confines each QEMU), or set the qemu backend's jail option to false`);
     }
+    const cgroupProblem = this.jails?.problem();
+    if (cgroupProblem) return unavailable(`QEMU cgroups cannot be made: ${cgroupProblem} (or set the qemu backend's jail option to false)`);
     const accel = await chooseAccel(this.o.accel ?? 'auto');
     const jail = this.jails ? `uid, cgroup ${this.jails.cgroupName}, namespaces` : this.confine?.runAs ? `seccomp, runs as ${this.confine.runAs}` : this.confine ? 'seccomp' : 'none';
     return {

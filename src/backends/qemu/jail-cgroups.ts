@@ -31,6 +31,16 @@ export class CgroupAdapter {
     }
   }
 
+  /** Why VMM cgroups cannot be made here, or undefined when they can. */
+  problem(): string | undefined {
+    try {
+      detectCgroupLayout(this.name);
+      return undefined;
+    } catch (e) {
+      return (e as Error).message;
+    }
+  }
+
   /** Removes every group not in `keep`, killing what runs in it. */
   async removeStale(keep: ReadonlySet<string>): Promise<string[]> {
     let layout: CgroupLayout;

@@ -135,6 +135,11 @@ export class VmmJails {
     return jail;
   }
 
+  /** Why QEMUs cannot be jailed on this host, or undefined. */
+  problem(): string | undefined {
+    return this.cgroups.problem();
+  }
+
   /** Pids of every jailed process this instance started and has not released. */
   pids(): number[] {
     return [...this.live.values()].flatMap((j) => j.pids);
