@@ -62,14 +62,6 @@ export class UnjailedConfiner {
 
   async acquire(id: string, limits: { vcpus: number; memoryMib: number }, files: ConfinementFiles, firecrackerPath: string): Promise<VmmConfinement> {
     if (this.live.has(id)) throw new KilnError('INTERNAL', `a Firecracker confinement named ${id} is already in use`);
-    const uid = this.uids.take();
-    let cgroup: CgroupHandle;
-    try {
-      cgroup = await this.cgroups.create(id, { memoryBytes: vmmMemoryLimitBytes(limits.memoryMib), pidsMax: 64 + limits.vcpus, cpus: limits.vcpus + 0.25 });
-    } catch (e) {
-      this.uids.release(uid);
-      throw new KilnError('BOOT_FAILED', `cannot create the cgroup of Firecracker ${id}: ${(e as Error).message}`, { cause: e });
-    }
     const devices = (await Promise.all([...KVM_DEVICES, ...(files.network ? ['/dev/net/tun'] : [])].map(async (d) => (await stat(d).catch(() => undefined)) ? d : undefined)))
       .filter((d): d is string => d !== undefined);
     // Firecracker opens /dev/kvm as the VM's uid: through the device's group, as with the jailer.
@@ -86,6 +78,14 @@ export class UnjailedConfiner {
       '--bind', files.dir, files.dir,
       '--remount-ro', '/', '--chdir', files.dir,
     ];
+    const uid = this.uids.take();
+    let cgroup: CgroupHandle;
+    try {
+      cgroup = await this.cgroups.create(id, { memoryBytes: vmmMemoryLimitBytes(limits.memoryMib), pidsMax: 64 + limits.vcpus, cpus: limits.vcpus + 0.25 });
+    } catch (e) {
+      this.uids.release(uid);
+      throw new KilnError('BOOT_FAILED', `cannot create the cgroup of Firecracker ${id}: ${(e as Error).message}`, { cause: e });
+    }
     const setprivArgs = [
       '/usr/bin/setpriv', '--reuid', String(uid), '--regid', String(uid),
       ...(kvmGid !== undefined && kvmGid !== 0 ? ['--groups', String(kvmGid)] : ['--clear-groups']),

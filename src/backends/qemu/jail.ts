@@ -98,6 +98,7 @@ export class VmmJails {
   /** Confinement for a VM about to start; `name` (its QEMU id) names its cgroup. */
   async acquire(name: string, limits: JailLimits, files: JailFiles, binary: string): Promise<VmJail> {
     if (this.live.has(name)) throw new KilnError('INTERNAL', `a QEMU jail named ${name} is already in use`);
+    const args = bwrapArgs(await this.rootArgs(binary), files, limits.accel === 'kvm');
     const uid = this.uids.take();
     let cgroup: CgroupHandle;
     try {
@@ -111,7 +112,6 @@ export class VmmJails {
       this.uids.release(uid);
       throw new KilnError('BOOT_FAILED', `cannot create the cgroup of QEMU ${name}: ${(e as Error).message}`, { cause: e });
     }
-    const args = bwrapArgs(await this.rootArgs(binary), files, limits.accel === 'kvm');
     let released: Promise<void> | undefined;
     const jail: VmJail = {
       name, uid, gid: uid, bwrapArgs: args, bwrapPath: this.bwrapPath, pids: [],
