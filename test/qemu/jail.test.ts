@@ -9,7 +9,7 @@ import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, readlink, stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -144,6 +144,7 @@ describe('qemu jail', { skip, timeout: 300_000 }, () => {
         for (const pid of pids) assert.equal(await isAlive(pid), false, `pid ${pid} of ${sb.id} is gone`);
         for (const d of l.dirs) assert.equal(existsSync(d), false, `${d} is removed`);
         assert.deepEqual(await processesOf(sb.details.uid as number), [], `nothing runs as ${sb.id}'s uid`);
+        for (const d of l.dirs) assert.equal(existsSync(dirname(d)), false, `close() removed the parent ${dirname(d)}`);
       }
     }
   });
@@ -188,6 +189,7 @@ describe('qemu jail', { skip, timeout: 300_000 }, () => {
     const report = await f.backend({ templates: false }).scan();
     assert.match(report.removed.join('\n'), /stale VMM cgroup .*\/crashed/);
     for (const d of l.dirs) assert.equal(existsSync(d), false, `${d} is removed`);
+    for (const d of l.dirs) assert.equal(existsSync(dirname(d)), false, `the scan removed the empty parent ${dirname(d)}`);
     await assert.rejects(stat(`${f.runDir}/qemu/vms/crashed`), { code: 'ENOENT' });
   });
 });

@@ -19,14 +19,22 @@ export class CgroupAdapter {
   constructor(private readonly name: string) {}
 
   async create(id: string, limits: CgroupLimits): Promise<CgroupHandle> {
-    const layout = await this.prepared();
+    let layout = await this.prepared();
     try {
       return await SandboxCgroup.create(layout, id, limits);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      // A group a crashed instance left under this name (sandbox ids are reused): its processes
-      // are leftovers too.
-      await removeCgroupDirs(Object.values(layout.parents).map((p) => join(p, id)));
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        // Another instance on the same run dir removed the empty parents (its scan or close).
+        this.layout = undefined;
+        layout = await this.prepared();
+      } else if (code === 'EEXIST') {
+        // A group a crashed instance left under this name (sandbox ids are reused): its processes
+        // are leftovers too.
+        await removeCgroupDirs(Object.values(layout.parents).map((p) => join(p, id)));
+      } else {
+        throw e;
+      }
       return SandboxCgroup.create(layout, id, limits);
     }
   }
@@ -60,13 +68,20 @@ export class CgroupAdapter {
       await removeCgroupDirs(Object.values(layout.parents).map((p) => join(p, id)));
       removed.push(`removed stale VMM cgroup ${this.name}/${id}`);
     }
+    if (keep.size === 0) await removeLayoutParents(layout); // made again on first use
     return removed;
   }
 
+  /** Removes the parents when empty, also those another instance on the same run dir made. */
   async close(): Promise<void> {
-    const layout = await this.layout?.catch(() => undefined);
-    if (layout) await removeLayoutParents(layout);
     this.layout = undefined;
+    let layout: CgroupLayout;
+    try {
+      layout = detectCgroupLayout(this.name);
+    } catch {
+      return;
+    }
+    await removeLayoutParents(layout);
   }
 
   private prepared(): Promise<CgroupLayout> {
