@@ -41,7 +41,7 @@ async function main(): Promise<void> {
   // build/kiln-agent is stripped (-s -w): build one with its symbol table for the attribution.
   const agentPath = join(base, 'kiln-agent');
   await execFileAsync('go', ['build', '-trimpath', '-o', agentPath, '.'], { cwd: resolve(REPO_ROOT, 'agent'), env: { ...process.env, CGO_ENABLED: '0', GOPROXY: 'off' } });
-  const backend = createQemuBackend({ dataDir: join(base, 'data'), runDir: join(base, 'run'), shmDir: join('/dev/shm', base.split('/').pop()!), agentPath, spares: 1 });
+  const backend = createQemuBackend({ dataDir: join(base, 'data'), runDir: join(base, 'run'), shmDir: join('/dev/shm', base.split('/').pop()!), agentPath, spares: 1, jail: false });
   let proc: QemuProcess | undefined;
   try {
     const pack = { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env, run: img.run };

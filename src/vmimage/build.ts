@@ -12,7 +12,7 @@ import { extractVmlinux, findHostKernel, type HostKernel } from './kernel.js';
 import { loadModuleBytes, modulesOrder, resolveModules } from './modules.js';
 
 /** Bump when the initramfs layout or the build steps change: it is part of the cache key. */
-const FORMAT_VERSION = 'kiln-vm-2';
+const FORMAT_VERSION = 'kiln-vm-3';
 /** Older kernel + initramfs builds kept (VMs started from them may still be running). */
 const KEEP_BUILDS = 4;
 const STALE_TMP_MS = 3600_000;
@@ -30,6 +30,12 @@ export interface BuildVmArtifactsOptions {
 
 export interface VmArtifacts {
   vmlinuxPath: string;
+  /**
+   * The compressed kernel as shipped (a copy, immutable like the rest of the build): booted through
+   * its decompressor, which places the kernel at a random address (KASLR). The ELF `vmlinux`
+   * boots faster but always at the same address.
+   */
+  bzImagePath: string;
   initrdPath: string;
   kernelVersion: string;
   /** Content hash of kernel + modules + agent + layout; part of every template key. */
@@ -57,6 +63,7 @@ export async function buildVmArtifacts(options: BuildVmArtifactsOptions): Promis
   const dir = `${dataDir}/vm/${hash}`;
   const result: VmArtifacts = {
     vmlinuxPath: `${dir}/vmlinux`,
+    bzImagePath: `${dir}/bzImage`,
     initrdPath: `${dir}/initrd.cpio`,
     kernelVersion: kernel.version,
     hash,
@@ -70,6 +77,7 @@ export async function buildVmArtifacts(options: BuildVmArtifactsOptions): Promis
   try {
     progress(`extracting vmlinux from ${kernel.bzImagePath}`);
     await extractVmlinux(kernel.bzImagePath, `${tmp}/vmlinux`, signal);
+    await writeFile(`${tmp}/bzImage`, bzImage);
     signal?.throwIfAborted();
     const entries: CpioEntry[] = [
       { kind: 'dir', path: 'dev' },

@@ -22,7 +22,7 @@ test('cgroup v1 uses cfs quota/period and memory.limit_in_bytes; memory leaves V
 });
 
 test('each jailed VM gets its own uid; uids are reused after release; exhaustion is an error', () => {
-  const pool = new UidPool(300_000, 2);
+  const pool = new UidPool(300_000, 2, 'jailer');
   const a = pool.take();
   const b = pool.take();
   assert.notEqual(a, b);

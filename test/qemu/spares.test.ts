@@ -31,7 +31,8 @@ async function sparePid(runDir: string, id: string): Promise<number> {
   return waitFor(`the pid of spare ${id}`, async () => {
     for (const pid of await qemuProcessesUnder(runDir)) {
       const argv = (await readFile(`/proc/${pid}/cmdline`).catch(() => Buffer.alloc(0))).toString().split('\0');
-      if (argv.includes(`kiln-${id},process=kiln-${id}`)) return pid;
+      // QEMU itself, not the bwrap processes of its jail (their argv holds QEMU's too).
+      if (argv.includes(`kiln-${id},process=kiln-${id}`) && !argv[0]!.endsWith('bwrap')) return pid;
     }
     return 0;
   }, (pid) => pid > 0);

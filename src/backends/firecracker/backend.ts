@@ -3,6 +3,7 @@
  * optionally through the jailer; the agent over hybrid vsock; fast starts by restoring snapshot
  * templates. Boot is a list of named steps (vm-steps.ts) run by boot-steps.ts.
  */
+import { createHash } from 'node:crypto';
 import { access, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Backend, BackendAvailability, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
@@ -16,6 +17,7 @@ import { findExecutable, jailCgroupDir, jailRoot, UidPool, type JailerSettings }
 import { hostChecks, inspectHost, unavailableReason } from './probe.js';
 import { spawnLauncher, type Launcher } from './process.js';
 import { FirecrackerSandbox } from './sandbox.js';
+import { UnjailedConfiner, type UnjailedConfinementOptions } from './confine.js';
 import { parseSandboxOptions, toNetworkInterface, toRateLimiter } from './sandbox-options.js';
 import { scanLeftovers } from './scan.js';
 import { TemplateStore, templateKey, type TemplateFiles } from './templates.js';
@@ -49,6 +51,12 @@ export interface FirecrackerBackendOptions {
   shutdownGraceMs?: number;
   tscKhz?: number;
   execUid?: number;
+  /**
+   * Without the jailer, when the service is root: each Firecracker still gets its own uid (range
+   * from 500000), cgroup and namespaces (confine.ts). `false` turns it off; it is off by default
+   * with a custom `launcher` (tests), which cannot honour it.
+   */
+  unjailed?: false | Partial<UnjailedConfinementOptions>;
   /** Tests: start something else than the real binary (a fake API server). */
   launcher?: Launcher;
   /** Observes boot steps ("run:fc.putDrive(rootfs)", "undo:fc.spawn", …). */
@@ -77,11 +85,17 @@ export class FirecrackerBackend implements Backend {
   private readonly creates = new CreatesInFlight('Firecracker');
   private resolved: Promise<Resolved> | undefined;
   private uids: UidPool | undefined;
+  private readonly confiner: UnjailedConfiner | undefined;
 
   constructor(private readonly o: FirecrackerBackendOptions) {
     this.baseDir = join(o.runDir, 'firecracker');
     this.vmsDir = join(this.baseDir, 'vms');
     this.templates = new TemplateStore(o.templatesDir ?? join(this.baseDir, 'templates'));
+    const confine = o.unjailed === false ? undefined : o.unjailed ?? (o.launcher ? undefined : {});
+    if (confine && process.getuid?.() === 0) {
+      const cgroupName = confine.cgroupName ?? (o.runDir === '/run/kiln' ? 'kiln-fc' : `kiln-fc-${createHash('sha256').update(o.runDir).digest('hex').slice(0, 8)}`);
+      this.confiner = new UnjailedConfiner({ ...confine, cgroupName });
+    }
   }
 
   private get capabilities(): BackendAvailability['capabilities'] {
@@ -132,7 +146,7 @@ export class FirecrackerBackend implements Backend {
         gid: s.gid ?? 300_000,
         netns: s.netns ?? true,
       };
-      this.uids = new UidPool(jail.uidBase, jail.uidCount);
+      this.uids = new UidPool(jail.uidBase, jail.uidCount, 'jailer');
       return { firecrackerPath: fc, firecrackerVersion: version, jail };
     })();
     this.resolved.catch(() => { this.resolved = undefined; });
@@ -171,10 +185,11 @@ export class FirecrackerBackend implements Backend {
       template = await this.templates.get(key, (out) => this.buildTemplate(r, { ...base, id: `tpl-${key.slice(0, 12)}` }, out, signal, warmup));
     }
     const tReady = performance.now();
-    const { ctx, cleanup, cgroupDir } = await this.boot(r, { ...base, id: spec.id, snapshot: template }, signal);
+    const { ctx, cleanup, cgroupDir, uid } = await this.boot(r, { ...base, id: spec.id, snapshot: template }, signal);
     const sandbox = new FirecrackerSandbox(spec.id, ctx, cleanup, {
       pid: ctx.proc?.pid,
       jailed: !!r.jail,
+      ...(uid !== undefined ? { uid, confined: r.jail ? 'jailer' : 'uid, cgroup, namespaces' } : {}),
       ...(template ? { cloneOf: template.key, restoreMs: round(performance.now() - tReady), templateMs: round(tReady - t0) } : { bootMs: round(performance.now() - t0) }),
       firecracker: r.firecrackerVersion,
     }, { cgroupDir, onDestroyed: () => this.live.delete(spec.id) });
@@ -183,7 +198,7 @@ export class FirecrackerBackend implements Backend {
   }
 
   /** Runs prepare → (cold boot | restore) → agent steps; on failure everything is unwound. */
-  private async boot(r: Resolved, partial: Omit<VmSpec, 'dir' | 'firecrackerPath' | 'launcher' | 'jail' | 'apiTimeoutMs' | 'shutdownGraceMs'>, signal: AbortSignal): Promise<{ ctx: VmContext; cleanup: CleanupStack; cgroupDir?: string }> {
+  private async boot(r: Resolved, partial: Omit<VmSpec, 'dir' | 'firecrackerPath' | 'launcher' | 'jail' | 'confine' | 'apiTimeoutMs' | 'shutdownGraceMs'>, signal: AbortSignal): Promise<{ ctx: VmContext; cleanup: CleanupStack; cgroupDir?: string; uid?: number }> {
     const cleanup = new CleanupStack();
     let jail: VmSpec['jail'];
     if (r.jail) {
@@ -191,12 +206,21 @@ export class FirecrackerBackend implements Backend {
       cleanup.push('kiln.releaseUid', () => this.uids!.release(uid));
       jail = { settings: r.jail, uid, netnsName: r.jail.netns ? `kiln-fc-${partial.id}`.slice(0, 32) : undefined };
     }
+    let confine: VmSpec['confine'];
+    if (!r.jail && this.confiner) {
+      const s = partial.snapshot;
+      const readOnly = [partial.rootfsPath, ...(s ? [s.vmstatePath, s.memoryPath] : [partial.kernelPath, partial.initrdPath])];
+      const c = await this.confiner.acquire(partial.id, { vcpus: partial.vcpus, memoryMib: partial.memoryMib }, { dir: join(this.vmsDir, partial.id), readOnly, network: !!partial.network }, r.firecrackerPath);
+      cleanup.push('kiln.releaseConfinement', () => c.release());
+      confine = c;
+    }
     const spec: VmSpec = {
       ...partial,
       dir: r.jail ? jailRoot(r.jail, r.firecrackerPath, partial.id) : join(this.vmsDir, partial.id),
       firecrackerPath: r.firecrackerPath,
       launcher: this.o.launcher ?? spawnLauncher,
       jail,
+      confine,
       apiTimeoutMs: this.o.apiTimeoutMs ?? 5_000,
       shutdownGraceMs: this.o.shutdownGraceMs ?? 2_000,
     };
@@ -204,7 +228,7 @@ export class FirecrackerBackend implements Backend {
     const steps = [...prepareSteps(spec), ...(spec.snapshot ? restoreSteps() : coldBootSteps(spec)), ...agentSteps(spec, !!spec.snapshot)];
     await runBootSteps(steps, ctx, cleanup, { signal, trace: this.o.trace, diagnostics: () => ctx.consoleTail() });
     const cgroupDir = r.jail?.cgroupVersion === 2 ? jailCgroupDir(r.jail, partial.id) : undefined;
-    return { ctx, cleanup, cgroupDir };
+    return { ctx, cleanup, cgroupDir, uid: jail?.uid ?? confine?.uid };
   }
 
   /**
@@ -232,6 +256,7 @@ export class FirecrackerBackend implements Backend {
       ownedDirs: [this.vmsDir, join(this.baseDir, 'jail')],
       templatesDir: this.o.templatesDir ?? join(this.baseDir, 'templates'),
     });
+    removed.push(...await this.confiner?.scan() ?? []);
     return { removed };
   }
 
@@ -239,6 +264,7 @@ export class FirecrackerBackend implements Backend {
     await this.creates.close();
     const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
     await this.templates.clear();
+    await this.confiner?.close();
     const failed = results.filter((x): x is PromiseRejectedResult => x.status === 'rejected');
     if (failed.length) throw new AggregateError(failed.map((f) => f.reason), 'some Firecracker sandboxes failed to stop');
   }

@@ -104,26 +104,5 @@ export async function findExecutable(name: string, explicit?: string, envPath = 
   return undefined;
 }
 
-/** Small uid allocator: each live jailed VM runs as its own uid. */
-export class UidPool {
-  private readonly inUse = new Set<number>();
-  private next = 0;
-
-  constructor(private readonly base: number, private readonly count: number) {}
-
-  take(): number {
-    for (let i = 0; i < this.count; i++) {
-      const uid = this.base + ((this.next + i) % this.count);
-      if (!this.inUse.has(uid)) {
-        this.inUse.add(uid);
-        this.next = (uid - this.base + 1) % this.count;
-        return uid;
-      }
-    }
-    throw new Error(`all ${this.count} jailer uids from ${this.base} are in use`);
-  }
-
-  release(uid: number): void {
-    this.inUse.delete(uid);
-  }
-}
+/** Each live jailed VM runs as its own uid (the allocator is shared with the QEMU backend). */
+export { UidPool } from '../../core/uids.js';

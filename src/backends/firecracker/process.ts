@@ -6,9 +6,12 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
 import { KilnError } from '../../core/errors.js';
+import { childOf, readChildPid } from '../qemu/process.js';
 import type { FirecrackerApi } from './api-client.js';
+import type { VmmConfinement } from './confine.js';
 import { ConsoleRing } from './console-ring.js';
 
 /** What the boot steps need from a running VMM, real or fake. */
@@ -28,19 +31,47 @@ export interface LaunchSpec {
   cwd: string;
   argv: string[];
   binary: string;
+  /** Unjailed Firecracker in its own uid, cgroup and namespaces (confine.ts). */
+  confine?: VmmConfinement;
 }
 
 export type Launcher = (spec: LaunchSpec) => Promise<VmmProcess>;
 
 /** The real launcher: spawns the binary with stdout (the serial console) and stderr captured. */
 export const spawnLauncher: Launcher = async (spec) => {
-  const child = spawnClean(spec.binary, spec.argv, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: false });
+  const c = spec.confine;
+  const child = c
+    ? spawnClean(c.bwrapPath, [...c.bwrapArgs, '--info-fd', '3', '--block-fd', '4', '--', ...c.setprivArgs, spec.binary, ...spec.argv], { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'], env: {} })
+    : spawnClean(spec.binary, spec.argv, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: false });
   const proc = new ChildVmm(child);
   await Promise.race([once(child, 'spawn'), once(child, 'error').then(([e]) => {
     throw new KilnError('BOOT_FAILED', `cannot start ${spec.binary}: ${(e as Error).message}`, { cause: e });
   })]);
+  if (c) await enterConfinement(proc, child, c);
   return proc;
 };
+
+/**
+ * bwrap's namespace PID 1 (root: it keeps --die-with-parent, which the drop to the VM's uid would
+ * clear) is held until it is in the VM's cgroup; Firecracker is its child.
+ */
+async function enterConfinement(proc: ChildVmm, child: ChildProcess, c: VmmConfinement): Promise<void> {
+  const [info, block] = [child.stdio[3] as Readable, child.stdio[4] as Writable];
+  info.on('error', () => undefined);
+  block.on('error', () => undefined);
+  try {
+    const initPid = await readChildPid(info, proc.exited);
+    c.pids.push(child.pid!, initPid);
+    await c.enter(initPid);
+    block.end('x');
+    proc.vmmPid = await childOf(initPid, proc.exited);
+    c.pids.push(proc.vmmPid);
+  } catch (e) {
+    proc.kill('SIGKILL');
+    await proc.exited;
+    throw new KilnError('BOOT_FAILED', `Firecracker did not start in its confinement: ${(e as Error).message}; ${proc.console.text(5)}`, { cause: e });
+  }
+}
 
 class ChildVmm implements VmmProcess {
   readonly console = new ConsoleRing();
@@ -62,8 +93,11 @@ class ChildVmm implements VmmProcess {
     child.stderr!.on('data', (c: Buffer) => this.console.push(c));
   }
 
+  /** Firecracker's host pid when it runs below bwrap (the child is then bwrap). */
+  vmmPid: number | undefined;
+
   get pid(): number | undefined {
-    return this.child.pid;
+    return this.vmmPid ?? this.child.pid;
   }
 
   alive(): boolean {
@@ -72,6 +106,7 @@ class ChildVmm implements VmmProcess {
 
   kill(signal: NodeJS.Signals): void {
     try {
+      // bwrap dies of any of these; its namespace PID 1 takes Firecracker with it.
       this.child.kill(signal);
     } catch {
       /* already gone */

@@ -6,7 +6,7 @@
  * key gets a new directory), and concurrent requests for the same key share one build.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export interface TemplateKeyInput {
@@ -63,8 +63,11 @@ export class TemplateStore {
       const out = { vmstatePath: join(tmp, 'vmstate'), memoryPath: join(tmp, 'memory') };
       await build(out, key);
       // Jailed clones run under other uids: they only need to read (Firecracker maps memory privately).
-      await chmod(out.vmstatePath, 0o644);
-      await chmod(out.memoryPath, 0o644);
+      // The template VM's uid (which wrote them) goes to other VMs later: the files become root's.
+      for (const p of [out.vmstatePath, out.memoryPath]) {
+        if (process.getuid?.() === 0) await chown(p, 0, 0);
+        await chmod(p, 0o644);
+      }
       await writeFile(join(tmp, 'complete'), `${new Date().toISOString()}\n`);
       await rm(join(this.dir, key), { recursive: true, force: true });
       await rename(tmp, join(this.dir, key));

@@ -13,6 +13,7 @@ import type { Drive, MachineConfiguration, NetworkInterface, RateLimiter } from 
 import type { BootStep } from './boot-steps.js';
 import { createNetns, deleteNetns, jailerArgv, type JailerSettings } from './jailer.js';
 import { stopVmm, type Launcher, type VmmProcess } from './process.js';
+import type { VmmConfinement } from './confine.js';
 import { connectAgent } from './agent-link.js';
 
 /** Names of files inside a VM's directory (relative to Firecracker's cwd / the chroot root). */
@@ -37,6 +38,8 @@ export interface VmSpec {
   firecrackerPath: string;
   launcher: Launcher;
   jail?: { settings: JailerSettings; uid: number; netnsName?: string };
+  /** Without the jailer: kiln's own uid, cgroup and namespaces (confine.ts). */
+  confine?: VmmConfinement;
   vcpus: number;
   memoryMib: number;
   kernelPath: string;
@@ -97,6 +100,7 @@ export function prepareSteps(spec: VmSpec): Step[] {
         await mkdir(dirname(ctx.host(VM_FILES.vmstate)), { recursive: true, mode: 0o750 });
         await writeFile(ctx.host(VM_FILES.log), '', { mode: 0o640 });
         if (spec.jail) await chownTree(ctx, spec.jail.uid, spec.jail.settings.gid);
+        else if (spec.confine) await chownTree(ctx, spec.confine.uid, spec.confine.gid);
       },
       undo: (ctx) => rm(ctx.spec.jail ? dirname(ctx.spec.dir) : ctx.spec.dir, { recursive: true, force: true }),
     },
@@ -127,7 +131,7 @@ export function prepareSteps(spec: VmSpec): Step[] {
             apiSocketInJail: ctx.vm(VM_FILES.apiSocket),
           })
           : ['--api-sock', ctx.host(VM_FILES.apiSocket), '--id', spec.id];
-        ctx.proc = await spec.launcher({ binary: j ? j.settings.jailerPath : spec.firecrackerPath, argv, cwd: spec.dir, apiSocketPath: ctx.host(VM_FILES.apiSocket) });
+        ctx.proc = await spec.launcher({ binary: j ? j.settings.jailerPath : spec.firecrackerPath, argv, cwd: spec.dir, apiSocketPath: ctx.host(VM_FILES.apiSocket), confine: j ? undefined : spec.confine });
         if (ctx.proc.pid) await writeFile(ctx.host(VM_FILES.pid), `${ctx.proc.pid}\n`);
       },
       undo: async (ctx) => {

@@ -3,10 +3,12 @@
  * of a template VM (fast path) or cold-booted (fallback, and whenever kernel/boot args are
  * overridden).
  */
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpus, totalmem } from 'node:os';
 import { stat } from 'node:fs/promises';
 import { normalize } from 'node:path';
+import { promisify } from 'node:util';
 import type { Backend, BackendAvailability, BackendCapabilities, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { templateWarmup } from '../../core/warmup.js';
@@ -18,6 +20,7 @@ import { QemuSandbox } from './sandbox.js';
 import { findOrphans, killAndWait, removeStale } from './scan.js';
 import { TemplateManager, templateFilesPresent, type Template } from './templates.js';
 import { SpareManager } from './spares.js';
+import { VmmJails, type JailOptions } from './jail.js';
 import { launchVm, type RunningVm, type SpareVm } from './vm.js';
 
 export interface QemuBackendOptions {
@@ -41,6 +44,13 @@ export interface QemuBackendOptions {
   confine?: boolean;
   runAsUser?: string | null;
   /**
+   * When the service is root (and `confine` is not false), each sandbox QEMU also gets its own
+   * uid from a range, its own cgroup and its own namespaces with a root holding only its files
+   * (jail.ts); `runAsUser` then does not apply. `false` turns this off. The uid range must not
+   * overlap another service's on the same host.
+   */
+  jail?: false | Partial<JailOptions>;
+  /**
    * QEMU processes kept started per live template (default 1; 0 disables), waiting for a clone's
    * state: a clone then skips QEMU's start-up (~30 ms). Each idle spare costs ~20-25 MB.
    */
@@ -55,6 +65,7 @@ interface QemuBackendOptionsParsed {
   bootArgs?: string;
 }
 
+const execFileAsync = promisify(execFile);
 const EXEC_UID = 1000;
 const CLONE_TIMEOUT_MS = 15_000;
 const KERNEL_DIR = '/boot/';
@@ -84,15 +95,21 @@ class QemuBackend implements Backend {
   private readonly creates = new CreatesInFlight('QEMU');
   private artifacts: { key: string; value: Promise<VmArtifacts> } | undefined;
   private readonly confine: { runAs?: string } | undefined;
+  private readonly jails: VmmJails | undefined;
 
   constructor(private readonly o: QemuBackendOptions) {
     this.binary = o.qemuBinary ?? 'qemu-system-x86_64';
     this.qemuRunDir = `${o.runDir}/qemu`;
     const runAs = o.runAsUser === undefined ? (process.getuid?.() === 0 ? 'nobody' : undefined) : o.runAsUser ?? undefined;
     this.confine = o.confine === false ? undefined : { runAs };
+    if (this.confine && o.jail !== false && process.getuid?.() === 0) {
+      // One cgroup parent per run dir, so a second instance (tests) never scans the first's VMMs.
+      const cgroupName = o.jail?.cgroupName ?? (o.runDir === '/run/kiln' ? 'kiln-vmm' : `kiln-vmm-${createHash('sha256').update(o.runDir).digest('hex').slice(0, 8)}`);
+      this.jails = new VmmJails({ ...o.jail, cgroupName }, o.log);
+    }
     const shmDir = o.shmDir ?? `/dev/shm/kiln-qemu-${createHash('sha256').update(o.runDir).digest('hex').slice(0, 10)}`;
     this.spares = new SpareManager({
-      count: o.spares ?? 1, dir: `${this.qemuRunDir}/spares`, binary: this.binary, confine: this.confine,
+      count: o.spares ?? 1, dir: `${this.qemuRunDir}/spares`, binary: this.binary, confine: this.confine, jails: this.jails,
       startTimeoutMs: 10_000, log: o.log,
     });
     this.templates = new TemplateManager({
@@ -113,10 +130,16 @@ class QemuBackend implements Backend {
     const kernel = await findHostKernel().catch((e: Error) => e);
     if (kernel instanceof Error) return unavailable(kernel.message);
     if (!(await stat(this.o.agentPath).then(() => true, () => false))) return unavailable(`the kiln-agent binary ${this.o.agentPath} is missing: run "bash agent/build.sh"`);
+    if (this.jails && !(await execFileAsync(this.jails.bwrapPath, ['--version']).then(() => true, () => false))) {
+      return unavailable(`${this.jails.bwrapPath} was not found: install the bubblewrap package (it confines each QEMU), or set the qemu backend's jail option to false`);
+    }
+    const cgroupProblem = this.jails?.problem();
+    if (cgroupProblem) return unavailable(`QEMU cgroups cannot be made: ${cgroupProblem} (or set the qemu backend's jail option to false)`);
     const accel = await chooseAccel(this.o.accel ?? 'auto');
+    const jail = this.jails ? `uid, cgroup ${this.jails.cgroupName}, namespaces` : this.confine?.runAs ? `seccomp, runs as ${this.confine.runAs}` : this.confine ? 'seccomp' : 'none';
     return {
       name: 'qemu', available: true, capabilities,
-      info: { qemuVersion: version, kernelVersion: kernel.version, accel: accel.accel, accelReason: accel.reason, tscKhz: accel.accel === 'tcg' ? await hostTscKhz() : undefined },
+      info: { qemuVersion: version, kernelVersion: kernel.version, accel: accel.accel, accelReason: accel.reason, tscKhz: accel.accel === 'tcg' ? await hostTscKhz() : undefined, confinement: jail },
     };
   }
 
@@ -137,9 +160,11 @@ class QemuBackend implements Backend {
     const cmdline = guestCmdline({ diskMib: spec.diskMib, tscKhz, execUid: EXEC_UID, extra: overrides.bootArgs });
     const base = {
       binary: this.binary, id: spec.id, accel, cpus: spec.cpus, memoryMib: vmMemoryMib(spec.memoryMib),
-      kernelPath: overrides.kernel ?? artifacts.vmlinuxPath, initrdPath: artifacts.initrdPath, cmdline,
+      // The bzImage, not the ELF vmlinux: only its decompressor randomises the kernel's address
+      // (KASLR). ~0.2 s more per cold boot; template clones share their template's layout.
+      kernelPath: overrides.kernel ?? artifacts.bzImagePath, initrdPath: artifacts.initrdPath, cmdline,
       diskImage: spec.pack.imagePath, dir: `${this.qemuRunDir}/vms/${spec.id}`, signal: options.signal, log: this.o.log,
-      confine: this.confine,
+      confine: this.confine, jails: this.jails,
     };
 
     let vm: RunningVm | undefined;
@@ -196,7 +221,8 @@ class QemuBackend implements Backend {
     }
 
     const timing = template ? { restoreMs: Math.round(vm.readyMs), cloneOf: template.id, ...(vm.spare ? { spare: vm.spare } : {}) } : { bootMs: Math.round(vm.readyMs) };
-    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib: base.memoryMib, ...timing, steps: vm.steps };
+    const jail = vm.jail ? { uid: vm.jail.uid, cgroup: `${this.jails!.cgroupName}/${vm.jail.name}` } : {};
+    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib: base.memoryMib, ...jail, ...timing, steps: vm.steps };
     const sandbox = new QemuSandbox(spec.id, vm, details, () => this.live.delete(spec.id));
     this.live.set(spec.id, sandbox);
     return sandbox;
@@ -206,7 +232,7 @@ class QemuBackend implements Backend {
     // Template boots in flight are this instance's own VMs: let them finish first.
     const templates = await this.templates.current();
     await this.spares.settled();
-    const own = new Set([...this.live.values()].map((s) => s.pid).concat([...this.spares.pids()]));
+    const own = new Set([...this.live.values()].flatMap((s) => s.pids).concat([...this.spares.pids()], this.jails?.pids() ?? []));
     const removed: string[] = [];
     for (const orphan of await findOrphans(this.qemuRunDir, own)) {
       const gone = await killAndWait(orphan.pid);
@@ -216,6 +242,7 @@ class QemuBackend implements Backend {
     removed.push(...await removeStale(`${this.qemuRunDir}/spares`, this.spares.ids()));
     removed.push(...await removeStale(`${this.qemuRunDir}/templates`, new Set(templates.map((t) => t.id))));
     removed.push(...await removeStale(this.templates.memDir, new Set(templates.map((t) => `${t.id}.mem`))));
+    removed.push(...await this.jails?.scan() ?? []);
     return { removed };
   }
 
@@ -224,6 +251,7 @@ class QemuBackend implements Backend {
     const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
     await this.spares.close();
     await this.templates.close();
+    await this.jails?.close();
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed.length) throw new AggregateError(failed.map((f) => f.reason), `${failed.length} QEMU sandboxes did not stop cleanly`);
   }

@@ -2,6 +2,8 @@
  * The QEMU command line. Template and clone must use identical lines except for `share=` and
  * `-incoming defer` (migration compares devices, memory size, CPU count), so both come from here.
  */
+import { TCG_BUFFER_MIB } from './jail.js';
+
 export interface VmPaths {
   /** Per-VM directory under runDir; removed with the VM. */
   dir: string;
@@ -26,9 +28,10 @@ export interface QemuArgsOptions {
   incoming?: boolean;
   /**
    * Sandboxes run untrusted code: confine QEMU with seccomp (no new processes, no privilege
-   * changes) and, when given, drop to this user once the devices are open.
+   * changes) and, when given, drop to this user (`uid:gid` or a name) and chroot into this
+   * directory once its files and devices are open (jail.ts).
    */
-  confine?: { runAs?: string };
+  confine?: { runAs?: string; chroot?: string };
 }
 
 export function vmPaths(dir: string): VmPaths {
@@ -42,7 +45,10 @@ export function processName(id: string): string {
 
 export function qemuArgs(o: QemuArgsOptions): string[] {
   const mem = `${o.memoryMib}M`;
-  const args = ['-name', `${processName(o.id)},process=${processName(o.id)}`, '-accel', o.accel];
+  // TCG's translated-code buffer is capped (QEMU's default is up to 1 GiB) so that guest RAM plus
+  // a fixed overhead bounds a VMM's memory (its cgroup, jail.ts).
+  const accel = o.accel === 'tcg' ? `tcg,tb-size=${TCG_BUFFER_MIB}` : o.accel;
+  const args = ['-name', `${processName(o.id)},process=${processName(o.id)}`, '-accel', accel];
   if (o.memFile) {
     args.push('-object', `memory-backend-file,id=mem,size=${mem},mem-path=${safePath(o.memFile.path)},share=${o.memFile.share ? 'on' : 'off'}`);
     args.push('-M', 'microvm,memory-backend=mem');
@@ -76,6 +82,7 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
     // drop; afterwards the unprivileged user cannot regain anything with them.
     const elevate = o.confine.runAs ? 'allow' : 'deny';
     args.push('-sandbox', `on,obsolete=deny,elevateprivileges=${elevate},spawn=deny,resourcecontrol=deny`);
+    if (o.confine.chroot) args.push('-chroot', safePath(o.confine.chroot));
     if (o.confine.runAs) args.push('-runas', o.confine.runAs);
   }
   return args;

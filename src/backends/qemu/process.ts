@@ -4,8 +4,12 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readdir, readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
 import { ConsoleRing } from './console.js';
+import type { VmJail } from './jail.js';
 
 export interface ExitInfo {
   code: number | null;
@@ -16,15 +20,18 @@ export type QemuLog = (level: 'debug' | 'info' | 'warn', message: string, fields
 
 export class QemuProcess {
   readonly console = new ConsoleRing(200);
-  readonly pid: number;
+  private qemuPid: number;
+  /** bwrap (the direct child) and its namespace PID 1, when jailed. */
+  private readonly wrapperPids: number[] = [];
   /** Resolves when the process has exited and its console output is fully read. */
   readonly exited: Promise<ExitInfo>;
   private exitInfo: ExitInfo | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   watchdogFired = false;
 
-  private constructor(private readonly child: ChildProcess) {
-    this.pid = child.pid!;
+  /** `pid` is QEMU's host pid: the child itself, or under a jail bwrap's namespace PID 1. */
+  private constructor(private readonly child: ChildProcess, pid?: number) {
+    this.qemuPid = pid ?? child.pid!;
     child.stdout!.on('data', (d: Buffer) => this.console.push(d));
     child.stderr!.on('data', (d: Buffer) => this.console.push(d));
     const closed = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
@@ -35,14 +42,52 @@ export class QemuProcess {
     });
   }
 
-  /** `passFd` becomes fd 3 of QEMU (the migration stream: `fd:3`, so no shell is ever spawned). */
-  static async spawn(binary: string, args: string[], passFd?: number): Promise<QemuProcess> {
-    const child = spawnClean(binary, args, { stdio: passFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe', passFd] });
+  /**
+   * `passFd` becomes fd 3 of QEMU (the migration stream: `fd:3`, so no shell is ever spawned).
+   * With a jail, QEMU starts through bwrap (jail.ts) and is held before exec until it is in the
+   * VM's cgroup.
+   */
+  static async spawn(binary: string, args: string[], passFd?: number, jail?: VmJail): Promise<QemuProcess> {
+    // Every descriptor past the ones listed is closed on exec (spawnClean); in the jail, fd 3 is
+    // a pipe nobody writes when there is no migration stream, so no stray descriptor sits there.
+    const child = jail
+      ? spawnClean(jail.bwrapPath, [...jail.bwrapArgs, '--info-fd', '4', '--block-fd', '5', '--', binary, ...args], { stdio: ['ignore', 'pipe', 'pipe', passFd ?? 'pipe', 'pipe', 'pipe'], env: {} })
+      : spawnClean(binary, args, { stdio: passFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe', passFd] });
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
       child.once('error', reject);
     });
-    return new QemuProcess(child);
+    if (!jail) return new QemuProcess(child);
+    const proc = new QemuProcess(child);
+    proc.wrapperPids.push(child.pid!);
+    const [info, block] = [child.stdio[4] as Readable, (child.stdio as unknown[])[5] as Writable];
+    info.on('error', () => undefined);
+    block.on('error', () => undefined);
+    try {
+      // bwrap's PID 1 of the namespace stays root (and so keeps --die-with-parent: QEMU's drop to
+      // its uid clears its own parent-death signal); QEMU is its child and dies with it.
+      const initPid = await readChildPid(info, proc.exited);
+      proc.wrapperPids.push(initPid);
+      jail.pids.push(child.pid!, initPid);
+      await jail.enter(initPid);
+      block.end('x');
+      proc.qemuPid = await childOf(initPid, proc.exited);
+      jail.pids.push(proc.qemuPid);
+      return proc;
+    } catch (e) {
+      child.kill('SIGKILL');
+      await proc.exited;
+      throw new Error(`QEMU did not start in its jail: ${(e as Error).message}${proc.console.tail(5).length ? `: ${proc.console.tail(5).join(' ')}` : ''}`, { cause: e });
+    }
+  }
+
+  get pid(): number {
+    return this.qemuPid;
+  }
+
+  /** Host pids of QEMU and, under a jail, the bwrap processes that started it. */
+  get pids(): number[] {
+    return [...new Set([...this.wrapperPids, this.qemuPid])];
   }
 
   get alive(): boolean {
@@ -95,5 +140,44 @@ export class QemuProcess {
     this.signal('SIGKILL');
     if (await this.waitExit(5000)) return;
     throw new Error(`qemu pid ${this.pid} survived SIGKILL for 5 s`);
+  }
+}
+
+/** bwrap's --info-fd JSON names its namespace PID 1 by host pid. */
+export function readChildPid(info: Readable, exited: Promise<unknown>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const onData = (c: Buffer): void => {
+      text += c.toString();
+      const m = /"child-pid":\s*(\d+)/.exec(text);
+      if (m) {
+        info.off('data', onData);
+        resolve(Number(m[1]));
+      } else if (text.length > 64 * 1024) {
+        reject(new Error('bwrap info output is not what kiln expects'));
+      }
+    };
+    info.on('data', onData);
+    void exited.then(() => reject(new Error('bwrap exited before starting the VMM')));
+  });
+}
+
+/**
+ * The host pid of `parent`'s child (the VMM, forked by bwrap's namespace PID 1 once released). Pids
+ * are handed out in order, so it is almost always the next one; otherwise /proc is searched.
+ */
+export async function childOf(parent: number, exited: Promise<unknown>): Promise<number> {
+  let gone = false;
+  void exited.then(() => { gone = true; });
+  for (let attempt = 0; ; attempt++) {
+    const candidates = attempt % 10 === 9 ? (await readdir('/proc')).filter((e) => /^\d+$/.test(e)).map(Number) : [parent + 1, parent + 2];
+    for (const pid of candidates) {
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+      // The fields after the command name (which may contain spaces) start with state, ppid.
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent) return pid;
+    }
+    if (gone) throw new Error('bwrap exited before starting the VMM');
+    if (attempt > 2000) throw new Error(`the VMM did not start below bwrap pid ${parent}`);
+    await sleep(1);
   }
 }

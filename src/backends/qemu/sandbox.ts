@@ -27,6 +27,11 @@ export class QemuSandbox implements BackendSandbox {
     return this.vm.proc.pid;
   }
 
+  /** QEMU's pid and, when jailed, its bwrap's. */
+  get pids(): number[] {
+    return this.vm.proc.pids;
+  }
+
   /**
    * Memory is the proportional set size (a clone's share of the template RAM counts only for what
    * it touched). OOM kills are the guest kernel's own count (/proc/vmstat `oom_kill`): the guest's

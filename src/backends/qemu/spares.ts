@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import type { QemuLog } from './process.js';
 import type { Template } from './templates.js';
+import type { VmmJails } from './jail.js';
 import { startSpare, type SpareVm } from './vm.js';
 
 export interface SpareManagerOptions {
@@ -18,6 +19,7 @@ export interface SpareManagerOptions {
   dir: string;
   binary: string;
   confine: { runAs?: string } | undefined;
+  jails: VmmJails | undefined;
   /** Budget for a spare to get to its loaded, paused state (it is killed after this). */
   startTimeoutMs: number;
   log?: QemuLog;
@@ -111,7 +113,7 @@ export class SpareManager {
   /** Pids of spares alive now (scan() must not take them for leftovers). */
   pids(): Set<number> {
     const vms = [...this.slots.values()].flat().map((s) => s.vm).concat([...this.handedOut.values()]);
-    return new Set(vms.flatMap((vm) => (vm ? [vm.proc.pid] : [])));
+    return new Set(vms.flatMap((vm) => (vm ? vm.proc.pids : [])));
   }
 
   /** Directory names of current spares. */
@@ -132,7 +134,7 @@ export class SpareManager {
       try {
         vm = await startSpare({
           ...t.inputs, binary: this.o.binary, id, dir: `${this.o.dir}/${id}`, diskImage: t.inputs.imagePath,
-          restoreFrom: t.stateFile, memFile: { path: t.memFile, share: false }, confine: this.o.confine,
+          restoreFrom: t.stateFile, memFile: { path: t.memFile, share: false }, confine: this.o.confine, jails: this.o.jails,
           readyTimeoutMs: this.o.startTimeoutMs, log: this.o.log,
         });
       } catch (e) {

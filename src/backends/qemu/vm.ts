@@ -10,6 +10,7 @@ import { CleanupStack } from '../../core/cleanup.js';
 import { KilnError } from '../../core/errors.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import { qemuArgs, vmPaths, type QemuArgsOptions, type VmPaths } from './cmdline.js';
+import { EMPTY_ROOT, type VmJail, type VmmJails } from './jail.js';
 import { QemuProcess, type QemuLog } from './process.js';
 import { QmpClient } from './qmp.js';
 
@@ -27,6 +28,8 @@ export interface LaunchOptions extends Omit<QemuArgsOptions, 'paths' | 'incoming
    * only migrate-incoming, cont and the handshake remain. Must match `restoreFrom`.
    */
   spare?: SpareVm;
+  /** Confine this QEMU in its own uid, cgroup and namespaces (jail.ts); templates run without. */
+  jails?: VmmJails;
 }
 
 /**
@@ -41,6 +44,8 @@ export interface SpareVm {
   qmp: QmpClient;
   /** The control socket, connected and accepted by QEMU before any state is loaded. */
   ctl: Socket;
+  /** Its uid, cgroup and namespaces; released by whoever owns the spare's QEMU. */
+  jail?: VmJail;
   /** While the spare is idle: closes QMP, stops QEMU, removes its directory. */
   cleanup: CleanupStack;
 }
@@ -57,6 +62,7 @@ export interface RunningVm {
   cleanup: CleanupStack;
   /** The id of the spare this VM was started from, if it was. */
   spare?: string;
+  jail?: VmJail;
 }
 
 /** sun_path holds 108 bytes including the terminating NUL. */
@@ -69,6 +75,7 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
   const cleanup = new CleanupStack();
   const paths = vmPaths(o.dir);
   let proc: QemuProcess | undefined;
+  let jail: VmJail | undefined;
   try {
     checkSocketPath(paths);
   } catch (e) {
@@ -81,6 +88,7 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
       // The spare's sockets are bound to inodes, not paths: after the rename the already open QMP
       // connection keeps working and ctl.sock is reached under the sandbox's directory.
       cleanup.push('remove vm dir', () => rm(o.dir, { recursive: true, force: true }));
+      if (spare.jail) cleanup.push('release jail', () => spare.jail!.release());
       proc = spare.proc;
       cleanup.push('close qmp', () => spare.qmp.close());
       cleanup.push('close ctl', () => { spare.ctl.destroy(); });
@@ -88,7 +96,7 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
     } else {
       await mkdir(o.dir, { recursive: true, mode: 0o700 });
       cleanup.push('remove vm dir', () => rm(o.dir, { recursive: true, force: true }));
-      proc = await spawnQemu(o, paths);
+      ({ proc, jail } = await spawnQemu(o, paths, cleanup));
       mark('spawn');
     }
     const p = proc;
@@ -122,7 +130,7 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
     const agent = await agentP;
     p.disarmWatchdog();
     mark('hello');
-    return { proc: p, agent, paths, readyMs: performance.now() - t0, steps, cleanup, spare: spare?.id };
+    return { proc: p, agent, paths, readyMs: performance.now() - t0, steps, cleanup, spare: spare?.id, jail: spare?.jail ?? jail };
   } catch (e) {
     const err = await bootError(e, proc, o);
     await cleanup.run().catch((ce: unknown) => o.log?.('warn', 'cleanup after failed boot', { error: String(ce) }));
@@ -142,7 +150,7 @@ export async function startSpare(o: LaunchOptions & { restoreFrom: string }): Pr
   try {
     await mkdir(o.dir, { recursive: true, mode: 0o700 });
     cleanup.push('remove spare dir', () => rm(o.dir, { recursive: true, force: true }));
-    const proc = await spawnQemu(o, paths);
+    const { proc, jail } = await spawnQemu(o, paths, cleanup);
     cleanup.push('stop qemu', () => proc.stop());
     proc.armWatchdog(o.readyTimeoutMs);
     const qmp = await untilExit(proc, QmpClient.connect(paths.qmpSock, { timeoutMs: o.readyTimeoutMs }));
@@ -156,7 +164,7 @@ export async function startSpare(o: LaunchOptions & { restoreFrom: string }): Pr
     await untilExit(proc, qmp.execute('migrate-incoming', { uri: 'fd:3' }));
     await waitMigration(qmp, proc, deadline, o.signal);
     proc.disarmWatchdog();
-    return { id: o.id, dir: o.dir, proc, qmp, ctl, cleanup };
+    return { id: o.id, dir: o.dir, proc, qmp, ctl, cleanup, jail };
   } catch (e) {
     await cleanup.run().catch(() => undefined);
     throw e;
@@ -176,12 +184,30 @@ async function adopt(spare: SpareVm, dir: string, log?: QemuLog): Promise<SpareV
   }
 }
 
-async function spawnQemu(o: LaunchOptions, paths: VmPaths): Promise<QemuProcess> {
+/**
+ * Starts QEMU, jailed when `o.jails` is set: the jail's release (cgroup, then uid) is pushed on
+ * `cleanup` before the process exists, so it runs after QEMU is stopped on every path.
+ */
+async function spawnQemu(o: LaunchOptions, paths: VmPaths, cleanup: CleanupStack): Promise<{ proc: QemuProcess; jail?: VmJail }> {
+  let jail: VmJail | undefined;
+  let confine = o.confine;
+  if (o.jails) {
+    const files = {
+      readOnly: [o.kernelPath, o.initrdPath, o.diskImage],
+      // QEMU 7.2 must open a clone's RAM file writable (it hangs otherwise), even with share=off.
+      readWrite: [o.dir, ...(o.memFile ? [o.memFile.path] : [])],
+    };
+    const j = await o.jails.acquire(o.id, { guestMib: o.memoryMib, cpus: o.cpus, accel: o.accel }, files, o.binary);
+    cleanup.push('release jail', () => j.release());
+    jail = j;
+    confine = { ...o.confine, runAs: `${j.uid}:${j.gid}`, chroot: EMPTY_ROOT };
+  }
   // The migration stream is handed over as an open file: QEMU (unprivileged, seccomp-confined)
   // needs no path access and no shell.
   const migrationFile = o.restoreFrom ? await open(o.restoreFrom, 'r') : undefined;
   try {
-    return await QemuProcess.spawn(o.binary, qemuArgs({ ...o, paths, incoming: o.restoreFrom !== undefined }), migrationFile?.fd);
+    const proc = await QemuProcess.spawn(o.binary, qemuArgs({ ...o, confine, paths, incoming: o.restoreFrom !== undefined }), migrationFile?.fd, jail);
+    return { proc, jail };
   } finally {
     await migrationFile?.close();
   }

@@ -1,0 +1,201 @@
+/**
+ * What confines a sandbox QEMU besides its own seccomp filter, as Firecracker's jailer does:
+ * - its own host uid/gid, from a range, free again only once nothing of the VM is left;
+ * - its own cgroup (memory = guest RAM + VMM overhead, pids, CPU), entered before QEMU starts;
+ * - its own mount, pid, network, IPC and UTS namespaces (bubblewrap, run as root without a user
+ *   namespace): a read-only tmpfs root holding /usr (to exec QEMU), /dev/null, /dev/kvm under
+ *   KVM, and only this VM's files at their host paths. QEMU opens them as root, then chroots into
+ *   an empty directory and drops to the VM's uid (`-chroot`, `-runas`) before any guest code runs.
+ */
+import { lstat, readlink } from 'node:fs/promises';
+import { KilnError } from '../../core/errors.js';
+import { UidPool } from '../../core/uids.js';
+import type { QemuLog } from './process.js';
+import { CgroupAdapter, type CgroupHandle } from './jail-cgroups.js';
+
+export interface JailOptions {
+  /** First host uid of the range QEMU processes run as (default 400000); gid = uid. */
+  uidBase?: number;
+  /** Size of the range (default 65536): the most VMs alive at once. */
+  uidCount?: number;
+  /** Parent cgroup of this instance's VMMs, below the service's own (one per run dir). */
+  cgroupName: string;
+  bwrapPath?: string;
+}
+
+export interface JailLimits {
+  /** Guest RAM as QEMU's `-m`. */
+  guestMib: number;
+  cpus: number;
+  accel: 'kvm' | 'tcg';
+}
+
+/** Where QEMU chroots once its files are open: an empty, read-only directory. */
+export const EMPTY_ROOT = '/empty';
+
+/**
+ * What QEMU itself uses beyond guest RAM: its code, heap, device and block buffers, and under TCG
+ * the translated-code buffer, which is capped (`tb-size`, cmdline.ts) so this bound holds.
+ * Measured under TCG: a cold-booted 320 MiB guest that filled its RAM (guest OOM kill) peaked at
+ * 450 MiB in its cgroup, guest RAM + ~130 MiB, with the translation buffer not yet full.
+ */
+export function vmmOverheadMib(accel: 'kvm' | 'tcg'): number {
+  return accel === 'tcg' ? 96 + TCG_BUFFER_MIB : 96;
+}
+
+/** The translation buffer of one TCG QEMU (QEMU's default is up to 1 GiB, an eighth of host RAM). */
+export const TCG_BUFFER_MIB = 128;
+
+/**
+ * QEMU's threads: main loop, RCU, one per vCPU, and the block layer's worker pool (up to 64);
+ * spawning is denied by its seccomp filter, so threads are all that counts.
+ */
+function pidsMax(cpus: number): number {
+  return 96 + cpus;
+}
+
+/** One VM's confinement, held until the VM is gone. */
+export interface VmJail {
+  name: string;
+  uid: number;
+  gid: number;
+  /** bwrap's arguments before `--`: namespaces and the VM's root. */
+  bwrapArgs: string[];
+  bwrapPath: string;
+  /** Puts QEMU's (blocked, not yet exec'd) process into the VM's cgroup. */
+  enter(pid: number): Promise<void>;
+  /** Host pids of this VM's processes (bwrap, QEMU), once spawned: the scan leaves them alone. */
+  pids: number[];
+  /**
+   * Removes the cgroup (killing whatever is still inside), then frees the uid. A cgroup that does
+   * not empty keeps its uid out of use: it is never handed to another VM while a process may hold it.
+   */
+  release(): Promise<void>;
+}
+
+export interface JailFiles {
+  /** Host paths bound read-only at the same path (kernel, initramfs, pack image). */
+  readOnly: string[];
+  /** Host paths bound read-write (the VM's directory; a clone's template RAM file). */
+  readWrite: string[];
+}
+
+export class VmmJails {
+  private readonly uids: UidPool;
+  private readonly cgroups: CgroupAdapter;
+  private readonly live = new Map<string, VmJail>();
+  private hostRoot: Promise<string[]> | undefined;
+
+  constructor(private readonly o: JailOptions, private readonly log?: QemuLog) {
+    this.uids = new UidPool(o.uidBase ?? 400_000, o.uidCount ?? 65_536, 'QEMU');
+    this.cgroups = new CgroupAdapter(o.cgroupName);
+  }
+
+  get bwrapPath(): string {
+    return this.o.bwrapPath ?? 'bwrap';
+  }
+
+  /** Confinement for a VM about to start; `name` (its QEMU id) names its cgroup. */
+  async acquire(name: string, limits: JailLimits, files: JailFiles, binary: string): Promise<VmJail> {
+    if (this.live.has(name)) throw new KilnError('INTERNAL', `a QEMU jail named ${name} is already in use`);
+    const args = bwrapArgs(await this.rootArgs(binary), files, limits.accel === 'kvm');
+    const uid = this.uids.take();
+    let cgroup: CgroupHandle;
+    try {
+      cgroup = await this.cgroups.create(name, {
+        memoryBytes: (limits.guestMib + vmmOverheadMib(limits.accel)) * 2 ** 20,
+        pidsMax: pidsMax(limits.cpus),
+        // The vCPU threads plus a quarter core for the main loop (devices, QMP, the console).
+        cpus: limits.cpus + 0.25,
+      });
+    } catch (e) {
+      this.uids.release(uid);
+      throw new KilnError('BOOT_FAILED', `cannot create the cgroup of QEMU ${name}: ${(e as Error).message}`, { cause: e });
+    }
+    let released: Promise<void> | undefined;
+    const jail: VmJail = {
+      name, uid, gid: uid, bwrapArgs: args, bwrapPath: this.bwrapPath, pids: [],
+      enter: (pid) => cgroup.addProcess(pid),
+      release: () => {
+        released ??= (async () => {
+          try {
+            await cgroup.remove();
+          } catch (e) {
+            this.log?.('warn', 'a QEMU cgroup did not empty; its uid stays out of use', { cgroup: name, uid, error: (e as Error).message });
+            throw e;
+          } finally {
+            this.live.delete(name);
+          }
+          this.uids.release(uid);
+        })();
+        return released;
+      },
+    };
+    this.live.set(name, jail);
+    return jail;
+  }
+
+  /** Why QEMUs cannot be jailed on this host, or undefined. */
+  problem(): string | undefined {
+    return this.cgroups.problem();
+  }
+
+  /** Pids of every jailed process this instance started and has not released. */
+  pids(): number[] {
+    return [...this.live.values()].flatMap((j) => j.pids);
+  }
+
+  /** Start-up scan: cgroups under this instance's parent that no live VM holds (a crashed service's). */
+  scan(): Promise<string[]> {
+    return this.cgroups.removeStale(new Set(this.live.keys()));
+  }
+
+  /** Removes the parent cgroups once no VM is left in them. */
+  close(): Promise<void> {
+    return this.cgroups.close();
+  }
+
+  get cgroupName(): string {
+    return this.o.cgroupName;
+  }
+
+  /** /usr and the host's top-level links into it, so QEMU and its libraries can be exec'd. */
+  private rootArgs(binary: string): Promise<string[]> {
+    this.hostRoot ??= hostRootArgs(binary);
+    this.hostRoot.catch(() => { this.hostRoot = undefined; });
+    return this.hostRoot;
+  }
+}
+
+/** Shared with unjailed Firecracker (firecracker/confine.ts). */
+export async function hostRootArgs(binary: string): Promise<string[]> {
+  const args = ['--ro-bind', '/usr', '/usr'];
+  for (const top of ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32']) {
+    const st = await lstat(top).catch(() => undefined);
+    if (st?.isSymbolicLink()) args.push('--symlink', await readlink(top), top);
+    else if (st?.isDirectory()) args.push('--ro-bind', top, top);
+  }
+  // A VMM outside /usr (a build in /opt) is bound on its own; its libraries must be in the root.
+  if (binary.startsWith('/') && !binary.startsWith('/usr/')) args.push('--ro-bind', binary, binary);
+  return args;
+}
+
+/**
+ * Namespaces (no user namespace: bwrap runs as root so QEMU can open its files and /dev/kvm, then
+ * drop) and a read-only root with only the given files. bwrap's own init is PID 1 of the pid
+ * namespace, QEMU its only child: when bwrap dies, the namespace and QEMU die with it.
+ */
+export function bwrapArgs(root: string[], files: JailFiles, kvm: boolean): string[] {
+  const args = [
+    '--unshare-pid', '--unshare-net', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
+    '--die-with-parent', '--new-session', '--clearenv',
+    ...root,
+    // QEMU probes file locking on /dev/null at start-up.
+    '--dev-bind', '/dev/null', '/dev/null',
+  ];
+  if (kvm) args.push('--dev-bind', '/dev/kvm', '/dev/kvm');
+  for (const p of files.readOnly) args.push('--ro-bind', p, p);
+  for (const p of files.readWrite) args.push('--bind', p, p);
+  args.push('--dir', EMPTY_ROOT, '--remount-ro', '/', '--chdir', '/');
+  return args;
+}
