@@ -10,7 +10,7 @@
 import { lstat, readlink } from 'node:fs/promises';
 import { KilnError } from '../../core/errors.js';
 import { UidPool } from '../../core/uids.js';
-import type { QemuLog } from './process.js';
+import type { QemuLog } from './log.js';
 import { CgroupAdapter, type CgroupHandle } from './jail-cgroups.js';
 
 export interface JailOptions {

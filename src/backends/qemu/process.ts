@@ -16,7 +16,7 @@ export interface ExitInfo {
   signal: NodeJS.Signals | null;
 }
 
-export type QemuLog = (level: 'debug' | 'info' | 'warn', message: string, fields?: Record<string, unknown>) => void;
+export type { QemuLog } from './log.js';
 
 export class QemuProcess {
   readonly console = new ConsoleRing(200);
