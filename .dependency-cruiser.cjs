@@ -22,11 +22,8 @@ module.exports = {
       to: { path: '^src/backends/' },
     },
     {
-      // A warning for now (printed, does not fail the run): the microVM backends still share a
-      // kill ladder, console ring and cgroup helpers by importing each other; they move to
-      // src/core in the next step of issue #13, and then this becomes an error.
       name: 'backends-not-each-other',
-      severity: 'warn',
+      severity: 'error',
       comment: 'A backend does not import another backend; what two share lives in src/core, src/protocol or src/vmimage.',
       from: { path: '^src/backends/([^/]+)/' },
       to: { path: '^src/backends/', pathNot: '^src/backends/$1/' },

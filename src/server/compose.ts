@@ -87,4 +87,4 @@ export async function composeService(config: KilnConfig, o: ComposeOptions = {})
 
 // The namespace backend's cgroup probes for kiln doctor: the CLI reaches backend code only through
 // the composition root (.dependency-cruiser.cjs).
-export { cgroupMode, probeCgroups } from '../backends/namespace/cgroups.js';
+export { cgroupMode, probeCgroups } from '../core/cgroups.js';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { cgroupMode } from '../../src/backends/namespace/cgroups.js';
+import { cgroupMode } from '../../src/core/cgroups.js';
 import { hostChecks } from '../../src/cli/commands/doctor.js';
 
 /** This process's cgroup directories, one per v1 controller kiln uses or the v2 one. */

@@ -67,7 +67,7 @@ describe('exec containment on namespace', { skip: process.getuid?.() === 0 ? und
 
   it('user code cannot reach the cgroup filesystem or the agent\'s descriptors', async () => {
     await withSandbox(kiln, { pack: 'python' }, async (id) => {
-      const r = await kiln.sandboxes.exec(id, { cmd: 'grep -c cgroup /proc/self/mountinfo; find / -xdev -name cgroup.procs 2>/dev/null | wc -l; ls /.kiln 2>&1' });
+      const r = await kiln.sandboxes.exec(id, { cmd: 'grep -cE " - cgroup2? " /proc/self/mountinfo; find / -xdev -name cgroup.procs 2>/dev/null | wc -l; ls /.kiln 2>&1' });
       const lines = r.stdout.trim().split('\n');
       assert.deepEqual(lines.slice(0, 2), ['0', '0'], r.stdout);
       assert.match(lines[2]!, /No such file/);

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { createNamespaceBackend } from '../../src/backends/namespace/namespace-backend.js';
-import { detectCgroupLayout } from '../../src/backends/namespace/cgroups.js';
+import { detectCgroupLayout } from '../../src/core/cgroups.js';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { resolveImage } from '../../src/images/index.js';
 import { alive } from '../parity/leaks.js';

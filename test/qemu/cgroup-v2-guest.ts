@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import {
   AGENT_RESERVE, cgroupMode, detectCgroupLayout, prepareLayout, probeCgroups, removeLayoutParents, SandboxCgroup, scanStaleCgroups,
-} from '../../src/backends/namespace/cgroups.js';
+} from '../../src/core/cgroups.js';
 
 const ROOT = '/sys/fs/cgroup';
 const OWN = '/system.slice/kiln.service';

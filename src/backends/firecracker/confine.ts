@@ -9,8 +9,8 @@
 import { stat } from 'node:fs/promises';
 import { KilnError } from '../../core/errors.js';
 import { UidPool } from '../../core/uids.js';
-import { CgroupAdapter, type CgroupHandle } from '../qemu/jail-cgroups.js';
-import { hostRootArgs } from '../qemu/jail.js';
+import { CgroupAdapter, type CgroupHandle } from '../../core/vmm-cgroups.js';
+import { hostRootArgs } from '../../core/vmm-jail.js';
 import { vmmMemoryLimitBytes } from './jailer.js';
 
 export interface UnjailedConfinementOptions {

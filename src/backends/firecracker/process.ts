@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
 import { KilnError } from '../../core/errors.js';
-import { childOf, readChildPid } from '../qemu/process.js';
+import { childOf, readChildPid } from '../../core/vmm-jail.js';
 import type { FirecrackerApi } from './api-client.js';
 import type { VmmConfinement } from './confine.js';
 import { ConsoleRing } from './console-ring.js';

@@ -14,7 +14,7 @@ import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import { spawnBwrap } from './bwrap.js';
-import { detectCgroupLayout, prepareLayout, removeLayoutParents, SandboxCgroup, scanStaleCgroups, type CgroupLayout } from './cgroups.js';
+import { detectCgroupLayout, prepareLayout, removeLayoutParents, SandboxCgroup, scanStaleCgroups, type CgroupLayout } from '../../core/cgroups.js';
 import { ImageMounts } from './image-mounts.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
 import { SandboxUids } from './uids.js';

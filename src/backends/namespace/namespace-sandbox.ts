@@ -7,7 +7,7 @@ import { CleanupStack } from '../../core/cleanup.js';
 import { KilnError } from '../../core/errors.js';
 import { ExitSignal } from '../../core/exit-signal.js';
 import { AgentClient } from '../../protocol/agent-client.js';
-import type { SandboxCgroup } from './cgroups.js';
+import type { SandboxCgroup } from '../../core/cgroups.js';
 
 export class NamespaceSandbox implements BackendSandbox {
   readonly details: Record<string, unknown>;

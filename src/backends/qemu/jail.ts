@@ -7,11 +7,11 @@
  *   KVM, and only this VM's files at their host paths. QEMU opens them as root, then chroots into
  *   an empty directory and drops to the VM's uid (`-chroot`, `-runas`) before any guest code runs.
  */
-import { lstat, readlink } from 'node:fs/promises';
 import { KilnError } from '../../core/errors.js';
 import { UidPool } from '../../core/uids.js';
 import type { QemuLog } from './log.js';
-import { CgroupAdapter, type CgroupHandle } from './jail-cgroups.js';
+import { CgroupAdapter, type CgroupHandle } from '../../core/vmm-cgroups.js';
+import { hostRootArgs } from '../../core/vmm-jail.js';
 
 export interface JailOptions {
   /** First host uid of the range QEMU processes run as (default 400000); gid = uid. */
@@ -165,19 +165,6 @@ export class VmmJails {
     this.hostRoot.catch(() => { this.hostRoot = undefined; });
     return this.hostRoot;
   }
-}
-
-/** Shared with unjailed Firecracker (firecracker/confine.ts). */
-export async function hostRootArgs(binary: string): Promise<string[]> {
-  const args = ['--ro-bind', '/usr', '/usr'];
-  for (const top of ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32']) {
-    const st = await lstat(top).catch(() => undefined);
-    if (st?.isSymbolicLink()) args.push('--symlink', await readlink(top), top);
-    else if (st?.isDirectory()) args.push('--ro-bind', top, top);
-  }
-  // A VMM outside /usr (a build in /opt) is bound on its own; its libraries must be in the root.
-  if (binary.startsWith('/') && !binary.startsWith('/usr/')) args.push('--ro-bind', binary, binary);
-  return args;
 }
 
 /**

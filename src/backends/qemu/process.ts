@@ -4,10 +4,9 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readdir, readFile } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
+import { childOf, readChildPid } from '../../core/vmm-jail.js';
 import { ConsoleRing } from './console.js';
 import type { VmJail } from './jail.js';
 
@@ -140,44 +139,5 @@ export class QemuProcess {
     this.signal('SIGKILL');
     if (await this.waitExit(5000)) return;
     throw new Error(`qemu pid ${this.pid} survived SIGKILL for 5 s`);
-  }
-}
-
-/** bwrap's --info-fd JSON names its namespace PID 1 by host pid. */
-export function readChildPid(info: Readable, exited: Promise<unknown>): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    const onData = (c: Buffer): void => {
-      text += c.toString();
-      const m = /"child-pid":\s*(\d+)/.exec(text);
-      if (m) {
-        info.off('data', onData);
-        resolve(Number(m[1]));
-      } else if (text.length > 64 * 1024) {
-        reject(new Error('bwrap info output is not what kiln expects'));
-      }
-    };
-    info.on('data', onData);
-    void exited.then(() => reject(new Error('bwrap exited before starting the VMM')));
-  });
-}
-
-/**
- * The host pid of `parent`'s child (the VMM, forked by bwrap's namespace PID 1 once released). Pids
- * are handed out in order, so it is almost always the next one; otherwise /proc is searched.
- */
-export async function childOf(parent: number, exited: Promise<unknown>): Promise<number> {
-  let gone = false;
-  void exited.then(() => { gone = true; });
-  for (let attempt = 0; ; attempt++) {
-    const candidates = attempt % 10 === 9 ? (await readdir('/proc')).filter((e) => /^\d+$/.test(e)).map(Number) : [parent + 1, parent + 2];
-    for (const pid of candidates) {
-      const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-      // The fields after the command name (which may contain spaces) start with state, ppid.
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent) return pid;
-    }
-    if (gone) throw new Error('bwrap exited before starting the VMM');
-    if (attempt > 2000) throw new Error(`the VMM did not start below bwrap pid ${parent}`);
-    await sleep(1);
   }
 }

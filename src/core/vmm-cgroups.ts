@@ -1,5 +1,5 @@
 /**
- * The QEMU backend's use of the namespace backend's cgroup code (cgroups.ts, v1 and v2): one
+ * The microVM backends' use of the cgroup code (cgroups.ts, v1 and v2): one
  * parent per service instance (`kiln-vmm-…` below the service's own cgroup) with one group per
  * VMM. Adds what the VMMs need beyond it: a leftover group of the same name is removed before a
  * new one is made, and the scan keeps the groups of VMs this instance still runs.
@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import {
   detectCgroupLayout, prepareLayout, removeCgroupDirs, removeLayoutParents, SandboxCgroup,
   type CgroupLayout, type CgroupLimits,
-} from '../namespace/cgroups.js';
+} from './cgroups.js';
 
 export type CgroupHandle = Pick<SandboxCgroup, 'addProcess' | 'remove' | 'dirs'>;
 
