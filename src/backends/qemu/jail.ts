@@ -28,6 +28,14 @@ export interface JailLimits {
   guestMib: number;
   cpus: number;
   accel: 'kvm' | 'tcg';
+  /**
+   * A clone whose RAM is a private mapping of its template's RAM file. Guest pages the template
+   * never touched are holes in that tmpfs file: a first read fills the hole with a shared page
+   * charged to the clone's cgroup, and the first write then copies it into private memory, so
+   * such a VMM may hold up to twice its guest RAM (seen: a 256 MiB clone that filled its RAM held
+   * 374 MiB anonymous + 194 MiB shmem and was OOM-killed by a limit of guest + overhead).
+   */
+  templateBacked?: boolean;
 }
 
 /** Where QEMU chroots once its files are open: an empty, read-only directory. */
@@ -103,7 +111,7 @@ export class VmmJails {
     let cgroup: CgroupHandle;
     try {
       cgroup = await this.cgroups.create(name, {
-        memoryBytes: (limits.guestMib + vmmOverheadMib(limits.accel)) * 2 ** 20,
+        memoryBytes: ((limits.templateBacked ? 2 : 1) * limits.guestMib + vmmOverheadMib(limits.accel)) * 2 ** 20,
         pidsMax: pidsMax(limits.cpus),
         // The vCPU threads plus a quarter core for the main loop (devices, QMP, the console).
         cpus: limits.cpus + 0.25,

@@ -197,7 +197,7 @@ async function spawnQemu(o: LaunchOptions, paths: VmPaths, cleanup: CleanupStack
       // QEMU 7.2 must open a clone's RAM file writable (it hangs otherwise), even with share=off.
       readWrite: [o.dir, ...(o.memFile ? [o.memFile.path] : [])],
     };
-    const j = await o.jails.acquire(o.id, { guestMib: o.memoryMib, cpus: o.cpus, accel: o.accel }, files, o.binary);
+    const j = await o.jails.acquire(o.id, { guestMib: o.memoryMib, cpus: o.cpus, accel: o.accel, templateBacked: !!o.memFile }, files, o.binary);
     cleanup.push('release jail', () => j.release());
     jail = j;
     confine = { ...o.confine, runAs: `${j.uid}:${j.gid}`, chroot: EMPTY_ROOT };
