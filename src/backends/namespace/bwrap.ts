@@ -70,6 +70,9 @@ export async function spawnBwrap(o: BwrapOptions, signal: AbortSignal): Promise<
   child.stderr!.on('data', (c: Buffer) => o.onStderr(c.toString()));
   const info = child.stdio[3] as Readable;
   const block = child.stdio[4] as Writable;
+  // A sandbox stopped while starting (close() aborting a create) resets these pipes; its exit is
+  // what readChildPid and the sandbox watch, so their errors carry nothing more.
+  for (const pipe of [info, block, child.stderr!]) pipe.on('error', () => undefined);
   try {
     const sandboxPid = await readChildPid(child, info, signal);
     return {
