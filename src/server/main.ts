@@ -67,7 +67,9 @@ export async function serveForever(config?: KilnConfig): Promise<number> {
       const hard = setTimeout(() => resolve(1), 20_000);
       server.close().then(() => { clearTimeout(hard); resolve(0); }, (e) => { console.error(e); clearTimeout(hard); resolve(1); });
     };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
+    // on, not once: a second signal while closing (a supervisor's and a terminal's, say) must not
+    // fall back to the default action and end the process before its sandboxes are torn down.
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
   });
 }

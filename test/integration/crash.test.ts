@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { cgroupNameFor } from '../../src/server/compose.js';
-import { mountsUnder } from '../../src/images/fsutil.js';
+import { mountsUnder, removeTree } from '../../src/images/fsutil.js';
 import { KilnClient } from '../../src/sdk/index.js';
 import { alive, cgroupChildren } from '../parity/leaks.js';
 
@@ -72,6 +72,32 @@ describe('crash recovery', { skip: process.getuid?.() === 0 ? undefined : 'needs
       svc.kill('SIGTERM');
       await new Promise((r) => (svc.exitCode !== null ? r(null) : svc.once('exit', r)));
       await rm(base, { recursive: true, force: true });
+    }
+  });
+
+  it('a second SIGTERM while stopping does not cut the graceful stop short: nothing is left for a scan', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'kiln-sigterm-'));
+    await chmod(base, 0o755);
+    const runDir = join(base, 'run');
+    const port = await freePort();
+    const client = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });
+    const svc = serve(runDir, port);
+    try {
+      await ready(client);
+      const sbs = await Promise.all([0, 1].map(() => client.sandboxes.create({ pack: 'shell' })));
+      const pids = sbs.map((s) => s.details.pid as number);
+      assert.ok((await mountsUnder(runDir)).length > 0, 'the image is mounted while sandboxes run');
+      const exited = new Promise<number | null>((r) => svc.once('exit', (code) => r(code)));
+      svc.kill('SIGTERM');
+      await sleep(20);
+      svc.kill('SIGTERM'); // as a supervisor and a terminal both would
+      assert.equal(await exited, 0, 'the service stopped on its own, not by the signal');
+      assert.deepEqual(pids.filter(alive), []);
+      assert.deepEqual(await mountsUnder(runDir), [], 'no image mount left behind');
+      assert.deepEqual(cgroupChildren(cgroupNameFor(runDir)), [], 'no sandbox cgroup left behind');
+    } finally {
+      if (svc.exitCode === null && svc.signalCode === null) svc.kill('SIGKILL');
+      await removeTree(base); // unmounts what a failed run left first
     }
   });
 });
