@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,16 +16,13 @@ import { REPO_ROOT } from '../../src/core/config.js';
 import { FirecrackerBackend, type FirecrackerBackendOptions } from '../../src/backends/firecracker/backend.js';
 import { ancestors } from '../../src/backends/firecracker/confine.js';
 import type { BackendSandbox } from '../../src/core/backend.js';
+import { processesOf, statusField } from '../parity/leaks.js';
 
 const run = promisify(execFile);
 const root = process.getuid?.() === 0;
 const bwrap = await run('bwrap', ['--version']).then(() => true, () => false);
 const skip = !root ? 'confinement needs root' : !bwrap ? 'bubblewrap is not installed' : false;
 const V2 = existsSync('/sys/fs/cgroup/cgroup.controllers');
-
-function field(status: string, name: string): string[] {
-  return (new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '').trim().split(/\s+/);
-}
 
 async function cgroupDirs(pid: number): Promise<Record<'memory' | 'pids' | 'cpu', string>> {
   const out: Record<string, string> = {};
@@ -42,16 +39,6 @@ async function cgroupDirs(pid: number): Promise<Record<'memory' | 'pids' | 'cpu'
 async function alive(pid: number): Promise<boolean> {
   const st = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
   return st !== '' && !/\) Z /.test(st);
-}
-
-async function processesOf(uid: number): Promise<number[]> {
-  const found: number[] = [];
-  for (const e of await readdir('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const st = await readFile(`/proc/${e}/status`, 'utf8').catch(() => '');
-    if (st && field(st, 'Uid')[0] === String(uid) && field(st, 'State')[0] !== 'Z') found.push(Number(e));
-  }
-  return found;
 }
 
 /**
@@ -90,11 +77,11 @@ test('unjailed Firecracker runs as its own uid, in its own limited cgroup and na
       assert.ok(sb.details.cloneOf, 'restored from a snapshot template');
       const pid = sb.details.pid as number;
       const status = await readFile(`/proc/${pid}/status`, 'utf8');
-      const uid = Number(field(status, 'Uid')[0]);
-      assert.deepEqual(field(status, 'Uid'), Array(4).fill(String(uid)));
+      const uid = Number(statusField(status, 'Uid')[0]);
+      assert.deepEqual(statusField(status, 'Uid'), Array(4).fill(String(uid)));
       assert.ok(uid >= 1000, `Firecracker runs as uid ${uid}`);
       assert.equal(sb.details.uid, uid);
-      assert.deepEqual(field(status, 'CapEff'), ['0000000000000000']);
+      assert.deepEqual(statusField(status, 'CapEff'), ['0000000000000000']);
 
       const cg = await cgroupDirs(pid);
       const read = async (p: string) => Number((await readFile(p, 'utf8')).trim().split(' ')[0]);

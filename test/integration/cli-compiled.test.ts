@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,18 +13,11 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { KilnClient } from '../../src/sdk/index.js';
+import { freePort } from '../parity/service-process.js';
 
 const run = promisify(execFile);
 const KILN = join(REPO_ROOT, 'bin/kiln');
 const env = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({ ...process.env, KILN_REQUIRE_DIST: '1', ...extra });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 describe('compiled CLI (dist/)', { timeout: 300_000 }, () => {
   before(async () => {

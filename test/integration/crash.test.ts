@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,15 +13,8 @@ import { REPO_ROOT } from '../../src/core/config.js';
 import { cgroupNameFor } from '../../src/server/compose.js';
 import { mountsUnder, removeTree } from '../../src/images/fsutil.js';
 import { KilnClient } from '../../src/sdk/index.js';
+import { freePort } from '../parity/service-process.js';
 import { alive, cgroupChildren } from '../parity/leaks.js';
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 function serve(runDir: string, port: number): ChildProcess {
   return spawn(join(REPO_ROOT, 'bin/kiln'), ['serve'], {

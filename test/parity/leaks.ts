@@ -1,5 +1,6 @@
 /** What a test checks to prove nothing leaked: sandbox cgroups and live processes. */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** The service instance's parent cgroup (v1 memory hierarchy, or v2 unified). */
@@ -22,4 +23,20 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A /proc/<pid>/status field's values ("Uid", "Gid", "Groups", "State"…). */
+export function statusField(status: string, name: string): string[] {
+  return (new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '').trim().split(/\s+/);
+}
+
+/** Live (not zombie) processes whose real uid is `uid`. */
+export async function processesOf(uid: number): Promise<number[]> {
+  const found: number[] = [];
+  for (const e of await readdir('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const st = await readFile(`/proc/${e}/status`, 'utf8').catch(() => '');
+    if (st && statusField(st, 'Uid')[0] === String(uid) && statusField(st, 'State')[0] !== 'Z') found.push(Number(e));
+  }
+  return found;
 }

@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import type { BackendSandbox } from '../../src/core/backend.js';
 import { REPO_ROOT } from '../../src/core/config.js';
+import { processesOf, statusField } from '../parity/leaks.js';
 import { isAlive, setup, skipReason, spec, type QemuFixture } from './fixture.js';
 
 const execFileAsync = promisify(execFile);
@@ -22,10 +23,6 @@ const root = process.getuid?.() === 0;
 const skip = (await skipReason()) ?? (root ? undefined : 'QEMU jails need root');
 const READY = { readyTimeoutMs: 60_000 };
 const V2 = existsSync('/sys/fs/cgroup/cgroup.controllers');
-
-function field(status: string, name: string): string[] {
-  return (new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '').trim().split(/\s+/);
-}
 
 /** The host directory of `pid`'s cgroup for a controller (v1) or the unified one (v2). */
 async function cgroupDir(pid: number, controller: 'memory' | 'pids' | 'cpu'): Promise<string> {
@@ -52,17 +49,6 @@ async function limits(pid: number): Promise<{ memoryBytes: number; pidsMax: numb
 async function namespaceFiles(pid: number): Promise<string[]> {
   const { stdout } = await execFileAsync('nsenter', ['-t', String(pid), '-m', 'find', '/', '-path', '/usr', '-prune', '-o', '!', '-type', 'd', '-print']);
   return stdout.split('\n').filter(Boolean).sort();
-}
-
-/** Live processes whose real uid is `uid`. */
-async function processesOf(uid: number): Promise<number[]> {
-  const found: number[] = [];
-  for (const e of await readdir('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const st = await readFile(`/proc/${e}/status`, 'utf8').catch(() => '');
-    if (st && field(st, 'Uid')[0] === String(uid) && field(st, 'State')[0] !== 'Z') found.push(Number(e));
-  }
-  return found;
 }
 
 async function kernelText(sb: BackendSandbox): Promise<string> {
@@ -97,10 +83,10 @@ describe('qemu jail', { skip, timeout: 300_000 }, () => {
       for (const sb of [a, b]) {
         const pid = sb.details.pid as number;
         const status = await readFile(`/proc/${pid}/status`, 'utf8');
-        const uid = Number(field(status, 'Uid')[0]);
-        assert.deepEqual(field(status, 'Uid'), Array(4).fill(String(uid)), 'real, effective, saved and fs uid');
-        assert.deepEqual(field(status, 'Gid'), Array(4).fill(field(status, 'Gid')[0]));
-        assert.deepEqual(field(status, 'Groups'), field(status, 'Gid').slice(0, 1), 'no supplementary groups but its own');
+        const uid = Number(statusField(status, 'Uid')[0]);
+        assert.deepEqual(statusField(status, 'Uid'), Array(4).fill(String(uid)), 'real, effective, saved and fs uid');
+        assert.deepEqual(statusField(status, 'Gid'), Array(4).fill(statusField(status, 'Gid')[0]));
+        assert.deepEqual(statusField(status, 'Groups'), statusField(status, 'Gid').slice(0, 1), 'no supplementary groups but its own');
         assert.ok(uid >= 1000 && uid !== 65534, `QEMU runs as uid ${uid}`);
         assert.equal(sb.details.uid, uid);
         uids.push(uid);
