@@ -13,7 +13,8 @@ import { Sandbox, type CreateSandboxOptions, type SandboxInfo } from './sandbox.
 import { ExecRunner, type ExecOptions, type ExecOutcome, type ExecStreamHandlers, type InteractiveExec, type InteractiveOptions } from './exec.js';
 import type { ChunkSink, ExecHandlers } from '../protocol/agent-client.js';
 import type { Metrics } from './metrics.js';
-import type { WarmPools } from './pools.js';
+import type { PoolKey, WarmPools } from './pools.js';
+import { warmUp } from './warmup.js';
 
 export interface ManagerDeps {
   config: KilnConfig;
@@ -104,6 +105,13 @@ export class SandboxManager {
     const bootMs = typeof restoreMs === 'number' ? restoreMs : inner.details.bootMs;
     if (typeof bootMs === 'number') this.d.metrics?.bootSeconds.observe({ backend: backend.name, kind: typeof restoreMs === 'number' ? 'restore' : 'boot' }, bootMs / 1000);
     return inner;
+  }
+
+  /** A warm pool's member: a fresh sandbox of the key's shape, its pack's program run once. */
+  async startPoolMember(k: PoolKey): Promise<BackendSandbox> {
+    const sb = await this.startOnBackend(this.backend(k.backend), k.pack, k);
+    await warmUp(sb, await this.d.packs.get(k.pack));
+    return sb;
   }
 
   /**

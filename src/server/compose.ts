@@ -8,7 +8,6 @@ import type { KilnConfig } from '../core/config.js';
 import { SandboxManager } from '../core/manager.js';
 import { Metrics } from '../core/metrics.js';
 import { WarmPools } from '../core/pools.js';
-import { warmUp } from '../core/warmup.js';
 import { createNamespaceBackend } from '../backends/namespace/namespace-backend.js';
 import { createPackCatalog } from './pack-catalog.js';
 import type { KilnService } from './service.js';
@@ -60,11 +59,7 @@ export async function composeService(config: KilnConfig, o: ComposeOptions = {})
     const l = config.limits;
     pools = new WarmPools({
       targets: targets.map(({ backend, pack, target }) => ({ key: { backend, pack, cpus: l.defaultCpus, memoryMib: l.defaultMemoryMib, diskMib: l.defaultDiskMib }, target })),
-      start: async (k) => {
-        const sb = await manager.startOnBackend(manager.backend(k.backend), k.pack, k);
-        await warmUp(sb, await packs.get(k.pack));
-        return sb;
-      },
+      start: (k) => manager.startPoolMember(k),
       maxAgeMs: 10 * 60_000,
       refillConcurrency: 1,
       metrics,

@@ -11,7 +11,6 @@ import { loadConfig, type KilnConfig } from '../../src/core/config.js';
 import { isKilnError } from '../../src/core/errors.js';
 import { SandboxManager } from '../../src/core/manager.js';
 import { WarmPools, type PoolKey } from '../../src/core/pools.js';
-import { warmUp } from '../../src/core/warmup.js';
 import { MemoryBackend, memoryPacks, type MemoryBackendOptions } from './memory-backend.js';
 
 async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
@@ -47,11 +46,7 @@ function harness(o: { env?: Record<string, string>; backend?: MemoryBackendOptio
   if (o.pool) {
     pools = new WarmPools({
       targets: [{ key: poolKey(config), target: o.pool }],
-      start: async (k) => {
-        const sb = await manager.startOnBackend(manager.backend(k.backend), k.pack, k);
-        await warmUp(sb, await packs.get(k.pack));
-        return sb;
-      },
+      start: (k) => manager.startPoolMember(k),
       maxAgeMs: 10 * 60_000,
       refillConcurrency: 1,
       refillAfterHitMs: 60_000, // only a delete (released()) or a miss starts a refill here
