@@ -22,14 +22,7 @@ func opArchiveGet(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	}
 	var res transferResult
 	err := asExecUser(func() error {
-		p, err := resolve(req.Path)
-		if err != nil {
-			return err
-		}
-		root, err := openInRoot(req.Path, p, os.O_RDONLY|syscall.O_DIRECTORY, 0)
-		if isErrno(err, syscall.ENOTDIR) {
-			return newOpError(codeBadRequest, "%s is not a directory", req.Path)
-		}
+		root, err := openDirInRoot(req.Path)
 		if err != nil {
 			return err
 		}

@@ -27,14 +27,7 @@ func opFsList(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	}
 	var entries []fsEntry
 	err := asExecUser(func() error {
-		p, err := resolve(req.Path)
-		if err != nil {
-			return err
-		}
-		dir, err := openInRoot(req.Path, p, os.O_RDONLY|syscall.O_DIRECTORY, 0)
-		if isErrno(err, syscall.ENOTDIR) {
-			return newOpError(codeBadRequest, "%s is not a directory", req.Path)
-		}
+		dir, err := openDirInRoot(req.Path)
 		if err != nil {
 			return err
 		}

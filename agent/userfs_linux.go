@@ -124,6 +124,20 @@ func openInRoot(p, hostPath string, flags int, perm uint32) (*os.File, error) {
 	return f, err
 }
 
+// openDirInRoot opens the sandbox directory p for listing or walking (fs.list, archive.get);
+// a path that is not a directory is the caller's mistake.
+func openDirInRoot(p string) (*os.File, error) {
+	hostPath, err := resolve(p)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := openInRoot(p, hostPath, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if isErrno(err, syscall.ENOTDIR) {
+		return nil, newOpError(codeBadRequest, "%s is not a directory", p)
+	}
+	return dir, err
+}
+
 // openat2InRoot returns syscall.ENOSYS itself when the kernel has no openat2 (before 5.6).
 func openat2InRoot(p, hostPath string, flags int, perm uint32, resolve uint64) (*os.File, error) {
 	clean, err := checkPath(p)
