@@ -26,7 +26,8 @@ export interface KilnConfig {
   agentPath: string;
   /** The folder with the pack definitions. */
   packsDir: string;
-  defaultBackend: 'namespace' | 'qemu' | 'firecracker';
+  /** KILN_BACKEND; checked against the registered backends by checkBackendNames. */
+  defaultBackend: BackendName;
   limits: SandboxLimits;
   /** Host capacity: beyond it, creates queue (then 429/503). */
   maxSandboxes: number;
@@ -148,9 +149,24 @@ function path(p: string): string {
   return isAbsolute(p) ? p : resolve(p);
 }
 
-function backendName(v: string): KilnConfig['defaultBackend'] {
-  if (v === 'namespace' || v === 'qemu' || v === 'firecracker') return v;
-  throw new KilnError('INVALID_REQUEST', `KILN_BACKEND=${v}: use namespace, qemu or firecracker`);
+const NAME = /^[a-z][a-z0-9-]{0,31}$/;
+
+function backendName(v: string): BackendName {
+  if (NAME.test(v)) return v;
+  throw new KilnError('INVALID_REQUEST', `KILN_BACKEND=${JSON.stringify(v)}: a backend name is lower-case letters, digits and "-", e.g. namespace`);
+}
+
+/**
+ * Refuses backend names (KILN_BACKEND, KILN_POOL) that are not registered. The config is parsed
+ * without knowing the registry (the core sits below it); the composition root calls this with the
+ * registry's names (src/server/backends.ts).
+ */
+export function checkBackendNames(config: KilnConfig, registered: readonly BackendName[]): void {
+  const list = registered.join(', ');
+  if (!registered.includes(config.defaultBackend)) throw new KilnError('INVALID_REQUEST', `KILN_BACKEND=${config.defaultBackend}: no such backend; use one of ${list}`);
+  for (const t of config.poolTargets) {
+    if (t.backend !== undefined && !registered.includes(t.backend)) throw new KilnError('INVALID_REQUEST', `KILN_POOL entry "${t.backend}/${t.pack}=${t.target}": no backend "${t.backend}"; use one of ${list}`);
+  }
 }
 
 function accel(v: string): KilnConfig['qemuAccel'] {
@@ -169,7 +185,7 @@ export interface PoolTarget {
 function poolTargets(spec: string): PoolTarget[] {
   const out = new Map<string, PoolTarget>();
   for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
-    const m = /^(?:(namespace|qemu|firecracker)\/)?([A-Za-z0-9][A-Za-z0-9_-]*)=(\d+)$/.exec(part);
+    const m = /^(?:([a-z][a-z0-9-]{0,31})\/)?([A-Za-z0-9][A-Za-z0-9_-]*)=(\d+)$/.exec(part);
     const n = Number(m?.[3]);
     if (!m || n > 1000) throw new KilnError('INVALID_REQUEST', `KILN_POOL entry "${part}": use [backend/]pack=count with a count up to 1000, e.g. python=2,node=1,qemu/python=1`);
     out.set(`${m[1] ?? ''}/${m[2]}`, { backend: m[1] as BackendName | undefined, pack: m[2]!, target: n });

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { cgroupNameFor } from '../../src/server/compose.js';
+import { cgroupNameFor } from '../../src/server/backends.js';
 import { mountsUnder } from '../../src/images/fsutil.js';
 import { KilnApiError } from '../../src/sdk/index.js';
 import { startTestServer } from '../parity/fixture.js';

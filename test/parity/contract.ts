@@ -5,12 +5,13 @@
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
+import type { BackendName } from '../../src/sdk/index.js';
 import { KilnApiError, type KilnClient } from '../../src/sdk/index.js';
 import { startTestServer, withSandbox, type TestServer } from './fixture.js';
 import { tarOf } from './tar.js';
 
 export interface ParityOptions {
-  backend: 'namespace' | 'qemu' | 'firecracker';
+  backend: BackendName;
   /** Why the suite cannot run here (skips it with that reason), or undefined. */
   skip?: string;
   /** Scale for slow backends (software-emulated VMs). */

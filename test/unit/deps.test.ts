@@ -33,7 +33,7 @@ const TREE: Record<string, string> = {
   'src/core/typo.ts': "import { gone } from './no-such-file.js';\nexport default gone;\n",
   'src/cli/doctor.ts': "import { probe } from '../backends/qemu/index.js';\nexport default probe;\n",
   'src/server/app.ts': 'export const app = 1;\n',
-  'src/server/compose.ts': "import { probe } from '../backends/qemu/index.js';\nexport default probe;\n", // ok
+  'src/server/backends.ts': "import { probe } from '../backends/qemu/index.js';\nexport default probe;\n", // ok
   'src/backends/qemu/index.ts': "import { fc } from '../firecracker/index.js';\nimport { own } from './own.js';\nexport const probe = fc + own;\n",
   'src/backends/qemu/own.ts': 'export const own = 1;\n', // ok: a backend's own module
   'src/backends/firecracker/index.ts': 'export const fc = 1;\n',
@@ -64,7 +64,7 @@ describe('dependency rules (.dependency-cruiser.cjs)', { timeout: 300_000 }, () 
   it('a tree breaking each rule once fails, naming each rule at its import and nothing else', async () => {
     const text = await depcruise(dir, ['src', 'web/src']);
     assert.notEqual(text.code, 0);
-    assert.match(text.stdout, /error backends-only-from-composition-root: src\/cli\/doctor\.ts → src\/backends\/qemu\/index\.ts/);
+    assert.match(text.stdout, /error backends-only-from-registry: src\/cli\/doctor\.ts → src\/backends\/qemu\/index\.ts/);
     assert.match(text.stdout, /error backends-not-each-other: src\/backends\/qemu\/index\.ts → src\/backends\/firecracker\/index\.ts/);
 
     const json = await depcruise(dir, ['--output-type', 'json', 'src', 'web/src']);
@@ -72,7 +72,7 @@ describe('dependency rules (.dependency-cruiser.cjs)', { timeout: 300_000 }, () 
     const found = summary.violations.map((v) => `${v.rule.name}: ${v.from} -> ${v.to}${v.rule.severity === 'error' ? '' : ` (${v.rule.severity})`}`).sort();
     assert.deepEqual(found, [
       'backends-not-each-other: src/backends/qemu/index.ts -> src/backends/firecracker/index.ts',
-      'backends-only-from-composition-root: src/cli/doctor.ts -> src/backends/qemu/index.ts',
+      'backends-only-from-registry: src/cli/doctor.ts -> src/backends/qemu/index.ts',
       'core-below-server-and-cli: src/core/uses-server.ts -> src/server/app.ts',
       'no-cycles: src/core/a.ts -> src/core/b.ts', // a type-only import closes it: still a cycle
       'not-to-unresolvable: src/core/typo.ts -> ./no-such-file.js',

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { access, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Backend, BackendAvailability, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
+import { availabilityFrom, type Backend, type BackendAvailability, type BackendSandbox, type CreateOptions, type SandboxSpec, type ScanReport } from '../../core/backend.js';
 import { CleanupStack } from '../../core/cleanup.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
@@ -14,7 +14,7 @@ import { templateWarmup, warmTemplate, type TemplateWarmup } from '../../core/wa
 import { runBootSteps } from './boot-steps.js';
 import { firecrackerCmdline } from './cmdline.js';
 import { findExecutable, jailCgroupDir, jailRoot, UidPool, type JailerSettings } from './jailer.js';
-import { hostChecks, inspectHost, unavailableReason } from './probe.js';
+import { hostChecks, inspectHost } from './probe.js';
 import { spawnLauncher, type Launcher } from './process.js';
 import { FirecrackerSandbox } from './sandbox.js';
 import { UnjailedConfiner, type UnjailedConfinementOptions } from './confine.js';
@@ -112,18 +112,11 @@ export class FirecrackerBackend implements Backend {
     const facts = await inspectHost({ firecrackerPath: this.o.firecrackerPath, jailerPath: this.o.jailerPath, kvm: this.o.kvm });
     const checks = hostChecks(facts, this.o.kvm);
     if (this.o.jailer === 'required' && !facts.jailerPath) checks.push({ name: 'jailer', ok: false, detail: 'the jailer is required by configuration but no jailer binary was found' });
-    const reason = unavailableReason(checks);
-    return {
-      name: this.name,
-      available: reason === undefined,
-      reason,
-      capabilities: this.capabilities,
-      info: {
-        firecracker: facts.firecrackerVersion ?? facts.firecrackerPath ?? null,
-        jailer: this.o.jailer === 'never' ? 'disabled' : facts.jailerPath ?? null,
-        kvm: facts.cpuVirtualisation ?? (facts.kvmPvm ? 'kvm-pvm (unusable for ordinary guests)' : 'none'),
-      },
-    };
+    return availabilityFrom(this.name, checks, this.capabilities, {
+      firecracker: facts.firecrackerVersion ?? facts.firecrackerPath ?? null,
+      jailer: this.o.jailer === 'never' ? 'disabled' : facts.jailerPath ?? null,
+      kvm: facts.cpuVirtualisation ?? (facts.kvmPvm ? 'kvm-pvm (unusable for ordinary guests)' : 'none'),
+    });
   }
 
   /** Binaries and jailer settings, looked up once. */

@@ -8,13 +8,13 @@ import { constants } from 'node:fs';
 import { access, chmod, copyFile, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { Backend, BackendAvailability, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
+import { availabilityFrom, type Backend, type BackendAvailability, type BackendSandbox, type CreateOptions, type HostCheck, type ProbeOptions, type SandboxSpec, type ScanReport } from '../../core/backend.js';
 import { CleanupStack } from '../../core/cleanup.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import { spawnBwrap } from './bwrap.js';
-import { detectCgroupLayout, prepareLayout, removeLayoutParents, SandboxCgroup, scanStaleCgroups, type CgroupLayout } from '../../core/cgroups.js';
+import { cgroupMode, detectCgroupLayout, prepareLayout, probeCgroups, removeLayoutParents, SandboxCgroup, scanStaleCgroups, type CgroupLayout } from '../../core/cgroups.js';
 import { ImageMounts } from './image-mounts.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
 import { SandboxUids } from './uids.js';
@@ -54,34 +54,39 @@ class NamespaceBackend implements Backend {
     this.uids = new SandboxUids(o.uidBase ?? 200_000, o.uidCount ?? 65_536);
   }
 
-  async probe(): Promise<BackendAvailability> {
+  async probe(options: ProbeOptions = {}): Promise<BackendAvailability> {
     const capabilities = { snapshots: false, separateKernel: false, multipleUids: false, maxCpus: 64, maxMemoryMib: 1 << 20 };
-    const problems: string[] = [];
-    if (process.getuid?.() !== 0) problems.push('the service must run as root (it loop-mounts images and manages cgroups)');
+    const checks: HostCheck[] = [];
+    const add = (name: string, ok: boolean, detail: string): void => { checks.push({ name, ok, detail }); };
+    const root = process.getuid?.() === 0;
+    add('root', root, root ? 'running as root' : 'the service must run as root (it loop-mounts images and manages cgroups)');
     const bwrap = this.o.bwrapPath ?? 'bwrap';
-    let version = '';
-    try {
-      version = (await run(bwrap, ['--version'])).stdout.trim();
-    } catch {
-      problems.push('bubblewrap is not installed: apt-get install bubblewrap');
-    }
+    const version = await run(bwrap, ['--version']).then((r) => r.stdout.trim(), () => '');
+    add('bubblewrap', !!version, version || `${bwrap} was not found: apt-get install bubblewrap`);
     const fs = await readFile('/proc/filesystems', 'utf8');
-    if (!/\toverlay$/m.test(fs)) problems.push('the kernel has no overlayfs: modprobe overlay');
-    if (!/\tsquashfs$/m.test(fs)) await run('modprobe', ['squashfs']).catch(() => problems.push('the kernel has no squashfs: modprobe squashfs'));
+    const overlay = /\toverlay$/m.test(fs);
+    add('overlayfs', overlay, overlay ? 'in the kernel' : 'the kernel has no overlayfs: modprobe overlay');
+    const squashfs = /\tsquashfs$/m.test(fs) || await run('modprobe', ['squashfs']).then(() => true, () => false);
+    add('squashfs', squashfs, squashfs ? 'in the kernel' : 'the kernel has no squashfs: modprobe squashfs');
+    const userns = await readFile('/proc/sys/user/max_user_namespaces', 'utf8').then((v) => Number(v) > 0, () => false);
+    add('user namespaces', userns, userns ? 'enabled' : 'disabled: sysctl -w user.max_user_namespaces=15000');
     let cgroups = '';
-    try {
-      cgroups = `v${detectCgroupLayout(this.o.cgroupName).version}`;
-    } catch (e) {
-      problems.push((e as Error).message);
+    if (options.thorough && root) {
+      // A real attempt, not a look at the mounts: a probe sandbox cgroup with limits, delegated to nobody.
+      const cg = await probeCgroups();
+      cgroups = cg.mode;
+      add('cgroups', cg.delegation, cg.detail);
+    } else {
+      try {
+        cgroups = `v${detectCgroupLayout(this.o.cgroupName).version}`;
+        add('cgroups', true, `${cgroupMode()}${root ? '' : ' (delegation not probed: run kiln doctor as root)'}`);
+      } catch (e) {
+        add('cgroups', false, (e as Error).message);
+      }
     }
-    if (!(await access(this.o.agentPath, constants.X_OK).then(() => true, () => false))) problems.push(`agent binary ${this.o.agentPath} is missing: run bash agent/build.sh`);
-    return {
-      name: this.name,
-      available: problems.length === 0,
-      reason: problems.length ? problems.join('; ') : undefined,
-      capabilities,
-      info: { bwrap: version, cgroups, quarantinedUids: this.uids.quarantined.length },
-    };
+    const agent = await access(this.o.agentPath, constants.X_OK).then(() => true, () => false);
+    add('agent binary', agent, agent ? this.o.agentPath : `${this.o.agentPath} is missing: run bash agent/build.sh`);
+    return availabilityFrom(this.name, checks, capabilities, { bwrap: version, cgroups, quarantinedUids: this.uids.quarantined.length });
   }
 
   /** One-time preparation: folders, cgroup parents, and an agent copy every sandbox uid can read. */

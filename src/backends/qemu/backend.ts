@@ -9,7 +9,7 @@ import { cpus, totalmem } from 'node:os';
 import { stat } from 'node:fs/promises';
 import { normalize } from 'node:path';
 import { promisify } from 'node:util';
-import type { Backend, BackendAvailability, BackendCapabilities, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
+import { availabilityFrom, type Backend, type BackendAvailability, type BackendCapabilities, type BackendSandbox, type CreateOptions, type HostCheck, type SandboxSpec, type ScanReport } from '../../core/backend.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { templateWarmup } from '../../core/warmup.js';
 import { KilnError, isKilnError } from '../../core/errors.js';
@@ -124,23 +124,28 @@ class QemuBackend implements Backend {
       snapshots: this.o.templates !== false, separateKernel: true, multipleUids: true,
       maxCpus: cpus().length, maxMemoryMib: Math.floor(totalmem() / 2 ** 20 / 2),
     };
-    const unavailable = (reason: string): BackendAvailability => ({ name: 'qemu', available: false, reason, capabilities });
+    const checks: HostCheck[] = [];
+    const add = (name: string, ok: boolean, detail: string): void => { checks.push({ name, ok, detail }); };
     const version = await qemuVersion(this.binary).catch(() => undefined);
-    if (!version) return unavailable(`${this.binary} was not found: install the qemu-system-x86 package`);
+    add('QEMU', !!version, version ?? `${this.binary} was not found: install the qemu-system-x86 package`);
     const kernel = await findHostKernel().catch((e: Error) => e);
-    if (kernel instanceof Error) return unavailable(kernel.message);
-    if (!(await stat(this.o.agentPath).then(() => true, () => false))) return unavailable(`the kiln-agent binary ${this.o.agentPath} is missing: run "bash agent/build.sh"`);
-    if (this.jails && !(await execFileAsync(this.jails.bwrapPath, ['--version']).then(() => true, () => false))) {
-      return unavailable(`${this.jails.bwrapPath} was not found: install the bubblewrap package (it confines each QEMU), or set the qemu backend's jail option to false`);
+    add('guest kernel', !(kernel instanceof Error), kernel instanceof Error ? kernel.message : `host kernel ${kernel.version} (its modules go into the guest initramfs)`);
+    const agent = await stat(this.o.agentPath).then(() => true, () => false);
+    add('agent binary', agent, agent ? this.o.agentPath : `the kiln-agent binary ${this.o.agentPath} is missing: run "bash agent/build.sh"`);
+    if (this.jails) {
+      const bwrap = await execFileAsync(this.jails.bwrapPath, ['--version']).then(() => true, () => false);
+      add('QEMU jail', bwrap, bwrap ? `${this.jails.bwrapPath}: each QEMU runs under its own uid and namespaces` : `${this.jails.bwrapPath} was not found: install the bubblewrap package (it confines each QEMU), or set the qemu backend's jail option to false`);
+      const cgroupProblem = this.jails.problem();
+      add('QEMU cgroups', !cgroupProblem, cgroupProblem ? `QEMU cgroups cannot be made: ${cgroupProblem} (or set the qemu backend's jail option to false)` : `cgroup ${this.jails.cgroupName}`);
     }
-    const cgroupProblem = this.jails?.problem();
-    if (cgroupProblem) return unavailable(`QEMU cgroups cannot be made: ${cgroupProblem} (or set the qemu backend's jail option to false)`);
+    if (checks.some((c) => !c.ok)) return availabilityFrom('qemu', checks, capabilities);
     const accel = await chooseAccel(this.o.accel ?? 'auto');
+    add('accelerator', true, `${accel.accel}: ${accel.reason}`);
     const jail = this.jails ? `uid, cgroup ${this.jails.cgroupName}, namespaces` : this.confine?.runAs ? `seccomp, runs as ${this.confine.runAs}` : this.confine ? 'seccomp' : 'none';
-    return {
-      name: 'qemu', available: true, capabilities,
-      info: { qemuVersion: version, kernelVersion: kernel.version, accel: accel.accel, accelReason: accel.reason, tscKhz: accel.accel === 'tcg' ? await hostTscKhz() : undefined, confinement: jail },
-    };
+    return availabilityFrom('qemu', checks, capabilities, {
+      qemuVersion: version, kernelVersion: (kernel as { version: string }).version, accel: accel.accel, accelReason: accel.reason,
+      tscKhz: accel.accel === 'tcg' ? await hostTscKhz() : undefined, confinement: jail,
+    });
   }
 
   create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {

@@ -1,7 +1,10 @@
 /** JSON schemas for request bodies and responses; they also feed /openapi.json. */
+import { BACKEND_NAMES } from '../backends.js';
+
 // Fields shared by several bodies: one definition each, so their bounds cannot drift apart.
 const pack = { type: 'string', minLength: 1, maxLength: 64 } as const;
-const backend = { type: 'string', enum: ['namespace', 'qemu', 'firecracker'] } as const;
+// The registry's names (../backends.ts): a new backend appears in requests and /openapi.json by itself.
+const backend = { type: 'string', enum: [...BACKEND_NAMES] };
 const cpus = { type: 'number', exclusiveMinimum: 0, maximum: 64 } as const;
 const memoryMib = { type: 'integer', minimum: 16 } as const;
 const stdin = { type: 'string', maxLength: 16 * 1024 * 1024 } as const;
