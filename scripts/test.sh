@@ -21,6 +21,9 @@ npx tsc -p web/tsconfig.json --noEmit || fail=1
 printf '\n==> dependency rules (.dependency-cruiser.cjs)\n' >&2
 npx depcruise --config .dependency-cruiser.cjs src web/src || fail=1
 
+printf '\n==> lint and format (biome.json; fix with: npx biome check --write .)\n' >&2
+npx biome ci --colors=off . || fail=1
+
 printf '\n==> node tests\n' >&2
 shopt -s nullglob
 files=(test/unit/*.test.ts test/images/*.test.ts test/firecracker/*.test.ts test/integration/*.test.ts test/qemu/*.test.ts test/web/*.test.ts)

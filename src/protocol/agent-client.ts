@@ -366,7 +366,8 @@ export class AgentClient {
     try {
       frames = this.decoder.push(chunk);
     } catch (e) {
-      return this.protocolViolation((e as Error).message);
+      this.protocolViolation((e as Error).message);
+      return;
     }
     for (const frame of frames) {
       const state = this.streams.get(frame.stream);
@@ -383,7 +384,8 @@ export class AgentClient {
           void state.onFrame(frame);
         }
       } catch (e) {
-        return this.protocolViolation((e as Error).message);
+        this.protocolViolation((e as Error).message);
+        return;
       }
     }
   }

@@ -178,7 +178,7 @@ function enc(s: string): string {
 
 async function apiError(res: Response): Promise<KilnApiError> {
   const retry = res.headers.get('retry-after');
-  let code = 'HTTP_' + res.status;
+  let code = `HTTP_${res.status}`;
   let message = `${res.status} ${res.statusText}`;
   try {
     const body = (await res.json()) as { code?: string; message?: string };

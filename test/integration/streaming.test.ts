@@ -52,11 +52,11 @@ describe('streaming and interactive exec', { skip: process.getuid?.() === 0 ? un
   it('runs programs small (inline with the exec) and large (uploaded first) alike', async () => {
     const small = await t.client.run({ pack: 'python', code: 'print(len(open(__file__).read()))' });
     assert.equal(small.stdout, `${'print(len(open(__file__).read()))'.length}\n`);
-    const big = '#' + 'x'.repeat(300_000) + '\nprint(len(open(__file__).read()))';
+    const big = `#${'x'.repeat(300_000)}\nprint(len(open(__file__).read()))`;
     const r = await t.client.run({ pack: 'python', code: big });
     assert.equal(r.stdout, `${big.length}\n`, r.stderr);
-    const escape = await t.client.run({ pack: 'python', files: [{ path: '../x.py', content: 'print(1)' }], entrypoint: '../x.py' }).catch((e: Error) => e);
-    assert.match(String(escape), /PATH_ESCAPE|must be relative/);
+    const escaped = await t.client.run({ pack: 'python', files: [{ path: '../x.py', content: 'print(1)' }], entrypoint: '../x.py' }).catch((e: Error) => e);
+    assert.match(String(escaped), /PATH_ESCAPE|must be relative/);
   });
 
   it('reports errors inside the stream as a final error event', async () => {

@@ -94,7 +94,7 @@ export function paritySuite(o: ParityOptions): void {
 
     it('runs 50 concurrent execs in one sandbox', async () => {
       const rs = await Promise.all(Array.from({ length: 50 }, (_, i) => sh(`echo ${i}`)));
-      rs.forEach((r, i) => assert.equal(r.stdout, `${i}\n`));
+      for (const [i, r] of rs.entries()) assert.equal(r.stdout, `${i}\n`);
     });
 
     it('has no network by default', async () => {

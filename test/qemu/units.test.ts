@@ -105,7 +105,7 @@ describe('qemu pieces', () => {
     assert.equal(lines.at(-1), '---[ end Kernel panic - not syncing ]---');
     assert.equal(ring.failure(10).length, 10);
     const plain = new ConsoleRing(200);
-    plain.push(Array.from({ length: 50 }, (_, i) => `line ${i}`).join('\n') + '\n');
+    plain.push(`${Array.from({ length: 50 }, (_, i) => `line ${i}`).join('\n')}\n`);
     assert.deepEqual(plain.failure(80, 3), ['line 47', 'line 48', 'line 49']);
   });
 

@@ -1,7 +1,7 @@
 /**
  * .dependency-cruiser.cjs, the layer rules scripts/test.sh checks: the real tree passes, and a
  * throw-away tree that breaks each rule once fails with that rule's name on the offending import,
- * while the imports the rules allow (the composition root, the SDK's Node built-ins, the web app's
+ * while the imports the rules allow (the registry of backends, the SDK's Node built-ins, the web app's
  * SDK imports) stay clean.
  */
 import assert from 'node:assert/strict';

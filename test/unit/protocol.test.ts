@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { REPO_ROOT } from '../../src/core/config.js';
-import { KilnError } from '../../src/core/errors.js';
+import type { KilnError } from '../../src/core/errors.js';
 import { AgentClient } from '../../src/protocol/agent-client.js';
 import { PROTOCOL_VERSION } from '../../src/protocol/messages.js';
 import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, MAX_PAYLOAD_BYTES, ProtocolError, type Frame } from '../../src/protocol/frames.js';

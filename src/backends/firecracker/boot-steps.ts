@@ -4,7 +4,7 @@
  * calls whose effect dies with the process, so the unwinding stays visible in traces). When a step
  * fails, everything done so far is unwound in reverse and the error names the step.
  */
-import { CleanupStack } from '../../core/cleanup.js';
+import type { CleanupStack } from '../../core/cleanup.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
 
 export interface BootStep<C> {

@@ -7,7 +7,7 @@
  */
 import { chmod, chown, copyFile, link, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { AgentClient } from '../../protocol/agent-client.js';
+import type { AgentClient } from '../../protocol/agent-client.js';
 import { FirecrackerApi } from './api-client.js';
 import type { Drive, MachineConfiguration, NetworkInterface, RateLimiter } from './api-types.js';
 import type { BootStep } from './boot-steps.js';

@@ -3,10 +3,10 @@ import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
-import { CleanupStack } from '../../core/cleanup.js';
+import type { CleanupStack } from '../../core/cleanup.js';
 import { KilnError } from '../../core/errors.js';
 import { ExitSignal } from '../../core/exit-signal.js';
-import { AgentClient } from '../../protocol/agent-client.js';
+import type { AgentClient } from '../../protocol/agent-client.js';
 import type { SandboxCgroup } from '../../core/cgroups.js';
 
 export class NamespaceSandbox implements BackendSandbox {
@@ -17,7 +17,7 @@ export class NamespaceSandbox implements BackendSandbox {
   constructor(
     readonly id: string,
     readonly agent: AgentClient,
-    private readonly child: ChildProcess,
+    child: ChildProcess,
     private readonly cgroup: SandboxCgroup,
     private readonly cleanup: CleanupStack,
     details: Record<string, unknown>,

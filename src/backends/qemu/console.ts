@@ -48,5 +48,6 @@ const FAILURE_START = /kiln-init:|Kernel panic - not syncing|BUG: |Oops: |genera
 
 /** Strips control characters an untrusted guest could use to garble logs and API errors. */
 function clean(line: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: removing control characters is the point
   return line.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
 }

@@ -29,7 +29,7 @@ export class QemuProcess {
   watchdogFired = false;
 
   /** `pid` is QEMU's host pid: the child itself, or under a jail bwrap's namespace PID 1. */
-  private constructor(private readonly child: ChildProcess, pid?: number) {
+  private constructor(readonly child: ChildProcess, pid?: number) {
     this.qemuPid = pid ?? child.pid!;
     child.stdout!.on('data', (d: Buffer) => this.console.push(d));
     child.stderr!.on('data', (d: Buffer) => this.console.push(d));

@@ -19,7 +19,7 @@ export async function streamNdjson<R extends ExecOutcome>(
   reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
   reply.hijack();
   reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
-  const write = (obj: Record<string, unknown>): undefined | Promise<void> => writeOrWait(reply.raw, JSON.stringify(obj) + '\n');
+  const write = (obj: Record<string, unknown>): undefined | Promise<void> => writeOrWait(reply.raw, `${JSON.stringify(obj)}\n`);
   try {
     const r = await run({
       onStarted: (pid) => { void write({ type: 'started', pid }); },

@@ -11,7 +11,7 @@ export function BackendsPage() {
     <section>
       <div className="section-head">
         <h2>Backends</h2>
-        <button className="ghost" onClick={() => { void backends.reload(); void packs.reload(); }}>Refresh</button>
+        <button type="button" className="ghost" onClick={() => { void backends.reload(); void packs.reload(); }}>Refresh</button>
       </div>
       <ErrorBox error={backends.error} />
       <div className="cards">

@@ -97,13 +97,15 @@ export function RunPage({ initialSandbox }: { initialSandbox?: string }) {
           </select>
         </label>
         <div className="segmented" role="radiogroup" aria-label="Source">
-          <button role="radio" aria-checked={source === 'files'} className={source === 'files' ? 'on' : ''} onClick={() => setSource('files')}>Editor</button>
-          <button role="radio" aria-checked={source === 'archive'} className={source === 'archive' ? 'on' : ''} onClick={() => setSource('archive')}>Upload tar.gz</button>
+          {/* biome-ignore lint/a11y/useSemanticElements: a segmented control: buttons in a radiogroup, styled as one */}
+          <button type="button" role="radio" aria-checked={source === 'files'} className={source === 'files' ? 'on' : ''} onClick={() => setSource('files')}>Editor</button>
+          {/* biome-ignore lint/a11y/useSemanticElements: see above */}
+          <button type="button" role="radio" aria-checked={source === 'archive'} className={source === 'archive' ? 'on' : ''} onClick={() => setSource('archive')}>Upload tar.gz</button>
         </div>
         <label>Timeout s<input name="timeout" type="number" min="1" placeholder="30" value={timeoutSec} onChange={(e) => setTimeoutSec(e.target.value)} /></label>
         <div className="spacer" />
-        {running ? <button className="danger" onClick={() => abort.current?.abort()}>Stop</button>
-          : <button className="primary run" onClick={() => void run()} disabled={!pack} title="Ctrl+Enter">▶ Run</button>}
+        {running ? <button type="button" className="danger" onClick={() => abort.current?.abort()}>Stop</button>
+          : <button type="button" className="primary run" onClick={() => void run()} disabled={!pack} title="Ctrl+Enter">▶ Run</button>}
       </div>
       <ErrorBox error={packs.error ?? sandboxes.error} />
 
