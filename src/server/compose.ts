@@ -5,6 +5,7 @@
 import type { BackendAvailability } from '../core/backend.js';
 import type { KilnConfig } from '../core/config.js';
 import { SandboxManager } from '../core/manager.js';
+import { InstanceLock } from '../core/instance-lock.js';
 import { Metrics } from '../core/metrics.js';
 import { WarmPools } from '../core/pools.js';
 import { createPackCatalog } from './pack-catalog.js';
@@ -15,10 +16,24 @@ export interface ComposeOptions {
   log?: (msg: string, fields?: Record<string, unknown>) => void;
   /** Skip the leftovers scan (tests that run several services side by side). */
   skipScan?: boolean;
+  /** Where the service will listen: named to a second service refused by the run directory's lock. */
+  address?: string;
 }
 
 export async function composeService(config: KilnConfig, o: ComposeOptions = {}): Promise<KilnService> {
   const log = o.log ?? (() => undefined);
+  // Before anything touches the run directory: the scan below removes what it does not know, so a
+  // second service on the same run directory must not get this far (core/instance-lock.ts).
+  const lock = await InstanceLock.acquire(config.runDir, o.address);
+  try {
+    return await compose(config, log, o, lock);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+}
+
+async function compose(config: KilnConfig, log: NonNullable<ComposeOptions['log']>, o: ComposeOptions, lock: InstanceLock): Promise<KilnService> {
   const backends = await createBackends(config, log);
 
   if (!o.skipScan) {
@@ -57,6 +72,7 @@ export async function composeService(config: KilnConfig, o: ComposeOptions = {})
       await pools?.close();
       await manager.close();
       await Promise.allSettled([...backends.values()].map((b) => b.close()));
+      await lock.release();
     },
   };
 }
