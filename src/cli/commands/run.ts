@@ -13,18 +13,20 @@ const command: Command = {
     if (!pack || (flags.c === undefined) === (file === undefined)) throw new UsageError('usage: kiln run <pack> (-c CODE | FILE) [--stdin] [--timeout-ms N] [--backend B] [-- args]');
     const stdin = flags.stdin ? await readStdin() : undefined;
     const common = {
-      pack, stdin, args,
+      // base64: the program's bytes reach this process's stdout unchanged, text or not.
+      pack, stdin, args, encoding: 'base64' as const,
       backend: flags.backend as 'namespace' | 'qemu' | 'firecracker' | undefined,
       timeoutMs: flags['timeout-ms'] ? Number(flags['timeout-ms']) : undefined,
       memoryMib: flags['memory-mib'] ? Number(flags['memory-mib']) : undefined,
     };
     const body = file === undefined
       ? { ...common, code: String(flags.c) }
-      : { ...common, files: [{ path: basename(file), content: await readFile(file, 'utf8') }], entrypoint: basename(file) };
+      : { ...common, files: [{ path: basename(file), content: (await readFile(file)).toString('base64'), encoding: 'base64' as const }], entrypoint: basename(file) };
     let exit = 1;
     for await (const ev of cliClient().runStream(body)) {
-      if (ev.type === 'stdout') process.stdout.write(ev.data);
-      else if (ev.type === 'stderr') process.stderr.write(ev.data);
+      if (ev.type === 'stdout') process.stdout.write(Buffer.from(ev.data, 'base64'));
+      else if (ev.type === 'stderr') process.stderr.write(Buffer.from(ev.data, 'base64'));
+      else if (ev.type === 'truncated') process.stderr.write(`\nkiln run: ${ev.droppedBytes} bytes of ${ev.stream} dropped here (over the output cap); its last bytes follow\n`);
       else if (ev.type === 'error') { console.error(`kiln run: ${ev.code}: ${ev.message}`); return 1; }
       else if (ev.type === 'result') {
         if (flags.json) console.error(JSON.stringify(ev));
