@@ -33,8 +33,8 @@ export interface ExecStreamHandlers {
 }
 
 /**
- * An interactive session's output cap, per stream. Memory does not depend on it (flow control holds at most a
- * window per stream); it bounds what one session can make the service relay.
+ * An interactive session's output cap, per stream. Memory does not depend on it (flow control
+ * holds at most a window per stream); it bounds what one session can make the service relay.
  */
 export const INTERACTIVE_MAX_OUTPUT_BYTES = 1024 * 1024 * 1024;
 
@@ -81,7 +81,7 @@ export class ExecRunner {
     const { defaultOutputBytes, maxOutputBytes } = this.limits;
     if (requested === undefined) return defaultOutputBytes;
     if (requested > maxOutputBytes) {
-      throw new KilnError('INVALID_REQUEST', `maxOutputBytes ${requested} is over this server's limit of ${maxOutputBytes} bytes per stream (KILN_MAX_OUTPUT_BYTES): ask for at most ${maxOutputBytes}, or stream the output`, {
+      throw new KilnError('INVALID_REQUEST', `maxOutputBytes ${requested} is over this server's limit of ${maxOutputBytes} bytes per stream (KILN_MAX_OUTPUT_BYTES): ask for at most ${maxOutputBytes}; a truncated stream still keeps its head and its tail`, {
         details: { field: 'maxOutputBytes', value: requested, limit: maxOutputBytes },
       });
     }
