@@ -17,7 +17,7 @@ export interface RunOptions {
   entrypoint?: string;
   /** Run this (a shell string or argv, in /workspace) instead of the pack's command: tests, builds. */
   cmd?: string | string[];
-  stdin?: string;
+  stdin?: string | Buffer;
   args?: string[];
   env?: Record<string, string>;
   timeoutMs?: number;

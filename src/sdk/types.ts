@@ -45,6 +45,8 @@ export interface ExecOptions {
   /** Per stream (stdout, stderr); up to the server's KILN_MAX_OUTPUT_BYTES. */
   maxOutputBytes?: number;
   encoding?: OutputEncoding;
+  /** "base64": `stdin` is base64 of the exact bytes. */
+  stdinEncoding?: OutputEncoding;
 }
 
 export interface ExecUsage {
@@ -88,6 +90,8 @@ export interface RunOptions {
   cpus?: number;
   maxOutputBytes?: number;
   encoding?: OutputEncoding;
+  /** "base64": `stdin` is base64 of the exact bytes. */
+  stdinEncoding?: OutputEncoding;
 }
 
 export interface RunResult extends ExecResult {

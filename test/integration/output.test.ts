@@ -5,7 +5,7 @@
  * and /v1/run with a command of its own and with ESM code.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -15,6 +15,18 @@ import { KilnApiError, type ExecEvent } from '../../src/sdk/index.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 
 const runFile = promisify(execFile);
+
+/** Runs a program with `input` on its stdin and resolves with its stdout (rejects on a non-zero exit). */
+function pipeThrough(file: string, args: string[], env: NodeJS.ProcessEnv, input: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { env, stdio: ['pipe', 'pipe', 'inherit'] });
+    const out: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`${file} exited ${code}`))));
+    child.stdin.end(input);
+  });
+}
 const MIB = 1024 * 1024;
 /** What the test server allows a request to ask for (KILN_MAX_OUTPUT_BYTES). */
 const OPERATOR_MAX = 8 * MIB;
@@ -83,13 +95,25 @@ describe('byte-exact output, caps and /v1/run commands', { skip: process.getuid?
       assert.ok(Buffer.from(run.stdout, 'base64').equals(allBytes), '/v1/run bytes differ');
     });
 
-    it('the CLI writes the program\'s bytes unchanged, text and binary', async () => {
+    it('takes binary stdin as base64, and refuses stdin that is not base64 naming the field', async () => {
+      const echo = ['python3', '-c', 'import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())'];
+      const r = await t.client.sandboxes.exec(id, { cmd: echo, stdin: allBytes.toString('base64'), stdinEncoding: 'base64', encoding: 'base64' });
+      assert.ok(Buffer.from(r.stdout, 'base64').equals(allBytes), 'exec stdin bytes differ');
+      const run = await t.client.run({ pack: 'python', cmd: echo, stdin: allBytes.toString('base64'), stdinEncoding: 'base64', encoding: 'base64' });
+      assert.ok(Buffer.from(run.stdout, 'base64').equals(allBytes), '/v1/run stdin bytes differ');
+      const e = await t.client.sandboxes.exec(id, { cmd: echo, stdin: 'not base64!', stdinEncoding: 'base64' }).catch((x: unknown) => x);
+      assert.ok(e instanceof KilnApiError && e.status === 400 && /"stdin" is not valid base64/.test(e.message), String(e));
+    });
+
+    it('the CLI passes the bytes unchanged both ways, text and binary', async () => {
       const env = { ...process.env, KILN_URL: t.server.url };
       const kiln = join(REPO_ROOT, 'bin/kiln');
       const text = await runFile(kiln, ['run', 'python', '-c', JAPANESE], { env, maxBuffer: 16 * MIB });
       assert.equal(text.stdout, '日本語'.repeat(100000) + '\n');
       const bin = await runFile(kiln, ['run', 'python', '-c', ALL_BYTES], { env, encoding: 'buffer', maxBuffer: 16 * MIB });
       assert.ok(bin.stdout.equals(allBytes), `CLI stdout: ${bin.stdout.length} bytes`);
+      const echoed = await pipeThrough(kiln, ['run', 'python', '--stdin', '-c', 'import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())'], env, allBytes);
+      assert.ok(echoed.equals(allBytes), `CLI stdin → stdout: ${echoed.length} bytes`);
     });
 
     it('refuses an unknown encoding naming the allowed values', async () => {

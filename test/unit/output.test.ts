@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../../src/core/config.js';
 import { snippetFileName } from '../../src/core/oneshot.js';
-import { outputEvents } from '../../src/server/routes/output.js';
+import type { KilnError } from '../../src/core/errors.js';
+import { decodeInput, outputEvents } from '../../src/server/routes/encoding.js';
 
 describe('outputEvents', () => {
   const run = (encoding: 'utf8' | 'base64', feed: (h: ReturnType<typeof outputEvents>) => void): Array<Record<string, unknown>> => {
@@ -51,6 +52,21 @@ describe('outputEvents', () => {
     const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
     const events = run('base64', (o) => { void o.handlers.onStdout(all.subarray(0, 100)); void o.handlers.onStdout(all.subarray(100)); });
     assert.ok(Buffer.concat(events.map((e) => Buffer.from(e.data as string, 'base64'))).equals(all));
+  });
+});
+
+describe('decodeInput', () => {
+  it('passes text through and decodes strict base64 to the bytes', () => {
+    assert.equal(decodeInput('stdin', 'héllo'), 'héllo');
+    assert.deepEqual(decodeInput('stdin', 'AP8Kgw==', 'base64'), Buffer.from([0, 255, 10, 131]));
+    assert.deepEqual(decodeInput('stdin', '', 'base64'), Buffer.alloc(0));
+    assert.deepEqual(decodeInput('stdin', 'AP8K\ngw==\n', 'base64'), Buffer.from([0, 255, 10, 131]), 'as base64(1) wraps it');
+  });
+
+  it('refuses what Buffer.from would half-read, naming the field', () => {
+    for (const bad of ['not base64!', 'AP8', 'AP8Kgw=', 'AP8K-w==', '=AAA']) {
+      assert.throws(() => decodeInput('stdin', bad, 'base64'), (e: KilnError) => e.code === 'INVALID_REQUEST' && /"stdin" is not valid base64/.test(e.message), bad);
+    }
   });
 });
 

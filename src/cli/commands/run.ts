@@ -13,8 +13,8 @@ const command: Command = {
     if (!pack || (flags.c === undefined) === (file === undefined)) throw new UsageError('usage: kiln run <pack> (-c CODE | FILE) [--stdin] [--timeout-ms N] [--backend B] [-- args]');
     const stdin = flags.stdin ? await readStdin() : undefined;
     const common = {
-      // base64: the program's bytes reach this process's stdout unchanged, text or not.
-      pack, stdin, args, encoding: 'base64' as const,
+      // base64 both ways: bytes reach the program, and its output reaches ours, unchanged.
+      pack, stdin: stdin?.toString('base64'), stdinEncoding: 'base64' as const, args, encoding: 'base64' as const,
       backend: flags.backend as 'namespace' | 'qemu' | 'firecracker' | undefined,
       timeoutMs: flags['timeout-ms'] ? Number(flags['timeout-ms']) : undefined,
       memoryMib: flags['memory-mib'] ? Number(flags['memory-mib']) : undefined,
@@ -40,9 +40,9 @@ const command: Command = {
   },
 };
 
-async function readStdin(): Promise<string> {
+async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
 export default command;

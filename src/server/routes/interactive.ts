@@ -17,7 +17,7 @@ import type { WebSocket } from 'ws';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import type { ExecHandle } from '../../protocol/agent-client.js';
 import type { KilnService } from '../service.js';
-import { outputEvents, type OutputEncoding } from './output.js';
+import { outputEvents, type OutputEncoding } from './encoding.js';
 import { execSummary } from './present.js';
 import { cmd, cwd, envMap } from './schemas.js';
 

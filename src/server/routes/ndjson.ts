@@ -8,7 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { toKilnError } from '../../core/errors.js';
 import type { ExecOutcome, ExecStreamHandlers } from '../../core/exec.js';
 import { writeOrWait } from './backpressure.js';
-import { outputEvents, type OutputEncoding } from './output.js';
+import { outputEvents, type OutputEncoding } from './encoding.js';
 import { execSummary } from './present.js';
 
 export async function streamNdjson<R extends ExecOutcome>(

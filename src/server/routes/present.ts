@@ -1,6 +1,6 @@
 /** Turns core results into API bodies. */
 import type { ExecOutcome } from '../../core/exec.js';
-import { encodeOutput, type OutputEncoding } from './output.js';
+import { encodeOutput, type OutputEncoding } from './encoding.js';
 
 export function execBody(r: ExecOutcome, encoding: OutputEncoding = 'utf8'): Record<string, unknown> {
   return {

@@ -4,12 +4,12 @@ import { KilnError } from '../../core/errors.js';
 import { runOnce, type RunOptions } from '../../core/oneshot.js';
 import type { KilnService } from '../service.js';
 import { streamNdjson } from './ndjson.js';
-import type { OutputEncoding } from './output.js';
+import { decodeInput, type OutputEncoding } from './encoding.js';
 import { execBody as present } from './present.js';
 import { errorSchema, EXEC_REQUEST_MAX_BYTES, execResultSchema, runBody } from './schemas.js';
 
 export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
-  app.post<{ Body: RunOptions & { stream?: boolean; encoding?: OutputEncoding } }>('/v1/run', {
+  app.post<{ Body: RunOptions & { stdin?: string; stream?: boolean; encoding?: OutputEncoding; stdinEncoding?: OutputEncoding } }>('/v1/run', {
     schema: {
       summary: 'Run a snippet ("code"), a project ("files" + "entrypoint") or a command ("cmd", after placing "files") in a fresh sandbox that is deleted afterwards',
       body: runBody,
@@ -19,7 +19,8 @@ export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnServic
       },
     },
   }, async (req, reply) => {
-    const { stream, encoding = 'utf8', ...opts } = req.body;
+    const { stream, encoding = 'utf8', stdinEncoding, ...body } = req.body;
+    const opts: RunOptions = { ...body, stdin: body.stdin === undefined ? undefined : decodeInput('stdin', body.stdin, stdinEncoding) };
     assertFitsOneRequest(opts);
     if (stream || req.headers.accept === 'application/x-ndjson') {
       svc.manager.checkOutputCap(opts.maxOutputBytes); // a 400 before the stream's 200 is sent

@@ -10,6 +10,10 @@ const maxOutputBytes = {
   type: 'integer', minimum: 0,
   description: 'Cap on stdout and on stderr, each (default 1 MiB, KILN_DEFAULT_OUTPUT_BYTES); up to the server\'s KILN_MAX_OUTPUT_BYTES (default 16 MiB), above it 400. A stream over it keeps its head and its last 64 KiB (at most half the cap) and says how many bytes were dropped between',
 } as const;
+const stdinEncoding = {
+  type: 'string', enum: ['utf8', 'base64'],
+  description: 'How "stdin" is sent: text (default) or base64 of the exact bytes',
+} as const;
 const encoding = {
   type: 'string', enum: ['utf8', 'base64'],
   description: 'How stdout and stderr are sent: "utf8" text (default; invalid bytes become U+FFFD) or "base64" (byte-exact, for binary output). Streamed chunks carry it too',
@@ -84,6 +88,7 @@ export const execBody = {
     timeoutMs,
     maxOutputBytes,
     encoding,
+    stdinEncoding,
     stream: { type: 'boolean', description: 'Answer with NDJSON events as output is produced' },
   },
 } as const;
@@ -132,6 +137,7 @@ export const runBody = {
     cpus,
     maxOutputBytes,
     encoding,
+    stdinEncoding,
     stream: { type: 'boolean' },
   },
 } as const;
