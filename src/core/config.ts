@@ -52,6 +52,8 @@ export interface SandboxLimits {
   maxTtlSec: number;
   defaultExecTimeoutMs: number;
   maxExecTimeoutMs: number;
+  /** Per stream (stdout, stderr): the cap when a request names none, and the most it may ask for. */
+  defaultOutputBytes: number;
   maxOutputBytes: number;
   maxFileBytes: number;
   maxPids: number;
@@ -89,7 +91,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       maxTtlSec: int(env, 'KILN_MAX_TTL_SEC', 86400, 1, 30 * 86400),
       defaultExecTimeoutMs: int(env, 'KILN_DEFAULT_EXEC_TIMEOUT_MS', 30_000, 1, 86_400_000),
       maxExecTimeoutMs: int(env, 'KILN_MAX_EXEC_TIMEOUT_MS', 3_600_000, 1, 86_400_000),
-      maxOutputBytes: int(env, 'KILN_MAX_OUTPUT_BYTES', 1 << 20, 1024, 1 << 30),
+      defaultOutputBytes: int(env, 'KILN_DEFAULT_OUTPUT_BYTES', 1 << 20, 1024, 1 << 30),
+      maxOutputBytes: int(env, 'KILN_MAX_OUTPUT_BYTES', 16 << 20, 1024, 1 << 30),
       maxFileBytes: int(env, 'KILN_MAX_FILE_BYTES', 100 << 20, 1024, 2 ** 34),
       maxPids: int(env, 'KILN_MAX_PIDS', 256, 8, 1 << 22),
     },
@@ -103,6 +106,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     firecrackerKvm: env.KILN_FIRECRACKER_KVM === 'force' ? 'force' : 'auto',
     ...overrides,
   };
+  const { defaultOutputBytes, maxOutputBytes } = cfg.limits;
+  if (defaultOutputBytes > maxOutputBytes) {
+    // An operator who only lowered the maximum gets a default that fits it.
+    if (env.KILN_DEFAULT_OUTPUT_BYTES) throw new KilnError('INVALID_REQUEST', `KILN_DEFAULT_OUTPUT_BYTES=${defaultOutputBytes} is above KILN_MAX_OUTPUT_BYTES=${maxOutputBytes}: lower the default or raise the maximum`);
+    cfg.limits = { ...cfg.limits, defaultOutputBytes: maxOutputBytes };
+  }
   if (!isLoopback(cfg.host) && !cfg.token) {
     throw new KilnError('INVALID_REQUEST', `KILN_HOST=${cfg.host} is not a loopback address: set KILN_TOKEN so the API is not open to the network`);
   }

@@ -32,6 +32,9 @@ export interface SandboxInfo {
   exitReason?: string;
 }
 
+/** "base64" for byte-exact output (binary programs); "utf8" text is the default. */
+export type OutputEncoding = 'utf8' | 'base64';
+
 export interface ExecOptions {
   cmd: string | string[];
   stdin?: string;
@@ -39,7 +42,11 @@ export interface ExecOptions {
   cwd?: string;
   uid?: number;
   timeoutMs?: number;
+  /** Per stream (stdout, stderr); up to the server's KILN_MAX_OUTPUT_BYTES. */
   maxOutputBytes?: number;
+  encoding?: OutputEncoding;
+  /** "base64": `stdin` is base64 of the exact bytes. */
+  stdinEncoding?: OutputEncoding;
 }
 
 export interface ExecUsage {
@@ -49,13 +56,20 @@ export interface ExecUsage {
 }
 
 export interface ExecResult {
+  /** In `encoding`: text, or base64 of the bytes. */
   stdout: string;
   stderr: string;
+  encoding: OutputEncoding;
   exitCode: number | null;
   signal: string | null;
   timedOut: boolean;
   oomKilled: boolean;
   outputTruncated: boolean;
+  /** A truncated stream keeps its head and its tail; the bytes between are dropped. */
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  stdoutDroppedBytes: number;
+  stderrDroppedBytes: number;
   durationMs: number;
   usage: ExecUsage;
 }
@@ -66,6 +80,8 @@ export interface RunOptions {
   code?: string;
   files?: Array<{ path: string; content: string; encoding?: 'utf8' | 'base64' }>;
   entrypoint?: string;
+  /** Run this after the files are placed (tests, builds) instead of the pack's command. */
+  cmd?: string | string[];
   stdin?: string;
   args?: string[];
   env?: Record<string, string>;
@@ -73,6 +89,9 @@ export interface RunOptions {
   memoryMib?: number;
   cpus?: number;
   maxOutputBytes?: number;
+  encoding?: OutputEncoding;
+  /** "base64": `stdin` is base64 of the exact bytes. */
+  stdinEncoding?: OutputEncoding;
 }
 
 export interface RunResult extends ExecResult {
@@ -82,7 +101,9 @@ export interface RunResult extends ExecResult {
 
 export type ExecEvent =
   | { type: 'started'; pid: number }
-  | { type: 'stdout' | 'stderr'; data: string }
+  | { type: 'stdout' | 'stderr'; data: string; encoding: OutputEncoding }
+  /** Bytes were dropped from the middle of `stream`: what follows on it is its tail. */
+  | { type: 'truncated'; stream: 'stdout' | 'stderr'; droppedBytes: number }
   | ({ type: 'result' } & Omit<ExecResult, 'stdout' | 'stderr'> & { sandboxId?: string; createMs?: number })
   | { type: 'error'; code: string; message: string };
 

@@ -70,6 +70,7 @@ export function RunPage({ initialSandbox }: { initialSandbox?: string }) {
       for await (const ev of events) {
         if (ev.type === 'status') append('status', `▸ ${ev.text}\n`);
         else if (ev.type === 'stdout' || ev.type === 'stderr') append(ev.type, ev.data);
+        else if (ev.type === 'truncated') append('status', `\n▸ ${ev.droppedBytes} bytes of ${ev.stream} dropped here (over the output cap); its last bytes follow\n`);
         else if (ev.type === 'result') setResult(ev);
         else if (ev.type === 'error') setError(`${ev.code}: ${ev.message}`);
       }
