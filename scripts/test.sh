@@ -19,7 +19,7 @@ npx tsc -p tsconfig.json --noEmit || fail=1
 npx tsc -p web/tsconfig.json --noEmit || fail=1
 
 printf '\n==> dependency rules (.dependency-cruiser.cjs)\n' >&2
-npx depcruise --config .dependency-cruiser.cjs src web/src || fail=1
+npx depcruise --config .dependency-cruiser.cjs src web/src sdk/src || fail=1
 
 printf '\n==> node tests\n' >&2
 shopt -s nullglob

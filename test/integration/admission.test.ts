@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { cgroupNameFor } from '../../src/server/compose.js';
 import { mountsUnder } from '../../src/images/fsutil.js';
-import { KilnApiError } from '../../src/sdk/index.js';
+import { KilnApiError } from '../../sdk/src/index.js';
 import { startTestServer } from '../parity/fixture.js';
 import { alive, cgroupChildren, cgroupParent } from '../parity/leaks.js';
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
-import { KilnApiError, type KilnClient } from '../../src/sdk/index.js';
+import { KilnApiError, type KilnClient } from '../../sdk/src/index.js';
 import { startTestServer, withSandbox, type TestServer } from './fixture.js';
 import { tarOf } from './tar.js';
 

@@ -4,7 +4,7 @@
  * for a token.
  */
 import { createContext, useCallback, useContext, useMemo, useState, type ReactNode } from 'react';
-import { KilnApiError, KilnClient } from '../../../src/sdk/index.ts';
+import { KilnApiError, KilnClient } from '../../../sdk/src/index.ts';
 
 const TOKEN_KEY = 'kiln.token';
 
