@@ -1,4 +1,8 @@
-/** JSON schemas for request bodies and responses; they also feed /openapi.json. */
+/**
+ * JSON schemas for request bodies and responses; they also feed /openapi.json and the SDK's types
+ * (scripts/gen-sdk-types.ts writes sdk/src/generated.ts from them: run npm run gen:sdk after a change).
+ * A response schema's `required` is a promise the SDK types rely on; the serializer enforces it.
+ */
 // Fields shared by several bodies: one definition each, so their bounds cannot drift apart.
 const pack = { type: 'string', minLength: 1, maxLength: 64 } as const;
 const backend = { type: 'string', enum: ['namespace', 'qemu', 'firecracker'] } as const;
@@ -55,8 +59,9 @@ export const createSandboxBody = {
 export const sandboxSchema = {
   type: 'object',
   additionalProperties: true,
+  required: ['id', 'pack', 'backend', 'state', 'createdAt', 'expiresAt', 'readyMs', 'cpus', 'memoryMib', 'diskMib', 'execsRunning', 'fromPool', 'details'],
   properties: {
-    id: { type: 'string' }, pack: { type: 'string' }, backend: { type: 'string' }, state: { type: 'string' },
+    id: { type: 'string' }, pack: { type: 'string' }, backend, state: { type: 'string', enum: ['ready', 'stopping', 'stopped', 'failed'] },
     createdAt: { type: 'string' }, expiresAt: { type: 'string' }, readyMs: { type: 'number' },
     cpus: { type: 'number' }, memoryMib: { type: 'number' }, diskMib: { type: 'number' },
     execsRunning: { type: 'integer' }, fromPool: { type: 'boolean' },
@@ -82,13 +87,25 @@ export const execBody = {
 
 export const execResultSchema = {
   type: 'object',
+  required: ['stdout', 'stderr', 'exitCode', 'signal', 'timedOut', 'oomKilled', 'outputTruncated', 'durationMs', 'usage'],
   properties: {
     stdout: { type: 'string' }, stderr: { type: 'string' },
     exitCode: { type: ['integer', 'null'] }, signal: { type: ['string', 'null'] },
     timedOut: { type: 'boolean' }, oomKilled: { type: 'boolean' }, outputTruncated: { type: 'boolean' },
     durationMs: { type: 'number' },
-    usage: { type: 'object', properties: { cpuUserMs: { type: 'number' }, cpuSystemMs: { type: 'number' }, peakMemoryBytes: { type: 'number' } } },
+    usage: {
+      type: 'object',
+      required: ['cpuUserMs', 'cpuSystemMs', 'peakMemoryBytes'],
+      properties: { cpuUserMs: { type: 'number' }, cpuSystemMs: { type: 'number' }, peakMemoryBytes: { type: 'number' } },
+    },
   },
+} as const;
+
+/** POST /v1/run's answer: the exec result and the sandbox it ran in (deleted by then). */
+export const runResultSchema = {
+  ...execResultSchema,
+  required: [...execResultSchema.required, 'sandboxId', 'createMs'],
+  properties: { ...execResultSchema.properties, sandboxId: { type: 'string' }, createMs: { type: 'number' } },
 } as const;
 
 export const runBody = {
