@@ -1,5 +1,5 @@
 /** kiln CLI entry: a lazy command map, so `kiln run` never loads the server or the image builder. */
-import { KilnError } from '../../sdk/src/index.js';
+import { KilnError } from '../../sdk/src/errors.js';
 import { UsageError, type Command } from './command.js';
 
 const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
