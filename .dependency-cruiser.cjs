@@ -1,5 +1,5 @@
 /**
- * The layers kiln's code claims, checked by scripts/test.sh (npx depcruise src web/src).
+ * The layers kiln's code claims, checked by scripts/test.sh (npx depcruise src web/src sdk/src).
  * A rule here replaces a sentence in a comment: break one and the test command fails, naming it.
  */
 /** The registry of backends: the only module that imports concrete backends. */
@@ -31,16 +31,16 @@ module.exports = {
     {
       name: 'sdk-is-standalone',
       severity: 'error',
-      comment: 'The SDK (src/sdk) imports only itself and Node built-ins: no server, core, protocol or backend code, no npm package.',
-      from: { path: '^src/sdk/' },
-      to: { pathNot: '^src/sdk/', dependencyTypesNot: ['core'] },
+      comment: 'The SDK package (sdk/src, published as @kiln/sdk) imports only itself and Node built-ins: no server, core, protocol or backend code, no npm package (it has no dependencies).',
+      from: { path: '^sdk/src/' },
+      to: { pathNot: '^sdk/src/', dependencyTypesNot: ['core'] },
     },
     {
       name: 'web-only-sdk',
       severity: 'error',
-      comment: 'The dashboard (web/src) reaches the host code only through the SDK.',
+      comment: 'The dashboard (web/src) reaches the host code only through the SDK package (sdk/src).',
       from: { path: '^web/src/' },
-      to: { path: '^src/', pathNot: '^src/sdk/' },
+      to: { path: '^(src|sdk)/', pathNot: '^sdk/src/' },
     },
     {
       name: 'protocol-below-server-and-backends',

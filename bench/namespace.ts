@@ -11,7 +11,7 @@ import { Agent as HttpAgent, request } from 'node:http';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../src/core/config.js';
 import { resolveImage } from '../src/images/index.js';
-import type { KilnClient } from '../src/sdk/index.js';
+import type { KilnClient } from '../sdk/src/index.js';
 import { startTestServer, type TestServer } from '../test/parity/fixture.js';
 import { percentile, ratio, runCmd, timeN, type Row } from './stats.js';
 import { startServerProcess, waitPoolFull, type ServerProcess } from './server.js';

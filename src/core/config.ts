@@ -59,7 +59,12 @@ export interface SandboxLimits {
   maxPids: number;
 }
 
-export const REPO_ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+/**
+ * The repository: two folders above src/core/, or three above the compiled dist/src/core/ (the host
+ * build keeps the repo's layout under dist/ so that the CLI's import of ../../sdk/src resolves alike).
+ */
+const CORE_DIR = fileURLToPath(new URL('.', import.meta.url));
+export const REPO_ROOT = resolve(CORE_DIR, /[\\/]dist[\\/]src[\\/]core[\\/]$/.test(CORE_DIR) ? '../../..' : '../..');
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 

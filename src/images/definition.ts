@@ -4,11 +4,11 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { REPO_ROOT } from '../core/config.js';
 import { KilnError } from '../core/errors.js';
 import type { ImageVariant, PackDefinition } from './types.js';
 
-export const DEFAULT_PACKS_DIR = fileURLToPath(new URL('../../images/packs/', import.meta.url));
+export const DEFAULT_PACKS_DIR = join(REPO_ROOT, 'images/packs/');
 
 const NAME_RE = /^[a-z][a-z0-9-]{0,31}$/;
 // Debian package names, optionally with an =version pin or :arch qualifier.

@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { InstanceLock, LOCK_FILE } from '../../src/core/instance-lock.js';
-import { KilnClient } from '../../src/sdk/index.js';
+import { KilnClient } from '../../sdk/src/index.js';
 import { freePort } from '../parity/service-process.js';
 import { alive } from '../parity/leaks.js';
 

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import WebSocket from 'ws';
 import { REPO_ROOT } from '../../src/core/config.js';
-import { KilnApiError, type ExecEvent } from '../../src/sdk/index.js';
+import { KilnApiError, type ExecEvent } from '../../sdk/src/index.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 
 const runFile = promisify(execFile);

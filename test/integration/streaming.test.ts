@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import WebSocket from 'ws';
 import { REPO_ROOT } from '../../src/core/config.js';
-import type { ExecEvent } from '../../src/sdk/index.js';
+import type { ExecEvent } from '../../sdk/src/index.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 
 const run = promisify(execFile);

@@ -5,8 +5,7 @@
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
-import type { BackendName } from '../../src/sdk/index.js';
-import { KilnApiError, type KilnClient } from '../../src/sdk/index.js';
+import { type BackendName, KilnError, type KilnClient } from '../../sdk/src/index.js';
 import { startTestServer, withSandbox, type TestServer } from './fixture.js';
 import { tarOf } from './tar.js';
 
@@ -18,7 +17,7 @@ export interface ParityOptions {
   slow?: number;
 }
 
-const isCode = (code: string) => (e: unknown) => e instanceof KilnApiError && e.code === code;
+const isCode = (code: string) => (e: unknown) => e instanceof KilnError && e.code === code;
 
 export function paritySuite(o: ParityOptions): void {
   const slow = o.slow ?? 1;
@@ -127,15 +126,15 @@ export function paritySuite(o: ParityOptions): void {
       assert.equal(Buffer.from(await kiln.sandboxes.readFile(shared, '/workspace/dir/hello.txt')).toString(), 'hi there');
       await assert.rejects(kiln.sandboxes.readFile(shared, '/workspace/nope.txt'), isCode('FILE_NOT_FOUND'));
       await sh('ln -sf /etc /workspace/etclink');
-      await assert.rejects(kiln.sandboxes.writeFile(shared, '/workspace/../../x', 'x'), (e: unknown) => e instanceof KilnApiError && e.status === 400);
+      await assert.rejects(kiln.sandboxes.writeFile(shared, '/workspace/../../x', 'x'), (e: unknown) => e instanceof KilnError && e.status === 400);
     });
 
     it('file ops meet the sandbox user\'s permissions, whatever link the sandbox planted', async () => {
       // The user cannot read /etc/shadow on any backend; a planted link must not change that.
       const before = (await sh('stat -c %s:%u:%a:%Y /etc/shadow')).stdout;
       await sh('ln -sf /etc/shadow /workspace/planted && ln -sfn /etc /workspace/etcdir');
-      await assert.rejects(kiln.sandboxes.writeFile(shared, '/workspace/planted', 'root::0:0:99999:7:::\n'), (e: unknown) => e instanceof KilnApiError && e.status < 500);
-      await assert.rejects(kiln.sandboxes.readFile(shared, '/workspace/planted'), (e: unknown) => e instanceof KilnApiError && e.status < 500);
+      await assert.rejects(kiln.sandboxes.writeFile(shared, '/workspace/planted', 'root::0:0:99999:7:::\n'), (e: unknown) => e instanceof KilnError && e.status < 500);
+      await assert.rejects(kiln.sandboxes.readFile(shared, '/workspace/planted'), (e: unknown) => e instanceof KilnError && e.status < 500);
       const tar = Buffer.from(await kiln.sandboxes.downloadArchive(shared, { path: '/workspace/etcdir', gzip: false })).toString('latin1');
       assert.match(tar, /passwd/);
       assert.doesNotMatch(tar, /:19000:0:99999:7:::/);
@@ -196,10 +195,10 @@ export function paritySuite(o: ParityOptions): void {
     });
 
     it('answers 400 for an unknown pack and 404 for deleting twice', async () => {
-      await assert.rejects(kiln.sandboxes.create({ pack: 'cobol' }), (e: unknown) => e instanceof KilnApiError && e.status === 400 && e.code === 'UNKNOWN_PACK');
+      await assert.rejects(kiln.sandboxes.create({ pack: 'cobol' }), (e: unknown) => e instanceof KilnError && e.status === 400 && e.code === 'UNKNOWN_PACK');
       const sb = await kiln.sandboxes.create({ pack: 'shell', backend: o.backend });
       await kiln.sandboxes.delete(sb.id);
-      await assert.rejects(kiln.sandboxes.delete(sb.id), (e: unknown) => e instanceof KilnApiError && e.status === 404);
+      await assert.rejects(kiln.sandboxes.delete(sb.id), (e: unknown) => e instanceof KilnError && e.status === 404);
     });
 
     it('runs 20 sandboxes at once', async () => {

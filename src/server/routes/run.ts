@@ -6,7 +6,7 @@ import type { KilnService } from '../service.js';
 import { streamNdjson } from './ndjson.js';
 import { decodeInput, type OutputEncoding } from './encoding.js';
 import { execBody as present } from './present.js';
-import { errorSchema, EXEC_REQUEST_MAX_BYTES, execResultSchema, runBody } from './schemas.js';
+import { errorSchema, EXEC_REQUEST_MAX_BYTES, runBody, runResultSchema } from './schemas.js';
 
 export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
   app.post<{ Body: RunOptions & { stdin?: string; stream?: boolean; encoding?: OutputEncoding; stdinEncoding?: OutputEncoding } }>('/v1/run', {
@@ -14,7 +14,7 @@ export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnServic
       summary: 'Run a snippet ("code"), a project ("files" + "entrypoint") or a command ("cmd", after placing "files") in a fresh sandbox that is deleted afterwards',
       body: runBody,
       response: {
-        200: { ...execResultSchema, properties: { ...execResultSchema.properties, sandboxId: { type: 'string' }, createMs: { type: 'number' } } },
+        200: runResultSchema,
         400: errorSchema, 413: errorSchema, 429: errorSchema, 503: errorSchema,
       },
     },

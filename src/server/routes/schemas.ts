@@ -1,4 +1,8 @@
-/** JSON schemas for request bodies and responses; they also feed /openapi.json. */
+/**
+ * JSON schemas for request bodies and responses; they also feed /openapi.json and the SDK's types
+ * (scripts/gen-sdk-types.ts writes sdk/src/generated.ts from them: run npm run gen:sdk after a change).
+ * A response schema's `required` is a promise the SDK types rely on; the serializer enforces it.
+ */
 import { BACKEND_NAMES } from '../backends.js';
 
 // Fields shared by several bodies: one definition each, so their bounds cannot drift apart.
@@ -69,8 +73,9 @@ export const createSandboxBody = {
 export const sandboxSchema = {
   type: 'object',
   additionalProperties: true,
+  required: ['id', 'pack', 'backend', 'state', 'createdAt', 'expiresAt', 'readyMs', 'cpus', 'memoryMib', 'diskMib', 'execsRunning', 'fromPool', 'details'],
   properties: {
-    id: { type: 'string' }, pack: { type: 'string' }, backend: { type: 'string' }, state: { type: 'string' },
+    id: { type: 'string' }, pack: { type: 'string' }, backend, state: { type: 'string', enum: ['ready', 'stopping', 'stopped', 'failed'] },
     createdAt: { type: 'string' }, expiresAt: { type: 'string' }, readyMs: { type: 'number' },
     cpus: { type: 'number' }, memoryMib: { type: 'number' }, diskMib: { type: 'number' },
     execsRunning: { type: 'integer' }, fromPool: { type: 'boolean' },
@@ -98,6 +103,7 @@ export const execBody = {
 
 export const execResultSchema = {
   type: 'object',
+  required: ['stdout', 'stderr', 'exitCode', 'signal', 'timedOut', 'oomKilled', 'outputTruncated', 'durationMs', 'usage'],
   properties: {
     stdout: { type: 'string' }, stderr: { type: 'string' }, encoding: { type: 'string', enum: ['utf8', 'base64'] },
     exitCode: { type: ['integer', 'null'] }, signal: { type: ['string', 'null'] },
@@ -107,8 +113,19 @@ export const execResultSchema = {
     stdoutDroppedBytes: { type: 'integer', description: 'Bytes dropped between the head and the tail of stdout' },
     stderrDroppedBytes: { type: 'integer', description: 'Bytes dropped between the head and the tail of stderr' },
     durationMs: { type: 'number' },
-    usage: { type: 'object', properties: { cpuUserMs: { type: 'number' }, cpuSystemMs: { type: 'number' }, peakMemoryBytes: { type: 'number' } } },
+    usage: {
+      type: 'object',
+      required: ['cpuUserMs', 'cpuSystemMs', 'peakMemoryBytes'],
+      properties: { cpuUserMs: { type: 'number' }, cpuSystemMs: { type: 'number' }, peakMemoryBytes: { type: 'number' } },
+    },
   },
+} as const;
+
+/** POST /v1/run's answer: the exec result and the sandbox it ran in (deleted by then). */
+export const runResultSchema = {
+  ...execResultSchema,
+  required: [...execResultSchema.required, 'sandboxId', 'createMs'],
+  properties: { ...execResultSchema.properties, sandboxId: { type: 'string' }, createMs: { type: 'number' } },
 } as const;
 
 export const runBody = {

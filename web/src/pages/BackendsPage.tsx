@@ -1,5 +1,5 @@
 /** Which backends can run here (and why not), what they can do, and which pack images are built. */
-import type { BackendInfo } from '../../../src/sdk/index.ts';
+import type { BackendInfo } from '../../../sdk/src/index.ts';
 import { ErrorBox } from '../components/ErrorBox.tsx';
 import { useBackends, usePacks } from '../lib/catalog.ts';
 import { bytes, short } from '../lib/format.ts';

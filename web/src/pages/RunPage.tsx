@@ -1,6 +1,6 @@
 /** Edit a multi-file project (or pick a tar.gz), run it, watch output stream in, read the result. */
 import { useEffect, useMemo, useRef, useState } from 'react';
-import type { PackInfo } from '../../../src/sdk/index.ts';
+import type { PackInfo } from '../../../sdk/src/index.ts';
 import { CodeEditor } from '../components/CodeEditor.tsx';
 import { ErrorBox } from '../components/ErrorBox.tsx';
 import { FileTabs } from '../components/FileTabs.tsx';

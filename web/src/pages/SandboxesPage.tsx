@@ -1,6 +1,6 @@
 /** Live sandboxes: create, watch, open in Run or Terminal, delete. */
 import { useEffect, useState } from 'react';
-import type { BackendName, CreateSandboxOptions, SandboxInfo } from '../../../src/sdk/index.ts';
+import type { BackendName, CreateSandboxOptions, SandboxInfo } from '../../../sdk/src/index.ts';
 import { ErrorBox } from '../components/ErrorBox.tsx';
 import { useApi } from '../lib/api.tsx';
 import { useBackends, usePacks, useSandboxes } from '../lib/catalog.ts';

@@ -1,0 +1,71 @@
+/**
+ * Public API shapes. Request and response bodies come from the server's schemas (generated.ts, by
+ * scripts/gen-sdk-types.ts); the rest are written here and checked against the server's types by
+ * test/unit/sdk-generated.test.ts. Deliberately standalone: the SDK imports no server code, and the
+ * dashboard typechecks it for browsers.
+ */
+import type { BackendName, CreateSandboxRequest, ErrorCode, ExecRequest, ExecResult, RunRequest } from './generated.js';
+
+export type {
+  ApiErrorBody, BackendName, ErrorCode, ExecResult, RunResult, SandboxInfo,
+} from './generated.js';
+
+export type CreateSandboxOptions = CreateSandboxRequest;
+/** `stream` is chosen by the method: exec() answers once, execStream() yields events. */
+export type ExecOptions = Omit<ExecRequest, 'stream'>;
+/** `stream` is chosen by the method: run() answers once, runStream() yields events. */
+export type RunOptions = Omit<RunRequest, 'stream'>;
+export type ExecUsage = ExecResult['usage'];
+/** "base64" for byte-exact output (binary programs); "utf8" text is the default. */
+export type OutputEncoding = NonNullable<ExecRequest['encoding']>;
+
+export type ExecEvent =
+  | { type: 'started'; pid: number }
+  | { type: 'stdout' | 'stderr'; data: string; encoding: OutputEncoding }
+  /** Bytes were dropped from the middle of `stream`: what follows on it is its tail. */
+  | { type: 'truncated'; stream: 'stdout' | 'stderr'; droppedBytes: number }
+  | ({ type: 'result' } & Omit<ExecResult, 'stdout' | 'stderr'> & { sandboxId?: string; createMs?: number })
+  | { type: 'error'; code: ErrorCode; message: string };
+
+export interface PackInfo {
+  name: string;
+  description: string;
+  imageReady: boolean;
+  imageHash?: string;
+  imageSizeBytes?: number;
+  run: { fileName: string; command: string[]; projectCommand: string[] };
+}
+
+export interface BackendInfo {
+  name: BackendName;
+  available: boolean;
+  reason?: string;
+  capabilities: Record<string, unknown>;
+  info?: Record<string, unknown>;
+  /** The host checks behind `available`, each with what to do when it fails (as kiln doctor shows them). */
+  checks: Array<{ name: string; ok: boolean; detail: string }>;
+}
+
+export interface FsEntry {
+  name: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+  mode: number;
+  mtimeMs: number;
+}
+
+export interface PoolStats {
+  key: { backend: BackendName; pack: string; cpus: number; memoryMib: number; diskMib: number };
+  target: number;
+  ready: number;
+  starting: number;
+  hits: number;
+  misses: number;
+  failures: number;
+}
+
+export interface HealthInfo {
+  status: string;
+  sandboxes: number;
+  capacity: { inUse: number; capacity: number; queued: number };
+}
