@@ -2,8 +2,11 @@
  * Stopping a VMM process (QEMU, Firecracker) with a bounded ladder: ask politely (SIGTERM, or the
  * backend's own request such as Firecracker's Ctrl+Alt+Del), wait, SIGKILL, wait, and give up
  * loudly: a process that survives SIGKILL is stuck in the kernel, and pretending it stopped would
- * hand its uid and cgroup to the next VM.
+ * hand its uid and cgroup to the next VM. Also the start-up scan's end for VMMs a crashed instance
+ * left behind (not our children: no exit event, only /proc to watch).
  */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KilnError } from './errors.js';
 
@@ -49,4 +52,29 @@ export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<bo
   const r = await Promise.race([p.then(() => true, () => true), sleep(ms, false, { signal: ac.signal }).catch(() => false)]);
   ac.abort();
   return r;
+}
+
+/**
+ * SIGKILLs processes a crashed instance left behind and waits until each is gone or a zombie (a
+ * killed child of a dead parent stays one until init reaps it). Returns the pids SIGKILL reached,
+ * and those still running at the deadline.
+ */
+export async function killLeftovers(pids: number[], timeoutMs: number, procDir = '/proc'): Promise<{ killed: number[]; stuck: number[] }> {
+  const killed = pids.filter((pid) => {
+    try {
+      process.kill(pid, 'SIGKILL');
+      return true;
+    } catch {
+      return false; // exited meanwhile
+    }
+  });
+  const running = async (pid: number): Promise<boolean> => readFile(join(procDir, String(pid), 'stat'), 'utf8').then((s) => !/\) Z /.test(s), () => false);
+  let stuck = killed;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const alive = await Promise.all(stuck.map(running));
+    stuck = stuck.filter((_, i) => alive[i]);
+    if (stuck.length === 0 || Date.now() > deadline) return { killed, stuck };
+    await sleep(20);
+  }
 }

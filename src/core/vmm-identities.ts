@@ -5,6 +5,7 @@
  * killing what is left in it, and frees the uid only when that worked: a uid is never handed to
  * another VM while a process of the old one may still run as it.
  */
+import { createHash } from 'node:crypto';
 import { KilnError } from './errors.js';
 import type { CgroupLimits } from './cgroups.js';
 import { UidPool } from './uids.js';
@@ -100,4 +101,12 @@ export class VmmIdentities {
   close(): Promise<void> {
     return this.cgroups.close();
   }
+}
+
+/**
+ * The parent cgroup of one instance's VMMs: `prefix` for the default run dir, else suffixed with a
+ * hash of the run dir, so a second instance (tests) never scans the first's VMMs.
+ */
+export function vmmCgroupName(prefix: string, runDir: string): string {
+  return runDir === '/run/kiln' ? prefix : `${prefix}-${createHash('sha256').update(runDir).digest('hex').slice(0, 8)}`;
 }

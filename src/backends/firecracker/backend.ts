@@ -3,13 +3,13 @@
  * optionally through the jailer; the agent over hybrid vsock; fast starts by restoring snapshot
  * templates. Boot is a list of named steps (vm-steps.ts) run by core/steps.ts.
  */
-import { createHash } from 'node:crypto';
 import { access, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Backend, BackendAvailability, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
 import { CleanupStack } from '../../core/cleanup.js';
 import { CreatesInFlight } from '../../core/creates.js';
-import { runSteps } from '../../core/steps.js';
+import { roundMs, runSteps } from '../../core/steps.js';
+import { vmmCgroupName } from '../../core/vmm-identities.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import { templateWarmup, warmTemplate, type TemplateWarmup } from '../../core/warmup.js';
 import { firecrackerCmdline } from './cmdline.js';
@@ -93,7 +93,7 @@ export class FirecrackerBackend implements Backend {
     this.templates = new TemplateStore(o.templatesDir ?? join(this.baseDir, 'templates'));
     const confine = o.unjailed === false ? undefined : o.unjailed ?? (o.launcher ? undefined : {});
     if (confine && process.getuid?.() === 0) {
-      const cgroupName = confine.cgroupName ?? (o.runDir === '/run/kiln' ? 'kiln-fc' : `kiln-fc-${createHash('sha256').update(o.runDir).digest('hex').slice(0, 8)}`);
+      const cgroupName = confine.cgroupName ?? vmmCgroupName('kiln-fc', o.runDir);
       this.confiner = new UnjailedConfiner({ ...confine, cgroupName });
     }
   }
@@ -190,7 +190,7 @@ export class FirecrackerBackend implements Backend {
       pid: ctx.proc?.pid,
       jailed: !!r.jail,
       ...(uid !== undefined ? { uid, confined: r.jail ? 'jailer' : 'uid, cgroup, namespaces' } : {}),
-      ...(template ? { cloneOf: template.key, restoreMs: round(performance.now() - tReady), templateMs: round(tReady - t0) } : { bootMs: round(performance.now() - t0) }),
+      ...(template ? { cloneOf: template.key, restoreMs: roundMs(performance.now() - tReady), templateMs: roundMs(tReady - t0) } : { bootMs: roundMs(performance.now() - t0) }),
       firecracker: r.firecrackerVersion,
       steps: ctx.timings.marks,
     }, { onDestroyed: () => this.live.delete(spec.id) });
@@ -265,8 +265,4 @@ export class FirecrackerBackend implements Backend {
     const failed = results.filter((x): x is PromiseRejectedResult => x.status === 'rejected');
     if (failed.length) throw new AggregateError(failed.map((f) => f.reason), 'some Firecracker sandboxes failed to stop');
   }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 10) / 10;
 }
