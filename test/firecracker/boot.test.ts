@@ -32,6 +32,10 @@ test('cold boot: every request is valid per the spec, in order, and the agent an
     assert.deepEqual(fake.agentLog.ops, ['hello'], 'a cold boot does not need sync');
     assert.ok((await sb.agent.ping()).rttMs >= 0);
     assert.equal(typeof sb.details.bootMs, 'number');
+    assert.deepEqual(Object.keys(sb.details.steps as object), [
+      'fc.makeVmDir', 'fc.linkImages', 'fc.spawn', 'fc.waitApiSocket', 'fc.putLogger', 'fc.putMachineConfig', 'fc.putBootSource',
+      'fc.putDrive(rootfs)', 'fc.putVsock', 'fc.putEntropy', 'fc.instanceStart', 'kiln.agentHandshake',
+    ], 'each step\'s end, in boot order');
 
     await sb.destroy();
     assert.equal(fake.requests.at(-1)!.body && (fake.requests.at(-1)!.body as { action_type?: string }).action_type, 'SendCtrlAltDel', 'graceful shutdown first');

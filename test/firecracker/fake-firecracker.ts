@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname, isAbsolute, join } from 'node:path';
-import { ConsoleRing } from '../../src/backends/firecracker/console-ring.js';
+import { ConsoleRing } from '../../src/core/console-ring.js';
 import type { Launcher, VmmProcess } from '../../src/backends/firecracker/process.js';
 import { serveFakeAgent, type FakeAgentLog } from './fake-agent.js';
 import { FirecrackerSpec } from './swagger.js';

@@ -10,7 +10,7 @@ import { buildCpio } from '../../src/vmimage/cpio.js';
 import { guestCmdline } from '../../src/vmimage/cmdline.js';
 import { findHostKernel } from '../../src/vmimage/kernel.js';
 import { moduleName, modulesOrder, resolveModules, stripSignature, VIRTIO_DEVICE } from '../../src/vmimage/modules.js';
-import { ConsoleRing } from '../../src/backends/qemu/console.js';
+import { ConsoleRing } from '../../src/core/console-ring.js';
 import { qemuArgs, safePath, vmPaths } from '../../src/backends/qemu/cmdline.js';
 
 const execFileAsync = promisify(execFile);

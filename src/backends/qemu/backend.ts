@@ -11,13 +11,16 @@ import { normalize } from 'node:path';
 import { promisify } from 'node:util';
 import { availabilityFrom, type Backend, type BackendAvailability, type BackendCapabilities, type BackendSandbox, type CreateOptions, type HostCheck, type SandboxSpec, type ScanReport } from '../../core/backend.js';
 import { CreatesInFlight } from '../../core/creates.js';
+import { killLeftovers } from '../../core/kill-ladder.js';
+import { vmmCgroupName } from '../../core/vmm-identities.js';
+import { roundMs } from '../../core/steps.js';
 import { templateWarmup } from '../../core/warmup.js';
 import { KilnError, isKilnError } from '../../core/errors.js';
 import { buildVmArtifacts, findHostKernel, guestCmdline, type VmArtifacts } from '../../vmimage/index.js';
 import { chooseAccel, hostTscKhz, qemuVersion, type AccelMode } from './accel.js';
 import type { QemuLog } from './process.js';
 import { QemuSandbox } from './sandbox.js';
-import { findOrphans, killAndWait, removeStale } from './scan.js';
+import { findOrphans, removeStale } from './scan.js';
 import { TemplateManager, templateFilesPresent, type Template } from './templates.js';
 import { SpareManager } from './spares.js';
 import { VmmJails, type JailOptions } from './jail.js';
@@ -104,7 +107,7 @@ class QemuBackend implements Backend {
     this.confine = o.confine === false ? undefined : { runAs };
     if (this.confine && o.jail !== false && process.getuid?.() === 0) {
       // One cgroup parent per run dir, so a second instance (tests) never scans the first's VMMs.
-      const cgroupName = o.jail?.cgroupName ?? (o.runDir === '/run/kiln' ? 'kiln-vmm' : `kiln-vmm-${createHash('sha256').update(o.runDir).digest('hex').slice(0, 8)}`);
+      const cgroupName = o.jail?.cgroupName ?? vmmCgroupName('kiln-vmm', o.runDir);
       this.jails = new VmmJails({ ...o.jail, cgroupName }, o.log);
     }
     const shmDir = o.shmDir ?? `/dev/shm/kiln-qemu-${createHash('sha256').update(o.runDir).digest('hex').slice(0, 10)}`;
@@ -191,7 +194,7 @@ class QemuBackend implements Backend {
         try {
           const t0 = performance.now();
           spare = await this.spares.take(template);
-          const spareWaitMs = Math.round((performance.now() - t0) * 10) / 10;
+          const spareWaitMs = roundMs(performance.now() - t0);
           // A clone is ready in ~0.1 s; one that is not within a few seconds is broken, and the
           // cold boot fallback needs the rest of the budget.
           const cloneBudgetMs = Math.min(remaining(deadline) / 2, CLONE_TIMEOUT_MS);
@@ -239,9 +242,10 @@ class QemuBackend implements Backend {
     await this.spares.settled();
     const own = new Set([...this.live.values()].flatMap((s) => s.pids).concat([...this.spares.pids()], this.jails?.pids() ?? []));
     const removed: string[] = [];
-    for (const orphan of await findOrphans(this.qemuRunDir, own)) {
-      const gone = await killAndWait(orphan.pid);
-      removed.push(gone ? `killed orphaned qemu ${orphan.name} (pid ${orphan.pid})` : `could not kill orphaned qemu ${orphan.name} (pid ${orphan.pid})`);
+    const orphans = await findOrphans(this.qemuRunDir, own);
+    const { stuck } = await killLeftovers(orphans.map((o) => o.pid), 5000);
+    for (const orphan of orphans) {
+      removed.push(stuck.includes(orphan.pid) ? `could not kill orphaned qemu ${orphan.name} (pid ${orphan.pid})` : `killed orphaned qemu ${orphan.name} (pid ${orphan.pid})`);
     }
     removed.push(...await removeStale(`${this.qemuRunDir}/vms`, new Set(this.live.keys())));
     removed.push(...await removeStale(`${this.qemuRunDir}/spares`, this.spares.ids()));
