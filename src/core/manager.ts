@@ -9,7 +9,7 @@ import type { KilnConfig } from './config.js';
 import { KilnError } from './errors.js';
 import { setLongTimeout } from './long-timer.js';
 import type { PackCatalog } from './packs.js';
-import { Sandbox, type CreateSandboxOptions, type SandboxInfo } from './sandbox.js';
+import { Sandbox, SIZE_MINIMUMS, type CreateSandboxOptions, type SandboxInfo } from './sandbox.js';
 import { ExecRunner, type ExecOptions, type ExecOutcome, type ExecStreamHandlers, type InteractiveExec, type InteractiveOptions } from './exec.js';
 import type { ChunkSink, ExecHandlers } from '../protocol/agent-client.js';
 import type { Metrics } from './metrics.js';
@@ -54,12 +54,26 @@ export class SandboxManager {
     return b;
   }
 
-  /** Validates sizes against the host limits and fills defaults. */
+  /** The host's sandbox limits, for checks made before a sandbox is asked for (one-shot runs). */
+  get limits(): KilnConfig['limits'] {
+    return this.d.config.limits;
+  }
+
+  /** The exec timeout a request would get; one out of range is refused naming timeoutMs. */
+  execTimeout(ms: number | undefined): number {
+    return this.exec.timeout(ms);
+  }
+
+  /** Validates sizes against the host limits (the minima are the API schema's) and fills defaults. */
   resolveSize(o: CreateSandboxOptions): { cpus: number; memoryMib: number; diskMib: number; ttlSec: number } {
     const l = this.d.config.limits;
-    const pick = (v: number | undefined, dflt: number, max: number, name: string): number => {
+    const pick = (v: number | undefined, dflt: number, max: number, name: keyof typeof SIZE_MINIMUMS): number => {
       const x = v ?? dflt;
-      if (!Number.isFinite(x) || x <= 0 || x > max) throw new KilnError('INVALID_REQUEST', `${name} must be between 1 and ${max} on this host (got ${v})`);
+      const { min, exclusive, unit } = SIZE_MINIMUMS[name];
+      if (!Number.isFinite(x) || x < min || (exclusive && x === min) || x > max) {
+        const from = exclusive ? `more than ${min}` : String(min);
+        throw new KilnError('INVALID_REQUEST', `${name} must be from ${from} to ${max}${unit} on this host (got ${v})`, { details: { field: name, value: v, minimum: min, maximum: max } });
+      }
       return x;
     };
     return {

@@ -26,7 +26,8 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
   const app = Fastify({
     logger: logger(options.logger ?? false),
     bodyLimit: 64 * 1024 * 1024,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // verbose: errors carry the value sent and its schema, so messages can name both (validation.ts).
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false, verbose: true } },
     genReqId: () => `req-${Math.random().toString(36).slice(2, 10)}`,
   });
   app.setErrorHandler(errorHandler(svc.metrics));

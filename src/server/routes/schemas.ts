@@ -1,9 +1,11 @@
 /** JSON schemas for request bodies and responses; they also feed /openapi.json. */
+import { SIZE_MINIMUMS } from '../../core/sandbox.js';
+
 // Fields shared by several bodies: one definition each, so their bounds cannot drift apart.
 const pack = { type: 'string', minLength: 1, maxLength: 64 } as const;
 const backend = { type: 'string', enum: ['namespace', 'qemu', 'firecracker'] } as const;
-const cpus = { type: 'number', exclusiveMinimum: 0, maximum: 64 } as const;
-const memoryMib = { type: 'integer', minimum: 16 } as const;
+const cpus = { type: 'number', exclusiveMinimum: SIZE_MINIMUMS.cpus.min, maximum: 64 } as const;
+const memoryMib = { type: 'integer', minimum: SIZE_MINIMUMS.memoryMib.min } as const;
 const stdin = { type: 'string', maxLength: 16 * 1024 * 1024 } as const;
 const timeoutMs = { type: 'integer', minimum: 1 } as const;
 const maxOutputBytes = { type: 'integer', minimum: 0 } as const;
@@ -45,8 +47,8 @@ export const createSandboxBody = {
     backend,
     cpus,
     memoryMib,
-    diskMib: { type: 'integer', minimum: 1 },
-    ttlSec: { type: 'integer', minimum: 1 },
+    diskMib: { type: 'integer', minimum: SIZE_MINIMUMS.diskMib.min },
+    ttlSec: { type: 'integer', minimum: SIZE_MINIMUMS.ttlSec.min },
     env: envMap,
     backendOptions: { type: 'object', additionalProperties: true, maxProperties: 32 },
   },
