@@ -222,8 +222,8 @@ export class SandboxManager {
     return this.ready(id).inner.agent.list(path);
   }
 
-  async putArchive(id: string, path: string, data: Buffer | AsyncIterable<Buffer>, gzip: boolean) {
-    return this.ready(id).inner.agent.putArchive(path, data, { gzip, maxBytes: this.d.config.limits.maxFileBytes });
+  async putArchive(id: string, path: string, data: Buffer | AsyncIterable<Buffer>) {
+    return this.ready(id).inner.agent.putArchive(path, data, { maxBytes: this.d.config.limits.maxFileBytes });
   }
 
   /** Archives are capped at the file limit too, on the host (the agent has no cap for them). */
