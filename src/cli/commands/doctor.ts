@@ -47,6 +47,10 @@ export async function hostChecks(): Promise<Check[]> {
 const command: Command = {
   name: 'doctor',
   summary: 'check the host',
+  usage: `usage: kiln doctor [--json]
+  checks what this host can run (bubblewrap, cgroups, KVM, QEMU, Firecracker, the pack images and
+  each backend) and says how to fix what is missing; exits 1 when the namespace backend cannot run.
+    --json   the checks as JSON`,
   async run(argv) {
     const { flags } = parseFlags(argv, { boolean: ['json'] });
     const config = loadConfig();

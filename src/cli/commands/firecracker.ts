@@ -4,7 +4,7 @@
  */
 import { isKilnError } from '../../core/errors.js';
 import { FIRECRACKER_DEFAULT_VERSION as DEFAULT_VERSION, firecrackerDoctor, installFirecracker } from '../../server/optional-backends.js';
-import { parseFlags, UsageError, type Command } from '../command.js';
+import { HelpRequested, parseFlags, UsageError, type Command } from '../command.js';
 
 const USAGE = `usage:
   kiln firecracker install [--version ${DEFAULT_VERSION}] [--dir /usr/local/bin] [--sha256 HEX] [--url URL]
@@ -16,6 +16,7 @@ const USAGE = `usage:
 const command: Command = {
   name: 'firecracker',
   summary: 'install a pinned Firecracker release, check the host',
+  usage: USAGE,
   async run(argv) {
     const [sub, ...rest] = argv;
     try {
@@ -24,6 +25,7 @@ const command: Command = {
       console.error(USAGE);
       return sub === undefined || sub === 'help' || sub === '--help' ? 0 : 2;
     } catch (e) {
+      if (e instanceof HelpRequested) throw e; // main prints the usage
       if (e instanceof UsageError) {
         console.error(`kiln firecracker: ${e.message}\n${USAGE}`);
         return 2;
