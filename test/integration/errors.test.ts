@@ -22,7 +22,7 @@ describe('errors that name the real mistake', { skip: process.getuid?.() === 0 ?
   const call = async (method: string, path: string, body?: unknown, raw?: Buffer): Promise<Answer> => {
     const res = await fetch(t.server.url + path, {
       method,
-      headers: body !== undefined ? { 'content-type': 'application/json' } : {},
+      headers: body !== undefined ? { 'content-type': 'application/json' } : raw ? { 'content-type': 'application/octet-stream' } : {},
       body: body !== undefined ? JSON.stringify(body) : raw && new Uint8Array(raw),
     });
     const text = await res.text();
