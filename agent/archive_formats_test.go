@@ -66,6 +66,8 @@ func TestExtractArchiveFormats(t *testing.T) {
 		{"zip cut short", makeZip(t, []zipEntry{{name: "a", body: "alpha"}})[:40], codeBadRequest, "zip", nil},
 		{"not an archive", []byte("print('hello')\n"), codeBadRequest, "not a tar, tar.gz or zip", nil},
 		{"xz", []byte{0xfd, '7', 'z', 'X', 'Z', 0, 0, 0}, codeBadRequest, "send a tar, tar.gz or zip", nil},
+		{"file over a directory", makeTar(t, []tarEntry{{name: "d/", typ: tar.TypeDir}, {name: "d/x", body: "1"}, {name: "d", body: "file"}}), codeIsADirectory, "directory of that name is in the way", nil},
+		{"link over a directory", makeZip(t, []zipEntry{{name: "d/", mode: os.ModeDir | 0o755}, {name: "d", body: "x", mode: os.ModeSymlink | 0o777}}), codeIsADirectory, "directory of that name is in the way", nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -63,7 +63,7 @@ func toOpError(err error) *opError {
 	if errors.Is(err, syscall.ENOTDIR) {
 		return &opError{Code: codeNotADirectory, Message: "a file is in the way where a directory is needed: " + err.Error()}
 	}
-	if errors.Is(err, syscall.ENAMETOOLONG) || errors.Is(err, syscall.ELOOP) {
+	if errors.Is(err, syscall.ENAMETOOLONG) || errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.EEXIST) {
 		return &opError{Code: codeBadRequest, Message: err.Error()}
 	}
 	return &opError{Code: codeInternal, Message: err.Error()}

@@ -177,7 +177,9 @@ func mkdirEntry(dest, name, target string, mode os.FileMode) error {
 
 // writeEntry replaces whatever is at target (a symlink is removed, never followed).
 func writeEntry(data io.Reader, target string, mode os.FileMode) error {
-	if st, err := os.Lstat(target); err == nil && !st.IsDir() {
+	if st, err := os.Lstat(target); err == nil && st.IsDir() {
+		return newOpError(codeIsADirectory, "archive entry %s is a file but a directory of that name is in the way", filepath.Base(target))
+	} else if err == nil {
 		if err := os.Remove(target); err != nil {
 			return err
 		}
@@ -207,7 +209,9 @@ func symlinkEntry(h *tar.Header, dest, name, target string) error {
 	if _, err := walkIn(dest, append(splitPath(path.Dir(name)), splitPath(t)...), h.Name, false); err != nil {
 		return newOpError(codePathEscape, "archive symlink %q -> %q leaves the destination", h.Name, t)
 	}
-	if st, err := os.Lstat(target); err == nil && !st.IsDir() {
+	if st, err := os.Lstat(target); err == nil && st.IsDir() {
+		return newOpError(codeIsADirectory, "archive symlink %q: a directory of that name is in the way", h.Name)
+	} else if err == nil {
 		_ = os.Remove(target)
 	}
 	return os.Symlink(t, target)
