@@ -50,7 +50,7 @@ export class SandboxManager {
   backend(name: BackendName | undefined): Backend {
     const n = name ?? this.d.config.defaultBackend;
     const b = this.d.backends.get(n);
-    if (!b) throw new KilnError('UNKNOWN_BACKEND', `backend "${n}" is not configured on this host; see GET /v1/backends`);
+    if (!b) throw new KilnError('UNKNOWN_BACKEND', `backend "${n}" is not configured on this host; configured: ${[...this.d.backends.keys()].join(', ') || 'none'} (GET /v1/backends says why the others are not)`, { details: { backend: n, configured: [...this.d.backends.keys()] } });
     return b;
   }
 

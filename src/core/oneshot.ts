@@ -34,13 +34,18 @@ const WORKDIR = '/workspace';
 const INLINE_FILES_MAX_BYTES = 128 * 1024;
 
 export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: RunOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal): Promise<RunOutcome> {
-  if ((o.code === undefined) === (o.files === undefined)) throw new KilnError('INVALID_REQUEST', 'pass either "code" (a snippet) or "files" with an "entrypoint"');
+  if ((o.code === undefined) === (o.files === undefined)) {
+    throw new KilnError('INVALID_REQUEST', `${o.code === undefined ? 'neither "code" nor "files" was sent' : 'both "code" and "files" were sent'}: pass either "code" (a snippet) or "files" with an "entrypoint"`);
+  }
   const pack = await packs.get(o.pack);
   const files = o.code !== undefined
     ? [{ path: pack.run.fileName, data: Buffer.from(o.code) }]
     : o.files!.map((f, i) => ({ path: relPath(f.path), data: fileData(f, i) }));
   const entry = o.code !== undefined ? pack.run.fileName : relPath(o.entrypoint ?? pack.run.fileName);
-  if (o.files && !files.some((f) => f.path === entry)) throw new KilnError('INVALID_REQUEST', `entrypoint "${entry}" is not among the uploaded files`);
+  if (o.files && !files.some((f) => f.path === entry)) {
+    const sent = files.slice(0, 10).map((f) => `"${f.path}"`).join(', ') + (files.length > 10 ? ', …' : '');
+    throw new KilnError('INVALID_REQUEST', `entrypoint "${entry}" is not among the uploaded files (${sent || 'none'}); name one of them in "entrypoint"`, { details: { field: 'entrypoint', value: entry } });
+  }
   const argv = [...fillCommand(o.code !== undefined ? pack.run.command : pack.run.projectCommand, { file: entry, entrypoint: entry }), ...(o.args ?? [])];
 
   const ttlSec = ttlFor(manager, o.timeoutMs);

@@ -19,8 +19,10 @@ function translate(err: FastifyError | Error, req: FastifyRequest): KilnError {
   const fe = err as FastifyError;
   if (fe.validation?.length) return schemaError(fe.validation as SchemaError[], fe.validationContext ?? 'body');
   switch (fe.code) {
-    case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new KilnError('PAYLOAD_TOO_LARGE', 'request body is too large; upload big files with PUT /v1/sandboxes/:id/files or an archive');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': {
+      const limit = req.routeOptions.bodyLimit;
+      return new KilnError('PAYLOAD_TOO_LARGE', `the request body is over this route's limit of ${limit} bytes; upload big files with PUT /v1/sandboxes/:id/files or an archive`, { details: { limitBytes: limit } });
+    }
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': {
       const sent = req.headers['content-type'];
       return new KilnError('INVALID_REQUEST', `${req.method} ${req.url.split('?')[0]} takes a JSON body (Content-Type: application/json); this request sent ${sent ? `Content-Type: ${sent.slice(0, 100)}` : 'no Content-Type'}`, { details: { contentType: sent ?? null } });

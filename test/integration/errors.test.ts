@@ -5,6 +5,7 @@
  * client would retry.
  */
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 
@@ -112,6 +113,35 @@ describe('errors that name the real mistake', { skip: process.getuid?.() === 0 ?
       const good = await call('POST', '/v1/run', { pack: 'shell', files: [{ path: 'main.sh', content: Buffer.from('echo from base64\n').toString('base64'), encoding: 'base64' }], entrypoint: 'main.sh' });
       assert.equal(good.status, 200, good.message);
       assert.equal(good.body.stdout, 'from base64\n');
+    });
+
+    it('a one-shot run names what it got: code and files both or neither, an entrypoint among none of the files', async () => {
+      const both = await call('POST', '/v1/run', { pack: 'shell', code: 'true', files: [{ path: 'a.sh', content: 'true' }] });
+      assert.match(both.message, /^both "code" and "files" were sent/);
+      const neither = await call('POST', '/v1/run', { pack: 'shell' });
+      assert.match(neither.message, /^neither "code" nor "files" was sent/);
+      const entry = await call('POST', '/v1/run', { pack: 'shell', files: [{ path: 'src/a.sh', content: 'true' }], entrypoint: 'main.sh' });
+      assert.match(entry.message, /entrypoint "main\.sh" is not among the uploaded files \("src\/a\.sh"\)/);
+    });
+
+    it('a body over the limit names the limit', async () => {
+      const over = (path: string, limit: number) => new Promise<{ status: number; body: string; connection?: string }>((resolve, reject) => {
+        // Only the Content-Length is sent: the answer must come before any of the body.
+        const req = request(t.server.url + path, { method: path.includes('/files') ? 'PUT' : 'POST', headers: { 'content-type': path.includes('/files') ? 'application/octet-stream' : 'application/json', 'content-length': String(limit + 1) } }, (res) => {
+          let body = '';
+          res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => { resolve({ status: res.statusCode ?? 0, body, connection: res.headers.connection }); req.destroy(); });
+        });
+        req.on('error', reject);
+        req.flushHeaders();
+      });
+      const max = t.config.limits.maxFileBytes;
+      const file = await over(`/v1/sandboxes/${id}/files?path=/workspace/big`, max);
+      assert.equal(file.status, 413);
+      assert.match(file.body, new RegExp(`the upload is ${max + 1} bytes; the limit is ${max} bytes \\(KILN_MAX_FILE_BYTES\\)`));
+      assert.equal(file.connection, 'close');
+      const json = await over('/v1/sandboxes', 64 * 1024 * 1024);
+      assert.equal(json.status, 413);
+      assert.match(json.body, /the request body is over this route's limit of 67108864 bytes; upload big files with PUT/);
     });
 
     it('a JSON route sent a form body names the Content-Type it got', async () => {

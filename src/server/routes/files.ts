@@ -18,6 +18,15 @@ export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
   // still a file. The archive format is read from its first bytes by the agent.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { bodyLimit: max }, (_req, payload, done) => done(null, payload));
+  // A stream parser has no size check of its own: the agent stops a transfer at the limit. An
+  // upload whose Content-Length already says it is over is refused before a byte is read.
+  app.addHook('onRequest', async (req, reply) => {
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (length > max) {
+      void reply.header('connection', 'close'); // the body is never read
+      throw new KilnError('PAYLOAD_TOO_LARGE', `the upload is ${length} bytes; the limit is ${max} bytes (KILN_MAX_FILE_BYTES): split it or raise the limit`, { details: { limitBytes: max, requestBytes: length } });
+    }
+  });
   const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema, 413: errorSchema };
 
   app.put<{ Params: { id: string }; Querystring: { path: string; mode?: string } }>('/v1/sandboxes/:id/files', {
