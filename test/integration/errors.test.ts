@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import WebSocket from 'ws';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 
 interface Answer {
@@ -142,6 +143,23 @@ describe('errors that name the real mistake', { skip: process.getuid?.() === 0 ?
       const json = await over('/v1/sandboxes', 64 * 1024 * 1024);
       assert.equal(json.status, 413);
       assert.match(json.body, /the request body is over this route's limit of 67108864 bytes; upload big files with PUT/);
+    });
+
+    it('the WebSocket start message is checked the same way, and a missing cwd there is CWD_NOT_FOUND too', async () => {
+      const first = (start: Record<string, unknown>) => new Promise<{ code: string; message: string }>((resolve, reject) => {
+        const ws = new WebSocket(t.client.execSocketUrl(id));
+        ws.on('open', () => ws.send(JSON.stringify(start)));
+        ws.on('message', (raw) => {
+          const m = JSON.parse(String(raw)) as { type: string; code: string; message: string };
+          if (m.type === 'error') { resolve(m); ws.close(); }
+        });
+        ws.on('error', reject);
+      });
+      const bad = await first({ type: 'start', cmd: 5 });
+      assert.equal(bad.code, 'INVALID_REQUEST');
+      assert.match(bad.message, /^start message field "cmd" must be a string or an array \(got 5\)/);
+      const cwd = await first({ type: 'start', cmd: ['pwd'], cwd: '/no/such/dir' });
+      assert.equal(cwd.code, 'CWD_NOT_FOUND');
     });
 
     it('a JSON route sent a form body names the Content-Type it got', async () => {
