@@ -64,14 +64,14 @@ function describe(e: SchemaError, subject: string): { text: string; details: Rec
       return { text: `unknown ${subject}; accepted: ${accepted.join(', ')}`, details: { accepted } };
     }
     case 'const':
-      return { text: `${subject} must be ${show(p.allowedValue)}${got}`, details: { value: e.data, allowed: [p.allowedValue] } };
+      return { text: `${subject} must be ${show(p.allowedValue)}${got}`, details: { value: clip(e.data), allowed: [p.allowedValue] } };
     case 'enum':
-      return { text: `${subject} must be one of ${(p.allowedValues as unknown[]).map(show).join(', ')}${got}`, details: { value: e.data, allowed: p.allowedValues } };
+      return { text: `${subject} must be one of ${(p.allowedValues as unknown[]).map(show).join(', ')}${got}`, details: { value: clip(e.data), allowed: p.allowedValues } };
     case 'minimum': case 'maximum': case 'exclusiveMinimum': case 'exclusiveMaximum':
-      return { text: `${subject} must be ${range(s)}${got}`, details: { value: e.data, ...bounds(s) } };
+      return { text: `${subject} must be ${range(s)}${got}`, details: { value: clip(e.data), ...bounds(s) } };
     case 'type': {
       const types = ([] as unknown[]).concat(p.type).map((t) => (t === 'integer' ? 'an integer' : t === 'array' || t === 'object' ? `an ${t}` : `a ${String(t)}`));
-      return { text: `${subject} must be ${types.join(' or ')}${got}`, details: { value: e.data } };
+      return { text: `${subject} must be ${types.join(' or ')}${got}`, details: { value: clip(e.data) } };
     }
     case 'minLength': case 'maxLength': {
       const len = typeof e.data === 'string' ? e.data.length : undefined;
@@ -86,9 +86,9 @@ function describe(e: SchemaError, subject: string): { text: string; details: Rec
       return { text: `${subject} must have ${span(s.minProperties, s.maxProperties, 'entry')} (got ${n ?? '?'})`, details: { entries: n, maxProperties: s.maxProperties } };
     }
     case 'pattern':
-      return { text: `${subject} must match ${String(p.pattern)}${got}`, details: { value: e.data, pattern: p.pattern } };
+      return { text: `${subject} must match ${String(p.pattern)}${got}`, details: { value: clip(e.data), pattern: p.pattern } };
     case 'propertyNames':
-      return { text: `${subject} has an invalid name ${show(p.propertyName)}: names are 1 to 1024 characters without "=" or NUL`, details: { name: p.propertyName } };
+      return { text: `${subject} has an invalid name ${show(p.propertyName)}: names are 1 to 1024 characters without "=" or NUL`, details: { name: clip(p.propertyName) } };
     default:
       return { text: `${subject} ${e.message ?? 'is invalid'}${got}`, details: {} };
   }
@@ -112,6 +112,12 @@ function span(min: unknown, max: unknown, unit: string): string {
   if (min !== undefined && max !== undefined) return `${String(min)} to ${plural(max)}`;
   if (max !== undefined) return `at most ${plural(max)}`;
   return `at least ${plural(min)}`;
+}
+
+/** The value for details: itself when small, else its shortened JSON text. */
+function clip(v: unknown): unknown {
+  const json = JSON.stringify(v);
+  return json === undefined || json.length <= 80 ? v : show(v);
 }
 
 /** The value as JSON, cut short: an error message never echoes a megabyte back. */

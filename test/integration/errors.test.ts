@@ -104,6 +104,10 @@ describe('errors that name the real mistake', { skip: process.getuid?.() === 0 ?
       assert.match(enc.message, /field "files\[0\]\.encoding" must be one of "utf8", "base64" \(got "hex"\)/);
       const type = await call('POST', `/v1/sandboxes/${id}/exec`, { cmd: 5 });
       assert.match(type.message, /field "cmd" must be a string or an array \(got 5\)/);
+      // A big wrong value is never echoed back whole, in the message or in details.
+      const big = await call('POST', `/v1/sandboxes/${id}/exec`, { cmd: { script: 'x'.repeat(100_000) } });
+      assert.match(big.message, /^field "cmd" must be a string or an array \(got \{"script":"x+\.\.\.\)$/);
+      assert.ok(JSON.stringify(big.body).length < 500, JSON.stringify(big.body).slice(0, 600));
     });
 
     it('invalid base64 file content is refused naming the file, and valid base64 still runs', async () => {
