@@ -28,9 +28,12 @@ function translate(err: FastifyError | Error, req: FastifyRequest): KilnError {
       return new KilnError('INVALID_REQUEST', `${req.method} ${req.url.split('?')[0]} takes a JSON body (Content-Type: application/json); this request sent ${sent ? `Content-Type: ${sent.slice(0, 100)}` : 'no Content-Type'}`, { details: { contentType: sent ?? null } });
     }
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new KilnError('INVALID_REQUEST', 'the request body is empty; this route takes a JSON object');
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return new KilnError('INVALID_REQUEST', 'request body is not valid JSON');
+      return new KilnError('INVALID_REQUEST', 'the request body is not valid JSON');
   }
+  // Fastify's JSON parser passes JSON.parse's own error on, which says where but not what.
+  if (err instanceof SyntaxError && fe.statusCode === 400) return new KilnError('INVALID_REQUEST', `the request body is not valid JSON: ${err.message}`);
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
     return new KilnError('INVALID_REQUEST', fe.message);
   }

@@ -166,6 +166,15 @@ describe('errors that name the real mistake', { skip: process.getuid?.() === 0 ?
       assert.equal(cwd.code, 'CWD_NOT_FOUND');
     });
 
+    it('a body that is not JSON says so and where; an over-long id is named as the id, not as a missing route', async () => {
+      const res = await fetch(`${t.server.url}/v1/run`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"pack": "shell",}' });
+      assert.equal(res.status, 400);
+      assert.match((await res.json() as { message: string }).message, /^the request body is not valid JSON: .*position 17/);
+      const long = await call('GET', `/v1/sandboxes/${'x'.repeat(200)}`);
+      assert.equal(long.status, 400);
+      assert.match(long.message, /^path parameter "id" must be 1 to 128 characters long \(got 200\)/);
+    });
+
     it('a JSON route sent a form body names the Content-Type it got', async () => {
       const res = await fetch(`${t.server.url}/v1/sandboxes`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'pack=shell' });
       const j = await res.json() as { code: string; message: string };
