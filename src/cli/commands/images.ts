@@ -3,6 +3,7 @@
  * stderr (one line per phase change or 10% step, so logs stay readable); tables go to stdout.
  * Ctrl-C aborts the running build, which removes its temp dir before the command returns.
  */
+import { HelpRequested } from '../command.js';
 import { buildPack, listImages, loadPacks, pruneImages, type BuildProgressEvent, type BuildResult } from '../../images/index.js';
 
 const USAGE = `usage:
@@ -112,8 +113,10 @@ async function prune(args: ParsedArgs): Promise<number> {
 export default {
   name: 'images',
   summary: 'build, list and prune language-pack root filesystem images',
+  usage: USAGE,
   async run(argv: string[]): Promise<number> {
     const args = parseArgs(argv);
+    if (args === '') throw new HelpRequested();
     if (typeof args === 'string') {
       process.stderr.write(`${args ? `${args}\n` : ''}${USAGE}\n`);
       return args ? 2 : 0;
