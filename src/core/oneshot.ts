@@ -8,6 +8,7 @@ import { KilnError } from './errors.js';
 import type { ExecOutcome, ExecStreamHandlers } from './exec.js';
 import type { SandboxManager } from './manager.js';
 import { fillCommand, type PackCatalog } from './packs.js';
+import type { Owner } from './quotas.js';
 
 export interface RunOptions {
   pack: string;
@@ -33,7 +34,7 @@ const WORKDIR = '/workspace';
 /** Base64 inflates by 4/3 and the agent caps a JSON request at 256 KiB. */
 const INLINE_FILES_MAX_BYTES = 128 * 1024;
 
-export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: RunOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal): Promise<RunOutcome> {
+export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: RunOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal, owner?: Owner): Promise<RunOutcome> {
   if ((o.code === undefined) === (o.files === undefined)) throw new KilnError('INVALID_REQUEST', 'pass either "code" (a snippet) or "files" with an "entrypoint"');
   const pack = await packs.get(o.pack);
   const files = o.code !== undefined
@@ -44,7 +45,7 @@ export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: Ru
   const argv = [...fillCommand(o.code !== undefined ? pack.run.command : pack.run.projectCommand, { file: entry, entrypoint: entry }), ...(o.args ?? [])];
 
   const t0 = performance.now();
-  const sb = await manager.create({ pack: o.pack, backend: o.backend, memoryMib: o.memoryMib, cpus: o.cpus, ttlSec: ttlFor(o.timeoutMs) }, signal);
+  const sb = await manager.create({ pack: o.pack, backend: o.backend, memoryMib: o.memoryMib, cpus: o.cpus, ttlSec: ttlFor(o.timeoutMs, owner) }, signal, owner);
   const createMs = Math.round((performance.now() - t0) * 10) / 10;
   try {
     // Small programs travel inside the exec request (one agent round trip); big ones are uploaded.
@@ -59,7 +60,7 @@ export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: Ru
   } finally {
     // Answer first, tear down after: the admission slot is held until the delete completes, so
     // capacity stays exact, and a crash in between is cleaned by the start-up scan.
-    void manager.delete(sb.id).catch(() => undefined);
+    void manager.delete(sb.id, 'run finished').catch(() => undefined);
   }
 }
 
@@ -70,6 +71,9 @@ function relPath(p: string): string {
   return n;
 }
 
-function ttlFor(timeoutMs: number | undefined): number {
-  return Math.ceil(((timeoutMs ?? 30_000) + 60_000) / 1000);
+/** The run's timeout and a minute to spare, within the key's lifetime limit (the exec's own limit is checked on its own). */
+function ttlFor(timeoutMs: number | undefined, owner: Owner | undefined): number {
+  const ttl = Math.ceil(((timeoutMs ?? 30_000) + 60_000) / 1000);
+  const max = owner?.limits.maxTtlSec;
+  return max === undefined ? ttl : Math.max(1, Math.min(ttl, max));
 }

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { KilnError } from '../../core/errors.js';
 import { runOnce, type RunOptions } from '../../core/oneshot.js';
 import type { KilnService } from '../service.js';
+import { ownerFor } from '../edge.js';
 import { streamNdjson } from './ndjson.js';
 import { execBody as present } from './present.js';
 import { errorSchema, EXEC_REQUEST_MAX_BYTES, execResultSchema, runBody } from './schemas.js';
@@ -21,11 +22,11 @@ export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnServic
     const { stream, ...opts } = req.body;
     assertFitsOneRequest(opts);
     if (stream || req.headers.accept === 'application/x-ndjson') {
-      return streamNdjson(req, reply, (h, signal) => runOnce(svc.manager, svc.packs, opts, h, signal), (r) => ({ sandboxId: r.sandboxId, createMs: r.createMs }));
+      return streamNdjson(req, reply, (h, signal) => runOnce(svc.manager, svc.packs, opts, h, signal, ownerFor(req.principal)), (r) => ({ sandboxId: r.sandboxId, createMs: r.createMs }));
     }
     const ac = new AbortController();
     reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
-    const r = await runOnce(svc.manager, svc.packs, opts, undefined, ac.signal);
+    const r = await runOnce(svc.manager, svc.packs, opts, undefined, ac.signal, ownerFor(req.principal));
     return { ...present(r), sandboxId: r.sandboxId, createMs: r.createMs };
   });
 }
