@@ -63,7 +63,6 @@ export const createSandboxBody = {
 
 export const listQuery = {
   type: 'object',
-  additionalProperties: false,
   properties: {
     label: { anyOf: [{ type: 'string', maxLength: 1024 }, { type: 'array', maxItems: 32, items: { type: 'string', maxLength: 1024 } }] },
     limit: { type: 'string', pattern: '^[0-9]{1,4}$', description: 'Page size, 1 to 1000 (default 100)' },
