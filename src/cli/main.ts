@@ -9,6 +9,7 @@ const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
   images: () => import('./commands/images.js'),
   doctor: () => import('./commands/doctor.js'),
   firecracker: () => import('./commands/firecracker.js'),
+  keys: () => import('./commands/keys.js'),
 };
 
 const SUMMARIES: Record<string, string> = {

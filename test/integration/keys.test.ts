@@ -5,8 +5,12 @@
  * refuse with 429 QUOTA_EXCEEDED; labels filter the list; pages; the event trail; key admin.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import WebSocket from 'ws';
+import { REPO_ROOT } from '../../src/core/config.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 
 const ADMIN = 'admin-token-for-tests';
@@ -204,5 +208,25 @@ describe('API keys (namespace backend, real HTTP)', () => {
     assert.equal((await call(ADMIN, 'DELETE', `/v1/keys/${k.id}`)).status, 204);
     assert.equal((await call(k.secret, 'GET', '/v1/sandboxes')).status, 401);
     assert.equal((await call(ADMIN, 'DELETE', `/v1/keys/${k.id}`)).json.code, 'KEY_NOT_FOUND');
+  });
+
+  it('kiln keys create|ls|revoke drive the admin API; the key it prints works, then is refused once revoked', async () => {
+    const kiln = (args: string[], token = ADMIN) => promisify(execFile)(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'keys', ...args], {
+      cwd: REPO_ROOT, env: { ...process.env, KILN_URL: base, KILN_TOKEN: token },
+    });
+    const created = await kiln(['create', 'from-cli', '--max-sandboxes', '1', '--max-exec-timeout-ms', '2000']);
+    const secret = created.stdout.trim();
+    assert.match(secret, /^kiln_/);
+    const id = /created (key-[0-9a-f]+)/.exec(created.stderr)?.[1];
+    assert.ok(id, created.stderr);
+    const ls = await kiln(['ls']);
+    assert.match(ls.stdout, new RegExp(`${id} +from-cli +kiln_\\S+… +live +0 +maxSandboxes=1,maxExecTimeoutMs=2000`));
+    assert.ok(!ls.stdout.includes(secret));
+    assert.equal((await call(secret, 'GET', '/v1/sandboxes')).status, 200);
+    await assert.rejects(kiln(['ls'], secret), (e: { stderr: string }) => /FORBIDDEN/.test(e.stderr));
+    await kiln(['revoke', id]);
+    assert.match((await kiln(['ls'])).stdout, new RegExp(`${id} .* revoked`));
+    assert.equal((await call(secret, 'GET', '/v1/sandboxes')).status, 401);
+    await assert.rejects(kiln(['revoke', id]), (e: { stderr: string }) => /KEY_NOT_FOUND/.test(e.stderr));
   });
 });
