@@ -10,7 +10,8 @@ import { KilnError } from '../core/errors.js';
 import type { Store } from '../core/store.js';
 import { migrate } from './migrations.js';
 import { SqlStore } from './sql-store.js';
-import { openPglite, openPostgres, type SqlClient } from './sql.js';
+import { openPostgres } from './sql.js';
+import { openPgliteWorker } from './worker-store.js';
 
 export interface OpenedStore {
   store: Store;
@@ -22,20 +23,17 @@ export interface OpenedStore {
 export async function openStore(databaseUrl: string | undefined, dataDir: string): Promise<OpenedStore | undefined> {
   const url = databaseUrl?.trim() || undefined;
   if (url === 'off') return undefined;
-  let db: SqlClient;
-  let where: string;
-  if (url === undefined) {
-    where = join(dataDir, 'db', 'pglite');
-    db = await openPglite(where);
-  } else if (url === 'memory://') {
-    where = 'memory';
-    db = await openPglite(undefined);
-  } else if (/^postgres(ql)?:\/\//.test(url)) {
-    where = url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
-    db = await openPostgres(url);
-  } else {
+  if (url === undefined || url === 'memory://') {
+    // The embedded engine runs on a thread of its own (see ./pglite-worker.ts).
+    const where = url === undefined ? join(dataDir, 'db', 'pglite') : undefined;
+    const { store, migrated } = await openPgliteWorker(where);
+    return { store, where: where ?? 'memory', migrated };
+  }
+  if (!/^postgres(ql)?:\/\//.test(url)) {
     throw new KilnError('INVALID_REQUEST', 'KILN_DATABASE_URL must be postgres://…, memory:// or off (unset: an embedded database under KILN_DATA_DIR)');
   }
+  const where = url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+  const db = await openPostgres(url);
   try {
     const migrated = await migrate(db);
     return { store: new SqlStore(db), where, migrated };
