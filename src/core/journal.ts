@@ -31,7 +31,7 @@ export class Journal {
   private readonly batchSize: number;
 
   constructor(readonly store: Store, private readonly o: JournalOptions = {}) {
-    this.delayMs = o.flushDelayMs ?? 50;
+    this.delayMs = o.flushDelayMs ?? 250;
     this.batchSize = o.batchSize ?? 500;
   }
 

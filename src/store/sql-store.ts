@@ -1,12 +1,14 @@
 /**
  * The Store (src/core/store.ts) in SQL, the same statements on both engines. A batch of writes is
- * one transaction of a few statements: rows travel as one JSON parameter each, unpacked by
- * jsonb_to_recordset, so a batch of 500 events is one round trip, not 500.
+ * one transaction of at most four statements: the rows of each travel as one JSON parameter,
+ * unpacked by jsonb_to_recordset, so a batch of 500 events is one statement, not 500.
  */
 import type { ApiKeyRecord, KeyLimits, KeyUsage, SandboxEvent, SandboxQuery, SandboxRecord, Store, StoredApiKey, StoreWrite } from '../core/store.js';
 import type { SqlClient, SqlTx } from './sql.js';
 
 type Row = Record<string, unknown>;
+
+const ORDER: readonly StoreWrite['type'][] = ['sandbox.created', 'event', 'sandbox.ended', 'usage'];
 
 export class SqlStore implements Store {
   constructor(private readonly db: SqlClient) {}
@@ -17,15 +19,13 @@ export class SqlStore implements Store {
 
   async apply(writes: StoreWrite[]): Promise<void> {
     if (writes.length === 0) return;
+    // One statement per kind of write, whatever the batch's size (a statement costs PGlite ~0.3 ms
+    // of CPU; a row next to nothing): new rows, then events, then ends, then usage. Each kind keeps
+    // its order, and a sandbox's row always precedes its events and its end.
+    const byType = new Map<StoreWrite['type'], StoreWrite[]>(ORDER.map((t) => [t, []]));
+    for (const w of writes) byType.get(w.type)!.push(w);
     await this.db.transaction(async (tx) => {
-      // In order, but statements of one kind together: a sandbox's row comes before its events
-      // and before its end, whichever batch each of them is in.
-      let run: StoreWrite[] = [];
-      for (const w of writes) {
-        if (run.length && run[0]!.type !== w.type) { await applyRun(tx, run); run = []; }
-        run.push(w);
-      }
-      if (run.length) await applyRun(tx, run);
+      for (const run of byType.values()) if (run.length) await applyRun(tx, run);
     });
   }
 
