@@ -4,6 +4,7 @@
  * its transaction runs (measured: exec and /v1/run p50 +50%). Here it has a thread of its own; the
  * main thread talks to it through WorkerStore (./worker-store.ts) with messages.
  */
+import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { isKilnError } from '../core/errors.js';
 import type { Store, StoredApiKey } from '../core/store.js';
@@ -24,6 +25,9 @@ export type WorkerAnswer =
   | { ready: false; code?: string; message: string };
 
 const port = parentPort!;
+// Lowest CPU priority for this thread only (on Linux setpriority with pid 0 applies to the calling
+// thread): a flush yields the CPU to the request path and the sandboxes rather than competing.
+try { setPriority(19); } catch { /* not permitted: run at the normal priority */ }
 const fail = (e: unknown) => ({ code: isKilnError(e) ? e.code : undefined, message: e instanceof Error ? e.message : String(e) });
 
 try {
