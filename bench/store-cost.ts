@@ -17,12 +17,19 @@ const samples = Number(argValue('--samples') ?? 150);
 const rounds = Number(argValue('--rounds') ?? 2);
 const dataDir = process.env.KILN_DATA_DIR || '/var/lib/kiln';
 const dbDir = join(dataDir, 'db');
-const hadDb = await access(dbDir).then(() => true, () => false);
+const hadDb = await access(dbDir).then(
+  () => true,
+  () => false,
+);
 
 const pg = await startPostgres();
 const results = new Map<string, { acquire: number[]; exec: number[]; run: number[] }>();
 try {
-  const modes: Array<[string, string | undefined]> = [['off', 'off'], ['embedded PGlite', undefined], ['PostgreSQL server', pg.url]];
+  const modes: Array<[string, string | undefined]> = [
+    ['off', 'off'],
+    ['embedded PGlite', undefined],
+    ['PostgreSQL server', pg.url],
+  ];
   for (let round = 0; round < rounds; round++) {
     for (const [name, url] of modes) {
       const env: Record<string, string> = { KILN_POOL: 'shell=4' };
@@ -49,7 +56,11 @@ try {
           t0 = performance.now();
           await kiln.run({ pack: 'shell', code: 'true' });
           const runMs = performance.now() - t0;
-          if (i >= 5) { r.acquire.push(acquireMs); r.exec.push(execMs); r.run.push(runMs); }
+          if (i >= 5) {
+            r.acquire.push(acquireMs);
+            r.exec.push(execMs);
+            r.run.push(runMs);
+          }
         }
       } finally {
         await srv.close();

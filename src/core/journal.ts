@@ -30,7 +30,10 @@ export class Journal {
   private readonly delayMs: number;
   private readonly batchSize: number;
 
-  constructor(readonly store: Store, private readonly o: JournalOptions = {}) {
+  constructor(
+    readonly store: Store,
+    private readonly o: JournalOptions = {},
+  ) {
     this.delayMs = o.flushDelayMs ?? 250;
     this.batchSize = o.batchSize ?? 500;
   }
@@ -51,7 +54,10 @@ export class Journal {
     if (this.flushing) return; // the running flush schedules the next one
     if (this.timer && ms > 0) return;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => { this.timer = undefined; void this.flush().catch(() => undefined); }, ms);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.flush().catch(() => undefined);
+    }, ms);
     this.timer.unref();
   }
 
@@ -96,7 +102,10 @@ function mergeUsage(batch: StoreWrite[]): StoreWrite[] {
   const totals = new Map<string, KeyUsage>();
   const out: StoreWrite[] = [];
   for (const w of batch) {
-    if (w.type !== 'usage') { out.push(w); continue; }
+    if (w.type !== 'usage') {
+      out.push(w);
+      continue;
+    }
     const t = totals.get(w.keyId);
     if (t) {
       t.sandboxesCreated += w.usage.sandboxesCreated;

@@ -26,12 +26,17 @@ export class KeyRing {
   private byHash = new Map<string, StoredApiKey>();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly store: Store, private readonly log?: (msg: string, fields?: Record<string, unknown>) => void) {}
+  constructor(
+    private readonly store: Store,
+    private readonly log?: (msg: string, fields?: Record<string, unknown>) => void,
+  ) {}
 
   /** Loads the keys and keeps reloading them. */
   async start(refreshMs = 30_000): Promise<void> {
     await this.reload();
-    this.timer = setInterval(() => { this.reload().catch((e: Error) => this.log?.('reloading API keys failed', { err: e.message })); }, refreshMs);
+    this.timer = setInterval(() => {
+      this.reload().catch((e: Error) => this.log?.('reloading API keys failed', { err: e.message }));
+    }, refreshMs);
     this.timer.unref();
   }
 

@@ -31,9 +31,12 @@ export function listSandboxes(all: Iterable<Sandbox>, o: ListOptions = {}): List
   if (!Number.isInteger(limit) || limit < 1 || limit > LIST_MAX_LIMIT) throw new KilnError('INVALID_REQUEST', `limit must be an integer from 1 to ${LIST_MAX_LIMIT} (got ${o.limit})`);
   const after = o.cursor === undefined ? undefined : parseCursor(o.cursor);
   const labels = Object.entries(o.labels ?? {});
-  const picked = [...all].filter((s) => (o.ownerKeyId === undefined || (s.owner?.keyId ?? null) === o.ownerKeyId)
-    && labels.every(([k, v]) => s.labels[k] === v)
-    && (!after || s.createdAt.getTime() > after.t || (s.createdAt.getTime() === after.t && s.id > after.id)));
+  const picked = [...all].filter(
+    (s) =>
+      (o.ownerKeyId === undefined || (s.owner?.keyId ?? null) === o.ownerKeyId) &&
+      labels.every(([k, v]) => s.labels[k] === v) &&
+      (!after || s.createdAt.getTime() > after.t || (s.createdAt.getTime() === after.t && s.id > after.id)),
+  );
   picked.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const page = picked.slice(0, limit);
   const last = page[page.length - 1];

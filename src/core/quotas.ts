@@ -27,7 +27,12 @@ export class OwnerUsage {
       throw exceeded('maxSandboxes', l.maxSandboxes, u.sandboxes + 1, `this key already has ${u.sandboxes} sandboxes, its limit is ${l.maxSandboxes}; delete one first`);
     }
     if (l.maxMemoryMib !== undefined && u.memoryMib + size.memoryMib > l.maxMemoryMib) {
-      throw exceeded('maxMemoryMib', l.maxMemoryMib, u.memoryMib + size.memoryMib, `this key's sandboxes hold ${u.memoryMib} MiB; ${size.memoryMib} MiB more would pass its limit of ${l.maxMemoryMib} MiB; delete a sandbox or ask for less memoryMib`);
+      throw exceeded(
+        'maxMemoryMib',
+        l.maxMemoryMib,
+        u.memoryMib + size.memoryMib,
+        `this key's sandboxes hold ${u.memoryMib} MiB; ${size.memoryMib} MiB more would pass its limit of ${l.maxMemoryMib} MiB; delete a sandbox or ask for less memoryMib`,
+      );
     }
     u.sandboxes++;
     u.memoryMib += size.memoryMib;

@@ -101,7 +101,10 @@ export async function migrate(db: SqlClient, migrations: readonly Migration[] = 
     const applied = new Set(rows.map((r) => Number(r.version)));
     const newest = Math.max(0, ...applied);
     if (newest > known) {
-      throw new KilnError('STORE_UNAVAILABLE', `the database's schema is at version ${newest}, newer than this kiln knows (${known}): it was written by a newer kiln. Run that version, or point KILN_DATABASE_URL / KILN_DATA_DIR at another database`);
+      throw new KilnError(
+        'STORE_UNAVAILABLE',
+        `the database's schema is at version ${newest}, newer than this kiln knows (${known}): it was written by a newer kiln. Run that version, or point KILN_DATABASE_URL / KILN_DATA_DIR at another database`,
+      );
     }
     const done: number[] = [];
     for (const m of [...migrations].sort((a, b) => a.version - b.version)) {

@@ -27,7 +27,11 @@ export type WorkerAnswer =
 const port = parentPort!;
 // Lowest CPU priority for this thread only (on Linux setpriority with pid 0 applies to the calling
 // thread): a flush yields the CPU to the request path and the sandboxes rather than competing.
-try { setPriority(19); } catch { /* not permitted: run at the normal priority */ }
+try {
+  setPriority(19);
+} catch {
+  /* not permitted: run at the normal priority */
+}
 const fail = (e: unknown) => ({ code: isKilnError(e) ? e.code : undefined, message: e instanceof Error ? e.message : String(e) });
 
 try {

@@ -30,17 +30,30 @@ export class SqlStore implements Store {
   }
 
   async registerNode(node: string, at: Date): Promise<void> {
-    await this.db.query(`INSERT INTO nodes (id, started_at, heartbeat_at) VALUES ($1, $2, $2)
-      ON CONFLICT (id) DO UPDATE SET started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at`, [node, at.toISOString()]);
+    await this.db.query(
+      `INSERT INTO nodes (id, started_at, heartbeat_at) VALUES ($1, $2, $2)
+      ON CONFLICT (id) DO UPDATE SET started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at`,
+      [node, at.toISOString()],
+    );
   }
 
   async insertKey(k: StoredApiKey): Promise<void> {
     await this.db.transaction(async (tx) => {
-      await tx.query('INSERT INTO api_keys (id, name, hash, prefix, created_at) VALUES ($1, $2, decode($3, \'hex\'), $4, $5)',
-        [k.id, k.name, k.hash.toString('hex'), k.prefix, k.createdAt.toISOString()]);
+      await tx.query("INSERT INTO api_keys (id, name, hash, prefix, created_at) VALUES ($1, $2, decode($3, 'hex'), $4, $5)", [
+        k.id,
+        k.name,
+        k.hash.toString('hex'),
+        k.prefix,
+        k.createdAt.toISOString(),
+      ]);
       const l = k.limits;
-      await tx.query('INSERT INTO quotas (key_id, max_sandboxes, max_memory_mib, max_ttl_sec, max_exec_timeout_ms) VALUES ($1, $2, $3, $4, $5)',
-        [k.id, l.maxSandboxes ?? null, l.maxMemoryMib ?? null, l.maxTtlSec ?? null, l.maxExecTimeoutMs ?? null]);
+      await tx.query('INSERT INTO quotas (key_id, max_sandboxes, max_memory_mib, max_ttl_sec, max_exec_timeout_ms) VALUES ($1, $2, $3, $4, $5)', [
+        k.id,
+        l.maxSandboxes ?? null,
+        l.maxMemoryMib ?? null,
+        l.maxTtlSec ?? null,
+        l.maxExecTimeoutMs ?? null,
+      ]);
     });
   }
 
@@ -72,8 +85,11 @@ export class SqlStore implements Store {
     if (q.afterId !== undefined) {
       where.push(`(created_at, id) > (SELECT created_at, id FROM sandboxes WHERE id = ${param(q.afterId)})`);
     }
-    const rows = await this.db.query(`SELECT * FROM sandboxes ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-      ORDER BY created_at, id LIMIT ${param(q.limit)}`, params);
+    const rows = await this.db.query(
+      `SELECT * FROM sandboxes ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY created_at, id LIMIT ${param(q.limit)}`,
+      params,
+    );
     return rows.map(sandboxFromRow);
   }
 
@@ -97,39 +113,64 @@ async function applyRun(tx: SqlTx, run: StoreWrite[]): Promise<void> {
   const json = (rows: unknown[]): string => JSON.stringify(rows);
   switch (run[0]!.type) {
     case 'sandbox.created': {
-      const rows = run.map((w) => (w as Extract<StoreWrite, { type: 'sandbox.created' }>).record).map((r) => ({
-        id: r.id, node: r.node, owner_key_id: r.ownerKeyId, backend: r.backend, pack: r.pack, cpus: r.cpus, memory_mib: r.memoryMib,
-        disk_mib: r.diskMib, labels: r.labels, metadata: r.metadata, state: r.state, created_at: r.createdAt, expires_at: r.expiresAt,
-      }));
-      await tx.query(`INSERT INTO sandboxes (id, node, owner_key_id, backend, pack, cpus, memory_mib, disk_mib, labels, metadata, state, created_at, expires_at, updated_at)
+      const rows = run
+        .map((w) => (w as Extract<StoreWrite, { type: 'sandbox.created' }>).record)
+        .map((r) => ({
+          id: r.id,
+          node: r.node,
+          owner_key_id: r.ownerKeyId,
+          backend: r.backend,
+          pack: r.pack,
+          cpus: r.cpus,
+          memory_mib: r.memoryMib,
+          disk_mib: r.diskMib,
+          labels: r.labels,
+          metadata: r.metadata,
+          state: r.state,
+          created_at: r.createdAt,
+          expires_at: r.expiresAt,
+        }));
+      await tx.query(
+        `INSERT INTO sandboxes (id, node, owner_key_id, backend, pack, cpus, memory_mib, disk_mib, labels, metadata, state, created_at, expires_at, updated_at)
         SELECT id, node, owner_key_id, backend, pack, cpus, memory_mib, disk_mib, labels, metadata, state, created_at, expires_at, created_at
         FROM jsonb_to_recordset($1::jsonb) AS x(id text, node text, owner_key_id text, backend text, pack text, cpus real, memory_mib integer,
           disk_mib integer, labels jsonb, metadata jsonb, state text, created_at timestamptz, expires_at timestamptz)
-        ON CONFLICT (id) DO NOTHING`, [json(rows)]);
+        ON CONFLICT (id) DO NOTHING`,
+        [json(rows)],
+      );
       return;
     }
     case 'sandbox.ended': {
       const rows = run.map((w) => w as Extract<StoreWrite, { type: 'sandbox.ended' }>).map((w) => ({ id: w.id, state: w.state, at: w.at, reason: w.reason }));
-      await tx.query(`UPDATE sandboxes s SET state = x.state, ended_at = x.at, updated_at = x.at, end_reason = x.reason
-        FROM jsonb_to_recordset($1::jsonb) AS x(id text, state text, at timestamptz, reason text) WHERE s.id = x.id`, [json(rows)]);
+      await tx.query(
+        `UPDATE sandboxes s SET state = x.state, ended_at = x.at, updated_at = x.at, end_reason = x.reason
+        FROM jsonb_to_recordset($1::jsonb) AS x(id text, state text, at timestamptz, reason text) WHERE s.id = x.id`,
+        [json(rows)],
+      );
       return;
     }
     case 'event': {
       const rows = run.map((w) => (w as Extract<StoreWrite, { type: 'event' }>).event).map((e) => ({ sandbox_id: e.sandboxId, at: e.at, kind: e.kind, data: e.data }));
       // WITH ORDINALITY keeps the batch's order in seq.
-      await tx.query(`INSERT INTO sandbox_events (sandbox_id, at, kind, data)
+      await tx.query(
+        `INSERT INTO sandbox_events (sandbox_id, at, kind, data)
         SELECT x.sandbox_id, x.at, x.kind, x.data FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(v, n),
           LATERAL jsonb_to_record(e.v) AS x(sandbox_id text, at timestamptz, kind text, data jsonb)
-        WHERE EXISTS (SELECT 1 FROM sandboxes s WHERE s.id = x.sandbox_id) ORDER BY e.n`, [json(rows)]);
+        WHERE EXISTS (SELECT 1 FROM sandboxes s WHERE s.id = x.sandbox_id) ORDER BY e.n`,
+        [json(rows)],
+      );
       return;
     }
     case 'usage': {
       const rows = run.map((w) => w as Extract<StoreWrite, { type: 'usage' }>).map((w) => ({ key_id: w.keyId, c: w.usage.sandboxesCreated, e: w.usage.execs, ms: w.usage.execMs }));
-      await tx.query(`INSERT INTO key_usage (key_id, sandboxes_created, execs, exec_ms, updated_at)
+      await tx.query(
+        `INSERT INTO key_usage (key_id, sandboxes_created, execs, exec_ms, updated_at)
         SELECT key_id, c, e, ms, now() FROM jsonb_to_recordset($1::jsonb) AS x(key_id text, c bigint, e bigint, ms bigint)
         WHERE EXISTS (SELECT 1 FROM api_keys k WHERE k.id = x.key_id)
         ON CONFLICT (key_id) DO UPDATE SET sandboxes_created = key_usage.sandboxes_created + EXCLUDED.sandboxes_created,
-          execs = key_usage.execs + EXCLUDED.execs, exec_ms = key_usage.exec_ms + EXCLUDED.exec_ms, updated_at = EXCLUDED.updated_at`, [json(rows)]);
+          execs = key_usage.execs + EXCLUDED.execs, exec_ms = key_usage.exec_ms + EXCLUDED.exec_ms, updated_at = EXCLUDED.updated_at`,
+        [json(rows)],
+      );
       return;
     }
   }
@@ -146,7 +187,10 @@ function optionalInt(v: unknown): number | undefined {
 
 function keyFromRow(r: Row): ApiKeyRecord {
   const limits: KeyLimits = {};
-  const set = (name: keyof KeyLimits, v: unknown): void => { const n = optionalInt(v); if (n !== undefined) limits[name] = n; };
+  const set = (name: keyof KeyLimits, v: unknown): void => {
+    const n = optionalInt(v);
+    if (n !== undefined) limits[name] = n;
+  };
   set('maxSandboxes', r.max_sandboxes);
   set('maxMemoryMib', r.max_memory_mib);
   set('maxTtlSec', r.max_ttl_sec);
@@ -158,10 +202,19 @@ function keyFromRow(r: Row): ApiKeyRecord {
 function sandboxFromRow(r: Row): SandboxRecord {
   const endedAt = date(r.ended_at);
   return {
-    id: String(r.id), node: String(r.node), ownerKeyId: r.owner_key_id === null ? null : String(r.owner_key_id),
-    backend: String(r.backend), pack: String(r.pack), cpus: Number(r.cpus), memoryMib: Number(r.memory_mib), diskMib: Number(r.disk_mib),
-    labels: r.labels as Record<string, string>, metadata: r.metadata as Record<string, unknown>, state: String(r.state),
-    createdAt: date(r.created_at)!, expiresAt: date(r.expires_at)!,
+    id: String(r.id),
+    node: String(r.node),
+    ownerKeyId: r.owner_key_id === null ? null : String(r.owner_key_id),
+    backend: String(r.backend),
+    pack: String(r.pack),
+    cpus: Number(r.cpus),
+    memoryMib: Number(r.memory_mib),
+    diskMib: Number(r.disk_mib),
+    labels: r.labels as Record<string, string>,
+    metadata: r.metadata as Record<string, unknown>,
+    state: String(r.state),
+    createdAt: date(r.created_at)!,
+    expiresAt: date(r.expires_at)!,
     ...(endedAt ? { endedAt, endReason: String(r.end_reason) } : {}),
   };
 }

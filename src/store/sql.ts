@@ -30,14 +30,20 @@ export async function openPglite(dir: string | undefined): Promise<SqlClient> {
     const db = await PGlite.create(dir ? { dataDir: dir } : {});
     const tx = (t: { query: typeof db.query; exec: typeof db.exec }): SqlTx => ({
       query: async <T>(sql: string, params?: unknown[]) => (await t.query<T>(sql, params)).rows,
-      exec: async (sql: string) => { await t.exec(sql); },
+      exec: async (sql: string) => {
+        await t.exec(sql);
+      },
     });
     return {
       engine: 'pglite',
       ...tx(db),
       transaction: (fn) => db.transaction((t) => fn(tx(t))),
       async close() {
-        try { await db.close(); } finally { await unlock(); }
+        try {
+          await db.close();
+        } finally {
+          await unlock();
+        }
       },
     };
   } catch (e) {
@@ -54,7 +60,9 @@ export async function openPostgres(url: string): Promise<SqlClient> {
   pool.on('error', () => undefined);
   const run = (c: { query: Pool['query'] }): SqlTx => ({
     query: async <T>(sql: string, params?: unknown[]) => (await c.query(sql, params)).rows as T[],
-    exec: async (sql: string) => { await c.query(sql); },
+    exec: async (sql: string) => {
+      await c.query(sql);
+    },
   });
   try {
     await pool.query('SELECT 1');
@@ -99,7 +107,10 @@ async function lockDir(lockPath: string, dir: string): Promise<() => Promise<voi
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       const pid = Number((await readFile(lockPath, 'utf8').catch(() => '')).trim());
       if (pid > 0 && pid !== process.pid && alive(pid)) {
-        throw new KilnError('STORE_UNAVAILABLE', `the embedded database ${dir} is in use by process ${pid} (another kiln service?); stop it, or give this one its own KILN_DATA_DIR or KILN_DATABASE_URL`);
+        throw new KilnError(
+          'STORE_UNAVAILABLE',
+          `the embedded database ${dir} is in use by process ${pid} (another kiln service?); stop it, or give this one its own KILN_DATA_DIR or KILN_DATABASE_URL`,
+        );
       }
       if (pid === process.pid) throw new KilnError('STORE_UNAVAILABLE', `the embedded database ${dir} is already open in this process`);
       await rm(lockPath, { force: true });

@@ -25,12 +25,22 @@ describe('API keys (namespace backend, real HTTP)', () => {
     const headers: Record<string, string> = {};
     if (token) headers.authorization = `Bearer ${token}`;
     let payload: string | undefined;
-    if (body !== undefined && typeof body !== 'string') { headers['content-type'] = 'application/json'; payload = JSON.stringify(body); }
-    if (typeof body === 'string') { headers['content-type'] = 'application/octet-stream'; payload = body; }
+    if (body !== undefined && typeof body !== 'string') {
+      headers['content-type'] = 'application/json';
+      payload = JSON.stringify(body);
+    }
+    if (typeof body === 'string') {
+      headers['content-type'] = 'application/octet-stream';
+      payload = body;
+    }
     const r = await fetch(`${base}${path}`, { method, headers, body: payload });
     const text = await r.text();
     let json: Record<string, unknown> = {};
-    try { json = JSON.parse(text); } catch { /* not JSON */ }
+    try {
+      json = JSON.parse(text);
+    } catch {
+      /* not JSON */
+    }
     return { status: r.status, json, text };
   };
   const createKey = async (name: string, limits: Record<string, number> = {}): Promise<{ id: string; secret: string }> => {
@@ -64,7 +74,7 @@ describe('API keys (namespace backend, real HTTP)', () => {
     await rm(sockDir, { recursive: true, force: true });
   });
 
-  it('the key routes are the admin\'s: a key gets 403, no bearer 401; the secret is shown once', async () => {
+  it("the key routes are the admin's: a key gets 403, no bearer 401; the secret is shown once", async () => {
     assert.equal((await call(a.secret, 'GET', '/v1/keys')).json.code, 'FORBIDDEN');
     assert.equal((await call(a.secret, 'POST', '/v1/keys', { name: 'x' })).status, 403);
     assert.equal((await call(undefined, 'GET', '/v1/keys')).status, 401);
@@ -75,15 +85,18 @@ describe('API keys (namespace backend, real HTTP)', () => {
   });
 
   it('the trusted Unix socket is the admin: it manages keys with no bearer', async () => {
-    const viaSocket = (method: string, path: string, body?: unknown) => new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
-      const req = request({ socketPath: join(sockDir, 'kiln.sock'), method, path, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
-        let text = '';
-        res.on('data', (c) => { text += c; });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : {} }));
+    const viaSocket = (method: string, path: string, body?: unknown) =>
+      new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
+        const req = request({ socketPath: join(sockDir, 'kiln.sock'), method, path, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
+          let text = '';
+          res.on('data', (c) => {
+            text += c;
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : {} }));
+        });
+        req.on('error', reject);
+        req.end(body ? JSON.stringify(body) : undefined);
       });
-      req.on('error', reject);
-      req.end(body ? JSON.stringify(body) : undefined);
-    });
     const made = await viaSocket('POST', '/v1/keys', { name: 'from-socket' });
     assert.equal(made.status, 201);
     const id = (made.json.key as { id: string }).id;
@@ -91,20 +104,25 @@ describe('API keys (namespace backend, real HTTP)', () => {
     assert.equal((await viaSocket('DELETE', `/v1/keys/${id}`)).status, 204);
   });
 
-  it('key A cannot list, read, exec in, read files of, write files to, or delete key B\'s sandbox, on any sandbox route', async () => {
+  it("key A cannot list, read, exec in, read files of, write files to, or delete key B's sandbox, on any sandbox route", async () => {
     const sa = await mustCreate(a.secret, { labels: { team: 'a' } });
     const sb = await mustCreate(b.secret, { labels: { team: 'b' } });
     assert.equal((await call(b.secret, 'PUT', `/v1/sandboxes/${sb}/files?path=/workspace/secret.txt`, 'b-only')).status, 200);
 
     const listA = await call(a.secret, 'GET', '/v1/sandboxes');
-    assert.deepEqual((listA.json.sandboxes as Array<{ id: string }>).map((s) => s.id), [sa]);
+    assert.deepEqual(
+      (listA.json.sandboxes as Array<{ id: string }>).map((s) => s.id),
+      [sa],
+    );
     const all = await call(ADMIN, 'GET', '/v1/sandboxes');
     assert.deepEqual(new Set((all.json.sandboxes as Array<{ id: string }>).map((s) => s.id)), new Set([sa, sb]), 'the admin sees both');
     assert.deepEqual((await call(a.secret, 'GET', '/v1/sandboxes?label=team=b')).json.sandboxes, [], 'a label filter does not reach past the owner');
 
     // Every operation on /v1/sandboxes/{id}… that /openapi.json lists: A on B's sandbox is a 404.
     const spec = (await call(ADMIN, 'GET', '/openapi.json')).json as { paths: Record<string, Record<string, unknown>> };
-    const ops = Object.entries(spec.paths).filter(([p]) => p.startsWith('/v1/sandboxes/{id}')).flatMap(([p, m]) => Object.keys(m).map((method) => [method.toUpperCase(), p] as const));
+    const ops = Object.entries(spec.paths)
+      .filter(([p]) => p.startsWith('/v1/sandboxes/{id}'))
+      .flatMap(([p, m]) => Object.keys(m).map((method) => [method.toUpperCase(), p] as const));
     assert.ok(ops.length >= 8, `found only ${ops.length} sandbox operations`);
     for (const [method, p] of ops) {
       if (p.endsWith('/exec/ws')) continue;
@@ -116,11 +134,20 @@ describe('API keys (namespace backend, real HTTP)', () => {
       assert.ok(!r.text.includes('b-only'));
     }
     // The same for the WebSocket exec, with the key in the header or in ?access_token=.
-    for (const [url, headers] of [[`${base.replace('http', 'ws')}/v1/sandboxes/${sb}/exec/ws`, { authorization: `Bearer ${a.secret}` }], [`${base.replace('http', 'ws')}/v1/sandboxes/${sb}/exec/ws?access_token=${a.secret}`, {}]] as const) {
+    for (const [url, headers] of [
+      [`${base.replace('http', 'ws')}/v1/sandboxes/${sb}/exec/ws`, { authorization: `Bearer ${a.secret}` }],
+      [`${base.replace('http', 'ws')}/v1/sandboxes/${sb}/exec/ws?access_token=${a.secret}`, {}],
+    ] as const) {
       const status = await new Promise<number>((resolve, reject) => {
         const ws = new WebSocket(url, { headers });
-        ws.on('unexpected-response', (_req, res) => { resolve(res.statusCode ?? 0); ws.terminate(); });
-        ws.on('open', () => { ws.close(); reject(new Error('upgraded for another key\'s sandbox')); });
+        ws.on('unexpected-response', (_req, res) => {
+          resolve(res.statusCode ?? 0);
+          ws.terminate();
+        });
+        ws.on('open', () => {
+          ws.close();
+          reject(new Error("upgraded for another key's sandbox"));
+        });
         ws.on('error', () => undefined);
       });
       assert.equal(status, 404);
@@ -133,7 +160,11 @@ describe('API keys (namespace backend, real HTTP)', () => {
       const ws = new WebSocket(`${base.replace('http', 'ws')}/v1/sandboxes/${sb}/exec/ws?access_token=${b.secret}`);
       let out = '';
       ws.on('open', () => ws.send(JSON.stringify({ type: 'start', cmd: 'cat /workspace/secret.txt' })));
-      ws.on('message', (m) => { const msg = JSON.parse(String(m)); if (msg.type === 'stdout') out += msg.data; if (msg.type === 'result') resolve(out); });
+      ws.on('message', (m) => {
+        const msg = JSON.parse(String(m));
+        if (msg.type === 'stdout') out += msg.data;
+        if (msg.type === 'result') resolve(out);
+      });
       ws.on('error', reject);
     });
     assert.equal(ownWs, 'b-only');
@@ -188,7 +219,10 @@ describe('API keys (namespace backend, real HTTP)', () => {
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push(await mustCreate(c.secret, { labels: { job: 'build', n: String(i), parity: i % 2 ? 'odd' : 'even' } }));
     const even = await call(c.secret, 'GET', '/v1/sandboxes?label=job=build&label=parity=even');
-    assert.deepEqual((even.json.sandboxes as Array<{ id: string }>).map((s) => s.id), [ids[0], ids[2], ids[4]]);
+    assert.deepEqual(
+      (even.json.sandboxes as Array<{ id: string }>).map((s) => s.id),
+      [ids[0], ids[2], ids[4]],
+    );
     assert.deepEqual((even.json.sandboxes as Array<{ labels: Record<string, string> }>)[0]!.labels, { job: 'build', n: '0', parity: 'even' });
     const seen: string[] = [];
     let cursor: string | undefined;
@@ -216,7 +250,10 @@ describe('API keys (namespace backend, real HTTP)', () => {
     const ev = await call(k.secret, 'GET', `/v1/sandboxes/${id}/events`);
     assert.equal(ev.status, 200, ev.text);
     const events = ev.json.events as Array<{ kind: string; data: Record<string, unknown> }>;
-    assert.deepEqual(events.map((e) => e.kind), ['created', 'file.written', 'exec.started', 'exec.ended', 'deleted']);
+    assert.deepEqual(
+      events.map((e) => e.kind),
+      ['created', 'file.written', 'exec.started', 'exec.ended', 'deleted'],
+    );
     assert.deepEqual(events[1]!.data, { path: '/workspace/a.txt', bytes: 5 });
     assert.equal(events[3]!.data.exitCode, 3);
     assert.equal(typeof events[3]!.data.durationMs, 'number');
@@ -233,9 +270,11 @@ describe('API keys (namespace backend, real HTTP)', () => {
   });
 
   it('kiln keys create|ls|revoke drive the admin API; the key it prints works, then is refused once revoked', async () => {
-    const kiln = (args: string[], token = ADMIN) => promisify(execFile)(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'keys', ...args], {
-      cwd: REPO_ROOT, env: { ...process.env, KILN_URL: base, KILN_TOKEN: token },
-    });
+    const kiln = (args: string[], token = ADMIN) =>
+      promisify(execFile)(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'keys', ...args], {
+        cwd: REPO_ROOT,
+        env: { ...process.env, KILN_URL: base, KILN_TOKEN: token },
+      });
     const created = await kiln(['create', 'from-cli', '--max-sandboxes', '1', '--max-exec-timeout-ms', '2000']);
     const secret = created.stdout.trim();
     assert.match(secret, /^kiln_/);

@@ -31,7 +31,9 @@ async function temp(): Promise<string> {
   temps.push(d);
   return d;
 }
-after(async () => { await Promise.all(temps.map((d) => rm(d, { recursive: true, force: true }))); });
+after(async () => {
+  await Promise.all(temps.map((d) => rm(d, { recursive: true, force: true })));
+});
 
 const pglite: Engine = {
   name: 'embedded (PGlite)',
@@ -57,13 +59,27 @@ function postgres(): Engine {
       const url = server.url.replace('/postgres?', `/${db}?`);
       return { url, dataDir: await temp(), raw: () => openPostgres(url) };
     },
-    async close() { await server?.stop(); },
+    async close() {
+      await server?.stop();
+    },
   };
 }
 
 const sandbox = (id: string, o: Partial<SandboxRecord> = {}): SandboxRecord => ({
-  id, node: 'node-a', ownerKeyId: null, backend: 'namespace', pack: 'python', cpus: 1, memoryMib: 256, diskMib: 128,
-  labels: {}, metadata: { fromPool: false }, state: 'ready', createdAt: new Date(), expiresAt: new Date(Date.now() + 60_000), ...o,
+  id,
+  node: 'node-a',
+  ownerKeyId: null,
+  backend: 'namespace',
+  pack: 'python',
+  cpus: 1,
+  memoryMib: 256,
+  diskMib: 128,
+  labels: {},
+  metadata: { fromPool: false },
+  state: 'ready',
+  createdAt: new Date(),
+  expiresAt: new Date(Date.now() + 60_000),
+  ...o,
 });
 
 for (const engine of [pglite, postgres()]) {
@@ -86,10 +102,16 @@ for (const engine of [pglite, postgres()]) {
     });
 
     it('migrations: a fresh database gets every one, a second run does nothing, in schema_migrations', async () => {
-      assert.deepEqual(await migrate(raw), MIGRATIONS.map((m) => m.version));
+      assert.deepEqual(
+        await migrate(raw),
+        MIGRATIONS.map((m) => m.version),
+      );
       assert.deepEqual(await migrate(raw), []);
       const rows = await raw.query<{ version: number; name: string }>('SELECT version, name FROM schema_migrations ORDER BY version');
-      assert.deepEqual(rows.map((r) => Number(r.version)), MIGRATIONS.map((m) => m.version));
+      assert.deepEqual(
+        rows.map((r) => Number(r.version)),
+        MIGRATIONS.map((m) => m.version),
+      );
     });
 
     it('migrations: a schema newer than this code is refused with a clear error, and nothing is changed', async () => {
@@ -178,8 +200,14 @@ for (const engine of [pglite, postgres()]) {
       await j.flush();
       assert.equal(j.pending, 0);
       const ev = await store.events(id);
-      assert.deepEqual(ev.map((e) => e.kind), ['created', 'exec.started', 'exec.ended', 'exec.started', 'exec.ended', 'exec.started', 'exec.ended', 'deleted']);
-      assert.deepEqual(ev.filter((e) => e.kind === 'exec.ended').map((e) => e.data.exitCode), [1, 2, 3]);
+      assert.deepEqual(
+        ev.map((e) => e.kind),
+        ['created', 'exec.started', 'exec.ended', 'exec.started', 'exec.ended', 'exec.started', 'exec.ended', 'deleted'],
+      );
+      assert.deepEqual(
+        ev.filter((e) => e.kind === 'exec.ended').map((e) => e.data.exitCode),
+        [1, 2, 3],
+      );
       const rec = await store.sandbox(id);
       assert.equal(rec?.state, 'deleted');
       assert.equal(rec?.endReason, 'ttl expired');
@@ -244,14 +272,17 @@ for (const engine of [pglite, postgres()]) {
       const c = await fresh.raw();
       const rows = await c.query<{ id: string; started_at: Date }>('SELECT id, started_at FROM nodes ORDER BY id');
       await c.close();
-      assert.deepEqual(rows.map((r) => r.id), ['node-a', 'node-b']);
+      assert.deepEqual(
+        rows.map((r) => r.id),
+        ['node-a', 'node-b'],
+      );
       assert.equal(new Date(rows[0]!.started_at).getTime(), later.getTime());
     });
   });
 }
 
 describe('embedded store', () => {
-  it('is one process\'s: a second open of the same directory is refused naming the holder; a stale lock is taken over', async () => {
+  it("is one process's: a second open of the same directory is refused naming the holder; a stale lock is taken over", async () => {
     const dataDir = await temp();
     const a = await openStore(undefined, dataDir);
     try {

@@ -62,8 +62,13 @@ const command: Command = {
         const { keys } = (await api('GET', '/v1/keys')) as { keys: KeyView[] };
         console.log(['ID'.padEnd(17), 'NAME'.padEnd(16), 'PREFIX'.padEnd(12), 'STATE'.padEnd(8), 'SANDBOXES'.padEnd(10), 'LIMITS'].join(' '));
         for (const k of keys) {
-          const limits = Object.entries(k.limits).map(([n, v]) => `${n}=${v}`).join(',') || '-';
-          console.log([k.id.padEnd(17), k.name.slice(0, 16).padEnd(16), `${k.prefix}…`.padEnd(12), (k.revokedAt ? 'revoked' : 'live').padEnd(8), String(k.usage?.sandboxes ?? 0).padEnd(10), limits].join(' '));
+          const limits =
+            Object.entries(k.limits)
+              .map(([n, v]) => `${n}=${v}`)
+              .join(',') || '-';
+          console.log(
+            [k.id.padEnd(17), k.name.slice(0, 16).padEnd(16), `${k.prefix}…`.padEnd(12), (k.revokedAt ? 'revoked' : 'live').padEnd(8), String(k.usage?.sandboxes ?? 0).padEnd(10), limits].join(' '),
+          );
         }
         return 0;
       }
