@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { KilnError } from '../core/errors.js';
 import type { Store } from '../core/store.js';
 import { migrate } from './migrations.js';
-import { SqlStore } from './sql-store.js';
 import { openPostgres } from './sql.js';
+import { SqlStore } from './sql-store.js';
 import { openPgliteWorker } from './worker-store.js';
 
 export interface OpenedStore {

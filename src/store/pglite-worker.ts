@@ -9,8 +9,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { isKilnError } from '../core/errors.js';
 import type { Store, StoredApiKey } from '../core/store.js';
 import { migrate } from './migrations.js';
-import { SqlStore } from './sql-store.js';
 import { openPglite } from './sql.js';
+import { SqlStore } from './sql-store.js';
 
 export interface WorkerCall {
   id: number;

@@ -3,7 +3,7 @@
  * PGlite thread (./pglite-worker.ts) and its answer. Errors come back with their KilnError code.
  */
 import { Worker } from 'node:worker_threads';
-import { ERROR_CATALOGUE, KilnError, type ErrorCode } from '../core/errors.js';
+import { ERROR_CATALOGUE, type ErrorCode, KilnError } from '../core/errors.js';
 import type { KeyUsage, SandboxEvent, SandboxQuery, SandboxRecord, Store, StoredApiKey, StoreWrite } from '../core/store.js';
 import type { WorkerAnswer, WorkerCall } from './pglite-worker.js';
 

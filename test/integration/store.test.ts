@@ -16,7 +16,7 @@ import type { SandboxRecord, Store, StoreWrite } from '../../src/core/store.js';
 import { openStore } from '../../src/store/index.js';
 import { MIGRATIONS, migrate } from '../../src/store/migrations.js';
 import { openPglite, openPostgres, type SqlClient } from '../../src/store/sql.js';
-import { startPostgres, type PostgresServer } from '../store/postgres-server.js';
+import { type PostgresServer, startPostgres } from '../store/postgres-server.js';
 
 interface Engine {
   name: string;

@@ -4,7 +4,7 @@
  * KILN_TOKEN (the admin key). The secret is printed once, on stdout, alone on its line.
  */
 import { KilnApiError } from '../../sdk/errors.js';
-import { parseFlags, UsageError, type Command } from '../command.js';
+import { type Command, parseFlags, UsageError } from '../command.js';
 
 const USAGE = `usage:
   kiln keys create <name> [--max-sandboxes N] [--max-memory-mib N] [--max-ttl-sec N] [--max-exec-timeout-ms N]
