@@ -29,6 +29,13 @@ module.exports = {
       to: { path: '^src/backends/', pathNot: '^src/backends/$1/' },
     },
     {
+      name: 'store-only-from-composition-root',
+      severity: 'error',
+      comment: 'The store engines (src/store: PGlite, PostgreSQL, SQL) are opened by the composition root only; the lifecycle sees the Store interface in src/core/store.ts and does not know which engine is behind it.',
+      from: { path: '^src/', pathNot: ['^src/server/compose\\.ts$', '^src/store/'] },
+      to: { path: '^src/store/' },
+    },
+    {
       name: 'sdk-is-standalone',
       severity: 'error',
       comment: 'The SDK package (sdk/src, published as @kiln/sdk) imports only itself and Node built-ins: no server, core, protocol or backend code, no npm package (it has no dependencies).',

@@ -20,16 +20,20 @@ export const ERROR_CODES = [
   'HOST_NOT_ALLOWED',
   'ORIGIN_NOT_ALLOWED',
   'PERMISSION_DENIED',
+  'FORBIDDEN',
   'SANDBOX_NOT_FOUND',
   'FILE_NOT_FOUND',
   'NOT_FOUND',
+  'KEY_NOT_FOUND',
   'SANDBOX_NOT_READY',
   'SANDBOX_GONE',
   'PAYLOAD_TOO_LARGE',
   'AT_CAPACITY',
+  'QUOTA_EXCEEDED',
   'QUEUE_TIMEOUT',
   'SHUTTING_DOWN',
   'IMAGE_MISSING',
+  'STORE_UNAVAILABLE',
   'BOOT_FAILED',
   'AGENT_ERROR',
   'AGENT_PROTOCOL',
@@ -54,6 +58,8 @@ export interface CreateSandboxRequest {
   ttlSec?: number;
   /** Environment variables; values up to 64 KiB, and cmd + env + cwd together under 256 KiB (at most 256 entries) */
   env?: Record<string, string>;
+  /** Tags to find the sandbox by: GET /v1/sandboxes?label=key=value (at most 32 entries) */
+  labels?: Record<string, string>;
   /** at most 32 entries */
   backendOptions?: Record<string, unknown>;
 }
@@ -75,6 +81,8 @@ export interface SandboxInfo {
   fromPool: boolean;
   details: Record<string, unknown>;
   exitReason?: string;
+  labels: Record<string, string>;
+  ownerKeyId?: string;
 }
 
 /** Body of POST /v1/sandboxes/{id}/exec. */

@@ -10,6 +10,7 @@ const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
   images: () => import('./commands/images.js'),
   doctor: () => import('./commands/doctor.js'),
   firecracker: () => import('./commands/firecracker.js'),
+  keys: () => import('./commands/keys.js'),
 };
 
 const SUMMARIES: Record<string, string> = {
@@ -19,6 +20,7 @@ const SUMMARIES: Record<string, string> = {
   images: 'build | ls | prune language-pack images',
   doctor: 'check what this host can run and how to fix what is missing',
   firecracker: 'install a pinned Firecracker release | check whether this host can run it',
+  keys: 'create | ls | revoke API keys (admin: KILN_TOKEN)',
 };
 
 const HELP_FLAGS = new Set(['-h', '--help', 'help']);

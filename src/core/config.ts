@@ -1,4 +1,5 @@
 /** Service configuration, read once from the environment at start-up (KILN_*). */
+import os from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BackendName } from './backend.js';
@@ -39,6 +40,13 @@ export interface KilnConfig {
   /** Firecracker binary (default: looked up on PATH) and whether to skip the vmx/svm check. */
   firecrackerPath?: string;
   firecrackerKvm: 'auto' | 'force';
+  /**
+   * KILN_DATABASE_URL: unset, an embedded PGlite under dataDir; postgres://… a server; memory://
+   * or off (see src/store/index.ts).
+   */
+  databaseUrl?: string;
+  /** KILN_NODE_ID: this service's name among nodes sharing one database (default: the host name). */
+  nodeId: string;
 }
 
 export interface SandboxLimits {
@@ -109,6 +117,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     qemuAccel: accel(env.KILN_QEMU_ACCEL ?? 'auto'),
     firecrackerPath: env.KILN_FIRECRACKER || undefined,
     firecrackerKvm: env.KILN_FIRECRACKER_KVM === 'force' ? 'force' : 'auto',
+    databaseUrl: env.KILN_DATABASE_URL || undefined,
+    nodeId: env.KILN_NODE_ID || os.hostname(),
     ...overrides,
   };
   const { defaultOutputBytes, maxOutputBytes } = cfg.limits;

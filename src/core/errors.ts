@@ -21,16 +21,23 @@ export const ERROR_CATALOGUE = {
   ORIGIN_NOT_ALLOWED: 403,
   /** The sandbox user may not do this (a root-owned or read-only path such as /usr). */
   PERMISSION_DENIED: 403,
+  /** An API key asked for an admin route (keys). */
+  FORBIDDEN: 403,
   SANDBOX_NOT_FOUND: 404,
   FILE_NOT_FOUND: 404,
   NOT_FOUND: 404,
+  KEY_NOT_FOUND: 404,
   SANDBOX_NOT_READY: 409,
   SANDBOX_GONE: 409,
   PAYLOAD_TOO_LARGE: 413,
   AT_CAPACITY: 429,
+  /** A per-key limit (docs/store.md): details name the limit, its value and what was asked. */
+  QUOTA_EXCEEDED: 429,
   QUEUE_TIMEOUT: 503,
   SHUTTING_DOWN: 503,
   IMAGE_MISSING: 503,
+  /** No store (KILN_DATABASE_URL=off), or its schema is newer than this kiln. */
+  STORE_UNAVAILABLE: 503,
   BOOT_FAILED: 502,
   AGENT_ERROR: 502,
   AGENT_PROTOCOL: 502,

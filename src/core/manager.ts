@@ -9,12 +9,16 @@ import type { KilnConfig } from './config.js';
 import { KilnError } from './errors.js';
 import { setLongTimeout } from './long-timer.js';
 import type { PackCatalog } from './packs.js';
-import { Sandbox, SIZE_MINIMUMS, type CreateSandboxOptions, type SandboxInfo } from './sandbox.js';
+import { Sandbox, SIZE_MINIMUMS, type CreateSandboxOptions } from './sandbox.js';
+import type { SandboxEventKind } from './store.js';
 import { ExecRunner, type ExecOptions, type ExecOutcome, type ExecStreamHandlers, type InteractiveExec, type InteractiveOptions } from './exec.js';
 import type { ChunkSink, ExecHandlers } from '../protocol/agent-client.js';
 import type { Metrics } from './metrics.js';
 import type { PoolKey, WarmPools } from './pools.js';
 import { warmUp } from './warmup.js';
+import type { Journal } from './journal.js';
+import { checkLabels, listSandboxes, type ListOptions, type ListResult } from './listing.js';
+import { defaultTtlFor, execTimeoutFor, OwnerUsage, type Owner } from './quotas.js';
 
 export interface ManagerDeps {
   config: KilnConfig;
@@ -22,6 +26,10 @@ export interface ManagerDeps {
   packs: PackCatalog;
   metrics?: Metrics;
   pools?: WarmPools;
+  /** Where sandboxes and their events are recorded (off the request path); none: nothing is kept. */
+  journal?: Journal;
+  /** This node's name in the store (KILN_NODE_ID). */
+  node?: string;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -31,19 +39,29 @@ export class SandboxManager {
   private readonly exec: ExecRunner;
   private closing = false;
   private healthTimer: NodeJS.Timeout | undefined;
+  readonly ownerUsage = new OwnerUsage();
 
   constructor(private readonly d: ManagerDeps) {
     this.admission = new Admission({ capacity: d.config.maxSandboxes, queueLength: d.config.createQueueLength, queueTimeoutMs: d.config.createQueueTimeoutMs });
     this.exec = new ExecRunner(d.config.limits, d.metrics);
   }
 
-  list(): SandboxInfo[] {
-    return [...this.sandboxes.values()].map((s) => s.info());
+  list(o: ListOptions = {}): ListResult {
+    return listSandboxes(this.sandboxes.values(), o);
   }
 
-  get(id: string): Sandbox {
+  /** The sandbox with this id, whoever owns it, or undefined. */
+  peek(id: string): Sandbox | undefined {
+    return this.sandboxes.get(id);
+  }
+
+  /**
+   * The sandbox, if the caller may see it: `ownerKeyId` undefined is the admin (every sandbox);
+   * a key sees only its own, and another's is answered exactly like one that does not exist.
+   */
+  get(id: string, ownerKeyId?: string): Sandbox {
     const s = this.sandboxes.get(id);
-    if (!s) throw new KilnError('SANDBOX_NOT_FOUND', `no sandbox with id "${id}"; list them with GET /v1/sandboxes`);
+    if (!s || (ownerKeyId !== undefined && s.owner?.keyId !== ownerKeyId)) throw new KilnError('SANDBOX_NOT_FOUND', `no sandbox with id "${id}"; list them with GET /v1/sandboxes`);
     return s;
   }
 
@@ -65,7 +83,7 @@ export class SandboxManager {
   }
 
   /** Validates sizes against the host limits (the minima are the API schema's) and fills defaults. */
-  resolveSize(o: CreateSandboxOptions): { cpus: number; memoryMib: number; diskMib: number; ttlSec: number } {
+  resolveSize(o: CreateSandboxOptions, owner?: Owner): { cpus: number; memoryMib: number; diskMib: number; ttlSec: number } {
     const l = this.d.config.limits;
     const pick = (v: number | undefined, dflt: number, max: number, name: keyof typeof SIZE_MINIMUMS): number => {
       const x = v ?? dflt;
@@ -80,17 +98,26 @@ export class SandboxManager {
       cpus: pick(o.cpus, l.defaultCpus, l.maxCpus, 'cpus'),
       memoryMib: pick(o.memoryMib, l.defaultMemoryMib, l.maxMemoryMib, 'memoryMib'),
       diskMib: pick(o.diskMib, l.defaultDiskMib, l.maxDiskMib, 'diskMib'),
-      ttlSec: pick(o.ttlSec, l.defaultTtlSec, l.maxTtlSec, 'ttlSec'),
+      ttlSec: pick(o.ttlSec, defaultTtlFor(owner, l.defaultTtlSec), l.maxTtlSec, 'ttlSec'),
     };
   }
 
-  async create(o: CreateSandboxOptions, signal?: AbortSignal): Promise<Sandbox> {
+  /** `owner`: the API key creating it (its limits are checked here); undefined: the admin. */
+  async create(o: CreateSandboxOptions, signal?: AbortSignal, owner?: Owner): Promise<Sandbox> {
     if (this.closing) throw new KilnError('SHUTTING_DOWN', 'kiln is shutting down', { retryAfterSec: 5 });
     const pack = await this.d.packs.get(o.pack);
     const backend = this.backend(o.backend);
-    const size = this.resolveSize(o);
+    const size = this.resolveSize(o, owner);
+    const labels = checkLabels(o.labels);
     const t0 = performance.now();
-    const release = await this.admission.acquire(signal);
+    const unreserve = owner ? this.ownerUsage.reserve(owner, size) : () => undefined;
+    let release: () => void;
+    try {
+      release = await this.admission.acquire(signal);
+    } catch (e) {
+      unreserve();
+      throw e;
+    }
     let inner: BackendSandbox | undefined;
     let fromPool = false;
     try {
@@ -101,9 +128,13 @@ export class SandboxManager {
       const readyMs = Math.round((performance.now() - t0) * 10) / 10;
       this.d.metrics?.observeCreate(backend.name, pack.name, fromPool, readyMs);
       const sb = new Sandbox(inner.id, backend.name, pack.name, pack.env, o.env ?? {}, size, inner, readyMs, fromPool, size.ttlSec);
-      this.register(sb, release);
+      sb.owner = owner;
+      sb.labels = labels;
+      this.register(sb, () => { unreserve(); release(); });
+      this.recordCreated(sb);
       return sb;
     } catch (e) {
+      unreserve();
       release();
       if (inner) await inner.destroy().catch(() => undefined);
       this.d.metrics?.countError(e);
@@ -147,7 +178,7 @@ export class SandboxManager {
             sb.state = 'failed';
             sb.exitReason = `agent stopped answering (${e.message})`;
             this.d.log?.('sandbox unresponsive; deleting', { id: sb.id });
-            void this.delete(sb.id).catch(() => undefined);
+            void this.delete(sb.id, sb.exitReason).catch(() => undefined);
           },
         );
       }
@@ -162,7 +193,7 @@ export class SandboxManager {
     const ttlMs = sb.expiresAt.getTime() - Date.now();
     sb.ttlTimer = setLongTimeout(() => {
       this.d.log?.('sandbox TTL expired', { id: sb.id });
-      void this.delete(sb.id).catch(() => undefined);
+      void this.delete(sb.id, 'ttl expired').catch(() => undefined);
     }, ttlMs);
     let released = false;
     const free = (): void => {
@@ -176,14 +207,16 @@ export class SandboxManager {
       sb.state = 'failed';
       sb.exitReason = reason;
       this.d.log?.('sandbox died', { id: sb.id, reason });
-      void this.delete(sb.id).catch(() => undefined);
+      void this.delete(sb.id, `died: ${reason}`).catch(() => undefined);
     });
     sb.release = free;
   }
 
-  async delete(id: string): Promise<void> {
-    const sb = this.get(id);
+  /** `reason` goes into the event trail; `ownerKeyId` as for get(). */
+  async delete(id: string, reason = 'deleted by request', ownerKeyId?: string): Promise<void> {
+    const sb = this.get(id, ownerKeyId);
     this.sandboxes.delete(id);
+    this.recordEnded(sb, reason);
     if (sb.state === 'ready') sb.state = 'stopping';
     sb.ttlTimer?.clear();
     try {
@@ -206,16 +239,39 @@ export class SandboxManager {
     this.exec.outputCap(maxOutputBytes);
   }
 
-  runExec(id: string, o: ExecOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal): Promise<ExecOutcome> {
-    return this.exec.run(this.ready(id), o, handlers, signal);
+  async runExec(id: string, o: ExecOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal): Promise<ExecOutcome> {
+    const sb = this.ready(id);
+    const timeoutMs = execTimeoutFor(sb.owner, o.timeoutMs, this.d.config.limits.defaultExecTimeoutMs);
+    const done = this.recordExec(sb, false);
+    try {
+      const r = await this.exec.run(sb, { ...o, timeoutMs }, handlers, signal);
+      done(r);
+      return r;
+    } catch (e) {
+      done(undefined, e);
+      throw e;
+    }
   }
 
-  interactive(id: string, o: InteractiveOptions, handlers: ExecHandlers): Promise<InteractiveExec> {
-    return this.exec.interactive(this.ready(id), o, handlers);
+  async interactive(id: string, o: InteractiveOptions, handlers: ExecHandlers): Promise<InteractiveExec> {
+    const sb = this.ready(id);
+    const timeoutMs = execTimeoutFor(sb.owner, o.timeoutMs, this.d.config.limits.maxExecTimeoutMs);
+    const done = this.recordExec(sb, true);
+    try {
+      const ex = await this.exec.interactive(sb, { ...o, timeoutMs }, handlers);
+      ex.done.then((r) => done(r), (e: unknown) => done(undefined, e));
+      return ex;
+    } catch (e) {
+      done(undefined, e);
+      throw e;
+    }
   }
 
   async writeFile(id: string, path: string, data: Buffer | AsyncIterable<Buffer>, mode?: number): Promise<{ bytes: number }> {
-    return this.ready(id).inner.agent.writeFile(path, data, { mode, maxBytes: this.d.config.limits.maxFileBytes });
+    const sb = this.ready(id);
+    const r = await sb.inner.agent.writeFile(path, data, { mode, maxBytes: this.d.config.limits.maxFileBytes });
+    this.recordEvent(sb, 'file.written', { path, bytes: r.bytes });
+    return r;
   }
 
   /** `sink` may return a promise: the transfer waits for it (backpressure to the sandbox). */
@@ -228,7 +284,10 @@ export class SandboxManager {
   }
 
   async putArchive(id: string, path: string, data: Buffer | AsyncIterable<Buffer>) {
-    return this.ready(id).inner.agent.putArchive(path, data, { maxBytes: this.d.config.limits.maxFileBytes });
+    const sb = this.ready(id);
+    const r = await sb.inner.agent.putArchive(path, data, { maxBytes: this.d.config.limits.maxFileBytes });
+    this.recordEvent(sb, 'file.written', { path, bytes: r.bytes, files: r.files ?? 0, archive: true });
+    return r;
   }
 
   /** Archives are capped at the file limit too, on the host (the agent has no cap for them). */
@@ -244,7 +303,48 @@ export class SandboxManager {
     this.closing = true;
     clearInterval(this.healthTimer);
     this.admission.close();
-    await Promise.allSettled([...this.sandboxes.keys()].map((id) => this.delete(id)));
+    await Promise.allSettled([...this.sandboxes.keys()].map((id) => this.delete(id, 'service stopped')));
+  }
+
+  // The event trail: each call queues a write (an array push); the journal flushes off this path.
+
+  private recordCreated(sb: Sandbox): void {
+    const j = this.d.journal;
+    if (!j) return;
+    j.record({
+      type: 'sandbox.created',
+      record: {
+        id: sb.id, node: this.d.node ?? 'local', ownerKeyId: sb.owner?.keyId ?? null, backend: sb.backendName, pack: sb.packName,
+        ...sb.size, labels: sb.labels, metadata: { fromPool: sb.fromPool, readyMs: sb.readyMs }, state: sb.state,
+        createdAt: sb.createdAt, expiresAt: sb.expiresAt,
+      },
+    });
+    this.recordEvent(sb, 'created', { fromPool: sb.fromPool, readyMs: sb.readyMs });
+    if (sb.owner) j.record({ type: 'usage', keyId: sb.owner.keyId, usage: { sandboxesCreated: 1, execs: 0, execMs: 0 } });
+  }
+
+  private recordEnded(sb: Sandbox, reason: string): void {
+    this.d.journal?.record({ type: 'sandbox.ended', id: sb.id, state: sb.state === 'failed' ? 'failed' : 'deleted', at: new Date(), reason });
+    this.recordEvent(sb, 'deleted', { reason });
+  }
+
+  private recordEvent(sb: Sandbox, kind: SandboxEventKind, data: Record<string, unknown>): void {
+    this.d.journal?.record({ type: 'event', event: { sandboxId: sb.id, at: new Date(), kind, data } });
+  }
+
+  /** exec.started now; the returned function records exec.ended (status and duration, never output). */
+  private recordExec(sb: Sandbox, interactive: boolean): (r?: ExecOutcome, e?: unknown) => void {
+    if (!this.d.journal) return () => undefined;
+    const exec = ++sb.execSeq;
+    const t0 = performance.now();
+    this.recordEvent(sb, 'exec.started', { exec, interactive });
+    return (r, e) => {
+      const durationMs = Math.round(r?.durationMs ?? performance.now() - t0);
+      this.recordEvent(sb, 'exec.ended', r
+        ? { exec, exitCode: r.exitCode, signal: r.signal, durationMs, timedOut: r.timedOut, oomKilled: r.oomKilled }
+        : { exec, error: e instanceof KilnError ? e.code : 'INTERNAL', durationMs });
+      if (sb.owner) this.d.journal?.record({ type: 'usage', keyId: sb.owner.keyId, usage: { sandboxesCreated: 0, execs: 1, execMs: durationMs } });
+    };
   }
 }
 

@@ -8,6 +8,7 @@ import { KilnError } from './errors.js';
 import type { ExecOutcome, ExecStreamHandlers } from './exec.js';
 import type { SandboxManager } from './manager.js';
 import { fillCommand, type PackCatalog } from './packs.js';
+import type { Owner } from './quotas.js';
 
 export interface RunOptions {
   pack: string;
@@ -35,7 +36,7 @@ const WORKDIR = '/workspace';
 /** Base64 inflates by 4/3 and the agent caps a JSON request at 256 KiB. */
 const INLINE_FILES_MAX_BYTES = 128 * 1024;
 
-export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: RunOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal): Promise<RunOutcome> {
+export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: RunOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal, owner?: Owner): Promise<RunOutcome> {
   if (o.code !== undefined && o.files !== undefined) throw new KilnError('INVALID_REQUEST', 'both "code" and "files" were sent: pass either "code" (a snippet) or "files" with an "entrypoint" (a project)');
   if (o.cmd === undefined && o.code === undefined && o.files === undefined) throw new KilnError('INVALID_REQUEST', 'neither "code" nor "files" was sent (nor a "cmd"): pass "code" (a snippet), "files" with an "entrypoint" (a project), or a "cmd" to run');
   if (o.cmd !== undefined && o.args !== undefined) throw new KilnError('INVALID_REQUEST', '"args" are added to the pack\'s command, which "cmd" replaces: put the arguments in "cmd"');
@@ -54,9 +55,9 @@ export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: Ru
     ? o.cmd
     : [...fillCommand(snippet !== undefined ? pack.run.command : pack.run.projectCommand, { file: entry, entrypoint: entry }), ...(o.args ?? [])];
 
-  const ttlSec = ttlFor(manager, o.timeoutMs);
+  const ttlSec = ttlFor(manager, o.timeoutMs, owner);
   const t0 = performance.now();
-  const sb = await manager.create({ pack: o.pack, backend: o.backend, memoryMib: o.memoryMib, cpus: o.cpus, ttlSec }, signal);
+  const sb = await manager.create({ pack: o.pack, backend: o.backend, memoryMib: o.memoryMib, cpus: o.cpus, ttlSec }, signal, owner);
   const createMs = Math.round((performance.now() - t0) * 10) / 10;
   try {
     // Small programs travel inside the exec request (one agent round trip); big ones are uploaded.
@@ -71,7 +72,7 @@ export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: Ru
   } finally {
     // Answer first, tear down after: the admission slot is held until the delete completes, so
     // capacity stays exact, and a crash in between is cleaned by the start-up scan.
-    void manager.delete(sb.id).catch(() => undefined);
+    void manager.delete(sb.id, 'run finished').catch(() => undefined);
   }
 }
 
@@ -109,7 +110,7 @@ function fileData(f: { content: string; encoding?: 'utf8' | 'base64' }, i: numbe
  * The one-shot sandbox lives for the run's timeout plus a margin. A timeoutMs the host refuses is
  * reported as timeoutMs: the user never sent the ttlSec derived from it.
  */
-function ttlFor(manager: SandboxManager, timeoutMs: number | undefined): number {
+function ttlFor(manager: SandboxManager, timeoutMs: number | undefined, owner: Owner | undefined): number {
   const marginMs = 60_000;
   if (timeoutMs !== undefined) manager.execTimeout(timeoutMs);
   const maxMs = manager.limits.maxTtlSec * 1000 - marginMs;
@@ -117,5 +118,8 @@ function ttlFor(manager: SandboxManager, timeoutMs: number | undefined): number 
   if (ms > maxMs) {
     throw new KilnError('INVALID_REQUEST', `timeoutMs ${ms} is more than this host lets a one-shot sandbox live (KILN_MAX_TTL_SEC=${manager.limits.maxTtlSec} s, less a 60 s margin): pass timeoutMs up to ${maxMs}`, { details: { field: 'timeoutMs', value: ms, maximum: maxMs } });
   }
-  return Math.ceil((ms + marginMs) / 1000);
+  // Within the key's lifetime limit too (the exec's own limit is checked on its own).
+  const ttl = Math.ceil((ms + marginMs) / 1000);
+  const max = owner?.limits.maxTtlSec;
+  return max === undefined ? ttl : Math.max(1, Math.min(ttl, max));
 }

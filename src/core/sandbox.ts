@@ -1,6 +1,7 @@
 /** The service's record of one sandbox, wrapping what its backend owns. */
 import type { BackendName, BackendSandbox } from './backend.js';
 import type { LongTimer } from './long-timer.js';
+import type { Owner } from './quotas.js';
 
 export type SandboxState = 'ready' | 'stopping' | 'stopped' | 'failed';
 
@@ -12,6 +13,8 @@ export interface CreateSandboxOptions {
   diskMib?: number;
   ttlSec?: number;
   env?: Record<string, string>;
+  /** Free-form tags to find sandboxes by (GET /v1/sandboxes?label=k=v). */
+  labels?: Record<string, string>;
   backendOptions?: Record<string, unknown>;
 }
 
@@ -37,6 +40,9 @@ export interface SandboxInfo {
   execsRunning: number;
   fromPool: boolean;
   details: Record<string, unknown>;
+  labels: Record<string, string>;
+  /** The API key that created it (absent: the admin's). */
+  ownerKeyId?: string;
   exitReason?: string;
 }
 
@@ -49,6 +55,11 @@ export class Sandbox {
   ttlTimer: LongTimer | undefined;
   /** Returns the admission slot; set by the manager, safe to call more than once. */
   release: () => void = () => undefined;
+  /** The API key it belongs to and that key's limits; undefined: the admin's. */
+  owner: Owner | undefined;
+  labels: Record<string, string> = {};
+  /** Numbers this sandbox's execs in its event trail (exec.started and exec.ended share it). */
+  execSeq = 0;
 
   constructor(
     readonly id: string,
@@ -93,6 +104,8 @@ export class Sandbox {
       execsRunning: this.execsRunning,
       fromPool: this.fromPool,
       details: this.inner.details,
+      labels: this.labels,
+      ...(this.owner ? { ownerKeyId: this.owner.keyId } : {}),
       ...(this.exitReason ? { exitReason: this.exitReason } : {}),
     };
   }

@@ -6,10 +6,11 @@ import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { KilnError } from '../core/errors.js';
-import { guardHostAndOrigin, requestSerializer, requireToken } from './edge.js';
+import { authenticate, guardHostAndOrigin, requestSerializer, requireAdmin } from './edge.js';
 import { errorHandler } from './errors.js';
 import { execRoutes } from './routes/exec.js';
 import { fileRoutes } from './routes/files.js';
+import { keyRoutes } from './routes/keys.js';
 import { healthRoutes, metaRoutes } from './routes/meta.js';
 import { runRoutes } from './routes/run.js';
 import { sandboxRoutes } from './routes/sandboxes.js';
@@ -60,11 +61,24 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
   await app.register(staticRoutes);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
-  // Everything else is registered in this scope, whose hook sees every request its routes match,
-  // however the path was spelled: authentication by route, not by comparing URL strings.
-  const token = options.trustedSocket ? undefined : svc.config.token;
+  // Everything else is registered in this scope, whose hooks see every request its routes match,
+  // however the path was spelled: authentication by route, not by comparing URL strings. The
+  // same holds for ownership: a key reaches a sandbox route (/v1/sandboxes/:id…, the WebSocket
+  // included) only for its own sandboxes; another's answers as if it did not exist.
+  app.decorateRequest('principal', null);
   await app.register(async (api) => {
-    if (token) api.addHook('onRequest', requireToken(token));
+    api.addHook('onRequest', authenticate({ token: svc.config.token, keys: svc.keys, trusted: options.trustedSocket }));
+    api.addHook('onRequest', async (req) => {
+      const id = (req.params as { id?: unknown } | undefined)?.id;
+      if (req.principal.kind === 'key' && typeof id === 'string' && req.routeOptions.url?.startsWith('/v1/sandboxes/:id')) {
+        const sb = svc.manager.peek(id);
+        if (sb) svc.manager.get(id, req.principal.key.id); // throws SANDBOX_NOT_FOUND for another key's
+      }
+    });
+    await api.register(async (admin) => {
+      admin.addHook('onRequest', requireAdmin);
+      await admin.register(keyRoutes, { svc });
+    });
     await api.register(metaRoutes, { svc });
     await api.register(sandboxRoutes, { svc });
     await api.register(execRoutes, { svc });

@@ -7,10 +7,16 @@ import type { KilnConfig } from '../core/config.js';
 import { SandboxManager } from '../core/manager.js';
 import { InstanceLock } from '../core/instance-lock.js';
 import { Metrics } from '../core/metrics.js';
+import { Journal } from '../core/journal.js';
+import { KeyRing } from '../core/keys.js';
 import { WarmPools } from '../core/pools.js';
+import type { Store } from '../core/store.js';
+import { openStore } from '../store/index.js';
 import { createPackCatalog } from './pack-catalog.js';
 import type { KilnService } from './service.js';
 import { createBackends } from './backends.js';
+
+type Log = (msg: string, fields?: Record<string, unknown>) => void;
 
 export interface ComposeOptions {
   log?: (msg: string, fields?: Record<string, unknown>) => void;
@@ -25,15 +31,50 @@ export async function composeService(config: KilnConfig, o: ComposeOptions = {})
   // Before anything touches the run directory: the scan below removes what it does not know, so a
   // second service on the same run directory must not get this far (core/instance-lock.ts).
   const lock = await InstanceLock.acquire(config.runDir, o.address);
+  let parts: StoreParts = {};
   try {
-    return await compose(config, log, o, lock);
+    // The store next: a database this kiln cannot use (schema too new, in use, unreachable) stops
+    // the start before any backend scans or starts anything.
+    parts = await openStoreParts(config, log);
+    return await composeWithStore(config, o, log, parts, lock);
   } catch (e) {
+    await closeStoreParts(parts);
     await lock.release();
     throw e;
   }
 }
 
-async function compose(config: KilnConfig, log: NonNullable<ComposeOptions['log']>, o: ComposeOptions, lock: InstanceLock): Promise<KilnService> {
+interface StoreParts {
+  store?: Store;
+  journal?: Journal;
+  keys?: KeyRing;
+}
+
+async function closeStoreParts({ store, journal, keys }: StoreParts): Promise<void> {
+  keys?.close();
+  await journal?.close();
+  await store?.close();
+}
+
+async function openStoreParts(config: KilnConfig, log: Log): Promise<StoreParts> {
+  const opened = await openStore(config.databaseUrl, config.dataDir);
+  if (!opened) return {};
+  const { store } = opened;
+  log('store open', { engine: store.engine, where: opened.where, migrated: opened.migrated });
+  const keys = new KeyRing(store, log);
+  try {
+    await store.registerNode(config.nodeId, new Date());
+    await keys.start();
+  } catch (e) {
+    keys.close();
+    await store.close();
+    throw e;
+  }
+  return { store, journal: new Journal(store, { log }), keys };
+}
+
+async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log, parts: StoreParts, lock: InstanceLock): Promise<KilnService> {
+  const { store, journal, keys } = parts;
   const backends = await createBackends(config, log);
 
   if (!o.skipScan) {
@@ -49,7 +90,7 @@ async function compose(config: KilnConfig, log: NonNullable<ComposeOptions['log'
   let pools: WarmPools | undefined;
   // Every name was checked against the registry by createBackends: a pool names a backend we built.
   const targets = config.poolTargets.filter((t) => t.target > 0).map((t) => ({ ...t, backend: t.backend ?? config.defaultBackend }));
-  manager = new SandboxManager({ config, backends, packs, metrics, log, get pools() { return pools; } });
+  manager = new SandboxManager({ config, backends, packs, metrics, log, journal, node: config.nodeId, get pools() { return pools; } });
   manager.startHealthChecks();
   if (targets.length) {
     const l = config.limits;
@@ -66,12 +107,13 @@ async function compose(config: KilnConfig, log: NonNullable<ComposeOptions['log'
 
   let availability: Promise<BackendAvailability[]> | undefined;
   return {
-    config, manager, packs, backends, metrics, pools,
+    config, manager, packs, backends, metrics, pools, store, journal, keys,
     availability: () => (availability ??= Promise.all([...backends.values()].map((b) => b.probe()))),
     async close() {
       await pools?.close();
       await manager.close();
       await Promise.allSettled([...backends.values()].map((b) => b.close()));
+      await closeStoreParts(parts);
       await lock.release();
     },
   };

@@ -4,26 +4,73 @@
  *     operator lists in KILN_ALLOWED_HOSTS): a DNS-rebinding page sends its own name;
  *   - a browser's Origin must be the service's own origin or one listed in KILN_ALLOWED_ORIGINS
  *     (WebSocket upgrades too: CORS does not protect them). No Origin (curl, the SDK) is fine;
- *   - the bearer token, added inside the scope that holds the protected routes (see app.ts), so it
- *     runs for whatever spelling of a path the router matched.
+ *   - the bearer (KILN_TOKEN for the admin, or an API key), added inside the scope that holds the
+ *     protected routes (see app.ts), so it runs for whatever spelling of a path the router matched.
  * The trusted Unix socket skips all three: browsers cannot open one.
  */
 import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import { timingSafeEqual } from 'node:crypto';
 import { normaliseOrigin, type KilnConfig } from '../core/config.js';
 import { KilnError } from '../core/errors.js';
+import type { KeyRing } from '../core/keys.js';
+import type { Owner } from '../core/quotas.js';
+import type { ApiKeyRecord } from '../core/store.js';
 
-/** onRequest hook: the bearer token, or ?access_token= on a WebSocket upgrade (browsers cannot set its headers). */
-export function requireToken(token: string): onRequestAsyncHookHandler {
-  const expected = Buffer.from(`Bearer ${token}`);
+/** Who is calling: the admin (KILN_TOKEN, the trusted socket, or anyone on a service without a token), or an API key. */
+export type Principal = { kind: 'admin' } | { kind: 'key'; key: ApiKeyRecord };
+
+export const ADMIN: Principal = { kind: 'admin' };
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal: Principal;
+  }
+}
+
+/** The sandbox owner a principal is limited to: undefined for the admin (every sandbox). */
+export function ownerOf(p: Principal): string | undefined {
+  return p.kind === 'key' ? p.key.id : undefined;
+}
+
+/** The owner a create is made for: an API key and its limits; the admin's sandboxes have none. */
+export function ownerFor(p: Principal): Owner | undefined {
+  return p.kind === 'key' ? { keyId: p.key.id, limits: p.key.limits } : undefined;
+}
+
+export interface AuthOptions {
+  /** KILN_TOKEN: the admin's key. Unset: a request without a bearer is the admin (the open default on loopback). */
+  token?: string;
+  keys?: KeyRing;
+  /** The trusted Unix socket: every request is the admin's, no bearer needed. */
+  trusted?: boolean;
+}
+
+/**
+ * onRequest hook of the protected scope: who is calling. The bearer (or ?access_token= on a
+ * WebSocket upgrade: browsers cannot set its headers) is the admin token, compared in constant
+ * time, or an API key (KeyRing.authenticate: a hash lookup, then a constant-time compare). A bearer
+ * that is neither is refused even where no token is configured: a revoked key stays refused.
+ */
+export function authenticate(o: AuthOptions): onRequestAsyncHookHandler {
+  const expected = o.token === undefined ? undefined : Buffer.from(`Bearer ${o.token}`);
   return async (req) => {
+    if (o.trusted) { req.principal = ADMIN; return; }
     const fromQuery = req.headers.upgrade?.toLowerCase() === 'websocket' ? (req.query as Record<string, unknown>)?.access_token : undefined;
-    const got = Buffer.from(req.headers.authorization ?? (typeof fromQuery === 'string' && fromQuery ? `Bearer ${fromQuery}` : ''));
-    if (got.length !== expected.length || !timingSafeEqual(got, expected)) {
-      throw new KilnError('UNAUTHORIZED', 'missing or wrong bearer token: send "Authorization: Bearer <KILN_TOKEN>" (a WebSocket may pass ?access_token=)');
-    }
+    const header = req.headers.authorization ?? (typeof fromQuery === 'string' && fromQuery ? `Bearer ${fromQuery}` : undefined);
+    if (header === undefined && expected === undefined) { req.principal = ADMIN; return; }
+    const got = Buffer.from(header ?? '');
+    if (expected && got.length === expected.length && timingSafeEqual(got, expected)) { req.principal = ADMIN; return; }
+    const m = header === undefined ? null : /^Bearer (\S+)$/.exec(header);
+    const key = m ? o.keys?.authenticate(m[1]!) : undefined;
+    if (key) { req.principal = { kind: 'key', key }; return; }
+    throw new KilnError('UNAUTHORIZED', 'missing or wrong bearer token: send "Authorization: Bearer <KILN_TOKEN or an API key>" (a WebSocket may pass ?access_token=)');
   };
 }
+
+/** onRequest hook for admin-only routes (API keys): an API key gets 403. */
+export const requireAdmin: onRequestAsyncHookHandler = async (req) => {
+  if (req.principal.kind !== 'admin') throw new KilnError('FORBIDDEN', 'this route is for the admin (KILN_TOKEN or the trusted socket), not for API keys');
+};
 
 interface HostPort {
   hostname: string;

@@ -4,7 +4,10 @@ import type { KilnConfig } from '../core/config.js';
 import type { SandboxManager } from '../core/manager.js';
 import type { Metrics } from '../core/metrics.js';
 import type { PackCatalog } from '../core/packs.js';
+import type { Journal } from '../core/journal.js';
+import type { KeyRing } from '../core/keys.js';
 import type { WarmPools } from '../core/pools.js';
+import type { Store } from '../core/store.js';
 
 export interface KilnService {
   config: KilnConfig;
@@ -13,6 +16,10 @@ export interface KilnService {
   backends: Map<BackendName, Backend>;
   metrics: Metrics;
   pools?: WarmPools;
+  /** Undefined when KILN_DATABASE_URL=off: nothing is kept and there are no API keys. */
+  store?: Store;
+  journal?: Journal;
+  keys?: KeyRing;
   /** Every backend's probe(), run on first call and kept for the life of the service. */
   availability(): Promise<BackendAvailability[]>;
   close(): Promise<void>;

@@ -93,7 +93,9 @@ describe('compiled CLI (dist/)', { timeout: 300_000 }, () => {
       await chmod(base, 0o755); // sandbox uids traverse into the run dir
       const port = await freePort();
       url = `http://127.0.0.1:${port}`;
-      svc = spawn(KILN, ['serve'], { env: env({ KILN_RUN_DIR: join(base, 'run'), KILN_PORT: String(port), KILN_POOL: '', KILN_TOKEN: '' }), stdio: ['ignore', 'ignore', 'pipe'] });
+      // The embedded store in memory: its engine's thread starts from dist/ too (a .js worker), and
+      // the shared data dir's database stays out of it.
+      svc = spawn(KILN, ['serve'], { env: env({ KILN_RUN_DIR: join(base, 'run'), KILN_PORT: String(port), KILN_POOL: '', KILN_TOKEN: '', KILN_DATABASE_URL: 'memory://' }), stdio: ['ignore', 'ignore', 'pipe'] });
       svc.stderr!.on('data', (d) => { stderr += d; });
       const client = new KilnClient({ baseUrl: url });
       for (let i = 0; i < 600 && svc.exitCode === null; i++) {

@@ -134,6 +134,27 @@ describe('the bearer token guards every route, however its path is spelled', () 
     assert.equal((await send('GET', path, { ...WS_HEADERS, authorization: `Bearer ${TOKEN}` })).status, 101);
   });
 
+  it('an API key reaches no admin route (the keys) in any spelling, and a revoked key nothing at all', async () => {
+    watching = false;
+    const { key, secret } = await svc.keys!.create('edge', {});
+    watching = true;
+    const ops = (await operations()).filter((o) => o.path.startsWith('/v1/keys'));
+    assert.ok(ops.length >= 4, `openapi.json lists only ${ops.length} key operations`);
+    for (const { method, path } of ops) {
+      for (const target of spellings(path, port)) {
+        const r = await send(method, target, { authorization: `Bearer ${secret}` });
+        assert.deepEqual(r.touched, [], `${method} ${target} with an API key reached a handler`);
+        assert.ok(r.status === 403 || r.status === 404, `${method} ${target} with an API key answered ${r.status}`);
+      }
+    }
+    // The key itself works on the routes it may use: the refusals above are not vacuous.
+    assert.equal((await send('GET', '/v1/packs', { authorization: `Bearer ${secret}` })).status, 200);
+    watching = false;
+    await svc.keys!.revoke(key.id);
+    watching = true;
+    for (const { method, path } of await operations()) refused(await send(method, `${path}?path=/x`, { authorization: `Bearer ${secret}` }), `${method} ${path} (revoked key)`);
+  });
+
   it('static routes and open routes stay open and lead nowhere else', async () => {
     assert.equal((await send('GET', '/healthz')).status, 200);
     assert.equal((await send('GET', '/openapi.json')).status, 200);

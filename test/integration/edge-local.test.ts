@@ -85,7 +85,7 @@ describe('the trusted Unix socket', { skip: process.getuid?.() === 0 ? undefined
     const umask = process.umask(0);
     let server: Awaited<ReturnType<typeof startServer>> | undefined;
     try {
-      server = await startServer(loadConfig({ ...process.env, KILN_PORT: '0', KILN_RUN_DIR: join(base, 'run'), KILN_TOKEN: 'tok', KILN_POOL: '', KILN_SOCKET: sock }), { logger: false, skipScan: true });
+      server = await startServer(loadConfig({ ...process.env, KILN_PORT: '0', KILN_RUN_DIR: join(base, 'run'), KILN_TOKEN: 'tok', KILN_POOL: '', KILN_SOCKET: sock, KILN_DATABASE_URL: 'off' }), { logger: false, skipScan: true });
       process.umask(umask);
       Server.prototype.listen = listen;
       assert.equal(seen.length, 1, 'one Unix socket');

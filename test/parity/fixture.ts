@@ -18,7 +18,9 @@ export async function startTestServer(env: Record<string, string> = {}, opts: { 
   const base = await mkdtemp(join(tmpdir(), 'kiln-test-'));
   await chmod(base, 0o755); // sandbox uids traverse into the run dir
   const runDir = join(base, 'run');
-  const config = loadConfig({ ...process.env, KILN_PORT: '0', KILN_RUN_DIR: runDir, KILN_TOKEN: '', KILN_POOL: '', ...env });
+  // No store unless a test asks for one (KILN_DATABASE_URL): test servers share KILN_DATA_DIR, and
+  // an embedded database there belongs to one process at a time.
+  const config = loadConfig({ ...process.env, KILN_PORT: '0', KILN_RUN_DIR: runDir, KILN_TOKEN: '', KILN_POOL: '', KILN_DATABASE_URL: 'off', ...env });
   const server = await startServer(config, { logger: !!process.env.KILN_TEST_LOG, skipScan: opts.skipScan ?? true });
   const client = new KilnClient({ baseUrl: server.url });
   return {

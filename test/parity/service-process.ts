@@ -36,6 +36,8 @@ function spawnService(runDir: string, port: number, env: Record<string, string>)
   return spawn(join(REPO_ROOT, 'bin/kiln'), ['serve'], {
     env: {
       ...process.env, KILN_RUN_DIR: runDir, KILN_PORT: String(port), KILN_TOKEN: '', KILN_POOL: '', KILN_SOCKET: '',
+      // No store unless a test asks for one: test services share KILN_DATA_DIR, an embedded database there is one process's.
+      KILN_DATABASE_URL: 'off',
       NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --unhandled-rejections=strict`.trim(), ...env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -212,6 +212,51 @@ describe('SandboxManager (in-memory backend)', () => {
   });
 });
 
+describe('per-key limits and ownership in the manager (in-memory backend)', () => {
+  const owner = (limits: Record<string, number>) => ({ keyId: 'key-a', limits });
+
+  it('concurrent creates cannot pass maxSandboxes together: creates under way count; a failed or deleted one frees its share', async () => {
+    const { backend, manager } = harness({ backend: { createDelayMs: 50 } });
+    const a = owner({ maxSandboxes: 2, maxMemoryMib: 1024 });
+    const results = await Promise.allSettled([1, 2, 3].map(() => manager.create({ pack: 'python', memoryMib: 256 }, undefined, a)));
+    assert.deepEqual(results.map((r) => r.status).sort(), ['fulfilled', 'fulfilled', 'rejected']);
+    const refused = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    assert.ok(rejectsWith('QUOTA_EXCEEDED')(refused.reason));
+    assert.deepEqual(refused.reason.details, { limit: 'maxSandboxes', value: 2, requested: 3 });
+    assert.equal(backend.all.length, 2, 'the refused create never reached the backend');
+    assert.deepEqual(manager.ownerUsage.of('key-a'), { sandboxes: 2, memoryMib: 512 });
+    const first = (results[0] as PromiseFulfilledResult<{ id: string }>).value ?? (results[1] as PromiseFulfilledResult<{ id: string }>).value;
+    await manager.delete(first.id);
+    assert.deepEqual(manager.ownerUsage.of('key-a'), { sandboxes: 1, memoryMib: 256 });
+    await assert.rejects(manager.create({ pack: 'python', memoryMib: 1024 }, undefined, a), (e) => rejectsWith('QUOTA_EXCEEDED')(e) && (e as { details: { limit: string } }).details.limit === 'maxMemoryMib');
+    await assert.rejects(manager.create({ pack: 'nope' }, undefined, a), rejectsWith('UNKNOWN_PACK'));
+    backend.createDelayMs = 0;
+    assert.deepEqual(manager.ownerUsage.of('key-a'), { sandboxes: 1, memoryMib: 256 }, 'refusals hold nothing');
+  });
+
+  it('a key sees only its own sandboxes: get, delete and list; the admin sees all', async () => {
+    const { manager } = harness();
+    const mine = await manager.create({ pack: 'python', labels: { team: 'a' } }, undefined, owner({}));
+    const admins = await manager.create({ pack: 'python', labels: { team: 'a' } });
+    assert.throws(() => manager.get(admins.id, 'key-a'), rejectsWith('SANDBOX_NOT_FOUND'));
+    await assert.rejects(manager.delete(admins.id, 'deleted by request', 'key-a'), rejectsWith('SANDBOX_NOT_FOUND'));
+    assert.equal(manager.count, 2, 'the refused delete deleted nothing');
+    assert.deepEqual(manager.list({ ownerKeyId: 'key-a', labels: { team: 'a' } }).sandboxes.map((s) => s.id), [mine.id]);
+    assert.deepEqual(manager.list({ ownerKeyId: null }).sandboxes.map((s) => s.id), [admins.id]);
+    assert.equal(manager.list().sandboxes.length, 2);
+    assert.equal(manager.get(mine.id, 'key-a').info().ownerKeyId, 'key-a');
+  });
+
+  it('exec time: over the key\'s limit is refused before the agent runs anything; none asked gets the limit', async () => {
+    const { backend, manager } = harness();
+    const sb = await manager.create({ pack: 'python' }, undefined, owner({ maxExecTimeoutMs: 1000 }));
+    await assert.rejects(manager.runExec(sb.id, { cmd: 'true', timeoutMs: 1001 }), rejectsWith('QUOTA_EXCEEDED'));
+    assert.equal(backend.live.get(sb.id)?.execs.length, 0);
+    await manager.runExec(sb.id, { cmd: 'true' });
+    assert.equal(backend.live.get(sb.id)?.execs[0]?.timeoutMs, 1000);
+  });
+});
+
 describe('warm pools through the manager (in-memory backend)', () => {
   it('a create takes a warmed sandbox from the pool (a hit); the next, with the pool empty, starts one (a miss)', async () => {
     const { backend, manager, pools, config } = harness({ pool: 1, backend: { createDelayMs: 20 } });

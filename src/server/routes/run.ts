@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { KilnError } from '../../core/errors.js';
 import { runOnce, type RunOptions } from '../../core/oneshot.js';
 import type { KilnService } from '../service.js';
+import { ownerFor } from '../edge.js';
 import { streamNdjson } from './ndjson.js';
 import { decodeInput, type OutputEncoding } from './encoding.js';
 import { execBody as present } from './present.js';
@@ -24,11 +25,11 @@ export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnServic
     assertFitsOneRequest(opts);
     if (stream || req.headers.accept === 'application/x-ndjson') {
       svc.manager.checkOutputCap(opts.maxOutputBytes); // a 400 before the stream's 200 is sent
-      return streamNdjson(req, reply, encoding, (h, signal) => runOnce(svc.manager, svc.packs, opts, h, signal), (r) => ({ sandboxId: r.sandboxId, createMs: r.createMs }));
+      return streamNdjson(req, reply, encoding, (h, signal) => runOnce(svc.manager, svc.packs, opts, h, signal, ownerFor(req.principal)), (r) => ({ sandboxId: r.sandboxId, createMs: r.createMs }));
     }
     const ac = new AbortController();
     reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
-    const r = await runOnce(svc.manager, svc.packs, opts, undefined, ac.signal);
+    const r = await runOnce(svc.manager, svc.packs, opts, undefined, ac.signal, ownerFor(req.principal));
     return { ...present(r, encoding), sandboxId: r.sandboxId, createMs: r.createMs };
   });
 }

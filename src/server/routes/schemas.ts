@@ -67,20 +67,36 @@ export const createSandboxBody = {
     diskMib: { type: 'integer', minimum: SIZE_MINIMUMS.diskMib.min },
     ttlSec: { type: 'integer', minimum: SIZE_MINIMUMS.ttlSec.min },
     env: envMap,
+    labels: {
+      type: 'object', maxProperties: 32,
+      propertyNames: { pattern: '^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$' },
+      additionalProperties: { type: 'string', maxLength: 256 },
+      description: 'Tags to find the sandbox by: GET /v1/sandboxes?label=key=value',
+    },
     backendOptions: { type: 'object', additionalProperties: true, maxProperties: 32 },
+  },
+} as const;
+
+export const listQuery = {
+  type: 'object',
+  properties: {
+    label: { anyOf: [{ type: 'string', maxLength: 1024 }, { type: 'array', maxItems: 32, items: { type: 'string', maxLength: 1024 } }] },
+    limit: { type: 'string', pattern: '^[0-9]{1,4}$', description: 'Page size, 1 to 1000 (default 100)' },
+    cursor: { type: 'string', maxLength: 512 },
   },
 } as const;
 
 export const sandboxSchema = {
   type: 'object',
   additionalProperties: true,
-  required: ['id', 'pack', 'backend', 'state', 'createdAt', 'expiresAt', 'readyMs', 'cpus', 'memoryMib', 'diskMib', 'execsRunning', 'fromPool', 'details'],
+  required: ['id', 'pack', 'backend', 'state', 'createdAt', 'expiresAt', 'readyMs', 'cpus', 'memoryMib', 'diskMib', 'execsRunning', 'fromPool', 'details', 'labels'],
   properties: {
     id: { type: 'string' }, pack: { type: 'string' }, backend, state: { type: 'string', enum: ['ready', 'stopping', 'stopped', 'failed'] },
     createdAt: { type: 'string' }, expiresAt: { type: 'string' }, readyMs: { type: 'number' },
     cpus: { type: 'number' }, memoryMib: { type: 'number' }, diskMib: { type: 'number' },
     execsRunning: { type: 'integer' }, fromPool: { type: 'boolean' },
     details: { type: 'object', additionalProperties: true }, exitReason: { type: 'string' },
+    labels: { type: 'object', additionalProperties: { type: 'string' } }, ownerKeyId: { type: 'string' },
   },
 } as const;
 
