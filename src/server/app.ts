@@ -6,11 +6,12 @@ import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { KilnError } from '../core/errors.js';
-import { guardHostAndOrigin, requestSerializer, requireToken } from './edge.js';
+import { guardHostAndOrigin, requestSerializer, requireAdmin, requireToken } from './edge.js';
 import { errorHandler } from './errors.js';
 import { execRoutes } from './routes/exec.js';
 import { fileRoutes } from './routes/files.js';
 import { healthRoutes, metaRoutes } from './routes/meta.js';
+import { packAdminRoutes, packRoutes } from './routes/packs.js';
 import { runRoutes } from './routes/run.js';
 import { sandboxRoutes } from './routes/sandboxes.js';
 import { staticRoutes } from './routes/static.js';
@@ -60,12 +61,18 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
   // however the path was spelled: authentication by route, not by comparing URL strings.
   const token = options.trustedSocket ? undefined : svc.config.token;
   await app.register(async (api) => {
-    if (token) api.addHook('onRequest', requireToken(token));
+    if (token) api.addHook('onRequest', requireToken(token, svc.config.adminToken));
     await api.register(metaRoutes, { svc });
+    await api.register(packRoutes, { svc });
     await api.register(sandboxRoutes, { svc });
     await api.register(execRoutes, { svc });
     await api.register(fileRoutes, { svc });
     await api.register(runRoutes, { svc });
+  });
+  // Pack management: admins only (KILN_ADMIN_TOKEN over TCP; anyone on the trusted socket).
+  await app.register(async (admin) => {
+    if (!options.trustedSocket) admin.addHook('onRequest', requireAdmin(svc.config.adminToken, svc.config.token));
+    await admin.register(packAdminRoutes, { svc });
   });
   return app;
 }

@@ -9,6 +9,7 @@ import { SandboxManager } from '../core/manager.js';
 import { Metrics } from '../core/metrics.js';
 import { WarmPools } from '../core/pools.js';
 import { createNamespaceBackend } from '../backends/namespace/namespace-backend.js';
+import { PackBuilds } from './pack-builds.js';
 import { createPackCatalog } from './pack-catalog.js';
 import type { KilnService } from './service.js';
 import { optionalBackends } from './optional-backends.js';
@@ -43,7 +44,9 @@ export async function composeService(config: KilnConfig, o: ComposeOptions = {})
     }
   }
 
-  const packs = await createPackCatalog(config.dataDir, config.packsDir);
+  const sources = { builtinDir: config.packsDir, customDir: config.customPacksDir };
+  const packs = await createPackCatalog(config.dataDir, sources, log);
+  const packBuilds = new PackBuilds({ dataDir: config.dataDir, sources, catalog: packs, log });
   let manager!: SandboxManager;
   const metrics = new Metrics({ queueDepth: () => manager.admission.stats.queued, inUse: () => manager.admission.stats.inUse });
   let pools: WarmPools | undefined;
@@ -70,9 +73,10 @@ export async function composeService(config: KilnConfig, o: ComposeOptions = {})
 
   let availability: Promise<BackendAvailability[]> | undefined;
   return {
-    config, manager, packs, backends, metrics, pools,
+    config, manager, packs, packBuilds, backends, metrics, pools,
     availability: () => (availability ??= Promise.all([...backends.values()].map((b) => b.probe()))),
     async close() {
+      await packBuilds.close();
       await pools?.close();
       await manager.close();
       await Promise.allSettled([...backends.values()].map((b) => b.close()));

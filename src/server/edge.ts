@@ -13,15 +13,44 @@ import { timingSafeEqual } from 'node:crypto';
 import { normaliseOrigin, type KilnConfig } from '../core/config.js';
 import { KilnError } from '../core/errors.js';
 
-/** onRequest hook: the bearer token, or ?access_token= on a WebSocket upgrade (browsers cannot set its headers). */
-export function requireToken(token: string): onRequestAsyncHookHandler {
+function presented(req: FastifyRequest): Buffer {
+  const fromQuery = req.headers.upgrade?.toLowerCase() === 'websocket' ? (req.query as Record<string, unknown>)?.access_token : undefined;
+  return Buffer.from(req.headers.authorization ?? (typeof fromQuery === 'string' && fromQuery ? `Bearer ${fromQuery}` : ''));
+}
+
+function matches(got: Buffer, token: string): boolean {
   const expected = Buffer.from(`Bearer ${token}`);
+  return got.length === expected.length && timingSafeEqual(got, expected);
+}
+
+/**
+ * onRequest hook: the bearer token, or ?access_token= on a WebSocket upgrade (browsers cannot set
+ * its headers). The admin token (KILN_ADMIN_TOKEN), when set, is accepted too: an admin is a user.
+ */
+export function requireToken(token: string, adminToken?: string): onRequestAsyncHookHandler {
   return async (req) => {
-    const fromQuery = req.headers.upgrade?.toLowerCase() === 'websocket' ? (req.query as Record<string, unknown>)?.access_token : undefined;
-    const got = Buffer.from(req.headers.authorization ?? (typeof fromQuery === 'string' && fromQuery ? `Bearer ${fromQuery}` : ''));
-    if (got.length !== expected.length || !timingSafeEqual(got, expected)) {
+    const got = presented(req);
+    if (!matches(got, token) && !(adminToken && matches(got, adminToken))) {
       throw new KilnError('UNAUTHORIZED', 'missing or wrong bearer token: send "Authorization: Bearer <KILN_TOKEN>" (a WebSocket may pass ?access_token=)');
     }
+  };
+}
+
+/**
+ * onRequest hook for pack management over TCP: only the admin token. A caller who is not even a user
+ * (no or a wrong bearer while KILN_TOKEN is set) gets the same 401 as everywhere; a user gets 403.
+ * With no admin token configured nobody passes here (the trusted Unix socket, which skips this hook, can).
+ */
+export function requireAdmin(adminToken: string | undefined, userToken: string | undefined): onRequestAsyncHookHandler {
+  const asUser = userToken ? requireToken(userToken) : undefined;
+  return async function (this: unknown, req, reply) {
+    const got = presented(req);
+    if (adminToken && matches(got, adminToken)) return;
+    await asUser?.call(this as never, req, reply);
+    if (!adminToken) {
+      throw new KilnError('ADMIN_REQUIRED', 'managing packs over TCP needs an admin token: start kiln with KILN_ADMIN_TOKEN=<secret> and send "Authorization: Bearer <KILN_ADMIN_TOKEN>", or use the Unix socket (KILN_SOCKET)');
+    }
+    throw new KilnError('ADMIN_REQUIRED', 'managing packs needs the admin token: send "Authorization: Bearer <KILN_ADMIN_TOKEN>"');
   };
 }
 

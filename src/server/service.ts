@@ -5,11 +5,14 @@ import type { SandboxManager } from '../core/manager.js';
 import type { Metrics } from '../core/metrics.js';
 import type { PackCatalog } from '../core/packs.js';
 import type { WarmPools } from '../core/pools.js';
+import type { PackBuilds } from './pack-builds.js';
 
 export interface KilnService {
   config: KilnConfig;
   manager: SandboxManager;
   packs: PackCatalog;
+  /** Custom pack builds and removal (POST/DELETE /v1/packs). */
+  packBuilds: PackBuilds;
   backends: Map<BackendName, Backend>;
   metrics: Metrics;
   pools?: WarmPools;
