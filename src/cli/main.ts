@@ -7,6 +7,7 @@ const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
   run: () => import('./commands/run.js'),
   sandbox: () => import('./commands/sandbox.js'),
   images: () => import('./commands/images.js'),
+  packs: () => import('./commands/packs.js'),
   doctor: () => import('./commands/doctor.js'),
   firecracker: () => import('./commands/firecracker.js'),
 };
@@ -15,7 +16,8 @@ const SUMMARIES: Record<string, string> = {
   serve: 'run the kiln service (env: KILN_HOST, KILN_PORT, KILN_TOKEN, KILN_BACKEND, KILN_POOL=[backend/]pack=n,… — see README)',
   run: 'run a snippet or a file once: kiln run <pack> (-c CODE | FILE) [-- args]',
   sandbox: 'create | exec | ls | rm sandboxes',
-  images: 'build | ls | prune language-pack images',
+  images: 'build | ls | prune language-pack images (on this host, no service needed)',
+  packs: 'ls | show | create | follow | rm packs through the service (custom packs: admin)',
   doctor: 'check what this host can run and how to fix what is missing',
   firecracker: 'install a pinned Firecracker release | check whether this host can run it',
 };

@@ -51,8 +51,9 @@ const command: Command = {
     const { flags } = parseFlags(argv, { boolean: ['json'] });
     const config = loadConfig();
     const checks = await hostChecks();
-    const packs = await loadPacks(config.packsDir).catch(() => []);
-    const images = await listImages(config.dataDir, config.packsDir).catch(() => []);
+    const sources = { builtinDir: config.packsDir, customDir: config.customPacksDir };
+    const packs = await loadPacks(sources, () => undefined).catch(() => []);
+    const images = await listImages(config.dataDir, sources).catch(() => []);
     for (const p of packs) {
       const img = images.find((i) => i.name === p.name && i.current);
       checks.push({ name: `image ${p.name}`, ok: !!img, detail: img ? `${(img.sizeBytes / 1048576).toFixed(0)} MiB, built ${img.builtAt}` : `not built: kiln images build ${p.name}` });
