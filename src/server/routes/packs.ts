@@ -18,7 +18,8 @@ const nameParams = {
   properties: { name: { type: 'string', minLength: 1, maxLength: 64 } },
 } as const;
 
-const streamQuery = { type: 'object', properties: { stream: { type: 'boolean' } } } as const;
+// Query strings are not coerced (app.ts): "true" is a string here.
+const streamQuery = { type: 'object', properties: { stream: { type: 'string', enum: ['true', 'false', '1', '0'] } } } as const;
 
 /** A pack with its latest build (since the service started), if there was one. */
 function withBuild(svc: KilnService, p: PackInfo): PackInfo & { build?: BuildStatus } {
@@ -33,8 +34,8 @@ async function onePack(svc: KilnService, name: string): Promise<PackInfo> {
   throw new KilnError('UNKNOWN_PACK', `unknown pack "${name}"`);
 }
 
-function wantsStream(req: FastifyRequest<{ Querystring: { stream?: boolean } }>): boolean {
-  return req.query.stream === true || req.headers.accept === 'application/x-ndjson';
+function wantsStream(req: FastifyRequest<{ Querystring: { stream?: string } }>): boolean {
+  return req.query.stream === 'true' || req.query.stream === '1' || req.headers.accept === 'application/x-ndjson';
 }
 
 /**
@@ -78,7 +79,7 @@ export async function packRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
 
 /** Registered where only an admin reaches them (app.ts). */
 export async function packAdminRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
-  app.post<{ Body: unknown; Querystring: { stream?: boolean } }>('/v1/packs', {
+  app.post<{ Body: unknown; Querystring: { stream?: string } }>('/v1/packs', {
     schema: {
       summary: 'Create or update a custom pack (admin): build its image, then store its definition. ?stream=true (or Accept: application/x-ndjson) streams the progress',
       querystring: streamQuery,
