@@ -181,8 +181,13 @@ export class PackBuilds {
     await mkdir(this.o.sources.customDir, { recursive: true });
     const file = join(this.o.sources.customDir, `${spec.name}.json`);
     const tmp = `${file}.tmp-${process.pid}`;
-    const { description, run, versionCommand, ...rest } = spec;
-    const out = { ...rest, ...(description ? { description } : {}), ...(run ? { run } : {}), ...(versionCommand ? { versionCommand } : {}) };
+    const { description, run, versionCommand, files, ...rest } = spec;
+    const out = {
+      ...rest,
+      // Back in the form validateCustomPack reads: modes as octal strings.
+      files: files.map((f) => ({ ...f, mode: `0${f.mode.toString(8)}` })),
+      ...(description ? { description } : {}), ...(run ? { run } : {}), ...(versionCommand ? { versionCommand } : {}),
+    };
     await writeFile(tmp, `${JSON.stringify(out, null, 2)}\n`);
     await rename(tmp, file);
   }
