@@ -3,8 +3,16 @@
  * scripts/install.sh builds): the tools users reach for first, and GET /v1/packs saying so.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { REPO_ROOT } from '../../src/core/config.js';
 import { startTestServer, withSandbox, type TestServer } from '../parity/fixture.js';
+
+const run = promisify(execFile);
 
 describe('built-in pack contents', { skip: process.getuid?.() === 0 ? undefined : 'needs root (namespace backend)', timeout: 10 * 60_000 }, () => {
   let t: TestServer;
@@ -66,5 +74,20 @@ describe('built-in pack contents', { skip: process.getuid?.() === 0 ? undefined 
     }
     // The small packs stay small: no compiler in python, node or go.
     for (const name of ['python', 'node', 'go', 'shell']) assert.ok(!packs.find((p) => p.name === name)!.tools!.includes('gcc'), `${name} has gcc`);
+  });
+
+  it('kiln packs ls shows the same; pack management without the admin token fails naming it', async () => {
+    const env = { ...process.env, KILN_URL: t.server.url, KILN_ADMIN_TOKEN: '', KILN_TOKEN: '' };
+    const ls = await run(join(REPO_ROOT, 'bin/kiln'), ['packs', 'ls'], { env });
+    assert.match(ls.stdout, /^PACK\s+SOURCE\s+VERSION\s+LANGUAGE\s+SIZE\s+READY\s+TOOLS$/m);
+    assert.match(ls.stdout, /^python\s+builtin\s+-\s+Python 3\.\d+\.\d+\s+[\d.]+ MB\s+yes\s+.*\bpip\b/m);
+    const dir = await mkdtemp(join(tmpdir(), 'kiln-cli-packs-'));
+    try {
+      await writeFile(join(dir, 'mine.json'), JSON.stringify({ name: 'mine', base: 'python', packages: ['python3-requests'] }));
+      await assert.rejects(run(join(REPO_ROOT, 'bin/kiln'), ['packs', 'create', join(dir, 'mine.json')], { env }),
+        (e: { code: number; stderr: string }) => e.code === 1 && /ADMIN_REQUIRED: .*KILN_ADMIN_TOKEN/.test(e.stderr));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
