@@ -202,6 +202,10 @@ export class PackBuilds {
     const job = this.jobs.get(name);
     if (job && !job.finished) throw new KilnError('PACK_CONFLICT', `pack ${name} is being built (${job.status.id}); remove it once the build has finished`, { details: { pack: name, build: job.status.id } });
     if (!custom.includes(name)) throw new KilnError('UNKNOWN_PACK', `unknown custom pack "${name}"; custom packs: ${custom.join(', ') || 'none'}`, { details: { pack: name } });
+    const dependants = (await Promise.all(custom.map(async (n) => ((await this.storedSpec(n))?.base === name ? [n] : [])))).flat();
+    if (dependants.length > 0) {
+      throw new KilnError('PACK_CONFLICT', `pack ${name} is the base of ${dependants.join(', ')}; remove ${dependants.length > 1 ? 'those' : 'that'} first`, { details: { pack: name, dependants } });
+    }
     const file = join(this.o.sources.customDir, `${name}.json`);
     await rm(file, { force: true });
     const removed = await removePackImages(this.o.dataDir, name);

@@ -133,6 +133,8 @@ describe('custom packs, built for real', { skip: process.getuid?.() === 0 ? unde
     // Its image content equals its base's, but images are stored per pack name: not built yet.
     assert.equal(p.imageReady, false);
     await assert.rejects(t.client.sandboxes.create({ pack: 'hand-made' }), (e: KilnApiError) => e.code === 'IMAGE_MISSING' && /kiln images build hand-made/.test(e.message));
+    // A pack another one is built on stays until that one is gone.
+    await assert.rejects(kiln.deletePack(PACK), (e: KilnApiError) => e.status === 409 && /pack test-greeter is the base of hand-made; remove that first/.test(e.message));
     await kiln.deletePack('hand-made');
   });
 
