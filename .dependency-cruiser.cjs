@@ -1,9 +1,9 @@
 /**
- * The layers kiln's code claims, checked by scripts/test.sh (npx depcruise src web/src).
+ * The layers kiln's code claims, checked by scripts/test.sh (npx depcruise src web/src sdk/src).
  * A rule here replaces a sentence in a comment: break one and the test command fails, naming it.
  */
-/** The composition root: the only modules that import concrete backends. */
-const COMPOSITION_ROOT = '^src/server/(compose|optional-backends)\\.ts$';
+/** The registry of backends: the only module that imports concrete backends. */
+const REGISTRY = '^src/server/backends\\.ts$';
 
 module.exports = {
   forbidden: [
@@ -15,10 +15,10 @@ module.exports = {
       to: { circular: true },
     },
     {
-      name: 'backends-only-from-composition-root',
+      name: 'backends-only-from-registry',
       severity: 'error',
-      comment: 'Only the composition root (src/server/compose.ts, src/server/optional-backends.ts) imports a concrete backend; everyone else sees the Backend interface in src/core/backend.ts.',
-      from: { path: '^src/', pathNot: [COMPOSITION_ROOT, '^src/backends/'] },
+      comment: 'Only the registry (src/server/backends.ts) imports a concrete backend, statically or not; everyone else sees the Backend interface in src/core/backend.ts.',
+      from: { path: '^src/', pathNot: [REGISTRY, '^src/backends/'] },
       to: { path: '^src/backends/' },
     },
     {
@@ -31,16 +31,16 @@ module.exports = {
     {
       name: 'sdk-is-standalone',
       severity: 'error',
-      comment: 'The SDK (src/sdk) imports only itself and Node built-ins: no server, core, protocol or backend code, no npm package.',
-      from: { path: '^src/sdk/' },
-      to: { pathNot: '^src/sdk/', dependencyTypesNot: ['core'] },
+      comment: 'The SDK package (sdk/src, published as @kiln/sdk) imports only itself and Node built-ins: no server, core, protocol or backend code, no npm package (it has no dependencies).',
+      from: { path: '^sdk/src/' },
+      to: { pathNot: '^sdk/src/', dependencyTypesNot: ['core'] },
     },
     {
       name: 'web-only-sdk',
       severity: 'error',
-      comment: 'The dashboard (web/src) reaches the host code only through the SDK.',
+      comment: 'The dashboard (web/src) reaches the host code only through the SDK package (sdk/src).',
       from: { path: '^web/src/' },
-      to: { path: '^src/', pathNot: '^src/sdk/' },
+      to: { path: '^(src|sdk)/', pathNot: '^sdk/src/' },
     },
     {
       name: 'protocol-below-server-and-backends',

@@ -1,7 +1,7 @@
 package main
 
-// The life of one running exec: pipes or pty, output pumps with a shared cap, stdin feeding,
-// CONTROL frames, timeout and cancel (both kill the whole tree), then the RESULT.
+// The life of one running exec: pipes or pty, output pumps with a cap each (output_cap.go), stdin
+// feeding, CONTROL frames, timeout and cancel (both kill the whole tree), then the RESULT.
 
 import (
 	"encoding/json"
@@ -26,32 +26,9 @@ type execRun struct {
 	pty      *os.File
 	pumps    sync.WaitGroup
 	closing  chan struct{} // closed when the drain window is over: pumps waiting for credit give up
-	budget   outputBudget
+	caps     []*outputCap  // one per entry of outputs, each owned by its pump until pumps are done
+	dropped  []int64       // per output, set once the tails are sent
 	timedOut bool
-}
-
-type outputBudget struct {
-	mu        sync.Mutex
-	left      int64
-	truncated bool
-}
-
-func (b *outputBudget) exhausted() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.left <= 0
-}
-
-// take returns how many of n bytes may still be forwarded.
-func (b *outputBudget) take(n int) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if int64(n) > b.left {
-		n = int(b.left)
-		b.truncated = true
-	}
-	b.left -= int64(n)
-	return n
 }
 
 func startExec(c *conn, s *stream, cmd *exec.Cmd, req *execRequest) (*execRun, error) {
@@ -59,10 +36,6 @@ func startExec(c *conn, s *stream, cmd *exec.Cmd, req *execRequest) (*execRun, e
 		return nil, newOpError(codeInternal, "exec: %v", err)
 	}
 	r := &execRun{c: c, s: s, req: req, closing: make(chan struct{})}
-	r.budget.left = defaultMaxOutputBytes
-	if req.MaxOutputBytes != nil {
-		r.budget.left = *req.MaxOutputBytes
-	}
 	var childEnds []*os.File
 	var err error
 	if req.TTY != nil {
@@ -91,10 +64,14 @@ func startExec(c *conn, s *stream, cmd *exec.Cmd, req *execRequest) (*execRun, e
 	s.mu.Unlock()
 	c.sendJSON(frameEvent, s.id, map[string]any{"event": "started", "pid": r.pid})
 	go r.feedStdin()
-	kinds := []uint8{frameStdout, frameStderr}
+	maxBytes := int64(defaultMaxOutputBytes)
+	if req.MaxOutputBytes != nil {
+		maxBytes = *req.MaxOutputBytes
+	}
 	for i, f := range r.outputs {
+		r.caps = append(r.caps, newOutputCap(maxBytes))
 		r.pumps.Add(1)
-		go r.pump(f, kinds[i])
+		go r.pump(f, outputKinds[i], r.caps[i])
 	}
 	return r, nil
 }
@@ -155,15 +132,23 @@ func (r *execRun) setupPipes(cmd *exec.Cmd) ([]*os.File, error) {
 	return append(child, outW, errW), nil
 }
 
-// pump forwards one output until EOF (or until finish closes it after the drain window). It
-// reads only as much as the host's window has room for: when the host stops taking output, the
-// pipe fills and the program blocks in write(). Output beyond the cap is read and dropped.
-func (r *execRun) pump(f *os.File, kind uint8) {
+// outputKinds are the frame types of outputs[0] and outputs[1] (a pty has only the first).
+var outputKinds = []uint8{frameStdout, frameStderr}
+
+// outputNames name them in the truncated event.
+var outputNames = []string{"stdout", "stderr"}
+
+// pump forwards one output until EOF (or until finish closes it after the drain window). While
+// the head of its cap lasts it reads only as much as the host's window has room for: when the
+// host stops taking output, the pipe fills and the program blocks in write(). Past the head,
+// output is read without credit into the cap's tail (what does not fit it is dropped).
+func (r *execRun) pump(f *os.File, kind uint8, oc *outputCap) {
 	defer r.pumps.Done()
 	buf := make([]byte, 32<<10)
 	for {
+		live := oc.live()
 		want, reserved := len(buf), 0
-		if !r.budget.exhausted() {
+		if live {
 			n, ok := r.s.out.take(len(buf), r.s.ctx.Done(), r.closing)
 			if !ok {
 				return
@@ -172,10 +157,12 @@ func (r *execRun) pump(f *os.File, kind uint8) {
 		}
 		n, err := f.Read(buf[:want])
 		sent := 0
-		if n > 0 {
-			if sent = r.budget.take(n); sent > 0 {
+		if n > 0 && live {
+			if sent = oc.split(buf[:n]); sent > 0 {
 				r.c.send(kind, r.s.id, buf[:sent])
 			}
+		} else if n > 0 {
+			oc.keep(buf[:n])
 		}
 		if reserved > 0 {
 			r.s.out.settle(reserved, sent)
@@ -281,7 +268,35 @@ func (r *execRun) finish() (any, error) {
 	if cancelled {
 		return nil, newOpError(codeCancelled, "exec cancelled; its process tree was killed")
 	}
+	r.sendTails()
 	return r.result(ex, duration), nil
+}
+
+// sendTails sends, per output, what its cap kept past the head: announced by EVENT
+// {"event":"truncated","stream","droppedBytes"} when bytes were dropped before it. The tails wait
+// for the host's window like any output, for at most drainAfterExit (a host that takes nothing
+// must still get its RESULT); what cannot be sent by then counts as dropped.
+func (r *execRun) sendTails() {
+	giveUp := make(chan struct{})
+	timer := time.AfterFunc(drainAfterExit, func() { close(giveUp) })
+	defer timer.Stop()
+	r.dropped = make([]int64, len(r.caps))
+	for i, oc := range r.caps {
+		tail, dropped := oc.finish()
+		if dropped > 0 {
+			r.c.sendJSON(frameEvent, r.s.id, map[string]any{"event": "truncated", "stream": outputNames[i], "droppedBytes": dropped})
+		}
+		for len(tail) > 0 {
+			n, ok := r.s.out.take(len(tail), r.s.ctx.Done(), giveUp)
+			if !ok {
+				dropped += int64(len(tail))
+				break
+			}
+			r.c.send(outputKinds[i], r.s.id, tail[:n])
+			tail = tail[n:]
+		}
+		r.dropped[i] = dropped
+	}
 }
 
 func (r *execRun) drain() {
@@ -312,9 +327,16 @@ func (r *execRun) result(ex exitInfo, duration float64) execResult {
 		CPUSystemMs:     tvMs(ex.rusage.Stime),
 		PeakMemoryBytes: ex.rusage.Maxrss * 1024,
 	}
-	r.budget.mu.Lock()
-	res.OutputTruncated = r.budget.truncated
-	r.budget.mu.Unlock()
+	for i, d := range r.dropped {
+		if d > 0 {
+			res.OutputTruncated = true
+		}
+		if i == 0 {
+			res.StdoutDroppedBytes = d
+		} else {
+			res.StderrDroppedBytes = d
+		}
+	}
 	if ex.status.Signaled() {
 		name := signalName(ex.status.Signal())
 		res.Signal = &name

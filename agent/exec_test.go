@@ -42,6 +42,33 @@ func TestExec(t *testing.T) {
 					t.Fatalf("got %d bytes, truncated=%v", len(r.stdout), r.result["outputTruncated"])
 				}
 			}},
+		{name: "stdout and stderr have a cap each", req: map[string]any{"op": "exec", "argv": []string{"/bin/sh", "-c", "head -c 5000 /dev/zero; echo boom >&2"}, "maxOutputBytes": 1000},
+			stderr: "boom\n", exitCode: 0.0, extra: func(t *testing.T, r reply) {
+				if len(r.stdout) != 1000 || r.result["stdoutDroppedBytes"] != 4000.0 || r.result["stderrDroppedBytes"] != 0.0 {
+					t.Fatalf("got %d bytes, result %v", len(r.stdout), r.result)
+				}
+			}},
+		{name: "a truncated stream keeps its head and its tail", req: map[string]any{"op": "exec", "argv": []string{"/bin/sh", "-c", "seq 1 100000; echo END"}, "maxOutputBytes": 1000},
+			exitCode: 0.0, extra: func(t *testing.T, r reply) {
+				if len(r.stdout) != 1000 || !strings.HasPrefix(string(r.stdout), "1\n2\n3\n") || !strings.HasSuffix(string(r.stdout), "99999\n100000\nEND\n") {
+					t.Fatalf("got %d bytes: %q ... %q", len(r.stdout), r.stdout[:20], r.stdout[len(r.stdout)-20:])
+				}
+				var head int
+				for _, f := range r.frames {
+					if f.Type == frameStdout {
+						head += len(f.Payload)
+						continue
+					}
+					if f.Type == frameEvent && strings.Contains(string(f.Payload), `"truncated"`) {
+						want := fmt.Sprintf(`"droppedBytes":%d`, 588899-1000)
+						if head != 500 || !strings.Contains(string(f.Payload), want) || !strings.Contains(string(f.Payload), `"stream":"stdout"`) {
+							t.Fatalf("event %s after %d head bytes, want %s after 500", f.Payload, head, want)
+						}
+						return
+					}
+				}
+				t.Fatal("no truncated event between head and tail")
+			}},
 		{name: "rusage", req: execReq("/bin/sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"), exitCode: 0.0,
 			extra: func(t *testing.T, r reply) {
 				if r.result["cpuUserMs"].(float64) <= 0 || r.result["peakMemoryBytes"].(float64) <= 0 || r.result["durationMs"].(float64) <= 0 {

@@ -135,9 +135,14 @@ func (h *testHost) wait(id uint32, timeout time.Duration) reply {
 			case frameData:
 				r.data = append(r.data, f.Payload...)
 			case frameEvent:
-				var ev struct{ Pid int }
+				var ev struct {
+					Event string
+					Pid   int
+				}
 				_ = json.Unmarshal(f.Payload, &ev)
-				r.pid = ev.Pid
+				if ev.Event == "started" {
+					r.pid = ev.Pid
+				}
 			case frameResult:
 				_ = json.Unmarshal(f.Payload, &r.result)
 				return r

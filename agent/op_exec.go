@@ -17,6 +17,7 @@ import (
 )
 
 const (
+	// defaultMaxOutputBytes caps each of stdout and stderr when the request names no cap.
 	defaultMaxOutputBytes = 1 << 20
 	maxArgv               = 4096
 	drainAfterExit        = 200 * time.Millisecond
@@ -56,6 +57,9 @@ type execResult struct {
 	CPUSystemMs     float64 `json:"cpuSystemMs"`
 	PeakMemoryBytes int64   `json:"peakMemoryBytes"`
 	OutputTruncated bool    `json:"outputTruncated"`
+	// Bytes of each stream dropped between its head and its tail (output_cap.go).
+	StdoutDroppedBytes int64 `json:"stdoutDroppedBytes"`
+	StderrDroppedBytes int64 `json:"stderrDroppedBytes"`
 }
 
 func opExec(c *conn, s *stream, raw json.RawMessage) (any, error) {

@@ -11,7 +11,7 @@ import { Agent as HttpAgent, request } from 'node:http';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../src/core/config.js';
 import { resolveImage } from '../src/images/index.js';
-import { KilnClient } from '../src/sdk/index.js';
+import type { KilnClient } from '../sdk/src/index.js';
 import { startTestServer, type TestServer } from '../test/parity/fixture.js';
 import { percentile, ratio, runCmd, timeN, type Row } from './stats.js';
 import { startServerProcess, waitPoolFull, type ServerProcess } from './server.js';
@@ -83,7 +83,7 @@ export async function benchService(o: BenchOptions, base: { bare: number; bwrapT
     }));
     rows.push(stat('namespace', 'create + delete', withDelete));
     const oneShot = await timeN(o.samples, () => kiln.run({ pack: 'python', code: 'print(1)' }));
-    rows.push(stat('run', '/v1/run python print(1), unpooled', oneShot, { vsBaseline: ratio(percentile(oneShot, 50), base.bare) + ' bare' }));
+    rows.push(stat('run', '/v1/run python print(1), unpooled', oneShot, { vsBaseline: `${ratio(percentile(oneShot, 50), base.bare)} bare` }));
   } finally {
     await p?.close();
   }

@@ -39,9 +39,9 @@ const onData = (d: Buffer) => {
   partial = parts.pop()!;
   for (const l of parts) lines.push([performance.now() - t0, l.replace(/\r$/, '')]);
 };
-(proc as unknown as { child: { stdout: NodeJS.ReadableStream } }).child.stdout.on('data', onData);
+proc.child.stdout!.on('data', onData);
 try {
-  let sock;
+  let sock: import('node:net').Socket | undefined;
   for (;;) {
     sock = await new Promise<import('node:net').Socket | undefined>((res) => { const s = createConnection(paths.ctlSock); s.once('connect', () => res(s)); s.once('error', () => res(undefined)); });
     if (sock) break;

@@ -17,7 +17,7 @@ import { buildVmArtifacts } from '../src/vmimage/index.js';
 import { QmpClient } from '../src/backends/qemu/qmp.js';
 import { percentile, ratio, type Row } from './stats.js';
 import { startServerProcess, waitPoolFull } from './server.js';
-import { KilnClient } from '../src/sdk/index.js';
+import type { KilnClient } from '../sdk/src/index.js';
 
 export interface BenchQemuOptions {
   /** Samples per measurement (clones; execs are twice this). */

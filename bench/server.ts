@@ -5,7 +5,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../src/core/config.js';
-import { KilnClient } from '../src/sdk/index.js';
+import { KilnClient } from '../sdk/src/index.js';
 
 export interface ServerProcess {
   client: KilnClient;

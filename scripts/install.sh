@@ -47,13 +47,8 @@ bash agent/build.sh
 step "images: building language packs (cached by definition hash)"
 bin/kiln images build ${KILN_PACKS:-}
 
-if grep -q '"build:web"' package.json; then
-  step "web: building the dashboard"
-  npm run --silent build:web
-fi
+step "web: building the dashboard"
+npm run --silent build:web
 
-if [ -f src/cli/commands/vm.ts ]; then
-  step "vm: building guest kernel + initramfs (cached)"
-  bin/kiln vm build
-fi
+# The microVMs' guest kernel + initramfs are built on first use (src/vmimage, cached in the data dir).
 step "done"

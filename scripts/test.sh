@@ -17,9 +17,13 @@ if [ -n "$unformatted" ]; then printf 'gofmt: not formatted (run gofmt -w in age
 printf '\n==> typecheck\n' >&2
 npx tsc -p tsconfig.json --noEmit || fail=1
 npx tsc -p web/tsconfig.json --noEmit || fail=1
+npx tsc -p sdk/tsconfig.json --noEmit || fail=1   # the SDK package alone: no Node types, as browsers see it
 
 printf '\n==> dependency rules (.dependency-cruiser.cjs)\n' >&2
-npx depcruise --config .dependency-cruiser.cjs src web/src || fail=1
+npx depcruise --config .dependency-cruiser.cjs src web/src sdk/src || fail=1
+
+printf '\n==> lint and format (biome.json; fix with: npx biome check --write .)\n' >&2
+npx biome ci --colors=off . || fail=1
 
 printf '\n==> node tests\n' >&2
 shopt -s nullglob

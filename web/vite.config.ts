@@ -22,7 +22,7 @@ export default defineConfig({
     chunkSizeWarningLimit: 700,
   },
   server: {
-    // The dashboard imports the SDK from ../src/sdk.
+    // The dashboard imports the SDK package from ../sdk/src.
     fs: { allow: [repoRoot] },
     proxy: {
       '/v1': { target: api, ws: true },

@@ -21,7 +21,16 @@ const cases = {
     [T.EVENT, 3, { event: 'started', pid: 7 }],
     [T.STDIN, 3, Buffer.from('hi\n')], [T.EOF, 3],
     [T.STDOUT, 3, Buffer.from('hi\n')], [T.STDERR, 3, Buffer.from('err\n')],
-    [T.RESULT, 3, { exitCode: 0, signal: null, timedOut: false, durationMs: 4.5, cpuUserMs: 1, cpuSystemMs: 0.5, peakMemoryBytes: 1048576, outputTruncated: false }],
+    [T.RESULT, 3, { exitCode: 0, signal: null, timedOut: false, durationMs: 4.5, cpuUserMs: 1, cpuSystemMs: 0.5, peakMemoryBytes: 1048576, outputTruncated: false, stdoutDroppedBytes: 0, stderrDroppedBytes: 0 }],
+  ],
+  // A stream over its cap: its head, the truncated event, its tail (docs/protocol.md, exec).
+  'exec-truncated.bin': [
+    [T.REQUEST, 13, { op: 'exec', argv: ['/bin/sh', '-c', 'seq 1 100; echo END'], maxOutputBytes: 8 }],
+    [T.EVENT, 13, { event: 'started', pid: 8 }],
+    [T.STDOUT, 13, Buffer.from('1\n2\n')],
+    [T.EVENT, 13, { event: 'truncated', stream: 'stdout', droppedBytes: 288 }],
+    [T.STDOUT, 13, Buffer.from('END\n')],
+    [T.RESULT, 13, { exitCode: 0, signal: null, timedOut: false, durationMs: 1.5, cpuUserMs: 0.5, cpuSystemMs: 0.5, peakMemoryBytes: 1048576, outputTruncated: true, stdoutDroppedBytes: 288, stderrDroppedBytes: 0 }],
   ],
   'control.bin': [[T.CONTROL, 5, { signal: 'SIGINT' }], [T.CONTROL, 5, { resize: { cols: 120, rows: 40 } }], [T.CANCEL, 5]],
   'error.bin': [[T.REQUEST, 7, { op: 'file.read', path: '/../etc/passwd', maxBytes: 10 }], [T.ERROR, 7, { code: 'PATH_ESCAPE', message: 'path /../etc/passwd leaves the sandbox' }]],

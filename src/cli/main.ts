@@ -1,5 +1,5 @@
 /** kiln CLI entry: a lazy command map, so `kiln run` never loads the server or the image builder. */
-import { KilnApiError } from '../sdk/errors.js';
+import { KilnError } from '../../sdk/src/errors.js';
 import { UsageError, type Command } from './command.js';
 
 const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
@@ -41,7 +41,7 @@ export async function main(argv: string[]): Promise<number> {
     return await (await load()).default.run(rest);
   } catch (e) {
     if (e instanceof UsageError) console.error(`kiln ${name}: ${e.message}`);
-    else if (e instanceof KilnApiError) console.error(`kiln ${name}: ${e.code}: ${e.message}`);
+    else if (e instanceof KilnError) console.error(`kiln ${name}: ${e.code}: ${e.message}`);
     else if (e instanceof TypeError && /fetch failed/.test(e.message)) console.error(`kiln ${name}: cannot reach the kiln service (${process.env.KILN_URL ?? 'http://127.0.0.1:8400'}); start it with \`kiln serve\``);
     else console.error(`kiln ${name}: ${e instanceof Error ? e.message : String(e)}`);
     return 1;

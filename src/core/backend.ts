@@ -1,7 +1,7 @@
 /**
- * The contract every sandbox backend (namespace, qemu, firecracker) implements. Only the
- * composition root (src/server/compose.ts, optional-backends.ts) imports concrete backends; everything
- * else sees this (.dependency-cruiser.cjs checks it).
+ * The contract every sandbox backend implements. The backends are listed once, in the registry
+ * (src/server/backends.ts), the only module that imports them; everything else sees this
+ * (.dependency-cruiser.cjs checks it).
  */
 import type { AgentClient } from '../protocol/agent-client.js';
 import type { PackImage } from './packs.js';
@@ -9,7 +9,20 @@ import type { PackImage } from './packs.js';
 // PackImage lives with the other pack types; re-exported here, where backends have always found it.
 export type { PackImage } from './packs.js';
 
-export type BackendName = 'namespace' | 'qemu' | 'firecracker';
+/**
+ * A backend's name as registered in src/server/backends.ts (namespace, qemu, firecracker, …). The
+ * core takes any name; the registry is what knows which exist, and names outside it are refused
+ * where they enter (config, request schemas).
+ */
+export type BackendName = string;
+
+/** One fact about the host that a backend needs, with what to do when it fails. */
+export interface HostCheck {
+  name: string;
+  ok: boolean;
+  /** What was found, or what is missing and how to fix it. */
+  detail: string;
+}
 
 export interface BackendCapabilities {
   /** Snapshot/template clones for fast starts. */
@@ -30,6 +43,25 @@ export interface BackendAvailability {
   capabilities: BackendCapabilities;
   /** Facts worth showing (versions, accel, …). */
   info?: Record<string, unknown>;
+  /** Every host check behind `available` (kiln doctor prints these; nobody repeats them). */
+  checks: HostCheck[];
+}
+
+export interface ProbeOptions {
+  /**
+   * Also try what only an administrator's check should (kiln doctor): e.g. create and remove a
+   * real sandbox cgroup, instead of looking at the mounts.
+   */
+  thorough?: boolean;
+}
+
+/** Availability from checks: available when every check passed; the reason lists the failed ones. */
+export function availabilityFrom(name: BackendName, checks: HostCheck[], capabilities: BackendCapabilities, info?: Record<string, unknown>): BackendAvailability {
+  const failed = checks.filter((c) => !c.ok);
+  return {
+    name, available: failed.length === 0, capabilities, info, checks,
+    reason: failed.length ? failed.map((c) => `${c.name}: ${c.detail}`).join('; ') : undefined,
+  };
 }
 
 export interface SandboxSpec {
@@ -76,7 +108,7 @@ export interface ScanReport {
 
 export interface Backend {
   readonly name: BackendName;
-  probe(): Promise<BackendAvailability>;
+  probe(options?: ProbeOptions): Promise<BackendAvailability>;
   create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox>;
   /** Start-up scan: remove everything a previous (crashed) service instance left behind. */
   scan(): Promise<ScanReport>;

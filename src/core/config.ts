@@ -33,7 +33,8 @@ export interface KilnConfig {
   packsDir: string;
   /** The operator's folder of custom pack definitions (POST /v1/packs stores them here). */
   customPacksDir: string;
-  defaultBackend: 'namespace' | 'qemu' | 'firecracker';
+  /** KILN_BACKEND; checked against the registered backends by checkBackendNames. */
+  defaultBackend: BackendName;
   limits: SandboxLimits;
   /** Host capacity: beyond it, creates queue (then 429/503). */
   maxSandboxes: number;
@@ -58,12 +59,19 @@ export interface SandboxLimits {
   maxTtlSec: number;
   defaultExecTimeoutMs: number;
   maxExecTimeoutMs: number;
+  /** Per stream (stdout, stderr): the cap when a request names none, and the most it may ask for. */
+  defaultOutputBytes: number;
   maxOutputBytes: number;
   maxFileBytes: number;
   maxPids: number;
 }
 
-export const REPO_ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+/**
+ * The repository: two folders above src/core/, or three above the compiled dist/src/core/ (the host
+ * build keeps the repo's layout under dist/ so that the CLI's import of ../../sdk/src resolves alike).
+ */
+const CORE_DIR = fileURLToPath(new URL('.', import.meta.url));
+export const REPO_ROOT = resolve(CORE_DIR, /[\\/]dist[\\/]src[\\/]core[\\/]$/.test(CORE_DIR) ? '../../..' : '../..');
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -97,7 +105,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       maxTtlSec: int(env, 'KILN_MAX_TTL_SEC', 86400, 1, 30 * 86400),
       defaultExecTimeoutMs: int(env, 'KILN_DEFAULT_EXEC_TIMEOUT_MS', 30_000, 1, 86_400_000),
       maxExecTimeoutMs: int(env, 'KILN_MAX_EXEC_TIMEOUT_MS', 3_600_000, 1, 86_400_000),
-      maxOutputBytes: int(env, 'KILN_MAX_OUTPUT_BYTES', 1 << 20, 1024, 1 << 30),
+      defaultOutputBytes: int(env, 'KILN_DEFAULT_OUTPUT_BYTES', 1 << 20, 1024, 1 << 30),
+      maxOutputBytes: int(env, 'KILN_MAX_OUTPUT_BYTES', 16 << 20, 1024, 1 << 30),
       maxFileBytes: int(env, 'KILN_MAX_FILE_BYTES', 100 << 20, 1024, 2 ** 34),
       maxPids: int(env, 'KILN_MAX_PIDS', 256, 8, 1 << 22),
     },
@@ -111,6 +120,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     firecrackerKvm: env.KILN_FIRECRACKER_KVM === 'force' ? 'force' : 'auto',
     ...overrides,
   };
+  const { defaultOutputBytes, maxOutputBytes } = cfg.limits;
+  if (defaultOutputBytes > maxOutputBytes) {
+    // An operator who only lowered the maximum gets a default that fits it.
+    if (env.KILN_DEFAULT_OUTPUT_BYTES) throw new KilnError('INVALID_REQUEST', `KILN_DEFAULT_OUTPUT_BYTES=${defaultOutputBytes} is above KILN_MAX_OUTPUT_BYTES=${maxOutputBytes}: lower the default or raise the maximum`);
+    cfg.limits = { ...cfg.limits, defaultOutputBytes: maxOutputBytes };
+  }
   if (!isLoopback(cfg.host) && !cfg.token) {
     throw new KilnError('INVALID_REQUEST', `KILN_HOST=${cfg.host} is not a loopback address: set KILN_TOKEN so the API is not open to the network`);
   }
@@ -157,9 +172,24 @@ function path(p: string): string {
   return isAbsolute(p) ? p : resolve(p);
 }
 
-function backendName(v: string): KilnConfig['defaultBackend'] {
-  if (v === 'namespace' || v === 'qemu' || v === 'firecracker') return v;
-  throw new KilnError('INVALID_REQUEST', `KILN_BACKEND=${v}: use namespace, qemu or firecracker`);
+const NAME = /^[a-z][a-z0-9-]{0,31}$/;
+
+function backendName(v: string): BackendName {
+  if (NAME.test(v)) return v;
+  throw new KilnError('INVALID_REQUEST', `KILN_BACKEND=${JSON.stringify(v)}: a backend name is lower-case letters, digits and "-", e.g. namespace`);
+}
+
+/**
+ * Refuses backend names (KILN_BACKEND, KILN_POOL) that are not registered. The config is parsed
+ * without knowing the registry (the core sits below it); the composition root calls this with the
+ * registry's names (src/server/backends.ts).
+ */
+export function checkBackendNames(config: KilnConfig, registered: readonly BackendName[]): void {
+  const list = registered.join(', ');
+  if (!registered.includes(config.defaultBackend)) throw new KilnError('INVALID_REQUEST', `KILN_BACKEND=${config.defaultBackend}: no such backend; use one of ${list}`);
+  for (const t of config.poolTargets) {
+    if (t.backend !== undefined && !registered.includes(t.backend)) throw new KilnError('INVALID_REQUEST', `KILN_POOL entry "${t.backend}/${t.pack}=${t.target}": no backend "${t.backend}"; use one of ${list}`);
+  }
 }
 
 function accel(v: string): KilnConfig['qemuAccel'] {
@@ -178,7 +208,7 @@ export interface PoolTarget {
 function poolTargets(spec: string): PoolTarget[] {
   const out = new Map<string, PoolTarget>();
   for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
-    const m = /^(?:(namespace|qemu|firecracker)\/)?([A-Za-z0-9][A-Za-z0-9_-]*)=(\d+)$/.exec(part);
+    const m = /^(?:([a-z][a-z0-9-]{0,31})\/)?([A-Za-z0-9][A-Za-z0-9_-]*)=(\d+)$/.exec(part);
     const n = Number(m?.[3]);
     if (!m || n > 1000) throw new KilnError('INVALID_REQUEST', `KILN_POOL entry "${part}": use [backend/]pack=count with a count up to 1000, e.g. python=2,node=1,qemu/python=1`);
     out.set(`${m[1] ?? ''}/${m[2]}`, { backend: m[1] as BackendName | undefined, pack: m[2]!, target: n });

@@ -2,7 +2,7 @@
  * Runs commands in a sandbox through its agent: applies defaults and limits, merges environments
  * (pack < sandbox < exec), collects or streams output, and adds host-side facts (OOM kills).
  */
-import type { ChunkSink, ExecHandlers, ExecHandle } from '../protocol/agent-client.js';
+import type { ChunkSink, ExecHandlers, ExecHandle, OutputStream } from '../protocol/agent-client.js';
 import type { ExecResult } from '../protocol/messages.js';
 import type { SandboxLimits } from './config.js';
 import { KilnError } from './errors.js';
@@ -17,6 +17,7 @@ export interface ExecOptions {
   cwd?: string;
   uid?: number;
   timeoutMs?: number;
+  /** Caps stdout and stderr each; up to the operator's KILN_MAX_OUTPUT_BYTES. */
   maxOutputBytes?: number;
   /** Small files written just before the command starts, in the same agent round trip. */
   files?: Array<{ path: string; data: Buffer }>;
@@ -27,11 +28,13 @@ export interface ExecStreamHandlers {
   onStdout?: ChunkSink;
   onStderr?: ChunkSink;
   onStarted?: (pid: number) => void;
+  /** Bytes were dropped from the middle of a stream: what follows on it is its tail. */
+  onTruncated?: (stream: OutputStream, droppedBytes: number) => void;
 }
 
 /**
- * An interactive session's output cap. Memory does not depend on it (flow control holds at most a
- * window per stream); it bounds what one session can make the service relay.
+ * An interactive session's output cap, per stream. Memory does not depend on it (flow control
+ * holds at most a window per stream); it bounds what one session can make the service relay.
  */
 export const INTERACTIVE_MAX_OUTPUT_BYTES = 1024 * 1024 * 1024;
 
@@ -73,14 +76,26 @@ export class ExecRunner {
     return t;
   }
 
+  /** The cap a request asked for, checked against the operator's maximum (never clamped silently). */
+  outputCap(requested: number | undefined): number {
+    const { defaultOutputBytes, maxOutputBytes } = this.limits;
+    if (requested === undefined) return defaultOutputBytes;
+    if (requested > maxOutputBytes) {
+      throw new KilnError('INVALID_REQUEST', `maxOutputBytes ${requested} is over this server's limit of ${maxOutputBytes} bytes per stream (KILN_MAX_OUTPUT_BYTES): ask for at most ${maxOutputBytes}; a truncated stream still keeps its head and its tail`, {
+        details: { field: 'maxOutputBytes', value: requested, limit: maxOutputBytes },
+      });
+    }
+    return requested;
+  }
+
   async run(sb: Sandbox, o: ExecOptions, handlers: ExecStreamHandlers = {}, signal?: AbortSignal): Promise<ExecOutcome> {
-    const maxOutputBytes = Math.min(o.maxOutputBytes ?? this.limits.maxOutputBytes, this.limits.maxOutputBytes);
+    const maxOutputBytes = this.outputCap(o.maxOutputBytes);
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     const streaming = handlers.onStdout !== undefined || handlers.onStderr !== undefined;
     const agentHandlers: ExecHandlers = streaming
       ? handlers
-      : { onStdout: (c) => stdout.push(c), onStderr: (c) => stderr.push(c), onStarted: handlers.onStarted };
+      : { onStdout: (c) => stdout.push(c), onStderr: (c) => stderr.push(c), onStarted: handlers.onStarted, onTruncated: handlers.onTruncated };
     const stdin = o.stdin === undefined ? undefined : Buffer.isBuffer(o.stdin) ? o.stdin : Buffer.from(o.stdin);
     const outcome = await this.execute(sb, {
       argv: this.argv(o.cmd),

@@ -187,6 +187,11 @@ export class SandboxManager {
     return sb;
   }
 
+  /** Refuses a maxOutputBytes over the operator's maximum before anything is created for it. */
+  checkOutputCap(maxOutputBytes: number | undefined): void {
+    this.exec.outputCap(maxOutputBytes);
+  }
+
   runExec(id: string, o: ExecOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal): Promise<ExecOutcome> {
     return this.exec.run(this.ready(id), o, handlers, signal);
   }

@@ -15,7 +15,9 @@ export interface RunOptions {
   code?: string;
   files?: Array<{ path: string; content: string; encoding?: 'utf8' | 'base64' }>;
   entrypoint?: string;
-  stdin?: string;
+  /** Run this (a shell string or argv, in /workspace) instead of the pack's command: tests, builds. */
+  cmd?: string | string[];
+  stdin?: string | Buffer;
   args?: string[];
   env?: Record<string, string>;
   timeoutMs?: number;
@@ -34,14 +36,20 @@ const WORKDIR = '/workspace';
 const INLINE_FILES_MAX_BYTES = 128 * 1024;
 
 export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: RunOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal): Promise<RunOutcome> {
-  if ((o.code === undefined) === (o.files === undefined)) throw new KilnError('INVALID_REQUEST', 'pass either "code" (a snippet) or "files" with an "entrypoint"');
+  if (o.code !== undefined && o.files !== undefined) throw new KilnError('INVALID_REQUEST', 'pass either "code" (a snippet) or "files" (a project), not both');
+  if (o.cmd === undefined && o.code === undefined && o.files === undefined) throw new KilnError('INVALID_REQUEST', 'pass "code" (a snippet), "files" with an "entrypoint" (a project), or a "cmd" to run');
+  if (o.cmd !== undefined && o.args !== undefined) throw new KilnError('INVALID_REQUEST', '"args" are added to the pack\'s command, which "cmd" replaces: put the arguments in "cmd"');
+  manager.checkOutputCap(o.maxOutputBytes);
   const pack = await packs.get(o.pack);
+  const snippet = o.code === undefined ? undefined : snippetFileName(pack.run.fileName, o.code);
   const files = o.code !== undefined
-    ? [{ path: pack.run.fileName, data: Buffer.from(o.code) }]
-    : o.files!.map((f) => ({ path: relPath(f.path), data: Buffer.from(f.content, f.encoding === 'base64' ? 'base64' : 'utf8') }));
-  const entry = o.code !== undefined ? pack.run.fileName : relPath(o.entrypoint ?? pack.run.fileName);
-  if (o.files && !files.some((f) => f.path === entry)) throw new KilnError('INVALID_REQUEST', `entrypoint "${entry}" is not among the uploaded files`);
-  const argv = [...fillCommand(o.code !== undefined ? pack.run.command : pack.run.projectCommand, { file: entry, entrypoint: entry }), ...(o.args ?? [])];
+    ? [{ path: snippet!, data: Buffer.from(o.code) }]
+    : (o.files ?? []).map((f) => ({ path: relPath(f.path), data: Buffer.from(f.content, f.encoding === 'base64' ? 'base64' : 'utf8') }));
+  const entry = snippet ?? relPath(o.entrypoint ?? pack.run.fileName);
+  if (o.files && (o.cmd === undefined || o.entrypoint !== undefined) && !files.some((f) => f.path === entry)) throw new KilnError('INVALID_REQUEST', `entrypoint "${entry}" is not among the uploaded files`);
+  const argv = o.cmd !== undefined
+    ? o.cmd
+    : [...fillCommand(snippet !== undefined ? pack.run.command : pack.run.projectCommand, { file: entry, entrypoint: entry }), ...(o.args ?? [])];
 
   const t0 = performance.now();
   const sb = await manager.create({ pack: o.pack, backend: o.backend, memoryMib: o.memoryMib, cpus: o.cpus, ttlSec: ttlFor(o.timeoutMs) }, signal);
@@ -62,6 +70,17 @@ export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: Ru
     void manager.delete(sb.id).catch(() => undefined);
   }
 }
+
+/**
+ * JavaScript with static import/export is an ES module: Node 18 runs a .js file as CommonJS and
+ * fails on it, so such a snippet is written as .mjs. Anything else keeps the pack's file name.
+ */
+export function snippetFileName(fileName: string, code: string): string {
+  return fileName.endsWith('.js') && ESM_SYNTAX.test(code) ? fileName.replace(/\.js$/, '.mjs') : fileName;
+}
+
+/** A line that starts with a static import or an export statement (not `import(`, a call). */
+const ESM_SYNTAX = /^[ \t]*(import(?:[ \t]+[\w$]|[ \t]*[{*"'])|export(?:[ \t]+(?:default|const|let|var|function|async|class)\b|[ \t]*[{*]))/m;
 
 /** A project-relative path: no absolute paths, no "..". */
 function relPath(p: string): string {

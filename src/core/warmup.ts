@@ -66,12 +66,12 @@ export async function warmTemplate(agent: AgentClient, w: TemplateWarmup, warn?:
     await agent.exec({ argv: fillCommand(w.command, { file }), cwd: TEMPLATE_WARMUP_DIR, env: w.env, timeoutMs: WARMUP_TIMEOUT_MS, maxOutputBytes: 4096 }).result;
   } catch (e) {
     warn?.('the template warm-up failed; clones start with a cold page cache', { error: (e as Error).message });
-  } finally {
-    const after = await Promise.all(LEFT_AS_FOUND.map(listNames));
-    const added = LEFT_AS_FOUND.flatMap((dir, i) => after[i]!.filter((n) => !before[i]!.includes(n)).map((n) => `${dir}/${n}`));
-    if (added.length) {
-      const r = await agent.exec({ argv: ['rm', '-rf', '--', ...added], uid: 0, timeoutMs: WARMUP_TIMEOUT_MS }).result;
-      if (r.exitCode !== 0) throw new Error(`could not remove what the template warm-up left: ${added.join(' ')}`);
-    }
+  }
+  // Whatever happened above (the catch swallows it), what the warm-up left must go.
+  const after = await Promise.all(LEFT_AS_FOUND.map(listNames));
+  const added = LEFT_AS_FOUND.flatMap((dir, i) => after[i]!.filter((n) => !before[i]!.includes(n)).map((n) => `${dir}/${n}`));
+  if (added.length) {
+    const r = await agent.exec({ argv: ['rm', '-rf', '--', ...added], uid: 0, timeoutMs: WARMUP_TIMEOUT_MS }).result;
+    if (r.exitCode !== 0) throw new Error(`could not remove what the template warm-up left: ${added.join(' ')}`);
   }
 }

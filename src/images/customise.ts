@@ -84,6 +84,7 @@ export async function refuseEmptyPasswords(rootDir: string): Promise<void> {
 /** Package -> version from the image's dpkg database, read with the host's dpkg-query. */
 export async function packageVersions(rootDir: string, signal?: AbortSignal): Promise<Record<string, string>> {
   const versions: Record<string, string> = {};
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own ${field} format, not a template
   const result = await runProcess('dpkg-query', [`--admindir=${join(rootDir, 'var/lib/dpkg')}`, '-W', '-f=${Package}\\t${Version}\\n'], {
     signal,
     timeoutMs: 60_000,

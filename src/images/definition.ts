@@ -4,13 +4,13 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { REPO_ROOT } from '../core/config.js';
 import { KilnError } from '../core/errors.js';
 import { Checker, NAME_RE, PACKAGE_RE, PackDefinitionError, VARIANTS } from './checker.js';
 import { resolveCustomPack, validateCustomPack } from './custom.js';
 import type { ImageVariant, PackDefinition, PackSources } from './types.js';
 
-export const DEFAULT_PACKS_DIR = fileURLToPath(new URL('../../images/packs/', import.meta.url));
+export const DEFAULT_PACKS_DIR = join(REPO_ROOT, 'images/packs/');
 
 // A chain of custom packs built on custom packs ends somewhere; this is where.
 const MAX_BASE_DEPTH = 4;

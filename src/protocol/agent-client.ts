@@ -7,21 +7,21 @@
 import { randomBytes } from 'node:crypto';
 import { KilnError } from '../core/errors.js';
 import { abortedError, agentError, requestFrame } from './agent-errors.js';
-import type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers } from './agent-types.js';
+import type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers, OutputStream } from './agent-types.js';
 import { parseWindow, RecvWindow, SendWindow, windowPayload } from './flow.js';
 import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, type Frame } from './frames.js';
 import {
   PROTOCOL_VERSION, validateExecResult, validateFsList, validateHello, validatePing,
-  validateStarted, validateSync, validateTransfer,
+  validateStarted, validateSync, validateTransfer, validateTruncated,
   type ExecRequest, type ExecResult, type FsEntry, type HelloResult, type SyncResult, type TransferResult,
 } from './messages.js';
 
-export type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers } from './agent-types.js';
+export type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers, OutputStream } from './agent-types.js';
 
 const DATA_CHUNK_BYTES = 256 * 1024;
 const ANSWERED = Symbol('answered');
 
-/** The agent's default output cap (docs/protocol.md, exec `maxOutputBytes`). */
+/** The agent's default output cap per stream (docs/protocol.md, exec `maxOutputBytes`). */
 const AGENT_DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024;
 
 interface StreamState {
@@ -122,33 +122,38 @@ export class AgentClient {
     const stream = this.allocStream();
     // Encoded before anything is registered: a request too big for one frame leaves nothing behind.
     const request = requestFrame(stream, { op: 'exec', ...req });
-    // The host's own output budget, whatever the agent does with its copy of the cap.
-    let outputLeft = req.maxOutputBytes ?? AGENT_DEFAULT_MAX_OUTPUT_BYTES;
-    let truncated = false;
-    const output = (sink: ChunkSink | undefined, chunk: Buffer): unknown => {
-      if (chunk.length > outputLeft) {
-        truncated = true;
-        chunk = chunk.subarray(0, outputLeft);
+    // The host's own budget per stream (head and tail together fit the cap), whatever the agent
+    // does with its copy of it; what an agent sends beyond it is dropped and counted.
+    const cap = req.maxOutputBytes ?? AGENT_DEFAULT_MAX_OUTPUT_BYTES;
+    const left = { stdout: cap, stderr: cap };
+    const cut = { stdout: 0, stderr: 0 };
+    const output = (stream: OutputStream, sink: ChunkSink | undefined, chunk: Buffer): unknown => {
+      if (chunk.length > left[stream]) {
+        cut[stream] += chunk.length - left[stream];
+        chunk = chunk.subarray(0, left[stream]);
       }
-      outputLeft -= chunk.length;
+      left[stream] -= chunk.length;
       if (chunk.length > 0) return sink?.(chunk);
     };
     const result = new Promise<ExecResult>((resolve, reject) => {
       this.register(stream, {
         onFrame: (f) => {
           switch (f.type) {
-            case FrameType.STDOUT: return output(handlers.onStdout, f.payload);
-            case FrameType.STDERR: return output(handlers.onStderr, f.payload);
+            case FrameType.STDOUT: return output('stdout', handlers.onStdout, f.payload);
+            case FrameType.STDERR: return output('stderr', handlers.onStderr, f.payload);
             case FrameType.EVENT: {
               const ev = decodeJson(f);
-              if (validateStarted(ev) && ev.event === 'started' && typeof ev.pid === 'number') handlers.onStarted?.(ev.pid);
+              if (validateTruncated(ev)) handlers.onTruncated?.(ev.stream, ev.droppedBytes);
+              else if (validateStarted(ev) && ev.event === 'started' && typeof ev.pid === 'number') handlers.onStarted?.(ev.pid);
               break;
             }
             case FrameType.RESULT: {
               this.endStream(stream);
               const raw = decodeJson(f);
               if (!validateExecResult(raw)) return reject(new KilnError('AGENT_PROTOCOL', 'agent exec result is malformed'));
-              resolve(truncated ? { ...raw, outputTruncated: true } : raw);
+              const stdoutDroppedBytes = (raw.stdoutDroppedBytes ?? 0) + cut.stdout;
+              const stderrDroppedBytes = (raw.stderrDroppedBytes ?? 0) + cut.stderr;
+              resolve({ ...raw, stdoutDroppedBytes, stderrDroppedBytes, outputTruncated: raw.outputTruncated || stdoutDroppedBytes + stderrDroppedBytes > 0 });
               break;
             }
             case FrameType.ERROR: this.endStream(stream); reject(agentError(f)); break;
@@ -366,7 +371,8 @@ export class AgentClient {
     try {
       frames = this.decoder.push(chunk);
     } catch (e) {
-      return this.protocolViolation((e as Error).message);
+      this.protocolViolation((e as Error).message);
+      return;
     }
     for (const frame of frames) {
       const state = this.streams.get(frame.stream);
@@ -383,7 +389,8 @@ export class AgentClient {
           void state.onFrame(frame);
         }
       } catch (e) {
-        return this.protocolViolation((e as Error).message);
+        this.protocolViolation((e as Error).message);
+        return;
       }
     }
   }

@@ -15,10 +15,14 @@ export interface AgentIo {
  */
 export type ChunkSink = (chunk: Buffer) => unknown;
 
+export type OutputStream = 'stdout' | 'stderr';
+
 export interface ExecHandlers {
   onStdout?: ChunkSink;
   onStderr?: ChunkSink;
   onStarted?: (pid: number) => void;
+  /** Bytes were dropped from the middle of a stream: what follows on it is its tail. */
+  onTruncated?: (stream: OutputStream, droppedBytes: number) => void;
 }
 
 export interface ExecHandle {

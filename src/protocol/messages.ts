@@ -17,6 +17,7 @@ export interface ExecRequest {
   uid?: number;
   gid?: number;
   timeoutMs?: number;
+  /** Caps stdout and stderr each (agent default 1 MiB): head streamed, tail sent at the end. */
   maxOutputBytes?: number;
   stdin?: boolean;
   tty?: { cols: number; rows: number };
@@ -36,6 +37,9 @@ export interface ExecResult extends ExecUsage {
   timedOut: boolean;
   durationMs: number;
   outputTruncated: boolean;
+  /** Bytes dropped between a stream's head and its tail (0: the stream came whole). */
+  stdoutDroppedBytes: number;
+  stderrDroppedBytes: number;
 }
 
 export interface HelloResult {
@@ -102,6 +106,9 @@ export const validateExecResult = ajv.compile<ExecResult>({
     cpuSystemMs: num,
     peakMemoryBytes: num,
     outputTruncated: { type: 'boolean' },
+    // Optional: agents before per-stream caps (and the test fakes) leave them out; read as 0.
+    stdoutDroppedBytes: { type: 'integer', minimum: 0 },
+    stderrDroppedBytes: { type: 'integer', minimum: 0 },
   },
 });
 
@@ -109,6 +116,13 @@ export const validateStarted = ajv.compile<{ event: string; pid: number }>({
   type: 'object',
   required: ['event'],
   properties: { event: str(64), pid: { type: 'integer' } },
+});
+
+/** EVENT sent before a stream's tail when bytes were dropped between its head and its tail. */
+export const validateTruncated = ajv.compile<{ event: 'truncated'; stream: 'stdout' | 'stderr'; droppedBytes: number }>({
+  type: 'object',
+  required: ['event', 'stream', 'droppedBytes'],
+  properties: { event: { const: 'truncated' }, stream: { enum: ['stdout', 'stderr'] }, droppedBytes: { type: 'integer', minimum: 1 } },
 });
 
 export const validateTransfer = ajv.compile<TransferResult>({

@@ -1,40 +1,40 @@
 /**
- * The composition root: the only module that imports concrete backends. Builds the service from a
- * config: backends, packs, metrics, manager, warm pools, and the start-up scan of leftovers.
+ * The composition root: builds the service from a config: the registered backends
+ * (./backends.ts), packs, metrics, manager, warm pools, and the start-up scan of leftovers.
  */
-import { createHash } from 'node:crypto';
-import type { Backend, BackendAvailability, BackendName } from '../core/backend.js';
+import type { BackendAvailability } from '../core/backend.js';
 import type { KilnConfig } from '../core/config.js';
 import { SandboxManager } from '../core/manager.js';
+import { InstanceLock } from '../core/instance-lock.js';
 import { Metrics } from '../core/metrics.js';
 import { WarmPools } from '../core/pools.js';
-import { createNamespaceBackend } from '../backends/namespace/namespace-backend.js';
 import { PackBuilds } from './pack-builds.js';
 import { createPackCatalog } from './pack-catalog.js';
 import type { KilnService } from './service.js';
-import { optionalBackends } from './optional-backends.js';
+import { createBackends } from './backends.js';
 
 export interface ComposeOptions {
   log?: (msg: string, fields?: Record<string, unknown>) => void;
   /** Skip the leftovers scan (tests that run several services side by side). */
   skipScan?: boolean;
-}
-
-export function cgroupNameFor(runDir: string): string {
-  return runDir === '/run/kiln' ? 'kiln' : `kiln-${createHash('sha256').update(runDir).digest('hex').slice(0, 8)}`;
-}
-
-/** Every backend this build knows, constructed but not started (no scan, no sandboxes). */
-export async function createBackends(config: KilnConfig, log: (msg: string, fields?: Record<string, unknown>) => void = () => undefined): Promise<Map<BackendName, Backend>> {
-  const backends = new Map<BackendName, Backend>();
-  // Each run dir gets its own cgroup parent, so a second instance (tests) never scans the first's.
-  backends.set('namespace', createNamespaceBackend({ runDir: config.runDir, agentPath: config.agentPath, maxPids: config.limits.maxPids, cgroupName: cgroupNameFor(config.runDir) }));
-  for (const b of await optionalBackends(config, log)) backends.set(b.name, b);
-  return backends;
+  /** Where the service will listen: named to a second service refused by the run directory's lock. */
+  address?: string;
 }
 
 export async function composeService(config: KilnConfig, o: ComposeOptions = {}): Promise<KilnService> {
   const log = o.log ?? (() => undefined);
+  // Before anything touches the run directory: the scan below removes what it does not know, so a
+  // second service on the same run directory must not get this far (core/instance-lock.ts).
+  const lock = await InstanceLock.acquire(config.runDir, o.address);
+  try {
+    return await compose(config, log, o, lock);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+}
+
+async function compose(config: KilnConfig, log: NonNullable<ComposeOptions['log']>, o: ComposeOptions, lock: InstanceLock): Promise<KilnService> {
   const backends = await createBackends(config, log);
 
   if (!o.skipScan) {
@@ -50,12 +50,8 @@ export async function composeService(config: KilnConfig, o: ComposeOptions = {})
   let manager!: SandboxManager;
   const metrics = new Metrics({ queueDepth: () => manager.admission.stats.queued, inUse: () => manager.admission.stats.inUse });
   let pools: WarmPools | undefined;
-  const targets = config.poolTargets.filter((t) => t.target > 0).flatMap((t) => {
-    const backend = t.backend ?? config.defaultBackend;
-    if (backends.has(backend)) return [{ ...t, backend }];
-    log('warm pool skipped: its backend is not set up on this host', { pool: `${backend}/${t.pack}` });
-    return [];
-  });
+  // Every name was checked against the registry by createBackends: a pool names a backend we built.
+  const targets = config.poolTargets.filter((t) => t.target > 0).map((t) => ({ ...t, backend: t.backend ?? config.defaultBackend }));
   manager = new SandboxManager({ config, backends, packs, metrics, log, get pools() { return pools; } });
   manager.startHealthChecks();
   if (targets.length) {
@@ -80,10 +76,7 @@ export async function composeService(config: KilnConfig, o: ComposeOptions = {})
       await pools?.close();
       await manager.close();
       await Promise.allSettled([...backends.values()].map((b) => b.close()));
+      await lock.release();
     },
   };
 }
-
-// The namespace backend's cgroup probes for kiln doctor: the CLI reaches backend code only through
-// the composition root (.dependency-cruiser.cjs).
-export { cgroupMode, probeCgroups } from '../core/cgroups.js';

@@ -20,7 +20,7 @@ export interface RunningServer {
 export async function startServer(config: KilnConfig = loadConfig(), opts: { logger?: boolean; skipScan?: boolean } = {}): Promise<RunningServer> {
   const logger = opts.logger ?? true;
   const log = logger ? (msg: string, fields?: Record<string, unknown>) => console.error(JSON.stringify({ time: new Date().toISOString(), msg, ...fields })) : undefined;
-  const svc = await composeService(config, { log, skipScan: opts.skipScan });
+  const svc = await composeService(config, { log, skipScan: opts.skipScan, address: `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}` });
   const apps: FastifyInstance[] = [];
   try {
     const tcp = await buildApp(svc, { logger: logger ? { level: 'info' } : false });

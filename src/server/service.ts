@@ -16,7 +16,7 @@ export interface KilnService {
   backends: Map<BackendName, Backend>;
   metrics: Metrics;
   pools?: WarmPools;
-  /** Cached availability; refreshed by probeBackends(). */
+  /** Every backend's probe(), run on first call and kept for the life of the service. */
   availability(): Promise<BackendAvailability[]>;
   close(): Promise<void>;
 }

@@ -57,7 +57,7 @@ export async function buildVmArtifacts(options: BuildVmArtifactsOptions): Promis
   signal?.throwIfAborted();
 
   const h = createHash('sha256').update(FORMAT_VERSION).update('\0kernel\0').update(sha256(bzImage)).update('\0agent\0').update(sha256(agent));
-  modules.forEach((m, i) => h.update(`\0${m.name}\0`).update(sha256(moduleBytes[i]!)));
+  for (const [i, m] of modules.entries()) h.update(`\0${m.name}\0`).update(sha256(moduleBytes[i]!));
   const hash = h.digest('hex').slice(0, 24);
 
   const dir = `${dataDir}/vm/${hash}`;

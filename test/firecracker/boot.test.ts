@@ -21,20 +21,24 @@ test('cold boot: every request is valid per the spec, in order, and the agent an
     const fake = f.launcher.instances[0]!;
     assert.deepEqual(fake.requests.filter((r) => r.status >= 400), [], 'no request was rejected');
     assert.deepEqual(fake.requests.map((r) => `${r.method} ${r.path}`).filter((r, i, a) => r !== 'GET /' || a.indexOf(r) === i), COLD_BOOT_REQUESTS);
-    const body = (p: string): any => fake.requests.find((r) => r.path === p)!.body;
+    const body = (p: string): Record<string, unknown> => fake.requests.find((r) => r.path === p)!.body as Record<string, unknown>;
     assert.deepEqual(body('/machine-config'), { vcpu_count: 1, mem_size_mib: 256, smt: false, track_dirty_pages: false });
     assert.deepEqual(body('/drives/rootfs'), { drive_id: 'rootfs', is_root_device: false, is_read_only: true, path_on_host: 'rootfs.img' });
     assert.deepEqual(body('/vsock'), { guest_cid: 3, uds_path: 'run/v.sock' });
     assert.deepEqual(body('/actions'), { action_type: 'InstanceStart' });
-    const args: string = body('/boot-source').boot_args;
+    const args = body('/boot-source').boot_args as string;
     assert.match(args, /^console=ttyS0 .*kiln\.disk_mib=128 .*reboot=k panic=1 pci=off .* -- --init$/);
     assert.doesNotMatch(args, /acpi=off|reboot=t|panic=-1/);
     assert.deepEqual(fake.agentLog.ops, ['hello'], 'a cold boot does not need sync');
     assert.ok((await sb.agent.ping()).rttMs >= 0);
     assert.equal(typeof sb.details.bootMs, 'number');
+    assert.deepEqual(Object.keys(sb.details.steps as object), [
+      'fc.makeVmDir', 'fc.linkImages', 'fc.spawn', 'fc.waitApiSocket', 'fc.putLogger', 'fc.putMachineConfig', 'fc.putBootSource',
+      'fc.putDrive(rootfs)', 'fc.putVsock', 'fc.putEntropy', 'fc.instanceStart', 'kiln.agentHandshake',
+    ], 'each step\'s end, in boot order');
 
     await sb.destroy();
-    assert.equal(fake.requests.at(-1)!.body && (fake.requests.at(-1)!.body as any).action_type, 'SendCtrlAltDel', 'graceful shutdown first');
+    assert.equal(fake.requests.at(-1)!.body && (fake.requests.at(-1)!.body as { action_type?: string }).action_type, 'SendCtrlAltDel', 'graceful shutdown first');
     assert.equal(fake.alive(), false);
     assert.equal(existsSync(join(f.runDir, 'firecracker/vms/sb-cold')), false, 'VM directory removed');
     await sb.destroy(); // idempotent

@@ -5,7 +5,7 @@
  * that predates hello-sync.
  */
 import type { Socket } from 'node:net';
-import { decodeJson, encodeJsonFrame, FrameDecoder, FrameType, type FrameTypeCode } from '../../src/protocol/frames.js';
+import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, type FrameTypeCode } from '../../src/protocol/frames.js';
 
 export interface FakeAgentLog {
   ops: string[];
@@ -15,7 +15,16 @@ export interface FakeAgentLog {
   helloSync?: boolean;
   /** Top-level names in /tmp and /workspace, as the guest would list them. */
   files?: Map<string, Set<string>>;
+  /** The guest kernel's OOM kill count (`oom_kill` in its /proc/vmstat). */
+  oomKills?: number;
 }
+
+/**
+ * Execs the fake guest treats specially: FAKE_OOM ends SIGKILLed by the guest's OOM killer (the
+ * guest's oom_kill count goes up), FAKE_SIGKILL ends SIGKILLed by anyone else.
+ */
+export const FAKE_OOM = 'fake-use-all-memory';
+export const FAKE_SIGKILL = 'fake-kill-9';
 
 /** What the fake's exec of anything but `rm` leaves behind (a tool's cache, say). */
 export const FAKE_EXEC_LEFTOVER = '/workspace/.cache';
@@ -35,6 +44,7 @@ export function serveFakeAgent(socket: Socket, log: FakeAgentLog): void {
     const [, top, name] = /^(\/tmp|\/workspace)\/([^/]+)$/.exec(path) ?? [];
     if (top && name) files.get(top)!.delete(name);
   };
+  const guestFile = (path: string): string | undefined => (path === '/proc/vmstat' ? `nr_free_pages 1000\noom_kill ${log.oomKills ?? 0}\n` : undefined);
   socket.on('data', (chunk: Buffer) => {
     for (const f of decoder.push(chunk)) {
       const reply = (v: unknown, type: FrameTypeCode = FrameType.RESULT): void => { socket.write(encodeJsonFrame(type, f.stream, v)); };
@@ -61,6 +71,11 @@ export function serveFakeAgent(socket: Socket, log: FakeAgentLog): void {
         reply({ reseeded: true, clockSet: true });
       } else if (req.op === 'fs.list') {
         reply({ entries: [...(files.get(req.path ?? '') ?? [])].map((name) => ({ name, type: 'dir', size: 0, mode: 0o755, mtimeMs: 0 })) });
+      } else if (req.op === 'file.read' && guestFile(req.path ?? '') !== undefined) {
+        const body = Buffer.from(guestFile(req.path ?? '')!);
+        socket.write(encodeFrame(FrameType.DATA, f.stream, body));
+        socket.write(encodeFrame(FrameType.EOF, f.stream));
+        reply({ bytes: body.length });
       } else if (req.op === 'file.write') {
         uploads.set(f.stream, req.path ?? '');
       } else if (req.op === 'exec') {
@@ -69,7 +84,9 @@ export function serveFakeAgent(socket: Socket, log: FakeAgentLog): void {
         if (argv[0] === 'rm') argv.slice(1).filter((a) => a.startsWith('/')).forEach(remove);
         else add(FAKE_EXEC_LEFTOVER);
         reply({ event: 'started', pid: 100 + execs.length }, FrameType.EVENT);
-        reply(EXEC_OK);
+        if (argv[0] === FAKE_OOM) log.oomKills = (log.oomKills ?? 0) + 1;
+        const killed = argv[0] === FAKE_OOM || argv[0] === FAKE_SIGKILL;
+        reply(killed ? { ...EXEC_OK, exitCode: null, signal: 'SIGKILL' } : EXEC_OK);
       } else reply({ code: 'BAD_REQUEST', message: `fake agent: no ${req.op}` }, FrameType.ERROR);
     }
   });

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname, isAbsolute, join } from 'node:path';
-import { ConsoleRing } from '../../src/backends/firecracker/console-ring.js';
+import { ConsoleRing } from '../../src/core/console-ring.js';
 import type { Launcher, VmmProcess } from '../../src/backends/firecracker/process.js';
 import { serveFakeAgent, type FakeAgentLog } from './fake-agent.js';
 import { FirecrackerSpec } from './swagger.js';
@@ -121,6 +121,7 @@ export class FakeFirecracker implements VmmProcess {
     if (!check.ok) return fault(`invalid request: ${check.problem}`);
     const key = `${method} ${url}`;
     if (this.o.failOn && key === this.o.failOn.request) return fault(this.o.failOn.message);
+    // biome-ignore lint/suspicious/noExplicitAny: a request body checked field by field against the API description
     const body = (raw ? JSON.parse(raw) : {}) as Record<string, any>;
     const started = this.state !== 'Not started';
 
@@ -175,6 +176,7 @@ export class FakeFirecracker implements VmmProcess {
       const vmstatePath = this.resolvePath(body.snapshot_path);
       if (!existsSync(vmstatePath)) return fault(`Cannot open snapshot file: No such file or directory: ${body.snapshot_path}`);
       if (!existsSync(this.resolvePath(memPath))) return fault(`Cannot open memory file: No such file or directory: ${memPath}`);
+      // biome-ignore lint/suspicious/noExplicitAny: the saved config is replayed as it was sent
       const saved = JSON.parse(readFileSync(vmstatePath, 'utf8')) as { config: Record<string, any> };
       const drives = Object.entries(saved.config).filter(([k]) => k.startsWith('drives/'));
       for (const [, d] of drives) if (!existsSync(this.resolvePath(d.path_on_host))) return fault(`Cannot restore block device: No such file or directory: ${d.path_on_host}`);

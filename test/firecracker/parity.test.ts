@@ -10,9 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { createFirecrackerBackend } from '../../src/backends/firecracker/backend.js';
-import { firecrackerDoctor } from '../../src/backends/firecracker/probe.js';
 
-const checks = await firecrackerDoctor({ firecrackerPath: process.env.KILN_FIRECRACKER || undefined });
+const { checks } = await createFirecrackerBackend({ runDir: '/nonexistent', firecrackerPath: process.env.KILN_FIRECRACKER || undefined, vmImage: async () => { throw new Error('unused'); } }).probe();
 const failed = checks.filter((c) => !c.ok);
 const files = { vmlinux: process.env.KILN_FC_VMLINUX, initrd: process.env.KILN_FC_INITRD, pack: process.env.KILN_FC_PACK };
 const missingFiles = Object.entries(files).filter(([, p]) => !p || !existsSync(p)).map(([k]) => k);

@@ -4,22 +4,22 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { firecrackerDoctor, hostChecks, inspectHost } from '../../src/backends/firecracker/probe.js';
+import { hostChecks, inspectHost } from '../../src/backends/firecracker/probe.js';
 import { createFirecrackerBackend } from '../../src/backends/firecracker/backend.js';
 
 test('kiln doctor on this host explains exactly what is missing', async () => {
   const facts = await inspectHost();
-  const checks = await firecrackerDoctor();
+  const probe = await createFirecrackerBackend({ runDir: '/nonexistent', vmImage: async () => { throw new Error('unused'); } }).probe();
+  const checks = probe.checks;
   const byName = Object.fromEntries(checks.map((c) => [c.name, c]));
-  const bin = byName['firecracker: firecracker binary']!;
-  const cpu = byName['firecracker: CPU virtualisation']!;
+  const bin = byName['firecracker binary']!;
+  const cpu = byName['CPU virtualisation']!;
   assert.equal(bin.ok, !!facts.firecrackerPath);
   if (!facts.firecrackerPath) assert.match(bin.detail, /no firecracker binary on PATH .*kiln firecracker install/);
   assert.equal(cpu.ok, !!facts.cpuVirtualisation);
   if (!facts.cpuVirtualisation) assert.match(cpu.detail, /no vmx\/svm flag in \/proc\/cpuinfo/);
   if (facts.kvmPvm) assert.match(cpu.detail, /kvm-pvm host .*ordinary guest kernels hang/);
 
-  const probe = await createFirecrackerBackend({ runDir: '/nonexistent', vmImage: async () => { throw new Error('unused'); } }).probe();
   assert.equal(probe.available, !!facts.firecrackerPath && facts.kvmWritable && !!facts.cpuVirtualisation);
   if (!probe.available) {
     for (const c of checks.filter((x) => !x.ok)) assert.ok(probe.reason!.includes(c.detail), `reason mentions: ${c.name}`);

@@ -2,9 +2,9 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { cgroupNameFor } from '../../src/server/compose.js';
+import { cgroupNameFor } from '../../src/server/backends.js';
 import { mountsUnder } from '../../src/images/fsutil.js';
-import { KilnApiError } from '../../src/sdk/index.js';
+import { KilnError } from '../../sdk/src/index.js';
 import { startTestServer } from '../parity/fixture.js';
 import { alive, cgroupChildren, cgroupParent } from '../parity/leaks.js';
 
@@ -23,7 +23,7 @@ describe('admission under a burst', { skip: process.getuid?.() === 0 ? undefined
           await t.client.sandboxes.delete(sb.id);
           return 'ok';
         } catch (e) {
-          if (e instanceof KilnApiError && (e.status === 429 || e.status === 503)) {
+          if (e instanceof KilnError && (e.status === 429 || e.status === 503)) {
             assert.ok(e.retryAfterSec !== undefined && e.retryAfterSec >= 1, 'Retry-After present');
             return String(e.status);
           }

@@ -9,7 +9,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { KilnClient, type PackBuildEvent } from '../../src/sdk/index.js';
+import { KilnClient, type PackBuildEvent } from '../../sdk/src/index.js';
 import { startTestServer, withSandbox, type TestServer } from '../parity/fixture.js';
 
 const ADMIN = 'agent-script-admin';

@@ -10,9 +10,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { REPO_ROOT } from '../../src/core/config.js';
-import { cgroupNameFor } from '../../src/server/compose.js';
+import { cgroupNameFor } from '../../src/server/backends.js';
 import { mountsUnder, removeTree } from '../../src/images/fsutil.js';
-import { KilnClient } from '../../src/sdk/index.js';
+import { KilnClient } from '../../sdk/src/index.js';
 import { freePort } from '../parity/service-process.js';
 import { alive, cgroupChildren } from '../parity/leaks.js';
 

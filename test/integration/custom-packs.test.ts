@@ -8,7 +8,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { KilnApiError, KilnClient, type CustomPackDefinition, type PackBuildEvent } from '../../src/sdk/index.js';
+import { KilnApiError, KilnClient, type CustomPackDefinition, type PackBuildEvent } from '../../sdk/src/index.js';
 import { startTestServer, withSandbox, type TestServer } from '../parity/fixture.js';
 
 const ADMIN = 'custom-packs-admin';

@@ -1,5 +1,5 @@
 /**
- * kiln doctor's cgroup check: the mode, and a real attempt at a delegated sandbox cgroup with
+ * kiln doctor's cgroup check (the namespace backend's thorough probe): the mode, and a real attempt at a delegated sandbox cgroup with
  * limits (created and removed, nothing left), not a look at what is mounted.
  */
 import assert from 'node:assert/strict';
@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { cgroupMode } from '../../src/core/cgroups.js';
-import { hostChecks } from '../../src/cli/commands/doctor.js';
+import { doctorReport } from '../../src/cli/commands/doctor.js';
 
 /** This process's cgroup directories, one per v1 controller kiln uses or the v2 one. */
 function ownDirs(): string[] {
@@ -18,7 +18,8 @@ function ownDirs(): string[] {
 
 describe('kiln doctor: cgroups', { skip: process.getuid?.() === 0 ? undefined : 'needs root' }, () => {
   it('reports the mode and that a delegated sandbox cgroup can be made here, and leaves nothing behind', async () => {
-    const check = (await hostChecks()).find((c) => c.name === 'cgroups');
+    const [namespace] = (await doctorReport(['namespace'])).backends;
+    const check = namespace!.checks.find((c) => c.name === 'cgroups');
     assert.ok(check, 'a cgroups check');
     assert.equal(check.ok, true, check.detail);
     assert.match(check.detail, new RegExp(`^${cgroupMode()}: sandbox cgroups with memory, pids and cpu limits can be created and delegated`));

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { KilnClient } from '../../src/sdk/index.js';
+import type { KilnClient } from '../../sdk/src/index.js';
 import { agentOutOfOomReach, cancelKillsDetached, DETACH_SCRIPT, survivors, timeoutKillsDetached } from '../parity/containment.js';
 import { alive } from '../parity/leaks.js';
 import { startTestServer, withSandbox, type TestServer } from '../parity/fixture.js';

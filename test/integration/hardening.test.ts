@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../../src/core/config.js';
-import type { KilnClient } from '../../src/sdk/index.js';
+import type { KilnClient } from '../../sdk/src/index.js';
 import { startTestServer, withSandbox, type TestServer } from '../parity/fixture.js';
 
 const execFileAsync = promisify(execFile);

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import WebSocket from 'ws';
 import { REPO_ROOT } from '../../src/core/config.js';
-import type { ExecEvent } from '../../src/sdk/index.js';
+import type { ExecEvent } from '../../sdk/src/index.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 
 const run = promisify(execFile);
@@ -52,11 +52,11 @@ describe('streaming and interactive exec', { skip: process.getuid?.() === 0 ? un
   it('runs programs small (inline with the exec) and large (uploaded first) alike', async () => {
     const small = await t.client.run({ pack: 'python', code: 'print(len(open(__file__).read()))' });
     assert.equal(small.stdout, `${'print(len(open(__file__).read()))'.length}\n`);
-    const big = '#' + 'x'.repeat(300_000) + '\nprint(len(open(__file__).read()))';
+    const big = `#${'x'.repeat(300_000)}\nprint(len(open(__file__).read()))`;
     const r = await t.client.run({ pack: 'python', code: big });
     assert.equal(r.stdout, `${big.length}\n`, r.stderr);
-    const escape = await t.client.run({ pack: 'python', files: [{ path: '../x.py', content: 'print(1)' }], entrypoint: '../x.py' }).catch((e: Error) => e);
-    assert.match(String(escape), /PATH_ESCAPE|must be relative/);
+    const escaped = await t.client.run({ pack: 'python', files: [{ path: '../x.py', content: 'print(1)' }], entrypoint: '../x.py' }).catch((e: Error) => e);
+    assert.match(String(escaped), /PATH_ESCAPE|must be relative/);
   });
 
   it('reports errors inside the stream as a final error event', async () => {

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { KilnClient } from '../../src/sdk/index.js';
+import type { KilnClient } from '../../sdk/src/index.js';
 
 /**
  * Starts a survivor in every way of detaching: a double fork into a new session with a cleared

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type KilnConfig } from '../../src/core/config.js';
 import { startServer, type RunningServer } from '../../src/server/main.js';
-import { KilnClient } from '../../src/sdk/index.js';
+import { KilnClient } from '../../sdk/src/index.js';
 
 export interface TestServer {
   client: KilnClient;

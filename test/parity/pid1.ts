@@ -42,7 +42,7 @@ export async function assertStdinFloodDoesNotStall(agent: AgentClient, deadlineM
  * last number seen names the signal.
  */
 export async function assertSignalsDoNotEndPid1(agent: AgentClient, uid?: number): Promise<void> {
-  const script = ALL_SIGNALS.map((n) => `echo ${n}; kill -${n} 1 2>/dev/null; sleep 0.02`).join('\n') + '\necho done';
+  const script = `${ALL_SIGNALS.map((n) => `echo ${n}; kill -${n} 1 2>/dev/null; sleep 0.02`).join('\n')}\necho done`;
   let seen = '';
   const r = await sh(agent, script, uid, (out) => { seen = out; }).catch((e: Error) => {
     throw new Error(`PID 1 died while sandbox code sent it signals (last sent: ${seen.trim().split('\n').at(-1) ?? 'none'}): ${e.message}`);

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { REPO_ROOT } from '../../src/core/config.js';
-import { KilnClient } from '../../src/sdk/index.js';
+import { KilnClient } from '../../sdk/src/index.js';
 
 export interface ServiceProcess {
   client: KilnClient;

@@ -11,8 +11,8 @@ function header(name: string, size: number, type: string, link = ''): Buffer {
   h.write('0000644\0', 100);
   h.write('0000000\0', 108);
   h.write('0000000\0', 116);
-  h.write(size.toString(8).padStart(11, '0') + '\0', 124);
-  h.write(Math.floor(Date.now() / 1000).toString(8).padStart(11, '0') + '\0', 136);
+  h.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
+  h.write(`${Math.floor(Date.now() / 1000).toString(8).padStart(11, '0')}\0`, 136);
   h.write('        ', 148);
   h.write(type, 156);
   h.write(link, 157, 100);
@@ -20,7 +20,7 @@ function header(name: string, size: number, type: string, link = ''): Buffer {
   h.write('00', 263);
   let sum = 0;
   for (const b of h) sum += b;
-  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
+  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
   return h;
 }
 

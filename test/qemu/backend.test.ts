@@ -28,6 +28,10 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
     const pid = sb.details.pid as number;
     try {
       assert.equal(typeof sb.details.bootMs, 'number');
+      // Each boot step's end, in order (core/steps.ts); the jail step exists only as root.
+      const steps = sb.details.steps as Record<string, number>;
+      assert.deepEqual(Object.keys(steps), ['dir', ...(process.getuid?.() === 0 ? ['jail'] : []), 'spawn', 'ctl', 'hello']);
+      assert.deepEqual(Object.values(steps), Object.values(steps).sort((x, y) => x - y));
       if (process.getuid?.() === 0) {
         const status = await readFile(`/proc/${pid}/status`, 'utf8');
         assert.doesNotMatch(status, /^Uid:\s+0\s/m, 'QEMU running user code must not stay root');
@@ -53,6 +57,9 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
       assert.ok(a.details.cloneOf, 'the sandbox should be a template clone');
       assert.equal(a.details.cloneOf, b.details.cloneOf);
       assert.equal(typeof a.details.restoreMs, 'number');
+      // A clone's marks: from a spare (adopt, cont, hello) or a fresh QEMU restoring the state.
+      const marks = Object.keys(a.details.steps as object).filter((k) => k !== 'spareWait');
+      assert.ok(marks.join() === 'adopt,cont,hello' || /^dir,(jail,)?spawn,qmp,ctl,ctlAccepted,caps,incoming,migrated,cont,hello$/.test(marks.join()), marks.join());
       assert.deepEqual(await sh(a, 'cat /dev/shm/warmed; ls -A /tmp /workspace'), { stdout: '/tmp/.kiln-warmup/main.sh\n/tmp:\n\n/workspace:\n', stderr: '', exitCode: 0 });
 
       assert.equal((await sh(a, 'echo secret > /workspace/only-a && cat /workspace/only-a')).stdout, 'secret\n');

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { build } from 'esbuild';
 import { loadConfig } from '../../src/core/config.js';
-import { createBackends } from '../../src/server/compose.js';
+import { createBackends } from '../../src/server/backends.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 import { skipReason } from './fixture.js';
 

@@ -6,7 +6,7 @@
 import { tmpdir } from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/core/config.js';
-import { createBackends } from '../../src/server/compose.js';
+import { createBackends } from '../../src/server/backends.js';
 import { agentOutOfOomReach, cancelKillsDetached, timeoutKillsDetached } from '../parity/containment.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 import { skipReason } from './fixture.js';

@@ -5,12 +5,12 @@
 import { tmpdir } from 'node:os';
 import { paritySuite } from '../parity/contract.js';
 import { loadConfig } from '../../src/core/config.js';
-import { createBackends } from '../../src/server/compose.js';
+import { createBackends } from '../../src/server/backends.js';
 import { skipReason } from './fixture.js';
 
 async function why(): Promise<string | undefined> {
   const backends = await createBackends(loadConfig({ ...process.env, KILN_RUN_DIR: tmpdir(), KILN_TOKEN: '' }));
-  if (!backends.has('qemu')) return 'the server does not compose a qemu backend yet (src/server/optional-backends.ts)';
+  if (!backends.has('qemu')) return 'the server does not compose a qemu backend yet (src/server/backends.ts)';
   return skipReason();
 }
 

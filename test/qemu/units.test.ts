@@ -10,7 +10,7 @@ import { buildCpio } from '../../src/vmimage/cpio.js';
 import { guestCmdline } from '../../src/vmimage/cmdline.js';
 import { findHostKernel } from '../../src/vmimage/kernel.js';
 import { moduleName, modulesOrder, resolveModules, stripSignature, VIRTIO_DEVICE } from '../../src/vmimage/modules.js';
-import { ConsoleRing } from '../../src/backends/qemu/console.js';
+import { ConsoleRing } from '../../src/core/console-ring.js';
 import { qemuArgs, safePath, vmPaths } from '../../src/backends/qemu/cmdline.js';
 
 const execFileAsync = promisify(execFile);
@@ -105,7 +105,7 @@ describe('qemu pieces', () => {
     assert.equal(lines.at(-1), '---[ end Kernel panic - not syncing ]---');
     assert.equal(ring.failure(10).length, 10);
     const plain = new ConsoleRing(200);
-    plain.push(Array.from({ length: 50 }, (_, i) => `line ${i}`).join('\n') + '\n');
+    plain.push(`${Array.from({ length: 50 }, (_, i) => `line ${i}`).join('\n')}\n`);
     assert.deepEqual(plain.failure(80, 3), ['line 47', 'line 48', 'line 49']);
   });
 

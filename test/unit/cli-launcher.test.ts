@@ -1,6 +1,6 @@
 /**
  * bin/kiln, the launcher, in a throw-away copy of the repo layout: it runs dist/ when dist/ is at
- * least as new as every file in src/, and otherwise says how to fix it (falling back to the
+ * least as new as every file in src/ and sdk/src/, and otherwise says how to fix it (falling back to the
  * sources through tsx, or failing under KILN_REQUIRE_DIST=1 or without tsx).
  */
 import assert from 'node:assert/strict';
@@ -34,10 +34,10 @@ describe('bin/kiln launcher', () => {
     const t = Date.now() / 1000 - ageSec;
     await utimes(at(p), t, t);
   };
-  /** Everything in src/ (files and folders) an hour old, the stamp a minute old: a fresh build. */
+  /** Everything in src/ and sdk/src/ (files and folders) an hour old, the stamp a minute old: a fresh build. */
   const freshBuild = async (): Promise<void> => {
     const hourAgo = Date.now() / 1000 - 3600;
-    for (const p of ['src/cli/main.ts', 'src/cli', 'src', 'tsconfig.json', 'tsconfig.build.json']) await utimes(at(p), hourAgo, hourAgo);
+    for (const p of ['src/cli/main.ts', 'src/cli', 'src', 'sdk/src/index.ts', 'sdk/src', 'tsconfig.json', 'tsconfig.build.json']) await utimes(at(p), hourAgo, hourAgo);
     await put('dist/.kiln-src-hash', 'hash\n', 60);
   };
 
@@ -46,9 +46,10 @@ describe('bin/kiln launcher', () => {
     await mkdir(at('bin'));
     await copyFile(join(REPO_ROOT, 'bin/kiln'), at('bin/kiln'));
     await put('src/cli/main.ts', "console.log('sources', process.argv.slice(2).join(' '));\n");
+    await put('sdk/src/index.ts', 'export {};\n');
     await put('tsconfig.json', '{}');
     await put('tsconfig.build.json', '{}');
-    await put('dist/cli/main.js', "console.log('compiled', process.argv.slice(2).join(' '));\n");
+    await put('dist/src/cli/main.js', "console.log('compiled', process.argv.slice(2).join(' '));\n");
   });
   after(async () => { await rm(root, { recursive: true, force: true }); });
 
@@ -74,6 +75,16 @@ describe('bin/kiln launcher', () => {
     assert.equal(r.stdout, '');
     assert.match(r.stderr, /missing or older than src\/.*scripts\/build\.sh/);
     await rm(at('src/core'), { recursive: true });
+  });
+
+  it('an SDK source saved after the build makes dist/ stale too (the CLI runs the SDK compiled beside it)', async () => {
+    await freshBuild();
+    await put('sdk/src/client.ts', 'export {};\n');
+    const r = await kiln(at('bin/kiln'), ['--help'], { KILN_REQUIRE_DIST: '1' });
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /missing or older than src\/ or sdk\/src\/.*scripts\/build\.sh/);
+    await rm(at('sdk/src/client.ts'));
   });
 
   it('without tsx installed a stale dist/ fails with the fix, not a module error', async () => {

@@ -1,7 +1,7 @@
 /**
  * .dependency-cruiser.cjs, the layer rules scripts/test.sh checks: the real tree passes, and a
  * throw-away tree that breaks each rule once fails with that rule's name on the offending import,
- * while the imports the rules allow (the composition root, the SDK's Node built-ins, the web app's
+ * while the imports the rules allow (the registry of backends, the SDK's Node built-ins, the web app's
  * SDK imports) stay clean.
  */
 import assert from 'node:assert/strict';
@@ -33,13 +33,14 @@ const TREE: Record<string, string> = {
   'src/core/typo.ts': "import { gone } from './no-such-file.js';\nexport default gone;\n",
   'src/cli/doctor.ts': "import { probe } from '../backends/qemu/index.js';\nexport default probe;\n",
   'src/server/app.ts': 'export const app = 1;\n',
-  'src/server/compose.ts': "import { probe } from '../backends/qemu/index.js';\nexport default probe;\n", // ok
+  'src/server/backends.ts': "import { probe } from '../backends/qemu/index.js';\nexport default probe;\n", // ok
   'src/backends/qemu/index.ts': "import { fc } from '../firecracker/index.js';\nimport { own } from './own.js';\nexport const probe = fc + own;\n",
   'src/backends/qemu/own.ts': 'export const own = 1;\n', // ok: a backend's own module
   'src/backends/firecracker/index.ts': 'export const fc = 1;\n',
-  'src/sdk/index.ts': "import { readFile } from 'node:fs/promises';\nimport { a } from '../core/a.js';\nexport { readFile, a };\n", // node: ok, core: not
+  'sdk/src/index.ts': "import { readFile } from 'node:fs/promises';\nimport { a } from '../../src/core/a.js';\nimport { own } from './own.js';\nexport { readFile, a, own };\n", // node: ok, its own: ok, core: not
+  'sdk/src/own.ts': 'export const own = 1;\n',
   'src/protocol/frames.ts': "import { app } from '../server/app.js';\nexport default app;\n",
-  'web/src/main.tsx': "import { readFile } from '../../src/sdk/index.ts';\nimport { app } from '../../src/server/app.ts';\nexport default [readFile, app];\n",
+  'web/src/main.tsx': "import { readFile } from '../../sdk/src/index.ts';\nimport { app } from '../../src/server/app.ts';\nexport default [readFile, app];\n",
 };
 
 describe('dependency rules (.dependency-cruiser.cjs)', { timeout: 300_000 }, () => {
@@ -56,28 +57,28 @@ describe('dependency rules (.dependency-cruiser.cjs)', { timeout: 300_000 }, () 
   after(async () => { await rm(dir, { recursive: true, force: true }); });
 
   it('the repository itself breaks no rule', async () => {
-    const r = await depcruise(REPO_ROOT, ['src', 'web/src']);
+    const r = await depcruise(REPO_ROOT, ['src', 'web/src', 'sdk/src']);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /no dependency violations found/);
   });
 
   it('a tree breaking each rule once fails, naming each rule at its import and nothing else', async () => {
-    const text = await depcruise(dir, ['src', 'web/src']);
+    const text = await depcruise(dir, ['src', 'web/src', 'sdk/src']);
     assert.notEqual(text.code, 0);
-    assert.match(text.stdout, /error backends-only-from-composition-root: src\/cli\/doctor\.ts → src\/backends\/qemu\/index\.ts/);
+    assert.match(text.stdout, /error backends-only-from-registry: src\/cli\/doctor\.ts → src\/backends\/qemu\/index\.ts/);
     assert.match(text.stdout, /error backends-not-each-other: src\/backends\/qemu\/index\.ts → src\/backends\/firecracker\/index\.ts/);
 
-    const json = await depcruise(dir, ['--output-type', 'json', 'src', 'web/src']);
+    const json = await depcruise(dir, ['--output-type', 'json', 'src', 'web/src', 'sdk/src']);
     const { summary } = JSON.parse(json.stdout) as { summary: { violations: Violation[] } };
     const found = summary.violations.map((v) => `${v.rule.name}: ${v.from} -> ${v.to}${v.rule.severity === 'error' ? '' : ` (${v.rule.severity})`}`).sort();
     assert.deepEqual(found, [
       'backends-not-each-other: src/backends/qemu/index.ts -> src/backends/firecracker/index.ts',
-      'backends-only-from-composition-root: src/cli/doctor.ts -> src/backends/qemu/index.ts',
+      'backends-only-from-registry: src/cli/doctor.ts -> src/backends/qemu/index.ts',
       'core-below-server-and-cli: src/core/uses-server.ts -> src/server/app.ts',
       'no-cycles: src/core/a.ts -> src/core/b.ts', // a type-only import closes it: still a cycle
       'not-to-unresolvable: src/core/typo.ts -> ./no-such-file.js',
       'protocol-below-server-and-backends: src/protocol/frames.ts -> src/server/app.ts',
-      'sdk-is-standalone: src/sdk/index.ts -> src/core/a.ts',
+      'sdk-is-standalone: sdk/src/index.ts -> src/core/a.ts',
       'web-only-sdk: web/src/main.tsx -> src/server/app.ts',
     ]);
   });

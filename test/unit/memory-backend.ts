@@ -7,7 +7,7 @@
  */
 import type { AgentClient, ExecHandle, ExecHandlers } from '../../src/protocol/agent-client.js';
 import type { ExecRequest, ExecResult } from '../../src/protocol/messages.js';
-import type { Backend, BackendAvailability, BackendName, BackendSandbox, CreateOptions, SandboxSpec, SandboxUsage } from '../../src/core/backend.js';
+import { availabilityFrom, type Backend, type BackendAvailability, type BackendName, type BackendSandbox, type CreateOptions, type SandboxSpec, type SandboxUsage } from '../../src/core/backend.js';
 import { KilnError } from '../../src/core/errors.js';
 import type { PackCatalog, PackImage, PackInfo } from '../../src/core/packs.js';
 
@@ -164,7 +164,7 @@ export class MemoryBackend implements Backend {
   }
 
   async probe(): Promise<BackendAvailability> {
-    return { name: this.name, available: !this.closed, capabilities: CAPABILITIES, info: { memory: true } };
+    return availabilityFrom(this.name, [{ name: 'open', ok: !this.closed, detail: this.closed ? 'closed' : 'in memory' }], CAPABILITIES, { memory: true });
   }
 
   async create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {

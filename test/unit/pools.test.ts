@@ -12,7 +12,7 @@ function fakeSandbox(id: string, destroyed: Set<string>): BackendSandbox & { die
     usage: async () => ({}),
     onExit: (l) => { listeners.push(l); },
     destroy: async () => { destroyed.add(id); },
-    die: () => listeners.forEach((l) => l('died')),
+    die: () => { for (const l of listeners) l('died'); },
   };
 }
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { REPO_ROOT } from '../../src/core/config.js';
-import { KilnError } from '../../src/core/errors.js';
+import type { KilnError } from '../../src/core/errors.js';
 import { AgentClient } from '../../src/protocol/agent-client.js';
 import { PROTOCOL_VERSION } from '../../src/protocol/messages.js';
 import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, MAX_PAYLOAD_BYTES, ProtocolError, type Frame } from '../../src/protocol/frames.js';
@@ -88,6 +88,34 @@ describe('AgentClient', () => {
     let out = '', err = '', pid = 0;
     const r = await agent.exec({ argv: ['x'] }, { onStdout: (c) => (out += c), onStderr: (c) => (err += c), onStarted: (p) => (pid = p) }).result;
     assert.deepEqual([out, err, pid, r.exitCode], ['out', 'err', 9, 3]);
+  });
+
+  it('keeps a budget per stream, passes the truncated event on and counts what it cut itself', async () => {
+    const { client } = fakeAgent((f, reply) => {
+      if (f.type !== FrameType.REQUEST) return;
+      reply(encodeFrame(FrameType.STDOUT, f.stream, Buffer.from('head')));
+      reply(encodeJsonFrame(FrameType.EVENT, f.stream, { event: 'truncated', stream: 'stdout', droppedBytes: 90 }));
+      reply(encodeFrame(FrameType.STDOUT, f.stream, Buffer.from('tail')));
+      // stderr has a budget of its own: a full stdout does not cut it. An agent that sends more
+      // than the cap is cut by the host, and the cut is counted.
+      reply(encodeFrame(FrameType.STDERR, f.stream, Buffer.from('error-message')));
+      reply(encodeJsonFrame(FrameType.RESULT, f.stream, { exitCode: 1, signal: null, timedOut: false, durationMs: 1, cpuUserMs: 0, cpuSystemMs: 0, peakMemoryBytes: 1, outputTruncated: true, stdoutDroppedBytes: 90, stderrDroppedBytes: 0 }));
+    });
+    const agent = await client;
+    const got: string[] = [];
+    const r = await agent.exec({ argv: ['x'], maxOutputBytes: 8 }, {
+      onStdout: (c) => got.push(`out:${c}`), onStderr: (c) => got.push(`err:${c}`), onTruncated: (s, n) => got.push(`truncated:${s}:${n}`),
+    }).result;
+    assert.deepEqual(got, ['out:head', 'truncated:stdout:90', 'out:tail', 'err:error-me']);
+    assert.deepEqual([r.outputTruncated, r.stdoutDroppedBytes, r.stderrDroppedBytes], [true, 90, 5]);
+  });
+
+  it('reads a result without per-stream counts (an older agent) as nothing dropped', async () => {
+    const { client } = fakeAgent((f, reply) => {
+      if (f.type === FrameType.REQUEST) reply(encodeJsonFrame(FrameType.RESULT, f.stream, { exitCode: 0, signal: null, timedOut: false, durationMs: 1, cpuUserMs: 0, cpuSystemMs: 0, peakMemoryBytes: 1, outputTruncated: false }));
+    });
+    const r = await (await client).exec({ argv: ['x'] }).result;
+    assert.deepEqual([r.outputTruncated, r.stdoutDroppedBytes, r.stderrDroppedBytes], [false, 0, 0]);
   });
 
   it('turns a malformed result into AGENT_PROTOCOL, not a crash', async () => {

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { KilnClient } from '../../src/sdk/index.js';
+import { KilnClient } from '../../sdk/src/index.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 import { ensureDashboardBuilt, launchBrowser, screenshot, skipReason, watchPageErrors } from './harness.js';
 

@@ -26,7 +26,7 @@ export function skipReason(): string | undefined {
 /** Builds web/dist unless it is newer than every source it is made from. */
 export function ensureDashboardBuilt(): void {
   const built = join(REPO_ROOT, 'web/dist/index.html');
-  const sources = ['web/src', 'web/index.html', 'web/vite.config.ts', 'src/sdk', 'package-lock.json'].map((p) => join(REPO_ROOT, p));
+  const sources = ['web/src', 'web/index.html', 'web/vite.config.ts', 'sdk/src', 'package-lock.json'].map((p) => join(REPO_ROOT, p));
   if (existsSync(built) && newest(sources) <= statSync(built).mtimeMs) return;
   execFileSync(process.execPath, [join(REPO_ROOT, 'node_modules/vite/bin/vite.js'), 'build', '--config', 'web/vite.config.ts', '--logLevel', 'warn'], { cwd: REPO_ROOT, stdio: 'inherit' });
 }

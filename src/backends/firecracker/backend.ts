@@ -1,27 +1,27 @@
 /**
  * The `firecracker` backend: microVMs under Firecracker ≥ 1.10 driven over its REST API socket,
  * optionally through the jailer; the agent over hybrid vsock; fast starts by restoring snapshot
- * templates. Boot is a list of named steps (vm-steps.ts) run by boot-steps.ts.
+ * templates. Boot is a list of named steps (vm-steps.ts) run by core/steps.ts.
  */
-import { createHash } from 'node:crypto';
 import { access, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Backend, BackendAvailability, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
+import { availabilityFrom, type Backend, type BackendAvailability, type BackendSandbox, type CreateOptions, type SandboxSpec, type ScanReport } from '../../core/backend.js';
 import { CleanupStack } from '../../core/cleanup.js';
 import { CreatesInFlight } from '../../core/creates.js';
+import { roundMs, runSteps } from '../../core/steps.js';
+import { vmmCgroupName } from '../../core/vmm-identities.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import { templateWarmup, warmTemplate, type TemplateWarmup } from '../../core/warmup.js';
-import { runBootSteps } from './boot-steps.js';
 import { firecrackerCmdline } from './cmdline.js';
-import { findExecutable, jailCgroupDir, jailRoot, UidPool, type JailerSettings } from './jailer.js';
-import { hostChecks, inspectHost, unavailableReason } from './probe.js';
+import { findExecutable, jailRoot, UidPool, type JailerSettings } from './jailer.js';
+import { hostChecks, inspectHost } from './probe.js';
 import { spawnLauncher, type Launcher } from './process.js';
 import { FirecrackerSandbox } from './sandbox.js';
 import { UnjailedConfiner, type UnjailedConfinementOptions } from './confine.js';
 import { parseSandboxOptions, toNetworkInterface, toRateLimiter } from './sandbox-options.js';
 import { scanLeftovers } from './scan.js';
 import { TemplateStore, templateKey, type TemplateFiles } from './templates.js';
-import { agentSteps, coldBootSteps, prepareSteps, restoreSteps, VM_FILES, VmContext, type VmSpec } from './vm-steps.js';
+import { agentSteps, bootStepError, coldBootSteps, identitySteps, prepareSteps, restoreSteps, VM_FILES, VmContext, type VmSpec } from './vm-steps.js';
 
 export interface VmImage {
   vmlinuxPath: string;
@@ -93,7 +93,7 @@ export class FirecrackerBackend implements Backend {
     this.templates = new TemplateStore(o.templatesDir ?? join(this.baseDir, 'templates'));
     const confine = o.unjailed === false ? undefined : o.unjailed ?? (o.launcher ? undefined : {});
     if (confine && process.getuid?.() === 0) {
-      const cgroupName = confine.cgroupName ?? (o.runDir === '/run/kiln' ? 'kiln-fc' : `kiln-fc-${createHash('sha256').update(o.runDir).digest('hex').slice(0, 8)}`);
+      const cgroupName = confine.cgroupName ?? vmmCgroupName('kiln-fc', o.runDir);
       this.confiner = new UnjailedConfiner({ ...confine, cgroupName });
     }
   }
@@ -112,18 +112,11 @@ export class FirecrackerBackend implements Backend {
     const facts = await inspectHost({ firecrackerPath: this.o.firecrackerPath, jailerPath: this.o.jailerPath, kvm: this.o.kvm });
     const checks = hostChecks(facts, this.o.kvm);
     if (this.o.jailer === 'required' && !facts.jailerPath) checks.push({ name: 'jailer', ok: false, detail: 'the jailer is required by configuration but no jailer binary was found' });
-    const reason = unavailableReason(checks);
-    return {
-      name: this.name,
-      available: reason === undefined,
-      reason,
-      capabilities: this.capabilities,
-      info: {
-        firecracker: facts.firecrackerVersion ?? facts.firecrackerPath ?? null,
-        jailer: this.o.jailer === 'never' ? 'disabled' : facts.jailerPath ?? null,
-        kvm: facts.cpuVirtualisation ?? (facts.kvmPvm ? 'kvm-pvm (unusable for ordinary guests)' : 'none'),
-      },
-    };
+    return availabilityFrom(this.name, checks, this.capabilities, {
+      firecracker: facts.firecrackerVersion ?? facts.firecrackerPath ?? null,
+      jailer: this.o.jailer === 'never' ? 'disabled' : facts.jailerPath ?? null,
+      kvm: facts.cpuVirtualisation ?? (facts.kvmPvm ? 'kvm-pvm (unusable for ordinary guests)' : 'none'),
+    });
   }
 
   /** Binaries and jailer settings, looked up once. */
@@ -185,50 +178,47 @@ export class FirecrackerBackend implements Backend {
       template = await this.templates.get(key, (out) => this.buildTemplate(r, { ...base, id: `tpl-${key.slice(0, 12)}` }, out, signal, warmup));
     }
     const tReady = performance.now();
-    const { ctx, cleanup, cgroupDir, uid } = await this.boot(r, { ...base, id: spec.id, snapshot: template }, signal);
+    const { ctx, cleanup, uid } = await this.boot(r, { ...base, id: spec.id, snapshot: template }, signal);
     const sandbox = new FirecrackerSandbox(spec.id, ctx, cleanup, {
       pid: ctx.proc?.pid,
       jailed: !!r.jail,
       ...(uid !== undefined ? { uid, confined: r.jail ? 'jailer' : 'uid, cgroup, namespaces' } : {}),
-      ...(template ? { cloneOf: template.key, restoreMs: round(performance.now() - tReady), templateMs: round(tReady - t0) } : { bootMs: round(performance.now() - t0) }),
+      ...(template ? { cloneOf: template.key, restoreMs: roundMs(performance.now() - tReady), templateMs: roundMs(tReady - t0) } : { bootMs: roundMs(performance.now() - t0) }),
       firecracker: r.firecrackerVersion,
-    }, { cgroupDir, onDestroyed: () => this.live.delete(spec.id) });
+      steps: ctx.timings.marks,
+    }, { onDestroyed: () => this.live.delete(spec.id) });
     this.live.set(spec.id, sandbox);
     return sandbox;
   }
 
-  /** Runs prepare → (cold boot | restore) → agent steps; on failure everything is unwound. */
-  private async boot(r: Resolved, partial: Omit<VmSpec, 'dir' | 'firecrackerPath' | 'launcher' | 'jail' | 'confine' | 'apiTimeoutMs' | 'shutdownGraceMs'>, signal: AbortSignal): Promise<{ ctx: VmContext; cleanup: CleanupStack; cgroupDir?: string; uid?: number }> {
-    const cleanup = new CleanupStack();
-    let jail: VmSpec['jail'];
-    if (r.jail) {
-      const uid = this.uids!.take();
-      cleanup.push('kiln.releaseUid', () => this.uids!.release(uid));
-      jail = { settings: r.jail, uid, netnsName: r.jail.netns ? `kiln-fc-${partial.id}`.slice(0, 32) : undefined };
-    }
-    let confine: VmSpec['confine'];
-    if (!r.jail && this.confiner) {
-      const s = partial.snapshot;
-      const readOnly = [partial.rootfsPath, ...(s ? [s.vmstatePath, s.memoryPath] : [partial.kernelPath, partial.initrdPath])];
-      const c = await this.confiner.acquire(partial.id, { vcpus: partial.vcpus, memoryMib: partial.memoryMib }, { dir: join(this.vmsDir, partial.id), readOnly, network: !!partial.network }, r.firecrackerPath);
-      cleanup.push('kiln.releaseConfinement', () => c.release());
-      confine = c;
-    }
+  /** Runs identity → prepare → (cold boot | restore) → agent steps; on failure everything is unwound. */
+  private async boot(r: Resolved, partial: Omit<VmSpec, 'dir' | 'firecrackerPath' | 'launcher' | 'jail' | 'confine' | 'apiTimeoutMs' | 'shutdownGraceMs'>, signal: AbortSignal): Promise<{ ctx: VmContext; cleanup: CleanupStack; uid?: number }> {
+    const confiner = this.confiner;
+    const s = partial.snapshot;
     const spec: VmSpec = {
       ...partial,
       dir: r.jail ? jailRoot(r.jail, r.firecrackerPath, partial.id) : join(this.vmsDir, partial.id),
       firecrackerPath: r.firecrackerPath,
       launcher: this.o.launcher ?? spawnLauncher,
-      jail,
-      confine,
+      jail: r.jail ? { settings: r.jail, uids: this.uids!, netnsName: r.jail.netns ? `kiln-fc-${partial.id}`.slice(0, 32) : undefined } : undefined,
+      confine: !r.jail && confiner
+        ? () => confiner.acquire(partial.id, { vcpus: partial.vcpus, memoryMib: partial.memoryMib }, {
+          dir: join(this.vmsDir, partial.id),
+          readOnly: [partial.rootfsPath, ...(s ? [s.vmstatePath, s.memoryPath] : [partial.kernelPath, partial.initrdPath])],
+          network: !!partial.network,
+        }, r.firecrackerPath)
+        : undefined,
       apiTimeoutMs: this.o.apiTimeoutMs ?? 5_000,
       shutdownGraceMs: this.o.shutdownGraceMs ?? 2_000,
     };
     const ctx = new VmContext(spec);
-    const steps = [...prepareSteps(spec), ...(spec.snapshot ? restoreSteps() : coldBootSteps(spec)), ...agentSteps(spec, !!spec.snapshot)];
-    await runBootSteps(steps, ctx, cleanup, { signal, trace: this.o.trace, diagnostics: () => ctx.consoleTail() });
-    const cgroupDir = r.jail?.cgroupVersion === 2 ? jailCgroupDir(r.jail, partial.id) : undefined;
-    return { ctx, cleanup, cgroupDir, uid: jail?.uid ?? confine?.uid };
+    const cleanup = new CleanupStack();
+    const steps = [...identitySteps(spec), ...prepareSteps(spec), ...(spec.snapshot ? restoreSteps() : coldBootSteps(spec)), ...agentSteps(spec, !!spec.snapshot)];
+    await runSteps(steps, ctx, cleanup, {
+      signal, trace: this.o.trace, timings: ctx.timings,
+      explain: (e, step) => bootStepError(step, e, signal, () => ctx.consoleTail()),
+    });
+    return { ctx, cleanup, uid: ctx.uid ?? ctx.confine?.uid };
   }
 
   /**
@@ -268,8 +258,4 @@ export class FirecrackerBackend implements Backend {
     const failed = results.filter((x): x is PromiseRejectedResult => x.status === 'rejected');
     if (failed.length) throw new AggregateError(failed.map((f) => f.reason), 'some Firecracker sandboxes failed to stop');
   }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 10) / 10;
 }

@@ -7,9 +7,7 @@
  * Firecracker opens everything (its files, /dev/kvm) as that uid.
  */
 import { stat } from 'node:fs/promises';
-import { KilnError } from '../../core/errors.js';
-import { UidPool } from '../../core/uids.js';
-import { CgroupAdapter, type CgroupHandle } from '../../core/vmm-cgroups.js';
+import { VmmIdentities, type VmmIdentity } from '../../core/vmm-identities.js';
 import { hostRootArgs } from '../../core/vmm-jail.js';
 import { vmmMemoryLimitBytes } from './jailer.js';
 
@@ -22,21 +20,13 @@ export interface UnjailedConfinementOptions {
   bwrapPath?: string;
 }
 
-/** What the launcher needs to start Firecracker confined (process.ts). */
-export interface VmmConfinement {
-  name: string;
-  uid: number;
-  gid: number;
+/** What the launcher needs to start Firecracker confined (process.ts): its uid and cgroup (core/vmm-identities.ts) and bwrap's arguments. */
+export interface VmmConfinement extends VmmIdentity {
   bwrapPath: string;
   /** bwrap's arguments before `--info-fd`: namespaces, the root, the working directory. */
   bwrapArgs: string[];
   /** The drop to the VM's uid, run inside the namespaces before Firecracker. */
   setprivArgs: string[];
-  enter(pid: number): Promise<void>;
-  /** Host pids of bwrap and Firecracker once spawned. */
-  pids: number[];
-  /** Removes the cgroup (killing what is left), then frees the uid; a cgroup that stays busy keeps its uid. */
-  release(): Promise<void>;
 }
 
 export interface ConfinementFiles {
@@ -51,17 +41,13 @@ export interface ConfinementFiles {
 const KVM_DEVICES = ['/dev/kvm', '/dev/userfaultfd'];
 
 export class UnjailedConfiner {
-  private readonly uids: UidPool;
-  private readonly cgroups: CgroupAdapter;
-  private readonly live = new Map<string, VmmConfinement>();
+  private readonly identities: VmmIdentities;
 
   constructor(private readonly o: UnjailedConfinementOptions) {
-    this.uids = new UidPool(o.uidBase ?? 500_000, o.uidCount ?? 65_536, 'Firecracker');
-    this.cgroups = new CgroupAdapter(o.cgroupName);
+    this.identities = new VmmIdentities({ uidBase: o.uidBase ?? 500_000, uidCount: o.uidCount ?? 65_536, cgroupName: o.cgroupName, what: 'Firecracker' });
   }
 
   async acquire(id: string, limits: { vcpus: number; memoryMib: number }, files: ConfinementFiles, firecrackerPath: string): Promise<VmmConfinement> {
-    if (this.live.has(id)) throw new KilnError('INTERNAL', `a Firecracker confinement named ${id} is already in use`);
     const devices = (await Promise.all([...KVM_DEVICES, ...(files.network ? ['/dev/net/tun'] : [])].map(async (d) => (await stat(d).catch(() => undefined)) ? d : undefined)))
       .filter((d): d is string => d !== undefined);
     // Firecracker opens /dev/kvm as the VM's uid: through the device's group, as with the jailer.
@@ -78,50 +64,26 @@ export class UnjailedConfiner {
       '--bind', files.dir, files.dir,
       '--remount-ro', '/', '--chdir', files.dir,
     ];
-    const uid = this.uids.take();
-    let cgroup: CgroupHandle;
-    try {
-      cgroup = await this.cgroups.create(id, { memoryBytes: vmmMemoryLimitBytes(limits.memoryMib), pidsMax: 64 + limits.vcpus, cpus: limits.vcpus + 0.25 });
-    } catch (e) {
-      this.uids.release(uid);
-      throw new KilnError('BOOT_FAILED', `cannot create the cgroup of Firecracker ${id}: ${(e as Error).message}`, { cause: e });
-    }
+    const identity = await this.identities.acquire(id, { memoryBytes: vmmMemoryLimitBytes(limits.memoryMib), pidsMax: 64 + limits.vcpus, cpus: limits.vcpus + 0.25 });
     const setprivArgs = [
-      '/usr/bin/setpriv', '--reuid', String(uid), '--regid', String(uid),
+      '/usr/bin/setpriv', '--reuid', String(identity.uid), '--regid', String(identity.gid),
       ...(kvmGid !== undefined && kvmGid !== 0 ? ['--groups', String(kvmGid)] : ['--clear-groups']),
       '--inh-caps=-all', '--bounding-set=-all', '--',
     ];
-    let released: Promise<void> | undefined;
-    const c: VmmConfinement = {
-      name: id, uid, gid: uid, bwrapPath: this.o.bwrapPath ?? 'bwrap', bwrapArgs: args, setprivArgs, pids: [],
-      enter: (pid) => cgroup.addProcess(pid),
-      release: () => {
-        released ??= (async () => {
-          try {
-            await cgroup.remove();
-          } finally {
-            this.live.delete(id);
-          }
-          this.uids.release(uid);
-        })();
-        return released;
-      },
-    };
-    this.live.set(id, c);
-    return c;
+    return Object.assign(identity, { bwrapPath: this.o.bwrapPath ?? 'bwrap', bwrapArgs: args, setprivArgs });
   }
 
   pids(): number[] {
-    return [...this.live.values()].flatMap((c) => c.pids);
+    return this.identities.pids();
   }
 
   /** Start-up scan: cgroups no live VM of this instance holds. */
   scan(): Promise<string[]> {
-    return this.cgroups.removeStale(new Set(this.live.keys()));
+    return this.identities.scan();
   }
 
   close(): Promise<void> {
-    return this.cgroups.close();
+    return this.identities.close();
   }
 }
 

@@ -78,11 +78,6 @@ export function jailRoot(s: Pick<JailerSettings, 'chrootBaseDir'>, firecrackerPa
   return join(s.chrootBaseDir, basename(firecrackerPath), id, 'root');
 }
 
-/** The VM's own cgroup directory (for usage accounting). */
-export function jailCgroupDir(s: Pick<JailerSettings, 'cgroupVersion' | 'parentCgroup'>, id: string): string {
-  return s.cgroupVersion === 2 ? join('/sys/fs/cgroup', s.parentCgroup, id) : join('/sys/fs/cgroup/memory', s.parentCgroup, id);
-}
-
 export async function createNetns(name: string): Promise<string> {
   await run('ip', ['netns', 'add', name]);
   return `/var/run/netns/${name}`;

@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, readFile, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
+import type { HostCheck } from '../../core/backend.js';
 import { findExecutable } from './jailer.js';
 
 const run = promisify(execFile);
@@ -53,13 +54,8 @@ export async function inspectHost(i: ProbeInputs = {}): Promise<HostFacts> {
   };
 }
 
-export interface HostCheck {
-  name: string;
-  ok: boolean;
-  detail: string;
-}
 
-/** The checks behind probe() and `kiln doctor`, each with what to do when it fails. */
+/** The checks behind probe() (which `kiln doctor` prints), each with what to do when it fails. */
 export function hostChecks(f: HostFacts, kvmMode: 'auto' | 'force' = 'auto'): HostCheck[] {
   const checks: HostCheck[] = [];
   checks.push(f.firecrackerPath
@@ -84,15 +80,4 @@ export function hostChecks(f: HostFacts, kvmMode: 'auto' | 'force' = 'auto'): Ho
     ? { name: 'jailer', ok: true, detail: `${f.jailerPath}: microVMs run chrooted under dedicated uids with cgroup limits` }
     : { name: 'jailer', ok: true, detail: 'not found (optional): microVMs run unjailed as the service user; install the jailer from the same release for chroot, uid and cgroup isolation' });
   return checks;
-}
-
-export function unavailableReason(checks: HostCheck[]): string | undefined {
-  const failed = checks.filter((c) => !c.ok);
-  return failed.length ? failed.map((c) => `${c.name}: ${c.detail}`).join('; ') : undefined;
-}
-
-/** Check lines for `kiln doctor` (name, ok, detail), the same facts probe() uses. */
-export async function firecrackerDoctor(i: ProbeInputs = {}): Promise<HostCheck[]> {
-  const facts = await inspectHost(i);
-  return hostChecks(facts, i.kvm).map((c) => ({ ...c, name: `firecracker: ${c.name}` }));
 }

@@ -1,18 +1,18 @@
 /**
  * The Firecracker process: spawned directly or through the jailer, its serial console captured in
- * a ring buffer, its exit observed from the start (no race between exit and listener), and a
- * bounded shutdown ladder: SendCtrlAltDel → wait → SIGKILL → wait → give up loudly.
+ * a ring buffer (core/console-ring.ts), its exit observed from the start (no race between exit and
+ * listener), and the kill ladder with SendCtrlAltDel as its first rung.
  */
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
 import { KilnError } from '../../core/errors.js';
+import { killLadder, type StopOutcome } from '../../core/kill-ladder.js';
 import { childOf, readChildPid } from '../../core/vmm-jail.js';
 import type { FirecrackerApi } from './api-client.js';
 import type { VmmConfinement } from './confine.js';
-import { ConsoleRing } from './console-ring.js';
+import { ConsoleRing } from '../../core/console-ring.js';
 
 /** What the boot steps need from a running VMM, real or fake. */
 export interface VmmProcess {
@@ -121,21 +121,16 @@ export interface StopOptions {
   killWaitMs?: number;
 }
 
-/** Bounded ladder. Never throws for an already-dead process; throws loudly if SIGKILL does not work. */
-export async function stopVmm(proc: VmmProcess, api: FirecrackerApi | undefined, options: StopOptions): Promise<'exited' | 'ctrl-alt-del' | 'killed'> {
-  if (!proc.alive()) return 'exited';
-  if (api && options.gracefulMs > 0) {
-    const sent = await api.sendCtrlAltDel({ signal: AbortSignal.timeout(Math.min(1_000, options.gracefulMs)) }).then(() => true, () => false);
-    if (sent && await within(proc.exited, options.gracefulMs)) return 'ctrl-alt-del';
-  }
-  proc.kill('SIGKILL');
-  if (await within(proc.exited, options.killWaitMs ?? 3_000)) return 'killed';
-  throw new KilnError('INTERNAL', `Firecracker process ${proc.pid} did not exit after SIGKILL; it may be stuck in the kernel (check dmesg)`);
-}
-
-export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  const ac = new AbortController();
-  const r = await Promise.race([p.then(() => true), sleep(ms, false, { signal: ac.signal }).catch(() => false)]);
-  ac.abort();
-  return r;
+/**
+ * The kill ladder (core/kill-ladder.ts) with Ctrl+Alt+Del as its polite rung: Firecracker has no
+ * SIGTERM handling worth waiting for, and without the API (a VM not booted, or paused) the guest
+ * cannot react, so it is SIGKILLed at once.
+ */
+export function stopVmm(proc: VmmProcess, api: FirecrackerApi | undefined, options: StopOptions): Promise<StopOutcome> {
+  return killLadder(proc, {
+    what: 'Firecracker process',
+    graceMs: api ? options.gracefulMs : 0,
+    ask: () => api!.sendCtrlAltDel({ signal: AbortSignal.timeout(Math.min(1_000, options.gracefulMs)) }).then(() => true, () => false),
+    killWaitMs: options.killWaitMs ?? 3_000,
+  });
 }

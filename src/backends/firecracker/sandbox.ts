@@ -2,18 +2,15 @@
  * One running Firecracker sandbox: the VMM process, the agent connection (reconnected once when it
  * drops while the VM lives), usage accounting and teardown through the boot's cleanup stack.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
 import { ExitSignal } from '../../core/exit-signal.js';
+import { microVmUsage } from '../../core/vm-usage.js';
 import type { CleanupStack } from '../../core/cleanup.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import { reconnectAgent } from './agent-link.js';
 import { VM_FILES, type VmContext } from './vm-steps.js';
 
 export interface FirecrackerSandboxOptions {
-  /** The VM's cgroup directory when jailed (memory.current, memory.events). */
-  cgroupDir?: string;
   reconnectTimeoutMs?: number;
   /** Called once destroy() has finished the whole teardown (the backend deregisters it then). */
   onDestroyed?: () => void;
@@ -85,20 +82,9 @@ export class FirecrackerSandbox implements BackendSandbox {
     this.exit.on(listener);
   }
 
-  async usage(): Promise<SandboxUsage> {
-    if (this.o.cgroupDir) {
-      const [mem, events] = await Promise.all([
-        readFile(join(this.o.cgroupDir, 'memory.current'), 'utf8').catch(() => ''),
-        readFile(join(this.o.cgroupDir, 'memory.events'), 'utf8').catch(() => ''),
-      ]);
-      const oom = /^oom_kill (\d+)$/m.exec(events);
-      return { memoryBytes: mem ? Number(mem) : undefined, oomKills: oom ? Number(oom[1]) : undefined };
-    }
-    const pid = this.vm.proc?.pid;
-    if (!pid) return {};
-    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-    const rss = /^VmRSS:\s+(\d+) kB$/m.exec(status);
-    return rss ? { memoryBytes: Number(rss[1]) * 1024 } : {};
+  /** The same accounting as QEMU's (core/vm-usage.ts): PSS of Firecracker, OOM kills counted by the guest kernel. */
+  usage(): Promise<SandboxUsage> {
+    return microVmUsage(this.vm.proc?.pid, this.current);
   }
 
   destroy(): Promise<void> {

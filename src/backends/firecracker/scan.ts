@@ -5,7 +5,7 @@
  */
 import { readdir, readFile, readlink, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { killLeftovers } from '../../core/kill-ladder.js';
 
 export interface ScanDirs {
   /** Directories kiln owns exclusively: VM dirs, the jail base. Everything under them is removed. */
@@ -47,15 +47,11 @@ export async function findOrphans(dirs: ScanDirs): Promise<OrphanProcess[]> {
 export async function scanLeftovers(dirs: ScanDirs): Promise<string[]> {
   const removed: string[] = [];
   const orphans = await findOrphans(dirs);
+  const { killed, stuck } = await killLeftovers(orphans.map((o) => o.pid), 3_000, dirs.procDir);
   for (const o of orphans) {
-    try {
-      process.kill(o.pid, 'SIGKILL');
-      removed.push(`killed orphaned Firecracker process ${o.pid} (${o.why})`);
-    } catch {
-      /* exited meanwhile */
-    }
+    if (stuck.includes(o.pid)) removed.push(`could not kill orphaned Firecracker process ${o.pid} (${o.why})`);
+    else if (killed.includes(o.pid)) removed.push(`killed orphaned Firecracker process ${o.pid} (${o.why})`);
   }
-  if (orphans.length) await waitGone(orphans.map((o) => o.pid), dirs.procDir ?? '/proc', 3_000);
   for (const dir of dirs.ownedDirs) {
     for (const entry of await readdir(dir).catch(() => [] as string[])) {
       await rm(join(dir, entry), { recursive: true, force: true });
@@ -72,13 +68,4 @@ export async function scanLeftovers(dirs: ScanDirs): Promise<string[]> {
     }
   }
   return removed;
-}
-
-async function waitGone(pids: number[], proc: string, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const alive = await Promise.all(pids.map((p) => readFile(join(proc, String(p), 'stat'), 'utf8').then((s) => !/\) Z /.test(s), () => false)));
-    if (!alive.some(Boolean)) return;
-    await sleep(20);
-  }
 }

@@ -1,5 +1,5 @@
 /**
- * The steps of one microVM's life, as data: prepare (dirs, links, netns, process, API socket,
+ * The steps of one microVM's life, as data run by core/steps.ts: prepare (dirs, links, netns, process, API socket,
  * logger), cold boot (machine-config … InstanceStart), restore (snapshot load + agent sync) and the
  * agent handshake. VM paths are relative to Firecracker's working directory (or absolute inside the
  * jailer's chroot), so a snapshot taken in one directory restores in another: the vsock socket
@@ -7,13 +7,15 @@
  */
 import { chmod, chown, copyFile, link, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { KilnError, toKilnError } from '../../core/errors.js';
+import { StepTimings, type Step } from '../../core/steps.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import { FirecrackerApi } from './api-client.js';
 import type { Drive, MachineConfiguration, NetworkInterface, RateLimiter } from './api-types.js';
-import type { BootStep } from './boot-steps.js';
 import { createNetns, deleteNetns, jailerArgv, type JailerSettings } from './jailer.js';
 import { stopVmm, type Launcher, type VmmProcess } from './process.js';
 import type { VmmConfinement } from './confine.js';
+import type { UidPool } from '../../core/uids.js';
 import { connectAgent } from './agent-link.js';
 
 /** Names of files inside a VM's directory (relative to Firecracker's cwd / the chroot root). */
@@ -31,15 +33,37 @@ export const VM_FILES = {
 
 export const AGENT_GUEST_CID = 3;
 
+/** Step names: traces, BOOT_FAILED errors (`details.step`) and `details.steps` timings use them. */
+export const FC_STEP = {
+  takeUid: 'kiln.takeUid',
+  confine: 'kiln.confine',
+  makeVmDir: 'fc.makeVmDir',
+  linkImages: 'fc.linkImages',
+  createNetns: 'fc.createNetns',
+  spawn: 'fc.spawn',
+  waitApiSocket: 'fc.waitApiSocket',
+  putLogger: 'fc.putLogger',
+  putMachineConfig: 'fc.putMachineConfig',
+  putBootSource: 'fc.putBootSource',
+  putRootDrive: 'fc.putDrive(rootfs)',
+  putVsock: 'fc.putVsock',
+  putEntropy: 'fc.putEntropy',
+  putNetworkInterface: 'fc.putNetworkInterface',
+  instanceStart: 'fc.instanceStart',
+  loadSnapshot: 'fc.loadSnapshot',
+  agentHandshake: 'kiln.agentHandshake',
+} as const;
+
 export interface VmSpec {
   id: string;
   /** Host directory that Firecracker sees as its cwd (the chroot root when jailed). */
   dir: string;
   firecrackerPath: string;
   launcher: Launcher;
-  jail?: { settings: JailerSettings; uid: number; netnsName?: string };
-  /** Without the jailer: kiln's own uid, cgroup and namespaces (confine.ts). */
-  confine?: VmmConfinement;
+  /** Under the jailer: its settings, and the pool the VM's own uid comes from. */
+  jail?: { settings: JailerSettings; uids: UidPool; netnsName?: string };
+  /** Without the jailer: kiln's own uid, cgroup and namespaces (confine.ts), acquired by a step. */
+  confine?: () => Promise<VmmConfinement>;
   vcpus: number;
   memoryMib: number;
   kernelPath: string;
@@ -61,9 +85,13 @@ export class VmContext {
   readonly api: FirecrackerApi;
   proc: VmmProcess | undefined;
   agent: AgentClient | undefined;
+  /** The jailed VM's uid (FC_STEP.takeUid). */
+  uid: number | undefined;
+  /** The unjailed VM's confinement (FC_STEP.confine). */
+  confine: VmmConfinement | undefined;
   /** Set once the VM booted: from then on destroy is graceful (Ctrl+Alt+Del first). */
   booted = false;
-  timings: Record<string, number> = {};
+  readonly timings = new StepTimings();
 
   constructor(readonly spec: VmSpec) {
     this.api = new FirecrackerApi({ socketPath: this.host(VM_FILES.apiSocket), requestTimeoutMs: spec.apiTimeoutMs });
@@ -89,23 +117,37 @@ export class VmContext {
   }
 }
 
-type Step = BootStep<VmContext>;
+type VmStep = Step<VmContext>;
 
-export function prepareSteps(spec: VmSpec): Step[] {
-  const steps: Step[] = [
+/** The VM's own host uid (and, unjailed, cgroup): released after everything else is undone. */
+export function identitySteps(spec: VmSpec): VmStep[] {
+  const { jail, confine } = spec;
+  if (jail) {
+    return [{
+      name: FC_STEP.takeUid,
+      run: (ctx) => { ctx.uid = jail.uids.take(); },
+      undo: (ctx) => { if (ctx.uid !== undefined) jail.uids.release(ctx.uid); },
+    }];
+  }
+  if (!confine) return [];
+  return [{ name: FC_STEP.confine, run: async (ctx) => { ctx.confine = await confine(); }, undo: (ctx) => ctx.confine?.release() }];
+}
+
+export function prepareSteps(spec: VmSpec): VmStep[] {
+  const steps: VmStep[] = [
     {
-      name: 'fc.makeVmDir',
+      name: FC_STEP.makeVmDir,
       run: async (ctx) => {
         await mkdir(dirname(ctx.host(VM_FILES.vsock)), { recursive: true, mode: 0o750 });
         await mkdir(dirname(ctx.host(VM_FILES.vmstate)), { recursive: true, mode: 0o750 });
         await writeFile(ctx.host(VM_FILES.log), '', { mode: 0o640 });
-        if (spec.jail) await chownTree(ctx, spec.jail.uid, spec.jail.settings.gid);
-        else if (spec.confine) await chownTree(ctx, spec.confine.uid, spec.confine.gid);
+        if (spec.jail) await chownTree(ctx, ctx.uid!, spec.jail.settings.gid);
+        else if (ctx.confine) await chownTree(ctx, ctx.confine.uid, ctx.confine.gid);
       },
       undo: (ctx) => rm(ctx.spec.jail ? dirname(ctx.spec.dir) : ctx.spec.dir, { recursive: true, force: true }),
     },
     {
-      name: 'fc.linkImages',
+      name: FC_STEP.linkImages,
       run: async (ctx) => {
         const files: Array<[string, string]> = [[spec.rootfsPath, VM_FILES.rootfs]];
         if (!spec.snapshot) files.push([spec.kernelPath, VM_FILES.kernel], [spec.initrdPath, VM_FILES.initrd]);
@@ -116,22 +158,22 @@ export function prepareSteps(spec: VmSpec): Step[] {
   ];
   if (spec.jail?.netnsName) {
     const name = spec.jail.netnsName;
-    steps.push({ name: 'fc.createNetns', run: async () => { await createNetns(name); }, undo: () => deleteNetns(name) });
+    steps.push({ name: FC_STEP.createNetns, run: async () => { await createNetns(name); }, undo: () => deleteNetns(name) });
   }
   steps.push(
     {
-      name: 'fc.spawn',
+      name: FC_STEP.spawn,
       run: async (ctx) => {
         const j = spec.jail;
         const argv = j
           ? jailerArgv(j.settings, {
-            id: spec.id, firecrackerPath: spec.firecrackerPath, uid: j.uid, gid: j.settings.gid,
+            id: spec.id, firecrackerPath: spec.firecrackerPath, uid: ctx.uid!, gid: j.settings.gid,
             limits: { vcpus: spec.vcpus, memoryMib: spec.memoryMib },
             netnsPath: j.netnsName ? `/var/run/netns/${j.netnsName}` : undefined,
             apiSocketInJail: ctx.vm(VM_FILES.apiSocket),
           })
           : ['--api-sock', ctx.host(VM_FILES.apiSocket), '--id', spec.id];
-        ctx.proc = await spec.launcher({ binary: j ? j.settings.jailerPath : spec.firecrackerPath, argv, cwd: spec.dir, apiSocketPath: ctx.host(VM_FILES.apiSocket), confine: j ? undefined : spec.confine });
+        ctx.proc = await spec.launcher({ binary: j ? j.settings.jailerPath : spec.firecrackerPath, argv, cwd: spec.dir, apiSocketPath: ctx.host(VM_FILES.apiSocket), confine: j ? undefined : ctx.confine });
         if (ctx.proc.pid) await writeFile(ctx.host(VM_FILES.pid), `${ctx.proc.pid}\n`);
       },
       undo: async (ctx) => {
@@ -139,15 +181,15 @@ export function prepareSteps(spec: VmSpec): Step[] {
       },
     },
     {
-      name: 'fc.waitApiSocket',
+      name: FC_STEP.waitApiSocket,
       run: async (ctx, signal) => { await ctx.api.waitReady(spec.apiTimeoutMs, { signal, isAlive: () => ctx.alive() }); },
     },
-    { name: 'fc.putLogger', run: (ctx, signal) => ctx.api.putLogger({ log_path: ctx.vm(VM_FILES.log), level: 'Warning', show_level: true }, { signal }) },
+    { name: FC_STEP.putLogger, run: (ctx, signal) => ctx.api.putLogger({ log_path: ctx.vm(VM_FILES.log), level: 'Warning', show_level: true }, { signal }) },
   );
   return steps;
 }
 
-export function coldBootSteps(spec: VmSpec): Step[] {
+export function coldBootSteps(spec: VmSpec): VmStep[] {
   const machine: MachineConfiguration = { vcpu_count: spec.vcpus, mem_size_mib: spec.memoryMib, smt: false, track_dirty_pages: false };
   const rootfs: Drive = {
     drive_id: 'rootfs',
@@ -157,22 +199,22 @@ export function coldBootSteps(spec: VmSpec): Step[] {
     path_on_host: VM_FILES.rootfs,
     ...(spec.driveRateLimiter ? { rate_limiter: spec.driveRateLimiter } : {}),
   };
-  const steps: Step[] = [
-    { name: 'fc.putMachineConfig', run: (ctx, signal) => ctx.api.putMachineConfig(machine, { signal }) },
+  const steps: VmStep[] = [
+    { name: FC_STEP.putMachineConfig, run: (ctx, signal) => ctx.api.putMachineConfig(machine, { signal }) },
     {
-      name: 'fc.putBootSource',
+      name: FC_STEP.putBootSource,
       run: (ctx, signal) => ctx.api.putBootSource({ kernel_image_path: ctx.vm(VM_FILES.kernel), initrd_path: ctx.vm(VM_FILES.initrd), boot_args: spec.bootArgs }, { signal }),
     },
-    { name: 'fc.putDrive(rootfs)', run: (ctx, signal) => ctx.api.putDrive({ ...rootfs, path_on_host: ctx.vm(VM_FILES.rootfs) }, { signal }) },
-    { name: 'fc.putVsock', run: (ctx, signal) => ctx.api.putVsock({ guest_cid: AGENT_GUEST_CID, uds_path: ctx.vm(VM_FILES.vsock) }, { signal }) },
-    { name: 'fc.putEntropy', run: (ctx, signal) => ctx.api.putEntropy({}, { signal }) },
+    { name: FC_STEP.putRootDrive, run: (ctx, signal) => ctx.api.putDrive({ ...rootfs, path_on_host: ctx.vm(VM_FILES.rootfs) }, { signal }) },
+    { name: FC_STEP.putVsock, run: (ctx, signal) => ctx.api.putVsock({ guest_cid: AGENT_GUEST_CID, uds_path: ctx.vm(VM_FILES.vsock) }, { signal }) },
+    { name: FC_STEP.putEntropy, run: (ctx, signal) => ctx.api.putEntropy({}, { signal }) },
   ];
   if (spec.network) {
     const nic = spec.network;
-    steps.push({ name: `fc.putNetworkInterface(${nic.iface_id})`, run: (ctx, signal) => ctx.api.putNetworkInterface(nic, { signal }) });
+    steps.push({ name: `${FC_STEP.putNetworkInterface}(${nic.iface_id})`, run: (ctx, signal) => ctx.api.putNetworkInterface(nic, { signal }) });
   }
   steps.push({
-    name: 'fc.instanceStart',
+    name: FC_STEP.instanceStart,
     run: async (ctx, signal) => {
       await ctx.api.instanceStart({ signal });
       ctx.booted = true;
@@ -181,9 +223,9 @@ export function coldBootSteps(spec: VmSpec): Step[] {
   return steps;
 }
 
-export function restoreSteps(): Step[] {
+export function restoreSteps(): VmStep[] {
   return [{
-    name: 'fc.loadSnapshot',
+    name: FC_STEP.loadSnapshot,
     run: async (ctx, signal) => {
       await ctx.api.loadSnapshot({
         snapshot_path: ctx.vm(VM_FILES.vmstate),
@@ -195,9 +237,9 @@ export function restoreSteps(): Step[] {
   }];
 }
 
-export function agentSteps(spec: VmSpec, restored: boolean): Step[] {
+export function agentSteps(spec: VmSpec, restored: boolean): VmStep[] {
   return [{
-    name: 'kiln.agentHandshake',
+    name: FC_STEP.agentHandshake,
     run: async (ctx, signal) => {
       ctx.agent = await connectAgent({
         udsPath: ctx.host(VM_FILES.vsock), timeoutMs: spec.readyTimeoutMs, signal, isAlive: () => ctx.alive(),
@@ -223,4 +265,20 @@ async function placeFile(from: string, to: string, jailed: boolean): Promise<voi
 
 async function chownTree(ctx: VmContext, uid: number, gid: number): Promise<void> {
   for (const rel of ['.', 'run', 'snapshot', VM_FILES.log]) await chown(ctx.host(rel), uid, gid);
+}
+
+/**
+ * The error a failed step becomes: BOOT_FAILED (or TIMEOUT when the create was cancelled or ran out
+ * of time) naming the step, with `diagnostics` (the console tail) appended.
+ */
+export function bootStepError(name: string, e: unknown, signal: AbortSignal, diagnostics: () => string): KilnError {
+  const base = signal.aborted && !(e instanceof KilnError)
+    ? new KilnError('TIMEOUT', `microVM boot step ${name} was cancelled or ran out of time; raise readyTimeoutMs if the host is slow`, { cause: e })
+    : toKilnError(e, 'BOOT_FAILED', `microVM boot step ${name} failed`);
+  const extra = diagnostics();
+  const message = base.message.startsWith('microVM boot step') ? base.message : `microVM boot step ${name} failed: ${base.message}`;
+  return new KilnError(base.code, extra ? `${message}\n${extra}` : message, {
+    cause: base,
+    details: { ...(base.details ?? {}), step: name },
+  });
 }

@@ -96,9 +96,9 @@ function attempt(udsPath: string, port: number, timeoutMs: number, signal?: Abor
       reject(err);
     }
     function onError(e: NodeJS.ErrnoException): void {
-      if (e.code === 'ENOENT') return fail(new AttemptError(`the vsock socket ${udsPath} does not exist (Firecracker is not running or was not given a vsock device)`, false));
-      if (e.code === 'ECONNREFUSED') return fail(new AttemptError(`the vsock socket ${udsPath} refuses connections (Firecracker has exited)`, false));
-      fail(new AttemptError(`socket error: ${e.message}`, true));
+      if (e.code === 'ENOENT') fail(new AttemptError(`the vsock socket ${udsPath} does not exist (Firecracker is not running or was not given a vsock device)`, false));
+      else if (e.code === 'ECONNREFUSED') fail(new AttemptError(`the vsock socket ${udsPath} refuses connections (Firecracker has exited)`, false));
+      else fail(new AttemptError(`socket error: ${e.message}`, true));
     }
     function onClose(): void {
       fail(new AttemptError('Firecracker closed the connection without "OK" (the guest is not listening yet)', true));
@@ -112,7 +112,10 @@ function attempt(udsPath: string, port: number, timeoutMs: number, signal?: Abor
       }
       const line = buf.subarray(0, nl).toString('latin1');
       const m = /^OK (\d{1,10})$/.exec(line);
-      if (!m) return fail(new AttemptError(`expected "OK <port>", got ${JSON.stringify(line.slice(0, MAX_LINE_BYTES))}`, false));
+      if (!m) {
+        fail(new AttemptError(`expected "OK <port>", got ${JSON.stringify(line.slice(0, MAX_LINE_BYTES))}`, false));
+        return;
+      }
       const rest = buf.subarray(nl + 1);
       finish();
       socket.pause();

@@ -8,13 +8,14 @@ import { constants } from 'node:fs';
 import { access, chmod, copyFile, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { Backend, BackendAvailability, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
+import { availabilityFrom, type Backend, type BackendAvailability, type BackendSandbox, type CreateOptions, type HostCheck, type ProbeOptions, type SandboxSpec, type ScanReport } from '../../core/backend.js';
 import { CleanupStack } from '../../core/cleanup.js';
 import { CreatesInFlight } from '../../core/creates.js';
+import { roundMs, runSteps, StepTimings, type Step } from '../../core/steps.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import { spawnBwrap } from './bwrap.js';
-import { detectCgroupLayout, prepareLayout, removeLayoutParents, SandboxCgroup, scanStaleCgroups, type CgroupLayout } from '../../core/cgroups.js';
+import { cgroupMode, detectCgroupLayout, prepareLayout, probeCgroups, removeLayoutParents, SandboxCgroup, scanStaleCgroups, type CgroupLayout } from '../../core/cgroups.js';
 import { ImageMounts } from './image-mounts.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
 import { SandboxUids } from './uids.js';
@@ -31,6 +32,26 @@ export interface NamespaceBackendOptions {
   uidCount?: number;
   /** Name of the parent cgroup for this instance's sandboxes (distinct per run dir). */
   cgroupName?: string;
+}
+
+/** Step names of a sandbox's start (core/steps.ts): `details.steps` and errors name them. */
+export const NS_STEP = {
+  allocateUid: 'ns.allocateUid',
+  mountImage: 'ns.mountImage',
+  createCgroup: 'ns.createCgroup',
+  spawn: 'ns.spawn',
+  enterCgroup: 'ns.enterCgroup',
+  agentHandshake: 'kiln.agentHandshake',
+} as const;
+
+/** What the start steps make, filled in as they run. */
+interface StartContext {
+  hostUid?: number;
+  lowerDir?: string;
+  cgroup?: SandboxCgroup;
+  proc?: Awaited<ReturnType<typeof spawnBwrap>>;
+  agent?: AgentClient;
+  log: string;
 }
 
 export function createNamespaceBackend(options: NamespaceBackendOptions): Backend {
@@ -54,34 +75,39 @@ class NamespaceBackend implements Backend {
     this.uids = new SandboxUids(o.uidBase ?? 200_000, o.uidCount ?? 65_536);
   }
 
-  async probe(): Promise<BackendAvailability> {
+  async probe(options: ProbeOptions = {}): Promise<BackendAvailability> {
     const capabilities = { snapshots: false, separateKernel: false, multipleUids: false, maxCpus: 64, maxMemoryMib: 1 << 20 };
-    const problems: string[] = [];
-    if (process.getuid?.() !== 0) problems.push('the service must run as root (it loop-mounts images and manages cgroups)');
+    const checks: HostCheck[] = [];
+    const add = (name: string, ok: boolean, detail: string): void => { checks.push({ name, ok, detail }); };
+    const root = process.getuid?.() === 0;
+    add('root', root, root ? 'running as root' : 'the service must run as root (it loop-mounts images and manages cgroups)');
     const bwrap = this.o.bwrapPath ?? 'bwrap';
-    let version = '';
-    try {
-      version = (await run(bwrap, ['--version'])).stdout.trim();
-    } catch {
-      problems.push('bubblewrap is not installed: apt-get install bubblewrap');
-    }
+    const version = await run(bwrap, ['--version']).then((r) => r.stdout.trim(), () => '');
+    add('bubblewrap', !!version, version || `${bwrap} was not found: apt-get install bubblewrap`);
     const fs = await readFile('/proc/filesystems', 'utf8');
-    if (!/\toverlay$/m.test(fs)) problems.push('the kernel has no overlayfs: modprobe overlay');
-    if (!/\tsquashfs$/m.test(fs)) await run('modprobe', ['squashfs']).catch(() => problems.push('the kernel has no squashfs: modprobe squashfs'));
+    const overlay = /\toverlay$/m.test(fs);
+    add('overlayfs', overlay, overlay ? 'in the kernel' : 'the kernel has no overlayfs: modprobe overlay');
+    const squashfs = /\tsquashfs$/m.test(fs) || await run('modprobe', ['squashfs']).then(() => true, () => false);
+    add('squashfs', squashfs, squashfs ? 'in the kernel' : 'the kernel has no squashfs: modprobe squashfs');
+    const userns = await readFile('/proc/sys/user/max_user_namespaces', 'utf8').then((v) => Number(v) > 0, () => false);
+    add('user namespaces', userns, userns ? 'enabled' : 'disabled: sysctl -w user.max_user_namespaces=15000');
     let cgroups = '';
-    try {
-      cgroups = `v${detectCgroupLayout(this.o.cgroupName).version}`;
-    } catch (e) {
-      problems.push((e as Error).message);
+    if (options.thorough && root) {
+      // A real attempt, not a look at the mounts: a probe sandbox cgroup with limits, delegated to nobody.
+      const cg = await probeCgroups();
+      cgroups = cg.mode;
+      add('cgroups', cg.delegation, cg.detail);
+    } else {
+      try {
+        cgroups = `v${detectCgroupLayout(this.o.cgroupName).version}`;
+        add('cgroups', true, `${cgroupMode()}${root ? '' : ' (delegation not probed: run kiln doctor as root)'}`);
+      } catch (e) {
+        add('cgroups', false, (e as Error).message);
+      }
     }
-    if (!(await access(this.o.agentPath, constants.X_OK).then(() => true, () => false))) problems.push(`agent binary ${this.o.agentPath} is missing: run bash agent/build.sh`);
-    return {
-      name: this.name,
-      available: problems.length === 0,
-      reason: problems.length ? problems.join('; ') : undefined,
-      capabilities,
-      info: { bwrap: version, cgroups, quarantinedUids: this.uids.quarantined.length },
-    };
+    const agent = await access(this.o.agentPath, constants.X_OK).then(() => true, () => false);
+    add('agent binary', agent, agent ? this.o.agentPath : `${this.o.agentPath} is missing: run bash agent/build.sh`);
+    return availabilityFrom(this.name, checks, capabilities, { bwrap: version, cgroups, quarantinedUids: this.uids.quarantined.length });
   }
 
   /** One-time preparation: folders, cgroup parents, and an agent copy every sandbox uid can read. */
@@ -108,45 +134,79 @@ class NamespaceBackend implements Backend {
 
   private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
     const agentCopy = await this.prepare().catch((e) => { throw toKilnError(e, 'BACKEND_UNAVAILABLE', 'namespace backend cannot start'); });
-    const t0 = performance.now();
+    const timings = new StepTimings();
     const cleanup = new CleanupStack();
     const signal = options.signal ? AbortSignal.any([options.signal, AbortSignal.timeout(options.readyTimeoutMs)]) : AbortSignal.timeout(options.readyTimeoutMs);
-    // The sandbox's stderr (bwrap's and the agent's), kept for the error when start fails.
-    let log = '';
-    const onStderr = (text: string): void => { log = (log + text).slice(-8192); };
-    try {
-      const hostUid = await this.uids.allocate();
-      // Runs last, after the process and cgroup are gone: a uid some process still holds stays
-      // quarantined (probe() counts them) instead of going to the next sandbox.
-      cleanup.push('uid', async () => { await this.uids.release(hostUid); });
-      const lowerDir = await this.images.acquire(spec.pack);
-      // The cgroup comes first: bwrap binds its delegated user/ part into the sandbox. bwrap's
-      // child waits on --block-fd until it is inside, so nothing of the sandbox runs unconfined.
-      const cgroup = await SandboxCgroup.create(this.layout!, spec.id, { memoryBytes: spec.memoryMib * 1024 * 1024, pidsMax: this.o.maxPids, cpus: spec.cpus }, { delegateUid: hostUid });
-      cleanup.push('cgroup', () => cgroup.remove());
-      const proc = await spawnBwrap({
-        bwrapPath: this.o.bwrapPath ?? 'bwrap', hostUid, lowerDir, agentPath: agentCopy,
-        cgroupDirs: cgroup.userDirs, cgroupNamespace: this.layout!.version === 1,
-        diskBytes: spec.diskMib * 1024 * 1024, hostname: 'sandbox', onStderr,
-      }, signal);
-      cleanup.push('process', () => killSandboxProcess(proc.child, proc.sandboxPid));
-      await cgroup.addProcess(proc.sandboxPid);
-      proc.release();
-      const agent = await AgentClient.connect(
-        { readable: proc.child.stdout!, writable: proc.child.stdin!, destroy: () => proc.child.stdin!.destroy() },
-        { signal, timeoutMs: options.readyTimeoutMs },
-      );
-      cleanup.push('agent', () => agent.close());
-      // Listed until its whole teardown (cgroup included) is done, so close() waits for a destroy
-      // already under way instead of removing the parent cgroups before this one is gone.
-      const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, { pid: proc.sandboxPid, hostUid, bootMs: round(performance.now() - t0) }, () => this.live.delete(spec.id));
-      this.live.set(spec.id, sandbox);
-      return sandbox;
-    } catch (e) {
-      await cleanup.run().catch(() => undefined);
-      const why = e instanceof Error ? e.message : String(e);
-      throw new KilnError('BOOT_FAILED', `namespace sandbox failed to start: ${why}${log.trim() ? `; sandbox log: ${log.trim().slice(-2000)}` : ''}`, { cause: e });
-    }
+    const ctx: StartContext = { log: '' };
+    await runSteps(this.startSteps(spec, options, agentCopy), ctx, cleanup, {
+      signal, timings,
+      explain: (e) => {
+        const why = e instanceof Error ? e.message : String(e);
+        const log = ctx.log.trim();
+        return new KilnError('BOOT_FAILED', `namespace sandbox failed to start: ${why}${log ? `; sandbox log: ${log.slice(-2000)}` : ''}`, { cause: e });
+      },
+    });
+    const { hostUid, proc, cgroup, agent } = ctx as Required<StartContext>;
+    // Listed until its whole teardown (cgroup included) is done, so close() waits for a destroy
+    // already under way instead of removing the parent cgroups before this one is gone.
+    const details = { pid: proc.sandboxPid, hostUid, bootMs: roundMs(timings.elapsedMs()), steps: timings.marks };
+    const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, details, () => this.live.delete(spec.id));
+    this.live.set(spec.id, sandbox);
+    return sandbox;
+  }
+
+  /** uid, image, cgroup, bwrap, cgroup entry, handshake: each undo runs in reverse on failure and at destroy. */
+  private startSteps(spec: SandboxSpec, options: CreateOptions, agentCopy: string): Array<Step<StartContext>> {
+    return [
+      {
+        name: NS_STEP.allocateUid,
+        run: async (ctx) => { ctx.hostUid = await this.uids.allocate(); },
+        // Runs last, after the process and cgroup are gone: a uid some process still holds stays
+        // quarantined (probe() counts them) instead of going to the next sandbox.
+        undo: async (ctx) => { await this.uids.release(ctx.hostUid!); },
+      },
+      { name: NS_STEP.mountImage, run: async (ctx) => { ctx.lowerDir = await this.images.acquire(spec.pack); } },
+      {
+        // The cgroup comes first: bwrap binds its delegated user/ part into the sandbox. bwrap's
+        // child waits on --block-fd until it is inside, so nothing of the sandbox runs unconfined.
+        name: NS_STEP.createCgroup,
+        run: async (ctx) => {
+          ctx.cgroup = await SandboxCgroup.create(this.layout!, spec.id, { memoryBytes: spec.memoryMib * 1024 * 1024, pidsMax: this.o.maxPids, cpus: spec.cpus }, { delegateUid: ctx.hostUid });
+        },
+        undo: (ctx) => ctx.cgroup!.remove(),
+      },
+      {
+        name: NS_STEP.spawn,
+        run: async (ctx, signal) => {
+          ctx.proc = await spawnBwrap({
+            bwrapPath: this.o.bwrapPath ?? 'bwrap', hostUid: ctx.hostUid!, lowerDir: ctx.lowerDir!, agentPath: agentCopy,
+            cgroupDirs: ctx.cgroup!.userDirs, cgroupNamespace: this.layout!.version === 1,
+            diskBytes: spec.diskMib * 1024 * 1024, hostname: 'sandbox',
+            // The sandbox's stderr (bwrap's and the agent's), kept for the error when start fails.
+            onStderr: (text) => { ctx.log = (ctx.log + text).slice(-8192); },
+          }, signal);
+        },
+        undo: (ctx) => killSandboxProcess(ctx.proc!.child, ctx.proc!.sandboxPid),
+      },
+      {
+        name: NS_STEP.enterCgroup,
+        run: async (ctx) => {
+          await ctx.cgroup!.addProcess(ctx.proc!.sandboxPid);
+          ctx.proc!.release();
+        },
+      },
+      {
+        name: NS_STEP.agentHandshake,
+        run: async (ctx, signal) => {
+          const child = ctx.proc!.child;
+          ctx.agent = await AgentClient.connect(
+            { readable: child.stdout!, writable: child.stdin!, destroy: () => child.stdin!.destroy() },
+            { signal, timeoutMs: options.readyTimeoutMs },
+          );
+        },
+        undo: (ctx) => ctx.agent!.close(),
+      },
+    ];
   }
 
   async scan(): Promise<ScanReport> {
@@ -171,8 +231,4 @@ class NamespaceBackend implements Backend {
     const failed = results.filter((r) => r.status === 'rejected');
     if (failed.length) throw new AggregateError(failed.map((r) => (r as PromiseRejectedResult).reason), 'some namespace sandboxes failed to stop');
   }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 10) / 10;
 }

@@ -1,11 +1,11 @@
 /** One running namespace sandbox: its bwrap process, cgroup, agent connection and teardown. */
 import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
-import { CleanupStack } from '../../core/cleanup.js';
+import type { CleanupStack } from '../../core/cleanup.js';
 import { KilnError } from '../../core/errors.js';
 import { ExitSignal } from '../../core/exit-signal.js';
+import { settlesWithin } from '../../core/kill-ladder.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import type { SandboxCgroup } from '../../core/cgroups.js';
 
@@ -17,7 +17,7 @@ export class NamespaceSandbox implements BackendSandbox {
   constructor(
     readonly id: string,
     readonly agent: AgentClient,
-    private readonly child: ChildProcess,
+    child: ChildProcess,
     private readonly cgroup: SandboxCgroup,
     private readonly cleanup: CleanupStack,
     details: Record<string, unknown>,
@@ -52,9 +52,9 @@ export async function killSandboxProcess(child: ChildProcess, sandboxPid: number
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, 'exit');
   tryKill(sandboxPid);
-  if (await within(exited, 2000)) return;
+  if (await settlesWithin(exited, 2000)) return;
   tryKill(child.pid);
-  if (await within(exited, 2000)) return;
+  if (await settlesWithin(exited, 2000)) return;
   throw new KilnError('INTERNAL', `bwrap process ${child.pid} did not exit after SIGKILL`);
 }
 
@@ -65,11 +65,4 @@ function tryKill(pid: number | undefined): void {
   } catch {
     /* gone already */
   }
-}
-
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  const ac = new AbortController();
-  const r = await Promise.race([p.then(() => true), sleep(ms, false, { signal: ac.signal }).catch(() => false)]);
-  ac.abort();
-  return r;
 }

@@ -9,15 +9,18 @@ import { cpus, totalmem } from 'node:os';
 import { stat } from 'node:fs/promises';
 import { normalize } from 'node:path';
 import { promisify } from 'node:util';
-import type { Backend, BackendAvailability, BackendCapabilities, BackendSandbox, CreateOptions, SandboxSpec, ScanReport } from '../../core/backend.js';
+import { availabilityFrom, type Backend, type BackendAvailability, type BackendCapabilities, type BackendSandbox, type CreateOptions, type HostCheck, type SandboxSpec, type ScanReport } from '../../core/backend.js';
 import { CreatesInFlight } from '../../core/creates.js';
+import { killLeftovers } from '../../core/kill-ladder.js';
+import { vmmCgroupName } from '../../core/vmm-identities.js';
+import { roundMs } from '../../core/steps.js';
 import { templateWarmup } from '../../core/warmup.js';
 import { KilnError, isKilnError } from '../../core/errors.js';
 import { buildVmArtifacts, findHostKernel, guestCmdline, type VmArtifacts } from '../../vmimage/index.js';
 import { chooseAccel, hostTscKhz, qemuVersion, type AccelMode } from './accel.js';
 import type { QemuLog } from './process.js';
 import { QemuSandbox } from './sandbox.js';
-import { findOrphans, killAndWait, removeStale } from './scan.js';
+import { findOrphans, removeStale } from './scan.js';
 import { TemplateManager, templateFilesPresent, type Template } from './templates.js';
 import { SpareManager } from './spares.js';
 import { VmmJails, type JailOptions } from './jail.js';
@@ -104,7 +107,7 @@ class QemuBackend implements Backend {
     this.confine = o.confine === false ? undefined : { runAs };
     if (this.confine && o.jail !== false && process.getuid?.() === 0) {
       // One cgroup parent per run dir, so a second instance (tests) never scans the first's VMMs.
-      const cgroupName = o.jail?.cgroupName ?? (o.runDir === '/run/kiln' ? 'kiln-vmm' : `kiln-vmm-${createHash('sha256').update(o.runDir).digest('hex').slice(0, 8)}`);
+      const cgroupName = o.jail?.cgroupName ?? vmmCgroupName('kiln-vmm', o.runDir);
       this.jails = new VmmJails({ ...o.jail, cgroupName }, o.log);
     }
     const shmDir = o.shmDir ?? `/dev/shm/kiln-qemu-${createHash('sha256').update(o.runDir).digest('hex').slice(0, 10)}`;
@@ -124,23 +127,28 @@ class QemuBackend implements Backend {
       snapshots: this.o.templates !== false, separateKernel: true, multipleUids: true,
       maxCpus: cpus().length, maxMemoryMib: Math.floor(totalmem() / 2 ** 20 / 2),
     };
-    const unavailable = (reason: string): BackendAvailability => ({ name: 'qemu', available: false, reason, capabilities });
+    const checks: HostCheck[] = [];
+    const add = (name: string, ok: boolean, detail: string): void => { checks.push({ name, ok, detail }); };
     const version = await qemuVersion(this.binary).catch(() => undefined);
-    if (!version) return unavailable(`${this.binary} was not found: install the qemu-system-x86 package`);
+    add('QEMU', !!version, version ?? `${this.binary} was not found: install the qemu-system-x86 package`);
     const kernel = await findHostKernel().catch((e: Error) => e);
-    if (kernel instanceof Error) return unavailable(kernel.message);
-    if (!(await stat(this.o.agentPath).then(() => true, () => false))) return unavailable(`the kiln-agent binary ${this.o.agentPath} is missing: run "bash agent/build.sh"`);
-    if (this.jails && !(await execFileAsync(this.jails.bwrapPath, ['--version']).then(() => true, () => false))) {
-      return unavailable(`${this.jails.bwrapPath} was not found: install the bubblewrap package (it confines each QEMU), or set the qemu backend's jail option to false`);
+    add('guest kernel', !(kernel instanceof Error), kernel instanceof Error ? kernel.message : `host kernel ${kernel.version} (its modules go into the guest initramfs)`);
+    const agent = await stat(this.o.agentPath).then(() => true, () => false);
+    add('agent binary', agent, agent ? this.o.agentPath : `the kiln-agent binary ${this.o.agentPath} is missing: run "bash agent/build.sh"`);
+    if (this.jails) {
+      const bwrap = await execFileAsync(this.jails.bwrapPath, ['--version']).then(() => true, () => false);
+      add('QEMU jail', bwrap, bwrap ? `${this.jails.bwrapPath}: each QEMU runs under its own uid and namespaces` : `${this.jails.bwrapPath} was not found: install the bubblewrap package (it confines each QEMU), or set the qemu backend's jail option to false`);
+      const cgroupProblem = this.jails.problem();
+      add('QEMU cgroups', !cgroupProblem, cgroupProblem ? `QEMU cgroups cannot be made: ${cgroupProblem} (or set the qemu backend's jail option to false)` : `cgroup ${this.jails.cgroupName}`);
     }
-    const cgroupProblem = this.jails?.problem();
-    if (cgroupProblem) return unavailable(`QEMU cgroups cannot be made: ${cgroupProblem} (or set the qemu backend's jail option to false)`);
+    if (checks.some((c) => !c.ok)) return availabilityFrom('qemu', checks, capabilities);
     const accel = await chooseAccel(this.o.accel ?? 'auto');
+    add('accelerator', true, `${accel.accel}: ${accel.reason}`);
     const jail = this.jails ? `uid, cgroup ${this.jails.cgroupName}, namespaces` : this.confine?.runAs ? `seccomp, runs as ${this.confine.runAs}` : this.confine ? 'seccomp' : 'none';
-    return {
-      name: 'qemu', available: true, capabilities,
-      info: { qemuVersion: version, kernelVersion: kernel.version, accel: accel.accel, accelReason: accel.reason, tscKhz: accel.accel === 'tcg' ? await hostTscKhz() : undefined, confinement: jail },
-    };
+    return availabilityFrom('qemu', checks, capabilities, {
+      qemuVersion: version, kernelVersion: (kernel as { version: string }).version, accel: accel.accel, accelReason: accel.reason,
+      tscKhz: accel.accel === 'tcg' ? await hostTscKhz() : undefined, confinement: jail,
+    });
   }
 
   create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
@@ -186,7 +194,7 @@ class QemuBackend implements Backend {
         try {
           const t0 = performance.now();
           spare = await this.spares.take(template);
-          const spareWaitMs = Math.round((performance.now() - t0) * 10) / 10;
+          const spareWaitMs = roundMs(performance.now() - t0);
           // A clone is ready in ~0.1 s; one that is not within a few seconds is broken, and the
           // cold boot fallback needs the rest of the budget.
           const cloneBudgetMs = Math.min(remaining(deadline) / 2, CLONE_TIMEOUT_MS);
@@ -234,9 +242,10 @@ class QemuBackend implements Backend {
     await this.spares.settled();
     const own = new Set([...this.live.values()].flatMap((s) => s.pids).concat([...this.spares.pids()], this.jails?.pids() ?? []));
     const removed: string[] = [];
-    for (const orphan of await findOrphans(this.qemuRunDir, own)) {
-      const gone = await killAndWait(orphan.pid);
-      removed.push(gone ? `killed orphaned qemu ${orphan.name} (pid ${orphan.pid})` : `could not kill orphaned qemu ${orphan.name} (pid ${orphan.pid})`);
+    const orphans = await findOrphans(this.qemuRunDir, own);
+    const { stuck } = await killLeftovers(orphans.map((o) => o.pid), 5000);
+    for (const orphan of orphans) {
+      removed.push(stuck.includes(orphan.pid) ? `could not kill orphaned qemu ${orphan.name} (pid ${orphan.pid})` : `killed orphaned qemu ${orphan.name} (pid ${orphan.pid})`);
     }
     removed.push(...await removeStale(`${this.qemuRunDir}/vms`, new Set(this.live.keys())));
     removed.push(...await removeStale(`${this.qemuRunDir}/spares`, this.spares.ids()));

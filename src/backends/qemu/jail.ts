@@ -7,10 +7,8 @@
  *   KVM, and only this VM's files at their host paths. QEMU opens them as root, then chroots into
  *   an empty directory and drops to the VM's uid (`-chroot`, `-runas`) before any guest code runs.
  */
-import { KilnError } from '../../core/errors.js';
-import { UidPool } from '../../core/uids.js';
 import type { QemuLog } from './log.js';
-import { CgroupAdapter, type CgroupHandle } from '../../core/vmm-cgroups.js';
+import { VmmIdentities, type VmmIdentity } from '../../core/vmm-identities.js';
 import { hostRootArgs } from '../../core/vmm-jail.js';
 
 export interface JailOptions {
@@ -62,23 +60,11 @@ function pidsMax(cpus: number): number {
   return 96 + cpus;
 }
 
-/** One VM's confinement, held until the VM is gone. */
-export interface VmJail {
-  name: string;
-  uid: number;
-  gid: number;
+/** One VM's confinement, held until the VM is gone: its uid and cgroup (core/vmm-identities.ts) and bwrap's arguments. */
+export interface VmJail extends VmmIdentity {
   /** bwrap's arguments before `--`: namespaces and the VM's root. */
   bwrapArgs: string[];
   bwrapPath: string;
-  /** Puts QEMU's (blocked, not yet exec'd) process into the VM's cgroup. */
-  enter(pid: number): Promise<void>;
-  /** Host pids of this VM's processes (bwrap, QEMU), once spawned: the scan leaves them alone. */
-  pids: number[];
-  /**
-   * Removes the cgroup (killing whatever is still inside), then frees the uid. A cgroup that does
-   * not empty keeps its uid out of use: it is never handed to another VM while a process may hold it.
-   */
-  release(): Promise<void>;
 }
 
 export interface JailFiles {
@@ -89,14 +75,14 @@ export interface JailFiles {
 }
 
 export class VmmJails {
-  private readonly uids: UidPool;
-  private readonly cgroups: CgroupAdapter;
-  private readonly live = new Map<string, VmJail>();
+  private readonly identities: VmmIdentities;
   private hostRoot: Promise<string[]> | undefined;
 
-  constructor(private readonly o: JailOptions, private readonly log?: QemuLog) {
-    this.uids = new UidPool(o.uidBase ?? 400_000, o.uidCount ?? 65_536, 'QEMU');
-    this.cgroups = new CgroupAdapter(o.cgroupName);
+  constructor(private readonly o: JailOptions, log?: QemuLog) {
+    this.identities = new VmmIdentities({
+      uidBase: o.uidBase ?? 400_000, uidCount: o.uidCount ?? 65_536, cgroupName: o.cgroupName, what: 'QEMU',
+      onStuck: (cgroup, uid, e) => log?.('warn', 'a QEMU cgroup did not empty; its uid stays out of use', { cgroup, uid, error: e.message }),
+    });
   }
 
   get bwrapPath(): string {
@@ -105,66 +91,38 @@ export class VmmJails {
 
   /** Confinement for a VM about to start; `name` (its QEMU id) names its cgroup. */
   async acquire(name: string, limits: JailLimits, files: JailFiles, binary: string): Promise<VmJail> {
-    if (this.live.has(name)) throw new KilnError('INTERNAL', `a QEMU jail named ${name} is already in use`);
     const args = bwrapArgs(await this.rootArgs(binary), files, limits.accel === 'kvm');
-    const uid = this.uids.take();
-    let cgroup: CgroupHandle;
-    try {
-      cgroup = await this.cgroups.create(name, {
-        memoryBytes: ((limits.templateBacked ? 2 : 1) * limits.guestMib + vmmOverheadMib(limits.accel)) * 2 ** 20,
-        pidsMax: pidsMax(limits.cpus),
-        // The vCPU threads plus a quarter core for the main loop (devices, QMP, the console).
-        cpus: limits.cpus + 0.25,
-      });
-    } catch (e) {
-      this.uids.release(uid);
-      throw new KilnError('BOOT_FAILED', `cannot create the cgroup of QEMU ${name}: ${(e as Error).message}`, { cause: e });
-    }
-    let released: Promise<void> | undefined;
-    const jail: VmJail = {
-      name, uid, gid: uid, bwrapArgs: args, bwrapPath: this.bwrapPath, pids: [],
-      enter: (pid) => cgroup.addProcess(pid),
-      release: () => {
-        released ??= (async () => {
-          try {
-            await cgroup.remove();
-          } catch (e) {
-            this.log?.('warn', 'a QEMU cgroup did not empty; its uid stays out of use', { cgroup: name, uid, error: (e as Error).message });
-            throw e;
-          } finally {
-            this.live.delete(name);
-          }
-          this.uids.release(uid);
-        })();
-        return released;
-      },
-    };
-    this.live.set(name, jail);
-    return jail;
+    const identity = await this.identities.acquire(name, {
+      memoryBytes: ((limits.templateBacked ? 2 : 1) * limits.guestMib + vmmOverheadMib(limits.accel)) * 2 ** 20,
+      pidsMax: pidsMax(limits.cpus),
+      // The vCPU threads plus a quarter core for the main loop (devices, QMP, the console).
+      cpus: limits.cpus + 0.25,
+    });
+    return Object.assign(identity, { bwrapArgs: args, bwrapPath: this.bwrapPath });
   }
 
   /** Why QEMUs cannot be jailed on this host, or undefined. */
   problem(): string | undefined {
-    return this.cgroups.problem();
+    return this.identities.problem();
   }
 
   /** Pids of every jailed process this instance started and has not released. */
   pids(): number[] {
-    return [...this.live.values()].flatMap((j) => j.pids);
+    return this.identities.pids();
   }
 
   /** Start-up scan: cgroups under this instance's parent that no live VM holds (a crashed service's). */
   scan(): Promise<string[]> {
-    return this.cgroups.removeStale(new Set(this.live.keys()));
+    return this.identities.scan();
   }
 
   /** Removes the parent cgroups once no VM is left in them. */
   close(): Promise<void> {
-    return this.cgroups.close();
+    return this.identities.close();
   }
 
   get cgroupName(): string {
-    return this.o.cgroupName;
+    return this.identities.cgroupName;
   }
 
   /** /usr and the host's top-level links into it, so QEMU and its libraries can be exec'd. */

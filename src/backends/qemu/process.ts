@@ -6,8 +6,9 @@ import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
+import { killLadder, settlesWithin } from '../../core/kill-ladder.js';
 import { childOf, readChildPid } from '../../core/vmm-jail.js';
-import { ConsoleRing } from './console.js';
+import { ConsoleRing } from '../../core/console-ring.js';
 import type { VmJail } from './jail.js';
 
 export interface ExitInfo {
@@ -29,7 +30,7 @@ export class QemuProcess {
   watchdogFired = false;
 
   /** `pid` is QEMU's host pid: the child itself, or under a jail bwrap's namespace PID 1. */
-  private constructor(private readonly child: ChildProcess, pid?: number) {
+  private constructor(readonly child: ChildProcess, pid?: number) {
     this.qemuPid = pid ?? child.pid!;
     child.stdout!.on('data', (d: Buffer) => this.console.push(d));
     child.stderr!.on('data', (d: Buffer) => this.console.push(d));
@@ -123,21 +124,11 @@ export class QemuProcess {
 
   /** Waits for exit up to `ms`; true when it exited. */
   async waitExit(ms: number): Promise<boolean> {
-    if (!this.alive) return true;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms); });
-    const r = await Promise.race([this.exited.then(() => true as const), timeout]);
-    clearTimeout(timer);
-    return r;
+    return !this.alive || settlesWithin(this.exited, ms);
   }
 
-  /** The kill ladder. Throws only when even SIGKILL did not end the process. */
+  /** The kill ladder (core/kill-ladder.ts). Throws only when even SIGKILL did not end the process. */
   async stop(graceMs = 2000): Promise<void> {
-    if (!this.alive) return;
-    this.signal('SIGTERM');
-    if (await this.waitExit(graceMs)) return;
-    this.signal('SIGKILL');
-    if (await this.waitExit(5000)) return;
-    throw new Error(`qemu pid ${this.pid} survived SIGKILL for 5 s`);
+    await killLadder({ pid: this.pid, alive: () => this.alive, kill: (sig) => this.signal(sig), exited: this.exited }, { what: 'qemu', graceMs, killWaitMs: 5000 });
   }
 }

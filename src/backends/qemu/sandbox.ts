@@ -1,7 +1,7 @@
 /** A running QEMU sandbox as the core sees it (BackendSandbox). */
-import { readFile } from 'node:fs/promises';
 import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
 import { ExitSignal } from '../../core/exit-signal.js';
+import { microVmUsage } from '../../core/vm-usage.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import type { RunningVm } from './vm.js';
 
@@ -32,24 +32,9 @@ export class QemuSandbox implements BackendSandbox {
     return this.vm.proc.pids;
   }
 
-  /**
-   * Memory is the proportional set size (a clone's share of the template RAM counts only for what
-   * it touched). OOM kills are the guest kernel's own count (/proc/vmstat `oom_kill`): the guest's
-   * RAM is the sandbox's memory limit, and its OOM killer is what ends a process over it. The core
-   * reads this only after an exec died of SIGKILL, so the guest round trip is off every other path.
-   */
-  async usage(): Promise<SandboxUsage> {
-    const [smaps, oomKills] = await Promise.all([
-      readFile(`/proc/${this.vm.proc.pid}/smaps_rollup`, 'utf8').catch(() => ''),
-      this.guestOomKills().catch(() => undefined),
-    ]);
-    const pss = /^Pss:\s+(\d+) kB/m.exec(smaps);
-    return { memoryBytes: pss ? Number(pss[1]) * 1024 : undefined, oomKills };
-  }
-
-  private async guestOomKills(): Promise<number | undefined> {
-    const m = /^oom_kill (\d+)$/m.exec(await this.agent.readText('/proc/vmstat'));
-    return m ? Number(m[1]) : undefined;
+  /** The same accounting as Firecracker's (core/vm-usage.ts): PSS of QEMU, OOM kills counted by the guest kernel. */
+  usage(): Promise<SandboxUsage> {
+    return microVmUsage(this.vm.proc.pid, this.agent);
   }
 
   onExit(listener: (reason: string) => void): void {

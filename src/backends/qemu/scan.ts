@@ -4,7 +4,6 @@
  * their directories and RAM files removed.
  */
 import { readdir, readFile, rm } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 export async function findOrphans(qemuRunDir: string, ownPids: ReadonlySet<number>): Promise<Array<{ pid: number; name: string }>> {
   const found: Array<{ pid: number; name: string }> = [];
@@ -19,27 +18,6 @@ export async function findOrphans(qemuRunDir: string, ownPids: ReadonlySet<numbe
     found.push({ pid, name: nameArg.split(',')[0]! });
   }
   return found;
-}
-
-export async function killAndWait(pid: number, timeoutMs = 5000): Promise<boolean> {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    return true;
-  }
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return true;
-    }
-    // A killed child of a dead parent is reaped by init; until then it is a zombie.
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-    if (!stat || / Z /.test(stat)) return true;
-    await sleep(20);
-  }
-  return false;
 }
 
 /** Removes every entry of `dir` whose name is not in `keep`. */

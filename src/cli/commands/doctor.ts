@@ -1,72 +1,65 @@
-/** kiln doctor: what this host can run, and for everything missing, how to fix it. */
-import { execFile } from 'node:child_process';
-import { access, constants, readFile } from 'node:fs/promises';
-import { promisify } from 'node:util';
+/**
+ * kiln doctor: what this host can run, and for everything missing, how to fix it. The checks are
+ * the registered backends' own probes (thorough: a real cgroup is tried) plus the pack images;
+ * nothing here repeats a backend's knowledge of what it needs.
+ */
+import type { HostCheck } from '../../core/backend.js';
 import { loadConfig } from '../../core/config.js';
-import { cgroupMode, createBackends, probeCgroups } from '../../server/compose.js';
 import { listImages, loadPacks } from '../../images/index.js';
-import { parseFlags, type Command } from '../command.js';
+import { BACKEND_NAMES, createBackends } from '../../server/backends.js';
+import { parseFlags, UsageError, type Command } from '../command.js';
 
-const run = promisify(execFile);
-
-interface Check {
-  name: string;
-  ok: boolean;
-  detail: string;
+export interface DoctorReport {
+  backends: Array<{ name: string; available: boolean; checks: HostCheck[]; info?: Record<string, unknown> }>;
+  images: HostCheck[];
 }
 
-export async function hostChecks(): Promise<Check[]> {
-  const checks: Check[] = [];
-  const add = (name: string, ok: boolean, detail: string): void => { checks.push({ name, ok, detail }); };
-  const version = async (cmd: string, args: string[]): Promise<string | undefined> => run(cmd, args).then((r) => (r.stdout || r.stderr).split('\n')[0]!.trim(), () => undefined);
-
-  const bwrap = await version('bwrap', ['--version']);
-  add('bubblewrap', !!bwrap, bwrap ?? 'missing: apt-get install bubblewrap');
-  const fs = await readFile('/proc/filesystems', 'utf8');
-  add('overlayfs', /\toverlay$/m.test(fs), /\toverlay$/m.test(fs) ? 'in the kernel' : 'missing: modprobe overlay');
-  const sq = /\tsquashfs$/m.test(fs) || (await run('modprobe', ['squashfs']).then(() => true, () => false));
-  add('squashfs', sq, sq ? 'in the kernel' : 'missing: modprobe squashfs (kernel module)');
-  // A real attempt, not a look at the mounts: a probe sandbox cgroup with limits, delegated to nobody.
-  const cg = process.getuid?.() === 0 ? await probeCgroups() : { mode: cgroupMode(), delegation: false, detail: 'not probed: run kiln doctor as root' };
-  add('cgroups', cg.delegation, cg.detail);
-  const userns = await readFile('/proc/sys/user/max_user_namespaces', 'utf8').then((s) => Number(s) > 0, () => false);
-  add('user namespaces', userns, userns ? 'enabled' : 'disabled: sysctl -w user.max_user_namespaces=15000');
-  add('root', process.getuid?.() === 0, process.getuid?.() === 0 ? 'running as root' : 'kiln serve must run as root (loop mounts, cgroups)');
-
-  const kvmWritable = await access('/dev/kvm', constants.W_OK).then(() => true, () => false);
-  const cpuinfo = await readFile('/proc/cpuinfo', 'utf8');
-  const vmx = /\b(vmx|svm)\b/.test(cpuinfo);
-  add('KVM', kvmWritable && vmx, kvmWritable && vmx ? '/dev/kvm writable, CPU has vmx/svm'
-    : kvmWritable ? '/dev/kvm exists but the CPU flags show no vmx/svm (a kvm-pvm or nested host): ordinary guest kernels hang under KVM here, so microVMs use QEMU software emulation (TCG); see docs/hosts.md'
-      : 'no writable /dev/kvm: microVMs fall back to QEMU software emulation; see docs/hosts.md');
-  const qemu = await version('qemu-system-x86_64', ['--version']);
-  add('QEMU', !!qemu, qemu ?? 'missing: apt-get install qemu-system-x86');
-  return checks;
+/** Every registered backend's probe (or those named), and the state of each pack's image. */
+export async function doctorReport(only?: readonly string[]): Promise<DoctorReport> {
+  const config = loadConfig();
+  const backends = await createBackends(config, undefined, only);
+  const probes = await Promise.all([...backends.values()].map((b) => b.probe({ thorough: true })));
+  const sources = { builtinDir: config.packsDir, customDir: config.customPacksDir };
+  const packs = await loadPacks(sources, () => undefined).catch(() => []);
+  const images = await listImages(config.dataDir, sources).catch(() => []);
+  return {
+    backends: probes.map((p) => ({ name: p.name, available: p.available, checks: p.checks, info: p.info })),
+    images: packs.map((p) => {
+      const img = images.find((i) => i.name === p.name && i.current);
+      return { name: `image ${p.name}`, ok: !!img, detail: img ? `${(img.sizeBytes / 1048576).toFixed(0)} MiB, built ${img.builtAt}` : `not built: kiln images build ${p.name}` };
+    }),
+  };
 }
+
+const USAGE = `usage: kiln doctor [--json] [--backend NAME]...
+  checks what this host can run and says how to fix what is missing
+  backends: ${BACKEND_NAMES.join(', ')}
+  exit status 0 when the namespace backend (the default) can run, 1 otherwise`;
 
 const command: Command = {
   name: 'doctor',
   summary: 'check the host',
   async run(argv) {
-    const { flags } = parseFlags(argv, { boolean: ['json'] });
-    const config = loadConfig();
-    const checks = await hostChecks();
-    const sources = { builtinDir: config.packsDir, customDir: config.customPacksDir };
-    const packs = await loadPacks(sources, () => undefined).catch(() => []);
-    const images = await listImages(config.dataDir, sources).catch(() => []);
-    for (const p of packs) {
-      const img = images.find((i) => i.name === p.name && i.current);
-      checks.push({ name: `image ${p.name}`, ok: !!img, detail: img ? `${(img.sizeBytes / 1048576).toFixed(0)} MiB, built ${img.builtAt}` : `not built: kiln images build ${p.name}` });
+    const { flags, positional } = parseFlags(argv, { boolean: ['json', 'help'], string: ['backend'] });
+    if (flags.help) { console.log(USAGE); return 0; }
+    if (positional.length) throw new UsageError(`unexpected argument ${positional[0]}\n${USAGE}`);
+    const only = flags.backend === undefined ? undefined : [flags.backend as string];
+    if (only && !BACKEND_NAMES.includes(only[0]!)) throw new UsageError(`no backend "${only[0]}": use one of ${BACKEND_NAMES.join(', ')}`);
+    const report = await doctorReport(only);
+    if (flags.json) {
+      console.log(JSON.stringify(report, null, 2));
+    } else {
+      for (const b of report.backends) {
+        console.log(`backend ${b.name}: ${b.available ? 'available' : 'unavailable'}`);
+        for (const c of b.checks) console.log(`  ${c.ok ? ' ok ' : 'FAIL'}  ${c.name.padEnd(20)} ${c.detail}`);
+      }
+      if (!only) {
+        console.log('images:');
+        for (const c of report.images) console.log(`  ${c.ok ? ' ok ' : 'FAIL'}  ${c.name.padEnd(20)} ${c.detail}`);
+      }
     }
-    const backends = await createBackends(config);
-    const probes = await Promise.all([...backends.values()].map((b) => b.probe()));
-    for (const p of probes) checks.push({ name: `backend ${p.name}`, ok: p.available, detail: p.available ? `available ${JSON.stringify(p.info ?? {})}` : `unavailable: ${p.reason}` });
-    const { firecrackerDoctor } = await import('../../server/optional-backends.js');
-    for (const c of await firecrackerDoctor()) checks.push({ name: c.name, ok: c.ok, detail: c.detail });
-    if (flags.json) console.log(JSON.stringify({ checks }, null, 2));
-    else for (const c of checks) console.log(`${c.ok ? ' ok ' : 'FAIL'}  ${c.name.padEnd(20)} ${c.detail}`);
-    const nsOk = probes.find((p) => p.name === 'namespace')?.available ?? false;
-    return nsOk ? 0 : 1;
+    const gate = only?.[0] ?? 'namespace';
+    return report.backends.find((b) => b.name === gate)?.available ? 0 : 1;
   },
 };
 export default command;

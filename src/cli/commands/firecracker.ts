@@ -3,15 +3,19 @@
  * kiln firecracker check
  */
 import { isKilnError } from '../../core/errors.js';
-import { FIRECRACKER_DEFAULT_VERSION as DEFAULT_VERSION, firecrackerDoctor, installFirecracker } from '../../server/optional-backends.js';
+import { loadConfig } from '../../core/config.js';
+import { createBackends, firecrackerTools } from '../../server/backends.js';
 import { parseFlags, UsageError, type Command } from '../command.js';
 
-const USAGE = `usage:
+const usage = async (): Promise<string> => {
+  const { DEFAULT_VERSION } = await firecrackerTools();
+  return `usage:
   kiln firecracker install [--version ${DEFAULT_VERSION}] [--dir /usr/local/bin] [--sha256 HEX] [--url URL]
       downloads the release tarball, verifies its sha256 (pinned for ${DEFAULT_VERSION}; required
       with --sha256 for other versions), installs firecracker and jailer atomically
   kiln firecracker check [--json]
       can this host run Firecracker microVMs, and if not, why`;
+};
 
 const command: Command = {
   name: 'firecracker',
@@ -21,11 +25,11 @@ const command: Command = {
     try {
       if (sub === 'install') return await install(rest);
       if (sub === 'check') return await check(rest);
-      console.error(USAGE);
+      console.error(await usage());
       return sub === undefined || sub === 'help' || sub === '--help' ? 0 : 2;
     } catch (e) {
       if (e instanceof UsageError) {
-        console.error(`kiln firecracker: ${e.message}\n${USAGE}`);
+        console.error(`kiln firecracker: ${e.message}\n${await usage()}`);
         return 2;
       }
       console.error(`kiln firecracker ${sub}: ${isKilnError(e) ? e.message : (e as Error).message}`);
@@ -38,6 +42,7 @@ export default command;
 async function install(argv: string[]): Promise<number> {
   const { flags, positional } = parseFlags(argv, { string: ['version', 'dir', 'sha256', 'url'] });
   if (positional.length) throw new UsageError(`unexpected argument ${positional[0]}`);
+  const { installFirecracker } = await firecrackerTools();
   const r = await installFirecracker({
     version: flags.version as string | undefined,
     dir: flags.dir as string | undefined,
@@ -51,7 +56,9 @@ async function install(argv: string[]): Promise<number> {
 
 async function check(argv: string[]): Promise<number> {
   const { flags } = parseFlags(argv, { boolean: ['json'] });
-  const checks = await firecrackerDoctor({ firecrackerPath: process.env.KILN_FIRECRACKER || undefined, kvm: process.env.KILN_FIRECRACKER_KVM === 'force' ? 'force' : 'auto' });
+  // The backend's own probe, configured as `kiln serve` would configure it (KILN_FIRECRACKER, …).
+  const backend = (await createBackends(loadConfig(), undefined, ['firecracker'])).get('firecracker')!;
+  const { checks } = await backend.probe({ thorough: true });
   if (flags.json) console.log(JSON.stringify({ checks }, null, 2));
   else for (const c of checks) console.log(`${c.ok ? ' ok ' : 'FAIL'}  ${c.name.padEnd(34)} ${c.detail}`);
   return checks.every((c) => c.ok) ? 0 : 1;

@@ -4,7 +4,7 @@
  * Build progress goes to stderr, one line per phase change or 10% step; results to stdout.
  */
 import { readFile } from 'node:fs/promises';
-import { KilnClient, type CustomPackDefinition, type PackBuildEvent, type PackInfo } from '../../sdk/index.js';
+import { KilnClient, type CustomPackDefinition, type PackBuildEvent, type PackInfo } from '../../../sdk/src/index.js';
 import { cliClient } from '../client.js';
 import { UsageError, type Command } from '../command.js';
 

@@ -13,18 +13,20 @@ const command: Command = {
     if (!pack || (flags.c === undefined) === (file === undefined)) throw new UsageError('usage: kiln run <pack> (-c CODE | FILE) [--stdin] [--timeout-ms N] [--backend B] [-- args]');
     const stdin = flags.stdin ? await readStdin() : undefined;
     const common = {
-      pack, stdin, args,
+      // base64 both ways: bytes reach the program, and its output reaches ours, unchanged.
+      pack, stdin: stdin?.toString('base64'), stdinEncoding: 'base64' as const, args, encoding: 'base64' as const,
       backend: flags.backend as 'namespace' | 'qemu' | 'firecracker' | undefined,
       timeoutMs: flags['timeout-ms'] ? Number(flags['timeout-ms']) : undefined,
       memoryMib: flags['memory-mib'] ? Number(flags['memory-mib']) : undefined,
     };
     const body = file === undefined
       ? { ...common, code: String(flags.c) }
-      : { ...common, files: [{ path: basename(file), content: await readFile(file, 'utf8') }], entrypoint: basename(file) };
+      : { ...common, files: [{ path: basename(file), content: (await readFile(file)).toString('base64'), encoding: 'base64' as const }], entrypoint: basename(file) };
     let exit = 1;
     for await (const ev of cliClient().runStream(body)) {
-      if (ev.type === 'stdout') process.stdout.write(ev.data);
-      else if (ev.type === 'stderr') process.stderr.write(ev.data);
+      if (ev.type === 'stdout') process.stdout.write(Buffer.from(ev.data, 'base64'));
+      else if (ev.type === 'stderr') process.stderr.write(Buffer.from(ev.data, 'base64'));
+      else if (ev.type === 'truncated') process.stderr.write(`\nkiln run: ${ev.droppedBytes} bytes of ${ev.stream} dropped here (over the output cap); its last bytes follow\n`);
       else if (ev.type === 'error') { console.error(`kiln run: ${ev.code}: ${ev.message}`); return 1; }
       else if (ev.type === 'result') {
         if (flags.json) console.error(JSON.stringify(ev));
@@ -38,9 +40,9 @@ const command: Command = {
   },
 };
 
-async function readStdin(): Promise<string> {
+async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
 export default command;

@@ -1,9 +1,11 @@
 /**
  * WebSocket interactive exec. Client → server JSON text messages:
- *   {"type":"start","cmd":"bash","tty":{"cols":80,"rows":24},"env":{},"cwd":"/workspace"}  (first)
+ *   {"type":"start","cmd":"bash","tty":{"cols":80,"rows":24},"env":{},"cwd":"/workspace","encoding":"utf8"}  (first)
  *   {"type":"stdin","data":"ls\n"} | {"type":"eof"} | {"type":"resize","cols":100,"rows":30} | {"type":"signal","signal":"SIGINT"}
- * Server → client: {"type":"started","pid"}, {"type":"stdout"|"stderr","data"}, {"type":"result",...}
- * or {"type":"error","code","message"}; the server closes the socket after the last one.
+ * Server → client: {"type":"started","pid"}, {"type":"stdout"|"stderr","data","encoding"},
+ * {"type":"truncated","stream","droppedBytes"}, {"type":"result",...} or {"type":"error","code","message"};
+ * the server closes the socket after the last one. Output is UTF-8 decoded across messages (a
+ * character is never split) or base64 with "encoding":"base64".
  *
  * Backpressure both ways: output waits (and so does the program) while the socket's send buffer is
  * over WS_HIGH_WATER_BYTES; the socket is not read while more than STDIN_HIGH_WATER_BYTES of stdin
@@ -15,6 +17,7 @@ import type { WebSocket } from 'ws';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import type { ExecHandle } from '../../protocol/agent-client.js';
 import type { KilnService } from '../service.js';
+import { outputEvents, type OutputEncoding } from './encoding.js';
 import { execSummary } from './present.js';
 import { cmd, cwd, envMap } from './schemas.js';
 
@@ -27,7 +30,7 @@ const validateStart = new Ajv({ allErrors: false }).compile<StartMessage>({
   type: 'object',
   required: ['type', 'cmd'],
   properties: {
-    type: { const: 'start' }, cmd, env: envMap, cwd,
+    type: { const: 'start' }, cmd, env: envMap, cwd, encoding: { enum: ['utf8', 'base64'] },
     tty: { type: 'object', properties: { cols: { type: 'integer' }, rows: { type: 'integer' } } },
   },
 });
@@ -38,6 +41,7 @@ interface StartMessage {
   env?: Record<string, string>;
   cwd?: string;
   tty?: { cols?: unknown; rows?: unknown };
+  encoding?: OutputEncoding;
 }
 
 export function attachInteractive(svc: KilnService, id: string, socket: WebSocket, log: FastifyBaseLogger): void {
@@ -103,9 +107,10 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
     try {
       if (!validateStart(msg)) {
         const e = validateStart.errors?.[0];
-        throw new KilnError('INVALID_REQUEST', `start message${e?.instancePath ?? ''} ${e?.message ?? 'is malformed'} ("cmd" is a string or an array of strings, each up to 128 KiB)`);
+        throw new KilnError('INVALID_REQUEST', `start message${e?.instancePath ?? ''} ${e?.message ?? 'is malformed'} ("cmd" is a string or an array of strings, each up to 128 KiB; "encoding" is "utf8" or "base64")`);
       }
       const tty = msg.tty;
+      const out = outputEvents(msg.encoding ?? 'utf8', output);
       const ex = await svc.manager.interactive(id, {
         cmd: msg.cmd,
         env: msg.env,
@@ -113,13 +118,13 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
         tty: tty && isDim(tty.cols) && isDim(tty.rows) ? { cols: tty.cols, rows: tty.rows } : undefined,
       }, {
         onStarted: (pid) => send({ type: 'started', pid }),
-        onStdout: (c) => output({ type: 'stdout', data: c.toString('utf8') }),
-        onStderr: (c) => output({ type: 'stderr', data: c.toString('utf8') }),
+        ...out.handlers,
       });
       handle = ex.handle;
       if (closed) handle.cancel(); // the client left while the command was starting
       const r = await ex.done;
-      send({ type: 'result', ...execSummary(r) });
+      out.flush();
+      send({ type: 'result', ...execSummary(r), encoding: msg.encoding ?? 'utf8' });
       socket.close(1000);
     } catch (e) {
       fail(e);

@@ -1,12 +1,30 @@
-/** JSON schemas for request bodies and responses; they also feed /openapi.json. */
+/**
+ * JSON schemas for request bodies and responses; they also feed /openapi.json and the SDK's types
+ * (scripts/gen-sdk-types.ts writes sdk/src/generated.ts from them: run npm run gen:sdk after a change).
+ * A response schema's `required` is a promise the SDK types rely on; the serializer enforces it.
+ */
+import { BACKEND_NAMES } from '../backends.js';
+
 // Fields shared by several bodies: one definition each, so their bounds cannot drift apart.
 const pack = { type: 'string', minLength: 1, maxLength: 64 } as const;
-const backend = { type: 'string', enum: ['namespace', 'qemu', 'firecracker'] } as const;
+// The registry's names (../backends.ts): a new backend appears in requests and /openapi.json by itself.
+const backend = { type: 'string', enum: [...BACKEND_NAMES] };
 const cpus = { type: 'number', exclusiveMinimum: 0, maximum: 64 } as const;
 const memoryMib = { type: 'integer', minimum: 16 } as const;
 const stdin = { type: 'string', maxLength: 16 * 1024 * 1024 } as const;
 const timeoutMs = { type: 'integer', minimum: 1 } as const;
-const maxOutputBytes = { type: 'integer', minimum: 0 } as const;
+const maxOutputBytes = {
+  type: 'integer', minimum: 0,
+  description: 'Cap on stdout and on stderr, each (default 1 MiB, KILN_DEFAULT_OUTPUT_BYTES); up to the server\'s KILN_MAX_OUTPUT_BYTES (default 16 MiB), above it 400. A stream over it keeps its head and its last 64 KiB (at most half the cap) and says how many bytes were dropped between',
+} as const;
+const stdinEncoding = {
+  type: 'string', enum: ['utf8', 'base64'],
+  description: 'How "stdin" is sent: text (default) or base64 of the exact bytes',
+} as const;
+const encoding = {
+  type: 'string', enum: ['utf8', 'base64'],
+  description: 'How stdout and stderr are sent: "utf8" text (default; invalid bytes become U+FFFD) or "base64" (byte-exact, for binary output). Streamed chunks carry it too',
+} as const;
 
 /**
  * The agent takes one exec request as at most 256 KiB of JSON (argv, env, cwd and inline files
@@ -55,8 +73,9 @@ export const createSandboxBody = {
 export const sandboxSchema = {
   type: 'object',
   additionalProperties: true,
+  required: ['id', 'pack', 'backend', 'state', 'createdAt', 'expiresAt', 'readyMs', 'cpus', 'memoryMib', 'diskMib', 'execsRunning', 'fromPool', 'details'],
   properties: {
-    id: { type: 'string' }, pack: { type: 'string' }, backend: { type: 'string' }, state: { type: 'string' },
+    id: { type: 'string' }, pack: { type: 'string' }, backend, state: { type: 'string', enum: ['ready', 'stopping', 'stopped', 'failed'] },
     createdAt: { type: 'string' }, expiresAt: { type: 'string' }, readyMs: { type: 'number' },
     cpus: { type: 'number' }, memoryMib: { type: 'number' }, diskMib: { type: 'number' },
     execsRunning: { type: 'integer' }, fromPool: { type: 'boolean' },
@@ -76,19 +95,37 @@ export const execBody = {
     uid: { type: 'integer', minimum: 0, maximum: 4294967294 },
     timeoutMs,
     maxOutputBytes,
+    encoding,
+    stdinEncoding,
     stream: { type: 'boolean', description: 'Answer with NDJSON events as output is produced' },
   },
 } as const;
 
 export const execResultSchema = {
   type: 'object',
+  required: ['stdout', 'stderr', 'exitCode', 'signal', 'timedOut', 'oomKilled', 'outputTruncated', 'durationMs', 'usage'],
   properties: {
-    stdout: { type: 'string' }, stderr: { type: 'string' },
+    stdout: { type: 'string' }, stderr: { type: 'string' }, encoding: { type: 'string', enum: ['utf8', 'base64'] },
     exitCode: { type: ['integer', 'null'] }, signal: { type: ['string', 'null'] },
-    timedOut: { type: 'boolean' }, oomKilled: { type: 'boolean' }, outputTruncated: { type: 'boolean' },
+    timedOut: { type: 'boolean' }, oomKilled: { type: 'boolean' },
+    outputTruncated: { type: 'boolean', description: 'stdoutTruncated or stderrTruncated' },
+    stdoutTruncated: { type: 'boolean' }, stderrTruncated: { type: 'boolean' },
+    stdoutDroppedBytes: { type: 'integer', description: 'Bytes dropped between the head and the tail of stdout' },
+    stderrDroppedBytes: { type: 'integer', description: 'Bytes dropped between the head and the tail of stderr' },
     durationMs: { type: 'number' },
-    usage: { type: 'object', properties: { cpuUserMs: { type: 'number' }, cpuSystemMs: { type: 'number' }, peakMemoryBytes: { type: 'number' } } },
+    usage: {
+      type: 'object',
+      required: ['cpuUserMs', 'cpuSystemMs', 'peakMemoryBytes'],
+      properties: { cpuUserMs: { type: 'number' }, cpuSystemMs: { type: 'number' }, peakMemoryBytes: { type: 'number' } },
+    },
   },
+} as const;
+
+/** POST /v1/run's answer: the exec result and the sandbox it ran in (deleted by then). */
+export const runResultSchema = {
+  ...execResultSchema,
+  required: [...execResultSchema.required, 'sandboxId', 'createMs'],
+  properties: { ...execResultSchema.properties, sandboxId: { type: 'string' }, createMs: { type: 'number' } },
 } as const;
 
 export const runBody = {
@@ -111,6 +148,7 @@ export const runBody = {
       },
     },
     entrypoint: { type: 'string', minLength: 1, maxLength: 4096 },
+    cmd: { ...cmd, description: 'Run this in /workspace once the files are placed (tests, builds) instead of the pack\'s command; "args" are then refused. ' + cmd.description },
     stdin,
     args: { type: 'array', maxItems: 1024, items: { type: 'string', maxLength: 131072 } },
     env: envMap,
@@ -118,6 +156,8 @@ export const runBody = {
     memoryMib,
     cpus,
     maxOutputBytes,
+    encoding,
+    stdinEncoding,
     stream: { type: 'boolean' },
   },
 } as const;

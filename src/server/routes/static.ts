@@ -14,7 +14,7 @@ export async function staticRoutes(app: FastifyInstance): Promise<void> {
   const root = resolve(process.env.KILN_WEB_DIR ?? join(REPO_ROOT, 'web/dist'));
   const serve = async (rel: string): Promise<{ body: Buffer; type: string } | undefined> => {
     const file = normalize(join(root, rel));
-    if (!file.startsWith(root + '/') || !existsSync(file)) return undefined;
+    if (!file.startsWith(`${root}/`) || !existsSync(file)) return undefined;
     return { body: await readFile(file), type: TYPES[extname(file)] ?? 'application/octet-stream' };
   };
   app.get('/', { schema: { hide: true } }, async (_req, reply) => {

@@ -27,6 +27,7 @@ export function FileTabs({ paths, active, onSelect, onAdd, onRename, onRemove }:
   const begin = (path: string) => { setEditing(path); setDraft(path); setError(undefined); };
 
   const nameInput = (
+    // biome-ignore lint/a11y/noAutofocus: the input appears because the user asked to name a file
     <input className="tab-input" autoFocus aria-label="File name" value={draft} onChange={(e) => setDraft(e.target.value)}
       onBlur={commit} onKeyDown={(e) => { if (e.key === 'Enter') commit(); if (e.key === 'Escape') { setEditing(undefined); setError(undefined); } }} />
   );
@@ -34,14 +35,15 @@ export function FileTabs({ paths, active, onSelect, onAdd, onRename, onRemove }:
   return (
     <div className="file-tabs" role="tablist" aria-label="Files">
       {paths.map((p) => (editing === p ? <span key={p} className="file-tab active">{nameInput}</span> : (
+        // biome-ignore lint/a11y/useFocusableInteractive: the tab's own buttons inside take the focus
         <span key={p} className={p === active ? 'file-tab active' : 'file-tab'} role="tab" aria-selected={p === active}>
-          <button className="file-name" onClick={() => onSelect(p)} onDoubleClick={() => begin(p)}>{p}</button>
-          <button className="icon" title={`Rename ${p}`} aria-label={`Rename ${p}`} onClick={() => begin(p)}>✎</button>
-          {paths.length > 1 && <button className="icon" title={`Remove ${p}`} aria-label={`Remove ${p}`} onClick={() => onRemove(p)}>×</button>}
+          <button type="button" className="file-name" onClick={() => onSelect(p)} onDoubleClick={() => begin(p)}>{p}</button>
+          <button type="button" className="icon" title={`Rename ${p}`} aria-label={`Rename ${p}`} onClick={() => begin(p)}>✎</button>
+          {paths.length > 1 && <button type="button" className="icon" title={`Remove ${p}`} aria-label={`Remove ${p}`} onClick={() => onRemove(p)}>×</button>}
         </span>
       )))}
       {editing === '' ? <span className="file-tab active">{nameInput}</span> : (
-        <button className="file-add" aria-label="Add file" title="Add file" onClick={() => begin('')}>+ file</button>
+        <button type="button" className="file-add" aria-label="Add file" title="Add file" onClick={() => begin('')}>+ file</button>
       )}
       {error && <span className="error small inline">{error}</span>}
     </div>

@@ -1,6 +1,6 @@
 /** Streamed stdout/stderr as it arrives, then the result: exit, time, CPU, memory and limits hit. */
 import { useEffect, useRef } from 'react';
-import type { ExecEvent } from '../../../src/sdk/index.ts';
+import type { ExecEvent } from '../../../sdk/src/index.ts';
 import { bytes, ms } from '../lib/format.ts';
 
 export type ResultEvent = Extract<ExecEvent, { type: 'result' }>;

@@ -4,7 +4,7 @@
  * for a token.
  */
 import { createContext, useCallback, useContext, useMemo, useState, type ReactNode } from 'react';
-import { KilnApiError, KilnClient } from '../../../src/sdk/index.ts';
+import { KilnError, KilnClient } from '../../../sdk/src/index.ts';
 
 const TOKEN_KEY = 'kiln.token';
 
@@ -31,7 +31,7 @@ export function ApiProvider({ children }: { children: ReactNode }) {
     setNeedsToken(false);
   }, []);
   const report = useCallback((e: unknown) => {
-    if (e instanceof KilnApiError && e.status === 401) setNeedsToken(true);
+    if (e instanceof KilnError && e.status === 401) setNeedsToken(true);
     return errorText(e);
   }, []);
   const api = useMemo(() => ({ client, token, setToken, needsToken, report }), [client, token, setToken, needsToken, report]);
@@ -46,7 +46,7 @@ export function useApi(): Api {
 
 /** The API's own words: "CODE: message". */
 export function errorText(e: unknown): string {
-  if (e instanceof KilnApiError) return `${e.code}: ${e.message}`;
+  if (e instanceof KilnError) return `${e.code}: ${e.message}`;
   if (e instanceof DOMException && e.name === 'AbortError') return 'cancelled';
   if (e instanceof DOMException && e.name === 'TimeoutError') return 'TIMEOUT: the request took too long';
   if (e instanceof Error) return e.message;

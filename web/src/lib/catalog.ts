@@ -1,6 +1,6 @@
 /** Packs, backends and live sandboxes as React state, loaded through the SDK. */
 import { useCallback, useEffect, useState } from 'react';
-import type { BackendInfo, PackInfo, SandboxInfo } from '../../../src/sdk/index.ts';
+import type { BackendInfo, PackInfo, SandboxInfo } from '../../../sdk/src/index.ts';
 import { useApi } from './api.tsx';
 import { usePoll } from './usePoll.ts';
 

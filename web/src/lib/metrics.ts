@@ -5,7 +5,7 @@
 import { useEffect, useRef, useState } from 'react';
 import { useApi } from './api.tsx';
 import { parsePrometheus, sum } from './prometheus.ts';
-import type { PoolStats } from '../../../src/sdk/index.ts';
+import type { PoolStats } from '../../../sdk/src/index.ts';
 
 export type { PoolStats };
 

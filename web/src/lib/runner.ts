@@ -4,7 +4,7 @@
  *  - in a live sandbox: write the files into /workspace, then exec the pack's project command;
  *  - a tar.gz project: upload it into a live sandbox (or a temporary one), then exec its entrypoint.
  */
-import type { ExecEvent, KilnClient, PackInfo } from '../../../src/sdk/index.ts';
+import type { ExecEvent, KilnClient, PackInfo } from '../../../sdk/src/index.ts';
 import { fillCommand } from './format.ts';
 
 export const WORKDIR = '/workspace';

@@ -2,7 +2,7 @@
  * One interactive command over kiln's exec WebSocket (src/server/routes/interactive.ts): sends
  * "start" with a tty, then stdin/resize/signal; reports started/stdout/stderr/result/error.
  */
-import type { ExecEvent } from '../../../src/sdk/index.ts';
+import type { ExecEvent } from '../../../sdk/src/index.ts';
 
 export interface TerminalSessionHandlers {
   onOutput(data: string): void;

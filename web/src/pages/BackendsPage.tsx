@@ -1,6 +1,6 @@
 /** Which backends can run here (and why not), what they can do, and which packs there are and what they contain. */
 import { useEffect } from 'react';
-import type { BackendInfo, PackInfo } from '../../../src/sdk/index.ts';
+import type { BackendInfo, PackInfo } from '../../../sdk/src/index.ts';
 import { ErrorBox } from '../components/ErrorBox.tsx';
 import { useBackends, usePacks } from '../lib/catalog.ts';
 import { bytes, short } from '../lib/format.ts';
@@ -20,7 +20,7 @@ export function BackendsPage() {
     <section>
       <div className="section-head">
         <h2>Backends</h2>
-        <button className="ghost" onClick={() => { void backends.reload(); void packs.reload(); }}>Refresh</button>
+        <button type="button" className="ghost" onClick={() => { void backends.reload(); void packs.reload(); }}>Refresh</button>
       </div>
       <ErrorBox error={backends.error} />
       <div className="cards">

@@ -1,6 +1,6 @@
 /** Edit a multi-file project (or pick a tar.gz), run it, watch output stream in, read the result. */
 import { useEffect, useMemo, useRef, useState } from 'react';
-import type { PackInfo } from '../../../src/sdk/index.ts';
+import type { PackInfo } from '../../../sdk/src/index.ts';
 import { CodeEditor } from '../components/CodeEditor.tsx';
 import { ErrorBox } from '../components/ErrorBox.tsx';
 import { FileTabs } from '../components/FileTabs.tsx';
@@ -70,6 +70,7 @@ export function RunPage({ initialSandbox }: { initialSandbox?: string }) {
       for await (const ev of events) {
         if (ev.type === 'status') append('status', `▸ ${ev.text}\n`);
         else if (ev.type === 'stdout' || ev.type === 'stderr') append(ev.type, ev.data);
+        else if (ev.type === 'truncated') append('status', `\n▸ ${ev.droppedBytes} bytes of ${ev.stream} dropped here (over the output cap); its last bytes follow\n`);
         else if (ev.type === 'result') setResult(ev);
         else if (ev.type === 'error') setError(`${ev.code}: ${ev.message}`);
       }
@@ -97,13 +98,15 @@ export function RunPage({ initialSandbox }: { initialSandbox?: string }) {
           </select>
         </label>
         <div className="segmented" role="radiogroup" aria-label="Source">
-          <button role="radio" aria-checked={source === 'files'} className={source === 'files' ? 'on' : ''} onClick={() => setSource('files')}>Editor</button>
-          <button role="radio" aria-checked={source === 'archive'} className={source === 'archive' ? 'on' : ''} onClick={() => setSource('archive')}>Upload tar.gz</button>
+          {/* biome-ignore lint/a11y/useSemanticElements: a segmented control: buttons in a radiogroup, styled as one */}
+          <button type="button" role="radio" aria-checked={source === 'files'} className={source === 'files' ? 'on' : ''} onClick={() => setSource('files')}>Editor</button>
+          {/* biome-ignore lint/a11y/useSemanticElements: see above */}
+          <button type="button" role="radio" aria-checked={source === 'archive'} className={source === 'archive' ? 'on' : ''} onClick={() => setSource('archive')}>Upload tar.gz</button>
         </div>
         <label>Timeout s<input name="timeout" type="number" min="1" placeholder="30" value={timeoutSec} onChange={(e) => setTimeoutSec(e.target.value)} /></label>
         <div className="spacer" />
-        {running ? <button className="danger" onClick={() => abort.current?.abort()}>Stop</button>
-          : <button className="primary run" onClick={() => void run()} disabled={!pack} title="Ctrl+Enter">▶ Run</button>}
+        {running ? <button type="button" className="danger" onClick={() => abort.current?.abort()}>Stop</button>
+          : <button type="button" className="primary run" onClick={() => void run()} disabled={!pack} title="Ctrl+Enter">▶ Run</button>}
       </div>
       <ErrorBox error={packs.error ?? sandboxes.error} />
 

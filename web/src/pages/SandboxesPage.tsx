@@ -1,6 +1,6 @@
 /** Live sandboxes: create, watch, open in Run or Terminal, delete. */
 import { useEffect, useState } from 'react';
-import type { BackendName, CreateSandboxOptions, SandboxInfo } from '../../../src/sdk/index.ts';
+import type { BackendName, CreateSandboxOptions, SandboxInfo } from '../../../sdk/src/index.ts';
 import { ErrorBox } from '../components/ErrorBox.tsx';
 import { useApi } from '../lib/api.tsx';
 import { useBackends, usePacks, useSandboxes } from '../lib/catalog.ts';
@@ -14,7 +14,7 @@ export function SandboxesPage() {
       <CreateForm onCreated={() => void sandboxes.reload()} />
       <div className="section-head">
         <h2>Live sandboxes <span className="count">{sandboxes.data?.length ?? ''}</span></h2>
-        <button className="ghost" onClick={() => void sandboxes.reload()}>Refresh</button>
+        <button type="button" className="ghost" onClick={() => void sandboxes.reload()}>Refresh</button>
       </div>
       <ErrorBox error={sandboxes.error} />
       {sandboxes.data && sandboxes.data.length === 0 && <p className="muted empty">No sandboxes. Create one above.</p>}
@@ -64,7 +64,7 @@ function SandboxRow({ sb, now, onDeleted }: { sb: SandboxInfo; now: number; onDe
       <td className="actions">
         <a className="button ghost" href={`#/run?sandbox=${encodeURIComponent(sb.id)}`}>Run</a>
         <a className="button ghost" href={`#/terminal?sandbox=${encodeURIComponent(sb.id)}`}>Terminal</a>
-        <button className="danger" disabled={busy} onClick={() => void remove()} aria-label={`Delete ${sb.id}`}>{busy ? 'Deleting…' : 'Delete'}</button>
+        <button type="button" className="danger" disabled={busy} onClick={() => void remove()} aria-label={`Delete ${sb.id}`}>{busy ? 'Deleting…' : 'Delete'}</button>
         {error && <div className="error small">{error}</div>}
       </td>
     </tr>

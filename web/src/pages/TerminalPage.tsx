@@ -73,8 +73,8 @@ export function TerminalPage({ initialSandbox }: { initialSandbox?: string }) {
         </label>
         <label>Command<input name="shell" value={shell} onChange={(e) => setShell(e.target.value)} /></label>
         {status === 'connected' || status === 'connecting'
-          ? <><button onClick={() => session.current?.signal('SIGINT')}>Ctrl-C</button><button className="danger" onClick={disconnect}>Disconnect</button></>
-          : <button className="primary" onClick={connect} disabled={!target}>Connect</button>}
+          ? <><button type="button" onClick={() => session.current?.signal('SIGINT')}>Ctrl-C</button><button type="button" className="danger" onClick={disconnect}>Disconnect</button></>
+          : <button type="button" className="primary" onClick={connect} disabled={!target}>Connect</button>}
         <span className={`conn conn-${status}`} data-testid="terminal-status">{status}</span>
       </div>
       <ErrorBox error={error ?? sandboxes.error} />

@@ -1,12 +1,16 @@
 /**
- * The guest serial console: the last N lines per VM, so a boot failure (kernel panic, init error)
- * can be reported in the API error instead of being lost.
+ * A microVM's serial console (QEMU's and Firecracker's stdout and stderr): the last N lines, so a
+ * boot failure (kernel panic, init error) can be reported in the API error instead of being lost.
+ * The guest is untrusted: lines are capped and stripped of control characters before they reach
+ * logs or API errors.
  */
+export const CONSOLE_KEEP_LINES = 200;
+
 export class ConsoleRing {
   private readonly lines: string[] = [];
   private partial = '';
 
-  constructor(private readonly maxLines = 200, private readonly maxLineChars = 1000) {}
+  constructor(private readonly maxLines = CONSOLE_KEEP_LINES, private readonly maxLineChars = 1000) {}
 
   push(chunk: Buffer | string): void {
     const text = this.partial + chunk.toString();
@@ -48,5 +52,6 @@ const FAILURE_START = /kiln-init:|Kernel panic - not syncing|BUG: |Oops: |genera
 
 /** Strips control characters an untrusted guest could use to garble logs and API errors. */
 function clean(line: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: removing control characters is the point
   return line.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
 }

@@ -4,10 +4,10 @@
  *   const sb = await kiln.sandboxes.create({ pack: 'python' });
  *   const r = await kiln.sandboxes.exec(sb.id, { cmd: 'python3 -c "print(42)"' });
  */
-import { KilnApiError } from './errors.js';
+import { KilnError, type HttpErrorCode } from './errors.js';
 import type {
-  BackendInfo, CreateSandboxOptions, CustomPackDefinition, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackBuildEvent, PackBuildStatus,
-  PackInfo, PoolStats, RunOptions, RunResult, SandboxInfo,
+  ApiErrorBody, BackendInfo, CreateSandboxOptions, CustomPackDefinition, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackBuildEvent,
+  PackBuildStatus, PackInfo, PoolStats, RunOptions, RunResult, SandboxInfo,
 } from './types.js';
 
 export interface KilnClientOptions {
@@ -36,7 +36,7 @@ export class KilnClient {
     this.sandboxes = new Sandboxes(this);
   }
 
-  /** Low-level request; throws KilnApiError for any non-2xx answer. */
+  /** Low-level request; throws KilnError for any non-2xx answer. */
   async request(method: string, path: string, init: { json?: unknown; body?: BodyInit; contentType?: string; accept?: string; signal?: AbortSignal } = {}): Promise<Response> {
     const headers: Record<string, string> = {};
     if (this.token) headers.authorization = `Bearer ${this.token}`;
@@ -203,14 +203,17 @@ function enc(s: string): string {
   return encodeURIComponent(s);
 }
 
-async function apiError(res: Response): Promise<KilnApiError> {
+async function apiError(res: Response): Promise<KilnError> {
   const retry = res.headers.get('retry-after');
-  let code = 'HTTP_' + res.status;
+  let code: KilnError['code'] = `HTTP_${res.status}` satisfies HttpErrorCode;
   let message = `${res.status} ${res.statusText}`;
+  let details: Record<string, unknown> | undefined;
   try {
-    const body = (await res.json()) as { code?: string; message?: string };
-    if (body.code) code = body.code;
+    const body = (await res.json()) as Partial<ApiErrorBody>;
+    // A newer server's code passes through as it is: isErrorCode() tells whether this SDK knows it.
+    if (body.code) code = body.code as KilnError['code'];
     if (body.message) message = body.message;
-  } catch { /* not JSON */ }
-  return new KilnApiError(res.status, code, message, retry ? Number(retry) : undefined);
+    details = body.details;
+  } catch { /* not JSON: not from kiln */ }
+  return new KilnError(res.status, code, message, retry ? Number(retry) : undefined, details);
 }

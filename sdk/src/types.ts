@@ -1,90 +1,31 @@
 /**
- * Public API shapes (mirrors /openapi.json). Deliberately standalone rather than re-exported from
- * src/core: the dashboard typechecks the SDK for browsers, and core types pull in Node's.
+ * Public API shapes. Request and response bodies come from the server's schemas (generated.ts, by
+ * scripts/gen-sdk-types.ts); the rest are written here and checked against the server's types by
+ * test/unit/sdk-generated.test.ts. Deliberately standalone: the SDK imports no server code, and the
+ * dashboard typechecks it for browsers.
  */
-export type BackendName = 'namespace' | 'qemu' | 'firecracker';
+import type { BackendName, CreateSandboxRequest, ErrorCode, ExecRequest, ExecResult, RunRequest } from './generated.js';
 
-export interface CreateSandboxOptions {
-  pack: string;
-  backend?: BackendName;
-  cpus?: number;
-  memoryMib?: number;
-  diskMib?: number;
-  ttlSec?: number;
-  env?: Record<string, string>;
-  backendOptions?: Record<string, unknown>;
-}
+export type {
+  ApiErrorBody, BackendName, ErrorCode, ExecResult, RunResult, SandboxInfo,
+} from './generated.js';
 
-export interface SandboxInfo {
-  id: string;
-  pack: string;
-  backend: BackendName;
-  state: 'ready' | 'stopping' | 'stopped' | 'failed';
-  createdAt: string;
-  expiresAt: string;
-  readyMs: number;
-  cpus: number;
-  memoryMib: number;
-  diskMib: number;
-  execsRunning: number;
-  fromPool: boolean;
-  details: Record<string, unknown>;
-  exitReason?: string;
-}
-
-export interface ExecOptions {
-  cmd: string | string[];
-  stdin?: string;
-  env?: Record<string, string>;
-  cwd?: string;
-  uid?: number;
-  timeoutMs?: number;
-  maxOutputBytes?: number;
-}
-
-export interface ExecUsage {
-  cpuUserMs: number;
-  cpuSystemMs: number;
-  peakMemoryBytes: number;
-}
-
-export interface ExecResult {
-  stdout: string;
-  stderr: string;
-  exitCode: number | null;
-  signal: string | null;
-  timedOut: boolean;
-  oomKilled: boolean;
-  outputTruncated: boolean;
-  durationMs: number;
-  usage: ExecUsage;
-}
-
-export interface RunOptions {
-  pack: string;
-  backend?: BackendName;
-  code?: string;
-  files?: Array<{ path: string; content: string; encoding?: 'utf8' | 'base64' }>;
-  entrypoint?: string;
-  stdin?: string;
-  args?: string[];
-  env?: Record<string, string>;
-  timeoutMs?: number;
-  memoryMib?: number;
-  cpus?: number;
-  maxOutputBytes?: number;
-}
-
-export interface RunResult extends ExecResult {
-  sandboxId: string;
-  createMs: number;
-}
+export type CreateSandboxOptions = CreateSandboxRequest;
+/** `stream` is chosen by the method: exec() answers once, execStream() yields events. */
+export type ExecOptions = Omit<ExecRequest, 'stream'>;
+/** `stream` is chosen by the method: run() answers once, runStream() yields events. */
+export type RunOptions = Omit<RunRequest, 'stream'>;
+export type ExecUsage = ExecResult['usage'];
+/** "base64" for byte-exact output (binary programs); "utf8" text is the default. */
+export type OutputEncoding = NonNullable<ExecRequest['encoding']>;
 
 export type ExecEvent =
   | { type: 'started'; pid: number }
-  | { type: 'stdout' | 'stderr'; data: string }
+  | { type: 'stdout' | 'stderr'; data: string; encoding: OutputEncoding }
+  /** Bytes were dropped from the middle of `stream`: what follows on it is its tail. */
+  | { type: 'truncated'; stream: 'stdout' | 'stderr'; droppedBytes: number }
   | ({ type: 'result' } & Omit<ExecResult, 'stdout' | 'stderr'> & { sandboxId?: string; createMs?: number })
-  | { type: 'error'; code: string; message: string };
+  | { type: 'error'; code: ErrorCode; message: string };
 
 export interface PackInfo {
   name: string;
@@ -153,6 +94,8 @@ export interface BackendInfo {
   reason?: string;
   capabilities: Record<string, unknown>;
   info?: Record<string, unknown>;
+  /** The host checks behind `available`, each with what to do when it fails (as kiln doctor shows them). */
+  checks: Array<{ name: string; ok: boolean; detail: string }>;
 }
 
 export interface FsEntry {
