@@ -62,8 +62,14 @@ export async function buildDefinition(definition: PackDefinition, opts: BuildOpt
 
     emit({ phase: 'resolve', message: `building ${definition.image.suite} root filesystem (hash ${hash})` });
     await bootstrapRootfs({
-      pack: name, spec: definition.image, rootDir, aptCacheDir: aptCacheDir(opts.dataDir), filesDir,
-      signal: opts.signal, timeoutMs: remainingMs(), onProgress: opts.onProgress,
+      pack: name,
+      spec: definition.image,
+      rootDir,
+      aptCacheDir: aptCacheDir(opts.dataDir),
+      filesDir,
+      signal: opts.signal,
+      timeoutMs: remainingMs(),
+      onProgress: opts.onProgress,
     });
     opts.signal?.throwIfAborted();
 

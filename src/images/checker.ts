@@ -29,7 +29,10 @@ export function isObj(v: unknown): v is Obj {
 }
 
 export class Checker {
-  constructor(readonly file: string, readonly code: 'INTERNAL' | 'INVALID_REQUEST' = 'INTERNAL') {}
+  constructor(
+    readonly file: string,
+    readonly code: 'INTERNAL' | 'INVALID_REQUEST' = 'INTERNAL',
+  ) {}
 
   fail(field: string, problem: string): never {
     throw new PackDefinitionError(this.file, field, problem, this.code);

@@ -63,7 +63,11 @@ export function validateCustomPack(raw: unknown, file: string, expectedName?: st
     version = top.version as number;
   }
   return {
-    name, base, description, setup, version,
+    name,
+    base,
+    description,
+    setup,
+    version,
     packages: [...new Set(packages)].sort(),
     files: validateFiles(c, top.files),
     env: c.env(top.env),

@@ -76,7 +76,10 @@ export async function loadPackFile(path: string, expectedName?: string): Promise
 async function jsonNames(dir: string | undefined): Promise<string[]> {
   if (!dir) return [];
   try {
-    return (await readdir(dir)).filter((f) => f.endsWith('.json') && NAME_RE.test(f.slice(0, -5))).map((f) => f.slice(0, -5)).sort();
+    return (await readdir(dir))
+      .filter((f) => f.endsWith('.json') && NAME_RE.test(f.slice(0, -5)))
+      .map((f) => f.slice(0, -5))
+      .sort();
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw e;

@@ -10,9 +10,38 @@ import type { PackDefinition } from './types.js';
 
 /** The tools people reach for first; a pack lists the ones it has. */
 export const TOOL_NAMES: readonly string[] = [
-  'bash', 'curl', 'wget', 'git', 'jq', 'make', 'gcc', 'g++', 'cc', 'zip', 'unzip', 'xz', 'bzip2', 'sqlite3', 'patch',
-  'file', 'less', 'vi', 'nano', 'diff', 'tar', 'gzip', 'ps', 'perl', 'python3', 'pip', 'pip3', 'node', 'npm', 'npx',
-  'go', 'gofmt',
+  'bash',
+  'curl',
+  'wget',
+  'git',
+  'jq',
+  'make',
+  'gcc',
+  'g++',
+  'cc',
+  'zip',
+  'unzip',
+  'xz',
+  'bzip2',
+  'sqlite3',
+  'patch',
+  'file',
+  'less',
+  'vi',
+  'nano',
+  'diff',
+  'tar',
+  'gzip',
+  'ps',
+  'perl',
+  'python3',
+  'pip',
+  'pip3',
+  'node',
+  'npm',
+  'npx',
+  'go',
+  'gofmt',
 ];
 
 // Images are merged-/usr, so /usr/bin holds what /bin would; /usr/local/bin is where setup commands install.
@@ -26,7 +55,12 @@ export async function toolsIn(rootDir: string): Promise<string[]> {
   const found: string[] = [];
   for (const tool of TOOL_NAMES) {
     for (const dir of PATH_DIRS) {
-      if (await lstat(join(rootDir, dir, tool)).then(() => true, () => false)) {
+      if (
+        await lstat(join(rootDir, dir, tool)).then(
+          () => true,
+          () => false,
+        )
+      ) {
         found.push(tool);
         break;
       }
@@ -44,7 +78,11 @@ export async function versionIn(rootDir: string, definition: PackDefinition, sig
   const lines: string[] = [];
   const env = { ...definition.env, HOME: '/tmp', LC_ALL: 'C.UTF-8' };
   const result = await runProcess('chroot', [rootDir, ...definition.versionCommand], {
-    env, signal, timeoutMs: 30_000, tailLines: 5, onLine: (l) => lines.push(l),
+    env,
+    signal,
+    timeoutMs: 30_000,
+    tailLines: 5,
+    onLine: (l) => lines.push(l),
   }).catch(() => undefined);
   return result?.exitCode === 0 ? lines[0]?.trim() : undefined;
 }

@@ -4,8 +4,8 @@
  */
 import { KilnError } from '../core/errors.js';
 import { BASE_PACKAGES } from './hash.js';
-import { MmdebstrapProgress } from './progress.js';
 import { runProcess } from './process.js';
+import { MmdebstrapProgress } from './progress.js';
 import type { BuildProgressEvent, PackImageSpec } from './types.js';
 
 // Docs, man pages and translations are most of a minimal image and nobody reads them in a sandbox.
@@ -58,7 +58,9 @@ export function customHooks(spec: PackImageSpec, filesDir: string | undefined): 
   const setup = spec.setup ?? [];
   setup.forEach((cmd, i) => {
     const label = `setup ${i + 1}/${setup.length}`;
-    hooks.push(`echo ${shQuote(`kiln: ${label}: ${cmd.split('\n')[0]!.slice(0, 200)}`)} && chroot "$1" /usr/bin/env -i ${SETUP_ENV.join(' ')} /bin/sh -ec ${shQuote(cmd)} 2>&1 || { rc=$?; echo "kiln: ${label} failed with exit $rc"; exit $rc; }`);
+    hooks.push(
+      `echo ${shQuote(`kiln: ${label}: ${cmd.split('\n')[0]!.slice(0, 200)}`)} && chroot "$1" /usr/bin/env -i ${SETUP_ENV.join(' ')} /bin/sh -ec ${shQuote(cmd)} 2>&1 || { rc=$?; echo "kiln: ${label} failed with exit $rc"; exit $rc; }`,
+    );
   });
   // What files and setup put under /workspace belongs to the sandbox user, as /workspace itself does.
   if (files.length > 0 || setup.length > 0) hooks.push('chroot "$1" /bin/sh -c \'[ ! -d /workspace ] || chown -R 1000:1000 /workspace\'');
@@ -125,8 +127,7 @@ export async function bootstrapRootfs(opts: BootstrapOptions): Promise<void> {
  * setup command that failed) is PACK_BUILD_FAILED naming it; anything else is the host's problem.
  */
 export function bootstrapError(pack: string, suite: string, exitCode: number, tail: string[]): KilnError {
-  const missing = tail.map((l) => /^E: (?:Unable to locate package (\S+)|Package '([^']+)' has no installation candidate|Version '[^']+' for '([^']+)' was not found)/.exec(l))
-    .find((m) => m !== null);
+  const missing = tail.map((l) => /^E: (?:Unable to locate package (\S+)|Package '([^']+)' has no installation candidate|Version '[^']+' for '([^']+)' was not found)/.exec(l)).find((m) => m !== null);
   if (missing) {
     const name = missing[1] ?? missing[2] ?? missing[3]!;
     return new KilnError('PACK_BUILD_FAILED', `Debian package "${name}" does not exist in ${suite} (or has no installable version); check the name at https://packages.debian.org/${suite}/${name}`, {
@@ -138,9 +139,13 @@ export function bootstrapError(pack: string, suite: string, exitCode: number, ta
     const step = /^kiln: (setup \d+\/\d+)/.exec(failedStep)![1]!;
     const started = tail.findIndex((l) => l.startsWith(`kiln: ${step}:`));
     const output = tail.slice(started + 1, tail.indexOf(failedStep)).slice(-10);
-    return new KilnError('PACK_BUILD_FAILED', `${failedStep.slice('kiln: '.length)}${started >= 0 ? ` (${tail[started]!.slice(`kiln: ${step}: `.length)})` : ''}; its last output:\n  ${output.join('\n  ')}`, {
-      details: { pack, step },
-    });
+    return new KilnError(
+      'PACK_BUILD_FAILED',
+      `${failedStep.slice('kiln: '.length)}${started >= 0 ? ` (${tail[started]!.slice(`kiln: ${step}: `.length)})` : ''}; its last output:\n  ${output.join('\n  ')}`,
+      {
+        details: { pack, step },
+      },
+    );
   }
   const errors = tail.filter((l) => /^E: /.test(l));
   const shown = (errors.length > 0 ? errors : tail.slice(-10)).join('\n  ');

@@ -66,7 +66,7 @@ export class MmdebstrapProgress {
     }
     if (line.startsWith('I: installing remaining packages')) {
       this.resetCounts();
-      return this.emit('download', 'installing the pack\'s packages');
+      return this.emit('download', "installing the pack's packages");
     }
     if ((m = /^Unpacking (\S+) \(([^)]+)\)/.exec(line))) {
       this.unpacked++;

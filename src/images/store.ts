@@ -6,8 +6,8 @@
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KilnError } from '../core/errors.js';
-import { DEFAULT_PACKS_DIR, loadPack, loadPacks } from './definition.js';
 import { treeBytes } from './customise.js';
+import { DEFAULT_PACKS_DIR, loadPack, loadPacks } from './definition.js';
 import { isPidAlive, removeTree } from './fsutil.js';
 import { imageHash } from './hash.js';
 import { BUILD_DIR_PREFIX, buildTmpRoot, imagePaths, imagesDir, parseImageFileName } from './paths.js';
@@ -139,7 +139,10 @@ export async function removePackImages(dataDir: string, name: string): Promise<P
     const m = /^([a-z][a-z0-9-]*)-([0-9a-f]{16})\.(sqfs|json)$/.exec(file);
     if (m?.[1] !== name) continue;
     const path = join(imagesDir(dataDir), file);
-    const size = await stat(path).then((st) => st.size, () => 0);
+    const size = await stat(path).then(
+      (st) => st.size,
+      () => 0,
+    );
     await rm(path, { force: true });
     result.removed.push(path);
     result.freedBytes += size;

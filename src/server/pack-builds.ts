@@ -10,8 +10,18 @@ import { join } from 'node:path';
 import { KilnError, toKilnError } from '../core/errors.js';
 import type { PackCatalog } from '../core/packs.js';
 import {
-  buildDefinition, canonicalJson, loadPack, packNames, removePackImages, resolveCustomPack, validateCustomPack,
-  type BuildProgressEvent, type BuildResult, type CustomPackSpec, type PackSources, type PruneResult,
+  type BuildProgressEvent,
+  type BuildResult,
+  buildDefinition,
+  type CustomPackSpec,
+  canonicalJson,
+  loadPack,
+  type PackSources,
+  type PruneResult,
+  packNames,
+  removePackImages,
+  resolveCustomPack,
+  validateCustomPack,
 } from '../images/index.js';
 
 export type BuildState = 'queued' | 'building' | 'done' | 'failed';
@@ -46,7 +56,9 @@ export class BuildJob {
 
   constructor(pack: string, version: number) {
     this.status = { id: `build-${randomBytes(4).toString('hex')}`, pack, version, state: 'queued', startedAt: new Date().toISOString() };
-    this.done = new Promise((resolve) => { this.finish = resolve; });
+    this.done = new Promise((resolve) => {
+      this.finish = resolve;
+    });
   }
 
   get finished(): boolean {
@@ -121,7 +133,9 @@ export class PackBuilds {
     }
     const running = this.jobs.get(spec.name);
     if (running && !running.finished) {
-      throw new KilnError('PACK_CONFLICT', `pack ${spec.name} is already being built (${running.status.id}); follow it with GET /v1/packs/${spec.name}/build`, { details: { pack: spec.name, build: running.status.id } });
+      throw new KilnError('PACK_CONFLICT', `pack ${spec.name} is already being built (${running.status.id}); follow it with GET /v1/packs/${spec.name}/build`, {
+        details: { pack: spec.name, build: running.status.id },
+      });
     }
     const base = await loadPack(spec.base, this.o.sources).catch((e: unknown) => {
       if (e instanceof KilnError && e.code === 'UNKNOWN_PACK') {
@@ -146,7 +160,10 @@ export class PackBuilds {
     this.o.log?.('custom pack build started', { pack: spec.name, version: spec.version, build: job.status.id });
     try {
       const result = await buildDefinition(definition, {
-        dataDir: this.o.dataDir, signal: job.controller.signal, timeoutMs: this.o.timeoutMs, onProgress: (e) => job.progress(e),
+        dataDir: this.o.dataDir,
+        signal: job.controller.signal,
+        timeoutMs: this.o.timeoutMs,
+        onProgress: (e) => job.progress(e),
       });
       await this.store(spec);
       await this.o.catalog.refresh();
@@ -186,7 +203,9 @@ export class PackBuilds {
       ...rest,
       // Back in the form validateCustomPack reads: modes as octal strings.
       files: files.map((f) => ({ ...f, mode: `0${f.mode.toString(8)}` })),
-      ...(description ? { description } : {}), ...(run ? { run } : {}), ...(versionCommand ? { versionCommand } : {}),
+      ...(description ? { description } : {}),
+      ...(run ? { run } : {}),
+      ...(versionCommand ? { versionCommand } : {}),
     };
     await writeFile(tmp, `${JSON.stringify(out, null, 2)}\n`);
     await rename(tmp, file);
@@ -200,7 +219,8 @@ export class PackBuilds {
     const { builtin, custom } = await packNames(this.o.sources);
     if (builtin.includes(name)) throw new KilnError('PACK_CONFLICT', `"${name}" is a built-in pack; only custom packs can be removed`, { details: { pack: name } });
     const job = this.jobs.get(name);
-    if (job && !job.finished) throw new KilnError('PACK_CONFLICT', `pack ${name} is being built (${job.status.id}); remove it once the build has finished`, { details: { pack: name, build: job.status.id } });
+    if (job && !job.finished)
+      throw new KilnError('PACK_CONFLICT', `pack ${name} is being built (${job.status.id}); remove it once the build has finished`, { details: { pack: name, build: job.status.id } });
     if (!custom.includes(name)) throw new KilnError('UNKNOWN_PACK', `unknown custom pack "${name}"; custom packs: ${custom.join(', ') || 'none'}`, { details: { pack: name } });
     const dependants = (await Promise.all(custom.map(async (n) => ((await this.storedSpec(n))?.base === name ? [n] : [])))).flat();
     if (dependants.length > 0) {

@@ -6,7 +6,7 @@
 import type { PackImage } from '../core/backend.js';
 import { KilnError } from '../core/errors.js';
 import type { PackCatalog, PackInfo } from '../core/packs.js';
-import { findComplete, imageHash, loadPacks, packNames, resolveImage, type ImageManifest, type PackDefinition, type PackSources } from '../images/index.js';
+import { findComplete, type ImageManifest, imageHash, loadPacks, type PackDefinition, type PackSources, packNames, resolveImage } from '../images/index.js';
 
 export async function createPackCatalog(dataDir: string, sources: PackSources, log: (msg: string, fields?: Record<string, unknown>) => void = () => undefined): Promise<PackCatalog> {
   let defs = new Map<string, PackDefinition>();
@@ -53,10 +53,12 @@ export async function createPackCatalog(dataDir: string, sources: PackSources, l
     refresh,
     async list(): Promise<PackInfo[]> {
       await refresh();
-      return Promise.all([...defs.values()].map(async (d) => {
-        const found = await findComplete(dataDir, d.name, imageHash(d.image));
-        return info(d, found?.manifest, found?.sizeBytes);
-      }));
+      return Promise.all(
+        [...defs.values()].map(async (d) => {
+          const found = await findComplete(dataDir, d.name, imageHash(d.image));
+          return info(d, found?.manifest, found?.sizeBytes);
+        }),
+      );
     },
     async get(name: string): Promise<PackInfo> {
       const d = await definition(name);
@@ -81,7 +83,12 @@ export async function createPackCatalog(dataDir: string, sources: PackSources, l
 
 /** What the image's manifest says it contains, in the words GET /v1/packs uses. */
 function facts(d: PackDefinition, m: ImageManifest): Partial<PackInfo> {
-  const versions = Object.fromEntries(d.image.packages.map((p) => p.split(/[:=]/)[0]!).filter((p) => m.packageVersions[p]).map((p) => [p, m.packageVersions[p]!]));
+  const versions = Object.fromEntries(
+    d.image.packages
+      .map((p) => p.split(/[:=]/)[0]!)
+      .filter((p) => m.packageVersions[p])
+      .map((p) => [p, m.packageVersions[p]!]),
+  );
   return {
     ...(m.versionText ? { languageVersion: m.versionText } : {}),
     packageVersions: versions,

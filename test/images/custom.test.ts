@@ -12,13 +12,16 @@ import { MmdebstrapProgress } from '../../src/images/progress.js';
 const requests = () => ({ name: 'py-requests', base: 'python', packages: ['python3-requests'] });
 
 function expectBodyError(raw: unknown, field: RegExp): void {
-  assert.throws(() => validateCustomPack(raw, 'request body', undefined, 'INVALID_REQUEST'), (e: unknown) => {
-    assert.ok(e instanceof PackDefinitionError, `expected PackDefinitionError, got ${String(e)}`);
-    assert.equal(e.code, 'INVALID_REQUEST');
-    assert.equal(e.status, 400);
-    assert.match(e.message, field);
-    return true;
-  });
+  assert.throws(
+    () => validateCustomPack(raw, 'request body', undefined, 'INVALID_REQUEST'),
+    (e: unknown) => {
+      assert.ok(e instanceof PackDefinitionError, `expected PackDefinitionError, got ${String(e)}`);
+      assert.equal(e.code, 'INVALID_REQUEST');
+      assert.equal(e.status, 400);
+      assert.match(e.message, field);
+      return true;
+    },
+  );
 }
 
 async function withDirs<T>(fn: (custom: string) => Promise<T>): Promise<T> {
@@ -40,7 +43,16 @@ describe('custom pack definitions', () => {
     expectBodyError({ ...requests(), files: [{ path: 'etc/x', content: '' }] }, /files\[0\]\.path "etc\/x" must be an absolute/);
     expectBodyError({ ...requests(), files: [{ path: '/etc/../x', content: '' }] }, /must be an absolute, normalised/);
     expectBodyError({ ...requests(), files: [{ path: '/tmp/x', content: '' }] }, /files\[0\]\.path "\/tmp\/x" is under \/tmp/);
-    expectBodyError({ ...requests(), files: [{ path: '/etc/x', content: 'a' }, { path: '/etc/x', content: 'b' }] }, /files\[1\]\.path "\/etc\/x" appears twice/);
+    expectBodyError(
+      {
+        ...requests(),
+        files: [
+          { path: '/etc/x', content: 'a' },
+          { path: '/etc/x', content: 'b' },
+        ],
+      },
+      /files\[1\]\.path "\/etc\/x" appears twice/,
+    );
     expectBodyError({ ...requests(), files: [{ path: '/etc/x', content: '!!', encoding: 'base64' }] }, /files\[0\]\.content is not valid base64/);
     expectBodyError({ ...requests(), files: [{ path: '/etc/x', content: '', mode: '999' }] }, /files\[0\]\.mode "999" does not match/);
     expectBodyError({ ...requests(), files: [{ path: '/etc/x', content: 'x'.repeat(1024 * 1024 + 1) }] }, /is 1048577 bytes; the limit is 1048576 per file/);
@@ -100,8 +112,11 @@ describe('custom pack definitions', () => {
 
 describe('custom pack build steps', () => {
   const spec = {
-    suite: 'bookworm', variant: 'essential' as const, packages: ['python3'], mirrors: [],
-    files: [{ path: '/etc/it\'s.conf', content: 'x', encoding: 'utf8' as const, mode: 0o640 }],
+    suite: 'bookworm',
+    variant: 'essential' as const,
+    packages: ['python3'],
+    mirrors: [],
+    files: [{ path: "/etc/it's.conf", content: 'x', encoding: 'utf8' as const, mode: 0o640 }],
     setup: ['pip install --break-system-packages x'],
   };
 
@@ -109,7 +124,10 @@ describe('custom pack build steps', () => {
     const hooks = customHooks(spec, '/build/files');
     assert.equal(hooks.length, 3);
     assert.match(hooks[0]!, /^--customize-hook=echo 'kiln: writing 1 file\(s\)' && chroot "\$1" \/bin\/sh -c '.*chmod 640 "\$0"' '\/etc\/it'\\''s\.conf' < '\/build\/files\/0'$/);
-    assert.match(hooks[1]!, /^--customize-hook=echo 'kiln: setup 1\/1: pip install --break-system-packages x' && chroot "\$1" \/usr\/bin\/env -i PATH=\S+ HOME=\/root .* \/bin\/sh -ec 'pip install --break-system-packages x' 2>&1 \|\| \{ rc=\$\?; echo "kiln: setup 1\/1 failed with exit \$rc"; exit \$rc; \}$/);
+    assert.match(
+      hooks[1]!,
+      /^--customize-hook=echo 'kiln: setup 1\/1: pip install --break-system-packages x' && chroot "\$1" \/usr\/bin\/env -i PATH=\S+ HOME=\/root .* \/bin\/sh -ec 'pip install --break-system-packages x' 2>&1 \|\| \{ rc=\$\?; echo "kiln: setup 1\/1 failed with exit \$rc"; exit \$rc; \}$/,
+    );
     assert.match(hooks[2]!, /chown -R 1000:1000 \/workspace/);
     // After the apt cache hook, so the packages are there when setup runs.
     const args = mmdebstrapArgs({ spec, rootDir: '/r', aptCacheDir: '/c', filesDir: '/build/files' });
@@ -125,7 +143,7 @@ describe('custom pack build steps', () => {
     assert.equal(missing.status, 422);
     assert.match(missing.message, /^Debian package "python3-nosuch" does not exist in bookworm/);
     assert.deepEqual(missing.details, { pack: 'p', package: 'python3-nosuch' });
-    assert.match(bootstrapError('p', 'bookworm', 1, ['E: Package \'foo\' has no installation candidate']).message, /"foo" does not exist/);
+    assert.match(bootstrapError('p', 'bookworm', 1, ["E: Package 'foo' has no installation candidate"]).message, /"foo" does not exist/);
 
     const setup = bootstrapError('p', 'bookworm', 1, ['kiln: setup 1/2: make it', 'make: *** No rule to make target', 'kiln: setup 1/2 failed with exit 2', 'E: hook failed']);
     assert.equal(setup.code, 'PACK_BUILD_FAILED');
@@ -136,7 +154,14 @@ describe('custom pack build steps', () => {
   it('setup steps and their output become "setup" progress events', () => {
     const p = new MmdebstrapProgress('p');
     const events = ['kiln: setup 1/1: pip install x', 'Collecting x', 'I: cleaning package lists and apt cache...'].map((l) => p.feed(l));
-    assert.deepEqual(events.map((e) => [e?.phase, e?.message]), [['setup', 'setup 1/1: pip install x'], ['setup', 'Collecting x'], ['configure', 'cleaning package lists and caches']]);
+    assert.deepEqual(
+      events.map((e) => [e?.phase, e?.message]),
+      [
+        ['setup', 'setup 1/1: pip install x'],
+        ['setup', 'Collecting x'],
+        ['configure', 'cleaning package lists and caches'],
+      ],
+    );
   });
 
   it('lists the common tools an image has, without following absolute links out of it', async () => {

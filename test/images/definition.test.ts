@@ -15,17 +15,23 @@ const good = () => ({
 });
 
 function expectFieldError(raw: unknown, field: RegExp): void {
-  assert.throws(() => validatePack(raw, 'demo.json', 'demo'), (e: unknown) => {
-    assert.ok(e instanceof PackDefinitionError, `expected PackDefinitionError, got ${String(e)}`);
-    assert.match(e.message, /demo\.json/);
-    assert.match(e.message, field);
-    return true;
-  });
+  assert.throws(
+    () => validatePack(raw, 'demo.json', 'demo'),
+    (e: unknown) => {
+      assert.ok(e instanceof PackDefinitionError, `expected PackDefinitionError, got ${String(e)}`);
+      assert.match(e.message, /demo\.json/);
+      assert.match(e.message, field);
+      return true;
+    },
+  );
 }
 
 test('the repo pack definitions are valid', async () => {
   const packs = await loadPacks();
-  assert.deepEqual(packs.map((p) => p.name), ['base', 'go', 'node', 'python', 'shell']);
+  assert.deepEqual(
+    packs.map((p) => p.name),
+    ['base', 'go', 'node', 'python', 'shell'],
+  );
   const go = packs.find((p) => p.name === 'go')!;
   assert.equal(go.env.GOCACHE, '/tmp/.cache/go-build');
   // go test of anything importing net or os/user needs gcc unless cgo is off; the pack has no gcc.

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { canonicalJson, imageHash, validatePack } from '../../src/images/index.js';
 import type { PackImageSpec } from '../../src/images/index.js';
+import { canonicalJson, imageHash, validatePack } from '../../src/images/index.js';
 
 const spec = (over: Partial<PackImageSpec> = {}): PackImageSpec => ({ suite: 'bookworm', variant: 'essential', packages: ['python3'], mirrors: [], ...over });
 
@@ -28,9 +28,17 @@ test('the hash changes with anything that changes the image', () => {
 });
 
 test('env, run and package order do not change the hash', () => {
-  const def = (packages: string[], env: Record<string, string>) => validatePack({
-    name: 'x', description: 'x', image: { suite: 'bookworm', packages }, env,
-    run: { fileName: 'a', command: ['a', '{file}'], projectCommand: ['a'] }, versionCommand: ['a'],
-  }, 'x.json');
+  const def = (packages: string[], env: Record<string, string>) =>
+    validatePack(
+      {
+        name: 'x',
+        description: 'x',
+        image: { suite: 'bookworm', packages },
+        env,
+        run: { fileName: 'a', command: ['a', '{file}'], projectCommand: ['a'] },
+        versionCommand: ['a'],
+      },
+      'x.json',
+    );
   assert.equal(imageHash(def(['bb', 'aa'], {}).image), imageHash(def(['aa', 'bb'], { X: '1' }).image));
 });

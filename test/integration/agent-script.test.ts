@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { KilnClient, type PackBuildEvent } from '../../sdk/src/index.js';
-import { startTestServer, withSandbox, type TestServer } from '../parity/fixture.js';
+import { startTestServer, type TestServer, withSandbox } from '../parity/fixture.js';
 
 const ADMIN = 'agent-script-admin';
 const PACK = 'test-py-requests';
@@ -50,11 +50,11 @@ describe('agent-style script: custom pack, npm and node --test, go test', { skip
     assert.deepEqual(await readdir(customDir), [`${PACK}.json`]);
 
     await withSandbox(t.client, { pack: PACK }, async (id) => {
-      await t.client.sandboxes.writeFile(id, '/workspace/fetch.py', [
-        'import requests',
-        'r = requests.Request("GET", "https://example.com/search", params={"q": "kiln"}).prepare()',
-        'print(requests.__version__.split(".")[0], r.url)',
-      ].join('\n'));
+      await t.client.sandboxes.writeFile(
+        id,
+        '/workspace/fetch.py',
+        ['import requests', 'r = requests.Request("GET", "https://example.com/search", params={"q": "kiln"}).prepare()', 'print(requests.__version__.split(".")[0], r.url)'].join('\n'),
+      );
       const r = await t.client.sandboxes.exec(id, { cmd: ['python3', 'fetch.py'], cwd: '/workspace' });
       assert.equal(r.exitCode, 0, r.stderr);
       assert.equal(r.stdout, '2 https://example.com/search?q=kiln\n');
@@ -68,13 +68,17 @@ describe('agent-style script: custom pack, npm and node --test, go test', { skip
       assert.match(npm.stdout, /^\d+\.\d+\.\d+\n$/);
 
       await t.client.sandboxes.writeFile(id, '/workspace/app/sum.js', 'exports.sum = (a, b) => a + b;\n');
-      await t.client.sandboxes.writeFile(id, '/workspace/app/test/sum.test.js', [
-        "const test = require('node:test');",
-        "const assert = require('node:assert');",
-        "const { sum } = require('../sum.js');",
-        "test('adds', () => assert.strictEqual(sum(2, 3), 5));",
-        "test('adds negatives', () => assert.strictEqual(sum(-2, -3), -5));",
-      ].join('\n'));
+      await t.client.sandboxes.writeFile(
+        id,
+        '/workspace/app/test/sum.test.js',
+        [
+          "const test = require('node:test');",
+          "const assert = require('node:assert');",
+          "const { sum } = require('../sum.js');",
+          "test('adds', () => assert.strictEqual(sum(2, 3), 5));",
+          "test('adds negatives', () => assert.strictEqual(sum(-2, -3), -5));",
+        ].join('\n'),
+      );
       const r = await t.client.sandboxes.exec(id, { cmd: ['node', '--test'], cwd: '/workspace/app', timeoutMs: 60_000 });
       assert.equal(r.exitCode, 0, r.stdout + r.stderr);
       assert.match(r.stdout, /# pass 2/);
@@ -86,20 +90,32 @@ describe('agent-style script: custom pack, npm and node --test, go test', { skip
     await withSandbox(t.client, { pack: 'go' }, async (id) => {
       await t.client.sandboxes.writeFile(id, '/workspace/mod/go.mod', 'module example.com/mod\n\ngo 1.19\n');
       // net and os/user build with cgo unless CGO_ENABLED=0; the pack has no C compiler.
-      await t.client.sandboxes.writeFile(id, '/workspace/mod/host/host.go', [
-        'package host',
-        'import ("net"; "os/user")',
-        'func Split(hp string) (string, error) { h, _, err := net.SplitHostPort(hp); return h, err }',
-        'func Me() string { u, err := user.Current(); if err != nil { return "?" }; return u.Username }',
-      ].join('\n'));
-      await t.client.sandboxes.writeFile(id, '/workspace/mod/host/host_test.go', [
-        'package host',
-        'import "testing"',
-        'func TestSplit(t *testing.T) { if h, err := Split("example.com:80"); err != nil || h != "example.com" { t.Fatal(h, err) } }',
-        'func TestMe(t *testing.T) { if Me() == "" { t.Fatal("no user") } }',
-      ].join('\n'));
+      await t.client.sandboxes.writeFile(
+        id,
+        '/workspace/mod/host/host.go',
+        [
+          'package host',
+          'import ("net"; "os/user")',
+          'func Split(hp string) (string, error) { h, _, err := net.SplitHostPort(hp); return h, err }',
+          'func Me() string { u, err := user.Current(); if err != nil { return "?" }; return u.Username }',
+        ].join('\n'),
+      );
+      await t.client.sandboxes.writeFile(
+        id,
+        '/workspace/mod/host/host_test.go',
+        [
+          'package host',
+          'import "testing"',
+          'func TestSplit(t *testing.T) { if h, err := Split("example.com:80"); err != nil || h != "example.com" { t.Fatal(h, err) } }',
+          'func TestMe(t *testing.T) { if Me() == "" { t.Fatal("no user") } }',
+        ].join('\n'),
+      );
       await t.client.sandboxes.writeFile(id, '/workspace/mod/calc/calc.go', 'package calc\n\nfunc Double(n int) int { return 2 * n }\n');
-      await t.client.sandboxes.writeFile(id, '/workspace/mod/calc/calc_test.go', 'package calc\n\nimport "testing"\n\nfunc TestDouble(t *testing.T) {\n\tif Double(21) != 42 {\n\t\tt.Fatal("no")\n\t}\n}\n');
+      await t.client.sandboxes.writeFile(
+        id,
+        '/workspace/mod/calc/calc_test.go',
+        'package calc\n\nimport "testing"\n\nfunc TestDouble(t *testing.T) {\n\tif Double(21) != 42 {\n\t\tt.Fatal("no")\n\t}\n}\n',
+      );
       const r = await t.client.sandboxes.exec(id, { cmd: ['go', 'test', './...'], cwd: '/workspace/mod', timeoutMs: 300_000 });
       assert.equal(r.exitCode, 0, r.stdout + r.stderr);
       assert.match(r.stdout, /^ok\s+example\.com\/mod\/calc/m);

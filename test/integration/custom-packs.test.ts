@@ -8,8 +8,8 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { KilnApiError, KilnClient, type CustomPackDefinition, type PackBuildEvent } from '../../sdk/src/index.js';
-import { startTestServer, withSandbox, type TestServer } from '../parity/fixture.js';
+import { type CustomPackDefinition, KilnApiError, KilnClient, type PackBuildEvent } from '../../sdk/src/index.js';
+import { startTestServer, type TestServer, withSandbox } from '../parity/fixture.js';
 
 const ADMIN = 'custom-packs-admin';
 const PACK = 'test-greeter';
@@ -54,7 +54,10 @@ describe('custom packs, built for real', { skip: process.getuid?.() === 0 ? unde
   });
 
   it('a package that does not exist fails the build with its name, and leaves nothing behind', async () => {
-    const err = await kiln.createPack({ name: 'test-nosuch', base: 'shell', packages: ['kiln-no-such-package'] }).then(() => undefined, (e: unknown) => e);
+    const err = await kiln.createPack({ name: 'test-nosuch', base: 'shell', packages: ['kiln-no-such-package'] }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof KilnApiError, String(err));
     assert.equal(err.status, 422);
     assert.equal(err.code, 'PACK_BUILD_FAILED');
@@ -117,7 +120,10 @@ describe('custom packs, built for real', { skip: process.getuid?.() === 0 ? unde
   });
 
   it('a failing setup step names the step and its output; the stored version stays', async () => {
-    const err = await kiln.createPack(greeter(['echo "about to fail"; exit 3'])).then(() => undefined, (e: unknown) => e);
+    const err = await kiln.createPack(greeter(['echo "about to fail"; exit 3'])).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof KilnApiError, String(err));
     assert.equal(err.code, 'PACK_BUILD_FAILED');
     assert.match(err.message, /^setup 2\/2 failed with exit 3 \(echo "about to fail"; exit 3\); its last output:\n {2}about to fail/);
@@ -139,7 +145,7 @@ describe('custom packs, built for real', { skip: process.getuid?.() === 0 ? unde
   });
 
   it('removing a pack removes its definition and every image of it', async () => {
-    assert.ok((await imagesOf(PACK)).length >= 2, 'both versions\' images are on disk');
+    assert.ok((await imagesOf(PACK)).length >= 2, "both versions' images are on disk");
     const r = await kiln.deletePack(PACK);
     assert.ok(r.removed.includes(`${PACK}.json`));
     assert.ok(r.freedBytes > 1e6);

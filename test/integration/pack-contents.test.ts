@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../../src/core/config.js';
-import { startTestServer, withSandbox, type TestServer } from '../parity/fixture.js';
+import { startTestServer, type TestServer, withSandbox } from '../parity/fixture.js';
 
 const run = promisify(execFile);
 
@@ -23,39 +23,46 @@ describe('built-in pack contents', { skip: process.getuid?.() === 0 ? undefined 
     await t?.close();
   });
 
-  const sh = async (pack: string, script: string, timeoutMs = 120_000) => withSandbox(t.client, { pack }, async (id) => {
-    const r = await t.client.sandboxes.exec(id, { cmd: ['bash', '-ec', script], cwd: '/workspace', timeoutMs });
-    assert.equal(r.exitCode, 0, `${pack}: ${r.stdout}\n${r.stderr}`);
-    return r.stdout;
-  });
+  const sh = async (pack: string, script: string, timeoutMs = 120_000) =>
+    withSandbox(t.client, { pack }, async (id) => {
+      const r = await t.client.sandboxes.exec(id, { cmd: ['bash', '-ec', script], cwd: '/workspace', timeoutMs });
+      assert.equal(r.exitCode, 0, `${pack}: ${r.stdout}\n${r.stderr}`);
+      return r.stdout;
+    });
 
   it('python has pip, venv (with pip inside) and time zones', async () => {
-    const out = await sh('python', [
-      'pip --version | cut -d" " -f1',
-      'python3 -m venv /tmp/venv',
-      '/tmp/venv/bin/python -m pip --version | cut -d" " -f1',
-      'python3 -c \'from zoneinfo import ZoneInfo; from datetime import datetime; print(datetime(2026, 7, 1, 12, tzinfo=ZoneInfo("Europe/Berlin")).utcoffset())\'',
-    ].join('\n'));
+    const out = await sh(
+      'python',
+      [
+        'pip --version | cut -d" " -f1',
+        'python3 -m venv /tmp/venv',
+        '/tmp/venv/bin/python -m pip --version | cut -d" " -f1',
+        'python3 -c \'from zoneinfo import ZoneInfo; from datetime import datetime; print(datetime(2026, 7, 1, 12, tzinfo=ZoneInfo("Europe/Berlin")).utcoffset())\'',
+      ].join('\n'),
+    );
     assert.equal(out, 'pip\npip\n2:00:00\n');
   });
 
   it('base has git, a C toolchain, make and the everyday tools', async () => {
-    const out = await sh('base', [
-      'git init -q repo && cd repo && echo hi > f && git add f && git -c user.email=a@example.com -c user.name=a commit -qm first && git log --format=%s && cd ..',
-      'printf "#include <stdio.h>\\nint main(void){puts(\\"compiled\\");return 0;}\\n" > a.c',
-      'printf "a: a.c\\n\\tgcc -O2 -o a a.c\\n" > Makefile && make -s && ./a',
-      'echo \'{"k":[1,2]}\' | jq -c .k',
-      'sqlite3 :memory: "select 6*7;"',
-      'zip -q z.zip a.c && unzip -l z.zip | grep -c a.c',
-      'echo data | xz | xz -d',
-      'printf "a\\n" > p1 && printf "b\\n" > p2 && ! diff -u p1 p2 > d.patch; patch -s p1 < d.patch && cat p1',
-      'file -b a | cut -d, -f1',
-      'for t in curl wget less vi nano g++; do command -v $t >/dev/null || echo "missing $t"; done',
-    ].join('\n'));
+    const out = await sh(
+      'base',
+      [
+        'git init -q repo && cd repo && echo hi > f && git add f && git -c user.email=a@example.com -c user.name=a commit -qm first && git log --format=%s && cd ..',
+        'printf "#include <stdio.h>\\nint main(void){puts(\\"compiled\\");return 0;}\\n" > a.c',
+        'printf "a: a.c\\n\\tgcc -O2 -o a a.c\\n" > Makefile && make -s && ./a',
+        'echo \'{"k":[1,2]}\' | jq -c .k',
+        'sqlite3 :memory: "select 6*7;"',
+        'zip -q z.zip a.c && unzip -l z.zip | grep -c a.c',
+        'echo data | xz | xz -d',
+        'printf "a\\n" > p1 && printf "b\\n" > p2 && ! diff -u p1 p2 > d.patch; patch -s p1 < d.patch && cat p1',
+        'file -b a | cut -d, -f1',
+        'for t in curl wget less vi nano g++; do command -v $t >/dev/null || echo "missing $t"; done',
+      ].join('\n'),
+    );
     assert.equal(out, 'first\ncompiled\n[1,2]\n42\n1\ndata\nb\nELF 64-bit LSB pie executable\n');
   });
 
-  it('GET /v1/packs names each image\'s language version, tools and size', async () => {
+  it("GET /v1/packs names each image's language version, tools and size", async () => {
     const packs = await t.client.packs();
     const want: Record<string, { version: RegExp; tools: string[] }> = {
       python: { version: /^Python 3\.\d+/, tools: ['python3', 'pip'] },
@@ -84,8 +91,10 @@ describe('built-in pack contents', { skip: process.getuid?.() === 0 ? undefined 
     const dir = await mkdtemp(join(tmpdir(), 'kiln-cli-packs-'));
     try {
       await writeFile(join(dir, 'mine.json'), JSON.stringify({ name: 'mine', base: 'python', packages: ['python3-requests'] }));
-      await assert.rejects(run(join(REPO_ROOT, 'bin/kiln'), ['packs', 'create', join(dir, 'mine.json')], { env }),
-        (e: { code: number; stderr: string }) => e.code === 1 && /ADMIN_REQUIRED: .*KILN_ADMIN_TOKEN/.test(e.stderr));
+      await assert.rejects(
+        run(join(REPO_ROOT, 'bin/kiln'), ['packs', 'create', join(dir, 'mine.json')], { env }),
+        (e: { code: number; stderr: string }) => e.code === 1 && /ADMIN_REQUIRED: .*KILN_ADMIN_TOKEN/.test(e.stderr),
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

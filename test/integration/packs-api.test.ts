@@ -34,7 +34,10 @@ describe('pack routes: admin only, clear errors', () => {
   });
 
   it('over TCP with no admin token configured, managing packs is a 403 naming KILN_ADMIN_TOKEN', async () => {
-    for (const [method, url] of [['POST', '/v1/packs'], ['DELETE', '/v1/packs/mine']] as const) {
+    for (const [method, url] of [
+      ['POST', '/v1/packs'],
+      ['DELETE', '/v1/packs/mine'],
+    ] as const) {
       const r = await open.inject({ method, url, payload: method === 'POST' ? { name: 'mine', base: 'python' } : undefined });
       assert.equal(r.statusCode, 403, url);
       assert.equal(r.json().code, 'ADMIN_REQUIRED');
@@ -102,7 +105,10 @@ describe('pack routes: admin only, clear errors', () => {
 
   it('GET /v1/packs says what each pack is made of; GET /v1/packs/:name one of them', async () => {
     const { packs } = (await local.inject({ method: 'GET', url: '/v1/packs' })).json() as { packs: Array<Record<string, unknown>> };
-    assert.deepEqual(packs.map((p) => p.name), ['base', 'go', 'node', 'python', 'shell']);
+    assert.deepEqual(
+      packs.map((p) => p.name),
+      ['base', 'go', 'node', 'python', 'shell'],
+    );
     const python = packs.find((p) => p.name === 'python')!;
     assert.equal(python.source, 'builtin');
     assert.ok((python.packages as string[]).includes('python3-pip'));

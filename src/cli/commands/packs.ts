@@ -4,9 +4,9 @@
  * Build progress goes to stderr, one line per phase change or 10% step; results to stdout.
  */
 import { readFile } from 'node:fs/promises';
-import { KilnClient, type CustomPackDefinition, type PackBuildEvent, type PackInfo } from '../../../sdk/src/index.js';
+import { type CustomPackDefinition, KilnClient, type PackBuildEvent, type PackInfo } from '../../../sdk/src/index.js';
 import { cliClient } from '../client.js';
-import { UsageError, type Command } from '../command.js';
+import { type Command, UsageError } from '../command.js';
 
 const USAGE = `usage: kiln packs ls                      list packs: language version, size, tools
        kiln packs show <name>             one pack as JSON
@@ -26,15 +26,27 @@ function mb(bytes: number | undefined): string {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((cell, c) => cell.padEnd(widths[c]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function list(packs: PackInfo[]): string {
   const rows = [['PACK', 'SOURCE', 'VERSION', 'LANGUAGE', 'SIZE', 'READY', 'TOOLS']];
   for (const p of packs) {
     rows.push([
-      p.name, p.source === 'custom' ? `custom (${p.base})` : (p.source ?? '-'), p.version === undefined ? '-' : String(p.version),
-      p.languageVersion ?? '-', mb(p.imageSizeBytes), p.imageReady ? 'yes' : 'no', (p.tools ?? []).join(' '),
+      p.name,
+      p.source === 'custom' ? `custom (${p.base})` : (p.source ?? '-'),
+      p.version === undefined ? '-' : String(p.version),
+      p.languageVersion ?? '-',
+      mb(p.imageSizeBytes),
+      p.imageReady ? 'yes' : 'no',
+      (p.tools ?? []).join(' '),
     ]);
   }
   return table(rows);

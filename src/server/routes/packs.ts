@@ -52,53 +52,80 @@ async function streamJob(svc: KilnService, job: BuildJob, reply: FastifyReply): 
       if (e) write(e);
       else resolve();
     });
-    reply.raw.on('close', () => { stop(); resolve(); });
+    reply.raw.on('close', () => {
+      stop();
+      resolve();
+    });
   });
   if (job.status.error) write({ type: 'error', ...job.status.error, build: job.status });
-  else if (job.finished) write({ type: 'result', pack: withBuild(svc, await onePack(svc, job.status.pack).catch(() => ({ name: job.status.pack } as PackInfo))), build: job.status });
+  else if (job.finished) write({ type: 'result', pack: withBuild(svc, await onePack(svc, job.status.pack).catch(() => ({ name: job.status.pack }) as PackInfo)), build: job.status });
   reply.raw.end();
 }
 
 export async function packRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
-  app.get('/v1/packs', {
-    schema: { summary: 'Packs: what each contains (language version, tools, packages, image size) and whether its image is built' },
-  }, async () => ({ packs: (await svc.packs.list()).map((p) => withBuild(svc, p)) }));
+  app.get(
+    '/v1/packs',
+    {
+      schema: { summary: 'Packs: what each contains (language version, tools, packages, image size) and whether its image is built' },
+    },
+    async () => ({ packs: (await svc.packs.list()).map((p) => withBuild(svc, p)) }),
+  );
 
-  app.get<{ Params: { name: string } }>('/v1/packs/:name', {
-    schema: { summary: 'One pack, with its latest custom build', params: nameParams, response: { 400: errorSchema } },
-  }, async (req) => withBuild(svc, await onePack(svc, req.params.name)));
+  app.get<{ Params: { name: string } }>(
+    '/v1/packs/:name',
+    {
+      schema: { summary: 'One pack, with its latest custom build', params: nameParams, response: { 400: errorSchema } },
+    },
+    async (req) => withBuild(svc, await onePack(svc, req.params.name)),
+  );
 
-  app.get<{ Params: { name: string } }>('/v1/packs/:name/build', {
-    schema: { summary: 'Follow the latest build of a custom pack as NDJSON (replayed from its start)', params: nameParams, response: { 404: errorSchema } },
-  }, async (req, reply) => {
-    const job = svc.packBuilds.job(req.params.name);
-    if (!job) throw new KilnError('BUILD_NOT_FOUND', `no build of pack "${req.params.name}" since the service started; POST /v1/packs starts one`);
-    return streamJob(svc, job, reply);
-  });
+  app.get<{ Params: { name: string } }>(
+    '/v1/packs/:name/build',
+    {
+      schema: { summary: 'Follow the latest build of a custom pack as NDJSON (replayed from its start)', params: nameParams, response: { 404: errorSchema } },
+    },
+    async (req, reply) => {
+      const job = svc.packBuilds.job(req.params.name);
+      if (!job) throw new KilnError('BUILD_NOT_FOUND', `no build of pack "${req.params.name}" since the service started; POST /v1/packs starts one`);
+      return streamJob(svc, job, reply);
+    },
+  );
 }
 
 /** Registered where only an admin reaches them (app.ts). */
 export async function packAdminRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
-  app.post<{ Body: unknown; Querystring: { stream?: string } }>('/v1/packs', {
-    schema: {
-      summary: 'Create or update a custom pack (admin): build its image, then store its definition. ?stream=true (or Accept: application/x-ndjson) streams the progress',
-      querystring: streamQuery,
-      body: { type: 'object', description: 'A custom pack definition: name, base, packages, files, setup, env, run, description (see images/packs/README.md)' },
-      response: { 400: errorSchema, 403: errorSchema, 409: errorSchema, 422: errorSchema },
+  app.post<{ Body: unknown; Querystring: { stream?: string } }>(
+    '/v1/packs',
+    {
+      schema: {
+        summary: 'Create or update a custom pack (admin): build its image, then store its definition. ?stream=true (or Accept: application/x-ndjson) streams the progress',
+        querystring: streamQuery,
+        body: { type: 'object', description: 'A custom pack definition: name, base, packages, files, setup, env, run, description (see images/packs/README.md)' },
+        response: { 400: errorSchema, 403: errorSchema, 409: errorSchema, 422: errorSchema },
+      },
     },
-  }, async (req, reply) => {
-    const job = await svc.packBuilds.submit(req.body);
-    if (wantsStream(req)) return streamJob(svc, job, reply);
-    const status = await job.done;
-    if (job.error) throw job.error;
-    return reply.status(201).send({ pack: withBuild(svc, await onePack(svc, status.pack)), build: status });
-  });
+    async (req, reply) => {
+      const job = await svc.packBuilds.submit(req.body);
+      if (wantsStream(req)) return streamJob(svc, job, reply);
+      const status = await job.done;
+      if (job.error) throw job.error;
+      return reply.status(201).send({ pack: withBuild(svc, await onePack(svc, status.pack)), build: status });
+    },
+  );
 
-  app.delete<{ Params: { name: string } }>('/v1/packs/:name', {
-    schema: { summary: 'Remove a custom pack (admin): its definition and its images; running sandboxes keep theirs', params: nameParams, response: { 400: errorSchema, 403: errorSchema, 409: errorSchema } },
-  }, async (req) => {
-    const r = await svc.packBuilds.remove(req.params.name);
-    // File names only: host paths stay on the host.
-    return { pack: req.params.name, removed: r.removed.map((p) => p.slice(p.lastIndexOf('/') + 1)), freedBytes: r.freedBytes };
-  });
+  app.delete<{ Params: { name: string } }>(
+    '/v1/packs/:name',
+    {
+      schema: {
+        summary: 'Remove a custom pack (admin): its definition and its images; running sandboxes keep theirs',
+        params: nameParams,
+        response: { 400: errorSchema, 403: errorSchema, 409: errorSchema },
+      },
+    },
+    async (req) => {
+      const r = await svc.packBuilds.remove(req.params.name);
+      // File names only: host paths stay on the host.
+      return { pack: req.params.name, removed: r.removed.map((p) => p.slice(p.lastIndexOf('/') + 1)), freedBytes: r.freedBytes };
+    },
+  );
 }
