@@ -131,12 +131,6 @@ export class PackBuilds {
     if (builtin.includes(spec.name)) {
       throw new KilnError('PACK_CONFLICT', `"${spec.name}" is a built-in pack; give the custom pack another name (for example my-${spec.name})`, { details: { pack: spec.name } });
     }
-    const running = this.jobs.get(spec.name);
-    if (running && !running.finished) {
-      throw new KilnError('PACK_CONFLICT', `pack ${spec.name} is already being built (${running.status.id}); follow it with GET /v1/packs/${spec.name}/build`, {
-        details: { pack: spec.name, build: running.status.id },
-      });
-    }
     const base = await loadPack(spec.base, this.o.sources).catch((e: unknown) => {
       if (e instanceof KilnError && e.code === 'UNKNOWN_PACK') {
         throw new KilnError('UNKNOWN_PACK', `base pack "${spec.base}" does not exist; GET /v1/packs lists the packs to build on`, { details: { field: 'base', base: spec.base } });
@@ -145,6 +139,14 @@ export class PackBuilds {
     });
     const stored = { ...spec, version: await this.nextVersion(spec) };
     const definition = resolveCustomPack(stored, base);
+    // Checked after the last await, right before the job is registered: two requests for one name
+    // at once cannot both pass.
+    const running = this.jobs.get(spec.name);
+    if (running && !running.finished) {
+      throw new KilnError('PACK_CONFLICT', `pack ${spec.name} is already being built (${running.status.id}); follow it with GET /v1/packs/${spec.name}/build`, {
+        details: { pack: spec.name, build: running.status.id },
+      });
+    }
     const job = new BuildJob(spec.name, stored.version);
     this.jobs.set(spec.name, job);
     this.queue = this.queue.then(() => this.run(job, stored, definition));

@@ -69,7 +69,12 @@ describe('custom packs, built for real', { skip: process.getuid?.() === 0 ? unde
   });
 
   it('files and setup commands end up in the image; progress shows each setup step', async () => {
-    const events = await collect(kiln.createPackStream(greeter()));
+    // Two requests for one new pack at once: one builds, the other is refused (not a second build).
+    const [streamed, twin] = await Promise.allSettled([collect(kiln.createPackStream(greeter())), kiln.createPack(greeter())]);
+    assert.equal(twin.status, 'rejected');
+    assert.ok(twin.status === 'rejected' && twin.reason instanceof KilnApiError && twin.reason.code === 'PACK_CONFLICT', String(twin.status === 'rejected' && twin.reason));
+    assert.equal(streamed.status, 'fulfilled');
+    const events = streamed.status === 'fulfilled' ? streamed.value : [];
     const last = events.at(-1)!;
     assert.equal(last.type, 'result', JSON.stringify(last));
     const setup = events.flatMap((e) => (e.type === 'progress' && e.phase === 'setup' ? [e.message] : []));
