@@ -119,6 +119,8 @@ export interface ExecResult {
   /** Bytes dropped between the head and the tail of stderr (integer) */
   stderrDroppedBytes?: number;
   durationMs: number;
+  /** Exit 127 for a command the pack lacks: which packs have it, or how to make one that does */
+  hint?: string;
   usage: {
     cpuUserMs: number;
     cpuSystemMs: number;
@@ -184,6 +186,8 @@ export interface RunResult {
   /** Bytes dropped between the head and the tail of stderr (integer) */
   stderrDroppedBytes?: number;
   durationMs: number;
+  /** Exit 127 for a command the pack lacks: which packs have it, or how to make one that does */
+  hint?: string;
   usage: {
     cpuUserMs: number;
     cpuSystemMs: number;

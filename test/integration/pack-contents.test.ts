@@ -62,6 +62,19 @@ describe('built-in pack contents', { skip: process.getuid?.() === 0 ? undefined 
     assert.equal(out, 'first\ncompiled\n[1,2]\n42\n1\ndata\nb\nELF 64-bit LSB pie executable\n');
   });
 
+  it('a command the pack lacks (exit 127) comes with a hint naming a pack that has it', async () => {
+    await withSandbox(t.client, { pack: 'python' }, async (id) => {
+      const r = await t.client.sandboxes.exec(id, { cmd: 'git --version' });
+      assert.equal(r.exitCode, 127);
+      assert.match(r.hint ?? '', /^git is not in pack python; pack base has it, or a custom pack can add it/);
+      const ok = await t.client.sandboxes.exec(id, { cmd: 'exit 127' });
+      assert.equal(ok.hint, undefined, 'no hint without a "not found"');
+    });
+    const run = await t.client.run({ pack: 'shell', cmd: 'jq --version' });
+    assert.equal(run.exitCode, 127);
+    assert.match(run.hint ?? '', /^jq is not in pack shell; pack base has it/);
+  });
+
   it("GET /v1/packs names each image's language version, tools and size", async () => {
     const packs = await t.client.packs();
     const want: Record<string, { version: RegExp; tools: string[] }> = {

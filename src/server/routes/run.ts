@@ -5,6 +5,7 @@ import { runOnce, type RunOptions } from '../../core/oneshot.js';
 import type { KilnService } from '../service.js';
 import { streamNdjson } from './ndjson.js';
 import { decodeInput, type OutputEncoding } from './encoding.js';
+import { hintFor } from './hints.js';
 import { execBody as present } from './present.js';
 import { errorSchema, EXEC_REQUEST_MAX_BYTES, runBody, runResultSchema } from './schemas.js';
 
@@ -29,7 +30,7 @@ export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnServic
     const ac = new AbortController();
     reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
     const r = await runOnce(svc.manager, svc.packs, opts, undefined, ac.signal);
-    return { ...present(r, encoding), sandboxId: r.sandboxId, createMs: r.createMs };
+    return { ...present(r, encoding), sandboxId: r.sandboxId, createMs: r.createMs, ...(await hintFor(r, () => opts.pack, () => svc.packs.list())) };
   });
 }
 
