@@ -18,6 +18,10 @@ const (
 	codePathEscape         = "PATH_ESCAPE"
 	codeTooLarge           = "TOO_LARGE"
 	codeCancelled          = "CANCELLED"
+	codeIsADirectory       = "IS_A_DIRECTORY"
+	codeNotADirectory      = "NOT_A_DIRECTORY"
+	codePermissionDenied   = "PERMISSION_DENIED"
+	codeCwdNotFound        = "CWD_NOT_FOUND"
 	codeInternal           = "INTERNAL"
 )
 
@@ -45,9 +49,22 @@ func toOpError(err error) *opError {
 	if errors.Is(err, fs.ErrNotExist) {
 		return &opError{Code: codeNotFound, Message: err.Error()}
 	}
+	// File ops act as the exec user (userfs_linux.go): these refusals are the caller's to fix,
+	// each with a code of its own so a client can tell them from a failure of the sandbox.
 	if errors.Is(err, fs.ErrPermission) {
-		// File ops act as the exec user (userfs_linux.go): their refusal is the caller's to fix.
-		return &opError{Code: codeBadRequest, Message: "the sandbox user may not do this: " + err.Error()}
+		return &opError{Code: codePermissionDenied, Message: "the sandbox user may not do this: " + err.Error()}
+	}
+	if errors.Is(err, syscall.EROFS) {
+		return &opError{Code: codePermissionDenied, Message: "this part of the sandbox is read-only (write under /workspace, /tmp or the home directory): " + err.Error()}
+	}
+	if errors.Is(err, syscall.EISDIR) {
+		return &opError{Code: codeIsADirectory, Message: "a directory is in the way: " + err.Error()}
+	}
+	if errors.Is(err, syscall.ENOTDIR) {
+		return &opError{Code: codeNotADirectory, Message: "a file is in the way where a directory is needed: " + err.Error()}
+	}
+	if errors.Is(err, syscall.ENAMETOOLONG) || errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.EEXIST) {
+		return &opError{Code: codeBadRequest, Message: err.Error()}
 	}
 	return &opError{Code: codeInternal, Message: err.Error()}
 }

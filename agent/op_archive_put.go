@@ -1,13 +1,16 @@
 package main
 
-// archive.put: unpack a tar (optionally gzip) stream into a directory without ever writing
-// outside it. Every entry is checked before anything is created for it, and everything is
-// created as the exec user (userfs_linux.go): a link swapped in during the unpacking can only
-// lead where that user could write anyway.
+// archive.put: unpack a tar, tar.gz or zip stream into a directory without ever writing outside
+// it. The format is read from the first bytes, never taken from the client's word for it. Every
+// entry is checked before anything is created for it, and everything is created as the exec
+// user (userfs_linux.go): a link swapped in during the unpacking can only lead where that user
+// could write anyway.
 
 import (
 	"archive/tar"
+	"archive/zip"
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"io"
@@ -19,9 +22,10 @@ import (
 )
 
 type archiveRequest struct {
-	Path     string `json:"path"`
-	Gzip     bool   `json:"gzip"`
-	MaxBytes int64  `json:"maxBytes"`
+	Path string `json:"path"`
+	// Gzip is archive.get's choice of output; archive.put reads the format from the data.
+	Gzip     bool  `json:"gzip"`
+	MaxBytes int64 `json:"maxBytes"`
 }
 
 func opArchivePut(c *conn, s *stream, raw json.RawMessage) (any, error) {
@@ -39,21 +43,45 @@ func opArchivePut(c *conn, s *stream, raw json.RawMessage) (any, error) {
 		if err := os.MkdirAll(dest, 0o755); err != nil {
 			return err
 		}
-		var in io.Reader = bufio.NewReaderSize(&dataReader{s: s}, 64<<10)
-		if req.Gzip {
-			zr, err := gzip.NewReader(in)
-			if err != nil {
-				return newOpError(codeBadRequest, "archive is not gzip: %v", err)
-			}
-			in = zr
-		}
-		files, bytes, err = extractTar(in, dest, limitOr(req.MaxBytes, defaultMaxTransferBytes))
+		in := bufio.NewReaderSize(&dataReader{s: s}, 64<<10)
+		files, bytes, err = extractArchive(in, dest, limitOr(req.MaxBytes, defaultMaxTransferBytes))
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return transferResult{Bytes: bytes, Files: &files}, nil
+}
+
+// Magic numbers of the formats told apart by their first bytes.
+var (
+	magicGzip  = []byte{0x1f, 0x8b}
+	magicZip   = []byte("PK\x03\x04")
+	magicZip0  = []byte("PK\x05\x06") // an empty zip: only the end of its directory
+	magicXz    = []byte{0xfd, '7', 'z', 'X', 'Z', 0}
+	magicBzip2 = []byte("BZh")
+	magicZstd  = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// extractArchive unpacks a tar, tar.gz or zip, whichever the data is.
+func extractArchive(in *bufio.Reader, dest string, maxBytes int64) (int, int64, error) {
+	head, err := in.Peek(6)
+	if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
+		return 0, 0, err // a cancelled transfer, not a short archive
+	}
+	switch {
+	case bytes.HasPrefix(head, magicGzip):
+		zr, err := gzip.NewReader(in)
+		if err != nil {
+			return 0, 0, newOpError(codeBadRequest, "archive starts like gzip but is not: %v", err)
+		}
+		return extractTar(zr, dest, maxBytes)
+	case bytes.HasPrefix(head, magicZip) || bytes.HasPrefix(head, magicZip0):
+		return extractZip(in, dest, maxBytes)
+	case bytes.HasPrefix(head, magicXz), bytes.HasPrefix(head, magicBzip2), bytes.HasPrefix(head, magicZstd):
+		return 0, 0, newOpError(codeBadRequest, "xz, bzip2 and zstd archives are not supported: send a tar, tar.gz or zip")
+	}
+	return extractTar(in, dest, maxBytes)
 }
 
 // extractTar unpacks into dest (a host path). It is the unit under test for escapes.
@@ -63,6 +91,9 @@ func extractTar(in io.Reader, dest string, maxBytes int64) (files int, total int
 		h, err := tr.Next()
 		if err == io.EOF {
 			return files, total, nil
+		}
+		if err != nil && files == 0 && (err == tar.ErrHeader || err == io.ErrUnexpectedEOF) {
+			return files, total, newOpError(codeBadRequest, "the upload is not a tar, tar.gz or zip archive, or it is cut short (%v)", err)
 		}
 		if err != nil {
 			return files, total, toArchiveError(err)
@@ -103,7 +134,7 @@ func entryName(n string) (string, error) {
 	return c, nil
 }
 
-func extractEntry(tr *tar.Reader, h *tar.Header, dest, name string) error {
+func extractEntry(data io.Reader, h *tar.Header, dest, name string) error {
 	// The parent must resolve inside dest; walkIn refuses any symlink that climbs out.
 	parent, err := walkIn(dest, splitPath(path.Dir(name)), h.Name, false)
 	if err != nil {
@@ -118,7 +149,7 @@ func extractEntry(tr *tar.Reader, h *tar.Header, dest, name string) error {
 	case tar.TypeDir:
 		return mkdirEntry(dest, name, target, mode)
 	case tar.TypeReg, tar.TypeRegA:
-		return writeEntry(tr, target, mode)
+		return writeEntry(data, target, mode)
 	case tar.TypeSymlink:
 		return symlinkEntry(h, dest, name, target)
 	case tar.TypeLink:
@@ -145,8 +176,10 @@ func mkdirEntry(dest, name, target string, mode os.FileMode) error {
 }
 
 // writeEntry replaces whatever is at target (a symlink is removed, never followed).
-func writeEntry(tr *tar.Reader, target string, mode os.FileMode) error {
-	if st, err := os.Lstat(target); err == nil && !st.IsDir() {
+func writeEntry(data io.Reader, target string, mode os.FileMode) error {
+	if st, err := os.Lstat(target); err == nil && st.IsDir() {
+		return newOpError(codeIsADirectory, "archive entry %s is a file but a directory of that name is in the way", filepath.Base(target))
+	} else if err == nil {
 		if err := os.Remove(target); err != nil {
 			return err
 		}
@@ -155,7 +188,7 @@ func writeEntry(tr *tar.Reader, target string, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(f, tr)
+	_, err = io.Copy(f, data)
 	_ = f.Chmod(mode) // O_CREAT's mode went through the umask
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -176,7 +209,9 @@ func symlinkEntry(h *tar.Header, dest, name, target string) error {
 	if _, err := walkIn(dest, append(splitPath(path.Dir(name)), splitPath(t)...), h.Name, false); err != nil {
 		return newOpError(codePathEscape, "archive symlink %q -> %q leaves the destination", h.Name, t)
 	}
-	if st, err := os.Lstat(target); err == nil && !st.IsDir() {
+	if st, err := os.Lstat(target); err == nil && st.IsDir() {
+		return newOpError(codeIsADirectory, "archive symlink %q: a directory of that name is in the way", h.Name)
+	} else if err == nil {
 		_ = os.Remove(target)
 	}
 	return os.Symlink(t, target)
@@ -186,7 +221,7 @@ func toArchiveError(err error) error {
 	if _, ok := err.(*opError); ok {
 		return err
 	}
-	if err == tar.ErrHeader || err == io.ErrUnexpectedEOF || err == gzip.ErrChecksum || err == gzip.ErrHeader {
+	if err == tar.ErrHeader || err == io.ErrUnexpectedEOF || err == gzip.ErrChecksum || err == gzip.ErrHeader || err == zip.ErrFormat || err == zip.ErrChecksum || err == zip.ErrAlgorithm {
 		return newOpError(codeBadRequest, "archive is malformed: %v", err)
 	}
 	return err

@@ -193,7 +193,27 @@ func startError(cmd *exec.Cmd, err error) error {
 		}
 		return newOpError(codeBadRequest, "cannot switch to uid %d gid %d: %v", cred.Uid, cred.Gid, err)
 	}
+	if e := cwdError(cmd.Dir, err); e != nil {
+		return e
+	}
 	return newOpError(codeExecFailed, "%s: %v", cmd.Args[0], unwrapPathError(err))
+}
+
+// cwdError tells a missing working directory from a missing program: the child's chdir and its
+// execve both fail with ENOENT, which alone would blame the program ("/bin/sh: no such file").
+// Looked at only after a failed start, so a good exec pays nothing for it.
+func cwdError(dir string, err error) *opError {
+	if dir == "" || !(errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR)) {
+		return nil
+	}
+	st, serr := os.Stat(dir)
+	switch {
+	case serr != nil && (errors.Is(serr, syscall.ENOENT) || errors.Is(serr, syscall.ENOTDIR)):
+		return newOpError(codeCwdNotFound, "cwd %s does not exist in the sandbox: create it first (mkdir -p) or pass an existing directory", dir)
+	case serr == nil && !st.IsDir():
+		return newOpError(codeCwdNotFound, "cwd %s is not a directory", dir)
+	}
+	return nil
 }
 
 func unwrapPathError(err error) error {

@@ -109,6 +109,9 @@ func readFrom(c *conn, s *stream, req fileRequest, open func(hostPath string) (*
 	if err != nil {
 		return nil, err
 	}
+	if st.IsDir() {
+		return nil, newOpError(codeIsADirectory, "%s is a directory: list it with ls or download it as an archive", req.Path)
+	}
 	if !st.Mode().IsRegular() {
 		return nil, newOpError(codeBadRequest, "%s is not a regular file", req.Path)
 	}

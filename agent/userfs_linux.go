@@ -133,7 +133,7 @@ func openDirInRoot(p string) (*os.File, error) {
 	}
 	dir, err := openInRoot(p, hostPath, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if isErrno(err, syscall.ENOTDIR) {
-		return nil, newOpError(codeBadRequest, "%s is not a directory", p)
+		return nil, newOpError(codeNotADirectory, "%s is not a directory", p)
 	}
 	return dir, err
 }

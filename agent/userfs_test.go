@@ -58,7 +58,7 @@ func TestFileOpsActAsExecUser(t *testing.T) {
 	id := h.open(map[string]any{"op": "file.write", "path": "/workspace/report.txt"})
 	h.send(frameData, id, []byte("root::0:0:99999:7:::\n"))
 	h.send(frameEOF, id, nil)
-	if r := h.wait(id, 5*time.Second); r.err == nil || r.err.Code != codeBadRequest || !strings.Contains(r.err.Message, "permission denied") {
+	if r := h.wait(id, 5*time.Second); r.err == nil || r.err.Code != codePermissionDenied || !strings.Contains(r.err.Message, "permission denied") {
 		t.Errorf("write through a planted link: %v", r.err)
 	}
 	if r := h.wait(h.open(map[string]any{"op": "file.read", "path": "/workspace/report.txt"}), 5*time.Second); r.err == nil || len(r.data) != 0 {

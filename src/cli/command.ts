@@ -2,8 +2,13 @@
 export interface Command {
   name: string;
   summary: string;
+  /** What `kiln <name> --help` prints: the synopsis, the options and the environment read. */
+  usage: string;
   run(argv: string[]): Promise<number>;
 }
+
+/** -h or --help among a command's options: main prints the command's usage and exits 0. */
+export class HelpRequested extends Error {}
 
 /** Minimal flag parsing shared by commands: --flag value, --flag=value, booleans, positionals. */
 export function parseFlags(argv: string[], spec: { string?: string[]; boolean?: string[]; alias?: Record<string, string> }): { flags: Record<string, string | boolean>; positional: string[] } {
@@ -13,6 +18,7 @@ export function parseFlags(argv: string[], spec: { string?: string[]; boolean?: 
     let a = argv[i]!;
     if (a === '--') { positional.push(...argv.slice(i + 1)); break; }
     if (!a.startsWith('-') || a === '-') { positional.push(a); continue; }
+    if (a === '-h' || a === '--help') throw new HelpRequested();
     let value: string | undefined;
     const eq = a.indexOf('=');
     if (eq > 0) { value = a.slice(eq + 1); a = a.slice(0, eq); }

@@ -10,10 +10,18 @@ export const ERROR_CATALOGUE = {
   BACKEND_UNAVAILABLE: 400,
   UNSUPPORTED_OPTION: 400,
   PATH_ESCAPE: 400,
+  /** A file op met a directory where it needs a file (write over it, read it). */
+  IS_A_DIRECTORY: 400,
+  /** A file stands where a directory is needed (a parent of the path, the folder to list). */
+  NOT_A_DIRECTORY: 400,
+  /** The exec's cwd does not exist in the sandbox or is not a directory. */
+  CWD_NOT_FOUND: 400,
   UNAUTHORIZED: 401,
   HOST_NOT_ALLOWED: 403,
   ORIGIN_NOT_ALLOWED: 403,
   ADMIN_REQUIRED: 403,
+  /** The sandbox user may not do this (a root-owned or read-only path such as /usr). */
+  PERMISSION_DENIED: 403,
   SANDBOX_NOT_FOUND: 404,
   FILE_NOT_FOUND: 404,
   BUILD_NOT_FOUND: 404,

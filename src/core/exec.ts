@@ -70,9 +70,12 @@ export class ExecRunner {
     return cmd;
   }
 
-  private timeout(ms: number | undefined): number {
+  /** The exec timeout to use; one over the host's limit is refused naming both. */
+  timeout(ms: number | undefined): number {
     const t = ms ?? this.limits.defaultExecTimeoutMs;
-    if (!Number.isInteger(t) || t <= 0 || t > this.limits.maxExecTimeoutMs) throw new KilnError('INVALID_REQUEST', `timeoutMs must be an integer from 1 to ${this.limits.maxExecTimeoutMs}`);
+    if (!Number.isInteger(t) || t <= 0 || t > this.limits.maxExecTimeoutMs) {
+      throw new KilnError('INVALID_REQUEST', `timeoutMs must be an integer from 1 to ${this.limits.maxExecTimeoutMs} on this host (got ${t})`, { details: { field: 'timeoutMs', value: t, minimum: 1, maximum: this.limits.maxExecTimeoutMs } });
+    }
     return t;
   }
 

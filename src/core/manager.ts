@@ -9,7 +9,7 @@ import type { KilnConfig } from './config.js';
 import { KilnError } from './errors.js';
 import { setLongTimeout } from './long-timer.js';
 import type { PackCatalog } from './packs.js';
-import { Sandbox, type CreateSandboxOptions, type SandboxInfo } from './sandbox.js';
+import { Sandbox, SIZE_MINIMUMS, type CreateSandboxOptions, type SandboxInfo } from './sandbox.js';
 import { ExecRunner, type ExecOptions, type ExecOutcome, type ExecStreamHandlers, type InteractiveExec, type InteractiveOptions } from './exec.js';
 import type { ChunkSink, ExecHandlers } from '../protocol/agent-client.js';
 import type { Metrics } from './metrics.js';
@@ -50,16 +50,30 @@ export class SandboxManager {
   backend(name: BackendName | undefined): Backend {
     const n = name ?? this.d.config.defaultBackend;
     const b = this.d.backends.get(n);
-    if (!b) throw new KilnError('UNKNOWN_BACKEND', `backend "${n}" is not configured on this host; see GET /v1/backends`);
+    if (!b) throw new KilnError('UNKNOWN_BACKEND', `backend "${n}" is not configured on this host; configured: ${[...this.d.backends.keys()].join(', ') || 'none'} (GET /v1/backends says why the others are not)`, { details: { backend: n, configured: [...this.d.backends.keys()] } });
     return b;
   }
 
-  /** Validates sizes against the host limits and fills defaults. */
+  /** The host's sandbox limits, for checks made before a sandbox is asked for (one-shot runs). */
+  get limits(): KilnConfig['limits'] {
+    return this.d.config.limits;
+  }
+
+  /** The exec timeout a request would get; one out of range is refused naming timeoutMs. */
+  execTimeout(ms: number | undefined): number {
+    return this.exec.timeout(ms);
+  }
+
+  /** Validates sizes against the host limits (the minima are the API schema's) and fills defaults. */
   resolveSize(o: CreateSandboxOptions): { cpus: number; memoryMib: number; diskMib: number; ttlSec: number } {
     const l = this.d.config.limits;
-    const pick = (v: number | undefined, dflt: number, max: number, name: string): number => {
+    const pick = (v: number | undefined, dflt: number, max: number, name: keyof typeof SIZE_MINIMUMS): number => {
       const x = v ?? dflt;
-      if (!Number.isFinite(x) || x <= 0 || x > max) throw new KilnError('INVALID_REQUEST', `${name} must be between 1 and ${max} on this host (got ${v})`);
+      const { min, exclusive, unit } = SIZE_MINIMUMS[name];
+      if (!Number.isFinite(x) || x < min || (exclusive && x === min) || x > max) {
+        const from = exclusive ? `more than ${min}` : String(min);
+        throw new KilnError('INVALID_REQUEST', `${name} must be from ${from} to ${max}${unit} on this host (got ${v})`, { details: { field: name, value: v, minimum: min, maximum: max } });
+      }
       return x;
     };
     return {
@@ -213,8 +227,8 @@ export class SandboxManager {
     return this.ready(id).inner.agent.list(path);
   }
 
-  async putArchive(id: string, path: string, data: Buffer | AsyncIterable<Buffer>, gzip: boolean) {
-    return this.ready(id).inner.agent.putArchive(path, data, { gzip, maxBytes: this.d.config.limits.maxFileBytes });
+  async putArchive(id: string, path: string, data: Buffer | AsyncIterable<Buffer>) {
+    return this.ready(id).inner.agent.putArchive(path, data, { maxBytes: this.d.config.limits.maxFileBytes });
   }
 
   /** Archives are capped at the file limit too, on the host (the agent has no cap for them). */

@@ -36,23 +36,27 @@ const WORKDIR = '/workspace';
 const INLINE_FILES_MAX_BYTES = 128 * 1024;
 
 export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: RunOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal): Promise<RunOutcome> {
-  if (o.code !== undefined && o.files !== undefined) throw new KilnError('INVALID_REQUEST', 'pass either "code" (a snippet) or "files" (a project), not both');
-  if (o.cmd === undefined && o.code === undefined && o.files === undefined) throw new KilnError('INVALID_REQUEST', 'pass "code" (a snippet), "files" with an "entrypoint" (a project), or a "cmd" to run');
+  if (o.code !== undefined && o.files !== undefined) throw new KilnError('INVALID_REQUEST', 'both "code" and "files" were sent: pass either "code" (a snippet) or "files" with an "entrypoint" (a project)');
+  if (o.cmd === undefined && o.code === undefined && o.files === undefined) throw new KilnError('INVALID_REQUEST', 'neither "code" nor "files" was sent (nor a "cmd"): pass "code" (a snippet), "files" with an "entrypoint" (a project), or a "cmd" to run');
   if (o.cmd !== undefined && o.args !== undefined) throw new KilnError('INVALID_REQUEST', '"args" are added to the pack\'s command, which "cmd" replaces: put the arguments in "cmd"');
   manager.checkOutputCap(o.maxOutputBytes);
   const pack = await packs.get(o.pack);
   const snippet = o.code === undefined ? undefined : snippetFileName(pack.run.fileName, o.code);
   const files = o.code !== undefined
     ? [{ path: snippet!, data: Buffer.from(o.code) }]
-    : (o.files ?? []).map((f) => ({ path: relPath(f.path), data: Buffer.from(f.content, f.encoding === 'base64' ? 'base64' : 'utf8') }));
+    : (o.files ?? []).map((f, i) => ({ path: relPath(f.path), data: fileData(f, i) }));
   const entry = snippet ?? relPath(o.entrypoint ?? pack.run.fileName);
-  if (o.files && (o.cmd === undefined || o.entrypoint !== undefined) && !files.some((f) => f.path === entry)) throw new KilnError('INVALID_REQUEST', `entrypoint "${entry}" is not among the uploaded files`);
+  if (o.files && (o.cmd === undefined || o.entrypoint !== undefined) && !files.some((f) => f.path === entry)) {
+    const sent = files.slice(0, 10).map((f) => `"${f.path}"`).join(', ') + (files.length > 10 ? ', …' : '');
+    throw new KilnError('INVALID_REQUEST', `entrypoint "${entry}" is not among the uploaded files (${sent || 'none'}); name one of them in "entrypoint"`, { details: { field: 'entrypoint', value: entry } });
+  }
   const argv = o.cmd !== undefined
     ? o.cmd
     : [...fillCommand(snippet !== undefined ? pack.run.command : pack.run.projectCommand, { file: entry, entrypoint: entry }), ...(o.args ?? [])];
 
+  const ttlSec = ttlFor(manager, o.timeoutMs);
   const t0 = performance.now();
-  const sb = await manager.create({ pack: o.pack, backend: o.backend, memoryMib: o.memoryMib, cpus: o.cpus, ttlSec: ttlFor(o.timeoutMs) }, signal);
+  const sb = await manager.create({ pack: o.pack, backend: o.backend, memoryMib: o.memoryMib, cpus: o.cpus, ttlSec }, signal);
   const createMs = Math.round((performance.now() - t0) * 10) / 10;
   try {
     // Small programs travel inside the exec request (one agent round trip); big ones are uploaded.
@@ -89,6 +93,29 @@ function relPath(p: string): string {
   return n;
 }
 
-function ttlFor(timeoutMs: number | undefined): number {
-  return Math.ceil(((timeoutMs ?? 30_000) + 60_000) / 1000);
+/** A file's bytes; base64 that is not base64 is refused, never decoded into whatever Node makes of it. */
+function fileData(f: { content: string; encoding?: 'utf8' | 'base64' }, i: number): Buffer {
+  if (f.encoding !== 'base64') return Buffer.from(f.content, 'utf8');
+  const bad = /[^A-Za-z0-9+/=\s]/.exec(f.content);
+  const text = f.content.replace(/\s+/g, '');
+  if (bad || !/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 === 1) {
+    const where = bad ? `: ${JSON.stringify(bad[0])} at offset ${bad.index}` : ': "=" inside it, or a length no base64 has';
+    throw new KilnError('INVALID_REQUEST', `files[${i}].content is not valid base64${where} (the file has "encoding": "base64"; send standard base64, or drop "encoding" for UTF-8 text)`, { details: { field: `files[${i}].content`, encoding: 'base64' } });
+  }
+  return Buffer.from(text, 'base64');
+}
+
+/**
+ * The one-shot sandbox lives for the run's timeout plus a margin. A timeoutMs the host refuses is
+ * reported as timeoutMs: the user never sent the ttlSec derived from it.
+ */
+function ttlFor(manager: SandboxManager, timeoutMs: number | undefined): number {
+  const marginMs = 60_000;
+  if (timeoutMs !== undefined) manager.execTimeout(timeoutMs);
+  const maxMs = manager.limits.maxTtlSec * 1000 - marginMs;
+  const ms = timeoutMs ?? 30_000;
+  if (ms > maxMs) {
+    throw new KilnError('INVALID_REQUEST', `timeoutMs ${ms} is more than this host lets a one-shot sandbox live (KILN_MAX_TTL_SEC=${manager.limits.maxTtlSec} s, less a 60 s margin): pass timeoutMs up to ${maxMs}`, { details: { field: 'timeoutMs', value: ms, maximum: maxMs } });
+  }
+  return Math.ceil((ms + marginMs) / 1000);
 }

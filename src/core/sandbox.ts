@@ -15,6 +15,14 @@ export interface CreateSandboxOptions {
   backendOptions?: Record<string, unknown>;
 }
 
+/** The smallest sandbox sizes: the API schema's bounds and the manager's checks, from one place. */
+export const SIZE_MINIMUMS = {
+  cpus: { min: 0, exclusive: true, unit: ' cpus' },
+  memoryMib: { min: 16, exclusive: false, unit: ' MiB' },
+  diskMib: { min: 1, exclusive: false, unit: ' MiB' },
+  ttlSec: { min: 1, exclusive: false, unit: ' s' },
+} as const;
+
 export interface SandboxInfo {
   id: string;
   pack: string;

@@ -191,8 +191,9 @@ export class AgentClient {
     return this.upload({ op: 'file.write', path, mode: opts.mode, maxBytes: opts.maxBytes }, data, opts.signal);
   }
 
-  putArchive(path: string, data: Buffer | AsyncIterable<Buffer>, opts: { gzip: boolean; maxBytes: number; signal?: AbortSignal }): Promise<TransferResult> {
-    return this.upload({ op: 'archive.put', path, gzip: opts.gzip, maxBytes: opts.maxBytes }, data, opts.signal);
+  /** A tar, tar.gz or zip: the agent tells them apart by their first bytes. */
+  putArchive(path: string, data: Buffer | AsyncIterable<Buffer>, opts: { maxBytes: number; signal?: AbortSignal }): Promise<TransferResult> {
+    return this.upload({ op: 'archive.put', path, maxBytes: opts.maxBytes }, data, opts.signal);
   }
 
   /** Streams a file out through `sink`; resolves once the agent confirms the whole transfer. */

@@ -10,6 +10,11 @@ const AGENT_CODE_MAP: Record<string, ErrorCode> = {
   TOO_LARGE: 'PAYLOAD_TOO_LARGE',
   EXEC_FAILED: 'EXEC_FAILED',
   CANCELLED: 'AGENT_ERROR',
+  // The caller's mistakes in file and exec requests: 4xx, so a client retrying 5xx does not retry them.
+  IS_A_DIRECTORY: 'IS_A_DIRECTORY',
+  NOT_A_DIRECTORY: 'NOT_A_DIRECTORY',
+  PERMISSION_DENIED: 'PERMISSION_DENIED',
+  CWD_NOT_FOUND: 'CWD_NOT_FOUND',
 };
 
 export function agentError(f: Frame): KilnError {

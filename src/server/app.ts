@@ -27,7 +27,11 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
   const app = Fastify({
     logger: logger(options.logger ?? false),
     bodyLimit: 64 * 1024 * 1024,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // Over this a path parameter matches no route ("no route GET /v1/sandboxes/…"): let the
+    // schema's own limit (idParams) answer instead, naming the parameter.
+    maxParamLength: 1024,
+    // verbose: errors carry the value sent and its schema, so messages can name both (validation.ts).
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false, verbose: true } },
     genReqId: () => `req-${Math.random().toString(36).slice(2, 10)}`,
   });
   app.setErrorHandler(errorHandler(svc.metrics));

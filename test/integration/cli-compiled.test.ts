@@ -28,7 +28,47 @@ describe('compiled CLI (dist/)', { timeout: 300_000 }, () => {
   it('kiln --help runs from dist/ and lists every command', async () => {
     const r = await run(KILN, ['--help'], { env: env() });
     assert.equal(r.stderr, '');
-    for (const c of ['serve', 'run', 'sandbox', 'images', 'doctor', 'firecracker']) assert.match(r.stdout, new RegExp(`^  ${c} `, 'm'));
+    for (const c of ['serve', 'run', 'sandbox', 'images', 'packs', 'doctor', 'firecracker']) assert.match(r.stdout, new RegExp(`^  ${c} `, 'm'));
+  });
+
+  it('kiln --help says how to point the CLI at a server', async () => {
+    const r = await run(KILN, ['--help'], { env: env() });
+    assert.match(r.stdout, /\$KILN_URL/);
+    assert.match(r.stdout, /KILN_PORT/);
+    assert.match(r.stdout, /KILN_TOKEN/);
+  });
+
+  it('--help on every command prints its usage on stdout and exits 0 (kiln serve --help starts nothing)', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['run', '--help'], /^usage: kiln run <pack>/],
+      [['run', 'python', '-h'], /^usage: kiln run <pack>/],
+      [['help', 'run'], /^usage: kiln run <pack>/],
+      [['sandbox', '--help'], /^usage: kiln sandbox create/],
+      [['sandbox', 'exec', '--help'], /^usage: kiln sandbox create/],
+      [['sandbox', 'rm', '--help'], /^usage: kiln sandbox create/],
+      [['serve', '--help'], /^usage: kiln serve/],
+      [['images', '--help'], /^usage:\n {2}kiln images build/],
+      [['packs', '--help'], /^usage: kiln packs ls[\s\S]*KILN_ADMIN_TOKEN/],
+      [['packs', 'create', '--help'], /^usage: kiln packs ls/],
+      [['doctor', '--help'], /^usage: kiln doctor/],
+      [['firecracker', 'install', '--help'], /^usage:\n {2}kiln firecracker install/],
+    ];
+    for (const [args, usage] of cases) {
+      const r = await run(KILN, args, { env: env(), timeout: 30_000 });
+      assert.match(r.stdout, usage, args.join(' '));
+      assert.equal(r.stderr, '', args.join(' '));
+    }
+    for (const c of ['run', 'sandbox']) assert.match((await run(KILN, [c, '--help'], { env: env() })).stdout, /\$KILN_URL/, c);
+  });
+
+  it('a service it cannot reach is named by the URL really tried (KILN_PORT, KILN_URL)', async () => {
+    const port = await freePort();
+    const byPort = await run(KILN, ['run', 'shell', '-c', 'true'], { env: env({ KILN_URL: '', KILN_HOST: '', KILN_PORT: String(port) }) }).then(() => assert.fail('reached a service'), (e: { code: number; stderr: string }) => e);
+    assert.equal(byPort.code, 1);
+    assert.match(byPort.stderr, new RegExp(`cannot reach the kiln service at http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`));
+    assert.doesNotMatch(byPort.stderr, /8400/);
+    const byUrl = await run(KILN, ['sandbox', 'ls'], { env: env({ KILN_URL: `http://127.0.0.1:${port}/`, KILN_PORT: '8400' }) }).then(() => assert.fail('reached a service'), (e: { code: number; stderr: string }) => e);
+    assert.match(byUrl.stderr, new RegExp(`at http://127\\.0\\.0\\.1:${port} `));
   });
 
   it('kiln doctor --json runs from dist/ and finds the packs and backends', { skip: process.getuid?.() === 0 ? undefined : 'needs root' }, async () => {

@@ -187,7 +187,11 @@ describe('SandboxManager (in-memory backend)', () => {
   it('refuses sizes past the host limits and unknown packs before taking a slot', async () => {
     const { backend, manager } = harness();
     await assert.rejects(manager.create({ pack: 'python', cpus: 999 }), rejectsWith('INVALID_REQUEST'));
+    // Each refusal names the field, the value sent and the range this host takes.
+    await assert.rejects(manager.create({ pack: 'python', memoryMib: 8 }), { message: /^memoryMib must be from 16 to \d+ MiB on this host \(got 8\)$/ });
+    await assert.rejects(manager.create({ pack: 'python', cpus: 0 }), { message: /^cpus must be from more than 0 to \d+ cpus on this host \(got 0\)$/ });
     await assert.rejects(manager.create({ pack: 'cobol' }), rejectsWith('UNKNOWN_PACK'));
+    await assert.rejects(manager.create({ pack: 'python', backend: 'qemu' }), { code: 'UNKNOWN_BACKEND', message: /backend "qemu" is not configured on this host; configured: namespace / });
     assert.deepEqual([manager.admission.stats.inUse, backend.all.length], [0, 0]);
   });
 

@@ -39,6 +39,10 @@ const USAGE = `usage: kiln doctor [--json] [--backend NAME]...
 const command: Command = {
   name: 'doctor',
   summary: 'check the host',
+  usage: `usage: kiln doctor [--json]
+  checks what this host can run (bubblewrap, cgroups, KVM, QEMU, Firecracker, the pack images and
+  each backend) and says how to fix what is missing; exits 1 when the namespace backend cannot run.
+    --json   the checks as JSON`,
   async run(argv) {
     const { flags, positional } = parseFlags(argv, { boolean: ['json', 'help'], string: ['backend'] });
     if (flags.help) { console.log(USAGE); return 0; }

@@ -5,31 +5,33 @@
 import { isKilnError } from '../../core/errors.js';
 import { loadConfig } from '../../core/config.js';
 import { createBackends, firecrackerTools } from '../../server/backends.js';
-import { parseFlags, UsageError, type Command } from '../command.js';
+import { HelpRequested, parseFlags, UsageError, type Command } from '../command.js';
 
-const usage = async (): Promise<string> => {
-  const { DEFAULT_VERSION } = await firecrackerTools();
-  return `usage:
-  kiln firecracker install [--version ${DEFAULT_VERSION}] [--dir /usr/local/bin] [--sha256 HEX] [--url URL]
-      downloads the release tarball, verifies its sha256 (pinned for ${DEFAULT_VERSION}; required
-      with --sha256 for other versions), installs firecracker and jailer atomically
+// Static text (main prints it for --help without loading the backend); the pinned version itself
+// is named by `kiln firecracker install` when it runs.
+const USAGE = `usage:
+  kiln firecracker install [--version V] [--dir /usr/local/bin] [--sha256 HEX] [--url URL]
+      downloads the release tarball (by default the release kiln pins), verifies its sha256 (pinned
+      for that release; required with --sha256 for other versions), installs firecracker and jailer
+      atomically
   kiln firecracker check [--json]
-      can this host run Firecracker microVMs, and if not, why`;
-};
+      can this host run Firecracker microVMs, and if not, why (the backend's own probe)`;
 
 const command: Command = {
   name: 'firecracker',
   summary: 'install a pinned Firecracker release, check the host',
+  usage: USAGE,
   async run(argv) {
     const [sub, ...rest] = argv;
     try {
       if (sub === 'install') return await install(rest);
       if (sub === 'check') return await check(rest);
-      console.error(await usage());
+      console.error(USAGE);
       return sub === undefined || sub === 'help' || sub === '--help' ? 0 : 2;
     } catch (e) {
+      if (e instanceof HelpRequested) throw e; // main prints the usage
       if (e instanceof UsageError) {
-        console.error(`kiln firecracker: ${e.message}\n${await usage()}`);
+        console.error(`kiln firecracker: ${e.message}\n${USAGE}`);
         return 2;
       }
       console.error(`kiln firecracker ${sub}: ${isKilnError(e) ? e.message : (e as Error).message}`);
@@ -48,7 +50,7 @@ async function install(argv: string[]): Promise<number> {
     dir: flags.dir as string | undefined,
     sha256: flags.sha256 as string | undefined,
     url: flags.url as string | undefined,
-    onProgress: (m) => console.error(m),
+    onProgress: (m: string) => console.error(m),
   });
   console.log(`installed Firecracker ${r.version}: ${r.firecrackerPath}${r.jailerPath ? `, ${r.jailerPath}` : ''} (sha256 ${r.sha256})`);
   return 0;

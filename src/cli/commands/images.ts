@@ -4,6 +4,7 @@
  * Ctrl-C aborts the running build, which removes its temp dir before the command returns.
  */
 import { join } from 'node:path';
+import { HelpRequested } from '../command.js';
 import { buildPack, DEFAULT_PACKS_DIR, listImages, loadPacks, pruneImages, type BuildProgressEvent, type BuildResult, type PackSources } from '../../images/index.js';
 
 const USAGE = `usage:
@@ -121,8 +122,10 @@ async function prune(args: ParsedArgs): Promise<number> {
 export default {
   name: 'images',
   summary: 'build, list and prune language-pack root filesystem images',
+  usage: USAGE,
   async run(argv: string[]): Promise<number> {
     const args = parseArgs(argv);
+    if (args === '') throw new HelpRequested();
     if (typeof args === 'string') {
       process.stderr.write(`${args ? `${args}\n` : ''}${USAGE}\n`);
       return args ? 2 : 0;

@@ -5,15 +5,20 @@
  */
 import { readFile } from 'node:fs/promises';
 import { type CustomPackDefinition, KilnClient, type PackBuildEvent, type PackInfo } from '../../../sdk/src/index.js';
-import { cliClient } from '../client.js';
-import { type Command, UsageError } from '../command.js';
+import { cliClient, SERVICE_ENV_HELP } from '../client.js';
+import { type Command, HelpRequested, parseFlags, UsageError } from '../command.js';
 
-const USAGE = `usage: kiln packs ls                      list packs: language version, size, tools
+const SYNOPSIS = `usage: kiln packs ls                      list packs: language version, size, tools
        kiln packs show <name>             one pack as JSON
        kiln packs create <file.json|->    build a custom pack and store it (admin)
        kiln packs follow <name>           follow the latest build of a pack
-       kiln packs rm <name>               remove a custom pack and its images (admin)
-admin: KILN_ADMIN_TOKEN is sent as the bearer token when set (else KILN_TOKEN)`;
+       kiln packs rm <name>               remove a custom pack and its images (admin)`;
+const USAGE = `${SYNOPSIS}
+  A custom pack is a base pack plus Debian packages, files and setup commands; the format is in
+  images/packs/README.md. create streams the build's progress to stderr.
+
+${SERVICE_ENV_HELP}
+$KILN_ADMIN_TOKEN, when set, is sent instead: creating and removing packs needs it over TCP.`;
 
 function adminClient(): KilnClient {
   const base = cliClient();
@@ -91,35 +96,36 @@ async function readDefinition(file: string): Promise<CustomPackDefinition> {
 const command: Command = {
   name: 'packs',
   summary: 'list packs; create, follow and remove custom packs',
+  usage: USAGE,
   async run(argv) {
-    const [sub, arg, ...extra] = argv;
-    if (sub === '-h' || sub === '--help' || sub === 'help') {
-      console.log(USAGE);
-      return 0;
-    }
-    if (extra.length > 0) throw new UsageError(`unexpected argument ${extra[0]}\n${USAGE}`);
+    const [sub, ...rest] = argv;
+    if (sub === undefined) throw new UsageError(SYNOPSIS);
+    if (sub === '-h' || sub === '--help' || sub === 'help') throw new HelpRequested();
+    // Throws HelpRequested for -h/--help anywhere, and UsageError for an unknown option.
+    const [arg, ...extra] = parseFlags(rest, {}).positional;
+    if (extra.length > 0) throw new UsageError(`unexpected argument ${extra[0]}\n${SYNOPSIS}`);
     switch (sub) {
       case 'ls':
         console.log(list(await cliClient().packs()));
         return 0;
       case 'show':
-        if (!arg) throw new UsageError(USAGE);
+        if (!arg) throw new UsageError(SYNOPSIS);
         console.log(JSON.stringify(await cliClient().pack(arg), null, 2));
         return 0;
       case 'create':
-        if (!arg) throw new UsageError(USAGE);
+        if (!arg) throw new UsageError(SYNOPSIS);
         return printBuild(adminClient().createPackStream(await readDefinition(arg)));
       case 'follow':
-        if (!arg) throw new UsageError(USAGE);
+        if (!arg) throw new UsageError(SYNOPSIS);
         return printBuild(adminClient().followPackBuild(arg));
       case 'rm': {
-        if (!arg) throw new UsageError(USAGE);
+        if (!arg) throw new UsageError(SYNOPSIS);
         const r = await adminClient().deletePack(arg);
         console.log(`removed pack ${r.pack}: ${r.removed.length} file(s), ${mb(r.freedBytes)} freed`);
         return 0;
       }
       default:
-        throw new UsageError(`${sub ? `unknown subcommand ${sub}\n` : ''}${USAGE}`);
+        throw new UsageError(`${sub ? `unknown subcommand ${sub}\n` : ''}${SYNOPSIS}`);
     }
   },
 };

@@ -1,21 +1,37 @@
 /** kiln run <pack> (-c CODE | FILE) [--stdin] [--timeout-ms N] [--backend B] [-- args…] */
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { cliClient } from '../client.js';
+import { BACKEND_HELP, backendFlag, cliClient, SERVICE_ENV_HELP } from '../client.js';
 import { parseFlags, UsageError, type Command } from '../command.js';
+
+const SYNOPSIS = 'usage: kiln run <pack> (-c CODE | FILE) [--stdin] [--timeout-ms N] [--memory-mib N] [--backend B] [--json] [-- args…]';
+const USAGE = `${SYNOPSIS}
+  runs a snippet (-c) or a file in a fresh sandbox of <pack> (python, node, go, shell…; GET
+  /v1/packs lists them), streams its output and exits with its exit code.
+    -c CODE          the program text
+    FILE             a local file, uploaded and run as the pack runs a project's entrypoint
+    --stdin          pass this command's stdin to the program
+    --timeout-ms N   kill the program after N ms
+    --memory-mib N   the sandbox's memory
+    --backend B      ${BACKEND_HELP}
+    --json           print the result (exit code, usage, timings) as JSON on stderr
+    -- args…         arguments for the program
+
+${SERVICE_ENV_HELP}`;
 
 const command: Command = {
   name: 'run',
   summary: 'run a snippet or a file once',
+  usage: USAGE,
   async run(argv) {
     const { flags, positional } = parseFlags(argv, { string: ['c', 'backend', 'timeout-ms', 'memory-mib'], boolean: ['stdin', 'json'], alias: { '-c': 'c' } });
     const [pack, file, ...args] = positional;
-    if (!pack || (flags.c === undefined) === (file === undefined)) throw new UsageError('usage: kiln run <pack> (-c CODE | FILE) [--stdin] [--timeout-ms N] [--backend B] [-- args]');
+    if (!pack || (flags.c === undefined) === (file === undefined)) throw new UsageError(SYNOPSIS);
     const stdin = flags.stdin ? await readStdin() : undefined;
     const common = {
       // base64 both ways: bytes reach the program, and its output reaches ours, unchanged.
       pack, stdin: stdin?.toString('base64'), stdinEncoding: 'base64' as const, args, encoding: 'base64' as const,
-      backend: flags.backend as 'namespace' | 'qemu' | 'firecracker' | undefined,
+      backend: backendFlag(flags.backend),
       timeoutMs: flags['timeout-ms'] ? Number(flags['timeout-ms']) : undefined,
       memoryMib: flags['memory-mib'] ? Number(flags['memory-mib']) : undefined,
     };

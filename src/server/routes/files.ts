@@ -13,10 +13,20 @@ import { errorSchema, idParams, pathQuery } from './schemas.js';
 
 export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
   const max = svc.config.limits.maxFileBytes;
-  // Raw bodies are passed on as streams, never buffered whole in the server.
-  for (const type of ['application/octet-stream', 'application/x-tar', 'application/gzip', 'application/x-gzip', 'text/plain']) {
-    app.addContentTypeParser(type, { bodyLimit: max }, (_req, payload, done) => done(null, payload));
-  }
+  // Raw bodies are passed on as streams, never buffered whole in the server, whatever their
+  // Content-Type or none: curl -T sends none, curl --data-binary a form type, and a JSON file is
+  // still a file. The archive format is read from its first bytes by the agent.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { bodyLimit: max }, (_req, payload, done) => done(null, payload));
+  // A stream parser has no size check of its own: the agent stops a transfer at the limit. An
+  // upload whose Content-Length already says it is over is refused before a byte is read.
+  app.addHook('onRequest', async (req, reply) => {
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (length > max) {
+      void reply.header('connection', 'close'); // the body is never read
+      throw new KilnError('PAYLOAD_TOO_LARGE', `the upload is ${length} bytes; the limit is ${max} bytes (KILN_MAX_FILE_BYTES): split it or raise the limit`, { details: { limitBytes: max, requestBytes: length } });
+    }
+  });
   const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema, 413: errorSchema };
 
   app.put<{ Params: { id: string }; Querystring: { path: string; mode?: string } }>('/v1/sandboxes/:id/files', {
@@ -39,12 +49,11 @@ export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
   app.post<{ Params: { id: string }; Querystring: { path?: string } }>('/v1/sandboxes/:id/archive', {
     bodyLimit: max,
     schema: {
-      summary: 'Upload a tar or tar.gz (Content-Type application/x-tar or application/gzip) and unpack it at ?path= (default /workspace)',
+      summary: 'Upload a tar, tar.gz or zip (any Content-Type: the format is read from the first bytes) and unpack it at ?path= (default /workspace)',
       params: idParams, querystring: { type: 'object', properties: { path: { type: 'string', maxLength: 4096 } } }, response: errors,
     },
   }, async (req, reply) => {
-    const gzip = /gzip/.test(req.headers['content-type'] ?? '');
-    const r = await closeIfUnread(req.raw, reply, svc.manager.putArchive(req.params.id, req.query.path ?? '/workspace', bodyStream(req.body), gzip));
+    const r = await closeIfUnread(req.raw, reply, svc.manager.putArchive(req.params.id, req.query.path ?? '/workspace', bodyStream(req.body)));
     return { path: req.query.path ?? '/workspace', files: r.files ?? 0, bytes: r.bytes };
   });
 
@@ -62,6 +71,7 @@ export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
 }
 
 function bodyStream(body: unknown): AsyncIterable<Buffer> | Buffer {
+  if (body === undefined || body === null) return Buffer.alloc(0); // no body at all: an empty file
   if (Buffer.isBuffer(body)) return body;
   if (body && typeof (body as IncomingMessage)[Symbol.asyncIterator] === 'function') return body as AsyncIterable<Buffer>;
   if (typeof body === 'string') return Buffer.from(body);

@@ -18,6 +18,7 @@ import { KilnError, toKilnError } from '../../core/errors.js';
 import type { ExecHandle } from '../../protocol/agent-client.js';
 import type { KilnService } from '../service.js';
 import { outputEvents, type OutputEncoding } from './encoding.js';
+import { schemaError } from '../validation.js';
 import { execSummary } from './present.js';
 import { cmd, cwd, envMap } from './schemas.js';
 
@@ -26,7 +27,7 @@ const WS_HIGH_WATER_BYTES = 256 * 1024;
 const STDIN_HIGH_WATER_BYTES = 1024 * 1024;
 const Ajv = AjvModule.default ?? AjvModule;
 /** The same bounds as POST /exec: the start message is a request body too. */
-const validateStart = new Ajv({ allErrors: false }).compile<StartMessage>({
+const validateStart = new Ajv({ allErrors: false, verbose: true }).compile<StartMessage>({
   type: 'object',
   required: ['type', 'cmd'],
   properties: {
@@ -105,10 +106,7 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
 
   async function start(msg: Record<string, unknown>): Promise<void> {
     try {
-      if (!validateStart(msg)) {
-        const e = validateStart.errors?.[0];
-        throw new KilnError('INVALID_REQUEST', `start message${e?.instancePath ?? ''} ${e?.message ?? 'is malformed'} ("cmd" is a string or an array of strings, each up to 128 KiB; "encoding" is "utf8" or "base64")`);
-      }
+      if (!validateStart(msg)) throw schemaError(validateStart.errors ?? [], 'start message');
       const tty = msg.tty;
       const out = outputEvents(msg.encoding ?? 'utf8', output);
       const ex = await svc.manager.interactive(id, {

@@ -3,14 +3,15 @@
  * (scripts/gen-sdk-types.ts writes sdk/src/generated.ts from them: run npm run gen:sdk after a change).
  * A response schema's `required` is a promise the SDK types rely on; the serializer enforces it.
  */
+import { SIZE_MINIMUMS } from '../../core/sandbox.js';
 import { BACKEND_NAMES } from '../backends.js';
 
 // Fields shared by several bodies: one definition each, so their bounds cannot drift apart.
 const pack = { type: 'string', minLength: 1, maxLength: 64 } as const;
 // The registry's names (../backends.ts): a new backend appears in requests and /openapi.json by itself.
 const backend = { type: 'string', enum: [...BACKEND_NAMES] };
-const cpus = { type: 'number', exclusiveMinimum: 0, maximum: 64 } as const;
-const memoryMib = { type: 'integer', minimum: 16 } as const;
+const cpus = { type: 'number', exclusiveMinimum: SIZE_MINIMUMS.cpus.min, maximum: 64 } as const;
+const memoryMib = { type: 'integer', minimum: SIZE_MINIMUMS.memoryMib.min } as const;
 const stdin = { type: 'string', maxLength: 16 * 1024 * 1024 } as const;
 const timeoutMs = { type: 'integer', minimum: 1 } as const;
 const maxOutputBytes = {
@@ -63,8 +64,8 @@ export const createSandboxBody = {
     backend,
     cpus,
     memoryMib,
-    diskMib: { type: 'integer', minimum: 1 },
-    ttlSec: { type: 'integer', minimum: 1 },
+    diskMib: { type: 'integer', minimum: SIZE_MINIMUMS.diskMib.min },
+    ttlSec: { type: 'integer', minimum: SIZE_MINIMUMS.ttlSec.min },
     env: envMap,
     backendOptions: { type: 'object', additionalProperties: true, maxProperties: 32 },
   },
