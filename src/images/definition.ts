@@ -1,6 +1,7 @@
 /**
- * Reads and validates pack definitions. Definitions are repo files, not user input, but a typo in
- * one must fail with the file and the field named, before any minute-long build starts.
+ * Reads and validates pack definitions: the repo's built-in packs, and the custom packs in the
+ * operator's folder (resolved over their base, custom.ts). A typo must fail with the file and the
+ * field named, before any minute-long build starts.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
