@@ -6,7 +6,8 @@
  */
 import { KilnError, type HttpErrorCode } from './errors.js';
 import type {
-  ApiErrorBody, BackendInfo, CreateSandboxOptions, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackInfo, PoolStats, RunOptions, RunResult, SandboxInfo,
+  ApiErrorBody, BackendInfo, CreateSandboxOptions, CustomPackDefinition, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackBuildEvent,
+  PackBuildStatus, PackInfo, PoolStats, RunOptions, RunResult, SandboxInfo,
 } from './types.js';
 
 export interface KilnClientOptions {
@@ -72,6 +73,29 @@ export class KilnClient {
     return this.json<{ packs: PackInfo[] }>('GET', '/v1/packs').then((r) => r.packs);
   }
 
+  pack(name: string): Promise<PackInfo> {
+    return this.json('GET', `/v1/packs/${enc(name)}`);
+  }
+
+  /** Builds a custom pack and stores it once its image is complete (needs the admin token over TCP). */
+  createPack(def: CustomPackDefinition, signal?: AbortSignal): Promise<{ pack: PackInfo; build: PackBuildStatus }> {
+    return this.json('POST', '/v1/packs', def, signal);
+  }
+
+  /** The same, with the build's progress as it happens; the last event is a result or an error. */
+  async *createPackStream(def: CustomPackDefinition, signal?: AbortSignal): AsyncGenerator<PackBuildEvent> {
+    yield* this.lines<PackBuildEvent>(await this.request('POST', '/v1/packs?stream=true', { json: def, accept: 'application/x-ndjson', signal }));
+  }
+
+  /** Follows the latest build of a pack from its start (e.g. after a disconnect). */
+  async *followPackBuild(name: string, signal?: AbortSignal): AsyncGenerator<PackBuildEvent> {
+    yield* this.lines<PackBuildEvent>(await this.request('GET', `/v1/packs/${enc(name)}/build`, { accept: 'application/x-ndjson', signal }));
+  }
+
+  deletePack(name: string): Promise<{ pack: string; removed: string[]; freedBytes: number }> {
+    return this.json('DELETE', `/v1/packs/${enc(name)}`);
+  }
+
   backends(): Promise<{ default: string; backends: BackendInfo[] }> {
     return this.json('GET', '/v1/backends');
   }
@@ -89,7 +113,10 @@ export class KilnClient {
   }
 
   async *ndjson(path: string, body: unknown, signal?: AbortSignal): AsyncGenerator<ExecEvent> {
-    const res = await this.request('POST', path, { json: body, accept: 'application/x-ndjson', signal });
+    yield* this.lines<ExecEvent>(await this.request('POST', path, { json: body, accept: 'application/x-ndjson', signal }));
+  }
+
+  private async *lines<T>(res: Response): AsyncGenerator<T> {
     const reader = res.body!.getReader();
     const decoder = new TextDecoder();
     let buf = '';
@@ -101,7 +128,7 @@ export class KilnClient {
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        if (line.trim()) yield JSON.parse(line) as ExecEvent;
+        if (line.trim()) yield JSON.parse(line) as T;
       }
     }
   }

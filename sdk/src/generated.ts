@@ -19,15 +19,19 @@ export const ERROR_CODES = [
   'UNAUTHORIZED',
   'HOST_NOT_ALLOWED',
   'ORIGIN_NOT_ALLOWED',
+  'ADMIN_REQUIRED',
   'PERMISSION_DENIED',
   'FORBIDDEN',
   'SANDBOX_NOT_FOUND',
   'FILE_NOT_FOUND',
+  'BUILD_NOT_FOUND',
   'NOT_FOUND',
   'KEY_NOT_FOUND',
   'SANDBOX_NOT_READY',
   'SANDBOX_GONE',
+  'PACK_CONFLICT',
   'PAYLOAD_TOO_LARGE',
+  'PACK_BUILD_FAILED',
   'AT_CAPACITY',
   'QUOTA_EXCEEDED',
   'QUEUE_TIMEOUT',
@@ -127,6 +131,8 @@ export interface ExecResult {
   /** Bytes dropped between the head and the tail of stderr (integer) */
   stderrDroppedBytes?: number;
   durationMs: number;
+  /** Exit 127 for a command the pack lacks: which packs have it, or how to make one that does */
+  hint?: string;
   usage: {
     cpuUserMs: number;
     cpuSystemMs: number;
@@ -192,6 +198,8 @@ export interface RunResult {
   /** Bytes dropped between the head and the tail of stderr (integer) */
   stderrDroppedBytes?: number;
   durationMs: number;
+  /** Exit 127 for a command the pack lacks: which packs have it, or how to make one that does */
+  hint?: string;
   usage: {
     cpuUserMs: number;
     cpuSystemMs: number;

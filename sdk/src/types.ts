@@ -34,7 +34,59 @@ export interface PackInfo {
   imageHash?: string;
   imageSizeBytes?: number;
   run: { fileName: string; command: string[]; projectCommand: string[] };
+  env?: Record<string, string>;
+  source?: 'builtin' | 'custom';
+  /** Custom packs: the pack it was made from and its version. */
+  base?: string;
+  version?: number;
+  /** Debian packages the definition asks for, and (once built) their versions. */
+  packages?: string[];
+  packageVersions?: Record<string, string>;
+  /** From the built image, e.g. "Python 3.11.2". */
+  languageVersion?: string;
+  /** Which common tools (git, curl, gcc, pip, npm, …) the image has. */
+  tools?: string[];
+  imageBuiltAt?: string;
+  build?: PackBuildStatus;
 }
+
+/** A custom pack: a base pack plus Debian packages, files and setup commands (see images/packs/README.md). */
+export interface CustomPackDefinition {
+  name: string;
+  base: string;
+  description?: string;
+  packages?: string[];
+  files?: Array<{ path: string; content: string; encoding?: 'utf8' | 'base64'; mode?: string }>;
+  setup?: string[];
+  env?: Record<string, string>;
+  run?: { fileName: string; command: string[]; projectCommand: string[] };
+  versionCommand?: string[];
+}
+
+export interface PackBuildStatus {
+  id: string;
+  pack: string;
+  version: number;
+  state: 'queued' | 'building' | 'done' | 'failed';
+  progress?: PackProgress;
+  result?: { hash: string; sizeBytes: number; built: boolean; durationMs: number };
+  error?: { code: string; message: string; details?: Record<string, unknown> };
+  startedAt: string;
+  finishedAt?: string;
+}
+
+export interface PackProgress {
+  pack: string;
+  phase: 'resolve' | 'download' | 'unpack' | 'configure' | 'setup' | 'squash' | 'done' | 'cached';
+  message: string;
+  percent?: number;
+}
+
+export type PackBuildEvent =
+  | { type: 'accepted'; build: PackBuildStatus }
+  | ({ type: 'progress' } & PackProgress)
+  | { type: 'result'; pack: PackInfo; build: PackBuildStatus }
+  | { type: 'error'; code: string; message: string; details?: Record<string, unknown>; build?: PackBuildStatus };
 
 export interface BackendInfo {
   name: BackendName;

@@ -13,6 +13,11 @@ export interface KilnConfig {
   /** Bearer token; required whenever `host` is not a loopback address. */
   token?: string;
   /**
+   * Bearer token for managing packs (POST/DELETE /v1/packs) over TCP; it is accepted wherever `token`
+   * is. Unset: pack management only over the trusted Unix socket (KILN_SOCKET).
+   */
+  adminToken?: string;
+  /**
    * Host header names accepted besides loopback names and `host` (KILN_ALLOWED_HOSTS; "*": any).
    * Refusing other names stops DNS rebinding: a page whose name resolves to this host sends its own.
    */
@@ -27,6 +32,8 @@ export interface KilnConfig {
   agentPath: string;
   /** The folder with the pack definitions. */
   packsDir: string;
+  /** The operator's folder of custom pack definitions (POST /v1/packs stores them here). */
+  customPacksDir: string;
   /** KILN_BACKEND; checked against the registered backends by checkBackendNames. */
   defaultBackend: BackendName;
   limits: SandboxLimits;
@@ -86,12 +93,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     port: int(env, 'KILN_PORT', 8400, 0, 65535),
     socketPath: env.KILN_SOCKET || undefined,
     token: env.KILN_TOKEN || undefined,
+    adminToken: env.KILN_ADMIN_TOKEN || undefined,
     allowedHosts: list(env.KILN_ALLOWED_HOSTS).map(hostName),
     allowedOrigins: list(env.KILN_ALLOWED_ORIGINS).map(origin),
     dataDir: path(env.KILN_DATA_DIR ?? '/var/lib/kiln'),
     runDir: path(env.KILN_RUN_DIR ?? '/run/kiln'),
     agentPath: path(env.KILN_AGENT ?? resolve(REPO_ROOT, 'build/kiln-agent')),
     packsDir: path(env.KILN_PACKS_DIR ?? resolve(REPO_ROOT, 'images/packs')),
+    customPacksDir: path(env.KILN_CUSTOM_PACKS_DIR || resolve(path(env.KILN_DATA_DIR ?? '/var/lib/kiln'), 'packs')),
     defaultBackend: backendName(env.KILN_BACKEND ?? 'namespace'),
     limits: {
       defaultCpus: 1,

@@ -19,17 +19,21 @@ export const ERROR_CATALOGUE = {
   UNAUTHORIZED: 401,
   HOST_NOT_ALLOWED: 403,
   ORIGIN_NOT_ALLOWED: 403,
+  ADMIN_REQUIRED: 403,
   /** The sandbox user may not do this (a root-owned or read-only path such as /usr). */
   PERMISSION_DENIED: 403,
   /** An API key asked for an admin route (keys). */
   FORBIDDEN: 403,
   SANDBOX_NOT_FOUND: 404,
   FILE_NOT_FOUND: 404,
+  BUILD_NOT_FOUND: 404,
   NOT_FOUND: 404,
   KEY_NOT_FOUND: 404,
   SANDBOX_NOT_READY: 409,
   SANDBOX_GONE: 409,
+  PACK_CONFLICT: 409,
   PAYLOAD_TOO_LARGE: 413,
+  PACK_BUILD_FAILED: 422,
   AT_CAPACITY: 429,
   /** A per-key limit (docs/store.md): details name the limit, its value and what was asked. */
   QUOTA_EXCEEDED: 429,

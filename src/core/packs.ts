@@ -29,10 +29,24 @@ export interface PackInfo {
   imageReady: boolean;
   imageHash?: string;
   imageSizeBytes?: number;
+  /** builtin: from the repo (KILN_PACKS_DIR); custom: from the operator's folder (KILN_CUSTOM_PACKS_DIR). */
+  source?: 'builtin' | 'custom';
+  /** Custom packs: the pack it was made from, and its version (one more per changed definition). */
+  base?: string;
+  version?: number;
+  /** The Debian packages the definition asks for (dependencies come with them). */
+  packages?: string[];
+  /** From the built image: its toolchain's version line, the versions of `packages`, and which common tools it has. */
+  languageVersion?: string;
+  packageVersions?: Record<string, string>;
+  tools?: string[];
+  imageBuiltAt?: string;
 }
 
 export interface PackCatalog {
   list(): Promise<PackInfo[]>;
+  /** Re-reads the definitions (custom packs come and go while the service runs). */
+  refresh(): Promise<void>;
   /** Throws UNKNOWN_PACK for a name that has no definition. */
   get(name: string): Promise<PackInfo>;
   /** Throws IMAGE_MISSING (with the command that builds it) when the image is not built. */

@@ -9,6 +9,7 @@ import { CleanupStack } from '../core/cleanup.js';
 import { KilnError } from '../core/errors.js';
 import { customiseRootfs, packageVersions, treeBytes } from './customise.js';
 import { DEFAULT_PACKS_DIR, loadPack } from './definition.js';
+import { toolsIn, versionIn } from './facts.js';
 import { durableRename, removeTree } from './fsutil.js';
 import { BUILDER_VERSION, imageHash } from './hash.js';
 import { bootstrapRootfs } from './mmdebstrap.js';
@@ -20,6 +21,12 @@ import type { BuildOptions, BuildProgressEvent, BuildResult, ImageManifest, Pack
 const DEFAULT_BUILD_TIMEOUT_MS = 30 * 60_000;
 
 export async function buildPack(name: string, opts: BuildOptions): Promise<BuildResult> {
+  return buildDefinition(await loadPack(name, opts.packsDir ?? DEFAULT_PACKS_DIR), opts);
+}
+
+/** Builds a definition that is already loaded (a custom pack is built before its file is stored). */
+export async function buildDefinition(definition: PackDefinition, opts: BuildOptions): Promise<BuildResult> {
+  const name = definition.name;
   const startedAt = Date.now();
   const deadline = startedAt + (opts.timeoutMs ?? DEFAULT_BUILD_TIMEOUT_MS);
   const remainingMs = () => {
@@ -29,7 +36,6 @@ export async function buildPack(name: string, opts: BuildOptions): Promise<Build
   };
   const emit = (event: Omit<BuildProgressEvent, 'pack'>) => opts.onProgress?.({ pack: name, ...event });
 
-  const definition = await loadPack(name, opts.packsDir ?? DEFAULT_PACKS_DIR);
   const hash = imageHash(definition.image);
   const paths = imagePaths(opts.dataDir, name, hash);
   opts.signal?.throwIfAborted();
@@ -52,11 +58,18 @@ export async function buildPack(name: string, opts: BuildOptions): Promise<Build
     // Lets `images prune` tell a crashed build's leftovers from a running build.
     await writeFile(join(tmp, 'owner.pid'), `${process.pid}\n`);
     const rootDir = join(tmp, 'root');
+    const filesDir = await stageFiles(tmp, definition);
 
     emit({ phase: 'resolve', message: `building ${definition.image.suite} root filesystem (hash ${hash})` });
     await bootstrapRootfs({
-      pack: name, spec: definition.image, rootDir, aptCacheDir: aptCacheDir(opts.dataDir),
-      signal: opts.signal, timeoutMs: remainingMs(), onProgress: opts.onProgress,
+      pack: name,
+      spec: definition.image,
+      rootDir,
+      aptCacheDir: aptCacheDir(opts.dataDir),
+      filesDir,
+      signal: opts.signal,
+      timeoutMs: remainingMs(),
+      onProgress: opts.onProgress,
     });
     opts.signal?.throwIfAborted();
 
@@ -64,6 +77,8 @@ export async function buildPack(name: string, opts: BuildOptions): Promise<Build
     await customiseRootfs(rootDir);
     const packageVersionsMap = await packageVersions(rootDir, opts.signal);
     const rootfsBytes = await treeBytes(rootDir);
+    const tools = await toolsIn(rootDir);
+    const versionText = await versionIn(rootDir, definition, opts.signal);
 
     emit({ phase: 'squash', message: `compressing ${(rootfsBytes / 1e6).toFixed(0)} MB with zstd`, percent: 0 });
     const tmpImage = join(tmp, 'image.sqfs');
@@ -72,7 +87,7 @@ export async function buildPack(name: string, opts: BuildOptions): Promise<Build
 
     const sizeBytes = (await stat(tmpImage)).size;
     const durationMs = Date.now() - startedAt;
-    const manifest = makeManifest(definition, hash, { sizeBytes, rootfsBytes, durationMs, packageVersions: packageVersionsMap });
+    const manifest = makeManifest(definition, hash, { sizeBytes, rootfsBytes, durationMs, packageVersions: packageVersionsMap, tools, versionText });
     const tmpManifest = join(tmp, 'manifest.json');
     await writeFile(tmpManifest, `${JSON.stringify(manifest, null, 2)}\n`);
     // Manifest first, image last: the .sqfs is the "complete" marker findComplete looks for.
@@ -86,11 +101,26 @@ export async function buildPack(name: string, opts: BuildOptions): Promise<Build
   }
 }
 
-function makeManifest(
-  definition: PackDefinition,
-  hash: string,
-  facts: { sizeBytes: number; rootfsBytes: number; durationMs: number; packageVersions: Record<string, string> },
-): ImageManifest {
+/** Writes each of a custom pack's files as <tmp>/files/<index>, for the hooks to copy in; undefined when it has none. */
+async function stageFiles(tmp: string, definition: PackDefinition): Promise<string | undefined> {
+  const files = definition.image.files ?? [];
+  if (files.length === 0) return undefined;
+  const dir = join(tmp, 'files');
+  await mkdir(dir, { mode: 0o700 });
+  await Promise.all(files.map((f, i) => writeFile(join(dir, String(i)), Buffer.from(f.content, f.encoding), { mode: 0o600 })));
+  return dir;
+}
+
+interface ManifestFacts {
+  sizeBytes: number;
+  rootfsBytes: number;
+  durationMs: number;
+  packageVersions: Record<string, string>;
+  tools: string[];
+  versionText?: string;
+}
+
+function makeManifest(definition: PackDefinition, hash: string, facts: ManifestFacts): ImageManifest {
   return {
     name: definition.name,
     hash,
@@ -100,6 +130,8 @@ function makeManifest(
     sizeBytes: facts.sizeBytes,
     rootfsBytes: facts.rootfsBytes,
     packageVersions: facts.packageVersions,
+    versionText: facts.versionText,
+    tools: facts.tools,
     definition,
   };
 }

@@ -14,11 +14,7 @@ export const SANDBOX_GID = 1000;
 const FILES: Record<string, { text: string; mode: number }> = {
   'etc/passwd': {
     mode: 0o644,
-    text: [
-      'root:x:0:0:root:/root:/bin/bash',
-      `sandbox:x:${SANDBOX_UID}:${SANDBOX_GID}:sandbox:/workspace:/bin/bash`,
-      'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin',
-    ].join('\n'),
+    text: ['root:x:0:0:root:/root:/bin/bash', `sandbox:x:${SANDBOX_UID}:${SANDBOX_GID}:sandbox:/workspace:/bin/bash`, 'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin'].join('\n'),
   },
   'etc/group': { mode: 0o644, text: ['root:x:0:', `sandbox:x:${SANDBOX_GID}:`, 'nogroup:x:65534:'].join('\n') },
   'etc/shadow': { mode: 0o640, text: ['root:*:19000:0:99999:7:::', 'sandbox:*:19000:0:99999:7:::', 'nobody:*:19000:0:99999:7:::'].join('\n') },
@@ -31,7 +27,7 @@ const FILES: Record<string, { text: string; mode: number }> = {
 
 // Build-time leftovers: apt indexes and caches, dpkg backups, logs.
 const REMOVE_CONTENTS = ['var/lib/apt/lists', 'var/cache/apt', 'var/cache/debconf', 'var/log', 'tmp', 'var/tmp'];
-const REMOVE_GLOBS_IN: Record<string, RegExp> = { 'var/lib/dpkg': /-old$/, 'etc': /-$/ };
+const REMOVE_GLOBS_IN: Record<string, RegExp> = { 'var/lib/dpkg': /-old$/, etc: /-$/ };
 
 async function emptyDir(dir: string): Promise<void> {
   let entries: string[];

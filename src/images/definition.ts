@@ -1,61 +1,20 @@
 /**
- * Reads and validates pack definitions. Definitions are repo files, not user input, but a typo in
- * one must fail with the file and the field named, before any minute-long build starts.
+ * Reads and validates pack definitions: the repo's built-in packs, and the custom packs in the
+ * operator's folder (resolved over their base, custom.ts). A typo must fail with the file and the
+ * field named, before any minute-long build starts.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../core/config.js';
 import { KilnError } from '../core/errors.js';
-import type { ImageVariant, PackDefinition } from './types.js';
+import { Checker, NAME_RE, PACKAGE_RE, PackDefinitionError, VARIANTS } from './checker.js';
+import { resolveCustomPack, validateCustomPack } from './custom.js';
+import type { ImageVariant, PackDefinition, PackSources } from './types.js';
 
 export const DEFAULT_PACKS_DIR = join(REPO_ROOT, 'images/packs/');
 
-const NAME_RE = /^[a-z][a-z0-9-]{0,31}$/;
-// Debian package names, optionally with an =version pin or :arch qualifier.
-const PACKAGE_RE = /^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+)?$/;
-const ENV_KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const VARIANTS: readonly ImageVariant[] = ['essential', 'minbase'];
-
-export class PackDefinitionError extends KilnError {
-  constructor(file: string, field: string, problem: string) {
-    super('INTERNAL', `invalid pack definition ${file}: ${field} ${problem}`, { details: { file, field } });
-    this.name = 'PackDefinitionError';
-  }
-}
-
-type Obj = Record<string, unknown>;
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-class Checker {
-  constructor(readonly file: string) {}
-
-  fail(field: string, problem: string): never {
-    throw new PackDefinitionError(this.file, field, problem);
-  }
-
-  obj(v: unknown, field: string, allowed: string[]): Obj {
-    if (!isObj(v)) this.fail(field, 'must be an object');
-    for (const key of Object.keys(v)) {
-      if (!allowed.includes(key)) this.fail(`${field}.${key}`, `is not a known field (known: ${allowed.join(', ')})`);
-    }
-    return v;
-  }
-
-  str(v: unknown, field: string, re?: RegExp): string {
-    if (typeof v !== 'string' || v.length === 0) this.fail(field, 'must be a non-empty string');
-    if (re && !re.test(v)) this.fail(field, `"${v}" does not match ${re}`);
-    return v;
-  }
-
-  strList(v: unknown, field: string, opts: { min: number; re?: RegExp }): string[] {
-    if (!Array.isArray(v)) this.fail(field, 'must be an array of strings');
-    if (v.length < opts.min) this.fail(field, `must have at least ${opts.min} item(s)`);
-    return v.map((item, i) => this.str(item, `${field}[${i}]`, opts.re));
-  }
-}
+// A chain of custom packs built on custom packs ends somewhere; this is where.
+const MAX_BASE_DEPTH = 4;
 
 /** Validates one parsed definition; `file` is only used in error messages. */
 export function validatePack(raw: unknown, file: string, expectedName?: string): PackDefinition {
@@ -70,20 +29,8 @@ export function validatePack(raw: unknown, file: string, expectedName?: string):
   const packages = c.strList(image.packages, 'image.packages', { min: 1, re: PACKAGE_RE });
   const mirrors = image.mirrors === undefined ? [] : c.strList(image.mirrors, 'image.mirrors', { min: 0 });
 
-  const envRaw: unknown = top.env === undefined ? {} : top.env;
-  if (!isObj(envRaw)) c.fail('env', 'must be an object of strings');
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(envRaw as Obj)) {
-    if (!ENV_KEY_RE.test(k)) c.fail(`env.${k}`, 'is not a valid variable name');
-    if (typeof v !== 'string') c.fail(`env.${k}`, 'must be a string');
-    env[k] = v;
-  }
-
-  const run = c.obj(top.run, 'run', ['fileName', 'command', 'projectCommand']);
-  const fileName = c.str(run.fileName, 'run.fileName', /^[A-Za-z0-9._-]+$/);
-  const command = c.strList(run.command, 'run.command', { min: 1 });
-  if (!command.some((a) => a.includes('{file}'))) c.fail('run.command', 'must contain the "{file}" placeholder');
-  const projectCommand = c.strList(run.projectCommand, 'run.projectCommand', { min: 1 });
+  const env = c.env(top.env);
+  const { fileName, command, projectCommand } = c.run(top.run);
 
   return {
     name,
@@ -101,7 +48,12 @@ export function validatePack(raw: unknown, file: string, expectedName?: string):
   };
 }
 
-export async function loadPackFile(path: string, expectedName?: string): Promise<PackDefinition> {
+/** A pack's sources, whether given as the repo folder alone or both folders. */
+export function packSources(dirs: string | PackSources = DEFAULT_PACKS_DIR): PackSources {
+  return typeof dirs === 'string' ? { builtinDir: dirs } : dirs;
+}
+
+async function readJson(path: string, expectedName: string | undefined): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -111,22 +63,68 @@ export async function loadPackFile(path: string, expectedName?: string): Promise
     }
     throw e;
   }
-  let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    return JSON.parse(text);
   } catch (e) {
     throw new PackDefinitionError(path, '(root)', `is not valid JSON: ${(e as Error).message}`);
   }
-  return validatePack(raw, path, expectedName);
 }
 
-/** All definitions in `packsDir`, sorted by name. */
-export async function loadPacks(packsDir: string = DEFAULT_PACKS_DIR): Promise<PackDefinition[]> {
-  const files = (await readdir(packsDir)).filter((f) => f.endsWith('.json')).sort();
-  return Promise.all(files.map((f) => loadPackFile(join(packsDir, f), f.slice(0, -'.json'.length))));
+export async function loadPackFile(path: string, expectedName?: string): Promise<PackDefinition> {
+  return validatePack(await readJson(path, expectedName), path, expectedName);
 }
 
-export async function loadPack(name: string, packsDir: string = DEFAULT_PACKS_DIR): Promise<PackDefinition> {
+async function jsonNames(dir: string | undefined): Promise<string[]> {
+  if (!dir) return [];
+  try {
+    return (await readdir(dir))
+      .filter((f) => f.endsWith('.json') && NAME_RE.test(f.slice(0, -5)))
+      .map((f) => f.slice(0, -5))
+      .sort();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+}
+
+/** Names of the built-in packs and of the custom ones, each sorted; a custom name that shadows a built-in is left out. */
+export async function packNames(dirs: string | PackSources = DEFAULT_PACKS_DIR): Promise<{ builtin: string[]; custom: string[] }> {
+  const s = packSources(dirs);
+  const builtin = await jsonNames(s.builtinDir);
+  const custom = (await jsonNames(s.customDir)).filter((n) => !builtin.includes(n));
+  return { builtin, custom };
+}
+
+/**
+ * All definitions, sorted by name, built-in packs first. A broken repo file throws; a broken custom
+ * file is passed to onInvalid and skipped when one is given (one bad upload must not hide the rest).
+ */
+export async function loadPacks(dirs: string | PackSources = DEFAULT_PACKS_DIR, onInvalid?: (name: string, e: unknown) => void): Promise<PackDefinition[]> {
+  const s = packSources(dirs);
+  const { builtin, custom } = await packNames(s);
+  const out = await Promise.all(builtin.map((n) => loadPackFile(join(s.builtinDir, `${n}.json`), n)));
+  for (const n of custom) {
+    try {
+      out.push(await loadPack(n, s));
+    } catch (e) {
+      if (!onInvalid) throw e;
+      onInvalid(n, e);
+    }
+  }
+  return out;
+}
+
+/** One definition: a built-in pack, or a custom pack resolved over its base. */
+export async function loadPack(name: string, dirs: string | PackSources = DEFAULT_PACKS_DIR, depth = 0): Promise<PackDefinition> {
   if (!NAME_RE.test(name)) throw new KilnError('UNKNOWN_PACK', `unknown pack "${name}": pack names are lowercase letters, digits and dashes`);
-  return loadPackFile(join(packsDir, `${name}.json`), name);
+  const s = packSources(dirs);
+  const { builtin, custom } = await packNames(s);
+  if (builtin.includes(name) || !custom.includes(name)) return loadPackFile(join(s.builtinDir, `${name}.json`), name);
+  const file = join(s.customDir!, `${name}.json`);
+  const raw = await readJson(file, name);
+  // The operator's folder may also hold a pack in the repo's form (its own suite, no base).
+  if (!(typeof raw === 'object' && raw !== null && 'base' in raw)) return validatePack(raw, file, name);
+  const spec = validateCustomPack(raw, file, name);
+  if (depth >= MAX_BASE_DEPTH) throw new PackDefinitionError(file, 'base', `makes a chain of more than ${MAX_BASE_DEPTH} custom packs (or a loop)`);
+  return resolveCustomPack(spec, await loadPack(spec.base, s, depth + 1));
 }

@@ -3,9 +3,10 @@
  * image is always complete), and a recursive delete that refuses to descend into mounts (mmdebstrap
  * mounts /proc, /sys and /dev into the chroot; deleting through a bind mount would hit the host).
  */
+
+import { spawnSync } from 'node:child_process';
 import { open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { spawnSync } from 'node:child_process';
 
 export async function fsyncPath(path: string): Promise<void> {
   const fh = await open(path, 'r');

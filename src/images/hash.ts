@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import type { PackImageSpec } from './types.js';
 
 /** Bump whenever the builder changes what ends up in an image (hooks, excludes, compression). */
-export const BUILDER_VERSION = '2';
+export const BUILDER_VERSION = '3';
 
 /** Every image gets these: ps is used by tests and tooling, tar/gzip by file transfer. */
 export const BASE_PACKAGES: readonly string[] = ['coreutils', 'gzip', 'procps', 'tar'];

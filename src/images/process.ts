@@ -90,10 +90,7 @@ export function runProcess(cmd: string, args: string[], opts: RunOptions): Promi
     };
     const onAbort = () => stop(opts.signal?.reason ?? new Error('aborted'));
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    const timer = setTimeout(
-      () => stop(new KilnError('TIMEOUT', `${cmd} did not finish within ${Math.round(opts.timeoutMs / 1000)}s`)),
-      opts.timeoutMs,
-    );
+    const timer = setTimeout(() => stop(new KilnError('TIMEOUT', `${cmd} did not finish within ${Math.round(opts.timeoutMs / 1000)}s`)), opts.timeoutMs);
 
     child.on('error', (e) => {
       exited = true;

@@ -18,6 +18,8 @@ export class MmdebstrapProgress {
   private downloaded = 0;
   private unpacked = 0;
   private configured = 0;
+  /** Inside a custom pack's setup command: its output is passed on as it comes. */
+  private inSetup = false;
   private readonly emit: Emit;
 
   constructor(pack: string) {
@@ -30,6 +32,13 @@ export class MmdebstrapProgress {
   /** One line of mmdebstrap output in, at most one event out. */
   feed(line: string): BuildProgressEvent | undefined {
     let m: RegExpExecArray | null;
+    // "kiln: setup 1/2: pip install …", printed by our own hooks (mmdebstrap.ts customHooks).
+    if ((m = /^kiln: (.*)$/.exec(line))) {
+      this.inSetup = true;
+      return this.emit('setup', m[1]!);
+    }
+    if (this.inSetup && !/^[IEW]: /.test(line)) return this.emit('setup', line.slice(0, 500));
+    this.inSetup = false;
     if (line.startsWith('I: running apt-get update')) return this.emit('resolve', 'updating package lists');
     if (line.startsWith('I: downloading packages')) {
       this.resetCounts();
@@ -57,7 +66,7 @@ export class MmdebstrapProgress {
     }
     if (line.startsWith('I: installing remaining packages')) {
       this.resetCounts();
-      return this.emit('download', 'installing the pack\'s packages');
+      return this.emit('download', "installing the pack's packages");
     }
     if ((m = /^Unpacking (\S+) \(([^)]+)\)/.exec(line))) {
       this.unpacked++;

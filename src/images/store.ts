@@ -6,12 +6,12 @@
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KilnError } from '../core/errors.js';
-import { DEFAULT_PACKS_DIR, loadPack, loadPacks } from './definition.js';
 import { treeBytes } from './customise.js';
+import { DEFAULT_PACKS_DIR, loadPack, loadPacks } from './definition.js';
 import { isPidAlive, removeTree } from './fsutil.js';
 import { imageHash } from './hash.js';
 import { BUILD_DIR_PREFIX, buildTmpRoot, imagePaths, imagesDir, parseImageFileName } from './paths.js';
-import type { ImageInfo, ImageManifest, PruneResult, ResolvedImage } from './types.js';
+import type { ImageInfo, ImageManifest, PackSources, PruneResult, ResolvedImage } from './types.js';
 
 export async function readManifest(path: string): Promise<ImageManifest | undefined> {
   try {
@@ -35,11 +35,12 @@ export async function findComplete(dataDir: string, name: string, hash: string):
   }
 }
 
-async function currentHashes(packsDir: string): Promise<Map<string, string>> {
-  return new Map((await loadPacks(packsDir)).map((p) => [p.name, imageHash(p.image)]));
+// A broken custom definition has no current hash: its images count as stale, nothing throws.
+async function currentHashes(packsDir: string | PackSources): Promise<Map<string, string>> {
+  return new Map((await loadPacks(packsDir, () => undefined)).map((p) => [p.name, imageHash(p.image)]));
 }
 
-export async function listImages(dataDir: string, packsDir: string = DEFAULT_PACKS_DIR): Promise<ImageInfo[]> {
+export async function listImages(dataDir: string, packsDir: string | PackSources = DEFAULT_PACKS_DIR): Promise<ImageInfo[]> {
   const current = await currentHashes(packsDir);
   let files: string[];
   try {
@@ -66,7 +67,7 @@ export async function listImages(dataDir: string, packsDir: string = DEFAULT_PAC
 }
 
 /** The image a sandbox of `name` should boot, or IMAGE_MISSING saying which command builds it. */
-export async function resolveImage(name: string, dataDir: string, packsDir: string = DEFAULT_PACKS_DIR): Promise<ResolvedImage> {
+export async function resolveImage(name: string, dataDir: string, packsDir: string | PackSources = DEFAULT_PACKS_DIR): Promise<ResolvedImage> {
   const definition = await loadPack(name, packsDir);
   const hash = imageHash(definition.image);
   const found = await findComplete(dataDir, name, hash);
@@ -81,7 +82,7 @@ export async function resolveImage(name: string, dataDir: string, packsDir: stri
  * and temp build dirs whose building process is gone. A mounted image is safe to delete: running
  * sandboxes keep the inode until they unmount it.
  */
-export async function pruneImages(dataDir: string, packsDir: string = DEFAULT_PACKS_DIR): Promise<PruneResult> {
+export async function pruneImages(dataDir: string, packsDir: string | PackSources = DEFAULT_PACKS_DIR): Promise<PruneResult> {
   const current = await currentHashes(packsDir);
   const result: PruneResult = { removed: [], freedBytes: 0 };
   const remove = async (path: string, tree = false) => {
@@ -121,6 +122,30 @@ export async function pruneImages(dataDir: string, packsDir: string = DEFAULT_PA
     const pid = Number((await readFile(join(dir, 'owner.pid'), 'utf8').catch(() => '')).trim());
     if (Number.isInteger(pid) && pid > 0 && isPidAlive(pid)) continue;
     await remove(dir, true);
+  }
+  return result;
+}
+
+/** Removes every image (and manifest) of pack `name`, whatever its hash; for a deleted custom pack. */
+export async function removePackImages(dataDir: string, name: string): Promise<PruneResult> {
+  const result: PruneResult = { removed: [], freedBytes: 0 };
+  let files: string[] = [];
+  try {
+    files = await readdir(imagesDir(dataDir));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  for (const file of files.sort()) {
+    const m = /^([a-z][a-z0-9-]*)-([0-9a-f]{16})\.(sqfs|json)$/.exec(file);
+    if (m?.[1] !== name) continue;
+    const path = join(imagesDir(dataDir), file);
+    const size = await stat(path).then(
+      (st) => st.size,
+      () => 0,
+    );
+    await rm(path, { force: true });
+    result.removed.push(path);
+    result.freedBytes += size;
   }
   return result;
 }

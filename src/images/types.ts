@@ -15,6 +15,20 @@ export interface PackImageSpec {
   packages: string[];
   /** Optional apt sources (mmdebstrap MIRROR arguments); empty = deb.debian.org + updates + security. */
   mirrors: string[];
+  /** Files written into the image after the packages (custom packs); absent = none. */
+  files?: PackFile[];
+  /** Shell commands run as root in the image (with network) after the files; absent = none. */
+  setup?: string[];
+}
+
+export interface PackFile {
+  /** Absolute path inside the image. */
+  path: string;
+  /** Decoded bytes as utf8 or base64 text, as sent. */
+  content: string;
+  encoding: 'utf8' | 'base64';
+  /** Octal permission bits, e.g. 0o644. */
+  mode: number;
 }
 
 export interface PackRunSpec {
@@ -33,9 +47,19 @@ export interface PackDefinition {
   env: Record<string, string>;
   run: PackRunSpec;
   versionCommand: string[];
+  /** Custom packs only: the pack it was made from, and its version (1, 2, … one per changed definition). */
+  base?: string;
+  version?: number;
 }
 
-export type BuildPhase = 'resolve' | 'download' | 'unpack' | 'configure' | 'squash' | 'done' | 'cached';
+/** Where pack definitions come from: the repo's folder and the operator's folder of custom packs. */
+export interface PackSources {
+  builtinDir: string;
+  /** Custom packs (POST /v1/packs writes here); absent = none. */
+  customDir?: string;
+}
+
+export type BuildPhase = 'resolve' | 'download' | 'unpack' | 'configure' | 'setup' | 'squash' | 'done' | 'cached';
 
 export interface BuildProgressEvent {
   pack: string;
@@ -52,8 +76,8 @@ export interface BuildOptions {
   force?: boolean;
   onProgress?: (event: BuildProgressEvent) => void;
   signal?: AbortSignal;
-  /** Where the pack definitions live; defaults to the repo's images/packs. */
-  packsDir?: string;
+  /** Where the pack definitions live; defaults to the repo's images/packs (and no custom packs). */
+  packsDir?: string | PackSources;
   /** Hard limit for the whole build; default 30 minutes. */
   timeoutMs?: number;
 }
@@ -81,6 +105,10 @@ export interface ImageManifest {
   rootfsBytes: number;
   /** Package name -> version, from the image's dpkg database. */
   packageVersions: Record<string, string>;
+  /** First line of the pack's versionCommand, run in the image at build time. */
+  versionText?: string;
+  /** Which of the common tools (TOOL_NAMES) the image has on its PATH. */
+  tools?: string[];
   definition: PackDefinition;
 }
 

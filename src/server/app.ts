@@ -6,12 +6,13 @@ import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { KilnError } from '../core/errors.js';
-import { authenticate, guardHostAndOrigin, requestSerializer, requireAdmin } from './edge.js';
+import { authenticate, guardHostAndOrigin, requestSerializer, requireAdmin, requirePackAdmin } from './edge.js';
 import { errorHandler } from './errors.js';
 import { execRoutes } from './routes/exec.js';
 import { fileRoutes } from './routes/files.js';
 import { keyRoutes } from './routes/keys.js';
 import { healthRoutes, metaRoutes } from './routes/meta.js';
+import { packAdminRoutes, packRoutes } from './routes/packs.js';
 import { runRoutes } from './routes/run.js';
 import { sandboxRoutes } from './routes/sandboxes.js';
 import { staticRoutes } from './routes/static.js';
@@ -67,7 +68,7 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
   // included) only for its own sandboxes; another's answers as if it did not exist.
   app.decorateRequest('principal', null);
   await app.register(async (api) => {
-    api.addHook('onRequest', authenticate({ token: svc.config.token, keys: svc.keys, trusted: options.trustedSocket }));
+    api.addHook('onRequest', authenticate({ token: svc.config.token, adminToken: svc.config.adminToken, keys: svc.keys, trusted: options.trustedSocket }));
     api.addHook('onRequest', async (req) => {
       const id = (req.params as { id?: unknown } | undefined)?.id;
       if (req.principal.kind === 'key' && typeof id === 'string' && req.routeOptions.url?.startsWith('/v1/sandboxes/:id')) {
@@ -80,10 +81,16 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
       await admin.register(keyRoutes, { svc });
     });
     await api.register(metaRoutes, { svc });
+    await api.register(packRoutes, { svc });
     await api.register(sandboxRoutes, { svc });
     await api.register(execRoutes, { svc });
     await api.register(fileRoutes, { svc });
     await api.register(runRoutes, { svc });
+  });
+  // Pack management: admins only (KILN_ADMIN_TOKEN over TCP; anyone on the trusted socket).
+  await app.register(async (admin) => {
+    if (!options.trustedSocket) admin.addHook('onRequest', requirePackAdmin(svc.config.adminToken, svc.config.token, svc.keys));
+    await admin.register(packAdminRoutes, { svc });
   });
   return app;
 }

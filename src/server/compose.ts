@@ -12,6 +12,7 @@ import { KeyRing } from '../core/keys.js';
 import { WarmPools } from '../core/pools.js';
 import type { Store } from '../core/store.js';
 import { openStore } from '../store/index.js';
+import { PackBuilds } from './pack-builds.js';
 import { createPackCatalog } from './pack-catalog.js';
 import type { KilnService } from './service.js';
 import { createBackends } from './backends.js';
@@ -84,7 +85,9 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     }
   }
 
-  const packs = await createPackCatalog(config.dataDir, config.packsDir);
+  const sources = { builtinDir: config.packsDir, customDir: config.customPacksDir };
+  const packs = await createPackCatalog(config.dataDir, sources, log);
+  const packBuilds = new PackBuilds({ dataDir: config.dataDir, sources, catalog: packs, log });
   let manager!: SandboxManager;
   const metrics = new Metrics({ queueDepth: () => manager.admission.stats.queued, inUse: () => manager.admission.stats.inUse });
   let pools: WarmPools | undefined;
@@ -107,9 +110,10 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
 
   let availability: Promise<BackendAvailability[]> | undefined;
   return {
-    config, manager, packs, backends, metrics, pools, store, journal, keys,
+    config, manager, packs, packBuilds, backends, metrics, pools, store, journal, keys,
     availability: () => (availability ??= Promise.all([...backends.values()].map((b) => b.probe()))),
     async close() {
+      await packBuilds.close();
       await pools?.close();
       await manager.close();
       await Promise.allSettled([...backends.values()].map((b) => b.close()));

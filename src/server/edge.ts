@@ -40,6 +40,8 @@ export function ownerFor(p: Principal): Owner | undefined {
 export interface AuthOptions {
   /** KILN_TOKEN: the admin's key. Unset: a request without a bearer is the admin (the open default on loopback). */
   token?: string;
+  /** KILN_ADMIN_TOKEN, the operator's (pack management): accepted wherever KILN_TOKEN is. */
+  adminToken?: string;
   keys?: KeyRing;
   /** The trusted Unix socket: every request is the admin's, no bearer needed. */
   trusted?: boolean;
@@ -53,6 +55,7 @@ export interface AuthOptions {
  */
 export function authenticate(o: AuthOptions): onRequestAsyncHookHandler {
   const expected = o.token === undefined ? undefined : Buffer.from(`Bearer ${o.token}`);
+  const operator = o.adminToken;
   return async (req) => {
     if (o.trusted) { req.principal = ADMIN; return; }
     const fromQuery = req.headers.upgrade?.toLowerCase() === 'websocket' ? (req.query as Record<string, unknown>)?.access_token : undefined;
@@ -60,6 +63,7 @@ export function authenticate(o: AuthOptions): onRequestAsyncHookHandler {
     if (header === undefined && expected === undefined) { req.principal = ADMIN; return; }
     const got = Buffer.from(header ?? '');
     if (expected && got.length === expected.length && timingSafeEqual(got, expected)) { req.principal = ADMIN; return; }
+    if (operator && matches(got, operator)) { req.principal = ADMIN; return; }
     const m = header === undefined ? null : /^Bearer (\S+)$/.exec(header);
     const key = m ? o.keys?.authenticate(m[1]!) : undefined;
     if (key) { req.principal = { kind: 'key', key }; return; }
@@ -71,6 +75,38 @@ export function authenticate(o: AuthOptions): onRequestAsyncHookHandler {
 export const requireAdmin: onRequestAsyncHookHandler = async (req) => {
   if (req.principal.kind !== 'admin') throw new KilnError('FORBIDDEN', 'this route is for the admin (KILN_TOKEN or the trusted socket), not for API keys');
 };
+
+function presented(req: FastifyRequest): Buffer {
+  const fromQuery = req.headers.upgrade?.toLowerCase() === 'websocket' ? (req.query as Record<string, unknown>)?.access_token : undefined;
+  return Buffer.from(req.headers.authorization ?? (typeof fromQuery === 'string' && fromQuery ? `Bearer ${fromQuery}` : ''));
+}
+
+function matches(got: Buffer, token: string): boolean {
+  const expected = Buffer.from(`Bearer ${token}`);
+  return got.length === expected.length && timingSafeEqual(got, expected);
+}
+
+/**
+ * onRequest hook for pack management over TCP (image builds run setup commands as root): only the
+ * operator's KILN_ADMIN_TOKEN. A caller who is not even a user (no or a wrong bearer while
+ * KILN_TOKEN is set) gets the same 401 as everywhere; a user or an API key gets 403. With no admin
+ * token configured nobody passes here (the trusted Unix socket, which skips this hook, can).
+ */
+export function requirePackAdmin(adminToken: string | undefined, userToken: string | undefined, keys?: KeyRing): onRequestAsyncHookHandler {
+  return async (req) => {
+    const got = presented(req);
+    if (adminToken && matches(got, adminToken)) return;
+    const bearer = /^Bearer (\S+)$/.exec(got.toString())?.[1];
+    const isKey = bearer !== undefined && keys?.authenticate(bearer) !== undefined;
+    if (userToken && !matches(got, userToken) && !isKey) {
+      throw new KilnError('UNAUTHORIZED', 'missing or wrong bearer token: send "Authorization: Bearer <KILN_TOKEN>" (a WebSocket may pass ?access_token=)');
+    }
+    if (!adminToken) {
+      throw new KilnError('ADMIN_REQUIRED', 'managing packs over TCP needs an admin token: start kiln with KILN_ADMIN_TOKEN=<secret> and send "Authorization: Bearer <KILN_ADMIN_TOKEN>", or use the Unix socket (KILN_SOCKET)');
+    }
+    throw new KilnError('ADMIN_REQUIRED', 'managing packs needs the admin token: send "Authorization: Bearer <KILN_ADMIN_TOKEN>"');
+  };
+}
 
 interface HostPort {
   hostname: string;

@@ -8,11 +8,14 @@ import type { Journal } from '../core/journal.js';
 import type { KeyRing } from '../core/keys.js';
 import type { WarmPools } from '../core/pools.js';
 import type { Store } from '../core/store.js';
+import type { PackBuilds } from './pack-builds.js';
 
 export interface KilnService {
   config: KilnConfig;
   manager: SandboxManager;
   packs: PackCatalog;
+  /** Custom pack builds and removal (POST/DELETE /v1/packs). */
+  packBuilds: PackBuilds;
   backends: Map<BackendName, Backend>;
   metrics: Metrics;
   pools?: WarmPools;

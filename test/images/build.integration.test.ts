@@ -7,7 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { buildPack, listImages, pruneImages, resolveImage, type BuildProgressEvent } from '../../src/images/index.js';
+import { type BuildProgressEvent, buildPack, listImages, pruneImages, resolveImage } from '../../src/images/index.js';
 
 function missing(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (mmdebstrap --mode=root)';
@@ -28,7 +28,10 @@ async function buildDirs(dataDir: string): Promise<string[]> {
 }
 
 async function mountsUnder(dir: string): Promise<string[]> {
-  return (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').map((l) => l.split(' ')[4] ?? '').filter((p) => p.startsWith(dir));
+  return (await readFile('/proc/self/mountinfo', 'utf8'))
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((p) => p.startsWith(dir));
 }
 
 test('builds the shell pack for real, then hits the cache', { skip, timeout: 15 * 60_000 }, async () => {
@@ -40,7 +43,10 @@ test('builds the shell pack for real, then hits the cache', { skip, timeout: 15 
     assert.match(first.imagePath, /shell-[0-9a-f]{16}\.sqfs$/);
     assert.ok(first.sizeBytes > 5e6 && first.sizeBytes < 60e6, `unexpected size ${first.sizeBytes}`);
     for (const phase of ['resolve', 'download', 'unpack', 'configure', 'squash', 'done']) {
-      assert.ok(events.some((e) => e.phase === phase), `no ${phase} progress event`);
+      assert.ok(
+        events.some((e) => e.phase === phase),
+        `no ${phase} progress event`,
+      );
     }
 
     const listing = execFileSync('unsquashfs', ['-lls', first.imagePath], { encoding: 'utf8', maxBuffer: 64e6 });
@@ -58,7 +64,10 @@ test('builds the shell pack for real, then hits the cache', { skip, timeout: 15 
     assert.equal(manifest.hash, first.hash);
     assert.match(manifest.packageVersions.bash, /^5\./);
     assert.deepEqual(await buildDirs(dataDir), []);
-    assert.ok((await readdir(join(dataDir, 'cache', 'apt-archives'))).some((f) => f.startsWith('bash_')), 'apt cache was not filled');
+    assert.ok(
+      (await readdir(join(dataDir, 'cache', 'apt-archives'))).some((f) => f.startsWith('bash_')),
+      'apt cache was not filled',
+    );
 
     const second = await buildPack('shell', { dataDir });
     assert.equal(second.built, false);
@@ -68,7 +77,10 @@ test('builds the shell pack for real, then hits the cache', { skip, timeout: 15 
     const resolved = await resolveImage('shell', dataDir);
     assert.equal(resolved.imagePath, first.imagePath);
     const images = await listImages(dataDir);
-    assert.deepEqual(images.map((i) => [i.name, i.current]), [['shell', true]]);
+    assert.deepEqual(
+      images.map((i) => [i.name, i.current]),
+      [['shell', true]],
+    );
     assert.deepEqual((await pruneImages(dataDir)).removed, []);
   } finally {
     await rm(dataDir, { recursive: true, force: true });
@@ -83,7 +95,9 @@ test('an abort mid-build leaves no temp dir, no mount and no image', { skip, tim
       dataDir,
       signal: controller.signal,
       // Abort once packages are being unpacked: mmdebstrap has mounted /proc etc. by then.
-      onProgress: (e) => { if (e.phase === 'unpack') controller.abort(new Error('test abort')); },
+      onProgress: (e) => {
+        if (e.phase === 'unpack') controller.abort(new Error('test abort'));
+      },
     });
     await assert.rejects(build, /test abort/);
     assert.deepEqual(await buildDirs(dataDir), []);

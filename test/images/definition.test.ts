@@ -15,19 +15,34 @@ const good = () => ({
 });
 
 function expectFieldError(raw: unknown, field: RegExp): void {
-  assert.throws(() => validatePack(raw, 'demo.json', 'demo'), (e: unknown) => {
-    assert.ok(e instanceof PackDefinitionError, `expected PackDefinitionError, got ${String(e)}`);
-    assert.match(e.message, /demo\.json/);
-    assert.match(e.message, field);
-    return true;
-  });
+  assert.throws(
+    () => validatePack(raw, 'demo.json', 'demo'),
+    (e: unknown) => {
+      assert.ok(e instanceof PackDefinitionError, `expected PackDefinitionError, got ${String(e)}`);
+      assert.match(e.message, /demo\.json/);
+      assert.match(e.message, field);
+      return true;
+    },
+  );
 }
 
 test('the repo pack definitions are valid', async () => {
   const packs = await loadPacks();
-  assert.deepEqual(packs.map((p) => p.name), ['go', 'node', 'python', 'shell']);
+  assert.deepEqual(
+    packs.map((p) => p.name),
+    ['base', 'go', 'node', 'python', 'shell'],
+  );
   const go = packs.find((p) => p.name === 'go')!;
   assert.equal(go.env.GOCACHE, '/tmp/.cache/go-build');
+  // go test of anything importing net or os/user needs gcc unless cgo is off; the pack has no gcc.
+  assert.equal(go.env.CGO_ENABLED, '0');
+  const python = packs.find((p) => p.name === 'python')!;
+  for (const pkg of ['python3-pip', 'python3-venv', 'tzdata']) assert.ok(python.image.packages.includes(pkg), `python pack lacks ${pkg}`);
+  assert.ok(packs.find((p) => p.name === 'node')!.image.packages.includes('npm'));
+  const base = packs.find((p) => p.name === 'base')!;
+  for (const pkg of ['git', 'curl', 'wget', 'jq', 'build-essential', 'sqlite3', 'zip', 'unzip', 'xz-utils', 'patch', 'file', 'less', 'vim-tiny']) {
+    assert.ok(base.image.packages.includes(pkg), `base pack lacks ${pkg}`);
+  }
   assert.deepEqual(go.run.projectCommand, ['go', 'run', '.']);
 });
 

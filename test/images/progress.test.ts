@@ -37,7 +37,8 @@ test('mksquashfs progress bar is parsed', () => {
 test('mmdebstrap arguments include base packages, excludes and the quoted cache dir', () => {
   const args = mmdebstrapArgs({
     spec: { suite: 'bookworm', variant: 'essential', packages: ['bash'], mirrors: [] },
-    rootDir: '/d/root', aptCacheDir: "/d/it's cache",
+    rootDir: '/d/root',
+    aptCacheDir: "/d/it's cache",
   });
   assert.ok(args.includes('--include=bash,coreutils,gzip,procps,tar'));
   assert.ok(args.includes('--dpkgopt=path-exclude=/usr/share/doc/*'));

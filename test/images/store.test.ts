@@ -32,15 +32,17 @@ test('list, resolve and prune against a fake images dir', async () => {
     await writeFile(join(alive, 'owner.pid'), `${process.pid}\n`);
 
     const images = await listImages(dataDir);
-    assert.deepEqual(images.map((i) => [i.name, i.hash, i.current]), [
-      ['python', '0123456789abcdef', false],
-      ['python', current, true],
-      ['removedpack', 'fedcba9876543210', false],
-    ].sort((a, b) => `${a[0]}-${a[1]}`.localeCompare(`${b[0]}-${b[1]}`)));
+    assert.deepEqual(
+      images.map((i) => [i.name, i.hash, i.current]),
+      [
+        ['python', '0123456789abcdef', false],
+        ['python', current, true],
+        ['removedpack', 'fedcba9876543210', false],
+      ].sort((a, b) => `${a[0]}-${a[1]}`.localeCompare(`${b[0]}-${b[1]}`)),
+    );
 
     assert.equal((await resolveImage('python', dataDir)).hash, current);
-    await assert.rejects(resolveImage('node', dataDir), (e: Error & { code?: string }) =>
-      e.code === 'IMAGE_MISSING' && e.message === 'pack node has no image; run `kiln images build node`');
+    await assert.rejects(resolveImage('node', dataDir), (e: Error & { code?: string }) => e.code === 'IMAGE_MISSING' && e.message === 'pack node has no image; run `kiln images build node`');
     await assert.rejects(resolveImage('cobol', dataDir), (e: Error & { code?: string }) => e.code === 'UNKNOWN_PACK');
 
     const pruned = await pruneImages(dataDir);

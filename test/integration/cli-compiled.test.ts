@@ -28,7 +28,7 @@ describe('compiled CLI (dist/)', { timeout: 300_000 }, () => {
   it('kiln --help runs from dist/ and lists every command', async () => {
     const r = await run(KILN, ['--help'], { env: env() });
     assert.equal(r.stderr, '');
-    for (const c of ['serve', 'run', 'sandbox', 'images', 'doctor', 'firecracker']) assert.match(r.stdout, new RegExp(`^  ${c} `, 'm'));
+    for (const c of ['serve', 'run', 'sandbox', 'images', 'packs', 'doctor', 'firecracker']) assert.match(r.stdout, new RegExp(`^  ${c} `, 'm'));
   });
 
   it('kiln --help says how to point the CLI at a server', async () => {
@@ -48,6 +48,8 @@ describe('compiled CLI (dist/)', { timeout: 300_000 }, () => {
       [['sandbox', 'rm', '--help'], /^usage: kiln sandbox create/],
       [['serve', '--help'], /^usage: kiln serve/],
       [['images', '--help'], /^usage:\n {2}kiln images build/],
+      [['packs', '--help'], /^usage: kiln packs ls[\s\S]*KILN_ADMIN_TOKEN/],
+      [['packs', 'create', '--help'], /^usage: kiln packs ls/],
       [['doctor', '--help'], /^usage: kiln doctor/],
       [['firecracker', 'install', '--help'], /^usage:\n {2}kiln firecracker install/],
     ];

@@ -208,6 +208,7 @@ export function memoryPacks(names: string[] = ['python', 'shell']): PackCatalog 
   };
   return {
     list: async () => names.map(info),
+    refresh: async () => undefined,
     get: async (name) => info(name),
     image: async (name): Promise<PackImage> => {
       const p = info(name);

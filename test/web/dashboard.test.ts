@@ -203,6 +203,9 @@ describe('dashboard (Chromium against a real server)', { skip }, () => {
     assert.ok((await ns.locator('dl.kv dt').count()) > 0, 'capabilities listed');
     await page.locator('tr[data-pack=python]').waitFor();
     assert.match((await page.locator('tr[data-pack=python] .pill').textContent()) ?? '', /^built$/);
+    // What the image contains, from GET /v1/packs: the language version and the tools.
+    assert.match((await page.locator('tr[data-pack=python] td.contents').textContent()) ?? '', /^Python 3\.\d+\.\d+.*\bpip\b/);
+    assert.match((await page.locator('tr[data-pack=base] td.contents').textContent()) ?? '', /\bgit\b.*\bgcc\b/);
     await screenshot(page, 'backends');
   });
 

@@ -19,8 +19,9 @@ export async function doctorReport(only?: readonly string[]): Promise<DoctorRepo
   const config = loadConfig();
   const backends = await createBackends(config, undefined, only);
   const probes = await Promise.all([...backends.values()].map((b) => b.probe({ thorough: true })));
-  const packs = await loadPacks(config.packsDir).catch(() => []);
-  const images = await listImages(config.dataDir, config.packsDir).catch(() => []);
+  const sources = { builtinDir: config.packsDir, customDir: config.customPacksDir };
+  const packs = await loadPacks(sources, () => undefined).catch(() => []);
+  const images = await listImages(config.dataDir, sources).catch(() => []);
   return {
     backends: probes.map((p) => ({ name: p.name, available: p.available, checks: p.checks, info: p.info })),
     images: packs.map((p) => {

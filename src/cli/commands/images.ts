@@ -3,14 +3,17 @@
  * stderr (one line per phase change or 10% step, so logs stay readable); tables go to stdout.
  * Ctrl-C aborts the running build, which removes its temp dir before the command returns.
  */
+import { join } from 'node:path';
 import { HelpRequested } from '../command.js';
-import { buildPack, listImages, loadPacks, pruneImages, type BuildProgressEvent, type BuildResult } from '../../images/index.js';
+import { buildPack, DEFAULT_PACKS_DIR, listImages, loadPacks, pruneImages, type BuildProgressEvent, type BuildResult, type PackSources } from '../../images/index.js';
 
 const USAGE = `usage:
   kiln images build [pack...] [--force] [--data-dir DIR]   build images (all packs when none named)
   kiln images ls [--data-dir DIR]                          list built images
   kiln images prune [--data-dir DIR]                       remove images no pack definition uses
-data dir: --data-dir, else $KILN_DATA_DIR, else /var/lib/kiln`;
+data dir: --data-dir, else $KILN_DATA_DIR, else /var/lib/kiln
+packs: $KILN_PACKS_DIR (default: the repo's images/packs) and the custom packs in
+       $KILN_CUSTOM_PACKS_DIR (default: <data dir>/packs); prune keeps the images of both`;
 
 interface ParsedArgs {
   sub: string | undefined;
@@ -37,6 +40,11 @@ function parseArgs(argv: string[]): ParsedArgs | string {
   return out;
 }
 
+/** The same folders the service reads, so prune never removes a custom pack's image. */
+function sources(args: ParsedArgs): PackSources {
+  return { builtinDir: process.env.KILN_PACKS_DIR || DEFAULT_PACKS_DIR, customDir: process.env.KILN_CUSTOM_PACKS_DIR || join(args.dataDir, 'packs') };
+}
+
 function mb(bytes: number): string {
   return `${(bytes / 1e6).toFixed(1)} MB`;
 }
@@ -60,7 +68,8 @@ function progressPrinter(): (e: BuildProgressEvent) => void {
 }
 
 async function build(args: ParsedArgs): Promise<number> {
-  const packs = args.packs.length > 0 ? args.packs : (await loadPacks()).map((p) => p.name);
+  const skipInvalid = (name: string, e: unknown) => process.stderr.write(`[${name}] skipped: ${e instanceof Error ? e.message : String(e)}\n`);
+  const packs = args.packs.length > 0 ? args.packs : (await loadPacks(sources(args), skipInvalid)).map((p) => p.name);
   const controller = new AbortController();
   const onSigint = () => {
     process.stderr.write('\ninterrupted: stopping the build and removing its temp dir...\n');
@@ -73,7 +82,7 @@ async function build(args: ParsedArgs): Promise<number> {
     for (const name of packs) {
       if (controller.signal.aborted) break;
       try {
-        results.push(await buildPack(name, { dataDir: args.dataDir, force: args.force, onProgress: progressPrinter(), signal: controller.signal }));
+        results.push(await buildPack(name, { dataDir: args.dataDir, packsDir: sources(args), force: args.force, onProgress: progressPrinter(), signal: controller.signal }));
       } catch (e) {
         failed.push(name);
         process.stderr.write(`[${name}] failed: ${e instanceof Error ? e.message : String(e)}\n`);
@@ -92,7 +101,7 @@ async function build(args: ParsedArgs): Promise<number> {
 }
 
 async function ls(args: ParsedArgs): Promise<number> {
-  const images = await listImages(args.dataDir);
+  const images = await listImages(args.dataDir, sources(args));
   if (images.length === 0) {
     process.stderr.write(`no images in ${args.dataDir}/images; run \`kiln images build\`\n`);
     return 0;
@@ -104,7 +113,7 @@ async function ls(args: ParsedArgs): Promise<number> {
 }
 
 async function prune(args: ParsedArgs): Promise<number> {
-  const result = await pruneImages(args.dataDir);
+  const result = await pruneImages(args.dataDir, sources(args));
   for (const path of result.removed) process.stderr.write(`removed ${path}\n`);
   process.stdout.write(`removed ${result.removed.length} item(s), freed ${mb(result.freedBytes)}\n`);
   return 0;

@@ -4,6 +4,7 @@ import type { ExecOptions } from '../../core/exec.js';
 import type { KilnService } from '../service.js';
 import { streamNdjson } from './ndjson.js';
 import { decodeInput, type OutputEncoding } from './encoding.js';
+import { hintFor } from './hints.js';
 import { execBody as present } from './present.js';
 import { errorSchema, execBody, execResultSchema, idParams } from './schemas.js';
 import { attachInteractive } from './interactive.js';
@@ -24,7 +25,8 @@ export async function execRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
     }
     const ac = new AbortController();
     reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
-    return present(await svc.manager.runExec(req.params.id, opts, undefined, ac.signal), encoding);
+    const r = await svc.manager.runExec(req.params.id, opts, undefined, ac.signal);
+    return { ...present(r, encoding), ...(await hintFor(r, () => svc.manager.get(req.params.id).info().pack, () => svc.packs.list())) };
   });
 
   app.get<{ Params: { id: string } }>('/v1/sandboxes/:id/exec/ws', {

@@ -1,4 +1,4 @@
-/** Packs, backends, pools, health and metrics. */
+/** Backends, pools, health and metrics (packs: packs.ts). */
 import type { FastifyInstance } from 'fastify';
 import type { KilnService } from '../service.js';
 
@@ -12,8 +12,6 @@ export async function healthRoutes(app: FastifyInstance, { svc }: { svc: KilnSer
 }
 
 export async function metaRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
-  app.get('/v1/packs', { schema: { summary: 'Language packs and whether their images are built' } }, async () => ({ packs: await svc.packs.list() }));
-
   app.get('/v1/backends', { schema: { summary: 'Backends: available or not, why, capabilities' } }, async () => ({
     default: svc.config.defaultBackend,
     backends: await svc.availability(),

@@ -6,6 +6,7 @@ import type { KilnService } from '../service.js';
 import { ownerFor } from '../edge.js';
 import { streamNdjson } from './ndjson.js';
 import { decodeInput, type OutputEncoding } from './encoding.js';
+import { hintFor } from './hints.js';
 import { execBody as present } from './present.js';
 import { errorSchema, EXEC_REQUEST_MAX_BYTES, runBody, runResultSchema } from './schemas.js';
 
@@ -30,7 +31,7 @@ export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnServic
     const ac = new AbortController();
     reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
     const r = await runOnce(svc.manager, svc.packs, opts, undefined, ac.signal, ownerFor(req.principal));
-    return { ...present(r, encoding), sandboxId: r.sandboxId, createMs: r.createMs };
+    return { ...present(r, encoding), sandboxId: r.sandboxId, createMs: r.createMs, ...(await hintFor(r, () => opts.pack, () => svc.packs.list())) };
   });
 }
 

@@ -130,6 +130,7 @@ export const execResultSchema = {
     stdoutDroppedBytes: { type: 'integer', description: 'Bytes dropped between the head and the tail of stdout' },
     stderrDroppedBytes: { type: 'integer', description: 'Bytes dropped between the head and the tail of stderr' },
     durationMs: { type: 'number' },
+    hint: { type: 'string', description: 'Exit 127 for a command the pack lacks: which packs have it, or how to make one that does' },
     usage: {
       type: 'object',
       required: ['cpuUserMs', 'cpuSystemMs', 'peakMemoryBytes'],

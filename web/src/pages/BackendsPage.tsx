@@ -1,5 +1,6 @@
-/** Which backends can run here (and why not), what they can do, and which pack images are built. */
-import type { BackendInfo } from '../../../sdk/src/index.ts';
+/** Which backends can run here (and why not), what they can do, and which packs there are and what they contain. */
+import { useEffect } from 'react';
+import type { BackendInfo, PackInfo } from '../../../sdk/src/index.ts';
 import { ErrorBox } from '../components/ErrorBox.tsx';
 import { useBackends, usePacks } from '../lib/catalog.ts';
 import { bytes, short } from '../lib/format.ts';
@@ -7,6 +8,14 @@ import { bytes, short } from '../lib/format.ts';
 export function BackendsPage() {
   const backends = useBackends();
   const packs = usePacks();
+  // While a custom pack builds (POST /v1/packs, kiln packs create), follow its progress.
+  const building = packs.data?.some((p) => p.build && (p.build.state === 'queued' || p.build.state === 'building'));
+  const reloadPacks = packs.reload;
+  useEffect(() => {
+    if (!building) return undefined;
+    const timer = setInterval(() => { void reloadPacks(); }, 2000);
+    return () => clearInterval(timer);
+  }, [building, reloadPacks]);
   return (
     <section>
       <div className="section-head">
@@ -22,12 +31,19 @@ export function BackendsPage() {
       <ErrorBox error={packs.error} />
       {packs.data && (
         <table className="grid packs">
-          <thead><tr><th>Pack</th><th>Description</th><th>Image</th><th>Size</th><th>Snippet command</th><th>Project command</th></tr></thead>
+          <thead><tr><th>Pack</th><th>Description</th><th>Contents</th><th>Image</th><th>Size</th><th>Snippet command</th><th>Project command</th></tr></thead>
           <tbody>
             {packs.data.map((p) => (
               <tr key={p.name} data-pack={p.name}>
-                <td><strong>{p.name}</strong></td>
-                <td>{p.description}</td>
+                <td>
+                  <strong>{p.name}</strong>
+                  {p.source === 'custom' && <div className="small muted">custom, from {p.base}, v{p.version}</div>}
+                </td>
+                <td>{p.description}<BuildLine p={p} /></td>
+                <td className="contents">
+                  {p.languageVersion && <div className="mono small">{p.languageVersion}</div>}
+                  {p.tools && <div className="small muted">{p.tools.join(' ')}</div>}
+                </td>
                 <td>
                   <span className={p.imageReady ? 'pill ok' : 'pill bad'}>{p.imageReady ? 'built' : 'not built'}</span>
                   {p.imageHash && <div className="mono small muted">{p.imageHash}</div>}
@@ -40,8 +56,21 @@ export function BackendsPage() {
           </tbody>
         </table>
       )}
-      {packs.data?.some((p) => !p.imageReady) && <p className="muted small">Build missing images with <code>kiln images build &lt;pack&gt;</code>.</p>}
+      {packs.data?.some((p) => !p.imageReady) && <p className="muted small">Build missing images with <code>kiln images build &lt;pack&gt;</code>; make your own packs with <code>kiln packs create</code> (see images/packs/README.md).</p>}
     </section>
+  );
+}
+
+/** The latest custom build of a pack: its phase and message while running, its error if it failed. */
+function BuildLine({ p }: { p: PackInfo }) {
+  const b = p.build;
+  if (!b || b.state === 'done') return null;
+  if (b.state === 'failed') return <div className="small build failed" data-build="failed">build v{b.version} failed: {b.error?.message}</div>;
+  const pr = b.progress;
+  return (
+    <div className="small build" data-build={b.state}>
+      {b.state} v{b.version}{pr ? `: ${pr.phase}${pr.percent === undefined ? '' : ` ${pr.percent}%`} · ${pr.message}` : ''}
+    </div>
   );
 }
 
