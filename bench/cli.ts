@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { REPO_ROOT } from '../src/core/config.js';
-import { argValue, percentile, ratio, runCmd, type Row } from './stats.js';
+import { argValue, percentile, type Row, ratio, runCmd } from './stats.js';
 
 /** `kiln --help` within this many times `node -e 0` (issue #13). */
 export const CLI_START_TARGET = 3;
@@ -54,8 +54,17 @@ export async function benchCliStartup(samples: number): Promise<CliStartup> {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const n = Number(argValue('--samples') ?? 10);
-  benchCliStartup(n).then(({ rows, samples }) => {
-    for (const r of rows) console.log(`${r.name}: p50 ${r.p50!.toFixed(1)} ms, p99 ${r.p99!.toFixed(1)} ms${r.vsBaseline ? ` (${r.vsBaseline})` : ''}${r.target ? `, target ${r.target}: ${r.met ? 'met' : 'missed'}` : ''}`);
-    console.log(JSON.stringify(Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, v.map((x) => Math.round(x))]))));
-  }, (e: Error) => { console.error(`bench/cli: ${e.message}`); process.exitCode = 1; });
+  benchCliStartup(n).then(
+    ({ rows, samples }) => {
+      for (const r of rows)
+        console.log(
+          `${r.name}: p50 ${r.p50!.toFixed(1)} ms, p99 ${r.p99!.toFixed(1)} ms${r.vsBaseline ? ` (${r.vsBaseline})` : ''}${r.target ? `, target ${r.target}: ${r.met ? 'met' : 'missed'}` : ''}`,
+        );
+      console.log(JSON.stringify(Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, v.map((x) => Math.round(x))]))));
+    },
+    (e: Error) => {
+      console.error(`bench/cli: ${e.message}`);
+      process.exitCode = 1;
+    },
+  );
 }

@@ -5,16 +5,16 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, realpath, rm } from 'node:fs/promises';
+import { Agent as HttpAgent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Agent as HttpAgent, request } from 'node:http';
 import { promisify } from 'node:util';
+import type { KilnClient } from '../sdk/src/index.js';
 import { REPO_ROOT } from '../src/core/config.js';
 import { resolveImage } from '../src/images/index.js';
-import type { KilnClient } from '../sdk/src/index.js';
 import { startTestServer, type TestServer } from '../test/parity/fixture.js';
-import { percentile, ratio, runCmd, timeN, type Row } from './stats.js';
-import { startServerProcess, waitPoolFull, type ServerProcess } from './server.js';
+import { type ServerProcess, startServerProcess, waitPoolFull } from './server.js';
+import { percentile, type Row, ratio, runCmd, timeN } from './stats.js';
 
 const run = promisify(execFile);
 
@@ -32,7 +32,10 @@ export async function baselineInterpreter(): Promise<string> {
   const describe = async (p: string): Promise<string> => {
     const real = await realpath(p).catch(() => p);
     const version = (await runCmd(p, ['--version']).catch((e: Error) => e.message)).trim();
-    const head = await readFile(real).then((b) => b.subarray(0, 4), () => Buffer.alloc(0));
+    const head = await readFile(real).then(
+      (b) => b.subarray(0, 4),
+      () => Buffer.alloc(0),
+    );
     const shim = head.length === 4 && !head.equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46])) ? ', a script (a version-manager shim?), not the interpreter itself' : '';
     return `${p} → ${real} (${version}${shim})`;
   };
@@ -53,7 +56,7 @@ export async function benchBaselines(o: BenchOptions, imageMount: string): Promi
   const bwrapPy = await timeN(o.samples, () => runCmd('bwrap', [...bwrapBase, 'python3', '-c', 'print(1)']));
   const rows: Row[] = [
     stat('baseline', `bare \`python3 -c print(1)\` on the host (${PY[0]})`, bare),
-    stat('baseline', 'plain bwrap: `true` (bwrap\'s own cost)', bwrapTrue),
+    stat('baseline', "plain bwrap: `true` (bwrap's own cost)", bwrapTrue),
     stat('baseline', 'plain bwrap: `python3 -c print(1)`', bwrapPy),
   ];
   return { rows, bare: percentile(bare, 50), bwrapTrue: percentile(bwrapTrue, 50), bwrapPy: percentile(bwrapPy, 50) };
@@ -78,9 +81,13 @@ export async function benchService(o: BenchOptions, base: { bare: number; bwrapT
       withDelete.push(performance.now() - t0);
     }
     const c50 = percentile(createOnly, 50);
-    rows.push(stat('namespace', 'sandbox create (HTTP, unpooled, to agent ready)', createOnly, {
-      vsBaseline: `+${(c50 - base.bwrapTrue).toFixed(1)} ms vs bwrap true`, target: '≤ +15 ms', met: c50 - base.bwrapTrue <= 15,
-    }));
+    rows.push(
+      stat('namespace', 'sandbox create (HTTP, unpooled, to agent ready)', createOnly, {
+        vsBaseline: `+${(c50 - base.bwrapTrue).toFixed(1)} ms vs bwrap true`,
+        target: '≤ +15 ms',
+        met: c50 - base.bwrapTrue <= 15,
+      }),
+    );
     rows.push(stat('namespace', 'create + delete', withDelete));
     const oneShot = await timeN(o.samples, () => kiln.run({ pack: 'python', code: 'print(1)' }));
     rows.push(stat('run', '/v1/run python print(1), unpooled', oneShot, { vsBaseline: `${ratio(percentile(oneShot, 50), base.bare)} bare` }));
@@ -96,22 +103,32 @@ export async function benchService(o: BenchOptions, base: { bare: number; bwrapT
     // A lean keep-alive HTTP client, as a production caller would use; the SDK's fetch adds ~0.5 ms.
     const post = keepAlivePost(`${t.server.url}/v1/sandboxes/${sb.id}/exec`);
     const own: number[] = [];
-    const rtt = await timeN(o.samples * 4, async () => {
-      const r = JSON.parse(await post(JSON.stringify({ cmd: ['/bin/true'] }))) as { durationMs: number };
-      own.push(r.durationMs);
-    }, 5);
+    const rtt = await timeN(
+      o.samples * 4,
+      async () => {
+        const r = JSON.parse(await post(JSON.stringify({ cmd: ['/bin/true'] }))) as { durationMs: number };
+        own.push(r.durationMs);
+      },
+      5,
+    );
     const ownRun = own.slice(5);
     const overhead = rtt.map((x, i) => x - ownRun[i]!);
     rows.push(stat('namespace', 'exec `/bin/true` round trip (HTTP keep-alive)', rtt, { note: `program's own run time p50 ${percentile(ownRun, 50).toFixed(2)} ms` }));
-    rows.push(stat('namespace', 'exec overhead over the program\'s own run time (HTTP)', overhead, { target: '≤ 1 ms', met: percentile(overhead, 50) <= 1 }));
+    rows.push(stat('namespace', "exec overhead over the program's own run time (HTTP)", overhead, { target: '≤ 1 ms', met: percentile(overhead, 50) <= 1 }));
     const agent = t.server.svc.manager.get(sb.id).inner.agent;
     const ownAgent: number[] = [];
-    const rttAgent = await timeN(o.samples * 4, async () => { ownAgent.push((await agent.exec({ argv: ['/bin/true'] }).result).durationMs); }, 5);
+    const rttAgent = await timeN(
+      o.samples * 4,
+      async () => {
+        ownAgent.push((await agent.exec({ argv: ['/bin/true'] }).result).durationMs);
+      },
+      5,
+    );
     const agentOverhead = rttAgent.map((x, i) => x - ownAgent[i + 5]!);
-    rows.push(stat('namespace', 'exec overhead over the program\'s own run time (agent protocol)', agentOverhead, { target: '≤ 1 ms', met: percentile(agentOverhead, 50) <= 1 }));
+    rows.push(stat('namespace', "exec overhead over the program's own run time (agent protocol)", agentOverhead, { target: '≤ 1 ms', met: percentile(agentOverhead, 50) <= 1 }));
     const sdk = await timeN(o.samples * 2, () => kiln.sandboxes.exec(sb.id, { cmd: ['/bin/true'] }), 5);
     rows.push(stat('namespace', 'exec `/bin/true` round trip (TypeScript SDK, fetch)', sdk));
-    rows.push({ group: 'namespace', name: 'PSS per idle sandbox (bwrap + agent)', value: await pssOfSandbox(sb.details.pid as number) / 1024 / 1024, unit: 'MiB' });
+    rows.push({ group: 'namespace', name: 'PSS per idle sandbox (bwrap + agent)', value: (await pssOfSandbox(sb.details.pid as number)) / 1024 / 1024, unit: 'MiB' });
     await kiln.sandboxes.delete(sb.id);
   } finally {
     await t?.close();
@@ -140,7 +157,13 @@ export async function benchPooled(o: BenchOptions, base: { bare: number; bwrapPy
       if (!sb.fromPool) throw new Error('expected a pool hit');
       await kiln.sandboxes.delete(sb.id);
     }
-    rows.push(stat('pool', 'pooled acquire (HTTP create, pool hit)', acquire, { target: 'p50 ≤ 2 ms, p99 ≤ 10 ms', met: percentile(acquire, 50) <= 2 && percentile(acquire, 99) <= 10, note: `server-side p50 ${percentile(serverSide, 50).toFixed(2)} ms` }));
+    rows.push(
+      stat('pool', 'pooled acquire (HTTP create, pool hit)', acquire, {
+        target: 'p50 ≤ 2 ms, p99 ≤ 10 ms',
+        met: percentile(acquire, 50) <= 2 && percentile(acquire, 99) <= 10,
+        note: `server-side p50 ${percentile(serverSide, 50).toFixed(2)} ms`,
+      }),
+    );
     await waitPoolFull(kiln, 8);
     const oneShot: number[] = [];
     for (let i = 0; i < o.samples; i++) {
@@ -150,9 +173,13 @@ export async function benchPooled(o: BenchOptions, base: { bare: number; bwrapPy
       oneShot.push(performance.now() - t0);
       if (r.stdout !== '1\n') throw new Error(`bad output ${JSON.stringify(r)}`);
     }
-    rows.push(stat('run', '/v1/run python print(1), pooled', oneShot, {
-      vsBaseline: `${ratio(percentile(oneShot, 50), base.bare)} bare, ${ratio(percentile(oneShot, 50), base.bwrapPy)} plain bwrap`, target: 'p50 ≤ 1.3× bare', met: percentile(oneShot, 50) <= 1.3 * base.bare,
-    }));
+    rows.push(
+      stat('run', '/v1/run python print(1), pooled', oneShot, {
+        vsBaseline: `${ratio(percentile(oneShot, 50), base.bare)} bare, ${ratio(percentile(oneShot, 50), base.bwrapPy)} plain bwrap`,
+        target: 'p50 ≤ 1.3× bare',
+        met: percentile(oneShot, 50) <= 1.3 * base.bare,
+      }),
+    );
     rows.push(await throughput(kiln, o.throughputSec));
     rows.push(...(await benchColdClis(o, base, kiln.baseUrl)));
   } finally {
@@ -174,13 +201,17 @@ async function benchColdClis(o: BenchOptions, base: { bare: number }, kilnUrl: s
   try {
     const peer = await timeN(n, () => runCmd(srt, ['-c', "python3 -c 'print(1)'"]), 1);
     srtP50 = percentile(peer, 50);
-    rows.push(stat('cold CLI', '@anthropic-ai/sandbox-runtime: `srt -c "python3 -c print(1)"` (cold: CLI start-up included)', peer, { vsBaseline: `${ratio(srtP50, base.bare)} bare`, note: `n=${n}` }));
+    rows.push(
+      stat('cold CLI', '@anthropic-ai/sandbox-runtime: `srt -c "python3 -c print(1)"` (cold: CLI start-up included)', peer, { vsBaseline: `${ratio(srtP50, base.bare)} bare`, note: `n=${n}` }),
+    );
   } catch (e) {
     rows.push({ group: 'cold CLI', name: '@anthropic-ai/sandbox-runtime `srt` (cold)', note: `not measured: ${(e as Error).message.split('\n')[0]}` });
   }
   const cli = await timeN(n, () => runCmd(join(REPO_ROOT, 'bin/kiln'), ['run', 'python', '-c', 'print(1)'], { env: { ...process.env, KILN_URL: kilnUrl } }), 1);
   const vsSrt = srtP50 === undefined ? '' : `, ${ratio(percentile(cli, 50), srtP50)} srt`;
-  rows.push(stat('cold CLI', 'kiln: `kiln run python -c print(1)`, pooled service (cold: CLI start-up included)', cli, { vsBaseline: `${ratio(percentile(cli, 50), base.bare)} bare${vsSrt}`, note: `n=${n}` }));
+  rows.push(
+    stat('cold CLI', 'kiln: `kiln run python -c print(1)`, pooled service (cold: CLI start-up included)', cli, { vsBaseline: `${ratio(percentile(cli, 50), base.bare)} bare${vsSrt}`, note: `n=${n}` }),
+  );
   return rows;
 }
 
@@ -192,42 +223,57 @@ async function throughput(kiln: KilnClient, seconds: number): Promise<Row> {
   // What went wrong, by kind: an error count alone does not say whether to look at admission,
   // timeouts or the sandbox itself.
   const kinds = new Map<string, number>();
-  const fail = (kind: string) => { errors++; kinds.set(kind, (kinds.get(kind) ?? 0) + 1); };
+  const fail = (kind: string) => {
+    errors++;
+    kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+  };
   const lat: number[] = [];
-  await Promise.all(Array.from({ length: 8 }, async () => {
-    while (performance.now() < end) {
-      const t0 = performance.now();
-      try {
-        const r = await kiln.run({ pack: 'python', code: 'print(1)' });
-        if (r.stdout === '1\n' && r.exitCode === 0) ok++;
-        else fail(`exit ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}`);
-      } catch (e) {
-        fail((e as { code?: string }).code ?? (e as Error).message.slice(0, 60));
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (performance.now() < end) {
+        const t0 = performance.now();
+        try {
+          const r = await kiln.run({ pack: 'python', code: 'print(1)' });
+          if (r.stdout === '1\n' && r.exitCode === 0) ok++;
+          else fail(`exit ${r.exitCode}${r.timedOut ? ' (timed out)' : ''}`);
+        } catch (e) {
+          fail((e as { code?: string }).code ?? (e as Error).message.slice(0, 60));
+        }
+        lat.push(performance.now() - t0);
       }
-      lat.push(performance.now() - t0);
-    }
-  }));
+    }),
+  );
   const detail = [...kinds].map(([k, n]) => `${n}× ${k}`).join(', ');
   return {
-    group: 'run', name: `throughput: /v1/run python print(1), 8 clients, ${seconds} s`,
-    value: ok / seconds, unit: 'runs/s', p50: percentile(lat, 50), p99: percentile(lat, 99),
-    target: '≥ 50 runs/s, 0 errors', met: ok / seconds >= 50 && errors === 0, note: `${errors} errors${detail ? `: ${detail}` : ''}`,
+    group: 'run',
+    name: `throughput: /v1/run python print(1), 8 clients, ${seconds} s`,
+    value: ok / seconds,
+    unit: 'runs/s',
+    p50: percentile(lat, 50),
+    p99: percentile(lat, 99),
+    target: '≥ 50 runs/s, 0 errors',
+    met: ok / seconds >= 50 && errors === 0,
+    note: `${errors} errors${detail ? `: ${detail}` : ''}`,
   };
 }
 
 function keepAlivePost(url: string): (body: string) => Promise<string> {
   const u = new URL(url);
   const agent = new HttpAgent({ keepAlive: true, maxSockets: 1 });
-  return (body) => new Promise((resolve, reject) => {
-    const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-      let data = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (data += c));
-      res.on('end', () => (res.statusCode === 200 ? resolve(data) : reject(new Error(`HTTP ${res.statusCode}: ${data}`))));
+  return (body) =>
+    new Promise((resolve, reject) => {
+      const req = request(
+        { host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+        (res) => {
+          let data = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (data += c));
+          res.on('end', () => (res.statusCode === 200 ? resolve(data) : reject(new Error(`HTTP ${res.statusCode}: ${data}`))));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
     });
-    req.on('error', reject);
-    req.end(body);
-  });
 }
 
 /** PSS of the sandbox's PID 1 (the agent) plus its bwrap parent, from smaps_rollup. */
@@ -249,5 +295,11 @@ export async function mountPythonImage(dataDir: string): Promise<{ dir: string; 
   const dir = join(base, 'python');
   await mkdir(dir);
   await run('mount', ['-t', 'squashfs', '-o', 'loop,ro', img.imagePath, dir]);
-  return { dir, close: async () => { await run('umount', [dir]).catch(() => undefined); await rm(base, { recursive: true, force: true }); } };
+  return {
+    dir,
+    close: async () => {
+      await run('umount', [dir]).catch(() => undefined);
+      await rm(base, { recursive: true, force: true });
+    },
+  };
 }

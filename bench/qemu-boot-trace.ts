@@ -10,12 +10,12 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { REPO_ROOT } from '../src/core/config.js';
-import { resolveImage } from '../src/images/index.js';
 import { hostTscKhz } from '../src/backends/qemu/accel.js';
+import { vmMemoryMib } from '../src/backends/qemu/backend.js';
 import { qemuArgs, vmPaths } from '../src/backends/qemu/cmdline.js';
 import { QemuProcess } from '../src/backends/qemu/process.js';
-import { vmMemoryMib } from '../src/backends/qemu/backend.js';
+import { REPO_ROOT } from '../src/core/config.js';
+import { resolveImage } from '../src/images/index.js';
 import { AgentClient } from '../src/protocol/agent-client.js';
 import { buildVmArtifacts, guestCmdline } from '../src/vmimage/index.js';
 import { argValue } from './stats.js';
@@ -26,9 +26,21 @@ const img = await resolveImage('shell', dataDir);
 const artifacts = await buildVmArtifacts({ dataDir, agentPath: resolve(REPO_ROOT, 'build/kiln-agent') });
 const base = await mkdtemp(join(tmpdir(), 'kiln-boot-trace-'));
 const paths = vmPaths(base);
-const cmdline = guestCmdline({ diskMib: 256, tscKhz: await hostTscKhz(), execUid: 1000, extra: `printk.time=1 ${argValue('--args') ?? ''}`.trim() })
-  .replace(/\bquiet\b/, process.argv.includes('--quiet') ? 'quiet' : 'loglevel=7');
-const args = qemuArgs({ id: 'boot-trace', accel: 'tcg', cpus: 1, memoryMib: vmMemoryMib(256), kernelPath: artifacts.vmlinuxPath, initrdPath: artifacts.initrdPath, cmdline, diskImage: img.imagePath, paths });
+const cmdline = guestCmdline({ diskMib: 256, tscKhz: await hostTscKhz(), execUid: 1000, extra: `printk.time=1 ${argValue('--args') ?? ''}`.trim() }).replace(
+  /\bquiet\b/,
+  process.argv.includes('--quiet') ? 'quiet' : 'loglevel=7',
+);
+const args = qemuArgs({
+  id: 'boot-trace',
+  accel: 'tcg',
+  cpus: 1,
+  memoryMib: vmMemoryMib(256),
+  kernelPath: artifacts.vmlinuxPath,
+  initrdPath: artifacts.initrdPath,
+  cmdline,
+  diskImage: img.imagePath,
+  paths,
+});
 const t0 = performance.now();
 const proc = await QemuProcess.spawn('qemu-system-x86_64', args);
 const lines: Array<[number, string]> = [];
@@ -43,7 +55,11 @@ proc.child.stdout!.on('data', onData);
 try {
   let sock: import('node:net').Socket | undefined;
   for (;;) {
-    sock = await new Promise<import('node:net').Socket | undefined>((res) => { const s = createConnection(paths.ctlSock); s.once('connect', () => res(s)); s.once('error', () => res(undefined)); });
+    sock = await new Promise<import('node:net').Socket | undefined>((res) => {
+      const s = createConnection(paths.ctlSock);
+      s.once('connect', () => res(s));
+      s.once('error', () => res(undefined));
+    });
     if (sock) break;
     await sleep(2);
   }

@@ -11,25 +11,28 @@
  *   node --import tsx bench/qemu-profile.ts [--cold] [--exec CMD] [--top 40] [--sequence] [--keep-log FILE]
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createConnection, type Socket } from 'node:net';
-import { REPO_ROOT } from '../src/core/config.js';
-import { resolveImage } from '../src/images/index.js';
+import { promisify } from 'node:util';
 import { createQemuBackend } from '../src/backends/qemu/index.js';
 import { QemuProcess } from '../src/backends/qemu/process.js';
 import { QmpClient } from '../src/backends/qemu/qmp.js';
 import { waitChardevConnected, waitMigration } from '../src/backends/qemu/vm.js';
+import { REPO_ROOT } from '../src/core/config.js';
+import { resolveImage } from '../src/images/index.js';
+import { AgentClient } from '../src/protocol/agent-client.js';
 import { jitBlocks } from './qemu.js';
 import { argValue } from './stats.js';
-import { AgentClient } from '../src/protocol/agent-client.js';
 
 const execFileAsync = promisify(execFile);
 
-interface Sym { addr: bigint; name: string }
+interface Sym {
+  addr: bigint;
+  name: string;
+}
 
 async function main(): Promise<void> {
   const top = Number(argValue('--top') ?? 40);
@@ -53,7 +56,16 @@ async function main(): Promise<void> {
     const dir = join(base, 'prof');
     await mkdir(dir);
     const log = join(dir, 'in_asm.log');
-    const debugArgs = ['-d', 'in_asm', '-D', log, ...(process.env.QPROF_TRACE ?? '').split(',').filter(Boolean).flatMap((t) => ['-trace', t])];
+    const debugArgs = [
+      '-d',
+      'in_asm',
+      '-D',
+      log,
+      ...(process.env.QPROF_TRACE ?? '')
+        .split(',')
+        .filter(Boolean)
+        .flatMap((t) => ['-trace', t]),
+    ];
     let qmp: QmpClient;
     let ctl: Socket;
     let before = 0;
@@ -121,7 +133,9 @@ async function main(): Promise<void> {
         last = name;
       }
     }
-    console.log(`${cold ? 'spawn' : 'cont'} → hello reply: ${readyMs.toFixed(1)} ms; TBs (info jit) ${before} → ${after}${execNote}; logged blocks ${starts.length} (kernel ${kernelTbs}, user ${starts.length - kernelTbs})`);
+    console.log(
+      `${cold ? 'spawn' : 'cont'} → hello reply: ${readyMs.toFixed(1)} ms; TBs (info jit) ${before} → ${after}${execNote}; logged blocks ${starts.length} (kernel ${kernelTbs}, user ${starts.length - kernelTbs})`,
+    );
     for (const [name, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${String(n).padStart(6)}  ${name}`);
     const byPrefix = new Map<string, number>();
     for (const [name, n] of counts) {
@@ -140,9 +154,16 @@ async function main(): Promise<void> {
 /** Coarse kernel areas by symbol name, to see which subsystem a clone pays for. */
 function kernelArea(sym: string): string {
   const rules: Array<[RegExp, string]> = [
-    [/rcu/, 'rcu'], [/hrtimer|tick|timer|clock|timekeep|ktime/, 'time'], [/sched|enqueue|dequeue|pick_|wake|switch_|update_curr|load_avg|select_task/, 'sched'],
-    [/irq|apic|ioapic|interrupt|vector|idt/, 'irq'], [/virt|vring|vp_|port_/, 'virtio'], [/crng|random|entropy|blake2|chacha|mix_pool/, 'random'],
-    [/futex/, 'futex'], [/epoll|ep_|poll/, 'poll'], [/syscall|entry|do_sys/, 'syscall'], [/page|pte|pmd|fault|mm_|vma/, 'mm'],
+    [/rcu/, 'rcu'],
+    [/hrtimer|tick|timer|clock|timekeep|ktime/, 'time'],
+    [/sched|enqueue|dequeue|pick_|wake|switch_|update_curr|load_avg|select_task/, 'sched'],
+    [/irq|apic|ioapic|interrupt|vector|idt/, 'irq'],
+    [/virt|vring|vp_|port_/, 'virtio'],
+    [/crng|random|entropy|blake2|chacha|mix_pool/, 'random'],
+    [/futex/, 'futex'],
+    [/epoll|ep_|poll/, 'poll'],
+    [/syscall|entry|do_sys/, 'syscall'],
+    [/page|pte|pmd|fault|mm_|vma/, 'mm'],
     [/idle|cpuidle|halt/, 'idle'],
   ];
   for (const [re, area] of rules) if (re.test(sym)) return area;
@@ -164,8 +185,14 @@ async function waitForSpare(sparesDir: string): Promise<string[]> {
 function coldArgs(args: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
-    if (args[i] === '-incoming') { i++; continue; }
-    if (args[i] === '-object' && args[i + 1]?.startsWith('memory-backend-file')) { i++; continue; }
+    if (args[i] === '-incoming') {
+      i++;
+      continue;
+    }
+    if (args[i] === '-object' && args[i + 1]?.startsWith('memory-backend-file')) {
+      i++;
+      continue;
+    }
     out.push(args[i]!.replace(/^microvm,memory-backend=mem$/, 'microvm'));
   }
   return out;
@@ -178,11 +205,13 @@ function coldArgs(args: string[]): string[] {
 function retarget(args: string[], dir: string): string[] {
   const i = args.indexOf('-runas');
   if (i >= 0) args = [...args.slice(0, i), ...args.slice(i + 2)];
-  return args.map((a) => a
-    .replace(/path=[^,]*ctl\.sock/, `path=${dir}/ctl.sock`)
-    .replace(/unix:[^,]*qmp\.sock/, `unix:${dir}/qmp.sock`)
-    .replace(/^.*qemu\.pid$/, `${dir}/qemu.pid`)
-    .replace(/kiln-sp-[0-9a-f]+/g, 'kiln-profile'));
+  return args.map((a) =>
+    a
+      .replace(/path=[^,]*ctl\.sock/, `path=${dir}/ctl.sock`)
+      .replace(/unix:[^,]*qmp\.sock/, `unix:${dir}/qmp.sock`)
+      .replace(/^.*qemu\.pid$/, `${dir}/qemu.pid`)
+      .replace(/kiln-sp-[0-9a-f]+/g, 'kiln-profile'),
+  );
 }
 
 async function templateState(templatesDir: string): Promise<string> {
@@ -200,12 +229,24 @@ function connect(path: string): Promise<Socket> {
 }
 
 function parseKallsyms(map: string): Sym[] {
-  return sortSyms(map.split('\n').map((l) => l.split(' ')).filter((p) => p.length >= 3 && /[tTwW]/.test(p[1]!)).map((p) => ({ addr: BigInt(`0x${p[0]}`), name: p[2]! })));
+  return sortSyms(
+    map
+      .split('\n')
+      .map((l) => l.split(' '))
+      .filter((p) => p.length >= 3 && /[tTwW]/.test(p[1]!))
+      .map((p) => ({ addr: BigInt(`0x${p[0]}`), name: p[2]! })),
+  );
 }
 
 async function goSymbols(binary: string): Promise<Sym[]> {
   const { stdout } = await execFileAsync('go', ['tool', 'nm', '-n', binary], { maxBuffer: 64 << 20 });
-  return sortSyms(stdout.split('\n').map((l) => l.trim().split(/\s+/)).filter((p) => p.length >= 3 && /[tT]/.test(p[1]!)).map((p) => ({ addr: BigInt(`0x${p[0]}`), name: p.slice(2).join(' ') })));
+  return sortSyms(
+    stdout
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .filter((p) => p.length >= 3 && /[tT]/.test(p[1]!))
+      .map((p) => ({ addr: BigInt(`0x${p[0]}`), name: p.slice(2).join(' ') })),
+  );
 }
 
 function sortSyms(s: Sym[]): Sym[] {
@@ -218,11 +259,17 @@ function lookup(syms: Sym[], a: bigint): string | undefined {
   let best: Sym | undefined;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
-    if (syms[mid]!.addr <= a) { best = syms[mid]; lo = mid + 1; } else hi = mid - 1;
+    if (syms[mid]!.addr <= a) {
+      best = syms[mid];
+      lo = mid + 1;
+    } else hi = mid - 1;
   }
   return best?.name;
 }
 
 // Output piped into `head` must not end the process before its finally removes the VM's files.
 process.stdout.on('error', () => undefined);
-main().catch((e) => { console.error(e); process.exitCode = 1; });
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});

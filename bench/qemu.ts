@@ -9,15 +9,15 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
+import type { KilnClient } from '../sdk/src/index.js';
+import { type AccelMode, createQemuBackend } from '../src/backends/qemu/index.js';
+import { QmpClient } from '../src/backends/qemu/qmp.js';
 import type { BackendSandbox, PackImage } from '../src/core/backend.js';
 import { REPO_ROOT } from '../src/core/config.js';
 import { resolveImage } from '../src/images/index.js';
-import { createQemuBackend, type AccelMode } from '../src/backends/qemu/index.js';
 import { buildVmArtifacts } from '../src/vmimage/index.js';
-import { QmpClient } from '../src/backends/qemu/qmp.js';
-import { percentile, ratio, type Row } from './stats.js';
 import { startServerProcess, waitPoolFull } from './server.js';
-import type { KilnClient } from '../sdk/src/index.js';
+import { percentile, type Row, ratio } from './stats.js';
 
 export interface BenchQemuOptions {
   /** Samples per measurement (clones; execs are twice this). */
@@ -41,12 +41,15 @@ export interface BenchQemuOptions {
 
 export async function benchQemu(opts: BenchQemuOptions = {}): Promise<Row[]> {
   const log = opts.log ?? (() => undefined);
-  const pack = opts.pack ?? await defaultPack(opts.dataDir);
+  const pack = opts.pack ?? (await defaultPack(opts.dataDir));
   const samples = opts.samples ?? 10;
   const base = await mkdtemp(join(tmpdir(), 'kiln-bench-qemu-'));
   const common = {
-    dataDir: join(base, 'data'), runDir: join(base, 'run'), shmDir: join('/dev/shm', base.split('/').pop()!),
-    agentPath: opts.agentPath ?? resolve(REPO_ROOT, 'build/kiln-agent'), accel: opts.accel ?? 'auto',
+    dataDir: join(base, 'data'),
+    runDir: join(base, 'run'),
+    shmDir: join('/dev/shm', base.split('/').pop()!),
+    agentPath: opts.agentPath ?? resolve(REPO_ROOT, 'build/kiln-agent'),
+    accel: opts.accel ?? 'auto',
   };
   const spec = (id: string) => ({ id, pack, cpus: 1, memoryMib: opts.memoryMib ?? 256, diskMib: 256 });
   const ready = { readyTimeoutMs: 120_000 };
@@ -72,9 +75,18 @@ export async function benchQemu(opts: BenchQemuOptions = {}): Promise<Row[]> {
       await sb.destroy();
       log(`cold boot ${i + 1}: ${coldMs.at(-1)!.toFixed(0)} ms`);
     }
-    rows.push({ group: 'qemu', name: 'cold boot to ready', p50: percentile(coldMs, 50), p99: percentile(coldMs, 99), target: probe.info?.accel === 'tcg' ? '≤ 1.8 s (TCG)' : undefined, met: percentile(coldMs, 50) <= 1800, note: `n=${coldMs.length}` });
+    rows.push({
+      group: 'qemu',
+      name: 'cold boot to ready',
+      p50: percentile(coldMs, 50),
+      p99: percentile(coldMs, 99),
+      target: probe.info?.accel === 'tcg' ? '≤ 1.8 s (TCG)' : undefined,
+      met: percentile(coldMs, 50) <= 1800,
+      note: `n=${coldMs.length}`,
+    });
     // The machine-independent part of a TCG boot (this machine's speed varies ±50% run to run).
-    if (coldBlocks.length) rows.push({ group: 'qemu', name: 'guest blocks translated per cold boot (TCG, up to ready)', value: percentile(coldBlocks, 50), unit: 'TBs', note: 'median, from QEMU "info jit"' });
+    if (coldBlocks.length)
+      rows.push({ group: 'qemu', name: 'guest blocks translated per cold boot (TCG, up to ready)', value: percentile(coldBlocks, 50), unit: 'TBs', note: 'median, from QEMU "info jit"' });
 
     const t0 = performance.now();
     live.push(await warm.create(spec('first'), ready));
@@ -89,7 +101,15 @@ export async function benchQemu(opts: BenchQemuOptions = {}): Promise<Row[]> {
       if (probe.info?.accel === 'tcg') blocks.push(await translatedBlocks(join(common.runDir, 'qemu/vms', `clone${i}`, 'qmp.sock')));
       log(`clone ${i + 1}: ${cloneMs.at(-1)!.toFixed(0)} ms ${JSON.stringify(live.at(-1)!.details.steps)}`);
     }
-    rows.push({ group: 'qemu', name: 'template clone to ready', p50: percentile(cloneMs, 50), p99: percentile(cloneMs, 99), target: probe.info?.accel === 'tcg' ? 'p50 ≤ 80 ms (TCG)' : undefined, met: percentile(cloneMs, 50) <= 80, note: `p95 ${percentile(cloneMs, 95).toFixed(0)} ms, n=${cloneMs.length}, ${gapMs} ms apart, includes RNG reseed + clock sync` });
+    rows.push({
+      group: 'qemu',
+      name: 'template clone to ready',
+      p50: percentile(cloneMs, 50),
+      p99: percentile(cloneMs, 99),
+      target: probe.info?.accel === 'tcg' ? 'p50 ≤ 80 ms (TCG)' : undefined,
+      met: percentile(cloneMs, 50) <= 80,
+      note: `p95 ${percentile(cloneMs, 95).toFixed(0)} ms, n=${cloneMs.length}, ${gapMs} ms apart, includes RNG reseed + clock sync`,
+    });
     // Under TCG a clone's cost is the guest code it runs for the first time (its QEMU starts with
     // an empty translation cache): the block count is the machine-independent part of the number.
     if (blocks.length) rows.push({ group: 'qemu', name: 'guest blocks translated per clone (TCG, up to ready)', value: percentile(blocks, 50), unit: 'TBs', note: `median, from QEMU "info jit"` });
@@ -122,7 +142,16 @@ export async function benchQemu(opts: BenchQemuOptions = {}): Promise<Row[]> {
       const kb = /^Pss:\s+(\d+) kB/m.exec(await readFile(`/proc/${s.details.pid as number}/smaps_rollup`, 'utf8').catch(() => ''));
       if (kb) pss.push(Number(kb[1]) / 1024);
     }
-    if (pss.length) rows.push({ group: 'qemu', name: 'PSS per idle clone (mean)', value: pss.reduce((a, b) => a + b, 0) / pss.length, unit: 'MiB', target: '≤ 40 MB', met: (pss.reduce((a, b) => a + b, 0) / pss.length) * 2 ** 20 <= 40e6, note: `${live.length} clones alive, ${opts.memoryMib ?? 256} MiB sandboxes` });
+    if (pss.length)
+      rows.push({
+        group: 'qemu',
+        name: 'PSS per idle clone (mean)',
+        value: pss.reduce((a, b) => a + b, 0) / pss.length,
+        unit: 'MiB',
+        target: '≤ 40 MB',
+        met: (pss.reduce((a, b) => a + b, 0) / pss.length) * 2 ** 20 <= 40e6,
+        note: `${live.length} clones alive, ${opts.memoryMib ?? 256} MiB sandboxes`,
+      });
     return rows;
   } finally {
     await Promise.allSettled(live.map((s) => s.destroy()));
@@ -143,7 +172,7 @@ async function translatedBlocks(qmpSock: string): Promise<number> {
 
 /** TBs in the VM's translation cache now (HMP `info jit`). */
 export async function jitBlocks(qmp: QmpClient): Promise<number> {
-  const out = await qmp.execute('human-monitor-command', { 'command-line': 'info jit' }) as string;
+  const out = (await qmp.execute('human-monitor-command', { 'command-line': 'info jit' })) as string;
   return Number(/TB count\s+(\d+)/.exec(out)?.[1] ?? NaN);
 }
 
@@ -182,7 +211,14 @@ export async function benchQemuRuns(o: { dataDir: string; samples: number; bareM
   try {
     await waitPoolFull(srv.client, 1);
     const ms = await runs(srv.client, o.samples, 2500);
-    rows.push({ group: 'qemu', name: '/v1/run python print(1), pooled', p50: percentile(ms, 50), p99: percentile(ms, 99), vsBaseline: vsBare(ms), note: `n=${ms.length}, 2.5 s apart (the pool replaces each member after its run)` });
+    rows.push({
+      group: 'qemu',
+      name: '/v1/run python print(1), pooled',
+      p50: percentile(ms, 50),
+      p99: percentile(ms, 99),
+      vsBaseline: vsBare(ms),
+      note: `n=${ms.length}, 2.5 s apart (the pool replaces each member after its run)`,
+    });
   } finally {
     await srv.close();
   }
@@ -190,7 +226,14 @@ export async function benchQemuRuns(o: { dataDir: string; samples: number; bareM
   try {
     await runs(srv.client, 1, 0); // boots the template
     const ms = await runs(srv.client, Math.max(3, Math.floor(o.samples / 2)), 500);
-    rows.push({ group: 'qemu', name: '/v1/run python print(1), template clone (no pool)', p50: percentile(ms, 50), p99: percentile(ms, 99), vsBaseline: vsBare(ms), note: `n=${ms.length}; the clone's first python3 is translated afresh` });
+    rows.push({
+      group: 'qemu',
+      name: '/v1/run python print(1), template clone (no pool)',
+      p50: percentile(ms, 50),
+      p99: percentile(ms, 99),
+      vsBaseline: vsBare(ms),
+      note: `n=${ms.length}; the clone's first python3 is translated afresh`,
+    });
   } finally {
     await srv.close();
   }

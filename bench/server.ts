@@ -4,8 +4,8 @@ import { once } from 'node:events';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../src/core/config.js';
 import { KilnClient } from '../sdk/src/index.js';
+import { REPO_ROOT } from '../src/core/config.js';
 
 export interface ServerProcess {
   client: KilnClient;
@@ -22,7 +22,13 @@ export async function startServerProcess(env: Record<string, string>): Promise<S
   });
   const client = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });
   for (let i = 0; ; i++) {
-    if (await client.health().then(() => true, () => false)) break;
+    if (
+      await client.health().then(
+        () => true,
+        () => false,
+      )
+    )
+      break;
     if (i > 300 || child.exitCode !== null) throw new Error('bench server did not start');
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -39,7 +45,7 @@ export async function startServerProcess(env: Record<string, string>): Promise<S
 /** Waits until every pool has `atLeast` ready members (or its whole target, if smaller). */
 export async function waitPoolFull(kiln: KilnClient, atLeast: number): Promise<void> {
   for (let i = 0; i < 600; i++) {
-    const { pools } = await kiln.pools() as { pools: Array<{ ready: number; target: number }> };
+    const { pools } = (await kiln.pools()) as { pools: Array<{ ready: number; target: number }> };
     if (pools.every((p) => p.ready >= Math.min(atLeast, p.target))) return;
     await new Promise((r) => setTimeout(r, 10));
   }

@@ -73,7 +73,10 @@ export function mergeRuns(runs: Row[][]): ReportRow[] {
   for (const rows of runs) {
     for (const r of rows) {
       const k = `${r.group}\u0000${r.name}`;
-      if (!byKey.has(k)) { keys.push(k); byKey.set(k, []); }
+      if (!byKey.has(k)) {
+        keys.push(k);
+        byKey.set(k, []);
+      }
       byKey.get(k)!.push(r);
     }
   }
@@ -90,11 +93,13 @@ export function renderTable(rows: ReportRow[], runCount: number): string {
   const all = runCount > 1;
   const head = ['group', 'measurement', 'p50', 'p99', 'value', 'vs baseline', 'target', 'met?', ...(all ? [`all ${runCount} runs (p50 or value)`] : []), 'note'];
   const body = rows.map((r) => [
-    r.group, r.name,
+    r.group,
+    r.name,
     r.p50 === undefined ? '' : `${f(r.p50)} ms`,
     r.p99 === undefined ? '' : `${f(r.p99)} ms`,
     r.value === undefined ? '' : `${f(r.value)} ${r.unit ?? ''}`.trim(),
-    r.vsBaseline ?? '', r.target ?? '',
+    r.vsBaseline ?? '',
+    r.target ?? '',
     metText(r, runCount),
     ...(all ? [r.runs.map((x) => f(x)).join(' / ')] : []),
     r.note ?? '',

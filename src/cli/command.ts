@@ -16,14 +16,26 @@ export function parseFlags(argv: string[], spec: { string?: string[]; boolean?: 
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i]!;
-    if (a === '--') { positional.push(...argv.slice(i + 1)); break; }
-    if (!a.startsWith('-') || a === '-') { positional.push(a); continue; }
+    if (a === '--') {
+      positional.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!a.startsWith('-') || a === '-') {
+      positional.push(a);
+      continue;
+    }
     if (a === '-h' || a === '--help') throw new HelpRequested();
     let value: string | undefined;
     const eq = a.indexOf('=');
-    if (eq > 0) { value = a.slice(eq + 1); a = a.slice(0, eq); }
+    if (eq > 0) {
+      value = a.slice(eq + 1);
+      a = a.slice(0, eq);
+    }
     const name = spec.alias?.[a] ?? a.replace(/^--?/, '');
-    if (spec.boolean?.includes(name)) { flags[name] = value === undefined ? true : value !== 'false'; continue; }
+    if (spec.boolean?.includes(name)) {
+      flags[name] = value === undefined ? true : value !== 'false';
+      continue;
+    }
     if (spec.string?.includes(name)) {
       value ??= argv[++i];
       if (value === undefined) throw new UsageError(`${a} needs a value`);

@@ -1,7 +1,7 @@
 /** kiln CLI entry: a lazy command map, so `kiln run` never loads the server or the image builder. */
 import { KilnError } from '../../sdk/src/errors.js';
 import { SERVICE_ENV_HELP, serviceUrl } from './client.js';
-import { HelpRequested, UsageError, type Command } from './command.js';
+import { type Command, HelpRequested, UsageError } from './command.js';
 
 const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
   serve: () => import('./commands/serve.js'),
@@ -28,13 +28,7 @@ const SUMMARIES: Record<string, string> = {
 const HELP_FLAGS = new Set(['-h', '--help', 'help']);
 
 function usage(): string {
-  return [
-    'usage: kiln <command> [options]      (kiln <command> --help for its options)',
-    '',
-    ...Object.entries(SUMMARIES).map(([n, s]) => `  ${n.padEnd(12)} ${s}`),
-    '',
-    SERVICE_ENV_HELP,
-  ].join('\n');
+  return ['usage: kiln <command> [options]      (kiln <command> --help for its options)', '', ...Object.entries(SUMMARIES).map(([n, s]) => `  ${n.padEnd(12)} ${s}`), '', SERVICE_ENV_HELP].join('\n');
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -62,7 +56,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (e instanceof UsageError) console.error(`kiln ${name}: ${e.message}\n(kiln ${name} --help for the options)`);
     else if (e instanceof KilnError) console.error(`kiln ${name}: ${e.code}: ${e.message}`);
-    else if (e instanceof TypeError && /fetch failed/.test(e.message)) console.error(`kiln ${name}: cannot reach the kiln service at ${serviceUrl()} (${causeOf(e)}); start it with \`kiln serve\`, or point KILN_URL at it`);
+    else if (e instanceof TypeError && /fetch failed/.test(e.message))
+      console.error(`kiln ${name}: cannot reach the kiln service at ${serviceUrl()} (${causeOf(e)}); start it with \`kiln serve\`, or point KILN_URL at it`);
     else console.error(`kiln ${name}: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
   }
@@ -74,4 +69,6 @@ function causeOf(e: Error): string {
   return c?.code ?? c?.message ?? e.message;
 }
 
-main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -36,7 +36,11 @@ export class Admission {
       return Promise.resolve(this.releaser());
     }
     if (this.queue.length >= this.o.queueLength) {
-      return Promise.reject(new KilnError('AT_CAPACITY', `host is at capacity (${this.o.capacity} sandboxes) and ${this.queue.length} creates are already waiting; retry later or delete idle sandboxes`, { retryAfterSec: 1 }));
+      return Promise.reject(
+        new KilnError('AT_CAPACITY', `host is at capacity (${this.o.capacity} sandboxes) and ${this.queue.length} creates are already waiting; retry later or delete idle sandboxes`, {
+          retryAfterSec: 1,
+        }),
+      );
     }
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
@@ -44,12 +48,20 @@ export class Admission {
         reject,
         timer: setTimeout(() => {
           this.drop(waiter);
-          reject(new KilnError('QUEUE_TIMEOUT', `no sandbox slot freed within ${this.o.queueTimeoutMs} ms (capacity ${this.o.capacity}); retry later`, { retryAfterSec: Math.max(1, Math.ceil(this.o.queueTimeoutMs / 1000)) }));
+          reject(
+            new KilnError('QUEUE_TIMEOUT', `no sandbox slot freed within ${this.o.queueTimeoutMs} ms (capacity ${this.o.capacity}); retry later`, {
+              retryAfterSec: Math.max(1, Math.ceil(this.o.queueTimeoutMs / 1000)),
+            }),
+          );
         }, this.o.queueTimeoutMs),
       };
-      signal?.addEventListener('abort', () => {
-        if (this.drop(waiter)) reject(new KilnError('TIMEOUT', 'create was abandoned while waiting for capacity'));
-      }, { once: true });
+      signal?.addEventListener(
+        'abort',
+        () => {
+          if (this.drop(waiter)) reject(new KilnError('TIMEOUT', 'create was abandoned while waiting for capacity'));
+        },
+        { once: true },
+      );
       this.queue.push(waiter);
     });
   }

@@ -59,7 +59,11 @@ export interface ProbeOptions {
 export function availabilityFrom(name: BackendName, checks: HostCheck[], capabilities: BackendCapabilities, info?: Record<string, unknown>): BackendAvailability {
   const failed = checks.filter((c) => !c.ok);
   return {
-    name, available: failed.length === 0, capabilities, info, checks,
+    name,
+    available: failed.length === 0,
+    capabilities,
+    info,
+    checks,
     reason: failed.length ? failed.map((c) => `${c.name}: ${c.detail}`).join('; ') : undefined,
   };
 }

@@ -151,7 +151,9 @@ async function moveProcessesToLeaf(own: string, move: 'all' | 'self-only'): Prom
   const leaf = join(own, SERVICE_LEAF);
   const others = words(await readFile(join(own, 'cgroup.procs'), 'utf8')).filter((p) => p !== String(process.pid));
   if (move === 'self-only' && others.length) {
-    throw new Error(`cgroup v2: controllers are not enabled below ${own}, which holds other processes too (${others.slice(0, 5).join(' ')}): kiln serve moves its cgroup's processes into ${SERVICE_LEAF}/ itself; to probe, run "systemd-run --scope -p Delegate=yes kiln doctor" or check the unit has Delegate=yes`);
+    throw new Error(
+      `cgroup v2: controllers are not enabled below ${own}, which holds other processes too (${others.slice(0, 5).join(' ')}): kiln serve moves its cgroup's processes into ${SERVICE_LEAF}/ itself; to probe, run "systemd-run --scope -p Delegate=yes kiln doctor" or check the unit has Delegate=yes`,
+    );
   }
   await mkdir(leaf, { recursive: true });
   for (let round = 0; round < 20; round++) {
@@ -178,7 +180,10 @@ export class SandboxCgroup {
   /** Per hierarchy: the user/ directory handed to the sandbox (empty when not delegated). */
   readonly userDirs: Record<string, string> = {};
 
-  private constructor(readonly layout: CgroupLayout, readonly dirs: string[]) {}
+  private constructor(
+    readonly layout: CgroupLayout,
+    readonly dirs: string[],
+  ) {}
 
   static async create(layout: CgroupLayout, id: string, limits: CgroupLimits, options: SandboxCgroupOptions = {}): Promise<SandboxCgroup> {
     const dirs = Object.values(layout.parents).map((p) => join(p, id));
@@ -268,9 +273,10 @@ export class SandboxCgroup {
 
   /** OOM kills of user code (v1 counts them only in the cgroup the victim was in: user/). */
   async oomKills(): Promise<number> {
-    const text = this.layout.version === 2
-      ? await readFile(this.file('memory', 'memory.events'), 'utf8').catch(() => '')
-      : await readFile(join(this.userDirs.memory ?? this.dir('memory'), 'memory.oom_control'), 'utf8').catch(() => '');
+    const text =
+      this.layout.version === 2
+        ? await readFile(this.file('memory', 'memory.events'), 'utf8').catch(() => '')
+        : await readFile(join(this.userDirs.memory ?? this.dir('memory'), 'memory.oom_control'), 'utf8').catch(() => '');
     const m = /^oom_kill (\d+)$/m.exec(text);
     return m ? Number(m[1]) : 0;
   }
@@ -308,7 +314,12 @@ export async function removeCgroupDirs(dirs: string[]): Promise<void> {
 /** One pass: stop forks, kill, remove children first. False when something is still busy. */
 async function removeTree(dir: string): Promise<boolean> {
   // v2: cgroup.kill ends the whole subtree at once; v1: pids.max=0 stops forks in the subtree so the kill loop converges.
-  if (!(await writeFile(join(dir, 'cgroup.kill'), '1').then(() => true, () => false))) {
+  if (
+    !(await writeFile(join(dir, 'cgroup.kill'), '1').then(
+      () => true,
+      () => false,
+    ))
+  ) {
     await writeFile(join(dir, 'pids.max'), '0').catch(() => undefined);
   }
   await killAll(dir);

@@ -5,7 +5,7 @@
  * and from there into each sandbox. The child is exec'd through `kiln-agent --exec-clean-fds N
  * -- binary args`, which marks every descriptor from N up close-on-exec, then execs the binary.
  */
-import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { REPO_ROOT } from './config.js';

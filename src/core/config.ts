@@ -133,7 +133,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   const { defaultOutputBytes, maxOutputBytes } = cfg.limits;
   if (defaultOutputBytes > maxOutputBytes) {
     // An operator who only lowered the maximum gets a default that fits it.
-    if (env.KILN_DEFAULT_OUTPUT_BYTES) throw new KilnError('INVALID_REQUEST', `KILN_DEFAULT_OUTPUT_BYTES=${defaultOutputBytes} is above KILN_MAX_OUTPUT_BYTES=${maxOutputBytes}: lower the default or raise the maximum`);
+    if (env.KILN_DEFAULT_OUTPUT_BYTES)
+      throw new KilnError('INVALID_REQUEST', `KILN_DEFAULT_OUTPUT_BYTES=${defaultOutputBytes} is above KILN_MAX_OUTPUT_BYTES=${maxOutputBytes}: lower the default or raise the maximum`);
     cfg.limits = { ...cfg.limits, defaultOutputBytes: maxOutputBytes };
   }
   if (!isLoopback(cfg.host) && !cfg.token) {
@@ -158,7 +159,10 @@ export function normaliseOrigin(origin: string): string {
 }
 
 function list(v: string | undefined): string[] {
-  return (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  return (v ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 /** A host name or IP address as a Host header carries it (no port), lower-cased; "*" passes. */
@@ -198,7 +202,8 @@ export function checkBackendNames(config: KilnConfig, registered: readonly Backe
   const list = registered.join(', ');
   if (!registered.includes(config.defaultBackend)) throw new KilnError('INVALID_REQUEST', `KILN_BACKEND=${config.defaultBackend}: no such backend; use one of ${list}`);
   for (const t of config.poolTargets) {
-    if (t.backend !== undefined && !registered.includes(t.backend)) throw new KilnError('INVALID_REQUEST', `KILN_POOL entry "${t.backend}/${t.pack}=${t.target}": no backend "${t.backend}"; use one of ${list}`);
+    if (t.backend !== undefined && !registered.includes(t.backend))
+      throw new KilnError('INVALID_REQUEST', `KILN_POOL entry "${t.backend}/${t.pack}=${t.target}": no backend "${t.backend}"; use one of ${list}`);
   }
 }
 
@@ -217,7 +222,10 @@ export interface PoolTarget {
 /** `[backend/]pack=count`, comma-separated: `python=2,node=1,qemu/python=1`. */
 function poolTargets(spec: string): PoolTarget[] {
   const out = new Map<string, PoolTarget>();
-  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const part of spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const m = /^(?:([a-z][a-z0-9-]{0,31})\/)?([A-Za-z0-9][A-Za-z0-9_-]*)=(\d+)$/.exec(part);
     const n = Number(m?.[3]);
     if (!m || n > 1000) throw new KilnError('INVALID_REQUEST', `KILN_POOL entry "${part}": use [backend/]pack=count with a count up to 1000, e.g. python=2,node=1,qemu/python=1`);

@@ -10,7 +10,10 @@ export class ConsoleRing {
   private readonly lines: string[] = [];
   private partial = '';
 
-  constructor(private readonly maxLines = CONSOLE_KEEP_LINES, private readonly maxLineChars = 1000) {}
+  constructor(
+    private readonly maxLines = CONSOLE_KEEP_LINES,
+    private readonly maxLineChars = 1000,
+  ) {}
 
   push(chunk: Buffer | string): void {
     const text = this.partial + chunk.toString();

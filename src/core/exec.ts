@@ -2,7 +2,7 @@
  * Runs commands in a sandbox through its agent: applies defaults and limits, merges environments
  * (pack < sandbox < exec), collects or streams output, and adds host-side facts (OOM kills).
  */
-import type { ChunkSink, ExecHandlers, ExecHandle, OutputStream } from '../protocol/agent-client.js';
+import type { ChunkSink, ExecHandle, ExecHandlers, OutputStream } from '../protocol/agent-client.js';
 import type { ExecResult } from '../protocol/messages.js';
 import type { SandboxLimits } from './config.js';
 import { KilnError } from './errors.js';
@@ -59,7 +59,10 @@ export interface InteractiveExec {
 }
 
 export class ExecRunner {
-  constructor(private readonly limits: SandboxLimits, private readonly metrics?: Metrics) {}
+  constructor(
+    private readonly limits: SandboxLimits,
+    private readonly metrics?: Metrics,
+  ) {}
 
   argv(cmd: string | string[]): string[] {
     if (typeof cmd === 'string') {
@@ -74,7 +77,9 @@ export class ExecRunner {
   timeout(ms: number | undefined): number {
     const t = ms ?? this.limits.defaultExecTimeoutMs;
     if (!Number.isInteger(t) || t <= 0 || t > this.limits.maxExecTimeoutMs) {
-      throw new KilnError('INVALID_REQUEST', `timeoutMs must be an integer from 1 to ${this.limits.maxExecTimeoutMs} on this host (got ${t})`, { details: { field: 'timeoutMs', value: t, minimum: 1, maximum: this.limits.maxExecTimeoutMs } });
+      throw new KilnError('INVALID_REQUEST', `timeoutMs must be an integer from 1 to ${this.limits.maxExecTimeoutMs} on this host (got ${t})`, {
+        details: { field: 'timeoutMs', value: t, minimum: 1, maximum: this.limits.maxExecTimeoutMs },
+      });
     }
     return t;
   }
@@ -84,9 +89,13 @@ export class ExecRunner {
     const { defaultOutputBytes, maxOutputBytes } = this.limits;
     if (requested === undefined) return defaultOutputBytes;
     if (requested > maxOutputBytes) {
-      throw new KilnError('INVALID_REQUEST', `maxOutputBytes ${requested} is over this server's limit of ${maxOutputBytes} bytes per stream (KILN_MAX_OUTPUT_BYTES): ask for at most ${maxOutputBytes}; a truncated stream still keeps its head and its tail`, {
-        details: { field: 'maxOutputBytes', value: requested, limit: maxOutputBytes },
-      });
+      throw new KilnError(
+        'INVALID_REQUEST',
+        `maxOutputBytes ${requested} is over this server's limit of ${maxOutputBytes} bytes per stream (KILN_MAX_OUTPUT_BYTES): ask for at most ${maxOutputBytes}; a truncated stream still keeps its head and its tail`,
+        {
+          details: { field: 'maxOutputBytes', value: requested, limit: maxOutputBytes },
+        },
+      );
     }
     return requested;
   }
@@ -96,42 +105,59 @@ export class ExecRunner {
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     const streaming = handlers.onStdout !== undefined || handlers.onStderr !== undefined;
-    const agentHandlers: ExecHandlers = streaming
-      ? handlers
-      : { onStdout: (c) => stdout.push(c), onStderr: (c) => stderr.push(c), onStarted: handlers.onStarted, onTruncated: handlers.onTruncated };
+    const agentHandlers: ExecHandlers = streaming ? handlers : { onStdout: (c) => stdout.push(c), onStderr: (c) => stderr.push(c), onStarted: handlers.onStarted, onTruncated: handlers.onTruncated };
     const stdin = o.stdin === undefined ? undefined : Buffer.isBuffer(o.stdin) ? o.stdin : Buffer.from(o.stdin);
-    const outcome = await this.execute(sb, {
-      argv: this.argv(o.cmd),
-      env: { ...sb.packEnv, ...sb.env, ...o.env },
-      cwd: o.cwd,
-      uid: o.uid,
-      timeoutMs: this.timeout(o.timeoutMs),
-      maxOutputBytes,
-      stdin: stdin !== undefined,
-      files: o.files?.map((f) => ({ path: f.path, data: f.data.toString('base64') })),
-    }, agentHandlers, signal, (h) => {
-      if (stdin === undefined) return;
-      // Fed alongside, not before, the result: a program that never reads its stdin still ends.
-      if (stdin.length > 0) h.writeStdin(stdin).catch(() => undefined);
-      h.closeStdin();
-    });
+    const outcome = await this.execute(
+      sb,
+      {
+        argv: this.argv(o.cmd),
+        env: { ...sb.packEnv, ...sb.env, ...o.env },
+        cwd: o.cwd,
+        uid: o.uid,
+        timeoutMs: this.timeout(o.timeoutMs),
+        maxOutputBytes,
+        stdin: stdin !== undefined,
+        files: o.files?.map((f) => ({ path: f.path, data: f.data.toString('base64') })),
+      },
+      agentHandlers,
+      signal,
+      (h) => {
+        if (stdin === undefined) return;
+        // Fed alongside, not before, the result: a program that never reads its stdin still ends.
+        if (stdin.length > 0) h.writeStdin(stdin).catch(() => undefined);
+        h.closeStdin();
+      },
+    );
     return { ...outcome, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr) };
   }
 
   /** Starts an exec with stdin and an optional tty; resolves once the agent stream is open. */
   async interactive(sb: Sandbox, o: InteractiveOptions, handlers: ExecHandlers): Promise<InteractiveExec> {
     let gotHandle!: (h: ExecHandle) => void;
-    const handleReady = new Promise<ExecHandle>((resolve) => { gotHandle = resolve; });
-    const done = this.execute(sb, {
-      argv: this.argv(o.cmd),
-      env: { ...sb.packEnv, ...sb.env, ...o.env },
-      cwd: o.cwd,
-      timeoutMs: o.timeoutMs === undefined ? this.limits.maxExecTimeoutMs : this.timeout(o.timeoutMs),
-      maxOutputBytes: INTERACTIVE_MAX_OUTPUT_BYTES,
-      stdin: true,
-      tty: o.tty,
-    }, handlers, undefined, gotHandle).then((r) => ({ ...r, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) }));
-    const handle = await Promise.race([handleReady, done.then(() => { throw new KilnError('EXEC_FAILED', 'the command ended before it started'); })]);
+    const handleReady = new Promise<ExecHandle>((resolve) => {
+      gotHandle = resolve;
+    });
+    const done = this.execute(
+      sb,
+      {
+        argv: this.argv(o.cmd),
+        env: { ...sb.packEnv, ...sb.env, ...o.env },
+        cwd: o.cwd,
+        timeoutMs: o.timeoutMs === undefined ? this.limits.maxExecTimeoutMs : this.timeout(o.timeoutMs),
+        maxOutputBytes: INTERACTIVE_MAX_OUTPUT_BYTES,
+        stdin: true,
+        tty: o.tty,
+      },
+      handlers,
+      undefined,
+      gotHandle,
+    ).then((r) => ({ ...r, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) }));
+    const handle = await Promise.race([
+      handleReady,
+      done.then(() => {
+        throw new KilnError('EXEC_FAILED', 'the command ended before it started');
+      }),
+    ]);
     return { handle, done };
   }
 

@@ -24,13 +24,16 @@ export interface LockHolder {
 export const LOCK_FILE = 'kiln.lock';
 
 export class InstanceLock {
-  private constructor(private readonly path: string, private readonly holder: LockHolder) {}
+  private constructor(
+    private readonly path: string,
+    private readonly holder: LockHolder,
+  ) {}
 
   /** Takes the lock on `runDir`, or throws naming the live service that holds it. */
   static async acquire(runDir: string, address?: string): Promise<InstanceLock> {
     await mkdir(runDir, { recursive: true, mode: 0o755 });
     const path = join(runDir, LOCK_FILE);
-    const me: LockHolder = { pid: process.pid, startTicks: await startTicks(process.pid) ?? '', startedAt: new Date().toISOString(), address };
+    const me: LockHolder = { pid: process.pid, startTicks: (await startTicks(process.pid)) ?? '', startedAt: new Date().toISOString(), address };
     // Two rounds: the second after removing a dead holder's file. Losing that race to another
     // starting service is reported like any live holder.
     for (let round = 0; round < 2; round++) {
@@ -46,9 +49,11 @@ export class InstanceLock {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       }
       const holder = await readHolder(path);
-      if (holder && await alive(holder)) {
-        throw new Error(`another kiln service (pid ${holder.pid}${holder.address ? `, ${holder.address}` : ''}, started ${holder.startedAt}) uses the run directory ${runDir}: `
-          + 'stop it first, or give this one its own KILN_RUN_DIR (its start-up scan would remove the other\'s sandboxes)');
+      if (holder && (await alive(holder))) {
+        throw new Error(
+          `another kiln service (pid ${holder.pid}${holder.address ? `, ${holder.address}` : ''}, started ${holder.startedAt}) uses the run directory ${runDir}: ` +
+            "stop it first, or give this one its own KILN_RUN_DIR (its start-up scan would remove the other's sandboxes)",
+        );
       }
       await rm(path, { force: true });
     }

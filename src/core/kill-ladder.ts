@@ -38,8 +38,10 @@ export type StopOutcome = 'exited' | 'asked' | 'killed';
 export async function killLadder(p: StoppableProcess, o: KillLadderOptions): Promise<StopOutcome> {
   if (!p.alive()) return 'exited';
   if (o.graceMs > 0) {
-    const asked = o.ask ? await o.ask() : (p.kill('SIGTERM'), true);
-    if (asked && await settlesWithin(p.exited, o.graceMs)) return 'asked';
+    let asked = true;
+    if (o.ask) asked = await o.ask();
+    else p.kill('SIGTERM');
+    if (asked && (await settlesWithin(p.exited, o.graceMs))) return 'asked';
   }
   p.kill('SIGKILL');
   if (await settlesWithin(p.exited, o.killWaitMs)) return 'killed';
@@ -49,7 +51,13 @@ export async function killLadder(p: StoppableProcess, o: KillLadderOptions): Pro
 /** True when `p` settles within `ms` (the timer is cleared either way). */
 export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
   const ac = new AbortController();
-  const r = await Promise.race([p.then(() => true, () => true), sleep(ms, false, { signal: ac.signal }).catch(() => false)]);
+  const r = await Promise.race([
+    p.then(
+      () => true,
+      () => true,
+    ),
+    sleep(ms, false, { signal: ac.signal }).catch(() => false),
+  ]);
   ac.abort();
   return r;
 }
@@ -68,7 +76,11 @@ export async function killLeftovers(pids: number[], timeoutMs: number, procDir =
       return false; // exited meanwhile
     }
   });
-  const running = async (pid: number): Promise<boolean> => readFile(join(procDir, String(pid), 'stat'), 'utf8').then((s) => !/\) Z /.test(s), () => false);
+  const running = async (pid: number): Promise<boolean> =>
+    readFile(join(procDir, String(pid), 'stat'), 'utf8').then(
+      (s) => !/\) Z /.test(s),
+      () => false,
+    );
   let stuck = killed;
   const deadline = Date.now() + timeoutMs;
   for (;;) {

@@ -14,7 +14,10 @@ export function setLongTimeout(fn: () => void, delayMs: number): LongTimer {
   let timer: NodeJS.Timeout;
   const arm = (): void => {
     const left = deadline - Date.now();
-    if (left <= 0) { fn(); return; }
+    if (left <= 0) {
+      fn();
+      return;
+    }
     timer = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
     timer.unref();
   };

@@ -3,22 +3,22 @@
  * it sees only the Backend interface and the pack catalogue.
  */
 import { randomBytes } from 'node:crypto';
+import type { ChunkSink, ExecHandlers } from '../protocol/agent-client.js';
 import { Admission } from './admission.js';
 import type { Backend, BackendName, BackendSandbox, SandboxSpec } from './backend.js';
 import type { KilnConfig } from './config.js';
 import { KilnError } from './errors.js';
-import { setLongTimeout } from './long-timer.js';
-import type { PackCatalog } from './packs.js';
-import { Sandbox, SIZE_MINIMUMS, type CreateSandboxOptions } from './sandbox.js';
-import type { SandboxEventKind } from './store.js';
-import { ExecRunner, type ExecOptions, type ExecOutcome, type ExecStreamHandlers, type InteractiveExec, type InteractiveOptions } from './exec.js';
-import type { ChunkSink, ExecHandlers } from '../protocol/agent-client.js';
-import type { Metrics } from './metrics.js';
-import type { PoolKey, WarmPools } from './pools.js';
-import { warmUp } from './warmup.js';
+import { type ExecOptions, type ExecOutcome, ExecRunner, type ExecStreamHandlers, type InteractiveExec, type InteractiveOptions } from './exec.js';
 import type { Journal } from './journal.js';
-import { checkLabels, listSandboxes, type ListOptions, type ListResult } from './listing.js';
-import { defaultTtlFor, execTimeoutFor, OwnerUsage, type Owner } from './quotas.js';
+import { checkLabels, type ListOptions, type ListResult, listSandboxes } from './listing.js';
+import { setLongTimeout } from './long-timer.js';
+import type { Metrics } from './metrics.js';
+import type { PackCatalog } from './packs.js';
+import type { PoolKey, WarmPools } from './pools.js';
+import { defaultTtlFor, execTimeoutFor, type Owner, OwnerUsage } from './quotas.js';
+import { type CreateSandboxOptions, Sandbox, SIZE_MINIMUMS } from './sandbox.js';
+import type { SandboxEventKind } from './store.js';
+import { warmUp } from './warmup.js';
 
 export interface ManagerDeps {
   config: KilnConfig;
@@ -68,7 +68,12 @@ export class SandboxManager {
   backend(name: BackendName | undefined): Backend {
     const n = name ?? this.d.config.defaultBackend;
     const b = this.d.backends.get(n);
-    if (!b) throw new KilnError('UNKNOWN_BACKEND', `backend "${n}" is not configured on this host; configured: ${[...this.d.backends.keys()].join(', ') || 'none'} (GET /v1/backends says why the others are not)`, { details: { backend: n, configured: [...this.d.backends.keys()] } });
+    if (!b)
+      throw new KilnError(
+        'UNKNOWN_BACKEND',
+        `backend "${n}" is not configured on this host; configured: ${[...this.d.backends.keys()].join(', ') || 'none'} (GET /v1/backends says why the others are not)`,
+        { details: { backend: n, configured: [...this.d.backends.keys()] } },
+      );
     return b;
   }
 
@@ -130,7 +135,10 @@ export class SandboxManager {
       const sb = new Sandbox(inner.id, backend.name, pack.name, pack.env, o.env ?? {}, size, inner, readyMs, fromPool, size.ttlSec);
       sb.owner = owner;
       sb.labels = labels;
-      this.register(sb, () => { unreserve(); release(); });
+      this.register(sb, () => {
+        unreserve();
+        release();
+      });
       this.recordCreated(sb);
       return sb;
     } catch (e) {
@@ -143,7 +151,13 @@ export class SandboxManager {
   }
 
   /** Starts a fresh sandbox on a backend; also used by the warm pools. */
-  async startOnBackend(backend: Backend, packName: string, size: { cpus: number; memoryMib: number; diskMib: number }, backendOptions?: Record<string, unknown>, signal?: AbortSignal): Promise<BackendSandbox> {
+  async startOnBackend(
+    backend: Backend,
+    packName: string,
+    size: { cpus: number; memoryMib: number; diskMib: number },
+    backendOptions?: Record<string, unknown>,
+    signal?: AbortSignal,
+  ): Promise<BackendSandbox> {
     const spec: SandboxSpec = { id: newId(), pack: await this.d.packs.image(packName), cpus: size.cpus, memoryMib: size.memoryMib, diskMib: size.diskMib, backendOptions };
     const inner = await backend.create(spec, { signal, readyTimeoutMs: 60_000 });
     const restoreMs = inner.details.restoreMs;
@@ -259,7 +273,10 @@ export class SandboxManager {
     const done = this.recordExec(sb, true);
     try {
       const ex = await this.exec.interactive(sb, { ...o, timeoutMs }, handlers);
-      ex.done.then((r) => done(r), (e: unknown) => done(undefined, e));
+      ex.done.then(
+        (r) => done(r),
+        (e: unknown) => done(undefined, e),
+      );
       return ex;
     } catch (e) {
       done(undefined, e);
@@ -314,9 +331,17 @@ export class SandboxManager {
     j.record({
       type: 'sandbox.created',
       record: {
-        id: sb.id, node: this.d.node ?? 'local', ownerKeyId: sb.owner?.keyId ?? null, backend: sb.backendName, pack: sb.packName,
-        ...sb.size, labels: sb.labels, metadata: { fromPool: sb.fromPool, readyMs: sb.readyMs }, state: sb.state,
-        createdAt: sb.createdAt, expiresAt: sb.expiresAt,
+        id: sb.id,
+        node: this.d.node ?? 'local',
+        ownerKeyId: sb.owner?.keyId ?? null,
+        backend: sb.backendName,
+        pack: sb.packName,
+        ...sb.size,
+        labels: sb.labels,
+        metadata: { fromPool: sb.fromPool, readyMs: sb.readyMs },
+        state: sb.state,
+        createdAt: sb.createdAt,
+        expiresAt: sb.expiresAt,
       },
     });
     this.recordEvent(sb, 'created', { fromPool: sb.fromPool, readyMs: sb.readyMs });
@@ -340,9 +365,11 @@ export class SandboxManager {
     this.recordEvent(sb, 'exec.started', { exec, interactive });
     return (r, e) => {
       const durationMs = Math.round(r?.durationMs ?? performance.now() - t0);
-      this.recordEvent(sb, 'exec.ended', r
-        ? { exec, exitCode: r.exitCode, signal: r.signal, durationMs, timedOut: r.timedOut, oomKilled: r.oomKilled }
-        : { exec, error: e instanceof KilnError ? e.code : 'INTERNAL', durationMs });
+      this.recordEvent(
+        sb,
+        'exec.ended',
+        r ? { exec, exitCode: r.exitCode, signal: r.signal, durationMs, timedOut: r.timedOut, oomKilled: r.oomKilled } : { exec, error: e instanceof KilnError ? e.code : 'INTERNAL', durationMs },
+      );
       if (sb.owner) this.d.journal?.record({ type: 'usage', keyId: sb.owner.keyId, usage: { sandboxesCreated: 0, execs: 1, execMs: durationMs } });
     };
   }

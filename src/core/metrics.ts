@@ -18,25 +18,84 @@ export class Metrics {
     const r = [this.registry];
     this.sandboxes = new client.Gauge({ name: 'kiln_sandboxes', help: 'Live sandboxes by backend and pack', labelNames: ['backend', 'pack'], registers: r });
     this.createLatency = new client.Histogram({
-      name: 'kiln_create_seconds', help: 'Sandbox create latency (request to ready), by pool hit or miss',
-      labelNames: ['backend', 'pack', 'pool'], buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: r,
+      name: 'kiln_create_seconds',
+      help: 'Sandbox create latency (request to ready), by pool hit or miss',
+      labelNames: ['backend', 'pack', 'pool'],
+      buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: r,
     });
-    this.execLatency = new client.Histogram({ name: 'kiln_exec_seconds', help: 'Exec latency (request to result)', labelNames: ['backend'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers: r });
-    this.bootSeconds = new client.Histogram({ name: 'kiln_boot_seconds', help: 'Backend boot or snapshot-restore time', labelNames: ['backend', 'kind'], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8], registers: r });
-    this.agentRtt = new client.Histogram({ name: 'kiln_agent_rtt_seconds', help: 'Host to agent ping round trip', labelNames: ['backend'], buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05], registers: r });
+    this.execLatency = new client.Histogram({
+      name: 'kiln_exec_seconds',
+      help: 'Exec latency (request to result)',
+      labelNames: ['backend'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+      registers: r,
+    });
+    this.bootSeconds = new client.Histogram({
+      name: 'kiln_boot_seconds',
+      help: 'Backend boot or snapshot-restore time',
+      labelNames: ['backend', 'kind'],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8],
+      registers: r,
+    });
+    this.agentRtt = new client.Histogram({
+      name: 'kiln_agent_rtt_seconds',
+      help: 'Host to agent ping round trip',
+      labelNames: ['backend'],
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05],
+      registers: r,
+    });
     this.errors = new client.Counter({ name: 'kiln_errors_total', help: 'Errors returned, by code', labelNames: ['code'], registers: r });
     this.poolSize = new client.Gauge({ name: 'kiln_pool_ready', help: 'Ready sandboxes in each warm pool', labelNames: ['key'], registers: r });
     this.poolTarget = new client.Gauge({ name: 'kiln_pool_target', help: 'Configured warm pool target', labelNames: ['key'], registers: r });
-    new client.Gauge({ name: 'kiln_create_queue_depth', help: 'Creates waiting for capacity', registers: r, collect() { this.set(gauges.queueDepth()); } });
-    new client.Gauge({ name: 'kiln_capacity_in_use', help: 'Admission slots held', registers: r, collect() { this.set(gauges.inUse()); } });
-    new client.Gauge({ name: 'kiln_host_memory_used_bytes', help: 'Host memory in use', registers: r, collect() { this.set(os.totalmem() - os.freemem()); } });
-    new client.Gauge({ name: 'kiln_host_load1', help: 'Host 1-minute load average', registers: r, collect() { this.set(os.loadavg()[0] ?? 0); } });
+    new client.Gauge({
+      name: 'kiln_create_queue_depth',
+      help: 'Creates waiting for capacity',
+      registers: r,
+      collect() {
+        this.set(gauges.queueDepth());
+      },
+    });
+    new client.Gauge({
+      name: 'kiln_capacity_in_use',
+      help: 'Admission slots held',
+      registers: r,
+      collect() {
+        this.set(gauges.inUse());
+      },
+    });
+    new client.Gauge({
+      name: 'kiln_host_memory_used_bytes',
+      help: 'Host memory in use',
+      registers: r,
+      collect() {
+        this.set(os.totalmem() - os.freemem());
+      },
+    });
+    new client.Gauge({
+      name: 'kiln_host_load1',
+      help: 'Host 1-minute load average',
+      registers: r,
+      collect() {
+        this.set(os.loadavg()[0] ?? 0);
+      },
+    });
     client.collectDefaultMetrics({ register: this.registry, prefix: 'kiln_process_' });
   }
 
-  sandboxAdded(backend: string, pack: string): void { this.sandboxes.inc({ backend, pack }); }
-  sandboxRemoved(backend: string, pack: string): void { this.sandboxes.dec({ backend, pack }); }
-  observeCreate(backend: string, pack: string, pooled: boolean, ms: number): void { this.createLatency.observe({ backend, pack, pool: pooled ? 'hit' : 'miss' }, ms / 1000); }
-  observeExec(backend: string, ms: number): void { this.execLatency.observe({ backend }, ms / 1000); }
-  countError(e: unknown): void { this.errors.inc({ code: isKilnError(e) ? e.code : 'INTERNAL' }); }
+  sandboxAdded(backend: string, pack: string): void {
+    this.sandboxes.inc({ backend, pack });
+  }
+  sandboxRemoved(backend: string, pack: string): void {
+    this.sandboxes.dec({ backend, pack });
+  }
+  observeCreate(backend: string, pack: string, pooled: boolean, ms: number): void {
+    this.createLatency.observe({ backend, pack, pool: pooled ? 'hit' : 'miss' }, ms / 1000);
+  }
+  observeExec(backend: string, ms: number): void {
+    this.execLatency.observe({ backend }, ms / 1000);
+  }
+  countError(e: unknown): void {
+    this.errors.inc({ code: isKilnError(e) ? e.code : 'INTERNAL' });
+  }
 }

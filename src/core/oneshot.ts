@@ -37,23 +37,27 @@ const WORKDIR = '/workspace';
 const INLINE_FILES_MAX_BYTES = 128 * 1024;
 
 export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: RunOptions, handlers?: ExecStreamHandlers, signal?: AbortSignal, owner?: Owner): Promise<RunOutcome> {
-  if (o.code !== undefined && o.files !== undefined) throw new KilnError('INVALID_REQUEST', 'both "code" and "files" were sent: pass either "code" (a snippet) or "files" with an "entrypoint" (a project)');
-  if (o.cmd === undefined && o.code === undefined && o.files === undefined) throw new KilnError('INVALID_REQUEST', 'neither "code" nor "files" was sent (nor a "cmd"): pass "code" (a snippet), "files" with an "entrypoint" (a project), or a "cmd" to run');
+  if (o.code !== undefined && o.files !== undefined)
+    throw new KilnError('INVALID_REQUEST', 'both "code" and "files" were sent: pass either "code" (a snippet) or "files" with an "entrypoint" (a project)');
+  if (o.cmd === undefined && o.code === undefined && o.files === undefined)
+    throw new KilnError('INVALID_REQUEST', 'neither "code" nor "files" was sent (nor a "cmd"): pass "code" (a snippet), "files" with an "entrypoint" (a project), or a "cmd" to run');
   if (o.cmd !== undefined && o.args !== undefined) throw new KilnError('INVALID_REQUEST', '"args" are added to the pack\'s command, which "cmd" replaces: put the arguments in "cmd"');
   manager.checkOutputCap(o.maxOutputBytes);
   const pack = await packs.get(o.pack);
   const snippet = o.code === undefined ? undefined : snippetFileName(pack.run.fileName, o.code);
-  const files = o.code !== undefined
-    ? [{ path: snippet!, data: Buffer.from(o.code) }]
-    : (o.files ?? []).map((f, i) => ({ path: relPath(f.path), data: fileData(f, i) }));
+  const files = o.code !== undefined ? [{ path: snippet!, data: Buffer.from(o.code) }] : (o.files ?? []).map((f, i) => ({ path: relPath(f.path), data: fileData(f, i) }));
   const entry = snippet ?? relPath(o.entrypoint ?? pack.run.fileName);
   if (o.files && (o.cmd === undefined || o.entrypoint !== undefined) && !files.some((f) => f.path === entry)) {
-    const sent = files.slice(0, 10).map((f) => `"${f.path}"`).join(', ') + (files.length > 10 ? ', …' : '');
-    throw new KilnError('INVALID_REQUEST', `entrypoint "${entry}" is not among the uploaded files (${sent || 'none'}); name one of them in "entrypoint"`, { details: { field: 'entrypoint', value: entry } });
+    const sent =
+      files
+        .slice(0, 10)
+        .map((f) => `"${f.path}"`)
+        .join(', ') + (files.length > 10 ? ', …' : '');
+    throw new KilnError('INVALID_REQUEST', `entrypoint "${entry}" is not among the uploaded files (${sent || 'none'}); name one of them in "entrypoint"`, {
+      details: { field: 'entrypoint', value: entry },
+    });
   }
-  const argv = o.cmd !== undefined
-    ? o.cmd
-    : [...fillCommand(snippet !== undefined ? pack.run.command : pack.run.projectCommand, { file: entry, entrypoint: entry }), ...(o.args ?? [])];
+  const argv = o.cmd !== undefined ? o.cmd : [...fillCommand(snippet !== undefined ? pack.run.command : pack.run.projectCommand, { file: entry, entrypoint: entry }), ...(o.args ?? [])];
 
   const ttlSec = ttlFor(manager, o.timeoutMs, owner);
   const t0 = performance.now();
@@ -64,10 +68,20 @@ export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: Ru
     const inline = files.reduce((n, f) => n + f.data.length, 0) <= INLINE_FILES_MAX_BYTES;
     const placed = files.map((f) => ({ path: posix.join(WORKDIR, f.path), data: f.data }));
     if (!inline) await Promise.all(placed.map((f) => manager.writeFile(sb.id, f.path, f.data)));
-    const out = await manager.runExec(sb.id, {
-      cmd: argv, stdin: o.stdin, env: o.env, cwd: WORKDIR, timeoutMs: o.timeoutMs, maxOutputBytes: o.maxOutputBytes,
-      files: inline ? placed : undefined,
-    }, handlers, signal);
+    const out = await manager.runExec(
+      sb.id,
+      {
+        cmd: argv,
+        stdin: o.stdin,
+        env: o.env,
+        cwd: WORKDIR,
+        timeoutMs: o.timeoutMs,
+        maxOutputBytes: o.maxOutputBytes,
+        files: inline ? placed : undefined,
+      },
+      handlers,
+      signal,
+    );
     return { ...out, sandboxId: sb.id, createMs };
   } finally {
     // Answer first, tear down after: the admission slot is held until the delete completes, so
@@ -101,7 +115,9 @@ function fileData(f: { content: string; encoding?: 'utf8' | 'base64' }, i: numbe
   const text = f.content.replace(/\s+/g, '');
   if (bad || !/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 === 1) {
     const where = bad ? `: ${JSON.stringify(bad[0])} at offset ${bad.index}` : ': "=" inside it, or a length no base64 has';
-    throw new KilnError('INVALID_REQUEST', `files[${i}].content is not valid base64${where} (the file has "encoding": "base64"; send standard base64, or drop "encoding" for UTF-8 text)`, { details: { field: `files[${i}].content`, encoding: 'base64' } });
+    throw new KilnError('INVALID_REQUEST', `files[${i}].content is not valid base64${where} (the file has "encoding": "base64"; send standard base64, or drop "encoding" for UTF-8 text)`, {
+      details: { field: `files[${i}].content`, encoding: 'base64' },
+    });
   }
   return Buffer.from(text, 'base64');
 }
@@ -116,7 +132,11 @@ function ttlFor(manager: SandboxManager, timeoutMs: number | undefined, owner: O
   const maxMs = manager.limits.maxTtlSec * 1000 - marginMs;
   const ms = timeoutMs ?? 30_000;
   if (ms > maxMs) {
-    throw new KilnError('INVALID_REQUEST', `timeoutMs ${ms} is more than this host lets a one-shot sandbox live (KILN_MAX_TTL_SEC=${manager.limits.maxTtlSec} s, less a 60 s margin): pass timeoutMs up to ${maxMs}`, { details: { field: 'timeoutMs', value: ms, maximum: maxMs } });
+    throw new KilnError(
+      'INVALID_REQUEST',
+      `timeoutMs ${ms} is more than this host lets a one-shot sandbox live (KILN_MAX_TTL_SEC=${manager.limits.maxTtlSec} s, less a 60 s margin): pass timeoutMs up to ${maxMs}`,
+      { details: { field: 'timeoutMs', value: ms, maximum: maxMs } },
+    );
   }
   // Within the key's lifetime limit too (the exec's own limit is checked on its own).
   const ttl = Math.ceil((ms + marginMs) / 1000);

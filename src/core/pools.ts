@@ -53,13 +53,22 @@ class Pool {
   hits = 0;
   misses = 0;
   failures = 0;
-  constructor(readonly key: PoolKey, readonly id: string, public target: number) {}
-  get ready(): number { return this.members.length - this.head; }
+  constructor(
+    readonly key: PoolKey,
+    readonly id: string,
+    public target: number,
+  ) {}
+  get ready(): number {
+    return this.members.length - this.head;
+  }
   shift(): Member | undefined {
     while (this.head < this.members.length) {
       const m = this.members[this.head];
       this.members[this.head++] = undefined;
-      if (this.head > 64 && this.head * 2 > this.members.length) { this.members = this.members.slice(this.head); this.head = 0; }
+      if (this.head > 64 && this.head * 2 > this.members.length) {
+        this.members = this.members.slice(this.head);
+        this.head = 0;
+      }
       if (m && !m.dead) return m;
     }
     return undefined;
@@ -95,7 +104,8 @@ export class WarmPools {
     const pool = this.pools.get(poolKeyId(key));
     if (!pool) return undefined;
     const m = pool.shift();
-    if (m) pool.hits++; else pool.misses++;
+    if (m) pool.hits++;
+    else pool.misses++;
     this.report(pool);
     if (m) {
       // The replacement waits until the request that took this member is done with it (a
@@ -130,20 +140,23 @@ export class WarmPools {
     while (!this.closed && pool.ready + pool.starting < pool.target && this.inFlight < this.o.refillConcurrency) {
       pool.starting++;
       this.inFlight++;
-      const job = this.o.start(pool.key).then(
-        (sandbox) => this.add(pool, sandbox),
-        (e) => {
-          pool.failures++;
-          this.o.log?.('warm pool refill failed', { pool: pool.id, error: (e as Error).message });
-        },
-      ).finally(() => {
-        pool.starting--;
-        this.inFlight--;
-        this.pending.delete(job);
-        // Back off exponentially (2 s … 60 s) while starts fail, so a missing image does not spin.
-        const backoffMs = pool.failures > 0 ? Math.min(60_000, 2000 * 2 ** Math.min(pool.failures - 1, 5)) : 0;
-        if (!this.closed) setTimeout(() => this.refillAll(), backoffMs).unref();
-      });
+      const job = this.o
+        .start(pool.key)
+        .then(
+          (sandbox) => this.add(pool, sandbox),
+          (e) => {
+            pool.failures++;
+            this.o.log?.('warm pool refill failed', { pool: pool.id, error: (e as Error).message });
+          },
+        )
+        .finally(() => {
+          pool.starting--;
+          this.inFlight--;
+          this.pending.delete(job);
+          // Back off exponentially (2 s … 60 s) while starts fail, so a missing image does not spin.
+          const backoffMs = pool.failures > 0 ? Math.min(60_000, 2000 * 2 ** Math.min(pool.failures - 1, 5)) : 0;
+          if (!this.closed) setTimeout(() => this.refillAll(), backoffMs).unref();
+        });
       this.pending.add(job);
     }
   }

@@ -81,7 +81,10 @@ export async function runSteps<C>(steps: ReadonlyArray<Step<C>>, ctx: C, cleanup
 async function unwind(e: unknown, step: string, cleanup: CleanupStack, o: RunStepsOptions): Promise<unknown> {
   let error = e;
   // A broken explanation must not cost the caller the failure itself.
-  if (o.explain) error = await Promise.resolve().then(() => o.explain!(e, step)).catch(() => e);
+  if (o.explain)
+    error = await Promise.resolve()
+      .then(() => o.explain!(e, step))
+      .catch(() => e);
   await cleanup.run().catch((ue: unknown) => o.onUndoError?.(ue));
   return error;
 }

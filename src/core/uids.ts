@@ -11,7 +11,11 @@ export class UidPool {
   private next = 0;
 
   /** `what` names the pool in the exhaustion error ("jailer", "QEMU"). */
-  constructor(readonly base: number, readonly count: number, private readonly what = 'sandbox') {
+  constructor(
+    readonly base: number,
+    readonly count: number,
+    private readonly what = 'sandbox',
+  ) {
     if (!Number.isInteger(base) || !Number.isInteger(count) || base < 1000 || count < 1 || base + count > 2 ** 32 - 2) {
       throw new Error(`uid range ${base}+${count} is not usable: pick a base of at least 1000 and a positive count below 2^32`);
     }

@@ -13,10 +13,7 @@ import type { AgentClient } from '../protocol/agent-client.js';
 import type { SandboxUsage } from './backend.js';
 
 export async function microVmUsage(vmmPid: number | undefined, agent: AgentClient): Promise<SandboxUsage> {
-  const [memoryBytes, oomKills] = await Promise.all([
-    vmmPssBytes(vmmPid),
-    guestOomKills(agent).catch(() => undefined),
-  ]);
+  const [memoryBytes, oomKills] = await Promise.all([vmmPssBytes(vmmPid), guestOomKills(agent).catch(() => undefined)]);
   return { memoryBytes, oomKills };
 }
 

@@ -6,10 +6,7 @@
  */
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  detectCgroupLayout, prepareLayout, removeCgroupDirs, removeLayoutParents, SandboxCgroup,
-  type CgroupLayout, type CgroupLimits,
-} from './cgroups.js';
+import { type CgroupLayout, type CgroupLimits, detectCgroupLayout, prepareLayout, removeCgroupDirs, removeLayoutParents, SandboxCgroup } from './cgroups.js';
 
 export type CgroupHandle = Pick<SandboxCgroup, 'addProcess' | 'remove' | 'dirs'>;
 
@@ -90,7 +87,9 @@ export class CgroupAdapter {
       await prepareLayout(layout);
       return layout;
     })();
-    this.layout.catch(() => { this.layout = undefined; });
+    this.layout.catch(() => {
+      this.layout = undefined;
+    });
     return this.layout;
   }
 }

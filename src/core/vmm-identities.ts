@@ -6,8 +6,8 @@
  * another VM while a process of the old one may still run as it.
  */
 import { createHash } from 'node:crypto';
-import { KilnError } from './errors.js';
 import type { CgroupLimits } from './cgroups.js';
+import { KilnError } from './errors.js';
 import { UidPool } from './uids.js';
 import { CgroupAdapter } from './vmm-cgroups.js';
 
@@ -61,7 +61,10 @@ export class VmmIdentities {
     }
     let released: Promise<void> | undefined;
     const identity: VmmIdentity = {
-      name, uid, gid: uid, pids: [],
+      name,
+      uid,
+      gid: uid,
+      pids: [],
       enter: (pid) => cgroup.addProcess(pid),
       release: () => {
         released ??= (async () => {

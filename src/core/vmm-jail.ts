@@ -21,7 +21,6 @@ export async function hostRootArgs(binary: string): Promise<string[]> {
   return args;
 }
 
-
 /** bwrap's --info-fd JSON names its namespace PID 1 by host pid. */
 export function readChildPid(info: Readable, exited: Promise<unknown>): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -47,7 +46,9 @@ export function readChildPid(info: Readable, exited: Promise<unknown>): Promise<
  */
 export async function childOf(parent: number, exited: Promise<unknown>): Promise<number> {
   let gone = false;
-  void exited.then(() => { gone = true; });
+  void exited.then(() => {
+    gone = true;
+  });
   for (let attempt = 0; ; attempt++) {
     const candidates = attempt % 10 === 9 ? (await readdir('/proc')).filter((e) => /^\d+$/.test(e)).map(Number) : [parent + 1, parent + 2];
     for (const pid of candidates) {

@@ -58,7 +58,11 @@ const LEFT_AS_FOUND = ['/tmp', '/workspace'];
  * template kept; if what it left cannot be removed, this throws: the template must not be used.
  */
 export async function warmTemplate(agent: AgentClient, w: TemplateWarmup, warn?: (message: string, fields?: Record<string, unknown>) => void): Promise<void> {
-  const listNames = (dir: string) => agent.list(dir).then((es) => es.map((e) => e.name), () => [] as string[]);
+  const listNames = (dir: string) =>
+    agent.list(dir).then(
+      (es) => es.map((e) => e.name),
+      () => [] as string[],
+    );
   const before = await Promise.all(LEFT_AS_FOUND.map(listNames));
   const file = `${TEMPLATE_WARMUP_DIR}/${w.fileName}`;
   try {

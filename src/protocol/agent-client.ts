@@ -9,11 +9,23 @@ import { KilnError } from '../core/errors.js';
 import { abortedError, agentError, requestFrame } from './agent-errors.js';
 import type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers, OutputStream } from './agent-types.js';
 import { parseWindow, RecvWindow, SendWindow, windowPayload } from './flow.js';
-import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, type Frame } from './frames.js';
+import { decodeJson, encodeFrame, encodeJsonFrame, type Frame, FrameDecoder, FrameType } from './frames.js';
 import {
-  PROTOCOL_VERSION, validateExecResult, validateFsList, validateHello, validatePing,
-  validateStarted, validateSync, validateTransfer, validateTruncated,
-  type ExecRequest, type ExecResult, type FsEntry, type HelloResult, type SyncResult, type TransferResult,
+  type ExecRequest,
+  type ExecResult,
+  type FsEntry,
+  type HelloResult,
+  PROTOCOL_VERSION,
+  type SyncResult,
+  type TransferResult,
+  validateExecResult,
+  validateFsList,
+  validateHello,
+  validatePing,
+  validateStarted,
+  validateSync,
+  validateTransfer,
+  validateTruncated,
 } from './messages.js';
 
 export type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers, OutputStream } from './agent-types.js';
@@ -69,13 +81,11 @@ export class AgentClient {
       const raw = await client.request(hello, { signal });
       if (!validateHello(raw)) throw new KilnError('AGENT_PROTOCOL', 'agent hello reply is malformed');
       if (raw.version !== PROTOCOL_VERSION) throw new KilnError('AGENT_PROTOCOL', `agent speaks protocol v${raw.version}; this host needs v${PROTOCOL_VERSION}`);
-      client.hello = options.sync && !raw.sync
-        ? { ...raw, sync: await client.sync(Date.now(), randomBytes(SYNC_ENTROPY_BYTES), signal) }
-        : raw;
+      client.hello = options.sync && !raw.sync ? { ...raw, sync: await client.sync(Date.now(), randomBytes(SYNC_ENTROPY_BYTES), signal) } : raw;
       return client;
     } catch (e) {
       client.close();
-      if (timer.aborted && !(options.signal?.aborted)) throw new KilnError('BOOT_FAILED', `agent did not answer the handshake within ${timeoutMs} ms`, { cause: e });
+      if (timer.aborted && !options.signal?.aborted) throw new KilnError('BOOT_FAILED', `agent did not answer the handshake within ${timeoutMs} ms`, { cause: e });
       throw e;
     } finally {
       clearTimeout(handle);
@@ -139,8 +149,10 @@ export class AgentClient {
       this.register(stream, {
         onFrame: (f) => {
           switch (f.type) {
-            case FrameType.STDOUT: return output('stdout', handlers.onStdout, f.payload);
-            case FrameType.STDERR: return output('stderr', handlers.onStderr, f.payload);
+            case FrameType.STDOUT:
+              return output('stdout', handlers.onStdout, f.payload);
+            case FrameType.STDERR:
+              return output('stderr', handlers.onStderr, f.payload);
             case FrameType.EVENT: {
               const ev = decodeJson(f);
               if (validateTruncated(ev)) handlers.onTruncated?.(ev.stream, ev.droppedBytes);
@@ -156,15 +168,24 @@ export class AgentClient {
               resolve({ ...raw, stdoutDroppedBytes, stderrDroppedBytes, outputTruncated: raw.outputTruncated || stdoutDroppedBytes + stderrDroppedBytes > 0 });
               break;
             }
-            case FrameType.ERROR: this.endStream(stream); reject(agentError(f)); break;
-            default: this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on exec stream`);
+            case FrameType.ERROR:
+              this.endStream(stream);
+              reject(agentError(f));
+              break;
+            default:
+              this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on exec stream`);
           }
         },
-        fail: (err) => { this.endStream(stream); reject(err); },
+        fail: (err) => {
+          this.endStream(stream);
+          reject(err);
+        },
       });
     });
     result.catch(() => undefined);
-    const cancel = (): void => { if (this.streams.has(stream)) this.send(encodeFrame(FrameType.CANCEL, stream)); };
+    const cancel = (): void => {
+      if (this.streams.has(stream)) this.send(encodeFrame(FrameType.CANCEL, stream));
+    };
     options.signal?.addEventListener('abort', cancel, { once: true });
     result.finally(() => options.signal?.removeEventListener('abort', cancel)).catch(() => undefined);
     this.send(request);
@@ -179,7 +200,9 @@ export class AgentClient {
     return {
       result,
       writeStdin: (chunk) => queue(FrameType.STDIN, chunk),
-      closeStdin: () => { queue(FrameType.EOF, EMPTY).catch(() => undefined); },
+      closeStdin: () => {
+        queue(FrameType.EOF, EMPTY).catch(() => undefined);
+      },
       signal: (name) => this.send(encodeJsonFrame(FrameType.CONTROL, stream, { signal: name })),
       resize: (cols, rows) => this.send(encodeJsonFrame(FrameType.CONTROL, stream, { resize: { cols, rows } })),
       cancel,
@@ -222,8 +245,17 @@ export class AgentClient {
     done.catch(() => undefined);
     if (signal?.aborted) return done;
     this.send(request);
-    const answered = done.then((): typeof ANSWERED => ANSWERED, (): typeof ANSWERED => ANSWERED);
-    const source = (Buffer.isBuffer(data) ? (async function* () { yield data; })() : data)[Symbol.asyncIterator]();
+    const answered = done.then(
+      (): typeof ANSWERED => ANSWERED,
+      (): typeof ANSWERED => ANSWERED,
+    );
+    const source = (
+      Buffer.isBuffer(data)
+        ? (async function* () {
+            yield data;
+          })()
+        : data
+    )[Symbol.asyncIterator]();
     let finished = false;
     try {
       for (;;) {
@@ -260,7 +292,8 @@ export class AgentClient {
       if (f.type === FrameType.DATA) {
         got += f.payload.length;
         // The host's own budget: an agent that sends more than was asked for is cut off here.
-        if (got > maxBytes) return this.failStream(stream, new KilnError('PAYLOAD_TOO_LARGE', `the transfer is over the ${maxBytes}-byte limit; it was stopped`, { details: { limitBytes: maxBytes } }));
+        if (got > maxBytes)
+          return this.failStream(stream, new KilnError('PAYLOAD_TOO_LARGE', `the transfer is over the ${maxBytes}-byte limit; it was stopped`, { details: { limitBytes: maxBytes } }));
         return sink(f.payload);
       }
       if (f.type !== FrameType.EOF) this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on download stream`);
@@ -285,7 +318,10 @@ export class AgentClient {
       if (signal?.aborted) return reject(abortedError(what, signal));
       const onAbort = (): void => this.failStream(stream, abortedError(what, signal));
       signal?.addEventListener('abort', onAbort, { once: true });
-      const finish = (): void => { this.endStream(stream); signal?.removeEventListener('abort', onAbort); };
+      const finish = (): void => {
+        this.endStream(stream);
+        signal?.removeEventListener('abort', onAbort);
+      };
       this.register(stream, {
         onFrame: (f) => {
           if (f.type === FrameType.RESULT) {
@@ -299,7 +335,10 @@ export class AgentClient {
           } else if (other) return other(f);
           else this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on ${what} stream`);
         },
-        fail: (err) => { finish(); reject(err); },
+        fail: (err) => {
+          finish();
+          reject(err);
+        },
       });
     });
   }
@@ -312,7 +351,9 @@ export class AgentClient {
   }
 
   private register(stream: number, state: Omit<StreamState, 'send' | 'recv'>): void {
-    const recv = new RecvWindow((n) => { if (this.streams.has(stream)) this.send(encodeFrame(FrameType.WINDOW, stream, windowPayload(n))); });
+    const recv = new RecvWindow((n) => {
+      if (this.streams.has(stream)) this.send(encodeFrame(FrameType.WINDOW, stream, windowPayload(n)));
+    });
     this.streams.set(stream, { ...state, send: new SendWindow(), recv });
   }
 
@@ -362,8 +403,13 @@ export class AgentClient {
   private drained(): Promise<void> {
     this.drain ??= new Promise<void>((resolve, reject) => {
       const stop = this.onClose(reject);
-      this.io.writable.once('drain', () => { stop(); resolve(); });
-    }).finally(() => { this.drain = undefined; });
+      this.io.writable.once('drain', () => {
+        stop();
+        resolve();
+      });
+    }).finally(() => {
+      this.drain = undefined;
+    });
     return this.drain;
   }
 
@@ -384,7 +430,11 @@ export class AgentClient {
         } else if (FLOW_TYPES.has(frame.type)) {
           const cost = state.recv.charge(frame.payload.length);
           const passed = state.onFrame(frame);
-          if (passed instanceof Promise) void passed.then(() => state.recv.consumed(cost), () => state.recv.consumed(cost));
+          if (passed instanceof Promise)
+            void passed.then(
+              () => state.recv.consumed(cost),
+              () => state.recv.consumed(cost),
+            );
           else state.recv.consumed(cost);
         } else {
           void state.onFrame(frame);
@@ -416,4 +466,3 @@ export class AgentClient {
 }
 
 const EMPTY = Buffer.alloc(0);
-

@@ -1,6 +1,6 @@
 /** Agent errors and request frames, translated to KilnErrors exactly once, here. */
-import { KilnError, type ErrorCode } from '../core/errors.js';
-import { decodeJson, encodeFrame, FrameType, MAX_JSON_BYTES, type Frame } from './frames.js';
+import { type ErrorCode, KilnError } from '../core/errors.js';
+import { decodeJson, encodeFrame, type Frame, FrameType, MAX_JSON_BYTES } from './frames.js';
 import { validateAgentError } from './messages.js';
 
 const AGENT_CODE_MAP: Record<string, ErrorCode> = {
@@ -27,7 +27,11 @@ export /** A REQUEST frame, or PAYLOAD_TOO_LARGE naming the protocol's JSON limi
 function requestFrame(stream: number, body: { op?: unknown }): Buffer {
   const json = Buffer.from(JSON.stringify(body));
   if (json.length > MAX_JSON_BYTES) {
-    throw new KilnError('PAYLOAD_TOO_LARGE', `the ${String(body.op ?? 'agent')} request is ${json.length} bytes as JSON (argv, env, cwd and inline files together); the limit is ${MAX_JSON_BYTES} bytes (256 KiB): pass large data as stdin or upload it as a file`, { details: { limitBytes: MAX_JSON_BYTES, requestBytes: json.length } });
+    throw new KilnError(
+      'PAYLOAD_TOO_LARGE',
+      `the ${String(body.op ?? 'agent')} request is ${json.length} bytes as JSON (argv, env, cwd and inline files together); the limit is ${MAX_JSON_BYTES} bytes (256 KiB): pass large data as stdin or upload it as a file`,
+      { details: { limitBytes: MAX_JSON_BYTES, requestBytes: json.length } },
+    );
   }
   return encodeFrame(FrameType.REQUEST, stream, json);
 }

@@ -89,7 +89,12 @@ export const validateHello = ajv.compile<HelloResult>({
   type: 'object',
   required: ['version', 'agent', 'pid', 'transport', 'uid'],
   properties: {
-    version: { type: 'integer' }, agent: str(200), pid: { type: 'integer' }, transport: str(64), uid: { type: 'integer' }, bootMs: num,
+    version: { type: 'integer' },
+    agent: str(200),
+    pid: { type: 'integer' },
+    transport: str(64),
+    uid: { type: 'integer' },
+    bootMs: num,
     sync: syncResultSchema,
   },
 });

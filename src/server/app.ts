@@ -51,7 +51,9 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
   // @fastify/websocket upgrades a request to any GET route (then closes it where no WebSocket
   // handler is): only the routes that declare one may upgrade.
   const wsRoutes = new Set<string>();
-  app.addHook('onRoute', (r) => { if (r.websocket) wsRoutes.add(r.url); });
+  app.addHook('onRoute', (r) => {
+    if (r.websocket) wsRoutes.add(r.url);
+  });
   app.addHook('onRequest', async (req) => {
     if (req.ws && !wsRoutes.has(req.routeOptions.url ?? '')) throw new KilnError('NOT_FOUND', `no WebSocket at ${req.url.split('?')[0]}; see docs/api.md`);
   });
@@ -98,6 +100,6 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
 /** Request logs never carry ?access_token= (see redactUrl). */
 function logger(option: boolean | object): boolean | object {
   if (!option) return false;
-  const base = option === true ? {} : option as { serializers?: Record<string, unknown> };
+  const base = option === true ? {} : (option as { serializers?: Record<string, unknown> });
   return { ...base, serializers: { ...base.serializers, req: requestSerializer } };
 }

@@ -49,7 +49,10 @@ export const BACKENDS = [
     async create({ config, log }) {
       const { createQemuBackend } = await import('../backends/qemu/index.js');
       return createQemuBackend({
-        dataDir: config.dataDir, runDir: config.runDir, agentPath: config.agentPath, accel: config.qemuAccel,
+        dataDir: config.dataDir,
+        runDir: config.runDir,
+        agentPath: config.agentPath,
+        accel: config.qemuAccel,
         log: (level, msg, fields) => log(`qemu ${level}: ${msg}`, fields),
       });
     },
@@ -73,10 +76,14 @@ export async function createBackends(config: KilnConfig, log: Log = () => undefi
   const { buildVmArtifacts } = await import('../vmimage/index.js');
   let artifacts: Promise<VmArtifacts> | undefined;
   const ctx: BackendContext = {
-    config, log, cgroupName: cgroupNameFor(config.runDir),
+    config,
+    log,
+    cgroupName: cgroupNameFor(config.runDir),
     vmImage() {
       artifacts ??= buildVmArtifacts({ dataDir: config.dataDir, agentPath: config.agentPath, onProgress: (m) => log('vm image', { step: m }) });
-      artifacts.catch(() => { artifacts = undefined; });
+      artifacts.catch(() => {
+        artifacts = undefined;
+      });
       return artifacts;
     },
   };
@@ -92,7 +99,6 @@ export async function createBackends(config: KilnConfig, log: Log = () => undefi
 export function cgroupNameFor(runDir: string): string {
   return runDir === '/run/kiln' ? 'kiln' : `kiln-${createHash('sha256').update(runDir).digest('hex').slice(0, 8)}`;
 }
-
 
 // The backends' host tools for the CLI (kiln firecracker install): the CLI reaches backend code only
 // through this registry.

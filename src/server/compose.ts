@@ -4,18 +4,18 @@
  */
 import type { BackendAvailability } from '../core/backend.js';
 import type { KilnConfig } from '../core/config.js';
-import { SandboxManager } from '../core/manager.js';
 import { InstanceLock } from '../core/instance-lock.js';
-import { Metrics } from '../core/metrics.js';
 import { Journal } from '../core/journal.js';
 import { KeyRing } from '../core/keys.js';
+import { SandboxManager } from '../core/manager.js';
+import { Metrics } from '../core/metrics.js';
 import { WarmPools } from '../core/pools.js';
 import type { Store } from '../core/store.js';
 import { openStore } from '../store/index.js';
+import { createBackends } from './backends.js';
 import { PackBuilds } from './pack-builds.js';
 import { createPackCatalog } from './pack-catalog.js';
 import type { KilnService } from './service.js';
-import { createBackends } from './backends.js';
 
 type Log = (msg: string, fields?: Record<string, unknown>) => void;
 
@@ -93,7 +93,18 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
   let pools: WarmPools | undefined;
   // Every name was checked against the registry by createBackends: a pool names a backend we built.
   const targets = config.poolTargets.filter((t) => t.target > 0).map((t) => ({ ...t, backend: t.backend ?? config.defaultBackend }));
-  manager = new SandboxManager({ config, backends, packs, metrics, log, journal, node: config.nodeId, get pools() { return pools; } });
+  manager = new SandboxManager({
+    config,
+    backends,
+    packs,
+    metrics,
+    log,
+    journal,
+    node: config.nodeId,
+    get pools() {
+      return pools;
+    },
+  });
   manager.startHealthChecks();
   if (targets.length) {
     const l = config.limits;
@@ -110,7 +121,16 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
 
   let availability: Promise<BackendAvailability[]> | undefined;
   return {
-    config, manager, packs, packBuilds, backends, metrics, pools, store, journal, keys,
+    config,
+    manager,
+    packs,
+    packBuilds,
+    backends,
+    metrics,
+    pools,
+    store,
+    journal,
+    keys,
     availability: () => (availability ??= Promise.all([...backends.values()].map((b) => b.probe()))),
     async close() {
       await packBuilds.close();

@@ -8,9 +8,10 @@
  *     protected routes (see app.ts), so it runs for whatever spelling of a path the router matched.
  * The trusted Unix socket skips all three: browsers cannot open one.
  */
-import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
+
 import { timingSafeEqual } from 'node:crypto';
-import { normaliseOrigin, type KilnConfig } from '../core/config.js';
+import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
+import { type KilnConfig, normaliseOrigin } from '../core/config.js';
 import { KilnError } from '../core/errors.js';
 import type { KeyRing } from '../core/keys.js';
 import type { Owner } from '../core/quotas.js';
@@ -57,16 +58,31 @@ export function authenticate(o: AuthOptions): onRequestAsyncHookHandler {
   const expected = o.token === undefined ? undefined : Buffer.from(`Bearer ${o.token}`);
   const operator = o.adminToken;
   return async (req) => {
-    if (o.trusted) { req.principal = ADMIN; return; }
+    if (o.trusted) {
+      req.principal = ADMIN;
+      return;
+    }
     const fromQuery = req.headers.upgrade?.toLowerCase() === 'websocket' ? (req.query as Record<string, unknown>)?.access_token : undefined;
     const header = req.headers.authorization ?? (typeof fromQuery === 'string' && fromQuery ? `Bearer ${fromQuery}` : undefined);
-    if (header === undefined && expected === undefined) { req.principal = ADMIN; return; }
+    if (header === undefined && expected === undefined) {
+      req.principal = ADMIN;
+      return;
+    }
     const got = Buffer.from(header ?? '');
-    if (expected && got.length === expected.length && timingSafeEqual(got, expected)) { req.principal = ADMIN; return; }
-    if (operator && matches(got, operator)) { req.principal = ADMIN; return; }
+    if (expected && got.length === expected.length && timingSafeEqual(got, expected)) {
+      req.principal = ADMIN;
+      return;
+    }
+    if (operator && matches(got, operator)) {
+      req.principal = ADMIN;
+      return;
+    }
     const m = header === undefined ? null : /^Bearer (\S+)$/.exec(header);
     const key = m ? o.keys?.authenticate(m[1]!) : undefined;
-    if (key) { req.principal = { kind: 'key', key }; return; }
+    if (key) {
+      req.principal = { kind: 'key', key };
+      return;
+    }
     throw new KilnError('UNAUTHORIZED', 'missing or wrong bearer token: send "Authorization: Bearer <KILN_TOKEN or an API key>" (a WebSocket may pass ?access_token=)');
   };
 }
@@ -102,7 +118,10 @@ export function requirePackAdmin(adminToken: string | undefined, userToken: stri
       throw new KilnError('UNAUTHORIZED', 'missing or wrong bearer token: send "Authorization: Bearer <KILN_TOKEN>" (a WebSocket may pass ?access_token=)');
     }
     if (!adminToken) {
-      throw new KilnError('ADMIN_REQUIRED', 'managing packs over TCP needs an admin token: start kiln with KILN_ADMIN_TOKEN=<secret> and send "Authorization: Bearer <KILN_ADMIN_TOKEN>", or use the Unix socket (KILN_SOCKET)');
+      throw new KilnError(
+        'ADMIN_REQUIRED',
+        'managing packs over TCP needs an admin token: start kiln with KILN_ADMIN_TOKEN=<secret> and send "Authorization: Bearer <KILN_ADMIN_TOKEN>", or use the Unix socket (KILN_SOCKET)',
+      );
     }
     throw new KilnError('ADMIN_REQUIRED', 'managing packs needs the admin token: send "Authorization: Bearer <KILN_ADMIN_TOKEN>"');
   };
@@ -138,8 +157,9 @@ export interface EdgeGuardOptions {
 export function guardHostAndOrigin(o: EdgeGuardOptions): (req: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined> {
   const anyHost = o.allowedHosts.includes('*');
   // A wildcard listen address (0.0.0.0, ::) is not a name anyone should send as Host.
-  const names = new Set([...o.allowedHosts, o.host].map((h) => parseAuthority(h.includes(':') && !h.startsWith('[') ? `[${h}]` : h)?.hostname)
-    .filter((h): h is string => !!h && h !== '0.0.0.0' && h !== '[::]'));
+  const names = new Set(
+    [...o.allowedHosts, o.host].map((h) => parseAuthority(h.includes(':') && !h.startsWith('[') ? `[${h}]` : h)?.hostname).filter((h): h is string => !!h && h !== '0.0.0.0' && h !== '[::]'),
+  );
   const origins = new Set(o.allowedOrigins);
   return async (req, reply) => {
     const hostHeader = req.headers.host;
@@ -151,13 +171,18 @@ export function guardHostAndOrigin(o: EdgeGuardOptions): (req: FastifyRequest, r
     if (origin === undefined) return undefined;
     if (sameOrigin(origin, host)) return undefined;
     let listed: string | undefined;
-    try { listed = origins.has(normaliseOrigin(origin)) ? origin : undefined; } catch { /* not an origin at all */ }
+    try {
+      listed = origins.has(normaliseOrigin(origin)) ? origin : undefined;
+    } catch {
+      /* not an origin at all */
+    }
     if (!listed) {
       throw new KilnError('ORIGIN_NOT_ALLOWED', `cross-origin request from "${origin.slice(0, 100)}" refused; the operator can allow that origin with KILN_ALLOWED_ORIGINS=scheme://host[:port][,…]`);
     }
     void reply.header('access-control-allow-origin', listed).header('vary', 'Origin');
     if (req.method === 'OPTIONS' && req.headers['access-control-request-method']) {
-      return reply.status(204)
+      return reply
+        .status(204)
         .header('access-control-allow-methods', 'GET, POST, PUT, DELETE')
         .header('access-control-allow-headers', 'authorization, content-type, accept')
         .header('access-control-max-age', '600')
@@ -180,13 +205,20 @@ function sameOrigin(origin: string, host: HostPort | undefined): boolean {
 export function redactUrl(url: string): string {
   const i = url.search(/[?;]/);
   if (i < 0) return url;
-  const parts = url.slice(i + 1).split(/([&;])/).map((p) => {
-    const eq = p.indexOf('=');
-    const key = eq < 0 ? p : p.slice(0, eq);
-    let name = key;
-    try { name = decodeURIComponent(key.replace(/\+/g, ' ')); } catch { /* keep it raw */ }
-    return name.trim().toLowerCase() === 'access_token' ? `${key}=[redacted]` : p;
-  });
+  const parts = url
+    .slice(i + 1)
+    .split(/([&;])/)
+    .map((p) => {
+      const eq = p.indexOf('=');
+      const key = eq < 0 ? p : p.slice(0, eq);
+      let name = key;
+      try {
+        name = decodeURIComponent(key.replace(/\+/g, ' '));
+      } catch {
+        /* keep it raw */
+      }
+      return name.trim().toLowerCase() === 'access_token' ? `${key}=[redacted]` : p;
+    });
   return url.slice(0, i + 1) + parts.join('');
 }
 

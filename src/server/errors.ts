@@ -2,7 +2,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { isKilnError, KilnError } from '../core/errors.js';
 import type { Metrics } from '../core/metrics.js';
-import { schemaError, type SchemaError } from './validation.js';
+import { type SchemaError, schemaError } from './validation.js';
 
 export function errorHandler(metrics: Metrics | undefined) {
   return (err: FastifyError | Error, req: FastifyRequest, reply: FastifyReply): void => {
@@ -21,11 +21,17 @@ function translate(err: FastifyError | Error, req: FastifyRequest): KilnError {
   switch (fe.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE': {
       const limit = req.routeOptions.bodyLimit;
-      return new KilnError('PAYLOAD_TOO_LARGE', `the request body is over this route's limit of ${limit} bytes; upload big files with PUT /v1/sandboxes/:id/files or an archive`, { details: { limitBytes: limit } });
+      return new KilnError('PAYLOAD_TOO_LARGE', `the request body is over this route's limit of ${limit} bytes; upload big files with PUT /v1/sandboxes/:id/files or an archive`, {
+        details: { limitBytes: limit },
+      });
     }
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': {
       const sent = req.headers['content-type'];
-      return new KilnError('INVALID_REQUEST', `${req.method} ${req.url.split('?')[0]} takes a JSON body (Content-Type: application/json); this request sent ${sent ? `Content-Type: ${sent.slice(0, 100)}` : 'no Content-Type'}`, { details: { contentType: sent ?? null } });
+      return new KilnError(
+        'INVALID_REQUEST',
+        `${req.method} ${req.url.split('?')[0]} takes a JSON body (Content-Type: application/json); this request sent ${sent ? `Content-Type: ${sent.slice(0, 100)}` : 'no Content-Type'}`,
+        { details: { contentType: sent ?? null } },
+      );
     }
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new KilnError('INVALID_REQUEST', 'the request body is empty; this route takes a JSON object');

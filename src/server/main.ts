@@ -4,7 +4,7 @@
  */
 import { rm } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
-import { loadConfig, type KilnConfig } from '../core/config.js';
+import { type KilnConfig, loadConfig } from '../core/config.js';
 import { buildApp } from './app.js';
 import { composeService } from './compose.js';
 import type { KilnService } from './service.js';
@@ -35,7 +35,9 @@ export async function startServer(config: KilnConfig = loadConfig(), opts: { log
       await listenPrivately(local, config.socketPath);
     }
     return {
-      svc, apps, url: address,
+      svc,
+      apps,
+      url: address,
       async close() {
         await Promise.allSettled(apps.map((a) => a.close()));
         await svc.close();
@@ -65,7 +67,17 @@ export async function serveForever(config?: KilnConfig): Promise<number> {
       closing = true;
       console.error(`${sig}: closing sandboxes and stopping`);
       const hard = setTimeout(() => resolve(1), 20_000);
-      server.close().then(() => { clearTimeout(hard); resolve(0); }, (e) => { console.error(e); clearTimeout(hard); resolve(1); });
+      server.close().then(
+        () => {
+          clearTimeout(hard);
+          resolve(0);
+        },
+        (e) => {
+          console.error(e);
+          clearTimeout(hard);
+          resolve(1);
+        },
+      );
     };
     // on, not once: a second signal while closing (a supervisor's and a terminal's, say) must not
     // fall back to the default action and end the process before its sandboxes are torn down.

@@ -1,11 +1,11 @@
 /** Everything the HTTP layer may use: the manager and read-only views. No concrete backend here. */
 import type { Backend, BackendAvailability, BackendName } from '../core/backend.js';
 import type { KilnConfig } from '../core/config.js';
+import type { Journal } from '../core/journal.js';
+import type { KeyRing } from '../core/keys.js';
 import type { SandboxManager } from '../core/manager.js';
 import type { Metrics } from '../core/metrics.js';
 import type { PackCatalog } from '../core/packs.js';
-import type { Journal } from '../core/journal.js';
-import type { KeyRing } from '../core/keys.js';
 import type { WarmPools } from '../core/pools.js';
 import type { Store } from '../core/store.js';
 import type { PackBuilds } from './pack-builds.js';

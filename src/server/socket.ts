@@ -4,9 +4,10 @@
  * then renamed into place. chmod after listen() would leave a window in which the socket has the
  * umask's mode, and a process-wide umask would race with everything else the service creates.
  */
-import type { FastifyInstance } from 'fastify';
+
 import { chmod, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
 
 export async function listenPrivately(app: FastifyInstance, socketPath: string, mode = 0o660): Promise<void> {
   const parent = dirname(socketPath);

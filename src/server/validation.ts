@@ -67,21 +67,27 @@ function describe(e: SchemaError, subject: string): { text: string; details: Rec
       return { text: `${subject} must be ${show(p.allowedValue)}${got}`, details: { value: clip(e.data), allowed: [p.allowedValue] } };
     case 'enum':
       return { text: `${subject} must be one of ${(p.allowedValues as unknown[]).map(show).join(', ')}${got}`, details: { value: clip(e.data), allowed: p.allowedValues } };
-    case 'minimum': case 'maximum': case 'exclusiveMinimum': case 'exclusiveMaximum':
+    case 'minimum':
+    case 'maximum':
+    case 'exclusiveMinimum':
+    case 'exclusiveMaximum':
       return { text: `${subject} must be ${range(s)}${got}`, details: { value: clip(e.data), ...bounds(s) } };
     case 'type': {
       const types = ([] as unknown[]).concat(p.type).map((t) => (t === 'integer' ? 'an integer' : t === 'array' || t === 'object' ? `an ${t}` : `a ${String(t)}`));
       return { text: `${subject} must be ${types.join(' or ')}${got}`, details: { value: clip(e.data) } };
     }
-    case 'minLength': case 'maxLength': {
+    case 'minLength':
+    case 'maxLength': {
       const len = typeof e.data === 'string' ? e.data.length : undefined;
       return { text: `${subject} must be ${span(s.minLength, s.maxLength, 'character')} long (got ${len ?? '?'})`, details: { length: len, minLength: s.minLength, maxLength: s.maxLength } };
     }
-    case 'minItems': case 'maxItems': {
+    case 'minItems':
+    case 'maxItems': {
       const n = Array.isArray(e.data) ? e.data.length : undefined;
       return { text: `${subject} must have ${span(s.minItems, s.maxItems, 'item')} (got ${n ?? '?'})`, details: { items: n, minItems: s.minItems, maxItems: s.maxItems } };
     }
-    case 'minProperties': case 'maxProperties': {
+    case 'minProperties':
+    case 'maxProperties': {
       const n = e.data && typeof e.data === 'object' ? Object.keys(e.data).length : undefined;
       return { text: `${subject} must have ${span(s.minProperties, s.maxProperties, 'entry')} (got ${n ?? '?'})`, details: { entries: n, maxProperties: s.maxProperties } };
     }
@@ -122,6 +128,6 @@ function clip(v: unknown): unknown {
 
 /** The value as JSON, cut short: an error message never echoes a megabyte back. */
 function show(v: unknown): string {
-  const json = v === undefined ? 'nothing' : JSON.stringify(v) ?? String(v);
+  const json = v === undefined ? 'nothing' : (JSON.stringify(v) ?? String(v));
   return json.length > 80 ? `${json.slice(0, 77)}...` : json;
 }

@@ -47,7 +47,7 @@ export interface VmArtifacts {
 export async function buildVmArtifacts(options: BuildVmArtifactsOptions): Promise<VmArtifacts> {
   const { dataDir, agentPath, signal } = options;
   const progress = options.onProgress ?? (() => undefined);
-  const kernel = options.kernel ?? await findHostKernel();
+  const kernel = options.kernel ?? (await findHostKernel());
   const agent = await readFile(agentPath).catch((e: unknown) => {
     throw new KilnError('IMAGE_MISSING', `the kiln-agent binary ${agentPath} is missing: build it with "bash agent/build.sh"`, { cause: e });
   });
@@ -113,10 +113,7 @@ async function prune(vmDir: string, keepHash: string): Promise<void> {
   const entries = await Promise.all((await readdir(vmDir)).map(async (name) => ({ name, mtimeMs: (await stat(`${vmDir}/${name}`)).mtimeMs })));
   const now = Date.now();
   const builds = entries.filter((e) => !e.name.startsWith('.')).sort((a, b) => b.mtimeMs - a.mtimeMs);
-  const stale = [
-    ...entries.filter((e) => e.name.startsWith('.tmp-') && now - e.mtimeMs > STALE_TMP_MS),
-    ...builds.slice(KEEP_BUILDS).filter((e) => e.name !== keepHash),
-  ];
+  const stale = [...entries.filter((e) => e.name.startsWith('.tmp-') && now - e.mtimeMs > STALE_TMP_MS), ...builds.slice(KEEP_BUILDS).filter((e) => e.name !== keepHash)];
   await Promise.all(stale.map((e) => rm(`${vmDir}/${e.name}`, { recursive: true, force: true })));
 }
 
@@ -125,5 +122,8 @@ function sha256(b: Buffer): string {
 }
 
 function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }

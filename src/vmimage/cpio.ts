@@ -30,9 +30,7 @@ export function buildCpio(entries: CpioEntry[]): Buffer {
   let ino = 1;
   const write = (name: string, mode: number, data: Buffer, rdevMajor = 0, rdevMinor = 0, nlink = 1): void => {
     const nameBuf = Buffer.from(`${name}\0`);
-    const fields = [
-      ino++, mode, 0, 0, nlink, 0, data.length, 0, 0, rdevMajor, rdevMinor, nameBuf.length, 0,
-    ];
+    const fields = [ino++, mode, 0, 0, nlink, 0, data.length, 0, 0, rdevMajor, rdevMinor, nameBuf.length, 0];
     push(Buffer.from(`070701${fields.map(hex8).join('')}`, 'ascii'));
     push(nameBuf);
     pad4();
@@ -43,10 +41,18 @@ export function buildCpio(entries: CpioEntry[]): Buffer {
     const name = e.path.replace(/^\/+/, '');
     if (!name) throw new Error('cpio entry with an empty path');
     switch (e.kind) {
-      case 'dir': write(name, S_IFDIR | (e.mode ?? 0o755), Buffer.alloc(0), 0, 0, 2); break;
-      case 'file': write(name, S_IFREG | (e.mode ?? 0o644), e.data); break;
-      case 'char': write(name, S_IFCHR | (e.mode ?? 0o600), Buffer.alloc(0), e.major, e.minor); break;
-      case 'symlink': write(name, S_IFLNK | 0o777, Buffer.from(e.target)); break;
+      case 'dir':
+        write(name, S_IFDIR | (e.mode ?? 0o755), Buffer.alloc(0), 0, 0, 2);
+        break;
+      case 'file':
+        write(name, S_IFREG | (e.mode ?? 0o644), e.data);
+        break;
+      case 'char':
+        write(name, S_IFCHR | (e.mode ?? 0o600), Buffer.alloc(0), e.major, e.minor);
+        break;
+      case 'symlink':
+        write(name, S_IFLNK | 0o777, Buffer.from(e.target));
+        break;
     }
   }
   ino = 0;

@@ -27,7 +27,13 @@ export async function findHostKernel(bootDir = '/boot', modulesRoot = '/lib/modu
   const versions = names.filter((n) => n.startsWith('vmlinuz-')).map((n) => n.slice('vmlinuz-'.length));
   const usable: string[] = [];
   for (const v of versions) {
-    if (await stat(`${modulesRoot}/${v}/modules.dep`).then(() => true, () => false)) usable.push(v);
+    if (
+      await stat(`${modulesRoot}/${v}/modules.dep`).then(
+        () => true,
+        () => false,
+      )
+    )
+      usable.push(v);
   }
   usable.sort((a, b) => rank(b) - rank(a) || b.localeCompare(a, undefined, { numeric: true }));
   const version = usable[0];
@@ -45,7 +51,9 @@ function rank(version: string): number {
 export async function extractVmlinux(bzImagePath: string, outPath: string, signal?: AbortSignal): Promise<void> {
   const image = await readFile(bzImagePath);
   if (image.subarray(0, 4).equals(ELF_MAGIC)) {
-    await pipeline(async function* () { yield image; }, createWriteStream(outPath));
+    await pipeline(async function* () {
+      yield image;
+    }, createWriteStream(outPath));
     return;
   }
   const offsets = [image.indexOf(LZ4_LEGACY_MAGIC), image.indexOf(LZ4_FRAME_MAGIC)].filter((i) => i >= 0).sort((a, b) => a - b);
@@ -65,9 +73,7 @@ function lz4Decompress(input: Buffer, outPath: string, signal?: AbortSignal): Pr
     const child = spawn('lz4', ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'ignore'], signal });
     const out = createWriteStream(outPath);
     child.stdout.pipe(out);
-    child.on('error', (e) => reject((e as NodeJS.ErrnoException).code === 'ENOENT'
-      ? new KilnError('IMAGE_MISSING', 'the lz4 tool is missing: install the lz4 package', { cause: e })
-      : e));
+    child.on('error', (e) => reject((e as NodeJS.ErrnoException).code === 'ENOENT' ? new KilnError('IMAGE_MISSING', 'the lz4 tool is missing: install the lz4 package', { cause: e }) : e));
     child.stdin.on('error', () => undefined); // lz4 may stop reading at the end of the payload
     child.stdin.end(input);
     out.on('close', () => resolve());

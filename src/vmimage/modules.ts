@@ -57,7 +57,9 @@ export interface GuestModule {
 const MODULE_SIG_MAGIC = Buffer.from('~Module signature appended~\n');
 
 export function moduleName(path: string): string {
-  return basename(path).replace(/\.ko(\.(xz|zst|gz))?$/, '').replace(/-/g, '_');
+  return basename(path)
+    .replace(/\.ko(\.(xz|zst|gz))?$/, '')
+    .replace(/-/g, '_');
 }
 
 /** Resolves `wanted` into a load order (dependencies first); built-in modules are dropped. */
@@ -70,7 +72,11 @@ export async function resolveModules(modulesDir: string, wanted = GUEST_MODULES)
     const colon = line.indexOf(':');
     if (colon <= 0) continue;
     const path = line.slice(0, colon);
-    const list = line.slice(colon + 1).trim().split(/\s+/).filter(Boolean);
+    const list = line
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean);
     deps.set(moduleName(path), { path, deps: list.map(moduleName) });
   }
   const order: GuestModule[] = [];
@@ -108,7 +114,11 @@ export async function resolveModules(modulesDir: string, wanted = GUEST_MODULES)
 function dependencies(name: string, deps: Map<string, { deps: string[] }>): Set<string> {
   const out = new Set<string>();
   const walk = (n: string): void => {
-    for (const d of deps.get(n)?.deps ?? []) if (!out.has(d)) { out.add(d); walk(d); }
+    for (const d of deps.get(n)?.deps ?? [])
+      if (!out.has(d)) {
+        out.add(d);
+        walk(d);
+      }
   };
   walk(name);
   return out;

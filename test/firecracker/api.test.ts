@@ -14,11 +14,22 @@ async function started(): Promise<{ dir: string; fake: FakeFirecracker; api: Fir
   await mkdir(join(dir, 'run'));
   const fake = new FakeFirecracker(join(dir, 'api.sock'), dir);
   await fake.listen();
-  return { dir, fake, api: new FirecrackerApi({ socketPath: join(dir, 'api.sock') }), done: async () => { fake.exit('done'); await rm(dir, { recursive: true, force: true }); } };
+  return {
+    dir,
+    fake,
+    api: new FirecrackerApi({ socketPath: join(dir, 'api.sock') }),
+    done: async () => {
+      fake.exit('done');
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 async function rejects(p: Promise<unknown>, call: string, fault: RegExp): Promise<void> {
-  const e = await p.then(() => undefined, (x: unknown) => x);
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
   assert.ok(e instanceof FirecrackerApiError, `expected a FirecrackerApiError, got ${String(e)}`);
   assert.equal(e.call, call);
   assert.equal(e.statusCode, 400);
@@ -27,9 +38,25 @@ async function rejects(p: Promise<unknown>, call: string, fault: RegExp): Promis
 }
 
 test('the spec loads: every endpoint the driver uses exists in firecracker-api.yaml', () => {
-  const ops = spec().operations().map((o) => `${o.method} ${o.path}`);
-  for (const needed of ['PUT /logger', 'PUT /machine-config', 'GET /machine-config', 'PUT /boot-source', 'PUT /drives/{drive_id}', 'PUT /vsock', 'PUT /entropy',
-    'PUT /network-interfaces/{iface_id}', 'PUT /actions', 'PATCH /vm', 'PUT /snapshot/create', 'PUT /snapshot/load', 'GET /', 'GET /version']) {
+  const ops = spec()
+    .operations()
+    .map((o) => `${o.method} ${o.path}`);
+  for (const needed of [
+    'PUT /logger',
+    'PUT /machine-config',
+    'GET /machine-config',
+    'PUT /boot-source',
+    'PUT /drives/{drive_id}',
+    'PUT /vsock',
+    'PUT /entropy',
+    'PUT /network-interfaces/{iface_id}',
+    'PUT /actions',
+    'PATCH /vm',
+    'PUT /snapshot/create',
+    'PUT /snapshot/load',
+    'GET /',
+    'GET /version',
+  ]) {
     assert.ok(ops.includes(needed), needed);
   }
   assert.match(spec().version, /^1\.\d+/);
@@ -67,7 +94,11 @@ test('ordering: pre-boot calls after InstanceStart, snapshot create unless Pause
     await rejects(t.api.instanceStart(), 'fc.instanceStart', /without kernel configuration/);
     await rejects(t.api.pauseVm(), 'fc.pauseVm', /not running/);
     await t.api.putBootSource({ kernel_image_path: 'vmlinux' });
-    await rejects(t.api.loadSnapshot({ snapshot_path: 's', mem_backend: { backend_type: 'File', backend_path: 'm' }, resume_vm: true }), 'fc.loadSnapshot', /after configuring boot-specific resources/);
+    await rejects(
+      t.api.loadSnapshot({ snapshot_path: 's', mem_backend: { backend_type: 'File', backend_path: 'm' }, resume_vm: true }),
+      'fc.loadSnapshot',
+      /after configuring boot-specific resources/,
+    );
     await t.api.putDrive({ drive_id: 'rootfs', is_root_device: false, is_read_only: true, path_on_host: 'rootfs.img' });
     await t.api.putVsock({ guest_cid: 3, uds_path: 'run/v.sock' });
     await t.api.instanceStart();
@@ -77,7 +108,11 @@ test('ordering: pre-boot calls after InstanceStart, snapshot create unless Pause
     await t.api.createSnapshot({ snapshot_path: 'vmstate', mem_file_path: 'mem', snapshot_type: 'Full' });
     await t.api.resumeVm();
     assert.equal((await t.api.describeInstance()).state, 'Running');
-    assert.deepEqual(t.fake.requests.filter((r) => r.fault?.startsWith('invalid request')), [], 'the driver never sent an invalid body');
+    assert.deepEqual(
+      t.fake.requests.filter((r) => r.fault?.startsWith('invalid request')),
+      [],
+      'the driver never sent an invalid body',
+    );
   } finally {
     await t.done();
   }
@@ -110,12 +145,21 @@ test('transport failures are clear: missing socket, non-JSON fault bodies, timeo
   const dir = await mkdtemp(join(tmpdir(), 'kfc-api-'));
   try {
     const api = new FirecrackerApi({ socketPath: join(dir, 'missing.sock'), requestTimeoutMs: 200 });
-    const e = await api.putLogger({}).then(() => undefined, (x: unknown) => x) as FirecrackerApiError;
+    const e = (await api.putLogger({}).then(
+      () => undefined,
+      (x: unknown) => x,
+    )) as FirecrackerApiError;
     assert.match(e.message, /fc\.putLogger failed: cannot reach the API socket .*missing\.sock: .*ENOENT/);
-    const w = await api.waitReady(100, { intervalMs: 20 }).then(() => undefined, (x: unknown) => x) as FirecrackerApiError;
+    const w = (await api.waitReady(100, { intervalMs: 20 }).then(
+      () => undefined,
+      (x: unknown) => x,
+    )) as FirecrackerApiError;
     assert.equal(w.code, 'TIMEOUT');
     assert.match(w.message, /did not answer within 100 ms/);
-    const dead = await api.waitReady(1000, { isAlive: () => false }).then(() => undefined, (x: unknown) => x) as FirecrackerApiError;
+    const dead = (await api.waitReady(1000, { isAlive: () => false }).then(
+      () => undefined,
+      (x: unknown) => x,
+    )) as FirecrackerApiError;
     assert.match(dead.message, /exited before its API socket/);
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -126,7 +170,9 @@ test('transport failures are clear: missing socket, non-JSON fault bodies, timeo
     const body = await new Promise<string>((resolve) => {
       request({ socketPath: t.fake.apiSocketPath, method: 'PUT', path: '/nope', headers: { 'Content-Type': 'application/json' } }, (res) => {
         let s = '';
-        res.on('data', (c: Buffer) => { s += c; });
+        res.on('data', (c: Buffer) => {
+          s += c;
+        });
         res.on('end', () => resolve(`${res.statusCode} ${s}`));
       }).end('{}');
     });

@@ -10,17 +10,22 @@ import { KilnError } from '../../src/core/errors.js';
 import { FAKE_EXEC_LEFTOVER } from './fake-agent.js';
 import { fixture, READY } from './helpers.js';
 
-const COLD_BOOT_REQUESTS = [
-  'GET /', 'PUT /logger', 'PUT /machine-config', 'PUT /boot-source', 'PUT /drives/rootfs', 'PUT /vsock', 'PUT /entropy', 'PUT /actions',
-];
+const COLD_BOOT_REQUESTS = ['GET /', 'PUT /logger', 'PUT /machine-config', 'PUT /boot-source', 'PUT /drives/rootfs', 'PUT /vsock', 'PUT /entropy', 'PUT /actions'];
 
 test('cold boot: every request is valid per the spec, in order, and the agent answers', async () => {
   const f = await fixture({ backend: { snapshots: false } });
   try {
     const sb = await f.backend.create(f.spec('sb-cold'), READY);
     const fake = f.launcher.instances[0]!;
-    assert.deepEqual(fake.requests.filter((r) => r.status >= 400), [], 'no request was rejected');
-    assert.deepEqual(fake.requests.map((r) => `${r.method} ${r.path}`).filter((r, i, a) => r !== 'GET /' || a.indexOf(r) === i), COLD_BOOT_REQUESTS);
+    assert.deepEqual(
+      fake.requests.filter((r) => r.status >= 400),
+      [],
+      'no request was rejected',
+    );
+    assert.deepEqual(
+      fake.requests.map((r) => `${r.method} ${r.path}`).filter((r, i, a) => r !== 'GET /' || a.indexOf(r) === i),
+      COLD_BOOT_REQUESTS,
+    );
     const body = (p: string): Record<string, unknown> => fake.requests.find((r) => r.path === p)!.body as Record<string, unknown>;
     assert.deepEqual(body('/machine-config'), { vcpu_count: 1, mem_size_mib: 256, smt: false, track_dirty_pages: false });
     assert.deepEqual(body('/drives/rootfs'), { drive_id: 'rootfs', is_root_device: false, is_read_only: true, path_on_host: 'rootfs.img' });
@@ -32,10 +37,24 @@ test('cold boot: every request is valid per the spec, in order, and the agent an
     assert.deepEqual(fake.agentLog.ops, ['hello'], 'a cold boot does not need sync');
     assert.ok((await sb.agent.ping()).rttMs >= 0);
     assert.equal(typeof sb.details.bootMs, 'number');
-    assert.deepEqual(Object.keys(sb.details.steps as object), [
-      'fc.makeVmDir', 'fc.linkImages', 'fc.spawn', 'fc.waitApiSocket', 'fc.putLogger', 'fc.putMachineConfig', 'fc.putBootSource',
-      'fc.putDrive(rootfs)', 'fc.putVsock', 'fc.putEntropy', 'fc.instanceStart', 'kiln.agentHandshake',
-    ], 'each step\'s end, in boot order');
+    assert.deepEqual(
+      Object.keys(sb.details.steps as object),
+      [
+        'fc.makeVmDir',
+        'fc.linkImages',
+        'fc.spawn',
+        'fc.waitApiSocket',
+        'fc.putLogger',
+        'fc.putMachineConfig',
+        'fc.putBootSource',
+        'fc.putDrive(rootfs)',
+        'fc.putVsock',
+        'fc.putEntropy',
+        'fc.instanceStart',
+        'kiln.agentHandshake',
+      ],
+      "each step's end, in boot order",
+    );
 
     await sb.destroy();
     assert.equal(fake.requests.at(-1)!.body && (fake.requests.at(-1)!.body as { action_type?: string }).action_type, 'SendCtrlAltDel', 'graceful shutdown first');
@@ -74,7 +93,10 @@ for (const [request, step] of FAILING_STEPS) {
   test(`a 400 on ${request} unwinds every earlier step in reverse and names ${step}`, async () => {
     const f = await fixture({ backend: { snapshots: false }, fake: { failOn: { request, message: `fake refusal of ${request}` } } });
     try {
-      const err = await f.backend.create(f.spec('sb-fail'), READY).then(() => undefined, (e: unknown) => e);
+      const err = await f.backend.create(f.spec('sb-fail'), READY).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       assert.ok(err instanceof KilnError, 'a KilnError');
       assert.equal(err.code, 'BOOT_FAILED');
       const call = step.replace(/\(.*\)$/, '');
@@ -101,7 +123,10 @@ test('snapshots: template = boot + pause + full snapshot; clone = fresh process 
     const sb = await f.backend.create(f.spec('sb-a'), READY);
     const [tpl, clone] = f.launcher.instances;
     assert.ok(tpl && clone, 'one template VM and one clone');
-    assert.deepEqual(tpl.requests.filter((r) => r.status >= 400), []);
+    assert.deepEqual(
+      tpl.requests.filter((r) => r.status >= 400),
+      [],
+    );
     const tplCalls = tpl.requests.map((r) => `${r.method} ${r.path}`);
     assert.deepEqual(tplCalls.slice(-2), ['PATCH /vm', 'PUT /snapshot/create'], 'paused, then snapshotted; a paused VM is killed, not sent Ctrl+Alt+Del');
     const create = tpl.requests.find((r) => r.path === '/snapshot/create')!;
@@ -109,10 +134,18 @@ test('snapshots: template = boot + pause + full snapshot; clone = fresh process 
     assert.deepEqual(tpl.requests.find((r) => r.path === '/vm')!.body, { state: 'Paused' });
     assert.equal(tpl.alive(), false, 'the template VM is gone once its snapshot exists');
 
-    assert.deepEqual(clone.requests.filter((r) => r.status >= 400), []);
-    assert.deepEqual(clone.requests.map((r) => `${r.method} ${r.path}`).filter((r) => r !== 'GET /'), ['PUT /logger', 'PUT /snapshot/load']);
+    assert.deepEqual(
+      clone.requests.filter((r) => r.status >= 400),
+      [],
+    );
+    assert.deepEqual(
+      clone.requests.map((r) => `${r.method} ${r.path}`).filter((r) => r !== 'GET /'),
+      ['PUT /logger', 'PUT /snapshot/load'],
+    );
     assert.deepEqual(clone.requests.find((r) => r.path === '/snapshot/load')!.body, {
-      snapshot_path: 'snapshot/vmstate', mem_backend: { backend_type: 'File', backend_path: 'snapshot/memory' }, resume_vm: true,
+      snapshot_path: 'snapshot/vmstate',
+      mem_backend: { backend_type: 'File', backend_path: 'snapshot/memory' },
+      resume_vm: true,
     });
     assert.deepEqual(clone.agentLog.ops, ['hello'], 'the sync rides on the handshake: nothing runs before it');
     assert.equal(clone.agentLog.syncs[0]!.onHello, true);
@@ -142,8 +175,15 @@ test('a template with a pack command warms up before its snapshot and leaves /tm
     await f.backend.create(spec, READY);
     const [tpl, clone] = f.launcher.instances;
     assert.deepEqual(tpl!.agentLog.ops, ['hello', 'fs.list', 'fs.list', 'file.write', 'exec', 'fs.list', 'fs.list', 'exec']);
-    assert.deepEqual(tpl!.agentLog.execs, [['python3', '/tmp/.kiln-warmup/main.py'], ['rm', '-rf', '--', '/tmp/.kiln-warmup', FAKE_EXEC_LEFTOVER]]);
-    assert.deepEqual([...tpl!.agentLog.files!.values()].map((names) => [...names]), [[], []], 'nothing the warm-up made is in the snapshot');
+    assert.deepEqual(tpl!.agentLog.execs, [
+      ['python3', '/tmp/.kiln-warmup/main.py'],
+      ['rm', '-rf', '--', '/tmp/.kiln-warmup', FAKE_EXEC_LEFTOVER],
+    ]);
+    assert.deepEqual(
+      [...tpl!.agentLog.files!.values()].map((names) => [...names]),
+      [[], []],
+      'nothing the warm-up made is in the snapshot',
+    );
     assert.deepEqual(tpl!.requests.map((r) => `${r.method} ${r.path}`).slice(-2), ['PATCH /vm', 'PUT /snapshot/create'], 'the snapshot follows the warm-up');
     assert.deepEqual(clone!.agentLog.ops, ['hello'], 'clones run nothing before their handshake');
     // A pack without a run command gets another template (the warm-up is part of the key).
@@ -163,7 +203,10 @@ test('close() aborts a create under way, waits for a destroy under way, and refu
     const destroying = leaving.destroy();
     await f.backend.close();
     await destroying;
-    const outcome = await creating.then(() => 'created', (e: KilnError) => e.code);
+    const outcome = await creating.then(
+      () => 'created',
+      (e: KilnError) => e.code,
+    );
     assert.ok(['SHUTTING_DOWN', 'TIMEOUT', 'BOOT_FAILED'].includes(outcome), outcome);
     assert.deepEqual(f.launcher.instances.filter((i) => i.alive()).length, 0, 'no Firecracker process outlives close()');
     await assert.rejects(f.backend.create(f.spec('sb-after'), READY), { code: 'SHUTTING_DOWN' });
@@ -175,11 +218,18 @@ test('close() aborts a create under way, waits for a destroy under way, and refu
 test('snapshot failures unwind the template VM and leave no template behind', async () => {
   const f = await fixture({ fake: { failOn: { request: 'PUT /snapshot/create', message: 'disk full (fake)' } } });
   try {
-    const err = await f.backend.create(f.spec('sb-x'), READY).then(() => undefined, (e: unknown) => e) as KilnError;
+    const err = (await f.backend.create(f.spec('sb-x'), READY).then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as KilnError;
     assert.match(err.message, /fc\.createSnapshot failed \(HTTP 400\): disk full \(fake\)/);
     assert.equal(f.launcher.instances[0]!.alive(), false);
     const report = await f.backend.scan();
-    assert.deepEqual(report.removed.filter((l) => /template/.test(l)), [], 'no half-built template left to clean');
+    assert.deepEqual(
+      report.removed.filter((l) => /template/.test(l)),
+      [],
+      'no half-built template left to clean',
+    );
   } finally {
     await f.close();
   }
@@ -188,19 +238,31 @@ test('snapshot failures unwind the template VM and leave no template behind', as
 test('sandboxes with a TAP device cold-boot with a validated NIC and rate limiters', async () => {
   const f = await fixture();
   try {
-    const sb = await f.backend.create(f.spec('sb-net', {
-      driveRateLimit: { bandwidth: { size: 10_485_760, refillTimeMs: 1000 }, ops: { size: 500, refillTimeMs: 1000, oneTimeBurst: 100 } },
-      network: { tapDevice: 'kilntap0', guestMac: '06:00:ac:10:00:02', rxRateLimit: { bandwidth: { size: 1_000_000, refillTimeMs: 100 } } },
-    }), READY);
+    const sb = await f.backend.create(
+      f.spec('sb-net', {
+        driveRateLimit: { bandwidth: { size: 10_485_760, refillTimeMs: 1000 }, ops: { size: 500, refillTimeMs: 1000, oneTimeBurst: 100 } },
+        network: { tapDevice: 'kilntap0', guestMac: '06:00:ac:10:00:02', rxRateLimit: { bandwidth: { size: 1_000_000, refillTimeMs: 100 } } },
+      }),
+      READY,
+    );
     const fake = f.launcher.instances[0]!;
     assert.equal(f.launcher.instances.length, 1, 'no template for a NIC sandbox');
-    assert.deepEqual(fake.requests.filter((r) => r.status >= 400), []);
+    assert.deepEqual(
+      fake.requests.filter((r) => r.status >= 400),
+      [],
+    );
     assert.deepEqual(fake.requests.find((r) => r.path === '/drives/rootfs')!.body, {
-      drive_id: 'rootfs', is_root_device: false, is_read_only: true, path_on_host: 'rootfs.img',
+      drive_id: 'rootfs',
+      is_root_device: false,
+      is_read_only: true,
+      path_on_host: 'rootfs.img',
       rate_limiter: { bandwidth: { size: 10_485_760, refill_time: 1000 }, ops: { size: 500, refill_time: 1000, one_time_burst: 100 } },
     });
     assert.deepEqual(fake.requests.find((r) => r.path === '/network-interfaces/eth0')!.body, {
-      iface_id: 'eth0', host_dev_name: 'kilntap0', guest_mac: '06:00:ac:10:00:02', rx_rate_limiter: { bandwidth: { size: 1_000_000, refill_time: 100 } },
+      iface_id: 'eth0',
+      host_dev_name: 'kilntap0',
+      guest_mac: '06:00:ac:10:00:02',
+      rx_rate_limiter: { bandwidth: { size: 1_000_000, refill_time: 100 } },
     });
     await sb.destroy();
   } finally {
@@ -211,7 +273,10 @@ test('sandboxes with a TAP device cold-boot with a validated NIC and rate limite
 test('invalid backendOptions are rejected before anything starts', async () => {
   const f = await fixture();
   try {
-    const err = await f.backend.create(f.spec('sb-bad', { driveRateLimit: { bandwidth: { size: -1, refillTimeMs: 1 } }, turbo: true }), READY).then(() => undefined, (e: unknown) => e) as KilnError;
+    const err = (await f.backend.create(f.spec('sb-bad', { driveRateLimit: { bandwidth: { size: -1, refillTimeMs: 1 } }, turbo: true }), READY).then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as KilnError;
     assert.equal(err.code, 'INVALID_REQUEST');
     assert.match(err.message, /turbo/);
     assert.match(err.message, /size must be >= 1/);

@@ -10,17 +10,20 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { test } from 'node:test';
-import { REPO_ROOT } from '../../src/core/config.js';
+import { promisify } from 'node:util';
 import { FirecrackerBackend, type FirecrackerBackendOptions } from '../../src/backends/firecracker/backend.js';
 import { ancestors } from '../../src/backends/firecracker/confine.js';
 import type { BackendSandbox } from '../../src/core/backend.js';
+import { REPO_ROOT } from '../../src/core/config.js';
 import { processesOf, statusField } from '../parity/leaks.js';
 
 const run = promisify(execFile);
 const root = process.getuid?.() === 0;
-const bwrap = await run('bwrap', ['--version']).then(() => true, () => false);
+const bwrap = await run('bwrap', ['--version']).then(
+  () => true,
+  () => false,
+);
 const skip = !root ? 'confinement needs root' : !bwrap ? 'bubblewrap is not installed' : false;
 const V2 = existsSync('/sys/fs/cgroup/cgroup.controllers');
 
@@ -51,16 +54,25 @@ async function setup(): Promise<{ root: string; backend: FirecrackerBackend; opt
   const modules = await realpath(join(REPO_ROOT, 'node_modules'));
   const fc = join(dir, 'firecracker');
   // TMPDIR: tsx keeps its cache there; the VM's directory is the only place it may write.
-  await writeFile(fc, `#!/bin/sh\n[ "$1" = --version ] && exec echo 'Firecracker v1.17.0-dev (fake)'\nTMPDIR="$PWD" exec ${process.execPath} --import ${join(modules, 'tsx/dist/loader.mjs')} ${join(REPO_ROOT, 'test/firecracker/fake-firecracker-process.ts')} "$@"\n`);
+  await writeFile(
+    fc,
+    `#!/bin/sh\n[ "$1" = --version ] && exec echo 'Firecracker v1.17.0-dev (fake)'\nTMPDIR="$PWD" exec ${process.execPath} --import ${join(modules, 'tsx/dist/loader.mjs')} ${join(REPO_ROOT, 'test/firecracker/fake-firecracker-process.ts')} "$@"\n`,
+  );
   const wrapper = join(dir, 'bwrap');
   const testBinds = [REPO_ROOT, modules];
-  const dirs = ancestors(testBinds).map((d) => `--perms 0755 --dir ${d}`).join(' ');
+  const dirs = ancestors(testBinds)
+    .map((d) => `--perms 0755 --dir ${d}`)
+    .join(' ');
   await writeFile(wrapper, `#!/bin/sh\nexec bwrap ${dirs} ${testBinds.map((p) => `--ro-bind ${p} ${p}`).join(' ')} "$@"\n`);
   await Promise.all([chmod(fc, 0o755), chmod(wrapper, 0o755), chmod(dir, 0o755)]);
   const options: FirecrackerBackendOptions = {
     runDir: join(dir, 'run'),
     vmImage: async () => ({ vmlinuxPath: join(dir, 'vmlinux'), initrdPath: join(dir, 'initrd.cpio'), hash: 'kernelhash1' }),
-    firecrackerPath: fc, jailer: 'never', kvm: 'force', shutdownGraceMs: 2000, apiTimeoutMs: 20_000,
+    firecrackerPath: fc,
+    jailer: 'never',
+    kvm: 'force',
+    shutdownGraceMs: 2000,
+    apiTimeoutMs: 20_000,
     unjailed: { bwrapPath: wrapper },
   };
   return { root: dir, backend: new FirecrackerBackend(options), options, testBinds };
@@ -97,9 +109,13 @@ test('unjailed Firecracker runs as its own uid, in its own limited cgroup and na
       const vmDir = join(dir, 'run/firecracker/vms', sb.id);
       const own = [join(dir, 'pack.sqfs'), join(dir, 'firecracker'), '/dev/null'];
       for (const p of stdout.split('\n').filter(Boolean)) {
-        const ok = p.startsWith(`${vmDir}/`) || own.includes(p) || p.startsWith(join(dir, 'run/firecracker/templates/'))
-          || /^\/(bin|sbin|lib|lib32|lib64|libx32)$/.test(p) || /^\/dev\/(kvm|userfaultfd)$/.test(p)
-          || testBinds.some((b) => p.startsWith(`${b}/`));
+        const ok =
+          p.startsWith(`${vmDir}/`) ||
+          own.includes(p) ||
+          p.startsWith(join(dir, 'run/firecracker/templates/')) ||
+          /^\/(bin|sbin|lib|lib32|lib64|libx32)$/.test(p) ||
+          /^\/dev\/(kvm|userfaultfd)$/.test(p) ||
+          testBinds.some((b) => p.startsWith(`${b}/`));
         assert.ok(ok, `Firecracker's namespace shows ${p}`);
       }
       assert.ok(stdout.includes(`${vmDir}/api.sock`));
@@ -112,7 +128,7 @@ test('unjailed Firecracker runs as its own uid, in its own limited cgroup and na
     for (const f of ['vmstate', 'memory']) assert.equal((await stat(join(tplDir, f))).uid, 0, `${f} belongs to root`);
     await Promise.all(live.splice(0).map((sb) => sb.destroy()));
     for (const h of held) {
-      for (let i = 0; i < 100 && await alive(h.pid); i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 100 && (await alive(h.pid)); i++) await new Promise((r) => setTimeout(r, 50));
       assert.equal(await alive(h.pid), false);
       for (const d of h.dirs) assert.equal(existsSync(d), false, `${d} is removed`);
       assert.deepEqual(await processesOf(h.uid), []);
@@ -124,17 +140,20 @@ test('unjailed Firecracker runs as its own uid, in its own limited cgroup and na
   }
 });
 
-test('the start-up scan of a restarted service removes a confined Firecracker\'s cgroup, and with it the VMM', { skip, timeout: 120_000 }, async () => {
+test("the start-up scan of a restarted service removes a confined Firecracker's cgroup, and with it the VMM", { skip, timeout: 120_000 }, async () => {
   const { root: dir, backend, options } = await setup();
   const again = new FirecrackerBackend(options);
   try {
-    const sb = await backend.create({ id: 'fcc-orphan', pack: { name: 'python', imagePath: join(dir, 'pack.sqfs'), hash: 'packhash1', env: {} }, cpus: 1, memoryMib: 256, diskMib: 128 }, { readyTimeoutMs: 60_000 });
+    const sb = await backend.create(
+      { id: 'fcc-orphan', pack: { name: 'python', imagePath: join(dir, 'pack.sqfs'), hash: 'packhash1', env: {} }, cpus: 1, memoryMib: 256, diskMib: 128 },
+      { readyTimeoutMs: 60_000 },
+    );
     const pid = sb.details.pid as number;
     const dirs = Object.values(await cgroupDirs(pid));
     // A second instance on the same run dir knows nothing of `sb`: all of it is a leftover there.
     const report = await again.scan();
     assert.match(report.removed.join('\n'), /stale VMM cgroup .*\/fcc-orphan/);
-    for (let i = 0; i < 100 && await alive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 100 && (await alive(pid)); i++) await new Promise((r) => setTimeout(r, 50));
     assert.equal(await alive(pid), false);
     for (const d of dirs) assert.equal(existsSync(d), false, `${d} is removed`);
     assert.deepEqual(await processesOf(sb.details.uid as number), []);

@@ -33,8 +33,11 @@ const EXEC_OK = { exitCode: 0, signal: null, timedOut: false, durationMs: 1, out
 
 export function serveFakeAgent(socket: Socket, log: FakeAgentLog): void {
   const decoder = new FrameDecoder();
-  const files = log.files ??= new Map([['/tmp', new Set<string>()], ['/workspace', new Set<string>()]]);
-  const execs = log.execs ??= [];
+  const files = (log.files ??= new Map([
+    ['/tmp', new Set<string>()],
+    ['/workspace', new Set<string>()],
+  ]));
+  const execs = (log.execs ??= []);
   const uploads = new Map<number, string>();
   const add = (path: string) => {
     const [, top, name] = /^(\/tmp|\/workspace)\/([^/]+)/.exec(path) ?? [];
@@ -47,7 +50,9 @@ export function serveFakeAgent(socket: Socket, log: FakeAgentLog): void {
   const guestFile = (path: string): string | undefined => (path === '/proc/vmstat' ? `nr_free_pages 1000\noom_kill ${log.oomKills ?? 0}\n` : undefined);
   socket.on('data', (chunk: Buffer) => {
     for (const f of decoder.push(chunk)) {
-      const reply = (v: unknown, type: FrameTypeCode = FrameType.RESULT): void => { socket.write(encodeJsonFrame(type, f.stream, v)); };
+      const reply = (v: unknown, type: FrameTypeCode = FrameType.RESULT): void => {
+        socket.write(encodeJsonFrame(type, f.stream, v));
+      };
       if (f.type === FrameType.EOF && uploads.has(f.stream)) {
         add(uploads.get(f.stream)!);
         uploads.delete(f.stream);
@@ -81,7 +86,11 @@ export function serveFakeAgent(socket: Socket, log: FakeAgentLog): void {
       } else if (req.op === 'exec') {
         const argv = req.argv ?? [];
         execs.push(argv);
-        if (argv[0] === 'rm') argv.slice(1).filter((a) => a.startsWith('/')).forEach(remove);
+        if (argv[0] === 'rm')
+          argv
+            .slice(1)
+            .filter((a) => a.startsWith('/'))
+            .forEach(remove);
         else add(FAKE_EXEC_LEFTOVER);
         reply({ event: 'started', pid: 100 + execs.length }, FrameType.EVENT);
         if (argv[0] === FAKE_OOM) log.oomKills = (log.oomKills ?? 0) + 1;

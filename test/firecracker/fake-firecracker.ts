@@ -8,9 +8,9 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname, isAbsolute, join } from 'node:path';
-import { ConsoleRing } from '../../src/core/console-ring.js';
 import type { Launcher, VmmProcess } from '../../src/backends/firecracker/process.js';
-import { serveFakeAgent, type FakeAgentLog } from './fake-agent.js';
+import { ConsoleRing } from '../../src/core/console-ring.js';
+import { type FakeAgentLog, serveFakeAgent } from './fake-agent.js';
 import { FirecrackerSpec } from './swagger.js';
 
 let sharedSpec: FirecrackerSpec | undefined;
@@ -56,8 +56,14 @@ export class FakeFirecracker implements VmmProcess {
   private readonly sockets = new Set<Socket>();
   private loaded = false;
 
-  constructor(readonly apiSocketPath: string, readonly cwd: string, private readonly o: FakeOptions = {}) {
-    this.exited = new Promise((r) => { this.resolveExit = r; });
+  constructor(
+    readonly apiSocketPath: string,
+    readonly cwd: string,
+    private readonly o: FakeOptions = {},
+  ) {
+    this.exited = new Promise((r) => {
+      this.resolveExit = r;
+    });
     this.http = createHttpServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
@@ -65,7 +71,11 @@ export class FakeFirecracker implements VmmProcess {
         const raw = Buffer.concat(chunks).toString('utf8');
         const { status, body } = this.handle(req.method ?? 'GET', req.url ?? '/', raw);
         let parsed: unknown = raw;
-        try { parsed = raw ? JSON.parse(raw) : undefined; } catch { /* recorded raw */ }
+        try {
+          parsed = raw ? JSON.parse(raw) : undefined;
+        } catch {
+          /* recorded raw */
+        }
         const fault = status >= 400 ? (body as { fault_message: string }).fault_message : undefined;
         this.requests.push({ method: req.method ?? '', path: req.url ?? '', body: parsed, status, ...(fault ? { fault } : {}) });
         const out = body === undefined ? '' : JSON.stringify(body);
@@ -73,7 +83,10 @@ export class FakeFirecracker implements VmmProcess {
         res.end(out);
       });
     });
-    this.http.on('connection', (s) => { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)); });
+    this.http.on('connection', (s) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
   }
 
   async listen(): Promise<void> {

@@ -2,9 +2,9 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { SandboxSpec } from '../../src/core/backend.js';
 import { FirecrackerBackend, type FirecrackerBackendOptions } from '../../src/backends/firecracker/backend.js';
-import { fakeLauncher, type FakeOptions } from './fake-firecracker.js';
+import type { SandboxSpec } from '../../src/core/backend.js';
+import { type FakeOptions, fakeLauncher } from './fake-firecracker.js';
 
 export interface Fixture {
   root: string;
@@ -34,11 +34,17 @@ export async function fixture(o: { fake?: FakeOptions | ((n: number) => FakeOpti
     ...o.backend,
   });
   return {
-    root, runDir, backend, launcher, trace,
+    root,
+    runDir,
+    backend,
+    launcher,
+    trace,
     spec: (id, backendOptions) => ({
       id,
       pack: { name: 'python', imagePath: join(root, 'pack.sqfs'), hash: 'packhash1', env: {} },
-      cpus: 1, memoryMib: 256, diskMib: 128,
+      cpus: 1,
+      memoryMib: 256,
+      diskMib: 128,
       ...(backendOptions ? { backendOptions } : {}),
     }),
     async close() {

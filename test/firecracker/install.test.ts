@@ -9,8 +9,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { test } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { installFirecracker, PINNED_RELEASES, releaseUrl } from '../../src/backends/firecracker/install.js';
 import command from '../../src/cli/commands/firecracker.js';
@@ -29,7 +29,10 @@ async function releaseTarball(version: string): Promise<Buffer> {
 }
 
 async function serve(body: Buffer): Promise<{ url: string; close(): void }> {
-  const server = createServer((_req, res) => { res.writeHead(200, { 'Content-Length': body.length }); res.end(body); });
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'Content-Length': body.length });
+    res.end(body);
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/firecracker-v1.10.1-x86_64.tgz`, close: () => server.close() };
 }
@@ -46,10 +49,16 @@ test('a wrong hash installs nothing (the pinned hash does not match a fake tarba
   const srv = await serve(tgz);
   const dir = await mkdtemp(join(tmpdir(), 'kfc-inst-'));
   try {
-    const e = await installFirecracker({ version: 'v1.10.1', dir, url: srv.url, arch: 'x86_64' }).then(() => undefined, (x: unknown) => x) as Error;
+    const e = (await installFirecracker({ version: 'v1.10.1', dir, url: srv.url, arch: 'x86_64' }).then(
+      () => undefined,
+      (x: unknown) => x,
+    )) as Error;
     assert.match(e.message, new RegExp(`sha256 mismatch .*expected ${PINNED_RELEASES['v1.10.1']!.x86_64}, got ${sha(tgz)}\\. Nothing was installed`));
     assert.deepEqual(await readdir(dir), [], 'no binary, no temp file');
-    const e2 = await installFirecracker({ dir, url: srv.url, arch: 'x86_64', sha256: '0'.repeat(64) }).then(() => undefined, (x: unknown) => x) as Error;
+    const e2 = (await installFirecracker({ dir, url: srv.url, arch: 'x86_64', sha256: '0'.repeat(64) }).then(
+      () => undefined,
+      (x: unknown) => x,
+    )) as Error;
     assert.match(e2.message, /sha256 mismatch/);
     assert.deepEqual(await readdir(dir), []);
   } finally {
@@ -83,7 +92,10 @@ test('offline: a clear error, nothing installed', async () => {
   await new Promise((r) => setTimeout(r, 20));
   const dir = await mkdtemp(join(tmpdir(), 'kfc-inst-'));
   try {
-    const e = await installFirecracker({ dir, url: deadUrl, arch: 'x86_64' }).then(() => undefined, (x: unknown) => x) as Error;
+    const e = (await installFirecracker({ dir, url: deadUrl, arch: 'x86_64' }).then(
+      () => undefined,
+      (x: unknown) => x,
+    )) as Error;
     assert.match(e.message, /cannot download .* \(ECONNREFUSED\): this host seems offline .*nothing was installed/);
     assert.deepEqual(await readdir(dir), []);
   } finally {
@@ -94,12 +106,18 @@ test('offline: a clear error, nothing installed', async () => {
 test('an unpinned version needs --sha256; a tarball without the binary installs nothing', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'kfc-inst-'));
   try {
-    const e = await installFirecracker({ version: '1.12.0', dir, arch: 'x86_64' }).then(() => undefined, (x: unknown) => x) as Error;
+    const e = (await installFirecracker({ version: '1.12.0', dir, arch: 'x86_64' }).then(
+      () => undefined,
+      (x: unknown) => x,
+    )) as Error;
     assert.match(e.message, /no pinned sha256 for Firecracker v1\.12\.0 \(x86_64\); pass --sha256/);
     const other = await releaseTarball('v9.9.9');
     const file = join(dir, 'other.tgz');
     await writeFile(file, other);
-    const e2 = await installFirecracker({ version: 'v1.10.1', dir: join(dir, 'bin'), url: `file://${file}`, arch: 'x86_64', sha256: sha(other) }).then(() => undefined, (x: unknown) => x) as Error;
+    const e2 = (await installFirecracker({ version: 'v1.10.1', dir: join(dir, 'bin'), url: `file://${file}`, arch: 'x86_64', sha256: sha(other) }).then(
+      () => undefined,
+      (x: unknown) => x,
+    )) as Error;
     assert.match(e2.message, /has no release-v1\.10\.1-x86_64\/firecracker-v1\.10\.1-x86_64/);
     assert.deepEqual(await readdir(join(dir, 'bin')), []);
   } finally {

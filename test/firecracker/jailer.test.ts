@@ -3,15 +3,53 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { cgroupLimits, jailerArgv, jailRoot, UidPool, vmmMemoryLimitBytes } from '../../src/backends/firecracker/jailer.js';
 
-const settings = { jailerPath: '/usr/local/bin/jailer', chrootBaseDir: '/run/kiln/firecracker/jail', cgroupVersion: 2 as const, parentCgroup: 'kiln-firecracker', uidBase: 300_000, uidCount: 2, gid: 300_000, netns: true };
+const settings = {
+  jailerPath: '/usr/local/bin/jailer',
+  chrootBaseDir: '/run/kiln/firecracker/jail',
+  cgroupVersion: 2 as const,
+  parentCgroup: 'kiln-firecracker',
+  uidBase: 300_000,
+  uidCount: 2,
+  gid: 300_000,
+  netns: true,
+};
 
 test('jailer argv: id, exec file, uid/gid, chroot base, cgroup version + limits, netns, then firecracker args', () => {
-  const argv = jailerArgv(settings, { id: 'sb1', firecrackerPath: '/usr/local/bin/firecracker', uid: 300_001, gid: 300_000, limits: { vcpus: 2, memoryMib: 512 }, netnsPath: '/var/run/netns/kiln-fc-sb1', apiSocketInJail: '/api.sock' });
+  const argv = jailerArgv(settings, {
+    id: 'sb1',
+    firecrackerPath: '/usr/local/bin/firecracker',
+    uid: 300_001,
+    gid: 300_000,
+    limits: { vcpus: 2, memoryMib: 512 },
+    netnsPath: '/var/run/netns/kiln-fc-sb1',
+    apiSocketInJail: '/api.sock',
+  });
   assert.deepEqual(argv, [
-    '--id', 'sb1', '--exec-file', '/usr/local/bin/firecracker', '--uid', '300001', '--gid', '300000',
-    '--chroot-base-dir', '/run/kiln/firecracker/jail', '--cgroup-version', '2', '--parent-cgroup', 'kiln-firecracker',
-    '--cgroup', 'cpu.max=225000 100000', '--cgroup', `memory.max=${vmmMemoryLimitBytes(512)}`, '--cgroup', 'memory.swap.max=0',
-    '--netns', '/var/run/netns/kiln-fc-sb1', '--', '--api-sock', '/api.sock',
+    '--id',
+    'sb1',
+    '--exec-file',
+    '/usr/local/bin/firecracker',
+    '--uid',
+    '300001',
+    '--gid',
+    '300000',
+    '--chroot-base-dir',
+    '/run/kiln/firecracker/jail',
+    '--cgroup-version',
+    '2',
+    '--parent-cgroup',
+    'kiln-firecracker',
+    '--cgroup',
+    'cpu.max=225000 100000',
+    '--cgroup',
+    `memory.max=${vmmMemoryLimitBytes(512)}`,
+    '--cgroup',
+    'memory.swap.max=0',
+    '--netns',
+    '/var/run/netns/kiln-fc-sb1',
+    '--',
+    '--api-sock',
+    '/api.sock',
   ]);
   assert.equal(jailRoot(settings, '/usr/local/bin/firecracker', 'sb1'), '/run/kiln/firecracker/jail/firecracker/sb1/root');
 });

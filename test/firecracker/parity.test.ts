@@ -11,19 +11,31 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { createFirecrackerBackend } from '../../src/backends/firecracker/backend.js';
 
-const { checks } = await createFirecrackerBackend({ runDir: '/nonexistent', firecrackerPath: process.env.KILN_FIRECRACKER || undefined, vmImage: async () => { throw new Error('unused'); } }).probe();
+const { checks } = await createFirecrackerBackend({
+  runDir: '/nonexistent',
+  firecrackerPath: process.env.KILN_FIRECRACKER || undefined,
+  vmImage: async () => {
+    throw new Error('unused');
+  },
+}).probe();
 const failed = checks.filter((c) => !c.ok);
 const files = { vmlinux: process.env.KILN_FC_VMLINUX, initrd: process.env.KILN_FC_INITRD, pack: process.env.KILN_FC_PACK };
-const missingFiles = Object.entries(files).filter(([, p]) => !p || !existsSync(p)).map(([k]) => k);
+const missingFiles = Object.entries(files)
+  .filter(([, p]) => !p || !existsSync(p))
+  .map(([k]) => k);
 const skip = failed.length
   ? `Firecracker cannot run on this host: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`
-  : missingFiles.length ? `set KILN_FC_VMLINUX, KILN_FC_INITRD and KILN_FC_PACK (missing: ${missingFiles.join(', ')}) to run the real-Firecracker suite` : false;
+  : missingFiles.length
+    ? `set KILN_FC_VMLINUX, KILN_FC_INITRD and KILN_FC_PACK (missing: ${missingFiles.join(', ')}) to run the real-Firecracker suite`
+    : false;
 
 for (const snapshots of [false, true]) {
   test(`real Firecracker: boot, exec ping, destroy (snapshots ${snapshots ? 'on' : 'off'})`, { skip }, async () => {
     const runDir = await mkdtemp(join(tmpdir(), 'kfc-real-'));
     const backend = createFirecrackerBackend({
-      runDir, snapshots, jailer: 'never',
+      runDir,
+      snapshots,
+      jailer: 'never',
       vmImage: async () => ({ vmlinuxPath: files.vmlinux!, initrdPath: files.initrd!, hash: 'parity' }),
     });
     try {

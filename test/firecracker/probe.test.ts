@@ -4,12 +4,17 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { hostChecks, inspectHost } from '../../src/backends/firecracker/probe.js';
 import { createFirecrackerBackend } from '../../src/backends/firecracker/backend.js';
+import { hostChecks, inspectHost } from '../../src/backends/firecracker/probe.js';
 
 test('kiln doctor on this host explains exactly what is missing', async () => {
   const facts = await inspectHost();
-  const probe = await createFirecrackerBackend({ runDir: '/nonexistent', vmImage: async () => { throw new Error('unused'); } }).probe();
+  const probe = await createFirecrackerBackend({
+    runDir: '/nonexistent',
+    vmImage: async () => {
+      throw new Error('unused');
+    },
+  }).probe();
   const checks = probe.checks;
   const byName = Object.fromEntries(checks.map((c) => [c.name, c]));
   const bin = byName['firecracker binary']!;
@@ -40,16 +45,31 @@ test('a host with a firecracker binary, writable /dev/kvm and vmx is available; 
     await mkdir(join(dir, 'sys/kvm_pvm'), { recursive: true });
     const good = await inspectHost({ paths: { kvm: join(dir, 'kvm'), cpuinfo: join(dir, 'cpuinfo-vmx'), envPath: join(dir, 'bin'), sysModule: join(dir, 'none') } });
     assert.equal(good.firecrackerVersion, 'Firecracker v1.10.1');
-    assert.deepEqual(hostChecks(good).filter((c) => !c.ok), []);
+    assert.deepEqual(
+      hostChecks(good).filter((c) => !c.ok),
+      [],
+    );
 
     const pvm = await inspectHost({ paths: { kvm: join(dir, 'kvm'), cpuinfo: join(dir, 'cpuinfo-none'), envPath: join(dir, 'bin'), sysModule: join(dir, 'sys') } });
     const failed = hostChecks(pvm).filter((c) => !c.ok);
-    assert.deepEqual(failed.map((c) => c.name), ['CPU virtualisation']);
+    assert.deepEqual(
+      failed.map((c) => c.name),
+      ['CPU virtualisation'],
+    );
     assert.match(failed[0]!.detail, /kvm-pvm host/);
-    assert.deepEqual(hostChecks(pvm, 'force').filter((c) => !c.ok), [], 'explicit override');
+    assert.deepEqual(
+      hostChecks(pvm, 'force').filter((c) => !c.ok),
+      [],
+      'explicit override',
+    );
 
     const nothing = await inspectHost({ paths: { kvm: join(dir, 'nokvm'), cpuinfo: join(dir, 'cpuinfo-vmx'), envPath: join(dir, 'empty') } });
-    assert.deepEqual(hostChecks(nothing).filter((c) => !c.ok).map((c) => c.name), ['firecracker binary', 'KVM device']);
+    assert.deepEqual(
+      hostChecks(nothing)
+        .filter((c) => !c.ok)
+        .map((c) => c.name),
+      ['firecracker binary', 'KVM device'],
+    );
     assert.match(hostChecks(nothing)[1]!.detail, /\/dev\/kvm does not exist: load kvm_intel or kvm_amd/);
   } finally {
     await rm(dir, { recursive: true, force: true });

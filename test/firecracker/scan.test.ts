@@ -24,13 +24,21 @@ test('scan kills orphans pointing into our run dir, removes VM dirs and incomple
   const foreign = spawn(join(root, 'firecracker'), [...spin, '--api-sock', '/tmp/someone-else/api.sock'], { stdio: 'ignore' });
   await Promise.all([once(ours, 'spawn'), once(foreign, 'spawn')]);
   try {
-    const backend = createFirecrackerBackend({ runDir, vmImage: async () => { throw new Error('unused'); } });
+    const backend = createFirecrackerBackend({
+      runDir,
+      vmImage: async () => {
+        throw new Error('unused');
+      },
+    });
     const oursExit = once(ours, 'exit');
     const report = await backend.scan();
     await oursExit;
     assert.equal(ours.signalCode, 'SIGKILL');
     assert.equal(foreign.exitCode, null, 'a firecracker of someone else is untouched');
-    assert.ok(report.removed.some((l) => l.startsWith(`killed orphaned Firecracker process ${ours.pid}`)), report.removed.join('\n'));
+    assert.ok(
+      report.removed.some((l) => l.startsWith(`killed orphaned Firecracker process ${ours.pid}`)),
+      report.removed.join('\n'),
+    );
     assert.equal(existsSync(vmDir), false);
     assert.equal(existsSync(join(runDir, 'firecracker/templates/complete1')), true);
     assert.equal(existsSync(join(runDir, 'firecracker/templates/.tmp-half')), false);

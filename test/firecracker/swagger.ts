@@ -6,9 +6,9 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../../src/core/config.js';
 import AjvModule, { type ValidateFunction } from 'ajv';
 import { parse } from 'yaml';
+import { REPO_ROOT } from '../../src/core/config.js';
 
 const Ajv = AjvModule.default ?? AjvModule;
 
@@ -17,8 +17,7 @@ const Ajv = AjvModule.default ?? AjvModule;
  * there is one, else the copy vendored in test/firecracker/spec (same file, kept for clean clones).
  */
 const SHARED_SPEC = join(REPO_ROOT, '../shared/spec/firecracker-api.yaml');
-export const SPEC_PATH = process.env.KILN_FIRECRACKER_SPEC
-  ?? (existsSync(SHARED_SPEC) ? SHARED_SPEC : join(REPO_ROOT, 'test/firecracker/spec/firecracker-api.yaml'));
+export const SPEC_PATH = process.env.KILN_FIRECRACKER_SPEC ?? (existsSync(SHARED_SPEC) ? SHARED_SPEC : join(REPO_ROOT, 'test/firecracker/spec/firecracker-api.yaml'));
 
 type Json = Record<string, unknown>;
 

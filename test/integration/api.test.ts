@@ -29,7 +29,7 @@ describe('HTTP API edge', () => {
   });
 
   const bad = [
-    ['missing pack', { }],
+    ['missing pack', {}],
     ['wrong type', { pack: 5 }],
     ['unknown field', { pack: 'python', colour: 'red' }],
     ['negative memory', { pack: 'python', memoryMib: -1 }],
@@ -69,7 +69,12 @@ describe('HTTP API edge', () => {
   });
 
   it('unknown sandbox → 404 SANDBOX_NOT_FOUND on every sandbox route', async () => {
-    for (const [method, url] of [['GET', '/v1/sandboxes/nope'], ['DELETE', '/v1/sandboxes/nope'], ['POST', '/v1/sandboxes/nope/exec'], ['GET', '/v1/sandboxes/nope/files?path=/x']] as const) {
+    for (const [method, url] of [
+      ['GET', '/v1/sandboxes/nope'],
+      ['DELETE', '/v1/sandboxes/nope'],
+      ['POST', '/v1/sandboxes/nope/exec'],
+      ['GET', '/v1/sandboxes/nope/files?path=/x'],
+    ] as const) {
       const r = await app.inject({ method, url, payload: method === 'POST' ? { cmd: 'true' } : undefined });
       assert.equal(r.statusCode, 404, url);
       assert.equal(r.json().code, 'SANDBOX_NOT_FOUND');

@@ -4,15 +4,15 @@
  * to the tsx loader.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { REPO_ROOT } from '../../src/core/config.js';
 import { KilnClient } from '../../sdk/src/index.js';
+import { REPO_ROOT } from '../../src/core/config.js';
 import { freePort } from '../parity/service-process.js';
 
 const run = promisify(execFile);
@@ -63,11 +63,17 @@ describe('compiled CLI (dist/)', { timeout: 300_000 }, () => {
 
   it('a service it cannot reach is named by the URL really tried (KILN_PORT, KILN_URL)', async () => {
     const port = await freePort();
-    const byPort = await run(KILN, ['run', 'shell', '-c', 'true'], { env: env({ KILN_URL: '', KILN_HOST: '', KILN_PORT: String(port) }) }).then(() => assert.fail('reached a service'), (e: { code: number; stderr: string }) => e);
+    const byPort = await run(KILN, ['run', 'shell', '-c', 'true'], { env: env({ KILN_URL: '', KILN_HOST: '', KILN_PORT: String(port) }) }).then(
+      () => assert.fail('reached a service'),
+      (e: { code: number; stderr: string }) => e,
+    );
     assert.equal(byPort.code, 1);
     assert.match(byPort.stderr, new RegExp(`cannot reach the kiln service at http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`));
     assert.doesNotMatch(byPort.stderr, /8400/);
-    const byUrl = await run(KILN, ['sandbox', 'ls'], { env: env({ KILN_URL: `http://127.0.0.1:${port}/`, KILN_PORT: '8400' }) }).then(() => assert.fail('reached a service'), (e: { code: number; stderr: string }) => e);
+    const byUrl = await run(KILN, ['sandbox', 'ls'], { env: env({ KILN_URL: `http://127.0.0.1:${port}/`, KILN_PORT: '8400' }) }).then(
+      () => assert.fail('reached a service'),
+      (e: { code: number; stderr: string }) => e,
+    );
     assert.match(byUrl.stderr, new RegExp(`at http://127\\.0\\.0\\.1:${port} `));
   });
 
@@ -76,12 +82,21 @@ describe('compiled CLI (dist/)', { timeout: 300_000 }, () => {
     type Check = { name: string; ok: boolean; detail: string };
     const report = JSON.parse(r.stdout) as { backends: { name: string; available: boolean; checks: Check[] }[]; images: Check[] };
     // Every registered backend reports its own checks; the namespace backend can run here.
-    assert.deepEqual(report.backends.map((b) => b.name), ['namespace', 'qemu', 'firecracker']);
+    assert.deepEqual(
+      report.backends.map((b) => b.name),
+      ['namespace', 'qemu', 'firecracker'],
+    );
     const ns = report.backends.find((b) => b.name === 'namespace')!;
     assert.equal(ns.available, true, JSON.stringify(ns.checks.filter((c) => !c.ok)));
-    assert.ok(ns.checks.some((c) => c.name === 'cgroups' && c.ok), 'doctor probes cgroups thoroughly');
+    assert.ok(
+      ns.checks.some((c) => c.name === 'cgroups' && c.ok),
+      'doctor probes cgroups thoroughly',
+    );
     // The packs are found through REPO_ROOT, which must point at the repo from dist/ as from src/.
-    assert.ok(report.images.some((c) => c.name === 'image python'), `no pack found: ${report.images.map((c) => c.name).join(', ')}`);
+    assert.ok(
+      report.images.some((c) => c.name === 'image python'),
+      `no pack found: ${report.images.map((c) => c.name).join(', ')}`,
+    );
   });
 
   describe('kiln serve and kiln run from dist/', { skip: process.getuid?.() === 0 ? undefined : 'needs root' }, () => {
@@ -97,11 +112,22 @@ describe('compiled CLI (dist/)', { timeout: 300_000 }, () => {
       url = `http://127.0.0.1:${port}`;
       // The embedded store in memory: its engine's thread starts from dist/ too (a .js worker), and
       // the shared data dir's database stays out of it.
-      svc = spawn(KILN, ['serve'], { env: env({ KILN_RUN_DIR: join(base, 'run'), KILN_PORT: String(port), KILN_POOL: '', KILN_TOKEN: '', KILN_DATABASE_URL: 'memory://' }), stdio: ['ignore', 'ignore', 'pipe'] });
-      svc.stderr!.on('data', (d) => { stderr += d; });
+      svc = spawn(KILN, ['serve'], {
+        env: env({ KILN_RUN_DIR: join(base, 'run'), KILN_PORT: String(port), KILN_POOL: '', KILN_TOKEN: '', KILN_DATABASE_URL: 'memory://' }),
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      svc.stderr!.on('data', (d) => {
+        stderr += d;
+      });
       const client = new KilnClient({ baseUrl: url });
       for (let i = 0; i < 600 && svc.exitCode === null; i++) {
-        if (await client.health().then(() => true, () => false)) return;
+        if (
+          await client.health().then(
+            () => true,
+            () => false,
+          )
+        )
+          return;
         await sleep(100);
       }
       throw new Error(`kiln serve did not come up (exit ${svc.exitCode}): ${stderr.slice(-2000)}`);
@@ -111,7 +137,7 @@ describe('compiled CLI (dist/)', { timeout: 300_000 }, () => {
       if (svc && svc.exitCode === null && svc.signalCode === null) {
         const exited = new Promise((r) => svc!.once('exit', r));
         svc.kill('SIGTERM');
-        if (await Promise.race([exited.then(() => true), sleep(30_000).then(() => false)]) === false) {
+        if ((await Promise.race([exited.then(() => true), sleep(30_000).then(() => false)])) === false) {
           svc.kill('SIGKILL');
           await exited;
         }
@@ -123,8 +149,10 @@ describe('compiled CLI (dist/)', { timeout: 300_000 }, () => {
       const ok = await run(KILN, ['run', 'python', '-c', 'print(6*7)'], { env: env({ KILN_URL: url }), timeout: 120_000 });
       assert.equal(ok.stdout, '42\n');
       assert.equal(ok.stderr, '');
-      await assert.rejects(run(KILN, ['run', 'shell', '-c', 'echo oops >&2; exit 4'], { env: env({ KILN_URL: url }), timeout: 120_000 }),
-        (e: { code: number; stderr: string }) => e.code === 4 && /oops/.test(e.stderr));
+      await assert.rejects(
+        run(KILN, ['run', 'shell', '-c', 'echo oops >&2; exit 4'], { env: env({ KILN_URL: url }), timeout: 120_000 }),
+        (e: { code: number; stderr: string }) => e.code === 4 && /oops/.test(e.stderr),
+      );
     });
   });
 });

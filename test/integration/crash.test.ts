@@ -3,18 +3,18 @@
  * no sandbox process, no cgroup, no mount.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { REPO_ROOT } from '../../src/core/config.js';
-import { cgroupNameFor } from '../../src/server/backends.js';
-import { mountsUnder, removeTree } from '../../src/images/fsutil.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { KilnClient } from '../../sdk/src/index.js';
-import { freePort } from '../parity/service-process.js';
+import { REPO_ROOT } from '../../src/core/config.js';
+import { mountsUnder, removeTree } from '../../src/images/fsutil.js';
+import { cgroupNameFor } from '../../src/server/backends.js';
 import { alive, cgroupChildren } from '../parity/leaks.js';
+import { freePort } from '../parity/service-process.js';
 
 function serve(runDir: string, port: number): ChildProcess {
   return spawn(join(REPO_ROOT, 'bin/kiln'), ['serve'], {
@@ -25,13 +25,17 @@ function serve(runDir: string, port: number): ChildProcess {
 
 async function ready(client: KilnClient): Promise<void> {
   for (let i = 0; i < 300; i++) {
-    if (await client.health().then(() => true, () => false)) return;
+    if (
+      await client.health().then(
+        () => true,
+        () => false,
+      )
+    )
+      return;
     await sleep(100);
   }
   throw new Error('service did not come up');
 }
-
-
 
 describe('crash recovery', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 180_000 }, () => {
   it('SIGKILL with live sandboxes, then restart: no processes, cgroups or mounts left', async () => {

@@ -6,12 +6,15 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { cgroupMode } from '../../src/core/cgroups.js';
 import { doctorReport } from '../../src/cli/commands/doctor.js';
+import { cgroupMode } from '../../src/core/cgroups.js';
 
 /** This process's cgroup directories, one per v1 controller kiln uses or the v2 one. */
 function ownDirs(): string[] {
-  const lines = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n').map((l) => l.split(':'));
+  const lines = readFileSync('/proc/self/cgroup', 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => l.split(':'));
   if (cgroupMode() === 'v2') return [join('/sys/fs/cgroup', lines.find((l) => l[0] === '0')![2]!)];
   return ['memory', 'pids', 'cpu'].map((c) => join('/sys/fs/cgroup', c, lines.find((l) => l[1]!.split(',').includes(c))![2]!));
 }

@@ -6,16 +6,16 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import type { AddressInfo } from 'node:net';
 import { loadConfig } from '../../src/core/config.js';
 import { buildApp } from '../../src/server/app.js';
 import { composeService } from '../../src/server/compose.js';
 import type { KilnService } from '../../src/server/service.js';
-import { rawRequest, type RawResponse } from './raw-http.js';
+import { type RawResponse, rawRequest } from './raw-http.js';
 
 const TOKEN = 'edge-test-token';
 const WS_HEADERS = { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' };
@@ -26,25 +26,27 @@ function spellings(path: string, port: number): string[] {
   const pct = (c: string, upper: boolean): string => `%${c.charCodeAt(0).toString(16).padStart(2, '0')}`[upper ? 'toUpperCase' : 'toLowerCase']();
   const join_ = (parts: string[]): string => `/${parts.join('/')}`;
   const last = path.lastIndexOf('/');
-  return [...new Set([
-    path,
-    ...segs.map((_, i) => join_(segs.map((s, j) => (j === i ? pct(s[0]!, false) + s.slice(1) : s)))),
-    join_(segs.map((s) => [...s].map((c) => pct(c, true)).join(''))),
-    `/${path}`,
-    `${path.slice(0, last)}/${path.slice(last)}`,
-    `${path}/`,
-    `${path.slice(0, last)}/.${path.slice(last)}`,
-    `/x/..${path}`,
-    `/healthz/..${path}`,
-    `/assets/..${path}`,
-    `${path};x=1`,
-    `/${segs.join('%2F')}`,
-    path.toUpperCase(),
-    path.replace('/v1', '/V1'),
-    `http://127.0.0.1:${port}${path}`,
-    `HTTP://LOCALHOST:${port}${path}`,
-    `http://example.com${path}`,
-  ])];
+  return [
+    ...new Set([
+      path,
+      ...segs.map((_, i) => join_(segs.map((s, j) => (j === i ? pct(s[0]!, false) + s.slice(1) : s)))),
+      join_(segs.map((s) => [...s].map((c) => pct(c, true)).join(''))),
+      `/${path}`,
+      `${path.slice(0, last)}/${path.slice(last)}`,
+      `${path}/`,
+      `${path.slice(0, last)}/.${path.slice(last)}`,
+      `/x/..${path}`,
+      `/healthz/..${path}`,
+      `/assets/..${path}`,
+      `${path};x=1`,
+      `/${segs.join('%2F')}`,
+      path.toUpperCase(),
+      path.replace('/v1', '/V1'),
+      `http://127.0.0.1:${port}${path}`,
+      `HTTP://LOCALHOST:${port}${path}`,
+      `http://example.com${path}`,
+    ]),
+  ];
 }
 
 describe('the bearer token guards every route, however its path is spelled', () => {

@@ -8,10 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, mock } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { KilnClient } from '../../sdk/src/index.js';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { MAX_TIMER_MS, setLongTimeout } from '../../src/core/long-timer.js';
 import { cgroupNameFor } from '../../src/server/backends.js';
-import { KilnClient } from '../../sdk/src/index.js';
 import { startTestServer } from '../parity/fixture.js';
 import { cgroupChildren } from '../parity/leaks.js';
 

@@ -3,8 +3,8 @@
  * socket is never reachable by other users, not even at the moment it starts listening.
  */
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { statSync } from 'node:fs';
+import { chmod, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { request } from 'node:http';
 import { Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -33,7 +33,12 @@ describe('request logs', () => {
 
   it('never carry ?access_token=, however the parameter is spelled', async () => {
     const lines: string[] = [];
-    const stream = new Writable({ write(chunk: Buffer, _enc, done) { lines.push(chunk.toString('utf8')); done(); } });
+    const stream = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(chunk.toString('utf8'));
+        done();
+      },
+    });
     const app = await buildApp({ ...svc, config: { ...svc.config, token: TOKEN } }, { logger: { level: 'info', stream } });
     try {
       const ws = { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' };
@@ -51,7 +56,13 @@ describe('request logs', () => {
       const log = lines.join('');
       assert.match(log, /incoming request/, 'the requests were logged');
       assert.match(log, /access_token=\[redacted\]/);
-      assert.ok(!log.includes(TOKEN), `the token is in the log:\n${log.split('\n').filter((l) => l.includes(TOKEN)).join('\n')}`);
+      assert.ok(
+        !log.includes(TOKEN),
+        `the token is in the log:\n${log
+          .split('\n')
+          .filter((l) => l.includes(TOKEN))
+          .join('\n')}`,
+      );
     } finally {
       await app.close();
     }
@@ -85,7 +96,10 @@ describe('the trusted Unix socket', { skip: process.getuid?.() === 0 ? undefined
     const umask = process.umask(0);
     let server: Awaited<ReturnType<typeof startServer>> | undefined;
     try {
-      server = await startServer(loadConfig({ ...process.env, KILN_PORT: '0', KILN_RUN_DIR: join(base, 'run'), KILN_TOKEN: 'tok', KILN_POOL: '', KILN_SOCKET: sock, KILN_DATABASE_URL: 'off' }), { logger: false, skipScan: true });
+      server = await startServer(loadConfig({ ...process.env, KILN_PORT: '0', KILN_RUN_DIR: join(base, 'run'), KILN_TOKEN: 'tok', KILN_POOL: '', KILN_SOCKET: sock, KILN_DATABASE_URL: 'off' }), {
+        logger: false,
+        skipScan: true,
+      });
       process.umask(umask);
       Server.prototype.listen = listen;
       assert.equal(seen.length, 1, 'one Unix socket');
@@ -93,7 +107,12 @@ describe('the trusted Unix socket', { skip: process.getuid?.() === 0 ? undefined
       assert.equal((await stat(sock)).mode & 0o777, 0o660);
       assert.deepEqual(await readdir(dirname(sock)), ['kiln.sock'], 'no private folder left behind');
       const status = await new Promise<number>((resolve, reject) => {
-        request({ socketPath: sock, path: '/v1/packs' }, (res) => { res.resume(); resolve(res.statusCode ?? 0); }).on('error', reject).end();
+        request({ socketPath: sock, path: '/v1/packs' }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        })
+          .on('error', reject)
+          .end();
       });
       assert.equal(status, 200, 'the socket serves the API without a token');
     } finally {

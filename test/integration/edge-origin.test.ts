@@ -5,12 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import type { AddressInfo } from 'node:net';
-import { loadConfig, type KilnConfig } from '../../src/core/config.js';
+import { type KilnConfig, loadConfig } from '../../src/core/config.js';
 import { buildApp } from '../../src/server/app.js';
 import { composeService } from '../../src/server/compose.js';
 import type { KilnService } from '../../src/server/service.js';
@@ -26,12 +26,15 @@ describe('Host and Origin checks', () => {
   const touched: string[] = [];
 
   const build = async (config: Partial<KilnConfig> = {}, trustedSocket = false): Promise<FastifyInstance> => {
-    const watched = new Proxy({ ...svc, config: { ...svc.config, ...config } }, {
-      get(target, prop, receiver) {
-        touched.push(String(prop));
-        return Reflect.get(target, prop, receiver) as unknown;
+    const watched = new Proxy(
+      { ...svc, config: { ...svc.config, ...config } },
+      {
+        get(target, prop, receiver) {
+          touched.push(String(prop));
+          return Reflect.get(target, prop, receiver) as unknown;
+        },
       },
-    });
+    );
     const app = await buildApp(watched, { trustedSocket });
     apps.push(app);
     await app.ready();
@@ -51,7 +54,12 @@ describe('Host and Origin checks', () => {
 
   const get = async (app: FastifyInstance, headers: Record<string, string>, url = '/v1/packs') => {
     const r = await app.inject({ method: 'GET', url, headers });
-    return { status: r.statusCode, code: r.statusCode >= 400 ? (r.json() as { code: string; message: string }).code : undefined, message: r.statusCode >= 400 ? (r.json() as { message: string }).message : '', headers: r.headers };
+    return {
+      status: r.statusCode,
+      code: r.statusCode >= 400 ? (r.json() as { code: string; message: string }).code : undefined,
+      message: r.statusCode >= 400 ? (r.json() as { message: string }).message : '',
+      headers: r.headers,
+    };
   };
 
   it('accepts loopback names and the listen address as Host, refuses any other name', async () => {
@@ -107,7 +115,12 @@ describe('Host and Origin checks', () => {
     }
     // A cross-site form post (a "simple" request: no preflight) never reaches /v1/run.
     touched.length = 0;
-    const form = await app.inject({ method: 'POST', url: '/v1/run', headers: { host, origin: 'http://evil.example', 'content-type': 'application/json' }, payload: { pack: 'shell', code: 'touch /tmp/pwned' } });
+    const form = await app.inject({
+      method: 'POST',
+      url: '/v1/run',
+      headers: { host, origin: 'http://evil.example', 'content-type': 'application/json' },
+      payload: { pack: 'shell', code: 'touch /tmp/pwned' },
+    });
     assert.equal(form.statusCode, 403);
     assert.deepEqual(touched, []);
   });
@@ -119,7 +132,11 @@ describe('Host and Origin checks', () => {
     const r = await get(app, { host: 'localhost:8400', origin: 'https://app.example.com' });
     assert.equal(r.status, 200);
     assert.equal(r.headers['access-control-allow-origin'], 'https://app.example.com');
-    const pre = await app.inject({ method: 'OPTIONS', url: '/v1/run', headers: { host: 'localhost:8400', origin: 'https://app.example.com', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,authorization' } });
+    const pre = await app.inject({
+      method: 'OPTIONS',
+      url: '/v1/run',
+      headers: { host: 'localhost:8400', origin: 'https://app.example.com', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,authorization' },
+    });
     assert.equal(pre.statusCode, 204);
     assert.match(String(pre.headers['access-control-allow-headers']), /authorization/);
     const other = await app.inject({ method: 'OPTIONS', url: '/v1/run', headers: { host: 'localhost:8400', origin: 'https://evil.example', 'access-control-request-method': 'POST' } });

@@ -82,10 +82,13 @@ describe('errors that name the real mistake', { skip: process.getuid?.() === 0 ?
       assert.equal(exec.status, 400);
       assert.match(exec.message, /timeoutMs .*got 99999999/);
       // No sandbox was made for the refused run.
-      assert.deepEqual((await t.client.sandboxes.list()).map((s) => s.id), [id]);
+      assert.deepEqual(
+        (await t.client.sandboxes.list()).map((s) => s.id),
+        [id],
+      );
     });
 
-    it('memoryMib states the schema\'s minimum (16), and the host maximum with the value sent', async () => {
+    it("memoryMib states the schema's minimum (16), and the host maximum with the value sent", async () => {
       const low = await call('POST', '/v1/sandboxes', { pack: 'shell', memoryMib: 1 });
       assert.equal(low.status, 400);
       assert.match(low.message, /field "memoryMib" must be an integer >= 16 \(got 1\)/);
@@ -111,11 +114,22 @@ describe('errors that name the real mistake', { skip: process.getuid?.() === 0 ?
     });
 
     it('invalid base64 file content is refused naming the file, and valid base64 still runs', async () => {
-      const bad = await call('POST', '/v1/run', { pack: 'shell', files: [{ path: 'main.sh', content: 'echo hi' }, { path: 'data.bin', content: 'not base64!', encoding: 'base64' }], entrypoint: 'main.sh' });
+      const bad = await call('POST', '/v1/run', {
+        pack: 'shell',
+        files: [
+          { path: 'main.sh', content: 'echo hi' },
+          { path: 'data.bin', content: 'not base64!', encoding: 'base64' },
+        ],
+        entrypoint: 'main.sh',
+      });
       assert.equal(bad.status, 400);
       assert.equal(bad.code, 'INVALID_REQUEST');
       assert.match(bad.message, /files\[1\]\.content is not valid base64: "!" at offset 10/);
-      const good = await call('POST', '/v1/run', { pack: 'shell', files: [{ path: 'main.sh', content: Buffer.from('echo from base64\n').toString('base64'), encoding: 'base64' }], entrypoint: 'main.sh' });
+      const good = await call('POST', '/v1/run', {
+        pack: 'shell',
+        files: [{ path: 'main.sh', content: Buffer.from('echo from base64\n').toString('base64'), encoding: 'base64' }],
+        entrypoint: 'main.sh',
+      });
       assert.equal(good.status, 200, good.message);
       assert.equal(good.body.stdout, 'from base64\n');
     });
@@ -130,15 +144,31 @@ describe('errors that name the real mistake', { skip: process.getuid?.() === 0 ?
     });
 
     it('a body over the limit names the limit', async () => {
-      const over = (path: string, limit: number) => new Promise<{ status: number; body: string; connection?: string }>((resolve, reject) => {
-        // Only the Content-Length is sent: the answer must come before any of the body.
-        const req = request(t.server.url + path, { method: path.includes('/files') ? 'PUT' : 'POST', headers: { 'content-type': path.includes('/files') ? 'application/octet-stream' : 'application/json', 'content-length': String(limit + 1) } }, (res) => {
-          let body = '';
-          res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => { resolve({ status: res.statusCode ?? 0, body, connection: res.headers.connection }); req.destroy(); });
+      const over = (path: string, limit: number) =>
+        new Promise<{ status: number; body: string; connection?: string }>((resolve, reject) => {
+          // Only the Content-Length is sent: the answer must come before any of the body.
+          const req = request(
+            t.server.url + path,
+            {
+              method: path.includes('/files') ? 'PUT' : 'POST',
+              headers: { 'content-type': path.includes('/files') ? 'application/octet-stream' : 'application/json', 'content-length': String(limit + 1) },
+            },
+            (res) => {
+              let body = '';
+              res
+                .setEncoding('utf8')
+                .on('data', (c: string) => {
+                  body += c;
+                })
+                .on('end', () => {
+                  resolve({ status: res.statusCode ?? 0, body, connection: res.headers.connection });
+                  req.destroy();
+                });
+            },
+          );
+          req.on('error', reject);
+          req.flushHeaders();
         });
-        req.on('error', reject);
-        req.flushHeaders();
-      });
       const max = t.config.limits.maxFileBytes;
       const file = await over(`/v1/sandboxes/${id}/files?path=/workspace/big`, max);
       assert.equal(file.status, 413);
@@ -150,15 +180,19 @@ describe('errors that name the real mistake', { skip: process.getuid?.() === 0 ?
     });
 
     it('the WebSocket start message is checked the same way, and a missing cwd there is CWD_NOT_FOUND too', async () => {
-      const first = (start: Record<string, unknown>) => new Promise<{ code: string; message: string }>((resolve, reject) => {
-        const ws = new WebSocket(t.client.execSocketUrl(id));
-        ws.on('open', () => ws.send(JSON.stringify(start)));
-        ws.on('message', (raw) => {
-          const m = JSON.parse(String(raw)) as { type: string; code: string; message: string };
-          if (m.type === 'error') { resolve(m); ws.close(); }
+      const first = (start: Record<string, unknown>) =>
+        new Promise<{ code: string; message: string }>((resolve, reject) => {
+          const ws = new WebSocket(t.client.execSocketUrl(id));
+          ws.on('open', () => ws.send(JSON.stringify(start)));
+          ws.on('message', (raw) => {
+            const m = JSON.parse(String(raw)) as { type: string; code: string; message: string };
+            if (m.type === 'error') {
+              resolve(m);
+              ws.close();
+            }
+          });
+          ws.on('error', reject);
         });
-        ws.on('error', reject);
-      });
       const bad = await first({ type: 'start', cmd: 5 });
       assert.equal(bad.code, 'INVALID_REQUEST');
       assert.match(bad.message, /^start message field "cmd" must be a string or an array \(got 5\)/);
@@ -169,7 +203,7 @@ describe('errors that name the real mistake', { skip: process.getuid?.() === 0 ?
     it('a body that is not JSON says so and where; an over-long id is named as the id, not as a missing route', async () => {
       const res = await fetch(`${t.server.url}/v1/run`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"pack": "shell",}' });
       assert.equal(res.status, 400);
-      assert.match((await res.json() as { message: string }).message, /^the request body is not valid JSON: .*position 17/);
+      assert.match(((await res.json()) as { message: string }).message, /^the request body is not valid JSON: .*position 17/);
       const long = await call('GET', `/v1/sandboxes/${'x'.repeat(200)}`);
       assert.equal(long.status, 400);
       assert.match(long.message, /^path parameter "id" must be 1 to 128 characters long \(got 200\)/);
@@ -177,7 +211,7 @@ describe('errors that name the real mistake', { skip: process.getuid?.() === 0 ?
 
     it('a JSON route sent a form body names the Content-Type it got', async () => {
       const res = await fetch(`${t.server.url}/v1/sandboxes`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'pack=shell' });
-      const j = await res.json() as { code: string; message: string };
+      const j = (await res.json()) as { code: string; message: string };
       assert.equal(res.status, 400);
       assert.match(j.message, /takes a JSON body \(Content-Type: application\/json\); this request sent Content-Type: application\/x-www-form-urlencoded/);
     });

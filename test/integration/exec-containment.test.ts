@@ -8,8 +8,8 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KilnClient } from '../../sdk/src/index.js';
 import { agentOutOfOomReach, cancelKillsDetached, DETACH_SCRIPT, survivors, timeoutKillsDetached } from '../parity/containment.js';
+import { startTestServer, type TestServer, withSandbox } from '../parity/fixture.js';
 import { alive } from '../parity/leaks.js';
-import { startTestServer, withSandbox, type TestServer } from '../parity/fixture.js';
 
 /** Host pids in the same pid namespace as pid (other kiln instances may reuse the same uids). */
 function hostProcessesInPidNsOf(pid: number): number[] {
@@ -65,7 +65,7 @@ describe('exec containment on namespace', { skip: process.getuid?.() === 0 ? und
     assert.deepEqual(left, [], 'processes outlived delete');
   });
 
-  it('user code cannot reach the cgroup filesystem or the agent\'s descriptors', async () => {
+  it("user code cannot reach the cgroup filesystem or the agent's descriptors", async () => {
     await withSandbox(kiln, { pack: 'python' }, async (id) => {
       const r = await kiln.sandboxes.exec(id, { cmd: 'grep -cE " - cgroup2? " /proc/self/mountinfo; find / -xdev -name cgroup.procs 2>/dev/null | wc -l; ls /.kiln 2>&1' });
       const lines = r.stdout.trim().split('\n');
@@ -81,7 +81,7 @@ describe('exec containment on namespace', { skip: process.getuid?.() === 0 ? und
     });
   });
 
-  it('user code cannot raise the agent\'s OOM score, and an OOM in the sandbox never kills the agent', async () => {
+  it("user code cannot raise the agent's OOM score, and an OOM in the sandbox never kills the agent", async () => {
     await withSandbox(kiln, { pack: 'python', memoryMib: 96 }, (id) => agentOutOfOomReach(kiln, id, 1));
   });
 });

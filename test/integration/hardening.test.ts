@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { REPO_ROOT } from '../../src/core/config.js';
 import type { KilnClient } from '../../sdk/src/index.js';
-import { startTestServer, withSandbox, type TestServer } from '../parity/fixture.js';
+import { REPO_ROOT } from '../../src/core/config.js';
+import { startTestServer, type TestServer, withSandbox } from '../parity/fixture.js';
 
 const execFileAsync = promisify(execFile);
 const skip = process.getuid?.() === 0 ? undefined : 'the namespace backend needs root';
@@ -24,7 +24,9 @@ describe('namespace sandbox hardening', { skip, timeout: 300_000 }, () => {
     t = await startTestServer({ KILN_BACKEND: 'namespace' });
     kiln = t.client;
   });
-  after(async () => { await t?.close(); });
+  after(async () => {
+    await t?.close();
+  });
 
   it('opens unix and inet sockets but refuses vsock, packet and other families with EAFNOSUPPORT', async () => {
     const code = [
@@ -53,8 +55,14 @@ describe('namespace sandbox hardening', { skip, timeout: 300_000 }, () => {
       const r = await kiln.sandboxes.exec(id, { cmd: 'python3 /tmp/s.py', timeoutMs: 30_000 });
       assert.equal(r.exitCode, 0, r.stderr);
       assert.deepEqual(JSON.parse(r.stdout), {
-        vsock: 'EAFNOSUPPORT', packet: 'EAFNOSUPPORT', netlink_audit: 'EAFNOSUPPORT', netlink_route: 'ok',
-        inet: 'ok', inet6: 'ok', unix: 'ok', socketpair: 'x',
+        vsock: 'EAFNOSUPPORT',
+        packet: 'EAFNOSUPPORT',
+        netlink_audit: 'EAFNOSUPPORT',
+        netlink_route: 'ok',
+        inet: 'ok',
+        inet6: 'ok',
+        unix: 'ok',
+        socketpair: 'x',
       });
     });
   });
@@ -80,12 +88,16 @@ describe('namespace sandbox hardening', { skip, timeout: 300_000 }, () => {
     assert.ok(hostCmdline.length > 0);
     await withSandbox(kiln, { pack: 'shell' }, async (id) => {
       const r = await kiln.sandboxes.exec(id, {
-        cmd: 'for f in cmdline config.gz kallsyms keys key-users timer_list iomem; do [ -e /proc/$f ] && printf "%s=%s\\n" $f "$(cat /proc/$f 2>&1 | wc -c)"; done; '
-          + 'printf "acpi=%s\\n" "$(ls -A /proc/acpi 2>/dev/null | wc -l)"; grep -c ^processor /proc/cpuinfo; grep -c MemTotal /proc/meminfo; ps -e | wc -l; echo > /proc/sysrq-trigger 2>/dev/null && echo sysrq-written',
+        cmd:
+          'for f in cmdline config.gz kallsyms keys key-users timer_list iomem; do [ -e /proc/$f ] && printf "%s=%s\\n" $f "$(cat /proc/$f 2>&1 | wc -c)"; done; ' +
+          'printf "acpi=%s\\n" "$(ls -A /proc/acpi 2>/dev/null | wc -l)"; grep -c ^processor /proc/cpuinfo; grep -c MemTotal /proc/meminfo; ps -e | wc -l; echo > /proc/sysrq-trigger 2>/dev/null && echo sysrq-written',
       });
       const lines = r.stdout.trim().split('\n');
       const masked = lines.filter((l) => l.includes('='));
-      assert.ok(masked.some((l) => l.startsWith('cmdline=')), r.stdout);
+      assert.ok(
+        masked.some((l) => l.startsWith('cmdline=')),
+        r.stdout,
+      );
       for (const l of masked) assert.match(l, /=0$/, `/proc/${l} must be empty in a sandbox`);
       const [cpus, mem, procs] = lines.filter((l) => !l.includes('=')).map(Number);
       assert.ok(cpus! >= 1 && mem === 1 && procs! >= 2, r.stdout);
@@ -100,10 +112,18 @@ describe('namespace sandbox hardening', { skip, timeout: 300_000 }, () => {
       await writeFile(marker, 'x');
       // bash opens fd 100 without close-on-exec, then becomes the node process holding it (Node
       // marks its low descriptors close-on-exec at start-up, not the high ones a parent left).
-      const { stdout } = await execFileAsync('bash', ['-c', 'exec 100<"$1"; exec node --import tsx test/integration/inherited-fd-child.ts namespace "$1"', 'bash', marker], { cwd: REPO_ROOT, maxBuffer: 1 << 20, timeout: 240_000 });
+      const { stdout } = await execFileAsync('bash', ['-c', 'exec 100<"$1"; exec node --import tsx test/integration/inherited-fd-child.ts namespace "$1"', 'bash', marker], {
+        cwd: REPO_ROOT,
+        maxBuffer: 1 << 20,
+        timeout: 240_000,
+      });
       const r = JSON.parse(stdout) as { sandboxFds: string; hostHolders: string[] };
       const fds = [...r.sandboxFds.matchAll(/ (\d+) -> /g)].map((m) => Number(m[1]));
-      assert.deepEqual(fds.filter((fd) => fd > 3), [], r.sandboxFds); // 0-2, and 3: ls's own /proc/self/fd
+      assert.deepEqual(
+        fds.filter((fd) => fd > 3),
+        [],
+        r.sandboxFds,
+      ); // 0-2, and 3: ls's own /proc/self/fd
       assert.doesNotMatch(r.sandboxFds, /inherited-marker/);
       assert.deepEqual(r.hostHolders, [], 'host processes holding the inherited file (bwrap, agent)');
     } finally {

@@ -5,18 +5,18 @@
  * SIGKILL does not block the next start.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { KilnClient } from '../../sdk/src/index.js';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { InstanceLock, LOCK_FILE } from '../../src/core/instance-lock.js';
-import { KilnClient } from '../../sdk/src/index.js';
-import { freePort } from '../parity/service-process.js';
 import { alive } from '../parity/leaks.js';
+import { freePort } from '../parity/service-process.js';
 
 function serve(runDir: string, port: number): { child: ChildProcess; stderr: () => string } {
   const child = spawn(join(REPO_ROOT, 'bin/kiln'), ['serve'], {
@@ -24,13 +24,21 @@ function serve(runDir: string, port: number): { child: ChildProcess; stderr: () 
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => { err += s; });
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => {
+    err += s;
+  });
   return { child, stderr: () => err };
 }
 
 async function ready(client: KilnClient): Promise<void> {
   for (let i = 0; i < 300; i++) {
-    if (await client.health().then(() => true, () => false)) return;
+    if (
+      await client.health().then(
+        () => true,
+        () => false,
+      )
+    )
+      return;
     await sleep(100);
   }
   throw new Error('service did not come up');
@@ -62,42 +70,44 @@ describe('instance lock', () => {
     }
   });
 
-  it('a second service on the same run directory refuses to start and leaves the first one\'s sandboxes alone; after SIGKILL the next start succeeds',
-    { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 180_000 }, async () => {
-      const base = await mkdtemp(join(tmpdir(), 'kiln-lock-'));
-      await chmod(base, 0o755);
-      const runDir = join(base, 'run');
-      await mkdir(runDir);
-      const [p1, p2] = [await freePort(), await freePort()];
-      const c1 = new KilnClient({ baseUrl: `http://127.0.0.1:${p1}` });
-      const c2 = new KilnClient({ baseUrl: `http://127.0.0.1:${p2}` });
-      const first = serve(runDir, p1);
-      let third: ReturnType<typeof serve> | undefined;
-      try {
-        await ready(c1);
-        const sb = await c1.sandboxes.create({ pack: 'shell' });
-        const pid = sb.details.pid as number;
+  it("a second service on the same run directory refuses to start and leaves the first one's sandboxes alone; after SIGKILL the next start succeeds", {
+    skip: process.getuid?.() === 0 ? undefined : 'needs root',
+    timeout: 180_000,
+  }, async () => {
+    const base = await mkdtemp(join(tmpdir(), 'kiln-lock-'));
+    await chmod(base, 0o755);
+    const runDir = join(base, 'run');
+    await mkdir(runDir);
+    const [p1, p2] = [await freePort(), await freePort()];
+    const c1 = new KilnClient({ baseUrl: `http://127.0.0.1:${p1}` });
+    const c2 = new KilnClient({ baseUrl: `http://127.0.0.1:${p2}` });
+    const first = serve(runDir, p1);
+    let third: ReturnType<typeof serve> | undefined;
+    try {
+      await ready(c1);
+      const sb = await c1.sandboxes.create({ pack: 'shell' });
+      const pid = sb.details.pid as number;
 
-        const second = serve(runDir, p2);
-        const [code] = await once(second.child, 'exit') as [number | null];
-        assert.equal(code, 1, second.stderr());
-        assert.match(second.stderr(), new RegExp(`another kiln service \\(pid ${first.child.pid}, http://127\\.0\\.0\\.1:${p1}, started [^)]+\\) uses the run directory ${runDir}`));
-        assert.ok(alive(pid), 'the first service\'s sandbox survived the second start');
-        assert.equal((await c1.sandboxes.exec(sb.id, { cmd: 'echo still here' })).stdout, 'still here\n');
+      const second = serve(runDir, p2);
+      const [code] = (await once(second.child, 'exit')) as [number | null];
+      assert.equal(code, 1, second.stderr());
+      assert.match(second.stderr(), new RegExp(`another kiln service \\(pid ${first.child.pid}, http://127\\.0\\.0\\.1:${p1}, started [^)]+\\) uses the run directory ${runDir}`));
+      assert.ok(alive(pid), "the first service's sandbox survived the second start");
+      assert.equal((await c1.sandboxes.exec(sb.id, { cmd: 'echo still here' })).stdout, 'still here\n');
 
-        await stop(first.child, 'SIGKILL');
-        third = serve(runDir, p2);
-        await ready(c2);
-        for (let i = 0; i < 50 && alive(pid); i++) await sleep(100);
-        assert.equal(alive(pid), false);
-        assert.equal(JSON.parse(await readFile(join(runDir, LOCK_FILE), 'utf8')).pid, third.child.pid, 'the new service holds the lock');
-        await stop(third.child);
-        assert.equal(third.child.exitCode, 0, third.stderr());
-        assert.equal(await readFile(join(runDir, LOCK_FILE), 'utf8').catch(() => 'gone'), 'gone', 'a clean stop releases the lock');
-      } finally {
-        await stop(first.child, 'SIGKILL');
-        if (third) await stop(third.child);
-        await rm(base, { recursive: true, force: true });
-      }
-    });
+      await stop(first.child, 'SIGKILL');
+      third = serve(runDir, p2);
+      await ready(c2);
+      for (let i = 0; i < 50 && alive(pid); i++) await sleep(100);
+      assert.equal(alive(pid), false);
+      assert.equal(JSON.parse(await readFile(join(runDir, LOCK_FILE), 'utf8')).pid, third.child.pid, 'the new service holds the lock');
+      await stop(third.child);
+      assert.equal(third.child.exitCode, 0, third.stderr());
+      assert.equal(await readFile(join(runDir, LOCK_FILE), 'utf8').catch(() => 'gone'), 'gone', 'a clean stop releases the lock');
+    } finally {
+      await stop(first.child, 'SIGKILL');
+      if (third) await stop(third.child);
+      await rm(base, { recursive: true, force: true });
+    }
+  });
 });

@@ -6,11 +6,11 @@
  * backpressure, not a cap, can hold memory down. Before flow control this grew by ~1 GB.
  */
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import { openWithoutReading } from '../parity/http-raw.js';
-import { startServiceProcess, type ServiceProcess } from '../parity/service-process.js';
+import { type ServiceProcess, startServiceProcess } from '../parity/service-process.js';
 
 /** The bound stated in docs/security/flow.md. */
 const RSS_BOUND_BYTES = 150 * 1024 * 1024;
@@ -31,7 +31,10 @@ describe('host memory stays bounded while a sandbox floods a client that does no
     startRss = await svc.rssBytes();
   });
   after(async () => {
-    if (Object.keys(peaks).length) console.log(`# service RSS at start ${(startRss / MiB).toFixed(1)} MiB; peak growth per path (MiB): ${JSON.stringify(Object.fromEntries(Object.entries(peaks).map(([k, v]) => [k, Math.round(v / MiB)])))}`);
+    if (Object.keys(peaks).length)
+      console.log(
+        `# service RSS at start ${(startRss / MiB).toFixed(1)} MiB; peak growth per path (MiB): ${JSON.stringify(Object.fromEntries(Object.entries(peaks).map(([k, v]) => [k, Math.round(v / MiB)])))}`,
+      );
     await svc.client.sandboxes.delete(id).catch(() => undefined);
     await svc.close();
   });
@@ -61,7 +64,10 @@ describe('host memory stays bounded while a sandbox floods a client that does no
       const ws = new WebSocket(svc.client.execSocketUrl(id));
       await new Promise<void>((resolve, reject) => {
         ws.on('open', () => ws.send(JSON.stringify({ type: 'start', cmd: 'yes' })));
-        ws.once('message', () => { ws.pause(); resolve(); });
+        ws.once('message', () => {
+          ws.pause();
+          resolve();
+        });
         ws.on('error', reject);
       });
       return () => ws.terminate();
@@ -105,7 +111,10 @@ describe('host memory stays bounded while a sandbox floods a client that does no
       void (async () => {
         // As fast as the service takes it; the test process keeps at most 8 MiB of its own backlog.
         while (!stopped && ws.readyState === ws.OPEN) {
-          if (ws.bufferedAmount < 8 * MiB) { ws.send(chunk); sent += chunk.length; } else await sleep(5);
+          if (ws.bufferedAmount < 8 * MiB) {
+            ws.send(chunk);
+            sent += chunk.length;
+          } else await sleep(5);
           if (sent % (16 * MiB) === 0) await sleep(0);
         }
       })();

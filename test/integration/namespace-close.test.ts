@@ -43,7 +43,10 @@ describe('namespace backend close', { skip: process.getuid?.() === 0 ? undefined
     const backend = createNamespaceBackend({ runDir, agentPath: resolve(REPO_ROOT, 'build/kiln-agent'), maxPids: 256, cgroupName });
     const img = await resolveImage('shell', process.env.KILN_DATA_DIR ?? '/var/lib/kiln');
     try {
-      const sb = await backend.create({ id: 'leaving', pack: { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env }, cpus: 1, memoryMib: 64, diskMib: 64 }, { readyTimeoutMs: 30_000 });
+      const sb = await backend.create(
+        { id: 'leaving', pack: { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env }, cpus: 1, memoryMib: 64, diskMib: 64 },
+        { readyTimeoutMs: 30_000 },
+      );
       const destroying = sb.destroy();
       await backend.close();
       for (const dir of Object.values(detectCgroupLayout(cgroupName).parents)) assert.equal(existsSync(dir), false, `${dir} is left`);

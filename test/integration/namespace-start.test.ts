@@ -15,7 +15,7 @@ import { REPO_ROOT } from '../../src/core/config.js';
 import { resolveImage } from '../../src/images/index.js';
 
 describe('namespace backend start steps', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 120_000 }, () => {
-  it('reports each step\'s end in order; a failed handshake unwinds the process, cgroup and uid', async () => {
+  it("reports each step's end in order; a failed handshake unwinds the process, cgroup and uid", async () => {
     const runDir = await mkdtemp(join(tmpdir(), 'kiln-ns-start-'));
     await chmod(runDir, 0o755); // sandbox uids traverse it to their agent copy
     const cgroupName = `kiln-test-${runDir.split('-').pop()}`;
@@ -30,15 +30,25 @@ describe('namespace backend start steps', { skip: process.getuid?.() === 0 ? und
       const sb = await good.create(spec('steps'), { readyTimeoutMs: 30_000 });
       assert.deepEqual(Object.keys(sb.details.steps as object), Object.values(NS_STEP));
       const marks = Object.values(sb.details.steps as Record<string, number>);
-      assert.deepEqual([...marks].sort((a, b) => a - b), marks, 'cumulative: each step ends after the one before');
+      assert.deepEqual(
+        [...marks].sort((a, b) => a - b),
+        marks,
+        'cumulative: each step ends after the one before',
+      );
       await sb.destroy();
 
-      const err = await bad.create(spec('broken'), { readyTimeoutMs: 30_000 }).then(() => undefined, (e: { code: string; message: string }) => e);
+      const err = await bad.create(spec('broken'), { readyTimeoutMs: 30_000 }).then(
+        () => undefined,
+        (e: { code: string; message: string }) => e,
+      );
       assert.equal(err?.code, 'BOOT_FAILED');
       assert.match(err!.message, /^namespace sandbox failed to start: .*; sandbox log: .*broken agent here/s);
       for (const dir of Object.values(detectCgroupLayout(`${cgroupName}b`).parents)) assert.equal(existsSync(join(dir, 'broken')), false, `${dir}/broken is left`);
       // The range holds one uid: a second start gets it only if the failed one gave it back.
-      const again = await bad.create(spec('broken2'), { readyTimeoutMs: 30_000 }).then(() => undefined, (e: { message: string }) => e);
+      const again = await bad.create(spec('broken2'), { readyTimeoutMs: 30_000 }).then(
+        () => undefined,
+        (e: { message: string }) => e,
+      );
       assert.doesNotMatch(again!.message, /no free sandbox uid/);
     } finally {
       await good.close().catch(() => undefined);

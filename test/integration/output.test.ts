@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import WebSocket from 'ws';
+import { type ExecEvent, KilnApiError } from '../../sdk/src/index.js';
 import { REPO_ROOT } from '../../src/core/config.js';
-import { KilnApiError, type ExecEvent } from '../../sdk/src/index.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 
 const runFile = promisify(execFile);
@@ -59,13 +59,13 @@ describe('byte-exact output, caps and /v1/run commands', { skip: process.getuid?
       const events = await collect(t.client.sandboxes.execStream(id, { cmd: ['python3', '-c', JAPANESE] }));
       const out = joined(events, 'stdout');
       assert.equal(out.split('\uFFFD').length - 1, 0, 'no replacement characters');
-      assert.equal(out, '日本語'.repeat(100000) + '\n');
+      assert.equal(out, `${'日本語'.repeat(100000)}\n`);
       assert.ok(events.filter((e) => e.type === 'stdout').length > 1, 'the output came in several chunks');
     });
 
     it('streams a one-shot run exactly (the path the CLI takes)', async () => {
       const events = await collect(t.client.runStream({ pack: 'python', code: JAPANESE }));
-      assert.equal(joined(events, 'stdout'), '日本語'.repeat(100000) + '\n');
+      assert.equal(joined(events, 'stdout'), `${'日本語'.repeat(100000)}\n`);
     });
 
     it('sends multi-byte characters over the WebSocket exactly', async () => {
@@ -81,7 +81,7 @@ describe('byte-exact output, caps and /v1/run commands', { skip: process.getuid?
         ws.on('close', () => resolve());
         ws.on('error', reject);
       });
-      assert.equal(got.join(''), '日本語'.repeat(100000) + '\n');
+      assert.equal(got.join(''), `${'日本語'.repeat(100000)}\n`);
     });
 
     it('returns binary stdout (bytes 0..255) exactly as base64, buffered and streamed', async () => {
@@ -109,7 +109,7 @@ describe('byte-exact output, caps and /v1/run commands', { skip: process.getuid?
       const env = { ...process.env, KILN_URL: t.server.url };
       const kiln = join(REPO_ROOT, 'bin/kiln');
       const text = await runFile(kiln, ['run', 'python', '-c', JAPANESE], { env, maxBuffer: 16 * MIB });
-      assert.equal(text.stdout, '日本語'.repeat(100000) + '\n');
+      assert.equal(text.stdout, `${'日本語'.repeat(100000)}\n`);
       const bin = await runFile(kiln, ['run', 'python', '-c', ALL_BYTES], { env, encoding: 'buffer', maxBuffer: 16 * MIB });
       assert.ok(bin.stdout.equals(allBytes), `CLI stdout: ${bin.stdout.length} bytes`);
       const echoed = await pipeThrough(kiln, ['run', 'python', '--stdin', '-c', 'import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())'], env, allBytes);

@@ -1,7 +1,7 @@
 /** The namespace agent as PID 1 against sandbox code: no stall through stdin, no death by signal. */
 import { after, before, describe, it } from 'node:test';
-import { assertSignalsDoNotEndPid1, assertStdinFloodDoesNotStall } from '../parity/pid1.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
+import { assertSignalsDoNotEndPid1, assertStdinFloodDoesNotStall } from '../parity/pid1.js';
 
 describe('namespace agent as PID 1', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 120_000 }, () => {
   let t: TestServer;

@@ -25,7 +25,10 @@ export function rawRequest(port: number, r: RawRequest, timeoutMs = 30_000): Pro
     const head = [`${r.method} ${r.target} HTTP/1.1`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), '', ''].join('\r\n');
     const sock = connect(port, '127.0.0.1');
     const chunks: Buffer[] = [];
-    const timer = setTimeout(() => { sock.destroy(); reject(new Error(`no answer to ${r.method} ${r.target} within ${timeoutMs} ms`)); }, timeoutMs);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`no answer to ${r.method} ${r.target} within ${timeoutMs} ms`));
+    }, timeoutMs);
     const finish = (): void => {
       clearTimeout(timer);
       const text = Buffer.concat(chunks).toString('utf8');
@@ -47,8 +50,14 @@ export function rawRequest(port: number, r: RawRequest, timeoutMs = 30_000): Pro
         finish();
       }
     });
-    sock.on('end', () => { sock.destroy(); finish(); });
-    sock.on('error', (e) => { clearTimeout(timer); reject(e); });
+    sock.on('end', () => {
+      sock.destroy();
+      finish();
+    });
+    sock.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
     sock.write(head + body);
   });
 }

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../../src/core/config.js';
-import { startServiceProcess, type ServiceProcess } from '../parity/service-process.js';
+import { type ServiceProcess, startServiceProcess } from '../parity/service-process.js';
 
 const run = promisify(execFile);
 const SDK_DIR = join(REPO_ROOT, 'sdk');
@@ -21,7 +21,7 @@ const SDK_DIR = join(REPO_ROOT, 'sdk');
 function codeBlock(markdown: string, lang: string, after = ''): string {
   const from = markdown.indexOf(after);
   assert.ok(from >= 0, `no "${after}" in sdk/README.md`);
-  const m = new RegExp('^```' + lang + '\\n([\\s\\S]*?)^```$', 'm').exec(markdown.slice(from));
+  const m = new RegExp(`^\`\`\`${lang}\\n([\\s\\S]*?)^\`\`\`$`, 'm').exec(markdown.slice(from));
   assert.ok(m, `no \`\`\`${lang} block in sdk/README.md`);
   return m[1]!;
 }
@@ -45,12 +45,18 @@ describe('the SDK package (npm pack, npm install, README example)', { timeout: 3
     await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'kiln-sdk-smoke', private: true, type: 'module' }));
     await run('npm', ['install', '--offline', '--no-audit', '--no-fund', tarball], { cwd: app, env: npmEnv(), timeout: 120_000 });
   });
-  after(async () => { if (dir) await rm(dir, { recursive: true, force: true }); });
+  after(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
 
   it('the tarball holds the built SDK, its types and README, and no sources or server code', () => {
     const paths = packed.map((f) => f.path).sort();
-    for (const p of ['README.md', 'package.json', 'dist/index.js', 'dist/index.d.ts', 'dist/client.js', 'dist/errors.js', 'dist/generated.js']) assert.ok(paths.includes(p), `${p} missing from the tarball: ${paths.join(', ')}`);
-    assert.deepEqual(paths.filter((p) => !/^(dist\/[\w-]+\.(js|d\.ts)|README\.md|package\.json)$/.test(p)), []);
+    for (const p of ['README.md', 'package.json', 'dist/index.js', 'dist/index.d.ts', 'dist/client.js', 'dist/errors.js', 'dist/generated.js'])
+      assert.ok(paths.includes(p), `${p} missing from the tarball: ${paths.join(', ')}`);
+    assert.deepEqual(
+      paths.filter((p) => !/^(dist\/[\w-]+\.(js|d\.ts)|README\.md|package\.json)$/.test(p)),
+      [],
+    );
   });
 
   it('installs into an empty project offline, with no dependencies of its own', async () => {
@@ -60,18 +66,25 @@ describe('the SDK package (npm pack, npm install, README example)', { timeout: 3
     assert.deepEqual(Object.keys(lock.packages).sort(), ['', 'node_modules/@kiln/sdk']);
   });
 
-  it('the README example typechecks against the installed package\'s .d.ts', async () => {
+  it("the README example typechecks against the installed package's .d.ts", async () => {
     await writeFile(join(app, 'example.mjs'), codeBlock(await readFile(join(SDK_DIR, 'README.md'), 'utf8'), 'js'));
     const tsc = join(REPO_ROOT, 'node_modules/typescript/bin/tsc');
-    const r = await run(process.execPath, [tsc, '--noEmit', '--allowJs', '--checkJs', '--strict', '--module', 'nodenext', '--target', 'es2022',
-      '--typeRoots', join(REPO_ROOT, 'node_modules/@types'), '--types', 'node', 'example.mjs'], { cwd: app, timeout: 120_000 }).catch((e: { stdout: string }) => e);
+    const r = await run(
+      process.execPath,
+      [tsc, '--noEmit', '--allowJs', '--checkJs', '--strict', '--module', 'nodenext', '--target', 'es2022', '--typeRoots', join(REPO_ROOT, 'node_modules/@types'), '--types', 'node', 'example.mjs'],
+      { cwd: app, timeout: 120_000 },
+    ).catch((e: { stdout: string }) => e);
     assert.equal(r.stdout, '');
   });
 
   describe('against a running kiln', { skip: process.getuid?.() === 0 ? undefined : 'needs root' }, () => {
     let svc: ServiceProcess | undefined;
-    before(async () => { svc = await startServiceProcess({ KILN_BACKEND: 'namespace' }); });
-    after(async () => { await svc?.close(); });
+    before(async () => {
+      svc = await startServiceProcess({ KILN_BACKEND: 'namespace' });
+    });
+    after(async () => {
+      await svc?.close();
+    });
 
     it('the README example runs as a plain .mjs and prints what the README says', async () => {
       const readme = await readFile(join(SDK_DIR, 'README.md'), 'utf8');

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import WebSocket from 'ws';
-import { REPO_ROOT } from '../../src/core/config.js';
 import type { ExecEvent } from '../../sdk/src/index.js';
+import { REPO_ROOT } from '../../src/core/config.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 
 const run = promisify(execFile);
@@ -118,7 +118,12 @@ describe('trusted Unix socket', { skip: process.getuid?.() === 0 ? undefined : '
     const t = await startTestServer({ KILN_SOCKET: sock, KILN_TOKEN: 'tok', KILN_HOST: '127.0.0.1' });
     try {
       const status = await new Promise<number>((resolve, reject) => {
-        request({ socketPath: sock, path: '/v1/packs' }, (res) => { res.resume(); resolve(res.statusCode ?? 0); }).on('error', reject).end();
+        request({ socketPath: sock, path: '/v1/packs' }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        })
+          .on('error', reject)
+          .end();
       });
       assert.equal(status, 200);
       const tcp = await fetch(`${t.server.url}/v1/packs`);

@@ -5,12 +5,12 @@
  * be alive, answer, and every sandbox must still run commands.
  */
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
-import { tarOf } from '../parity/tar.js';
 import { rawRequest, readThenDisconnect, slowBody } from '../parity/http-raw.js';
-import { startServiceProcess, type ServiceProcess } from '../parity/service-process.js';
+import { type ServiceProcess, startServiceProcess } from '../parity/service-process.js';
+import { tarOf } from '../parity/tar.js';
 
 const MAX_FILE_BYTES = 1 << 20;
 
@@ -85,12 +85,21 @@ describe('the service survives failing requests', { skip: process.getuid?.() ===
     const ws = new WebSocket(svc.client.execSocketUrl(ids[0]!));
     await new Promise<void>((resolve, reject) => {
       ws.on('open', () => ws.send(JSON.stringify({ type: 'start', cmd: 'yes' })));
-      ws.on('message', () => { ws.terminate(); resolve(); });
+      ws.on('message', () => {
+        ws.terminate();
+        resolve();
+      });
       ws.on('error', reject);
     });
     // A WebSocket that closes before its command has even started.
     const early = new WebSocket(svc.client.execSocketUrl(ids[0]!));
-    await new Promise<void>((resolve) => early.on('open', () => { early.send(JSON.stringify({ type: 'start', cmd: 'sleep 1000' })); early.terminate(); resolve(); }));
+    await new Promise<void>((resolve) =>
+      early.on('open', () => {
+        early.send(JSON.stringify({ type: 'start', cmd: 'sleep 1000' }));
+        early.terminate();
+        resolve();
+      }),
+    );
     await sleep(500);
     await intact();
   });
@@ -98,12 +107,15 @@ describe('the service survives failing requests', { skip: process.getuid?.() ===
   it('downloads: an error before the first byte is clean JSON, one after it aborts the response', async () => {
     const missing = await fetch(files(ids[0]!, '/workspace/nope'));
     assert.equal(missing.status, 404);
-    assert.equal((await missing.json() as { code: string }).code, 'FILE_NOT_FOUND');
+    assert.equal(((await missing.json()) as { code: string }).code, 'FILE_NOT_FOUND');
     // An archive over the file limit: the host stops it at the limit, after bytes were sent.
     await svc.client.sandboxes.exec(ids[0]!, { cmd: `mkdir -p /workspace/big && head -c ${2 * MAX_FILE_BYTES} /dev/urandom > /workspace/big/r` });
     const res = await fetch(url(`/v1/sandboxes/${ids[0]}/archive?path=/workspace/big&format=tar`));
     assert.equal(res.status, 200);
-    const body = await res.arrayBuffer().then((b) => b.byteLength, (e: Error) => e);
+    const body = await res.arrayBuffer().then(
+      (b) => b.byteLength,
+      (e: Error) => e,
+    );
     assert.ok(body instanceof Error, `the response must be cut short, not end as if whole (got ${String(body)} bytes)`);
     await intact();
   });
@@ -117,7 +129,7 @@ describe('the service survives failing requests', { skip: process.getuid?.() ===
     }
     const run = await fetch(url('/v1/run'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pack: 'shell', code: 'true', env }) });
     assert.equal(run.status, 413);
-    assert.match((await run.json() as { message: string }).message, /262144 bytes/);
+    assert.match(((await run.json()) as { message: string }).message, /262144 bytes/);
     const ws = new WebSocket(svc.client.execSocketUrl(ids[1]!));
     const answer = await new Promise<string>((resolve, reject) => {
       ws.on('open', () => ws.send(JSON.stringify({ type: 'start', cmd: 'true', env })));

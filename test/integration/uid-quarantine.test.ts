@@ -21,10 +21,16 @@ describe('sandbox uid quarantine', { skip: process.getuid?.() === 0 ? undefined 
     // Two uids of our own, away from the 200000.. range other kiln instances on this host use.
     const uidBase = 330_000 + (process.pid % 10_000) * 2;
     const backend = createNamespaceBackend({
-      runDir, agentPath: resolve(REPO_ROOT, 'build/kiln-agent'), maxPids: 256, cgroupName: `kiln-test-${runDir.split('-').pop()}`, uidBase, uidCount: 2,
+      runDir,
+      agentPath: resolve(REPO_ROOT, 'build/kiln-agent'),
+      maxPids: 256,
+      cgroupName: `kiln-test-${runDir.split('-').pop()}`,
+      uidBase,
+      uidCount: 2,
     });
     const img = await resolveImage('shell', process.env.KILN_DATA_DIR ?? '/var/lib/kiln');
-    const create = (id: string) => backend.create({ id, pack: { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env }, cpus: 1, memoryMib: 64, diskMib: 64 }, { readyTimeoutMs: 30_000 });
+    const create = (id: string) =>
+      backend.create({ id, pack: { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env }, cpus: 1, memoryMib: 64, diskMib: 64 }, { readyTimeoutMs: 30_000 });
     const live: BackendSandbox[] = [];
     let survivor: ReturnType<typeof spawn> | undefined;
     try {
@@ -39,7 +45,7 @@ describe('sandbox uid quarantine', { skip: process.getuid?.() === 0 ? undefined 
       const b = await create('b');
       live.push(b);
       assert.equal(b.details.hostUid, uidBase + 1);
-      await assert.rejects(create('c'), /no free sandbox uid left.*1 quarantined/, 'the survivor\'s uid is not handed out');
+      await assert.rejects(create('c'), /no free sandbox uid left.*1 quarantined/, "the survivor's uid is not handed out");
 
       survivor.kill('SIGKILL');
       await once(survivor, 'exit');

@@ -12,7 +12,11 @@ import { startTestServer, type TestServer } from '../parity/fixture.js';
 import { tarOf } from '../parity/tar.js';
 import { zipOf } from '../parity/zip.js';
 
-interface Answer { status: number; body: Buffer; json: Record<string, unknown> }
+interface Answer {
+  status: number;
+  body: Buffer;
+  json: Record<string, unknown>;
+}
 
 function send(base: string, method: string, path: string, headers: Record<string, string>, body?: Buffer): Promise<Answer> {
   return new Promise((resolve, reject) => {
@@ -76,7 +80,10 @@ describe('uploads whatever the client calls them', { skip: process.getuid?.() ==
   });
 
   describe('POST /archive reads the format from the first bytes', () => {
-    const tree = tarOf([{ name: 'proj/a.txt', body: 'alpha\n' }, { name: 'proj/sub/b.txt', body: 'beta\n' }]);
+    const tree = tarOf([
+      { name: 'proj/a.txt', body: 'alpha\n' },
+      { name: 'proj/sub/b.txt', body: 'beta\n' },
+    ]);
     const types: Array<[string, Record<string, string>]> = [
       ['application/x-tar', { 'content-type': 'application/x-tar' }],
       ['application/octet-stream', { 'content-type': 'application/octet-stream' }],
@@ -117,7 +124,7 @@ describe('uploads whatever the client calls them', { skip: process.getuid?.() ==
       assert.equal(r.json.code, 'PATH_ESCAPE');
       const link = await archive('/workspace/zevil', {}, zipOf([{ name: 'out', symlink: '../../etc' }]));
       assert.equal(link.json.code, 'PATH_ESCAPE');
-      assert.equal(await sh('ls -A /workspace/escaped.txt /workspace/zevil 2>&1; true'), 'ls: cannot access \'/workspace/escaped.txt\': No such file or directory\n/workspace/zevil:\n');
+      assert.equal(await sh('ls -A /workspace/escaped.txt /workspace/zevil 2>&1; true'), "ls: cannot access '/workspace/escaped.txt': No such file or directory\n/workspace/zevil:\n");
     });
 
     it('bytes that are no archive are a 400 saying which formats are accepted', async () => {

@@ -28,7 +28,10 @@ if os.fork() == 0:
 ].join('\n');
 
 /** Counts processes in the sandbox whose command line marks them as one of DETACH_SCRIPT's. */
-export const COUNT_SURVIVORS = ['python3', '-c', `import os, re
+export const COUNT_SURVIVORS = [
+  'python3',
+  '-c',
+  `import os, re
 n = 0
 for p in os.listdir('/proc'):
     if not p.isdigit() or int(p) == os.getpid():
@@ -39,7 +42,8 @@ for p in os.listdir('/proc'):
         continue
     if re.search(rb'kiln-survivor|sleep\\x00100[0-9]', cmd):
         n += 1
-print(n)`];
+print(n)`,
+];
 
 export async function survivors(kiln: KilnClient, id: string): Promise<number> {
   const r = await kiln.sandboxes.exec(id, { cmd: COUNT_SURVIVORS });
@@ -93,7 +97,8 @@ export async function agentOutOfOomReach(kiln: KilnClient, id: string, slow: num
   assert.match(own.stdout, /^0\n/, own.stdout);
   assert.doesNotMatch(own.stdout, /rc=0/, own.stdout);
   const fill = await kiln.sandboxes.exec(id, {
-    cmd: ['python3', '-c', 'b = []\nwhile True: b.append(bytearray(8*1024*1024))'], timeoutMs: 60_000 * slow,
+    cmd: ['python3', '-c', 'b = []\nwhile True: b.append(bytearray(8*1024*1024))'],
+    timeoutMs: 60_000 * slow,
   });
   assert.equal(fill.oomKilled, true, JSON.stringify(fill));
   assert.equal((await kiln.sandboxes.exec(id, { cmd: 'echo agent alive' })).stdout, 'agent alive\n');

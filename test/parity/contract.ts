@@ -3,10 +3,10 @@
  * untrusted-code service must guarantee whatever isolates the code.
  */
 import assert from 'node:assert/strict';
-import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
-import { type BackendName, KilnError, type KilnClient } from '../../sdk/src/index.js';
-import { startTestServer, withSandbox, type TestServer } from './fixture.js';
+import { gzipSync } from 'node:zlib';
+import { type BackendName, type KilnClient, KilnError } from '../../sdk/src/index.js';
+import { startTestServer, type TestServer, withSandbox } from './fixture.js';
 import { tarOf } from './tar.js';
 
 export interface ParityOptions {
@@ -97,10 +97,18 @@ export function paritySuite(o: ParityOptions): void {
     });
 
     it('has no network by default', async () => {
-      const r = await kiln.sandboxes.exec(shared, { cmd: ['python3', '-c', 'import socket\ntry:\n  socket.create_connection(("1.1.1.1", 53), timeout=2); print("connected")\nexcept OSError as e: print("blocked", e.errno)'] });
+      const r = await kiln.sandboxes.exec(shared, {
+        cmd: ['python3', '-c', 'import socket\ntry:\n  socket.create_connection(("1.1.1.1", 53), timeout=2); print("connected")\nexcept OSError as e: print("blocked", e.errno)'],
+      });
       assert.match(r.stdout, /^blocked/);
       const ifs = await sh('cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d " "');
-      assert.deepEqual(ifs.stdout.trim().split('\n').filter((x) => x !== 'lo'), []);
+      assert.deepEqual(
+        ifs.stdout
+          .trim()
+          .split('\n')
+          .filter((x) => x !== 'lo'),
+        [],
+      );
     });
 
     it('sees only the image: host files outside it are invisible', async () => {
@@ -129,7 +137,7 @@ export function paritySuite(o: ParityOptions): void {
       await assert.rejects(kiln.sandboxes.writeFile(shared, '/workspace/../../x', 'x'), (e: unknown) => e instanceof KilnError && e.status === 400);
     });
 
-    it('file ops meet the sandbox user\'s permissions, whatever link the sandbox planted', async () => {
+    it("file ops meet the sandbox user's permissions, whatever link the sandbox planted", async () => {
       // The user cannot read /etc/shadow on any backend; a planted link must not change that.
       const before = (await sh('stat -c %s:%u:%a:%Y /etc/shadow')).stdout;
       await sh('ln -sf /etc/shadow /workspace/planted && ln -sfn /etc /workspace/etcdir');
@@ -149,7 +157,10 @@ export function paritySuite(o: ParityOptions): void {
       assert.equal((await sh('python3 /workspace/proj/main.py')).stdout, 'from tar\n');
       const dotdot = tarOf([{ name: '../escape.txt', body: 'x' }]);
       await assert.rejects(kiln.sandboxes.uploadArchive(shared, dotdot, { path: '/workspace/a', gzip: false }), isCode('PATH_ESCAPE'));
-      const viaLink = tarOf([{ name: 'link', symlink: '/etc' }, { name: 'link/evil', body: 'x' }]);
+      const viaLink = tarOf([
+        { name: 'link', symlink: '/etc' },
+        { name: 'link/evil', body: 'x' },
+      ]);
       await assert.rejects(kiln.sandboxes.uploadArchive(shared, viaLink, { path: '/workspace/b', gzip: false }), isCode('PATH_ESCAPE'));
       assert.equal((await sh('ls /escape.txt /workspace/escape.txt /etc/evil 2>/dev/null | wc -l')).stdout.trim(), '0');
     });

@@ -2,9 +2,9 @@
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, type KilnConfig } from '../../src/core/config.js';
-import { startServer, type RunningServer } from '../../src/server/main.js';
 import { KilnClient } from '../../sdk/src/index.js';
+import { type KilnConfig, loadConfig } from '../../src/core/config.js';
+import { type RunningServer, startServer } from '../../src/server/main.js';
 
 export interface TestServer {
   client: KilnClient;
@@ -24,7 +24,10 @@ export async function startTestServer(env: Record<string, string> = {}, opts: { 
   const server = await startServer(config, { logger: !!process.env.KILN_TEST_LOG, skipScan: opts.skipScan ?? true });
   const client = new KilnClient({ baseUrl: server.url });
   return {
-    client, server, runDir, config,
+    client,
+    server,
+    runDir,
+    config,
     async close() {
       await server.close();
       await rm(base, { recursive: true, force: true });

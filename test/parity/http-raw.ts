@@ -1,5 +1,5 @@
 /** Plain node:http requests a test can misbehave with: slow bodies, early disconnects, no reading. */
-import { request, type ClientRequest, type IncomingMessage } from 'node:http';
+import { type ClientRequest, type IncomingMessage, request } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface RawAnswer {
@@ -15,15 +15,25 @@ export interface RawAnswer {
 export function rawRequest(url: string, method: string, headers: Record<string, string>, writeBody: (req: ClientRequest) => Promise<void>): Promise<RawAnswer> {
   return new Promise((resolve) => {
     let settled = false;
-    const done = (a: RawAnswer): void => { if (!settled) { settled = true; resolve(a); } };
+    const done = (a: RawAnswer): void => {
+      if (!settled) {
+        settled = true;
+        resolve(a);
+      }
+    };
     const req = request(url, { method, headers }, (res) => {
       let body = '';
-      res.setEncoding('utf8').on('data', (s: string) => { if (body.length < 65536) body += s; });
+      res.setEncoding('utf8').on('data', (s: string) => {
+        if (body.length < 65536) body += s;
+      });
       res.on('end', () => done({ status: res.statusCode ?? 0, body }));
       res.on('error', () => done({ status: res.statusCode ?? 0, body }));
     });
     req.on('error', () => done({ status: 0, body: '' }));
-    writeBody(req).then(() => req.end(), () => req.destroy());
+    writeBody(req).then(
+      () => req.end(),
+      () => req.destroy(),
+    );
   });
 }
 
@@ -52,12 +62,17 @@ export function readThenDisconnect(url: string, method: string, body: string | u
       let got = 0;
       res.on('data', (c: Buffer) => {
         got += c.length;
-        if (got >= readBytes) { req.destroy(); resolve(res.statusCode ?? 0); }
+        if (got >= readBytes) {
+          req.destroy();
+          resolve(res.statusCode ?? 0);
+        }
       });
       res.on('end', () => resolve(res.statusCode ?? 0));
       res.on('error', () => resolve(res.statusCode ?? 0));
     });
-    req.on('error', (e) => { if (!req.destroyed) reject(e); });
+    req.on('error', (e) => {
+      if (!req.destroyed) reject(e);
+    });
     req.end(body);
   });
 }
@@ -72,14 +87,20 @@ export function openWithoutReading(url: string, method: string, body: string | u
       res.pause();
       resolve({ status: res.statusCode ?? 0, drop: () => req.destroy() });
     });
-    req.on('error', (e) => { if (!req.destroyed) reject(e); });
+    req.on('error', (e) => {
+      if (!req.destroyed) reject(e);
+    });
     req.end(body);
   });
 }
 
 function drainOrClose(req: ClientRequest): Promise<void> {
   return new Promise((resolve) => {
-    const go = (): void => { req.off('drain', go); req.off('close', go); resolve(); };
+    const go = (): void => {
+      req.off('drain', go);
+      req.off('close', go);
+      resolve();
+    };
     req.on('drain', go);
     req.on('close', go);
   });

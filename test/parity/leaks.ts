@@ -13,7 +13,11 @@ export function cgroupParent(name: string): string {
 /** Sandbox cgroups left under the named parent. */
 export function cgroupChildren(name: string): string[] {
   const parent = cgroupParent(name);
-  return existsSync(parent) ? readdirSync(parent, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name) : [];
+  return existsSync(parent)
+    ? readdirSync(parent, { withFileTypes: true })
+        .filter((d) => d.isDirectory())
+        .map((d) => d.name)
+    : [];
 }
 
 export function alive(pid: number): boolean {

@@ -10,7 +10,15 @@ export const ALL_SIGNALS = Array.from({ length: 64 }, (_, i) => i + 1);
 
 async function sh(agent: AgentClient, script: string, uid?: number, seen?: (out: string) => void): Promise<{ stdout: string; exitCode: number | null }> {
   let stdout = '';
-  const r = await agent.exec({ argv: ['/bin/sh', '-c', script], uid, timeoutMs: 60_000 }, { onStdout: (c) => { stdout += c.toString(); seen?.(stdout); } }).result;
+  const r = await agent.exec(
+    { argv: ['/bin/sh', '-c', script], uid, timeoutMs: 60_000 },
+    {
+      onStdout: (c) => {
+        stdout += c.toString();
+        seen?.(stdout);
+      },
+    },
+  ).result;
   return { stdout, exitCode: r.exitCode };
 }
 
@@ -25,15 +33,20 @@ export async function assertStdinFloodDoesNotStall(agent: AgentClient, deadlineM
   const flood = stuck.writeStdin(Buffer.alloc(8 * 1024 * 1024, 0x61));
   flood.catch(() => undefined);
   await new Promise((r) => setTimeout(r, 500)); // let the window fill
-  const within = <T>(p: Promise<T>, what: string): Promise<T> => Promise.race([
-    p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not answer within ${deadlineMs} ms behind a full stdin`)), deadlineMs)),
-  ]);
+  const within = <T>(p: Promise<T>, what: string): Promise<T> =>
+    Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not answer within ${deadlineMs} ms behind a full stdin`)), deadlineMs))]);
   for (let i = 0; i < 3; i++) {
     await within(agent.ping(), 'ping');
     assert.equal((await within(sh(agent, 'echo other'), 'another exec')).stdout, 'other\n');
   }
   stuck.cancel();
-  await within(stuck.result.then(() => assert.fail('the cancelled exec ended normally'), () => undefined), 'cancel');
+  await within(
+    stuck.result.then(
+      () => assert.fail('the cancelled exec ended normally'),
+      () => undefined,
+    ),
+    'cancel',
+  );
 }
 
 /**
@@ -44,7 +57,9 @@ export async function assertStdinFloodDoesNotStall(agent: AgentClient, deadlineM
 export async function assertSignalsDoNotEndPid1(agent: AgentClient, uid?: number): Promise<void> {
   const script = `${ALL_SIGNALS.map((n) => `echo ${n}; kill -${n} 1 2>/dev/null; sleep 0.02`).join('\n')}\necho done`;
   let seen = '';
-  const r = await sh(agent, script, uid, (out) => { seen = out; }).catch((e: Error) => {
+  const r = await sh(agent, script, uid, (out) => {
+    seen = out;
+  }).catch((e: Error) => {
     throw new Error(`PID 1 died while sandbox code sent it signals (last sent: ${seen.trim().split('\n').at(-1) ?? 'none'}): ${e.message}`);
   });
   assert.match(r.stdout, /\ndone\n$/);

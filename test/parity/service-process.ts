@@ -3,15 +3,15 @@
  * process's memory can be observed from outside. Node runs with --unhandled-rejections=strict: a
  * promise that rejects unobserved ends the process even if a last-resort handler is installed.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { REPO_ROOT } from '../../src/core/config.js';
 import { KilnClient } from '../../sdk/src/index.js';
+import { REPO_ROOT } from '../../src/core/config.js';
 
 export interface ServiceProcess {
   client: KilnClient;
@@ -35,10 +35,16 @@ export async function freePort(): Promise<number> {
 function spawnService(runDir: string, port: number, env: Record<string, string>): ChildProcess {
   return spawn(join(REPO_ROOT, 'bin/kiln'), ['serve'], {
     env: {
-      ...process.env, KILN_RUN_DIR: runDir, KILN_PORT: String(port), KILN_TOKEN: '', KILN_POOL: '', KILN_SOCKET: '',
+      ...process.env,
+      KILN_RUN_DIR: runDir,
+      KILN_PORT: String(port),
+      KILN_TOKEN: '',
+      KILN_POOL: '',
+      KILN_SOCKET: '',
       // No store unless a test asks for one: test services share KILN_DATA_DIR, an embedded database there is one process's.
       KILN_DATABASE_URL: 'off',
-      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --unhandled-rejections=strict`.trim(), ...env,
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --unhandled-rejections=strict`.trim(),
+      ...env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -69,7 +75,9 @@ export async function startServiceProcess(env: Record<string, string> = {}): Pro
   const baseUrl = `http://127.0.0.1:${port}`;
   const client = new KilnClient({ baseUrl });
   const svc: ServiceProcess = {
-    client, baseUrl, child,
+    client,
+    baseUrl,
+    child,
     log: () => stderr,
     alive: () => child.exitCode === null && child.signalCode === null,
     async rssBytes() {
@@ -81,7 +89,17 @@ export async function startServiceProcess(env: Record<string, string> = {}): Pro
         // It died or hung: a second start's scan removes what it left (mounts, cgroups).
         const again = spawnService(runDir, port, env);
         again.stderr!.resume();
-        for (let i = 0; i < 600 && again.exitCode === null && !(await client.health().then(() => true, () => false)); i++) await sleep(100);
+        for (
+          let i = 0;
+          i < 600 &&
+          again.exitCode === null &&
+          !(await client.health().then(
+            () => true,
+            () => false,
+          ));
+          i++
+        )
+          await sleep(100);
         await stop(again);
       }
       await rm(base, { recursive: true, force: true });
@@ -89,7 +107,13 @@ export async function startServiceProcess(env: Record<string, string> = {}): Pro
   };
   try {
     for (let i = 0; ; i++) {
-      if (await client.health().then(() => true, () => false)) break;
+      if (
+        await client.health().then(
+          () => true,
+          () => false,
+        )
+      )
+        break;
       if (i > 600 || !svc.alive()) throw new Error(`service did not start:\n${stderr}`);
       await sleep(100);
     }

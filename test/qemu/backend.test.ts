@@ -7,7 +7,7 @@ import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import type { Backend } from '../../src/core/backend.js';
 import { KilnError } from '../../src/core/errors.js';
-import { isAlive, qemuProcessesUnder, setup, sh, skipReason, spec, type QemuFixture } from './fixture.js';
+import { isAlive, type QemuFixture, qemuProcessesUnder, setup, sh, skipReason, spec } from './fixture.js';
 
 const skip = await skipReason();
 const READY = { readyTimeoutMs: 60_000 };
@@ -15,12 +15,16 @@ const READY = { readyTimeoutMs: 60_000 };
 describe('qemu backend', { skip, timeout: 240_000 }, () => {
   let f: QemuFixture;
   let warm: Backend | undefined;
-  before(async () => { f = await setup(); });
+  before(async () => {
+    f = await setup();
+  });
   // The template runs the pack's command once before its snapshot; what it leaves in /tmp and
   // /workspace must be gone in the clones (the marker in /dev/shm shows it ran).
   const run = { fileName: 'main.sh', command: ['sh', '-c', 'touch /tmp/warm-tmp /workspace/warm-ws && mkdir /tmp/warm-dir && echo "$0" > /dev/shm/warmed', '{file}'] };
   const specOf = (id: string) => ({ ...spec(f, id), pack: { ...f.pack, run } });
-  after(async () => { await f?.cleanup(); });
+  after(async () => {
+    await f?.cleanup();
+  });
 
   it('cold-boots, runs `echo hi` as uid 1000, and destroy leaves no process or file', async () => {
     const backend = f.backend({ templates: false });
@@ -31,7 +35,10 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
       // Each boot step's end, in order (core/steps.ts); the jail step exists only as root.
       const steps = sb.details.steps as Record<string, number>;
       assert.deepEqual(Object.keys(steps), ['dir', ...(process.getuid?.() === 0 ? ['jail'] : []), 'spawn', 'ctl', 'hello']);
-      assert.deepEqual(Object.values(steps), Object.values(steps).sort((x, y) => x - y));
+      assert.deepEqual(
+        Object.values(steps),
+        Object.values(steps).sort((x, y) => x - y),
+      );
       if (process.getuid?.() === 0) {
         const status = await readFile(`/proc/${pid}/status`, 'utf8');
         assert.doesNotMatch(status, /^Uid:\s+0\s/m, 'QEMU running user code must not stay root');
@@ -97,7 +104,9 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
   it('reports a guest that fails at boot as BOOT_FAILED with the kernel panic from the console', async () => {
     const backend = f.backend();
     const err = await backend.create(spec(f, 'panics', { backendOptions: { bootArgs: 'kiln.panic=1' } }), READY).then(
-      () => assert.fail('create should fail'), (e: unknown) => e);
+      () => assert.fail('create should fail'),
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof KilnError);
     assert.equal(err.code, 'BOOT_FAILED');
     assert.match(err.message, /kiln\.panic=1/);
@@ -125,7 +134,10 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
     creating.catch(() => undefined);
     await new Promise((r) => setTimeout(r, 300)); // QEMU is up, the guest still booting
     await backend.close();
-    const outcome = await creating.then((sb) => `created ${sb.id}`, (e: KilnError) => e.code);
+    const outcome = await creating.then(
+      (sb) => `created ${sb.id}`,
+      (e: KilnError) => e.code,
+    );
     assert.ok(['TIMEOUT', 'SHUTTING_DOWN', 'BOOT_FAILED'].includes(outcome), outcome);
     assert.deepEqual(await qemuProcessesUnder(f.runDir), []);
     await assert.rejects(stat(`${f.runDir}/qemu/vms/closing`), { code: 'ENOENT' });
@@ -143,7 +155,10 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
     const pid = sb.details.pid as number;
     // A fresh service instance on the same runDir knows nothing of `sb`.
     const report = await f.backend({ templates: false }).scan();
-    assert.ok(report.removed.some((l) => l.includes(`pid ${pid}`)), report.removed.join('\n'));
+    assert.ok(
+      report.removed.some((l) => l.includes(`pid ${pid}`)),
+      report.removed.join('\n'),
+    );
     assert.equal(await isAlive(pid), false);
     await assert.rejects(stat(`${f.runDir}/qemu/vms/orphan`), { code: 'ENOENT' });
     await sb.destroy();

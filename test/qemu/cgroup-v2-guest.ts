@@ -5,12 +5,10 @@
  * which holds the service process). Prints "ok <step>" per step; any failed assertion exits 1.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
-import {
-  AGENT_RESERVE, cgroupMode, detectCgroupLayout, prepareLayout, probeCgroups, removeLayoutParents, SandboxCgroup, scanStaleCgroups,
-} from '../../src/core/cgroups.js';
+import { AGENT_RESERVE, cgroupMode, detectCgroupLayout, prepareLayout, probeCgroups, removeLayoutParents, SandboxCgroup, scanStaleCgroups } from '../../src/core/cgroups.js';
 
 const ROOT = '/sys/fs/cgroup';
 const OWN = '/system.slice/kiln.service';

@@ -7,8 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { loadConfig } from '../../src/core/config.js';
 import { createBackends } from '../../src/server/backends.js';
@@ -47,12 +47,20 @@ describe('cgroup v2 in a delegated subtree (QEMU guest)', { skip: await why(), t
   it('detects, prepares (moving the service into a leaf), creates, limits, delegates, kills, removes, scans and probes', async () => {
     const bundle = await build({
       entryPoints: [fileURLToPath(new URL('./cgroup-v2-guest.ts', import.meta.url))],
-      bundle: true, platform: 'node', format: 'esm', target: 'node18', write: false, logLevel: 'silent',
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node18',
+      write: false,
+      logLevel: 'silent',
     });
     await t.client.sandboxes.writeFile(id, '/workspace/cgroup-v2-guest.mjs', bundle.outputFiles[0]!.text);
     const r = await t.client.sandboxes.exec(id, { cmd: DELEGATED_SERVICE, uid: 0, timeoutMs: 300_000 });
     assert.equal(r.exitCode, 0, `guest run failed:\n${r.stdout}\n${r.stderr}`);
-    const steps = r.stdout.split('\n').filter((l) => l.startsWith('ok ')).map((l) => l.slice(3));
+    const steps = r.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('ok '))
+      .map((l) => l.slice(3));
     assert.deepEqual(steps, ['detect', 'prepare', 'create', 'delegate', 'kill', 'oom', 'remove', 'scan', 'probe', 'undelegated', 'nsdelegate']);
   });
 });

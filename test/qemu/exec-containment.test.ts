@@ -33,5 +33,5 @@ describe('exec containment on qemu', { skip: await why(), timeout: 900_000 }, ()
 
   it('a timeout kills every detached process of the exec', () => timeoutKillsDetached(t.client, id, slow));
   it('a cancel kills every detached process of the exec', () => cancelKillsDetached(t.client, id, slow));
-  it('the exec user cannot raise PID 1\'s OOM score, and a guest OOM never kills the agent', () => agentOutOfOomReach(t.client, id, slow));
+  it("the exec user cannot raise PID 1's OOM score, and a guest OOM never kills the agent", () => agentOutOfOomReach(t.client, id, slow));
 });

@@ -7,10 +7,10 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { createQemuBackend, type QemuBackendOptions } from '../../src/backends/qemu/index.js';
 import type { Backend, BackendSandbox, PackImage } from '../../src/core/backend.js';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { resolveImage } from '../../src/images/index.js';
-import { createQemuBackend, type QemuBackendOptions } from '../../src/backends/qemu/index.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -41,7 +41,12 @@ export async function findPack(): Promise<PackImage> {
 }
 
 export async function setup(): Promise<QemuFixture> {
-  if (!(await stat(AGENT_PATH).then(() => true, () => false))) {
+  if (
+    !(await stat(AGENT_PATH).then(
+      () => true,
+      () => false,
+    ))
+  ) {
     await execFileAsync('bash', [resolve(REPO_ROOT, 'agent/build.sh')]);
   }
   const base = await mkdtemp(join(tmpdir(), 'kiln-qemu-test-'));
@@ -50,7 +55,10 @@ export async function setup(): Promise<QemuFixture> {
   const pack = await findPack();
   const backends: Backend[] = [];
   return {
-    dataDir, runDir, pack, shmDir: join(base, 'shm'),
+    dataDir,
+    runDir,
+    pack,
+    shmDir: join(base, 'shm'),
     backend(options = {}) {
       const b = createQemuBackend({ dataDir, runDir, agentPath: AGENT_PATH, shmDir: join(base, 'shm'), ...options });
       backends.push(b);
@@ -70,10 +78,17 @@ export function spec(f: QemuFixture, id: string, extra: Record<string, unknown> 
 export async function sh(sb: BackendSandbox, script: string): Promise<{ stdout: string; stderr: string; exitCode: number | null }> {
   let stdout = '';
   let stderr = '';
-  const r = await sb.agent.exec({ argv: ['/bin/sh', '-c', script] }, {
-    onStdout: (d) => { stdout += d.toString(); },
-    onStderr: (d) => { stderr += d.toString(); },
-  }).result;
+  const r = await sb.agent.exec(
+    { argv: ['/bin/sh', '-c', script] },
+    {
+      onStdout: (d) => {
+        stdout += d.toString();
+      },
+      onStderr: (d) => {
+        stderr += d.toString();
+      },
+    },
+  ).result;
   return { stdout, stderr, exitCode: r.exitCode };
 }
 

@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import type { BackendSandbox } from '../../src/core/backend.js';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { resolveImage } from '../../src/images/index.js';
-import { setup, skipReason, spec, type QemuFixture } from './fixture.js';
+import { type QemuFixture, setup, skipReason, spec } from './fixture.js';
 
 const execFileAsync = promisify(execFile);
 const skip = await skipReason();
@@ -34,10 +34,17 @@ describe('qemu sandbox hardening', { skip, timeout: 600_000 }, () => {
 
   const run = async (script: string, uid?: number) => {
     let out = '';
-    const r = await sb.agent.exec({ argv: ['/bin/sh', '-c', script], ...(uid === undefined ? {} : { uid, gid: uid }), timeoutMs: 120_000 }, {
-      onStdout: (d) => { out += d.toString(); },
-      onStderr: (d) => { out += d.toString(); },
-    }).result;
+    const r = await sb.agent.exec(
+      { argv: ['/bin/sh', '-c', script], ...(uid === undefined ? {} : { uid, gid: uid }), timeoutMs: 120_000 },
+      {
+        onStdout: (d) => {
+          out += d.toString();
+        },
+        onStderr: (d) => {
+          out += d.toString();
+        },
+      },
+    ).result;
     return { out, exitCode: r.exitCode };
   };
   const shadowState = async () => (await run('sha256sum /etc/shadow; stat -c %u:%g:%a /etc/shadow', 0)).out;
@@ -69,10 +76,14 @@ describe('qemu sandbox hardening', { skip, timeout: 600_000 }, () => {
   it('never touches the target while the sandbox swaps a link in a loop', async () => {
     const before = await shadowState();
     const loop = new AbortController();
-    const swapper = sb.agent.exec({
-      argv: ['/bin/sh', '-c', 'cd /workspace; while :; do ln -sf /etc/shadow r.l; mv -f r.l race; echo mine > r.f; mv -f r.f race; done'],
-      timeoutMs: 300_000,
-    }, {}, { signal: loop.signal });
+    const swapper = sb.agent.exec(
+      {
+        argv: ['/bin/sh', '-c', 'cd /workspace; while :; do ln -sf /etc/shadow r.l; mv -f r.l race; echo mine > r.f; mv -f r.f race; done'],
+        timeoutMs: 300_000,
+      },
+      {},
+      { signal: loop.signal },
+    );
     try {
       let reads = 0;
       for (let i = 0; i < 60; i++) {
@@ -81,7 +92,7 @@ describe('qemu sandbox hardening', { skip, timeout: 600_000 }, () => {
         if (got !== undefined) reads++;
         assert.doesNotMatch(got ?? '', SHADOW_LINE, `round ${i}: read the target`);
       }
-      assert.ok(reads > 0, 'some reads of the sandbox\'s own file succeed');
+      assert.ok(reads > 0, "some reads of the sandbox's own file succeed");
     } finally {
       loop.abort();
       await swapper.result.catch(() => undefined);
@@ -133,7 +144,17 @@ describe('qemu sandbox hardening', { skip, timeout: 600_000 }, () => {
       ].join('\n');
       for (const uid of [0, 1000]) {
         let out = '';
-        const r = await py.agent.exec({ argv: ['python3', '-c', code], uid, gid: uid, timeoutMs: 120_000 }, { onStdout: (d) => { out += d.toString(); }, onStderr: (d) => { out += d.toString(); } }).result;
+        const r = await py.agent.exec(
+          { argv: ['python3', '-c', code], uid, gid: uid, timeoutMs: 120_000 },
+          {
+            onStdout: (d) => {
+              out += d.toString();
+            },
+            onStderr: (d) => {
+              out += d.toString();
+            },
+          },
+        ).result;
         assert.equal(r.exitCode, 0, out);
         assert.deepEqual(JSON.parse(out), { vsock: 'EAFNOSUPPORT', packet: 'EAFNOSUPPORT', inet: 'ok', unix: 'ok' }, `uid ${uid}`);
       }
@@ -147,10 +168,18 @@ describe('qemu sandbox hardening', { skip, timeout: 600_000 }, () => {
     try {
       const marker = join(dir, 'inherited-marker');
       await writeFile(marker, 'x');
-      const { stdout } = await execFileAsync('bash', ['-c', 'exec 100<"$1"; exec node --import tsx test/integration/inherited-fd-child.ts qemu "$1"', 'bash', marker], { cwd: REPO_ROOT, maxBuffer: 1 << 20, timeout: 400_000 });
+      const { stdout } = await execFileAsync('bash', ['-c', 'exec 100<"$1"; exec node --import tsx test/integration/inherited-fd-child.ts qemu "$1"', 'bash', marker], {
+        cwd: REPO_ROOT,
+        maxBuffer: 1 << 20,
+        timeout: 400_000,
+      });
       const r = JSON.parse(stdout) as { sandboxFds: string; hostHolders: string[] };
       assert.deepEqual(r.hostHolders, [], 'host processes (QEMU) holding the inherited file');
-      assert.deepEqual([...r.sandboxFds.matchAll(/ (\d+) -> /g)].map((m) => Number(m[1])).filter((fd) => fd > 3), [], r.sandboxFds);
+      assert.deepEqual(
+        [...r.sandboxFds.matchAll(/ (\d+) -> /g)].map((m) => Number(m[1])).filter((fd) => fd > 3),
+        [],
+        r.sandboxFds,
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

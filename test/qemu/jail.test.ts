@@ -11,12 +11,12 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import type { BackendSandbox } from '../../src/core/backend.js';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { processesOf, statusField } from '../parity/leaks.js';
-import { isAlive, setup, skipReason, spec, type QemuFixture } from './fixture.js';
+import { isAlive, type QemuFixture, setup, skipReason, spec } from './fixture.js';
 
 const execFileAsync = promisify(execFile);
 const root = process.getuid?.() === 0;
@@ -54,7 +54,14 @@ async function namespaceFiles(pid: number): Promise<string[]> {
 async function kernelText(sb: BackendSandbox): Promise<string> {
   let out = '';
   // As root in the guest: kallsyms shows addresses to root only.
-  const r = await sb.agent.exec({ argv: ['sh', '-c', 'grep -w _text /proc/kallsyms'], uid: 0, gid: 0 }, { onStdout: (d) => { out += d.toString(); } }).result;
+  const r = await sb.agent.exec(
+    { argv: ['sh', '-c', 'grep -w _text /proc/kallsyms'], uid: 0, gid: 0 },
+    {
+      onStdout: (d) => {
+        out += d.toString();
+      },
+    },
+  ).result;
   assert.equal(r.exitCode, 0);
   const addr = out.split(' ')[0]!;
   assert.match(addr, /^[0-9a-f]{16}$/);
@@ -69,8 +76,12 @@ async function waitGone(pids: number[]): Promise<void> {
 describe('qemu jail', { skip, timeout: 300_000 }, () => {
   let f: QemuFixture;
   let templateText: string | undefined;
-  before(async () => { f = await setup(); });
-  after(async () => { await f?.cleanup(); });
+  before(async () => {
+    f = await setup();
+  });
+  after(async () => {
+    await f?.cleanup();
+  });
 
   it('runs each sandbox QEMU as its own uid, in its own limited cgroup, seeing only its own files; delete releases all of it', async () => {
     const backend = f.backend();
@@ -109,11 +120,19 @@ describe('qemu jail', { skip, timeout: 300_000 }, () => {
         const [vmDir] = vmDirs;
         assert.ok(vmDir === `${f.runDir}/qemu/vms/${sb.id}` || vmDir === `${f.runDir}/qemu/spares/${sb.details.spare}`, vmDir);
         for (const p of files) {
-          const allowed = p.startsWith(`${vmDir}/`) || p === f.pack.imagePath || p.startsWith(`${f.dataDir}/vm/`) || p.startsWith(`${f.shmDir}/`)
-            || p === '/dev/null' || /^\/(bin|sbin|lib|lib32|lib64|libx32)$/.test(p);
+          const allowed =
+            p.startsWith(`${vmDir}/`) ||
+            p === f.pack.imagePath ||
+            p.startsWith(`${f.dataDir}/vm/`) ||
+            p.startsWith(`${f.shmDir}/`) ||
+            p === '/dev/null' ||
+            /^\/(bin|sbin|lib|lib32|lib64|libx32)$/.test(p);
           assert.ok(allowed, `QEMU's namespace shows ${p}\n${files.join('\n')}`);
         }
-        assert.ok(files.some((p) => p.startsWith(`${f.shmDir}/`)), 'the template RAM file is there');
+        assert.ok(
+          files.some((p) => p.startsWith(`${f.shmDir}/`)),
+          'the template RAM file is there',
+        );
         assert.ok(!files.some((p) => /^\/(etc|home|root|proc|sys|run|var\/run)\//.test(p)));
       }
       assert.notEqual(uids[0], uids[1], 'two VMs, two uids');
@@ -122,9 +141,15 @@ describe('qemu jail', { skip, timeout: 300_000 }, () => {
       templateText = await kernelText(a);
       assert.equal(await kernelText(b), templateText);
     } finally {
-      const held = await Promise.all([a, b].filter((x) => x !== undefined).map(async (sb) => ({
-        sb, pids: (sb as { pids?: number[] }).pids ?? [sb.details.pid as number], l: await limits(sb.details.pid as number),
-      })));
+      const held = await Promise.all(
+        [a, b]
+          .filter((x) => x !== undefined)
+          .map(async (sb) => ({
+            sb,
+            pids: (sb as { pids?: number[] }).pids ?? [sb.details.pid as number],
+            l: await limits(sb.details.pid as number),
+          })),
+      );
       await Promise.all([a.destroy(), b?.destroy()]);
       await backend.close();
       for (const { sb, pids, l } of held) {
@@ -154,14 +179,16 @@ describe('qemu jail', { skip, timeout: 300_000 }, () => {
     assert.ok(new Set(texts).size > 1, `_text is ${texts.join(', ')} in every boot`);
   });
 
-  it('a crashed service\'s QEMU dies with it; the next start-up scan removes its cgroup and files', async () => {
+  it("a crashed service's QEMU dies with it; the next start-up scan removes its cgroup and files", async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', resolve(REPO_ROOT, 'test/qemu/crashing-service.ts'), f.dataDir, f.runDir, f.shmDir], { stdio: ['ignore', 'pipe', 'inherit'] });
     let details: { pid: number; uid: number };
     let l: Awaited<ReturnType<typeof limits>>;
     try {
       const [line] = await Promise.race([
         once(createInterface({ input: child.stdout! }), 'line') as Promise<[string]>,
-        once(child, 'exit').then(() => { throw new Error('the service stand-in exited before its sandbox was ready'); }),
+        once(child, 'exit').then(() => {
+          throw new Error('the service stand-in exited before its sandbox was ready');
+        }),
       ]);
       details = JSON.parse(line) as { pid: number; uid: number };
       l = await limits(details.pid);

@@ -3,9 +3,9 @@
  * composition root builds a qemu backend, or where QEMU cannot run.
  */
 import { tmpdir } from 'node:os';
-import { paritySuite } from '../parity/contract.js';
 import { loadConfig } from '../../src/core/config.js';
 import { createBackends } from '../../src/server/backends.js';
+import { paritySuite } from '../parity/contract.js';
 import { skipReason } from './fixture.js';
 
 async function why(): Promise<string | undefined> {

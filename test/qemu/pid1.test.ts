@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { BackendSandbox } from '../../src/core/backend.js';
 import { assertSignalsDoNotEndPid1, assertStdinFloodDoesNotStall } from '../parity/pid1.js';
-import { setup, sh, skipReason, spec, type QemuFixture } from './fixture.js';
+import { type QemuFixture, setup, sh, skipReason, spec } from './fixture.js';
 
 const skip = await skipReason();
 

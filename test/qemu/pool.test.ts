@@ -22,7 +22,10 @@ describe('warm pool on the qemu backend', { skip: await skipReason(), timeout: 2
         }
         throw new Error('the qemu pool never filled');
       };
-      assert.deepEqual((await stats()).map((p) => `${p.key.backend}/${p.key.pack}`), ['qemu/python']);
+      assert.deepEqual(
+        (await stats()).map((p) => `${p.key.backend}/${p.key.pack}`),
+        ['qemu/python'],
+      );
       await filled();
       const r = await t.client.run({ pack: 'python', backend: 'qemu', code: 'import os; print(6*7, os.getuid())' });
       assert.equal(r.stdout, '42 1000\n', JSON.stringify(r));

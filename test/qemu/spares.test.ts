@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { isAlive, qemuProcessesUnder, setup, sh, skipReason, spec, type QemuFixture } from './fixture.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isAlive, type QemuFixture, qemuProcessesUnder, setup, sh, skipReason, spec } from './fixture.js';
 
 const skip = await skipReason();
 const READY = { readyTimeoutMs: 60_000 };
@@ -28,20 +28,28 @@ async function waitFor<T>(what: string, get: () => Promise<T>, ok: (v: T) => boo
 
 /** The pid of the QEMU started as spare `id` (its `-name kiln-<id>`), once it runs. */
 async function sparePid(runDir: string, id: string): Promise<number> {
-  return waitFor(`the pid of spare ${id}`, async () => {
-    for (const pid of await qemuProcessesUnder(runDir)) {
-      const argv = (await readFile(`/proc/${pid}/cmdline`).catch(() => Buffer.alloc(0))).toString().split('\0');
-      // QEMU itself, not the bwrap processes of its jail (their argv holds QEMU's too).
-      if (argv.includes(`kiln-${id},process=kiln-${id}`) && !argv[0]!.endsWith('bwrap')) return pid;
-    }
-    return 0;
-  }, (pid) => pid > 0);
+  return waitFor(
+    `the pid of spare ${id}`,
+    async () => {
+      for (const pid of await qemuProcessesUnder(runDir)) {
+        const argv = (await readFile(`/proc/${pid}/cmdline`).catch(() => Buffer.alloc(0))).toString().split('\0');
+        // QEMU itself, not the bwrap processes of its jail (their argv holds QEMU's too).
+        if (argv.includes(`kiln-${id},process=kiln-${id}`) && !argv[0]!.endsWith('bwrap')) return pid;
+      }
+      return 0;
+    },
+    (pid) => pid > 0,
+  );
 }
 
 describe('qemu spares', { skip, timeout: 180_000 }, () => {
   let f: QemuFixture;
-  before(async () => { f = await setup(); });
-  after(async () => { await f?.cleanup(); });
+  before(async () => {
+    f = await setup();
+  });
+  after(async () => {
+    await f?.cleanup();
+  });
 
   it('serves clones from a spare, replaces it (also when it dies), and close leaves no qemu and nothing in /dev/shm', async () => {
     // The default RAM directory, so the check below is on the real /dev/shm.
@@ -52,7 +60,11 @@ describe('qemu spares', { skip, timeout: 180_000 }, () => {
     assert.equal(first.details.spare, undefined, 'no spare exists before the template');
     assert.ok((await readdir('/dev/shm')).includes(shmName));
 
-    const [s1] = await waitFor('the first spare', () => spareIds(f.runDir), (d) => d.length === 1);
+    const [s1] = await waitFor(
+      'the first spare',
+      () => spareIds(f.runDir),
+      (d) => d.length === 1,
+    );
     const s1Pid = await sparePid(f.runDir, s1!);
     // The running service's own scan must not take its spare for a leftover.
     assert.deepEqual((await backend.scan()).removed, []);
@@ -72,16 +84,28 @@ describe('qemu spares', { skip, timeout: 180_000 }, () => {
     const { agentNowMs } = await a.agent.ping();
     assert.ok(Math.abs(agentNowMs - Date.now()) < 1000, `guest clock off by ${agentNowMs - Date.now()} ms`);
 
-    const [s2] = await waitFor('a replacement spare', () => spareIds(f.runDir), (d) => d.length === 1 && d[0] !== s1);
+    const [s2] = await waitFor(
+      'a replacement spare',
+      () => spareIds(f.runDir),
+      (d) => d.length === 1 && d[0] !== s1,
+    );
     const b = await backend.create(spec(f, 'sp-b'), READY);
     assert.equal(b.details.spare, s2);
     const rand = 'head -c 64 /dev/urandom | od -An -tx1 | tr -d " \\n"';
     assert.notEqual((await sh(a, rand)).stdout, (await sh(b, rand)).stdout);
 
     // A spare that dies idle is replaced.
-    const [s3] = await waitFor('a third spare', () => spareIds(f.runDir), (d) => d.length === 1 && d[0] !== s2);
+    const [s3] = await waitFor(
+      'a third spare',
+      () => spareIds(f.runDir),
+      (d) => d.length === 1 && d[0] !== s2,
+    );
     process.kill(await sparePid(f.runDir, s3!), 'SIGKILL');
-    const [s4] = await waitFor('the dead spare to be replaced', () => spareIds(f.runDir), (d) => d.length === 1 && d[0] !== s3);
+    const [s4] = await waitFor(
+      'the dead spare to be replaced',
+      () => spareIds(f.runDir),
+      (d) => d.length === 1 && d[0] !== s3,
+    );
     await sparePid(f.runDir, s4!);
 
     await a.destroy();
@@ -95,10 +119,17 @@ describe('qemu spares', { skip, timeout: 180_000 }, () => {
   it('scan() of a restarted service kills the spares a crashed one left behind', async () => {
     const crashed = f.backend();
     const sb = await crashed.create(spec(f, 'sp-orphan'), READY);
-    const [s] = await waitFor('a spare', () => spareIds(f.runDir), (d) => d.length === 1);
+    const [s] = await waitFor(
+      'a spare',
+      () => spareIds(f.runDir),
+      (d) => d.length === 1,
+    );
     const pid = await sparePid(f.runDir, s!);
     const report = await f.backend().scan();
-    assert.ok(report.removed.some((l) => l.includes(`pid ${pid}`)), report.removed.join('\n'));
+    assert.ok(
+      report.removed.some((l) => l.includes(`pid ${pid}`)),
+      report.removed.join('\n'),
+    );
     assert.equal(await isAlive(pid), false);
     assert.ok(!(await spareIds(f.runDir)).includes(s!));
     await sb.destroy();

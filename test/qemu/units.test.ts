@@ -6,12 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { buildCpio } from '../../src/vmimage/cpio.js';
+import { qemuArgs, safePath, vmPaths } from '../../src/backends/qemu/cmdline.js';
+import { ConsoleRing } from '../../src/core/console-ring.js';
 import { guestCmdline } from '../../src/vmimage/cmdline.js';
+import { buildCpio } from '../../src/vmimage/cpio.js';
 import { findHostKernel } from '../../src/vmimage/kernel.js';
 import { moduleName, modulesOrder, resolveModules, stripSignature, VIRTIO_DEVICE } from '../../src/vmimage/modules.js';
-import { ConsoleRing } from '../../src/core/console-ring.js';
-import { qemuArgs, safePath, vmPaths } from '../../src/backends/qemu/cmdline.js';
 
 const execFileAsync = promisify(execFile);
 const kernel = await findHostKernel().catch(() => undefined);
@@ -74,8 +74,19 @@ describe('vmimage', () => {
     const dir = await mkdtemp(join(tmpdir(), 'kiln-mods-'));
     try {
       await writeFile(join(dir, 'modules.dep'), 'kernel/a.ko:\nkernel/b.ko: kernel/a.ko\nkernel/c.ko: kernel/a.ko\n');
-      const fake = await resolveModules(dir, [{ name: 'a', required: true, virtioDevice: 19 }, { name: 'b', required: true }, { name: 'c', required: true, virtioDevice: 19 }]);
-      assert.deepEqual(fake.map((m) => [m.name, m.virtioDevice]), [['a', undefined], ['b', undefined], ['c', 19]]);
+      const fake = await resolveModules(dir, [
+        { name: 'a', required: true, virtioDevice: 19 },
+        { name: 'b', required: true },
+        { name: 'c', required: true, virtioDevice: 19 },
+      ]);
+      assert.deepEqual(
+        fake.map((m) => [m.name, m.virtioDevice]),
+        [
+          ['a', undefined],
+          ['b', undefined],
+          ['c', 19],
+        ],
+      );
       assert.equal(modulesOrder(fake), 'a.ko\nb.ko\nc.ko 19\n');
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -118,8 +129,15 @@ describe('qemu pieces', () => {
 
   it('builds identical template and clone command lines except share= and -incoming', () => {
     const base = {
-      id: 'x', accel: 'tcg' as const, cpus: 1, memoryMib: 256, kernelPath: '/k', initrdPath: '/i',
-      cmdline: 'console=ttyS0', diskImage: '/d.sqfs', paths: vmPaths('/run/kiln/qemu/vms/x'),
+      id: 'x',
+      accel: 'tcg' as const,
+      cpus: 1,
+      memoryMib: 256,
+      kernelPath: '/k',
+      initrdPath: '/i',
+      cmdline: 'console=ttyS0',
+      diskImage: '/d.sqfs',
+      paths: vmPaths('/run/kiln/qemu/vms/x'),
     };
     const tpl = qemuArgs({ ...base, memFile: { path: '/dev/shm/t.mem', share: true } });
     const clone = qemuArgs({ ...base, memFile: { path: '/dev/shm/t.mem', share: false }, incoming: true });

@@ -9,8 +9,14 @@ describe('admission control', () => {
     const r1 = await a.acquire();
     await a.acquire();
     const order: number[] = [];
-    const w1 = a.acquire().then((r) => { order.push(1); return r; });
-    const w2 = a.acquire().then((r) => { order.push(2); return r; });
+    const w1 = a.acquire().then((r) => {
+      order.push(1);
+      return r;
+    });
+    const w2 = a.acquire().then((r) => {
+      order.push(2);
+      return r;
+    });
     assert.deepEqual(a.stats, { inUse: 2, capacity: 2, queued: 2 });
     r1();
     (await w1)();

@@ -1,10 +1,16 @@
 /** bwrap's arguments for the cgroup parts (#12.1, #12.8): where the delegated cgroup goes, and the cgroup namespace. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { bwrapArgs, type BwrapOptions } from '../../src/backends/namespace/bwrap.js';
+import { type BwrapOptions, bwrapArgs } from '../../src/backends/namespace/bwrap.js';
 
 const base: BwrapOptions = {
-  bwrapPath: 'bwrap', hostUid: 200_000, lowerDir: '/lower', agentPath: '/agent', diskBytes: 1 << 20, hostname: 'sandbox', onStderr: () => undefined,
+  bwrapPath: 'bwrap',
+  hostUid: 200_000,
+  lowerDir: '/lower',
+  agentPath: '/agent',
+  diskBytes: 1 << 20,
+  hostname: 'sandbox',
+  onStderr: () => undefined,
 };
 
 describe('bwrap arguments', () => {

@@ -14,7 +14,11 @@ import { REPO_ROOT } from '../../src/core/config.js';
 
 const execFileAsync = promisify(execFile);
 
-interface Result { code: number; stdout: string; stderr: string }
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 async function kiln(bin: string, args: string[], env: Record<string, string> = {}): Promise<Result> {
   const base: NodeJS.ProcessEnv = { ...process.env, ...env };
@@ -51,7 +55,9 @@ describe('bin/kiln launcher', () => {
     await put('tsconfig.build.json', '{}');
     await put('dist/src/cli/main.js', "console.log('compiled', process.argv.slice(2).join(' '));\n");
   });
-  after(async () => { await rm(root, { recursive: true, force: true }); });
+  after(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
 
   it('runs dist/ when it is newer than every source, with the arguments passed through', async () => {
     await freshBuild();

@@ -16,7 +16,11 @@ import { REPO_ROOT } from '../../src/core/config.js';
 const execFileAsync = promisify(execFile);
 const DEPCRUISE = join(REPO_ROOT, 'node_modules/.bin/depcruise');
 
-interface Violation { rule: { name: string; severity: string }; from: string; to: string }
+interface Violation {
+  rule: { name: string; severity: string };
+  from: string;
+  to: string;
+}
 
 async function depcruise(cwd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return execFileAsync(DEPCRUISE, ['--config', '.dependency-cruiser.cjs', ...args], { cwd, maxBuffer: 64 << 20, timeout: 120_000 }).then(
@@ -48,13 +52,18 @@ describe('dependency rules (.dependency-cruiser.cjs)', { timeout: 300_000 }, () 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kiln-deps-'));
     await copyFile(join(REPO_ROOT, '.dependency-cruiser.cjs'), join(dir, '.dependency-cruiser.cjs'));
-    await writeFile(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: { module: 'NodeNext', moduleResolution: 'NodeNext', allowImportingTsExtensions: true, noEmit: true, jsx: 'react-jsx' } }));
+    await writeFile(
+      join(dir, 'tsconfig.json'),
+      JSON.stringify({ compilerOptions: { module: 'NodeNext', moduleResolution: 'NodeNext', allowImportingTsExtensions: true, noEmit: true, jsx: 'react-jsx' } }),
+    );
     for (const [p, text] of Object.entries(TREE)) {
       await mkdir(dirname(join(dir, p)), { recursive: true });
       await writeFile(join(dir, p), text);
     }
   });
-  after(async () => { await rm(dir, { recursive: true, force: true }); });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
 
   it('the repository itself breaks no rule', async () => {
     const r = await depcruise(REPO_ROOT, ['src', 'web/src', 'sdk/src']);

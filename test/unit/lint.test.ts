@@ -28,12 +28,14 @@ describe('lint and format (biome.json)', { timeout: 300_000 }, () => {
     await copyFile(join(REPO_ROOT, 'biome.json'), join(dir, 'biome.json'));
     await mkdir(join(dir, 'src/core'), { recursive: true });
     // Formatted, but compares with == (lint/suspicious/noDoubleEquals).
-    await writeFile(join(dir, 'src/core/loose.ts'), "export const same = (a: unknown, b: unknown): boolean => a == b;\n");
+    await writeFile(join(dir, 'src/core/loose.ts'), 'export const same = (a: unknown, b: unknown): boolean => a == b;\n');
     // Lint-clean, but double quotes and no semicolon (the formatter's single quotes, semicolons).
     await writeFile(join(dir, 'src/core/unformatted.ts'), 'export const name = "kiln"\n');
     await writeFile(join(dir, 'src/core/clean.ts'), "export const ok = 'kiln';\n");
   });
-  after(async () => { await rm(dir, { recursive: true, force: true }); });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
 
   it('the repository passes biome ci (lint + format)', async () => {
     const r = await biome(REPO_ROOT, ['ci', '--vcs-enabled=false', '.']);

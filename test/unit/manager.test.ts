@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Backend, BackendName } from '../../src/core/backend.js';
-import { loadConfig, type KilnConfig } from '../../src/core/config.js';
+import { type KilnConfig, loadConfig } from '../../src/core/config.js';
 import { isKilnError } from '../../src/core/errors.js';
 import { SandboxManager } from '../../src/core/manager.js';
-import { WarmPools, type PoolKey } from '../../src/core/pools.js';
-import { MemoryBackend, memoryPacks, type MemoryBackendOptions } from './memory-backend.js';
+import { type PoolKey, WarmPools } from '../../src/core/pools.js';
+import { MemoryBackend, type MemoryBackendOptions, memoryPacks } from './memory-backend.js';
 
 async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
@@ -21,7 +21,10 @@ async function until(what: string, cond: () => boolean, ms = 10_000): Promise<vo
   }
 }
 
-const rejectsWith = (code: string) => (e: unknown): boolean => isKilnError(e) && e.code === code;
+const rejectsWith =
+  (code: string) =>
+  (e: unknown): boolean =>
+    isKilnError(e) && e.code === code;
 
 interface Harness {
   backend: MemoryBackend;
@@ -42,7 +45,14 @@ function harness(o: { env?: Record<string, string>; backend?: MemoryBackendOptio
   const backend = new MemoryBackend(o.backend);
   const packs = memoryPacks();
   let pools: WarmPools | undefined;
-  const manager = new SandboxManager({ config, backends: new Map<BackendName, Backend>([[backend.name, backend]]), packs, get pools() { return pools; } });
+  const manager = new SandboxManager({
+    config,
+    backends: new Map<BackendName, Backend>([[backend.name, backend]]),
+    packs,
+    get pools() {
+      return pools;
+    },
+  });
   if (o.pool) {
     pools = new WarmPools({
       targets: [{ key: poolKey(config), target: o.pool }],
@@ -54,7 +64,10 @@ function harness(o: { env?: Record<string, string>; backend?: MemoryBackendOptio
     pools.start();
   }
   const h: Harness = {
-    backend, manager, pools, config,
+    backend,
+    manager,
+    pools,
+    config,
     async close() {
       await pools?.close();
       await manager.close();
@@ -136,7 +149,10 @@ describe('SandboxManager (in-memory backend)', () => {
   it('delete while an exec is running ends the exec, destroys the sandbox and frees the slot', async () => {
     const { backend, manager } = harness({ backend: { script: () => ({ hang: true }) } });
     const sb = await manager.create({ pack: 'python' });
-    const exec = manager.runExec(sb.id, { cmd: 'sleep 1000' }).then((r) => ({ ok: r }), (e: unknown) => ({ err: e }));
+    const exec = manager.runExec(sb.id, { cmd: 'sleep 1000' }).then(
+      (r) => ({ ok: r }),
+      (e: unknown) => ({ err: e }),
+    );
     await until('the exec is running', () => sb.execsRunning === 1);
     await manager.delete(sb.id);
     const settled = await Promise.race([exec, sleep(10_000).then(() => 'still running')]);
@@ -228,7 +244,10 @@ describe('per-key limits and ownership in the manager (in-memory backend)', () =
     const first = (results[0] as PromiseFulfilledResult<{ id: string }>).value ?? (results[1] as PromiseFulfilledResult<{ id: string }>).value;
     await manager.delete(first.id);
     assert.deepEqual(manager.ownerUsage.of('key-a'), { sandboxes: 1, memoryMib: 256 });
-    await assert.rejects(manager.create({ pack: 'python', memoryMib: 1024 }, undefined, a), (e) => rejectsWith('QUOTA_EXCEEDED')(e) && (e as { details: { limit: string } }).details.limit === 'maxMemoryMib');
+    await assert.rejects(
+      manager.create({ pack: 'python', memoryMib: 1024 }, undefined, a),
+      (e) => rejectsWith('QUOTA_EXCEEDED')(e) && (e as { details: { limit: string } }).details.limit === 'maxMemoryMib',
+    );
     await assert.rejects(manager.create({ pack: 'nope' }, undefined, a), rejectsWith('UNKNOWN_PACK'));
     backend.createDelayMs = 0;
     assert.deepEqual(manager.ownerUsage.of('key-a'), { sandboxes: 1, memoryMib: 256 }, 'refusals hold nothing');
@@ -241,13 +260,19 @@ describe('per-key limits and ownership in the manager (in-memory backend)', () =
     assert.throws(() => manager.get(admins.id, 'key-a'), rejectsWith('SANDBOX_NOT_FOUND'));
     await assert.rejects(manager.delete(admins.id, 'deleted by request', 'key-a'), rejectsWith('SANDBOX_NOT_FOUND'));
     assert.equal(manager.count, 2, 'the refused delete deleted nothing');
-    assert.deepEqual(manager.list({ ownerKeyId: 'key-a', labels: { team: 'a' } }).sandboxes.map((s) => s.id), [mine.id]);
-    assert.deepEqual(manager.list({ ownerKeyId: null }).sandboxes.map((s) => s.id), [admins.id]);
+    assert.deepEqual(
+      manager.list({ ownerKeyId: 'key-a', labels: { team: 'a' } }).sandboxes.map((s) => s.id),
+      [mine.id],
+    );
+    assert.deepEqual(
+      manager.list({ ownerKeyId: null }).sandboxes.map((s) => s.id),
+      [admins.id],
+    );
     assert.equal(manager.list().sandboxes.length, 2);
     assert.equal(manager.get(mine.id, 'key-a').info().ownerKeyId, 'key-a');
   });
 
-  it('exec time: over the key\'s limit is refused before the agent runs anything; none asked gets the limit', async () => {
+  it("exec time: over the key's limit is refused before the agent runs anything; none asked gets the limit", async () => {
     const { backend, manager } = harness();
     const sb = await manager.create({ pack: 'python' }, undefined, owner({ maxExecTimeoutMs: 1000 }));
     await assert.rejects(manager.runExec(sb.id, { cmd: 'true', timeoutMs: 1001 }), rejectsWith('QUOTA_EXCEEDED'));
@@ -262,7 +287,11 @@ describe('warm pools through the manager (in-memory backend)', () => {
     const { backend, manager, pools, config } = harness({ pool: 1, backend: { createDelayMs: 20 } });
     await until('the pool is full', () => pools!.stats()[0]!.ready === 1);
     const warmed = backend.all[0]!;
-    assert.deepEqual(warmed.execs.map((e) => e.argv[0]), ['python3', 'rm'], 'warm-up ran the pack command on an empty file, then removed it');
+    assert.deepEqual(
+      warmed.execs.map((e) => e.argv[0]),
+      ['python3', 'rm'],
+      'warm-up ran the pack command on an empty file, then removed it',
+    );
     const hit = await manager.create({ pack: 'python' });
     assert.equal(hit.id, warmed.id);
     assert.equal(hit.fromPool, true);

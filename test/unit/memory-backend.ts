@@ -5,11 +5,12 @@
  * a sandbox dies on its own; close destroys every sandbox it still owns) and runs execs from a
  * script the test supplies. Nothing here is started: every sandbox is a few objects in a Map.
  */
-import type { AgentClient, ExecHandle, ExecHandlers } from '../../src/protocol/agent-client.js';
-import type { ExecRequest, ExecResult } from '../../src/protocol/messages.js';
+
 import { availabilityFrom, type Backend, type BackendAvailability, type BackendName, type BackendSandbox, type CreateOptions, type SandboxSpec, type SandboxUsage } from '../../src/core/backend.js';
 import { KilnError } from '../../src/core/errors.js';
 import type { PackCatalog, PackImage, PackInfo } from '../../src/core/packs.js';
+import type { AgentClient, ExecHandle, ExecHandlers } from '../../src/protocol/agent-client.js';
+import type { ExecRequest, ExecResult } from '../../src/protocol/messages.js';
 
 /** What one exec does: its output and exit, after `delayMs`, or never (`hang`) until cancelled or the sandbox dies. */
 export interface ScriptedRun {
@@ -35,7 +36,10 @@ class MemoryAgent {
   private readonly running = new Set<(e: KilnError) => void>();
   private dead = false;
 
-  constructor(private readonly sb: MemorySandbox, private readonly script: ExecScript) {}
+  constructor(
+    private readonly sb: MemorySandbox,
+    private readonly script: ExecScript,
+  ) {}
 
   kill(): void {
     this.dead = true;
@@ -54,11 +58,18 @@ class MemoryAgent {
     const t0 = performance.now();
     let cancel!: () => void;
     const result = new Promise<ExecResult>((resolve, reject) => {
-      if (this.dead) { reject(gone(this.sb.id)); return; }
+      if (this.dead) {
+        reject(gone(this.sb.id));
+        return;
+      }
       this.sb.execs.push(req);
       const run = this.script(req, this.sb);
       let timer: NodeJS.Timeout | undefined;
-      const fail = (e: KilnError): void => { clearTimeout(timer); this.running.delete(fail); reject(e); };
+      const fail = (e: KilnError): void => {
+        clearTimeout(timer);
+        this.running.delete(fail);
+        reject(e);
+      };
       this.running.add(fail);
       const finish = (r: ScriptedRun, signalName: string | null = r.signal ?? null): void => {
         clearTimeout(timer);
@@ -66,8 +77,13 @@ class MemoryAgent {
         if (r.stdout) handlers.onStdout?.(Buffer.from(r.stdout));
         if (r.stderr) handlers.onStderr?.(Buffer.from(r.stderr));
         resolve({
-          exitCode: signalName ? null : r.exitCode ?? 0, signal: signalName, timedOut: false,
-          durationMs: performance.now() - t0, outputTruncated: false, cpuUserMs: 0, cpuSystemMs: 0,
+          exitCode: signalName ? null : (r.exitCode ?? 0),
+          signal: signalName,
+          timedOut: false,
+          durationMs: performance.now() - t0,
+          outputTruncated: false,
+          cpuUserMs: 0,
+          cpuSystemMs: 0,
         } as ExecResult);
       };
       cancel = () => finish({}, 'SIGKILL');
@@ -81,7 +97,8 @@ class MemoryAgent {
   async writeFile(path: string, data: Buffer | AsyncIterable<Buffer>, opts: { maxBytes: number }): Promise<{ bytes: number }> {
     if (this.dead) throw gone(this.sb.id);
     const chunks: Buffer[] = [];
-    if (Buffer.isBuffer(data)) chunks.push(data); else for await (const c of data) chunks.push(c);
+    if (Buffer.isBuffer(data)) chunks.push(data);
+    else for await (const c of data) chunks.push(c);
     const buf = Buffer.concat(chunks);
     if (buf.length > opts.maxBytes) throw new KilnError('PAYLOAD_TOO_LARGE', `${path}: ${buf.length} bytes, limit ${opts.maxBytes}`);
     this.files.set(path, buf);
@@ -105,7 +122,12 @@ export class MemorySandbox implements BackendSandbox {
   destroyed = false;
   private readonly exitListeners: Array<(reason: string) => void> = [];
 
-  constructor(readonly id: string, readonly spec: SandboxSpec, script: ExecScript, private readonly onDestroyed: (sb: MemorySandbox) => void) {
+  constructor(
+    readonly id: string,
+    readonly spec: SandboxSpec,
+    script: ExecScript,
+    private readonly onDestroyed: (sb: MemorySandbox) => void,
+  ) {
     this.memoryAgent = new MemoryAgent(this, script);
     this.details = { memory: true, pack: spec.pack.name };
   }
@@ -172,7 +194,14 @@ export class MemoryBackend implements Backend {
     if (this.createDelayMs > 0) {
       await new Promise<void>((resolve, reject) => {
         const t = setTimeout(resolve, this.createDelayMs);
-        options.signal?.addEventListener('abort', () => { clearTimeout(t); reject(new KilnError('TIMEOUT', 'create aborted')); }, { once: true });
+        options.signal?.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(t);
+            reject(new KilnError('TIMEOUT', 'create aborted'));
+          },
+          { once: true },
+        );
       });
     }
     options.signal?.throwIfAborted();
@@ -181,7 +210,12 @@ export class MemoryBackend implements Backend {
       this.failCreates--;
       throw new KilnError('BOOT_FAILED', `in-memory sandbox ${spec.id} failed to start (scripted)`);
     }
-    const sb = new MemorySandbox(spec.id, spec, (...a) => this.script(...a), (s) => this.live.delete(s.id));
+    const sb = new MemorySandbox(
+      spec.id,
+      spec,
+      (...a) => this.script(...a),
+      (s) => this.live.delete(s.id),
+    );
     this.live.set(sb.id, sb);
     this.all.push(sb);
     return sb;
@@ -202,7 +236,10 @@ export function memoryPacks(names: string[] = ['python', 'shell']): PackCatalog 
   const info = (name: string): PackInfo => {
     if (!names.includes(name)) throw new KilnError('UNKNOWN_PACK', `no pack "${name}"`);
     return {
-      name, description: `${name} (in memory)`, env: { PACK: name }, imageReady: true,
+      name,
+      description: `${name} (in memory)`,
+      env: { PACK: name },
+      imageReady: true,
       run: { fileName: name === 'python' ? 'main.py' : 'main.sh', command: [name === 'python' ? 'python3' : 'sh', '{file}'], projectCommand: ['sh', '{entrypoint}'] },
     };
   };

@@ -2,14 +2,17 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../../src/core/config.js';
-import { snippetFileName } from '../../src/core/oneshot.js';
 import type { KilnError } from '../../src/core/errors.js';
+import { snippetFileName } from '../../src/core/oneshot.js';
 import { decodeInput, outputEvents } from '../../src/server/routes/encoding.js';
 
 describe('outputEvents', () => {
   const run = (encoding: 'utf8' | 'base64', feed: (h: ReturnType<typeof outputEvents>) => void): Array<Record<string, unknown>> => {
     const events: Array<Record<string, unknown>> = [];
-    const out = outputEvents(encoding, (e) => { events.push(e); return undefined; });
+    const out = outputEvents(encoding, (e) => {
+      events.push(e);
+      return undefined;
+    });
     feed(out);
     out.flush();
     return events;
@@ -17,8 +20,13 @@ describe('outputEvents', () => {
 
   it('sends a character split across chunks once, whole', () => {
     const bytes = Buffer.from('a日本');
-    const events = run('utf8', (o) => { for (const b of bytes) void o.handlers.onStdout(Buffer.from([b])); });
-    assert.deepEqual(events.map((e) => e.data), ['a', '日', '本']);
+    const events = run('utf8', (o) => {
+      for (const b of bytes) void o.handlers.onStdout(Buffer.from([b]));
+    });
+    assert.deepEqual(
+      events.map((e) => e.data),
+      ['a', '日', '本'],
+    );
     assert.ok(events.every((e) => e.type === 'stdout' && e.encoding === 'utf8'));
   });
 
@@ -30,7 +38,13 @@ describe('outputEvents', () => {
       void o.handlers.onStdout(a.subarray(2));
       void o.handlers.onStderr(b.subarray(1));
     });
-    assert.deepEqual(events.map((e) => [e.type, e.data]), [['stdout', '日'], ['stderr', '本']]);
+    assert.deepEqual(
+      events.map((e) => [e.type, e.data]),
+      [
+        ['stdout', '日'],
+        ['stderr', '本'],
+      ],
+    );
   });
 
   it('flushes an unfinished character as U+FFFD before a truncated event and at the end', () => {
@@ -50,7 +64,10 @@ describe('outputEvents', () => {
 
   it('sends base64 chunks that decode to the exact bytes', () => {
     const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
-    const events = run('base64', (o) => { void o.handlers.onStdout(all.subarray(0, 100)); void o.handlers.onStdout(all.subarray(100)); });
+    const events = run('base64', (o) => {
+      void o.handlers.onStdout(all.subarray(0, 100));
+      void o.handlers.onStdout(all.subarray(100));
+    });
     assert.ok(Buffer.concat(events.map((e) => Buffer.from(e.data as string, 'base64'))).equals(all));
   });
 });
@@ -65,7 +82,11 @@ describe('decodeInput', () => {
 
   it('refuses what Buffer.from would half-read, naming the field', () => {
     for (const bad of ['not base64!', 'AP8', 'AP8Kgw=', 'AP8K-w==', '=AAA']) {
-      assert.throws(() => decodeInput('stdin', bad, 'base64'), (e: KilnError) => e.code === 'INVALID_REQUEST' && /"stdin" is not valid base64/.test(e.message), bad);
+      assert.throws(
+        () => decodeInput('stdin', bad, 'base64'),
+        (e: KilnError) => e.code === 'INVALID_REQUEST' && /"stdin" is not valid base64/.test(e.message),
+        bad,
+      );
     }
   });
 });
@@ -102,7 +123,7 @@ describe('snippetFileName', () => {
     it(`${JSON.stringify(code)} → ${want}`, () => assert.equal(snippetFileName('main.js', code), want));
   }
 
-  it('leaves other packs\' file names alone', () => {
+  it("leaves other packs' file names alone", () => {
     assert.equal(snippetFileName('main.py', 'import os'), 'main.py');
   });
 });

@@ -2,17 +2,25 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BackendSandbox } from '../../src/core/backend.js';
-import { WarmPools, type PoolKey } from '../../src/core/pools.js';
+import { type PoolKey, WarmPools } from '../../src/core/pools.js';
 
 /** A stand-in sandbox: the pool's bookkeeping is under test here, not the backend. */
 function fakeSandbox(id: string, destroyed: Set<string>): BackendSandbox & { die(): void } {
   const listeners: Array<(r: string) => void> = [];
   return {
-    id, details: {}, agent: undefined as never,
+    id,
+    details: {},
+    agent: undefined as never,
     usage: async () => ({}),
-    onExit: (l) => { listeners.push(l); },
-    destroy: async () => { destroyed.add(id); },
-    die: () => { for (const l of listeners) l('died'); },
+    onExit: (l) => {
+      listeners.push(l);
+    },
+    destroy: async () => {
+      destroyed.add(id);
+    },
+    die: () => {
+      for (const l of listeners) l('died');
+    },
   };
 }
 
@@ -67,7 +75,14 @@ describe('warm pools', () => {
   });
 
   it('a miss for an unpooled key returns undefined', async () => {
-    const pools = new WarmPools({ targets: [], start: async () => { throw new Error('unused'); }, maxAgeMs: 1000, refillConcurrency: 1 });
+    const pools = new WarmPools({
+      targets: [],
+      start: async () => {
+        throw new Error('unused');
+      },
+      maxAgeMs: 1000,
+      refillConcurrency: 1,
+    });
     assert.equal(pools.take(key), undefined);
     await pools.close();
   });
@@ -90,7 +105,16 @@ describe('warm pools', () => {
     let n = 0;
     const made: Array<ReturnType<typeof fakeSandbox>> = [];
     const destroyed = new Set<string>();
-    const pools = new WarmPools({ targets: [{ key, target: 1 }], start: async () => { const s = fakeSandbox(`s${++n}`, destroyed); made.push(s); return s; }, maxAgeMs: 60_000, refillConcurrency: 1 });
+    const pools = new WarmPools({
+      targets: [{ key, target: 1 }],
+      start: async () => {
+        const s = fakeSandbox(`s${++n}`, destroyed);
+        made.push(s);
+        return s;
+      },
+      maxAgeMs: 60_000,
+      refillConcurrency: 1,
+    });
     pools.start();
     await until(() => pools.stats()[0]!.ready === 1);
     made[0]!.die();
@@ -102,7 +126,15 @@ describe('warm pools', () => {
   it('drains on close: every member, including ones still starting, is destroyed', async () => {
     let n = 0;
     const destroyed = new Set<string>();
-    const pools = new WarmPools({ targets: [{ key, target: 3 }], start: async () => { await sleep(20); return fakeSandbox(`s${++n}`, destroyed); }, maxAgeMs: 60_000, refillConcurrency: 2 });
+    const pools = new WarmPools({
+      targets: [{ key, target: 3 }],
+      start: async () => {
+        await sleep(20);
+        return fakeSandbox(`s${++n}`, destroyed);
+      },
+      maxAgeMs: 60_000,
+      refillConcurrency: 2,
+    });
     pools.start();
     await until(() => pools.stats()[0]!.ready >= 1);
     await pools.close();
@@ -111,7 +143,14 @@ describe('warm pools', () => {
   });
 
   it('backs off and counts failures when starting fails', async () => {
-    const pools = new WarmPools({ targets: [{ key, target: 1 }], start: async () => { throw new Error('image missing'); }, maxAgeMs: 60_000, refillConcurrency: 1 });
+    const pools = new WarmPools({
+      targets: [{ key, target: 1 }],
+      start: async () => {
+        throw new Error('image missing');
+      },
+      maxAgeMs: 60_000,
+      refillConcurrency: 1,
+    });
     pools.start();
     await until(() => pools.stats()[0]!.failures >= 1);
     await sleep(100);

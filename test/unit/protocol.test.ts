@@ -7,8 +7,8 @@ import { describe, it } from 'node:test';
 import { REPO_ROOT } from '../../src/core/config.js';
 import type { KilnError } from '../../src/core/errors.js';
 import { AgentClient } from '../../src/protocol/agent-client.js';
+import { decodeJson, encodeFrame, encodeJsonFrame, type Frame, FrameDecoder, FrameType, MAX_PAYLOAD_BYTES, ProtocolError } from '../../src/protocol/frames.js';
 import { PROTOCOL_VERSION } from '../../src/protocol/messages.js';
-import { decodeJson, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, MAX_PAYLOAD_BYTES, ProtocolError, type Frame } from '../../src/protocol/frames.js';
 
 const GOLDEN = join(REPO_ROOT, 'protocol/golden');
 type Expected = { type: number; stream: number; json?: unknown; base64?: string };
@@ -35,9 +35,9 @@ describe('frame codec', () => {
     });
     it(`re-encodes golden ${file} to the same bytes`, () => {
       const bytes = readFileSync(join(GOLDEN, file));
-      const out = Buffer.concat(expected.map((e) => e.json !== undefined
-        ? encodeJsonFrame(e.type as 1, e.stream, e.json)
-        : encodeFrame(e.type as 1, e.stream, Buffer.from(e.base64 ?? '', 'base64'))));
+      const out = Buffer.concat(
+        expected.map((e) => (e.json !== undefined ? encodeJsonFrame(e.type as 1, e.stream, e.json) : encodeFrame(e.type as 1, e.stream, Buffer.from(e.base64 ?? '', 'base64')))),
+      );
       assert.deepEqual(out, bytes);
     });
   }
@@ -85,7 +85,9 @@ describe('AgentClient', () => {
       reply(encodeJsonFrame(FrameType.RESULT, f.stream, { exitCode: 3, signal: null, timedOut: false, durationMs: 1, cpuUserMs: 0, cpuSystemMs: 0, peakMemoryBytes: 1, outputTruncated: false }));
     });
     const agent = await client;
-    let out = '', err = '', pid = 0;
+    let out = '',
+      err = '',
+      pid = 0;
     const r = await agent.exec({ argv: ['x'] }, { onStdout: (c) => (out += c), onStderr: (c) => (err += c), onStarted: (p) => (pid = p) }).result;
     assert.deepEqual([out, err, pid, r.exitCode], ['out', 'err', 9, 3]);
   });
@@ -99,20 +101,39 @@ describe('AgentClient', () => {
       // stderr has a budget of its own: a full stdout does not cut it. An agent that sends more
       // than the cap is cut by the host, and the cut is counted.
       reply(encodeFrame(FrameType.STDERR, f.stream, Buffer.from('error-message')));
-      reply(encodeJsonFrame(FrameType.RESULT, f.stream, { exitCode: 1, signal: null, timedOut: false, durationMs: 1, cpuUserMs: 0, cpuSystemMs: 0, peakMemoryBytes: 1, outputTruncated: true, stdoutDroppedBytes: 90, stderrDroppedBytes: 0 }));
+      reply(
+        encodeJsonFrame(FrameType.RESULT, f.stream, {
+          exitCode: 1,
+          signal: null,
+          timedOut: false,
+          durationMs: 1,
+          cpuUserMs: 0,
+          cpuSystemMs: 0,
+          peakMemoryBytes: 1,
+          outputTruncated: true,
+          stdoutDroppedBytes: 90,
+          stderrDroppedBytes: 0,
+        }),
+      );
     });
     const agent = await client;
     const got: string[] = [];
-    const r = await agent.exec({ argv: ['x'], maxOutputBytes: 8 }, {
-      onStdout: (c) => got.push(`out:${c}`), onStderr: (c) => got.push(`err:${c}`), onTruncated: (s, n) => got.push(`truncated:${s}:${n}`),
-    }).result;
+    const r = await agent.exec(
+      { argv: ['x'], maxOutputBytes: 8 },
+      {
+        onStdout: (c) => got.push(`out:${c}`),
+        onStderr: (c) => got.push(`err:${c}`),
+        onTruncated: (s, n) => got.push(`truncated:${s}:${n}`),
+      },
+    ).result;
     assert.deepEqual(got, ['out:head', 'truncated:stdout:90', 'out:tail', 'err:error-me']);
     assert.deepEqual([r.outputTruncated, r.stdoutDroppedBytes, r.stderrDroppedBytes], [true, 90, 5]);
   });
 
   it('reads a result without per-stream counts (an older agent) as nothing dropped', async () => {
     const { client } = fakeAgent((f, reply) => {
-      if (f.type === FrameType.REQUEST) reply(encodeJsonFrame(FrameType.RESULT, f.stream, { exitCode: 0, signal: null, timedOut: false, durationMs: 1, cpuUserMs: 0, cpuSystemMs: 0, peakMemoryBytes: 1, outputTruncated: false }));
+      if (f.type === FrameType.REQUEST)
+        reply(encodeJsonFrame(FrameType.RESULT, f.stream, { exitCode: 0, signal: null, timedOut: false, durationMs: 1, cpuUserMs: 0, cpuSystemMs: 0, peakMemoryBytes: 1, outputTruncated: false }));
     });
     const r = await (await client).exec({ argv: ['x'] }).result;
     assert.deepEqual([r.outputTruncated, r.stdoutDroppedBytes, r.stderrDroppedBytes], [false, 0, 0]);
@@ -131,7 +152,10 @@ describe('AgentClient', () => {
       if (f.type === FrameType.REQUEST) reply(encodeJsonFrame(FrameType.ERROR, f.stream, { code: 'PATH_ESCAPE', message: 'no' }));
     });
     const agent = await client;
-    await assert.rejects(agent.readFile('/x', () => undefined, { maxBytes: 1 }), (e: KilnError) => e.code === 'PATH_ESCAPE' && e.status === 400);
+    await assert.rejects(
+      agent.readFile('/x', () => undefined, { maxBytes: 1 }),
+      (e: KilnError) => e.code === 'PATH_ESCAPE' && e.status === 400,
+    );
   });
 
   it('drops the connection on garbage and fails every open stream', async () => {
@@ -158,8 +182,14 @@ describe('AgentClient', () => {
     const agent = await client;
     const ac = new AbortController();
     const env = Object.fromEntries([1, 2, 3, 4, 5].map((i) => [`K${i}`, 'v'.repeat(64 * 1024)]));
-    assert.throws(() => agent.exec({ argv: ['true'], env }, {}, { signal: ac.signal }), (e: KilnError) => e.code === 'PAYLOAD_TOO_LARGE' && /262144/.test(e.message));
-    assert.throws(() => agent.exec({ argv: ['echo', 'a'.repeat(131072), 'b'.repeat(131072)] }), (e: KilnError) => e.code === 'PAYLOAD_TOO_LARGE');
+    assert.throws(
+      () => agent.exec({ argv: ['true'], env }, {}, { signal: ac.signal }),
+      (e: KilnError) => e.code === 'PAYLOAD_TOO_LARGE' && /262144/.test(e.message),
+    );
+    assert.throws(
+      () => agent.exec({ argv: ['echo', 'a'.repeat(131072), 'b'.repeat(131072)] }),
+      (e: KilnError) => e.code === 'PAYLOAD_TOO_LARGE',
+    );
     assert.equal((agent as unknown as { streams: Map<number, unknown> }).streams.size, 0, 'no stream left registered');
     assert.equal(getEventListeners(ac.signal, 'abort').length, 0, 'no abort listener left behind');
     assert.ok((await agent.ping()).rttMs >= 0, 'the connection still works');
@@ -171,7 +201,9 @@ describe('AgentClient', () => {
     });
     const agent = await client;
     const unhandled: unknown[] = [];
-    const onUnhandled = (e: unknown): void => { unhandled.push(e); };
+    const onUnhandled = (e: unknown): void => {
+      unhandled.push(e);
+    };
     process.on('unhandledRejection', onUnhandled);
     try {
       let stopped = false;
@@ -204,15 +236,31 @@ describe('AgentClient', () => {
     });
     const agent = await client;
     let release!: () => void;
-    const held = new Promise<void>((r) => { release = r; });
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
     let got = 0;
-    agent.exec({ argv: ['x'], maxOutputBytes: 1 << 30 }, { onStdout: (c) => { got += c.length; return held; } }).result.catch(() => undefined);
+    agent
+      .exec(
+        { argv: ['x'], maxOutputBytes: 1 << 30 },
+        {
+          onStdout: (c) => {
+            got += c.length;
+            return held;
+          },
+        },
+      )
+      .result.catch(() => undefined);
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(got, 12 * 64 * 1024);
     assert.deepEqual(windows, [], 'no credit while the consumer holds the output');
     release();
     await new Promise((r) => setTimeout(r, 100));
-    assert.equal(windows.reduce((a, b) => a + b, 0), 12 * (64 * 1024 + 32), 'all of it handed back once taken');
+    assert.equal(
+      windows.reduce((a, b) => a + b, 0),
+      12 * (64 * 1024 + 32),
+      'all of it handed back once taken',
+    );
   });
 
   it('flow control: an agent that sends past its window is dropped', async () => {
@@ -221,7 +269,10 @@ describe('AgentClient', () => {
       for (let i = 0; i < 17; i++) reply(encodeFrame(FrameType.STDOUT, f.stream, Buffer.alloc(64 * 1024)));
     });
     const agent = await client;
-    await assert.rejects(agent.exec({ argv: ['x'], maxOutputBytes: 1 << 30 }, { onStdout: () => new Promise(() => undefined) }).result, (e: KilnError) => e.code === 'AGENT_PROTOCOL' && /window/.test(e.message));
+    await assert.rejects(
+      agent.exec({ argv: ['x'], maxOutputBytes: 1 << 30 }, { onStdout: () => new Promise(() => undefined) }).result,
+      (e: KilnError) => e.code === 'AGENT_PROTOCOL' && /window/.test(e.message),
+    );
     assert.equal(agent.closed, true);
   });
 
@@ -236,7 +287,9 @@ describe('AgentClient', () => {
     const h = agent.exec({ argv: ['cat'], stdin: true });
     h.result.catch(() => undefined);
     let written = false;
-    void h.writeStdin(Buffer.alloc(3 * 1024 * 1024)).then(() => { written = true; });
+    void h.writeStdin(Buffer.alloc(3 * 1024 * 1024)).then(() => {
+      written = true;
+    });
     await new Promise((r) => setTimeout(r, 100));
     assert.ok(stdinBytes <= 1024 * 1024 && stdinBytes > 1000 * 1024, `${stdinBytes} bytes sent on a 1 MiB window`);
     assert.equal(written, false);
@@ -258,7 +311,10 @@ describe('AgentClient', () => {
     const aborted = AbortSignal.abort();
     await assert.rejects(agent.ping(aborted), (e: KilnError) => e.code === 'TIMEOUT');
     await assert.rejects(agent.writeFile('/x', Buffer.from('data'), { maxBytes: 10, signal: aborted }), (e: KilnError) => e.code === 'TIMEOUT');
-    await assert.rejects(agent.readFile('/x', () => undefined, { maxBytes: 10, signal: aborted }), (e: KilnError) => e.code === 'TIMEOUT');
+    await assert.rejects(
+      agent.readFile('/x', () => undefined, { maxBytes: 10, signal: aborted }),
+      (e: KilnError) => e.code === 'TIMEOUT',
+    );
     await assert.rejects(AgentClient.connect({ readable: new PassThrough(), writable: new PassThrough() }, { signal: aborted, timeoutMs: 10_000 }), (e: KilnError) => e.code === 'TIMEOUT');
     await assert.rejects(agent.exec({ argv: ['x'] }, {}, { signal: aborted }).result);
     assert.deepEqual(seen, ['exec', '0xb'], 'only the exec went out, cancelled at once');

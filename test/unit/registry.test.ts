@@ -13,15 +13,24 @@ import { createSandboxBody } from '../../src/server/routes/schemas.js';
 
 describe('backend registry', () => {
   it('names each backend once, and the request schema enum is exactly the registry', () => {
-    assert.deepEqual([...BACKEND_NAMES], BACKENDS.map((b) => b.name));
+    assert.deepEqual(
+      [...BACKEND_NAMES],
+      BACKENDS.map((b) => b.name),
+    );
     assert.equal(new Set(BACKEND_NAMES).size, BACKEND_NAMES.length);
     assert.deepEqual((createSandboxBody.properties.backend as { enum: string[] }).enum, [...BACKEND_NAMES]);
   });
 
   it('refuses unregistered names in KILN_BACKEND and KILN_POOL, listing the registered ones', () => {
     const list = BACKEND_NAMES.join(', ');
-    assert.throws(() => checkBackendNames(loadConfig({ KILN_BACKEND: 'vmware' }), BACKEND_NAMES), (e: Error) => e.message === `KILN_BACKEND=vmware: no such backend; use one of ${list}`);
-    assert.throws(() => checkBackendNames(loadConfig({ KILN_POOL: 'python=1,vmware/python=1' }), BACKEND_NAMES), /KILN_POOL entry "vmware\/python=1": no backend "vmware"; use one of namespace, qemu, firecracker/);
+    assert.throws(
+      () => checkBackendNames(loadConfig({ KILN_BACKEND: 'vmware' }), BACKEND_NAMES),
+      (e: Error) => e.message === `KILN_BACKEND=vmware: no such backend; use one of ${list}`,
+    );
+    assert.throws(
+      () => checkBackendNames(loadConfig({ KILN_POOL: 'python=1,vmware/python=1' }), BACKEND_NAMES),
+      /KILN_POOL entry "vmware\/python=1": no backend "vmware"; use one of namespace, qemu, firecracker/,
+    );
     assert.doesNotThrow(() => checkBackendNames(loadConfig({ KILN_BACKEND: 'qemu', KILN_POOL: 'firecracker/python=1' }), BACKEND_NAMES));
     assert.throws(() => loadConfig({ KILN_BACKEND: 'Bad Name!' }), /KILN_BACKEND="Bad Name!": a backend name is lower-case/);
   });
@@ -38,7 +47,10 @@ describe('backend registry', () => {
         assert.equal(p.name, name);
         assert.ok(p.checks.length > 0, `${name} reports its host checks`);
         // available is exactly "every check passed"; the reason names each failed check.
-        assert.equal(p.available, p.checks.every((c) => c.ok));
+        assert.equal(
+          p.available,
+          p.checks.every((c) => c.ok),
+        );
         for (const c of p.checks.filter((x) => !x.ok)) assert.ok(p.reason?.includes(`${c.name}: ${c.detail}`), `${name}: reason names ${c.name}`);
       }
       assert.deepEqual([...(await createBackends(config, undefined, ['qemu'])).keys()], ['qemu']);

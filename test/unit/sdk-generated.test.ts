@@ -8,8 +8,24 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { GENERATED_PATH, renderSdkTypes } from '../../scripts/gen-sdk-types.js';
+import {
+  BACKEND_NAMES,
+  type BackendInfo,
+  type BackendName,
+  type CreateSandboxOptions,
+  ERROR_CODES,
+  type ErrorCode,
+  type FsEntry,
+  isErrorCode,
+  KilnClient,
+  KilnError,
+  type PackInfo,
+  type PoolStats,
+  type RunOptions,
+  type SandboxInfo,
+} from '../../sdk/src/index.js';
 import type { BackendAvailability, BackendName as CoreBackendName } from '../../src/core/backend.js';
-import { ERROR_CATALOGUE, type ErrorCode as CoreErrorCode } from '../../src/core/errors.js';
+import { type ErrorCode as CoreErrorCode, ERROR_CATALOGUE } from '../../src/core/errors.js';
 import type { RunOptions as CoreRunOptions } from '../../src/core/oneshot.js';
 import type { PackInfo as CorePackInfo } from '../../src/core/packs.js';
 import type { PoolStats as CorePoolStats } from '../../src/core/pools.js';
@@ -17,10 +33,6 @@ import type { CreateSandboxOptions as CoreCreateOptions, SandboxInfo as CoreSand
 import type { FsEntry as CoreFsEntry } from '../../src/protocol/messages.js';
 import { BACKEND_NAMES as REGISTERED_BACKENDS } from '../../src/server/backends.js';
 import { createSandboxBody } from '../../src/server/routes/schemas.js';
-import {
-  BACKEND_NAMES, ERROR_CODES, isErrorCode, KilnClient, KilnError,
-  type BackendInfo, type BackendName, type CreateSandboxOptions, type ErrorCode, type FsEntry, type PackInfo, type PoolStats, type RunOptions, type SandboxInfo,
-} from '../../sdk/src/index.js';
 
 // Compile-time checks. Answers: what the server sends must be a valid SDK value (server extends SDK).
 // Requests: what the SDK sends must be what the server takes (SDK extends server). Names: equal.
@@ -63,16 +75,24 @@ describe('SDK errors (KilnError)', () => {
   it('a kiln error answer becomes a KilnError with its code, status, message, Retry-After and details', async () => {
     const body = { code: 'AT_CAPACITY', message: 'all 4 slots in use; retry after 2 s', details: { capacity: 4 } };
     const kiln = answering(new Response(JSON.stringify(body), { status: 429, headers: { 'content-type': 'application/json', 'retry-after': '2' } }));
-    const e = await kiln.sandboxes.create({ pack: 'python' }).then(() => undefined, (err: unknown) => err);
+    const e = await kiln.sandboxes.create({ pack: 'python' }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     assert.ok(e instanceof KilnError);
     assert.ok(e instanceof Error);
-    assert.deepEqual({ name: e.name, code: e.code, status: e.status, message: e.message, retryAfterSec: e.retryAfterSec, details: e.details },
-      { name: 'KilnError', code: 'AT_CAPACITY', status: 429, message: body.message, retryAfterSec: 2, details: { capacity: 4 } });
+    assert.deepEqual(
+      { name: e.name, code: e.code, status: e.status, message: e.message, retryAfterSec: e.retryAfterSec, details: e.details },
+      { name: 'KilnError', code: 'AT_CAPACITY', status: 429, message: body.message, retryAfterSec: 2, details: { capacity: 4 } },
+    );
   });
 
   it('an answer that is not from kiln (no JSON) gets HTTP_<status>', async () => {
     const kiln = answering(new Response('<html>bad gateway</html>', { status: 502, statusText: 'Bad Gateway' }));
-    const e = await kiln.health().then(() => undefined, (err: unknown) => err);
+    const e = await kiln.health().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     assert.ok(e instanceof KilnError);
     assert.equal(e.code, 'HTTP_502');
     assert.equal(e.status, 502);

@@ -2,9 +2,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CleanupStack } from '../../src/core/cleanup.js';
-import { runSteps, StepTimings, type Step } from '../../src/core/steps.js';
+import { runSteps, type Step, StepTimings } from '../../src/core/steps.js';
 
-interface Ctx { log: string[] }
+interface Ctx {
+  log: string[];
+}
 
 function step(name: string, o: { fail?: Error; undoFails?: Error; run?: (signal: AbortSignal) => Promise<void> | void; noUndo?: boolean } = {}): Step<Ctx> {
   return {
@@ -14,12 +16,14 @@ function step(name: string, o: { fail?: Error; undoFails?: Error; run?: (signal:
       await o.run?.(signal);
       if (o.fail) throw o.fail;
     },
-    ...(o.noUndo ? {} : {
-      undo: (ctx: Ctx) => {
-        ctx.log.push(`undo ${name}`);
-        if (o.undoFails) throw o.undoFails;
-      },
-    }),
+    ...(o.noUndo
+      ? {}
+      : {
+          undo: (ctx: Ctx) => {
+            ctx.log.push(`undo ${name}`);
+            if (o.undoFails) throw o.undoFails;
+          },
+        }),
   };
 }
 
@@ -70,7 +74,11 @@ describe('step runner', () => {
 
   it('a throwing explain does not replace the failure', async () => {
     const boom = new Error('b broke');
-    const err = await runSteps([step('b', { fail: boom })], { log: [] }, new CleanupStack(), { explain: () => { throw new Error('explain broke'); } }).catch((e: unknown) => e);
+    const err = await runSteps([step('b', { fail: boom })], { log: [] }, new CleanupStack(), {
+      explain: () => {
+        throw new Error('explain broke');
+      },
+    }).catch((e: unknown) => e);
     assert.equal(err, boom);
   });
 
@@ -78,11 +86,20 @@ describe('step runner', () => {
     const ctx: Ctx = { log: [] };
     const ac = new AbortController();
     const trace: string[] = [];
-    const err = await runSteps([
-      step('a'),
-      step('b', { run: () => { ac.abort(new Error('client went away')); } }),
-      step('c'),
-    ], ctx, new CleanupStack(), { signal: ac.signal, trace: (e) => trace.push(e) }).catch((e: Error) => e);
+    const err = await runSteps(
+      [
+        step('a'),
+        step('b', {
+          run: () => {
+            ac.abort(new Error('client went away'));
+          },
+        }),
+        step('c'),
+      ],
+      ctx,
+      new CleanupStack(),
+      { signal: ac.signal, trace: (e) => trace.push(e) },
+    ).catch((e: Error) => e);
     assert.equal((err as Error).message, 'client went away');
     assert.deepEqual(ctx.log, ['run a', 'run b', 'undo b', 'undo a'], 'c never runs');
     assert.ok(trace.includes('fail:c'));
@@ -92,10 +109,11 @@ describe('step runner', () => {
     const ctx: Ctx = { log: [] };
     const ac = new AbortController();
     const waiting = step('wait', {
-      run: (signal) => new Promise((_, reject) => {
-        signal.addEventListener('abort', () => reject(signal.reason), { once: true });
-        setImmediate(() => ac.abort(new Error('deadline')));
-      }),
+      run: (signal) =>
+        new Promise((_, reject) => {
+          signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+          setImmediate(() => ac.abort(new Error('deadline')));
+        }),
     });
     const err = await runSteps([step('a'), waiting, step('c')], ctx, new CleanupStack(), { signal: ac.signal }).catch((e: Error) => e);
     assert.equal((err as Error).message, 'deadline');
@@ -112,10 +130,21 @@ describe('step runner', () => {
   it('records when each step ended, marks set inside a step included, in order', async () => {
     const timings = new StepTimings();
     const ctx: Ctx = { log: [] };
-    await runSteps([
-      step('first', { run: () => new Promise((r) => setTimeout(r, 5)) }),
-      { name: 'second', run: async () => { timings.mark('inside'); await new Promise((r) => setTimeout(r, 5)); } },
-    ], ctx, new CleanupStack(), { timings });
+    await runSteps(
+      [
+        step('first', { run: () => new Promise((r) => setTimeout(r, 5)) }),
+        {
+          name: 'second',
+          run: async () => {
+            timings.mark('inside');
+            await new Promise((r) => setTimeout(r, 5));
+          },
+        },
+      ],
+      ctx,
+      new CleanupStack(),
+      { timings },
+    );
     assert.deepEqual(Object.keys(timings.marks), ['first', 'inside', 'second']);
     const { first, inside, second } = timings.marks as Record<string, number>;
     assert.ok(first! > 0 && first! <= inside! && inside! < second!, JSON.stringify(timings.marks));

@@ -12,8 +12,16 @@ function child(script: string) {
   const exited = once(c, 'exit');
   const ready = once(c.stdout!, 'data');
   return {
-    c, ready,
-    proc: { pid: c.pid, exited, alive: () => c.exitCode === null && c.signalCode === null, kill: (s: NodeJS.Signals) => { c.kill(s); } },
+    c,
+    ready,
+    proc: {
+      pid: c.pid,
+      exited,
+      alive: () => c.exitCode === null && c.signalCode === null,
+      kill: (s: NodeJS.Signals) => {
+        c.kill(s);
+      },
+    },
   };
 }
 
@@ -32,11 +40,23 @@ describe('kill ladder', () => {
     assert.equal(c.signalCode, 'SIGKILL');
   });
 
-  it('uses the backend\'s own polite rung, skips it without grace, and leaves a dead process alone', async () => {
+  it("uses the backend's own polite rung, skips it without grace, and leaves a dead process alone", async () => {
     const a = child('console.log("up"); setInterval(() => {}, 1e6)');
     await a.ready;
     const asked: string[] = [];
-    assert.equal(await killLadder(a.proc, { what: 'test vmm', graceMs: 5_000, killWaitMs: 5_000, ask: () => { asked.push('ctrl-alt-del'); a.c.kill('SIGINT'); return true; } }), 'asked');
+    assert.equal(
+      await killLadder(a.proc, {
+        what: 'test vmm',
+        graceMs: 5_000,
+        killWaitMs: 5_000,
+        ask: () => {
+          asked.push('ctrl-alt-del');
+          a.c.kill('SIGINT');
+          return true;
+        },
+      }),
+      'asked',
+    );
     assert.deepEqual([asked, a.c.signalCode], [['ctrl-alt-del'], 'SIGINT']);
     assert.equal(await killLadder(a.proc, { what: 'test vmm', graceMs: 5_000, killWaitMs: 5_000 }), 'exited');
     const b = child('console.log("up"); setInterval(() => {}, 1e6)');

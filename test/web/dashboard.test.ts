@@ -61,7 +61,10 @@ describe('dashboard (Chromium against a real server)', { skip }, () => {
     await row.first().waitFor();
     sandboxId = (await row.first().getAttribute('data-sandbox'))!;
     const listed = await srv.client.sandboxes.list();
-    assert.deepEqual(listed.map((s) => s.id), [sandboxId]);
+    assert.deepEqual(
+      listed.map((s) => s.id),
+      [sandboxId],
+    );
     const cells = await row.first().locator('td').allTextContents();
     assert.equal(cells[1], 'python');
     assert.equal(cells[2], 'namespace');
@@ -87,7 +90,9 @@ describe('dashboard (Chromium against a real server)', { skip }, () => {
     await page.click('button.run');
     // main.py prints "thinking...", sleeps a second, then prints answer(): the first line must be
     // on screen while the run is still going.
-    await page.waitForFunction(() => document.querySelector('[data-testid=run-output]')?.textContent?.includes('thinking...') && !document.querySelector('[data-testid=run-result]'), undefined, { timeout: 30_000 });
+    await page.waitForFunction(() => document.querySelector('[data-testid=run-output]')?.textContent?.includes('thinking...') && !document.querySelector('[data-testid=run-result]'), undefined, {
+      timeout: 30_000,
+    });
     await page.locator('[data-testid=run-result]').waitFor({ timeout: 30_000 });
     const out = await page.locator('[data-testid=run-output] .stdout').textContent();
     assert.equal(out, 'thinking...\n42\n');
@@ -126,7 +131,10 @@ describe('dashboard (Chromium against a real server)', { skip }, () => {
     assert.equal(await page.locator('[data-testid=run-output] .stdout').textContent(), 'thinking...\n42\ngot hello\n');
     assert.match((await page.locator('.result-stats').textContent()) ?? '', /sandbox create[\d.]+ m?s/);
     // One-shot sandboxes are gone afterwards; ours is still the only one.
-    assert.deepEqual((await srv.client.sandboxes.list()).map((s) => s.id), [sandboxId]);
+    assert.deepEqual(
+      (await srv.client.sandboxes.list()).map((s) => s.id),
+      [sandboxId],
+    );
   });
 
   it('shows stderr and a failing exit code', async (t) => {
@@ -145,11 +153,16 @@ describe('dashboard (Chromium against a real server)', { skip }, () => {
   it('uploads a tar.gz project into the sandbox and runs its entrypoint', async (t) => {
     if (!sandboxId) return t.skip('no sandbox: the create step failed');
     const archive = join(tmp, 'project.tar.gz');
-    await writeFile(archive, gzipSync(tarOf([
-      { name: 'app.py', body: 'from pkg.calc import value\nprint("project says", value())\n' },
-      { name: 'pkg/__init__.py', body: '' },
-      { name: 'pkg/calc.py', body: 'def value():\n    return 6 * 7\n' },
-    ])));
+    await writeFile(
+      archive,
+      gzipSync(
+        tarOf([
+          { name: 'app.py', body: 'from pkg.calc import value\nprint("project says", value())\n' },
+          { name: 'pkg/__init__.py', body: '' },
+          { name: 'pkg/calc.py', body: 'def value():\n    return 6 * 7\n' },
+        ]),
+      ),
+    );
     await page.selectOption('select[name=target]', sandboxId);
     await page.click('[role=radio]:text-is("Upload tar.gz")');
     await page.setInputFiles('input[name=archive]', archive);

@@ -7,14 +7,12 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser, chromium, type Page } from 'playwright-core';
 import { REPO_ROOT } from '../../src/core/config.js';
 
 export const CHROMIUM = process.env.KILN_CHROMIUM ?? '/usr/bin/chromium';
 
-export const SCREENSHOT_DIR = process.env.KILN_UPDATE_SCREENSHOTS === '1'
-  ? join(REPO_ROOT, 'docs/screenshots')
-  : join(tmpdir(), 'kiln-web-screenshots');
+export const SCREENSHOT_DIR = process.env.KILN_UPDATE_SCREENSHOTS === '1' ? join(REPO_ROOT, 'docs/screenshots') : join(tmpdir(), 'kiln-web-screenshots');
 
 /** Why the browser tests cannot run here, or undefined when they can. */
 export function skipReason(): string | undefined {

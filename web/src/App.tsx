@@ -1,10 +1,10 @@
 /** Shell: header with the token field, tabs routed by the URL hash, and the page. */
 import { lazy, Suspense, useEffect, useState } from 'react';
 import { TokenField } from './components/TokenField.tsx';
+import { useMetricsSampler } from './lib/metrics.ts';
 import { BackendsPage } from './pages/BackendsPage.tsx';
 import { MetricsPage } from './pages/MetricsPage.tsx';
 import { SandboxesPage } from './pages/SandboxesPage.tsx';
-import { useMetricsSampler } from './lib/metrics.ts';
 
 // The editor and the terminal are the heavy parts: load them when first opened.
 const RunPage = lazy(() => import('./pages/RunPage.tsx').then((m) => ({ default: m.RunPage })));
@@ -39,11 +39,16 @@ export function App() {
   return (
     <div className="app">
       <header className="top">
-        <div className="brand"><span className="logo" aria-hidden="true" />kiln</div>
+        <div className="brand">
+          <span className="logo" aria-hidden="true" />
+          kiln
+        </div>
         {/* biome-ignore lint/a11y/noNoninteractiveElementToInteractiveRole: the ARIA tabs pattern; the page tests find the tabs by role */}
         <nav className="tabs" role="tablist">
           {TABS.map((t) => (
-            <a key={t.id} role="tab" href={`#/${t.id}`} aria-selected={route.tab === t.id} className={route.tab === t.id ? 'tab active' : 'tab'}>{t.label}</a>
+            <a key={t.id} role="tab" href={`#/${t.id}`} aria-selected={route.tab === t.id} className={route.tab === t.id ? 'tab active' : 'tab'}>
+              {t.label}
+            </a>
           ))}
         </nav>
         <TokenField />

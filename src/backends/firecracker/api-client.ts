@@ -5,10 +5,20 @@
  */
 import { request } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { KilnError, type ErrorCode } from '../../core/errors.js';
+import { type ErrorCode, KilnError } from '../../core/errors.js';
 import type {
-  BootSource, Drive, EntropyDevice, FirecrackerVersion, InstanceAction, InstanceInfo, Logger, MachineConfiguration,
-  NetworkInterface, SnapshotCreateParams, SnapshotLoadParams, Vsock,
+  BootSource,
+  Drive,
+  EntropyDevice,
+  FirecrackerVersion,
+  InstanceAction,
+  InstanceInfo,
+  Logger,
+  MachineConfiguration,
+  NetworkInterface,
+  SnapshotCreateParams,
+  SnapshotLoadParams,
+  Vsock,
 } from './api-types.js';
 
 export interface FirecrackerApiOptions {
@@ -56,21 +66,41 @@ export class FirecrackerApi {
   }
 
   // --- pre-boot configuration -------------------------------------------------------------
-  putLogger(body: Logger, o?: CallOptions): Promise<void> { return this.put('fc.putLogger', '/logger', body, o); }
-  putMachineConfig(body: MachineConfiguration, o?: CallOptions): Promise<void> { return this.put('fc.putMachineConfig', '/machine-config', body, o); }
-  putBootSource(body: BootSource, o?: CallOptions): Promise<void> { return this.put('fc.putBootSource', '/boot-source', body, o); }
-  putDrive(body: Drive, o?: CallOptions): Promise<void> { return this.put('fc.putDrive', `/drives/${seg(body.drive_id)}`, body, o); }
-  putVsock(body: Vsock, o?: CallOptions): Promise<void> { return this.put('fc.putVsock', '/vsock', body, o); }
-  putEntropy(body: EntropyDevice, o?: CallOptions): Promise<void> { return this.put('fc.putEntropy', '/entropy', body, o); }
+  putLogger(body: Logger, o?: CallOptions): Promise<void> {
+    return this.put('fc.putLogger', '/logger', body, o);
+  }
+  putMachineConfig(body: MachineConfiguration, o?: CallOptions): Promise<void> {
+    return this.put('fc.putMachineConfig', '/machine-config', body, o);
+  }
+  putBootSource(body: BootSource, o?: CallOptions): Promise<void> {
+    return this.put('fc.putBootSource', '/boot-source', body, o);
+  }
+  putDrive(body: Drive, o?: CallOptions): Promise<void> {
+    return this.put('fc.putDrive', `/drives/${seg(body.drive_id)}`, body, o);
+  }
+  putVsock(body: Vsock, o?: CallOptions): Promise<void> {
+    return this.put('fc.putVsock', '/vsock', body, o);
+  }
+  putEntropy(body: EntropyDevice, o?: CallOptions): Promise<void> {
+    return this.put('fc.putEntropy', '/entropy', body, o);
+  }
   putNetworkInterface(body: NetworkInterface, o?: CallOptions): Promise<void> {
     return this.put('fc.putNetworkInterface', `/network-interfaces/${seg(body.iface_id)}`, body, o);
   }
 
   // --- actions and state ------------------------------------------------------------------
-  instanceStart(o?: CallOptions): Promise<void> { return this.action('fc.instanceStart', 'InstanceStart', o); }
-  sendCtrlAltDel(o?: CallOptions): Promise<void> { return this.action('fc.sendCtrlAltDel', 'SendCtrlAltDel', o); }
-  pauseVm(o?: CallOptions): Promise<void> { return this.send('fc.pauseVm', 'PATCH', '/vm', { state: 'Paused' }, o).then(() => undefined); }
-  resumeVm(o?: CallOptions): Promise<void> { return this.send('fc.resumeVm', 'PATCH', '/vm', { state: 'Resumed' }, o).then(() => undefined); }
+  instanceStart(o?: CallOptions): Promise<void> {
+    return this.action('fc.instanceStart', 'InstanceStart', o);
+  }
+  sendCtrlAltDel(o?: CallOptions): Promise<void> {
+    return this.action('fc.sendCtrlAltDel', 'SendCtrlAltDel', o);
+  }
+  pauseVm(o?: CallOptions): Promise<void> {
+    return this.send('fc.pauseVm', 'PATCH', '/vm', { state: 'Paused' }, o).then(() => undefined);
+  }
+  resumeVm(o?: CallOptions): Promise<void> {
+    return this.send('fc.resumeVm', 'PATCH', '/vm', { state: 'Resumed' }, o).then(() => undefined);
+  }
 
   createSnapshot(body: SnapshotCreateParams, o?: CallOptions): Promise<void> {
     return this.send('fc.createSnapshot', 'PUT', '/snapshot/create', body, o, this.snapshotTimeoutMs).then(() => undefined);
@@ -152,21 +182,24 @@ export class FirecrackerApi {
   private raw(method: string, path: string, body: unknown, signal: AbortSignal): Promise<RawResponse> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise<RawResponse>((resolve, reject) => {
-      const req = request({
-        socketPath: this.socketPath,
-        method,
-        path,
-        signal,
-        headers: {
-          Accept: 'application/json',
-          ...(payload ? { 'Content-Type': 'application/json', 'Content-Length': payload.length } : {}),
+      const req = request(
+        {
+          socketPath: this.socketPath,
+          method,
+          path,
+          signal,
+          headers: {
+            Accept: 'application/json',
+            ...(payload ? { 'Content-Type': 'application/json', 'Content-Length': payload.length } : {}),
+          },
         },
-      }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      });
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
+        },
+      );
       req.on('error', reject);
       req.end(payload);
     });

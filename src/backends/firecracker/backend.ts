@@ -8,19 +8,19 @@ import { join } from 'node:path';
 import { availabilityFrom, type Backend, type BackendAvailability, type BackendSandbox, type CreateOptions, type SandboxSpec, type ScanReport } from '../../core/backend.js';
 import { CleanupStack } from '../../core/cleanup.js';
 import { CreatesInFlight } from '../../core/creates.js';
+import { KilnError, toKilnError } from '../../core/errors.js';
 import { roundMs, runSteps } from '../../core/steps.js';
 import { vmmCgroupName } from '../../core/vmm-identities.js';
-import { KilnError, toKilnError } from '../../core/errors.js';
-import { templateWarmup, warmTemplate, type TemplateWarmup } from '../../core/warmup.js';
+import { type TemplateWarmup, templateWarmup, warmTemplate } from '../../core/warmup.js';
 import { firecrackerCmdline } from './cmdline.js';
-import { findExecutable, jailRoot, UidPool, type JailerSettings } from './jailer.js';
+import { type UnjailedConfinementOptions, UnjailedConfiner } from './confine.js';
+import { findExecutable, type JailerSettings, jailRoot, UidPool } from './jailer.js';
 import { hostChecks, inspectHost } from './probe.js';
-import { spawnLauncher, type Launcher } from './process.js';
+import { type Launcher, spawnLauncher } from './process.js';
 import { FirecrackerSandbox } from './sandbox.js';
-import { UnjailedConfiner, type UnjailedConfinementOptions } from './confine.js';
 import { parseSandboxOptions, toNetworkInterface, toRateLimiter } from './sandbox-options.js';
 import { scanLeftovers } from './scan.js';
-import { TemplateStore, templateKey, type TemplateFiles } from './templates.js';
+import { type TemplateFiles, TemplateStore, templateKey } from './templates.js';
 import { agentSteps, bootStepError, coldBootSteps, identitySteps, prepareSteps, restoreSteps, VM_FILES, VmContext, type VmSpec } from './vm-steps.js';
 
 export interface VmImage {
@@ -91,7 +91,7 @@ export class FirecrackerBackend implements Backend {
     this.baseDir = join(o.runDir, 'firecracker');
     this.vmsDir = join(this.baseDir, 'vms');
     this.templates = new TemplateStore(o.templatesDir ?? join(this.baseDir, 'templates'));
-    const confine = o.unjailed === false ? undefined : o.unjailed ?? (o.launcher ? undefined : {});
+    const confine = o.unjailed === false ? undefined : (o.unjailed ?? (o.launcher ? undefined : {}));
     if (confine && process.getuid?.() === 0) {
       const cgroupName = confine.cgroupName ?? vmmCgroupName('kiln-fc', o.runDir);
       this.confiner = new UnjailedConfiner({ ...confine, cgroupName });
@@ -114,7 +114,7 @@ export class FirecrackerBackend implements Backend {
     if (this.o.jailer === 'required' && !facts.jailerPath) checks.push({ name: 'jailer', ok: false, detail: 'the jailer is required by configuration but no jailer binary was found' });
     return availabilityFrom(this.name, checks, this.capabilities, {
       firecracker: facts.firecrackerVersion ?? facts.firecrackerPath ?? null,
-      jailer: this.o.jailer === 'never' ? 'disabled' : facts.jailerPath ?? null,
+      jailer: this.o.jailer === 'never' ? 'disabled' : (facts.jailerPath ?? null),
       kvm: facts.cpuVirtualisation ?? (facts.kvmPvm ? 'kvm-pvm (unusable for ordinary guests)' : 'none'),
     });
   }
@@ -122,7 +122,7 @@ export class FirecrackerBackend implements Backend {
   /** Binaries and jailer settings, looked up once. */
   private resolve(): Promise<Resolved> {
     this.resolved ??= (async (): Promise<Resolved> => {
-      const fc = this.o.launcher ? this.o.firecrackerPath ?? '/usr/local/bin/firecracker' : await findExecutable('firecracker', this.o.firecrackerPath);
+      const fc = this.o.launcher ? (this.o.firecrackerPath ?? '/usr/local/bin/firecracker') : await findExecutable('firecracker', this.o.firecrackerPath);
       if (!fc) throw new KilnError('BACKEND_UNAVAILABLE', 'no firecracker binary found: run "kiln firecracker install" or set KILN_FIRECRACKER; see docs/hosts.md');
       const jailerPath = this.o.jailer === 'never' ? undefined : await findExecutable('jailer', this.o.jailerPath);
       if (this.o.jailer === 'required' && !jailerPath) throw new KilnError('BACKEND_UNAVAILABLE', 'the jailer is required but no jailer binary was found');
@@ -132,7 +132,12 @@ export class FirecrackerBackend implements Backend {
       const jail: JailerSettings = {
         jailerPath,
         chrootBaseDir: s.chrootBaseDir ?? join(this.baseDir, 'jail'),
-        cgroupVersion: s.cgroupVersion ?? (await access('/sys/fs/cgroup/cgroup.controllers').then(() => 2 as const, () => 1 as const)),
+        cgroupVersion:
+          s.cgroupVersion ??
+          (await access('/sys/fs/cgroup/cgroup.controllers').then(
+            () => 2 as const,
+            () => 1 as const,
+          )),
         parentCgroup: s.parentCgroup ?? 'kiln-firecracker',
         uidBase: s.uidBase ?? 300_000,
         uidCount: s.uidCount ?? 65_536,
@@ -142,7 +147,9 @@ export class FirecrackerBackend implements Backend {
       this.uids = new UidPool(jail.uidBase, jail.uidCount, 'jailer');
       return { firecrackerPath: fc, firecrackerVersion: version, jail };
     })();
-    this.resolved.catch(() => { this.resolved = undefined; });
+    this.resolved.catch(() => {
+      this.resolved = undefined;
+    });
     return this.resolved;
   }
 
@@ -160,39 +167,67 @@ export class FirecrackerBackend implements Backend {
     }
     const opts = parseSandboxOptions(spec.backendOptions);
     const r = await this.resolve();
-    const image = await this.o.vmImage().catch((e) => { throw toKilnError(e, 'IMAGE_MISSING', 'the guest kernel/initramfs is not available'); });
+    const image = await this.o.vmImage().catch((e) => {
+      throw toKilnError(e, 'IMAGE_MISSING', 'the guest kernel/initramfs is not available');
+    });
     const signal = options.signal ? AbortSignal.any([options.signal, AbortSignal.timeout(options.readyTimeoutMs)]) : AbortSignal.timeout(options.readyTimeoutMs);
     const bootArgs = firecrackerCmdline({ diskMib: spec.diskMib, tscKhz: this.o.tscKhz, execUid: this.o.execUid, extra: opts.bootArgs });
     const driveRateLimiter = toRateLimiter(opts.driveRateLimit);
     const network = toNetworkInterface(opts.network);
     const base = {
-      vcpus: spec.cpus, memoryMib: spec.memoryMib, kernelPath: image.vmlinuxPath, initrdPath: image.initrdPath, bootArgs,
-      rootfsPath: spec.pack.imagePath, driveRateLimiter, network, readyTimeoutMs: options.readyTimeoutMs,
+      vcpus: spec.cpus,
+      memoryMib: spec.memoryMib,
+      kernelPath: image.vmlinuxPath,
+      initrdPath: image.initrdPath,
+      bootArgs,
+      rootfsPath: spec.pack.imagePath,
+      driveRateLimiter,
+      network,
+      readyTimeoutMs: options.readyTimeoutMs,
     };
     const t0 = performance.now();
     let template: TemplateFiles | undefined;
     // A TAP device is host state that a snapshot would pin: sandboxes with a NIC always cold-boot.
     if ((this.o.snapshots ?? true) && !network) {
       const warmup = templateWarmup(spec.pack);
-      const key = templateKey({ packHash: spec.pack.hash, vcpus: spec.cpus, memoryMib: spec.memoryMib, kernelHash: image.hash, bootArgs, driveRateLimiter, firecrackerVersion: r.firecrackerVersion, warmup });
+      const key = templateKey({
+        packHash: spec.pack.hash,
+        vcpus: spec.cpus,
+        memoryMib: spec.memoryMib,
+        kernelHash: image.hash,
+        bootArgs,
+        driveRateLimiter,
+        firecrackerVersion: r.firecrackerVersion,
+        warmup,
+      });
       template = await this.templates.get(key, (out) => this.buildTemplate(r, { ...base, id: `tpl-${key.slice(0, 12)}` }, out, signal, warmup));
     }
     const tReady = performance.now();
     const { ctx, cleanup, uid } = await this.boot(r, { ...base, id: spec.id, snapshot: template }, signal);
-    const sandbox = new FirecrackerSandbox(spec.id, ctx, cleanup, {
-      pid: ctx.proc?.pid,
-      jailed: !!r.jail,
-      ...(uid !== undefined ? { uid, confined: r.jail ? 'jailer' : 'uid, cgroup, namespaces' } : {}),
-      ...(template ? { cloneOf: template.key, restoreMs: roundMs(performance.now() - tReady), templateMs: roundMs(tReady - t0) } : { bootMs: roundMs(performance.now() - t0) }),
-      firecracker: r.firecrackerVersion,
-      steps: ctx.timings.marks,
-    }, { onDestroyed: () => this.live.delete(spec.id) });
+    const sandbox = new FirecrackerSandbox(
+      spec.id,
+      ctx,
+      cleanup,
+      {
+        pid: ctx.proc?.pid,
+        jailed: !!r.jail,
+        ...(uid !== undefined ? { uid, confined: r.jail ? 'jailer' : 'uid, cgroup, namespaces' } : {}),
+        ...(template ? { cloneOf: template.key, restoreMs: roundMs(performance.now() - tReady), templateMs: roundMs(tReady - t0) } : { bootMs: roundMs(performance.now() - t0) }),
+        firecracker: r.firecrackerVersion,
+        steps: ctx.timings.marks,
+      },
+      { onDestroyed: () => this.live.delete(spec.id) },
+    );
     this.live.set(spec.id, sandbox);
     return sandbox;
   }
 
   /** Runs identity → prepare → (cold boot | restore) → agent steps; on failure everything is unwound. */
-  private async boot(r: Resolved, partial: Omit<VmSpec, 'dir' | 'firecrackerPath' | 'launcher' | 'jail' | 'confine' | 'apiTimeoutMs' | 'shutdownGraceMs'>, signal: AbortSignal): Promise<{ ctx: VmContext; cleanup: CleanupStack; uid?: number }> {
+  private async boot(
+    r: Resolved,
+    partial: Omit<VmSpec, 'dir' | 'firecrackerPath' | 'launcher' | 'jail' | 'confine' | 'apiTimeoutMs' | 'shutdownGraceMs'>,
+    signal: AbortSignal,
+  ): Promise<{ ctx: VmContext; cleanup: CleanupStack; uid?: number }> {
     const confiner = this.confiner;
     const s = partial.snapshot;
     const spec: VmSpec = {
@@ -201,13 +236,20 @@ export class FirecrackerBackend implements Backend {
       firecrackerPath: r.firecrackerPath,
       launcher: this.o.launcher ?? spawnLauncher,
       jail: r.jail ? { settings: r.jail, uids: this.uids!, netnsName: r.jail.netns ? `kiln-fc-${partial.id}`.slice(0, 32) : undefined } : undefined,
-      confine: !r.jail && confiner
-        ? () => confiner.acquire(partial.id, { vcpus: partial.vcpus, memoryMib: partial.memoryMib }, {
-          dir: join(this.vmsDir, partial.id),
-          readOnly: [partial.rootfsPath, ...(s ? [s.vmstatePath, s.memoryPath] : [partial.kernelPath, partial.initrdPath])],
-          network: !!partial.network,
-        }, r.firecrackerPath)
-        : undefined,
+      confine:
+        !r.jail && confiner
+          ? () =>
+              confiner.acquire(
+                partial.id,
+                { vcpus: partial.vcpus, memoryMib: partial.memoryMib },
+                {
+                  dir: join(this.vmsDir, partial.id),
+                  readOnly: [partial.rootfsPath, ...(s ? [s.vmstatePath, s.memoryPath] : [partial.kernelPath, partial.initrdPath])],
+                  network: !!partial.network,
+                },
+                r.firecrackerPath,
+              )
+          : undefined,
       apiTimeoutMs: this.o.apiTimeoutMs ?? 5_000,
       shutdownGraceMs: this.o.shutdownGraceMs ?? 2_000,
     };
@@ -215,7 +257,9 @@ export class FirecrackerBackend implements Backend {
     const cleanup = new CleanupStack();
     const steps = [...identitySteps(spec), ...prepareSteps(spec), ...(spec.snapshot ? restoreSteps() : coldBootSteps(spec)), ...agentSteps(spec, !!spec.snapshot)];
     await runSteps(steps, ctx, cleanup, {
-      signal, trace: this.o.trace, timings: ctx.timings,
+      signal,
+      trace: this.o.trace,
+      timings: ctx.timings,
       explain: (e, step) => bootStepError(step, e, signal, () => ctx.consoleTail()),
     });
     return { ctx, cleanup, uid: ctx.uid ?? ctx.confine?.uid };
@@ -225,7 +269,13 @@ export class FirecrackerBackend implements Backend {
    * Cold-boots a VM to a ready agent, warms it up, pauses it, takes a full snapshot, and throws
    * the VM away.
    */
-  private async buildTemplate(r: Resolved, partial: Parameters<FirecrackerBackend['boot']>[1], out: { vmstatePath: string; memoryPath: string }, signal: AbortSignal, warmup?: TemplateWarmup): Promise<void> {
+  private async buildTemplate(
+    r: Resolved,
+    partial: Parameters<FirecrackerBackend['boot']>[1],
+    out: { vmstatePath: string; memoryPath: string },
+    signal: AbortSignal,
+    warmup?: TemplateWarmup,
+  ): Promise<void> {
     const { ctx, cleanup } = await this.boot(r, { ...partial, snapshot: undefined }, signal);
     try {
       if (warmup && ctx.agent) await warmTemplate(ctx.agent, warmup, (m) => this.o.trace?.(`warn:${m}`));
@@ -246,7 +296,7 @@ export class FirecrackerBackend implements Backend {
       ownedDirs: [this.vmsDir, join(this.baseDir, 'jail')],
       templatesDir: this.o.templatesDir ?? join(this.baseDir, 'templates'),
     });
-    removed.push(...await this.confiner?.scan() ?? []);
+    removed.push(...((await this.confiner?.scan()) ?? []));
     return { removed };
   }
 
@@ -256,6 +306,10 @@ export class FirecrackerBackend implements Backend {
     await this.templates.clear();
     await this.confiner?.close();
     const failed = results.filter((x): x is PromiseRejectedResult => x.status === 'rejected');
-    if (failed.length) throw new AggregateError(failed.map((f) => f.reason), 'some Firecracker sandboxes failed to stop');
+    if (failed.length)
+      throw new AggregateError(
+        failed.map((f) => f.reason),
+        'some Firecracker sandboxes failed to stop',
+      );
   }
 }

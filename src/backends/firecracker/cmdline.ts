@@ -3,7 +3,7 @@
  * (console, disk size, exec uid, …) with Firecracker's reboot/panic handling. No `acpi=off`: the
  * Debian kernel has no virtio-mmio command-line devices and finds Firecracker's devices via ACPI.
  */
-import { guestCmdline, type GuestCmdlineOptions } from '../../vmimage/cmdline.js';
+import { type GuestCmdlineOptions, guestCmdline } from '../../vmimage/cmdline.js';
 
 /** `reboot=k` + `panic=1`: a guest reboot or panic makes Firecracker exit instead of hanging. */
 const FIRECRACKER_ARGS = ['reboot=k', 'panic=1', 'pci=off', 'i8042.noaux', 'i8042.nomux', 'i8042.dumbkbd'];

@@ -48,27 +48,50 @@ export class UnjailedConfiner {
   }
 
   async acquire(id: string, limits: { vcpus: number; memoryMib: number }, files: ConfinementFiles, firecrackerPath: string): Promise<VmmConfinement> {
-    const devices = (await Promise.all([...KVM_DEVICES, ...(files.network ? ['/dev/net/tun'] : [])].map(async (d) => (await stat(d).catch(() => undefined)) ? d : undefined)))
-      .filter((d): d is string => d !== undefined);
+    const devices = (await Promise.all([...KVM_DEVICES, ...(files.network ? ['/dev/net/tun'] : [])].map(async (d) => ((await stat(d).catch(() => undefined)) ? d : undefined)))).filter(
+      (d): d is string => d !== undefined,
+    );
     // Firecracker opens /dev/kvm as the VM's uid: through the device's group, as with the jailer.
-    const kvmGid = await stat('/dev/kvm').then((s) => s.gid, () => undefined);
+    const kvmGid = await stat('/dev/kvm').then(
+      (s) => s.gid,
+      () => undefined,
+    );
     const args = [
-      '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try', ...(files.network ? [] : ['--unshare-net']),
-      '--die-with-parent', '--new-session', '--clearenv',
+      '--unshare-pid',
+      '--unshare-ipc',
+      '--unshare-uts',
+      '--unshare-cgroup-try',
+      ...(files.network ? [] : ['--unshare-net']),
+      '--die-with-parent',
+      '--new-session',
+      '--clearenv',
       // bwrap makes a bound path's missing parents mode 0700: Firecracker (not root) must pass them.
       ...ancestors(['/dev/null', ...devices, ...files.readOnly, files.dir, firecrackerPath]).flatMap((d) => ['--perms', '0755', '--dir', d]),
-      ...await hostRootArgs(firecrackerPath),
-      '--dev-bind', '/dev/null', '/dev/null',
+      ...(await hostRootArgs(firecrackerPath)),
+      '--dev-bind',
+      '/dev/null',
+      '/dev/null',
       ...devices.flatMap((d) => ['--dev-bind', d, d]),
       ...files.readOnly.flatMap((p) => ['--ro-bind', p, p]),
-      '--bind', files.dir, files.dir,
-      '--remount-ro', '/', '--chdir', files.dir,
+      '--bind',
+      files.dir,
+      files.dir,
+      '--remount-ro',
+      '/',
+      '--chdir',
+      files.dir,
     ];
     const identity = await this.identities.acquire(id, { memoryBytes: vmmMemoryLimitBytes(limits.memoryMib), pidsMax: 64 + limits.vcpus, cpus: limits.vcpus + 0.25 });
     const setprivArgs = [
-      '/usr/bin/setpriv', '--reuid', String(identity.uid), '--regid', String(identity.gid),
+      '/usr/bin/setpriv',
+      '--reuid',
+      String(identity.uid),
+      '--regid',
+      String(identity.gid),
       ...(kvmGid !== undefined && kvmGid !== 0 ? ['--groups', String(kvmGid)] : ['--clear-groups']),
-      '--inh-caps=-all', '--bounding-set=-all', '--',
+      '--inh-caps=-all',
+      '--bounding-set=-all',
+      '--',
     ];
     return Object.assign(identity, { bwrapPath: this.o.bwrapPath ?? 'bwrap', bwrapArgs: args, setprivArgs });
   }

@@ -8,9 +8,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { chmod, mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
 import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import { KilnError } from '../../core/errors.js';
@@ -68,7 +68,10 @@ export async function installFirecracker(o: InstallOptions = {}): Promise<Instal
   const arch = o.arch ?? hostArch();
   const expected = (o.sha256 ?? PINNED_RELEASES[version]?.[arch])?.toLowerCase();
   if (!expected) {
-    throw new KilnError('INVALID_REQUEST', `no pinned sha256 for Firecracker ${version} (${arch}); pass --sha256 <value from firecracker-${version}-${arch}.tgz.sha256.txt on the release page>, or use ${DEFAULT_VERSION}`);
+    throw new KilnError(
+      'INVALID_REQUEST',
+      `no pinned sha256 for Firecracker ${version} (${arch}); pass --sha256 <value from firecracker-${version}-${arch}.tgz.sha256.txt on the release page>, or use ${DEFAULT_VERSION}`,
+    );
   }
   if (!/^[0-9a-f]{64}$/.test(expected)) throw new KilnError('INVALID_REQUEST', `--sha256 must be 64 hex digits, got "${expected}"`);
   const dir = o.dir ?? '/usr/local/bin';
@@ -133,7 +136,11 @@ async function download(url: string, file: string, o: InstallOptions): Promise<s
   } catch (e) {
     const cause = (e as { cause?: { code?: string; message?: string } }).cause;
     const why = cause?.code ?? cause?.message ?? (e as Error).message;
-    throw new KilnError('BACKEND_UNAVAILABLE', `cannot download ${url} (${why}): this host seems offline or cannot reach GitHub. Download the tarball elsewhere and pass --url file:///path/to.tgz or a reachable mirror; nothing was installed`, { cause: e });
+    throw new KilnError(
+      'BACKEND_UNAVAILABLE',
+      `cannot download ${url} (${why}): this host seems offline or cannot reach GitHub. Download the tarball elsewhere and pass --url file:///path/to.tgz or a reachable mirror; nothing was installed`,
+      { cause: e },
+    );
   }
   if (!res.ok || !res.body) throw new KilnError('BACKEND_UNAVAILABLE', `download of ${url} failed: HTTP ${res.status}; nothing was installed`);
   await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), meter, createWriteStream(file, { mode: 0o600 }), { signal });

@@ -59,13 +59,20 @@ export interface JailerArgsInput {
 
 export function jailerArgv(s: JailerSettings, input: JailerArgsInput): string[] {
   const argv = [
-    '--id', input.id,
-    '--exec-file', input.firecrackerPath,
-    '--uid', String(input.uid),
-    '--gid', String(input.gid),
-    '--chroot-base-dir', s.chrootBaseDir,
-    '--cgroup-version', String(s.cgroupVersion),
-    '--parent-cgroup', s.parentCgroup,
+    '--id',
+    input.id,
+    '--exec-file',
+    input.firecrackerPath,
+    '--uid',
+    String(input.uid),
+    '--gid',
+    String(input.gid),
+    '--chroot-base-dir',
+    s.chrootBaseDir,
+    '--cgroup-version',
+    String(s.cgroupVersion),
+    '--parent-cgroup',
+    s.parentCgroup,
   ];
   for (const c of cgroupLimits(s.cgroupVersion, input.limits)) argv.push('--cgroup', c);
   if (input.netnsPath) argv.push('--netns', input.netnsPath);
@@ -91,10 +98,21 @@ export async function deleteNetns(name: string): Promise<void> {
 
 /** An executable by explicit path or on PATH; undefined when not found. */
 export async function findExecutable(name: string, explicit?: string, envPath = process.env.PATH ?? ''): Promise<string | undefined> {
-  const candidates = explicit ? [explicit] : envPath.split(delimiter).filter(Boolean).map((d) => join(d, name));
+  const candidates = explicit
+    ? [explicit]
+    : envPath
+        .split(delimiter)
+        .filter(Boolean)
+        .map((d) => join(d, name));
   for (const c of candidates) {
     if (!isAbsolute(c)) continue;
-    if (await access(c, constants.X_OK).then(() => true, () => false)) return c;
+    if (
+      await access(c, constants.X_OK).then(
+        () => true,
+        () => false,
+      )
+    )
+      return c;
   }
   return undefined;
 }

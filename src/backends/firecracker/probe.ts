@@ -40,27 +40,44 @@ export async function inspectHost(i: ProbeInputs = {}): Promise<HostFacts> {
   const flag = /^flags\s*:.*\b(vmx|svm)\b/m.exec(cpuinfo)?.[1] as 'vmx' | 'svm' | undefined;
   let firecrackerVersion: string | undefined;
   if (firecrackerPath) {
-    firecrackerVersion = await run(firecrackerPath, ['--version'], { timeout: 5_000 })
-      .then((r) => r.stdout.split('\n')[0]!.trim(), () => undefined);
+    firecrackerVersion = await run(firecrackerPath, ['--version'], { timeout: 5_000 }).then(
+      (r) => r.stdout.split('\n')[0]!.trim(),
+      () => undefined,
+    );
   }
   return {
     firecrackerPath,
     firecrackerVersion,
     jailerPath,
-    kvmExists: await stat(kvm).then(() => true, () => false),
-    kvmWritable: await access(kvm, constants.R_OK | constants.W_OK).then(() => true, () => false),
+    kvmExists: await stat(kvm).then(
+      () => true,
+      () => false,
+    ),
+    kvmWritable: await access(kvm, constants.R_OK | constants.W_OK).then(
+      () => true,
+      () => false,
+    ),
     cpuVirtualisation: flag,
-    kvmPvm: await stat(`${i.paths?.sysModule ?? '/sys/module'}/kvm_pvm`).then(() => true, () => false),
+    kvmPvm: await stat(`${i.paths?.sysModule ?? '/sys/module'}/kvm_pvm`).then(
+      () => true,
+      () => false,
+    ),
   };
 }
-
 
 /** The checks behind probe() (which `kiln doctor` prints), each with what to do when it fails. */
 export function hostChecks(f: HostFacts, kvmMode: 'auto' | 'force' = 'auto'): HostCheck[] {
   const checks: HostCheck[] = [];
-  checks.push(f.firecrackerPath
-    ? { name: 'firecracker binary', ok: true, detail: `${f.firecrackerPath}${f.firecrackerVersion ? ` (${f.firecrackerVersion})` : ''}` }
-    : { name: 'firecracker binary', ok: false, detail: 'no firecracker binary on PATH or configured (KILN_FIRECRACKER): install one with "kiln firecracker install" on a host with internet access, or copy a release binary to /usr/local/bin/firecracker' });
+  checks.push(
+    f.firecrackerPath
+      ? { name: 'firecracker binary', ok: true, detail: `${f.firecrackerPath}${f.firecrackerVersion ? ` (${f.firecrackerVersion})` : ''}` }
+      : {
+          name: 'firecracker binary',
+          ok: false,
+          detail:
+            'no firecracker binary on PATH or configured (KILN_FIRECRACKER): install one with "kiln firecracker install" on a host with internet access, or copy a release binary to /usr/local/bin/firecracker',
+        },
+  );
   if (!f.kvmExists) {
     checks.push({ name: 'KVM device', ok: false, detail: '/dev/kvm does not exist: load kvm_intel or kvm_amd (modprobe kvm_intel), or on a cloud VM enable nested virtualisation; see docs/hosts.md' });
   } else if (!f.kvmWritable) {
@@ -74,10 +91,16 @@ export function hostChecks(f: HostFacts, kvmMode: 'auto' | 'force' = 'auto'): Ho
     checks.push({ name: 'CPU virtualisation', ok: true, detail: 'no vmx/svm in /proc/cpuinfo, but KVM use is forced by configuration (KILN_FIRECRACKER_KVM=force)' });
   } else {
     const pvm = f.kvmPvm ? 'this is a kvm-pvm host (the kvm_pvm module is loaded): /dev/kvm exists but ordinary guest kernels hang under it, and Firecracker has no software fallback. ' : '';
-    checks.push({ name: 'CPU virtualisation', ok: false, detail: `${pvm}no vmx/svm flag in /proc/cpuinfo: use a host with Intel VT-x or AMD-V (bare metal, or a cloud VM with nested virtualisation enabled); set KILN_FIRECRACKER_KVM=force only if you know KVM works here. See docs/hosts.md` });
+    checks.push({
+      name: 'CPU virtualisation',
+      ok: false,
+      detail: `${pvm}no vmx/svm flag in /proc/cpuinfo: use a host with Intel VT-x or AMD-V (bare metal, or a cloud VM with nested virtualisation enabled); set KILN_FIRECRACKER_KVM=force only if you know KVM works here. See docs/hosts.md`,
+    });
   }
-  checks.push(f.jailerPath
-    ? { name: 'jailer', ok: true, detail: `${f.jailerPath}: microVMs run chrooted under dedicated uids with cgroup limits` }
-    : { name: 'jailer', ok: true, detail: 'not found (optional): microVMs run unjailed as the service user; install the jailer from the same release for chroot, uid and cgroup isolation' });
+  checks.push(
+    f.jailerPath
+      ? { name: 'jailer', ok: true, detail: `${f.jailerPath}: microVMs run chrooted under dedicated uids with cgroup limits` }
+      : { name: 'jailer', ok: true, detail: 'not found (optional): microVMs run unjailed as the service user; install the jailer from the same release for chroot, uid and cgroup isolation' },
+  );
   return checks;
 }

@@ -7,12 +7,12 @@ import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
+import { ConsoleRing } from '../../core/console-ring.js';
 import { KilnError } from '../../core/errors.js';
 import { killLadder, type StopOutcome } from '../../core/kill-ladder.js';
 import { childOf, readChildPid } from '../../core/vmm-jail.js';
 import type { FirecrackerApi } from './api-client.js';
 import type { VmmConfinement } from './confine.js';
-import { ConsoleRing } from '../../core/console-ring.js';
 
 /** What the boot steps need from a running VMM, real or fake. */
 export interface VmmProcess {
@@ -41,12 +41,19 @@ export type Launcher = (spec: LaunchSpec) => Promise<VmmProcess>;
 export const spawnLauncher: Launcher = async (spec) => {
   const c = spec.confine;
   const child = c
-    ? spawnClean(c.bwrapPath, [...c.bwrapArgs, '--info-fd', '3', '--block-fd', '4', '--', ...c.setprivArgs, spec.binary, ...spec.argv], { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'], env: {} })
+    ? spawnClean(c.bwrapPath, [...c.bwrapArgs, '--info-fd', '3', '--block-fd', '4', '--', ...c.setprivArgs, spec.binary, ...spec.argv], {
+        cwd: spec.cwd,
+        stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+        env: {},
+      })
     : spawnClean(spec.binary, spec.argv, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: false });
   const proc = new ChildVmm(child);
-  await Promise.race([once(child, 'spawn'), once(child, 'error').then(([e]) => {
-    throw new KilnError('BOOT_FAILED', `cannot start ${spec.binary}: ${(e as Error).message}`, { cause: e });
-  })]);
+  await Promise.race([
+    once(child, 'spawn'),
+    once(child, 'error').then(([e]) => {
+      throw new KilnError('BOOT_FAILED', `cannot start ${spec.binary}: ${(e as Error).message}`, { cause: e });
+    }),
+  ]);
   if (c) await enterConfinement(proc, child, c);
   return proc;
 };
@@ -130,7 +137,11 @@ export function stopVmm(proc: VmmProcess, api: FirecrackerApi | undefined, optio
   return killLadder(proc, {
     what: 'Firecracker process',
     graceMs: api ? options.gracefulMs : 0,
-    ask: () => api!.sendCtrlAltDel({ signal: AbortSignal.timeout(Math.min(1_000, options.gracefulMs)) }).then(() => true, () => false),
+    ask: () =>
+      api!.sendCtrlAltDel({ signal: AbortSignal.timeout(Math.min(1_000, options.gracefulMs)) }).then(
+        () => true,
+        () => false,
+      ),
     killWaitMs: options.killWaitMs ?? 3_000,
   });
 }

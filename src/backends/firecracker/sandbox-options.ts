@@ -76,10 +76,16 @@ const validate = new Ajv({ allErrors: true }).compile<FirecrackerSandboxOptions>
 export function parseSandboxOptions(raw: Record<string, unknown> | undefined): FirecrackerSandboxOptions {
   if (raw === undefined) return {};
   if (validate(raw)) return raw;
-  const problems = (validate.errors ?? []).map((e) => `${e.instancePath || 'backendOptions'} ${e.message}${e.params && 'additionalProperty' in e.params ? ` (${String(e.params.additionalProperty)})` : ''}`);
-  throw new KilnError('INVALID_REQUEST', `invalid firecracker backendOptions: ${problems.join('; ')}. Accepted keys: driveRateLimit, network {tapDevice, guestMac, rxRateLimit, txRateLimit}, bootArgs`, {
-    details: { problems },
-  });
+  const problems = (validate.errors ?? []).map(
+    (e) => `${e.instancePath || 'backendOptions'} ${e.message}${e.params && 'additionalProperty' in e.params ? ` (${String(e.params.additionalProperty)})` : ''}`,
+  );
+  throw new KilnError(
+    'INVALID_REQUEST',
+    `invalid firecracker backendOptions: ${problems.join('; ')}. Accepted keys: driveRateLimit, network {tapDevice, guestMac, rxRateLimit, txRateLimit}, bootArgs`,
+    {
+      details: { problems },
+    },
+  );
 }
 
 export function toRateLimiter(o: RateLimitOption | undefined): RateLimiter | undefined {

@@ -3,9 +3,9 @@
  * drops while the VM lives), usage accounting and teardown through the boot's cleanup stack.
  */
 import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
+import type { CleanupStack } from '../../core/cleanup.js';
 import { ExitSignal } from '../../core/exit-signal.js';
 import { microVmUsage } from '../../core/vm-usage.js';
-import type { CleanupStack } from '../../core/cleanup.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import { reconnectAgent } from './agent-link.js';
 import { VM_FILES, type VmContext } from './vm-steps.js';

@@ -32,7 +32,10 @@ export async function findOrphans(dirs: ScanDirs): Promise<OrphanProcess[]> {
     if (!Number.isInteger(pid) || pid === process.pid) continue;
     const raw = await readFile(join(proc, name, 'cmdline')).catch(() => undefined);
     if (!raw || raw.length === 0) continue;
-    const argv = raw.toString('utf8').split('\0').filter((a, i, all) => a !== '' || i < all.length - 1);
+    const argv = raw
+      .toString('utf8')
+      .split('\0')
+      .filter((a, i, all) => a !== '' || i < all.length - 1);
     const exe = basename(argv[0] ?? '');
     if (!/firecracker|jailer/.test(exe)) continue;
     const arg = argv.find((a) => inOwned(a));
@@ -47,7 +50,11 @@ export async function findOrphans(dirs: ScanDirs): Promise<OrphanProcess[]> {
 export async function scanLeftovers(dirs: ScanDirs): Promise<string[]> {
   const removed: string[] = [];
   const orphans = await findOrphans(dirs);
-  const { killed, stuck } = await killLeftovers(orphans.map((o) => o.pid), 3_000, dirs.procDir);
+  const { killed, stuck } = await killLeftovers(
+    orphans.map((o) => o.pid),
+    3_000,
+    dirs.procDir,
+  );
   for (const o of orphans) {
     if (stuck.includes(o.pid)) removed.push(`could not kill orphaned Firecracker process ${o.pid} (${o.why})`);
     else if (killed.includes(o.pid)) removed.push(`killed orphaned Firecracker process ${o.pid} (${o.why})`);
@@ -61,7 +68,10 @@ export async function scanLeftovers(dirs: ScanDirs): Promise<string[]> {
   if (dirs.templatesDir) {
     for (const entry of await readdir(dirs.templatesDir).catch(() => [] as string[])) {
       const dir = join(dirs.templatesDir, entry);
-      const complete = await readFile(join(dir, 'complete')).then(() => true, () => false);
+      const complete = await readFile(join(dir, 'complete')).then(
+        () => true,
+        () => false,
+      );
       if (complete) continue;
       await rm(dir, { recursive: true, force: true });
       removed.push(`removed incomplete template ${dir}`);

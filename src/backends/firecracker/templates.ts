@@ -43,7 +43,13 @@ export class TemplateStore {
 
   async get(key: string, build: TemplateBuilder): Promise<TemplateFiles> {
     const ready = this.files(key);
-    if (await stat(join(this.dir, key, 'complete')).then(() => true, () => false)) return ready;
+    if (
+      await stat(join(this.dir, key, 'complete')).then(
+        () => true,
+        () => false,
+      )
+    )
+      return ready;
     let p = this.building.get(key);
     if (!p) {
       p = this.build(key, build).finally(() => this.building.delete(key));

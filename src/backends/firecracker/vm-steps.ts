@@ -8,15 +8,15 @@
 import { chmod, chown, copyFile, link, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { KilnError, toKilnError } from '../../core/errors.js';
-import { StepTimings, type Step } from '../../core/steps.js';
-import { AgentClient } from '../../protocol/agent-client.js';
+import { type Step, StepTimings } from '../../core/steps.js';
+import type { UidPool } from '../../core/uids.js';
+import type { AgentClient } from '../../protocol/agent-client.js';
+import { connectAgent } from './agent-link.js';
 import { FirecrackerApi } from './api-client.js';
 import type { Drive, MachineConfiguration, NetworkInterface, RateLimiter } from './api-types.js';
-import { createNetns, deleteNetns, jailerArgv, type JailerSettings } from './jailer.js';
-import { stopVmm, type Launcher, type VmmProcess } from './process.js';
 import type { VmmConfinement } from './confine.js';
-import type { UidPool } from '../../core/uids.js';
-import { connectAgent } from './agent-link.js';
+import { createNetns, deleteNetns, type JailerSettings, jailerArgv } from './jailer.js';
+import { type Launcher, stopVmm, type VmmProcess } from './process.js';
 
 /** Names of files inside a VM's directory (relative to Firecracker's cwd / the chroot root). */
 export const VM_FILES = {
@@ -123,14 +123,28 @@ type VmStep = Step<VmContext>;
 export function identitySteps(spec: VmSpec): VmStep[] {
   const { jail, confine } = spec;
   if (jail) {
-    return [{
-      name: FC_STEP.takeUid,
-      run: (ctx) => { ctx.uid = jail.uids.take(); },
-      undo: (ctx) => { if (ctx.uid !== undefined) jail.uids.release(ctx.uid); },
-    }];
+    return [
+      {
+        name: FC_STEP.takeUid,
+        run: (ctx) => {
+          ctx.uid = jail.uids.take();
+        },
+        undo: (ctx) => {
+          if (ctx.uid !== undefined) jail.uids.release(ctx.uid);
+        },
+      },
+    ];
   }
   if (!confine) return [];
-  return [{ name: FC_STEP.confine, run: async (ctx) => { ctx.confine = await confine(); }, undo: (ctx) => ctx.confine?.release() }];
+  return [
+    {
+      name: FC_STEP.confine,
+      run: async (ctx) => {
+        ctx.confine = await confine();
+      },
+      undo: (ctx) => ctx.confine?.release(),
+    },
+  ];
 }
 
 export function prepareSteps(spec: VmSpec): VmStep[] {
@@ -158,7 +172,13 @@ export function prepareSteps(spec: VmSpec): VmStep[] {
   ];
   if (spec.jail?.netnsName) {
     const name = spec.jail.netnsName;
-    steps.push({ name: FC_STEP.createNetns, run: async () => { await createNetns(name); }, undo: () => deleteNetns(name) });
+    steps.push({
+      name: FC_STEP.createNetns,
+      run: async () => {
+        await createNetns(name);
+      },
+      undo: () => deleteNetns(name),
+    });
   }
   steps.push(
     {
@@ -167,13 +187,22 @@ export function prepareSteps(spec: VmSpec): VmStep[] {
         const j = spec.jail;
         const argv = j
           ? jailerArgv(j.settings, {
-            id: spec.id, firecrackerPath: spec.firecrackerPath, uid: ctx.uid!, gid: j.settings.gid,
-            limits: { vcpus: spec.vcpus, memoryMib: spec.memoryMib },
-            netnsPath: j.netnsName ? `/var/run/netns/${j.netnsName}` : undefined,
-            apiSocketInJail: ctx.vm(VM_FILES.apiSocket),
-          })
+              id: spec.id,
+              firecrackerPath: spec.firecrackerPath,
+              uid: ctx.uid!,
+              gid: j.settings.gid,
+              limits: { vcpus: spec.vcpus, memoryMib: spec.memoryMib },
+              netnsPath: j.netnsName ? `/var/run/netns/${j.netnsName}` : undefined,
+              apiSocketInJail: ctx.vm(VM_FILES.apiSocket),
+            })
           : ['--api-sock', ctx.host(VM_FILES.apiSocket), '--id', spec.id];
-        ctx.proc = await spec.launcher({ binary: j ? j.settings.jailerPath : spec.firecrackerPath, argv, cwd: spec.dir, apiSocketPath: ctx.host(VM_FILES.apiSocket), confine: j ? undefined : ctx.confine });
+        ctx.proc = await spec.launcher({
+          binary: j ? j.settings.jailerPath : spec.firecrackerPath,
+          argv,
+          cwd: spec.dir,
+          apiSocketPath: ctx.host(VM_FILES.apiSocket),
+          confine: j ? undefined : ctx.confine,
+        });
         if (ctx.proc.pid) await writeFile(ctx.host(VM_FILES.pid), `${ctx.proc.pid}\n`);
       },
       undo: async (ctx) => {
@@ -182,7 +211,9 @@ export function prepareSteps(spec: VmSpec): VmStep[] {
     },
     {
       name: FC_STEP.waitApiSocket,
-      run: async (ctx, signal) => { await ctx.api.waitReady(spec.apiTimeoutMs, { signal, isAlive: () => ctx.alive() }); },
+      run: async (ctx, signal) => {
+        await ctx.api.waitReady(spec.apiTimeoutMs, { signal, isAlive: () => ctx.alive() });
+      },
     },
     { name: FC_STEP.putLogger, run: (ctx, signal) => ctx.api.putLogger({ log_path: ctx.vm(VM_FILES.log), level: 'Warning', show_level: true }, { signal }) },
   );
@@ -224,32 +255,42 @@ export function coldBootSteps(spec: VmSpec): VmStep[] {
 }
 
 export function restoreSteps(): VmStep[] {
-  return [{
-    name: FC_STEP.loadSnapshot,
-    run: async (ctx, signal) => {
-      await ctx.api.loadSnapshot({
-        snapshot_path: ctx.vm(VM_FILES.vmstate),
-        mem_backend: { backend_type: 'File', backend_path: ctx.vm(VM_FILES.memory) },
-        resume_vm: true,
-      }, { signal });
-      ctx.booted = true;
+  return [
+    {
+      name: FC_STEP.loadSnapshot,
+      run: async (ctx, signal) => {
+        await ctx.api.loadSnapshot(
+          {
+            snapshot_path: ctx.vm(VM_FILES.vmstate),
+            mem_backend: { backend_type: 'File', backend_path: ctx.vm(VM_FILES.memory) },
+            resume_vm: true,
+          },
+          { signal },
+        );
+        ctx.booted = true;
+      },
     },
-  }];
+  ];
 }
 
 export function agentSteps(spec: VmSpec, restored: boolean): VmStep[] {
-  return [{
-    name: FC_STEP.agentHandshake,
-    run: async (ctx, signal) => {
-      ctx.agent = await connectAgent({
-        udsPath: ctx.host(VM_FILES.vsock), timeoutMs: spec.readyTimeoutMs, signal, isAlive: () => ctx.alive(),
-        // Clones share the template's RNG state and a stale clock: the agent fixes both before
-        // it answers the hello, so before any user code.
-        sync: restored,
-      });
+  return [
+    {
+      name: FC_STEP.agentHandshake,
+      run: async (ctx, signal) => {
+        ctx.agent = await connectAgent({
+          udsPath: ctx.host(VM_FILES.vsock),
+          timeoutMs: spec.readyTimeoutMs,
+          signal,
+          isAlive: () => ctx.alive(),
+          // Clones share the template's RNG state and a stale clock: the agent fixes both before
+          // it answers the hello, so before any user code.
+          sync: restored,
+        });
+      },
+      undo: (ctx) => ctx.agent?.close(),
     },
-    undo: (ctx) => ctx.agent?.close(),
-  }];
+  ];
 }
 
 /** Symlinks when Firecracker runs unjailed; hard links (or copies) into a chroot. */
@@ -272,9 +313,10 @@ async function chownTree(ctx: VmContext, uid: number, gid: number): Promise<void
  * of time) naming the step, with `diagnostics` (the console tail) appended.
  */
 export function bootStepError(name: string, e: unknown, signal: AbortSignal, diagnostics: () => string): KilnError {
-  const base = signal.aborted && !(e instanceof KilnError)
-    ? new KilnError('TIMEOUT', `microVM boot step ${name} was cancelled or ran out of time; raise readyTimeoutMs if the host is slow`, { cause: e })
-    : toKilnError(e, 'BOOT_FAILED', `microVM boot step ${name} failed`);
+  const base =
+    signal.aborted && !(e instanceof KilnError)
+      ? new KilnError('TIMEOUT', `microVM boot step ${name} was cancelled or ran out of time; raise readyTimeoutMs if the host is slow`, { cause: e })
+      : toKilnError(e, 'BOOT_FAILED', `microVM boot step ${name} failed`);
   const extra = diagnostics();
   const message = base.message.startsWith('microVM boot step') ? base.message : `microVM boot step ${name} failed: ${base.message}`;
   return new KilnError(base.code, extra ? `${message}\n${extra}` : message, {

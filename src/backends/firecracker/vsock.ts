@@ -36,7 +36,11 @@ export interface HybridVsockResult {
 
 /** Why one attempt failed; `retry` says whether waiting for the guest may help. */
 class AttemptError extends Error {
-  constructor(message: string, readonly retry: boolean, readonly timedOut = false) {
+  constructor(
+    message: string,
+    readonly retry: boolean,
+    readonly timedOut = false,
+  ) {
     super(message);
   }
 }
@@ -65,8 +69,11 @@ export async function connectHybridVsock(options: HybridVsockOptions): Promise<H
       if (!(cutShort && last && e.timedOut)) last = e.message;
     }
     if (Date.now() >= deadline) {
-      throw new KilnError('BOOT_FAILED', `the guest agent did not accept a vsock connection on port ${port} within ${options.timeoutMs} ms `
-        + `(${attempts} attempts; last: ${last}). Check the console output: the guest kernel or agent may not have started.`);
+      throw new KilnError(
+        'BOOT_FAILED',
+        `the guest agent did not accept a vsock connection on port ${port} within ${options.timeoutMs} ms ` +
+          `(${attempts} attempts; last: ${last}). Check the console output: the guest kernel or agent may not have started.`,
+      );
     }
     await sleep(Math.min(options.retryIntervalMs ?? 20, Math.max(0, deadline - Date.now())), undefined, { signal: options.signal });
   }

@@ -42,31 +42,63 @@ export interface BwrapProcess {
 export function bwrapArgs(o: BwrapOptions): string[] {
   return [
     // --unshare-all without its cgroup namespace when that is off.
-    '--unshare-user', '--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts',
+    '--unshare-user',
+    '--unshare-ipc',
+    '--unshare-pid',
+    '--unshare-net',
+    '--unshare-uts',
     ...(o.cgroupNamespace === false ? [] : ['--unshare-cgroup-try']),
-    '--die-with-parent', '--as-pid-1',
-    '--uid', '0', '--gid', '0', '--cap-add', 'ALL',
-    '--hostname', o.hostname,
-    '--dev', '/dev', '--proc', '/proc',
-    '--ro-bind', o.lowerDir, '/.kiln/lower',
-    '--ro-bind', o.agentPath, '/.kiln/agent',
+    '--die-with-parent',
+    '--as-pid-1',
+    '--uid',
+    '0',
+    '--gid',
+    '0',
+    '--cap-add',
+    'ALL',
+    '--hostname',
+    o.hostname,
+    '--dev',
+    '/dev',
+    '--proc',
+    '/proc',
+    '--ro-bind',
+    o.lowerDir,
+    '/.kiln/lower',
+    '--ro-bind',
+    o.agentPath,
+    '/.kiln/agent',
     ...Object.entries(o.cgroupDirs ?? {}).flatMap(([name, dir]) => ['--bind', dir, `/.kiln/cgroup/${name}`]),
-    '--info-fd', '3', '--block-fd', '4',
+    '--info-fd',
+    '3',
+    '--block-fd',
+    '4',
     '--clearenv',
     '--',
-    '/.kiln/agent', '--transport', 'stdio', '--setup-root', '/.kiln/lower', '--disk-bytes', String(o.diskBytes),
+    '/.kiln/agent',
+    '--transport',
+    'stdio',
+    '--setup-root',
+    '/.kiln/lower',
+    '--disk-bytes',
+    String(o.diskBytes),
   ];
 }
 
 /** Spawns bwrap and waits for its info JSON (child pid) — the sandbox is still blocked then. */
 export async function spawnBwrap(o: BwrapOptions, signal: AbortSignal): Promise<BwrapProcess> {
   // Through the sandbox's own agent copy: it is what the sandbox uid can execute.
-  const child = spawnClean(o.bwrapPath, bwrapArgs(o), {
-    uid: o.hostUid,
-    gid: o.hostUid,
-    stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
-    env: {},
-  }, o.agentPath);
+  const child = spawnClean(
+    o.bwrapPath,
+    bwrapArgs(o),
+    {
+      uid: o.hostUid,
+      gid: o.hostUid,
+      stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+      env: {},
+    },
+    o.agentPath,
+  );
   child.stderr!.on('data', (c: Buffer) => o.onStderr(c.toString()));
   const info = child.stdio[3] as Readable;
   const block = child.stdio[4] as Writable;

@@ -8,14 +8,24 @@ import { constants } from 'node:fs';
 import { access, chmod, copyFile, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { availabilityFrom, type Backend, type BackendAvailability, type BackendSandbox, type CreateOptions, type HostCheck, type ProbeOptions, type SandboxSpec, type ScanReport } from '../../core/backend.js';
+import {
+  availabilityFrom,
+  type Backend,
+  type BackendAvailability,
+  type BackendSandbox,
+  type CreateOptions,
+  type HostCheck,
+  type ProbeOptions,
+  type SandboxSpec,
+  type ScanReport,
+} from '../../core/backend.js';
+import { type CgroupLayout, cgroupMode, detectCgroupLayout, prepareLayout, probeCgroups, removeLayoutParents, SandboxCgroup, scanStaleCgroups } from '../../core/cgroups.js';
 import { CleanupStack } from '../../core/cleanup.js';
 import { CreatesInFlight } from '../../core/creates.js';
-import { roundMs, runSteps, StepTimings, type Step } from '../../core/steps.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
+import { roundMs, runSteps, type Step, StepTimings } from '../../core/steps.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import { spawnBwrap } from './bwrap.js';
-import { cgroupMode, detectCgroupLayout, prepareLayout, probeCgroups, removeLayoutParents, SandboxCgroup, scanStaleCgroups, type CgroupLayout } from '../../core/cgroups.js';
 import { ImageMounts } from './image-mounts.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
 import { SandboxUids } from './uids.js';
@@ -78,18 +88,31 @@ class NamespaceBackend implements Backend {
   async probe(options: ProbeOptions = {}): Promise<BackendAvailability> {
     const capabilities = { snapshots: false, separateKernel: false, multipleUids: false, maxCpus: 64, maxMemoryMib: 1 << 20 };
     const checks: HostCheck[] = [];
-    const add = (name: string, ok: boolean, detail: string): void => { checks.push({ name, ok, detail }); };
+    const add = (name: string, ok: boolean, detail: string): void => {
+      checks.push({ name, ok, detail });
+    };
     const root = process.getuid?.() === 0;
     add('root', root, root ? 'running as root' : 'the service must run as root (it loop-mounts images and manages cgroups)');
     const bwrap = this.o.bwrapPath ?? 'bwrap';
-    const version = await run(bwrap, ['--version']).then((r) => r.stdout.trim(), () => '');
+    const version = await run(bwrap, ['--version']).then(
+      (r) => r.stdout.trim(),
+      () => '',
+    );
     add('bubblewrap', !!version, version || `${bwrap} was not found: apt-get install bubblewrap`);
     const fs = await readFile('/proc/filesystems', 'utf8');
     const overlay = /\toverlay$/m.test(fs);
     add('overlayfs', overlay, overlay ? 'in the kernel' : 'the kernel has no overlayfs: modprobe overlay');
-    const squashfs = /\tsquashfs$/m.test(fs) || await run('modprobe', ['squashfs']).then(() => true, () => false);
+    const squashfs =
+      /\tsquashfs$/m.test(fs) ||
+      (await run('modprobe', ['squashfs']).then(
+        () => true,
+        () => false,
+      ));
     add('squashfs', squashfs, squashfs ? 'in the kernel' : 'the kernel has no squashfs: modprobe squashfs');
-    const userns = await readFile('/proc/sys/user/max_user_namespaces', 'utf8').then((v) => Number(v) > 0, () => false);
+    const userns = await readFile('/proc/sys/user/max_user_namespaces', 'utf8').then(
+      (v) => Number(v) > 0,
+      () => false,
+    );
     add('user namespaces', userns, userns ? 'enabled' : 'disabled: sysctl -w user.max_user_namespaces=15000');
     let cgroups = '';
     if (options.thorough && root) {
@@ -105,7 +128,10 @@ class NamespaceBackend implements Backend {
         add('cgroups', false, (e as Error).message);
       }
     }
-    const agent = await access(this.o.agentPath, constants.X_OK).then(() => true, () => false);
+    const agent = await access(this.o.agentPath, constants.X_OK).then(
+      () => true,
+      () => false,
+    );
     add('agent binary', agent, agent ? this.o.agentPath : `${this.o.agentPath} is missing: run bash agent/build.sh`);
     return availabilityFrom(this.name, checks, capabilities, { bwrap: version, cgroups, quarantinedUids: this.uids.quarantined.length });
   }
@@ -124,7 +150,9 @@ class NamespaceBackend implements Backend {
       await chmod(agent, 0o755);
       return agent;
     })();
-    this.prepared.catch(() => { this.prepared = undefined; });
+    this.prepared.catch(() => {
+      this.prepared = undefined;
+    });
     return this.prepared;
   }
 
@@ -133,13 +161,16 @@ class NamespaceBackend implements Backend {
   }
 
   private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
-    const agentCopy = await this.prepare().catch((e) => { throw toKilnError(e, 'BACKEND_UNAVAILABLE', 'namespace backend cannot start'); });
+    const agentCopy = await this.prepare().catch((e) => {
+      throw toKilnError(e, 'BACKEND_UNAVAILABLE', 'namespace backend cannot start');
+    });
     const timings = new StepTimings();
     const cleanup = new CleanupStack();
     const signal = options.signal ? AbortSignal.any([options.signal, AbortSignal.timeout(options.readyTimeoutMs)]) : AbortSignal.timeout(options.readyTimeoutMs);
     const ctx: StartContext = { log: '' };
     await runSteps(this.startSteps(spec, options, agentCopy), ctx, cleanup, {
-      signal, timings,
+      signal,
+      timings,
       explain: (e) => {
         const why = e instanceof Error ? e.message : String(e);
         const log = ctx.log.trim();
@@ -160,12 +191,21 @@ class NamespaceBackend implements Backend {
     return [
       {
         name: NS_STEP.allocateUid,
-        run: async (ctx) => { ctx.hostUid = await this.uids.allocate(); },
+        run: async (ctx) => {
+          ctx.hostUid = await this.uids.allocate();
+        },
         // Runs last, after the process and cgroup are gone: a uid some process still holds stays
         // quarantined (probe() counts them) instead of going to the next sandbox.
-        undo: async (ctx) => { await this.uids.release(ctx.hostUid!); },
+        undo: async (ctx) => {
+          await this.uids.release(ctx.hostUid!);
+        },
       },
-      { name: NS_STEP.mountImage, run: async (ctx) => { ctx.lowerDir = await this.images.acquire(spec.pack); } },
+      {
+        name: NS_STEP.mountImage,
+        run: async (ctx) => {
+          ctx.lowerDir = await this.images.acquire(spec.pack);
+        },
+      },
       {
         // The cgroup comes first: bwrap binds its delegated user/ part into the sandbox. bwrap's
         // child waits on --block-fd until it is inside, so nothing of the sandbox runs unconfined.
@@ -178,13 +218,23 @@ class NamespaceBackend implements Backend {
       {
         name: NS_STEP.spawn,
         run: async (ctx, signal) => {
-          ctx.proc = await spawnBwrap({
-            bwrapPath: this.o.bwrapPath ?? 'bwrap', hostUid: ctx.hostUid!, lowerDir: ctx.lowerDir!, agentPath: agentCopy,
-            cgroupDirs: ctx.cgroup!.userDirs, cgroupNamespace: this.layout!.version === 1,
-            diskBytes: spec.diskMib * 1024 * 1024, hostname: 'sandbox',
-            // The sandbox's stderr (bwrap's and the agent's), kept for the error when start fails.
-            onStderr: (text) => { ctx.log = (ctx.log + text).slice(-8192); },
-          }, signal);
+          ctx.proc = await spawnBwrap(
+            {
+              bwrapPath: this.o.bwrapPath ?? 'bwrap',
+              hostUid: ctx.hostUid!,
+              lowerDir: ctx.lowerDir!,
+              agentPath: agentCopy,
+              cgroupDirs: ctx.cgroup!.userDirs,
+              cgroupNamespace: this.layout!.version === 1,
+              diskBytes: spec.diskMib * 1024 * 1024,
+              hostname: 'sandbox',
+              // The sandbox's stderr (bwrap's and the agent's), kept for the error when start fails.
+              onStderr: (text) => {
+                ctx.log = (ctx.log + text).slice(-8192);
+              },
+            },
+            signal,
+          );
         },
         undo: (ctx) => killSandboxProcess(ctx.proc!.child, ctx.proc!.sandboxPid),
       },
@@ -199,10 +249,7 @@ class NamespaceBackend implements Backend {
         name: NS_STEP.agentHandshake,
         run: async (ctx, signal) => {
           const child = ctx.proc!.child;
-          ctx.agent = await AgentClient.connect(
-            { readable: child.stdout!, writable: child.stdin!, destroy: () => child.stdin!.destroy() },
-            { signal, timeoutMs: options.readyTimeoutMs },
-          );
+          ctx.agent = await AgentClient.connect({ readable: child.stdout!, writable: child.stdin!, destroy: () => child.stdin!.destroy() }, { signal, timeoutMs: options.readyTimeoutMs });
         },
         undo: (ctx) => ctx.agent!.close(),
       },
@@ -229,6 +276,10 @@ class NamespaceBackend implements Backend {
     await this.images.closeAll();
     if (this.layout) await removeLayoutParents(this.layout);
     const failed = results.filter((r) => r.status === 'rejected');
-    if (failed.length) throw new AggregateError(failed.map((r) => (r as PromiseRejectedResult).reason), 'some namespace sandboxes failed to stop');
+    if (failed.length)
+      throw new AggregateError(
+        failed.map((r) => (r as PromiseRejectedResult).reason),
+        'some namespace sandboxes failed to stop',
+      );
   }
 }

@@ -1,13 +1,14 @@
 /** One running namespace sandbox: its bwrap process, cgroup, agent connection and teardown. */
-import { once } from 'node:events';
+
 import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
+import type { SandboxCgroup } from '../../core/cgroups.js';
 import type { CleanupStack } from '../../core/cleanup.js';
 import { KilnError } from '../../core/errors.js';
 import { ExitSignal } from '../../core/exit-signal.js';
 import { settlesWithin } from '../../core/kill-ladder.js';
-import { AgentClient } from '../../protocol/agent-client.js';
-import type { SandboxCgroup } from '../../core/cgroups.js';
+import type { AgentClient } from '../../protocol/agent-client.js';
 
 export class NamespaceSandbox implements BackendSandbox {
   readonly details: Record<string, unknown>;

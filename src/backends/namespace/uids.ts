@@ -14,7 +14,11 @@ export class SandboxUids {
   private readonly quarantine = new Set<number>();
   private next = 0;
 
-  constructor(private readonly base: number, private readonly count: number, private readonly procDir = '/proc') {}
+  constructor(
+    private readonly base: number,
+    private readonly count: number,
+    private readonly procDir = '/proc',
+  ) {}
 
   /** Uids held back because a process still runs as them after their sandbox was deleted. */
   get quarantined(): number[] {
@@ -58,10 +62,17 @@ export class SandboxUids {
   private async uidsWithProcesses(): Promise<Set<number>> {
     const held = new Set<number>();
     const entries = await readdir(this.procDir);
-    await Promise.all(entries.filter((e) => /^\d+$/.test(e)).map(async (e) => {
-      const uid = await stat(`${this.procDir}/${e}`).then((s) => s.uid, () => -1);
-      if (uid >= this.base && uid < this.base + this.count) held.add(uid);
-    }));
+    await Promise.all(
+      entries
+        .filter((e) => /^\d+$/.test(e))
+        .map(async (e) => {
+          const uid = await stat(`${this.procDir}/${e}`).then(
+            (s) => s.uid,
+            () => -1,
+          );
+          if (uid >= this.base && uid < this.base + this.count) held.add(uid);
+        }),
+    );
     return held;
   }
 }

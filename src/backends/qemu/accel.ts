@@ -20,7 +20,10 @@ export interface AccelChoice {
 export async function chooseAccel(mode: AccelMode): Promise<AccelChoice> {
   if (mode === 'kvm') return { accel: 'kvm', reason: 'forced by configuration' };
   if (mode === 'tcg') return { accel: 'tcg', reason: 'forced by configuration' };
-  const writable = await access('/dev/kvm', constants.R_OK | constants.W_OK).then(() => true, () => false);
+  const writable = await access('/dev/kvm', constants.R_OK | constants.W_OK).then(
+    () => true,
+    () => false,
+  );
   if (!writable) return { accel: 'tcg', reason: '/dev/kvm is missing or not writable' };
   const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
   if (!/^flags\s*:.*\b(vmx|svm)\b/m.test(cpuinfo)) {
@@ -40,7 +43,10 @@ export function hostTscKhz(): Promise<number | undefined> {
 async function measureTscKhz(): Promise<number | undefined> {
   const sysfs = await readFile('/sys/devices/system/cpu/cpu0/tsc_freq_khz', 'utf8').catch(() => '');
   if (/^\d+$/.test(sysfs.trim())) return Number(sysfs.trim());
-  const dmesg = await execFileAsync('dmesg', [], { maxBuffer: 16 << 20 }).then((r) => r.stdout, () => '');
+  const dmesg = await execFileAsync('dmesg', [], { maxBuffer: 16 << 20 }).then(
+    (r) => r.stdout,
+    () => '',
+  );
   const refined = /Refined TSC clocksource calibration: (\d+\.\d+) MHz/.exec(dmesg);
   if (refined) return Math.round(Number(refined[1]) * 1000);
   const detected = /tsc: Detected (\d+\.\d+) MHz processor/.exec(dmesg);
@@ -62,6 +68,8 @@ export function qemuVersion(binary: string): Promise<string> {
     const m = /version (\S+)/.exec(r.stdout);
     return m ? m[1]! : r.stdout.split('\n')[0]!.trim();
   });
-  versionPromise.catch(() => { versionPromise = undefined; });
+  versionPromise.catch(() => {
+    versionPromise = undefined;
+  });
   return versionPromise;
 }

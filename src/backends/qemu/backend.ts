@@ -5,25 +5,35 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpus, totalmem } from 'node:os';
 import { stat } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
 import { normalize } from 'node:path';
 import { promisify } from 'node:util';
-import { availabilityFrom, type Backend, type BackendAvailability, type BackendCapabilities, type BackendSandbox, type CreateOptions, type HostCheck, type SandboxSpec, type ScanReport } from '../../core/backend.js';
+import {
+  availabilityFrom,
+  type Backend,
+  type BackendAvailability,
+  type BackendCapabilities,
+  type BackendSandbox,
+  type CreateOptions,
+  type HostCheck,
+  type SandboxSpec,
+  type ScanReport,
+} from '../../core/backend.js';
 import { CreatesInFlight } from '../../core/creates.js';
+import { isKilnError, KilnError } from '../../core/errors.js';
 import { killLeftovers } from '../../core/kill-ladder.js';
-import { vmmCgroupName } from '../../core/vmm-identities.js';
 import { roundMs } from '../../core/steps.js';
+import { vmmCgroupName } from '../../core/vmm-identities.js';
 import { templateWarmup } from '../../core/warmup.js';
-import { KilnError, isKilnError } from '../../core/errors.js';
 import { buildVmArtifacts, findHostKernel, guestCmdline, type VmArtifacts } from '../../vmimage/index.js';
-import { chooseAccel, hostTscKhz, qemuVersion, type AccelMode } from './accel.js';
+import { type AccelMode, chooseAccel, hostTscKhz, qemuVersion } from './accel.js';
+import { type JailOptions, VmmJails } from './jail.js';
 import type { QemuLog } from './process.js';
 import { QemuSandbox } from './sandbox.js';
 import { findOrphans, removeStale } from './scan.js';
-import { TemplateManager, templateFilesPresent, type Template } from './templates.js';
 import { SpareManager } from './spares.js';
-import { VmmJails, type JailOptions } from './jail.js';
+import { type Template, TemplateManager, templateFilesPresent } from './templates.js';
 import { launchVm, type RunningVm, type SpareVm } from './vm.js';
 
 export interface QemuBackendOptions {
@@ -103,7 +113,7 @@ class QemuBackend implements Backend {
   constructor(private readonly o: QemuBackendOptions) {
     this.binary = o.qemuBinary ?? 'qemu-system-x86_64';
     this.qemuRunDir = `${o.runDir}/qemu`;
-    const runAs = o.runAsUser === undefined ? (process.getuid?.() === 0 ? 'nobody' : undefined) : o.runAsUser ?? undefined;
+    const runAs = o.runAsUser === undefined ? (process.getuid?.() === 0 ? 'nobody' : undefined) : (o.runAsUser ?? undefined);
     this.confine = o.confine === false ? undefined : { runAs };
     if (this.confine && o.jail !== false && process.getuid?.() === 0) {
       // One cgroup parent per run dir, so a second instance (tests) never scans the first's VMMs.
@@ -112,32 +122,56 @@ class QemuBackend implements Backend {
     }
     const shmDir = o.shmDir ?? `/dev/shm/kiln-qemu-${createHash('sha256').update(o.runDir).digest('hex').slice(0, 10)}`;
     this.spares = new SpareManager({
-      count: o.spares ?? 1, dir: `${this.qemuRunDir}/spares`, binary: this.binary, confine: this.confine, jails: this.jails,
-      startTimeoutMs: 10_000, log: o.log,
+      count: o.spares ?? 1,
+      dir: `${this.qemuRunDir}/spares`,
+      binary: this.binary,
+      confine: this.confine,
+      jails: this.jails,
+      startTimeoutMs: 10_000,
+      log: o.log,
     });
     this.templates = new TemplateManager({
-      stateDir: `${this.qemuRunDir}/templates`, memDir: shmDir,
-      readyTimeoutMs: o.templateReadyTimeoutMs ?? 60_000, log: o.log,
+      stateDir: `${this.qemuRunDir}/templates`,
+      memDir: shmDir,
+      readyTimeoutMs: o.templateReadyTimeoutMs ?? 60_000,
+      log: o.log,
       onDrop: (t) => this.spares.drop(t),
     });
   }
 
   async probe(): Promise<BackendAvailability> {
     const capabilities: BackendCapabilities = {
-      snapshots: this.o.templates !== false, separateKernel: true, multipleUids: true,
-      maxCpus: cpus().length, maxMemoryMib: Math.floor(totalmem() / 2 ** 20 / 2),
+      snapshots: this.o.templates !== false,
+      separateKernel: true,
+      multipleUids: true,
+      maxCpus: cpus().length,
+      maxMemoryMib: Math.floor(totalmem() / 2 ** 20 / 2),
     };
     const checks: HostCheck[] = [];
-    const add = (name: string, ok: boolean, detail: string): void => { checks.push({ name, ok, detail }); };
+    const add = (name: string, ok: boolean, detail: string): void => {
+      checks.push({ name, ok, detail });
+    };
     const version = await qemuVersion(this.binary).catch(() => undefined);
     add('QEMU', !!version, version ?? `${this.binary} was not found: install the qemu-system-x86 package`);
     const kernel = await findHostKernel().catch((e: Error) => e);
     add('guest kernel', !(kernel instanceof Error), kernel instanceof Error ? kernel.message : `host kernel ${kernel.version} (its modules go into the guest initramfs)`);
-    const agent = await stat(this.o.agentPath).then(() => true, () => false);
+    const agent = await stat(this.o.agentPath).then(
+      () => true,
+      () => false,
+    );
     add('agent binary', agent, agent ? this.o.agentPath : `the kiln-agent binary ${this.o.agentPath} is missing: run "bash agent/build.sh"`);
     if (this.jails) {
-      const bwrap = await execFileAsync(this.jails.bwrapPath, ['--version']).then(() => true, () => false);
-      add('QEMU jail', bwrap, bwrap ? `${this.jails.bwrapPath}: each QEMU runs under its own uid and namespaces` : `${this.jails.bwrapPath} was not found: install the bubblewrap package (it confines each QEMU), or set the qemu backend's jail option to false`);
+      const bwrap = await execFileAsync(this.jails.bwrapPath, ['--version']).then(
+        () => true,
+        () => false,
+      );
+      add(
+        'QEMU jail',
+        bwrap,
+        bwrap
+          ? `${this.jails.bwrapPath}: each QEMU runs under its own uid and namespaces`
+          : `${this.jails.bwrapPath} was not found: install the bubblewrap package (it confines each QEMU), or set the qemu backend's jail option to false`,
+      );
       const cgroupProblem = this.jails.problem();
       add('QEMU cgroups', !cgroupProblem, cgroupProblem ? `QEMU cgroups cannot be made: ${cgroupProblem} (or set the qemu backend's jail option to false)` : `cgroup ${this.jails.cgroupName}`);
     }
@@ -146,8 +180,12 @@ class QemuBackend implements Backend {
     add('accelerator', true, `${accel.accel}: ${accel.reason}`);
     const jail = this.jails ? `uid, cgroup ${this.jails.cgroupName}, namespaces` : this.confine?.runAs ? `seccomp, runs as ${this.confine.runAs}` : this.confine ? 'seccomp' : 'none';
     return availabilityFrom('qemu', checks, capabilities, {
-      qemuVersion: version, kernelVersion: (kernel as { version: string }).version, accel: accel.accel, accelReason: accel.reason,
-      tscKhz: accel.accel === 'tcg' ? await hostTscKhz() : undefined, confinement: jail,
+      qemuVersion: version,
+      kernelVersion: (kernel as { version: string }).version,
+      accel: accel.accel,
+      accelReason: accel.reason,
+      tscKhz: accel.accel === 'tcg' ? await hostTscKhz() : undefined,
+      confinement: jail,
     });
   }
 
@@ -158,7 +196,12 @@ class QemuBackend implements Backend {
   private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(spec.id)) throw new KilnError('INVALID_REQUEST', `sandbox id ${JSON.stringify(spec.id)} must be 1-64 letters, digits, "-" or "_"`);
     const overrides = parseBackendOptions(spec.backendOptions, [KERNEL_DIR, `${this.o.dataDir}/`]);
-    if (!(await stat(spec.pack.imagePath).then((s) => s.isFile(), () => false))) {
+    if (
+      !(await stat(spec.pack.imagePath).then(
+        (s) => s.isFile(),
+        () => false,
+      ))
+    ) {
       throw new KilnError('IMAGE_MISSING', `the image of pack "${spec.pack.name}" is not built yet; build the pack images first`);
     }
     const deadline = Date.now() + options.readyTimeoutMs;
@@ -167,23 +210,47 @@ class QemuBackend implements Backend {
     const tscKhz = accel === 'tcg' ? await hostTscKhz() : undefined;
     const cmdline = guestCmdline({ diskMib: spec.diskMib, tscKhz, execUid: EXEC_UID, extra: overrides.bootArgs });
     const base = {
-      binary: this.binary, id: spec.id, accel, cpus: spec.cpus, memoryMib: vmMemoryMib(spec.memoryMib),
+      binary: this.binary,
+      id: spec.id,
+      accel,
+      cpus: spec.cpus,
+      memoryMib: vmMemoryMib(spec.memoryMib),
       // The bzImage, not the ELF vmlinux: only its decompressor randomises the kernel's address
       // (KASLR). ~0.2 s more per cold boot; template clones share their template's layout.
-      kernelPath: overrides.kernel ?? artifacts.bzImagePath, initrdPath: artifacts.initrdPath, cmdline,
-      diskImage: spec.pack.imagePath, dir: `${this.qemuRunDir}/vms/${spec.id}`, signal: options.signal, log: this.o.log,
-      confine: this.confine, jails: this.jails,
+      kernelPath: overrides.kernel ?? artifacts.bzImagePath,
+      initrdPath: artifacts.initrdPath,
+      cmdline,
+      diskImage: spec.pack.imagePath,
+      dir: `${this.qemuRunDir}/vms/${spec.id}`,
+      signal: options.signal,
+      log: this.o.log,
+      confine: this.confine,
+      jails: this.jails,
     };
 
     let vm: RunningVm | undefined;
     let template: Template | undefined;
     if (this.o.templates !== false && overrides.kernel === undefined && overrides.bootArgs === undefined) {
-      template = await withDeadline(this.templates.get({
-        packName: spec.pack.name, packHash: spec.pack.hash, imagePath: spec.pack.imagePath, cpus: spec.cpus,
-        memoryMib: base.memoryMib, diskMib: spec.diskMib, kernelPath: base.kernelPath, initrdPath: base.initrdPath,
-        artifactsHash: artifacts.hash, cmdline, accel, qemuVersion: await qemuVersion(this.binary), binary: this.binary,
-        warmup: templateWarmup(spec.pack),
-      }), deadline, 'the template VM is still booting');
+      template = await withDeadline(
+        this.templates.get({
+          packName: spec.pack.name,
+          packHash: spec.pack.hash,
+          imagePath: spec.pack.imagePath,
+          cpus: spec.cpus,
+          memoryMib: base.memoryMib,
+          diskMib: spec.diskMib,
+          kernelPath: base.kernelPath,
+          initrdPath: base.initrdPath,
+          artifactsHash: artifacts.hash,
+          cmdline,
+          accel,
+          qemuVersion: await qemuVersion(this.binary),
+          binary: this.binary,
+          warmup: templateWarmup(spec.pack),
+        }),
+        deadline,
+        'the template VM is still booting',
+      );
       if (template && !(await templateFilesPresent(template))) {
         this.o.log?.('warn', 'template files vanished; dropping the template', { template: template.id });
         await this.templates.invalidate(template);
@@ -243,15 +310,18 @@ class QemuBackend implements Backend {
     const own = new Set([...this.live.values()].flatMap((s) => s.pids).concat([...this.spares.pids()], this.jails?.pids() ?? []));
     const removed: string[] = [];
     const orphans = await findOrphans(this.qemuRunDir, own);
-    const { stuck } = await killLeftovers(orphans.map((o) => o.pid), 5000);
+    const { stuck } = await killLeftovers(
+      orphans.map((o) => o.pid),
+      5000,
+    );
     for (const orphan of orphans) {
       removed.push(stuck.includes(orphan.pid) ? `could not kill orphaned qemu ${orphan.name} (pid ${orphan.pid})` : `killed orphaned qemu ${orphan.name} (pid ${orphan.pid})`);
     }
-    removed.push(...await removeStale(`${this.qemuRunDir}/vms`, new Set(this.live.keys())));
-    removed.push(...await removeStale(`${this.qemuRunDir}/spares`, this.spares.ids()));
-    removed.push(...await removeStale(`${this.qemuRunDir}/templates`, new Set(templates.map((t) => t.id))));
-    removed.push(...await removeStale(this.templates.memDir, new Set(templates.map((t) => `${t.id}.mem`))));
-    removed.push(...await this.jails?.scan() ?? []);
+    removed.push(...(await removeStale(`${this.qemuRunDir}/vms`, new Set(this.live.keys()))));
+    removed.push(...(await removeStale(`${this.qemuRunDir}/spares`, this.spares.ids())));
+    removed.push(...(await removeStale(`${this.qemuRunDir}/templates`, new Set(templates.map((t) => t.id)))));
+    removed.push(...(await removeStale(this.templates.memDir, new Set(templates.map((t) => `${t.id}.mem`)))));
+    removed.push(...((await this.jails?.scan()) ?? []));
     return { removed };
   }
 
@@ -262,7 +332,11 @@ class QemuBackend implements Backend {
     await this.templates.close();
     await this.jails?.close();
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed.length) throw new AggregateError(failed.map((f) => f.reason), `${failed.length} QEMU sandboxes did not stop cleanly`);
+    if (failed.length)
+      throw new AggregateError(
+        failed.map((f) => f.reason),
+        `${failed.length} QEMU sandboxes did not stop cleanly`,
+      );
   }
 
   /** Builds (or finds cached) kernel + initramfs; rebuilt when the agent binary changes. */
@@ -274,7 +348,9 @@ class QemuBackend implements Backend {
     if (this.artifacts?.key !== key) {
       const value = buildVmArtifacts({ dataDir: this.o.dataDir, agentPath: this.o.agentPath, signal, onProgress: (m) => this.o.log?.('info', m) });
       this.artifacts = { key, value };
-      value.catch(() => { if (this.artifacts?.value === value) this.artifacts = undefined; });
+      value.catch(() => {
+        if (this.artifacts?.value === value) this.artifacts = undefined;
+      });
     }
     return this.artifacts.value;
   }
@@ -286,7 +362,7 @@ function parseBackendOptions(raw: Record<string, unknown> | undefined, kernelDir
   for (const [k, v] of Object.entries(raw ?? {})) {
     if (k === 'kernel') {
       if (typeof v !== 'string' || normalize(v) !== v || !kernelDirs.some((d) => v.startsWith(d))) {
-        throw new KilnError('INVALID_REQUEST', 'backendOptions.kernel must be a normalised absolute path to a kernel in /boot or in kiln\'s data directory');
+        throw new KilnError('INVALID_REQUEST', "backendOptions.kernel must be a normalised absolute path to a kernel in /boot or in kiln's data directory");
       }
       out.kernel = v;
     } else if (k === 'bootArgs') {

@@ -61,20 +61,39 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
   // NO_HZ idle, 250 ticks a second even when idle. With it an idle clone sleeps.
   else args.push('-cpu', 'qemu64,+arat');
   args.push(
-    '-m', mem, '-smp', String(o.cpus),
-    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-    '-kernel', safePath(o.kernelPath), '-initrd', safePath(o.initrdPath), '-append', o.cmdline,
-    '-serial', 'stdio',
-    '-drive', `if=none,id=rootfs,file=${safePath(o.diskImage)},format=raw,readonly=on`,
-    '-device', 'virtio-blk-device,drive=rootfs',
+    '-m',
+    mem,
+    '-smp',
+    String(o.cpus),
+    '-nodefaults',
+    '-no-user-config',
+    '-nographic',
+    '-no-reboot',
+    '-kernel',
+    safePath(o.kernelPath),
+    '-initrd',
+    safePath(o.initrdPath),
+    '-append',
+    o.cmdline,
+    '-serial',
+    'stdio',
+    '-drive',
+    `if=none,id=rootfs,file=${safePath(o.diskImage)},format=raw,readonly=on`,
+    '-device',
+    'virtio-blk-device,drive=rootfs',
     // No virtio-rng: every VM gets 64 bytes of host entropy with the handshake, before any user
     // code (the hello sync), and the device's kernel thread refills about once a second in a
     // young guest, waking it (and, under TCG, costing every template clone fresh translation).
-    '-device', 'virtio-serial-device',
-    '-chardev', `socket,id=ctl,path=${safePath(o.paths.ctlSock)},server=on,wait=off`,
-    '-device', 'virtserialport,chardev=ctl,name=ctl',
-    '-qmp', `unix:${safePath(o.paths.qmpSock)},server=on,wait=off`,
-    '-pidfile', safePath(o.paths.pidFile),
+    '-device',
+    'virtio-serial-device',
+    '-chardev',
+    `socket,id=ctl,path=${safePath(o.paths.ctlSock)},server=on,wait=off`,
+    '-device',
+    'virtserialport,chardev=ctl,name=ctl',
+    '-qmp',
+    `unix:${safePath(o.paths.qmpSock)},server=on,wait=off`,
+    '-pidfile',
+    safePath(o.paths.pidFile),
   );
   if (o.incoming) args.push('-incoming', 'defer');
   if (o.confine) {

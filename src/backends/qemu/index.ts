@@ -1,4 +1,5 @@
 /** The QEMU microVM backend. Only the composition root imports this. */
+
+export { type AccelMode, chooseAccel, hostTscKhz } from './accel.js';
 export { createQemuBackend, type QemuBackendOptions } from './backend.js';
-export { chooseAccel, hostTscKhz, type AccelMode } from './accel.js';
 export type { QemuLog } from './process.js';

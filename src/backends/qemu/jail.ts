@@ -7,9 +7,10 @@
  *   KVM, and only this VM's files at their host paths. QEMU opens them as root, then chroots into
  *   an empty directory and drops to the VM's uid (`-chroot`, `-runas`) before any guest code runs.
  */
-import type { QemuLog } from './log.js';
+
 import { VmmIdentities, type VmmIdentity } from '../../core/vmm-identities.js';
 import { hostRootArgs } from '../../core/vmm-jail.js';
+import type { QemuLog } from './log.js';
 
 export interface JailOptions {
   /** First host uid of the range QEMU processes run as (default 400000); gid = uid. */
@@ -78,9 +79,15 @@ export class VmmJails {
   private readonly identities: VmmIdentities;
   private hostRoot: Promise<string[]> | undefined;
 
-  constructor(private readonly o: JailOptions, log?: QemuLog) {
+  constructor(
+    private readonly o: JailOptions,
+    log?: QemuLog,
+  ) {
     this.identities = new VmmIdentities({
-      uidBase: o.uidBase ?? 400_000, uidCount: o.uidCount ?? 65_536, cgroupName: o.cgroupName, what: 'QEMU',
+      uidBase: o.uidBase ?? 400_000,
+      uidCount: o.uidCount ?? 65_536,
+      cgroupName: o.cgroupName,
+      what: 'QEMU',
       onStuck: (cgroup, uid, e) => log?.('warn', 'a QEMU cgroup did not empty; its uid stays out of use', { cgroup, uid, error: e.message }),
     });
   }
@@ -128,7 +135,9 @@ export class VmmJails {
   /** /usr and the host's top-level links into it, so QEMU and its libraries can be exec'd. */
   private rootArgs(binary: string): Promise<string[]> {
     this.hostRoot ??= hostRootArgs(binary);
-    this.hostRoot.catch(() => { this.hostRoot = undefined; });
+    this.hostRoot.catch(() => {
+      this.hostRoot = undefined;
+    });
     return this.hostRoot;
   }
 }
@@ -140,11 +149,19 @@ export class VmmJails {
  */
 export function bwrapArgs(root: string[], files: JailFiles, kvm: boolean): string[] {
   const args = [
-    '--unshare-pid', '--unshare-net', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
-    '--die-with-parent', '--new-session', '--clearenv',
+    '--unshare-pid',
+    '--unshare-net',
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--unshare-cgroup-try',
+    '--die-with-parent',
+    '--new-session',
+    '--clearenv',
     ...root,
     // QEMU probes file locking on /dev/null at start-up.
-    '--dev-bind', '/dev/null', '/dev/null',
+    '--dev-bind',
+    '/dev/null',
+    '/dev/null',
   ];
   if (kvm) args.push('--dev-bind', '/dev/kvm', '/dev/kvm');
   for (const p of files.readOnly) args.push('--ro-bind', p, p);

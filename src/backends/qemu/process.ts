@@ -6,9 +6,9 @@ import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
+import { ConsoleRing } from '../../core/console-ring.js';
 import { killLadder, settlesWithin } from '../../core/kill-ladder.js';
 import { childOf, readChildPid } from '../../core/vmm-jail.js';
-import { ConsoleRing } from '../../core/console-ring.js';
 import type { VmJail } from './jail.js';
 
 export interface ExitInfo {
@@ -30,7 +30,10 @@ export class QemuProcess {
   watchdogFired = false;
 
   /** `pid` is QEMU's host pid: the child itself, or under a jail bwrap's namespace PID 1. */
-  private constructor(readonly child: ChildProcess, pid?: number) {
+  private constructor(
+    readonly child: ChildProcess,
+    pid?: number,
+  ) {
     this.qemuPid = pid ?? child.pid!;
     child.stdout!.on('data', (d: Buffer) => this.console.push(d));
     child.stderr!.on('data', (d: Buffer) => this.console.push(d));

@@ -6,7 +6,10 @@ import { createConnection, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export class QmpError extends Error {
-  constructor(message: string, readonly qmpClass?: string) {
+  constructor(
+    message: string,
+    readonly qmpClass?: string,
+  ) {
     super(message);
     this.name = 'QmpError';
   }
@@ -83,7 +86,10 @@ export class QmpClient {
       }
       if (msg.event) {
         for (const w of [...this.eventWaiters]) {
-          if (w.name === msg.event) { this.eventWaiters.delete(w); w.resolve(msg.data); }
+          if (w.name === msg.event) {
+            this.eventWaiters.delete(w);
+            w.resolve(msg.data);
+          }
         }
         continue;
       }
@@ -107,7 +113,10 @@ export class QmpClient {
 function connectOnce(path: string): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const s = createConnection(path);
-    s.once('connect', () => { s.removeAllListeners('error'); resolve(s); });
+    s.once('connect', () => {
+      s.removeAllListeners('error');
+      resolve(s);
+    });
     s.once('error', reject);
   });
 }

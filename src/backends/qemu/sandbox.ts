@@ -10,7 +10,12 @@ export class QemuSandbox implements BackendSandbox {
   private readonly exit = new ExitSignal();
   private destroying: Promise<void> | undefined;
 
-  constructor(readonly id: string, private readonly vm: RunningVm, readonly details: Record<string, unknown>, private readonly onDestroyed: () => void) {
+  constructor(
+    readonly id: string,
+    private readonly vm: RunningVm,
+    readonly details: Record<string, unknown>,
+    private readonly onDestroyed: () => void,
+  ) {
     this.agent = vm.agent;
     void vm.proc.exited.then((x) => {
       if (this.destroying) return;
@@ -20,7 +25,9 @@ export class QemuSandbox implements BackendSandbox {
       void this.destroy();
     });
     // A dropped control connection leaves the VM unusable: report it like a death.
-    this.agent.onClose((err) => { if (!this.destroying) this.exit.fire(err.message); });
+    this.agent.onClose((err) => {
+      if (!this.destroying) this.exit.fire(err.message);
+    });
   }
 
   get pid(): number {

@@ -7,10 +7,10 @@
  * and with the backend.
  */
 import { randomBytes } from 'node:crypto';
+import type { VmmJails } from './jail.js';
 import type { QemuLog } from './process.js';
 import type { Template } from './templates.js';
-import type { VmmJails } from './jail.js';
-import { startSpare, type SpareVm } from './vm.js';
+import { type SpareVm, startSpare } from './vm.js';
 
 export interface SpareManagerOptions {
   /** Spares kept per live template (0 disables). */
@@ -83,7 +83,7 @@ export class SpareManager {
   replenish(t: Template): void {
     if (this.closed || this.dropped.has(t) || this.o.count <= 0 || this.timers.has(t.id)) return;
     let list = this.slots.get(t.id);
-    if (!list) this.slots.set(t.id, list = []);
+    if (!list) this.slots.set(t.id, (list = []));
     while (list.length < this.o.count) list.push(this.launch(t));
   }
 
@@ -95,12 +95,14 @@ export class SpareManager {
     this.failures.delete(t.id);
     const list = this.slots.get(t.id) ?? [];
     this.slots.delete(t.id);
-    await Promise.all(list.map(async (s) => {
-      const wasIdle = s.state === 'idle';
-      s.state = 'dead';
-      if (wasIdle) await s.vm?.cleanup.run().catch(() => undefined);
-      else await s.ready; // a starting spare stops itself once it sees `dead`
-    }));
+    await Promise.all(
+      list.map(async (s) => {
+        const wasIdle = s.state === 'idle';
+        s.state = 'dead';
+        if (wasIdle) await s.vm?.cleanup.run().catch(() => undefined);
+        else await s.ready; // a starting spare stops itself once it sees `dead`
+      }),
+    );
   }
 
   async close(): Promise<void> {
@@ -112,13 +114,21 @@ export class SpareManager {
 
   /** Pids of spares alive now (scan() must not take them for leftovers). */
   pids(): Set<number> {
-    const vms = [...this.slots.values()].flat().map((s) => s.vm).concat([...this.handedOut.values()]);
+    const vms = [...this.slots.values()]
+      .flat()
+      .map((s) => s.vm)
+      .concat([...this.handedOut.values()]);
     return new Set(vms.flatMap((vm) => (vm ? vm.proc.pids : [])));
   }
 
   /** Directory names of current spares. */
   ids(): Set<string> {
-    return new Set([...this.slots.values()].flat().map((s) => s.id).concat([...this.handedOut.keys()]));
+    return new Set(
+      [...this.slots.values()]
+        .flat()
+        .map((s) => s.id)
+        .concat([...this.handedOut.keys()]),
+    );
   }
 
   /** Waits until no spare is between spawn and registration. */
@@ -133,9 +143,17 @@ export class SpareManager {
       let vm: SpareVm;
       try {
         vm = await startSpare({
-          ...t.inputs, binary: this.o.binary, id, dir: `${this.o.dir}/${id}`, diskImage: t.inputs.imagePath,
-          restoreFrom: t.stateFile, memFile: { path: t.memFile, share: false }, confine: this.o.confine, jails: this.o.jails,
-          readyTimeoutMs: this.o.startTimeoutMs, log: this.o.log,
+          ...t.inputs,
+          binary: this.o.binary,
+          id,
+          dir: `${this.o.dir}/${id}`,
+          diskImage: t.inputs.imagePath,
+          restoreFrom: t.stateFile,
+          memFile: { path: t.memFile, share: false },
+          confine: this.o.confine,
+          jails: this.o.jails,
+          readyTimeoutMs: this.o.startTimeoutMs,
+          log: this.o.log,
         });
       } catch (e) {
         this.remove(slot);

@@ -7,11 +7,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, rm, stat, statfs } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { launchVm, untilExit, waitMigration } from './vm.js';
+import { type TemplateWarmup, warmTemplate } from '../../core/warmup.js';
+import type { AgentClient } from '../../protocol/agent-client.js';
 import type { QemuLog } from './process.js';
 import { QmpClient } from './qmp.js';
-import type { AgentClient } from '../../protocol/agent-client.js';
-import { warmTemplate, type TemplateWarmup } from '../../core/warmup.js';
+import { launchVm, untilExit, waitMigration } from './vm.js';
 
 export interface TemplateInputs {
   packName: string;
@@ -31,7 +31,6 @@ export interface TemplateInputs {
   /** Run once in the template before its snapshot (core/warmup.ts). */
   warmup?: TemplateWarmup;
 }
-
 
 export interface Template {
   id: string;
@@ -77,7 +76,10 @@ export class TemplateManager {
   constructor(private readonly o: TemplateManagerOptions) {}
 
   static key(i: TemplateInputs, imageStat: { size: number; mtimeMs: number }): string {
-    return createHash('sha256').update(JSON.stringify({ ...i, imageSize: imageStat.size, imageMtimeMs: imageStat.mtimeMs })).digest('hex').slice(0, 20);
+    return createHash('sha256')
+      .update(JSON.stringify({ ...i, imageSize: imageStat.size, imageMtimeMs: imageStat.mtimeMs }))
+      .digest('hex')
+      .slice(0, 20);
   }
 
   /** The template for these inputs, booting it if needed; undefined when templating is failing. */
@@ -129,13 +131,16 @@ export class TemplateManager {
   /** A newer template for the same pack and shape makes older ones useless: free their RAM. */
   private retireFamily(inputs: TemplateInputs): void {
     for (const [key, p] of this.templates) {
-      void p.then(async (t) => {
-        const same = t.inputs.packName === inputs.packName && t.inputs.cpus === inputs.cpus && t.inputs.memoryMib === inputs.memoryMib && t.inputs.diskMib === inputs.diskMib;
-        if (same && this.templates.get(key) === p) {
-          this.templates.delete(key);
-          await this.drop(t);
-        }
-      }, () => undefined);
+      void p.then(
+        async (t) => {
+          const same = t.inputs.packName === inputs.packName && t.inputs.cpus === inputs.cpus && t.inputs.memoryMib === inputs.memoryMib && t.inputs.diskMib === inputs.diskMib;
+          if (same && this.templates.get(key) === p) {
+            this.templates.delete(key);
+            await this.drop(t);
+          }
+        },
+        () => undefined,
+      );
     }
   }
 
@@ -151,13 +156,18 @@ export class TemplateManager {
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
     // A RAM file on a full tmpfs kills QEMU with SIGBUS mid-boot (containers often have a 64 MiB
     // /dev/shm): then keep it next to the state file instead, in the page cache.
-    const memDir = await hasRoom(this.o.memDir, inputs.memoryMib) ? this.o.memDir : stateDir;
+    const memDir = (await hasRoom(this.o.memDir, inputs.memoryMib)) ? this.o.memDir : stateDir;
     const t: Template = { id, key, memFile: `${memDir}/${id}.mem`, stateFile: `${stateDir}/state`, inputs, bootMs: 0 };
     this.o.log?.('info', 'booting template', { template: id, pack: inputs.packName });
     try {
       const vm = await launchVm({
-        ...inputs, id, diskImage: inputs.imagePath, dir: `${stateDir}/vm`, memFile: { path: t.memFile, share: true },
-        readyTimeoutMs: this.o.readyTimeoutMs, log: this.o.log,
+        ...inputs,
+        id,
+        diskImage: inputs.imagePath,
+        dir: `${stateDir}/vm`,
+        memFile: { path: t.memFile, share: true },
+        readyTimeoutMs: this.o.readyTimeoutMs,
+        log: this.o.log,
       });
       try {
         t.bootMs = vm.readyMs;

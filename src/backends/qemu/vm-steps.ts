@@ -10,9 +10,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { CleanupStack } from '../../core/cleanup.js';
 import type { Step, StepTimings } from '../../core/steps.js';
 import { AgentClient } from '../../protocol/agent-client.js';
-import { qemuArgs, type QemuArgsOptions, type VmPaths } from './cmdline.js';
+import { type QemuArgsOptions, qemuArgs, type VmPaths } from './cmdline.js';
 import { EMPTY_ROOT, type VmJail, type VmmJails } from './jail.js';
-import { QemuProcess, type QemuLog } from './process.js';
+import { type QemuLog, QemuProcess } from './process.js';
 import { QmpClient } from './qmp.js';
 
 /** Step names; also the keys of `details.steps` (`caps` is a mark inside `incoming`, `cont` inside a spare's `hello`). */
@@ -81,7 +81,11 @@ export class QemuBoot {
   /** Set by the `adopt` step: `cont` goes out alongside the hello. */
   spare: SpareVm | undefined;
 
-  constructor(readonly o: LaunchOptions, readonly paths: VmPaths, readonly timings: StepTimings) {}
+  constructor(
+    readonly o: LaunchOptions,
+    readonly paths: VmPaths,
+    readonly timings: StepTimings,
+  ) {}
 
   get p(): QemuProcess {
     return this.proc!;
@@ -92,11 +96,15 @@ type QemuStep = Step<QemuBoot>;
 
 /** Directory, jail (when `o.jails`), QEMU: a jail is released after QEMU is stopped, on every path. */
 export function spawnSteps(o: LaunchOptions): QemuStep[] {
-  const steps: QemuStep[] = [{
-    name: QEMU_STEP.makeDir,
-    run: async () => { await mkdir(o.dir, { recursive: true, mode: 0o700 }); },
-    undo: () => rm(o.dir, { recursive: true, force: true }),
-  }];
+  const steps: QemuStep[] = [
+    {
+      name: QEMU_STEP.makeDir,
+      run: async () => {
+        await mkdir(o.dir, { recursive: true, mode: 0o700 });
+      },
+      undo: () => rm(o.dir, { recursive: true, force: true }),
+    },
+  ];
   const jails = o.jails;
   if (jails) {
     steps.push({
@@ -138,26 +146,28 @@ export function spawnSteps(o: LaunchOptions): QemuStep[] {
  * sandbox's directory.
  */
 export function adoptSteps(spare: SpareVm): QemuStep[] {
-  return [{
-    name: QEMU_STEP.adopt,
-    run: (ctx) => {
-      Object.assign(ctx, { spare, proc: spare.proc, jail: spare.jail, qmp: spare.qmp, ctl: spare.ctl });
-      startWatch(ctx);
-    },
-    undo: async (ctx) => {
-      try {
-        await spare.proc.stop();
-      } finally {
-        spare.ctl.destroy();
-        spare.qmp.close();
+  return [
+    {
+      name: QEMU_STEP.adopt,
+      run: (ctx) => {
+        Object.assign(ctx, { spare, proc: spare.proc, jail: spare.jail, qmp: spare.qmp, ctl: spare.ctl });
+        startWatch(ctx);
+      },
+      undo: async (ctx) => {
         try {
-          await spare.jail?.release();
+          await spare.proc.stop();
         } finally {
-          await rm(ctx.o.dir, { recursive: true, force: true });
+          spare.ctl.destroy();
+          spare.qmp.close();
+          try {
+            await spare.jail?.release();
+          } finally {
+            await rm(ctx.o.dir, { recursive: true, force: true });
+          }
         }
-      }
+      },
     },
-  }];
+  ];
 }
 
 /**
@@ -210,8 +220,12 @@ export function restoreSteps(o: { cont: boolean }): QemuStep[] {
 export function connectCtlStep(): QemuStep {
   return {
     name: QEMU_STEP.ctl,
-    run: async (ctx, signal) => { ctx.ctl = await untilExit(ctx.p, connectSocket(ctx.paths.ctlSock, ctx.deadline, signal)); },
-    undo: (ctx) => { ctx.ctl?.destroy(); },
+    run: async (ctx, signal) => {
+      ctx.ctl = await untilExit(ctx.p, connectSocket(ctx.paths.ctlSock, ctx.deadline, signal));
+    },
+    undo: (ctx) => {
+      ctx.ctl?.destroy();
+    },
   };
 }
 
@@ -229,19 +243,33 @@ export function helloStep(): QemuStep {
       const { p, spare } = ctx;
       const stop = new AbortController();
       const resumed = spare
-        ? untilExit(p, spare.qmp.execute('cont')).then(() => { spare.qmp.close(); ctx.timings.mark(QEMU_STEP.cont); })
+        ? untilExit(p, spare.qmp.execute('cont')).then(() => {
+            spare.qmp.close();
+            ctx.timings.mark(QEMU_STEP.cont);
+          })
         : undefined;
       const s = ctx.ctl!;
-      const agentP = untilExit(p, AgentClient.connect({ readable: s, writable: s, destroy: () => s.destroy() }, {
-        signal: AbortSignal.any([signal, stop.signal]), timeoutMs: Math.max(1, ctx.deadline - Date.now()), sync: true,
-      }));
+      const agentP = untilExit(
+        p,
+        AgentClient.connect(
+          { readable: s, writable: s, destroy: () => s.destroy() },
+          {
+            signal: AbortSignal.any([signal, stop.signal]),
+            timeoutMs: Math.max(1, ctx.deadline - Date.now()),
+            sync: true,
+          },
+        ),
+      );
       try {
         await resumed;
         ctx.agent = await agentP;
       } catch (e) {
         // A handshake that still completes after `cont` failed is closed, not leaked.
         stop.abort();
-        agentP.then((c) => c.close(), () => undefined);
+        agentP.then(
+          (c) => c.close(),
+          () => undefined,
+        );
         throw e;
       }
     },
@@ -263,7 +291,7 @@ function startWatch(ctx: QemuBoot): void {
  */
 export async function waitChardevConnected(qmp: QmpClient, proc: QemuProcess, label: string, deadline: number): Promise<void> {
   for (;;) {
-    const devs = await untilExit(proc, qmp.execute('query-chardev')) as Array<{ label: string; filename: string }>;
+    const devs = (await untilExit(proc, qmp.execute('query-chardev'))) as Array<{ label: string; filename: string }>;
     const dev = devs.find((d) => d.label === label);
     if (!dev) throw new Error(`QEMU has no chardev "${label}"`);
     if (!dev.filename.startsWith('disconnected:')) return;
@@ -276,7 +304,7 @@ export async function waitChardevConnected(qmp: QmpClient, proc: QemuProcess, la
 export async function waitMigration(qmp: QmpClient, proc: QemuProcess, deadline: number, signal?: AbortSignal): Promise<void> {
   for (;;) {
     signal?.throwIfAborted();
-    const st = await untilExit(proc, qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+    const st = (await untilExit(proc, qmp.execute('query-migrate'))) as { status?: string; 'error-desc'?: string };
     if (st.status === 'completed') return;
     if (st.status === 'failed' || st.status === 'cancelled') throw new Error(`migration ${st.status}: ${st['error-desc'] ?? 'no reason given'}`);
     if (Date.now() > deadline) throw new Error(`migration still "${st.status}" at the deadline`);
@@ -292,7 +320,11 @@ async function connectSocket(path: string, deadline: number, signal?: AbortSigna
       const s = createConnection(path);
       // Until the agent client reads it (after a restore, or when a spare is taken), a socket
       // error must not be an unhandled event: it surfaces as a closed stream in the handshake.
-      s.once('connect', () => { s.removeAllListeners('error'); s.on('error', () => undefined); resolve(s); });
+      s.once('connect', () => {
+        s.removeAllListeners('error');
+        s.on('error', () => undefined);
+        resolve(s);
+      });
       s.once('error', () => resolve(undefined));
     });
     if (!socket) {
@@ -305,7 +337,9 @@ async function connectSocket(path: string, deadline: number, signal?: AbortSigna
 
 /** Rejects as soon as QEMU exits, so a dead guest is not waited for until the timeout. */
 export function untilExit<T>(proc: QemuProcess, work: Promise<T>): Promise<T> {
-  const died = proc.exited.then((x) => { throw new Error(`qemu exited (code ${x.code}, signal ${x.signal})`); });
+  const died = proc.exited.then((x) => {
+    throw new Error(`qemu exited (code ${x.code}, signal ${x.signal})`);
+  });
   died.catch(() => undefined);
   return Promise.race([work, died]);
 }

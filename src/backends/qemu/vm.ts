@@ -8,15 +8,12 @@ import { CleanupStack } from '../../core/cleanup.js';
 import { KilnError } from '../../core/errors.js';
 import { runSteps, StepTimings } from '../../core/steps.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
-import { vmPaths, type VmPaths } from './cmdline.js';
+import { type VmPaths, vmPaths } from './cmdline.js';
 import type { VmJail } from './jail.js';
 import type { QemuLog, QemuProcess } from './process.js';
-import {
-  adoptSteps, connectCtlStep, helloStep, QemuBoot, restoreSteps, spawnSteps,
-  type LaunchOptions, type SpareVm,
-} from './vm-steps.js';
+import { adoptSteps, connectCtlStep, helloStep, type LaunchOptions, QemuBoot, restoreSteps, type SpareVm, spawnSteps } from './vm-steps.js';
 
-export { QEMU_STEP, untilExit, waitChardevConnected, waitMigration, type LaunchOptions, type SpareVm } from './vm-steps.js';
+export { type LaunchOptions, QEMU_STEP, type SpareVm, untilExit, waitChardevConnected, waitMigration } from './vm-steps.js';
 
 export interface RunningVm {
   proc: QemuProcess;
@@ -50,15 +47,12 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
   // clone whose control socket QEMU has accepted before the state loads resumes mid-connection:
   // the guest sees no port event at all (a hang-up and reconnect there costs a clone tens of ms
   // of translation under TCG). A spare got that far before it was taken.
-  const steps = spare
-    ? [...adoptSteps(spare), helloStep()]
-    : o.restoreFrom
-      ? [...spawnSteps(o), ...restoreSteps({ cont: true }), helloStep()]
-      : [...spawnSteps(o), connectCtlStep(), helloStep()];
+  const steps = spare ? [...adoptSteps(spare), helloStep()] : o.restoreFrom ? [...spawnSteps(o), ...restoreSteps({ cont: true }), helloStep()] : [...spawnSteps(o), connectCtlStep(), helloStep()];
   const ctx = new QemuBoot(o, paths, timings);
   const cleanup = new CleanupStack();
   await runSteps(steps, ctx, cleanup, {
-    signal: o.signal, timings,
+    signal: o.signal,
+    timings,
     explain: (e) => bootError(e, ctx.proc, o),
     onUndoError: (ce) => o.log?.('warn', 'cleanup after failed boot', { error: String(ce) }),
   });
@@ -108,14 +102,17 @@ async function bootError(e: unknown, proc: QemuProcess | undefined, o: LaunchOpt
   if (proc) {
     // A dying guest resets the control socket a moment before QEMU exits: give it that moment,
     // then stop it and read the console to the end (the interesting lines, a panic, come last).
-    stoppedOnItsOwn = await proc.waitExit(500) && !proc.watchdogFired;
+    stoppedOnItsOwn = (await proc.waitExit(500)) && !proc.watchdogFired;
     proc.signal('SIGKILL');
     await proc.waitExit(3000);
   }
   const reason = proc?.watchdogFired
     ? `the guest did not answer within ${o.readyTimeoutMs} ms and was killed`
-    : stoppedOnItsOwn ? `the guest stopped during start-up (QEMU ${proc?.exit?.signal ? `killed by ${proc.exit.signal}` : `exit code ${proc?.exit?.code}`})`
-    : e instanceof Error ? e.message : String(e);
+    : stoppedOnItsOwn
+      ? `the guest stopped during start-up (QEMU ${proc?.exit?.signal ? `killed by ${proc.exit.signal}` : `exit code ${proc?.exit?.code}`})`
+      : e instanceof Error
+        ? e.message
+        : String(e);
   const tail = proc ? proc.console.failure().join('\n') : '';
   const what = o.restoreFrom ? 'restore from template' : 'boot';
   return new KilnError('BOOT_FAILED', `the QEMU microVM failed to ${what}: ${reason}.${tail ? `\nLast console lines:\n${tail}` : ' (no console output)'}`, { cause: e });

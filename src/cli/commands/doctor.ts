@@ -7,7 +7,7 @@ import type { HostCheck } from '../../core/backend.js';
 import { loadConfig } from '../../core/config.js';
 import { listImages, loadPacks } from '../../images/index.js';
 import { BACKEND_NAMES, createBackends } from '../../server/backends.js';
-import { parseFlags, UsageError, type Command } from '../command.js';
+import { type Command, parseFlags, UsageError } from '../command.js';
 
 export interface DoctorReport {
   backends: Array<{ name: string; available: boolean; checks: HostCheck[]; info?: Record<string, unknown> }>;
@@ -45,7 +45,10 @@ const command: Command = {
     --json   the checks as JSON`,
   async run(argv) {
     const { flags, positional } = parseFlags(argv, { boolean: ['json', 'help'], string: ['backend'] });
-    if (flags.help) { console.log(USAGE); return 0; }
+    if (flags.help) {
+      console.log(USAGE);
+      return 0;
+    }
     if (positional.length) throw new UsageError(`unexpected argument ${positional[0]}\n${USAGE}`);
     const only = flags.backend === undefined ? undefined : [flags.backend as string];
     if (only && !BACKEND_NAMES.includes(only[0]!)) throw new UsageError(`no backend "${only[0]}": use one of ${BACKEND_NAMES.join(', ')}`);

@@ -2,10 +2,11 @@
  * kiln firecracker install [--version X] [--dir D] [--sha256 H] [--url U]
  * kiln firecracker check
  */
-import { isKilnError } from '../../core/errors.js';
+
 import { loadConfig } from '../../core/config.js';
+import { isKilnError } from '../../core/errors.js';
 import { createBackends, firecrackerTools } from '../../server/backends.js';
-import { HelpRequested, parseFlags, UsageError, type Command } from '../command.js';
+import { type Command, HelpRequested, parseFlags, UsageError } from '../command.js';
 
 // Static text (main prints it for --help without loading the backend); the pinned version itself
 // is named by `kiln firecracker install` when it runs.

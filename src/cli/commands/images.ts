@@ -4,8 +4,8 @@
  * Ctrl-C aborts the running build, which removes its temp dir before the command returns.
  */
 import { join } from 'node:path';
+import { type BuildProgressEvent, type BuildResult, buildPack, DEFAULT_PACKS_DIR, listImages, loadPacks, type PackSources, pruneImages } from '../../images/index.js';
 import { HelpRequested } from '../command.js';
-import { buildPack, DEFAULT_PACKS_DIR, listImages, loadPacks, pruneImages, type BuildProgressEvent, type BuildResult, type PackSources } from '../../images/index.js';
 
 const USAGE = `usage:
   kiln images build [pack...] [--force] [--data-dir DIR]   build images (all packs when none named)
@@ -51,7 +51,14 @@ function mb(bytes: number): string {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((cell, c) => cell.padEnd(widths[c]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 /** Prints a line when the phase changes or the percentage crosses a 10% step. */
@@ -132,9 +139,12 @@ export default {
     }
     try {
       switch (args.sub) {
-        case 'build': return await build(args);
-        case 'ls': return await ls(args);
-        case 'prune': return await prune(args);
+        case 'build':
+          return await build(args);
+        case 'ls':
+          return await ls(args);
+        case 'prune':
+          return await prune(args);
         default:
           process.stderr.write(`${args.sub ? `unknown subcommand ${args.sub}\n` : ''}${USAGE}\n`);
           return 2;

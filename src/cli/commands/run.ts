@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { BACKEND_HELP, backendFlag, cliClient, SERVICE_ENV_HELP } from '../client.js';
-import { parseFlags, UsageError, type Command } from '../command.js';
+import { type Command, parseFlags, UsageError } from '../command.js';
 
 const SYNOPSIS = 'usage: kiln run <pack> (-c CODE | FILE) [--stdin] [--timeout-ms N] [--memory-mib N] [--backend B] [--json] [-- args…]';
 const USAGE = `${SYNOPSIS}
@@ -30,21 +30,28 @@ const command: Command = {
     const stdin = flags.stdin ? await readStdin() : undefined;
     const common = {
       // base64 both ways: bytes reach the program, and its output reaches ours, unchanged.
-      pack, stdin: stdin?.toString('base64'), stdinEncoding: 'base64' as const, args, encoding: 'base64' as const,
+      pack,
+      stdin: stdin?.toString('base64'),
+      stdinEncoding: 'base64' as const,
+      args,
+      encoding: 'base64' as const,
       backend: backendFlag(flags.backend),
       timeoutMs: flags['timeout-ms'] ? Number(flags['timeout-ms']) : undefined,
       memoryMib: flags['memory-mib'] ? Number(flags['memory-mib']) : undefined,
     };
-    const body = file === undefined
-      ? { ...common, code: String(flags.c) }
-      : { ...common, files: [{ path: basename(file), content: (await readFile(file)).toString('base64'), encoding: 'base64' as const }], entrypoint: basename(file) };
+    const body =
+      file === undefined
+        ? { ...common, code: String(flags.c) }
+        : { ...common, files: [{ path: basename(file), content: (await readFile(file)).toString('base64'), encoding: 'base64' as const }], entrypoint: basename(file) };
     let exit = 1;
     for await (const ev of cliClient().runStream(body)) {
       if (ev.type === 'stdout') process.stdout.write(Buffer.from(ev.data, 'base64'));
       else if (ev.type === 'stderr') process.stderr.write(Buffer.from(ev.data, 'base64'));
       else if (ev.type === 'truncated') process.stderr.write(`\nkiln run: ${ev.droppedBytes} bytes of ${ev.stream} dropped here (over the output cap); its last bytes follow\n`);
-      else if (ev.type === 'error') { console.error(`kiln run: ${ev.code}: ${ev.message}`); return 1; }
-      else if (ev.type === 'result') {
+      else if (ev.type === 'error') {
+        console.error(`kiln run: ${ev.code}: ${ev.message}`);
+        return 1;
+      } else if (ev.type === 'result') {
         if (flags.json) console.error(JSON.stringify(ev));
         if (ev.timedOut) console.error(`kiln run: timed out after ${ev.durationMs} ms`);
         if (ev.oomKilled) console.error('kiln run: killed: out of memory');

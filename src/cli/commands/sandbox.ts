@@ -1,8 +1,9 @@
 /** kiln sandbox create|exec|ls|rm */
 import { BACKEND_HELP, backendFlag, cliClient, SERVICE_ENV_HELP } from '../client.js';
-import { parseFlags, UsageError, type Command } from '../command.js';
+import { type Command, parseFlags, UsageError } from '../command.js';
 
-const SYNOPSIS = 'usage: kiln sandbox create <pack> [--backend B] [--cpus N] [--memory-mib N] [--disk-mib N] [--ttl-sec N]\n       kiln sandbox exec <id> [--timeout-ms N] [--cwd DIR] -- <cmd…>\n       kiln sandbox ls\n       kiln sandbox rm <id…>';
+const SYNOPSIS =
+  'usage: kiln sandbox create <pack> [--backend B] [--cpus N] [--memory-mib N] [--disk-mib N] [--ttl-sec N]\n       kiln sandbox exec <id> [--timeout-ms N] [--cwd DIR] -- <cmd…>\n       kiln sandbox ls\n       kiln sandbox rm <id…>';
 const USAGE = `${SYNOPSIS}
   create prints the new sandbox's id; exec runs a command in it (streamed, exit code passed
   through); ls lists the live sandboxes; rm deletes them.
@@ -23,8 +24,12 @@ const command: Command = {
         if (!positional[0]) throw new UsageError(SYNOPSIS);
         const num = (k: string) => (flags[k] === undefined ? undefined : Number(flags[k]));
         const sb = await kiln.sandboxes.create({
-          pack: positional[0], backend: backendFlag(flags.backend),
-          cpus: num('cpus'), memoryMib: num('memory-mib'), diskMib: num('disk-mib'), ttlSec: num('ttl-sec'),
+          pack: positional[0],
+          backend: backendFlag(flags.backend),
+          cpus: num('cpus'),
+          memoryMib: num('memory-mib'),
+          diskMib: num('disk-mib'),
+          ttlSec: num('ttl-sec'),
         });
         console.log(sb.id);
         console.error(`ready in ${sb.readyMs} ms on ${sb.backend}${sb.fromPool ? ' (warm pool)' : ''}`);
@@ -35,11 +40,17 @@ const command: Command = {
         const [id, ...cmd] = positional;
         if (!id || cmd.length === 0) throw new UsageError(SYNOPSIS);
         let exit = 1;
-        for await (const ev of kiln.sandboxes.execStream(id, { cmd: cmd.length === 1 ? cmd[0]! : cmd, cwd: flags.cwd as string | undefined, timeoutMs: flags['timeout-ms'] ? Number(flags['timeout-ms']) : undefined })) {
+        for await (const ev of kiln.sandboxes.execStream(id, {
+          cmd: cmd.length === 1 ? cmd[0]! : cmd,
+          cwd: flags.cwd as string | undefined,
+          timeoutMs: flags['timeout-ms'] ? Number(flags['timeout-ms']) : undefined,
+        })) {
           if (ev.type === 'stdout') process.stdout.write(ev.data);
           else if (ev.type === 'stderr') process.stderr.write(ev.data);
-          else if (ev.type === 'error') { console.error(`${ev.code}: ${ev.message}`); return 1; }
-          else if (ev.type === 'result') exit = ev.exitCode ?? 137;
+          else if (ev.type === 'error') {
+            console.error(`${ev.code}: ${ev.message}`);
+            return 1;
+          } else if (ev.type === 'result') exit = ev.exitCode ?? 137;
         }
         return exit;
       }

@@ -1,5 +1,5 @@
 import { BACKENDS } from '../../server/backends.js';
-import { parseFlags, UsageError, type Command } from '../command.js';
+import { type Command, parseFlags, UsageError } from '../command.js';
 
 const USAGE = `usage: kiln serve
   runs the kiln service in the foreground (as root) until SIGTERM or SIGINT. Configured by the

@@ -19,7 +19,11 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 export function decodeInput(field: string, value: string, encoding: OutputEncoding = 'utf8'): string | Buffer {
   if (encoding === 'utf8') return value;
   if (!BASE64.test(value.replace(/[ \t\r\n]/g, ''))) {
-    throw new KilnError('INVALID_REQUEST', `"${field}" is not valid base64 (${value.length} characters; use A-Z a-z 0-9 + / with = padding to a multiple of 4), or send it as text with "${field}Encoding": "utf8"`, { details: { field } });
+    throw new KilnError(
+      'INVALID_REQUEST',
+      `"${field}" is not valid base64 (${value.length} characters; use A-Z a-z 0-9 + / with = padding to a multiple of 4), or send it as text with "${field}Encoding": "utf8"`,
+      { details: { field } },
+    );
   }
   return Buffer.from(value, 'base64');
 }
@@ -56,7 +60,9 @@ type Emit = (event: Record<string, unknown>) => undefined | Promise<void>;
 export function outputEvents(encoding: OutputEncoding, emit: Emit): { handlers: Required<Pick<ExecStreamHandlers, 'onStdout' | 'onStderr' | 'onTruncated'>>; flush(): void } {
   const text = { stdout: new StreamText(encoding), stderr: new StreamText(encoding) };
   const chunk = (stream: OutputStream, data: string): undefined | Promise<void> => (data === '' ? undefined : emit({ type: stream, data, encoding }));
-  const end = (stream: OutputStream): void => { void chunk(stream, text[stream].end()); };
+  const end = (stream: OutputStream): void => {
+    void chunk(stream, text[stream].end());
+  };
   return {
     handlers: {
       onStdout: (c) => chunk('stdout', text.stdout.write(c)),
@@ -66,6 +72,9 @@ export function outputEvents(encoding: OutputEncoding, emit: Emit): { handlers: 
         void emit({ type: 'truncated', stream, droppedBytes });
       },
     },
-    flush: () => { end('stdout'); end('stderr'); },
+    flush: () => {
+      end('stdout');
+      end('stderr');
+    },
   };
 }

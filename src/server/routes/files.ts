@@ -2,9 +2,10 @@
  * File and archive transfer routes. Bodies stream straight through, both ways, never buffered
  * whole: uploads at the pace the agent's window allows, downloads at the pace the client reads.
  */
-import type { FastifyInstance, FastifyReply } from 'fastify';
+
 import type { IncomingMessage } from 'node:http';
 import { PassThrough } from 'node:stream';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { KilnError } from '../../core/errors.js';
 import type { ChunkSink } from '../../protocol/agent-client.js';
 import type { KilnService } from '../service.js';
@@ -24,50 +25,74 @@ export async function fileRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
     const length = Number(req.headers['content-length'] ?? 0);
     if (length > max) {
       void reply.header('connection', 'close'); // the body is never read
-      throw new KilnError('PAYLOAD_TOO_LARGE', `the upload is ${length} bytes; the limit is ${max} bytes (KILN_MAX_FILE_BYTES): split it or raise the limit`, { details: { limitBytes: max, requestBytes: length } });
+      throw new KilnError('PAYLOAD_TOO_LARGE', `the upload is ${length} bytes; the limit is ${max} bytes (KILN_MAX_FILE_BYTES): split it or raise the limit`, {
+        details: { limitBytes: max, requestBytes: length },
+      });
     }
   });
   const errors = { 400: errorSchema, 404: errorSchema, 409: errorSchema, 413: errorSchema };
 
-  app.put<{ Params: { id: string }; Querystring: { path: string; mode?: string } }>('/v1/sandboxes/:id/files', {
-    bodyLimit: max,
-    schema: { summary: 'Write a file (raw body); parent folders are created', params: idParams, querystring: pathQuery, response: errors },
-  }, async (req, reply) => {
-    const body = bodyStream(req.body);
-    const r = await closeIfUnread(req.raw, reply, svc.manager.writeFile(req.params.id, req.query.path, body, req.query.mode ? parseInt(req.query.mode, 8) : undefined));
-    return { path: req.query.path, bytes: r.bytes };
-  });
-
-  app.get<{ Params: { id: string }; Querystring: { path: string } }>('/v1/sandboxes/:id/files', {
-    schema: { summary: 'Read a file (raw body)', params: idParams, querystring: pathQuery, response: errors },
-  }, async (req, reply) => streamDownload(reply, 'application/octet-stream', (sink, signal) => svc.manager.readFile(req.params.id, req.query.path, sink, signal)));
-
-  app.get<{ Params: { id: string }; Querystring: { path: string } }>('/v1/sandboxes/:id/ls', {
-    schema: { summary: 'List a folder', params: idParams, querystring: pathQuery, response: errors },
-  }, async (req) => ({ path: req.query.path, entries: await svc.manager.listFiles(req.params.id, req.query.path) }));
-
-  app.post<{ Params: { id: string }; Querystring: { path?: string } }>('/v1/sandboxes/:id/archive', {
-    bodyLimit: max,
-    schema: {
-      summary: 'Upload a tar, tar.gz or zip (any Content-Type: the format is read from the first bytes) and unpack it at ?path= (default /workspace)',
-      params: idParams, querystring: { type: 'object', properties: { path: { type: 'string', maxLength: 4096 } } }, response: errors,
+  app.put<{ Params: { id: string }; Querystring: { path: string; mode?: string } }>(
+    '/v1/sandboxes/:id/files',
+    {
+      bodyLimit: max,
+      schema: { summary: 'Write a file (raw body); parent folders are created', params: idParams, querystring: pathQuery, response: errors },
     },
-  }, async (req, reply) => {
-    const r = await closeIfUnread(req.raw, reply, svc.manager.putArchive(req.params.id, req.query.path ?? '/workspace', bodyStream(req.body)));
-    return { path: req.query.path ?? '/workspace', files: r.files ?? 0, bytes: r.bytes };
-  });
-
-  app.get<{ Params: { id: string }; Querystring: { path?: string; format?: 'tar' | 'tar.gz' } }>('/v1/sandboxes/:id/archive', {
-    schema: {
-      summary: 'Download a folder as tar or tar.gz',
-      params: idParams,
-      querystring: { type: 'object', properties: { path: { type: 'string', maxLength: 4096 }, format: { type: 'string', enum: ['tar', 'tar.gz'] } } },
-      response: errors,
+    async (req, reply) => {
+      const body = bodyStream(req.body);
+      const r = await closeIfUnread(req.raw, reply, svc.manager.writeFile(req.params.id, req.query.path, body, req.query.mode ? parseInt(req.query.mode, 8) : undefined));
+      return { path: req.query.path, bytes: r.bytes };
     },
-  }, async (req, reply: FastifyReply) => {
-    const gzip = req.query.format !== 'tar';
-    return streamDownload(reply, gzip ? 'application/gzip' : 'application/x-tar', (sink, signal) => svc.manager.getArchive(req.params.id, req.query.path ?? '/workspace', gzip, sink, signal));
-  });
+  );
+
+  app.get<{ Params: { id: string }; Querystring: { path: string } }>(
+    '/v1/sandboxes/:id/files',
+    {
+      schema: { summary: 'Read a file (raw body)', params: idParams, querystring: pathQuery, response: errors },
+    },
+    async (req, reply) => streamDownload(reply, 'application/octet-stream', (sink, signal) => svc.manager.readFile(req.params.id, req.query.path, sink, signal)),
+  );
+
+  app.get<{ Params: { id: string }; Querystring: { path: string } }>(
+    '/v1/sandboxes/:id/ls',
+    {
+      schema: { summary: 'List a folder', params: idParams, querystring: pathQuery, response: errors },
+    },
+    async (req) => ({ path: req.query.path, entries: await svc.manager.listFiles(req.params.id, req.query.path) }),
+  );
+
+  app.post<{ Params: { id: string }; Querystring: { path?: string } }>(
+    '/v1/sandboxes/:id/archive',
+    {
+      bodyLimit: max,
+      schema: {
+        summary: 'Upload a tar, tar.gz or zip (any Content-Type: the format is read from the first bytes) and unpack it at ?path= (default /workspace)',
+        params: idParams,
+        querystring: { type: 'object', properties: { path: { type: 'string', maxLength: 4096 } } },
+        response: errors,
+      },
+    },
+    async (req, reply) => {
+      const r = await closeIfUnread(req.raw, reply, svc.manager.putArchive(req.params.id, req.query.path ?? '/workspace', bodyStream(req.body)));
+      return { path: req.query.path ?? '/workspace', files: r.files ?? 0, bytes: r.bytes };
+    },
+  );
+
+  app.get<{ Params: { id: string }; Querystring: { path?: string; format?: 'tar' | 'tar.gz' } }>(
+    '/v1/sandboxes/:id/archive',
+    {
+      schema: {
+        summary: 'Download a folder as tar or tar.gz',
+        params: idParams,
+        querystring: { type: 'object', properties: { path: { type: 'string', maxLength: 4096 }, format: { type: 'string', enum: ['tar', 'tar.gz'] } } },
+        response: errors,
+      },
+    },
+    async (req, reply: FastifyReply) => {
+      const gzip = req.query.format !== 'tar';
+      return streamDownload(reply, gzip ? 'application/gzip' : 'application/x-tar', (sink, signal) => svc.manager.getArchive(req.params.id, req.query.path ?? '/workspace', gzip, sink, signal));
+    },
+  );
 }
 
 function bodyStream(body: unknown): AsyncIterable<Buffer> | Buffer {
@@ -106,13 +131,18 @@ async function streamDownload(reply: FastifyReply, contentType: string, run: (si
     body.destroy(); // releases a chunk waiting for a drain that will not come
   });
   let started!: () => void;
-  const firstByte = new Promise<void>((resolve) => { started = resolve; });
+  const firstByte = new Promise<void>((resolve) => {
+    started = resolve;
+  });
   const transfer = run((chunk) => {
     started();
     return writeOrWait(body, chunk);
   }, ac.signal);
   transfer.catch(() => undefined);
   await Promise.race([firstByte, transfer]);
-  transfer.then(() => body.end(), (e: unknown) => body.destroy(e instanceof Error ? e : new Error(String(e))));
+  transfer.then(
+    () => body.end(),
+    (e: unknown) => body.destroy(e instanceof Error ? e : new Error(String(e))),
+  );
   return reply.type(contentType).send(body);
 }

@@ -17,8 +17,8 @@ import type { WebSocket } from 'ws';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import type { ExecHandle } from '../../protocol/agent-client.js';
 import type { KilnService } from '../service.js';
-import { outputEvents, type OutputEncoding } from './encoding.js';
 import { schemaError } from '../validation.js';
+import { type OutputEncoding, outputEvents } from './encoding.js';
 import { execSummary } from './present.js';
 import { cmd, cwd, envMap } from './schemas.js';
 
@@ -31,7 +31,11 @@ const validateStart = new Ajv({ allErrors: false, verbose: true }).compile<Start
   type: 'object',
   required: ['type', 'cmd'],
   properties: {
-    type: { const: 'start' }, cmd, env: envMap, cwd, encoding: { enum: ['utf8', 'base64'] },
+    type: { const: 'start' },
+    cmd,
+    env: envMap,
+    cwd,
+    encoding: { enum: ['utf8', 'base64'] },
     tty: { type: 'object', properties: { cols: { type: 'integer' }, rows: { type: 'integer' } } },
   },
 });
@@ -48,7 +52,9 @@ interface StartMessage {
 export function attachInteractive(svc: KilnService, id: string, socket: WebSocket, log: FastifyBaseLogger): void {
   let handle: ExecHandle | undefined;
   let started = false;
-  const send = (obj: Record<string, unknown>): void => { if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(obj)); };
+  const send = (obj: Record<string, unknown>): void => {
+    if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(obj));
+  };
   const gone = new Promise<void>((resolve) => socket.once('close', () => resolve()));
   /** Output: resolves at once while the socket keeps up, else once this message is flushed. */
   const output = (obj: Record<string, unknown>): undefined | Promise<void> => {
@@ -64,10 +70,13 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
   const feed = (h: ExecHandle, chunk: Buffer): void => {
     stdinWaiting += chunk.length;
     if (stdinWaiting > STDIN_HIGH_WATER_BYTES) socket.pause();
-    void h.writeStdin(chunk).catch(() => undefined).finally(() => {
-      stdinWaiting -= chunk.length;
-      if (stdinWaiting <= STDIN_HIGH_WATER_BYTES && socket.isPaused) socket.resume();
-    });
+    void h
+      .writeStdin(chunk)
+      .catch(() => undefined)
+      .finally(() => {
+        stdinWaiting -= chunk.length;
+        if (stdinWaiting <= STDIN_HIGH_WATER_BYTES && socket.isPaused) socket.resume();
+      });
   };
   const fail = (e: unknown): void => {
     const ke = toKilnError(e);
@@ -102,22 +111,29 @@ export function attachInteractive(svc: KilnService, id: string, socket: WebSocke
     }
   });
   let closed = false;
-  socket.on('close', () => { closed = true; handle?.cancel(); });
+  socket.on('close', () => {
+    closed = true;
+    handle?.cancel();
+  });
 
   async function start(msg: Record<string, unknown>): Promise<void> {
     try {
       if (!validateStart(msg)) throw schemaError(validateStart.errors ?? [], 'start message');
       const tty = msg.tty;
       const out = outputEvents(msg.encoding ?? 'utf8', output);
-      const ex = await svc.manager.interactive(id, {
-        cmd: msg.cmd,
-        env: msg.env,
-        cwd: msg.cwd,
-        tty: tty && isDim(tty.cols) && isDim(tty.rows) ? { cols: tty.cols, rows: tty.rows } : undefined,
-      }, {
-        onStarted: (pid) => send({ type: 'started', pid }),
-        ...out.handlers,
-      });
+      const ex = await svc.manager.interactive(
+        id,
+        {
+          cmd: msg.cmd,
+          env: msg.env,
+          cwd: msg.cwd,
+          tty: tty && isDim(tty.cols) && isDim(tty.rows) ? { cols: tty.cols, rows: tty.rows } : undefined,
+        },
+        {
+          onStarted: (pid) => send({ type: 'started', pid }),
+          ...out.handlers,
+        },
+      );
       handle = ex.handle;
       if (closed) handle.cancel(); // the client left while the command was starting
       const r = await ex.done;
@@ -134,7 +150,9 @@ function parse(raw: Buffer): Record<string, unknown> {
   try {
     const v: unknown = JSON.parse(raw.toString('utf8'));
     if (v && typeof v === 'object' && !Array.isArray(v)) return v as Record<string, unknown>;
-  } catch { /* fall through */ }
+  } catch {
+    /* fall through */
+  }
   throw new KilnError('INVALID_REQUEST', 'messages must be JSON objects with a "type"');
 }
 

@@ -8,7 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { toKilnError } from '../../core/errors.js';
 import type { ExecOutcome, ExecStreamHandlers } from '../../core/exec.js';
 import { writeOrWait } from './backpressure.js';
-import { outputEvents, type OutputEncoding } from './encoding.js';
+import { type OutputEncoding, outputEvents } from './encoding.js';
 import { execSummary } from './present.js';
 
 export async function streamNdjson<R extends ExecOutcome>(
@@ -19,13 +19,23 @@ export async function streamNdjson<R extends ExecOutcome>(
   extra: (r: R) => Record<string, unknown> = () => ({}),
 ): Promise<void> {
   const ac = new AbortController();
-  reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
+  reply.raw.on('close', () => {
+    if (!reply.raw.writableFinished) ac.abort();
+  });
   reply.hijack();
   reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
   const write = (obj: Record<string, unknown>): undefined | Promise<void> => writeOrWait(reply.raw, `${JSON.stringify(obj)}\n`);
   const output = outputEvents(encoding, write);
   try {
-    const r = await run({ onStarted: (pid) => { void write({ type: 'started', pid }); }, ...output.handlers }, ac.signal);
+    const r = await run(
+      {
+        onStarted: (pid) => {
+          void write({ type: 'started', pid });
+        },
+        ...output.handlers,
+      },
+      ac.signal,
+    );
     output.flush();
     void write({ type: 'result', ...execSummary(r), encoding, ...extra(r) });
   } catch (e) {

@@ -15,15 +15,19 @@ const memoryMib = { type: 'integer', minimum: SIZE_MINIMUMS.memoryMib.min } as c
 const stdin = { type: 'string', maxLength: 16 * 1024 * 1024 } as const;
 const timeoutMs = { type: 'integer', minimum: 1 } as const;
 const maxOutputBytes = {
-  type: 'integer', minimum: 0,
-  description: 'Cap on stdout and on stderr, each (default 1 MiB, KILN_DEFAULT_OUTPUT_BYTES); up to the server\'s KILN_MAX_OUTPUT_BYTES (default 16 MiB), above it 400. A stream over it keeps its head and its last 64 KiB (at most half the cap) and says how many bytes were dropped between',
+  type: 'integer',
+  minimum: 0,
+  description:
+    "Cap on stdout and on stderr, each (default 1 MiB, KILN_DEFAULT_OUTPUT_BYTES); up to the server's KILN_MAX_OUTPUT_BYTES (default 16 MiB), above it 400. A stream over it keeps its head and its last 64 KiB (at most half the cap) and says how many bytes were dropped between",
 } as const;
 const stdinEncoding = {
-  type: 'string', enum: ['utf8', 'base64'],
+  type: 'string',
+  enum: ['utf8', 'base64'],
   description: 'How "stdin" is sent: text (default) or base64 of the exact bytes',
 } as const;
 const encoding = {
-  type: 'string', enum: ['utf8', 'base64'],
+  type: 'string',
+  enum: ['utf8', 'base64'],
   description: 'How stdout and stderr are sent: "utf8" text (default; invalid bytes become U+FFFD) or "base64" (byte-exact, for binary output). Streamed chunks carry it too',
 } as const;
 
@@ -68,7 +72,8 @@ export const createSandboxBody = {
     ttlSec: { type: 'integer', minimum: SIZE_MINIMUMS.ttlSec.min },
     env: envMap,
     labels: {
-      type: 'object', maxProperties: 32,
+      type: 'object',
+      maxProperties: 32,
       propertyNames: { pattern: '^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$' },
       additionalProperties: { type: 'string', maxLength: 256 },
       description: 'Tags to find the sandbox by: GET /v1/sandboxes?label=key=value',
@@ -80,7 +85,12 @@ export const createSandboxBody = {
 export const listQuery = {
   type: 'object',
   properties: {
-    label: { anyOf: [{ type: 'string', maxLength: 1024 }, { type: 'array', maxItems: 32, items: { type: 'string', maxLength: 1024 } }] },
+    label: {
+      anyOf: [
+        { type: 'string', maxLength: 1024 },
+        { type: 'array', maxItems: 32, items: { type: 'string', maxLength: 1024 } },
+      ],
+    },
     limit: { type: 'string', pattern: '^[0-9]{1,4}$', description: 'Page size, 1 to 1000 (default 100)' },
     cursor: { type: 'string', maxLength: 512 },
   },
@@ -91,12 +101,22 @@ export const sandboxSchema = {
   additionalProperties: true,
   required: ['id', 'pack', 'backend', 'state', 'createdAt', 'expiresAt', 'readyMs', 'cpus', 'memoryMib', 'diskMib', 'execsRunning', 'fromPool', 'details', 'labels'],
   properties: {
-    id: { type: 'string' }, pack: { type: 'string' }, backend, state: { type: 'string', enum: ['ready', 'stopping', 'stopped', 'failed'] },
-    createdAt: { type: 'string' }, expiresAt: { type: 'string' }, readyMs: { type: 'number' },
-    cpus: { type: 'number' }, memoryMib: { type: 'number' }, diskMib: { type: 'number' },
-    execsRunning: { type: 'integer' }, fromPool: { type: 'boolean' },
-    details: { type: 'object', additionalProperties: true }, exitReason: { type: 'string' },
-    labels: { type: 'object', additionalProperties: { type: 'string' } }, ownerKeyId: { type: 'string' },
+    id: { type: 'string' },
+    pack: { type: 'string' },
+    backend,
+    state: { type: 'string', enum: ['ready', 'stopping', 'stopped', 'failed'] },
+    createdAt: { type: 'string' },
+    expiresAt: { type: 'string' },
+    readyMs: { type: 'number' },
+    cpus: { type: 'number' },
+    memoryMib: { type: 'number' },
+    diskMib: { type: 'number' },
+    execsRunning: { type: 'integer' },
+    fromPool: { type: 'boolean' },
+    details: { type: 'object', additionalProperties: true },
+    exitReason: { type: 'string' },
+    labels: { type: 'object', additionalProperties: { type: 'string' } },
+    ownerKeyId: { type: 'string' },
   },
 } as const;
 
@@ -122,11 +142,16 @@ export const execResultSchema = {
   type: 'object',
   required: ['stdout', 'stderr', 'exitCode', 'signal', 'timedOut', 'oomKilled', 'outputTruncated', 'durationMs', 'usage'],
   properties: {
-    stdout: { type: 'string' }, stderr: { type: 'string' }, encoding: { type: 'string', enum: ['utf8', 'base64'] },
-    exitCode: { type: ['integer', 'null'] }, signal: { type: ['string', 'null'] },
-    timedOut: { type: 'boolean' }, oomKilled: { type: 'boolean' },
+    stdout: { type: 'string' },
+    stderr: { type: 'string' },
+    encoding: { type: 'string', enum: ['utf8', 'base64'] },
+    exitCode: { type: ['integer', 'null'] },
+    signal: { type: ['string', 'null'] },
+    timedOut: { type: 'boolean' },
+    oomKilled: { type: 'boolean' },
     outputTruncated: { type: 'boolean', description: 'stdoutTruncated or stderrTruncated' },
-    stdoutTruncated: { type: 'boolean' }, stderrTruncated: { type: 'boolean' },
+    stdoutTruncated: { type: 'boolean' },
+    stderrTruncated: { type: 'boolean' },
     stdoutDroppedBytes: { type: 'integer', description: 'Bytes dropped between the head and the tail of stdout' },
     stderrDroppedBytes: { type: 'integer', description: 'Bytes dropped between the head and the tail of stderr' },
     durationMs: { type: 'number' },
@@ -155,9 +180,12 @@ export const runBody = {
     backend,
     code: { type: 'string', maxLength: 16 * 1024 * 1024 },
     files: {
-      type: 'array', maxItems: 1000,
+      type: 'array',
+      maxItems: 1000,
       items: {
-        type: 'object', additionalProperties: false, required: ['path', 'content'],
+        type: 'object',
+        additionalProperties: false,
+        required: ['path', 'content'],
         properties: {
           path: { type: 'string', minLength: 1, maxLength: 4096 },
           content: { type: 'string', maxLength: 16 * 1024 * 1024 },
@@ -166,7 +194,7 @@ export const runBody = {
       },
     },
     entrypoint: { type: 'string', minLength: 1, maxLength: 4096 },
-    cmd: { ...cmd, description: 'Run this in /workspace once the files are placed (tests, builds) instead of the pack\'s command; "args" are then refused. ' + cmd.description },
+    cmd: { ...cmd, description: `Run this in /workspace once the files are placed (tests, builds) instead of the pack's command; "args" are then refused. ${cmd.description}` },
     stdin,
     args: { type: 'array', maxItems: 1024, items: { type: 'string', maxLength: 131072 } },
     env: envMap,

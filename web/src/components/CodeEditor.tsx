@@ -2,12 +2,13 @@
  * CodeMirror 6 over several files: one EditorView, one EditorState per file (so each file keeps its
  * own undo history and selection); switching tabs swaps the state.
  */
+
+import { indentWithTab } from '@codemirror/commands';
 import { go } from '@codemirror/lang-go';
 import { javascript } from '@codemirror/lang-javascript';
 import { python } from '@codemirror/lang-python';
-import { EditorState, StateField, type Extension } from '@codemirror/state';
+import { EditorState, type Extension, StateField } from '@codemirror/state';
 import { EditorView, keymap } from '@codemirror/view';
-import { indentWithTab } from '@codemirror/commands';
 import { basicSetup } from 'codemirror';
 import { useEffect, useRef } from 'react';
 
@@ -29,7 +30,10 @@ export function CodeEditor({ path, value, onChange, onRun }: CodeEditorProps) {
   useEffect(() => {
     const v = new EditorView({ parent: host.current! });
     view.current = v;
-    return () => { v.destroy(); view.current = undefined; };
+    return () => {
+      v.destroy();
+      view.current = undefined;
+    };
   }, []);
 
   useEffect(() => {
@@ -56,10 +60,21 @@ const pathField = StateField.define<string | undefined>({ create: () => undefine
 function extensionsFor(path: string, cb: { current: { onChange: CodeEditorProps['onChange']; onRun?: () => void; path: string } }): Extension[] {
   return [
     basicSetup,
-    keymap.of([indentWithTab, { key: 'Mod-Enter', run: () => { cb.current.onRun?.(); return true; } }]),
+    keymap.of([
+      indentWithTab,
+      {
+        key: 'Mod-Enter',
+        run: () => {
+          cb.current.onRun?.();
+          return true;
+        },
+      },
+    ]),
     languageFor(path),
     pathField.init(() => path),
-    EditorView.updateListener.of((u) => { if (u.docChanged) cb.current.onChange(path, u.state.doc.toString()); }),
+    EditorView.updateListener.of((u) => {
+      if (u.docChanged) cb.current.onChange(path, u.state.doc.toString());
+    }),
     EditorView.theme({ '&': { height: '100%' }, '.cm-scroller': { fontFamily: 'var(--mono)' } }),
   ];
 }

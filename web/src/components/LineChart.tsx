@@ -24,25 +24,44 @@ export function LineChart({ title, series, times, unit, testId }: { title: strin
       <figcaption>
         <span>{title}</span>
         <span className="legend">
-          {series.map((s) => <span key={s.label}><i style={{ background: s.color }} />{s.label} <b>{fmt(last(s.values))}{unit && last(s.values) !== undefined ? ` ${unit}` : ''}</b></span>)}
+          {series.map((s) => (
+            <span key={s.label}>
+              <i style={{ background: s.color }} />
+              {s.label}{' '}
+              <b>
+                {fmt(last(s.values))}
+                {unit && last(s.values) !== undefined ? ` ${unit}` : ''}
+              </b>
+            </span>
+          ))}
         </span>
       </figcaption>
       <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={title}>
         {[0, 0.5, 1].map((f) => (
           <g key={f}>
             <line x1={PAD.l} x2={W - PAD.r} y1={y(max * f)} y2={y(max * f)} className="gridline" />
-            <text x={PAD.l - 4} y={y(max * f) + 3} textAnchor="end" className="axis">{fmt(max * f)}</text>
+            <text x={PAD.l - 4} y={y(max * f) + 3} textAnchor="end" className="axis">
+              {fmt(max * f)}
+            </text>
           </g>
         ))}
-        <text x={PAD.l} y={H - 4} className="axis">{span ? `−${span}s` : ''}</text>
-        <text x={W - PAD.r} y={H - 4} textAnchor="end" className="axis">now</text>
+        <text x={PAD.l} y={H - 4} className="axis">
+          {span ? `−${span}s` : ''}
+        </text>
+        <text x={W - PAD.r} y={H - 4} textAnchor="end" className="axis">
+          now
+        </text>
         {series.map((s) => (
           <g key={s.label}>
             <path d={path(s.values, x, y)} fill="none" stroke={s.color} strokeWidth={1.8} strokeDasharray={s.dashed ? '4 3' : undefined} />
             {s.values.map((v, i) => (v !== undefined && isolated(s.values, i) ? <circle key={i} cx={x(i)} cy={y(v)} r={2.2} fill={s.color} /> : null))}
           </g>
         ))}
-        {n === 0 && <text x={W / 2} y={H / 2} textAnchor="middle" className="axis">waiting for samples…</text>}
+        {n === 0 && (
+          <text x={W / 2} y={H / 2} textAnchor="middle" className="axis">
+            waiting for samples…
+          </text>
+        )}
       </svg>
     </figure>
   );
@@ -52,7 +71,10 @@ function path(values: Array<number | undefined>, x: (i: number) => number, y: (v
   let d = '';
   let pen = false;
   values.forEach((v, i) => {
-    if (v === undefined || !Number.isFinite(v)) { pen = false; return; }
+    if (v === undefined || !Number.isFinite(v)) {
+      pen = false;
+      return;
+    }
     d += `${pen ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
     pen = true;
   });

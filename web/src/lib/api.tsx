@@ -3,8 +3,8 @@
  * Any page reports failures through `useApi().report`, which remembers a 401 so the header can ask
  * for a token.
  */
-import { createContext, useCallback, useContext, useMemo, useState, type ReactNode } from 'react';
-import { KilnError, KilnClient } from '../../../sdk/src/index.ts';
+import { createContext, type ReactNode, useCallback, useContext, useMemo, useState } from 'react';
+import { KilnClient, KilnError } from '../../../sdk/src/index.ts';
 
 const TOKEN_KEY = 'kiln.token';
 

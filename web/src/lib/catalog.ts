@@ -22,7 +22,9 @@ function useLoad<T>(load: () => Promise<T>, deps: unknown[]): Loaded<T> {
       setError(report(e));
     }
   }, deps);
-  useEffect(() => { void reload(); }, [reload]);
+  useEffect(() => {
+    void reload();
+  }, [reload]);
   return { data, error, reload };
 }
 

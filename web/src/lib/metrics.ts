@@ -3,9 +3,9 @@
  * Metrics page can draw how create latency, pools and active sandboxes move while it is open.
  */
 import { useEffect, useRef, useState } from 'react';
+import type { PoolStats } from '../../../sdk/src/index.ts';
 import { useApi } from './api.tsx';
 import { parsePrometheus, sum } from './prometheus.ts';
-import type { PoolStats } from '../../../sdk/src/index.ts';
 
 export type { PoolStats };
 
@@ -73,7 +73,10 @@ export function useMetricsSampler(intervalMs: number): MetricsHistory {
     };
     void tick();
     const t = setInterval(() => void tick(), intervalMs);
-    return () => { stopped = true; clearInterval(t); };
+    return () => {
+      stopped = true;
+      clearInterval(t);
+    };
   }, [client, report, intervalMs]);
 
   return history;

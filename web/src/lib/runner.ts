@@ -24,13 +24,16 @@ export interface RunSettings {
 }
 
 export function runOneShot(client: KilnClient, files: ProjectFile[], s: RunSettings, signal: AbortSignal): AsyncGenerator<RunEvent> {
-  return client.runStream({
-    pack: s.pack.name,
-    files: files.map((f) => ({ path: f.path, content: f.content })),
-    entrypoint: s.entrypoint,
-    stdin: s.stdin || undefined,
-    timeoutMs: s.timeoutMs,
-  }, signal);
+  return client.runStream(
+    {
+      pack: s.pack.name,
+      files: files.map((f) => ({ path: f.path, content: f.content })),
+      entrypoint: s.entrypoint,
+      stdin: s.stdin || undefined,
+      timeoutMs: s.timeoutMs,
+    },
+    signal,
+  );
 }
 
 export async function* runInSandbox(client: KilnClient, sandboxId: string, files: ProjectFile[], s: RunSettings, signal: AbortSignal): AsyncGenerator<RunEvent> {

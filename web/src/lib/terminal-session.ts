@@ -23,16 +23,25 @@ export function openTerminalSession(url: string, cmd: string, size: { cols: numb
   const ws = new WebSocket(url);
   let started = false;
   let ended = false;
-  const send = (msg: Record<string, unknown>) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg)); };
+  const send = (msg: Record<string, unknown>) => {
+    if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+  };
 
   ws.onopen = () => send({ type: 'start', cmd, tty: size, cwd: '/workspace' });
   ws.onmessage = (e: MessageEvent) => {
     if (typeof e.data !== 'string') return;
     const msg = JSON.parse(e.data) as ExecEvent;
-    if (msg.type === 'started') { started = true; h.onStarted(msg.pid); }
-    else if (msg.type === 'stdout' || msg.type === 'stderr') h.onOutput(msg.data);
-    else if (msg.type === 'result') { ended = true; h.onResult(msg); }
-    else if (msg.type === 'error') { ended = true; h.onError(`${msg.code}: ${msg.message}`); }
+    if (msg.type === 'started') {
+      started = true;
+      h.onStarted(msg.pid);
+    } else if (msg.type === 'stdout' || msg.type === 'stderr') h.onOutput(msg.data);
+    else if (msg.type === 'result') {
+      ended = true;
+      h.onResult(msg);
+    } else if (msg.type === 'error') {
+      ended = true;
+      h.onError(`${msg.code}: ${msg.message}`);
+    }
   };
   ws.onclose = (e: CloseEvent) => {
     // A refused upgrade (e.g. 401 or an unknown sandbox) reaches the browser only as a bare close.

@@ -10,10 +10,17 @@ export function usePoll(fn: () => Promise<void>, intervalMs: number, deps: unkno
     const tick = async () => {
       if (busy || stopped || document.hidden) return;
       busy = true;
-      try { await fnRef.current(); } finally { busy = false; }
+      try {
+        await fnRef.current();
+      } finally {
+        busy = false;
+      }
     };
     void tick();
     const t = setInterval(() => void tick(), intervalMs);
-    return () => { stopped = true; clearInterval(t); };
+    return () => {
+      stopped = true;
+      clearInterval(t);
+    };
   }, [intervalMs, ...deps]);
 }

@@ -13,33 +13,63 @@ export function BackendsPage() {
   const reloadPacks = packs.reload;
   useEffect(() => {
     if (!building) return undefined;
-    const timer = setInterval(() => { void reloadPacks(); }, 2000);
+    const timer = setInterval(() => {
+      void reloadPacks();
+    }, 2000);
     return () => clearInterval(timer);
   }, [building, reloadPacks]);
   return (
     <section>
       <div className="section-head">
         <h2>Backends</h2>
-        <button type="button" className="ghost" onClick={() => { void backends.reload(); void packs.reload(); }}>Refresh</button>
+        <button
+          type="button"
+          className="ghost"
+          onClick={() => {
+            void backends.reload();
+            void packs.reload();
+          }}
+        >
+          Refresh
+        </button>
       </div>
       <ErrorBox error={backends.error} />
       <div className="cards">
-        {backends.data?.backends.map((b) => <BackendCard key={b.name} b={b} isDefault={b.name === backends.data?.default} />)}
+        {backends.data?.backends.map((b) => (
+          <BackendCard key={b.name} b={b} isDefault={b.name === backends.data?.default} />
+        ))}
       </div>
 
       <h2>Language packs</h2>
       <ErrorBox error={packs.error} />
       {packs.data && (
         <table className="grid packs">
-          <thead><tr><th>Pack</th><th>Description</th><th>Contents</th><th>Image</th><th>Size</th><th>Snippet command</th><th>Project command</th></tr></thead>
+          <thead>
+            <tr>
+              <th>Pack</th>
+              <th>Description</th>
+              <th>Contents</th>
+              <th>Image</th>
+              <th>Size</th>
+              <th>Snippet command</th>
+              <th>Project command</th>
+            </tr>
+          </thead>
           <tbody>
             {packs.data.map((p) => (
               <tr key={p.name} data-pack={p.name}>
                 <td>
                   <strong>{p.name}</strong>
-                  {p.source === 'custom' && <div className="small muted">custom, from {p.base}, v{p.version}</div>}
+                  {p.source === 'custom' && (
+                    <div className="small muted">
+                      custom, from {p.base}, v{p.version}
+                    </div>
+                  )}
                 </td>
-                <td>{p.description}<BuildLine p={p} /></td>
+                <td>
+                  {p.description}
+                  <BuildLine p={p} />
+                </td>
                 <td className="contents">
                   {p.languageVersion && <div className="mono small">{p.languageVersion}</div>}
                   {p.tools && <div className="small muted">{p.tools.join(' ')}</div>}
@@ -56,7 +86,11 @@ export function BackendsPage() {
           </tbody>
         </table>
       )}
-      {packs.data?.some((p) => !p.imageReady) && <p className="muted small">Build missing images with <code>kiln images build &lt;pack&gt;</code>; make your own packs with <code>kiln packs create</code> (see images/packs/README.md).</p>}
+      {packs.data?.some((p) => !p.imageReady) && (
+        <p className="muted small">
+          Build missing images with <code>kiln images build &lt;pack&gt;</code>; make your own packs with <code>kiln packs create</code> (see images/packs/README.md).
+        </p>
+      )}
     </section>
   );
 }
@@ -65,11 +99,17 @@ export function BackendsPage() {
 function BuildLine({ p }: { p: PackInfo }) {
   const b = p.build;
   if (!b || b.state === 'done') return null;
-  if (b.state === 'failed') return <div className="small build failed" data-build="failed">build v{b.version} failed: {b.error?.message}</div>;
+  if (b.state === 'failed')
+    return (
+      <div className="small build failed" data-build="failed">
+        build v{b.version} failed: {b.error?.message}
+      </div>
+    );
   const pr = b.progress;
   return (
     <div className="small build" data-build={b.state}>
-      {b.state} v{b.version}{pr ? `: ${pr.phase}${pr.percent === undefined ? '' : ` ${pr.percent}%`} · ${pr.message}` : ''}
+      {b.state} v{b.version}
+      {pr ? `: ${pr.phase}${pr.percent === undefined ? '' : ` ${pr.percent}%`} · ${pr.message}` : ''}
     </div>
   );
 }
@@ -88,13 +128,21 @@ function BackendCard({ b, isDefault }: { b: BackendInfo; isDefault: boolean }) {
       {caps.length > 0 && (
         <>
           <h4>Capabilities</h4>
-          <dl className="kv">{caps.map(([k, v]) => <Entry key={k} k={k} v={v} />)}</dl>
+          <dl className="kv">
+            {caps.map(([k, v]) => (
+              <Entry key={k} k={k} v={v} />
+            ))}
+          </dl>
         </>
       )}
       {info.length > 0 && (
         <>
           <h4>Host</h4>
-          <dl className="kv">{info.map(([k, v]) => <Entry key={k} k={k} v={v} />)}</dl>
+          <dl className="kv">
+            {info.map(([k, v]) => (
+              <Entry key={k} k={k} v={v} />
+            ))}
+          </dl>
         </>
       )}
     </article>
@@ -103,5 +151,10 @@ function BackendCard({ b, isDefault }: { b: BackendInfo; isDefault: boolean }) {
 
 function Entry({ k, v }: { k: string; v: unknown }) {
   const text = typeof v === 'boolean' ? (v ? 'yes' : 'no') : short(v);
-  return (<><dt>{k}</dt><dd className={typeof v === 'boolean' ? (v ? 'yes' : 'no') : ''}>{text}</dd></>);
+  return (
+    <>
+      <dt>{k}</dt>
+      <dd className={typeof v === 'boolean' ? (v ? 'yes' : 'no') : ''}>{text}</dd>
+    </>
+  );
 }

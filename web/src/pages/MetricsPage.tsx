@@ -12,7 +12,13 @@ export function MetricsPage({ samples: history }: { samples: MetricsHistory }) {
     <section>
       <div className="section-head">
         <h2>Metrics</h2>
-        <span className="muted small">sampled every 2 s from <a href="/metrics" target="_blank" rel="noreferrer">/metrics</a> and /v1/pools since this page opened ({s.length} samples)</span>
+        <span className="muted small">
+          sampled every 2 s from{' '}
+          <a href="/metrics" target="_blank" rel="noreferrer">
+            /metrics
+          </a>{' '}
+          and /v1/pools since this page opened ({s.length} samples)
+        </span>
       </div>
       <ErrorBox error={history.error} />
       <div className="stats">
@@ -24,36 +30,65 @@ export function MetricsPage({ samples: history }: { samples: MetricsHistory }) {
         <Stat label="Errors returned" value={latest ? String(latest.errorsTotal) : '–'} />
       </div>
       <div className="charts">
-        <LineChart testId="chart-create" title="Create latency (mean per interval)" unit="ms" times={times}
-          series={[{ label: 'create', color: '#c2410c', values: s.map((x) => x.createMeanMs) }]} />
-        <LineChart testId="chart-pool" title="Warm pool size vs target" unit="" times={times}
+        <LineChart testId="chart-create" title="Create latency (mean per interval)" unit="ms" times={times} series={[{ label: 'create', color: '#c2410c', values: s.map((x) => x.createMeanMs) }]} />
+        <LineChart
+          testId="chart-pool"
+          title="Warm pool size vs target"
+          unit=""
+          times={times}
           series={[
             { label: 'ready', color: '#15803d', values: s.map((x) => x.poolReady) },
             { label: 'starting', color: '#ca8a04', values: s.map((x) => x.poolStarting) },
             { label: 'target', color: '#64748b', values: s.map((x) => x.poolTarget), dashed: true },
-          ]} />
-        <LineChart testId="chart-active" title="Active sandboxes" unit="" times={times}
+          ]}
+        />
+        <LineChart
+          testId="chart-active"
+          title="Active sandboxes"
+          unit=""
+          times={times}
           series={[
             { label: 'sandboxes', color: '#2563eb', values: s.map((x) => x.activeSandboxes) },
             { label: 'queued', color: '#dc2626', values: s.map((x) => x.queueDepth) },
-          ]} />
-        <LineChart testId="chart-load" title="Host load (1 min)" unit="" times={times}
-          series={[{ label: 'load1', color: '#7c3aed', values: s.map((x) => x.hostLoad1) }]} />
+          ]}
+        />
+        <LineChart testId="chart-load" title="Host load (1 min)" unit="" times={times} series={[{ label: 'load1', color: '#7c3aed', values: s.map((x) => x.hostLoad1) }]} />
       </div>
 
       <h2>Warm pools</h2>
       {history.pools.length === 0 ? (
-        <p className="muted small">No warm pools configured (set <code>KILN_POOL</code>, e.g. <code>python=2,node=1</code>).</p>
+        <p className="muted small">
+          No warm pools configured (set <code>KILN_POOL</code>, e.g. <code>python=2,node=1</code>).
+        </p>
       ) : (
         <table className="grid">
-          <thead><tr><th>Backend</th><th>Pack</th><th>Size</th><th>Ready / target</th><th>Starting</th><th>Hits</th><th>Misses</th><th>Failures</th></tr></thead>
+          <thead>
+            <tr>
+              <th>Backend</th>
+              <th>Pack</th>
+              <th>Size</th>
+              <th>Ready / target</th>
+              <th>Starting</th>
+              <th>Hits</th>
+              <th>Misses</th>
+              <th>Failures</th>
+            </tr>
+          </thead>
           <tbody>
             {history.pools.map((p) => (
               <tr key={`${p.key.backend}/${p.key.pack}/${p.key.cpus}/${p.key.memoryMib}/${p.key.diskMib}`}>
-                <td>{p.key.backend}</td><td>{p.key.pack}</td>
-                <td className="small">{p.key.cpus} cpu · {p.key.memoryMib} MiB · {p.key.diskMib} MiB disk</td>
-                <td><meter min={0} max={Math.max(1, p.target)} value={p.ready} /> {p.ready} / {p.target}</td>
-                <td>{p.starting}</td><td>{p.hits}</td><td>{p.misses}</td><td>{p.failures}</td>
+                <td>{p.key.backend}</td>
+                <td>{p.key.pack}</td>
+                <td className="small">
+                  {p.key.cpus} cpu · {p.key.memoryMib} MiB · {p.key.diskMib} MiB disk
+                </td>
+                <td>
+                  <meter min={0} max={Math.max(1, p.target)} value={p.ready} /> {p.ready} / {p.target}
+                </td>
+                <td>{p.starting}</td>
+                <td>{p.hits}</td>
+                <td>{p.misses}</td>
+                <td>{p.failures}</td>
               </tr>
             ))}
           </tbody>
@@ -64,5 +99,10 @@ export function MetricsPage({ samples: history }: { samples: MetricsHistory }) {
 }
 
 function Stat({ label, value }: { label: string; value: string }) {
-  return <div className="stat"><div className="stat-value">{value}</div><div className="stat-label">{label}</div></div>;
+  return (
+    <div className="stat">
+      <div className="stat-value">{value}</div>
+      <div className="stat-label">{label}</div>
+    </div>
+  );
 }

@@ -4,10 +4,10 @@ import type { PackInfo } from '../../../sdk/src/index.ts';
 import { CodeEditor } from '../components/CodeEditor.tsx';
 import { ErrorBox } from '../components/ErrorBox.tsx';
 import { FileTabs } from '../components/FileTabs.tsx';
-import { RunOutput, RunResult, type OutputChunk, type ResultEvent } from '../components/RunOutput.tsx';
+import { type OutputChunk, type ResultEvent, RunOutput, RunResult } from '../components/RunOutput.tsx';
 import { useApi } from '../lib/api.tsx';
 import { usePacks, useSandboxes } from '../lib/catalog.ts';
-import { runArchive, runInSandbox, runOneShot, starterFiles, type ProjectFile, type RunEvent } from '../lib/runner.ts';
+import { type ProjectFile, type RunEvent, runArchive, runInSandbox, runOneShot, starterFiles } from '../lib/runner.ts';
 
 type Source = 'files' | 'archive';
 
@@ -39,14 +39,19 @@ export function RunPage({ initialSandbox }: { initialSandbox?: string }) {
     if (!packName && packs.data?.length) setPackName(packs.data.find((p) => p.name === 'python')?.name ?? packs.data[0]!.name);
   }, [packs.data, packName]);
   // Keyed on the pack name only: re-running on every edit would throw the user's files away.
-  useEffect(() => { if (pack) project.resetFor(pack); }, [pack?.name]);
-  useEffect(() => { if (pack && !archiveEntry) setArchiveEntry(pack.run.fileName); }, [pack, archiveEntry]);
+  useEffect(() => {
+    if (pack) project.resetFor(pack);
+  }, [pack?.name]);
+  useEffect(() => {
+    if (pack && !archiveEntry) setArchiveEntry(pack.run.fileName);
+  }, [pack, archiveEntry]);
 
-  const append = (stream: OutputChunk['stream'], text: string) => setChunks((cs) => {
-    const last = cs[cs.length - 1];
-    if (last && last.stream === stream && stream !== 'status') return [...cs.slice(0, -1), { stream, text: last.text + text }];
-    return [...cs, { stream, text }];
-  });
+  const append = (stream: OutputChunk['stream'], text: string) =>
+    setChunks((cs) => {
+      const last = cs[cs.length - 1];
+      if (last && last.stream === stream && stream !== 'status') return [...cs.slice(0, -1), { stream, text: last.text + text }];
+      return [...cs, { stream, text }];
+    });
 
   const run = async () => {
     if (!pack || running) return;
@@ -85,28 +90,51 @@ export function RunPage({ initialSandbox }: { initialSandbox?: string }) {
   return (
     <section className="run-page">
       <div className="run-controls card">
-        <label>Run in
+        <label>
+          Run in
           <select name="target" value={target} onChange={(e) => setTarget(e.target.value)}>
             <option value="">a new sandbox (one-shot)</option>
-            {live.map((s) => <option key={s.id} value={s.id}>{s.id} ({s.pack}, {s.backend})</option>)}
+            {live.map((s) => (
+              <option key={s.id} value={s.id}>
+                {s.id} ({s.pack}, {s.backend})
+              </option>
+            ))}
             {target && !targetSandbox && <option value={target}>{target} (not live)</option>}
           </select>
         </label>
-        <label>Pack
+        <label>
+          Pack
           <select name="pack" value={effectivePack} disabled={!!targetSandbox} onChange={(e) => setPackName(e.target.value)}>
-            {packs.data?.map((p) => <option key={p.name} value={p.name} disabled={!p.imageReady}>{p.name}</option>)}
+            {packs.data?.map((p) => (
+              <option key={p.name} value={p.name} disabled={!p.imageReady}>
+                {p.name}
+              </option>
+            ))}
           </select>
         </label>
         <div className="segmented" role="radiogroup" aria-label="Source">
           {/* biome-ignore lint/a11y/useSemanticElements: a segmented control: buttons in a radiogroup, styled as one */}
-          <button type="button" role="radio" aria-checked={source === 'files'} className={source === 'files' ? 'on' : ''} onClick={() => setSource('files')}>Editor</button>
+          <button type="button" role="radio" aria-checked={source === 'files'} className={source === 'files' ? 'on' : ''} onClick={() => setSource('files')}>
+            Editor
+          </button>
           {/* biome-ignore lint/a11y/useSemanticElements: see above */}
-          <button type="button" role="radio" aria-checked={source === 'archive'} className={source === 'archive' ? 'on' : ''} onClick={() => setSource('archive')}>Upload tar.gz</button>
+          <button type="button" role="radio" aria-checked={source === 'archive'} className={source === 'archive' ? 'on' : ''} onClick={() => setSource('archive')}>
+            Upload tar.gz
+          </button>
         </div>
-        <label>Timeout s<input name="timeout" type="number" min="1" placeholder="30" value={timeoutSec} onChange={(e) => setTimeoutSec(e.target.value)} /></label>
+        <label>
+          Timeout s<input name="timeout" type="number" min="1" placeholder="30" value={timeoutSec} onChange={(e) => setTimeoutSec(e.target.value)} />
+        </label>
         <div className="spacer" />
-        {running ? <button type="button" className="danger" onClick={() => abort.current?.abort()}>Stop</button>
-          : <button type="button" className="primary run" onClick={() => void run()} disabled={!pack} title="Ctrl+Enter">▶ Run</button>}
+        {running ? (
+          <button type="button" className="danger" onClick={() => abort.current?.abort()}>
+            Stop
+          </button>
+        ) : (
+          <button type="button" className="primary run" onClick={() => void run()} disabled={!pack} title="Ctrl+Enter">
+            ▶ Run
+          </button>
+        )}
       </div>
       <ErrorBox error={packs.error ?? sandboxes.error} />
 
@@ -114,25 +142,41 @@ export function RunPage({ initialSandbox }: { initialSandbox?: string }) {
         <div className="run-left">
           {source === 'files' ? (
             <>
-              <FileTabs paths={project.files.map((f) => f.path)} active={project.active} onSelect={project.setActive}
-                onAdd={project.add} onRename={project.rename} onRemove={project.remove} />
+              <FileTabs paths={project.files.map((f) => f.path)} active={project.active} onSelect={project.setActive} onAdd={project.add} onRename={project.rename} onRemove={project.remove} />
               <CodeEditor path={project.active} value={project.files.find((f) => f.path === project.active)?.content ?? ''} onChange={project.edit} onRun={() => void run()} />
-              <label className="inline-label">Entrypoint
+              <label className="inline-label">
+                Entrypoint
                 <select name="entrypoint" value={project.entrypoint} onChange={(e) => project.setEntrypoint(e.target.value)}>
-                  {project.files.map((f) => <option key={f.path} value={f.path}>{f.path}</option>)}
+                  {project.files.map((f) => (
+                    <option key={f.path} value={f.path}>
+                      {f.path}
+                    </option>
+                  ))}
                 </select>
                 {pack && <span className="muted small mono">{pack.run.projectCommand.join(' ').replace(/\{(entrypoint|file)\}/g, project.entrypoint)}</span>}
               </label>
             </>
           ) : (
             <div className="card archive">
-              <p>Upload a <code>.tar.gz</code> of a whole project. It is unpacked into <code>/workspace</code> of {target ? <span className="mono">{target}</span> : 'a sandbox created for this run (and deleted after)'}, then its entrypoint runs with the pack's project command.</p>
-              <label>Project archive<input name="archive" type="file" accept=".tar.gz,.tgz,application/gzip" onChange={(e) => setArchive(e.target.files?.[0])} /></label>
-              <label>Entrypoint<input name="archiveEntrypoint" value={archiveEntry} onChange={(e) => setArchiveEntry(e.target.value)} /></label>
+              <p>
+                Upload a <code>.tar.gz</code> of a whole project. It is unpacked into <code>/workspace</code> of{' '}
+                {target ? <span className="mono">{target}</span> : 'a sandbox created for this run (and deleted after)'}, then its entrypoint runs with the pack's project command.
+              </p>
+              <label>
+                Project archive
+                <input name="archive" type="file" accept=".tar.gz,.tgz,application/gzip" onChange={(e) => setArchive(e.target.files?.[0])} />
+              </label>
+              <label>
+                Entrypoint
+                <input name="archiveEntrypoint" value={archiveEntry} onChange={(e) => setArchiveEntry(e.target.value)} />
+              </label>
               {pack && <p className="muted small mono">{pack.run.projectCommand.join(' ').replace(/\{(entrypoint|file)\}/g, archiveEntry)}</p>}
             </div>
           )}
-          <label className="stdin">stdin<textarea name="stdin" rows={3} placeholder="input for the program (optional)" value={stdin} onChange={(e) => setStdin(e.target.value)} /></label>
+          <label className="stdin">
+            stdin
+            <textarea name="stdin" rows={3} placeholder="input for the program (optional)" value={stdin} onChange={(e) => setStdin(e.target.value)} />
+          </label>
         </div>
         <div className="run-right">
           <RunOutput chunks={chunks} running={running} />
@@ -159,7 +203,11 @@ function useProject() {
       return undefined;
     };
     return {
-      files, active, entrypoint, setActive, setEntrypoint,
+      files,
+      active,
+      entrypoint,
+      setActive,
+      setEntrypoint,
       /** New starter files for a pack, unless the user already edited the project. */
       resetFor(pack: PackInfo) {
         if (edited && files.length) return;

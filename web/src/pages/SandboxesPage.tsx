@@ -13,18 +13,35 @@ export function SandboxesPage() {
     <section>
       <CreateForm onCreated={() => void sandboxes.reload()} />
       <div className="section-head">
-        <h2>Live sandboxes <span className="count">{sandboxes.data?.length ?? ''}</span></h2>
-        <button type="button" className="ghost" onClick={() => void sandboxes.reload()}>Refresh</button>
+        <h2>
+          Live sandboxes <span className="count">{sandboxes.data?.length ?? ''}</span>
+        </h2>
+        <button type="button" className="ghost" onClick={() => void sandboxes.reload()}>
+          Refresh
+        </button>
       </div>
       <ErrorBox error={sandboxes.error} />
       {sandboxes.data && sandboxes.data.length === 0 && <p className="muted empty">No sandboxes. Create one above.</p>}
       {sandboxes.data && sandboxes.data.length > 0 && (
         <table className="grid sandboxes">
           <thead>
-            <tr><th>ID</th><th>Pack</th><th>Backend</th><th>State</th><th>Age</th><th>Ready in</th><th>Size</th><th>Execs</th><th>Details</th><th /></tr>
+            <tr>
+              <th>ID</th>
+              <th>Pack</th>
+              <th>Backend</th>
+              <th>State</th>
+              <th>Age</th>
+              <th>Ready in</th>
+              <th>Size</th>
+              <th>Execs</th>
+              <th>Details</th>
+              <th />
+            </tr>
           </thead>
           <tbody>
-            {sandboxes.data.map((sb) => <SandboxRow key={sb.id} sb={sb} now={now} onDeleted={() => void sandboxes.reload()} />)}
+            {sandboxes.data.map((sb) => (
+              <SandboxRow key={sb.id} sb={sb} now={now} onDeleted={() => void sandboxes.reload()} />
+            ))}
           </tbody>
         </table>
       )}
@@ -53,18 +70,40 @@ function SandboxRow({ sb, now, onDeleted }: { sb: SandboxInfo; now: number; onDe
       <td className="mono">{sb.id}</td>
       <td>{sb.pack}</td>
       <td>{sb.backend}</td>
-      <td><span className={`state state-${sb.state}`}>{sb.state}</span>{sb.exitReason && <div className="muted small">{sb.exitReason}</div>}</td>
+      <td>
+        <span className={`state state-${sb.state}`}>{sb.state}</span>
+        {sb.exitReason && <div className="muted small">{sb.exitReason}</div>}
+      </td>
       <td title={`created ${sb.createdAt}, expires ${sb.expiresAt}`}>{age(sb.createdAt, now)}</td>
-      <td>{ms(sb.readyMs)}{sb.fromPool && <span className="badge">pool</span>}</td>
-      <td className="small">{sb.cpus} cpu · {sb.memoryMib} MiB · {sb.diskMib} MiB disk</td>
+      <td>
+        {ms(sb.readyMs)}
+        {sb.fromPool && <span className="badge">pool</span>}
+      </td>
+      <td className="small">
+        {sb.cpus} cpu · {sb.memoryMib} MiB · {sb.diskMib} MiB disk
+      </td>
       <td>{sb.execsRunning}</td>
       <td className="small details">
-        {details.length === 0 ? <span className="muted">–</span> : details.map(([k, v]) => <div key={k}><span className="muted">{k}</span> {short(v)}</div>)}
+        {details.length === 0 ? (
+          <span className="muted">–</span>
+        ) : (
+          details.map(([k, v]) => (
+            <div key={k}>
+              <span className="muted">{k}</span> {short(v)}
+            </div>
+          ))
+        )}
       </td>
       <td className="actions">
-        <a className="button ghost" href={`#/run?sandbox=${encodeURIComponent(sb.id)}`}>Run</a>
-        <a className="button ghost" href={`#/terminal?sandbox=${encodeURIComponent(sb.id)}`}>Terminal</a>
-        <button type="button" className="danger" disabled={busy} onClick={() => void remove()} aria-label={`Delete ${sb.id}`}>{busy ? 'Deleting…' : 'Delete'}</button>
+        <a className="button ghost" href={`#/run?sandbox=${encodeURIComponent(sb.id)}`}>
+          Run
+        </a>
+        <a className="button ghost" href={`#/terminal?sandbox=${encodeURIComponent(sb.id)}`}>
+          Terminal
+        </a>
+        <button type="button" className="danger" disabled={busy} onClick={() => void remove()} aria-label={`Delete ${sb.id}`}>
+          {busy ? 'Deleting…' : 'Delete'}
+        </button>
         {error && <div className="error small">{error}</div>}
       </td>
     </tr>
@@ -109,27 +148,61 @@ function CreateForm({ onCreated }: { onCreated(sb: SandboxInfo): void }) {
   };
 
   return (
-    <form className="card create" noValidate onSubmit={(e) => { e.preventDefault(); void submit(); }}>
+    <form
+      className="card create"
+      noValidate
+      onSubmit={(e) => {
+        e.preventDefault();
+        void submit();
+      }}
+    >
       <h2>New sandbox</h2>
       <div className="row">
-        <label>Pack
+        <label>
+          Pack
           <select name="pack" value={pack} onChange={(e) => setPack(e.target.value)} required>
-            {packs.data?.map((p) => <option key={p.name} value={p.name} disabled={!p.imageReady}>{p.name}{p.imageReady ? '' : ' (image not built)'}</option>)}
+            {packs.data?.map((p) => (
+              <option key={p.name} value={p.name} disabled={!p.imageReady}>
+                {p.name}
+                {p.imageReady ? '' : ' (image not built)'}
+              </option>
+            ))}
           </select>
         </label>
-        <label>Backend
+        <label>
+          Backend
           <select name="backend" value={backend} onChange={(e) => setBackend(e.target.value)}>
             <option value="">default{backends.data ? ` (${backends.data.default})` : ''}</option>
-            {backends.data?.backends.map((b) => <option key={b.name} value={b.name} disabled={!b.available}>{b.name}{b.available ? '' : ' (unavailable)'}</option>)}
+            {backends.data?.backends.map((b) => (
+              <option key={b.name} value={b.name} disabled={!b.available}>
+                {b.name}
+                {b.available ? '' : ' (unavailable)'}
+              </option>
+            ))}
           </select>
         </label>
-        <label>CPUs<input name="cpus" type="number" min="1" step="1" placeholder="default" value={cpus} onChange={(e) => setCpus(e.target.value)} /></label>
-        <label>Memory MiB<input name="memoryMib" type="number" min="16" step="1" placeholder="default" value={memoryMib} onChange={(e) => setMemoryMib(e.target.value)} /></label>
-        <label>Disk MiB<input name="diskMib" type="number" min="1" step="1" placeholder="default" value={diskMib} onChange={(e) => setDiskMib(e.target.value)} /></label>
-        <button type="submit" className="primary" disabled={busy || !pack}>{busy ? 'Creating…' : 'Create'}</button>
+        <label>
+          CPUs
+          <input name="cpus" type="number" min="1" step="1" placeholder="default" value={cpus} onChange={(e) => setCpus(e.target.value)} />
+        </label>
+        <label>
+          Memory MiB
+          <input name="memoryMib" type="number" min="16" step="1" placeholder="default" value={memoryMib} onChange={(e) => setMemoryMib(e.target.value)} />
+        </label>
+        <label>
+          Disk MiB
+          <input name="diskMib" type="number" min="1" step="1" placeholder="default" value={diskMib} onChange={(e) => setDiskMib(e.target.value)} />
+        </label>
+        <button type="submit" className="primary" disabled={busy || !pack}>
+          {busy ? 'Creating…' : 'Create'}
+        </button>
       </div>
       <ErrorBox error={error ?? packs.error ?? backends.error} />
-      {created && <p className="ok small" role="status">Created <span className="mono">{created.id}</span> in {ms(created.readyMs)}</p>}
+      {created && (
+        <p className="ok small" role="status">
+          Created <span className="mono">{created.id}</span> in {ms(created.readyMs)}
+        </p>
+      )}
     </form>
   );
 }

@@ -22,7 +22,9 @@ export function TerminalPage({ initialSandbox }: { initialSandbox?: string }) {
   const term = useRef<{ t: Terminal; fit: FitAddon } | undefined>(undefined);
   const session = useRef<TerminalSession | undefined>(undefined);
 
-  useEffect(() => { if (!target && live[0]) setTarget(live[0].id); }, [live, target]);
+  useEffect(() => {
+    if (!target && live[0]) setTarget(live[0].id);
+  }, [live, target]);
 
   // One xterm for the page's lifetime; each connection reuses it.
   useEffect(() => {
@@ -38,7 +40,13 @@ export function TerminalPage({ initialSandbox }: { initialSandbox?: string }) {
       session.current?.resize(t.cols, t.rows);
     });
     ro.observe(host.current!);
-    return () => { ro.disconnect(); onData.dispose(); session.current?.close(); t.dispose(); term.current = undefined; };
+    return () => {
+      ro.disconnect();
+      onData.dispose();
+      session.current?.close();
+      t.dispose();
+      term.current = undefined;
+    };
   }, []);
 
   const connect = () => {
@@ -49,13 +57,26 @@ export function TerminalPage({ initialSandbox }: { initialSandbox?: string }) {
     x.fit.fit();
     setError(undefined);
     setStatus('connecting');
-    const s = openTerminalSession(client.execSocketUrl(target), shell, { cols: x.t.cols, rows: x.t.rows }, {
-      onStarted: () => { setStatus('connected'); x.t.focus(); },
-      onOutput: (d) => x.t.write(d),
-      onResult: (r) => x.t.write(`\r\n\x1b[2m[exited: code ${r.exitCode ?? '–'}${r.signal ? `, signal ${r.signal}` : ''}]\x1b[0m\r\n`),
-      onError: (text) => setError(text),
-      onClosed: () => { if (session.current === s) { session.current = undefined; setStatus('ended'); } },
-    });
+    const s = openTerminalSession(
+      client.execSocketUrl(target),
+      shell,
+      { cols: x.t.cols, rows: x.t.rows },
+      {
+        onStarted: () => {
+          setStatus('connected');
+          x.t.focus();
+        },
+        onOutput: (d) => x.t.write(d),
+        onResult: (r) => x.t.write(`\r\n\x1b[2m[exited: code ${r.exitCode ?? '–'}${r.signal ? `, signal ${r.signal}` : ''}]\x1b[0m\r\n`),
+        onError: (text) => setError(text),
+        onClosed: () => {
+          if (session.current === s) {
+            session.current = undefined;
+            setStatus('ended');
+          }
+        },
+      },
+    );
     session.current = s;
   };
 
@@ -64,21 +85,44 @@ export function TerminalPage({ initialSandbox }: { initialSandbox?: string }) {
   return (
     <section className="terminal-page">
       <div className="card run-controls">
-        <label>Sandbox
+        <label>
+          Sandbox
           <select name="sandbox" value={target} onChange={(e) => setTarget(e.target.value)}>
             {live.length === 0 && <option value="">no live sandboxes: create one first</option>}
-            {live.map((s) => <option key={s.id} value={s.id}>{s.id} ({s.pack}, {s.backend})</option>)}
+            {live.map((s) => (
+              <option key={s.id} value={s.id}>
+                {s.id} ({s.pack}, {s.backend})
+              </option>
+            ))}
             {target && !live.some((s) => s.id === target) && <option value={target}>{target} (not live)</option>}
           </select>
         </label>
-        <label>Command<input name="shell" value={shell} onChange={(e) => setShell(e.target.value)} /></label>
-        {status === 'connected' || status === 'connecting'
-          ? <><button type="button" onClick={() => session.current?.signal('SIGINT')}>Ctrl-C</button><button type="button" className="danger" onClick={disconnect}>Disconnect</button></>
-          : <button type="button" className="primary" onClick={connect} disabled={!target}>Connect</button>}
-        <span className={`conn conn-${status}`} data-testid="terminal-status">{status}</span>
+        <label>
+          Command
+          <input name="shell" value={shell} onChange={(e) => setShell(e.target.value)} />
+        </label>
+        {status === 'connected' || status === 'connecting' ? (
+          <>
+            <button type="button" onClick={() => session.current?.signal('SIGINT')}>
+              Ctrl-C
+            </button>
+            <button type="button" className="danger" onClick={disconnect}>
+              Disconnect
+            </button>
+          </>
+        ) : (
+          <button type="button" className="primary" onClick={connect} disabled={!target}>
+            Connect
+          </button>
+        )}
+        <span className={`conn conn-${status}`} data-testid="terminal-status">
+          {status}
+        </span>
       </div>
       <ErrorBox error={error ?? sandboxes.error} />
-      <div className="terminal-frame"><div className="terminal-host" ref={host} data-testid="terminal" /></div>
+      <div className="terminal-frame">
+        <div className="terminal-host" ref={host} data-testid="terminal" />
+      </div>
     </section>
   );
 }
