@@ -42,15 +42,9 @@ async function currentHashes(packsDir: string | PackSources): Promise<Map<string
 
 export async function listImages(dataDir: string, packsDir: string | PackSources = DEFAULT_PACKS_DIR): Promise<ImageInfo[]> {
   const current = await currentHashes(packsDir);
-  let files: string[];
-  try {
-    files = await readdir(imagesDir(dataDir));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw e;
-  }
+  const files = await imageFiles(dataDir);
   const images: ImageInfo[] = [];
-  for (const file of files.sort()) {
+  for (const file of files) {
     const parsed = parseImageFileName(file);
     if (!parsed) continue;
     const found = await findComplete(dataDir, parsed.name, parsed.hash);
@@ -98,14 +92,8 @@ export async function pruneImages(dataDir: string, packsDir: string | PackSource
     result.freedBytes += size;
   };
 
-  let files: string[] = [];
-  try {
-    files = await readdir(imagesDir(dataDir));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-  for (const file of files.sort()) {
-    const m = /^([a-z][a-z0-9-]*)-([0-9a-f]{16})\.(sqfs|json)$/.exec(file);
+  for (const file of await imageFiles(dataDir)) {
+    const m = IMAGE_OR_MANIFEST.exec(file);
     if (!m) continue;
     if (current.get(m[1]!) === m[2]) continue;
     await remove(join(imagesDir(dataDir), file));
@@ -129,14 +117,8 @@ export async function pruneImages(dataDir: string, packsDir: string | PackSource
 /** Removes every image (and manifest) of pack `name`, whatever its hash; for a deleted custom pack. */
 export async function removePackImages(dataDir: string, name: string): Promise<PruneResult> {
   const result: PruneResult = { removed: [], freedBytes: 0 };
-  let files: string[] = [];
-  try {
-    files = await readdir(imagesDir(dataDir));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-  for (const file of files.sort()) {
-    const m = /^([a-z][a-z0-9-]*)-([0-9a-f]{16})\.(sqfs|json)$/.exec(file);
+  for (const file of await imageFiles(dataDir)) {
+    const m = IMAGE_OR_MANIFEST.exec(file);
     if (m?.[1] !== name) continue;
     const path = join(imagesDir(dataDir), file);
     const size = await stat(path).then(
@@ -148,4 +130,17 @@ export async function removePackImages(dataDir: string, name: string): Promise<P
     result.freedBytes += size;
   }
   return result;
+}
+
+/** An image (.sqfs) or its manifest (.json): pack name and definition hash. */
+const IMAGE_OR_MANIFEST = /^([a-z][a-z0-9-]*)-([0-9a-f]{16})\.(sqfs|json)$/;
+
+/** The images folder's entries, sorted; none when it does not exist yet. */
+async function imageFiles(dataDir: string): Promise<string[]> {
+  try {
+    return (await readdir(imagesDir(dataDir))).sort();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
 }

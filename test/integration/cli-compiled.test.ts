@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { KilnClient } from '../../sdk/src/index.js';
 import { REPO_ROOT } from '../../src/core/config.js';
-import { freePort } from '../parity/service-process.js';
+import { freePort, untilHealthy } from '../parity/service-process.js';
 
 const run = promisify(execFile);
 const KILN = join(REPO_ROOT, 'bin/kiln');
@@ -119,18 +119,7 @@ describe('compiled CLI (dist/)', { timeout: 300_000 }, () => {
       svc.stderr!.on('data', (d) => {
         stderr += d;
       });
-      const client = new KilnClient({ baseUrl: url });
-      for (let i = 0; i < 600 && svc.exitCode === null; i++) {
-        if (
-          await client.health().then(
-            () => true,
-            () => false,
-          )
-        )
-          return;
-        await sleep(100);
-      }
-      throw new Error(`kiln serve did not come up (exit ${svc.exitCode}): ${stderr.slice(-2000)}`);
+      await untilHealthy(new KilnClient({ baseUrl: url }), { child: svc, stderr: () => stderr });
     });
 
     after(async () => {

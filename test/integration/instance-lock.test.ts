@@ -5,7 +5,7 @@
  * SIGKILL does not block the next start.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,36 +13,9 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KilnClient } from '../../sdk/src/index.js';
-import { REPO_ROOT } from '../../src/core/config.js';
 import { InstanceLock, LOCK_FILE } from '../../src/core/instance-lock.js';
 import { alive } from '../parity/leaks.js';
-import { freePort } from '../parity/service-process.js';
-
-function serve(runDir: string, port: number): { child: ChildProcess; stderr: () => string } {
-  const child = spawn(join(REPO_ROOT, 'bin/kiln'), ['serve'], {
-    env: { ...process.env, KILN_RUN_DIR: runDir, KILN_PORT: String(port), KILN_POOL: '', KILN_TOKEN: '', KILN_SOCKET: '' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => {
-    err += s;
-  });
-  return { child, stderr: () => err };
-}
-
-async function ready(client: KilnClient): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    if (
-      await client.health().then(
-        () => true,
-        () => false,
-      )
-    )
-      return;
-    await sleep(100);
-  }
-  throw new Error('service did not come up');
-}
+import { freePort, type ServeChild, spawnService, untilHealthy } from '../parity/service-process.js';
 
 async function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
@@ -81,14 +54,14 @@ describe('instance lock', () => {
     const [p1, p2] = [await freePort(), await freePort()];
     const c1 = new KilnClient({ baseUrl: `http://127.0.0.1:${p1}` });
     const c2 = new KilnClient({ baseUrl: `http://127.0.0.1:${p2}` });
-    const first = serve(runDir, p1);
-    let third: ReturnType<typeof serve> | undefined;
+    const first = spawnService(runDir, p1);
+    let third: ServeChild | undefined;
     try {
-      await ready(c1);
+      await untilHealthy(c1, first);
       const sb = await c1.sandboxes.create({ pack: 'shell' });
       const pid = sb.details.pid as number;
 
-      const second = serve(runDir, p2);
+      const second = spawnService(runDir, p2);
       const [code] = (await once(second.child, 'exit')) as [number | null];
       assert.equal(code, 1, second.stderr());
       assert.match(second.stderr(), new RegExp(`another kiln service \\(pid ${first.child.pid}, http://127\\.0\\.0\\.1:${p1}, started [^)]+\\) uses the run directory ${runDir}`));
@@ -96,8 +69,8 @@ describe('instance lock', () => {
       assert.equal((await c1.sandboxes.exec(sb.id, { cmd: 'echo still here' })).stdout, 'still here\n');
 
       await stop(first.child, 'SIGKILL');
-      third = serve(runDir, p2);
-      await ready(c2);
+      third = spawnService(runDir, p2);
+      await untilHealthy(c2, third);
       for (let i = 0; i < 50 && alive(pid); i++) await sleep(100);
       assert.equal(alive(pid), false);
       assert.equal(JSON.parse(await readFile(join(runDir, LOCK_FILE), 'utf8')).pid, third.child.pid, 'the new service holds the lock');

@@ -32,8 +32,15 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-function spawnService(runDir: string, port: number, env: Record<string, string>): ChildProcess {
-  return spawn(join(REPO_ROOT, 'bin/kiln'), ['serve'], {
+export interface ServeChild {
+  child: ChildProcess;
+  /** Everything the service wrote to stderr so far (its JSON log); echoed when KILN_TEST_LOG is set. */
+  stderr(): string;
+}
+
+/** `bin/kiln serve` on this run dir and port: no token, no pools, no socket, no store unless `env` says so. */
+export function spawnService(runDir: string, port: number, env: Record<string, string> = {}): ServeChild {
+  const child = spawn(join(REPO_ROOT, 'bin/kiln'), ['serve'], {
     env: {
       ...process.env,
       KILN_RUN_DIR: runDir,
@@ -48,6 +55,28 @@ function spawnService(runDir: string, port: number, env: Record<string, string>)
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => {
+    stderr += s;
+    if (process.env.KILN_TEST_LOG) process.stderr.write(s);
+  });
+  return { child, stderr: () => stderr };
+}
+
+/** Resolves once the service answers /healthz; throws with the end of its log if it exits first or takes over 60 s. */
+export async function untilHealthy(client: KilnClient, s: ServeChild): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    if (
+      await client.health().then(
+        () => true,
+        () => false,
+      )
+    )
+      return;
+    if (s.child.exitCode !== null || s.child.signalCode !== null) break;
+    await sleep(100);
+  }
+  throw new Error(`kiln serve did not come up (exit ${s.child.exitCode ?? s.child.signalCode ?? 'none yet'}): ${s.stderr().slice(-2000)}`);
 }
 
 /** Stops the service; true when it closed cleanly (exit code 0). */
@@ -66,19 +95,15 @@ export async function startServiceProcess(env: Record<string, string> = {}): Pro
   await chmod(base, 0o755); // sandbox uids traverse into the run dir
   const runDir = join(base, 'run');
   const port = await freePort();
-  const child = spawnService(runDir, port, env);
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => {
-    stderr += s;
-    if (process.env.KILN_TEST_LOG) process.stderr.write(s);
-  });
+  const served = spawnService(runDir, port, env);
+  const { child } = served;
   const baseUrl = `http://127.0.0.1:${port}`;
   const client = new KilnClient({ baseUrl });
   const svc: ServiceProcess = {
     client,
     baseUrl,
     child,
-    log: () => stderr,
+    log: served.stderr,
     alive: () => child.exitCode === null && child.signalCode === null,
     async rssBytes() {
       const status = await readFile(`/proc/${child.pid}/status`, 'utf8');
@@ -88,35 +113,14 @@ export async function startServiceProcess(env: Record<string, string> = {}): Pro
       if (!(await stop(child))) {
         // It died or hung: a second start's scan removes what it left (mounts, cgroups).
         const again = spawnService(runDir, port, env);
-        again.stderr!.resume();
-        for (
-          let i = 0;
-          i < 600 &&
-          again.exitCode === null &&
-          !(await client.health().then(
-            () => true,
-            () => false,
-          ));
-          i++
-        )
-          await sleep(100);
-        await stop(again);
+        await untilHealthy(client, again).catch(() => undefined);
+        await stop(again.child);
       }
       await rm(base, { recursive: true, force: true });
     },
   };
   try {
-    for (let i = 0; ; i++) {
-      if (
-        await client.health().then(
-          () => true,
-          () => false,
-        )
-      )
-        break;
-      if (i > 600 || !svc.alive()) throw new Error(`service did not start:\n${stderr}`);
-      await sleep(100);
-    }
+    await untilHealthy(client, served);
   } catch (e) {
     await svc.close();
     throw e;

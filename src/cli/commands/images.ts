@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 import { type BuildProgressEvent, type BuildResult, buildPack, DEFAULT_PACKS_DIR, listImages, loadPacks, type PackSources, pruneImages } from '../../images/index.js';
 import { HelpRequested } from '../command.js';
+import { mb, table } from '../table.js';
 
 const USAGE = `usage:
   kiln images build [pack...] [--force] [--data-dir DIR]   build images (all packs when none named)
@@ -43,22 +44,6 @@ function parseArgs(argv: string[]): ParsedArgs | string {
 /** The same folders the service reads, so prune never removes a custom pack's image. */
 function sources(args: ParsedArgs): PackSources {
   return { builtinDir: process.env.KILN_PACKS_DIR || DEFAULT_PACKS_DIR, customDir: process.env.KILN_CUSTOM_PACKS_DIR || join(args.dataDir, 'packs') };
-}
-
-function mb(bytes: number): string {
-  return `${(bytes / 1e6).toFixed(1)} MB`;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  return rows
-    .map((r) =>
-      r
-        .map((cell, c) => cell.padEnd(widths[c]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
 }
 
 /** Prints a line when the phase changes or the percentage crosses a 10% step. */

@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { type CustomPackDefinition, KilnClient, type PackBuildEvent, type PackInfo } from '../../../sdk/src/index.js';
 import { cliClient, SERVICE_ENV_HELP } from '../client.js';
 import { type Command, HelpRequested, parseFlags, UsageError } from '../command.js';
+import { mb, table } from '../table.js';
 
 const SYNOPSIS = `usage: kiln packs ls                      list packs: language version, size, tools
        kiln packs show <name>             one pack as JSON
@@ -23,22 +24,6 @@ $KILN_ADMIN_TOKEN, when set, is sent instead: creating and removing packs needs 
 function adminClient(): KilnClient {
   const base = cliClient();
   return new KilnClient({ baseUrl: base.baseUrl, token: process.env.KILN_ADMIN_TOKEN || process.env.KILN_TOKEN });
-}
-
-function mb(bytes: number | undefined): string {
-  return bytes === undefined ? '-' : `${(bytes / 1e6).toFixed(1)} MB`;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
-  return rows
-    .map((r) =>
-      r
-        .map((cell, c) => cell.padEnd(widths[c]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
 }
 
 function list(packs: PackInfo[]): string {
