@@ -75,6 +75,27 @@ describe('built-in pack contents', { skip: process.getuid?.() === 0 ? undefined 
     assert.match(run.hint ?? '', /^jq is not in pack shell; pack base has it/);
   });
 
+  it('a streamed exec or run (what the CLI uses) carries the hint in its result event, and kiln run prints it', async () => {
+    const resultOf = async (events: AsyncIterable<{ type: string }>) => {
+      let result: { type: string; exitCode?: number | null; hint?: string } | undefined;
+      for await (const ev of events) if (ev.type === 'result') result = ev;
+      return result;
+    };
+    await withSandbox(t.client, { pack: 'python' }, async (id) => {
+      const streamed = await resultOf(t.client.sandboxes.execStream(id, { cmd: 'echo before; git --version' }));
+      assert.equal(streamed?.exitCode, 127);
+      assert.match(streamed?.hint ?? '', /^git is not in pack python; pack base has it/);
+    });
+    const oneShot = await resultOf(t.client.runStream({ pack: 'shell', cmd: 'jq --version' }));
+    assert.match(oneShot?.hint ?? '', /^jq is not in pack shell; pack base has it/);
+    const cli = await run(join(REPO_ROOT, 'bin/kiln'), ['run', 'shell', '-c', 'jq .'], { env: { ...process.env, KILN_URL: t.server.url, KILN_TOKEN: '' } }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    assert.equal(cli.code, 127);
+    assert.match(cli.stderr, /kiln run: jq is not in pack shell; pack base has it/);
+  });
+
   it("GET /v1/packs names each image's language version, tools and size", async () => {
     const packs = await t.client.packs();
     const want: Record<string, { version: RegExp; tools: string[] }> = {

@@ -56,6 +56,7 @@ const command: Command = {
         if (ev.timedOut) console.error(`kiln run: timed out after ${ev.durationMs} ms`);
         if (ev.oomKilled) console.error('kiln run: killed: out of memory');
         if (ev.outputTruncated) console.error('kiln run: output truncated');
+        if (ev.hint) console.error(`kiln run: ${ev.hint}`);
         exit = ev.exitCode ?? 128 + 9;
       }
     }

@@ -50,7 +50,10 @@ const command: Command = {
           else if (ev.type === 'error') {
             console.error(`${ev.code}: ${ev.message}`);
             return 1;
-          } else if (ev.type === 'result') exit = ev.exitCode ?? 137;
+          } else if (ev.type === 'result') {
+            if (ev.hint) console.error(`kiln sandbox exec: ${ev.hint}`);
+            exit = ev.exitCode ?? 137;
+          }
         }
         return exit;
       }

@@ -25,7 +25,19 @@ export async function execRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
       const opts: ExecOptions = { ...body, stdin: body.stdin === undefined ? undefined : decodeInput('stdin', body.stdin, stdinEncoding) };
       if (stream || req.headers.accept === 'application/x-ndjson') {
         svc.manager.checkOutputCap(opts.maxOutputBytes); // a 400 before the stream's 200 is sent
-        return streamNdjson(req, reply, encoding, (handlers, signal) => svc.manager.runExec(req.params.id, opts, handlers, signal));
+        return streamNdjson(
+          req,
+          reply,
+          encoding,
+          (handlers, signal) => svc.manager.runExec(req.params.id, opts, handlers, signal),
+          undefined,
+          (r) =>
+            hintFor(
+              r,
+              () => svc.manager.get(req.params.id).info().pack,
+              () => svc.packs.list(),
+            ),
+        );
       }
       const ac = new AbortController();
       reply.raw.on('close', () => {

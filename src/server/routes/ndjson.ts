@@ -1,7 +1,8 @@
 /**
  * Streams an exec as NDJSON: {"type":"started"}, {"type":"stdout"|"stderr","data","encoding"},
  * {"type":"truncated","stream","droppedBytes"} before a truncated stream's tail, then one final
- * {"type":"result",...} or {"type":"error","code","message"}. A client that disconnects cancels it;
+ * {"type":"result",...} (with a `hint` when a command was not found: see hints.ts) or
+ * {"type":"error","code","message"}. A client that disconnects cancels it;
  * one that stops reading holds the program (output waits for the response to drain).
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -11,12 +12,16 @@ import { writeOrWait } from './backpressure.js';
 import { type OutputEncoding, outputEvents } from './encoding.js';
 import { execSummary } from './present.js';
 
+/** How much of a streamed stderr is kept for the missing-tool hint (its last lines). */
+const STDERR_TAIL_BYTES = 4096;
+
 export async function streamNdjson<R extends ExecOutcome>(
   req: FastifyRequest,
   reply: FastifyReply,
   encoding: OutputEncoding,
   run: (handlers: ExecStreamHandlers, signal: AbortSignal) => Promise<R>,
   extra: (r: R) => Record<string, unknown> = () => ({}),
+  hint?: (r: { exitCode: number | null; stderr: Buffer }) => Promise<{ hint?: string }>,
 ): Promise<void> {
   const ac = new AbortController();
   reply.raw.on('close', () => {
@@ -26,6 +31,9 @@ export async function streamNdjson<R extends ExecOutcome>(
   reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
   const write = (obj: Record<string, unknown>): undefined | Promise<void> => writeOrWait(reply.raw, `${JSON.stringify(obj)}\n`);
   const output = outputEvents(encoding, write);
+  // The end of stderr, for the hint: a streamed result carries no output of its own.
+  let stderrTail = Buffer.alloc(0);
+  const onStderr = output.handlers.onStderr;
   try {
     const r = await run(
       {
@@ -33,11 +41,16 @@ export async function streamNdjson<R extends ExecOutcome>(
           void write({ type: 'started', pid });
         },
         ...output.handlers,
+        onStderr: (c) => {
+          stderrTail = Buffer.concat([stderrTail, c]).subarray(-STDERR_TAIL_BYTES);
+          return onStderr(c);
+        },
       },
       ac.signal,
     );
     output.flush();
-    void write({ type: 'result', ...execSummary(r), encoding, ...extra(r) });
+    const hinted = hint ? await hint({ exitCode: r.exitCode, stderr: stderrTail }).catch(() => ({})) : {};
+    void write({ type: 'result', ...execSummary(r), encoding, ...extra(r), ...hinted });
   } catch (e) {
     const ke = toKilnError(e);
     if (ke.status >= 500 && ke.code === 'INTERNAL') req.log.error({ err: e }, 'stream failed');

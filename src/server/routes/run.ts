@@ -38,6 +38,12 @@ export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnServic
           encoding,
           (h, signal) => runOnce(svc.manager, svc.packs, opts, h, signal, ownerFor(req.principal)),
           (r) => ({ sandboxId: r.sandboxId, createMs: r.createMs }),
+          (r) =>
+            hintFor(
+              r,
+              () => opts.pack,
+              () => svc.packs.list(),
+            ),
         );
       }
       const ac = new AbortController();
