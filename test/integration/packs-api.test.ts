@@ -22,7 +22,7 @@ describe('pack routes: admin only, clear errors', () => {
   let dir: string;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kiln-packs-api-'));
-    svc = await composeService(loadConfig({ KILN_RUN_DIR: join(dir, 'run'), KILN_DATA_DIR: join(dir, 'data'), KILN_POOL: '' }), { skipScan: true });
+    svc = await composeService(loadConfig({ KILN_RUN_DIR: join(dir, 'run'), KILN_DATA_DIR: join(dir, 'data'), KILN_POOL: '', KILN_DATABASE_URL: 'off' }), { skipScan: true });
     open = await buildApp(svc);
     secured = await buildApp({ ...svc, config: { ...svc.config, token: USER, adminToken: ADMIN } });
     local = await buildApp(svc, { trustedSocket: true });
