@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -262,5 +263,41 @@ func TestExecWithFiles(t *testing.T) {
 	r = h.wait(id, 10*time.Second)
 	if r.err == nil || r.err.Code != codePathEscape || len(r.stdout) != 0 {
 		t.Fatalf("want PATH_ESCAPE before running, got stdout %q err %v", r.stdout, r.err)
+	}
+}
+
+// A cwd the exec user may not enter is PERMISSION_DENIED naming the directory, not EXEC_FAILED
+// blaming the program; a program that is not executable in a good cwd still blames the program.
+func TestExecCwdNotEnterable(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run an exec as another uid")
+	}
+	h := newTestHost(t, true)
+	// Not t.TempDir(): it and its parent are 0700, and only private/ may be closed here.
+	base, err := os.MkdirTemp("", "kiln-cwd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	private := filepath.Join(base, "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	inner := filepath.Join(private, "inner")
+	if err := os.Mkdir(inner, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{private, inner} {
+		_, err := h.call(map[string]any{"op": "exec", "argv": []string{"true"}, "cwd": dir, "uid": 65534})
+		if err == nil || err.Code != codePermissionDenied || !strings.Contains(err.Message, "may not enter "+private) {
+			t.Fatalf("cwd %s: want PERMISSION_DENIED naming %s, got %v", dir, private, err)
+		}
+	}
+	_, opErr := h.call(map[string]any{"op": "exec", "argv": []string{"/etc/hostname"}, "cwd": "/tmp", "uid": 65534})
+	if opErr == nil || opErr.Code != codeExecFailed {
+		t.Fatalf("a program that is not executable: want EXEC_FAILED, got %v", opErr)
 	}
 }

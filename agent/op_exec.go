@@ -193,17 +193,31 @@ func startError(cmd *exec.Cmd, err error) error {
 		}
 		return newOpError(codeBadRequest, "cannot switch to uid %d gid %d: %v", cred.Uid, cred.Gid, err)
 	}
-	if e := cwdError(cmd.Dir, err); e != nil {
+	if e := cwdError(cmd, err); e != nil {
 		return e
 	}
 	return newOpError(codeExecFailed, "%s: %v", cmd.Args[0], unwrapPathError(err))
 }
 
-// cwdError tells a missing working directory from a missing program: the child's chdir and its
-// execve both fail with ENOENT, which alone would blame the program ("/bin/sh: no such file").
-// Looked at only after a failed start, so a good exec pays nothing for it.
-func cwdError(dir string, err error) *opError {
-	if dir == "" || !(errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR)) {
+// cwdError tells a bad working directory from a bad program: the child's chdir and its execve
+// both fail with ENOENT (or EACCES), which alone would blame the program ("/bin/sh: no such file",
+// "permission denied"). Looked at only after a failed start, so a good exec pays nothing for it.
+func cwdError(cmd *exec.Cmd, err error) *opError {
+	dir := cmd.Dir
+	if dir == "" {
+		return nil
+	}
+	if errors.Is(err, syscall.EACCES) {
+		uid, gid := os.Getuid(), os.Getgid()
+		if c := cmd.SysProcAttr.Credential; c != nil {
+			uid, gid = int(c.Uid), int(c.Gid)
+		}
+		if blocked := unsearchable(dir, uid, gid); blocked != "" {
+			return newOpError(codePermissionDenied, "cwd %s: the exec user (uid %d) may not enter %s; pass a directory it can enter, e.g. /workspace or /tmp", dir, uid, blocked)
+		}
+		return nil
+	}
+	if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ENOTDIR) {
 		return nil
 	}
 	st, serr := os.Stat(dir)
@@ -214,6 +228,38 @@ func cwdError(dir string, err error) *opError {
 		return newOpError(codeCwdNotFound, "cwd %s is not a directory", dir)
 	}
 	return nil
+}
+
+// unsearchable returns the first directory on the way to dir (dir included) that uid/gid may not
+// search by its mode bits, or "" when every one may be entered. Root passes everywhere; the
+// supplementary groups are the agent's own (execs never set them), so only gid is considered.
+func unsearchable(dir string, uid, gid int) string {
+	if uid == 0 {
+		return ""
+	}
+	path := "/"
+	for _, part := range append([]string{""}, strings.Split(strings.Trim(filepath.Clean(dir), "/"), "/")...) {
+		path = filepath.Join(path, part)
+		st, err := os.Stat(path)
+		if err != nil {
+			return ""
+		}
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !ok {
+			return ""
+		}
+		var bit os.FileMode = 0o001
+		switch {
+		case int(sys.Uid) == uid:
+			bit = 0o100
+		case int(sys.Gid) == gid:
+			bit = 0o010
+		}
+		if st.Mode().Perm()&bit == 0 {
+			return path
+		}
+	}
+	return ""
 }
 
 func unwrapPathError(err error) error {
