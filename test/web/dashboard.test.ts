@@ -12,6 +12,7 @@ import { gzipSync } from 'node:zlib';
 import type { Browser, Page } from 'playwright-core';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 import { tarOf } from '../parity/tar.js';
+import { zipOf } from '../parity/zip.js';
 import { ensureDashboardBuilt, launchBrowser, screenshot, skipReason, watchPageErrors } from './harness.js';
 
 const skip = skipReason();
@@ -164,7 +165,7 @@ describe('dashboard (Chromium against a real server)', { skip }, () => {
       ),
     );
     await page.selectOption('select[name=target]', sandboxId);
-    await page.click('[role=radio]:text-is("Upload tar.gz")');
+    await page.click('[role=radio]:text-is("Upload archive")');
     await page.setInputFiles('input[name=archive]', archive);
     await page.fill('input[name=archiveEntrypoint]', 'app.py');
     await page.fill('textarea[name=stdin]', '');
@@ -176,6 +177,15 @@ describe('dashboard (Chromium against a real server)', { skip }, () => {
     const listing = await srv.client.sandboxes.listDir(sandboxId, '/workspace/pkg');
     assert.deepEqual(listing.map((e) => e.name).sort(), ['__init__.py', 'calc.py']);
     await screenshot(page, 'run-archive');
+
+    // A zip goes the same way: the agent tells the format from its first bytes.
+    const zip = join(tmp, 'project.zip');
+    await writeFile(zip, zipOf([{ name: 'zipped.py', body: 'print("from a zip")\n' }]));
+    await page.setInputFiles('input[name=archive]', zip);
+    await page.fill('input[name=archiveEntrypoint]', 'zipped.py');
+    await page.click('button.run');
+    await page.locator('[data-testid=run-output] .stdout', { hasText: 'from a zip' }).waitFor({ timeout: 60_000 });
+    assert.match((await page.locator('[data-testid=run-output] .status').allTextContents()).join(''), /unpacked 1 files/);
   });
 
   it('opens a terminal in the sandbox, runs echo hi and follows resizes', async (t) => {

@@ -42,7 +42,7 @@ export async function* runInSandbox(client: KilnClient, sandboxId: string, files
   yield* execEntrypoint(client, sandboxId, s, signal);
 }
 
-/** Uploads a tar.gz into `sandboxId`, or into a sandbox made (and deleted) for this run when undefined. */
+/** Uploads an archive (tar.gz, tar or zip: the agent tells them apart) into `sandboxId`, or into a sandbox made (and deleted) for this run when undefined. */
 export async function* runArchive(client: KilnClient, sandboxId: string | undefined, archive: Blob, s: RunSettings, signal: AbortSignal): AsyncGenerator<RunEvent> {
   let id = sandboxId;
   if (!id) {

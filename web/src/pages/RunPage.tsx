@@ -1,4 +1,4 @@
-/** Edit a multi-file project (or pick a tar.gz), run it, watch output stream in, read the result. */
+/** Edit a multi-file project (or pick an archive: tar.gz, tar or zip), run it, watch output stream in, read the result. */
 import { useEffect, useMemo, useRef, useState } from 'react';
 import type { PackInfo } from '../../../sdk/src/index.ts';
 import { CodeEditor } from '../components/CodeEditor.tsx';
@@ -65,7 +65,7 @@ export function RunPage({ initialSandbox }: { initialSandbox?: string }) {
     try {
       let events: AsyncGenerator<RunEvent>;
       if (source === 'archive') {
-        if (!archive) throw new Error('choose a .tar.gz file first');
+        if (!archive) throw new Error('choose a .tar.gz, .tar or .zip file first');
         events = runArchive(client, target || undefined, archive, { ...settings, entrypoint: archiveEntry || pack.run.fileName }, ac.signal);
       } else if (target) {
         events = runInSandbox(client, target, project.files, { ...settings, entrypoint: project.entrypoint }, ac.signal);
@@ -119,7 +119,7 @@ export function RunPage({ initialSandbox }: { initialSandbox?: string }) {
           </button>
           {/* biome-ignore lint/a11y/useSemanticElements: see above */}
           <button type="button" role="radio" aria-checked={source === 'archive'} className={source === 'archive' ? 'on' : ''} onClick={() => setSource('archive')}>
-            Upload tar.gz
+            Upload archive
           </button>
         </div>
         <label>
@@ -159,12 +159,12 @@ export function RunPage({ initialSandbox }: { initialSandbox?: string }) {
           ) : (
             <div className="card archive">
               <p>
-                Upload a <code>.tar.gz</code> of a whole project. It is unpacked into <code>/workspace</code> of{' '}
+                Upload a <code>.tar.gz</code>, <code>.tar</code> or <code>.zip</code> of a whole project (the format is told from its first bytes). It is unpacked into <code>/workspace</code> of{' '}
                 {target ? <span className="mono">{target}</span> : 'a sandbox created for this run (and deleted after)'}, then its entrypoint runs with the pack's project command.
               </p>
               <label>
                 Project archive
-                <input name="archive" type="file" accept=".tar.gz,.tgz,application/gzip" onChange={(e) => setArchive(e.target.files?.[0])} />
+                <input name="archive" type="file" accept=".tar.gz,.tgz,.tar,.zip,application/gzip,application/x-tar,application/zip" onChange={(e) => setArchive(e.target.files?.[0])} />
               </label>
               <label>
                 Entrypoint
