@@ -55,30 +55,22 @@ export interface AuthOptions {
  * that is neither is refused even where no token is configured: a revoked key stays refused.
  */
 export function authenticate(o: AuthOptions): onRequestAsyncHookHandler {
-  const expected = o.token === undefined ? undefined : Buffer.from(`Bearer ${o.token}`);
-  const operator = o.adminToken;
   return async (req) => {
     if (o.trusted) {
       req.principal = ADMIN;
       return;
     }
-    const fromQuery = req.headers.upgrade?.toLowerCase() === 'websocket' ? (req.query as Record<string, unknown>)?.access_token : undefined;
-    const header = req.headers.authorization ?? (typeof fromQuery === 'string' && fromQuery ? `Bearer ${fromQuery}` : undefined);
-    if (header === undefined && expected === undefined) {
+    const header = presented(req);
+    if (header === undefined && o.token === undefined) {
       req.principal = ADMIN;
       return;
     }
-    const got = Buffer.from(header ?? '');
-    if (expected && got.length === expected.length && timingSafeEqual(got, expected)) {
+    if ((o.token !== undefined && matches(header, o.token)) || (o.adminToken && matches(header, o.adminToken))) {
       req.principal = ADMIN;
       return;
     }
-    if (operator && matches(got, operator)) {
-      req.principal = ADMIN;
-      return;
-    }
-    const m = header === undefined ? null : /^Bearer (\S+)$/.exec(header);
-    const key = m ? o.keys?.authenticate(m[1]!) : undefined;
+    const bearer = bearerOf(header);
+    const key = bearer === undefined ? undefined : o.keys?.authenticate(bearer);
     if (key) {
       req.principal = { kind: 'key', key };
       return;
@@ -92,14 +84,21 @@ export const requireAdmin: onRequestAsyncHookHandler = async (req) => {
   if (req.principal.kind !== 'admin') throw new KilnError('FORBIDDEN', 'this route is for the admin (KILN_TOKEN or the trusted socket), not for API keys');
 };
 
-function presented(req: FastifyRequest): Buffer {
+/** The Authorization header, or ?access_token= on a WebSocket upgrade (browsers cannot set its headers). */
+function presented(req: FastifyRequest): string | undefined {
   const fromQuery = req.headers.upgrade?.toLowerCase() === 'websocket' ? (req.query as Record<string, unknown>)?.access_token : undefined;
-  return Buffer.from(req.headers.authorization ?? (typeof fromQuery === 'string' && fromQuery ? `Bearer ${fromQuery}` : ''));
+  return req.headers.authorization ?? (typeof fromQuery === 'string' && fromQuery ? `Bearer ${fromQuery}` : undefined);
 }
 
-function matches(got: Buffer, token: string): boolean {
+/** Whether the header is "Bearer <token>", compared in constant time. */
+function matches(header: string | undefined, token: string): boolean {
+  const got = Buffer.from(header ?? '');
   const expected = Buffer.from(`Bearer ${token}`);
   return got.length === expected.length && timingSafeEqual(got, expected);
+}
+
+function bearerOf(header: string | undefined): string | undefined {
+  return header === undefined ? undefined : /^Bearer (\S+)$/.exec(header)?.[1];
 }
 
 /**
@@ -110,11 +109,11 @@ function matches(got: Buffer, token: string): boolean {
  */
 export function requirePackAdmin(adminToken: string | undefined, userToken: string | undefined, keys?: KeyRing): onRequestAsyncHookHandler {
   return async (req) => {
-    const got = presented(req);
-    if (adminToken && matches(got, adminToken)) return;
-    const bearer = /^Bearer (\S+)$/.exec(got.toString())?.[1];
+    const header = presented(req);
+    if (adminToken && matches(header, adminToken)) return;
+    const bearer = bearerOf(header);
     const isKey = bearer !== undefined && keys?.authenticate(bearer) !== undefined;
-    if (userToken && !matches(got, userToken) && !isKey) {
+    if (userToken && !matches(header, userToken) && !isKey) {
       throw new KilnError('UNAUTHORIZED', 'missing or wrong bearer token: send "Authorization: Bearer <KILN_TOKEN>" (a WebSocket may pass ?access_token=)');
     }
     if (!adminToken) {
