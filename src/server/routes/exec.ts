@@ -5,8 +5,7 @@ import type { KilnService } from '../service.js';
 import { decodeInput, type OutputEncoding } from './encoding.js';
 import { hintFor } from './hints.js';
 import { attachInteractive } from './interactive.js';
-import { streamNdjson } from './ndjson.js';
-import { execBody as present } from './present.js';
+import { answerExec } from './ndjson.js';
 import { errorSchema, execBody, execResultSchema, idParams } from './schemas.js';
 
 export async function execRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
@@ -23,35 +22,20 @@ export async function execRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
     async (req, reply) => {
       const { stream, encoding = 'utf8', stdinEncoding, ...body } = req.body;
       const opts: ExecOptions = { ...body, stdin: body.stdin === undefined ? undefined : decodeInput('stdin', body.stdin, stdinEncoding) };
-      if (stream || req.headers.accept === 'application/x-ndjson') {
-        svc.manager.checkOutputCap(opts.maxOutputBytes); // a 400 before the stream's 200 is sent
-        return streamNdjson(
-          req,
-          reply,
-          encoding,
-          (handlers, signal) => svc.manager.runExec(req.params.id, opts, handlers, signal),
-          undefined,
-          (r) =>
-            hintFor(
-              r,
-              () => svc.manager.get(req.params.id).info().pack,
-              () => svc.packs.list(),
-            ),
-        );
-      }
-      const ac = new AbortController();
-      reply.raw.on('close', () => {
-        if (!reply.raw.writableFinished) ac.abort();
-      });
-      const r = await svc.manager.runExec(req.params.id, opts, undefined, ac.signal);
-      return {
-        ...present(r, encoding),
-        ...(await hintFor(
+      const hint = (r: { exitCode: number | null; stderr: Buffer }) =>
+        hintFor(
           r,
           () => svc.manager.get(req.params.id).info().pack,
           () => svc.packs.list(),
-        )),
-      };
+        );
+      const streamed = !!stream || req.headers.accept === 'application/x-ndjson';
+      if (streamed) svc.manager.checkOutputCap(opts.maxOutputBytes); // a 400 before the stream's 200 is sent
+      return answerExec(req, reply, {
+        stream: streamed,
+        encoding,
+        run: (handlers, signal) => svc.manager.runExec(req.params.id, opts, handlers, signal),
+        hint,
+      });
     },
   );
 

@@ -8,10 +8,13 @@ import type { PackInfo } from '../../core/packs.js';
 // bash: "bash: line 1: git: command not found"; dash: "/bin/sh: 1: git: not found".
 const NOT_FOUND = /(?:^|\n)[^\n]*?([A-Za-z0-9_.+-]+): (?:command )?not found\s*$/;
 
+/** How much of the end of stderr the hint reads (a streamed exec keeps only this much for it). */
+export const HINT_STDERR_BYTES = 2048;
+
 /** The tool a shell could not find, from the end of its stderr. */
 export function missingTool(exitCode: number | null, stderr: Buffer): string | undefined {
   if (exitCode !== 127) return undefined;
-  return NOT_FOUND.exec(stderr.subarray(-2048).toString('utf8'))?.[1];
+  return NOT_FOUND.exec(stderr.subarray(-HINT_STDERR_BYTES).toString('utf8'))?.[1];
 }
 
 export function missingToolHint(tool: string, pack: string, packs: PackInfo[]): string {

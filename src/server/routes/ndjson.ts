@@ -10,10 +10,8 @@ import { toKilnError } from '../../core/errors.js';
 import type { ExecOutcome, ExecStreamHandlers } from '../../core/exec.js';
 import { writeOrWait } from './backpressure.js';
 import { type OutputEncoding, outputEvents } from './encoding.js';
-import { execSummary } from './present.js';
-
-/** How much of a streamed stderr is kept for the missing-tool hint (its last lines). */
-const STDERR_TAIL_BYTES = 4096;
+import { HINT_STDERR_BYTES } from './hints.js';
+import { execBody, execSummary } from './present.js';
 
 export async function streamNdjson<R extends ExecOutcome>(
   req: FastifyRequest,
@@ -42,7 +40,7 @@ export async function streamNdjson<R extends ExecOutcome>(
         },
         ...output.handlers,
         onStderr: (c) => {
-          stderrTail = Buffer.concat([stderrTail, c]).subarray(-STDERR_TAIL_BYTES);
+          stderrTail = Buffer.concat([stderrTail, c]).subarray(-HINT_STDERR_BYTES);
           return onStderr(c);
         },
       },
@@ -58,4 +56,33 @@ export async function streamNdjson<R extends ExecOutcome>(
   } finally {
     reply.raw.end();
   }
+}
+
+export interface ExecAnswer<R extends ExecOutcome> {
+  /** NDJSON events (stream: true or Accept: application/x-ndjson) instead of one JSON answer. */
+  stream: boolean;
+  encoding: OutputEncoding;
+  run: (handlers: ExecStreamHandlers | undefined, signal: AbortSignal) => Promise<R>;
+  /** Fields of the answer beside the exec's own (a one-shot run's sandboxId, createMs). */
+  extra?: (r: R) => Record<string, unknown>;
+  /** The missing-tool hint (hints.ts), from the end of stderr. */
+  hint: (r: { exitCode: number | null; stderr: Buffer }) => Promise<{ hint?: string }>;
+}
+
+/**
+ * The answer of an exec or a one-shot run, streamed or buffered: both cancel the program when the
+ * client goes away, and both carry the same extra fields and hint.
+ */
+export async function answerExec<R extends ExecOutcome>(req: FastifyRequest, reply: FastifyReply, a: ExecAnswer<R>): Promise<Record<string, unknown> | undefined> {
+  const extra = a.extra ?? (() => ({}));
+  if (a.stream) {
+    await streamNdjson(req, reply, a.encoding, a.run, extra, a.hint);
+    return undefined; // the reply was hijacked and written
+  }
+  const ac = new AbortController();
+  reply.raw.on('close', () => {
+    if (!reply.raw.writableFinished) ac.abort();
+  });
+  const r = await a.run(undefined, ac.signal);
+  return { ...execBody(r, a.encoding), ...extra(r), ...(await a.hint(r)) };
 }

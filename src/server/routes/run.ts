@@ -6,8 +6,7 @@ import { ownerFor } from '../edge.js';
 import type { KilnService } from '../service.js';
 import { decodeInput, type OutputEncoding } from './encoding.js';
 import { hintFor } from './hints.js';
-import { streamNdjson } from './ndjson.js';
-import { execBody as present } from './present.js';
+import { answerExec } from './ndjson.js';
 import { EXEC_REQUEST_MAX_BYTES, errorSchema, runBody, runResultSchema } from './schemas.js';
 
 export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnService }): Promise<void> {
@@ -30,37 +29,20 @@ export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnServic
       const { stream, encoding = 'utf8', stdinEncoding, ...body } = req.body;
       const opts: RunOptions = { ...body, stdin: body.stdin === undefined ? undefined : decodeInput('stdin', body.stdin, stdinEncoding) };
       assertFitsOneRequest(opts);
-      if (stream || req.headers.accept === 'application/x-ndjson') {
-        svc.manager.checkOutputCap(opts.maxOutputBytes); // a 400 before the stream's 200 is sent
-        return streamNdjson(
-          req,
-          reply,
-          encoding,
-          (h, signal) => runOnce(svc.manager, svc.packs, opts, h, signal, ownerFor(req.principal)),
-          (r) => ({ sandboxId: r.sandboxId, createMs: r.createMs }),
-          (r) =>
-            hintFor(
-              r,
-              () => opts.pack,
-              () => svc.packs.list(),
-            ),
-        );
-      }
-      const ac = new AbortController();
-      reply.raw.on('close', () => {
-        if (!reply.raw.writableFinished) ac.abort();
+      const streamed = !!stream || req.headers.accept === 'application/x-ndjson';
+      if (streamed) svc.manager.checkOutputCap(opts.maxOutputBytes); // a 400 before the stream's 200 is sent
+      return answerExec(req, reply, {
+        stream: streamed,
+        encoding,
+        run: (handlers, signal) => runOnce(svc.manager, svc.packs, opts, handlers, signal, ownerFor(req.principal)),
+        extra: (r) => ({ sandboxId: r.sandboxId, createMs: r.createMs }),
+        hint: (r) =>
+          hintFor(
+            r,
+            () => opts.pack,
+            () => svc.packs.list(),
+          ),
       });
-      const r = await runOnce(svc.manager, svc.packs, opts, undefined, ac.signal, ownerFor(req.principal));
-      return {
-        ...present(r, encoding),
-        sandboxId: r.sandboxId,
-        createMs: r.createMs,
-        ...(await hintFor(
-          r,
-          () => opts.pack,
-          () => svc.packs.list(),
-        )),
-      };
     },
   );
 }
