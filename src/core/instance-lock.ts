@@ -10,7 +10,7 @@
  * recognised as gone, and so is a pid that was reused by an unrelated process since.
  */
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 export interface LockHolder {
   pid: number;
@@ -30,15 +30,32 @@ export class InstanceLock {
   ) {}
 
   /** Takes the lock on `runDir`, or throws naming the live service that holds it. */
-  static async acquire(runDir: string, address?: string): Promise<InstanceLock> {
-    await mkdir(runDir, { recursive: true, mode: 0o755 });
-    const path = join(runDir, LOCK_FILE);
-    const me: LockHolder = { pid: process.pid, startTicks: (await startTicks(process.pid)) ?? '', startedAt: new Date().toISOString(), address };
+  static acquire(runDir: string, address?: string): Promise<InstanceLock> {
+    return InstanceLock.acquireFile(join(runDir, LOCK_FILE), {
+      address,
+      mode: 0o644,
+      refuse: (holder) =>
+        holder
+          ? new Error(
+              `another kiln service (pid ${holder.pid}${holder.address ? `, ${holder.address}` : ''}, started ${holder.startedAt}) uses the run directory ${runDir}: ` +
+                "stop it first, or give this one its own KILN_RUN_DIR (its start-up scan would remove the other's sandboxes)",
+            )
+          : new Error(`could not take the lock ${join(runDir, LOCK_FILE)}: another service is starting on the same run directory`),
+    });
+  }
+
+  /**
+   * Takes the lock file `path` (its folder is created), or throws `refuse(holder)` for a live
+   * holder, this process included, and `refuse(undefined)` when another process took it in between.
+   */
+  static async acquireFile(path: string, o: { address?: string; mode: number; refuse: (holder: LockHolder | undefined) => Error }): Promise<InstanceLock> {
+    await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+    const me: LockHolder = { pid: process.pid, startTicks: (await startTicks(process.pid)) ?? '', startedAt: new Date().toISOString(), address: o.address };
     // Two rounds: the second after removing a dead holder's file. Losing that race to another
-    // starting service is reported like any live holder.
+    // starting process is reported like any live holder.
     for (let round = 0; round < 2; round++) {
       try {
-        const fh = await open(path, 'wx', 0o644);
+        const fh = await open(path, 'wx', o.mode);
         try {
           await fh.writeFile(`${JSON.stringify(me)}\n`);
         } finally {
@@ -49,15 +66,10 @@ export class InstanceLock {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       }
       const holder = await readHolder(path);
-      if (holder && (await alive(holder))) {
-        throw new Error(
-          `another kiln service (pid ${holder.pid}${holder.address ? `, ${holder.address}` : ''}, started ${holder.startedAt}) uses the run directory ${runDir}: ` +
-            "stop it first, or give this one its own KILN_RUN_DIR (its start-up scan would remove the other's sandboxes)",
-        );
-      }
+      if (holder && (await alive(holder))) throw o.refuse(holder);
       await rm(path, { force: true });
     }
-    throw new Error(`could not take the lock ${path}: another service is starting on the same run directory`);
+    throw o.refuse(undefined);
   }
 
   /** Releases the lock if this process still holds it (a later holder's file is left alone). */

@@ -4,10 +4,11 @@
  * the same SQL; what differs (how a transaction is held, how 64-bit integers come back) stops here
  * or in SqlStore's row mapping. Each engine's package is loaded only when it is used.
  */
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Pool } from 'pg';
 import { KilnError } from '../core/errors.js';
+import { InstanceLock } from '../core/instance-lock.js';
 
 export interface SqlTx {
   query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
@@ -93,37 +94,21 @@ export async function openPostgres(url: string): Promise<SqlClient> {
 
 /**
  * One process per embedded database: PGlite has no server to arbitrate, and two processes writing
- * the same files would corrupt them. The lock file holds the owner's pid; a lock whose process is
- * gone is stale and taken over.
+ * the same files would corrupt them. The lock names its holder by pid and start time, so a lock
+ * whose process is gone (or whose pid was reused) is stale and taken over (core/instance-lock.ts).
  */
 async function lockDir(lockPath: string, dir: string): Promise<() => Promise<void>> {
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const f = await open(lockPath, 'wx', 0o600);
-      await f.writeFile(String(process.pid));
-      await f.close();
-      return () => rm(lockPath, { force: true });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const pid = Number((await readFile(lockPath, 'utf8').catch(() => '')).trim());
-      if (pid > 0 && pid !== process.pid && alive(pid)) {
-        throw new KilnError(
-          'STORE_UNAVAILABLE',
-          `the embedded database ${dir} is in use by process ${pid} (another kiln service?); stop it, or give this one its own KILN_DATA_DIR or KILN_DATABASE_URL`,
-        );
-      }
-      if (pid === process.pid) throw new KilnError('STORE_UNAVAILABLE', `the embedded database ${dir} is already open in this process`);
-      await rm(lockPath, { force: true });
-    }
-  }
-  throw new KilnError('STORE_UNAVAILABLE', `could not lock the embedded database ${dir}`);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  const lock = await InstanceLock.acquireFile(lockPath, {
+    mode: 0o600,
+    refuse: (holder) =>
+      new KilnError(
+        'STORE_UNAVAILABLE',
+        holder === undefined
+          ? `could not lock the embedded database ${dir}`
+          : holder.pid === process.pid
+            ? `the embedded database ${dir} is already open in this process`
+            : `the embedded database ${dir} is in use by process ${holder.pid} (another kiln service?); stop it, or give this one its own KILN_DATA_DIR or KILN_DATABASE_URL`,
+      ),
+  });
+  return () => lock.release();
 }
