@@ -5,12 +5,10 @@
  * pack. Uses only the SDK: POST /v1/packs, sandboxes, file uploads and exec.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readdir } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { KilnClient, type PackBuildEvent } from '../../sdk/src/index.js';
-import { startTestServer, type TestServer, withSandbox } from '../parity/fixture.js';
+import type { KilnClient, PackBuildEvent } from '../../sdk/src/index.js';
+import { type PackServer, startPackServer, type TestServer, withSandbox } from '../parity/fixture.js';
 
 const ADMIN = 'agent-script-admin';
 const PACK = 'test-py-requests';
@@ -19,16 +17,14 @@ describe('agent-style script: custom pack, npm and node --test, go test', { skip
   let t: TestServer;
   let kiln: KilnClient;
   let customDir: string;
+  let packs: PackServer | undefined;
   before(async () => {
-    customDir = await mkdtemp(join(tmpdir(), 'kiln-custom-packs-'));
-    t = await startTestServer({ KILN_ADMIN_TOKEN: ADMIN, KILN_CUSTOM_PACKS_DIR: customDir });
-    kiln = new KilnClient({ baseUrl: t.server.url, token: ADMIN });
+    packs = await startPackServer(ADMIN);
+    ({ t, admin: kiln, customDir } = packs);
   });
   after(async () => {
     // The pack's images live in the shared data dir: remove them with the pack.
-    await kiln?.deletePack(PACK).catch(() => undefined);
-    await t?.close();
-    await rm(customDir, { recursive: true, force: true });
+    await packs?.close([PACK]);
   });
 
   it('builds a python pack with python3-requests, streaming progress, and runs a script importing it', async () => {

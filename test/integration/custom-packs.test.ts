@@ -4,12 +4,11 @@
  * does not exist, a failing setup step, live definitions in the operator folder, and removal.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type CustomPackDefinition, KilnApiError, KilnClient, type PackBuildEvent } from '../../sdk/src/index.js';
-import { startTestServer, type TestServer, withSandbox } from '../parity/fixture.js';
+import { type CustomPackDefinition, KilnApiError, type KilnClient, type PackBuildEvent } from '../../sdk/src/index.js';
+import { type PackServer, startPackServer, type TestServer, withSandbox } from '../parity/fixture.js';
 
 const ADMIN = 'custom-packs-admin';
 const PACK = 'test-greeter';
@@ -42,15 +41,13 @@ describe('custom packs, built for real', { skip: process.getuid?.() === 0 ? unde
   let t: TestServer;
   let kiln: KilnClient;
   let customDir: string;
+  let packs: PackServer | undefined;
   before(async () => {
-    customDir = await mkdtemp(join(tmpdir(), 'kiln-custom-packs-'));
-    t = await startTestServer({ KILN_ADMIN_TOKEN: ADMIN, KILN_CUSTOM_PACKS_DIR: customDir });
-    kiln = new KilnClient({ baseUrl: t.server.url, token: ADMIN });
+    packs = await startPackServer(ADMIN);
+    ({ t, admin: kiln, customDir } = packs);
   });
   after(async () => {
-    for (const name of [PACK, 'test-nosuch', 'hand-made']) await kiln?.deletePack(name).catch(() => undefined);
-    await t?.close();
-    await rm(customDir, { recursive: true, force: true });
+    await packs?.close([PACK, 'test-nosuch', 'hand-made']);
   });
 
   it('a package that does not exist fails the build with its name, and leaves nothing behind', async () => {

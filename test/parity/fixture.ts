@@ -35,6 +35,33 @@ export async function startTestServer(env: Record<string, string> = {}, opts: { 
   };
 }
 
+export interface PackServer {
+  t: TestServer;
+  /** A client with the operator's KILN_ADMIN_TOKEN: it may create and delete packs. */
+  admin: KilnClient;
+  /** KILN_CUSTOM_PACKS_DIR, a temp folder of this server's own. */
+  customDir: string;
+  /** Deletes these custom packs (their images live in the shared data dir), then the server and its folder. */
+  close(packs: string[]): Promise<void>;
+}
+
+/** A test server that manages custom packs: its own custom-pack folder, and an admin client. */
+export async function startPackServer(adminToken: string): Promise<PackServer> {
+  const customDir = await mkdtemp(join(tmpdir(), 'kiln-custom-packs-'));
+  const t = await startTestServer({ KILN_ADMIN_TOKEN: adminToken, KILN_CUSTOM_PACKS_DIR: customDir });
+  const admin = new KilnClient({ baseUrl: t.server.url, token: adminToken });
+  return {
+    t,
+    admin,
+    customDir,
+    async close(packs) {
+      for (const name of packs) await admin.deletePack(name).catch(() => undefined);
+      await t.close();
+      await rm(customDir, { recursive: true, force: true });
+    },
+  };
+}
+
 /** Creates a sandbox for the duration of `fn` and always deletes it (even when fn throws). */
 export async function withSandbox<T>(client: KilnClient, opts: Parameters<KilnClient['sandboxes']['create']>[0], fn: (id: string) => Promise<T>): Promise<T> {
   const sb = await client.sandboxes.create(opts);
