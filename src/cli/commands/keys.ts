@@ -3,8 +3,7 @@
  * running service on this host or another (serviceUrl(): KILN_URL, else KILN_HOST:KILN_PORT) as
  * the admin (KILN_TOKEN). The secret is printed once, on stdout, alone on its line.
  */
-import { type ErrorCode, KilnError } from '../../../sdk/src/index.js';
-import { SERVICE_ENV_HELP, serviceUrl } from '../client.js';
+import { cliClient, SERVICE_ENV_HELP } from '../client.js';
 import { type Command, parseFlags, UsageError } from '../command.js';
 
 const USAGE = `usage:
@@ -27,16 +26,9 @@ interface KeyView {
   usage?: { sandboxes: number; memoryMib: number };
 }
 
-async function api(method: string, path: string, body?: unknown): Promise<unknown> {
-  const base = serviceUrl();
-  const headers: Record<string, string> = {};
-  if (process.env.KILN_TOKEN) headers.authorization = `Bearer ${process.env.KILN_TOKEN}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const r = await fetch(`${base}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  const json = text ? (JSON.parse(text) as Record<string, unknown>) : {};
-  if (!r.ok) throw new KilnError(r.status, (typeof json.code === 'string' ? json.code : `HTTP_${r.status}`) as ErrorCode, String(json.message ?? text));
-  return json;
+/** The admin API through the SDK's client (serviceUrl(), KILN_TOKEN, errors as KilnError). */
+function api(method: string, path: string, body?: unknown): Promise<unknown> {
+  return cliClient().json(method, path, body);
 }
 
 const command: Command = {
