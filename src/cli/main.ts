@@ -12,6 +12,7 @@ const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
   doctor: () => import('./commands/doctor.js'),
   firecracker: () => import('./commands/firecracker.js'),
   keys: () => import('./commands/keys.js'),
+  workspace: () => import('./commands/workspace.js'),
 };
 
 const SUMMARIES: Record<string, string> = {
@@ -23,6 +24,7 @@ const SUMMARIES: Record<string, string> = {
   doctor: 'check what this host can run and how to fix what is missing',
   firecracker: 'install a pinned Firecracker release | check whether this host can run it',
   keys: 'create | ls | revoke API keys (admin: KILN_TOKEN)',
+  workspace: 'work on a host folder copy-on-write, then review, approve or reject the changes',
 };
 
 const HELP_FLAGS = new Set(['-h', '--help', 'help']);

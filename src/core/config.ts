@@ -1,4 +1,5 @@
 /** Service configuration, read once from the environment at start-up (KILN_*). */
+import { realpathSync } from 'node:fs';
 import os from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,6 +55,23 @@ export interface KilnConfig {
   databaseUrl?: string;
   /** KILN_NODE_ID: this service's name among nodes sharing one database (default: the host name). */
   nodeId: string;
+  workspaces: WorkspaceConfig;
+}
+
+/** Workspace sandboxes (docs/workspaces.md). */
+export interface WorkspaceConfig {
+  /**
+   * KILN_WORKSPACE_ROOTS: the host folders (':'-separated, absolute, symlinks resolved at start)
+   * under which a workspace may be opened. Empty: workspaces are refused.
+   */
+  roots: string[];
+  /** Size of a workspace's upper layer (what the sandbox may write), default and maximum. */
+  defaultSizeMib: number;
+  maxSizeMib: number;
+  /** A workspace sandbox with no activity (exec, files, review) for this long is deleted. */
+  idleTtlSec: number;
+  /** Upper layer use, in percent of its size, above which changes answers carry a warning. */
+  warnPercent: number;
 }
 
 export interface SandboxLimits {
@@ -128,6 +146,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     firecrackerKvm: env.KILN_FIRECRACKER_KVM === 'force' ? 'force' : 'auto',
     databaseUrl: env.KILN_DATABASE_URL || undefined,
     nodeId: env.KILN_NODE_ID || os.hostname(),
+    workspaces: {
+      roots: workspaceRoots(env.KILN_WORKSPACE_ROOTS),
+      defaultSizeMib: int(env, 'KILN_WORKSPACE_SIZE_MIB', 1024, 16, 1 << 20),
+      maxSizeMib: int(env, 'KILN_WORKSPACE_MAX_SIZE_MIB', 16 << 10, 16, 1 << 20),
+      idleTtlSec: int(env, 'KILN_WORKSPACE_IDLE_TTL_SEC', 86_400, 1, 30 * 86400),
+      warnPercent: int(env, 'KILN_WORKSPACE_WARN_PERCENT', 80, 1, 100),
+    },
     ...overrides,
   };
   const { defaultOutputBytes, maxOutputBytes } = cfg.limits;
@@ -180,6 +205,23 @@ function origin(v: string): string {
   } catch {
     throw new KilnError('INVALID_REQUEST', `KILN_ALLOWED_ORIGINS entry "${v}": use scheme://host[:port] with no path, e.g. https://app.example.com`);
   }
+}
+
+/** ':'-separated absolute folders; each must exist (its real path is kept, so symlinks cannot widen it). */
+function workspaceRoots(v: string | undefined): string[] {
+  const out: string[] = [];
+  for (const raw of (v ?? '').split(':').filter(Boolean)) {
+    if (!isAbsolute(raw)) throw new KilnError('INVALID_REQUEST', `KILN_WORKSPACE_ROOTS entry "${raw}" is not an absolute path`);
+    let real: string;
+    try {
+      real = realpathSync(raw);
+    } catch {
+      throw new KilnError('INVALID_REQUEST', `KILN_WORKSPACE_ROOTS entry "${raw}" does not exist`);
+    }
+    if (real === '/') throw new KilnError('INVALID_REQUEST', 'KILN_WORKSPACE_ROOTS may not contain / (the whole host): name the folders that hold projects');
+    out.push(real);
+  }
+  return out;
 }
 
 function path(p: string): string {

@@ -24,14 +24,22 @@ export const ERROR_CATALOGUE = {
   PERMISSION_DENIED: 403,
   /** An API key asked for an admin route (keys). */
   FORBIDDEN: 403,
+  /** A workspace path outside every root of KILN_WORKSPACE_ROOTS (symlinks resolved), or none allowed. */
+  WORKSPACE_FORBIDDEN: 403,
   SANDBOX_NOT_FOUND: 404,
   FILE_NOT_FOUND: 404,
   BUILD_NOT_FOUND: 404,
   NOT_FOUND: 404,
   KEY_NOT_FOUND: 404,
+  /** The sandbox has no workspace (it was created without `workspace`). */
+  WORKSPACE_NOT_FOUND: 404,
   SANDBOX_NOT_READY: 409,
   SANDBOX_GONE: 409,
   PACK_CONFLICT: 409,
+  /** Approve met host files changed since the sandbox started (details.conflicts); retry with force. */
+  WORKSPACE_CONFLICT: 409,
+  /** Delete of a workspace sandbox with changes nobody approved or rejected; ?discard=true drops them. */
+  WORKSPACE_PENDING: 409,
   PAYLOAD_TOO_LARGE: 413,
   PACK_BUILD_FAILED: 422,
   AT_CAPACITY: 429,

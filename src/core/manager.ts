@@ -19,6 +19,7 @@ import { defaultTtlFor, execTimeoutFor, type Owner, OwnerUsage } from './quotas.
 import { type CreateSandboxOptions, Sandbox, SIZE_MINIMUMS } from './sandbox.js';
 import type { SandboxEventKind } from './store.js';
 import { warmUp } from './warmup.js';
+import type { KeptWorkspace, WorkspaceHooks } from './workspace.js';
 
 export interface ManagerDeps {
   config: KilnConfig;
@@ -31,6 +32,14 @@ export interface ManagerDeps {
   /** This node's name in the store (KILN_NODE_ID). */
   node?: string;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Workspace sandboxes (src/workspace/); none: a create with `workspace` is refused. */
+  workspaces?: WorkspaceHooks;
+}
+
+/** How a delete treats a workspace's changes nobody approved or rejected. */
+export interface DeleteOptions {
+  /** Drop them (default: a delete by request refuses with WORKSPACE_PENDING). */
+  discard?: boolean;
 }
 
 export class SandboxManager {
@@ -107,13 +116,17 @@ export class SandboxManager {
     };
   }
 
-  /** `owner`: the API key creating it (its limits are checked here); undefined: the admin. */
-  async create(o: CreateSandboxOptions, signal?: AbortSignal, owner?: Owner): Promise<Sandbox> {
+  /**
+   * `owner`: the API key creating it (its limits are checked here); undefined: the admin.
+   * `restoreId`: a workspace sandbox a restarted service brings back under its old id.
+   */
+  async create(o: CreateSandboxOptions, signal?: AbortSignal, owner?: Owner, restoreId?: string): Promise<Sandbox> {
     if (this.closing) throw new KilnError('SHUTTING_DOWN', 'kiln is shutting down', { retryAfterSec: 5 });
     const pack = await this.d.packs.get(o.pack);
     const backend = this.backend(o.backend);
     const size = this.resolveSize(o, owner);
     const labels = checkLabels(o.labels);
+    const idleTimeoutSec = this.idleTimeout(o);
     const t0 = performance.now();
     const unreserve = owner ? this.ownerUsage.reserve(owner, size) : () => undefined;
     let release: () => void;
@@ -125,16 +138,36 @@ export class SandboxManager {
     }
     let inner: BackendSandbox | undefined;
     let fromPool = false;
+    const id = restoreId ?? newId();
+    let workspace: Sandbox['workspace'];
     try {
+      let spec: Partial<SandboxSpec> = {};
+      if (o.workspace) {
+        const hooks = this.d.workspaces;
+        if (!hooks) throw new KilnError('WORKSPACE_FORBIDDEN', 'workspaces are off on this service: the operator sets KILN_WORKSPACE_ROOTS to the folders that may be opened');
+        const ws = await hooks.open(id, o.workspace, {
+          pack: pack.name,
+          backend: backend.name,
+          ...size,
+          labels,
+          env: o.env ?? {},
+          ownerKeyId: owner?.keyId ?? null,
+        });
+        spec = { id, workspace: ws };
+        workspace = { path: ws.hostPath, gitWritable: ws.gitWritable, sizeMib: ws.sizeMib, restored: restoreId !== undefined };
+      }
       const poolKey = { backend: backend.name, pack: pack.name, cpus: size.cpus, memoryMib: size.memoryMib, diskMib: size.diskMib };
-      inner = o.backendOptions ? undefined : this.d.pools?.take(poolKey);
+      // A pooled sandbox has no workspace and another id: workspace sandboxes always start fresh.
+      inner = o.backendOptions || o.workspace ? undefined : this.d.pools?.take(poolKey);
       fromPool = inner !== undefined;
-      inner ??= await this.startOnBackend(backend, o.pack, size, o.backendOptions, signal);
+      inner ??= await this.startOnBackend(backend, o.pack, size, o.backendOptions, signal, spec);
       const readyMs = Math.round((performance.now() - t0) * 10) / 10;
       this.d.metrics?.observeCreate(backend.name, pack.name, fromPool, readyMs);
       const sb = new Sandbox(inner.id, backend.name, pack.name, pack.env, o.env ?? {}, size, inner, readyMs, fromPool, size.ttlSec);
       sb.owner = owner;
       sb.labels = labels;
+      sb.idleTimeoutSec = idleTimeoutSec;
+      sb.workspace = workspace;
       this.register(sb, () => {
         unreserve();
         release();
@@ -145,9 +178,47 @@ export class SandboxManager {
       unreserve();
       release();
       if (inner) await inner.destroy().catch(() => undefined);
+      // A failed first start drops the new workspace; a failed restore keeps the changes for the next try.
+      if (workspace && !restoreId) await this.d.workspaces?.discard(id).catch(() => undefined);
       this.d.metrics?.countError(e);
       throw e;
     }
+  }
+
+  /** Brings back the workspace sandboxes a previous run of the service kept; answers the ids it could not. */
+  async restore(kept: KeptWorkspace[]): Promise<{ restored: string[]; failed: { id: string; reason: string }[] }> {
+    const restored: string[] = [];
+    const failed: { id: string; reason: string }[] = [];
+    for (const k of kept) {
+      try {
+        const { facts } = k;
+        await this.create(
+          { pack: facts.pack, backend: facts.backend, cpus: facts.cpus, memoryMib: facts.memoryMib, diskMib: facts.diskMib, ttlSec: facts.ttlSec, labels: facts.labels, env: facts.env, workspace: k.request },
+          undefined,
+          k.owner,
+          k.id,
+        );
+        this.recordEvent(this.sandboxes.get(k.id)!, 'restored', { reason: 'service restarted; the workspace changes are kept, processes are not' });
+        restored.push(k.id);
+      } catch (e) {
+        failed.push({ id: k.id, reason: e instanceof Error ? e.message : String(e) });
+      }
+    }
+    return { restored, failed };
+  }
+
+  /** The idle timeout a create gets: asked for, else a workspace sandbox's default, else none. */
+  private idleTimeout(o: CreateSandboxOptions): number | undefined {
+    const max = this.d.config.limits.maxTtlSec;
+    const v = o.idleTimeoutSec ?? (o.workspace ? Math.min(this.d.config.workspaces.idleTtlSec, max) : undefined);
+    if (v !== undefined && (!Number.isInteger(v) || v < 1 || v > max))
+      throw new KilnError('INVALID_REQUEST', `idleTimeoutSec must be from 1 to ${max} s on this host (got ${v})`, { details: { field: 'idleTimeoutSec', value: v, minimum: 1, maximum: max } });
+    return v;
+  }
+
+  /** Marks activity (exec, file transfer, review): restarts the sandbox's idle timeout. */
+  touch(sb: Sandbox): void {
+    sb.lastActiveAt = Date.now();
   }
 
   /** Starts a fresh sandbox on a backend; also used by the warm pools. */
@@ -157,8 +228,9 @@ export class SandboxManager {
     size: { cpus: number; memoryMib: number; diskMib: number },
     backendOptions?: Record<string, unknown>,
     signal?: AbortSignal,
+    extra: Partial<SandboxSpec> = {},
   ): Promise<BackendSandbox> {
-    const spec: SandboxSpec = { id: newId(), pack: await this.d.packs.image(packName), cpus: size.cpus, memoryMib: size.memoryMib, diskMib: size.diskMib, backendOptions };
+    const spec: SandboxSpec = { id: newId(), pack: await this.d.packs.image(packName), cpus: size.cpus, memoryMib: size.memoryMib, diskMib: size.diskMib, backendOptions, ...extra };
     const inner = await backend.create(spec, { signal, readyTimeoutMs: 60_000 });
     const restoreMs = inner.details.restoreMs;
     const bootMs = typeof restoreMs === 'number' ? restoreMs : inner.details.bootMs;
@@ -209,6 +281,7 @@ export class SandboxManager {
       this.d.log?.('sandbox TTL expired', { id: sb.id });
       void this.delete(sb.id, 'ttl expired').catch(() => undefined);
     }, ttlMs);
+    if (sb.idleTimeoutSec) this.armIdle(sb, sb.idleTimeoutSec * 1000);
     let released = false;
     const free = (): void => {
       if (released) return;
@@ -226,24 +299,51 @@ export class SandboxManager {
     sb.release = free;
   }
 
-  /** `reason` goes into the event trail; `ownerKeyId` as for get(). */
-  async delete(id: string, reason = 'deleted by request', ownerKeyId?: string): Promise<void> {
+  /** Deletes the sandbox once it has been idle for the whole timeout (checked when the timer fires). */
+  private armIdle(sb: Sandbox, inMs: number): void {
+    sb.idleTimer = setLongTimeout(() => {
+      const idleMs = Date.now() - sb.lastActiveAt;
+      const limitMs = sb.idleTimeoutSec! * 1000;
+      if (sb.execsRunning > 0 || idleMs < limitMs) return this.armIdle(sb, sb.execsRunning > 0 ? limitMs : limitMs - idleMs);
+      this.d.log?.('sandbox idle timeout', { id: sb.id });
+      void this.delete(sb.id, `idle for ${sb.idleTimeoutSec} s`, undefined, { discard: true }).catch(() => undefined);
+    }, inMs);
+  }
+
+  /**
+   * `reason` goes into the event trail; `ownerKeyId` as for get(). A workspace sandbox with changes
+   * nobody approved or rejected is refused (WORKSPACE_PENDING) unless `discard`; a service stop
+   * keeps them for the next start instead.
+   */
+  async delete(id: string, reason = 'deleted by request', ownerKeyId?: string, o: DeleteOptions = {}): Promise<void> {
     const sb = this.get(id, ownerKeyId);
+    const keep = this.closing && sb.workspace !== undefined;
+    if (sb.workspace && !keep && !o.discard && this.d.workspaces) {
+      const pending = await this.d.workspaces.pendingCount(id);
+      if (pending > 0)
+        throw new KilnError('WORKSPACE_PENDING', `sandbox ${id} has ${pending} workspace change${pending === 1 ? '' : 's'} nobody approved or rejected: approve or reject them, or delete with ?discard=true to drop them`, {
+          details: { pending },
+        });
+    }
+    if (!this.sandboxes.has(id)) return; // deleted meanwhile
     this.sandboxes.delete(id);
     this.recordEnded(sb, reason);
     if (sb.state === 'ready') sb.state = 'stopping';
     sb.ttlTimer?.clear();
+    sb.idleTimer?.clear();
     try {
       await sb.inner.destroy();
     } finally {
       if (sb.state === 'stopping') sb.state = 'stopped';
       sb.release();
       if (sb.fromPool) this.d.pools?.released({ backend: sb.backendName, pack: sb.packName, ...sb.size });
+      if (sb.workspace) await (keep ? this.d.workspaces?.keep(id) : this.d.workspaces?.discard(id))?.catch((e: Error) => this.d.log?.('workspace release failed', { id, error: e.message }));
     }
   }
 
   private ready(id: string): Sandbox {
     const sb = this.get(id);
+    sb.lastActiveAt = Date.now();
     if (sb.state !== 'ready') throw new KilnError('SANDBOX_GONE', `sandbox ${id} is ${sb.state}${sb.exitReason ? ` (${sb.exitReason})` : ''}; create a new one`);
     return sb;
   }
@@ -338,7 +438,7 @@ export class SandboxManager {
         pack: sb.packName,
         ...sb.size,
         labels: sb.labels,
-        metadata: { fromPool: sb.fromPool, readyMs: sb.readyMs },
+        metadata: { fromPool: sb.fromPool, readyMs: sb.readyMs, ...(sb.workspace ? { workspace: sb.workspace } : {}), ...(sb.idleTimeoutSec ? { idleTimeoutSec: sb.idleTimeoutSec } : {}) },
         state: sb.state,
         createdAt: sb.createdAt,
         expiresAt: sb.expiresAt,
@@ -353,7 +453,8 @@ export class SandboxManager {
     this.recordEvent(sb, 'deleted', { reason });
   }
 
-  private recordEvent(sb: Sandbox, kind: SandboxEventKind, data: Record<string, unknown>): void {
+  /** Public for the workspace review routes (workspace.approved, workspace.rejected). */
+  recordEvent(sb: Sandbox, kind: SandboxEventKind, data: Record<string, unknown>): void {
     this.d.journal?.record({ type: 'event', event: { sandboxId: sb.id, at: new Date(), kind, data } });
   }
 

@@ -2,6 +2,7 @@
 import type { BackendName, BackendSandbox } from './backend.js';
 import type { LongTimer } from './long-timer.js';
 import type { Owner } from './quotas.js';
+import type { WorkspaceRequest } from './workspace.js';
 
 export type SandboxState = 'ready' | 'stopping' | 'stopped' | 'failed';
 
@@ -16,6 +17,10 @@ export interface CreateSandboxOptions {
   /** Free-form tags to find sandboxes by (GET /v1/sandboxes?label=k=v). */
   labels?: Record<string, string>;
   backendOptions?: Record<string, unknown>;
+  /** Deleted after this many seconds without an exec, file transfer or review (beside ttlSec). */
+  idleTimeoutSec?: number;
+  /** A host project folder at /workspace, copy-on-write, reviewed before it reaches the host. */
+  workspace?: WorkspaceRequest;
 }
 
 /** The smallest sandbox sizes: the API schema's bounds and the manager's checks, from one place. */
@@ -44,6 +49,9 @@ export interface SandboxInfo {
   /** The API key that created it (absent: the admin's). */
   ownerKeyId?: string;
   exitReason?: string;
+  idleTimeoutSec?: number;
+  /** The host folder a workspace sandbox works on, and whether it was brought back by a restarted service. */
+  workspace?: { path: string; gitWritable: boolean; sizeMib: number; restored: boolean };
 }
 
 export class Sandbox {
@@ -60,6 +68,11 @@ export class Sandbox {
   labels: Record<string, string> = {};
   /** Numbers this sandbox's execs in its event trail (exec.started and exec.ended share it). */
   execSeq = 0;
+  /** Last exec, file transfer or review (for idleTimeoutSec). */
+  lastActiveAt = Date.now();
+  idleTimeoutSec: number | undefined;
+  idleTimer: LongTimer | undefined;
+  workspace: SandboxInfo['workspace'];
 
   constructor(
     readonly id: string,
@@ -107,6 +120,8 @@ export class Sandbox {
       labels: this.labels,
       ...(this.owner ? { ownerKeyId: this.owner.keyId } : {}),
       ...(this.exitReason ? { exitReason: this.exitReason } : {}),
+      ...(this.idleTimeoutSec ? { idleTimeoutSec: this.idleTimeoutSec } : {}),
+      ...(this.workspace ? { workspace: this.workspace } : {}),
     };
   }
 }

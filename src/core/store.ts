@@ -28,13 +28,13 @@ export interface SandboxRecord {
   endReason?: string;
 }
 
-export type SandboxEventKind = 'created' | 'exec.started' | 'exec.ended' | 'file.written' | 'deleted';
+export type SandboxEventKind = 'created' | 'exec.started' | 'exec.ended' | 'file.written' | 'deleted' | 'restored' | 'workspace.approved' | 'workspace.rejected';
 
 export interface SandboxEvent {
   sandboxId: string;
   at: Date;
   kind: SandboxEventKind;
-  /** exec.started: {argv0}; exec.ended: {exitCode, signal, durationMs, timedOut, oomKilled}; file.written: {path, bytes}; deleted: {reason}. */
+  /** exec.started: {argv0}; exec.ended: {exitCode, signal, durationMs, timedOut, oomKilled}; file.written: {path, bytes}; deleted: {reason}; restored: {reason}; workspace.approved/rejected: {paths, count, forced}. */
   data: Record<string, unknown>;
 }
 

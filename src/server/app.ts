@@ -16,6 +16,7 @@ import { packAdminRoutes, packRoutes } from './routes/packs.js';
 import { runRoutes } from './routes/run.js';
 import { sandboxRoutes } from './routes/sandboxes.js';
 import { staticRoutes } from './routes/static.js';
+import { workspaceRoutes } from './routes/workspaces.js';
 import type { KilnService } from './service.js';
 
 export interface AppOptions {
@@ -88,6 +89,7 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
     await api.register(execRoutes, { svc });
     await api.register(fileRoutes, { svc });
     await api.register(runRoutes, { svc });
+    await api.register(workspaceRoutes, { svc });
   });
   // Pack management: admins only (KILN_ADMIN_TOKEN over TCP; anyone on the trusted socket).
   await app.register(async (admin) => {

@@ -83,13 +83,20 @@ export async function sandboxRoutes(app: FastifyInstance, { svc }: { svc: KilnSe
     },
   );
 
-  app.delete<{ Params: { id: string } }>(
+  app.delete<{ Params: { id: string }; Querystring: { discard?: string } }>(
     '/v1/sandboxes/:id',
     {
-      schema: { summary: 'Delete a sandbox and release everything it holds', params: idParams, response: { 404: errorSchema } },
+      schema: {
+        summary:
+          'Delete a sandbox and release everything it holds. A workspace sandbox whose changes nobody approved or rejected answers 409 WORKSPACE_PENDING unless ?discard=true',
+        params: idParams,
+        querystring: { type: 'object', additionalProperties: false, properties: { discard: { type: 'string', enum: ['0', '1', 'true', 'false'] } } },
+        response: { 404: errorSchema, 409: errorSchema },
+      },
     },
     async (req, reply) => {
-      await svc.manager.delete(req.params.id, 'deleted by request', ownerOf(req.principal));
+      const discard = req.query.discard === '1' || req.query.discard === 'true';
+      await svc.manager.delete(req.params.id, 'deleted by request', ownerOf(req.principal), { discard });
       return reply.status(204).send();
     },
   );

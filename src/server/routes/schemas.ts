@@ -79,6 +79,81 @@ export const createSandboxBody = {
       description: 'Tags to find the sandbox by: GET /v1/sandboxes?label=key=value',
     },
     backendOptions: { type: 'object', additionalProperties: true, maxProperties: 32 },
+    idleTimeoutSec: { type: 'integer', minimum: 1, description: 'Deleted after this many seconds without an exec, file transfer or review (a workspace sandbox: KILN_WORKSPACE_IDLE_TTL_SEC by default)' },
+    workspace: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['path'],
+      description: 'A host project folder (under KILN_WORKSPACE_ROOTS) mounted copy-on-write at /workspace; review with /changes and /diff, then /approve or /reject (docs/workspaces.md)',
+      properties: {
+        path: { type: 'string', minLength: 1, maxLength: 4096 },
+        gitWritable: { type: 'boolean', description: '.git writable in the overlay (its changes join the change set); default read-only' },
+        sizeMib: { type: 'integer', minimum: 16, description: 'What the sandbox may write over the project (default KILN_WORKSPACE_SIZE_MIB)' },
+      },
+    },
+  },
+} as const;
+
+const workspacePath = { type: 'string', maxLength: 4096, description: 'A path relative to the workspace, as in the change list' } as const;
+const workspacePathBase64 = { type: 'string', maxLength: 8192, description: "The path's exact bytes in base64 (the change list's pathBase64), for names that are not UTF-8" } as const;
+
+export const workspaceChange = {
+  type: 'object',
+  required: ['path', 'pathBase64', 'status', 'type', 'size', 'binary', 'ignored'],
+  properties: {
+    path: { type: 'string', description: 'UTF-8 (bytes that are not become U+FFFD: use pathBase64 to name it)' },
+    pathBase64: { type: 'string' },
+    status: { type: 'string', enum: ['added', 'modified', 'deleted'] },
+    type: { type: 'string', enum: ['file', 'directory', 'symlink'] },
+    size: { type: 'integer', description: 'Bytes of the new version (deleted: of the old one)' },
+    binary: { type: 'boolean' },
+    ignored: { type: 'boolean', description: "Matched by the project's .gitignore files: left out of diff and approve unless asked for" },
+    modeOld: { type: 'integer' },
+    modeNew: { type: 'integer' },
+    target: { type: 'string', description: "A symlink's new target" },
+  },
+} as const;
+
+export const workspaceChanges = {
+  type: 'object',
+  required: ['changes', 'upperBytes', 'limitBytes'],
+  properties: {
+    changes: { type: 'array', items: workspaceChange },
+    upperBytes: { type: 'integer', description: 'What the sandbox has written over the project (its upper layer)' },
+    limitBytes: { type: 'integer' },
+    warning: { type: 'string', description: 'Present when the upper layer is above KILN_WORKSPACE_WARN_PERCENT of its limit' },
+  },
+} as const;
+
+export const workspaceQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    ignored: { type: 'string', enum: ['0', '1', 'true', 'false'], description: 'Include gitignored paths' },
+    path: workspacePath,
+    pathBase64: workspacePathBase64,
+    side: { type: 'string', enum: ['old', 'new'], description: 'content: the host version (old) or the sandbox version (new)' },
+  },
+} as const;
+
+export const approveBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    paths: { type: 'array', maxItems: 100_000, items: workspacePath, description: 'Only these changes (default: every change that is not ignored)' },
+    pathsBase64: { type: 'array', maxItems: 100_000, items: workspacePathBase64 },
+    force: { type: 'boolean', description: 'Overwrite host files changed since the sandbox started (default: 409 WORKSPACE_CONFLICT listing them)' },
+    ignored: { type: 'boolean', description: 'Include gitignored paths' },
+  },
+} as const;
+
+export const rejectBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    paths: approveBody.properties.paths,
+    pathsBase64: approveBody.properties.pathsBase64,
+    ignored: approveBody.properties.ignored,
   },
 } as const;
 
@@ -117,6 +192,17 @@ export const sandboxSchema = {
     exitReason: { type: 'string' },
     labels: { type: 'object', additionalProperties: { type: 'string' } },
     ownerKeyId: { type: 'string' },
+    idleTimeoutSec: { type: 'integer' },
+    workspace: {
+      type: 'object',
+      required: ['path', 'gitWritable', 'sizeMib', 'restored'],
+      properties: {
+        path: { type: 'string' },
+        gitWritable: { type: 'boolean' },
+        sizeMib: { type: 'integer' },
+        restored: { type: 'boolean', description: 'Brought back by a restarted service: the changes were kept, processes were not' },
+      },
+    },
   },
 } as const;
 
