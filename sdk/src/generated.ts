@@ -22,14 +22,18 @@ export const ERROR_CODES = [
   'ADMIN_REQUIRED',
   'PERMISSION_DENIED',
   'FORBIDDEN',
+  'WORKSPACE_FORBIDDEN',
   'SANDBOX_NOT_FOUND',
   'FILE_NOT_FOUND',
   'BUILD_NOT_FOUND',
   'NOT_FOUND',
   'KEY_NOT_FOUND',
+  'WORKSPACE_NOT_FOUND',
   'SANDBOX_NOT_READY',
   'SANDBOX_GONE',
   'PACK_CONFLICT',
+  'WORKSPACE_CONFLICT',
+  'WORKSPACE_PENDING',
   'PAYLOAD_TOO_LARGE',
   'PACK_BUILD_FAILED',
   'AT_CAPACITY',
@@ -66,6 +70,17 @@ export interface CreateSandboxRequest {
   labels?: Record<string, string>;
   /** at most 32 entries */
   backendOptions?: Record<string, unknown>;
+  /** Deleted after this many seconds without an exec, file transfer or review (a workspace sandbox: KILN_WORKSPACE_IDLE_TTL_SEC by default) (integer, >= 1) */
+  idleTimeoutSec?: number;
+  /** A host project folder (under KILN_WORKSPACE_ROOTS) mounted copy-on-write at /workspace; review with /changes and /diff, then /approve or /reject (docs/workspaces.md) */
+  workspace?: {
+    /** 1 to 4096 characters */
+    path: string;
+    /** .git writable in the overlay (its changes join the change set); default read-only */
+    gitWritable?: boolean;
+    /** What the sandbox may write over the project (default KILN_WORKSPACE_SIZE_MIB) (integer, >= 16) */
+    sizeMib?: number;
+  };
 }
 
 /** A sandbox, as POST /v1/sandboxes, GET /v1/sandboxes and GET /v1/sandboxes/{id} answer it. */
@@ -87,6 +102,16 @@ export interface SandboxInfo {
   exitReason?: string;
   labels: Record<string, string>;
   ownerKeyId?: string;
+  /** integer */
+  idleTimeoutSec?: number;
+  workspace?: {
+    path: string;
+    gitWritable: boolean;
+    /** integer */
+    sizeMib: number;
+    /** Brought back by a restarted service: the changes were kept, processes were not */
+    restored: boolean;
+  };
 }
 
 /** Body of POST /v1/sandboxes/{id}/exec. */

@@ -60,6 +60,8 @@ export interface KilnConfig {
 
 /** Workspace sandboxes (docs/workspaces.md). */
 export interface WorkspaceConfig {
+  /** KILN_WORKSPACES_DIR (default <dataDir>/workspaces): each workspace's upper layer and state; kept across restarts. */
+  dir: string;
   /**
    * KILN_WORKSPACE_ROOTS: the host folders (':'-separated, absolute, symlinks resolved at start)
    * under which a workspace may be opened. Empty: workspaces are refused.
@@ -147,6 +149,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     databaseUrl: env.KILN_DATABASE_URL || undefined,
     nodeId: env.KILN_NODE_ID || os.hostname(),
     workspaces: {
+      dir: path(env.KILN_WORKSPACES_DIR || resolve(path(env.KILN_DATA_DIR ?? '/var/lib/kiln'), 'workspaces')),
       roots: workspaceRoots(env.KILN_WORKSPACE_ROOTS),
       defaultSizeMib: int(env, 'KILN_WORKSPACE_SIZE_MIB', 1024, 16, 1 << 20),
       maxSizeMib: int(env, 'KILN_WORKSPACE_MAX_SIZE_MIB', 16 << 10, 16, 1 << 20),

@@ -1,6 +1,6 @@
 /**
  * Workspace sandboxes' lifecycle on this node: the checks of a request against KILN_WORKSPACE_ROOTS,
- * each workspace's folder and state file under <dataDir>/workspaces/<sandbox id>/, keeping them
+ * each workspace's folder and state file under KILN_WORKSPACES_DIR/<sandbox id>/, keeping them
  * across a service restart and handing them back to the manager at start, and dropping them for
  * good. The data path (upper-layer image, idmapped lower) is ./mounts.ts; the review (changes, diff,
  * approve, reject) is ./review.ts. Implements the core's WorkspaceHooks (src/core/workspace.ts).
@@ -51,7 +51,7 @@ export class Workspaces implements WorkspaceHooks {
   private readonly log: Log;
 
   constructor(private readonly o: WorkspacesOptions) {
-    this.root = join(o.dataDir, 'workspaces');
+    this.root = o.config.dir;
     this.log = o.log ?? (() => undefined);
   }
 
