@@ -4,6 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh || exit 1
+bash scripts/fetch-test-sources.sh || exit 1
 
 fail=0
 printf '\n==> go test (agent)\n' >&2
