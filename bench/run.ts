@@ -50,6 +50,13 @@ async function runOnce(o: Options): Promise<Row[]> {
   } finally {
     await img.close();
   }
+  console.error('bench: workspace sandboxes (10,000-file project, 1,000 changes)…');
+  try {
+    const { benchWorkspaces } = await import('./workspace-api.js');
+    rows.push(...(await benchWorkspaces({ samples: o.quick ? 5 : 10 })));
+  } catch (e) {
+    rows.push({ group: 'workspace', name: 'workspace sandboxes', note: `not measured: ${(e as Error).message.split('\n')[0]}` });
+  }
   if (o.qemu && existsSync(join(REPO_ROOT, 'bench/qemu.ts'))) {
     console.error('bench: qemu backend…');
     try {
