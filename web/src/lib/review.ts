@@ -148,6 +148,11 @@ export function selectionAfter(before: ReviewRow[], after: ReviewRow[], selected
   const at = before.findIndex((r) => r.path === selected);
   if (at < 0) return after[0]!.path;
   const still = new Set(after.map((r) => r.path));
-  const next = before.slice(at + 1).find((r) => still.has(r.path)) ?? before.slice(0, at).reverse().find((r) => still.has(r.path));
+  const next =
+    before.slice(at + 1).find((r) => still.has(r.path)) ??
+    before
+      .slice(0, at)
+      .reverse()
+      .find((r) => still.has(r.path));
   return next?.path ?? after[0]!.path;
 }
