@@ -224,7 +224,7 @@ function UsageMeter({ upperBytes, limitBytes }: { upperBytes: number; limitBytes
       <span className="small">
         {bytes(upperBytes)} of {bytes(limitBytes)} ({u.percent}%)
       </span>
-      {u.level !== 'ok' && <span className="small usage-warn">{u.level === 'full' ? 'full: writes will fail' : 'nearly full'}</span>}
+      {u.level !== 'ok' && <span className="small usage-flag">{u.level === 'full' ? 'full: writes will fail' : 'nearly full'}</span>}
     </div>
   );
 }
