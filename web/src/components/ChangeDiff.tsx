@@ -35,7 +35,10 @@ export function ChangeDiff({ sandboxId, change, refresh, busy, onDecide }: Chang
   useEffect(() => {
     setPatch(undefined);
     setError(undefined);
-    if (view.kind !== 'text' && view.kind !== 'symlink') return setContent(undefined);
+    if (view.kind !== 'text' && view.kind !== 'symlink') {
+      setContent(undefined);
+      return;
+    }
     const ac = new AbortController();
     loadContent(client, sandboxId, change, ac.signal).then(
       (c) => setContent({ key, ...c }),
