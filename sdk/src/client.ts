@@ -9,6 +9,7 @@ import type {
   ApiErrorBody, BackendInfo, CreateSandboxOptions, CustomPackDefinition, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackBuildEvent,
   PackBuildStatus, PackInfo, PoolStats, RunOptions, RunResult, SandboxInfo,
 } from './types.js';
+import type { ApproveOptions, ApproveResult, ChangeSide, ChangesOptions, ChangesResult, DiffOptions, RejectOptions, RejectResult } from './workspace.js';
 
 export interface KilnClientOptions {
   /** e.g. http://127.0.0.1:8400 ('' in a browser served by kiln itself). */
@@ -197,10 +198,49 @@ export class Sandboxes {
     const res = await this.c.request('GET', `/v1/sandboxes/${enc(id)}/archive?${q}`);
     return new Uint8Array(await res.arrayBuffer());
   }
+
+  /** A workspace sandbox's pending changes, and how full its upper layer is. */
+  changes(id: string, o: ChangesOptions = {}, signal?: AbortSignal): Promise<ChangesResult> {
+    return this.c.json('GET', `/v1/sandboxes/${enc(id)}/changes${query({ ignored: o.ignored ? '1' : undefined })}`, undefined, signal);
+  }
+
+  /** The changes as a git-style patch (`git apply` takes it); one path with `path`. */
+  async diff(id: string, o: DiffOptions = {}, signal?: AbortSignal): Promise<string> {
+    const q = query({ path: o.path, ignored: o.ignored ? '1' : undefined });
+    return (await this.c.request('GET', `/v1/sandboxes/${enc(id)}/diff${q}`, { accept: 'text/x-diff', signal })).text();
+  }
+
+  /** The bytes of a changed path before (`old`, the host directory) or after (`new`, the sandbox). */
+  async changeContent(id: string, path: string, side: ChangeSide, signal?: AbortSignal): Promise<Uint8Array> {
+    const res = await this.c.request('GET', `/v1/sandboxes/${enc(id)}/changes/content${query({ path, side })}`, { signal });
+    return new Uint8Array(await res.arrayBuffer());
+  }
+
+  /**
+   * Applies changes to the host directory (all, or `paths`). A host file changed since the sandbox
+   * started makes it a 409 WORKSPACE_CONFLICT KilnError; workspaceConflicts(e) lists the paths, and
+   * `force: true` overwrites them.
+   */
+  approve(id: string, o: ApproveOptions = {}, signal?: AbortSignal): Promise<ApproveResult> {
+    return this.c.json('POST', `/v1/sandboxes/${enc(id)}/approve`, o, signal);
+  }
+
+  /** Discards changes (all, or `paths`): those paths read as the host directory's again. */
+  reject(id: string, o: RejectOptions = {}, signal?: AbortSignal): Promise<RejectResult> {
+    return this.c.json('POST', `/v1/sandboxes/${enc(id)}/reject`, o, signal);
+  }
 }
 
 function enc(s: string): string {
   return encodeURIComponent(s);
+}
+
+/** "?a=1&b=x" of the defined values, or "" when none is. */
+function query(params: Record<string, string | undefined>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined) q.set(k, v);
+  const s = q.toString();
+  return s ? `?${s}` : '';
 }
 
 async function apiError(res: Response): Promise<KilnError> {
@@ -208,12 +248,15 @@ async function apiError(res: Response): Promise<KilnError> {
   let code: KilnError['code'] = `HTTP_${res.status}` satisfies HttpErrorCode;
   let message = `${res.status} ${res.statusText}`;
   let details: Record<string, unknown> | undefined;
-  try {
-    const body = (await res.json()) as Partial<ApiErrorBody>;
+  const body: unknown = await res.json().catch(() => undefined);
+  // Not a JSON object: not from kiln.
+  if (typeof body === 'object' && body !== null && !Array.isArray(body)) {
+    const { code: c, message: m, details: d, ...rest } = body as Partial<ApiErrorBody> & Record<string, unknown>;
     // A newer server's code passes through as it is: isErrorCode() tells whether this SDK knows it.
-    if (body.code) code = body.code as KilnError['code'];
-    if (body.message) message = body.message;
-    details = body.details;
-  } catch { /* not JSON: not from kiln */ }
+    if (c) code = c as KilnError['code'];
+    if (m) message = m;
+    // Fields beside code and message (a 409's `conflicts`) are kept with the details.
+    details = Object.keys(rest).length ? { ...rest, ...d } : d;
+  }
   return new KilnError(res.status, code, message, retry ? Number(retry) : undefined, details);
 }

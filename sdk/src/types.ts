@@ -5,12 +5,14 @@
  * dashboard typechecks it for browsers.
  */
 import type { BackendName, CreateSandboxRequest, ErrorCode, ExecRequest, ExecResult, RunRequest } from './generated.js';
+import type { WorkspaceOptions } from './workspace.js';
 
 export type {
   ApiErrorBody, BackendName, ErrorCode, ExecResult, RunResult, SandboxInfo,
 } from './generated.js';
 
-export type CreateSandboxOptions = CreateSandboxRequest;
+/** `workspace` is hand-written (workspace.ts) until the server's schema has it. */
+export type CreateSandboxOptions = CreateSandboxRequest & { workspace?: WorkspaceOptions };
 /** `stream` is chosen by the method: exec() answers once, execStream() yields events. */
 export type ExecOptions = Omit<ExecRequest, 'stream'>;
 /** `stream` is chosen by the method: run() answers once, runStream() yields events. */

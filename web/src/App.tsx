@@ -6,14 +6,16 @@ import { BackendsPage } from './pages/BackendsPage.tsx';
 import { MetricsPage } from './pages/MetricsPage.tsx';
 import { SandboxesPage } from './pages/SandboxesPage.tsx';
 
-// The editor and the terminal are the heavy parts: load them when first opened.
+// The editor, the terminal and the review's diff view are the heavy parts: load them when first opened.
 const RunPage = lazy(() => import('./pages/RunPage.tsx').then((m) => ({ default: m.RunPage })));
 const TerminalPage = lazy(() => import('./pages/TerminalPage.tsx').then((m) => ({ default: m.TerminalPage })));
+const ReviewPage = lazy(() => import('./pages/ReviewPage.tsx').then((m) => ({ default: m.ReviewPage })));
 
 const TABS = [
   { id: 'sandboxes', label: 'Sandboxes' },
   { id: 'run', label: 'Run' },
   { id: 'terminal', label: 'Terminal' },
+  { id: 'review', label: 'Review' },
   { id: 'backends', label: 'Backends & packs' },
   { id: 'metrics', label: 'Metrics' },
 ] as const;
@@ -58,6 +60,7 @@ export function App() {
           {route.tab === 'sandboxes' && <SandboxesPage />}
           {route.tab === 'run' && <RunPage initialSandbox={route.params.get('sandbox') ?? undefined} />}
           {route.tab === 'terminal' && <TerminalPage initialSandbox={route.params.get('sandbox') ?? undefined} />}
+          {route.tab === 'review' && <ReviewPage sandbox={route.params.get('sandbox') ?? undefined} />}
           {route.tab === 'backends' && <BackendsPage />}
           {route.tab === 'metrics' && <MetricsPage samples={samples} />}
         </Suspense>

@@ -4,13 +4,11 @@
  */
 
 import { indentWithTab } from '@codemirror/commands';
-import { go } from '@codemirror/lang-go';
-import { javascript } from '@codemirror/lang-javascript';
-import { python } from '@codemirror/lang-python';
 import { EditorState, type Extension, StateField } from '@codemirror/state';
 import { EditorView, keymap } from '@codemirror/view';
 import { basicSetup } from 'codemirror';
 import { useEffect, useRef } from 'react';
+import { languageFor } from './languages.ts';
 
 export interface CodeEditorProps {
   path: string;
@@ -77,12 +75,4 @@ function extensionsFor(path: string, cb: { current: { onChange: CodeEditorProps[
     }),
     EditorView.theme({ '&': { height: '100%' }, '.cm-scroller': { fontFamily: 'var(--mono)' } }),
   ];
-}
-
-function languageFor(path: string): Extension {
-  if (/\.py$/.test(path)) return python();
-  if (/\.(m|c)?jsx?$/.test(path)) return javascript({ jsx: path.endsWith('x') });
-  if (/\.tsx?$/.test(path)) return javascript({ typescript: true, jsx: path.endsWith('x') });
-  if (/\.go$/.test(path)) return go();
-  return [];
 }

@@ -1,6 +1,6 @@
-/** Live sandboxes: create, watch, open in Run or Terminal, delete. */
+/** Live sandboxes: create, watch, open in Run, Terminal or (with a workspace) Review, delete. */
 import { useEffect, useState } from 'react';
-import type { BackendName, CreateSandboxOptions, SandboxInfo } from '../../../sdk/src/index.ts';
+import { type BackendName, type CreateSandboxOptions, type SandboxInfo, workspaceOf } from '../../../sdk/src/index.ts';
 import { ErrorBox } from '../components/ErrorBox.tsx';
 import { useApi } from '../lib/api.tsx';
 import { useBackends, usePacks, useSandboxes } from '../lib/catalog.ts';
@@ -65,10 +65,18 @@ function SandboxRow({ sb, now, onDeleted }: { sb: SandboxInfo; now: number; onDe
     }
   };
   const details = Object.entries(sb.details ?? {});
+  const workspace = workspaceOf(sb);
   return (
     <tr data-sandbox={sb.id}>
       <td className="mono">{sb.id}</td>
-      <td>{sb.pack}</td>
+      <td>
+        {sb.pack}
+        {workspace && (
+          <div className="mono small muted" title="workspace: the host directory under /workspace">
+            {workspace.path}
+          </div>
+        )}
+      </td>
       <td>{sb.backend}</td>
       <td>
         <span className={`state state-${sb.state}`}>{sb.state}</span>
@@ -101,6 +109,12 @@ function SandboxRow({ sb, now, onDeleted }: { sb: SandboxInfo; now: number; onDe
         <a className="button ghost" href={`#/terminal?sandbox=${encodeURIComponent(sb.id)}`}>
           Terminal
         </a>
+        {workspace && (
+          <a className="button ghost" href={`#/review?sandbox=${encodeURIComponent(sb.id)}`}>
+            Review
+            {workspace.changes ? <span className="badge">{workspace.changes}</span> : null}
+          </a>
+        )}
         <button type="button" className="danger" disabled={busy} onClick={() => void remove()} aria-label={`Delete ${sb.id}`}>
           {busy ? 'Deleting…' : 'Delete'}
         </button>
