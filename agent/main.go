@@ -55,6 +55,9 @@ func run() error {
 	if len(os.Args) > 1 && os.Args[1] == cleanFdsFlag {
 		return execCleanFds(os.Args[2:]) // the host's spawn wrapper, not an agent (fds_linux.go)
 	}
+	if len(os.Args) > 1 && os.Args[1] == hostMode {
+		return runHost(os.Args[2:]) // host-side helpers run by the service (host_linux.go)
+	}
 	f, err := parseFlags(os.Args[1:])
 	if err != nil {
 		return err
