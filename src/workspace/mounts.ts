@@ -1,0 +1,211 @@
+/**
+ * The host side of a workspace's data path (docs: WORKSPACE-DESIGN.md). Per workspace id, under
+ * `<dataDir>/workspaces/<id>/`:
+ *
+ *   upper.img  sparse ext4 image of the size limit (ENOSPC inside when full; survives restarts)
+ *   mnt/       that image, loop-mounted: upper/ and work/ of the overlay, owned by the host uid
+ *   lower/     idmapped, read-only, nosuid, nodev bind of the project directory W: W's owner
+ *              shows as the host uid, i.e. as root inside the sandbox's user namespace
+ *
+ * The sandbox mounts the overlay itself, in its own mount namespace (agent --workspace-*), so a
+ * sandbox's end leaves nothing on the host; a workspace's release undoes all of the above.
+ */
+import { execFile } from 'node:child_process';
+import { chmod, chown, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { CleanupStack } from '../core/cleanup.js';
+import { KilnError } from '../core/errors.js';
+import { runSteps, type Step } from '../core/steps.js';
+
+const run = promisify(execFile);
+
+export interface WorkspaceHost {
+  /** kiln's data directory; workspaces live in `<dataDir>/workspaces`. */
+  dataDir: string;
+  /** The kiln-agent binary (its `host idmap-bind` mode makes the lower mount). */
+  agentPath: string;
+}
+
+export interface PrepareWorkspaceOptions {
+  id: string;
+  /** W: the validated project directory (realpath). Its owner is the uid mapped to the sandbox's root. */
+  projectDir: string;
+  /** The host uid (and gid) the sandbox runs as: owner of upper/ and work/, target of the idmap. */
+  hostUid: number;
+  sizeMib: number;
+  signal?: AbortSignal;
+}
+
+export interface WorkspacePaths {
+  dir: string;
+  image: string;
+  /** The idmapped bind of W: SandboxSpec.workspace.lowerDir. */
+  lowerDir: string;
+  /** The mounted image: SandboxSpec.workspace.mntDir. */
+  mntDir: string;
+  /** `<mntDir>/upper`: what the review scans. */
+  upperDir: string;
+}
+
+export interface FoundWorkspace {
+  id: string;
+  paths: WorkspacePaths;
+  hasImage: boolean;
+  lowerMounted: boolean;
+  mntMounted: boolean;
+}
+
+/** Step names of a workspace's preparation (errors and traces name them). */
+export const WS_STEP = {
+  mkdir: 'ws.mkdir',
+  image: 'ws.createImage',
+  mountImage: 'ws.mountImage',
+  layers: 'ws.layers',
+  lower: 'ws.idmapLower',
+} as const;
+
+export function workspacesDir(dataDir: string): string {
+  return join(dataDir, 'workspaces');
+}
+
+export function workspacePaths(dataDir: string, id: string): WorkspacePaths {
+  if (!/^[A-Za-z0-9_-]+$/.test(id)) throw new KilnError('INVALID_REQUEST', `workspace id ${JSON.stringify(id)} is not a plain name`);
+  const dir = join(workspacesDir(dataDir), id);
+  const mntDir = join(dir, 'mnt');
+  return { dir, image: join(dir, 'upper.img'), lowerDir: join(dir, 'lower'), mntDir, upperDir: join(mntDir, 'upper') };
+}
+
+/** Creates the image, mounts it and the idmapped lower; a failure undoes what was done. */
+export async function prepareWorkspace(host: WorkspaceHost, o: PrepareWorkspaceOptions): Promise<WorkspacePaths> {
+  const paths = workspacePaths(host.dataDir, o.id);
+  const owner = await stat(o.projectDir);
+  if (!owner.isDirectory()) throw new KilnError('INVALID_REQUEST', `${o.projectDir} is not a directory`);
+  const steps: Array<Step<WorkspacePaths>> = [
+    {
+      name: WS_STEP.mkdir,
+      run: async () => {
+        // The sandbox uid (bwrap) must traverse to lower/ and mnt/; nothing here is listable to it.
+        await mkdir(workspacesDir(host.dataDir), { recursive: true, mode: 0o711 });
+        await chmod(workspacesDir(host.dataDir), 0o711);
+        await mkdir(paths.dir, { mode: 0o711 });
+        await mkdir(paths.mntDir, { mode: 0o711 });
+        await mkdir(paths.lowerDir, { mode: 0o711 });
+      },
+      undo: () => rm(paths.dir, { recursive: true, force: true }),
+    },
+    {
+      name: WS_STEP.image,
+      run: async () => {
+        await run('truncate', ['-s', `${o.sizeMib}M`, paths.image]);
+        // Lazy inode tables and journal: a 1 GiB image is made in milliseconds, not seconds.
+        await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', `lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0`, paths.image]);
+      },
+    },
+    { name: WS_STEP.mountImage, run: () => mountImage(paths), undo: () => unmountImage(paths) },
+    {
+      name: WS_STEP.layers,
+      run: async () => {
+        for (const d of [paths.upperDir, join(paths.mntDir, 'work')]) {
+          await mkdir(d, { mode: 0o755 });
+          await chown(d, o.hostUid, o.hostUid);
+        }
+        await rm(join(paths.mntDir, 'lost+found'), { recursive: true, force: true });
+      },
+    },
+    { name: WS_STEP.lower, run: () => mountLower(host, o.projectDir, paths, owner, o.hostUid), undo: () => umount(paths.lowerDir) },
+  ];
+  await runSteps(steps, paths, new CleanupStack(), {
+    signal: o.signal,
+    explain: (e, step) => new KilnError('INTERNAL', `cannot prepare workspace ${o.id} (${step}): ${e instanceof Error ? e.message : String(e)}`, { cause: e }),
+  });
+  return paths;
+}
+
+/** After a restart: mounts again whichever of the image and the lower is not mounted. */
+export async function attachWorkspace(host: WorkspaceHost, o: Omit<PrepareWorkspaceOptions, 'sizeMib'>): Promise<WorkspacePaths> {
+  const paths = workspacePaths(host.dataDir, o.id);
+  await stat(paths.image).catch(() => {
+    throw new KilnError('NOT_FOUND', `workspace ${o.id} has no upper image at ${paths.image}`);
+  });
+  const points = await mountPoints();
+  if (!points.has(paths.mntDir)) await mountImage(paths);
+  if (!points.has(paths.lowerDir)) await mountLower(host, o.projectDir, paths, await stat(o.projectDir), o.hostUid);
+  return paths;
+}
+
+/** Unmounts the lower and the image (freeing its loop device) and removes the directory; idempotent. */
+export async function releaseWorkspace(dataDir: string, id: string): Promise<void> {
+  const paths = workspacePaths(dataDir, id);
+  const points = await mountPoints();
+  if (points.has(paths.lowerDir)) await umount(paths.lowerDir);
+  if (points.has(paths.mntDir)) await unmountImage(paths);
+  await detachLoops(paths.image);
+  const left = [...(await mountPoints())].filter((p) => p === paths.dir || p.startsWith(`${paths.dir}/`));
+  if (left.length) throw new KilnError('INTERNAL', `workspace ${id} is still mounted at ${left.join(', ')}; not removing ${paths.dir}`);
+  await rm(paths.dir, { recursive: true, force: true });
+}
+
+/** What `<dataDir>/workspaces` holds, for the start-up reconcile (keep, re-attach or release each). */
+export async function scanWorkspaces(dataDir: string): Promise<FoundWorkspace[]> {
+  const names = await readdir(workspacesDir(dataDir)).catch(() => [] as string[]);
+  const points = await mountPoints();
+  const found: FoundWorkspace[] = [];
+  for (const id of names.sort()) {
+    let paths: WorkspacePaths;
+    try {
+      paths = workspacePaths(dataDir, id);
+    } catch {
+      continue; // not ours
+    }
+    const hasImage = await stat(paths.image).then(
+      (s) => s.isFile(),
+      () => false,
+    );
+    found.push({ id, paths, hasImage, lowerMounted: points.has(paths.lowerDir), mntMounted: points.has(paths.mntDir) });
+  }
+  return found;
+}
+
+async function mountImage(p: WorkspacePaths): Promise<void> {
+  // mount -o loop sets autoclear: the loop device goes with the unmount.
+  await run('mount', ['-t', 'ext4', '-o', 'loop,nosuid,nodev,noatime', p.image, p.mntDir]);
+}
+
+async function unmountImage(p: WorkspacePaths): Promise<void> {
+  await umount(p.mntDir);
+  await detachLoops(p.image);
+}
+
+async function mountLower(host: WorkspaceHost, projectDir: string, p: WorkspacePaths, owner: { uid: number; gid: number }, hostUid: number): Promise<void> {
+  await run(host.agentPath, ['host', 'idmap-bind', projectDir, p.lowerDir, `${owner.uid}:${hostUid}`, `${owner.gid}:${hostUid}`]);
+}
+
+async function umount(target: string): Promise<void> {
+  // Not lazy: a busy mount must fail loudly rather than linger with the project behind it.
+  await run('umount', [target]);
+}
+
+/** Loop devices still backed by the image (a crash between mount and autoclear, a manual losetup). */
+async function detachLoops(image: string): Promise<void> {
+  const out = await run('losetup', ['-j', image]).then(
+    (r) => r.stdout,
+    () => '',
+  );
+  for (const line of out.split('\n')) {
+    const dev = /^(\/dev\/loop\d+):/.exec(line)?.[1];
+    if (dev) await run('losetup', ['-d', dev]).catch(() => undefined);
+  }
+}
+
+async function mountPoints(): Promise<Set<string>> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  return new Set(
+    text
+      .split('\n')
+      .map((l) => l.split(' ')[4])
+      .filter((p): p is string => p !== undefined)
+      // mountinfo escapes space, tab, newline and backslash as octal.
+      .map((p) => p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))),
+  );
+}
