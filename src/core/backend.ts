@@ -33,6 +33,8 @@ export interface BackendCapabilities {
   multipleUids: boolean;
   maxCpus: number;
   maxMemoryMib: number;
+  /** Runs a sandbox over a workspace (SandboxSpec.workspace): /workspace as an overlay of a host project. */
+  workspace: boolean;
 }
 
 export interface BackendAvailability {
@@ -74,8 +76,22 @@ export interface SandboxSpec {
   cpus: number;
   memoryMib: number;
   diskMib: number;
+  /**
+   * A workspace sandbox (src/workspace/mounts.ts prepared it): /workspace is an overlay of
+   * `lowerDir` (the idmapped project bind) with `<mntDir>/upper` and `<mntDir>/work`. The sandbox
+   * runs as `hostUid`, the uid the workspace was prepared for (owner of its upper layer), not one
+   * the backend allocates; `.git` is read-only unless `gitWritable`.
+   */
+  workspace?: SandboxWorkspace;
   /** Backend-specific overrides (qemu: kernel, bootArgs; firecracker: rate limiters …). */
   backendOptions?: Record<string, unknown>;
+}
+
+export interface SandboxWorkspace {
+  lowerDir: string;
+  mntDir: string;
+  gitWritable: boolean;
+  hostUid: number;
 }
 
 export interface CreateOptions {

@@ -144,6 +144,7 @@ class QemuBackend implements Backend {
       snapshots: this.o.templates !== false,
       separateKernel: true,
       multipleUids: true,
+      workspace: false,
       maxCpus: cpus().length,
       maxMemoryMib: Math.floor(totalmem() / 2 ** 20 / 2),
     };
@@ -194,6 +195,7 @@ class QemuBackend implements Backend {
   }
 
   private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+    if (spec.workspace) throw new KilnError('UNSUPPORTED_OPTION', 'the qemu backend cannot run workspace sandboxes yet: use the namespace backend');
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(spec.id)) throw new KilnError('INVALID_REQUEST', `sandbox id ${JSON.stringify(spec.id)} must be 1-64 letters, digits, "-" or "_"`);
     const overrides = parseBackendOptions(spec.backendOptions, [KERNEL_DIR, `${this.o.dataDir}/`]);
     if (
