@@ -99,6 +99,9 @@ describe('workspace mounts (namespace backend)', { skip: process.getuid?.() === 
     git('add', '-A');
     git('commit', '-qm', 'initial');
     execFileSync('chown', ['-R', `${OWNER}:${OWNER}`, proj]);
+    // A file of another owner: not mapped, it shows as nobody (the documented limit).
+    await writeFile(join(proj, 'foreign.txt'), 'theirs\n', { mode: 0o644 });
+    execFileSync('chown', ['1001:1001', join(proj, 'foreign.txt')]);
     const before = await snapshot(proj);
 
     const img = await resolveImage('base', process.env.KILN_DATA_DIR ?? '/var/lib/kiln');
@@ -133,6 +136,9 @@ describe('workspace mounts (namespace backend)', { skip: process.getuid?.() === 
           printf x > "$(printf 'bad\\377name')"`,
         );
         assert.equal(edit.code, 0, edit.err);
+        const foreign = await sh(sb, 'cat foreign.txt; stat -c %u foreign.txt; echo x >> foreign.txt && echo WROTE');
+        assert.equal(foreign.out, 'theirs\n65534\n', foreign.err);
+        assert.match(foreign.err, /Permission denied/);
 
         const g = await sh(sb, 'git status --porcelain && git log --oneline | wc -l');
         assert.equal(g.code, 0, g.err);
