@@ -26,6 +26,7 @@ var ops = map[string]opFunc{
 	"archive.get": opArchiveGet,
 	"fs.list":     opFsList,
 	"sync":        opSync,
+	"ws.scan":     opWorkspaceScan,
 }
 
 type conn struct {
