@@ -114,7 +114,7 @@ describe('workspace mounts (namespace backend)', { skip: process.getuid?.() === 
       cpus: 1,
       memoryMib: 256,
       diskMib: 64,
-      workspace: { lowerDir: paths.lowerDir, mntDir: paths.mntDir, gitWritable, hostUid: WS_UID },
+      workspace: { kind: 'mount', lowerDir: paths.lowerDir, mntDir: paths.mntDir, gitWritable, hostUid: WS_UID },
     });
     try {
       const paths = await prepareWorkspace(host, { id: 'ws1', projectDir: proj, hostUid: WS_UID, sizeMib: 24 });

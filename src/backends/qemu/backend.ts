@@ -144,7 +144,7 @@ class QemuBackend implements Backend {
       snapshots: this.o.templates !== false,
       separateKernel: true,
       multipleUids: true,
-      workspace: false,
+      workspace: 'images',
       maxCpus: cpus().length,
       maxMemoryMib: Math.floor(totalmem() / 2 ** 20 / 2),
     };
@@ -195,7 +195,8 @@ class QemuBackend implements Backend {
   }
 
   private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
-    if (spec.workspace) throw new KilnError('UNSUPPORTED_OPTION', 'the qemu backend cannot run workspace sandboxes yet: use the namespace backend');
+    if (spec.workspace && spec.workspace.kind !== 'images') throw new KilnError('UNSUPPORTED_OPTION', `the qemu backend takes an 'images' workspace, not '${spec.workspace.kind}'`);
+    const workspace = spec.workspace?.kind === 'images' ? spec.workspace : undefined;
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(spec.id)) throw new KilnError('INVALID_REQUEST', `sandbox id ${JSON.stringify(spec.id)} must be 1-64 letters, digits, "-" or "_"`);
     const overrides = parseBackendOptions(spec.backendOptions, [KERNEL_DIR, `${this.o.dataDir}/`]);
     if (
@@ -210,7 +211,8 @@ class QemuBackend implements Backend {
     const artifacts = await this.vmArtifacts(options.signal);
     const accel = (await chooseAccel(this.o.accel ?? 'auto')).accel;
     const tscKhz = accel === 'tcg' ? await hostTscKhz() : undefined;
-    const cmdline = guestCmdline({ diskMib: spec.diskMib, tscKhz, execUid: EXEC_UID, extra: overrides.bootArgs });
+    const extra = [workspace ? `kiln.workspace=${workspace.gitWritable ? 'rw' : 'ro'}` : '', overrides.bootArgs ?? ''].filter(Boolean).join(' ');
+    const cmdline = guestCmdline({ diskMib: spec.diskMib, tscKhz, execUid: EXEC_UID, extra: extra || undefined });
     const base = {
       binary: this.binary,
       id: spec.id,
@@ -223,6 +225,7 @@ class QemuBackend implements Backend {
       initrdPath: artifacts.initrdPath,
       cmdline,
       diskImage: spec.pack.imagePath,
+      workspace: workspace && { lowerImage: workspace.lowerImage, upperImage: workspace.upperImage },
       dir: `${this.qemuRunDir}/vms/${spec.id}`,
       signal: options.signal,
       log: this.o.log,
@@ -232,7 +235,8 @@ class QemuBackend implements Backend {
 
     let vm: RunningVm | undefined;
     let template: Template | undefined;
-    if (this.o.templates !== false && overrides.kernel === undefined && overrides.bootArgs === undefined) {
+    // A workspace's drives are not in any template: such a VM always boots cold.
+    if (this.o.templates !== false && overrides.kernel === undefined && overrides.bootArgs === undefined && !workspace) {
       template = await withDeadline(
         this.templates.get({
           packName: spec.pack.name,
