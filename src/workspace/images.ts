@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { CleanupStack } from '../core/cleanup.js';
 import { KilnError } from '../core/errors.js';
 import { runSteps, type Step } from '../core/steps.js';
-import { workspacePaths, workspacesDir } from './mounts.js';
+import { makeUpperImage, workspacePaths, workspacesDir } from './mounts.js';
 
 const run = promisify(execFile);
 
@@ -62,10 +62,7 @@ export async function prepareImageWorkspace(dataDir: string, o: PrepareImageWork
     },
     {
       name: WS_IMAGE_STEP.upper,
-      run: async () => {
-        await run('truncate', ['-s', `${o.sizeMib}M`, paths.upperImage]);
-        await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0', paths.upperImage]);
-      },
+      run: () => makeUpperImage(paths.upperImage, o.sizeMib),
     },
     {
       name: WS_IMAGE_STEP.snapshot,

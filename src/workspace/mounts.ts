@@ -85,10 +85,13 @@ export async function prepareWorkspace(host: WorkspaceHost, o: PrepareWorkspaceO
     {
       name: WS_STEP.mkdir,
       run: async () => {
-        // The sandbox uid (bwrap) must traverse to lower/ and mnt/; nothing here is listable to it.
+        // The sandbox uid (bwrap) must traverse to lower/ and mnt/, and no other host user may:
+        // the workspace's own directory is searchable by its group (the sandbox's gid) alone.
         await mkdir(workspacesDir(host.dataDir), { recursive: true, mode: 0o711 });
         await chmod(workspacesDir(host.dataDir), 0o711);
-        await mkdir(paths.dir, { mode: 0o711 });
+        await mkdir(paths.dir, { mode: 0o710 });
+        await chown(paths.dir, 0, o.hostUid);
+        await chmod(paths.dir, 0o710);
         await mkdir(paths.mntDir, { mode: 0o711 });
         await mkdir(paths.lowerDir, { mode: 0o711 });
       },
@@ -96,11 +99,7 @@ export async function prepareWorkspace(host: WorkspaceHost, o: PrepareWorkspaceO
     },
     {
       name: WS_STEP.image,
-      run: async () => {
-        await run('truncate', ['-s', `${o.sizeMib}M`, paths.image]);
-        // Lazy inode tables and journal: a 1 GiB image is made in milliseconds, not seconds.
-        await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', `lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0`, paths.image]);
-      },
+      run: () => makeUpperImage(paths.image, o.sizeMib),
     },
     { name: WS_STEP.mountImage, run: () => mountImage(paths), undo: () => unmountImage(paths) },
     {
@@ -165,6 +164,13 @@ export async function scanWorkspaces(dataDir: string): Promise<FoundWorkspace[]>
     found.push({ id, paths, hasImage, lowerMounted: points.has(paths.lowerDir), mntMounted: points.has(paths.mntDir) });
   }
   return found;
+}
+
+/** The sparse ext4 upper image (mke2fs creates the file): ENOSPC inside at `sizeMib`. */
+export async function makeUpperImage(path: string, sizeMib: number): Promise<void> {
+  // Lazy inode tables and journal: a 1 GiB image is made in milliseconds, not seconds. No
+  // blocks reserved for root: the limit is the limit for everyone in the sandbox.
+  await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0', path, `${sizeMib}M`]);
 }
 
 async function mountImage(p: WorkspacePaths): Promise<void> {

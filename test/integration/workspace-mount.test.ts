@@ -118,6 +118,12 @@ describe('workspace mounts (namespace backend)', { skip: process.getuid?.() === 
     });
     try {
       const paths = await prepareWorkspace(host, { id: 'ws1', projectDir: proj, hostUid: WS_UID, sizeMib: 24 });
+      // Only the sandbox's uid may reach the mounts: another host user is stopped at the workspace's directory.
+      const other = await run('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', 'cat', join(paths.lowerDir, 'a.txt')]).then(
+        () => 'read',
+        (e: { stderr: string }) => e.stderr,
+      );
+      assert.match(other, /Permission denied/);
       const sb = await backend.create(spec('wsbox', paths, false), { readyTimeoutMs: 30_000 });
       try {
         const edit = await sh(
