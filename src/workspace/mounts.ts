@@ -52,6 +52,8 @@ export interface FoundWorkspace {
   id: string;
   paths: WorkspacePaths;
   hasImage: boolean;
+  /** A microVM workspace's snapshot (images.ts): such a workspace has nothing mounted on the host. */
+  hasLowerImage: boolean;
   lowerMounted: boolean;
   mntMounted: boolean;
 }
@@ -76,12 +78,15 @@ export function workspacePaths(dataDir: string, id: string): WorkspacePaths {
   return { dir, image: join(dir, 'upper.img'), lowerDir: join(dir, 'lower'), mntDir, upperDir: join(mntDir, 'upper') };
 }
 
-/** Creates the image, mounts it and the idmapped lower; a failure undoes what was done. */
+/**
+ * Creates the image, mounts it and the idmapped lower; a failure undoes what was done. The image
+ * (mke2fs, mount) and the lower (the agent's idmap-bind) are independent: they run side by side.
+ */
 export async function prepareWorkspace(host: WorkspaceHost, o: PrepareWorkspaceOptions): Promise<WorkspacePaths> {
   const paths = workspacePaths(host.dataDir, o.id);
   const owner = await stat(o.projectDir);
   if (!owner.isDirectory()) throw new KilnError('INVALID_REQUEST', `${o.projectDir} is not a directory`);
-  const steps: Array<Step<WorkspacePaths>> = [
+  const dirSteps: Array<Step<WorkspacePaths>> = [
     {
       name: WS_STEP.mkdir,
       run: async () => {
@@ -97,10 +102,9 @@ export async function prepareWorkspace(host: WorkspaceHost, o: PrepareWorkspaceO
       },
       undo: () => rm(paths.dir, { recursive: true, force: true }),
     },
-    {
-      name: WS_STEP.image,
-      run: () => makeUpperImage(paths.image, o.sizeMib),
-    },
+  ];
+  const upperSteps: Array<Step<WorkspacePaths>> = [
+    { name: WS_STEP.image, run: () => makeUpperImage(paths.image, o.sizeMib) },
     { name: WS_STEP.mountImage, run: () => mountImage(paths), undo: () => unmountImage(paths) },
     {
       name: WS_STEP.layers,
@@ -112,12 +116,22 @@ export async function prepareWorkspace(host: WorkspaceHost, o: PrepareWorkspaceO
         await rm(join(paths.mntDir, 'lost+found'), { recursive: true, force: true });
       },
     },
-    { name: WS_STEP.lower, run: () => mountLower(host, o.projectDir, paths, owner, o.hostUid), undo: () => umount(paths.lowerDir) },
   ];
-  await runSteps(steps, paths, new CleanupStack(), {
+  const lowerSteps: Array<Step<WorkspacePaths>> = [{ name: WS_STEP.lower, run: () => mountLower(host, o.projectDir, paths, owner, o.hostUid), undo: () => umount(paths.lowerDir) }];
+  const opts = {
     signal: o.signal,
-    explain: (e, step) => new KilnError('INTERNAL', `cannot prepare workspace ${o.id} (${step}): ${e instanceof Error ? e.message : String(e)}`, { cause: e }),
-  });
+    explain: (e: unknown, step: string) => new KilnError('INTERNAL', `cannot prepare workspace ${o.id} (${step}): ${e instanceof Error ? e.message : String(e)}`, { cause: e }),
+  };
+  const dirStack = new CleanupStack();
+  await runSteps(dirSteps, paths, dirStack, opts);
+  // Each list unwinds itself when it fails; the other one, and the directory, are undone here.
+  const stacks = [new CleanupStack(), new CleanupStack()];
+  const results = await Promise.allSettled([runSteps(upperSteps, paths, stacks[0]!, opts), runSteps(lowerSteps, paths, stacks[1]!, opts)]);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    for (const stack of [...stacks, dirStack]) await stack.run().catch(() => undefined);
+    throw failed.reason;
+  }
   return paths;
 }
 
@@ -161,7 +175,11 @@ export async function scanWorkspaces(dataDir: string): Promise<FoundWorkspace[]>
       (s) => s.isFile(),
       () => false,
     );
-    found.push({ id, paths, hasImage, lowerMounted: points.has(paths.lowerDir), mntMounted: points.has(paths.mntDir) });
+    const hasLowerImage = await stat(join(paths.dir, 'lower.sqfs')).then(
+      (s) => s.isFile(),
+      () => false,
+    );
+    found.push({ id, paths, hasImage, hasLowerImage, lowerMounted: points.has(paths.lowerDir), mntMounted: points.has(paths.mntDir) });
   }
   return found;
 }

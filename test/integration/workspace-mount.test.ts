@@ -226,4 +226,22 @@ describe('workspace mounts (namespace backend)', { skip: process.getuid?.() === 
       await rm(tmp, { recursive: true, force: true });
     }
   });
+
+  it('a prepare that fails half way (no idmap helper) leaves no mount, loop device or directory', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'kiln-ws-fail-'));
+    try {
+      await mkdir(join(tmp, 'proj'));
+      const err = await prepareWorkspace({ dataDir: tmp, agentPath: join(tmp, 'no-such-agent') }, { id: 'wsf', projectDir: join(tmp, 'proj'), hostUid: WS_UID, sizeMib: 16 }).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      assert.match(err?.message ?? '', /cannot prepare workspace wsf \(ws\.idmapLower\)/);
+      assert.deepEqual(await mountsUnder(tmp), []);
+      assert.ok(!(await run('losetup', ['-a'])).stdout.includes(tmp));
+      assert.deepEqual(await readdir(join(tmp, 'workspaces')), []);
+    } finally {
+      await releaseWorkspace(tmp, 'wsf').catch(() => undefined);
+      await rm(tmp, { recursive: true, force: true });
+    }
+  });
 });
