@@ -4,6 +4,7 @@ package main
 // a sandbox. They live in the agent binary because it is the one Go program kiln ships.
 //
 //	kiln-agent host idmap-bind SRC DST OWNERUID:HOSTUID OWNERGID:HOSTGID
+//	kiln-agent host ws-mount IMAGE MNT HOSTUID
 //	kiln-agent host ws-scan UPPERDIR
 
 import (
@@ -38,6 +39,15 @@ func runHost(args []string) error {
 		// internal: the short-lived child whose user namespace carries the mapping
 		_, _ = os.Stdin.Read(make([]byte, 1))
 		return nil
+	case "ws-mount":
+		if len(args) != 4 {
+			return fmt.Errorf("usage: kiln-agent host ws-mount IMAGE MNT HOSTUID")
+		}
+		uid, err := strconv.Atoi(args[3])
+		if err != nil || uid < 0 {
+			return fmt.Errorf("host uid %q is not a uid", args[3])
+		}
+		return wsMount(args[1], args[2], uid)
 	case "ws-scan":
 		if len(args) != 2 {
 			return fmt.Errorf("usage: kiln-agent host ws-scan UPPERDIR")

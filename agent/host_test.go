@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -135,5 +136,40 @@ func TestIdmapBind(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(dst, "new"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("write through the bind: %v, want EROFS", err)
+	}
+}
+
+func TestWsMount(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("loop devices and mounts need root")
+	}
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		t.Skip("no mkfs.ext4 (e2fsprogs)")
+	}
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "u.img"), filepath.Join(dir, "mnt")
+	if out, err := exec.Command(mkfs, "-q", "-F", img, "16M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v %s", err, out)
+	}
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := wsMount(img, mnt, 424242); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Unmount(mnt, syscall.MNT_DETACH)
+	for _, d := range []string{"upper", "work"} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(mnt, d), &st); err != nil || st.Uid != 424242 || st.Gid != 424242 {
+			t.Errorf("%s: %+v %v, want owned by 424242", d, st, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(mnt, "lost+found")); !os.IsNotExist(err) {
+		t.Errorf("lost+found is left: %v", err)
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &fs); err != nil || fs.Flags&(syscall.MS_NOSUID|syscall.MS_NODEV) != syscall.MS_NOSUID|syscall.MS_NODEV {
+		t.Errorf("mount flags %#x (%v), want nosuid,nodev", fs.Flags, err)
 	}
 }

@@ -63,7 +63,6 @@ export const WS_STEP = {
   mkdir: 'ws.mkdir',
   image: 'ws.createImage',
   mountImage: 'ws.mountImage',
-  layers: 'ws.layers',
   lower: 'ws.idmapLower',
 } as const;
 
@@ -105,17 +104,8 @@ export async function prepareWorkspace(host: WorkspaceHost, o: PrepareWorkspaceO
   ];
   const upperSteps: Array<Step<WorkspacePaths>> = [
     { name: WS_STEP.image, run: () => makeUpperImage(paths.image, o.sizeMib) },
-    { name: WS_STEP.mountImage, run: () => mountImage(paths), undo: () => unmountImage(paths) },
-    {
-      name: WS_STEP.layers,
-      run: async () => {
-        for (const d of [paths.upperDir, join(paths.mntDir, 'work')]) {
-          await mkdir(d, { mode: 0o755 });
-          await chown(d, o.hostUid, o.hostUid);
-        }
-        await rm(join(paths.mntDir, 'lost+found'), { recursive: true, force: true });
-      },
-    },
+    // Also makes upper/ and work/, owned by the host uid.
+    { name: WS_STEP.mountImage, run: () => mountImage(host, paths, o.hostUid), undo: () => unmountImage(paths) },
   ];
   const lowerSteps: Array<Step<WorkspacePaths>> = [{ name: WS_STEP.lower, run: () => mountLower(host, o.projectDir, paths, owner, o.hostUid), undo: () => umount(paths.lowerDir) }];
   const opts = {
@@ -142,7 +132,7 @@ export async function attachWorkspace(host: WorkspaceHost, o: Omit<PrepareWorksp
     throw new KilnError('NOT_FOUND', `workspace ${o.id} has no upper image at ${paths.image}`);
   });
   const points = await mountPoints();
-  if (!points.has(paths.mntDir)) await mountImage(paths);
+  if (!points.has(paths.mntDir)) await mountImage(host, paths, o.hostUid);
   if (!points.has(paths.lowerDir)) await mountLower(host, o.projectDir, paths, await stat(o.projectDir), o.hostUid);
   return paths;
 }
@@ -191,9 +181,9 @@ export async function makeUpperImage(path: string, sizeMib: number): Promise<voi
   await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0', path, `${sizeMib}M`]);
 }
 
-async function mountImage(p: WorkspacePaths): Promise<void> {
-  // mount -o loop sets autoclear: the loop device goes with the unmount.
-  await run('mount', ['-t', 'ext4', '-o', 'loop,nosuid,nodev,noatime', p.image, p.mntDir]);
+/** The agent's ws-mount: an autoclear loop device (it goes with the unmount), ext4 nosuid,nodev, upper/ and work/. */
+async function mountImage(host: WorkspaceHost, p: WorkspacePaths, hostUid: number): Promise<void> {
+  await run(host.agentPath, ['host', 'ws-mount', p.image, p.mntDir, String(hostUid)]);
 }
 
 async function unmountImage(p: WorkspacePaths): Promise<void> {
