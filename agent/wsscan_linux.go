@@ -7,10 +7,11 @@ package main
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
+	"strconv"
 	"syscall"
 )
 
@@ -28,16 +29,19 @@ var opaqueXattrs = []string{"user.overlay.opaque", "trusted.overlay.opaque"}
 
 func scanUpper(root string, w io.Writer) error {
 	enc := json.NewEncoder(w)
-	return scanDir(root, "", func(e upperEntry) error { return enc.Encode(e) })
-}
-
-func scanDir(root, rel string, emit func(upperEntry) error) error {
-	f, err := os.Open(filepath.Join(root, rel))
+	dir, err := os.OpenFile(root, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
 		return err
 	}
-	names, err := f.Readdirnames(-1)
-	f.Close()
+	defer dir.Close()
+	return scanDir(dir, "", func(e upperEntry) error { return enc.Encode(e) })
+}
+
+// scanDir goes from open directory to open directory (openat, O_NOFOLLOW): the upper belongs to
+// a sandbox that may still run, and a directory it swaps for a symlink meanwhile is listed as
+// what lstat saw but never entered, so the scan (root on the host) cannot be led outside.
+func scanDir(dir *os.File, rel string, emit func(upperEntry) error) error {
+	names, err := dir.Readdirnames(-1)
 	if err != nil {
 		return err
 	}
@@ -47,42 +51,57 @@ func scanDir(root, rel string, emit func(upperEntry) error) error {
 		if rel != "" {
 			r = rel + "/" + name
 		}
-		e, isDir, err := statEntry(root, r)
+		e, err := statEntry(dir, name, r)
 		if err != nil {
+			if errors.Is(err, syscall.ENOENT) {
+				continue // removed while scanning
+			}
 			return err
 		}
-		if err := emit(e); err != nil {
-			return err
-		}
-		if isDir {
-			if err := scanDir(root, r, emit); err != nil {
+		if e.Kind != "dir" {
+			if err := emit(e); err != nil {
 				return err
 			}
+			continue
+		}
+		child, err := openAt(dir, name, os.O_RDONLY|syscall.O_DIRECTORY)
+		if err != nil {
+			if err := emit(e); err != nil { // swapped or removed since the lstat: not entered
+				return err
+			}
+			continue
+		}
+		e.Opaque = isOpaque("/proc/self/fd/" + strconv.Itoa(int(child.Fd())))
+		err = emit(e)
+		if err == nil {
+			err = scanDir(child, r, emit)
+		}
+		child.Close()
+		if err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func statEntry(root, rel string) (upperEntry, bool, error) {
-	p := filepath.Join(root, rel)
+func statEntry(dir *os.File, name, rel string) (upperEntry, error) {
+	p := inDir(dir, name)
 	var st syscall.Stat_t
 	if err := syscall.Lstat(p, &st); err != nil {
-		return upperEntry{}, false, err
+		return upperEntry{}, err
 	}
 	e := upperEntry{Path: base64.StdEncoding.EncodeToString([]byte(rel)), Mode: st.Mode & 0o7777, Size: st.Size}
-	isDir := false
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFREG:
 		e.Kind = "file"
 	case syscall.S_IFDIR:
-		e.Kind, isDir = "dir", true
+		e.Kind = "dir"
 		e.Size = 0
-		e.Opaque = isOpaque(p)
 	case syscall.S_IFLNK:
 		e.Kind = "symlink"
 		t, err := os.Readlink(p)
 		if err != nil {
-			return e, false, err
+			return e, err
 		}
 		e.Target = base64.StdEncoding.EncodeToString([]byte(t))
 	case syscall.S_IFCHR:
@@ -94,13 +113,14 @@ func statEntry(root, rel string) (upperEntry, bool, error) {
 	default:
 		e.Kind = "other"
 	}
-	return e, isDir, nil
+	return e, nil
 }
 
-func isOpaque(dir string) bool {
+// isOpaque reads the overlay's opaque mark of the open directory at path (/proc/self/fd/N).
+func isOpaque(path string) bool {
 	buf := make([]byte, 8)
 	for _, name := range opaqueXattrs {
-		n, err := syscall.Getxattr(dir, name, buf)
+		n, err := syscall.Getxattr(path, name, buf)
 		// "y" is opaque; "x" (6.x) only marks a directory that holds whiteouts.
 		if err == nil && n == 1 && buf[0] == 'y' {
 			return true
