@@ -29,7 +29,8 @@ export class SandboxUids {
     const held = await this.uidsWithProcesses();
     // Nothing awaits from here on: two allocations cannot both take one uid.
     for (const uid of this.quarantine) {
-      if (held.has(uid)) continue;
+      // A workspace's uid (outside the range, not in `held`) leaves quarantine in claim() only.
+      if (held.has(uid) || uid < this.base || uid >= this.base + this.count) continue;
       this.quarantine.delete(uid);
       this.inUse.delete(uid);
     }
