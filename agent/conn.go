@@ -27,6 +27,7 @@ var ops = map[string]opFunc{
 	"fs.list":     opFsList,
 	"sync":        opSync,
 	"ws.scan":     opWorkspaceScan,
+	"ws.flush":    opWorkspaceFlush,
 }
 
 type conn struct {

@@ -241,6 +241,11 @@ export class AgentClient {
     return this.download({ op: 'ws.scan' }, sink, opts.signal, opts.maxBytes);
   }
 
+  /** Syncs a microVM workspace's upper to its drive (docs/protocol.md `ws.flush`): before the VM is killed. */
+  async workspaceFlush(signal?: AbortSignal): Promise<void> {
+    await this.request({ op: 'ws.flush' }, { signal });
+  }
+
   private async upload(req: object, data: Buffer | AsyncIterable<Buffer>, signal?: AbortSignal): Promise<TransferResult> {
     const stream = this.allocStream();
     const request = requestFrame(stream, req);

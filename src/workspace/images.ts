@@ -7,13 +7,13 @@
  * not seen by the sandbox (the namespace backend's lower is live).
  */
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CleanupStack } from '../core/cleanup.js';
 import { KilnError } from '../core/errors.js';
 import { runSteps, type Step } from '../core/steps.js';
-import { makeUpperImage, workspacePaths, workspacesDir } from './mounts.js';
+import { makeUpperImage, releaseMounts, type WorkspaceHost, type WorkspacePaths, workspacePaths, workspacesDir } from './mounts.js';
 
 const run = promisify(execFile);
 
@@ -81,4 +81,32 @@ export async function prepareImageWorkspace(dataDir: string, o: PrepareImageWork
     explain: (e, step) => new KilnError('INTERNAL', `cannot prepare workspace ${o.id} (${step}): ${e instanceof Error ? e.message : String(e)}`, { cause: e }),
   });
   return paths;
+}
+
+/**
+ * Mounts a microVM workspace's upper image on the host (at `<dir>/mnt`, like a namespace
+ * workspace's) for a review while no VM runs on it; `guestUid` owns upper/ and work/ if no VM
+ * made them yet. Never while a VM has the image: the qemu backend refuses to boot on an image a
+ * loop device holds (imageInUse), and QEMU's own image lock keeps a second VM off it.
+ */
+export async function mountImageUpper(host: WorkspaceHost, id: string, guestUid: number): Promise<WorkspacePaths> {
+  const paths = workspacePaths(host.dataDir, id);
+  await mkdir(paths.mntDir, { recursive: true, mode: 0o700 });
+  if (!(await imageInUse(paths.image))) await run(host.agentPath, ['host', 'ws-mount', paths.image, paths.mntDir, String(guestUid)]);
+  return paths;
+}
+
+/** Undoes mountImageUpper (the image can go to a VM again); idempotent. */
+export async function unmountImageUpper(dataDir: string, id: string): Promise<void> {
+  await releaseMounts(workspacePaths(dataDir, id));
+}
+
+/** Whether a loop device is backed by the image (then it is, or was, mounted on the host). */
+export async function imageInUse(image: string): Promise<boolean> {
+  for (const dev of await readdir('/sys/block').catch(() => [] as string[])) {
+    if (!dev.startsWith('loop')) continue;
+    const backing = await readFile(`/sys/block/${dev}/loop/backing_file`, 'utf8').catch(() => '');
+    if (backing.trim() === image) return true;
+  }
+  return false;
 }

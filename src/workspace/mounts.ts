@@ -140,13 +140,18 @@ export async function attachWorkspace(host: WorkspaceHost, o: Omit<PrepareWorksp
 /** Unmounts the lower and the image (freeing its loop device) and removes the directory; idempotent. */
 export async function releaseWorkspace(dataDir: string, id: string): Promise<void> {
   const paths = workspacePaths(dataDir, id);
-  const points = await mountPoints();
-  if (points.has(paths.lowerDir)) await umount(paths.lowerDir);
-  if (points.has(paths.mntDir)) await unmountImage(paths);
-  await detachLoops(paths.image);
+  await releaseMounts(paths);
   const left = [...(await mountPoints())].filter((p) => p === paths.dir || p.startsWith(`${paths.dir}/`));
   if (left.length) throw new KilnError('INTERNAL', `workspace ${id} is still mounted at ${left.join(', ')}; not removing ${paths.dir}`);
   await rm(paths.dir, { recursive: true, force: true });
+}
+
+/** Unmounts the lower and the image and frees the image's loop devices; idempotent. */
+export async function releaseMounts(paths: WorkspacePaths): Promise<void> {
+  const points = await mountPoints();
+  if (points.has(paths.lowerDir)) await umount(paths.lowerDir);
+  if (points.has(paths.mntDir)) await umount(paths.mntDir);
+  await detachLoops(paths.image);
 }
 
 /** What `<dataDir>/workspaces` holds, for the start-up reconcile (keep, re-attach or release each). */

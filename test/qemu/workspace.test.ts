@@ -5,21 +5,23 @@
  * from the guest, a second VM on the same upper sees them, and the project never changes.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import type { SandboxSpec } from '../../src/core/backend.js';
 import { resolveImage } from '../../src/images/index.js';
-import { prepareImageWorkspace } from '../../src/workspace/images.js';
+import { mountImageUpper, prepareImageWorkspace, unmountImageUpper } from '../../src/workspace/images.js';
 import { releaseWorkspace } from '../../src/workspace/mounts.js';
-import { type QemuFixture, setup, sh, skipReason } from './fixture.js';
+import { AGENT_PATH, type QemuFixture, setup, sh, skipReason } from './fixture.js';
 
 const skip = (await skipReason()) ?? (process.getuid?.() === 0 ? undefined : 'needs root');
 const READY = { readyTimeoutMs: 90_000 };
 const GUEST_UID = 1000;
+const run = promisify(execFile);
 
 async function tree(dir: string, rel = ''): Promise<string[]> {
   const out: string[] = [];
@@ -68,6 +70,7 @@ describe('qemu workspace', { skip, timeout: 300_000 }, () => {
       workspace: { kind: 'images', lowerImage: ws.lowerImage, upperImage: ws.upperImage, gitWritable },
     });
     const backend = f.backend({ templates: false, spares: 0 });
+    let scanned = '';
     try {
       const sb = await backend.create(spec('qws-a', false), READY);
       try {
@@ -91,13 +94,23 @@ describe('qemu workspace', { skip, timeout: 300_000 }, () => {
         const res = await sb.agent.workspaceScan((c) => {
           chunks.push(Buffer.from(c));
         });
-        const lines = Buffer.concat(chunks).toString().split('\n').filter(Boolean);
+        scanned = Buffer.concat(chunks).toString();
+        const lines = scanned.split('\n').filter(Boolean);
         assert.equal(res.bytes, Buffer.concat(chunks).length);
         const kinds = Object.fromEntries(lines.map((l) => JSON.parse(l)).map((e) => [Buffer.from(e.path, 'base64').toString('latin1'), e.kind]));
         assert.deepEqual(kinds, { 'a.txt': 'file', 'bad\xffname': 'file', 'del.txt': 'whiteout', deldir: 'whiteout', link: 'symlink', 'new.txt': 'file' });
       } finally {
         await sb.destroy();
       }
+
+      // A review on the host while no VM runs: the image mounted there shows the same scan, and
+      // no VM may boot on it meanwhile.
+      const host = { dataDir, agentPath: AGENT_PATH };
+      const mounted = await mountImageUpper(host, 'qws1', GUEST_UID);
+      const { stdout } = await run(AGENT_PATH, ['host', 'ws-scan', mounted.upperDir]);
+      assert.deepEqual(stdout, scanned);
+      await assert.rejects(backend.create(spec('qws-x', false), READY), /mounted on the host/);
+      await unmountImageUpper(dataDir, 'qws1');
 
       // The next VM on the same upper: the changes are there; with gitWritable a commit works.
       const sb2 = await backend.create(spec('qws-b', true), READY);
@@ -114,5 +127,6 @@ describe('qemu workspace', { skip, timeout: 300_000 }, () => {
       await releaseWorkspace(dataDir, 'qws1');
     }
     assert.equal(existsSync(ws.dir), false);
+    assert.ok(!(await run('losetup', ['-a'])).stdout.includes(tmp), 'a loop device is left');
   });
 });
