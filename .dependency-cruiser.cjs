@@ -64,6 +64,13 @@ module.exports = {
       to: { path: '^src/(server|cli)/' },
     },
     {
+      name: 'workspace-below-server-and-backends',
+      severity: 'error',
+      comment: 'Workspaces (src/workspace: mounts, scan, review) build on src/core only: no server, CLI or backend.',
+      from: { path: '^src/workspace/' },
+      to: { path: '^src/(server|cli|backends)/' },
+    },
+    {
       name: 'not-to-unresolvable',
       severity: 'error',
       comment: 'Every import resolves (a typo or a removed file fails here, not at run time).',

@@ -26,6 +26,8 @@ var ops = map[string]opFunc{
 	"archive.get": opArchiveGet,
 	"fs.list":     opFsList,
 	"sync":        opSync,
+	"ws.scan":     opWorkspaceScan,
+	"ws.flush":    opWorkspaceFlush,
 }
 
 type conn struct {

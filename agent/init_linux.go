@@ -43,6 +43,8 @@ type bootParams struct {
 	diskMib int
 	execUID int
 	panic   bool
+	// workspace: "ro" or "rw" (.git writable) when the VM has workspace drives (workspace_vm_linux.go)
+	workspace string
 }
 
 // runInit sets the guest up and returns the flags the agent proper serves with.
@@ -75,6 +77,11 @@ func initRun() (flags, error) {
 		return flags{}, err
 	}
 	prepareRoot(params.execUID)
+	if params.workspace != "" {
+		if err := mountVMWorkspace(params.execUID, params.workspace == "rw"); err != nil {
+			return flags{}, fmt.Errorf("workspace: %w", err)
+		}
+	}
 	if err := setupVMCgroups(); err != nil {
 		// Not fatal: execs fall back to process-group and tag kill, which a detached process escapes.
 		fmt.Fprintf(os.Stderr, "kiln-init: no exec cgroups (%v): detached processes may outlive their exec\n", err)
@@ -120,6 +127,10 @@ func parseBootParams(cmdline string) bootParams {
 		case "kiln.exec_uid":
 			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
 				p.execUID = n
+			}
+		case "kiln.workspace":
+			if v == "ro" || v == "rw" {
+				p.workspace = v
 			}
 		case "kiln.panic":
 			p.panic = v == "1"

@@ -29,6 +29,9 @@ func TestParseBootParams(t *testing.T) {
 		{"console=ttyS0 kiln.disk_mib=512 kiln.exec_uid=0 -- --init", bootParams{diskMib: 512, execUID: 0}},
 		{"kiln.panic=1", bootParams{diskMib: initDefaultDisk, execUID: initDefaultUID, panic: true}},
 		{"kiln.disk_mib=-3 kiln.exec_uid=x", bootParams{diskMib: initDefaultDisk, execUID: initDefaultUID}},
+		{"kiln.workspace=ro", bootParams{diskMib: initDefaultDisk, execUID: initDefaultUID, workspace: "ro"}},
+		{"kiln.workspace=rw", bootParams{diskMib: initDefaultDisk, execUID: initDefaultUID, workspace: "rw"}},
+		{"kiln.workspace=yes", bootParams{diskMib: initDefaultDisk, execUID: initDefaultUID}},
 	}
 	for _, tc := range cases {
 		if got := parseBootParams(tc.cmdline); got != tc.want {

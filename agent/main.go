@@ -24,6 +24,7 @@ type flags struct {
 	transport string
 	setupRoot string
 	diskBytes int64
+	workspace workspaceFlags
 	execUID   int
 	execGID   int
 	init      bool
@@ -37,12 +38,18 @@ func parseFlags(args []string) (flags, error) {
 	fs.StringVar(&f.transport, "transport", "auto", "stdio, virtio-serial, vsock or auto")
 	fs.StringVar(&f.setupRoot, "setup-root", "", "namespace mode: read-only lower layer of the sandbox root")
 	fs.Int64Var(&f.diskBytes, "disk-bytes", 1<<30, "size of the writable tmpfs layer (namespace mode)")
+	fs.StringVar(&f.workspace.lower, "workspace-lower", "", "namespace mode: read-only lower layer of /workspace (the idmapped project bind)")
+	fs.StringVar(&f.workspace.mnt, "workspace-mnt", "", "namespace mode: directory holding upper/ and work/ of /workspace")
+	fs.BoolVar(&f.workspace.gitWritable, "workspace-git-writable", false, "namespace mode: leave /workspace/.git writable")
 	fs.IntVar(&f.execUID, "exec-uid", -1, "default exec uid (default: the agent's uid)")
 	fs.IntVar(&f.execGID, "exec-gid", -1, "default exec gid (default: the agent's gid)")
 	fs.BoolVar(&f.init, "init", false, "VM mode: act as PID 1 from the initramfs")
 	fs.BoolVar(&f.privilegesDropped, "privileges-dropped", false, "internal: namespace setup done, privileges dropped")
 	if err := fs.Parse(args); err != nil {
 		return f, err
+	}
+	if (f.workspace.lower == "") != (f.workspace.mnt == "") {
+		return f, fmt.Errorf("--workspace-lower and --workspace-mnt go together")
 	}
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("unexpected arguments %v", fs.Args())
@@ -54,6 +61,9 @@ func run() error {
 	log.SetFlags(0)
 	if len(os.Args) > 1 && os.Args[1] == cleanFdsFlag {
 		return execCleanFds(os.Args[2:]) // the host's spawn wrapper, not an agent (fds_linux.go)
+	}
+	if len(os.Args) > 1 && os.Args[1] == hostMode {
+		return runHost(os.Args[2:]) // host-side helpers run by the service (host_linux.go)
 	}
 	f, err := parseFlags(os.Args[1:])
 	if err != nil {
@@ -78,7 +88,7 @@ func serveAgent(f flags) error {
 		cfg.execGID = f.execGID
 	}
 	if f.setupRoot != "" {
-		if err := setupNamespaceRoot(f.setupRoot, f.diskBytes); err != nil {
+		if err := setupNamespaceRoot(f.setupRoot, f.diskBytes, f.workspace); err != nil {
 			return fmt.Errorf("namespace setup: %w", err)
 		}
 		// Does not return on success: the agent starts again, unprivileged, with --privileges-dropped.

@@ -7,6 +7,7 @@ package main
 //	tmpfs(size=disk) ─┬─ upper/  work/
 //	                  ├─ shm/  → bound on root/dev/shm: shared memory counts against the disk
 //	                  └─ root/ = overlay(lower=LOWER, upper, work)  ← pivot_root here
+//	                       └─ workspace/ = overlay(lower=WS-LOWER, WS-MNT/upper, WS-MNT/work)  (--workspace-*)
 //
 // bwrap's /dev is an unsized tmpfs: it is capped at devBytes before it is bound in, and the
 // host's /proc files that tell a sandbox about the host kernel are masked (maskedProc).
@@ -42,7 +43,7 @@ type setupStep struct {
 	do   func() error
 }
 
-func setupNamespaceRoot(lower string, diskBytes int64) error {
+func setupNamespaceRoot(lower string, diskBytes int64, ws workspaceFlags) error {
 	if diskBytes <= 0 {
 		return fmt.Errorf("--disk-bytes must be positive")
 	}
@@ -60,6 +61,7 @@ func setupNamespaceRoot(lower string, diskBytes int64) error {
 			opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work,userxattr", lower, scratchDir, scratchDir)
 			return syscall.Mount("overlay", root, "overlay", syscall.MS_NOSUID, opts)
 		}},
+		{"mount workspace", func() error { return mountWorkspace(ws, root+"/workspace") }},
 		{"mkdir mountpoints", func() error { return mkdirs(0o755, root+"/dev", root+"/proc", root+"/.kiln-old") }},
 		{"size /dev", func() error { return resizeTmpfs("/dev", devBytes, devInodes) }},
 		{"bind /dev", func() error { return syscall.Mount("/dev", root+"/dev", "", syscall.MS_BIND|syscall.MS_REC, "") }},

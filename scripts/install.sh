@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  bubblewrap util-linux procps kmod          # namespace backend: sandboxes, mounts, process tools
+  bubblewrap util-linux procps kmod e2fsprogs   # namespace backend: sandboxes, mounts, process tools, workspace upper images
   golang-go                                   # builds the static guest agent
   mmdebstrap squashfs-tools debian-archive-keyring   # language-pack images from Debian packages
   qemu-system-x86 linux-image-cloud-amd64 lz4 cpio xz-utils   # qemu backend: VMM, guest kernel, initramfs

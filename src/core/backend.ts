@@ -33,6 +33,12 @@ export interface BackendCapabilities {
   multipleUids: boolean;
   maxCpus: number;
   maxMemoryMib: number;
+  /**
+   * Runs a sandbox over a workspace (SandboxSpec.workspace: /workspace as an overlay of a host
+   * project), and which kind it takes: 'mount' (host mounts, src/workspace/mounts.ts) or 'images'
+   * (a squashfs snapshot and the upper image as drives, src/workspace/images.ts); false: none.
+   */
+  workspace: false | 'mount' | 'images';
 }
 
 export interface BackendAvailability {
@@ -74,6 +80,8 @@ export interface SandboxSpec {
   cpus: number;
   memoryMib: number;
   diskMib: number;
+  /** A workspace sandbox: /workspace is an overlay of a host project (see SandboxWorkspace). */
+  workspace?: SandboxWorkspace;
   /** Backend-specific overrides (qemu: kernel, bootArgs; firecracker: rate limiters …). */
   backendOptions?: Record<string, unknown>;
   /** A host project folder to mount copy-on-write at /workspace (backends with the workspace capability). */
@@ -89,6 +97,20 @@ export interface SandboxWorkspace {
   sizeMib: number;
   gitWritable: boolean;
 }
+
+/**
+ * Where a workspace sandbox's /workspace comes from; `.git` is read-only unless `gitWritable`.
+ * - 'mount' (namespace; src/workspace/mounts.ts prepared it): an overlay of `lowerDir` (the
+ *   idmapped project bind) with `<mntDir>/upper` and `<mntDir>/work`. The sandbox runs as
+ *   `hostUid`, the uid the workspace was prepared for (owner of its upper layer), not one the
+ *   backend allocates.
+ * - 'images' (microVMs; src/workspace/images.ts): `lowerImage` (squashfs snapshot of the project)
+ *   and `upperImage` (the ext4 upper image, not mounted on the host meanwhile) as extra drives;
+ *   the guest agent mounts the overlay. Always a cold boot (a template has no such drives).
+ */
+export type SandboxWorkspace =
+  | { kind: 'mount'; lowerDir: string; mntDir: string; hostUid: number; gitWritable: boolean }
+  | { kind: 'images'; lowerImage: string; upperImage: string; gitWritable: boolean };
 
 export interface CreateOptions {
   signal?: AbortSignal;

@@ -236,6 +236,16 @@ export class AgentClient {
     return this.download({ op: 'archive.get', path, gzip: opts.gzip }, sink, opts.signal, opts.maxBytes);
   }
 
+  /** A microVM workspace's upper layer as the NDJSON of `kiln-agent host ws-scan` (docs/protocol.md `ws.scan`). */
+  workspaceScan(sink: ChunkSink, opts: { maxBytes?: number; signal?: AbortSignal } = {}): Promise<TransferResult> {
+    return this.download({ op: 'ws.scan' }, sink, opts.signal, opts.maxBytes);
+  }
+
+  /** Syncs a microVM workspace's upper to its drive (docs/protocol.md `ws.flush`): before the VM is killed. */
+  async workspaceFlush(signal?: AbortSignal): Promise<void> {
+    await this.request({ op: 'ws.flush' }, { signal });
+  }
+
   private async upload(req: object, data: Buffer | AsyncIterable<Buffer>, signal?: AbortSignal): Promise<TransferResult> {
     const stream = this.allocStream();
     const request = requestFrame(stream, req);

@@ -146,6 +146,32 @@ describe('qemu pieces', () => {
     assert.ok(tpl.includes('-no-reboot'));
   });
 
+  it('a workspace adds its two drives after the root disk, the snapshot read-only, each with the serial the guest looks for', () => {
+    const base = {
+      id: 'x',
+      accel: 'tcg' as const,
+      cpus: 1,
+      memoryMib: 256,
+      kernelPath: '/k',
+      initrdPath: '/i',
+      cmdline: 'console=ttyS0',
+      diskImage: '/d.sqfs',
+      paths: vmPaths('/run/kiln/qemu/vms/x'),
+    };
+    const args = qemuArgs({ ...base, workspace: { lowerImage: '/d/ws/1/lower.sqfs', upperImage: '/d/ws/1/upper.img' } });
+    const extra = args.filter((a) => !qemuArgs(base).includes(a));
+    assert.deepEqual(extra, [
+      'if=none,id=wslower,file=/d/ws/1/lower.sqfs,format=raw,readonly=on',
+      'virtio-blk-device,drive=wslower,serial=kiln-ws-lower',
+      'if=none,id=wsupper,file=/d/ws/1/upper.img,format=raw',
+      'virtio-blk-device,drive=wsupper,serial=kiln-ws-upper',
+    ]);
+    assert.ok(
+      args.indexOf('virtio-blk-device,drive=rootfs') >= 0 && args.indexOf('virtio-blk-device,drive=rootfs') < args.indexOf('virtio-blk-device,drive=wslower,serial=kiln-ws-lower'),
+      'the pack stays /dev/vda',
+    );
+  });
+
   it('refuses paths QEMU options cannot carry', () => {
     assert.throws(() => safePath('/tmp/a,b'));
     assert.throws(() => safePath("/tmp/a'b"));

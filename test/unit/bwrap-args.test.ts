@@ -31,4 +31,16 @@ describe('bwrap arguments', () => {
       assert.ok(withoutNs.includes(ns) && withNs.includes(ns), ns);
     }
   });
+
+  it('a workspace: the project bind read-only, the upper image read-write, and the agent told where they are', () => {
+    const args = bwrapArgs({ ...base, workspace: { lowerDir: '/d/ws/1/lower', mntDir: '/d/ws/1/mnt', gitWritable: false } });
+    const bind = (kind: string, dest: string) => args[args.findIndex((a, i) => a === kind && args[i + 2] === dest) + 1];
+    assert.equal(bind('--ro-bind', '/.kiln/ws-lower'), '/d/ws/1/lower');
+    assert.equal(bind('--bind', '/.kiln/ws'), '/d/ws/1/mnt');
+    const agent = args.slice(args.indexOf('--'));
+    assert.deepEqual(agent.slice(agent.indexOf('--workspace-lower'), agent.indexOf('--workspace-lower') + 4), ['--workspace-lower', '/.kiln/ws-lower', '--workspace-mnt', '/.kiln/ws']);
+    assert.ok(!agent.includes('--workspace-git-writable'));
+    assert.ok(bwrapArgs({ ...base, workspace: { lowerDir: '/l', mntDir: '/m', gitWritable: true } }).includes('--workspace-git-writable'));
+    assert.ok(!bwrapArgs(base).some((a) => a.startsWith('--workspace') || a.startsWith('/.kiln/ws')));
+  });
 });

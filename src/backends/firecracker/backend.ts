@@ -103,6 +103,7 @@ export class FirecrackerBackend implements Backend {
       snapshots: this.o.snapshots ?? true,
       separateKernel: true,
       multipleUids: true,
+      workspace: false,
       maxCpus: Math.min(this.o.maxCpus ?? FIRECRACKER_MAX_VCPUS, FIRECRACKER_MAX_VCPUS),
       maxMemoryMib: this.o.maxMemoryMib ?? 32_768,
     };
@@ -158,6 +159,7 @@ export class FirecrackerBackend implements Backend {
   }
 
   private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+    if (spec.workspace) throw new KilnError('UNSUPPORTED_OPTION', 'the firecracker backend cannot run workspace sandboxes yet: use the namespace backend');
     const caps = this.capabilities;
     if (spec.cpus < 1 || spec.cpus > caps.maxCpus) {
       throw new KilnError('INVALID_REQUEST', `firecracker sandboxes take 1 to ${caps.maxCpus} vCPUs (asked for ${spec.cpus})`);

@@ -27,6 +27,11 @@ export interface BwrapOptions {
    * into the user/ part beside it (test/qemu/cgroup-v2.test.ts shows both).
    */
   cgroupNamespace?: boolean;
+  /**
+   * A workspace: the idmapped project bind goes in read-only at /.kiln/ws-lower, the mounted upper
+   * image read-write at /.kiln/ws; the agent mounts the overlay on /workspace before pivot_root.
+   */
+  workspace?: { lowerDir: string; mntDir: string; gitWritable: boolean };
   /** Receives everything bwrap and the agent write to stderr, from the start. */
   onStderr: (text: string) => void;
 }
@@ -68,6 +73,7 @@ export function bwrapArgs(o: BwrapOptions): string[] {
     '--ro-bind',
     o.agentPath,
     '/.kiln/agent',
+    ...(o.workspace ? ['--ro-bind', o.workspace.lowerDir, '/.kiln/ws-lower', '--bind', o.workspace.mntDir, '/.kiln/ws'] : []),
     ...Object.entries(o.cgroupDirs ?? {}).flatMap(([name, dir]) => ['--bind', dir, `/.kiln/cgroup/${name}`]),
     '--info-fd',
     '3',
@@ -82,6 +88,7 @@ export function bwrapArgs(o: BwrapOptions): string[] {
     '/.kiln/lower',
     '--disk-bytes',
     String(o.diskBytes),
+    ...(o.workspace ? ['--workspace-lower', '/.kiln/ws-lower', '--workspace-mnt', '/.kiln/ws', ...(o.workspace.gitWritable ? ['--workspace-git-writable'] : [])] : []),
   ];
 }
 

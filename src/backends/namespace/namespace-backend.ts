@@ -86,7 +86,7 @@ class NamespaceBackend implements Backend {
   }
 
   async probe(options: ProbeOptions = {}): Promise<BackendAvailability> {
-    const capabilities = { snapshots: false, separateKernel: false, multipleUids: false, maxCpus: 64, maxMemoryMib: 1 << 20 };
+    const capabilities = { snapshots: false, separateKernel: false, multipleUids: false, workspace: 'mount' as const, maxCpus: 64, maxMemoryMib: 1 << 20 };
     const checks: HostCheck[] = [];
     const add = (name: string, ok: boolean, detail: string): void => {
       checks.push({ name, ok, detail });
@@ -161,6 +161,7 @@ class NamespaceBackend implements Backend {
   }
 
   private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+    if (spec.workspace && spec.workspace.kind !== 'mount') throw new KilnError('UNSUPPORTED_OPTION', `the namespace backend takes a 'mount' workspace, not '${spec.workspace.kind}'`);
     const agentCopy = await this.prepare().catch((e) => {
       throw toKilnError(e, 'BACKEND_UNAVAILABLE', 'namespace backend cannot start');
     });
@@ -192,7 +193,8 @@ class NamespaceBackend implements Backend {
       {
         name: NS_STEP.allocateUid,
         run: async (ctx) => {
-          ctx.hostUid = await this.uids.allocate();
+          // A workspace's sandbox runs as the workspace's uid: its upper layer belongs to it.
+          ctx.hostUid = spec.workspace?.kind === 'mount' ? await this.uids.claim(spec.workspace.hostUid) : await this.uids.allocate();
         },
         // Runs last, after the process and cgroup are gone: a uid some process still holds stays
         // quarantined (probe() counts them) instead of going to the next sandbox.
@@ -227,6 +229,7 @@ class NamespaceBackend implements Backend {
               cgroupDirs: ctx.cgroup!.userDirs,
               cgroupNamespace: this.layout!.version === 1,
               diskBytes: spec.diskMib * 1024 * 1024,
+              workspace: spec.workspace?.kind === 'mount' ? spec.workspace : undefined,
               hostname: 'sandbox',
               // The sandbox's stderr (bwrap's and the agent's), kept for the error when start fails.
               onStderr: (text) => {

@@ -29,7 +29,8 @@ export class SandboxUids {
     const held = await this.uidsWithProcesses();
     // Nothing awaits from here on: two allocations cannot both take one uid.
     for (const uid of this.quarantine) {
-      if (held.has(uid)) continue;
+      // A workspace's uid (outside the range, not in `held`) leaves quarantine in claim() only.
+      if (held.has(uid) || uid < this.base || uid >= this.base + this.count) continue;
       this.quarantine.delete(uid);
       this.inUse.delete(uid);
     }
@@ -44,9 +45,24 @@ export class SandboxUids {
     throw new KilnError('AT_CAPACITY', `no free sandbox uid left in ${this.base}..${this.base + this.count - 1}${q}`);
   }
 
+  /**
+   * Takes one given uid (a workspace's, which owns its upper layer) instead of allocating one. It
+   * lies outside the allocated range, so only another sandbox of the same workspace or a process
+   * left running as it can hold it: both refuse.
+   */
+  async claim(uid: number): Promise<number> {
+    if (uid >= this.base && uid < this.base + this.count)
+      throw new KilnError('INVALID_REQUEST', `uid ${uid} is in the sandbox uid range ${this.base}..${this.base + this.count - 1}; a workspace needs its own uid outside it`);
+    const held = (await this.uidsWithProcesses(uid)).has(uid);
+    if (!held && this.quarantine.delete(uid)) this.inUse.delete(uid);
+    if (held || this.inUse.has(uid)) throw new KilnError('SANDBOX_NOT_READY', `uid ${uid} is in use: another sandbox runs on this workspace, or a process of an earlier one is still alive`);
+    this.inUse.add(uid);
+    return uid;
+  }
+
   /** After a sandbox's teardown: frees its uid, or quarantines it while a process still holds it. Returns true when quarantined. */
   async release(uid: number): Promise<boolean> {
-    if ((await this.uidsWithProcesses()).has(uid)) {
+    if ((await this.uidsWithProcesses(uid)).has(uid)) {
       this.quarantine.add(uid);
       return true;
     }
@@ -59,7 +75,7 @@ export class SandboxUids {
    * or for a non-dumpable one its user namespace's root: a sandbox's processes map only uid 0,
    * which is the sandbox's host uid, so either way it is that uid.
    */
-  private async uidsWithProcesses(): Promise<Set<number>> {
+  private async uidsWithProcesses(extra = -1): Promise<Set<number>> {
     const held = new Set<number>();
     const entries = await readdir(this.procDir);
     await Promise.all(
@@ -70,7 +86,7 @@ export class SandboxUids {
             (s) => s.uid,
             () => -1,
           );
-          if (uid >= this.base && uid < this.base + this.count) held.add(uid);
+          if ((uid >= this.base && uid < this.base + this.count) || uid === extra) held.add(uid);
         }),
     );
     return held;

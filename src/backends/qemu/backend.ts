@@ -27,6 +27,7 @@ import { roundMs } from '../../core/steps.js';
 import { vmmCgroupName } from '../../core/vmm-identities.js';
 import { templateWarmup } from '../../core/warmup.js';
 import { buildVmArtifacts, findHostKernel, guestCmdline, type VmArtifacts } from '../../vmimage/index.js';
+import { imageInUse } from '../../workspace/images.js';
 import { type AccelMode, chooseAccel, hostTscKhz, qemuVersion } from './accel.js';
 import { type JailOptions, VmmJails } from './jail.js';
 import type { QemuLog } from './process.js';
@@ -80,6 +81,8 @@ interface QemuBackendOptionsParsed {
 
 const execFileAsync = promisify(execFile);
 const EXEC_UID = 1000;
+/** How long a workspace VM's destroy waits for the guest to sync its upper drive. */
+const WORKSPACE_FLUSH_TIMEOUT_MS = 10_000;
 const CLONE_TIMEOUT_MS = 15_000;
 const KERNEL_DIR = '/boot/';
 /**
@@ -144,6 +147,7 @@ class QemuBackend implements Backend {
       snapshots: this.o.templates !== false,
       separateKernel: true,
       multipleUids: true,
+      workspace: 'images',
       maxCpus: cpus().length,
       maxMemoryMib: Math.floor(totalmem() / 2 ** 20 / 2),
     };
@@ -194,6 +198,11 @@ class QemuBackend implements Backend {
   }
 
   private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+    if (spec.workspace && spec.workspace.kind !== 'images') throw new KilnError('UNSUPPORTED_OPTION', `the qemu backend takes an 'images' workspace, not '${spec.workspace.kind}'`);
+    const workspace = spec.workspace?.kind === 'images' ? spec.workspace : undefined;
+    // ext4 mounted twice (host loop mount and guest) corrupts it: a review mount must go first.
+    if (workspace && (await imageInUse(workspace.upperImage)))
+      throw new KilnError('SANDBOX_NOT_READY', "the workspace's upper image is mounted on the host (for a review); unmount it before starting a VM on it");
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(spec.id)) throw new KilnError('INVALID_REQUEST', `sandbox id ${JSON.stringify(spec.id)} must be 1-64 letters, digits, "-" or "_"`);
     const overrides = parseBackendOptions(spec.backendOptions, [KERNEL_DIR, `${this.o.dataDir}/`]);
     if (
@@ -208,7 +217,8 @@ class QemuBackend implements Backend {
     const artifacts = await this.vmArtifacts(options.signal);
     const accel = (await chooseAccel(this.o.accel ?? 'auto')).accel;
     const tscKhz = accel === 'tcg' ? await hostTscKhz() : undefined;
-    const cmdline = guestCmdline({ diskMib: spec.diskMib, tscKhz, execUid: EXEC_UID, extra: overrides.bootArgs });
+    const extra = [workspace ? `kiln.workspace=${workspace.gitWritable ? 'rw' : 'ro'}` : '', overrides.bootArgs ?? ''].filter(Boolean).join(' ');
+    const cmdline = guestCmdline({ diskMib: spec.diskMib, tscKhz, execUid: EXEC_UID, extra: extra || undefined });
     const base = {
       binary: this.binary,
       id: spec.id,
@@ -221,6 +231,7 @@ class QemuBackend implements Backend {
       initrdPath: artifacts.initrdPath,
       cmdline,
       diskImage: spec.pack.imagePath,
+      workspace: workspace && { lowerImage: workspace.lowerImage, upperImage: workspace.upperImage },
       dir: `${this.qemuRunDir}/vms/${spec.id}`,
       signal: options.signal,
       log: this.o.log,
@@ -230,7 +241,8 @@ class QemuBackend implements Backend {
 
     let vm: RunningVm | undefined;
     let template: Template | undefined;
-    if (this.o.templates !== false && overrides.kernel === undefined && overrides.bootArgs === undefined) {
+    // A workspace's drives are not in any template: such a VM always boots cold.
+    if (this.o.templates !== false && overrides.kernel === undefined && overrides.bootArgs === undefined && !workspace) {
       template = await withDeadline(
         this.templates.get({
           packName: spec.pack.name,
@@ -298,7 +310,10 @@ class QemuBackend implements Backend {
     const timing = template ? { restoreMs: Math.round(vm.readyMs), cloneOf: template.id, ...(vm.spare ? { spare: vm.spare } : {}) } : { bootMs: Math.round(vm.readyMs) };
     const jail = vm.jail ? { uid: vm.jail.uid, cgroup: `${this.jails!.cgroupName}/${vm.jail.name}` } : {};
     const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib: base.memoryMib, ...jail, ...timing, steps: vm.steps };
-    const sandbox = new QemuSandbox(spec.id, vm, details, () => this.live.delete(spec.id));
+    // A workspace's upper is an ext4 drive the VM is killed under: flush it first (bounded: a hung
+    // guest must not hold up the destroy).
+    const flush = workspace ? () => vm.agent.workspaceFlush(AbortSignal.timeout(WORKSPACE_FLUSH_TIMEOUT_MS)) : undefined;
+    const sandbox = new QemuSandbox(spec.id, vm, details, () => this.live.delete(spec.id), flush);
     this.live.set(spec.id, sandbox);
     return sandbox;
   }

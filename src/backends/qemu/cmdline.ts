@@ -21,6 +21,12 @@ export interface QemuArgsOptions {
   initrdPath: string;
   cmdline: string;
   diskImage: string;
+  /**
+   * A workspace's drives (no template has them, so never on a clone): the project's squashfs
+   * snapshot read-only and the upper ext4 image read-write, found by the guest through their
+   * serials (agent/workspace_vm_linux.go).
+   */
+  workspace?: { lowerImage: string; upperImage: string };
   paths: VmPaths;
   /** Guest RAM backed by a file (templates: share=on; clones: share=off). */
   memFile?: { path: string; share: boolean };
@@ -81,6 +87,18 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
     `if=none,id=rootfs,file=${safePath(o.diskImage)},format=raw,readonly=on`,
     '-device',
     'virtio-blk-device,drive=rootfs',
+    ...(o.workspace
+      ? [
+          '-drive',
+          `if=none,id=wslower,file=${safePath(o.workspace.lowerImage)},format=raw,readonly=on`,
+          '-device',
+          'virtio-blk-device,drive=wslower,serial=kiln-ws-lower',
+          '-drive',
+          `if=none,id=wsupper,file=${safePath(o.workspace.upperImage)},format=raw`,
+          '-device',
+          'virtio-blk-device,drive=wsupper,serial=kiln-ws-upper',
+        ]
+      : []),
     // No virtio-rng: every VM gets 64 bytes of host entropy with the handshake, before any user
     // code (the hello sync), and the device's kernel thread refills about once a second in a
     // young guest, waking it (and, under TCG, costing every template clone fresh translation).

@@ -15,6 +15,8 @@ export class QemuSandbox implements BackendSandbox {
     private readonly vm: RunningVm,
     readonly details: Record<string, unknown>,
     private readonly onDestroyed: () => void,
+    /** Runs before the VM is stopped, bounded and best effort (a workspace's flush of its upper drive). */
+    private readonly beforeStop?: () => Promise<void>,
   ) {
     this.agent = vm.agent;
     void vm.proc.exited.then((x) => {
@@ -49,7 +51,13 @@ export class QemuSandbox implements BackendSandbox {
   }
 
   destroy(): Promise<void> {
-    this.destroying ??= this.vm.cleanup.run().finally(() => this.onDestroyed());
+    this.destroying ??= this.stop().finally(() => this.onDestroyed());
     return this.destroying;
+  }
+
+  private async stop(): Promise<void> {
+    // Not on a VM that already exited: its agent cannot answer.
+    if (this.beforeStop && !this.exit.fired) await this.beforeStop().catch(() => undefined);
+    await this.vm.cleanup.run();
   }
 }

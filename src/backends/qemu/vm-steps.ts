@@ -111,9 +111,9 @@ export function spawnSteps(o: LaunchOptions): QemuStep[] {
       name: QEMU_STEP.jail,
       run: async (ctx) => {
         const files = {
-          readOnly: [o.kernelPath, o.initrdPath, o.diskImage],
+          readOnly: [o.kernelPath, o.initrdPath, o.diskImage, ...(o.workspace ? [o.workspace.lowerImage] : [])],
           // QEMU 7.2 must open a clone's RAM file writable (it hangs otherwise), even with share=off.
-          readWrite: [o.dir, ...(o.memFile ? [o.memFile.path] : [])],
+          readWrite: [o.dir, ...(o.memFile ? [o.memFile.path] : []), ...(o.workspace ? [o.workspace.upperImage] : [])],
         };
         ctx.jail = await jails.acquire(o.id, { guestMib: o.memoryMib, cpus: o.cpus, accel: o.accel, templateBacked: !!o.memFile }, files, o.binary);
       },
