@@ -32,6 +32,8 @@ export const ERROR_CATALOGUE = {
   SANDBOX_NOT_READY: 409,
   SANDBOX_GONE: 409,
   PACK_CONFLICT: 409,
+  /** Approve met host paths changed since the workspace was made or kiln last wrote them (details.conflicts); `force` overrides. */
+  WORKSPACE_CONFLICT: 409,
   PAYLOAD_TOO_LARGE: 413,
   PACK_BUILD_FAILED: 422,
   AT_CAPACITY: 429,
