@@ -78,20 +78,39 @@ function isText(data: Buffer): boolean {
   }
 }
 
-function textHunks(a: Buffer, b: Buffer): string {
-  const p = structuredPatch('a', 'b', a.toString('utf8'), b.toString('utf8'), undefined, undefined, { context: 3 });
+// an empty side starts at the line before it (git and patch(1)): -0,0
+const range = (start: number, lines: number): string => (lines === 1 ? `${start}` : `${lines === 0 ? start - 1 : start},${lines}`);
+const NO_EOL = '\\ No newline at end of file';
+
+function textHunks(a: Buffer, b: Buffer, maxEditLength: number): string {
+  const oldText = a.toString('utf8');
+  const newText = b.toString('utf8');
+  const p = structuredPatch('a', 'b', oldText, newText, undefined, undefined, { context: 3, maxEditLength });
+  if (!p) return rewriteHunk(oldText, newText);
   let out = '';
   for (const h of p.hunks) {
-    // an empty side starts at the line before it (git and patch(1)): -0,0
-    const range = (start: number, lines: number): string => (lines === 1 ? `${start}` : `${lines === 0 ? start - 1 : start},${lines}`);
     out += `@@ -${range(h.oldStart, h.oldLines)} +${range(h.newStart, h.newLines)} @@\n`;
     for (const line of h.lines) out += `${line}\n`;
   }
   return out;
 }
 
+/** Too far apart to diff line by line in bounded time: one hunk that replaces every line. */
+function rewriteHunk(oldText: string, newText: string): string {
+  const side = (text: string, sign: string): { count: number; body: string } => {
+    if (text === '') return { count: 0, body: '' };
+    const lines = text.split('\n');
+    const noEol = lines[lines.length - 1] !== '';
+    if (!noEol) lines.pop();
+    return { count: lines.length, body: lines.map((l) => `${sign}${l}\n`).join('') + (noEol ? `${NO_EOL}\n` : '') };
+  };
+  const o = side(oldText, '-');
+  const n = side(newText, '+');
+  return `@@ -${range(1, o.count)} +${range(1, n.count)} @@\n${o.body}${n.body}`;
+}
+
 /** One `diff --git` block: `old` or `new` absent for a creation or a deletion. */
-export function diffBlock(rawPath: Buffer, old: Side | undefined, neu: Side | undefined): string {
+export function diffBlock(rawPath: Buffer, old: Side | undefined, neu: Side | undefined, maxEditLength = DEFAULT_MAX_EDIT_LENGTH): string {
   if (old && neu && old.gitMode === neu.gitMode && old.data.equals(neu.data)) return '';
   const a = quoteGitPath(Buffer.concat([Buffer.from('a/'), rawPath]));
   const b = quoteGitPath(Buffer.concat([Buffer.from('b/'), rawPath]));
@@ -111,14 +130,18 @@ export function diffBlock(rawPath: Buffer, old: Side | undefined, neu: Side | un
     return `${prefix} ${l}${l.includes(' ') ? '\t' : ''}\n`;
   };
   out += label('---', a, !!old) + label('+++', b, !!neu);
-  return out + textHunks(oldData, newData);
+  return out + textHunks(oldData, newData, maxEditLength);
 }
 
 const gitModeOf = (type: Change['type'], mode: number): number => (type === 'symlink' ? 0o120000 : mode & 0o100 ? 0o100755 : 0o100644);
 
+/** Lines of edit distance past which a text file is shown rewritten whole (bounds the diff's time). */
+export const DEFAULT_MAX_EDIT_LENGTH = 5000;
+
 export interface UnifiedDiffOptions {
   /** How many blocks are read at once (default 16). */
   concurrency?: number;
+  maxEditLength?: number;
 }
 
 /**
@@ -146,7 +169,7 @@ export async function unifiedDiff(lowerDir: string, upper: UpperSource, changes:
       if (!old && !neu) blocks[i] = '';
       else if (old && neu && old.gitMode !== neu.gitMode && (old.gitMode === 0o120000 || neu.gitMode === 0o120000)) {
         blocks[i] = diffBlock(raw, old, undefined) + diffBlock(raw, undefined, neu);
-      } else blocks[i] = diffBlock(raw, old, neu);
+      } else blocks[i] = diffBlock(raw, old, neu, opts.maxEditLength);
     }
   };
   await Promise.all(Array.from({ length: Math.min(opts.concurrency ?? 16, changes.length) }, worker));

@@ -43,8 +43,12 @@ export const CASES: WsCase[] = [
       await f.upFile('src/main.c', 'int main(void) {\n  return 1;\n}\n');
       await f.lowerFile('win.txt', 'one\r\ntwo\r\nthree\r\n');
       await f.upFile('win.txt', 'one\r\n2\r\nthree\r\nfour');
+      await f.lowerFile('was-empty.txt', '');
+      await f.upFile('was-empty.txt', 'now text\n');
+      await f.lowerFile('now-empty.txt', 'text\nmore');
+      await f.upFile('now-empty.txt', '');
     },
-    changes: ['modified file long.txt', 'modified file src/main.c', 'modified file win.txt'],
+    changes: ['modified file long.txt', 'modified file now-empty.txt', 'modified file src/main.c', 'modified file was-empty.txt', 'modified file win.txt'],
   },
   {
     name: 'binary file changed and added',

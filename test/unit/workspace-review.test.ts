@@ -4,6 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { computeChanges, looksBinary, selectChanges } from '../../src/workspace/changes.js';
+import { changeContent } from '../../src/workspace/content.js';
 import { encodeBase85, quoteGitPath, unifiedDiff } from '../../src/workspace/diff.js';
 import { formatScanLine, parseScan, scanUpperTs } from '../../src/workspace/scan.js';
 import { CASES, NON_UTF8 } from './workspace-cases.js';
@@ -38,6 +39,24 @@ describe('workspace review: change list and git patch', () => {
       }
     });
   }
+});
+
+describe('workspace review: a rewrite past the edit bound', () => {
+  it('is one hunk of all lines, and git applies it', async () => {
+    const f = await WsFixture.make();
+    try {
+      execFileSync('mkdir', ['-p', join(f.root, 'applied')]);
+      await f.lowerFile('a.txt', 'one\ntwo\nsame\nfour\n');
+      await f.upFile('a.txt', 'uno\ndos\nsame\ncuatro');
+      await f.lowerFile('b.txt', 'keep\n');
+      await f.upFile('b.txt', '');
+      const patch = await unifiedDiff(f.lower, f.source(), await f.changes(), { maxEditLength: 2 });
+      assert.match(patch, /@@ -1,4 \+1,4 @@\n-one\n-two\n-same\n-four\n\+uno\n\+dos\n\+same\n\+cuatro\n\\ No newline at end of file\n/);
+      assert.deepEqual(await gitApplied(f, patch), gitView(await mergedTree(f)));
+    } finally {
+      await f.close();
+    }
+  });
 });
 
 describe('workspace review: fields', () => {
@@ -83,6 +102,14 @@ describe('workspace review: fields', () => {
     assert.deepEqual(summary(selectChanges(all, ['a.txt', NON_UTF8])), ['modified file a.txt', `added file ${NON_UTF8.toString('utf8')}`]);
     assert.deepEqual(summary(selectChanges(all, ['newdir/'])), ['added directory newdir']);
     assert.deepEqual(selectChanges(all, []), []);
+  });
+
+  it('reads either side of a change', async () => {
+    const byPath = new Map((await f.changes()).map((c) => [c.path, c]));
+    assert.equal((await changeContent(f.lower, f.source(), byPath.get('a.txt')!, 'old'))?.toString(), 'a\n');
+    assert.equal((await changeContent(f.lower, f.source(), byPath.get('a.txt')!, 'new'))?.toString(), 'a\nb\n');
+    assert.equal((await changeContent(f.lower, f.source(), byPath.get('ln')!, 'new'))?.toString(), 'x.sh');
+    assert.equal(await changeContent(f.lower, f.source(), byPath.get('newdir')!, 'new'), undefined);
   });
 
   it('diffs one path alone', async () => {
