@@ -4,9 +4,9 @@
  * /proc/self/fd link, and then used by that link, so a directory swapped for a symlink after the
  * check cannot redirect a write (kiln runs as root; W belongs to someone else).
  */
-import { constants } from 'node:fs';
-import { type FileHandle, open, readlink, realpath, stat } from 'node:fs/promises';
+import { type FileHandle, realpath, stat } from 'node:fs/promises';
 import { KilnError } from '../core/errors.js';
+import { openDirNoFollow } from './nofollow.js';
 import { absPath, bytesOf, isUnder, lossyOf, type PathKey, parentKey } from './paths.js';
 
 export class HostDir {
@@ -44,15 +44,15 @@ export class HostDir {
   }
 
   private async pin(dir: PathKey): Promise<FileHandle> {
-    const fh = await open(this.abs(dir), constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
-    const real = await readlink(`/proc/self/fd/${fh.fd}`, { encoding: 'buffer' });
-    if (!real.equals(this.abs(dir))) {
-      await fh.close();
+    try {
+      return await openDirNoFollow(this.root, dir);
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'PATH_ESCAPE' && (e as NodeJS.ErrnoException).code !== 'ELOOP' && (e as NodeJS.ErrnoException).code !== 'ENOTDIR') throw e;
       throw new KilnError('WORKSPACE_CONFLICT', `the host path ${lossyOf(dir)} is no longer a plain directory (a symlink, or moved); fix it on the host and approve again`, {
         details: { conflicts: [lossyOf(dir)] },
+        cause: e,
       });
     }
-    return fh;
   }
 
   /** Forgets pinned directories at or under `key` (it was removed or replaced). */

@@ -4,7 +4,8 @@
  * not have shown anything under it either).
  */
 import type { Stats } from 'node:fs';
-import { lstat, open, readdir, readFile, readlink } from 'node:fs/promises';
+import { lstat, readdir, realpath } from 'node:fs/promises';
+import { readFileNoFollow, readHeadNoFollow, readlinkNoFollow } from './nofollow.js';
 import { absPath, childKey, keyOf, type PathKey, parentKey } from './paths.js';
 
 export type EntryType = 'file' | 'directory' | 'symlink';
@@ -21,6 +22,7 @@ export function typeOfStats(st: Stats): LowerStat['type'] {
 
 export class LowerTree {
   private readonly stats = new Map<PathKey, Promise<LowerStat | null>>();
+  private real?: Promise<string>;
 
   constructor(readonly dir: string) {}
 
@@ -57,23 +59,22 @@ export class LowerTree {
     return names.map((n) => childKey(key, keyOf(n))).sort();
   }
 
-  read(key: PathKey): Promise<Buffer> {
-    return readFile(this.abs(key));
+  // reads go through the no-follow helpers: W's owner may swap a directory for a symlink
+  async read(key: PathKey): Promise<Buffer> {
+    return readFileNoFollow(await this.root(), key);
   }
 
-  readlink(key: PathKey): Promise<Buffer> {
-    return readlink(this.abs(key), { encoding: 'buffer' });
+  async readlink(key: PathKey): Promise<Buffer> {
+    return readlinkNoFollow(await this.root(), key);
   }
 
   /** The first `bytes` of a file. */
   async head(key: PathKey, bytes: number): Promise<Buffer> {
-    const fh = await open(this.abs(key), 'r');
-    try {
-      const buf = Buffer.alloc(bytes);
-      const { bytesRead } = await fh.read(buf, 0, bytes, 0);
-      return buf.subarray(0, bytesRead);
-    } finally {
-      await fh.close();
-    }
+    return readHeadNoFollow(await this.root(), key, bytes);
+  }
+
+  private root(): Promise<string> {
+    this.real ??= realpath(this.dir);
+    return this.real;
   }
 }

@@ -5,9 +5,10 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { KilnError } from '../core/errors.js';
+import { readFileNoFollow, readlinkNoFollow } from './nofollow.js';
 import { absPath, childKey, keyOf, type PathKey } from './paths.js';
 
 export type UpperKind = 'file' | 'dir' | 'symlink' | 'whiteout' | 'other';
@@ -148,8 +149,13 @@ export interface HostUpperSourceOptions {
   opaque?: OpaqueProbe;
 }
 
-/** An upper directory on the host (namespace backend): reads go straight to the files. */
+/**
+ * An upper directory on the host (namespace backend): reads go straight to the files, never
+ * through a symlink (the sandbox may swap one in at any time while it runs).
+ */
 export class HostUpperSource implements UpperSource {
+  private real?: Promise<string>;
+
   constructor(
     readonly upperDir: string,
     private readonly options: HostUpperSourceOptions = {},
@@ -159,11 +165,16 @@ export class HostUpperSource implements UpperSource {
     return this.options.scan ? this.options.scan() : scanUpperTs(this.upperDir, this.options.opaque ?? defaultOpaqueProbe());
   }
 
-  read(rel: Buffer): Promise<Buffer> {
-    return readFile(absPath(this.upperDir, keyOf(rel)));
+  async read(rel: Buffer): Promise<Buffer> {
+    return readFileNoFollow(await this.root(), keyOf(rel));
   }
 
-  readlink(rel: Buffer): Promise<Buffer> {
-    return readlink(absPath(this.upperDir, keyOf(rel)), { encoding: 'buffer' });
+  async readlink(rel: Buffer): Promise<Buffer> {
+    return readlinkNoFollow(await this.root(), keyOf(rel));
+  }
+
+  private root(): Promise<string> {
+    this.real ??= realpath(this.upperDir);
+    return this.real;
   }
 }

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { computeChanges, looksBinary, selectChanges } from '../../src/workspace/changes.js';
 import { changeContent } from '../../src/workspace/content.js';
 import { encodeBase85, quoteGitPath, unifiedDiff } from '../../src/workspace/diff.js';
-import { formatScanLine, parseScan, scanUpperTs } from '../../src/workspace/scan.js';
+import { formatScanLine, HostUpperSource, parseScan, scanUpperTs } from '../../src/workspace/scan.js';
 import { CASES, NON_UTF8 } from './workspace-cases.js';
 import { gitView, mergedTree, readTree, summary, testOpaqueProbe, WsFixture, xattrTools } from './workspace-fixture.js';
 
@@ -115,6 +115,34 @@ describe('workspace review: fields', () => {
   it('diffs one path alone', async () => {
     const one = selectChanges(await f.changes(), ['x.sh']);
     assert.equal(await unifiedDiff(f.lower, f.source(), one), 'diff --git a/x.sh b/x.sh\nold mode 100644\nnew mode 100755\n');
+  });
+});
+
+describe('workspace review: an upper swapped for symlinks after the scan', () => {
+  it('reads nothing outside the upper layer', async () => {
+    const f = await WsFixture.make();
+    try {
+      const outside = join(f.root, 'outside');
+      await mkdir(join(outside, 'd'), { recursive: true });
+      await writeFile(join(outside, 'secret'), 'host secret\n');
+      await writeFile(join(outside, 'd/f.txt'), 'host secret too\n');
+      await f.lowerFile('secret', 'lower\n');
+      await f.lowerFile('d/f.txt', 'lower\n');
+      await f.upFile('secret', 'sandbox\n');
+      await f.upFile('d/f.txt', 'sandbox\n');
+      const stale = await scanUpperTs(f.upper, undefined);
+      const source = new HostUpperSource(f.upper, { scan: async () => stale });
+      const before = await computeChanges(f.lower, source);
+      // the sandbox swaps its entries for symlinks to host paths between the scan and the reads
+      await rm(join(f.upper, 'secret'));
+      await symlink(join(outside, 'secret'), join(f.upper, 'secret'));
+      await rm(join(f.upper, 'd'), { recursive: true });
+      await symlink(join(outside, 'd'), join(f.upper, 'd'));
+      await assert.rejects(computeChanges(f.lower, source), (e: { code?: string }) => e.code === 'PATH_ESCAPE');
+      for (const c of before) await assert.rejects(unifiedDiff(f.lower, source, [c]), (e: { code?: string }) => e.code === 'PATH_ESCAPE', c.path);
+    } finally {
+      await f.close();
+    }
   });
 });
 
