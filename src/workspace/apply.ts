@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { chmod, chown, copyFile, lchown, mkdir, open, rename, rm, stat, symlink } from 'node:fs/promises';
+import { chmod, chown, lchown, mkdir, open, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { KilnError } from '../core/errors.js';
 import { type Change, computeChanges, keyOfChange, selectChanges } from './changes.js';
 import { HostDir } from './hostfs.js';
@@ -218,7 +218,7 @@ async function copyLower(lower: LowerTree, key: PathKey, upperDir: string, uid: 
     return;
   }
   if (st.type === 'directory') await mkdir(dest);
-  else await copyFile(lower.abs(key), dest, constants.COPYFILE_EXCL);
+  else await writeFile(dest, await lower.read(key), { flag: 'wx' }); // read without following symlinks
   await chown(dest, uid, gid);
   await chmod(dest, st.mode);
   if (st.type === 'directory') for (const child of await lower.children(key)) await copyLower(lower, child, upperDir, uid, gid);
