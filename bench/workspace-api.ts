@@ -86,7 +86,13 @@ export async function benchWorkspaces(o: { samples: number }): Promise<Row[]> {
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const samples = Number(argValue('--samples') ?? 10);
   benchWorkspaces({ samples }).then(
-    (rows) => console.log(renderTable(rows.map((r) => ({ ...r, runs: [r.p50 ?? r.value ?? 0], metRuns: r.met ? 1 : 0 })), 1)),
+    (rows) =>
+      console.log(
+        renderTable(
+          rows.map((r) => ({ ...r, runs: [r.p50 ?? r.value ?? 0], metRuns: r.met ? 1 : 0 })),
+          1,
+        ),
+      ),
     (e) => {
       console.error(e);
       process.exitCode = 1;

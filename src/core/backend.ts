@@ -84,18 +84,6 @@ export interface SandboxSpec {
   workspace?: SandboxWorkspace;
   /** Backend-specific overrides (qemu: kernel, bootArgs; firecracker: rate limiters …). */
   backendOptions?: Record<string, unknown>;
-  /** A host project folder to mount copy-on-write at /workspace (backends with the workspace capability). */
-  workspace?: SandboxWorkspace;
-}
-
-/** A workspace as a backend gets it (src/workspace/ prepares it; docs/workspaces.md). */
-export interface SandboxWorkspace {
-  /** The workspace's own folder under <dataDir>/workspaces: upper-layer image, mounts, state. */
-  dir: string;
-  /** The host project folder (its real path, checked against KILN_WORKSPACE_ROOTS). */
-  hostPath: string;
-  sizeMib: number;
-  gitWritable: boolean;
 }
 
 /**

@@ -74,6 +74,9 @@ export interface WorkspaceConfig {
   idleTtlSec: number;
   /** Upper layer use, in percent of its size, above which changes answers carry a warning. */
   warnPercent: number;
+  /** Host uids of workspace sandboxes (one per kept workspace; outside every other uid range of kiln). */
+  uidBase: number;
+  uidCount: number;
 }
 
 export interface SandboxLimits {
@@ -155,6 +158,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       maxSizeMib: int(env, 'KILN_WORKSPACE_MAX_SIZE_MIB', 16 << 10, 16, 1 << 20),
       idleTtlSec: int(env, 'KILN_WORKSPACE_IDLE_TTL_SEC', 86_400, 1, 30 * 86400),
       warnPercent: int(env, 'KILN_WORKSPACE_WARN_PERCENT', 80, 1, 100),
+      uidBase: int(env, 'KILN_WORKSPACE_UID_BASE', 600_000, 1000, 2 ** 31),
+      uidCount: int(env, 'KILN_WORKSPACE_UID_COUNT', 65_536, 1, 1 << 20),
     },
     ...overrides,
   };

@@ -19,7 +19,7 @@ import { defaultTtlFor, execTimeoutFor, type Owner, OwnerUsage } from './quotas.
 import { type CreateSandboxOptions, Sandbox, SIZE_MINIMUMS } from './sandbox.js';
 import type { SandboxEventKind } from './store.js';
 import { warmUp } from './warmup.js';
-import type { KeptWorkspace, WorkspaceHooks } from './workspace.js';
+import type { KeptWorkspace, WorkspaceHooks, WorkspaceKind } from './workspace.js';
 
 export interface ManagerDeps {
   config: KilnConfig;
@@ -145,16 +145,10 @@ export class SandboxManager {
       if (o.workspace) {
         const hooks = this.d.workspaces;
         if (!hooks) throw new KilnError('WORKSPACE_FORBIDDEN', 'workspaces are off on this service: the operator sets KILN_WORKSPACE_ROOTS to the folders that may be opened');
-        const ws = await hooks.open(id, o.workspace, {
-          pack: pack.name,
-          backend: backend.name,
-          ...size,
-          labels,
-          env: o.env ?? {},
-          ownerKeyId: owner?.keyId ?? null,
-        });
-        spec = { id, workspace: ws };
-        workspace = { path: ws.hostPath, gitWritable: ws.gitWritable, sizeMib: ws.sizeMib, restored: restoreId !== undefined };
+        const kind = await this.workspaceKind(backend);
+        const ws = await hooks.open(id, o.workspace, { pack: pack.name, backend: backend.name, ...size, labels, env: o.env ?? {}, ownerKeyId: owner?.keyId ?? null }, kind, signal);
+        spec = { id, workspace: ws.spec };
+        workspace = { path: ws.path, gitWritable: ws.gitWritable, sizeMib: ws.sizeMib, restored: restoreId !== undefined };
       }
       const poolKey = { backend: backend.name, pack: pack.name, cpus: size.cpus, memoryMib: size.memoryMib, diskMib: size.diskMib };
       // A pooled sandbox has no workspace and another id: workspace sandboxes always start fresh.
@@ -185,6 +179,21 @@ export class SandboxManager {
     }
   }
 
+  private readonly workspaceKinds = new Map<string, Promise<WorkspaceKind | false>>();
+
+  /** How the backend takes a workspace (its probe's capabilities, asked once), or UNSUPPORTED_OPTION. */
+  private async workspaceKind(backend: Backend): Promise<WorkspaceKind> {
+    let k = this.workspaceKinds.get(backend.name);
+    if (!k) {
+      k = backend.probe().then((a) => a.capabilities.workspace);
+      this.workspaceKinds.set(backend.name, k);
+    }
+    const kind = await k;
+    if (!kind)
+      throw new KilnError('UNSUPPORTED_OPTION', `the ${backend.name} backend cannot run workspace sandboxes; use namespace or qemu`, { details: { field: 'workspace', backend: backend.name } });
+    return kind;
+  }
+
   /** Brings back the workspace sandboxes a previous run of the service kept; answers the ids it could not. */
   async restore(kept: KeptWorkspace[]): Promise<{ restored: string[]; failed: { id: string; reason: string }[] }> {
     const restored: string[] = [];
@@ -193,7 +202,17 @@ export class SandboxManager {
       try {
         const { facts } = k;
         await this.create(
-          { pack: facts.pack, backend: facts.backend, cpus: facts.cpus, memoryMib: facts.memoryMib, diskMib: facts.diskMib, ttlSec: facts.ttlSec, labels: facts.labels, env: facts.env, workspace: k.request },
+          {
+            pack: facts.pack,
+            backend: facts.backend,
+            cpus: facts.cpus,
+            memoryMib: facts.memoryMib,
+            diskMib: facts.diskMib,
+            ttlSec: facts.ttlSec,
+            labels: facts.labels,
+            env: facts.env,
+            workspace: k.request,
+          },
           undefined,
           k.owner,
           k.id,
@@ -319,11 +338,15 @@ export class SandboxManager {
     const sb = this.get(id, ownerKeyId);
     const keep = this.closing && sb.workspace !== undefined;
     if (sb.workspace && !keep && !o.discard && this.d.workspaces) {
-      const pending = await this.d.workspaces.pendingCount(id);
+      const pending = await this.d.workspaces.pendingCount(id, sb.inner.agent);
       if (pending > 0)
-        throw new KilnError('WORKSPACE_PENDING', `sandbox ${id} has ${pending} workspace change${pending === 1 ? '' : 's'} nobody approved or rejected: approve or reject them, or delete with ?discard=true to drop them`, {
-          details: { pending },
-        });
+        throw new KilnError(
+          'WORKSPACE_PENDING',
+          `sandbox ${id} has ${pending} workspace change${pending === 1 ? '' : 's'} nobody approved or rejected: approve or reject them, or delete with ?discard=true to drop them`,
+          {
+            details: { pending },
+          },
+        );
     }
     if (!this.sandboxes.has(id)) return; // deleted meanwhile
     this.sandboxes.delete(id);

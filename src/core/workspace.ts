@@ -3,8 +3,20 @@
  * /workspace, whose changes are reviewed and then approved onto the host or rejected
  * (docs/workspaces.md). The lifecycle knows this interface only; src/workspace/ implements it.
  */
+import type { AgentClient } from '../protocol/agent-client.js';
 import type { SandboxWorkspace } from './backend.js';
 import type { Owner } from './quotas.js';
+
+/** How a backend takes a workspace (its capabilities.workspace): host mounts, or drive images for a VM. */
+export type WorkspaceKind = 'mount' | 'images';
+
+/** An opened workspace: what the backend mounts, and what the sandbox's info shows. */
+export interface OpenedWorkspace {
+  spec: SandboxWorkspace;
+  path: string;
+  gitWritable: boolean;
+  sizeMib: number;
+}
 
 /** `workspace` in a create request. */
 export interface WorkspaceRequest {
@@ -34,9 +46,9 @@ export interface WorkspaceHooks {
    * Checks the request (WORKSPACE_FORBIDDEN outside the roots) and creates the workspace of sandbox
    * `id`, or re-opens the one a restarted service left; answers what the backend mounts.
    */
-  open(id: string, req: WorkspaceRequest, facts: WorkspaceSandboxFacts): Promise<SandboxWorkspace>;
-  /** How many changes (not counting gitignored paths) nobody approved or rejected. */
-  pendingCount(id: string): Promise<number>;
+  open(id: string, req: WorkspaceRequest, facts: WorkspaceSandboxFacts, kind: WorkspaceKind, signal?: AbortSignal): Promise<OpenedWorkspace>;
+  /** How many changes (not counting gitignored paths) nobody approved or rejected; the live sandbox's agent reads a VM's. */
+  pendingCount(id: string, agent: AgentClient): Promise<number>;
   /** Drops the workspace for good: upper layer, mounts, folder. Idempotent. */
   discard(id: string): Promise<void>;
   /** The sandbox stopped with the service: keep the changes for the next start. */

@@ -12,6 +12,7 @@ import { Metrics } from '../core/metrics.js';
 import { WarmPools } from '../core/pools.js';
 import type { Store } from '../core/store.js';
 import { openStore } from '../store/index.js';
+import { Workspaces } from '../workspace/service.js';
 import { createBackends } from './backends.js';
 import { PackBuilds } from './pack-builds.js';
 import { createPackCatalog } from './pack-catalog.js';
@@ -89,6 +90,7 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
   const packs = await createPackCatalog(config.dataDir, sources, log);
   const packBuilds = new PackBuilds({ dataDir: config.dataDir, sources, catalog: packs, log });
   let manager!: SandboxManager;
+  const workspaces = config.workspaces.roots.length ? new Workspaces({ config: config.workspaces, agentPath: config.agentPath, maxFileBytes: config.limits.maxFileBytes, log }) : undefined;
   const metrics = new Metrics({ queueDepth: () => manager.admission.stats.queued, inUse: () => manager.admission.stats.inUse });
   let pools: WarmPools | undefined;
   // Every name was checked against the registry by createBackends: a pool names a backend we built.
@@ -101,6 +103,7 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     log,
     journal,
     node: config.nodeId,
+    workspaces,
     get pools() {
       return pools;
     },
@@ -119,6 +122,21 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     pools.start();
   }
 
+  if (workspaces) {
+    // The workspace sandboxes a previous run kept (a stop, a crash): back under their ids, over
+    // their changes; what cannot be restored now stays on disk for the next start.
+    const { kept, removed } = await workspaces.kept((keyId) => {
+      if (!keys) return 'unknown';
+      const k = keys.get(keyId);
+      return k && !k.revokedAt ? { keyId: k.id, limits: k.limits } : 'revoked';
+    });
+    if (removed.length) log('start-up: removed workspaces without a usable record', { removed });
+    if (kept.length) {
+      const r = await manager.restore(kept);
+      log('start-up: restored workspace sandboxes', { restored: r.restored, failed: r.failed });
+    }
+  }
+
   let availability: Promise<BackendAvailability[]> | undefined;
   return {
     config,
@@ -131,6 +149,7 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     store,
     journal,
     keys,
+    workspaces,
     availability: () => (availability ??= Promise.all([...backends.values()].map((b) => b.probe()))),
     async close() {
       await packBuilds.close();

@@ -8,6 +8,7 @@ import type { Metrics } from '../core/metrics.js';
 import type { PackCatalog } from '../core/packs.js';
 import type { WarmPools } from '../core/pools.js';
 import type { Store } from '../core/store.js';
+import type { Workspaces } from '../workspace/service.js';
 import type { PackBuilds } from './pack-builds.js';
 
 export interface KilnService {
@@ -23,6 +24,8 @@ export interface KilnService {
   store?: Store;
   journal?: Journal;
   keys?: KeyRing;
+  /** Workspace sandboxes' review (KILN_WORKSPACE_ROOTS set); undefined: workspaces are off. */
+  workspaces?: Workspaces;
   /** Every backend's probe(), run on first call and kept for the life of the service. */
   availability(): Promise<BackendAvailability[]>;
   close(): Promise<void>;

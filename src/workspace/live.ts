@@ -6,25 +6,20 @@
  * on stdin (NUL-separated raw bytes, so any name works), and the host's versions put back as a tar
  * archive extracted at /workspace. A path put back equal to the host's is no change any more.
  */
-import type { AgentClient } from '../protocol/agent-client.js';
+
 import { KilnError } from '../core/errors.js';
+import type { AgentClient } from '../protocol/agent-client.js';
 
 export const WORKSPACE_MOUNT = '/workspace';
 
 /** One entry of the archive put back: raw name bytes relative to /workspace. */
-export type TarEntry =
-  | { name: Buffer; type: 'file'; mode: number; data: Buffer }
-  | { name: Buffer; type: 'directory'; mode: number }
-  | { name: Buffer; type: 'symlink'; target: Buffer };
+export type TarEntry = { name: Buffer; type: 'file'; mode: number; data: Buffer } | { name: Buffer; type: 'directory'; mode: number } | { name: Buffer; type: 'symlink'; target: Buffer };
 
 /** Removes paths (raw bytes, relative to /workspace) in the sandbox, recursively. */
 export async function removeInSandbox(agent: AgentClient, paths: Buffer[]): Promise<void> {
   if (!paths.length) return;
   let stderr = '';
-  const h = agent.exec(
-    { argv: ['xargs', '-0', 'rm', '-rf', '--'], stdin: true, timeoutMs: 60_000, cwd: '/' },
-    { onStderr: (c) => void (stderr += c.toString()) },
-  );
+  const h = agent.exec({ argv: ['xargs', '-0', 'rm', '-rf', '--'], stdin: true, timeoutMs: 60_000, cwd: '/' }, { onStderr: (c) => void (stderr += c.toString()) });
   const prefix = Buffer.from(`${WORKSPACE_MOUNT}/`);
   for (const p of paths) await h.writeStdin(Buffer.concat([prefix, p, Buffer.from([0])]));
   h.closeStdin();

@@ -1,6 +1,6 @@
 /**
  * The host side of a workspace's data path (docs: WORKSPACE-DESIGN.md). Per workspace id, under
- * `<dataDir>/workspaces/<id>/`:
+ * `<KILN_WORKSPACES_DIR>/<id>/` (passed as `dataDir` below):
  *
  *   upper.img  sparse ext4 image of the size limit (ENOSPC inside when full; survives restarts)
  *   mnt/       that image, loop-mounted: upper/ and work/ of the overlay, owned by the host uid
@@ -21,7 +21,7 @@ import { runSteps, type Step } from '../core/steps.js';
 const run = promisify(execFile);
 
 export interface WorkspaceHost {
-  /** kiln's data directory; workspaces live in `<dataDir>/workspaces`. */
+  /** The folder of every workspace (KILN_WORKSPACES_DIR, default `<KILN_DATA_DIR>/workspaces`). */
   dataDir: string;
   /** The kiln-agent binary (its `host idmap-bind` mode makes the lower mount). */
   agentPath: string;
@@ -66,8 +66,9 @@ export const WS_STEP = {
   lower: 'ws.idmapLower',
 } as const;
 
+/** The folder of every workspace: callers pass it as `dataDir` (KILN_WORKSPACES_DIR). */
 export function workspacesDir(dataDir: string): string {
-  return join(dataDir, 'workspaces');
+  return dataDir;
 }
 
 export function workspacePaths(dataDir: string, id: string): WorkspacePaths {
@@ -154,7 +155,7 @@ export async function releaseMounts(paths: WorkspacePaths): Promise<void> {
   await detachLoops(paths.image);
 }
 
-/** What `<dataDir>/workspaces` holds, for the start-up reconcile (keep, re-attach or release each). */
+/** What the workspaces folder holds, for the start-up reconcile (keep, re-attach or release each). */
 export async function scanWorkspaces(dataDir: string): Promise<FoundWorkspace[]> {
   const names = await readdir(workspacesDir(dataDir)).catch(() => [] as string[]);
   const points = await mountPoints();

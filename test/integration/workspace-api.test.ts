@@ -28,9 +28,13 @@ interface Answer {
 
 /** Every file under `dir` with its content hash, mode and link target: the host folder's fingerprint. */
 async function fingerprint(dir: string): Promise<string> {
-  const { stdout } = await run('bash', ['-c', 'cd "$1" && find . -path ./.git -prune -o -printf "%y %m %p %l\\n" | LC_ALL=C sort && find . -path ./.git -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum', 'fp', dir], {
-    maxBuffer: 64 << 20,
-  });
+  const { stdout } = await run(
+    'bash',
+    ['-c', 'cd "$1" && find . -path ./.git -prune -o -printf "%y %m %p %l\\n" | LC_ALL=C sort && find . -path ./.git -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum', 'fp', dir],
+    {
+      maxBuffer: 64 << 20,
+    },
+  );
   return createHash('sha256').update(stdout).digest('hex');
 }
 
@@ -167,7 +171,7 @@ describe('workspace sandboxes (namespace backend, real HTTP)', { timeout: 240_00
         'ln -s README.md newlink',
         'chmod +x run.sh',
         'echo spaced > "with space.txt"',
-        "echo raw > \"$(printf 'caf\\351.txt')\"",
+        'echo raw > "$(printf \'caf\\351.txt\')"',
         'mkdir -p node_modules/pkg && echo x > node_modules/pkg/index.js',
         'git status --short >/dev/null',
         'git log --oneline | grep -q initial',
@@ -223,7 +227,10 @@ describe('workspace sandboxes (namespace backend, real HTTP)', { timeout: 240_00
     const raw = cs.find((c) => Buffer.from(c.pathBase64, 'base64').equals(Buffer.from('caf\xe9.txt', 'latin1')));
     assert.ok(raw, 'the non-UTF-8 name is listed with its exact bytes');
     assert.ok(!cs.some((c) => c.path.startsWith('node_modules')), 'gitignored paths are left out');
-    assert.ok((await changes(id, true)).some((c) => c.path === 'node_modules/pkg/index.js' && c.ignored), '…and listed when asked for');
+    assert.ok(
+      (await changes(id, true)).some((c) => c.path === 'node_modules/pkg/index.js' && c.ignored),
+      '…and listed when asked for',
+    );
 
     // The diff applies with git to a copy of the host folder and gives the sandbox's text files.
     const diff = await call('GET', `/v1/sandboxes/${id}/diff`);

@@ -229,21 +229,22 @@ describe('workspace mounts (namespace backend)', { skip: process.getuid?.() === 
 
   it('a prepare that fails half way (the idmapped bind) leaves no mount, loop device or directory', async () => {
     const tmp = await mkdtemp(join(tmpdir(), 'kiln-ws-fail-'));
+    const wsRoot = join(tmp, 'workspaces');
     try {
       await mkdir(join(tmp, 'proj'));
       // The image is made and mounted; only the lower fails.
       const agentPath = join(tmp, 'agent');
       await writeFile(agentPath, `#!/bin/sh\n[ "$2" = idmap-bind ] && { echo "no idmap here" >&2; exit 1; }\nexec ${AGENT} "$@"\n`, { mode: 0o755 });
-      const err = await prepareWorkspace({ dataDir: tmp, agentPath }, { id: 'wsf', projectDir: join(tmp, 'proj'), hostUid: WS_UID, sizeMib: 16 }).then(
+      const err = await prepareWorkspace({ dataDir: wsRoot, agentPath }, { id: 'wsf', projectDir: join(tmp, 'proj'), hostUid: WS_UID, sizeMib: 16 }).then(
         () => undefined,
         (e: Error) => e,
       );
       assert.match(err?.message ?? '', /cannot prepare workspace wsf \(ws\.idmapLower\): .*no idmap here/s);
       assert.deepEqual(await mountsUnder(tmp), []);
       assert.ok(!(await run('losetup', ['-a'])).stdout.includes(tmp));
-      assert.deepEqual(await readdir(join(tmp, 'workspaces')), []);
+      assert.deepEqual(await readdir(wsRoot), []);
     } finally {
-      await releaseWorkspace(tmp, 'wsf').catch(() => undefined);
+      await releaseWorkspace(wsRoot, 'wsf').catch(() => undefined);
       await rm(tmp, { recursive: true, force: true });
     }
   });

@@ -54,9 +54,7 @@ describe('a workspace over a real project (GNU hello)', { timeout: 600_000 }, ()
     assert.equal(build.exitCode, 0, build.stdout + build.stderr);
     assert.match(build.stdout, /PASS|passed/i, build.stdout);
 
-    const change = await sh(
-      'sed -i "s/Hello, world!/Hello from a kiln workspace!/" src/hello.c && make -s >/dev/null 2>&1 && ./hello && make -s check 2>&1 | grep -c "^FAIL:" || true',
-    );
+    const change = await sh('sed -i "s/Hello, world!/Hello from a kiln workspace!/" src/hello.c && make -s >/dev/null 2>&1 && ./hello && make -s check 2>&1 | grep -c "^FAIL:" || true');
     assert.match(change.stdout, /^Hello from a kiln workspace!$/m, change.stdout + change.stderr);
 
     const { changes } = await kiln.json<{ changes: { path: string; status: string }[] }>('GET', `/v1/sandboxes/${sb.id}/changes`);

@@ -8,21 +8,22 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Backend, BackendName, SandboxWorkspace } from '../../src/core/backend.js';
+import type { Backend, BackendName } from '../../src/core/backend.js';
 import { loadConfig } from '../../src/core/config.js';
 import { isKilnError } from '../../src/core/errors.js';
 import { SandboxManager } from '../../src/core/manager.js';
-import type { WorkspaceHooks, WorkspaceRequest, WorkspaceSandboxFacts } from '../../src/core/workspace.js';
+import type { OpenedWorkspace, WorkspaceHooks, WorkspaceKind, WorkspaceRequest, WorkspaceSandboxFacts } from '../../src/core/workspace.js';
 import { MemoryBackend, type MemoryBackendOptions, memoryPacks } from './memory-backend.js';
 
 class RecordingHooks implements WorkspaceHooks {
   calls: string[] = [];
   pending = 0;
   opened = new Map<string, { req: WorkspaceRequest; facts: WorkspaceSandboxFacts }>();
-  async open(id: string, req: WorkspaceRequest, facts: WorkspaceSandboxFacts): Promise<SandboxWorkspace> {
+  async open(id: string, req: WorkspaceRequest, facts: WorkspaceSandboxFacts, _kind: WorkspaceKind): Promise<OpenedWorkspace> {
     this.calls.push(`open ${id}`);
     this.opened.set(id, { req, facts });
-    return { dir: `/ws/${id}`, hostPath: req.path, sizeMib: req.sizeMib ?? 64, gitWritable: req.gitWritable ?? false };
+    const gitWritable = req.gitWritable ?? false;
+    return { spec: { kind: 'mount', lowerDir: `/ws/${id}/lower`, mntDir: `/ws/${id}/mnt`, hostUid: 600_000, gitWritable }, path: req.path, sizeMib: req.sizeMib ?? 64, gitWritable };
   }
   async pendingCount(id: string): Promise<number> {
     this.calls.push(`pending ${id}`);
@@ -63,7 +64,7 @@ describe('workspace sandboxes in the lifecycle', () => {
     const { manager, hooks, specs } = harness();
     const sb = await manager.create({ pack: 'python', workspace: { path: '/srv/p', gitWritable: true } });
     assert.deepEqual(hooks.calls, [`open ${sb.id}`]);
-    assert.deepEqual(specs, [{ dir: `/ws/${sb.id}`, hostPath: '/srv/p', sizeMib: 64, gitWritable: true }]);
+    assert.deepEqual(specs, [{ kind: 'mount', lowerDir: `/ws/${sb.id}/lower`, mntDir: `/ws/${sb.id}/mnt`, hostUid: 600_000, gitWritable: true }]);
     assert.deepEqual(sb.info().workspace, { path: '/srv/p', gitWritable: true, sizeMib: 64, restored: false });
     assert.equal(sb.info().idleTimeoutSec, 86_400, 'a workspace sandbox gets the idle timeout by default');
     assert.equal(hooks.opened.get(sb.id)?.facts.pack, 'python');

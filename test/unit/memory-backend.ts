@@ -24,7 +24,7 @@ export interface ScriptedRun {
 
 export type ExecScript = (req: ExecRequest, sandbox: MemorySandbox) => ScriptedRun;
 
-const CAPABILITIES = { snapshots: false, separateKernel: false, multipleUids: false, workspace: false as const, maxCpus: 64, maxMemoryMib: 1 << 20 };
+const CAPABILITIES = { snapshots: false, separateKernel: false, multipleUids: false, workspace: 'mount' as const, maxCpus: 64, maxMemoryMib: 1 << 20 };
 
 const gone = (id: string): KilnError => new KilnError('SANDBOX_GONE', `in-memory sandbox ${id} is destroyed`);
 

@@ -87,8 +87,7 @@ export async function sandboxRoutes(app: FastifyInstance, { svc }: { svc: KilnSe
     '/v1/sandboxes/:id',
     {
       schema: {
-        summary:
-          'Delete a sandbox and release everything it holds. A workspace sandbox whose changes nobody approved or rejected answers 409 WORKSPACE_PENDING unless ?discard=true',
+        summary: 'Delete a sandbox and release everything it holds. A workspace sandbox whose changes nobody approved or rejected answers 409 WORKSPACE_PENDING unless ?discard=true',
         params: idParams,
         querystring: { type: 'object', additionalProperties: false, properties: { discard: { type: 'string', enum: ['0', '1', 'true', 'false'] } } },
         response: { 404: errorSchema, 409: errorSchema },

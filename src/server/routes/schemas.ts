@@ -79,7 +79,11 @@ export const createSandboxBody = {
       description: 'Tags to find the sandbox by: GET /v1/sandboxes?label=key=value',
     },
     backendOptions: { type: 'object', additionalProperties: true, maxProperties: 32 },
-    idleTimeoutSec: { type: 'integer', minimum: 1, description: 'Deleted after this many seconds without an exec, file transfer or review (a workspace sandbox: KILN_WORKSPACE_IDLE_TTL_SEC by default)' },
+    idleTimeoutSec: {
+      type: 'integer',
+      minimum: 1,
+      description: 'Deleted after this many seconds without an exec, file transfer or review (a workspace sandbox: KILN_WORKSPACE_IDLE_TTL_SEC by default)',
+    },
     workspace: {
       type: 'object',
       additionalProperties: false,

@@ -49,7 +49,7 @@ export async function workspaceRoutes(app: FastifyInstance, { svc }: { svc: Kiln
     '/v1/sandboxes/:id/diff',
     {
       schema: {
-        summary: "The changes as a git-style unified diff that git apply accepts (?path= one path; ?ignored=1 gitignored paths too)",
+        summary: 'The changes as a git-style unified diff that git apply accepts (?path= one path; ?ignored=1 gitignored paths too)',
         params: idParams,
         querystring: workspaceQuery,
         response: { 200: { type: 'string' }, ...errors },
