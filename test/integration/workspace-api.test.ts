@@ -183,7 +183,7 @@ describe('workspace sandboxes (namespace backend, real HTTP)', { timeout: 240_00
     assert.equal(await fingerprint(project), hostBefore, 'nothing reached the host folder');
 
     // Escapes: the folder beside the project, /proc, a symlink to an absolute host path.
-    const escape = await sh(
+    const escapes = await sh(
       id,
       [
         `cat ../secret.txt 2>/dev/null && echo LEAK1`,
@@ -194,7 +194,7 @@ describe('workspace sandboxes (namespace backend, real HTTP)', { timeout: 240_00
         'rm -f abs-link; true',
       ].join('\n'),
     );
-    assert.doesNotMatch(escape.stdout, /LEAK/, escape.stdout);
+    assert.doesNotMatch(escapes.stdout, /LEAK/, escapes.stdout);
 
     const cs = await changes(id);
     assert.deepEqual(
