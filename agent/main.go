@@ -24,6 +24,7 @@ type flags struct {
 	transport string
 	setupRoot string
 	diskBytes int64
+	cpus      string
 	execUID   int
 	execGID   int
 	init      bool
@@ -37,6 +38,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.StringVar(&f.transport, "transport", "auto", "stdio, virtio-serial, vsock or auto")
 	fs.StringVar(&f.setupRoot, "setup-root", "", "namespace mode: read-only lower layer of the sandbox root")
 	fs.Int64Var(&f.diskBytes, "disk-bytes", 1<<30, "size of the writable tmpfs layer (namespace mode)")
+	fs.StringVar(&f.cpus, "cpus", "", "namespace mode: the sandbox's CPUs, e.g. 0-1 (its affinity and /sys/devices/system/cpu)")
 	fs.IntVar(&f.execUID, "exec-uid", -1, "default exec uid (default: the agent's uid)")
 	fs.IntVar(&f.execGID, "exec-gid", -1, "default exec gid (default: the agent's gid)")
 	fs.BoolVar(&f.init, "init", false, "VM mode: act as PID 1 from the initramfs")
@@ -78,7 +80,7 @@ func serveAgent(f flags) error {
 		cfg.execGID = f.execGID
 	}
 	if f.setupRoot != "" {
-		if err := setupNamespaceRoot(f.setupRoot, f.diskBytes); err != nil {
+		if err := setupNamespaceRoot(f.setupRoot, f.diskBytes, f.cpus); err != nil {
 			return fmt.Errorf("namespace setup: %w", err)
 		}
 		// Does not return on success: the agent starts again, unprivileged, with --privileges-dropped.

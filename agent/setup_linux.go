@@ -9,7 +9,8 @@ package main
 //	                  └─ root/ = overlay(lower=LOWER, upper, work)  ← pivot_root here
 //
 // bwrap's /dev is an unsized tmpfs: it is capped at devBytes before it is bound in, and the
-// host's /proc files that tell a sandbox about the host kernel are masked (maskedProc).
+// host's /proc files that tell a sandbox about the host kernel are masked (maskedProc). With
+// --cpus, /sys holds only the sandbox's CPUs (cpus_linux.go).
 //
 // then drop every privilege for good (privdrop_linux.go, seccomp_linux.go).
 
@@ -42,9 +43,16 @@ type setupStep struct {
 	do   func() error
 }
 
-func setupNamespaceRoot(lower string, diskBytes int64) error {
+func setupNamespaceRoot(lower string, diskBytes int64, cpuList string) error {
 	if diskBytes <= 0 {
 		return fmt.Errorf("--disk-bytes must be positive")
+	}
+	var cpus []int
+	if cpuList != "" {
+		var err error
+		if cpus, err = parseCPUList(cpuList); err != nil {
+			return fmt.Errorf("--cpus: %w", err)
+		}
 	}
 	root := filepath.Join(scratchDir, "root")
 	steps := []setupStep{
@@ -66,6 +74,15 @@ func setupNamespaceRoot(lower string, diskBytes int64) error {
 		{"bind /dev/shm", func() error { return bindShm(root + "/dev/shm") }},
 		{"mount /proc", func() error { return mountProc(root + "/proc") }},
 		{"mask /proc", func() error { return maskProc(root+"/proc", root+"/dev/null") }},
+		{"visible CPUs", func() error {
+			if cpus == nil {
+				return nil
+			}
+			if err := setAffinity(cpus); err != nil {
+				return fmt.Errorf("sched_setaffinity %s: %w", cpuList, err)
+			}
+			return mountSysCPUs(root+"/sys", cpus)
+		}},
 		{"guard oom score", func() error { return guardOOMScore(root + "/proc/1") }},
 		{"open cgroup dirs", openDelegatedCgroups}, // before pivot_root: the old root goes away
 		{"pivot_root", func() error { return syscall.PivotRoot(root, root+"/.kiln-old") }},

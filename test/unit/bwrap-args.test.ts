@@ -31,4 +31,11 @@ describe('bwrap arguments', () => {
       assert.ok(withoutNs.includes(ns) && withNs.includes(ns), ns);
     }
   });
+
+  it('tells the agent its CPUs in the kernel list format, and nothing without a list', () => {
+    const args = bwrapArgs({ ...base, cpuList: [0, 1, 2, 5] });
+    assert.deepEqual(args.slice(args.indexOf('--cpus'), args.indexOf('--cpus') + 2), ['--cpus', '0-2,5']);
+    assert.ok(args.indexOf('--cpus') > args.indexOf('--'), "an agent flag, after bwrap's own");
+    assert.ok(!bwrapArgs(base).includes('--cpus'));
+  });
 });

@@ -8,6 +8,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
+import { formatCpuList } from '../../core/cpu-sets.js';
 
 export interface BwrapOptions {
   bwrapPath: string;
@@ -27,6 +28,8 @@ export interface BwrapOptions {
    * into the user/ part beside it (test/qemu/cgroup-v2.test.ts shows both).
    */
   cgroupNamespace?: boolean;
+  /** Host CPUs the sandbox runs on: the agent sets its affinity and /sys/devices/system/cpu to them. */
+  cpuList?: readonly number[];
   /** Receives everything bwrap and the agent write to stderr, from the start. */
   onStderr: (text: string) => void;
 }
@@ -82,6 +85,7 @@ export function bwrapArgs(o: BwrapOptions): string[] {
     '/.kiln/lower',
     '--disk-bytes',
     String(o.diskBytes),
+    ...(o.cpuList?.length ? ['--cpus', formatCpuList(o.cpuList)] : []),
   ];
 }
 
