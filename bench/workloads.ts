@@ -235,7 +235,7 @@ async function benchOne(kiln: KilnClient, w: Workload, o: WorkloadOptions): Prom
         vsBaseline: `${ratio(s, h)} host`,
         target: '≤ 1.3× host',
         met: s <= 1.3 * h,
-        note: `n=${o.samples}, alternating with the host's; CPU time (user+sys) p50 ${sandboxCpu.toFixed(0)} ms, ${ratio(sandboxCpu, hostCpu)} host's${throttled}`,
+        note: `n=${o.samples}, alternating with the host's (wall ms, host/sandbox: ${hostMs.map((x, i) => `${x.toFixed(0)}/${sandboxMs[i]!.toFixed(0)}`).join(', ')}); CPU time (user+sys) p50 ${sandboxCpu.toFixed(0)} ms, ${ratio(sandboxCpu, hostCpu)} host's${throttled}`,
       },
     ];
   } finally {
