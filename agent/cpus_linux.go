@@ -11,6 +11,9 @@ package main
 //     CPU. The sandbox's /sys is otherwise empty, so a read-only tmpfs there holding
 //     online/possible/present and one cpuN directory per CPU (what _SC_NPROCESSORS_CONF counts)
 //     answers first.
+//   - /proc/cpuinfo (`grep -c ^processor /proc/cpuinfo`, a common make -j idiom): a read-only
+//     bind of a copy holding only the sandbox's CPUs' blocks, taken at start (its "cpu MHz"
+//     lines stay as they were then). /proc/stat stays the kernel's: it is live (times, counts).
 
 import (
 	"fmt"
@@ -116,4 +119,39 @@ func writeSysCPUs(sysDir string, cpus []int) error {
 		}
 	}
 	return nil
+}
+
+// filterCPUInfo keeps the blocks of /proc/cpuinfo whose "processor" is one of cpus.
+func filterCPUInfo(text string, cpus []int) string {
+	keep := map[string]bool{}
+	for _, c := range cpus {
+		keep[strconv.Itoa(c)] = true
+	}
+	var b strings.Builder
+	for _, block := range strings.SplitAfter(text, "\n\n") {
+		first, _, _ := strings.Cut(block, "\n")
+		name, value, ok := strings.Cut(first, ":")
+		if ok && strings.TrimSpace(name) == "processor" && keep[strings.TrimSpace(value)] {
+			b.WriteString(block)
+		}
+	}
+	return b.String()
+}
+
+// bindCPUInfo puts a copy of procDir/cpuinfo with only cpus on it, read-only; the copy lives in
+// scratch (outside the sandbox's root).
+func bindCPUInfo(procDir, scratch string, cpus []int) error {
+	text, err := os.ReadFile(procDir + "/cpuinfo")
+	if err != nil {
+		return err
+	}
+	copyPath := scratch + "/cpuinfo"
+	if err := os.WriteFile(copyPath, []byte(filterCPUInfo(string(text), cpus)), 0o444); err != nil {
+		return err
+	}
+	target := procDir + "/cpuinfo"
+	if err := syscall.Mount(copyPath, target, "", syscall.MS_BIND, ""); err != nil {
+		return err
+	}
+	return syscall.Mount("", target, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY|syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "")
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -55,5 +56,22 @@ func TestWriteSysCPUs(t *testing.T) {
 	}
 	if !reflect.DeepEqual(cpuDirs, []string{"cpu1", "cpu2", "cpu3"}) {
 		t.Errorf("cpu dirs = %v", cpuDirs)
+	}
+}
+
+func TestFilterCPUInfo(t *testing.T) {
+	in := "processor\t: 0\nmodel name\t: X\n\nprocessor\t: 1\nmodel name\t: X\n\nprocessor\t: 2\nmodel name\t: X\n\n"
+	if got, want := filterCPUInfo(in, []int{1, 2}), "processor\t: 1\nmodel name\t: X\n\nprocessor\t: 2\nmodel name\t: X\n\n"; got != want {
+		t.Errorf("filterCPUInfo = %q; want %q", got, want)
+	}
+	if got := filterCPUInfo(in, []int{7}); got != "" {
+		t.Errorf("filterCPUInfo of an absent CPU = %q", got)
+	}
+	host, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		t.Skip(err)
+	}
+	if got := strings.Count(filterCPUInfo(string(host), []int{0}), "processor\t:"); got != 1 {
+		t.Errorf("this host's cpuinfo filtered to CPU 0 has %d processor lines", got)
 	}
 }

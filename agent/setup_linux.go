@@ -81,7 +81,10 @@ func setupNamespaceRoot(lower string, diskBytes int64, cpuList string) error {
 			if err := setAffinity(cpus); err != nil {
 				return fmt.Errorf("sched_setaffinity %s: %w", cpuList, err)
 			}
-			return mountSysCPUs(root+"/sys", cpus)
+			if err := mountSysCPUs(root+"/sys", cpus); err != nil {
+				return err
+			}
+			return bindCPUInfo(root+"/proc", scratchDir, cpus)
 		}},
 		{"guard oom score", func() error { return guardOOMScore(root + "/proc/1") }},
 		{"open cgroup dirs", openDelegatedCgroups}, // before pivot_root: the old root goes away

@@ -35,7 +35,7 @@ describe('visible CPUs (namespace)', { skip: process.getuid?.() === 0 ? undefine
     [0.5, 1],
     [hostCpus.length, hostCpus.length],
   ] as const) {
-    it(`cpus ${cpus}: nproc, Python's cpu_count and affinity, the /proc and /sys views all say ${want}`, async () => {
+    it(`cpus ${cpus}: nproc, Python's cpu_count and affinity, sysconf, /proc/self/status, /sys and /proc/cpuinfo all say ${want}`, async () => {
       await withSandbox(t.client, { pack: 'python', cpus }, async (id) => {
         const list = await cpuListOf(id);
         assert.equal(list.length, want);
@@ -48,10 +48,14 @@ describe('visible CPUs (namespace)', { skip: process.getuid?.() === 0 ? undefine
             'getconf _NPROCESSORS_CONF',
             'grep Cpus_allowed_list /proc/self/status | cut -f2',
             'cat /sys/devices/system/cpu/online',
+            'grep -c ^processor /proc/cpuinfo',
+            'grep ^processor /proc/cpuinfo | cut -d: -f2 | tr -d " " | paste -sd,',
+            // Neither view can be changed from inside.
+            '(echo 0-63 > /sys/devices/system/cpu/online || touch /sys/x || echo x >> /proc/cpuinfo) 2>/dev/null || echo read-only',
           ].join('\n'),
         );
         const n = String(want);
-        assert.deepEqual(out, [n, n, n, n, n, formatCpuList(list), formatCpuList(list)]);
+        assert.deepEqual(out, [n, n, n, n, n, formatCpuList(list), formatCpuList(list), n, list.join(','), 'read-only']);
       });
     });
   }
@@ -109,7 +113,7 @@ describe('visible CPUs (namespace)', { skip: process.getuid?.() === 0 ? undefine
       await writeFile(join(layout.parents.cpuset, id, 'cpuset.cpus'), formatCpuList(hostCpus));
       const wide = await burn(hostCpus.join(','));
       tc.diagnostic(`every host CPU: throttled in ${wide.throttled} of ${wide.periods} periods`);
-      assert.ok(wide.throttled > wide.periods * 0.5, `throttled in ${wide.throttled} of ${wide.periods} periods`);
+      assert.ok(wide.throttled > wide.periods * 0.3, `throttled in ${wide.throttled} of ${wide.periods} periods`);
     });
   });
 });
