@@ -25,6 +25,7 @@ type flags struct {
 	setupRoot string
 	diskBytes int64
 	workspace workspaceFlags
+	cpus      string
 	execUID   int
 	execGID   int
 	init      bool
@@ -41,6 +42,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.StringVar(&f.workspace.lower, "workspace-lower", "", "namespace mode: read-only lower layer of /workspace (the idmapped project bind)")
 	fs.StringVar(&f.workspace.mnt, "workspace-mnt", "", "namespace mode: directory holding upper/ and work/ of /workspace")
 	fs.BoolVar(&f.workspace.gitWritable, "workspace-git-writable", false, "namespace mode: leave /workspace/.git writable")
+	fs.StringVar(&f.cpus, "cpus", "", "namespace mode: the sandbox's CPUs, e.g. 0-1 (its affinity and /sys/devices/system/cpu)")
 	fs.IntVar(&f.execUID, "exec-uid", -1, "default exec uid (default: the agent's uid)")
 	fs.IntVar(&f.execGID, "exec-gid", -1, "default exec gid (default: the agent's gid)")
 	fs.BoolVar(&f.init, "init", false, "VM mode: act as PID 1 from the initramfs")
@@ -88,7 +90,7 @@ func serveAgent(f flags) error {
 		cfg.execGID = f.execGID
 	}
 	if f.setupRoot != "" {
-		if err := setupNamespaceRoot(f.setupRoot, f.diskBytes, f.workspace); err != nil {
+		if err := setupNamespaceRoot(f.setupRoot, f.diskBytes, f.workspace, f.cpus); err != nil {
 			return fmt.Errorf("namespace setup: %w", err)
 		}
 		// Does not return on success: the agent starts again, unprivileged, with --privileges-dropped.

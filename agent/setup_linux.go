@@ -10,7 +10,8 @@ package main
 //	                       └─ workspace/ = overlay(lower=WS-LOWER, WS-MNT/upper, WS-MNT/work)  (--workspace-*)
 //
 // bwrap's /dev is an unsized tmpfs: it is capped at devBytes before it is bound in, and the
-// host's /proc files that tell a sandbox about the host kernel are masked (maskedProc).
+// host's /proc files that tell a sandbox about the host kernel are masked (maskedProc). With
+// --cpus, /sys holds only the sandbox's CPUs (cpus_linux.go).
 //
 // then drop every privilege for good (privdrop_linux.go, seccomp_linux.go).
 
@@ -43,9 +44,16 @@ type setupStep struct {
 	do   func() error
 }
 
-func setupNamespaceRoot(lower string, diskBytes int64, ws workspaceFlags) error {
+func setupNamespaceRoot(lower string, diskBytes int64, ws workspaceFlags, cpuList string) error {
 	if diskBytes <= 0 {
 		return fmt.Errorf("--disk-bytes must be positive")
+	}
+	var cpus []int
+	if cpuList != "" {
+		var err error
+		if cpus, err = parseCPUList(cpuList); err != nil {
+			return fmt.Errorf("--cpus: %w", err)
+		}
 	}
 	root := filepath.Join(scratchDir, "root")
 	steps := []setupStep{
@@ -68,6 +76,18 @@ func setupNamespaceRoot(lower string, diskBytes int64, ws workspaceFlags) error 
 		{"bind /dev/shm", func() error { return bindShm(root + "/dev/shm") }},
 		{"mount /proc", func() error { return mountProc(root + "/proc") }},
 		{"mask /proc", func() error { return maskProc(root+"/proc", root+"/dev/null") }},
+		{"visible CPUs", func() error {
+			if cpus == nil {
+				return nil
+			}
+			if err := setAffinity(cpus); err != nil {
+				return fmt.Errorf("sched_setaffinity %s: %w", cpuList, err)
+			}
+			if err := mountSysCPUs(root+"/sys", cpus); err != nil {
+				return err
+			}
+			return bindCPUInfo(root+"/proc", scratchDir, cpus)
+		}},
 		{"guard oom score", func() error { return guardOOMScore(root + "/proc/1") }},
 		{"open cgroup dirs", openDelegatedCgroups}, // before pivot_root: the old root goes away
 		{"pivot_root", func() error { return syscall.PivotRoot(root, root+"/.kiln-old") }},

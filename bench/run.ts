@@ -15,6 +15,7 @@ import { REPO_ROOT } from '../src/core/config.js';
 import { benchCliStartup } from './cli.js';
 import { baselineInterpreter, benchBaselines, benchPooled, benchService, mountPythonImage } from './namespace.js';
 import { argValue, mergeRuns, type ReportRow, type Row, renderTable, runCmd, targetSummary } from './stats.js';
+import { benchWorkloads } from './workloads.js';
 
 interface Options {
   quick: boolean;
@@ -50,6 +51,8 @@ async function runOnce(o: Options): Promise<Row[]> {
   } finally {
     await img.close();
   }
+  console.error('bench: real workloads, one-CPU sandbox against the host on one CPU…');
+  rows.push(...(await benchWorkloads({ samples: o.quick ? 3 : 5, dataDir: b.dataDir })));
   console.error('bench: workspace sandboxes (10,000-file project, 1,000 changes)…');
   try {
     const { benchWorkspaces } = await import('./workspace-api.js');

@@ -9,16 +9,23 @@
  *   ├── agent/        the agent (PID 1); outside what user code can fill, so a sandbox OOM never picks it
  *   └── user/         memory limit, pids limit - agent reserve; owned by the sandbox uid:
  *       └── exec-<n>/ the agent makes one per exec and kills it whole (cgroup.kill / pids.max=0 + SIGKILL)
+ *
+ * Where the cpuset controller is there (a v1 hierarchy, or enabled below the service on v2), a
+ * group with `cpuList` is confined to those CPUs (core/cpu-sets.ts chooses them); the cpu quota
+ * stays, so a fractional limit is still honoured.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { chown, mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { formatCpuList } from './cpu-sets.js';
 
 export interface CgroupLimits {
   memoryBytes: number;
   pidsMax: number;
   cpus: number;
+  /** Host CPUs the group may run on (cpuset); default: all its parent has. */
+  cpuList?: readonly number[];
 }
 
 export type CgroupVersion = 1 | 2;
@@ -27,6 +34,8 @@ const CGROUP_ROOT = '/sys/fs/cgroup';
 const V1_CONTROLLERS = ['memory', 'pids', 'cpu'] as const;
 const CPU_PERIOD_US = 100_000;
 const V2_CONTROLLERS = ['memory', 'pids', 'cpu'];
+/** Used where present (v1: mounted; v2: delegated), never required. */
+const OPTIONAL_CPUSET = 'cpuset';
 /** On v2 the service moves itself into this leaf of its own cgroup (no processes in inner nodes). */
 export const SERVICE_LEAF = 'kiln-service';
 /** Memory the agent may use beyond the sandbox's limit, and pids of the limit kept for it (up to a quarter). */
@@ -52,6 +61,8 @@ export function detectCgroupLayout(name = 'kiln'): CgroupLayout {
     if (!existsSync(join(mount, 'cgroup.procs'))) throw new Error(`cgroup v1 controller "${c}" is not mounted at ${mount}: mount it or boot with cgroup v2`);
     parents[c] = join(mount, ownPath(c), name);
   }
+  const cpuset = join(CGROUP_ROOT, OPTIONAL_CPUSET);
+  if (existsSync(join(cpuset, 'cgroup.procs'))) parents[OPTIONAL_CPUSET] = join(cpuset, ownPath(OPTIONAL_CPUSET), name);
   return { version: 1, parents };
 }
 
@@ -78,6 +89,15 @@ export interface PrepareOptions {
 export async function prepareLayout(layout: CgroupLayout, options: PrepareOptions = {}): Promise<void> {
   if (layout.version === 2) return prepareV2Parent(layout.parents.unified!, options.move ?? 'all');
   for (const dir of Object.values(layout.parents)) await mkdir(dir, { recursive: true });
+  if (layout.parents.cpuset) await inheritCpuset(layout.parents.cpuset);
+}
+
+/** v1: a new cpuset group starts with no CPUs and no memory nodes (no task may join): take its parent's. */
+async function inheritCpuset(dir: string): Promise<void> {
+  for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+    if ((await readFile(join(dir, f), 'utf8')).trim()) continue;
+    await writeFile(join(dir, f), (await readFile(join(dirname(dir), f), 'utf8')).trim());
+  }
 }
 
 export type CgroupMode = 'v1' | 'hybrid' | 'v2' | 'none';
@@ -137,6 +157,10 @@ async function prepareV2Parent(parent: string, move: 'all' | 'self-only'): Promi
   }
   await mkdir(parent, { recursive: true });
   await enableControllers(parent, fix);
+  // cpuset only where it is delegated; EBUSY (own still holds processes) or ENOENT leave it off.
+  if (available.includes(OPTIONAL_CPUSET)) {
+    for (const dir of [own, parent]) await writeFile(join(dir, 'cgroup.subtree_control'), `+${OPTIONAL_CPUSET}`).catch(() => undefined);
+  }
 }
 
 async function enableControllers(dir: string, fix: string): Promise<void> {
@@ -204,7 +228,7 @@ export class SandboxCgroup {
   }
 
   private dir(controller: string): string {
-    return this.layout.version === 2 ? this.dirs[0]! : this.dirs[V1_CONTROLLERS.indexOf(controller as (typeof V1_CONTROLLERS)[number])]!;
+    return this.layout.version === 2 ? this.dirs[0]! : this.dirs[Object.keys(this.layout.parents).indexOf(controller)]!;
   }
 
   private file(controller: string, name: string): string {
@@ -219,6 +243,8 @@ export class SandboxCgroup {
       await writeFile(this.file('memory', 'memory.swap.max'), '0').catch(() => undefined);
       await writeFile(this.file('pids', 'pids.max'), String(l.pidsMax));
       await writeFile(this.file('cpu', 'cpu.max'), `${quota} ${CPU_PERIOD_US}`);
+      const cpus = this.file(OPTIONAL_CPUSET, 'cpuset.cpus');
+      if (l.cpuList?.length && existsSync(cpus)) await writeFile(cpus, formatCpuList(l.cpuList));
       return;
     }
     await writeFile(this.file('memory', 'memory.limit_in_bytes'), memory);
@@ -226,6 +252,12 @@ export class SandboxCgroup {
     await writeFile(this.file('pids', 'pids.max'), String(l.pidsMax));
     await writeFile(this.file('cpu', 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
     await writeFile(this.file('cpu', 'cpu.cfs_quota_us'), String(quota));
+    if (this.layout.parents.cpuset) {
+      const dir = this.dir(OPTIONAL_CPUSET);
+      const parent = dirname(dir);
+      await writeFile(join(dir, 'cpuset.mems'), (await readFile(join(parent, 'cpuset.mems'), 'utf8')).trim());
+      await writeFile(join(dir, 'cpuset.cpus'), l.cpuList?.length ? formatCpuList(l.cpuList) : (await readFile(join(parent, 'cpuset.cpus'), 'utf8')).trim());
+    }
   }
 
   /** agent/ and user/ in the hierarchies that track and bound user code; user/ owned by uid. */

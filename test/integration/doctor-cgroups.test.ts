@@ -9,14 +9,16 @@ import { describe, it } from 'node:test';
 import { doctorReport } from '../../src/cli/commands/doctor.js';
 import { cgroupMode } from '../../src/core/cgroups.js';
 
-/** This process's cgroup directories, one per v1 controller kiln uses or the v2 one. */
+/** This process's cgroup directories, one per v1 hierarchy kiln uses or the v2 one. */
 function ownDirs(): string[] {
   const lines = readFileSync('/proc/self/cgroup', 'utf8')
     .trim()
     .split('\n')
     .map((l) => l.split(':'));
   if (cgroupMode() === 'v2') return [join('/sys/fs/cgroup', lines.find((l) => l[0] === '0')![2]!)];
-  return ['memory', 'pids', 'cpu'].map((c) => join('/sys/fs/cgroup', c, lines.find((l) => l[1]!.split(',').includes(c))![2]!));
+  // cpuset where it is mounted: sandbox cgroups use it for the CPUs they see (core/cpu-sets.ts).
+  const controllers = ['memory', 'pids', 'cpu', ...(existsSync('/sys/fs/cgroup/cpuset/cgroup.procs') ? ['cpuset'] : [])];
+  return controllers.map((c) => join('/sys/fs/cgroup', c, lines.find((l) => l[1]!.split(',').includes(c))![2]!));
 }
 
 describe('kiln doctor: cgroups', { skip: process.getuid?.() === 0 ? undefined : 'needs root' }, () => {

@@ -56,6 +56,22 @@ describe('qemu backend', { skip, timeout: 240_000 }, () => {
     await sb.destroy(); // idempotent
   });
 
+  it('shows the guest as many CPUs as the limit, a fraction rounded up (-smp), to nproc and sysconf alike', async () => {
+    const backend = f.backend({ templates: false });
+    for (const [cpus, want] of [
+      [0.5, 1],
+      [1.5, 2],
+    ] as const) {
+      const sb = await backend.create(spec(f, `smp${want}`, { cpus }), READY);
+      try {
+        const r = await sh(sb, 'nproc; getconf _NPROCESSORS_ONLN; grep -c ^processor /proc/cpuinfo');
+        assert.deepEqual(r, { stdout: `${want}\n${want}\n${want}\n`, stderr: '', exitCode: 0 }, `cpus ${cpus}`);
+      } finally {
+        await sb.destroy();
+      }
+    }
+  });
+
   it('clones of one template are isolated, reseeded, on the host clock, and start unused after the warm-up', async () => {
     const backend = f.backend();
     warm = backend;

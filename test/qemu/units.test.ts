@@ -172,6 +172,14 @@ describe('qemu pieces', () => {
     );
   });
 
+  it('gives the guest as many vCPUs as the limit, a fraction rounded up', () => {
+    const smp = (cpus: number) => {
+      const args = qemuArgs({ id: 'x', accel: 'kvm', cpus, memoryMib: 256, kernelPath: '/k', initrdPath: '/i', cmdline: 'c', diskImage: '/d.sqfs', paths: vmPaths('/run/x') });
+      return args[args.indexOf('-smp') + 1];
+    };
+    assert.deepEqual([0.25, 1, 1.5, 2, 4].map(smp), ['1', '1', '2', '2', '4']);
+  });
+
   it('refuses paths QEMU options cannot carry', () => {
     assert.throws(() => safePath('/tmp/a,b'));
     assert.throws(() => safePath("/tmp/a'b"));

@@ -43,4 +43,11 @@ describe('bwrap arguments', () => {
     assert.ok(bwrapArgs({ ...base, workspace: { lowerDir: '/l', mntDir: '/m', gitWritable: true } }).includes('--workspace-git-writable'));
     assert.ok(!bwrapArgs(base).some((a) => a.startsWith('--workspace') || a.startsWith('/.kiln/ws')));
   });
+
+  it('tells the agent its CPUs in the kernel list format, and nothing without a list', () => {
+    const args = bwrapArgs({ ...base, cpuList: [0, 1, 2, 5] });
+    assert.deepEqual(args.slice(args.indexOf('--cpus'), args.indexOf('--cpus') + 2), ['--cpus', '0-2,5']);
+    assert.ok(args.indexOf('--cpus') > args.indexOf('--'), "an agent flag, after bwrap's own");
+    assert.ok(!bwrapArgs(base).includes('--cpus'));
+  });
 });

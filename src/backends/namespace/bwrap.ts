@@ -8,6 +8,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
+import { formatCpuList } from '../../core/cpu-sets.js';
 
 export interface BwrapOptions {
   bwrapPath: string;
@@ -32,6 +33,8 @@ export interface BwrapOptions {
    * image read-write at /.kiln/ws; the agent mounts the overlay on /workspace before pivot_root.
    */
   workspace?: { lowerDir: string; mntDir: string; gitWritable: boolean };
+  /** Host CPUs the sandbox runs on: the agent sets its affinity and /sys/devices/system/cpu to them. */
+  cpuList?: readonly number[];
   /** Receives everything bwrap and the agent write to stderr, from the start. */
   onStderr: (text: string) => void;
 }
@@ -89,6 +92,7 @@ export function bwrapArgs(o: BwrapOptions): string[] {
     '--disk-bytes',
     String(o.diskBytes),
     ...(o.workspace ? ['--workspace-lower', '/.kiln/ws-lower', '--workspace-mnt', '/.kiln/ws', ...(o.workspace.gitWritable ? ['--workspace-git-writable'] : [])] : []),
+    ...(o.cpuList?.length ? ['--cpus', formatCpuList(o.cpuList)] : []),
   ];
 }
 

@@ -21,6 +21,7 @@ import {
 } from '../../core/backend.js';
 import { type CgroupLayout, cgroupMode, detectCgroupLayout, prepareLayout, probeCgroups, removeLayoutParents, SandboxCgroup, scanStaleCgroups } from '../../core/cgroups.js';
 import { CleanupStack } from '../../core/cleanup.js';
+import { CpuSpreader, formatCpuList } from '../../core/cpu-sets.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import { roundMs, runSteps, type Step, StepTimings } from '../../core/steps.js';
@@ -58,6 +59,8 @@ export const NS_STEP = {
 interface StartContext {
   hostUid?: number;
   lowerDir?: string;
+  /** Host CPUs the sandbox runs on and sees. */
+  cpus?: number[];
   cgroup?: SandboxCgroup;
   proc?: Awaited<ReturnType<typeof spawnBwrap>>;
   agent?: AgentClient;
@@ -78,6 +81,7 @@ class NamespaceBackend implements Backend {
   /** close() sees creates under way through, or their cgroups would outlive the parents' removal. */
   private readonly creates = new CreatesInFlight('namespace');
   private readonly uids: SandboxUids;
+  private cpus: CpuSpreader | undefined;
 
   constructor(private readonly o: NamespaceBackendOptions) {
     this.dir = join(o.runDir, 'namespace');
@@ -141,6 +145,7 @@ class NamespaceBackend implements Backend {
     this.prepared ??= (async () => {
       this.layout = detectCgroupLayout(this.o.cgroupName);
       await prepareLayout(this.layout);
+      this.cpus = new CpuSpreader();
       await mkdir(this.dir, { recursive: true, mode: 0o755 });
       // Sandbox uids must traverse to the agent copy and the image mounts.
       await chmod(this.o.runDir, 0o755);
@@ -181,7 +186,7 @@ class NamespaceBackend implements Backend {
     const { hostUid, proc, cgroup, agent } = ctx as Required<StartContext>;
     // Listed until its whole teardown (cgroup included) is done, so close() waits for a destroy
     // already under way instead of removing the parent cgroups before this one is gone.
-    const details = { pid: proc.sandboxPid, hostUid, bootMs: roundMs(timings.elapsedMs()), steps: timings.marks };
+    const details = { pid: proc.sandboxPid, hostUid, cpuList: formatCpuList(ctx.cpus!), bootMs: roundMs(timings.elapsedMs()), steps: timings.marks };
     const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, details, () => this.live.delete(spec.id));
     this.live.set(spec.id, sandbox);
     return sandbox;
@@ -213,9 +218,27 @@ class NamespaceBackend implements Backend {
         // child waits on --block-fd until it is inside, so nothing of the sandbox runs unconfined.
         name: NS_STEP.createCgroup,
         run: async (ctx) => {
-          ctx.cgroup = await SandboxCgroup.create(this.layout!, spec.id, { memoryBytes: spec.memoryMib * 1024 * 1024, pidsMax: this.o.maxPids, cpus: spec.cpus }, { delegateUid: ctx.hostUid });
+          const cpuList = this.cpus!.acquire(spec.cpus);
+          try {
+            ctx.cgroup = await SandboxCgroup.create(
+              this.layout!,
+              spec.id,
+              { memoryBytes: spec.memoryMib * 1024 * 1024, pidsMax: this.o.maxPids, cpus: spec.cpus, cpuList },
+              { delegateUid: ctx.hostUid },
+            );
+          } catch (e) {
+            this.cpus!.release(cpuList); // a failed step registers no undo
+            throw e;
+          }
+          ctx.cpus = cpuList;
         },
-        undo: (ctx) => ctx.cgroup!.remove(),
+        undo: async (ctx) => {
+          try {
+            await ctx.cgroup!.remove();
+          } finally {
+            this.cpus!.release(ctx.cpus!);
+          }
+        },
       },
       {
         name: NS_STEP.spawn,
@@ -227,6 +250,7 @@ class NamespaceBackend implements Backend {
               lowerDir: ctx.lowerDir!,
               agentPath: agentCopy,
               cgroupDirs: ctx.cgroup!.userDirs,
+              cpuList: ctx.cpus!,
               cgroupNamespace: this.layout!.version === 1,
               diskBytes: spec.diskMib * 1024 * 1024,
               workspace: spec.workspace?.kind === 'mount' ? spec.workspace : undefined,

@@ -49,6 +49,11 @@ export function processName(id: string): string {
   return `kiln-${id}`;
 }
 
+/** vCPUs for a limit of `cpus`: a fraction rounds up (the VMM's cgroup quota keeps the fraction, jail.ts). */
+export function vcpuCount(cpus: number): number {
+  return Math.max(1, Math.ceil(cpus - 1e-9));
+}
+
 export function qemuArgs(o: QemuArgsOptions): string[] {
   const mem = `${o.memoryMib}M`;
   // TCG's translated-code buffer is capped (QEMU's default is up to 1 GiB) so that guest RAM plus
@@ -70,7 +75,7 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
     '-m',
     mem,
     '-smp',
-    String(o.cpus),
+    String(vcpuCount(o.cpus)),
     '-nodefaults',
     '-no-user-config',
     '-nographic',

@@ -58,7 +58,7 @@ export const TCG_BUFFER_MIB = 128;
  * spawning is denied by its seccomp filter, so threads are all that counts.
  */
 function pidsMax(cpus: number): number {
-  return 96 + cpus;
+  return 96 + Math.ceil(cpus);
 }
 
 /** One VM's confinement, held until the VM is gone: its uid and cgroup (core/vmm-identities.ts) and bwrap's arguments. */
