@@ -50,18 +50,23 @@ describe('a workspace over a real project (GNU hello)', { timeout: 600_000 }, ()
     const sb = await kiln.json<{ id: string }>('POST', '/v1/sandboxes', { pack: 'base', cpus: 2, memoryMib: 1024, workspace: { path: project } });
     const sh = (script: string, timeoutMs = 300_000) => kiln.sandboxes.exec(sb.id, { cmd: ['bash', '-c', script], cwd: '/workspace', timeoutMs });
 
-    const build = await sh('./configure --quiet >/dev/null && make -s >/dev/null 2>&1 && make -s check 2>&1 | tail -5');
+    const step = (name: string, cmd: string) => `${cmd} > /tmp/${name}.log 2>&1 || { echo "${name} failed:"; tail -25 /tmp/${name}.log; exit 2; }`;
+    // In a git checkout hello rebuilds its man page with help2man, which the base pack lacks: a
+    // stand-in gives back the released page (same bytes, so no change).
+    await kiln.sandboxes.writeFile(sb.id, '/tmp/help2man', '#!/bin/sh\nfor a; do out=$a; done\ncp /workspace/hello.1 "$out"\n', 0o755);
+    const make = 'make HELP2MAN=/tmp/help2man';
+    const build = await sh([step('configure', './configure --quiet'), step('make', make), step('check', `${make} check`), 'grep -E "^# (TOTAL|PASS|FAIL)" /tmp/check.log'].join('\n'));
     assert.equal(build.exitCode, 0, build.stdout + build.stderr);
-    assert.match(build.stdout, /PASS|passed/i, build.stdout);
+    assert.match(build.stdout, /^# FAIL: +0$/m, build.stdout);
 
-    const change = await sh('sed -i "s/Hello, world!/Hello from a kiln workspace!/" src/hello.c && make -s >/dev/null 2>&1 && ./hello && make -s check 2>&1 | grep -c "^FAIL:" || true');
+    const change = await sh(`sed -i "s/Hello, world!/Hello from a kiln workspace!/" src/hello.c && ${step('rebuild', make)} && ./hello`);
     assert.match(change.stdout, /^Hello from a kiln workspace!$/m, change.stdout + change.stderr);
 
     const { changes } = await kiln.json<{ changes: { path: string; status: string }[] }>('GET', `/v1/sandboxes/${sb.id}/changes`);
     const paths = changes.map((c) => c.path);
     assert.ok(paths.includes('src/hello.c'));
     assert.ok(paths.includes('hello') && paths.includes('config.status'), 'the build outputs are changes too (the project has no .gitignore)');
-    assert.equal((await run('git', ['-C', project, 'status', '--porcelain'])).stdout, '', 'the host tree is untouched before approve');
+    assert.equal((await run('git', ['-c', 'safe.directory=*', '-C', project, 'status', '--porcelain'])).stdout, '', 'the host tree is untouched before approve');
 
     const diff = await kiln.request('GET', `/v1/sandboxes/${sb.id}/diff?path=src/hello.c`);
     const patch = await diff.text();
@@ -70,11 +75,12 @@ describe('a workspace over a real project (GNU hello)', { timeout: 600_000 }, ()
 
     const r = await kiln.json<{ applied: string[] }>('POST', `/v1/sandboxes/${sb.id}/approve`, { paths: ['src/hello.c'] });
     assert.deepEqual(r.applied, ['src/hello.c']);
-    const { stdout: status } = await run('git', ['-C', project, 'status', '--porcelain']);
+    const { stdout: status } = await run('git', ['-c', 'safe.directory=*', '-C', project, 'status', '--porcelain']);
     assert.equal(status, ' M src/hello.c\n', 'exactly one file changed on the host');
-    const { stdout: hostDiff } = await run('git', ['-C', project, 'diff', '--no-color', '--no-ext-diff', '-U3', 'src/hello.c']);
-    // The host's git diff and the review's diff of that path show the same hunks.
-    const hunks = (p: string) => p.slice(p.indexOf('\n@@'));
+    const { stdout: hostDiff } = await run('git', ['-c', 'safe.directory=*', '-C', project, 'diff', '--no-color', '--no-ext-diff', '-U3', 'src/hello.c']);
+    // The host's git diff and the review's diff of that path show the same hunks (git adds the
+    // enclosing function's name after a hunk's range; the review does not).
+    const hunks = (p: string) => p.slice(p.indexOf('\n@@')).replace(/^(@@ [^@]+ @@).*$/gm, '$1');
     assert.equal(hunks(hostDiff), hunks(patch));
 
     await kiln.request('DELETE', `/v1/sandboxes/${sb.id}?discard=true`);
