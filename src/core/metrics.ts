@@ -95,6 +95,28 @@ export class Metrics {
   observeExec(backend: string, ms: number): void {
     this.execLatency.observe({ backend }, ms / 1000);
   }
+  /**
+   * kiln_workspace_upper_bytes{sandbox} and kiln_workspace_limit_bytes{sandbox}: what each workspace
+   * sandbox has written over its project, read when scraped (statfs of the upper layer).
+   */
+  workspaceGauges(sizes: () => Promise<Array<{ sandbox: string; upperBytes: number; limitBytes: number }>>): void {
+    const limit = new client.Gauge({ name: 'kiln_workspace_limit_bytes', help: "Size limit of each workspace sandbox's upper layer", labelNames: ['sandbox'], registers: [this.registry] });
+    new client.Gauge({
+      name: 'kiln_workspace_upper_bytes',
+      help: 'Bytes each workspace sandbox has written over its project (its upper layer)',
+      labelNames: ['sandbox'],
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        limit.reset();
+        for (const w of await sizes()) {
+          this.set({ sandbox: w.sandbox }, w.upperBytes);
+          limit.set({ sandbox: w.sandbox }, w.limitBytes);
+        }
+      },
+    });
+  }
+
   countError(e: unknown): void {
     this.errors.inc({ code: isKilnError(e) ? e.code : 'INTERNAL' });
   }

@@ -123,6 +123,14 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
   }
 
   if (workspaces) {
+    metrics.workspaceGauges(() =>
+      workspaces.sizes(
+        manager
+          .list({ limit: 1000 })
+          .sandboxes.filter((s) => s.workspace)
+          .map((s) => s.id),
+      ),
+    );
     // The workspace sandboxes a previous run kept (a stop, a crash): back under their ids, over
     // their changes; what cannot be restored now stays on disk for the next start.
     const { kept, removed } = await workspaces.kept((keyId) => {

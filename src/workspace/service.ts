@@ -246,6 +246,18 @@ export class Workspaces implements WorkspaceHooks {
     return { changes, upperBytes, limitBytes, ...(warning ? { warning } : {}) };
   }
 
+  /** Upper-layer use of the given live workspace sandboxes (for the metrics); one that fails is left out. */
+  async sizes(ids: string[]): Promise<Array<{ sandbox: string; upperBytes: number; limitBytes: number }>> {
+    const out: Array<{ sandbox: string; upperBytes: number; limitBytes: number }> = [];
+    for (const id of ids) {
+      const rec = await this.record(id).catch(() => undefined);
+      if (rec?.state !== 'active') continue;
+      const upperBytes = await this.upperBytes(rec).catch(() => undefined);
+      if (upperBytes !== undefined) out.push({ sandbox: id, upperBytes, limitBytes: rec.request.sizeMib * 2 ** 20 });
+    }
+    return out;
+  }
+
   private async upperBytes(rec: WorkspaceRecord): Promise<number> {
     const p = workspacePaths(this.root, rec.id);
     if (rec.kind === 'mount') {

@@ -217,6 +217,15 @@ describe('workspace sandboxes (namespace backend, real HTTP)', { timeout: 240_00
         'A file caf\uFFFD.txt',
       ]),
     );
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const used = Number(new RegExp(`^kiln_workspace_upper_bytes\\{sandbox="${id}"\\} (\\d+)$`, 'm').exec(metrics)?.[1]);
+    assert.ok(
+      used > 0,
+      `the upper layer's size is a metric:\n${metrics
+        .split('\n')
+        .filter((l) => l.includes('workspace'))
+        .join('\n')}`,
+    );
     const byPath = new Map(cs.map((c) => [c.path, c]));
     assert.equal(byPath.get('README.md')?.status, 'modified');
     assert.equal(byPath.get('new.bin')?.binary, true);

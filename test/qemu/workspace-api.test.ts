@@ -135,7 +135,17 @@ describe('workspace review on qemu (real HTTP, real microVM)', { skip: await why
     const left = (await changes()).map((c) => c.path).sort();
     assert.deepEqual(left, ['newlink', 'run.sh', 'src/b.txt', 'with space.txt']);
 
-    await kiln.request('DELETE', `/v1/sandboxes/${sb.id}?discard=true`);
+    // A restart of the service in the middle: the VM stops, the upper image stays; the next start
+    // boots the sandbox again under its id over the same changes.
+    await t.close();
+    t = await startTestServer({ KILN_WORKSPACE_ROOTS: join(base, 'projects'), KILN_WORKSPACES_DIR: wsDir });
+    const back = await t.client.json<{ backend: string; workspace: { restored: boolean } }>('GET', `/v1/sandboxes/${sb.id}`);
+    assert.equal(back.backend, 'qemu');
+    assert.equal(back.workspace.restored, true);
+    const again = (await t.client.json<{ changes: Change[] }>('GET', `/v1/sandboxes/${sb.id}/changes`)).changes.map((c) => c.path).sort();
+    assert.deepEqual(again, left, 'the changes survived the restart');
+
+    await t.client.request('DELETE', `/v1/sandboxes/${sb.id}?discard=true`);
     assert.deepEqual(await readdir(wsDir), []);
     await assert.rejects(readFile(join(project, 'with space.txt')), 'discarded changes never reached the host');
   });
