@@ -13,7 +13,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -35,6 +35,8 @@ export interface TputResult {
   errorKinds?: string;
   /** kiln only: pool hits and misses during the throughput run. */
   pool?: string;
+  /** kiln only: the service's CPU ms per run by thread (threads that ended meanwhile are not counted). */
+  threads?: string;
 }
 
 /** user + system time of this process's reaped children, in ms. */
@@ -42,6 +44,19 @@ async function childrenCpuMs(): Promise<number> {
   const stat = await readFile('/proc/self/stat', 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(f[13]) + Number(f[14])) * 1000) / CLK_TCK; // cutime, cstime
+}
+
+/** user + system time of each thread of a process, in ms, summed by thread name. */
+async function threadCpuMs(pid: number): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+    const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '');
+    if (!stat) continue;
+    const name = Number(tid) === pid ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    out.set(name, (out.get(name) ?? 0) + ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK);
+  }
+  return out;
 }
 
 /** user + system time of one process (all its threads), in ms. */
@@ -154,7 +169,7 @@ async function startService(env: Record<string, string>, profileDir?: string): P
 export async function kilnThroughput(s: Service, clients: number, seconds: number): Promise<TputResult> {
   await waitPoolFull(s.client, 8);
   const pool0 = await poolCounts(s.client);
-  const [svc0, all0] = await Promise.all([processCpuMs(s.pid), s.cgroup.cpuMs()]);
+  const [svc0, all0, th0] = await Promise.all([processCpuMs(s.pid), s.cgroup.cpuMs(), threadCpuMs(s.pid)]);
   const end = performance.now() + seconds * 1000;
   const lat: number[] = [];
   const kinds = new Map<string, number>();
@@ -178,7 +193,13 @@ export async function kilnThroughput(s: Service, clients: number, seconds: numbe
   );
   // The runs' sandboxes are deleted after their answers: let the last teardowns land in the count.
   await waitPoolFull(s.client, 8);
-  const [svc1, all1] = await Promise.all([processCpuMs(s.pid), s.cgroup.cpuMs()]);
+  const [svc1, all1, th1] = await Promise.all([processCpuMs(s.pid), s.cgroup.cpuMs(), threadCpuMs(s.pid)]);
+  const threads = [...th1]
+    .map(([name, ms]) => [name, (ms - (th0.get(name) ?? 0)) / Math.max(1, lat.length)] as const)
+    .filter(([, ms]) => ms >= 0.05)
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, ms]) => `${name} ${ms.toFixed(1)}`)
+    .join(', ');
   const pool1 = await poolCounts(s.client);
   const errors = lat.length - ok;
   return {
@@ -189,6 +210,7 @@ export async function kilnThroughput(s: Service, clients: number, seconds: numbe
     cpuMsPerRun: (all1 - all0) / Math.max(1, lat.length),
     serviceCpuMsPerRun: (svc1 - svc0) / Math.max(1, lat.length),
     pool: `pool ${pool1.hits - pool0.hits} hits, ${pool1.misses - pool0.misses} misses`,
+    threads,
   };
 }
 
@@ -267,18 +289,33 @@ async function main(): Promise<void> {
   const top = Number(argValue('--top') ?? 25);
   await runCmd('bash', [join(REPO_ROOT, 'scripts/build.sh')]);
   if (profileDir) await mkdir(profileDir, { recursive: true });
-  const s = await startService({ KILN_DATA_DIR: process.env.KILN_DATA_DIR ?? '/var/lib/kiln', KILN_POOL: 'python=8', KILN_MAX_SANDBOXES: '64' }, profileDir);
+  // The data dir's images, with an embedded database of this run's own (the shared one may be
+  // another service's, and a run's records must not pile up there).
+  const data = await mkdtemp(join(tmpdir(), 'kiln-tput-data-'));
+  await symlink(join(process.env.KILN_DATA_DIR ?? '/var/lib/kiln', 'images'), join(data, 'images'));
+  const s = await startService({ KILN_DATA_DIR: data, KILN_POOL: 'python=8', KILN_MAX_SANDBOXES: '64' }, profileDir).catch(async (e) => {
+    await rm(data, { recursive: true, force: true });
+    throw e;
+  });
   let kiln: TputResult;
   let pooledP50: number;
+  let serialCpu: { all: number; service: number };
   try {
+    // Serial pooled runs, each a pool hit: CPU per run counts each one's replacement too.
+    await waitPoolFull(s.client, 8);
+    const [svc0, all0] = await Promise.all([processCpuMs(s.pid), s.cgroup.cpuMs()]);
     pooledP50 = await serialP50(
       30,
       () => s.client.run({ pack: 'python', code: 'print(1)' }),
-      () => waitPoolFull(s.client, 4),
+      () => waitPoolFull(s.client, 8),
     );
+    await waitPoolFull(s.client, 8);
+    const [svc1, all1] = await Promise.all([processCpuMs(s.pid), s.cgroup.cpuMs()]);
+    serialCpu = { all: (all1 - all0) / 32, service: (svc1 - svc0) / 32 };
     kiln = await kilnThroughput(s, clients, seconds);
   } finally {
     await s.close();
+    await rm(data, { recursive: true, force: true });
   }
   const bareP50 = await serialP50(30, () => runCmd(PY, ['-c', 'print(1)']));
   const bare = await bareThroughput(clients, seconds);
@@ -288,7 +325,9 @@ async function main(): Promise<void> {
     `kiln /v1/run python print(1): ${kiln.runsPerSec.toFixed(1)} runs/s (${(kiln.runsPerSec / bare.runsPerSec).toFixed(2)}× bare), p50 ${kiln.p50Ms.toFixed(1)} ms, ` +
       `CPU ${kiln.cpuMsPerRun.toFixed(1)} ms/run (service process ${kiln.serviceCpuMsPerRun!.toFixed(1)}, sandboxes and helpers ${(kiln.cpuMsPerRun - kiln.serviceCpuMsPerRun!).toFixed(1)}), ` +
       `${kiln.errors} errors${kiln.errorKinds ? `: ${kiln.errorKinds}` : ''}; ${kiln.pool}`,
-    `serial p50: bare ${bareP50.toFixed(1)} ms, pooled /v1/run ${pooledP50.toFixed(1)} ms (${(pooledP50 / bareP50).toFixed(2)}× bare)`,
+    `kiln service CPU ms per run by thread: ${kiln.threads}`,
+    `serial p50: bare ${bareP50.toFixed(1)} ms, pooled /v1/run ${pooledP50.toFixed(1)} ms (${(pooledP50 / bareP50).toFixed(2)}× bare); ` +
+      `CPU per serial pooled run with its replacement ${serialCpu.all.toFixed(1)} ms (service process ${serialCpu.service.toFixed(1)}, sandboxes and helpers ${(serialCpu.all - serialCpu.service).toFixed(1)})`,
   ];
   if (profileDir) {
     // One profile per thread: the service's main thread and its workers (the embedded store's).
