@@ -22,9 +22,17 @@ export async function warmUp(sb: BackendSandbox, pack: PackInfo): Promise<void> 
   const file = `/workspace/${pack.run.fileName}`;
   try {
     if (prestartable(pack.run.command)) {
-      // The argv, env and cwd of a one-shot snippet run (core/oneshot.ts): that run adopts it.
-      await sb.agent.prestart({ argv: fillCommand(pack.run.command, { file: pack.run.fileName }), env: pack.env, cwd: '/workspace', file });
-      return;
+      // The argv, env and cwd of a one-shot snippet run (core/oneshot.ts): that run adopts it. An
+      // agent that cannot (one baked into a VM image before the op existed answers BAD_REQUEST)
+      // gets the run of an empty file below instead.
+      const started = await sb.agent.prestart({ argv: fillCommand(pack.run.command, { file: pack.run.fileName }), env: pack.env, cwd: '/workspace', file }).then(
+        () => true,
+        (e: unknown) => {
+          if (sb.agent.closed) throw e;
+          return false;
+        },
+      );
+      if (started) return;
     }
     await sb.agent.writeFile(file, Buffer.alloc(0), { maxBytes: 1 });
     const run = await sb.agent.exec({ argv: fillCommand(pack.run.command, { file }), cwd: '/workspace', env: pack.env, timeoutMs: WARMUP_TIMEOUT_MS, maxOutputBytes: 4096 }).result;
