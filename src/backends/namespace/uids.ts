@@ -55,11 +55,34 @@ export class SandboxUids {
   }
 
   /**
+   * A scan of /proc that starts after this call: callers while one is queued share it (a busy
+   * host makes several allocations and releases at once, and each scan stats every process).
+   * One already running is not joined: a release must see the processes as they are after its
+   * sandbox's teardown.
+   */
+  private uidsWithProcesses(): Promise<Set<number>> {
+    if (this.queued) return this.queued;
+    let mine: Promise<Set<number>> | undefined;
+    const start = async (): Promise<Set<number>> => {
+      await this.running?.catch(() => undefined);
+      if (this.queued === mine) this.queued = undefined;
+      this.running = this.scanProc();
+      return this.running;
+    };
+    mine = start();
+    this.queued = mine;
+    return mine;
+  }
+
+  private queued: Promise<Set<number>> | undefined;
+  private running: Promise<Set<number>> | undefined;
+
+  /**
    * Uids of this range that own a /proc/<pid> entry. The owner is the process's effective uid,
    * or for a non-dumpable one its user namespace's root: a sandbox's processes map only uid 0,
    * which is the sandbox's host uid, so either way it is that uid.
    */
-  private async uidsWithProcesses(): Promise<Set<number>> {
+  protected async scanProc(): Promise<Set<number>> {
     const held = new Set<number>();
     const entries = await readdir(this.procDir);
     await Promise.all(
