@@ -28,7 +28,12 @@ var ops = map[string]opFunc{
 	"sync":        opSync,
 	"ws.scan":     opWorkspaceScan,
 	"ws.flush":    opWorkspaceFlush,
+	"prestart":    opPrestart,
 }
+
+// keepsPrestart: the ops that leave a prestarted program waiting (exec adopts or cancels it
+// itself); every other op cancels it first, so nothing sees its pipe.
+var keepsPrestart = map[string]bool{"ping": true, "sync": true, "exec": true, "prestart": true}
 
 type conn struct {
 	rw        io.ReadWriteCloser
@@ -156,12 +161,15 @@ func (c *conn) startStream(f frame) error {
 	s := &stream{id: f.Stream, in: newInbox(c, f.Stream), out: newOutWindow(), done: make(chan struct{}), ctx: ctx, cancel: cancel}
 	c.streams[f.Stream] = s
 	c.wg.Add(1)
-	go c.runStream(s, op, f.Payload)
+	go c.runStream(s, op, f.Payload, !keepsPrestart[head.Op])
 	return nil
 }
 
-func (c *conn) runStream(s *stream, op opFunc, raw json.RawMessage) {
+func (c *conn) runStream(s *stream, op opFunc, raw json.RawMessage, cancelsPrestart bool) {
 	defer c.wg.Done()
+	if cancelsPrestart {
+		cancelPrestart()
+	}
 	res, err := runOp(c, s, op, raw)
 	c.mu.Lock()
 	delete(c.streams, s.id)

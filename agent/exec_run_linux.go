@@ -18,6 +18,7 @@ type execRun struct {
 	s        *stream
 	req      *execRequest
 	pid      int
+	tag      uint32      // the exec id in its environment (KILN_EXEC_ID)
 	cg       *execCgroup // nil outside a cgroup-capable sandbox (tests): tree kill by group and tag
 	exit     <-chan exitInfo
 	started  time.Time
@@ -32,10 +33,21 @@ type execRun struct {
 }
 
 func startExec(c *conn, s *stream, cmd *exec.Cmd, req *execRequest) (*execRun, error) {
+	r, err := launchExec(c, cmd, req, s.id)
+	if err != nil {
+		return nil, err
+	}
+	r.attach(s, req)
+	return r, nil
+}
+
+// launchExec starts the process with its stdio; its output waits in the pipes until attach.
+// tag is the stream id its environment carries (tree kill without cgroups finds it by that).
+func launchExec(c *conn, cmd *exec.Cmd, req *execRequest, tag uint32) (*execRun, error) {
 	if err := markCloexecFrom(3); err != nil { // what we inherited stays ours (fds_linux.go)
 		return nil, newOpError(codeInternal, "exec: %v", err)
 	}
-	r := &execRun{c: c, s: s, req: req, closing: make(chan struct{})}
+	r := &execRun{c: c, req: req, tag: tag, closing: make(chan struct{})}
 	var childEnds []*os.File
 	var err error
 	if req.TTY != nil {
@@ -59,10 +71,17 @@ func startExec(c *conn, s *stream, cmd *exec.Cmd, req *execRequest) (*execRun, e
 		return nil, startError(cmd, err)
 	}
 	r.pid = cmd.Process.Pid
+	return r, nil
+}
+
+// attach binds a launched process to the stream that runs it: control frames, the started
+// event, stdin, and the output pumps under req's cap.
+func (r *execRun) attach(s *stream, req *execRequest) {
+	r.s, r.req = s, req
 	s.mu.Lock()
 	s.control = r.control
 	s.mu.Unlock()
-	c.sendJSON(frameEvent, s.id, map[string]any{"event": "started", "pid": r.pid})
+	r.c.sendJSON(frameEvent, s.id, map[string]any{"event": "started", "pid": r.pid})
 	go r.feedStdin()
 	maxBytes := int64(defaultMaxOutputBytes)
 	if req.MaxOutputBytes != nil {
@@ -73,7 +92,6 @@ func startExec(c *conn, s *stream, cmd *exec.Cmd, req *execRequest) (*execRun, e
 		r.pumps.Add(1)
 		go r.pump(f, outputKinds[i], r.caps[i])
 	}
-	return r, nil
 }
 
 // start starts cmd in a cgroup of its own when the sandbox has one, so the whole exec can be
@@ -103,7 +121,7 @@ func (r *execRun) killAll(sig syscall.Signal) {
 		r.cg.signal(sig)
 		return
 	}
-	killTree(r.pid, r.s.id, sig)
+	killTree(r.pid, r.tag, sig)
 }
 
 func (r *execRun) setupPipes(cmd *exec.Cmd) ([]*os.File, error) {

@@ -3,7 +3,6 @@ package main
 // exec: run a process, stream its output, answer with exit status and resource usage.
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -70,12 +69,11 @@ func opExec(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
+	if p := takePrestart(&req); p != nil {
+		return p.adopt(s, &req)
+	}
 	for _, f := range req.Files {
-		mode := os.FileMode(0o644)
-		if f.Mode != nil {
-			mode = os.FileMode(*f.Mode) & 0o7777
-		}
-		if _, err := writeFileFrom(f.Path, mode, bytes.NewReader(f.Data), int64(len(f.Data))); err != nil {
+		if err := writeExecFile(f); err != nil {
 			return nil, err
 		}
 	}

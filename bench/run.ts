@@ -117,10 +117,24 @@ async function main(): Promise<number> {
     console.error('bench: --quick prints only; pass --write to replace docs/benchmarks.md and the README quote');
     return 0;
   }
-  await writeFile(join(REPO_ROOT, 'docs/benchmarks.md'), report);
+  await writeFile(join(REPO_ROOT, 'docs/benchmarks.md'), report + (await keptSection(join(REPO_ROOT, 'docs/benchmarks.md'))));
   await quoteInReadme(join(REPO_ROOT, 'README.md'), rows, { generated, runs: o.runs, command });
   console.error('bench: wrote docs/benchmarks.md and its quote in README.md');
   return 0;
+}
+
+const PROFILE_BEGIN = '<!-- profile:begin -->';
+const PROFILE_END = '<!-- profile:end -->';
+
+/**
+ * The service's CPU profile (bench/tput.ts --profile, summarised by hand) is not regenerated with
+ * the table: what stands between the profile markers is carried over to the new report.
+ */
+async function keptSection(path: string): Promise<string> {
+  const old = await readFile(path, 'utf8').catch(() => '');
+  const begin = old.indexOf(PROFILE_BEGIN);
+  const end = old.indexOf(PROFILE_END);
+  return begin < 0 || end < begin ? '' : `\n${old.slice(begin, end + PROFILE_END.length)}\n`;
 }
 
 const BEGIN = '<!-- bench:begin -->';

@@ -19,7 +19,13 @@ export interface PoolsOptions {
   targets: Array<{ key: PoolKey; target: number }>;
   start: (key: PoolKey) => Promise<BackendSandbox>;
   maxAgeMs: number;
+  /** Sandboxes started at once to refill, while the pools keep up with demand. */
   refillConcurrency: number;
+  /**
+   * Up to this many at once while demand outruns the refill: a pool missed a request within the
+   * last second or holds less than half its target (default refillConcurrency).
+   */
+  maxRefillConcurrency?: number;
   /**
    * A hit's replacement starts when that sandbox is released (released()) or this long after the
    * hit, whichever is first (default 1000 ms).
@@ -53,6 +59,7 @@ class Pool {
   hits = 0;
   misses = 0;
   failures = 0;
+  lastMissAt = Number.NEGATIVE_INFINITY;
   constructor(
     readonly key: PoolKey,
     readonly id: string,
@@ -105,7 +112,10 @@ export class WarmPools {
     if (!pool) return undefined;
     const m = pool.shift();
     if (m) pool.hits++;
-    else pool.misses++;
+    else {
+      pool.misses++;
+      pool.lastMissAt = performance.now();
+    }
     this.report(pool);
     if (m) {
       // The replacement waits until the request that took this member is done with it (a
@@ -137,7 +147,7 @@ export class WarmPools {
   }
 
   private refill(pool: Pool): void {
-    while (!this.closed && pool.ready + pool.starting < pool.target && this.inFlight < this.o.refillConcurrency) {
+    while (!this.closed && pool.ready + pool.starting < pool.target && this.inFlight < this.concurrency(pool)) {
       pool.starting++;
       this.inFlight++;
       const job = this.o
@@ -159,6 +169,18 @@ export class WarmPools {
         });
       this.pending.add(job);
     }
+  }
+
+  /**
+   * Refill concurrency follows demand: one sandbox at a time (refillConcurrency) keeps a steady
+   * pool full without competing with the requests it serves, but under a burst every request
+   * past the pool is a miss that starts its sandbox on the request path anyway; refilling wider
+   * then turns those into hits. Measured with 8 clients of /v1/run on 2 cores: ~15% hits at 1.
+   */
+  private concurrency(pool: Pool): number {
+    const max = Math.max(this.o.refillConcurrency, this.o.maxRefillConcurrency ?? this.o.refillConcurrency);
+    const behind = pool.ready * 2 < pool.target || performance.now() - pool.lastMissAt < 1000;
+    return behind ? max : this.o.refillConcurrency;
   }
 
   private add(pool: Pool, sandbox: BackendSandbox): void {

@@ -5,6 +5,8 @@
  * overlay's first program start pays for cold lookups through the overlay (the interpreter's own
  * files, its standard library); paying that while the sandbox waits in the pool takes it off the
  * request path. Only kiln's own empty program runs: users still get a sandbox no one has used.
+ * Packs whose command can wait for its program (prestartable) are instead left with the command
+ * started and waiting: the run does not start the interpreter a second time.
  */
 import type { AgentClient } from '../protocol/agent-client.js';
 import type { BackendSandbox, PackImage } from './backend.js';
@@ -19,6 +21,19 @@ const WARMUP_TIMEOUT_MS = 60_000;
 export async function warmUp(sb: BackendSandbox, pack: PackInfo): Promise<void> {
   const file = `/workspace/${pack.run.fileName}`;
   try {
+    if (prestartable(pack.run.command)) {
+      // The argv, env and cwd of a one-shot snippet run (core/oneshot.ts): that run adopts it. An
+      // agent that cannot (one baked into a VM image before the op existed answers BAD_REQUEST)
+      // gets the run of an empty file below instead.
+      const started = await sb.agent.prestart({ argv: fillCommand(pack.run.command, { file: pack.run.fileName }), env: pack.env, cwd: '/workspace', file }).then(
+        () => true,
+        (e: unknown) => {
+          if (sb.agent.closed) throw e;
+          return false;
+        },
+      );
+      if (started) return;
+    }
     await sb.agent.writeFile(file, Buffer.alloc(0), { maxBytes: 1 });
     const run = await sb.agent.exec({ argv: fillCommand(pack.run.command, { file }), cwd: '/workspace', env: pack.env, timeoutMs: WARMUP_TIMEOUT_MS, maxOutputBytes: 4096 }).result;
     // A non-zero exit is fine (an empty Go file does not compile); a program that hung is not.
@@ -29,6 +44,17 @@ export async function warmUp(sb: BackendSandbox, pack: PackInfo): Promise<void> 
     await sb.destroy().catch(() => undefined);
     throw new Error(`pool warm-up failed, sandbox deleted: ${(e as Error).message}`, { cause: e });
   }
+}
+
+/**
+ * Whether the pack's snippet command can be started before its program exists: CPython run as
+ * `python3 {file}` opens its script once, after its whole start-up, and reads it through without
+ * seeking (the agent declines a file whose encoding declaration would make it seek). For such a
+ * pack the warm-up leaves the interpreter started and waiting on a pipe at the file's path, and
+ * the one-shot run becomes that warm-up's continuation instead of a second start.
+ */
+export function prestartable(command: string[]): boolean {
+  return command.length === 2 && command[1] === '{file}' && /^(?:.*\/)?python3?(?:\.\d+)?$/.test(command[0]!);
 }
 
 /** What a VM template runs before its snapshot: the pack's command on an empty file. */

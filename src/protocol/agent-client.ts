@@ -16,12 +16,14 @@ import {
   type FsEntry,
   type HelloResult,
   PROTOCOL_VERSION,
+  type PrestartRequest,
   type SyncResult,
   type TransferResult,
   validateExecResult,
   validateFsList,
   validateHello,
   validatePing,
+  validatePrestart,
   validateStarted,
   validateSync,
   validateTransfer,
@@ -119,6 +121,13 @@ export class AgentClient {
   async sync(wallClockMs: number, entropy: Buffer, signal?: AbortSignal): Promise<SyncResult> {
     const raw = await this.request({ op: 'sync', wallClockMs, entropy: entropy.toString('base64') }, { signal });
     if (!validateSync(raw)) throw new KilnError('AGENT_PROTOCOL', 'agent sync reply is malformed');
+    return raw;
+  }
+
+  /** Starts a program that waits for its run (see PrestartRequest); resolves once it is started. */
+  async prestart(req: PrestartRequest, signal?: AbortSignal): Promise<{ pid: number }> {
+    const raw = await this.request({ op: 'prestart', ...req }, { signal });
+    if (!validatePrestart(raw)) throw new KilnError('AGENT_PROTOCOL', 'agent prestart reply is malformed');
     return raw;
   }
 

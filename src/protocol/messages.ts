@@ -25,6 +25,15 @@ export interface ExecRequest {
   files?: Array<{ path: string; data: string; mode?: number }>;
 }
 
+/**
+ * A program started ahead of its run (op "prestart"): `file` is a named pipe until the run; the
+ * agent's first exec with the same argv, env, cwd and uid, no stdin or tty, and `file` among its
+ * files runs on it. Any other request cancels it.
+ */
+export interface PrestartRequest extends Omit<ExecRequest, 'stdin' | 'tty' | 'files' | 'timeoutMs' | 'maxOutputBytes'> {
+  file: string;
+}
+
 export interface ExecUsage {
   cpuUserMs: number;
   cpuSystemMs: number;
@@ -154,6 +163,7 @@ export const validateFsList = ajv.compile<{ entries: FsEntry[] }>({
 
 export const validateSync = ajv.compile<SyncResult>(syncResultSchema);
 
+export const validatePrestart = ajv.compile<{ pid: number }>({ type: 'object', required: ['pid'], properties: { pid: num } });
 export const validatePing = ajv.compile<{ nowMs: number }>({ type: 'object', required: ['nowMs'], properties: { nowMs: num } });
 
 export const validateAgentError = ajv.compile<AgentErrorPayload>({

@@ -2,6 +2,7 @@
  * The composition root: builds the service from a config: the registered backends
  * (./backends.ts), packs, metrics, manager, warm pools, and the start-up scan of leftovers.
  */
+import { availableParallelism } from 'node:os';
 import type { BackendAvailability } from '../core/backend.js';
 import type { KilnConfig } from '../core/config.js';
 import { InstanceLock } from '../core/instance-lock.js';
@@ -116,6 +117,7 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
       start: (k) => manager.startPoolMember(k),
       maxAgeMs: 10 * 60_000,
       refillConcurrency: 1,
+      maxRefillConcurrency: Math.max(2, availableParallelism()),
       metrics,
       log,
     });

@@ -24,7 +24,7 @@ export async function openStore(databaseUrl: string | undefined, dataDir: string
   const url = databaseUrl?.trim() || undefined;
   if (url === 'off') return undefined;
   if (url === undefined || url === 'memory://') {
-    // The embedded engine runs on a thread of its own (see ./pglite-worker.ts).
+    // The embedded engine runs in a process of its own (see ./pglite-worker.ts).
     const where = url === undefined ? join(dataDir, 'db', 'pglite') : undefined;
     const { store, migrated } = await openPgliteWorker(where);
     return { store, where: where ?? 'memory', migrated };

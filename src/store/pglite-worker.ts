@@ -1,11 +1,13 @@
 /**
- * The embedded engine's thread. PGlite runs PostgreSQL as WebAssembly on the thread that calls
+ * The embedded engine's process. PGlite runs PostgreSQL as WebAssembly on the thread that calls
  * it: on the service's main thread every flush of the journal would stall requests for as long as
- * its transaction runs (measured: exec and /v1/run p50 +50%). Here it has a thread of its own; the
- * main thread talks to it through WorkerStore (./worker-store.ts) with messages.
+ * its transaction runs (measured: exec and /v1/run p50 +50%). It is a child process rather than
+ * a worker thread because of its memory: some 500 MB of WebAssembly heap in the service's own
+ * address space made every fork the service does (one per sandbox: bwrap, QEMU) copy its page
+ * tables, ~5 ms of service CPU per one-shot run (bench/tput.ts). The service talks to it through
+ * ./worker-store.ts with IPC messages; it ends with the service (its IPC channel closing).
  */
 import { setPriority } from 'node:os';
-import { parentPort, workerData } from 'node:worker_threads';
 import { isKilnError } from '../core/errors.js';
 import type { Store, StoredApiKey } from '../core/store.js';
 import { migrate } from './migrations.js';
@@ -24,9 +26,12 @@ export type WorkerAnswer =
   | { ready: true; migrated: number[] }
   | { ready: false; code?: string; message: string };
 
-const port = parentPort!;
-// Lowest CPU priority for this thread only (on Linux setpriority with pid 0 applies to the calling
-// thread): a flush yields the CPU to the request path and the sandboxes rather than competing.
+const send = (a: WorkerAnswer): void => {
+  process.send?.(a);
+};
+// The service is gone (or closed the channel): end at once, as the thread ended with it before.
+process.on('disconnect', () => process.exit(0));
+// Lowest CPU priority: a flush yields the CPU to the request path and the sandboxes.
 try {
   setPriority(19);
 } catch {
@@ -35,26 +40,33 @@ try {
 const fail = (e: unknown) => ({ code: isKilnError(e) ? e.code : undefined, message: e instanceof Error ? e.message : String(e) });
 
 try {
-  const db = await openPglite((workerData as { dir?: string }).dir);
+  const { dir } = JSON.parse(process.argv[2] ?? '{}') as { dir?: string };
+  // The service holds the directory's lock (naming the service); this process holds one of its
+  // own, so a service started after this one's died cannot open the files while it still runs.
+  const db = await openPglite(dir, { lockName: 'engine.lock' });
   let store: SqlStore;
   try {
     const migrated = await migrate(db);
     store = new SqlStore(db);
-    port.postMessage({ ready: true, migrated } satisfies WorkerAnswer);
+    send({ ready: true, migrated });
   } catch (e) {
     await db.close().catch(() => undefined);
     throw e;
   }
-  port.on('message', (call: WorkerCall) => {
+  process.on('message', (call: WorkerCall) => {
     const args = call.args;
-    // A Buffer crosses threads as a plain Uint8Array.
+    // A Buffer crosses the channel as a plain Uint8Array.
     if (call.method === 'insertKey') (args[0] as StoredApiKey).hash = Buffer.from((args[0] as StoredApiKey).hash);
     const fn = store[call.method] as (...a: unknown[]) => Promise<unknown>;
     fn.apply(store, args).then(
-      (result) => port.postMessage({ id: call.id, ok: true, result } satisfies WorkerAnswer),
-      (e: unknown) => port.postMessage({ id: call.id, ok: false, ...fail(e) } satisfies WorkerAnswer),
+      (result) => {
+        send({ id: call.id, ok: true, result });
+        // Closed: the channel goes too, and the process ends.
+        if (call.method === 'close') process.disconnect();
+      },
+      (e: unknown) => send({ id: call.id, ok: false, ...fail(e) }),
     );
   });
 } catch (e) {
-  port.postMessage({ ready: false, ...fail(e) } satisfies WorkerAnswer);
+  send({ ready: false, ...fail(e) });
 }

@@ -23,9 +23,8 @@ export interface SqlClient extends SqlTx {
 }
 
 /** PGlite in `dir` (created if missing), or in memory when `dir` is undefined. */
-export async function openPglite(dir: string | undefined): Promise<SqlClient> {
-  if (dir) await mkdir(dirname(dir), { recursive: true, mode: 0o700 });
-  const unlock = dir ? await lockDir(`${dir}.lock`, dir) : async () => undefined;
+export async function openPglite(dir: string | undefined, o: { lockName?: string } = {}): Promise<SqlClient> {
+  const unlock = dir ? await lockPgliteDir(dir, o.lockName) : async () => undefined;
   try {
     const { PGlite } = await import('@electric-sql/pglite');
     const db = await PGlite.create(dir ? { dataDir: dir } : {});
@@ -97,8 +96,9 @@ export async function openPostgres(url: string): Promise<SqlClient> {
  * the same files would corrupt them. The lock names its holder by pid and start time, so a lock
  * whose process is gone (or whose pid was reused) is stale and taken over (core/instance-lock.ts).
  */
-async function lockDir(lockPath: string, dir: string): Promise<() => Promise<void>> {
-  const lock = await InstanceLock.acquireFile(lockPath, {
+export async function lockPgliteDir(dir: string, lockName = 'lock'): Promise<() => Promise<void>> {
+  await mkdir(dirname(dir), { recursive: true, mode: 0o700 });
+  const lock = await InstanceLock.acquireFile(`${dir}.${lockName}`, {
     mode: 0o600,
     refuse: (holder) =>
       new KilnError(

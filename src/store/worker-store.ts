@@ -1,25 +1,33 @@
 /**
- * The Store of the embedded engine, seen from the main thread: each call is a message to the
- * PGlite thread (./pglite-worker.ts) and its answer. Errors come back with their KilnError code.
+ * The Store of the embedded engine, seen from the service: each call is a message to the PGlite
+ * process (./pglite-worker.ts) and its answer. Errors come back with their KilnError code.
  */
-import { Worker } from 'node:worker_threads';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { ERROR_CATALOGUE, type ErrorCode, KilnError } from '../core/errors.js';
 import type { KeyUsage, SandboxEvent, SandboxQuery, SandboxRecord, Store, StoredApiKey, StoreWrite } from '../core/store.js';
 import type { WorkerAnswer, WorkerCall } from './pglite-worker.js';
+import { lockPgliteDir } from './sql.js';
 
 function toError(a: { code?: string; message: string }): Error {
   return a.code && a.code in ERROR_CATALOGUE ? new KilnError(a.code as ErrorCode, a.message) : new Error(a.message);
 }
 
-/** Starts the thread, which opens PGlite in `dir` (in memory when undefined) and migrates it. */
+/** Starts the process, which opens PGlite in `dir` (in memory when undefined) and migrates it. */
 export async function openPgliteWorker(dir: string | undefined): Promise<{ store: Store; migrated: number[] }> {
-  // The compiled host (dist/) runs the .js file; the sources run through tsx, whose loader a worker
-  // does not inherit from an --import of its parent: the worker registers it before loading the .ts.
+  // The lock is the service's (its pid), taken before the process starts and kept until it ended.
+  const unlock = dir ? await lockPgliteDir(dir) : async () => undefined;
+  // The compiled host (dist/) runs the .js file; the sources run through tsx's loader.
   const ts = import.meta.url.endsWith('.ts');
   const entry = new URL(`./pglite-worker${ts ? '.ts' : '.js'}`, import.meta.url);
-  const worker = ts
-    ? new Worker(`import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); });`, { eval: true, workerData: { dir } })
-    : new Worker(entry, { workerData: { dir } });
+  // Only the channel: no descriptor of the service's but stdout and stderr (for a crash's trace).
+  const worker = fork(fileURLToPath(entry), [JSON.stringify({ dir })], {
+    execArgv: ts ? ['--import', import.meta.resolve('tsx')] : [],
+    serialization: 'advanced',
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  void exited.then(unlock, unlock);
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   let next = 0;
   let dead: Error | undefined;
@@ -42,13 +50,14 @@ export async function openPgliteWorker(dir: string | undefined): Promise<{ store
       pending.clear();
     };
     worker.on('error', gone);
-    worker.on('exit', (code) => gone(new KilnError('STORE_UNAVAILABLE', `the embedded database's thread stopped (exit code ${code})`)));
+    worker.on('exit', (code, signal) => gone(new KilnError('STORE_UNAVAILABLE', `the embedded database's process stopped (${signal ?? `exit code ${code}`})`)));
   });
   let migrated: number[];
   try {
     migrated = await ready;
   } catch (e) {
-    await worker.terminate();
+    worker.kill('SIGKILL');
+    await exited;
     throw e;
   }
   const call = <T>(method: WorkerCall['method'], ...args: unknown[]): Promise<T> => {
@@ -56,7 +65,7 @@ export async function openPgliteWorker(dir: string | undefined): Promise<{ store
     const id = ++next;
     return new Promise<T>((resolve, reject) => {
       pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      worker.postMessage({ id, method, args } satisfies WorkerCall);
+      worker.send({ id, method, args } satisfies WorkerCall);
     });
   };
   const store: Store = {
@@ -75,9 +84,11 @@ export async function openPgliteWorker(dir: string | undefined): Promise<{ store
       try {
         await call('close');
       } finally {
-        worker.removeAllListeners('exit');
+        // It ends by itself once closed; one that does not within 5 s is killed.
+        const timer = setTimeout(() => worker.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(timer);
         dead = new KilnError('STORE_UNAVAILABLE', 'the store is closed');
-        await worker.terminate();
       }
     },
   };

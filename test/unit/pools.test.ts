@@ -157,4 +157,34 @@ describe('warm pools', () => {
     assert.ok(pools.stats()[0]!.failures <= 2, 'no busy retry loop');
     await pools.close();
   });
+  it('refills one at a time while it keeps up, wider while requests miss or it is under half full', async () => {
+    let n = 0;
+    let running = 0;
+    let peak = 0;
+    const destroyed = new Set<string>();
+    const start = async () => {
+      running++;
+      peak = Math.max(peak, running);
+      await sleep(30);
+      running--;
+      return fakeSandbox(`s${++n}`, destroyed);
+    };
+    const pools = new WarmPools({ targets: [{ key, target: 8 }], start, maxAgeMs: 60_000, refillConcurrency: 1, maxRefillConcurrency: 4, refillAfterHitMs: 0 });
+    pools.start();
+    await until(() => pools.stats()[0]!.ready === 8);
+    assert.equal(peak, 4, 'an empty pool fills 4 at a time');
+    // Steady demand: one taken at a time, the pool never below half and no miss: one refill at a time.
+    peak = 0;
+    for (let i = 0; i < 3; i++) {
+      pools.take(key);
+      await until(() => pools.stats()[0]!.ready === 8);
+    }
+    assert.equal(peak, 1, 'one at a time while it keeps up');
+    // A burst past the pool: misses, and the refill goes wide.
+    peak = 0;
+    for (let i = 0; i < 10; i++) pools.take(key);
+    await until(() => pools.stats()[0]!.ready === 8);
+    assert.equal(peak, 4, 'wide after misses');
+    await pools.close();
+  });
 });

@@ -12,6 +12,8 @@ import { KilnError } from '../../core/errors.js';
 export class SandboxUids {
   private readonly inUse = new Set<number>();
   private readonly quarantine = new Set<number>();
+  /** Workspace uids taken with claim() (outside the range): the /proc scans look for them too. */
+  private readonly claimed = new Set<number>();
   private next = 0;
 
   constructor(
@@ -53,7 +55,8 @@ export class SandboxUids {
   async claim(uid: number): Promise<number> {
     if (uid >= this.base && uid < this.base + this.count)
       throw new KilnError('INVALID_REQUEST', `uid ${uid} is in the sandbox uid range ${this.base}..${this.base + this.count - 1}; a workspace needs its own uid outside it`);
-    const held = (await this.uidsWithProcesses(uid)).has(uid);
+    this.claimed.add(uid);
+    const held = (await this.uidsWithProcesses()).has(uid);
     if (!held && this.quarantine.delete(uid)) this.inUse.delete(uid);
     if (held || this.inUse.has(uid)) throw new KilnError('SANDBOX_NOT_READY', `uid ${uid} is in use: another sandbox runs on this workspace, or a process of an earlier one is still alive`);
     this.inUse.add(uid);
@@ -62,7 +65,7 @@ export class SandboxUids {
 
   /** After a sandbox's teardown: frees its uid, or quarantines it while a process still holds it. Returns true when quarantined. */
   async release(uid: number): Promise<boolean> {
-    if ((await this.uidsWithProcesses(uid)).has(uid)) {
+    if ((await this.uidsWithProcesses()).has(uid)) {
       this.quarantine.add(uid);
       return true;
     }
@@ -71,11 +74,34 @@ export class SandboxUids {
   }
 
   /**
+   * A scan of /proc that starts after this call: callers while one is queued share it (a busy
+   * host makes several allocations and releases at once, and each scan stats every process).
+   * One already running is not joined: a release must see the processes as they are after its
+   * sandbox's teardown.
+   */
+  private uidsWithProcesses(): Promise<Set<number>> {
+    if (this.queued) return this.queued;
+    let mine: Promise<Set<number>> | undefined;
+    const start = async (): Promise<Set<number>> => {
+      await this.running?.catch(() => undefined);
+      if (this.queued === mine) this.queued = undefined;
+      this.running = this.scanProc();
+      return this.running;
+    };
+    mine = start();
+    this.queued = mine;
+    return mine;
+  }
+
+  private queued: Promise<Set<number>> | undefined;
+  private running: Promise<Set<number>> | undefined;
+
+  /**
    * Uids of this range that own a /proc/<pid> entry. The owner is the process's effective uid,
    * or for a non-dumpable one its user namespace's root: a sandbox's processes map only uid 0,
    * which is the sandbox's host uid, so either way it is that uid.
    */
-  private async uidsWithProcesses(extra = -1): Promise<Set<number>> {
+  protected async scanProc(): Promise<Set<number>> {
     const held = new Set<number>();
     const entries = await readdir(this.procDir);
     await Promise.all(
@@ -86,7 +112,7 @@ export class SandboxUids {
             (s) => s.uid,
             () => -1,
           );
-          if ((uid >= this.base && uid < this.base + this.count) || uid === extra) held.add(uid);
+          if ((uid >= this.base && uid < this.base + this.count) || this.claimed.has(uid)) held.add(uid);
         }),
     );
     return held;
