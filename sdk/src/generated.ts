@@ -234,6 +234,54 @@ export interface RunResult {
   createMs: number;
 }
 
+/** One changed path of a workspace sandbox (GET /v1/sandboxes/{id}/changes). */
+export interface WorkspaceChange {
+  /** UTF-8 (bytes that are not become U+FFFD: use pathBase64 to name it) */
+  path: string;
+  pathBase64: string;
+  status: 'added' | 'modified' | 'deleted';
+  type: 'file' | 'directory' | 'symlink';
+  /** Bytes of the new version (deleted: of the old one) (integer) */
+  size: number;
+  binary: boolean;
+  /** Matched by the project's .gitignore files: left out of diff and approve unless asked for */
+  ignored: boolean;
+  /** integer */
+  modeOld?: number;
+  /** integer */
+  modeNew?: number;
+  /** A symlink's new target */
+  target?: string;
+}
+
+/** Answer of GET /v1/sandboxes/{id}/changes. */
+export interface WorkspaceChanges {
+  changes: Array<{
+    /** UTF-8 (bytes that are not become U+FFFD: use pathBase64 to name it) */
+    path: string;
+    pathBase64: string;
+    status: 'added' | 'modified' | 'deleted';
+    type: 'file' | 'directory' | 'symlink';
+    /** Bytes of the new version (deleted: of the old one) (integer) */
+    size: number;
+    binary: boolean;
+    /** Matched by the project's .gitignore files: left out of diff and approve unless asked for */
+    ignored: boolean;
+    /** integer */
+    modeOld?: number;
+    /** integer */
+    modeNew?: number;
+    /** A symlink's new target */
+    target?: string;
+  }>;
+  /** What the sandbox has written over the project (its upper layer) (integer) */
+  upperBytes: number;
+  /** integer */
+  limitBytes: number;
+  /** Present when the upper layer is above KILN_WORKSPACE_WARN_PERCENT of its limit */
+  warning?: string;
+}
+
 /** Body of every 4xx/5xx answer; `code` is one of ERROR_CODES. */
 export interface ApiErrorBody {
   code: string;

@@ -2,12 +2,11 @@
  * Workspace sandboxes (issue #18): a sandbox whose /workspace is a copy-on-write view of a host
  * directory, and the review of its changes (list, diff, approve, reject).
  *
- * Hand-written from the design (WORKSPACE-DESIGN.md, "API") until the server's schemas exist: the
- * lead replaces these with the generated ones (src/server/routes/schemas.ts → generated.ts) and
- * keeps the names, so the client and the dashboard do not change.
+ * The change list's types are generated from the server's schemas (generated.ts); the option and
+ * result types of the other calls are small enough to state here.
  */
 import { KilnError } from './errors.js';
-import type { SandboxInfo } from './generated.js';
+import type { SandboxInfo, WorkspaceChange, WorkspaceChanges } from './generated.js';
 
 /** `workspace` of POST /v1/sandboxes: the host directory (under a root of KILN_WORKSPACE_ROOTS). */
 export interface WorkspaceOptions {
@@ -35,32 +34,11 @@ export function workspaceOf(sb: SandboxInfo): SandboxWorkspace | undefined {
 export type ChangeStatus = 'added' | 'modified' | 'deleted';
 export type ChangeType = 'file' | 'directory' | 'symlink';
 
-/** One changed path of a workspace, relative to its root. */
-export interface Change {
-  /** UTF-8 (invalid bytes replaced); `pathBase64` has the exact bytes. */
-  path: string;
-  pathBase64: string;
-  status: ChangeStatus;
-  type: ChangeType;
-  /** Bytes of the new version (of the old one for a deletion). */
-  size: number;
-  binary: boolean;
-  /** Matched by the project's .gitignore files (listed only when asked for). */
-  ignored: boolean;
-  /** Permission bits before and after (st_mode & 07777). */
-  modeOld?: number;
-  modeNew?: number;
-  /** Symlinks: the new target (the old one for a deletion). */
-  target?: string;
-}
+/** One changed path of a workspace, relative to its root (generated from the server's schema). */
+export type Change = WorkspaceChange;
 
-/** Answer of GET /v1/sandboxes/{id}/changes. */
-export interface ChangesResult {
-  changes: Change[];
-  /** Bytes used by the upper layer, and its size limit. */
-  upperBytes: number;
-  limitBytes: number;
-}
+/** Answer of GET /v1/sandboxes/{id}/changes: the changes, the upper layer's use and limit, a warning when nearly full. */
+export type ChangesResult = WorkspaceChanges;
 
 export interface ChangesOptions {
   /** Include paths the project's .gitignore ignores. */
