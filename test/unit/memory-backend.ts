@@ -46,6 +46,16 @@ class MemoryAgent {
     for (const fail of [...this.running]) fail(gone(this.sb.id));
   }
 
+  get closed(): boolean {
+    return this.dead;
+  }
+
+  /** Like an agent that predates the prestart op: the warm-up falls back to running an empty file. */
+  async prestart(): Promise<void> {
+    if (this.dead) throw gone(this.sb.id);
+    throw new KilnError('AGENT_ERROR', 'the in-memory agent cannot prestart a program');
+  }
+
   async ping(signal?: AbortSignal): Promise<{ rttMs: number; agentNowMs: number }> {
     if (this.dead) throw gone(this.sb.id);
     if (this.hung) {
