@@ -20,6 +20,17 @@ interface CreateBody {
   autoPause?: boolean;
 }
 
+interface ListQuery {
+  metadata?: string;
+  state?: string;
+  limit?: string;
+  nextToken?: string;
+  template?: string;
+  order?: string;
+  startedAfter?: string;
+  startedBefore?: string;
+}
+
 const stringMap = { type: 'object', additionalProperties: { type: 'string' } } as const;
 const idParams = { type: 'object', properties: { sandboxID: { type: 'string', maxLength: 200 } } } as const;
 
@@ -79,21 +90,35 @@ export async function e2bApiRoutes(app: FastifyInstance, { svc, state }: { svc: 
     },
   );
 
-  app.get<{ Querystring: { metadata?: string; state?: string; limit?: string; nextToken?: string; template?: string } }>('/v2/sandboxes', { schema: { hide: true } }, async (req, reply) => {
+  app.get<{ Querystring: ListQuery }>('/v2/sandboxes', { schema: { hide: true } }, async (req, reply) => {
     const q = req.query;
     const states = q.state?.split(',') ?? ['running', 'paused'];
     if (!states.includes('running')) return []; // kiln has no paused sandboxes
-    const wanted = q.metadata ? Object.fromEntries(new URLSearchParams(q.metadata)) : {};
     const limit = q.limit === undefined ? 100 : Number(q.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new KilnError('INVALID_REQUEST', `limit must be an integer from 1 to 1000 (got ${q.limit})`);
-    const page = svc.manager.list({ ownerKeyId: ownerOf(who(req)), labels: fittingLabels(wanted), limit, cursor: q.nextToken });
-    const out = page.sandboxes
-      .map((i) => svc.manager.peek(i.id))
+    const desc = q.order !== 'asc'; // E2B lists the newest first unless asked otherwise
+    const wanted = q.metadata ? Object.fromEntries(new URLSearchParams(q.metadata)) : {};
+    const after = q.startedAfter ? Date.parse(q.startedAfter) : undefined;
+    const before = q.startedBefore ? Date.parse(q.startedBefore) : undefined;
+    const from = q.nextToken === undefined ? undefined : parseToken(q.nextToken);
+    const owner = ownerOf(who(req));
+    const key = (sb: Sandbox): [number, string] => [sb.createdAt.getTime(), sb.id];
+    const cmp = (x: [number, string], y: [number, string]): number => (x[0] - y[0] || (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0)) * (desc ? -1 : 1);
+    const all = svc.manager
+      .list({ ownerKeyId: owner, labels: fittingLabels(wanted), limit: 1000 })
+      .sandboxes.map((i) => svc.manager.peek(i.id))
       .filter((sb): sb is Sandbox => sb !== undefined)
-      .map((sb) => detail(sb, state))
-      .filter((d) => Object.entries(wanted).every(([k, v]) => d.metadata[k] === v) && (!q.template || d.templateID === q.template));
-    if (page.nextCursor) void reply.header('x-next-token', page.nextCursor);
-    return out;
+      .filter((sb) => {
+        const t = sb.createdAt.getTime();
+        return (after === undefined || t >= after) && (before === undefined || t <= before) && (!from || cmp(key(sb), from) > 0);
+      })
+      .map((sb) => ({ sb, d: detail(sb, state) }))
+      .filter(({ d }) => Object.entries(wanted).every(([k, v]) => d.metadata[k] === v) && (!q.template || d.templateID === q.template))
+      .sort((x, y) => cmp(key(x.sb), key(y.sb)));
+    const page = all.slice(0, limit);
+    const last = page[page.length - 1];
+    if (all.length > limit && last) void reply.header('x-next-token', Buffer.from(`${last.sb.createdAt.getTime()}.${last.sb.id}`).toString('base64url'));
+    return page.map(({ d }) => d);
   });
 
   app.get<{ Params: { sandboxID: string } }>('/sandboxes/:sandboxID', { schema: { hide: true, params: idParams } }, async (req) => detail(mine(req, req.params.sandboxID), state));
@@ -163,6 +188,12 @@ function fittingLabels(metadata: Record<string, string>): Record<string, string>
   } catch {
     return {};
   }
+}
+
+function parseToken(t: string): [number, string] {
+  const m = /^(\d{1,15})\.(.{1,128})$/.exec(Buffer.from(t, 'base64url').toString('utf8'));
+  if (!m) throw new KilnError('INVALID_REQUEST', 'nextToken is not one kiln handed out: pass the x-next-token of the previous page unchanged');
+  return [Number(m[1]), m[2]!];
 }
 
 function clientId(sb: Sandbox): string {

@@ -6,7 +6,7 @@
  * generated service descriptors; GET /files, POST /files (multipart or a raw body) and GET /health
  * as plain HTTP.
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -39,11 +39,17 @@ export async function envdRoutes(app: FastifyInstance, { svc, sandboxOf }: { svc
     return sb;
   };
   const table = new ProcessTable();
+  /** Open Connect responses by sandbox: cut when the sandbox goes away under them. */
+  const open = new Map<string, Set<ServerResponse>>();
+  const sandboxGone = (id: string): void => {
+    for (const res of open.get(id) ?? []) res.destroy();
+    open.delete(id);
+  };
   const adapter = connectNodeAdapter({
     requestPathPrefix: ENVD_PREFIX,
     contextValues: (req) => createContextValues().set(kSandbox, sandboxes.get(req as IncomingMessage)),
     routes: (router: ConnectRouter) => {
-      router.service(Process, processService(svc, table, fromCtx));
+      router.service(Process, processService(svc, table, fromCtx, sandboxGone));
       router.service(Filesystem, filesystemService(svc, fromCtx));
     },
   });
@@ -54,7 +60,13 @@ export async function envdRoutes(app: FastifyInstance, { svc, sandboxOf }: { svc
     sandboxes.set(req.raw, sandboxOf(req));
   });
 
-  app.get(`${ENVD_PREFIX}/health`, { schema: { hide: true } }, async (_req, reply) => reply.status(204).send());
+  // 502 for a sandbox that is gone: the client's health probe reads it as "killed or timed out".
+  app.get(`${ENVD_PREFIX}/health`, { schema: { hide: true } }, async (req, reply) => {
+    const id = req.headers['e2b-sandbox-id'];
+    const sb = typeof id === 'string' ? svc.manager.peek(id) : undefined;
+    if (!sb || sb.state !== 'ready') return reply.status(502).send({ code: 502, message: 'the sandbox is not running' });
+    return reply.status(204).send();
+  });
 
   app.route({
     method: ['POST', 'GET'],
@@ -62,8 +74,16 @@ export async function envdRoutes(app: FastifyInstance, { svc, sandboxOf }: { svc
     schema: { hide: true },
     handler: async (req, reply) => {
       reply.hijack();
+      const id = sandboxes.get(req.raw)!.id;
+      let set = open.get(id);
+      if (!set) open.set(id, (set = new Set()));
+      set.add(reply.raw);
       await new Promise<void>((resolve) => {
-        reply.raw.once('close', () => resolve());
+        reply.raw.once('close', () => {
+          open.get(id)?.delete(reply.raw);
+          if (open.get(id)?.size === 0) open.delete(id);
+          resolve();
+        });
         adapter(req.raw, reply.raw);
       });
     },

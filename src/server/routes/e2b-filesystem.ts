@@ -107,8 +107,7 @@ export function filesystemService(svc: KilnService, sandboxOf: (ctx: HandlerCont
       const sb = sandboxOf(ctx);
       const path = resolvePath(sb, req.path);
       if (path === '/') throw new ConnectError('refusing to remove /', Code.InvalidArgument);
-      await stat(sb, path);
-      await run(sb, ['rm', '-rf', '--', path]);
+      await run(sb, ['rm', '-rf', '--', path]); // envd removes a missing path without complaint
       return {};
     },
   };

@@ -75,7 +75,11 @@ export class ProcessTable {
   }
 }
 
-export function processService(svc: KilnService, table: ProcessTable, sandboxOf: (ctx: HandlerContext) => Sandbox): Partial<ServiceImpl<typeof Process>> {
+/**
+ * `sandboxGone`: called when a process ended because its sandbox went away; the caller cuts the
+ * sandbox's open streams, as a dead envd would, so the client's health check says what happened.
+ */
+export function processService(svc: KilnService, table: ProcessTable, sandboxOf: (ctx: HandlerContext) => Sandbox, sandboxGone: (sandboxId: string) => void): Partial<ServiceImpl<typeof Process>> {
   return {
     async *start(req, ctx): AsyncIterable<StartResponse> {
       const sb = sandboxOf(ctx);
@@ -138,7 +142,15 @@ export function processService(svc: KilnService, table: ProcessTable, sandboxOf:
       };
       ex.done.then(
         (r) => ended(endEvent(r)),
-        (e: unknown) => ended(create(ProcessEventSchema, { event: { case: 'end', value: { exitCode: -1, exited: false, status: 'error', error: toConnectError(e).rawMessage } } })),
+        (e: unknown) => {
+          if (!svc.manager.peek(sb.id) || sb.state !== 'ready') {
+            proc.ended = true;
+            table.drop(sb.id, pid);
+            sandboxGone(sb.id);
+            return;
+          }
+          ended(create(ProcessEventSchema, { event: { case: 'end', value: { exitCode: -1, exited: false, status: 'error', error: toConnectError(e).rawMessage } } }));
+        },
       );
       yield create(StartResponseSchema, { event: create(ProcessEventSchema, { event: { case: 'start', value: { pid } } }) });
       for await (const ev of follow(proc, sub, ctx)) yield create(StartResponseSchema, { event: ev });
