@@ -64,7 +64,7 @@ export async function envdRoutes(app: FastifyInstance, { svc, sandboxOf }: { svc
   app.get(`${ENVD_PREFIX}/health`, { schema: { hide: true } }, async (req, reply) => {
     const id = req.headers['e2b-sandbox-id'];
     const sb = typeof id === 'string' ? svc.manager.peek(id) : undefined;
-    if (!sb || sb.state !== 'ready') return reply.status(502).send({ code: 502, message: 'the sandbox is not running' });
+    if (sb?.state !== 'ready') return reply.status(502).send({ code: 502, message: 'the sandbox is not running' });
     return reply.status(204).send();
   });
 
