@@ -4,10 +4,10 @@
  * `e2b` package in place of the SDK's sources and a setup.ts of our own (E2B's creates sandboxes
  * of its "base" template the same way; ours adds nothing else).
  *
- *   bash /work/wt/cg-run.sh <name> node --import tsx test/e2b-sdk/run.ts [E2B repo git dir] [vitest filter…]
+ *   bash /work/wt/cg-run.sh <name> node --import tsx test/e2b-sdk/run.ts [vitest filter…]
  *
- * The E2B repository is read with git (a bare mirror is fine): E2B_REPO or the first argument,
- * default /work/.mirror/e2b-dev+E2B/repo. Exit status: vitest's.
+ * The E2B repository is read with git (a bare mirror is fine): E2B_REPO, default
+ * /work/.mirror/e2b-dev+E2B/repo. Without filters: the suites below. Exit status: vitest's.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -38,8 +38,8 @@ export function apiUrl(path) { return process.env.E2B_API_URL + path }
 `;
 
 async function main(): Promise<number> {
-  const repo = process.argv[2] && !process.argv[2].startsWith('-') ? process.argv[2] : (process.env.E2B_REPO ?? '/work/.mirror/e2b-dev+E2B/repo');
-  const filters = process.argv.slice(process.argv[2] === repo ? 3 : 2);
+  const repo = process.env.E2B_REPO ?? '/work/.mirror/e2b-dev+E2B/repo';
+  const filters = process.argv.slice(2);
   const git = (...args: string[]): string => execFileSync('git', ['-C', repo, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
   const commit = git('rev-parse', 'HEAD').trim();
   const dir = await mkdtemp(join(REPO_ROOT, '.e2b-sdk-tests-')); // inside the repo: `e2b` and vitest resolve from its node_modules

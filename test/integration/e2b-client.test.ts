@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { AuthenticationError, CommandExitError, NotFoundError, Sandbox, SandboxNotFoundError } from 'e2b';
+import { AuthenticationError, CommandExitError, FilesystemEventType, NotFoundError, Sandbox, SandboxNotFoundError } from 'e2b';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 
 const ADMIN = 'admin-token-for-e2b-tests';
@@ -129,6 +129,27 @@ describe('the e2b client against kiln (namespace backend, real HTTP)', () => {
     await assert.rejects(sbx.files.read('/workspace/nope.txt'), NotFoundError);
   });
 
+  it('watchDir reports a created, a written and a removed file', async () => {
+    await sbx.files.makeDir('/workspace/watched');
+    const seen: string[] = [];
+    let done!: () => void;
+    const removed = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    const handle = await sbx.files.watchDir('/workspace/watched', (ev) => {
+      seen.push(`${ev.type}:${ev.name}`);
+      if (ev.type === FilesystemEventType.REMOVE) done();
+    });
+    await sbx.files.write('/workspace/watched/w.txt', 'one');
+    await new Promise((r) => setTimeout(r, 500));
+    await sbx.files.write('/workspace/watched/w.txt', 'three');
+    await new Promise((r) => setTimeout(r, 500));
+    await sbx.files.remove('/workspace/watched/w.txt');
+    await removed;
+    await handle.stop();
+    assert.ok(seen.includes('create:w.txt') && seen.filter((e) => e === 'write:w.txt').length >= 2 && seen.includes('remove:w.txt'), seen.join(' '));
+  });
+
   it('getInfo, setTimeout, list (with metadata filter), connect', async () => {
     const info = await sbx.getInfo();
     assert.equal(info.sandboxId, sbx.sandboxId);
@@ -196,7 +217,7 @@ describe('the e2b client against kiln (namespace backend, real HTTP)', () => {
     const kinds: string[] = [];
     for (let at = 0; at < raw.length; ) {
       const len = raw.readUInt32BE(at + 1);
-      const msg = JSON.parse(raw.subarray(at + 5, at + 5 + len).toString()) as { event?: { event?: Record<string, unknown> } };
+      const msg = JSON.parse(raw.subarray(at + 5, at + 5 + len).toString()) as { event?: Record<string, unknown> };
       if (msg.event) kinds.push(Object.keys(msg.event)[0]!);
       at += 5 + len;
     }

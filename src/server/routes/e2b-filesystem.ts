@@ -8,12 +8,15 @@ import { create } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect';
 import type { Sandbox } from '../../core/sandbox.js';
-import { type EntryInfo, EntryInfoSchema, type Filesystem, FileType } from '../../e2b/gen/filesystem/filesystem_pb.js';
+import { type EntryInfo, EntryInfoSchema, EventType, type Filesystem, FileType, type WatchDirResponse, WatchDirResponseSchema } from '../../e2b/gen/filesystem/filesystem_pb.js';
 import type { FsEntry } from '../../protocol/messages.js';
 import type { KilnService } from '../service.js';
 import { toConnectError } from './e2b-process.js';
 
 const MAX_DEPTH = 16;
+/** How often a watched folder is listed, and how many entries a watch follows at most. */
+const WATCH_POLL_MS = 200;
+const WATCH_MAX_ENTRIES = 10_000;
 
 export function homeOf(sb: Sandbox): string {
   return sb.packEnv.HOME || '/workspace';
@@ -103,6 +106,59 @@ export function filesystemService(svc: KilnService, sandboxOf: (ctx: HandlerCont
       return { entry: await stat(sb, to) };
     },
 
+    /**
+     * Polls the folder (the agent has no inotify relay): a new name is CREATE (and WRITE for a
+     * file with content), a changed size or mtime WRITE, a changed mode CHMOD, a gone name REMOVE.
+     * Names are relative to the watched folder, as envd's; keepalives while nothing changes.
+     */
+    async *watchDir(req, ctx): AsyncIterable<WatchDirResponse> {
+      const sb = sandboxOf(ctx);
+      const root = resolvePath(sb, req.path);
+      const top = await stat(sb, root);
+      if (top.type !== FileType.DIRECTORY) throw new ConnectError(`path "${root}" is not a directory`, Code.InvalidArgument);
+      const snapshot = async (): Promise<Map<string, EntryInfo>> => {
+        const out = new Map<string, EntryInfo>();
+        const walk = async (dir: string, rel: string, level: number): Promise<void> => {
+          for (const e of await list(sb, dir)) {
+            if (out.size >= WATCH_MAX_ENTRIES) return;
+            const name = rel ? `${rel}/${e.name}` : e.name;
+            out.set(name, entryInfo(dir, e));
+            if (req.recursive && e.type === 'dir' && level < MAX_DEPTH) await walk(posix.join(dir, e.name), name, level + 1).catch(() => undefined);
+          }
+        };
+        await walk(root, '', 1);
+        return out;
+      };
+      let prev = await snapshot();
+      yield create(WatchDirResponseSchema, { event: { case: 'start', value: {} } });
+      const asked = Number(ctx.requestHeader.get('keepalive-ping-interval'));
+      const keepaliveMs = Number.isFinite(asked) && asked > 0 ? Math.min(asked * 1000, 30_000) : 30_000;
+      let quietSince = Date.now();
+      while (!ctx.signal.aborted) {
+        await sleep(WATCH_POLL_MS, ctx.signal);
+        if (ctx.signal.aborted) return;
+        const next = await snapshot();
+        const events: Array<{ name: string; type: EventType; entry?: EntryInfo }> = [];
+        for (const [name, e] of next) {
+          const was = prev.get(name);
+          if (!was) {
+            events.push({ name, type: EventType.CREATE, entry: e });
+            if (e.type === FileType.FILE && e.size > 0n) events.push({ name, type: EventType.WRITE, entry: e });
+          } else if (was.size !== e.size || was.modifiedTime?.seconds !== e.modifiedTime?.seconds || was.modifiedTime?.nanos !== e.modifiedTime?.nanos) {
+            if (e.type !== FileType.DIRECTORY) events.push({ name, type: EventType.WRITE, entry: e });
+          } else if (was.mode !== e.mode) events.push({ name, type: EventType.CHMOD, entry: e });
+        }
+        for (const name of prev.keys()) if (!next.has(name)) events.push({ name, type: EventType.REMOVE });
+        prev = next;
+        for (const ev of events) yield create(WatchDirResponseSchema, { event: { case: 'filesystem', value: { name: ev.name, type: ev.type, entry: req.includeEntry ? ev.entry : undefined } } });
+        if (events.length > 0) quietSince = Date.now();
+        else if (Date.now() - quietSince >= keepaliveMs) {
+          quietSince = Date.now();
+          yield create(WatchDirResponseSchema, { event: { case: 'keepalive', value: {} } });
+        }
+      }
+    },
+
     async remove(req, ctx) {
       const sb = sandboxOf(ctx);
       const path = resolvePath(sb, req.path);
@@ -135,4 +191,16 @@ function permissions(type: FsEntry['type'], perm: number): string {
     s += `${b & 4 ? 'r' : '-'}${b & 2 ? 'w' : '-'}${b & 1 ? 'x' : '-'}`;
   }
   return s;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+    function done(): void {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+  });
 }
