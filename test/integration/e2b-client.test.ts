@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { AuthenticationError, CommandExitError, FilesystemEventType, NotFoundError, Sandbox, SandboxNotFoundError } from 'e2b';
+import { AuthenticationError, CommandExitError, FilesystemEventType, NotFoundError, Sandbox, SandboxNotFoundError, TimeoutError } from 'e2b';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 
 const ADMIN = 'admin-token-for-e2b-tests';
@@ -230,6 +230,9 @@ describe('the e2b client against kiln (namespace backend, real HTTP)', () => {
     const other = await Sandbox.create('base', { ...a, timeoutMs: 60_000 });
     assert.equal(await other.kill(), true);
     await assert.rejects(other.getInfo(), SandboxNotFoundError);
+    // The data plane answers 502 for a gone sandbox, as E2B's proxy does; the client names it.
+    await assert.rejects(other.commands.run('echo hi'), SandboxNotFoundError);
+    await assert.rejects(other.files.read('/etc/hostname'), TimeoutError);
     assert.equal(await Sandbox.kill(other.sandboxId, a), false);
   });
 });

@@ -14,7 +14,7 @@ import { type ConnectRouter, createContextKey, createContextValues, type Handler
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import Busboy from 'busboy';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { KilnError } from '../../core/errors.js';
+import { isKilnError, KilnError } from '../../core/errors.js';
 import type { Sandbox } from '../../core/sandbox.js';
 import { Filesystem } from '../../e2b/gen/filesystem/filesystem_pb.js';
 import { Process } from '../../e2b/gen/process/process_pb.js';
@@ -55,9 +55,16 @@ export async function envdRoutes(app: FastifyInstance, { svc, sandboxOf }: { svc
   });
 
   // Every data-plane request names its sandbox and proves it may use it, before any route runs.
-  app.addHook('onRequest', async (req) => {
-    if (req.url === `${ENVD_PREFIX}/health`) return;
-    sandboxes.set(req.raw, sandboxOf(req));
+  // A sandbox that is gone answers 502 as E2B's proxy does: the client reads it as "killed or timed out".
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.url === `${ENVD_PREFIX}/health`) return undefined;
+    try {
+      sandboxes.set(req.raw, sandboxOf(req));
+    } catch (e) {
+      if (isKilnError(e) && e.code === 'SANDBOX_NOT_FOUND') return reply.status(502).send({ code: 502, message: e.message });
+      throw e;
+    }
+    return undefined;
   });
 
   // 502 for a sandbox that is gone: the client's health probe reads it as "killed or timed out".

@@ -69,7 +69,8 @@ export class E2bState {
     if (!id) throw new KilnError('INVALID_REQUEST', 'data-plane requests carry the sandbox in the E2b-Sandbox-Id header');
     const sb = this.svc.manager.peek(id);
     const rec = this.records.get(id);
-    if (!sb || !rec) throw new KilnError('SANDBOX_NOT_FOUND', `no sandbox with id "${id}" known to the E2B API (create it, or Sandbox.connect() to it, first)`);
+    if (!sb) throw new KilnError('SANDBOX_NOT_FOUND', `sandbox "${id}" is not running (killed, timed out, or never created here)`);
+    if (!rec) throw new KilnError('UNAUTHORIZED', `sandbox "${id}" has no envd access token yet: Sandbox.connect() to it first`);
     const token = header(req, 'x-access-token');
     if (!token || !sameSecret(token, rec.accessToken)) throw new KilnError('UNAUTHORIZED', 'missing or wrong X-Access-Token: use the envdAccessToken create or connect returned');
     return sb;
