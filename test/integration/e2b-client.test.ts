@@ -91,6 +91,16 @@ describe('the e2b client against kiln (namespace backend, real HTTP)', () => {
     assert.equal(r.stdout, 'late\n');
   });
 
+  it('pty: a terminal session gets input and answers through onData', async () => {
+    let out = '';
+    const term = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => void (out += Buffer.from(d).toString()) });
+    await sbx.pty.resize(term.pid, { cols: 100, rows: 30 });
+    await sbx.pty.sendInput(term.pid, new TextEncoder().encode('stty size; echo "pty-$((40+2))"; exit\n'));
+    await term.wait().catch(() => undefined);
+    assert.match(out, /30 100/);
+    assert.match(out, /pty-42/);
+  });
+
   it('files: write, read, list, makeDir, rename, exists, remove, getInfo', async () => {
     const info = await sbx.files.write('/workspace/notes/a.txt', 'alpha');
     assert.equal(info.path, '/workspace/notes/a.txt');
