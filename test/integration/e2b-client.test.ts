@@ -160,6 +160,33 @@ describe('the e2b client against kiln (namespace backend, real HTTP)', () => {
     assert.ok(seen.includes('create:w.txt') && seen.filter((e) => e === 'write:w.txt').length >= 2 && seen.includes('remove:w.txt'), seen.join(' '));
   });
 
+  it("polling watchers (E2B's Python client): CreateWatcher, GetWatcherEvents, RemoveWatcher over Connect JSON", async () => {
+    const token = (sbx as unknown as { envdAccessToken: string }).envdAccessToken;
+    const rpc = async (method: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> => {
+      const r = await fetch(`${ts.server.url}/filesystem.Filesystem/${method}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'E2b-Sandbox-Id': sbx.sandboxId, 'E2b-Sandbox-Port': '49983', 'X-Access-Token': token },
+        body: JSON.stringify(body),
+      });
+      return { status: r.status, json: (await r.json()) as Record<string, unknown> };
+    };
+    await sbx.files.makeDir('/workspace/polled');
+    const created = await rpc('CreateWatcher', { path: '/workspace/polled' });
+    assert.equal(created.status, 200, JSON.stringify(created.json));
+    const watcherId = created.json.watcherId as string;
+    await sbx.files.write('/workspace/polled/p.txt', 'x');
+    await new Promise((r) => setTimeout(r, 700));
+    const got = await rpc('GetWatcherEvents', { watcherId });
+    assert.deepEqual(
+      (got.json.events as Array<{ name: string; type: string }>).map((e) => `${e.type}:${e.name}`),
+      ['EVENT_TYPE_CREATE:p.txt', 'EVENT_TYPE_WRITE:p.txt'],
+    );
+    assert.equal((await rpc('RemoveWatcher', { watcherId })).status, 200);
+    const gone = await rpc('GetWatcherEvents', { watcherId });
+    assert.equal(gone.status, 404);
+    assert.equal(gone.json.code, 'not_found');
+  });
+
   it('getInfo, setTimeout, list (with metadata filter), connect', async () => {
     const info = await sbx.getInfo();
     assert.equal(info.sandboxId, sbx.sandboxId);
