@@ -204,6 +204,12 @@ describe('the e2b client against kiln (namespace backend, real HTTP)', () => {
       [sbx.sandboxId],
     );
     assert.deepEqual(await Sandbox.list({ ...a, query: { metadata: { purpose: 'other' } } }).nextItems(), []);
+    const byOddKey = await Sandbox.list({ ...a, query: { metadata: { 'not a label!': 'kept' } } }).nextItems();
+    assert.deepEqual(
+      byOddKey.map((s) => s.sandboxId),
+      [sbx.sandboxId],
+      'metadata that is not a kiln label filters too',
+    );
 
     const same = await Sandbox.connect(sbx.sandboxId, a);
     assert.equal((await same.commands.run('echo $FOO')).stdout, 'from-create\n');

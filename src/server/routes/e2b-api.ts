@@ -97,7 +97,8 @@ export async function e2bApiRoutes(app: FastifyInstance, { svc, state }: { svc: 
     const limit = q.limit === undefined ? 100 : Number(q.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new KilnError('INVALID_REQUEST', `limit must be an integer from 1 to 1000 (got ${q.limit})`);
     const desc = q.order !== 'asc'; // E2B lists the newest first unless asked otherwise
-    const wanted = q.metadata ? Object.fromEntries(new URLSearchParams(q.metadata)) : {};
+    // The client URI-encodes each key and value before it builds the k=v&… string: decode both.
+    const wanted = q.metadata ? Object.fromEntries([...new URLSearchParams(q.metadata)].map(([k, v]) => [uriDecode(k), uriDecode(v)])) : {};
     const after = q.startedAfter ? Date.parse(q.startedAfter) : undefined;
     const before = q.startedBefore ? Date.parse(q.startedBefore) : undefined;
     const from = q.nextToken === undefined ? undefined : parseToken(q.nextToken);
@@ -187,6 +188,14 @@ function fittingLabels(metadata: Record<string, string>): Record<string, string>
     return checkLabels(out);
   } catch {
     return {};
+  }
+}
+
+function uriDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
   }
 }
 
