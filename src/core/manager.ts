@@ -295,11 +295,7 @@ export class SandboxManager {
   private register(sb: Sandbox, release: () => void): void {
     this.sandboxes.set(sb.id, sb);
     this.d.metrics?.sandboxAdded(sb.backendName, sb.packName);
-    const ttlMs = sb.expiresAt.getTime() - Date.now();
-    sb.ttlTimer = setLongTimeout(() => {
-      this.d.log?.('sandbox TTL expired', { id: sb.id });
-      void this.delete(sb.id, 'ttl expired').catch(() => undefined);
-    }, ttlMs);
+    this.armTtl(sb);
     if (sb.idleTimeoutSec) this.armIdle(sb, sb.idleTimeoutSec * 1000);
     let released = false;
     const free = (): void => {
@@ -316,6 +312,31 @@ export class SandboxManager {
       void this.delete(sb.id, `died: ${reason}`).catch(() => undefined);
     });
     sb.release = free;
+  }
+
+  private armTtl(sb: Sandbox): void {
+    sb.ttlTimer?.clear();
+    sb.ttlTimer = setLongTimeout(() => {
+      this.d.log?.('sandbox TTL expired', { id: sb.id });
+      void this.delete(sb.id, 'ttl expired').catch(() => undefined);
+    }, sb.expiresAt.getTime() - Date.now());
+  }
+
+  /**
+   * Makes the sandbox expire `ttlSec` from now (longer or shorter than before), within the host's
+   * KILN_MAX_TTL_SEC and its key's maxTtlSec. `ownerKeyId` as for get().
+   */
+  setTtl(id: string, ttlSec: number, ownerKeyId?: string): Sandbox {
+    const sb = this.get(id, ownerKeyId);
+    const max = Math.min(this.d.config.limits.maxTtlSec, sb.owner?.limits.maxTtlSec ?? Number.POSITIVE_INFINITY);
+    if (!Number.isInteger(ttlSec) || ttlSec < 1 || ttlSec > max) {
+      throw new KilnError('INVALID_REQUEST', `ttlSec must be an integer from 1 to ${max} s for this sandbox (got ${ttlSec})`, {
+        details: { field: 'ttlSec', value: ttlSec, minimum: 1, maximum: max },
+      });
+    }
+    sb.expiresAt = new Date(Date.now() + ttlSec * 1000);
+    this.armTtl(sb);
+    return sb;
   }
 
   /** Deletes the sandbox once it has been idle for the whole timeout (checked when the timer fires). */

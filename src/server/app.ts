@@ -8,6 +8,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { KilnError } from '../core/errors.js';
 import { authenticate, guardHostAndOrigin, requestSerializer, requireAdmin, requirePackAdmin } from './edge.js';
 import { errorHandler } from './errors.js';
+import { e2bRewriteUrl, e2bRoutes } from './routes/e2b.js';
 import { execRoutes } from './routes/exec.js';
 import { fileRoutes } from './routes/files.js';
 import { keyRoutes } from './routes/keys.js';
@@ -35,6 +36,8 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
     // verbose: errors carry the value sent and its schema, so messages can name both (validation.ts).
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false, verbose: true } },
     genReqId: () => `req-${Math.random().toString(36).slice(2, 10)}`,
+    // E2B's data plane is told apart by its E2b-Sandbox-Id header, not its path (routes/e2b.ts).
+    rewriteUrl: e2bRewriteUrl,
   });
   app.setErrorHandler(errorHandler(svc.metrics));
   app.setNotFoundHandler((req, reply) => {
@@ -91,6 +94,8 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
     await api.register(runRoutes, { svc });
     await api.register(workspaceRoutes, { svc });
   });
+  // The E2B-compatible API: its own authentication (X-API-KEY, per-sandbox access tokens).
+  await app.register(e2bRoutes, { svc });
   // Pack management: admins only (KILN_ADMIN_TOKEN over TCP; anyone on the trusted socket).
   await app.register(async (admin) => {
     if (!options.trustedSocket) admin.addHook('onRequest', requirePackAdmin(svc.config.adminToken, svc.config.token, svc.keys));

@@ -13,7 +13,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import { type KilnConfig, normaliseOrigin } from '../core/config.js';
 import { KilnError } from '../core/errors.js';
-import type { KeyRing } from '../core/keys.js';
+import { KEY_PREFIX, type KeyRing } from '../core/keys.js';
 import type { Owner } from '../core/quotas.js';
 import type { ApiKeyRecord } from '../core/store.js';
 
@@ -77,6 +77,20 @@ export function authenticate(o: AuthOptions): onRequestAsyncHookHandler {
     }
     throw new KilnError('UNAUTHORIZED', 'missing or wrong bearer token: send "Authorization: Bearer <KILN_TOKEN or an API key>" (a WebSocket may pass ?access_token=)');
   };
+}
+
+/**
+ * Who a bare secret (E2B's X-API-KEY) belongs to, by the same rules as the bearer: the admin
+ * token, then an API key. With no KILN_TOKEN set, anything that is not an API key is the admin
+ * (E2B's client always sends some key), except a kiln_ key that is revoked or wrong. Undefined: refused.
+ */
+export function principalForSecret(secret: string | undefined, o: AuthOptions): Principal | undefined {
+  const header = secret === undefined ? undefined : `Bearer ${secret}`;
+  if ((o.token !== undefined && matches(header, o.token)) || (o.adminToken && matches(header, o.adminToken))) return ADMIN;
+  const key = secret === undefined ? undefined : o.keys?.authenticate(secret);
+  if (key) return { kind: 'key', key };
+  if (o.token === undefined && !secret?.startsWith(KEY_PREFIX)) return ADMIN;
+  return undefined;
 }
 
 /** onRequest hook for admin-only routes (API keys): an API key gets 403. */

@@ -14,7 +14,8 @@ export function errorHandler(metrics: Metrics | undefined) {
   };
 }
 
-function translate(err: FastifyError | Error, req: FastifyRequest): KilnError {
+/** Any error a route throws as the KilnError it is answered with (exported for the E2B routes' own error shape). */
+export function translate(err: FastifyError | Error, req: FastifyRequest): KilnError {
   if (isKilnError(err)) return err;
   const fe = err as FastifyError;
   if (fe.validation?.length) return schemaError(fe.validation as SchemaError[], fe.validationContext ?? 'body');

@@ -122,7 +122,7 @@ async function closeIfUnread<T>(raw: IncomingMessage, reply: FastifyReply, uploa
  * a failure can only cut the response short: the connection is aborted, never ended as if whole.
  * A client that leaves cancels the transfer.
  */
-async function streamDownload(reply: FastifyReply, contentType: string, run: (sink: ChunkSink, signal: AbortSignal) => Promise<unknown>): Promise<FastifyReply> {
+export async function streamDownload(reply: FastifyReply, contentType: string, run: (sink: ChunkSink, signal: AbortSignal) => Promise<unknown>): Promise<FastifyReply> {
   const ac = new AbortController();
   const body = new PassThrough();
   reply.raw.on('close', () => {
