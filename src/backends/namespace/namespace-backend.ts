@@ -25,9 +25,10 @@ import { CpuSpreader, formatCpuList } from '../../core/cpu-sets.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import { roundMs, runSteps, type Step, StepTimings } from '../../core/steps.js';
-import { AgentClient } from '../../protocol/agent-client.js';
+import type { AgentClient } from '../../protocol/agent-client.js';
 import { spawnBwrap } from './bwrap.js';
 import { ImageMounts } from './image-mounts.js';
+import { connectAgent, KeptSandboxes, processStart } from './kept.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
 import { SandboxUids } from './uids.js';
 
@@ -49,9 +50,11 @@ export interface NamespaceBackendOptions {
 export const NS_STEP = {
   allocateUid: 'ns.allocateUid',
   mountImage: 'ns.mountImage',
+  socketDir: 'ns.socketDir',
   createCgroup: 'ns.createCgroup',
   spawn: 'ns.spawn',
   enterCgroup: 'ns.enterCgroup',
+  saveState: 'ns.saveState',
   agentHandshake: 'kiln.agentHandshake',
 } as const;
 
@@ -63,6 +66,7 @@ interface StartContext {
   cpus?: number[];
   cgroup?: SandboxCgroup;
   proc?: Awaited<ReturnType<typeof spawnBwrap>>;
+  socketDir?: string;
   agent?: AgentClient;
   log: string;
 }
@@ -82,11 +86,13 @@ class NamespaceBackend implements Backend {
   private readonly creates = new CreatesInFlight('namespace');
   private readonly uids: SandboxUids;
   private cpus: CpuSpreader | undefined;
+  private readonly kept: KeptSandboxes;
 
   constructor(private readonly o: NamespaceBackendOptions) {
     this.dir = join(o.runDir, 'namespace');
     this.images = new ImageMounts(join(this.dir, 'images'));
     this.uids = new SandboxUids(o.uidBase ?? 200_000, o.uidCount ?? 65_536);
+    this.kept = new KeptSandboxes(join(this.dir, 's'));
   }
 
   async probe(options: ProbeOptions = {}): Promise<BackendAvailability> {
@@ -150,7 +156,11 @@ class NamespaceBackend implements Backend {
       // Sandbox uids must traverse to the agent copy and the image mounts.
       await chmod(this.o.runDir, 0o755);
       await chmod(this.dir, 0o755);
+      await mkdir(this.kept.dir, { recursive: true, mode: 0o711 });
+      await chmod(this.kept.dir, 0o711);
       const agent = join(this.dir, 'kiln-agent');
+      // Unlinked first: kept sandboxes of an earlier run still execute the old copy (ETXTBSY).
+      await rm(agent, { force: true });
       await copyFile(this.o.agentPath, agent);
       await chmod(agent, 0o755);
       return agent;
@@ -187,6 +197,9 @@ class NamespaceBackend implements Backend {
     // Listed until its whole teardown (cgroup included) is done, so close() waits for a destroy
     // already under way instead of removing the parent cgroups before this one is gone.
     const details = { pid: proc.sandboxPid, hostUid, cpuList: formatCpuList(ctx.cpus!), bootMs: roundMs(timings.elapsedMs()), steps: timings.marks };
+    // The sandbox lives on without the service: nothing of it may keep this process's loop alive.
+    proc.child.unref();
+    proc.child.stderr?.destroy();
     const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, details, () => this.live.delete(spec.id));
     this.live.set(spec.id, sandbox);
     return sandbox;
@@ -212,6 +225,13 @@ class NamespaceBackend implements Backend {
         run: async (ctx) => {
           ctx.lowerDir = await this.images.acquire(spec.pack);
         },
+      },
+      {
+        name: NS_STEP.socketDir,
+        run: async (ctx) => {
+          ctx.socketDir = await this.kept.prepare(spec.id, ctx.hostUid!);
+        },
+        undo: () => this.kept.remove(spec.id),
       },
       {
         // The cgroup comes first: bwrap binds its delegated user/ part into the sandbox. bwrap's
@@ -255,6 +275,7 @@ class NamespaceBackend implements Backend {
               diskBytes: spec.diskMib * 1024 * 1024,
               workspace: spec.workspace?.kind === 'mount' ? spec.workspace : undefined,
               hostname: 'sandbox',
+              socketDir: ctx.socketDir,
               // The sandbox's stderr (bwrap's and the agent's), kept for the error when start fails.
               onStderr: (text) => {
                 ctx.log = (ctx.log + text).slice(-8192);
@@ -273,10 +294,28 @@ class NamespaceBackend implements Backend {
         },
       },
       {
+        // Before the handshake: a service that dies from here on leaves a sandbox the next start reattaches.
+        name: NS_STEP.saveState,
+        run: async (ctx) => {
+          const { child, sandboxPid } = ctx.proc!;
+          const sandboxStart = await processStart(sandboxPid);
+          if (!sandboxStart) throw new Error('the sandbox process exited right after its start');
+          await this.kept.save({
+            id: spec.id,
+            bwrapPid: child.pid!,
+            sandboxPid,
+            sandboxStart,
+            hostUid: ctx.hostUid!,
+            claimedUid: spec.workspace?.kind === 'mount',
+            cpus: ctx.cpus!,
+            pack: spec.pack,
+          });
+        },
+      },
+      {
         name: NS_STEP.agentHandshake,
         run: async (ctx, signal) => {
-          const child = ctx.proc!.child;
-          ctx.agent = await AgentClient.connect({ readable: child.stdout!, writable: child.stdin!, destroy: () => child.stdin!.destroy() }, { signal, timeoutMs: options.readyTimeoutMs });
+          ctx.agent = await connectAgent(this.kept.socketPath(spec.id), signal, options.readyTimeoutMs);
         },
         undo: (ctx) => ctx.agent!.close(),
       },
