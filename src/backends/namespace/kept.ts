@@ -110,8 +110,18 @@ export async function connectAgent(path: string, signal: AbortSignal, timeoutMs:
   }
 }
 
-/** SIGKILLs a kept sandbox's agent (its pid namespace goes with it) and bwrap, and waits for both. */
+/**
+ * SIGKILLs a kept sandbox's agent (its pid namespace goes with it) and waits for it, then for
+ * bwrap, which reaps it and exits; bwrap gets SIGKILL only if it does not. In that order the
+ * agent is reaped by bwrap: killed together, an agent outliving bwrap would be left to init.
+ */
 export async function killKept(sandboxPid: number, bwrapPid: number): Promise<void> {
-  const { stuck } = await killLeftovers([sandboxPid, bwrapPid], 4000);
-  if (stuck.length) throw new Error(`sandbox processes ${stuck.join(', ')} survived SIGKILL`);
+  const agent = await killLeftovers([sandboxPid], 4000);
+  if (agent.stuck.length) throw new Error(`sandbox process ${sandboxPid} survived SIGKILL`);
+  for (let t = 0; t < 1000; t += 10) {
+    if ((await processStart(bwrapPid)) === undefined) return;
+    await sleep(10);
+  }
+  const bwrap = await killLeftovers([bwrapPid], 4000);
+  if (bwrap.stuck.length) throw new Error(`bwrap process ${bwrapPid} survived SIGKILL`);
 }

@@ -16,6 +16,7 @@ import {
   type CreateOptions,
   type HostCheck,
   type ProbeOptions,
+  type ReattachReport,
   type SandboxSpec,
   type ScanReport,
 } from '../../core/backend.js';
@@ -28,7 +29,7 @@ import { roundMs, runSteps, type Step, StepTimings } from '../../core/steps.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import { spawnBwrap } from './bwrap.js';
 import { ImageMounts } from './image-mounts.js';
-import { connectAgent, KeptSandboxes, processStart } from './kept.js';
+import { connectAgent, KeptSandboxes, type KeptState, killKept, processStart } from './kept.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
 import { SandboxUids } from './uids.js';
 
@@ -87,6 +88,8 @@ class NamespaceBackend implements Backend {
   private readonly uids: SandboxUids;
   private cpus: CpuSpreader | undefined;
   private readonly kept: KeptSandboxes;
+  /** Some sandbox was let go to outlive the service: close() leaves the image mounts to it. */
+  private detachedAny = false;
 
   constructor(private readonly o: NamespaceBackendOptions) {
     this.dir = join(o.runDir, 'namespace');
@@ -200,7 +203,10 @@ class NamespaceBackend implements Backend {
     // The sandbox lives on without the service: nothing of it may keep this process's loop alive.
     proc.child.unref();
     proc.child.stderr?.destroy();
-    const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, details, () => this.live.delete(spec.id));
+    const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, details, (detached) => {
+      this.live.delete(spec.id);
+      if (detached) this.detachedAny = true;
+    });
     this.live.set(spec.id, sandbox);
     return sandbox;
   }
@@ -322,24 +328,82 @@ class NamespaceBackend implements Backend {
     ];
   }
 
+  /** Takes over the sandboxes an earlier run left running; removes what is left of those that died. */
+  async reattach(): Promise<ReattachReport> {
+    const { states, unreadable, strays } = await this.kept.list();
+    const lost: ReattachReport['lost'] = [];
+    const alive: BackendSandbox[] = [];
+    for (const u of unreadable) {
+      lost.push({ id: u.id, reason: `its state file is unreadable (${u.error})` });
+      await this.kept.remove(u.id);
+    }
+    for (const id of strays) await this.kept.remove(id); // died before its state was written: the scan removes its cgroup
+    if (states.length) await this.prepare();
+    for (const st of states) {
+      try {
+        alive.push(await this.adopt(st));
+      } catch (e) {
+        lost.push({ id: st.id, reason: (e as Error).message });
+        if ((await processStart(st.sandboxPid)) === st.sandboxStart) await killKept(st.sandboxPid, st.bwrapPid).catch(() => undefined);
+        await this.kept.remove(st.id);
+      }
+    }
+    return { alive, lost };
+  }
+
+  private async adopt(st: KeptState): Promise<NamespaceSandbox> {
+    const t0 = performance.now();
+    if ((await processStart(st.sandboxPid)) !== st.sandboxStart) throw new Error('its processes ended while the service was not running');
+    const agent = await connectAgent(this.kept.socketPath(st.id), AbortSignal.timeout(5000), 5000).catch((e: Error) => {
+      throw new Error(`its agent did not answer on ${this.kept.socketPath(st.id)} (${e.message})`);
+    });
+    // The start steps' undos, in their order: destroy() runs them in reverse.
+    const cleanup = new CleanupStack();
+    this.uids.adopt(st.hostUid, st.claimedUid);
+    cleanup.push(NS_STEP.allocateUid, () => this.uids.release(st.hostUid).then(() => undefined));
+    await this.images.acquire(st.pack);
+    cleanup.push(NS_STEP.socketDir, () => this.kept.remove(st.id));
+    const cgroup = SandboxCgroup.existing(this.layout!, st.id);
+    this.cpus!.hold(st.cpus);
+    cleanup.push(NS_STEP.createCgroup, async () => {
+      try {
+        await cgroup.remove();
+      } finally {
+        this.cpus!.release(st.cpus);
+      }
+    });
+    cleanup.push(NS_STEP.spawn, () => killKept(st.sandboxPid, st.bwrapPid));
+    cleanup.push(NS_STEP.agentHandshake, () => agent.close());
+    const details = { pid: st.sandboxPid, hostUid: st.hostUid, cpuList: formatCpuList(st.cpus), reattachMs: roundMs(performance.now() - t0) };
+    const sandbox = new NamespaceSandbox(st.id, agent, undefined, cgroup, cleanup, details, (detached) => {
+      this.live.delete(st.id);
+      if (detached) this.detachedAny = true;
+    });
+    this.live.set(st.id, sandbox);
+    return sandbox;
+  }
+
   async scan(): Promise<ScanReport> {
     const removed: string[] = [];
+    // Reattached sandboxes (live now) keep their cgroups, image mounts and agent copy.
+    const keep = new Set(this.live.keys());
     try {
       const layout = detectCgroupLayout(this.o.cgroupName);
-      removed.push(...(await scanStaleCgroups(layout)));
-      await removeLayoutParents(layout); // made again on first use
+      removed.push(...(await scanStaleCgroups(layout, keep)));
+      if (!this.prepared) await removeLayoutParents(layout); // made again on first use
     } catch {
       /* no cgroups: nothing can be left there */
     }
     removed.push(...(await this.images.scan()));
-    await rm(join(this.dir, 'kiln-agent'), { force: true });
+    if (!this.prepared) await rm(join(this.dir, 'kiln-agent'), { force: true });
     return { removed };
   }
 
   async close(): Promise<void> {
     await this.creates.close();
     const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
-    await this.images.closeAll();
+    // Sandboxes kept for the next start (detached) still run on the image mounts.
+    if (!this.detachedAny) await this.images.closeAll();
     if (this.layout) await removeLayoutParents(this.layout);
     const failed = results.filter((r) => r.status === 'rejected');
     if (failed.length)

@@ -63,6 +63,12 @@ export class SandboxUids {
     return uid;
   }
 
+  /** Marks a uid a reattached sandbox of an earlier run of the service runs as (its processes hold it). */
+  adopt(uid: number, claimed: boolean): void {
+    if (claimed) this.claimed.add(uid);
+    this.inUse.add(uid);
+  }
+
   /** After a sandbox's teardown: frees its uid, or quarantines it while a process still holds it. Returns true when quarantined. */
   async release(uid: number): Promise<boolean> {
     if ((await this.uidsWithProcesses()).has(uid)) {
