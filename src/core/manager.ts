@@ -172,7 +172,7 @@ export class SandboxManager {
         release();
       });
       this.recordCreated(sb);
-      this.keep(sb);
+      if (backend.reattach) this.keep(sb); // a record only where a restart can find the sandbox again
       return sb;
     } catch (e) {
       unreserve();
