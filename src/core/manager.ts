@@ -447,14 +447,15 @@ export class SandboxManager {
   }
 
   /**
-   * Stops the service's side. Sandboxes whose backend can keep them run on for the next start
-   * (Backend.reattach) unless the operator set KILN_STOP_SANDBOXES_ON_EXIT=1; the rest are deleted.
+   * Stops the service's side and deletes every sandbox, or with `keepSandboxes` (the service
+   * process's graceful stop) lets those whose backend can keep them run on for the next start
+   * (Backend.reattach) and deletes the rest.
    */
-  async close(): Promise<void> {
+  async close(keepSandboxes = false): Promise<void> {
     this.closing = true;
     clearInterval(this.healthTimer);
     this.admission.close();
-    const keep = !this.d.config.stopSandboxesOnExit;
+    const keep = keepSandboxes;
     await Promise.allSettled([...this.sandboxes.values()].map((sb) => (keep && sb.inner.detach && sb.state === 'ready' ? this.detach(sb) : this.delete(sb.id, 'service stopped'))));
   }
 

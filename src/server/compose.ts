@@ -17,7 +17,7 @@ import { Workspaces } from '../workspace/service.js';
 import { createBackends } from './backends.js';
 import { PackBuilds } from './pack-builds.js';
 import { createPackCatalog } from './pack-catalog.js';
-import type { KilnService } from './service.js';
+import type { CloseOptions, KilnService } from './service.js';
 
 type Log = (msg: string, fields?: Record<string, unknown>) => void;
 
@@ -166,10 +166,10 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     keys,
     workspaces,
     availability: () => (availability ??= Promise.all([...backends.values()].map((b) => b.probe()))),
-    async close() {
+    async close(co: CloseOptions = {}) {
       await packBuilds.close();
       await pools?.close();
-      await manager.close();
+      await manager.close(co.keepSandboxes);
       await Promise.allSettled([...backends.values()].map((b) => b.close()));
       await closeStoreParts(parts);
       await lock.release();

@@ -20,6 +20,8 @@ import { cgroupChildren, cgroupParent } from '../parity/leaks.js';
 import { freePort, spawnService, untilHealthy } from '../parity/service-process.js';
 
 const COUNT = Number(process.env.KILN_TEST_SURVIVE_COUNT ?? 8);
+/** The product's default; the test harness's is to delete sandboxes at a stop. */
+const KEEP = { KILN_STOP_SANDBOXES_ON_EXIT: '0' };
 
 /**
  * Running, not a zombie: a sandbox's bwrap outlives the service that started it, and when it ends
@@ -49,7 +51,7 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
     const runDir = join(base, 'run');
     const port = await freePort();
     const client = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });
-    let svc = spawnService(runDir, port);
+    let svc = spawnService(runDir, port, KEEP);
     const pids: number[] = [];
     try {
       await untilHealthy(client, svc);
@@ -82,7 +84,7 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
       mkdirSync(orphan);
 
       const t0 = performance.now();
-      svc = spawnService(runDir, port);
+      svc = spawnService(runDir, port, KEEP);
       await untilHealthy(client, svc);
       const upMs = performance.now() - t0;
       const listed = await client.sandboxes.list();
@@ -130,7 +132,7 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
     const runDir = join(base, 'run');
     const port = await freePort();
     const client = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });
-    let svc = spawnService(runDir, port);
+    let svc = spawnService(runDir, port, KEEP);
     const pids: number[] = [];
     try {
       await untilHealthy(client, svc);
