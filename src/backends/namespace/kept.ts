@@ -15,6 +15,9 @@ import { AgentClient } from '../../protocol/agent-client.js';
 /** Where the sandbox finds its socket's folder. */
 export const SANDBOX_SOCKET = '/.kiln/sock/agent.sock';
 
+/** sun_path is 108 bytes with its terminating NUL. */
+const MAX_SOCKET_PATH = 107;
+
 /** What a later start of the service needs to take a running sandbox over. */
 export interface KeptState {
   id: string;
@@ -43,6 +46,8 @@ export class KeptSandboxes {
   /** The socket's folder, owned by the sandbox's uid (its agent binds the socket as that uid). */
   async prepare(id: string, hostUid: number): Promise<string> {
     const d = this.socketDir(id);
+    const bytes = Buffer.byteLength(this.socketPath(id));
+    if (bytes > MAX_SOCKET_PATH) throw new Error(`the agent's socket path ${this.socketPath(id)} is ${bytes} bytes, over the ${MAX_SOCKET_PATH} a Unix socket takes: use a shorter KILN_RUN_DIR`);
     await mkdir(d, { recursive: true, mode: 0o700 });
     await chown(d, hostUid, hostUid);
     return d;
