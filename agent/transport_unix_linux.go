@@ -9,13 +9,16 @@ package main
 // folder unreachable from the sandbox); the re-executed agent finds it as --transport fd:N.
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // listenUnix binds path and returns the listening descriptor, inheritable across the re-exec.
@@ -70,6 +73,18 @@ func openListenerTransport(name string) (Transport, error) {
 
 func (t *listenerTransport) Name() string { return "unix" }
 
+// Accept waits for the next host. An error other than a closed listener (EMFILE, a connection
+// reset before it was accepted) is waited out: ending the agent would end the sandbox.
 func (t *listenerTransport) Accept() (io.ReadWriteCloser, error) {
-	return t.l.Accept()
+	for {
+		c, err := t.l.Accept()
+		if err == nil {
+			return c, nil
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return nil, errTransportDone
+		}
+		log.Printf("kiln-agent: accept: %v", err)
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -354,7 +354,7 @@ class NamespaceBackend implements Backend {
   private async adopt(st: KeptState): Promise<NamespaceSandbox> {
     const t0 = performance.now();
     if ((await processStart(st.sandboxPid)) !== st.sandboxStart) throw new Error('its processes ended while the service was not running');
-    const agent = await connectAgent(this.kept.socketPath(st.id), AbortSignal.timeout(5000), 5000).catch((e: Error) => {
+    const agent = await connectAgent(this.kept.socketPath(st.id), AbortSignal.timeout(10_000), 10_000).catch((e: Error) => {
       throw new Error(`its agent did not answer on ${this.kept.socketPath(st.id)} (${e.message})`);
     });
     // The start steps' undos, in their order: destroy() runs them in reverse.
