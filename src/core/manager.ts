@@ -356,7 +356,7 @@ export class SandboxManager {
     }
     if (!this.sandboxes.has(id)) return; // deleted meanwhile
     this.sandboxes.delete(id);
-    void this.kept.remove(id).catch(() => undefined);
+    const unrecorded = this.d.backends.get(sb.backendName)?.reattach ? this.kept.remove(id).catch(() => undefined) : undefined;
     this.recordEnded(sb, reason);
     if (sb.state === 'ready') sb.state = 'stopping';
     sb.ttlTimer?.clear();
@@ -368,6 +368,7 @@ export class SandboxManager {
       sb.release();
       if (sb.fromPool) this.d.pools?.released({ backend: sb.backendName, pack: sb.packName, ...sb.size });
       if (sb.workspace) await (keep ? this.d.workspaces?.keep(id) : this.d.workspaces?.discard(id))?.catch((e: Error) => this.d.log?.('workspace release failed', { id, error: e.message }));
+      await unrecorded; // gone before a stop completes: the next start must not find it
     }
   }
 
