@@ -36,7 +36,7 @@ type flags struct {
 func parseFlags(args []string) (flags, error) {
 	var f flags
 	fs := flag.NewFlagSet("kiln-agent", flag.ContinueOnError)
-	fs.StringVar(&f.transport, "transport", "auto", "stdio, virtio-serial, vsock or auto")
+	fs.StringVar(&f.transport, "transport", "auto", "stdio, unix:PATH (namespace mode), virtio-serial, vsock or auto")
 	fs.StringVar(&f.setupRoot, "setup-root", "", "namespace mode: read-only lower layer of the sandbox root")
 	fs.Int64Var(&f.diskBytes, "disk-bytes", 1<<30, "size of the writable tmpfs layer (namespace mode)")
 	fs.StringVar(&f.workspace.lower, "workspace-lower", "", "namespace mode: read-only lower layer of /workspace (the idmapped project bind)")
@@ -80,7 +80,7 @@ func run() error {
 	return serveAgent(f)
 }
 
-func serveAgent(f flags) error {
+func serveAgent(f flags) (err error) {
 	guardPID1()
 	cfg.execUID, cfg.execGID = os.Getuid(), os.Getgid()
 	if f.execUID >= 0 {
@@ -90,6 +90,10 @@ func serveAgent(f flags) error {
 		cfg.execGID = f.execGID
 	}
 	if f.setupRoot != "" {
+		// Before pivot_root: the socket's folder is on the old root.
+		if f.transport, err = prepareUnixTransport(f.transport); err != nil {
+			return fmt.Errorf("namespace setup: %w", err)
+		}
 		if err := setupNamespaceRoot(f.setupRoot, f.diskBytes, f.workspace, f.cpus); err != nil {
 			return fmt.Errorf("namespace setup: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 type Transport interface {
@@ -29,7 +30,10 @@ func openTransport(name string) (Transport, error) {
 		}
 		return newStdioTransport(), nil // auto: no VM device present
 	}
-	return nil, fmt.Errorf("unknown transport %q (want stdio, virtio-serial, vsock or auto)", name)
+	if strings.HasPrefix(name, "fd:") {
+		return openListenerTransport(name)
+	}
+	return nil, fmt.Errorf("unknown transport %q (want stdio, unix:PATH, virtio-serial, vsock or auto)", name)
 }
 
 // stdioTransport: fd 0 carries host→agent, fd 1 agent→host. Only one connection ever: EOF on

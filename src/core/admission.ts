@@ -28,6 +28,13 @@ export class Admission {
     return { inUse: this.inUse, capacity: this.o.capacity, queued: this.queue.length };
   }
 
+  /** A slot now if one is free, else undefined (a sandbox reattached at start takes one when it can). */
+  tryAcquire(): (() => void) | undefined {
+    if (this.closed || this.inUse >= this.o.capacity) return undefined;
+    this.inUse++;
+    return this.releaser();
+  }
+
   /** Resolves with a release function once a slot is held. Call release exactly once. */
   acquire(signal?: AbortSignal): Promise<() => void> {
     if (this.closed) return Promise.reject(new KilnError('SHUTTING_DOWN', 'kiln is shutting down; retry against another instance or later', { retryAfterSec: 5 }));

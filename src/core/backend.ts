@@ -125,6 +125,19 @@ export interface BackendSandbox {
   onExit(listener: (reason: string) => void): void;
   /** Releases every resource of the sandbox. Idempotent; never throws for an already-dead sandbox. */
   destroy(): Promise<void>;
+  /**
+   * Lets go of a sandbox that outlives the service (a stop that keeps sandboxes): its connection
+   * closes, its processes keep running, and the next start's Backend.reattach() finds it.
+   * Absent: the backend cannot keep sandboxes across a restart.
+   */
+  detach?(): Promise<void>;
+}
+
+/** What a start found of the sandboxes an earlier run of the service left running. */
+export interface ReattachReport {
+  alive: BackendSandbox[];
+  /** Recorded sandboxes that died meanwhile (their leftovers are removed), with the reason. */
+  lost: { id: string; reason: string }[];
 }
 
 export interface ScanReport {
@@ -136,7 +149,12 @@ export interface Backend {
   readonly name: BackendName;
   probe(options?: ProbeOptions): Promise<BackendAvailability>;
   create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox>;
-  /** Start-up scan: remove everything a previous (crashed) service instance left behind. */
+  /**
+   * At start, before scan(): takes over every sandbox of an earlier run still alive (same id).
+   * Absent: the backend keeps nothing across a restart.
+   */
+  reattach?(): Promise<ReattachReport>;
+  /** Start-up scan: remove everything a previous (crashed) service instance left behind, except what reattach() took over. */
   scan(): Promise<ScanReport>;
   /** Stops every sandbox this backend still owns and frees shared resources (templates, mounts). */
   close(): Promise<void>;

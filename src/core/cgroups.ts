@@ -227,6 +227,14 @@ export class SandboxCgroup {
     return cg;
   }
 
+  /** The group of a sandbox an earlier run of the service made (reattached after a restart). */
+  static existing(layout: CgroupLayout, id: string): SandboxCgroup {
+    return new SandboxCgroup(
+      layout,
+      Object.values(layout.parents).map((p) => join(p, id)),
+    );
+  }
+
   private dir(controller: string): string {
     return this.layout.version === 2 ? this.dirs[0]! : this.dirs[Object.keys(this.layout.parents).indexOf(controller)]!;
   }
@@ -378,13 +386,13 @@ async function killAll(dir: string): Promise<void> {
   }
 }
 
-/** Start-up scan: every sandbox cgroup under the kiln parents is a leftover of a dead service. */
-export async function scanStaleCgroups(layout: CgroupLayout): Promise<string[]> {
+/** Start-up scan: every sandbox cgroup under the kiln parents but the kept ones is a leftover of a dead service. */
+export async function scanStaleCgroups(layout: CgroupLayout, keep: ReadonlySet<string> = new Set()): Promise<string[]> {
   const removed: string[] = [];
   for (const parent of Object.values(layout.parents)) {
     const entries = await readdir(parent, { withFileTypes: true }).catch(() => []);
     for (const e of entries) {
-      if (!e.isDirectory()) continue;
+      if (!e.isDirectory() || keep.has(e.name)) continue;
       await removeCgroupDirs([join(parent, e.name)]);
       removed.push(`cgroup ${join(parent, e.name)}`);
     }

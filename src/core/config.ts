@@ -56,6 +56,11 @@ export interface KilnConfig {
   /** KILN_NODE_ID: this service's name among nodes sharing one database (default: the host name). */
   nodeId: string;
   workspaces: WorkspaceConfig;
+  /**
+   * KILN_STOP_SANDBOXES_ON_EXIT=1: a graceful stop deletes every sandbox (the behaviour before
+   * sandboxes survived restarts). Default: they keep running and the next start reattaches them.
+   */
+  stopSandboxesOnExit: boolean;
 }
 
 /** Workspace sandboxes (docs/workspaces.md). */
@@ -151,6 +156,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     firecrackerKvm: env.KILN_FIRECRACKER_KVM === 'force' ? 'force' : 'auto',
     databaseUrl: env.KILN_DATABASE_URL || undefined,
     nodeId: env.KILN_NODE_ID || os.hostname(),
+    stopSandboxesOnExit: env.KILN_STOP_SANDBOXES_ON_EXIT === '1' || env.KILN_STOP_SANDBOXES_ON_EXIT === 'true',
     workspaces: {
       dir: path(env.KILN_WORKSPACES_DIR || resolve(path(env.KILN_DATA_DIR ?? '/var/lib/kiln'), 'workspaces')),
       roots: workspaceRoots(env.KILN_WORKSPACE_ROOTS),

@@ -68,6 +68,11 @@ export class CpuSpreader {
     return chosen;
   }
 
+  /** Counts CPUs given out before (a sandbox reattached after a restart of the service). */
+  hold(cpus: readonly number[]): void {
+    for (const c of cpus) if (this.held.has(c)) this.held.set(c, this.held.get(c)! + 1);
+  }
+
   release(cpus: readonly number[]): void {
     for (const c of cpus) {
       const n = this.held.get(c);

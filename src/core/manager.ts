@@ -3,6 +3,7 @@
  * it sees only the Backend interface and the pack catalogue.
  */
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import type { ChunkSink, ExecHandlers } from '../protocol/agent-client.js';
 import { Admission } from './admission.js';
 import type { Backend, BackendName, BackendSandbox, SandboxSpec } from './backend.js';
@@ -10,6 +11,7 @@ import type { KilnConfig } from './config.js';
 import { KilnError } from './errors.js';
 import { type ExecOptions, type ExecOutcome, ExecRunner, type ExecStreamHandlers, type InteractiveExec, type InteractiveOptions } from './exec.js';
 import type { Journal } from './journal.js';
+import { type KeptRecord, KeptRecords } from './kept-records.js';
 import { checkLabels, type ListOptions, type ListResult, listSandboxes } from './listing.js';
 import { setLongTimeout } from './long-timer.js';
 import type { Metrics } from './metrics.js';
@@ -49,8 +51,11 @@ export class SandboxManager {
   private closing = false;
   private healthTimer: NodeJS.Timeout | undefined;
   readonly ownerUsage = new OwnerUsage();
+  /** Each sandbox's record for the next start of the service (kept-records.ts). */
+  private readonly kept: KeptRecords;
 
   constructor(private readonly d: ManagerDeps) {
+    this.kept = new KeptRecords(join(d.config.runDir, 'sandboxes'));
     this.admission = new Admission({ capacity: d.config.maxSandboxes, queueLength: d.config.createQueueLength, queueTimeoutMs: d.config.createQueueTimeoutMs });
     this.exec = new ExecRunner(d.config.limits, d.metrics);
   }
@@ -167,6 +172,7 @@ export class SandboxManager {
         release();
       });
       this.recordCreated(sb);
+      if (backend.reattach) this.keep(sb); // a record only where a restart can find the sandbox again
       return sb;
     } catch (e) {
       unreserve();
@@ -371,6 +377,7 @@ export class SandboxManager {
     }
     if (!this.sandboxes.has(id)) return; // deleted meanwhile
     this.sandboxes.delete(id);
+    const unrecorded = this.d.backends.get(sb.backendName)?.reattach ? this.kept.remove(id).catch(() => undefined) : undefined;
     this.recordEnded(sb, reason);
     if (sb.state === 'ready') sb.state = 'stopping';
     sb.ttlTimer?.clear();
@@ -382,6 +389,7 @@ export class SandboxManager {
       sb.release();
       if (sb.fromPool) this.d.pools?.released({ backend: sb.backendName, pack: sb.packName, ...sb.size });
       if (sb.workspace) await (keep ? this.d.workspaces?.keep(id) : this.d.workspaces?.discard(id))?.catch((e: Error) => this.d.log?.('workspace release failed', { id, error: e.message }));
+      await unrecorded; // gone before a stop completes: the next start must not find it
     }
   }
 
@@ -460,11 +468,98 @@ export class SandboxManager {
     return this.sandboxes.size;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stops the service's side and deletes every sandbox, or with `keepSandboxes` (the service
+   * process's graceful stop) lets those whose backend can keep them run on for the next start
+   * (Backend.reattach) and deletes the rest.
+   */
+  async close(keepSandboxes = false): Promise<void> {
     this.closing = true;
     clearInterval(this.healthTimer);
     this.admission.close();
-    await Promise.allSettled([...this.sandboxes.keys()].map((id) => this.delete(id, 'service stopped')));
+    const keep = keepSandboxes;
+    await Promise.allSettled([...this.sandboxes.values()].map((sb) => (keep && sb.inner.detach && sb.state === 'ready' ? this.detach(sb) : this.delete(sb.id, 'service stopped'))));
+  }
+
+  private async detach(sb: Sandbox): Promise<void> {
+    this.sandboxes.delete(sb.id);
+    sb.ttlTimer?.clear();
+    sb.idleTimer?.clear();
+    sb.state = 'stopping'; // requests still arriving are refused (SANDBOX_GONE) rather than half-served
+    try {
+      await sb.inner.detach!();
+    } finally {
+      sb.release();
+    }
+  }
+
+  /** Writes the sandbox's record for the next start (off the request's path; a failure is logged). */
+  private keep(sb: Sandbox): void {
+    this.kept.save(sb).catch((e: Error) => this.d.log?.('sandbox record not written; it will not survive a restart', { id: sb.id, error: e.message }));
+  }
+
+  /**
+   * At start, before the scan: takes over the sandboxes an earlier run of the service left
+   * running (same id, owner, TTL, labels, env); records whose sandbox died meanwhile end as lost,
+   * with the reason, in the event trail; a live sandbox without a record is a true orphan and goes.
+   */
+  async reattach(ownerOf: (keyId: string) => Owner | 'revoked' | 'unknown'): Promise<{ reattached: string[]; lost: { id: string; reason: string }[]; ms: number }> {
+    const t0 = performance.now();
+    const alive = new Map<string, BackendSandbox>();
+    const lost = new Map<string, string>();
+    for (const b of this.d.backends.values()) {
+      const r = await b.reattach?.().catch((e: Error) => ({ alive: [], lost: [{ id: '', reason: e.message }] }));
+      for (const sb of r?.alive ?? []) alive.set(sb.id, sb);
+      for (const l of r?.lost ?? []) if (l.id) lost.set(l.id, l.reason);
+    }
+    const { records, unreadable } = await this.kept.list();
+    const reattached: string[] = [];
+    const ended: { id: string; reason: string }[] = unreadable.map((id) => ({ id, reason: 'its record is unreadable' }));
+    for (const rec of records) {
+      const inner = alive.get(rec.id);
+      alive.delete(rec.id);
+      const owner = rec.ownerKeyId ? ownerOf(rec.ownerKeyId) : undefined;
+      const why = !inner ? (lost.get(rec.id) ?? `the ${rec.backend} backend has no such sandbox`) : owner === 'revoked' ? 'its API key was revoked' : undefined;
+      if (why) {
+        await inner?.destroy().catch(() => undefined);
+        await this.kept.remove(rec.id);
+        this.d.journal?.record({ type: 'sandbox.ended', id: rec.id, state: 'failed', at: new Date(), reason: `lost: ${why}` });
+        this.d.journal?.record({ type: 'event', event: { sandboxId: rec.id, at: new Date(), kind: 'deleted', data: { reason: `lost across a restart of the service: ${why}` } } });
+        ended.push({ id: rec.id, reason: why });
+        continue;
+      }
+      const known = owner === 'unknown' ? { keyId: rec.ownerKeyId!, limits: {} } : owner === 'revoked' ? undefined : owner;
+      this.adopt(rec, inner!, known);
+      reattached.push(rec.id);
+    }
+    // Live but never recorded (a pool member, a create cut short): nobody can reach it.
+    await Promise.allSettled([...alive.values()].map((sb) => sb.destroy()));
+    return { reattached, lost: ended, ms: Math.round(performance.now() - t0) };
+  }
+
+  private adopt(rec: KeptRecord, inner: BackendSandbox, owner: Owner | undefined): void {
+    const sb = new Sandbox(rec.id, rec.backend, rec.pack, rec.packEnv, rec.env, rec.size, inner, rec.readyMs, rec.fromPool, 0);
+    sb.createdAt = new Date(rec.createdAt);
+    sb.expiresAt = new Date(rec.expiresAt);
+    sb.owner = owner;
+    sb.labels = rec.labels;
+    sb.idleTimeoutSec = rec.idleTimeoutSec;
+    sb.workspace = rec.workspace;
+    // Counted like any sandbox; a host or key limit lowered meanwhile does not evict it.
+    let unreserve = (): void => undefined;
+    if (owner) {
+      try {
+        unreserve = this.ownerUsage.reserve(owner, { memoryMib: rec.size.memoryMib, ttlSec: 0 });
+      } catch {
+        /* over the key's limits now: kept, not counted */
+      }
+    }
+    const slot = this.admission.tryAcquire();
+    this.register(sb, () => {
+      unreserve();
+      slot?.();
+    });
+    this.recordEvent(sb, 'restored', { reason: 'service restarted; the sandbox and its processes were kept', reattachMs: inner.details.reattachMs });
   }
 
   // The event trail: each call queues a write (an array push); the journal flushes off this path.

@@ -58,7 +58,8 @@ export class Sandbox {
   state: SandboxState = 'ready';
   execsRunning = 0;
   exitReason: string | undefined;
-  readonly createdAt = new Date();
+  /** Set from its record when a restarted service reattaches it. */
+  createdAt = new Date();
   expiresAt: Date;
   ttlTimer: LongTimer | undefined;
   /** Returns the admission slot; set by the manager, safe to call more than once. */

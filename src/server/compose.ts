@@ -17,7 +17,7 @@ import { Workspaces } from '../workspace/service.js';
 import { createBackends } from './backends.js';
 import { PackBuilds } from './pack-builds.js';
 import { createPackCatalog } from './pack-catalog.js';
-import type { KilnService } from './service.js';
+import type { CloseOptions, KilnService } from './service.js';
 
 type Log = (msg: string, fields?: Record<string, unknown>) => void;
 
@@ -80,13 +80,6 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
   const { store, journal, keys } = parts;
   const backends = await createBackends(config, log);
 
-  if (!o.skipScan) {
-    for (const b of backends.values()) {
-      const report = await b.scan().catch((e: Error) => ({ removed: [`scan failed: ${e.message}`] }));
-      if (report.removed.length) log(`start-up scan (${b.name}) removed leftovers`, { removed: report.removed });
-    }
-  }
-
   const sources = { builtinDir: config.packsDir, customDir: config.customPacksDir };
   const packs = await createPackCatalog(config.dataDir, sources, log);
   const packBuilds = new PackBuilds({ dataDir: config.dataDir, sources, catalog: packs, log });
@@ -109,6 +102,20 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
       return pools;
     },
   });
+  // The sandboxes an earlier run left running first: the scan then removes only true orphans.
+  const ownerOf = (keyId: string) => {
+    if (!keys) return 'unknown' as const;
+    const k = keys.get(keyId);
+    return k && !k.revokedAt ? { keyId: k.id, limits: k.limits } : ('revoked' as const);
+  };
+  const back = await manager.reattach(ownerOf);
+  if (back.reattached.length || back.lost.length) log('start-up: reattached sandboxes', { reattached: back.reattached.length, lost: back.lost, ms: back.ms });
+  if (!o.skipScan) {
+    for (const b of backends.values()) {
+      const report = await b.scan().catch((e: Error) => ({ removed: [`scan failed: ${e.message}`] }));
+      if (report.removed.length) log(`start-up scan (${b.name}) removed leftovers`, { removed: report.removed });
+    }
+  }
   manager.startHealthChecks();
   if (targets.length) {
     const l = config.limits;
@@ -135,12 +142,10 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     );
     // The workspace sandboxes a previous run kept (a stop, a crash): back under their ids, over
     // their changes; what cannot be restored now stays on disk for the next start.
-    const { kept, removed } = await workspaces.kept((keyId) => {
-      if (!keys) return 'unknown';
-      const k = keys.get(keyId);
-      return k && !k.revokedAt ? { keyId: k.id, limits: k.limits } : 'revoked';
-    });
-    if (removed.length) log('start-up: removed workspaces without a usable record', { removed });
+    const found = await workspaces.kept(ownerOf);
+    if (found.removed.length) log('start-up: removed workspaces without a usable record', { removed: found.removed });
+    // Those reattached above run on with their processes; the others start again over their changes.
+    const kept = found.kept.filter((k) => !manager.peek(k.id));
     if (kept.length) {
       const r = await manager.restore(kept);
       log('start-up: restored workspace sandboxes', { restored: r.restored, failed: r.failed });
@@ -161,10 +166,10 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     keys,
     workspaces,
     availability: () => (availability ??= Promise.all([...backends.values()].map((b) => b.probe()))),
-    async close() {
+    async close(co: CloseOptions = {}) {
       await packBuilds.close();
       await pools?.close();
-      await manager.close();
+      await manager.close(co.keepSandboxes);
       await Promise.allSettled([...backends.values()].map((b) => b.close()));
       await closeStoreParts(parts);
       await lock.release();

@@ -7,14 +7,14 @@ import type { FastifyInstance } from 'fastify';
 import { type KilnConfig, loadConfig } from '../core/config.js';
 import { buildApp } from './app.js';
 import { composeService } from './compose.js';
-import type { KilnService } from './service.js';
+import type { CloseOptions, KilnService } from './service.js';
 import { listenPrivately } from './socket.js';
 
 export interface RunningServer {
   svc: KilnService;
   apps: FastifyInstance[];
   url: string;
-  close(): Promise<void>;
+  close(o?: CloseOptions): Promise<void>;
 }
 
 export async function startServer(config: KilnConfig = loadConfig(), opts: { logger?: boolean; skipScan?: boolean } = {}): Promise<RunningServer> {
@@ -38,9 +38,9 @@ export async function startServer(config: KilnConfig = loadConfig(), opts: { log
       svc,
       apps,
       url: address,
-      async close() {
+      async close(o?: CloseOptions) {
         await Promise.allSettled(apps.map((a) => a.close()));
-        await svc.close();
+        await svc.close(o);
         if (config.socketPath) await rm(config.socketPath, { force: true });
       },
     };
@@ -65,9 +65,11 @@ export async function serveForever(config?: KilnConfig): Promise<number> {
     const stop = (sig: string): void => {
       if (closing) return;
       closing = true;
-      console.error(`${sig}: closing sandboxes and stopping`);
+      // Sandboxes run on for the next start unless the operator wants them gone with the service.
+      const keepSandboxes = !server.svc.config.stopSandboxesOnExit;
+      console.error(`${sig}: ${keepSandboxes ? 'keeping sandboxes for the next start' : 'closing sandboxes'} and stopping`);
       const hard = setTimeout(() => resolve(1), 20_000);
-      server.close().then(
+      server.close({ keepSandboxes }).then(
         () => {
           clearTimeout(hard);
           resolve(0);

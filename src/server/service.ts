@@ -28,5 +28,10 @@ export interface KilnService {
   workspaces?: Workspaces;
   /** Every backend's probe(), run on first call and kept for the life of the service. */
   availability(): Promise<BackendAvailability[]>;
-  close(): Promise<void>;
+  /** Deletes every sandbox; `keepSandboxes`: those a restart can reattach run on (SandboxManager.close). */
+  close(o?: CloseOptions): Promise<void>;
+}
+
+export interface CloseOptions {
+  keepSandboxes?: boolean;
 }

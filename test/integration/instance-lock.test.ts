@@ -2,7 +2,7 @@
  * One service per run directory (src/core/instance-lock.ts): a second `kiln serve` on the same run
  * directory refuses to start, names the first, and leaves its sandboxes alone (before the lock, its
  * start-up scan removed the first one's cgroups and killed its sandboxes); a holder killed with
- * SIGKILL does not block the next start.
+ * SIGKILL does not block the next start, which reattaches its sandboxes.
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
@@ -71,11 +71,13 @@ describe('instance lock', () => {
       await stop(first.child, 'SIGKILL');
       third = spawnService(runDir, p2);
       await untilHealthy(c2, third);
+      // The sandbox outlived the killed holder: the next start reattaches it.
+      assert.equal((await c2.sandboxes.exec(sb.id, { cmd: 'echo reattached' })).stdout, 'reattached\n');
+      assert.equal(JSON.parse(await readFile(join(runDir, LOCK_FILE), 'utf8')).pid, third.child.pid, 'the new service holds the lock');
+      await stop(third.child); // the harness's services delete their sandboxes at a stop
+      assert.equal(third.child.exitCode, 0, third.stderr());
       for (let i = 0; i < 50 && alive(pid); i++) await sleep(100);
       assert.equal(alive(pid), false);
-      assert.equal(JSON.parse(await readFile(join(runDir, LOCK_FILE), 'utf8')).pid, third.child.pid, 'the new service holds the lock');
-      await stop(third.child);
-      assert.equal(third.child.exitCode, 0, third.stderr());
       assert.equal(await readFile(join(runDir, LOCK_FILE), 'utf8').catch(() => 'gone'), 'gone', 'a clean stop releases the lock');
     } finally {
       await stop(first.child, 'SIGKILL');

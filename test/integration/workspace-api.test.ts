@@ -298,12 +298,14 @@ describe('workspace sandboxes (namespace backend, real HTTP)', { timeout: 240_00
     assert.deepEqual(summary(await changes(id)), beforeRestart);
     assert.equal((await sh(id, 'cat newdir/sub/x.txt 2>/dev/null; cat "with space.txt"')).stdout, 'spaced\n');
 
-    // kill -9 in the middle of an exec: the next start finds the mounts and reattaches.
+    // kill -9 in the middle of an exec: the sandbox runs on, with its processes, and the next start reattaches it.
+    assert.equal((await sh(id, 'sleep 1000 & echo $! > /tmp/bg.pid')).exitCode, 0);
     void sh(id, 'sleep 30').catch(() => undefined);
     await new Promise((r) => setTimeout(r, 300));
     await stop('SIGKILL');
     await start();
     assert.deepEqual(summary(await changes(id)), beforeRestart);
+    assert.equal((await sh(id, 'kill -0 $(cat /tmp/bg.pid) && echo alive')).stdout, 'alive\n', 'a background process outlives the crash');
 
     // Reject the rest, then the delete goes through and leaves nothing behind.
     const rest = await call('POST', `/v1/sandboxes/${id}/reject`, {});

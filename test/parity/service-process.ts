@@ -38,7 +38,7 @@ export interface ServeChild {
   stderr(): string;
 }
 
-/** `bin/kiln serve` on this run dir and port: no token, no pools, no socket, no store unless `env` says so. */
+/** `bin/kiln serve` on this run dir and port: no token, no pools, no socket, no store, sandboxes deleted at a stop, unless `env` says so. */
 export function spawnService(runDir: string, port: number, env: Record<string, string> = {}): ServeChild {
   const child = spawn(join(REPO_ROOT, 'bin/kiln'), ['serve'], {
     env: {
@@ -50,6 +50,8 @@ export function spawnService(runDir: string, port: number, env: Record<string, s
       KILN_SOCKET: '',
       // No store unless a test asks for one: test services share KILN_DATA_DIR, an embedded database there is one process's.
       KILN_DATABASE_URL: 'off',
+      // A test that stops its service expects its sandboxes gone; crash.test.ts asks for the product's default (kept).
+      KILN_STOP_SANDBOXES_ON_EXIT: '1',
       NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --unhandled-rejections=strict`.trim(),
       ...env,
     },

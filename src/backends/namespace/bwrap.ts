@@ -9,6 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
 import { formatCpuList } from '../../core/cpu-sets.js';
+import { SANDBOX_SOCKET } from './kept.js';
 
 export interface BwrapOptions {
   bwrapPath: string;
@@ -35,6 +36,11 @@ export interface BwrapOptions {
   workspace?: { lowerDir: string; mntDir: string; gitWritable: boolean };
   /** Host CPUs the sandbox runs on: the agent sets its affinity and /sys/devices/system/cpu to them. */
   cpuList?: readonly number[];
+  /**
+   * The agent's socket folder (kept.ts): the agent listens there instead of speaking over stdio,
+   * and the sandbox is not tied to the service's life (no --die-with-parent, its own session).
+   */
+  socketDir?: string;
   /** Receives everything bwrap and the agent write to stderr, from the start. */
   onStderr: (text: string) => void;
 }
@@ -56,7 +62,7 @@ export function bwrapArgs(o: BwrapOptions): string[] {
     '--unshare-net',
     '--unshare-uts',
     ...(o.cgroupNamespace === false ? [] : ['--unshare-cgroup-try']),
-    '--die-with-parent',
+    ...(o.socketDir ? [] : ['--die-with-parent']),
     '--as-pid-1',
     '--uid',
     '0',
@@ -77,6 +83,7 @@ export function bwrapArgs(o: BwrapOptions): string[] {
     o.agentPath,
     '/.kiln/agent',
     ...(o.workspace ? ['--ro-bind', o.workspace.lowerDir, '/.kiln/ws-lower', '--bind', o.workspace.mntDir, '/.kiln/ws'] : []),
+    ...(o.socketDir ? ['--bind', o.socketDir, '/.kiln/sock'] : []),
     ...Object.entries(o.cgroupDirs ?? {}).flatMap(([name, dir]) => ['--bind', dir, `/.kiln/cgroup/${name}`]),
     '--info-fd',
     '3',
@@ -86,7 +93,7 @@ export function bwrapArgs(o: BwrapOptions): string[] {
     '--',
     '/.kiln/agent',
     '--transport',
-    'stdio',
+    o.socketDir ? `unix:${SANDBOX_SOCKET}` : 'stdio',
     '--setup-root',
     '/.kiln/lower',
     '--disk-bytes',
@@ -105,8 +112,10 @@ export async function spawnBwrap(o: BwrapOptions, signal: AbortSignal): Promise<
     {
       uid: o.hostUid,
       gid: o.hostUid,
-      stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+      stdio: o.socketDir ? ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
       env: {},
+      // Out of the service's process group: a signal to the group (Ctrl-C) is not the sandbox's.
+      detached: !!o.socketDir,
     },
     o.agentPath,
   );

@@ -42,10 +42,11 @@ export class ImageMounts {
     for (const t of targets) if (t.status === 'fulfilled') await unmount(t.value);
   }
 
-  /** Unmounts every image mount under the folder: a previous service instance's leftovers. */
+  /** Unmounts every image mount under the folder but those in use: a previous service instance's leftovers. */
   async scan(): Promise<string[]> {
     const removed: string[] = [];
     for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+      if (this.mounted.has(name)) continue; // acquired by a reattached sandbox
       const target = join(this.dir, name);
       if (await isMountPoint(target)) {
         await unmount(target);

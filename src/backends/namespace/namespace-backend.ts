@@ -16,6 +16,7 @@ import {
   type CreateOptions,
   type HostCheck,
   type ProbeOptions,
+  type ReattachReport,
   type SandboxSpec,
   type ScanReport,
 } from '../../core/backend.js';
@@ -25,9 +26,10 @@ import { CpuSpreader, formatCpuList } from '../../core/cpu-sets.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
 import { roundMs, runSteps, type Step, StepTimings } from '../../core/steps.js';
-import { AgentClient } from '../../protocol/agent-client.js';
+import type { AgentClient } from '../../protocol/agent-client.js';
 import { spawnBwrap } from './bwrap.js';
 import { ImageMounts } from './image-mounts.js';
+import { connectAgent, KeptSandboxes, type KeptState, killKept, processStart } from './kept.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
 import { SandboxUids } from './uids.js';
 
@@ -49,9 +51,11 @@ export interface NamespaceBackendOptions {
 export const NS_STEP = {
   allocateUid: 'ns.allocateUid',
   mountImage: 'ns.mountImage',
+  socketDir: 'ns.socketDir',
   createCgroup: 'ns.createCgroup',
   spawn: 'ns.spawn',
   enterCgroup: 'ns.enterCgroup',
+  saveState: 'ns.saveState',
   agentHandshake: 'kiln.agentHandshake',
 } as const;
 
@@ -63,6 +67,7 @@ interface StartContext {
   cpus?: number[];
   cgroup?: SandboxCgroup;
   proc?: Awaited<ReturnType<typeof spawnBwrap>>;
+  socketDir?: string;
   agent?: AgentClient;
   log: string;
 }
@@ -82,11 +87,15 @@ class NamespaceBackend implements Backend {
   private readonly creates = new CreatesInFlight('namespace');
   private readonly uids: SandboxUids;
   private cpus: CpuSpreader | undefined;
+  private readonly kept: KeptSandboxes;
+  /** Some sandbox was let go to outlive the service: close() leaves the image mounts to it. */
+  private detachedAny = false;
 
   constructor(private readonly o: NamespaceBackendOptions) {
     this.dir = join(o.runDir, 'namespace');
     this.images = new ImageMounts(join(this.dir, 'images'));
     this.uids = new SandboxUids(o.uidBase ?? 200_000, o.uidCount ?? 65_536);
+    this.kept = new KeptSandboxes(join(this.dir, 's'));
   }
 
   async probe(options: ProbeOptions = {}): Promise<BackendAvailability> {
@@ -150,7 +159,11 @@ class NamespaceBackend implements Backend {
       // Sandbox uids must traverse to the agent copy and the image mounts.
       await chmod(this.o.runDir, 0o755);
       await chmod(this.dir, 0o755);
+      await mkdir(this.kept.dir, { recursive: true, mode: 0o711 });
+      await chmod(this.kept.dir, 0o711);
       const agent = join(this.dir, 'kiln-agent');
+      // Unlinked first: kept sandboxes of an earlier run still execute the old copy (ETXTBSY).
+      await rm(agent, { force: true });
       await copyFile(this.o.agentPath, agent);
       await chmod(agent, 0o755);
       return agent;
@@ -187,7 +200,13 @@ class NamespaceBackend implements Backend {
     // Listed until its whole teardown (cgroup included) is done, so close() waits for a destroy
     // already under way instead of removing the parent cgroups before this one is gone.
     const details = { pid: proc.sandboxPid, hostUid, cpuList: formatCpuList(ctx.cpus!), bootMs: roundMs(timings.elapsedMs()), steps: timings.marks };
-    const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, details, () => this.live.delete(spec.id));
+    // The sandbox lives on without the service: nothing of it may keep this process's loop alive.
+    proc.child.unref();
+    proc.child.stderr?.destroy();
+    const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, details, (detached) => {
+      this.live.delete(spec.id);
+      if (detached) this.detachedAny = true;
+    });
     this.live.set(spec.id, sandbox);
     return sandbox;
   }
@@ -212,6 +231,13 @@ class NamespaceBackend implements Backend {
         run: async (ctx) => {
           ctx.lowerDir = await this.images.acquire(spec.pack);
         },
+      },
+      {
+        name: NS_STEP.socketDir,
+        run: async (ctx) => {
+          ctx.socketDir = await this.kept.prepare(spec.id, ctx.hostUid!);
+        },
+        undo: () => this.kept.remove(spec.id),
       },
       {
         // The cgroup comes first: bwrap binds its delegated user/ part into the sandbox. bwrap's
@@ -255,6 +281,7 @@ class NamespaceBackend implements Backend {
               diskBytes: spec.diskMib * 1024 * 1024,
               workspace: spec.workspace?.kind === 'mount' ? spec.workspace : undefined,
               hostname: 'sandbox',
+              socketDir: ctx.socketDir,
               // The sandbox's stderr (bwrap's and the agent's), kept for the error when start fails.
               onStderr: (text) => {
                 ctx.log = (ctx.log + text).slice(-8192);
@@ -273,34 +300,110 @@ class NamespaceBackend implements Backend {
         },
       },
       {
+        // Before the handshake: a service that dies from here on leaves a sandbox the next start reattaches.
+        name: NS_STEP.saveState,
+        run: async (ctx) => {
+          const { child, sandboxPid } = ctx.proc!;
+          const sandboxStart = await processStart(sandboxPid);
+          if (!sandboxStart) throw new Error('the sandbox process exited right after its start');
+          await this.kept.save({
+            id: spec.id,
+            bwrapPid: child.pid!,
+            sandboxPid,
+            sandboxStart,
+            hostUid: ctx.hostUid!,
+            claimedUid: spec.workspace?.kind === 'mount',
+            cpus: ctx.cpus!,
+            pack: spec.pack,
+          });
+        },
+      },
+      {
         name: NS_STEP.agentHandshake,
         run: async (ctx, signal) => {
-          const child = ctx.proc!.child;
-          ctx.agent = await AgentClient.connect({ readable: child.stdout!, writable: child.stdin!, destroy: () => child.stdin!.destroy() }, { signal, timeoutMs: options.readyTimeoutMs });
+          ctx.agent = await connectAgent(this.kept.socketPath(spec.id), signal, options.readyTimeoutMs);
         },
         undo: (ctx) => ctx.agent!.close(),
       },
     ];
   }
 
+  /** Takes over the sandboxes an earlier run left running; removes what is left of those that died. */
+  async reattach(): Promise<ReattachReport> {
+    const { states, unreadable, strays } = await this.kept.list();
+    const lost: ReattachReport['lost'] = [];
+    const alive: BackendSandbox[] = [];
+    for (const u of unreadable) {
+      lost.push({ id: u.id, reason: `its state file is unreadable (${u.error})` });
+      await this.kept.remove(u.id);
+    }
+    for (const id of strays) await this.kept.remove(id); // died before its state was written: the scan removes its cgroup
+    if (states.length) await this.prepare();
+    for (const st of states) {
+      try {
+        alive.push(await this.adopt(st));
+      } catch (e) {
+        lost.push({ id: st.id, reason: (e as Error).message });
+        if ((await processStart(st.sandboxPid)) === st.sandboxStart) await killKept(st.sandboxPid, st.bwrapPid).catch(() => undefined);
+        await this.kept.remove(st.id);
+      }
+    }
+    return { alive, lost };
+  }
+
+  private async adopt(st: KeptState): Promise<NamespaceSandbox> {
+    const t0 = performance.now();
+    if ((await processStart(st.sandboxPid)) !== st.sandboxStart) throw new Error('its processes ended while the service was not running');
+    const agent = await connectAgent(this.kept.socketPath(st.id), AbortSignal.timeout(10_000), 10_000).catch((e: Error) => {
+      throw new Error(`its agent did not answer on ${this.kept.socketPath(st.id)} (${e.message})`);
+    });
+    // The start steps' undos, in their order: destroy() runs them in reverse.
+    const cleanup = new CleanupStack();
+    this.uids.adopt(st.hostUid, st.claimedUid);
+    cleanup.push(NS_STEP.allocateUid, () => this.uids.release(st.hostUid).then(() => undefined));
+    await this.images.acquire(st.pack);
+    cleanup.push(NS_STEP.socketDir, () => this.kept.remove(st.id));
+    const cgroup = SandboxCgroup.existing(this.layout!, st.id);
+    this.cpus!.hold(st.cpus);
+    cleanup.push(NS_STEP.createCgroup, async () => {
+      try {
+        await cgroup.remove();
+      } finally {
+        this.cpus!.release(st.cpus);
+      }
+    });
+    cleanup.push(NS_STEP.spawn, () => killKept(st.sandboxPid, st.bwrapPid));
+    cleanup.push(NS_STEP.agentHandshake, () => agent.close());
+    const details = { pid: st.sandboxPid, hostUid: st.hostUid, cpuList: formatCpuList(st.cpus), reattachMs: roundMs(performance.now() - t0) };
+    const sandbox = new NamespaceSandbox(st.id, agent, undefined, cgroup, cleanup, details, (detached) => {
+      this.live.delete(st.id);
+      if (detached) this.detachedAny = true;
+    });
+    this.live.set(st.id, sandbox);
+    return sandbox;
+  }
+
   async scan(): Promise<ScanReport> {
     const removed: string[] = [];
+    // Reattached sandboxes (live now) keep their cgroups, image mounts and agent copy.
+    const keep = new Set(this.live.keys());
     try {
       const layout = detectCgroupLayout(this.o.cgroupName);
-      removed.push(...(await scanStaleCgroups(layout)));
-      await removeLayoutParents(layout); // made again on first use
+      removed.push(...(await scanStaleCgroups(layout, keep)));
+      if (!this.prepared) await removeLayoutParents(layout); // made again on first use
     } catch {
       /* no cgroups: nothing can be left there */
     }
     removed.push(...(await this.images.scan()));
-    await rm(join(this.dir, 'kiln-agent'), { force: true });
+    if (!this.prepared) await rm(join(this.dir, 'kiln-agent'), { force: true });
     return { removed };
   }
 
   async close(): Promise<void> {
     await this.creates.close();
     const results = await Promise.allSettled([...this.live.values()].map((s) => s.destroy()));
-    await this.images.closeAll();
+    // Sandboxes kept for the next start (detached) still run on the image mounts.
+    if (!this.detachedAny) await this.images.closeAll();
     if (this.layout) await removeLayoutParents(this.layout);
     const failed = results.filter((r) => r.status === 'rejected');
     if (failed.length)

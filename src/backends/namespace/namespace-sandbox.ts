@@ -14,20 +14,33 @@ export class NamespaceSandbox implements BackendSandbox {
   readonly details: Record<string, unknown>;
   private readonly exit = new ExitSignal();
   private destroying: Promise<void> | undefined;
+  private detached = false;
 
   constructor(
     readonly id: string,
     readonly agent: AgentClient,
-    child: ChildProcess,
+    /** Undefined for a sandbox taken over from an earlier run of the service (not our child). */
+    child: ChildProcess | undefined,
     private readonly cgroup: SandboxCgroup,
     private readonly cleanup: CleanupStack,
     details: Record<string, unknown>,
-    /** Called once destroy() has finished the whole teardown (the backend deregisters it then). */
-    private readonly onDestroyed: () => void,
+    /** Called once destroy() has finished the whole teardown, or at detach() (the backend deregisters it then). */
+    private readonly onDestroyed: (detached: boolean) => void,
   ) {
     this.details = details;
-    child.once('exit', (code, sig) => this.exit.fire(`sandbox process exited (${sig ?? `code ${code}`})`));
-    agent.onClose((err) => this.exit.fire(err.message));
+    child?.once('exit', (code, sig) => {
+      if (!this.detached) this.exit.fire(`sandbox process exited (${sig ?? `code ${code}`})`);
+    });
+    agent.onClose((err) => {
+      if (!this.detached) this.exit.fire(err.message);
+    });
+  }
+
+  async detach(): Promise<void> {
+    if (this.destroying) return this.destroying;
+    this.detached = true;
+    this.agent.close();
+    this.onDestroyed(true);
   }
 
   onExit(listener: (reason: string) => void): void {
@@ -40,7 +53,7 @@ export class NamespaceSandbox implements BackendSandbox {
   }
 
   destroy(): Promise<void> {
-    this.destroying ??= this.cleanup.run().finally(() => this.onDestroyed());
+    this.destroying ??= this.cleanup.run().finally(() => this.onDestroyed(false));
     return this.destroying;
   }
 }

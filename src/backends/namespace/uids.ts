@@ -6,7 +6,7 @@
  * (a survivor of a crashed instance, another kiln instance on the same range). A quarantined uid
  * is released at the first allocation that finds it free.
  */
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { KilnError } from '../../core/errors.js';
 
 export class SandboxUids {
@@ -63,6 +63,12 @@ export class SandboxUids {
     return uid;
   }
 
+  /** Marks a uid a reattached sandbox of an earlier run of the service runs as (its processes hold it). */
+  adopt(uid: number, claimed: boolean): void {
+    if (claimed) this.claimed.add(uid);
+    this.inUse.add(uid);
+  }
+
   /** After a sandbox's teardown: frees its uid, or quarantines it while a process still holds it. Returns true when quarantined. */
   async release(uid: number): Promise<boolean> {
     if ((await this.uidsWithProcesses()).has(uid)) {
@@ -112,9 +118,16 @@ export class SandboxUids {
             (s) => s.uid,
             () => -1,
           );
-          if ((uid >= this.base && uid < this.base + this.count) || this.claimed.has(uid)) held.add(uid);
+          if (!((uid >= this.base && uid < this.base + this.count) || this.claimed.has(uid))) return;
+          // A zombie holds nothing: a kept sandbox's bwrap, orphaned by an earlier run of the service, waits there for init to reap it.
+          if (!(await isZombie(`${this.procDir}/${e}`))) held.add(uid);
         }),
     );
     return held;
   }
+}
+
+async function isZombie(procEntry: string): Promise<boolean> {
+  const s = await readFile(`${procEntry}/stat`, 'utf8').catch(() => '');
+  return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3) === 'Z';
 }
