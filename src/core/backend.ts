@@ -125,6 +125,13 @@ export interface BackendSandbox {
   onExit(listener: (reason: string) => void): void;
   /** Releases every resource of the sandbox. Idempotent; never throws for an already-dead sandbox. */
   destroy(): Promise<void>;
+  /**
+   * Saves the whole machine (memory, devices, disk) into `dir`, so that Backend.restoreMachine
+   * brings it back with its processes running. `keepRunning` false: the sandbox stops for good
+   * once saved (a pause; destroy() still follows). Absent: the backend keeps files only (the core
+   * archives the writable paths through the agent).
+   */
+  saveMachine?(dir: string, o: { keepRunning: boolean; signal?: AbortSignal }): Promise<{ machine: Record<string, unknown> }>;
 }
 
 export interface ScanReport {
@@ -136,6 +143,11 @@ export interface Backend {
   readonly name: BackendName;
   probe(options?: ProbeOptions): Promise<BackendAvailability>;
   create(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox>;
+  /**
+   * Starts `spec` from what one of its sandboxes' saveMachine wrote into `dir` (`machine`: the facts
+   * it answered). The spec's pack and shape are the saved sandbox's.
+   */
+  restoreMachine?(spec: SandboxSpec, dir: string, machine: Record<string, unknown>, options: CreateOptions): Promise<BackendSandbox>;
   /** Start-up scan: remove everything a previous (crashed) service instance left behind. */
   scan(): Promise<ScanReport>;
   /** Stops every sandbox this backend still owns and frees shared resources (templates, mounts). */

@@ -28,7 +28,18 @@ export interface SandboxRecord {
   endReason?: string;
 }
 
-export type SandboxEventKind = 'created' | 'exec.started' | 'exec.ended' | 'file.written' | 'deleted' | 'restored' | 'workspace.approved' | 'workspace.rejected';
+export type SandboxEventKind =
+  | 'created'
+  | 'exec.started'
+  | 'exec.ended'
+  | 'file.written'
+  | 'deleted'
+  | 'restored'
+  | 'workspace.approved'
+  | 'workspace.rejected'
+  | 'paused'
+  | 'resumed'
+  | 'snapshot.created';
 
 export interface SandboxEvent {
   sandboxId: string;
@@ -44,6 +55,8 @@ export interface KeyLimits {
   maxMemoryMib?: number;
   maxTtlSec?: number;
   maxExecTimeoutMs?: number;
+  /** Total size of the key's named snapshots (src/core/snapshots.ts). */
+  maxSnapshotMib?: number;
 }
 
 export interface ApiKeyRecord {

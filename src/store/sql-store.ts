@@ -47,19 +47,20 @@ export class SqlStore implements Store {
         k.createdAt.toISOString(),
       ]);
       const l = k.limits;
-      await tx.query('INSERT INTO quotas (key_id, max_sandboxes, max_memory_mib, max_ttl_sec, max_exec_timeout_ms) VALUES ($1, $2, $3, $4, $5)', [
+      await tx.query('INSERT INTO quotas (key_id, max_sandboxes, max_memory_mib, max_ttl_sec, max_exec_timeout_ms, max_snapshot_mib) VALUES ($1, $2, $3, $4, $5, $6)', [
         k.id,
         l.maxSandboxes ?? null,
         l.maxMemoryMib ?? null,
         l.maxTtlSec ?? null,
         l.maxExecTimeoutMs ?? null,
+        l.maxSnapshotMib ?? null,
       ]);
     });
   }
 
   async listKeys(): Promise<StoredApiKey[]> {
     const rows = await this.db.query(`SELECT k.id, k.name, encode(k.hash, 'hex') AS hash, k.prefix, k.created_at, k.revoked_at,
-        q.max_sandboxes, q.max_memory_mib, q.max_ttl_sec, q.max_exec_timeout_ms
+        q.max_sandboxes, q.max_memory_mib, q.max_ttl_sec, q.max_exec_timeout_ms, q.max_snapshot_mib
       FROM api_keys k LEFT JOIN quotas q ON q.key_id = k.id ORDER BY k.created_at, k.id`);
     return rows.map((r) => ({ ...keyFromRow(r), hash: Buffer.from(String(r.hash), 'hex') }));
   }
@@ -195,6 +196,7 @@ function keyFromRow(r: Row): ApiKeyRecord {
   set('maxMemoryMib', r.max_memory_mib);
   set('maxTtlSec', r.max_ttl_sec);
   set('maxExecTimeoutMs', r.max_exec_timeout_ms);
+  set('maxSnapshotMib', r.max_snapshot_mib);
   const revokedAt = date(r.revoked_at);
   return { id: String(r.id), name: String(r.name), prefix: String(r.prefix), createdAt: date(r.created_at)!, ...(revokedAt ? { revokedAt } : {}), limits };
 }
