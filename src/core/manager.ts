@@ -14,11 +14,10 @@ import { checkLabels, type ListOptions, type ListResult, listSandboxes } from '.
 import { setLongTimeout } from './long-timer.js';
 import type { Metrics } from './metrics.js';
 import type { PackCatalog } from './packs.js';
-import { checkSavable, checkSnapshotQuota, type PauseResult, pausedStandIn, type SnapshotInfo, saveState, snapshotInfo, startFromState } from './pause.js';
+import { Pauses } from './pauses.js';
 import type { PoolKey, WarmPools } from './pools.js';
 import { defaultTtlFor, execTimeoutFor, type Owner, OwnerUsage } from './quotas.js';
 import { type CreateSandboxOptions, Sandbox, SIZE_MINIMUMS } from './sandbox.js';
-import { checkSnapshotName, duBytes, SnapshotFiles, type SnapshotRecord } from './snapshots.js';
 import type { SandboxEventKind } from './store.js';
 import { warmUp } from './warmup.js';
 import type { KeptWorkspace, WorkspaceHooks, WorkspaceKind } from './workspace.js';
@@ -51,13 +50,13 @@ export class SandboxManager {
   private closing = false;
   private healthTimer: NodeJS.Timeout | undefined;
   readonly ownerUsage = new OwnerUsage();
-  /** Paused sandboxes' state and named snapshots on disk (pause.ts). */
-  readonly snaps: SnapshotFiles;
+  /** Pause, resume and named snapshots (pauses.ts). */
+  readonly pauses: Pauses;
 
   constructor(private readonly d: ManagerDeps) {
-    this.snaps = new SnapshotFiles(d.config.snapshots.dir);
     this.admission = new Admission({ capacity: d.config.maxSandboxes, queueLength: d.config.createQueueLength, queueTimeoutMs: d.config.createQueueTimeoutMs });
     this.exec = new ExecRunner(d.config.limits, d.metrics);
+    this.pauses = this.pausesHost(); // after admission: the host lends it
   }
 
   list(o: ListOptions = {}): ListResult {
@@ -127,7 +126,7 @@ export class SandboxManager {
    */
   async create(o: CreateSandboxOptions, signal?: AbortSignal, owner?: Owner, restoreId?: string): Promise<Sandbox> {
     if (this.closing) throw new KilnError('SHUTTING_DOWN', 'kiln is shutting down', { retryAfterSec: 5 });
-    const seed = o.fromSnapshot ? await this.snapshotRecord(o.fromSnapshot, owner?.keyId ?? null) : undefined;
+    const seed = o.fromSnapshot ? await this.pauses.snapshotRecord(o.fromSnapshot, owner?.keyId ?? null) : undefined;
     if (seed) o = { ...o, pack: seed.pack, backend: seed.backend, cpus: seed.cpus, memoryMib: seed.memoryMib, diskMib: seed.diskMib, env: { ...seed.env, ...o.env } };
     const pack = await this.d.packs.get(o.pack);
     const backend = this.backend(o.backend);
@@ -161,7 +160,7 @@ export class SandboxManager {
       // A pooled sandbox has no workspace and another id: workspace sandboxes always start fresh.
       inner = o.backendOptions || o.workspace || seed ? undefined : this.d.pools?.take(poolKey);
       fromPool = inner !== undefined;
-      if (seed) inner = await this.startFrom(backend, seed, this.snaps.path('named', seed.name), { ...spec, id }, size, signal);
+      if (seed) inner = await this.pauses.startFrom(backend, seed, this.pauses.snaps.path('named', seed.name), { ...spec, id }, size, signal);
       inner ??= await this.startOnBackend(backend, o.pack, size, o.backendOptions, signal, spec);
       const readyMs = Math.round((performance.now() - t0) * 10) / 10;
       this.d.metrics?.observeCreate(backend.name, pack.name, fromPool, readyMs);
@@ -366,7 +365,7 @@ export class SandboxManager {
       await sb.inner.destroy();
     } finally {
       if (sb.state === 'stopping') sb.state = 'stopped';
-      if (sb.state === 'paused') await this.snaps.remove('paused', id).catch((e: Error) => this.d.log?.('removing a paused sandbox state failed', { id, error: e.message }));
+      if (sb.state === 'paused') await this.pauses.snaps.remove('paused', id).catch((e: Error) => this.d.log?.('removing a paused sandbox state failed', { id, error: e.message }));
       sb.release();
       if (sb.fromPool) this.d.pools?.released({ backend: sb.backendName, pack: sb.packName, ...sb.size });
       if (sb.workspace) await (keep ? this.d.workspaces?.keep(id) : this.d.workspaces?.discard(id))?.catch((e: Error) => this.d.log?.('workspace release failed', { id, error: e.message }));
@@ -454,205 +453,31 @@ export class SandboxManager {
     clearInterval(this.healthTimer);
     this.admission.close();
     // A paused sandbox holds nothing but its state on disk: it stays there for the next start.
-    for (const sb of this.sandboxes.values()) if (sb.state === 'paused') this.forget(sb);
+    for (const sb of this.sandboxes.values()) if (sb.state === 'paused') this.pauses.forget(sb);
     await Promise.allSettled([...this.sandboxes.keys()].map((id) => this.delete(id, 'service stopped')));
   }
 
-  // Pause, resume, snapshots (pause.ts has the saving and restoring).
-
-  /** Saves the sandbox's state on disk and frees its compute (admission slot, memory quota). */
-  async pause(id: string, ownerKeyId?: string): Promise<PauseResult> {
-    const sb = this.get(id, ownerKeyId);
-    checkSavable(sb, 'pause');
-    const t0 = performance.now();
-    sb.state = 'paused'; // no new exec, file transfer or pause from here on
-    let rec: SnapshotRecord;
-    const tmp = await this.snaps.begin();
-    try {
-      rec = await saveState(sb, id, tmp, false, this.stateMaxBytes(sb));
-      rec.sandbox = { id, createdAt: sb.createdAt.toISOString(), expiresAt: sb.expiresAt.toISOString(), idleTimeoutSec: sb.idleTimeoutSec, fromPool: sb.fromPool };
-      rec = await this.snaps.commit(tmp, 'paused', rec);
-    } catch (e) {
-      await this.snaps.removeTmp(tmp);
-      if (!this.sandboxes.has(id)) throw e;
-      // A machine save that failed midway leaves a stopped VM: no use keeping it.
-      if (sb.inner.saveMachine) {
-        sb.state = 'failed';
-        sb.exitReason = `pause failed: ${(e as Error).message}`;
-        await this.delete(id, sb.exitReason).catch(() => undefined);
-      } else sb.state = 'ready';
-      throw e;
-    }
-    sb.idleTimer?.clear();
-    sb.pausedAt = new Date();
-    const inner = sb.inner;
-    sb.inner = pausedStandIn(id, { paused: true, kind: rec.kind, sizeBytes: rec.sizeBytes });
-    await inner.destroy().catch((e: Error) => this.d.log?.('stopping a paused sandbox failed', { id, error: e.message }));
-    sb.release();
-    if (sb.fromPool) this.d.pools?.released({ backend: sb.backendName, pack: sb.packName, ...sb.size });
-    const pauseMs = Math.round(performance.now() - t0);
-    this.recordEvent(sb, 'paused', { kind: rec.kind, sizeBytes: rec.sizeBytes, pauseMs });
-    return { id, state: 'paused', processesKept: rec.kind === 'machine', pauseMs, sizeBytes: rec.sizeBytes };
-  }
-
-  /** Brings a paused sandbox back under its id: the machine restored, or a fresh one with its files. */
-  async resume(id: string, ownerKeyId?: string, signal?: AbortSignal): Promise<Sandbox & { resumeMs?: number }> {
-    const sb = this.get(id, ownerKeyId);
-    if (sb.state !== 'paused' || this.resuming.has(id)) throw new KilnError('SANDBOX_NOT_READY', `sandbox ${id} is not paused${this.resuming.has(id) ? ' (a resume is under way)' : ''}`);
-    const rec = await this.snaps.record('paused', id);
-    if (!rec) throw new KilnError('INTERNAL', `the saved state of sandbox ${id} is missing; delete it`);
-    this.resuming.add(id);
-    const t0 = performance.now();
-    const unreserve = sb.owner ? this.ownerUsage.reserve(sb.owner, { memoryMib: sb.size.memoryMib, ttlSec: 0 }) : () => undefined;
-    let release: () => void = () => undefined;
-    let inner: BackendSandbox | undefined;
-    try {
-      release = await this.admission.acquire(signal);
-      inner = await this.startFrom(this.backend(sb.backendName), rec, this.snaps.path('paused', id), { id }, sb.size, signal);
-      if (!this.sandboxes.has(id)) throw new KilnError('SANDBOX_GONE', `sandbox ${id} was deleted during its resume`);
-    } catch (e) {
-      unreserve();
-      release();
-      await inner?.destroy().catch(() => undefined);
-      throw e;
-    } finally {
-      this.resuming.delete(id);
-    }
-    sb.inner = inner;
-    sb.state = 'ready';
-    sb.pausedAt = undefined;
-    sb.lastActiveAt = Date.now();
-    sb.ttlTimer?.clear();
-    this.register(sb, () => {
-      unreserve();
-      release();
+  private pausesHost(): Pauses {
+    const d = this.d;
+    return new Pauses({
+      config: d.config,
+      packs: d.packs,
+      get pools() {
+        return d.pools;
+      },
+      log: d.log,
+      admission: this.admission,
+      ownerUsage: this.ownerUsage,
+      get: (id, ownerKeyId) => this.get(id, ownerKeyId),
+      has: (id) => this.sandboxes.has(id),
+      add: (sb) => this.sandboxes.set(sb.id, sb),
+      drop: (id) => this.sandboxes.delete(id),
+      backend: (name) => this.backend(name),
+      register: (sb, release) => this.register(sb, release),
+      startOnBackend: (...a) => this.startOnBackend(...a),
+      recordEvent: (sb, kind, data) => this.recordEvent(sb, kind, data),
+      delete: (id, reason) => this.delete(id, reason),
     });
-    await this.snaps.remove('paused', id).catch(() => undefined);
-    const resumeMs = Math.round(performance.now() - t0);
-    this.recordEvent(sb, 'resumed', { kind: rec.kind, resumeMs });
-    return Object.assign(sb, { resumeMs });
-  }
-
-  private readonly resuming = new Set<string>();
-
-  /** Saves a running sandbox's state as a named snapshot (a microVM stops for the moment of the save). */
-  async snapshot(id: string, name: string, ownerKeyId?: string): Promise<SnapshotInfo> {
-    const sb = this.get(id, ownerKeyId);
-    checkSnapshotName(name);
-    checkSavable(sb, 'snapshot');
-    if (await this.snaps.record('named', name)) throw new KilnError('SNAPSHOT_EXISTS', `a snapshot named "${name}" exists; pick another name or delete it first`);
-    await checkSnapshotQuota(this.snaps, sb.owner, 0);
-    const tmp = await this.snaps.begin();
-    try {
-      const rec = await saveState(sb, name, tmp, true, this.stateMaxBytes(sb));
-      rec.sizeBytes = await duBytes(tmp);
-      await checkSnapshotQuota(this.snaps, sb.owner, rec.sizeBytes);
-      if (await this.snaps.record('named', name)) throw new KilnError('SNAPSHOT_EXISTS', `a snapshot named "${name}" exists; pick another name or delete it first`);
-      const done = await this.snaps.commit(tmp, 'named', rec);
-      this.recordEvent(sb, 'snapshot.created', { name, kind: done.kind, sizeBytes: done.sizeBytes });
-      return snapshotInfo(done);
-    } catch (e) {
-      await this.snaps.removeTmp(tmp);
-      throw e;
-    }
-  }
-
-  /** Named snapshots the caller may see (undefined: the admin, every one). */
-  async snapshots(ownerKeyId?: string): Promise<SnapshotInfo[]> {
-    const all = await this.snaps.list('named');
-    return all
-      .filter((r) => ownerKeyId === undefined || r.ownerKeyId === ownerKeyId)
-      .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
-      .map(snapshotInfo);
-  }
-
-  async snapshotInfo(name: string, ownerKeyId?: string): Promise<SnapshotInfo> {
-    return snapshotInfo(await this.snapshotRecord(name, ownerKeyId));
-  }
-
-  async deleteSnapshot(name: string, ownerKeyId?: string): Promise<void> {
-    await this.snapshotRecord(name, ownerKeyId);
-    await this.snaps.remove('named', name);
-  }
-
-  /** Removes named snapshots older than the retention (KILN_SNAPSHOT_RETENTION_SEC); answers their names. */
-  async sweepSnapshots(now = Date.now()): Promise<string[]> {
-    const sec = this.d.config.snapshots.retentionSec;
-    if (sec <= 0) return [];
-    const old = (await this.snaps.list('named')).filter((r) => now - Date.parse(r.createdAt) > sec * 1000);
-    for (const r of old) await this.snaps.remove('named', r.name);
-    if (old.length) this.d.log?.('snapshots past their retention removed', { names: old.map((r) => r.name) });
-    return old.map((r) => r.name);
-  }
-
-  /**
-   * Start-up: lists again the sandboxes a previous run paused (their records next to their state),
-   * `owner` resolving each one's key; an expired one is deleted with its state.
-   */
-  async adoptPaused(owner: (keyId: string) => Owner | 'revoked' | 'unknown'): Promise<{ adopted: string[]; removed: string[] }> {
-    await this.snaps.clearTmp();
-    const adopted: string[] = [];
-    const removed: string[] = [];
-    for (const rec of await this.snaps.list('paused')) {
-      const facts = rec.sandbox;
-      const o = rec.ownerKeyId ? owner(rec.ownerKeyId) : undefined;
-      if (!facts || Date.parse(facts.expiresAt) <= Date.now() || o === 'revoked' || this.sandboxes.has(rec.name)) {
-        await this.snaps.remove('paused', rec.name);
-        removed.push(rec.name);
-        continue;
-      }
-      const sb = new Sandbox(
-        facts.id,
-        rec.backend,
-        rec.pack,
-        {},
-        rec.env,
-        { cpus: rec.cpus, memoryMib: rec.memoryMib, diskMib: rec.diskMib },
-        pausedStandIn(facts.id, { paused: true, kind: rec.kind, sizeBytes: rec.sizeBytes }),
-        0,
-        facts.fromPool,
-        1,
-        new Date(facts.createdAt),
-      );
-      sb.expiresAt = new Date(facts.expiresAt);
-      sb.state = 'paused';
-      sb.pausedAt = new Date(rec.createdAt);
-      sb.labels = rec.labels;
-      sb.idleTimeoutSec = facts.idleTimeoutSec;
-      if (o && o !== 'unknown') sb.owner = o;
-      this.sandboxes.set(sb.id, sb);
-      sb.ttlTimer = setLongTimeout(() => void this.delete(sb.id, 'ttl expired').catch(() => undefined), sb.expiresAt.getTime() - Date.now());
-      adopted.push(sb.id);
-    }
-    return { adopted, removed };
-  }
-
-  /** Drops a paused sandbox from this process only (its state stays on disk). */
-  private forget(sb: Sandbox): void {
-    sb.ttlTimer?.clear();
-    sb.idleTimer?.clear();
-    this.sandboxes.delete(sb.id);
-  }
-
-  private async snapshotRecord(name: string, ownerKeyId: string | null | undefined): Promise<SnapshotRecord> {
-    checkSnapshotName(name);
-    const rec = await this.snaps.record('named', name);
-    // Another key's snapshot is answered like one that does not exist; undefined is the admin.
-    if (!rec || (ownerKeyId !== undefined && ownerKeyId !== null && rec.ownerKeyId !== ownerKeyId))
-      throw new KilnError('SNAPSHOT_NOT_FOUND', `no snapshot named "${name}"; list them with GET /v1/snapshots`);
-    return rec;
-  }
-
-  private startFrom(backend: Backend, rec: SnapshotRecord, dir: string, extra: Partial<SandboxSpec> & { id: string }, size: Sandbox['size'], signal?: AbortSignal): Promise<BackendSandbox> {
-    const maxBytes = size.diskMib * 2 ** 20 * 2;
-    return this.d.packs
-      .image(rec.pack)
-      .then((pack) => startFromState(backend, rec, dir, { ...size, pack, ...extra }, () => this.startOnBackend(backend, rec.pack, size, undefined, signal, extra), maxBytes, signal));
-  }
-
-  /** A saved state is at most about the sandbox's disk (tar and gzip add little). */
-  private stateMaxBytes(sb: Sandbox): number {
-    return sb.size.diskMib * 2 ** 20 * 2 + (1 << 20);
   }
 
   // The event trail: each call queues a write (an array push); the journal flushes off this path.

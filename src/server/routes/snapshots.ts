@@ -17,14 +17,14 @@ export async function snapshotRoutes(app: FastifyInstance, { svc }: { svc: KilnS
         response: { 200: pauseResultSchema, ...errors },
       },
     },
-    async (req) => svc.manager.pause(req.params.id, ownerOf(req.principal)),
+    async (req) => svc.manager.pauses.pause(req.params.id, ownerOf(req.principal)),
   );
 
   app.post<{ Params: { id: string } }>(
     '/v1/sandboxes/:id/resume',
     { schema: { summary: 'Resume a paused sandbox under the same id', params: idParams, response: { 200: sandboxSchema, ...errors } } },
     async (req) => {
-      const sb = await svc.manager.resume(req.params.id, ownerOf(req.principal));
+      const sb = await svc.manager.pauses.resume(req.params.id, ownerOf(req.principal));
       return { ...sb.info(), resumeMs: sb.resumeMs };
     },
   );
@@ -39,26 +39,26 @@ export async function snapshotRoutes(app: FastifyInstance, { svc }: { svc: KilnS
         response: { 201: snapshotSchema, ...errors },
       },
     },
-    async (req, reply) => reply.status(201).send(await svc.manager.snapshot(req.params.id, req.body.name, ownerOf(req.principal))),
+    async (req, reply) => reply.status(201).send(await svc.manager.pauses.snapshot(req.params.id, req.body.name, ownerOf(req.principal))),
   );
 
   app.get(
     '/v1/snapshots',
     { schema: { summary: "Named snapshots (an API key's own only), oldest first", response: { 200: { type: 'object', properties: { snapshots: { type: 'array', items: snapshotSchema } } } } } },
-    async (req) => ({ snapshots: await svc.manager.snapshots(ownerOf(req.principal)) }),
+    async (req) => ({ snapshots: await svc.manager.pauses.snapshots(ownerOf(req.principal)) }),
   );
 
   app.get<{ Params: { name: string } }>(
     '/v1/snapshots/:name',
     { schema: { summary: 'One named snapshot', params: snapshotNameParams, response: { 200: snapshotSchema, 404: errorSchema } } },
-    async (req) => svc.manager.snapshotInfo(req.params.name, ownerOf(req.principal)),
+    async (req) => svc.manager.pauses.snapshotInfo(req.params.name, ownerOf(req.principal)),
   );
 
   app.delete<{ Params: { name: string } }>(
     '/v1/snapshots/:name',
     { schema: { summary: 'Delete a named snapshot', params: snapshotNameParams, response: { 404: errorSchema } } },
     async (req, reply) => {
-      await svc.manager.deleteSnapshot(req.params.name, ownerOf(req.principal));
+      await svc.manager.pauses.deleteSnapshot(req.params.name, ownerOf(req.principal));
       return reply.status(204).send();
     },
   );
