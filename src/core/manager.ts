@@ -477,6 +477,8 @@ export class SandboxManager {
       startOnBackend: (...a) => this.startOnBackend(...a),
       recordEvent: (sb, kind, data) => this.recordEvent(sb, kind, data),
       delete: (id, reason) => this.delete(id, reason),
+      record: (w) => d.journal?.record(w),
+      node: d.node ?? 'local',
     });
   }
 

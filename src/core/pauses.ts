@@ -15,7 +15,7 @@ import type { WarmPools } from './pools.js';
 import type { Owner, OwnerUsage } from './quotas.js';
 import { Sandbox } from './sandbox.js';
 import { checkSnapshotName, duBytes, SnapshotFiles, type SnapshotRecord } from './snapshots.js';
-import type { SandboxEventKind } from './store.js';
+import type { SandboxEventKind, StoreWrite } from './store.js';
 
 /** What the manager lends: its map, admission, quotas, starts and event trail. */
 export interface PauseHost {
@@ -36,6 +36,10 @@ export interface PauseHost {
   register(sb: Sandbox, release: () => void): void;
   startOnBackend(backend: Backend, packName: string, size: Sandbox['size'], backendOptions?: Record<string, unknown>, signal?: AbortSignal, extra?: Partial<SandboxSpec>): Promise<BackendSandbox>;
   recordEvent(sb: Sandbox, kind: SandboxEventKind, data: Record<string, unknown>): void;
+  /** Queues a store write (none without a store). */
+  record(w: StoreWrite): void;
+  /** This node's name in the store. */
+  node: string;
   delete(id: string, reason: string): Promise<void>;
 }
 
@@ -77,6 +81,7 @@ export class Pauses {
     sb.release();
     if (sb.fromPool) this.h.pools?.released({ backend: sb.backendName, pack: sb.packName, ...sb.size });
     const pauseMs = Math.round(performance.now() - t0);
+    this.h.record({ type: 'sandbox.state', id, state: 'paused', at: new Date() });
     this.h.recordEvent(sb, 'paused', { kind: rec.kind, sizeBytes: rec.sizeBytes, pauseMs });
     return { id, state: 'paused', processesKept: rec.kind === 'machine', pauseMs, sizeBytes: rec.sizeBytes };
   }
@@ -115,6 +120,7 @@ export class Pauses {
     });
     await this.snaps.remove('paused', id).catch(() => undefined);
     const resumeMs = Math.round(performance.now() - t0);
+    this.h.record({ type: 'sandbox.state', id, state: 'ready', at: new Date() });
     this.h.recordEvent(sb, 'resumed', { kind: rec.kind, resumeMs });
     return Object.assign(sb, { resumeMs });
   }
@@ -135,6 +141,20 @@ export class Pauses {
       await checkSnapshotQuota(this.snaps, sb.owner, rec.sizeBytes);
       if (await this.snaps.record('named', name)) throw new KilnError('SNAPSHOT_EXISTS', `a snapshot named "${name}" exists; pick another name or delete it first`);
       const done = await this.snaps.commit(tmp, 'named', rec);
+      this.h.record({
+        type: 'snapshot.saved',
+        record: {
+          name,
+          node: this.h.node,
+          ownerKeyId: done.ownerKeyId,
+          kind: done.kind,
+          backend: done.backend,
+          pack: done.pack,
+          sourceSandboxId: id,
+          sizeBytes: done.sizeBytes,
+          createdAt: new Date(done.createdAt),
+        },
+      });
       this.h.recordEvent(sb, 'snapshot.created', { name, kind: done.kind, sizeBytes: done.sizeBytes });
       return snapshotInfo(done);
     } catch (e) {
@@ -159,6 +179,7 @@ export class Pauses {
   async deleteSnapshot(name: string, ownerKeyId?: string): Promise<void> {
     await this.snapshotRecord(name, ownerKeyId);
     await this.snaps.remove('named', name);
+    this.h.record({ type: 'snapshot.deleted', name, at: new Date() });
   }
 
   /** Removes named snapshots older than the retention (KILN_SNAPSHOT_RETENTION_SEC); answers their names. */
@@ -166,7 +187,10 @@ export class Pauses {
     const sec = this.h.config.snapshots.retentionSec;
     if (sec <= 0) return [];
     const old = (await this.snaps.list('named')).filter((r) => now - Date.parse(r.createdAt) > sec * 1000);
-    for (const r of old) await this.snaps.remove('named', r.name);
+    for (const r of old) {
+      await this.snaps.remove('named', r.name);
+      this.h.record({ type: 'snapshot.deleted', name: r.name, at: new Date() });
+    }
     if (old.length) this.h.log?.('snapshots past their retention removed', { names: old.map((r) => r.name) });
     return old.map((r) => r.name);
   }

@@ -80,10 +80,26 @@ export interface KeyUsage {
   execMs: number;
 }
 
+/** A named snapshot as the store keeps it (its state is in KILN_SNAPSHOTS_DIR, src/core/snapshots.ts). */
+export interface SnapshotRow {
+  name: string;
+  node: string;
+  ownerKeyId: string | null;
+  kind: string;
+  backend: BackendName;
+  pack: string;
+  sourceSandboxId: string;
+  sizeBytes: number;
+  createdAt: Date;
+}
+
 /** One write, queued by the Journal and applied with others in one transaction. */
 export type StoreWrite =
   | { type: 'sandbox.created'; record: SandboxRecord }
+  | { type: 'sandbox.state'; id: string; state: string; at: Date }
   | { type: 'sandbox.ended'; id: string; state: string; at: Date; reason: string }
+  | { type: 'snapshot.saved'; record: SnapshotRow }
+  | { type: 'snapshot.deleted'; name: string; at: Date }
   | { type: 'event'; event: SandboxEvent }
   | { type: 'usage'; keyId: string; usage: KeyUsage };
 

@@ -8,7 +8,7 @@ import type { SqlClient, SqlTx } from './sql.js';
 
 type Row = Record<string, unknown>;
 
-const ORDER: readonly StoreWrite['type'][] = ['sandbox.created', 'event', 'sandbox.ended', 'usage'];
+const ORDER: readonly StoreWrite['type'][] = ['sandbox.created', 'event', 'sandbox.state', 'sandbox.ended', 'usage', 'snapshot.saved', 'snapshot.deleted'];
 
 export class SqlStore implements Store {
   constructor(private readonly db: SqlClient) {}
@@ -139,6 +139,46 @@ async function applyRun(tx: SqlTx, run: StoreWrite[]): Promise<void> {
         ON CONFLICT (id) DO NOTHING`,
         [json(rows)],
       );
+      return;
+    }
+    case 'sandbox.state': {
+      // The last state of each sandbox in the batch (an UPDATE … FROM with one id twice picks either).
+      const last = new Map(run.map((w) => w as Extract<StoreWrite, { type: 'sandbox.state' }>).map((w) => [w.id, { id: w.id, state: w.state, at: w.at }]));
+      await tx.query(
+        `UPDATE sandboxes s SET state = x.state, updated_at = x.at
+        FROM jsonb_to_recordset($1::jsonb) AS x(id text, state text, at timestamptz) WHERE s.id = x.id AND s.ended_at IS NULL`,
+        [json([...last.values()])],
+      );
+      return;
+    }
+    case 'snapshot.saved': {
+      const rows = run
+        .map((w) => (w as Extract<StoreWrite, { type: 'snapshot.saved' }>).record)
+        .map((r) => ({
+          name: r.name,
+          node: r.node,
+          owner_key_id: r.ownerKeyId,
+          kind: r.kind,
+          backend: r.backend,
+          pack: r.pack,
+          source_sandbox_id: r.sourceSandboxId,
+          size_bytes: r.sizeBytes,
+          created_at: r.createdAt,
+        }));
+      // A name is free again once its snapshot is deleted: the row is then reused.
+      await tx.query(
+        `INSERT INTO snapshots (name, node, owner_key_id, kind, backend, pack, source_sandbox_id, size_bytes, created_at)
+        SELECT name, node, owner_key_id, kind, backend, pack, source_sandbox_id, size_bytes, created_at
+        FROM jsonb_to_recordset($1::jsonb) AS x(name text, node text, owner_key_id text, kind text, backend text, pack text, source_sandbox_id text, size_bytes bigint, created_at timestamptz)
+        ON CONFLICT (name) DO UPDATE SET node = EXCLUDED.node, owner_key_id = EXCLUDED.owner_key_id, kind = EXCLUDED.kind, backend = EXCLUDED.backend,
+          pack = EXCLUDED.pack, source_sandbox_id = EXCLUDED.source_sandbox_id, size_bytes = EXCLUDED.size_bytes, created_at = EXCLUDED.created_at, deleted_at = NULL`,
+        [json(rows)],
+      );
+      return;
+    }
+    case 'snapshot.deleted': {
+      const rows = run.map((w) => w as Extract<StoreWrite, { type: 'snapshot.deleted' }>).map((w) => ({ name: w.name, at: w.at }));
+      await tx.query(`UPDATE snapshots s SET deleted_at = x.at FROM jsonb_to_recordset($1::jsonb) AS x(name text, at timestamptz) WHERE s.name = x.name`, [json(rows)]);
       return;
     }
     case 'sandbox.ended': {

@@ -129,6 +129,12 @@ describe('pause, resume and snapshots on namespace', { skip, timeout: 300_000 },
       await assert.rejects(kiln.sandboxes.snapshot(sbId, 'too-big'), (e: unknown) => e instanceof KilnError && e.code === 'QUOTA_EXCEEDED' && e.status === 429);
       assert.deepEqual(await kiln.sandboxes.listSnapshots(), []);
       assert.deepEqual(await readdir(join(snapDir, 'tmp')).catch(() => []), []);
+      // The trail in the store has the pause and the resume.
+      await kiln.sandboxes.pause(sbId);
+      await kiln.sandboxes.resume(sbId);
+      const { events } = await kiln.json<{ events: { kind: string; data: Record<string, unknown> }[] }>('GET', `/v1/sandboxes/${sbId}/events`);
+      const kinds = events.map((e) => e.kind);
+      assert.ok(kinds.indexOf('paused') > 0 && kinds.indexOf('resumed') > kinds.indexOf('paused'), kinds.join(','));
     } finally {
       if (sbId) await adminClient.sandboxes.delete(sbId).catch(() => undefined);
       await t.close();
