@@ -4,11 +4,14 @@
  * retention; nothing left behind.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { KilnClient, KilnError } from '../../sdk/src/index.js';
+import { REPO_ROOT } from '../../src/core/config.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
 
 const skip = process.getuid?.() === 0 ? undefined : 'the namespace backend needs root';
@@ -154,6 +157,30 @@ describe('pause, resume and snapshots on namespace', { skip, timeout: 300_000 },
         await new Promise((r) => setTimeout(r, 200));
       }
       assert.deepEqual(await readdir(join(snapDir, 'named')), []);
+    } finally {
+      if (id) await t.client.sandboxes.delete(id).catch(() => undefined);
+      await t.close();
+    }
+  });
+
+  it('kiln sandbox pause|resume|snapshot|snapshots|snapshot-rm', async () => {
+    const t = await startTestServer(env());
+    const cli = (...args: string[]) =>
+      promisify(execFile)(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'sandbox', ...args], { env: { ...process.env, KILN_URL: t.server.url, KILN_TOKEN: '' } });
+    let id = '';
+    try {
+      id = (await cli('create', 'shell', '--memory-mib', '128', '--disk-mib', '64')).stdout.trim();
+      await t.client.sandboxes.writeFile(id, '/workspace/c.txt', 'cli');
+      assert.match((await cli('pause', id)).stderr, /paused .* files kept \(processes are not\)/);
+      assert.match((await cli('ls')).stdout, new RegExp(`${id} .* paused`));
+      await cli('resume', id);
+      assert.equal((await cli('snapshot', id, 'cli-snap')).stdout.trim(), 'cli-snap');
+      assert.match((await cli('snapshots')).stdout, /cli-snap +files +shell/);
+      const seeded = (await cli('create', 'shell', '--from-snapshot', 'cli-snap')).stdout.trim();
+      assert.equal((await t.client.sandboxes.exec(seeded, { cmd: 'cat /workspace/c.txt' })).stdout, 'cli');
+      await cli('rm', seeded);
+      await cli('snapshot-rm', 'cli-snap');
+      assert.deepEqual(await t.client.sandboxes.listSnapshots(), []);
     } finally {
       if (id) await t.client.sandboxes.delete(id).catch(() => undefined);
       await t.close();
