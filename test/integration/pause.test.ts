@@ -118,7 +118,7 @@ describe('pause, resume and snapshots on namespace', { skip, timeout: 300_000 },
     }
   });
 
-  it("refuses a snapshot over the key's maxSnapshotMib with 429 QUOTA_EXCEEDED", async () => {
+  it("refuses a snapshot over the key's maxSnapshotMib with 429 QUOTA_EXCEEDED; another key cannot see or use it", async () => {
     const admin = 'admin-token-for-pause-test';
     const t = await startTestServer({ ...env(), KILN_TOKEN: admin, KILN_DATABASE_URL: 'memory://' });
     let sbId = '';
@@ -127,10 +127,22 @@ describe('pause, resume and snapshots on namespace', { skip, timeout: 300_000 },
       const key = await adminClient.json<{ secret: string }>('POST', '/v1/keys', { name: 'snapper', limits: { maxSnapshotMib: 1 } });
       const kiln = new KilnClient({ baseUrl: t.server.url, token: key.secret });
       sbId = (await kiln.sandboxes.create({ pack: 'shell', memoryMib: 128, diskMib: 64 })).id;
+      // A small one fits; another key neither sees it nor starts from it nor deletes it.
+      await kiln.sandboxes.snapshot(sbId, 'a-small');
+      const other = await adminClient.json<{ secret: string }>('POST', '/v1/keys', { name: 'other' });
+      const b = new KilnClient({ baseUrl: t.server.url, token: other.secret });
+      assert.deepEqual(await b.sandboxes.listSnapshots(), []);
+      await assert.rejects(b.sandboxes.getSnapshot('a-small'), isCode('SNAPSHOT_NOT_FOUND'));
+      await assert.rejects(b.sandboxes.deleteSnapshot('a-small'), isCode('SNAPSHOT_NOT_FOUND'));
+      await assert.rejects(b.sandboxes.create({ pack: 'shell', fromSnapshot: 'a-small' }), isCode('SNAPSHOT_NOT_FOUND'));
       // Random data does not compress: 2 MiB in /tmp is over a 1 MiB quota.
       await kiln.sandboxes.exec(sbId, { cmd: 'head -c 2097152 /dev/urandom > /tmp/big' });
       await assert.rejects(kiln.sandboxes.snapshot(sbId, 'too-big'), (e: unknown) => e instanceof KilnError && e.code === 'QUOTA_EXCEEDED' && e.status === 429);
-      assert.deepEqual(await kiln.sandboxes.listSnapshots(), []);
+      assert.deepEqual(
+        (await kiln.sandboxes.listSnapshots()).map((s) => s.name),
+        ['a-small'],
+      );
+      await kiln.sandboxes.deleteSnapshot('a-small');
       assert.deepEqual(await readdir(join(snapDir, 'tmp')).catch(() => []), []);
       // The trail in the store has the pause and the resume.
       await kiln.sandboxes.pause(sbId);
