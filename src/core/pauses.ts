@@ -73,6 +73,11 @@ export class Pauses {
       } else sb.state = 'ready';
       throw e;
     }
+    if (!this.h.has(id)) {
+      // Deleted while it was being saved: its state must not bring it back at the next start.
+      await this.snaps.remove('paused', id);
+      throw new KilnError('SANDBOX_GONE', `sandbox ${id} was deleted while it was being paused`);
+    }
     sb.idleTimer?.clear();
     sb.pausedAt = new Date();
     const inner = sb.inner;

@@ -80,6 +80,12 @@ describe('pause, resume and snapshots on namespace', { skip, timeout: 300_000 },
       await t.client.sandboxes.delete(id);
       assert.deepEqual(await readdir(join(snapDir, 'paused')), []);
       await assert.rejects(t.client.sandboxes.get(id), isCode('SANDBOX_NOT_FOUND'));
+      // A delete during the pause wins: no state is left to bring it back at the next start.
+      const { id: racer } = await t.client.sandboxes.create({ pack: 'shell', memoryMib: 128, diskMib: 64 });
+      await t.client.sandboxes.writeFile(racer, '/workspace/x', 'x');
+      await Promise.allSettled([t.client.sandboxes.pause(racer), t.client.sandboxes.delete(racer)]);
+      await assert.rejects(t.client.sandboxes.get(racer), isCode('SANDBOX_NOT_FOUND'));
+      assert.deepEqual(await readdir(join(snapDir, 'paused')), []);
     } finally {
       await t.close();
     }
