@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import { chmod, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,6 +14,7 @@ import { promisify } from 'node:util';
 import { KilnClient, KilnError } from '../../sdk/src/index.js';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
+import { freePort, spawnService, untilHealthy } from '../parity/service-process.js';
 
 const skip = process.getuid?.() === 0 ? undefined : 'the namespace backend needs root';
 const isCode = (code: string) => (e: unknown) => e instanceof KilnError && e.code === code;
@@ -202,6 +204,38 @@ describe('pause, resume and snapshots on namespace', { skip, timeout: 300_000 },
     } finally {
       if (id) await t.client.sandboxes.delete(id).catch(() => undefined);
       await t.close();
+    }
+  });
+
+  it('resumes a paused sandbox after the service was killed (kill -9) and started again', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'kiln-svc-'));
+    await chmod(base, 0o755);
+    const runDir = join(base, 'run');
+    const port = await freePort();
+    const kiln = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });
+    let served = spawnService(runDir, port, env());
+    let id = '';
+    try {
+      await untilHealthy(kiln, served);
+      id = (await kiln.sandboxes.create({ pack: 'shell', memoryMib: 128, diskMib: 64 })).id;
+      await kiln.sandboxes.writeFile(id, '/workspace/k.txt', 'survived');
+      await kiln.sandboxes.pause(id);
+      served.child.kill('SIGKILL');
+      await once(served.child, 'exit');
+      served = spawnService(runDir, port, env());
+      await untilHealthy(kiln, served);
+      assert.equal((await kiln.sandboxes.get(id)).state, 'paused');
+      await kiln.sandboxes.resume(id);
+      assert.equal((await kiln.sandboxes.exec(id, { cmd: 'cat /workspace/k.txt' })).stdout, 'survived');
+      await kiln.sandboxes.delete(id);
+      id = '';
+    } finally {
+      if (id) await kiln.sandboxes.delete(id).catch(() => undefined);
+      if (served.child.exitCode === null && served.child.signalCode === null) {
+        served.child.kill('SIGTERM');
+        await once(served.child, 'exit');
+      }
+      await rm(base, { recursive: true, force: true });
     }
   });
 });
