@@ -216,11 +216,16 @@ export class Pauses {
         removed.push(rec.name);
         continue;
       }
+      // The pack's own environment goes with every exec (the manager's create takes it from the catalogue too).
+      const packEnv = await this.h.packs.get(rec.pack).then(
+        (p) => p.env,
+        () => ({}),
+      );
       const sb = new Sandbox(
         facts.id,
         rec.backend,
         rec.pack,
-        {},
+        packEnv,
         rec.env,
         { cpus: rec.cpus, memoryMib: rec.memoryMib, diskMib: rec.diskMib },
         pausedStandIn(facts.id, { paused: true, kind: rec.kind, sizeBytes: rec.sizeBytes }),

@@ -65,6 +65,7 @@ describe('pause, resume and snapshots on namespace', { skip, timeout: 300_000 },
       assert.equal(again.state, 'paused');
       await t.client.sandboxes.resume(id);
       assert.equal((await t.client.sandboxes.exec(id, { cmd: 'cat /workspace/a.txt' })).stdout, 'alpha');
+      assert.equal((await t.client.sandboxes.exec(id, { cmd: 'echo $LANG' })).stdout, 'C.UTF-8\n', "the pack's environment after the restart");
       await t.client.sandboxes.delete(id);
       assert.deepEqual(await readdir(join(snapDir, 'paused')), []);
     } finally {
