@@ -95,4 +95,26 @@ describe('pause and resume on qemu', { skip: await skipReason(), timeout: 900_00
       await t?.close();
     }
   });
+
+  it('pauses and resumes a cold-booted VM (no template: its RAM is not a memory backend)', async () => {
+    const t = await startTestServer(env());
+    let id = '';
+    try {
+      // Boot arguments of its own: no template has them, the VM boots cold.
+      id = (await t.client.sandboxes.create({ pack: 'shell', memoryMib: 128, diskMib: 64, backendOptions: { bootArgs: 'kiln.test=cold' } })).id;
+      assert.equal(typeof (await t.client.sandboxes.get(id)).details.bootMs, 'number');
+      await t.client.sandboxes.writeFile(id, '/tmp/cold.txt', 'cold');
+      const p = await t.client.sandboxes.pause(id);
+      assert.equal(p.processesKept, true);
+      await t.client.sandboxes.resume(id);
+      const r = await t.client.sandboxes.exec(id, { cmd: 'cat /tmp/cold.txt' });
+      assert.equal(r.stdout, 'cold');
+      await t.client.sandboxes.delete(id);
+      id = '';
+      assert.deepEqual(qemusOf(t.runDir), []);
+    } finally {
+      if (id) await t.client.sandboxes.delete(id).catch(() => undefined);
+      await t.close();
+    }
+  });
 });
