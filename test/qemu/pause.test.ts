@@ -72,9 +72,12 @@ describe('pause and resume on qemu', { skip: await skipReason(), timeout: 900_00
       assert.equal((await t.client.sandboxes.exec(id, { cmd: 'cat /workspace/a.txt' })).stdout, 'alpha');
 
       // A named snapshot of the running VM seeds a new one with the same memory.
+      const ts = performance.now();
       const snap = await t.client.sandboxes.snapshot(id, 'vm-seed');
       assert.equal(snap.kind, 'machine');
+      assert.ok((await count(id)) >= c2, 'the source VM runs on after its snapshot');
       const seeded = await t.client.sandboxes.create({ pack: 'shell', fromSnapshot: 'vm-seed' });
+      console.log(`qemu snapshot: ${Math.round(performance.now() - ts - seeded.readyMs)} ms, ${(snap.sizeBytes / 2 ** 20).toFixed(1)} MiB; a sandbox from it ready in ${seeded.readyMs} ms`);
       try {
         assert.equal((await t.client.sandboxes.exec(seeded.id, { cmd: 'cat /workspace/a.txt' })).stdout, 'alpha');
         const s1 = await count(seeded.id);
