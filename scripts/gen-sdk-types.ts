@@ -10,7 +10,19 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { REPO_ROOT } from '../src/core/config.js';
 import { ERROR_CATALOGUE } from '../src/core/errors.js';
-import { createSandboxBody, errorSchema, execBody, execResultSchema, runBody, runResultSchema, sandboxSchema, workspaceChange, workspaceChanges } from '../src/server/routes/schemas.js';
+import {
+  createSandboxBody,
+  errorSchema,
+  execBody,
+  execResultSchema,
+  pauseResultSchema,
+  runBody,
+  runResultSchema,
+  sandboxSchema,
+  snapshotSchema,
+  workspaceChange,
+  workspaceChanges,
+} from '../src/server/routes/schemas.js';
 
 export const GENERATED_PATH = join(REPO_ROOT, 'sdk/src/generated.ts');
 
@@ -45,6 +57,8 @@ const TYPES: [string, Schema, string][] = [
   ['RunResult', runResultSchema, 'Answer of POST /v1/run (without stream).'],
   ['WorkspaceChange', workspaceChange, 'One changed path of a workspace sandbox (GET /v1/sandboxes/{id}/changes).'],
   ['WorkspaceChanges', workspaceChanges, 'Answer of GET /v1/sandboxes/{id}/changes.'],
+  ['PauseResult', pauseResultSchema, 'Answer of POST /v1/sandboxes/{id}/pause.'],
+  ['SnapshotInfo', snapshotSchema, 'A named snapshot (POST /v1/sandboxes/{id}/snapshots, GET /v1/snapshots).'],
   ['ApiErrorBody', errorSchema, 'Body of every 4xx/5xx answer; `code` is one of ERROR_CODES.'],
 ];
 

@@ -7,7 +7,7 @@
 import { KilnError, type HttpErrorCode } from './errors.js';
 import type {
   ApiErrorBody, BackendInfo, CreateSandboxOptions, CustomPackDefinition, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackBuildEvent,
-  PackBuildStatus, PackInfo, PoolStats, RunOptions, RunResult, SandboxInfo,
+  PackBuildStatus, PackInfo, PauseResult, PoolStats, RunOptions, RunResult, SandboxInfo, SnapshotInfo,
 } from './types.js';
 import type { ApproveOptions, ApproveResult, ChangeSide, ChangesOptions, ChangesResult, DiffOptions, RejectOptions, RejectResult } from './workspace.js';
 
@@ -228,6 +228,33 @@ export class Sandboxes {
   /** Discards changes (all, or `paths`): those paths read as the host directory's again. */
   reject(id: string, o: RejectOptions = {}, signal?: AbortSignal): Promise<RejectResult> {
     return this.c.json('POST', `/v1/sandboxes/${enc(id)}/reject`, o, signal);
+  }
+
+  /** Saves the state on disk and frees the compute; `processesKept` says whether running processes continue after resume. */
+  pause(id: string, signal?: AbortSignal): Promise<PauseResult> {
+    return this.c.json('POST', `/v1/sandboxes/${enc(id)}/pause`, undefined, signal);
+  }
+
+  /** Brings a paused sandbox back under the same id. */
+  resume(id: string, signal?: AbortSignal): Promise<SandboxInfo & { resumeMs?: number }> {
+    return this.c.json('POST', `/v1/sandboxes/${enc(id)}/resume`, undefined, signal);
+  }
+
+  /** Saves the sandbox's state as a named snapshot; start new sandboxes from it with `fromSnapshot`. */
+  snapshot(id: string, name: string, signal?: AbortSignal): Promise<SnapshotInfo> {
+    return this.c.json('POST', `/v1/sandboxes/${enc(id)}/snapshots`, { name }, signal);
+  }
+
+  listSnapshots(): Promise<SnapshotInfo[]> {
+    return this.c.json<{ snapshots: SnapshotInfo[] }>('GET', '/v1/snapshots').then((r) => r.snapshots);
+  }
+
+  getSnapshot(name: string): Promise<SnapshotInfo> {
+    return this.c.json('GET', `/v1/snapshots/${enc(name)}`);
+  }
+
+  async deleteSnapshot(name: string): Promise<void> {
+    await this.c.request('DELETE', `/v1/snapshots/${enc(name)}`);
   }
 }
 

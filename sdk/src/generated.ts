@@ -24,6 +24,7 @@ export const ERROR_CODES = [
   'FORBIDDEN',
   'WORKSPACE_FORBIDDEN',
   'SANDBOX_NOT_FOUND',
+  'SNAPSHOT_NOT_FOUND',
   'FILE_NOT_FOUND',
   'BUILD_NOT_FOUND',
   'NOT_FOUND',
@@ -31,6 +32,8 @@ export const ERROR_CODES = [
   'WORKSPACE_NOT_FOUND',
   'SANDBOX_NOT_READY',
   'SANDBOX_GONE',
+  'SANDBOX_PAUSED',
+  'SNAPSHOT_EXISTS',
   'PACK_CONFLICT',
   'WORKSPACE_CONFLICT',
   'WORKSPACE_PENDING',
@@ -81,6 +84,8 @@ export interface CreateSandboxRequest {
     /** What the sandbox may write over the project (default KILN_WORKSPACE_SIZE_MIB) (integer, >= 16) */
     sizeMib?: number;
   };
+  /** A named snapshot to start from: its pack, backend and shape, and its files (or on a microVM its memory and running processes) */
+  fromSnapshot?: string;
 }
 
 /** A sandbox, as POST /v1/sandboxes, GET /v1/sandboxes and GET /v1/sandboxes/{id} answer it. */
@@ -88,7 +93,7 @@ export interface SandboxInfo {
   id: string;
   pack: string;
   backend: BackendName;
-  state: 'ready' | 'stopping' | 'stopped' | 'failed';
+  state: 'ready' | 'paused' | 'stopping' | 'stopped' | 'failed';
   createdAt: string;
   expiresAt: string;
   readyMs: number;
@@ -112,6 +117,8 @@ export interface SandboxInfo {
     /** Brought back by a restarted service: the changes were kept, processes were not */
     restored: boolean;
   };
+  /** When it was paused (state paused) */
+  pausedAt?: string;
 }
 
 /** Body of POST /v1/sandboxes/{id}/exec. */
@@ -280,6 +287,34 @@ export interface WorkspaceChanges {
   limitBytes: number;
   /** Present when the upper layer is above KILN_WORKSPACE_WARN_PERCENT of its limit */
   warning?: string;
+}
+
+/** Answer of POST /v1/sandboxes/{id}/pause. */
+export interface PauseResult {
+  id: string;
+  state: 'paused';
+  /** True on microVMs (memory saved: processes continue after resume); false on the namespace backend (files only) */
+  processesKept: boolean;
+  pauseMs: number;
+  /** The saved state on disk (integer) */
+  sizeBytes: number;
+}
+
+/** A named snapshot (POST /v1/sandboxes/{id}/snapshots, GET /v1/snapshots). */
+export interface SnapshotInfo {
+  name: string;
+  /** machine: memory and disk through the VMM; files: the writable paths (/workspace, /tmp) */
+  kind: 'machine' | 'files';
+  backend: string;
+  pack: string;
+  cpus: number;
+  memoryMib: number;
+  diskMib: number;
+  createdAt: string;
+  /** integer */
+  sizeBytes: number;
+  processesKept: boolean;
+  ownerKeyId?: string;
 }
 
 /** Body of every 4xx/5xx answer; `code` is one of ERROR_CODES. */

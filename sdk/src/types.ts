@@ -8,7 +8,7 @@ import type { BackendName, CreateSandboxRequest, ErrorCode, ExecRequest, ExecRes
 import type { WorkspaceOptions } from './workspace.js';
 
 export type {
-  ApiErrorBody, BackendName, ErrorCode, ExecResult, RunResult, SandboxInfo,
+  ApiErrorBody, BackendName, ErrorCode, ExecResult, PauseResult, RunResult, SandboxInfo, SnapshotInfo,
 } from './generated.js';
 
 /** `workspace` is hand-written (workspace.ts) until the server's schema has it. */

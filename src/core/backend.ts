@@ -131,6 +131,13 @@ export interface BackendSandbox {
    * Absent: the backend cannot keep sandboxes across a restart.
    */
   detach?(): Promise<void>;
+  /**
+   * Saves the whole machine (memory, devices, disk) into `dir`, so that Backend.restoreMachine
+   * brings it back with its processes running. `keepRunning` false: the sandbox stops for good
+   * once saved (a pause; destroy() still follows). Absent: the backend keeps files only (the core
+   * archives the writable paths through the agent).
+   */
+  saveMachine?(dir: string, o: { keepRunning: boolean; signal?: AbortSignal }): Promise<{ machine: Record<string, unknown> }>;
 }
 
 /** What a start found of the sandboxes an earlier run of the service left running. */
@@ -154,6 +161,11 @@ export interface Backend {
    * Absent: the backend keeps nothing across a restart.
    */
   reattach?(): Promise<ReattachReport>;
+  /**
+   * Starts `spec` from what one of its sandboxes' saveMachine wrote into `dir` (`machine`: the facts
+   * it answered). The spec's pack and shape are the saved sandbox's.
+   */
+  restoreMachine?(spec: SandboxSpec, dir: string, machine: Record<string, unknown>, options: CreateOptions): Promise<BackendSandbox>;
   /** Start-up scan: remove everything a previous (crashed) service instance left behind, except what reattach() took over. */
   scan(): Promise<ScanReport>;
   /** Stops every sandbox this backend still owns and frees shared resources (templates, mounts). */

@@ -61,6 +61,15 @@ export interface KilnConfig {
    * sandboxes survived restarts). Default: they keep running and the next start reattaches them.
    */
   stopSandboxesOnExit: boolean;
+  /** Paused sandboxes and named snapshots (src/core/snapshots.ts). */
+  snapshots: SnapshotConfig;
+}
+
+export interface SnapshotConfig {
+  /** KILN_SNAPSHOTS_DIR (default <dataDir>/snapshots): paused sandboxes' state and named snapshots; kept across restarts. */
+  dir: string;
+  /** KILN_SNAPSHOT_RETENTION_SEC: a named snapshot older than this is removed (default 7 days; 0 keeps them). */
+  retentionSec: number;
 }
 
 /** Workspace sandboxes (docs/workspaces.md). */
@@ -157,6 +166,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     databaseUrl: env.KILN_DATABASE_URL || undefined,
     nodeId: env.KILN_NODE_ID || os.hostname(),
     stopSandboxesOnExit: env.KILN_STOP_SANDBOXES_ON_EXIT === '1' || env.KILN_STOP_SANDBOXES_ON_EXIT === 'true',
+    snapshots: {
+      dir: path(env.KILN_SNAPSHOTS_DIR || resolve(path(env.KILN_DATA_DIR ?? '/var/lib/kiln'), 'snapshots')),
+      retentionSec: int(env, 'KILN_SNAPSHOT_RETENTION_SEC', 7 * 86400, 0, 365 * 86400),
+    },
     workspaces: {
       dir: path(env.KILN_WORKSPACES_DIR || resolve(path(env.KILN_DATA_DIR ?? '/var/lib/kiln'), 'workspaces')),
       roots: workspaceRoots(env.KILN_WORKSPACE_ROOTS),

@@ -27,6 +27,7 @@ export const ERROR_CATALOGUE = {
   /** A workspace path outside every root of KILN_WORKSPACE_ROOTS (symlinks resolved), or none allowed. */
   WORKSPACE_FORBIDDEN: 403,
   SANDBOX_NOT_FOUND: 404,
+  SNAPSHOT_NOT_FOUND: 404,
   FILE_NOT_FOUND: 404,
   BUILD_NOT_FOUND: 404,
   NOT_FOUND: 404,
@@ -35,6 +36,10 @@ export const ERROR_CATALOGUE = {
   WORKSPACE_NOT_FOUND: 404,
   SANDBOX_NOT_READY: 409,
   SANDBOX_GONE: 409,
+  /** Exec, files or pause on a paused sandbox: resume it first. */
+  SANDBOX_PAUSED: 409,
+  /** A named snapshot of that name exists already. */
+  SNAPSHOT_EXISTS: 409,
   PACK_CONFLICT: 409,
   /** Approve met host files changed since the sandbox started (details.conflicts); retry with force. */
   WORKSPACE_CONFLICT: 409,

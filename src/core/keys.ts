@@ -98,7 +98,7 @@ function publicKey(k: StoredApiKey): ApiKeyRecord {
 
 function cleanLimits(l: KeyLimits): KeyLimits {
   const out: KeyLimits = {};
-  for (const name of ['maxSandboxes', 'maxMemoryMib', 'maxTtlSec', 'maxExecTimeoutMs'] as const) {
+  for (const name of ['maxSandboxes', 'maxMemoryMib', 'maxTtlSec', 'maxExecTimeoutMs', 'maxSnapshotMib'] as const) {
     const v = l[name];
     if (v === undefined) continue;
     if (!Number.isInteger(v) || v < 0 || v > 2 ** 31 - 1) throw new KilnError('INVALID_REQUEST', `${name} must be an integer from 0 to ${2 ** 31 - 1} (got ${v})`);

@@ -16,6 +16,7 @@ import { checkLabels, type ListOptions, type ListResult, listSandboxes } from '.
 import { setLongTimeout } from './long-timer.js';
 import type { Metrics } from './metrics.js';
 import type { PackCatalog } from './packs.js';
+import { Pauses } from './pauses.js';
 import type { PoolKey, WarmPools } from './pools.js';
 import { defaultTtlFor, execTimeoutFor, type Owner, OwnerUsage } from './quotas.js';
 import { type CreateSandboxOptions, Sandbox, SIZE_MINIMUMS } from './sandbox.js';
@@ -53,11 +54,14 @@ export class SandboxManager {
   readonly ownerUsage = new OwnerUsage();
   /** Each sandbox's record for the next start of the service (kept-records.ts). */
   private readonly kept: KeptRecords;
+  /** Pause, resume and named snapshots (pauses.ts). */
+  readonly pauses: Pauses;
 
   constructor(private readonly d: ManagerDeps) {
     this.kept = new KeptRecords(join(d.config.runDir, 'sandboxes'));
     this.admission = new Admission({ capacity: d.config.maxSandboxes, queueLength: d.config.createQueueLength, queueTimeoutMs: d.config.createQueueTimeoutMs });
     this.exec = new ExecRunner(d.config.limits, d.metrics);
+    this.pauses = this.pausesHost(); // after admission: the host lends it
   }
 
   list(o: ListOptions = {}): ListResult {
@@ -127,6 +131,8 @@ export class SandboxManager {
    */
   async create(o: CreateSandboxOptions, signal?: AbortSignal, owner?: Owner, restoreId?: string): Promise<Sandbox> {
     if (this.closing) throw new KilnError('SHUTTING_DOWN', 'kiln is shutting down', { retryAfterSec: 5 });
+    const seed = o.fromSnapshot ? await this.pauses.snapshotRecord(o.fromSnapshot, owner?.keyId ?? null) : undefined;
+    if (seed) o = { ...o, pack: seed.pack, backend: seed.backend, cpus: seed.cpus, memoryMib: seed.memoryMib, diskMib: seed.diskMib, env: { ...seed.env, ...o.env } };
     const pack = await this.d.packs.get(o.pack);
     const backend = this.backend(o.backend);
     const size = this.resolveSize(o, owner);
@@ -157,8 +163,9 @@ export class SandboxManager {
       }
       const poolKey = { backend: backend.name, pack: pack.name, cpus: size.cpus, memoryMib: size.memoryMib, diskMib: size.diskMib };
       // A pooled sandbox has no workspace and another id: workspace sandboxes always start fresh.
-      inner = o.backendOptions || o.workspace ? undefined : this.d.pools?.take(poolKey);
+      inner = o.backendOptions || o.workspace || seed ? undefined : this.d.pools?.take(poolKey);
       fromPool = inner !== undefined;
+      if (seed) inner = await this.pauses.startFrom(backend, seed, this.pauses.snaps.path('named', seed.name), { ...spec, id }, size, signal);
       inner ??= await this.startOnBackend(backend, o.pack, size, o.backendOptions, signal, spec);
       const readyMs = Math.round((performance.now() - t0) * 10) / 10;
       this.d.metrics?.observeCreate(backend.name, pack.name, fromPool, readyMs);
@@ -386,6 +393,7 @@ export class SandboxManager {
       await sb.inner.destroy();
     } finally {
       if (sb.state === 'stopping') sb.state = 'stopped';
+      if (sb.state === 'paused') await this.pauses.snaps.remove('paused', id).catch((e: Error) => this.d.log?.('removing a paused sandbox state failed', { id, error: e.message }));
       sb.release();
       if (sb.fromPool) this.d.pools?.released({ backend: sb.backendName, pack: sb.packName, ...sb.size });
       if (sb.workspace) await (keep ? this.d.workspaces?.keep(id) : this.d.workspaces?.discard(id))?.catch((e: Error) => this.d.log?.('workspace release failed', { id, error: e.message }));
@@ -396,6 +404,7 @@ export class SandboxManager {
   private ready(id: string): Sandbox {
     const sb = this.get(id);
     sb.lastActiveAt = Date.now();
+    if (sb.state === 'paused') throw new KilnError('SANDBOX_PAUSED', `sandbox ${id} is paused; resume it with POST /v1/sandboxes/${id}/resume`);
     if (sb.state !== 'ready') throw new KilnError('SANDBOX_GONE', `sandbox ${id} is ${sb.state}${sb.exitReason ? ` (${sb.exitReason})` : ''}; create a new one`);
     return sb;
   }
@@ -477,6 +486,8 @@ export class SandboxManager {
     this.closing = true;
     clearInterval(this.healthTimer);
     this.admission.close();
+    // A paused sandbox holds nothing but its state on disk: it stays there for the next start.
+    for (const sb of this.sandboxes.values()) if (sb.state === 'paused') this.pauses.forget(sb);
     const keep = keepSandboxes;
     await Promise.allSettled([...this.sandboxes.values()].map((sb) => (keep && sb.inner.detach && sb.state === 'ready' ? this.detach(sb) : this.delete(sb.id, 'service stopped'))));
   }
@@ -560,6 +571,38 @@ export class SandboxManager {
       slot?.();
     });
     this.recordEvent(sb, 'restored', { reason: 'service restarted; the sandbox and its processes were kept', reattachMs: inner.details.reattachMs });
+  }
+
+  private pausesHost(): Pauses {
+    const d = this.d;
+    return new Pauses({
+      config: d.config,
+      packs: d.packs,
+      get pools() {
+        return d.pools;
+      },
+      log: d.log,
+      admission: this.admission,
+      ownerUsage: this.ownerUsage,
+      get: (id, ownerKeyId) => this.get(id, ownerKeyId),
+      has: (id) => this.sandboxes.has(id),
+      add: (sb) => this.sandboxes.set(sb.id, sb),
+      drop: (id) => this.sandboxes.delete(id),
+      backend: (name) => this.backend(name),
+      register: (sb, release) => this.register(sb, release),
+      startOnBackend: (...a) => this.startOnBackend(...a),
+      recordEvent: (sb, kind, data) => this.recordEvent(sb, kind, data),
+      delete: (id, reason) => this.delete(id, reason),
+      record: (w) => d.journal?.record(w),
+      node: d.node ?? 'local',
+      // A paused sandbox is found again from its snapshot record, not by reattach; a resumed one
+      // runs again and gets its restart record back.
+      stateChanged: (sb) => {
+        if (!this.d.backends.get(sb.backendName)?.reattach) return;
+        if (sb.state === 'paused') void this.kept.remove(sb.id).catch(() => undefined);
+        else this.keep(sb);
+      },
+    });
   }
 
   // The event trail: each call queues a write (an array push); the journal flushes off this path.

@@ -4,7 +4,8 @@ import type { LongTimer } from './long-timer.js';
 import type { Owner } from './quotas.js';
 import type { WorkspaceRequest } from './workspace.js';
 
-export type SandboxState = 'ready' | 'stopping' | 'stopped' | 'failed';
+/** paused: its state is on disk (src/core/snapshots.ts) and it holds no compute until resumed. */
+export type SandboxState = 'ready' | 'paused' | 'stopping' | 'stopped' | 'failed';
 
 export interface CreateSandboxOptions {
   pack: string;
@@ -21,6 +22,8 @@ export interface CreateSandboxOptions {
   idleTimeoutSec?: number;
   /** A host project folder at /workspace, copy-on-write, reviewed before it reaches the host. */
   workspace?: WorkspaceRequest;
+  /** A named snapshot to start from (its pack, backend and shape; its files or, on a microVM, its memory). */
+  fromSnapshot?: string;
 }
 
 /** The smallest sandbox sizes: the API schema's bounds and the manager's checks, from one place. */
@@ -52,14 +55,14 @@ export interface SandboxInfo {
   idleTimeoutSec?: number;
   /** The host folder a workspace sandbox works on, and whether it was brought back by a restarted service. */
   workspace?: { path: string; gitWritable: boolean; sizeMib: number; restored: boolean };
+  /** When it was paused (state paused only). */
+  pausedAt?: string;
 }
 
 export class Sandbox {
   state: SandboxState = 'ready';
   execsRunning = 0;
   exitReason: string | undefined;
-  /** Set from its record when a restarted service reattaches it. */
-  createdAt = new Date();
   expiresAt: Date;
   ttlTimer: LongTimer | undefined;
   /** Returns the admission slot; set by the manager, safe to call more than once. */
@@ -74,6 +77,7 @@ export class Sandbox {
   idleTimeoutSec: number | undefined;
   idleTimer: LongTimer | undefined;
   workspace: SandboxInfo['workspace'];
+  pausedAt: Date | undefined;
 
   constructor(
     readonly id: string,
@@ -82,10 +86,13 @@ export class Sandbox {
     readonly packEnv: Record<string, string>,
     readonly env: Record<string, string>,
     readonly size: { cpus: number; memoryMib: number; diskMib: number },
-    readonly inner: BackendSandbox,
+    /** Replaced while paused (a stand-in without compute) and on resume. */
+    public inner: BackendSandbox,
     readonly readyMs: number,
     readonly fromPool: boolean,
     ttlSec: number,
+    /** A resumed sandbox keeps its first start; a reattached one gets it from its record. */
+    public createdAt = new Date(),
   ) {
     this.expiresAt = new Date(Date.now() + ttlSec * 1000);
   }
@@ -123,6 +130,7 @@ export class Sandbox {
       ...(this.exitReason ? { exitReason: this.exitReason } : {}),
       ...(this.idleTimeoutSec ? { idleTimeoutSec: this.idleTimeoutSec } : {}),
       ...(this.workspace ? { workspace: this.workspace } : {}),
+      ...(this.pausedAt ? { pausedAt: this.pausedAt.toISOString() } : {}),
     };
   }
 }

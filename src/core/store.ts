@@ -28,7 +28,18 @@ export interface SandboxRecord {
   endReason?: string;
 }
 
-export type SandboxEventKind = 'created' | 'exec.started' | 'exec.ended' | 'file.written' | 'deleted' | 'restored' | 'workspace.approved' | 'workspace.rejected';
+export type SandboxEventKind =
+  | 'created'
+  | 'exec.started'
+  | 'exec.ended'
+  | 'file.written'
+  | 'deleted'
+  | 'restored'
+  | 'workspace.approved'
+  | 'workspace.rejected'
+  | 'paused'
+  | 'resumed'
+  | 'snapshot.created';
 
 export interface SandboxEvent {
   sandboxId: string;
@@ -44,6 +55,8 @@ export interface KeyLimits {
   maxMemoryMib?: number;
   maxTtlSec?: number;
   maxExecTimeoutMs?: number;
+  /** Total size of the key's named snapshots (src/core/snapshots.ts). */
+  maxSnapshotMib?: number;
 }
 
 export interface ApiKeyRecord {
@@ -67,10 +80,26 @@ export interface KeyUsage {
   execMs: number;
 }
 
+/** A named snapshot as the store keeps it (its state is in KILN_SNAPSHOTS_DIR, src/core/snapshots.ts). */
+export interface SnapshotRow {
+  name: string;
+  node: string;
+  ownerKeyId: string | null;
+  kind: string;
+  backend: BackendName;
+  pack: string;
+  sourceSandboxId: string;
+  sizeBytes: number;
+  createdAt: Date;
+}
+
 /** One write, queued by the Journal and applied with others in one transaction. */
 export type StoreWrite =
   | { type: 'sandbox.created'; record: SandboxRecord }
+  | { type: 'sandbox.state'; id: string; state: string; at: Date }
   | { type: 'sandbox.ended'; id: string; state: string; at: Date; reason: string }
+  | { type: 'snapshot.saved'; record: SnapshotRow }
+  | { type: 'snapshot.deleted'; name: string; at: Date }
   | { type: 'event'; event: SandboxEvent }
   | { type: 'usage'; keyId: string; usage: KeyUsage };
 

@@ -16,6 +16,7 @@ import { healthRoutes, metaRoutes } from './routes/meta.js';
 import { packAdminRoutes, packRoutes } from './routes/packs.js';
 import { runRoutes } from './routes/run.js';
 import { sandboxRoutes } from './routes/sandboxes.js';
+import { snapshotRoutes } from './routes/snapshots.js';
 import { staticRoutes } from './routes/static.js';
 import { workspaceRoutes } from './routes/workspaces.js';
 import type { KilnService } from './service.js';
@@ -89,6 +90,7 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
     await api.register(metaRoutes, { svc });
     await api.register(packRoutes, { svc });
     await api.register(sandboxRoutes, { svc });
+    await api.register(snapshotRoutes, { svc });
     await api.register(execRoutes, { svc });
     await api.register(fileRoutes, { svc });
     await api.register(runRoutes, { svc });

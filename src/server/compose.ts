@@ -152,6 +152,20 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     }
   }
 
+  // Sandboxes a previous run paused: listed again (state paused), resumable under their ids.
+  const paused = await manager.pauses.adoptPaused((keyId) => {
+    if (!keys) return 'unknown';
+    const k = keys.get(keyId);
+    return k && !k.revokedAt ? { keyId: k.id, limits: k.limits } : 'revoked';
+  });
+  if (paused.adopted.length || paused.removed.length) log('start-up: paused sandboxes', paused);
+  const sweep = setInterval(
+    () => void manager.pauses.sweepSnapshots().catch((e: Error) => log('snapshot retention sweep failed', { error: e.message })),
+    Math.min(60_000, Math.max(1000, config.snapshots.retentionSec * 100)),
+  );
+  sweep.unref();
+  void manager.pauses.sweepSnapshots().catch(() => undefined);
+
   let availability: Promise<BackendAvailability[]> | undefined;
   return {
     config,
@@ -167,6 +181,7 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     workspaces,
     availability: () => (availability ??= Promise.all([...backends.values()].map((b) => b.probe()))),
     async close(co: CloseOptions = {}) {
+      clearInterval(sweep);
       await packBuilds.close();
       await pools?.close();
       await manager.close(co.keepSandboxes);

@@ -85,6 +85,26 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX sandbox_events_sandbox ON sandbox_events (sandbox_id, seq);
     `,
   },
+  {
+    version: 2,
+    name: 'snapshots, the snapshot quota',
+    sql: `
+      ALTER TABLE quotas ADD COLUMN max_snapshot_mib integer;
+      CREATE TABLE snapshots (
+        name text PRIMARY KEY,
+        node text NOT NULL,
+        owner_key_id text REFERENCES api_keys (id),
+        kind text NOT NULL,
+        backend text NOT NULL,
+        pack text NOT NULL,
+        source_sandbox_id text,
+        size_bytes bigint NOT NULL,
+        created_at timestamptz NOT NULL,
+        deleted_at timestamptz
+      );
+      CREATE INDEX snapshots_owner ON snapshots (owner_key_id, created_at);
+    `,
+  },
 ];
 
 /** Any fixed number: serialises migrations of nodes that start at once on one server. */

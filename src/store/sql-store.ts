@@ -8,7 +8,7 @@ import type { SqlClient, SqlTx } from './sql.js';
 
 type Row = Record<string, unknown>;
 
-const ORDER: readonly StoreWrite['type'][] = ['sandbox.created', 'event', 'sandbox.ended', 'usage'];
+const ORDER: readonly StoreWrite['type'][] = ['sandbox.created', 'event', 'sandbox.state', 'sandbox.ended', 'usage', 'snapshot.saved', 'snapshot.deleted'];
 
 export class SqlStore implements Store {
   constructor(private readonly db: SqlClient) {}
@@ -47,19 +47,20 @@ export class SqlStore implements Store {
         k.createdAt.toISOString(),
       ]);
       const l = k.limits;
-      await tx.query('INSERT INTO quotas (key_id, max_sandboxes, max_memory_mib, max_ttl_sec, max_exec_timeout_ms) VALUES ($1, $2, $3, $4, $5)', [
+      await tx.query('INSERT INTO quotas (key_id, max_sandboxes, max_memory_mib, max_ttl_sec, max_exec_timeout_ms, max_snapshot_mib) VALUES ($1, $2, $3, $4, $5, $6)', [
         k.id,
         l.maxSandboxes ?? null,
         l.maxMemoryMib ?? null,
         l.maxTtlSec ?? null,
         l.maxExecTimeoutMs ?? null,
+        l.maxSnapshotMib ?? null,
       ]);
     });
   }
 
   async listKeys(): Promise<StoredApiKey[]> {
     const rows = await this.db.query(`SELECT k.id, k.name, encode(k.hash, 'hex') AS hash, k.prefix, k.created_at, k.revoked_at,
-        q.max_sandboxes, q.max_memory_mib, q.max_ttl_sec, q.max_exec_timeout_ms
+        q.max_sandboxes, q.max_memory_mib, q.max_ttl_sec, q.max_exec_timeout_ms, q.max_snapshot_mib
       FROM api_keys k LEFT JOIN quotas q ON q.key_id = k.id ORDER BY k.created_at, k.id`);
     return rows.map((r) => ({ ...keyFromRow(r), hash: Buffer.from(String(r.hash), 'hex') }));
   }
@@ -140,6 +141,46 @@ async function applyRun(tx: SqlTx, run: StoreWrite[]): Promise<void> {
       );
       return;
     }
+    case 'sandbox.state': {
+      // The last state of each sandbox in the batch (an UPDATE … FROM with one id twice picks either).
+      const last = new Map(run.map((w) => w as Extract<StoreWrite, { type: 'sandbox.state' }>).map((w) => [w.id, { id: w.id, state: w.state, at: w.at }]));
+      await tx.query(
+        `UPDATE sandboxes s SET state = x.state, updated_at = x.at
+        FROM jsonb_to_recordset($1::jsonb) AS x(id text, state text, at timestamptz) WHERE s.id = x.id AND s.ended_at IS NULL`,
+        [json([...last.values()])],
+      );
+      return;
+    }
+    case 'snapshot.saved': {
+      const rows = run
+        .map((w) => (w as Extract<StoreWrite, { type: 'snapshot.saved' }>).record)
+        .map((r) => ({
+          name: r.name,
+          node: r.node,
+          owner_key_id: r.ownerKeyId,
+          kind: r.kind,
+          backend: r.backend,
+          pack: r.pack,
+          source_sandbox_id: r.sourceSandboxId,
+          size_bytes: r.sizeBytes,
+          created_at: r.createdAt,
+        }));
+      // A name is free again once its snapshot is deleted: the row is then reused.
+      await tx.query(
+        `INSERT INTO snapshots (name, node, owner_key_id, kind, backend, pack, source_sandbox_id, size_bytes, created_at)
+        SELECT name, node, owner_key_id, kind, backend, pack, source_sandbox_id, size_bytes, created_at
+        FROM jsonb_to_recordset($1::jsonb) AS x(name text, node text, owner_key_id text, kind text, backend text, pack text, source_sandbox_id text, size_bytes bigint, created_at timestamptz)
+        ON CONFLICT (name) DO UPDATE SET node = EXCLUDED.node, owner_key_id = EXCLUDED.owner_key_id, kind = EXCLUDED.kind, backend = EXCLUDED.backend,
+          pack = EXCLUDED.pack, source_sandbox_id = EXCLUDED.source_sandbox_id, size_bytes = EXCLUDED.size_bytes, created_at = EXCLUDED.created_at, deleted_at = NULL`,
+        [json(rows)],
+      );
+      return;
+    }
+    case 'snapshot.deleted': {
+      const rows = run.map((w) => w as Extract<StoreWrite, { type: 'snapshot.deleted' }>).map((w) => ({ name: w.name, at: w.at }));
+      await tx.query(`UPDATE snapshots s SET deleted_at = x.at FROM jsonb_to_recordset($1::jsonb) AS x(name text, at timestamptz) WHERE s.name = x.name`, [json(rows)]);
+      return;
+    }
     case 'sandbox.ended': {
       const rows = run.map((w) => w as Extract<StoreWrite, { type: 'sandbox.ended' }>).map((w) => ({ id: w.id, state: w.state, at: w.at, reason: w.reason }));
       await tx.query(
@@ -195,6 +236,7 @@ function keyFromRow(r: Row): ApiKeyRecord {
   set('maxMemoryMib', r.max_memory_mib);
   set('maxTtlSec', r.max_ttl_sec);
   set('maxExecTimeoutMs', r.max_exec_timeout_ms);
+  set('maxSnapshotMib', r.max_snapshot_mib);
   const revokedAt = date(r.revoked_at);
   return { id: String(r.id), name: String(r.name), prefix: String(r.prefix), createdAt: date(r.created_at)!, ...(revokedAt ? { revokedAt } : {}), limits };
 }

@@ -199,6 +199,8 @@ export class FakeFirecracker implements VmmProcess {
         if (err) return fault(`Cannot restore vsock device: ${err}`);
       }
       this.loaded = true;
+      // A restored VM has its snapshot's devices: a snapshot of it saves them again.
+      Object.assign(this.config, saved.config);
       this.state = body.resume_vm ? 'Running' : 'Paused';
       return { status: 204 };
     }

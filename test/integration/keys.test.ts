@@ -127,7 +127,14 @@ describe('API keys (namespace backend, real HTTP)', () => {
     for (const [method, p] of ops) {
       if (p.endsWith('/exec/ws')) continue;
       const url = p.replace('{id}', sb) + (p.endsWith('/files') || p.endsWith('/ls') ? '?path=/workspace/secret.txt' : '');
-      const body = method === 'POST' && p.endsWith('/exec') ? { cmd: 'cat /workspace/secret.txt' } : method === 'PUT' || (method === 'POST' && p.endsWith('/archive')) ? 'x' : undefined;
+      const body =
+        method === 'POST' && p.endsWith('/exec')
+          ? { cmd: 'cat /workspace/secret.txt' }
+          : method === 'POST' && p.endsWith('/snapshots')
+            ? { name: 'stolen' }
+            : method === 'PUT' || (method === 'POST' && p.endsWith('/archive'))
+              ? 'x'
+              : undefined;
       const r = await call(a.secret, method, url, body);
       assert.equal(r.status, 404, `${method} ${url}: ${r.text}`);
       assert.equal(r.json.code, 'SANDBOX_NOT_FOUND', `${method} ${url}`);

@@ -111,9 +111,11 @@ describe('qemu jail', { skip, timeout: 300_000 }, () => {
         assert.ok(l.cpuQuotaUs > 0 && l.cpuQuotaUs <= 200_000, `cpu quota ${l.cpuQuotaUs} us per 100 ms for 1 vCPU`);
         for (const d of l.dirs) assert.ok(d.endsWith(`/${String(sb.details.cgroup).split('/').pop()}`), `${d} is the VM's own cgroup`);
 
-        // QEMU's root after start-up is an empty directory; its namespace holds only its files.
+        // QEMU's root after start-up is an empty directory but for the VM's own (empty) migration
+        // folder, where a pause's state goes out (machine-state.ts); its namespace holds only its files.
         assert.equal(await readlink(`/proc/${pid}/root`), '/empty');
-        assert.deepEqual(await readdir(`/proc/${pid}/root`), []);
+        assert.deepEqual(await readdir(`/proc/${pid}/root`), ['mig']);
+        assert.deepEqual(await readdir(`/proc/${pid}/root/mig`), []);
         const files = await namespaceFiles(pid);
         const vmDirs = new Set(files.filter((p) => p.startsWith(`${f.runDir}/`)).map((p) => p.slice(0, p.lastIndexOf('/'))));
         assert.equal(vmDirs.size, 1, `one VM directory: ${[...vmDirs].join(', ')}`);

@@ -15,6 +15,7 @@ import { type TemplateWarmup, templateWarmup, warmTemplate } from '../../core/wa
 import { firecrackerCmdline } from './cmdline.js';
 import { type UnjailedConfinementOptions, UnjailedConfiner } from './confine.js';
 import { findExecutable, type JailerSettings, jailRoot, UidPool } from './jailer.js';
+import { SAVED } from './machine-state.js';
 import { hostChecks, inspectHost } from './probe.js';
 import { type Launcher, spawnLauncher } from './process.js';
 import { FirecrackerSandbox } from './sandbox.js';
@@ -159,6 +160,47 @@ export class FirecrackerBackend implements Backend {
   }
 
   private async start(spec: SandboxSpec, options: CreateOptions): Promise<BackendSandbox> {
+    const { r, image, signal, base, bootArgs, driveRateLimiter, network } = await this.prepareStart(spec, options);
+    const t0 = performance.now();
+    let template: TemplateFiles | undefined;
+    // A TAP device is host state that a snapshot would pin: sandboxes with a NIC always cold-boot.
+    if ((this.o.snapshots ?? true) && !network) {
+      const warmup = templateWarmup(spec.pack);
+      const key = templateKey({
+        packHash: spec.pack.hash,
+        vcpus: spec.cpus,
+        memoryMib: spec.memoryMib,
+        kernelHash: image.hash,
+        bootArgs,
+        driveRateLimiter,
+        firecrackerVersion: r.firecrackerVersion,
+        warmup,
+      });
+      template = await this.templates.get(key, (out) => this.buildTemplate(r, { ...base, id: `tpl-${key.slice(0, 12)}` }, out, signal, warmup));
+    }
+    const tReady = performance.now();
+    const timing = template ? () => ({ cloneOf: template.key, restoreMs: roundMs(performance.now() - tReady), templateMs: roundMs(tReady - t0) }) : () => ({ bootMs: roundMs(performance.now() - t0) });
+    // No NIC: its state can be saved and restored (pause, snapshots) like a template's.
+    const machine = network ? undefined : { packHash: spec.pack.hash, vcpus: spec.cpus, memoryMib: spec.memoryMib, kernelHash: image.hash, bootArgs, firecrackerVersion: r.firecrackerVersion };
+    return this.bootSandbox(r, spec, { ...base, id: spec.id, snapshot: template }, signal, timing, machine);
+  }
+
+  /** Starts a VM from what a sandbox's saveMachine wrote (machine-state.ts): its processes go on. */
+  restoreMachine(spec: SandboxSpec, dir: string, machine: Record<string, unknown>, options: CreateOptions): Promise<BackendSandbox> {
+    return this.creates.run(options, async (o) => {
+      const { r, image, signal, base, bootArgs } = await this.prepareStart(spec, o);
+      const m = machine as { packHash?: string; kernelHash?: string; bootArgs?: string; firecrackerVersion?: string };
+      if (m.packHash !== spec.pack.hash || m.kernelHash !== image.hash || m.bootArgs !== bootArgs)
+        throw new KilnError('IMAGE_MISSING', 'the pack image or the guest kernel changed since the state was saved; it cannot be restored');
+      if (m.firecrackerVersion !== r.firecrackerVersion) throw new KilnError('BACKEND_UNAVAILABLE', 'Firecracker was upgraded since the state was saved; it cannot be restored');
+      const t0 = performance.now();
+      const snapshot = { vmstatePath: `${dir}/${SAVED.vmstate}`, memoryPath: `${dir}/${SAVED.memory}` };
+      return this.bootSandbox(r, spec, { ...base, id: spec.id, snapshot }, signal, () => ({ restoreMs: roundMs(performance.now() - t0), restoredFromState: true }), { ...machine });
+    });
+  }
+
+  /** Checks the spec and resolves what every start needs: binaries, kernel, boot args, the VM's base spec. */
+  private async prepareStart(spec: SandboxSpec, options: CreateOptions) {
     if (spec.workspace) throw new KilnError('UNSUPPORTED_OPTION', 'the firecracker backend cannot run workspace sandboxes yet: use the namespace backend');
     const caps = this.capabilities;
     if (spec.cpus < 1 || spec.cpus > caps.maxCpus) {
@@ -187,25 +229,18 @@ export class FirecrackerBackend implements Backend {
       network,
       readyTimeoutMs: options.readyTimeoutMs,
     };
-    const t0 = performance.now();
-    let template: TemplateFiles | undefined;
-    // A TAP device is host state that a snapshot would pin: sandboxes with a NIC always cold-boot.
-    if ((this.o.snapshots ?? true) && !network) {
-      const warmup = templateWarmup(spec.pack);
-      const key = templateKey({
-        packHash: spec.pack.hash,
-        vcpus: spec.cpus,
-        memoryMib: spec.memoryMib,
-        kernelHash: image.hash,
-        bootArgs,
-        driveRateLimiter,
-        firecrackerVersion: r.firecrackerVersion,
-        warmup,
-      });
-      template = await this.templates.get(key, (out) => this.buildTemplate(r, { ...base, id: `tpl-${key.slice(0, 12)}` }, out, signal, warmup));
-    }
-    const tReady = performance.now();
-    const { ctx, cleanup, uid } = await this.boot(r, { ...base, id: spec.id, snapshot: template }, signal);
+    return { r, image, signal, base, bootArgs, driveRateLimiter, network };
+  }
+
+  private async bootSandbox(
+    r: Resolved,
+    spec: SandboxSpec,
+    partial: Parameters<FirecrackerBackend['boot']>[1],
+    signal: AbortSignal,
+    timing: () => Record<string, unknown>,
+    machine: Record<string, unknown> | undefined,
+  ): Promise<FirecrackerSandbox> {
+    const { ctx, cleanup, uid } = await this.boot(r, partial, signal);
     const sandbox = new FirecrackerSandbox(
       spec.id,
       ctx,
@@ -214,11 +249,11 @@ export class FirecrackerBackend implements Backend {
         pid: ctx.proc?.pid,
         jailed: !!r.jail,
         ...(uid !== undefined ? { uid, confined: r.jail ? 'jailer' : 'uid, cgroup, namespaces' } : {}),
-        ...(template ? { cloneOf: template.key, restoreMs: roundMs(performance.now() - tReady), templateMs: roundMs(tReady - t0) } : { bootMs: roundMs(performance.now() - t0) }),
+        ...timing(),
         firecracker: r.firecrackerVersion,
         steps: ctx.timings.marks,
       },
-      { onDestroyed: () => this.live.delete(spec.id) },
+      { onDestroyed: () => this.live.delete(spec.id), machine },
     );
     this.live.set(spec.id, sandbox);
     return sandbox;

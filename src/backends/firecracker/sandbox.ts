@@ -8,12 +8,15 @@ import { ExitSignal } from '../../core/exit-signal.js';
 import { microVmUsage } from '../../core/vm-usage.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import { reconnectAgent } from './agent-link.js';
+import { saveFirecrackerState } from './machine-state.js';
 import { VM_FILES, type VmContext } from './vm-steps.js';
 
 export interface FirecrackerSandboxOptions {
   reconnectTimeoutMs?: number;
   /** Called once destroy() has finished the whole teardown (the backend deregisters it then). */
   onDestroyed?: () => void;
+  /** What a restore of its saved state needs (backend.ts restoreMachine); absent: it cannot be saved. */
+  machine?: Record<string, unknown>;
 }
 
 export class FirecrackerSandbox implements BackendSandbox {
@@ -36,6 +39,13 @@ export class FirecrackerSandbox implements BackendSandbox {
 
   get agent(): AgentClient {
     return this.current;
+  }
+
+  async saveMachine(dir: string, o: { keepRunning: boolean; signal?: AbortSignal }): Promise<{ machine: Record<string, unknown> }> {
+    if (!this.o.machine) throw new Error('this VM cannot be saved (it has a network interface: host state a snapshot would pin)');
+    if (this.destroying || this.exit.fired) throw new Error('the VM has stopped');
+    this.details.lastSave = await saveFirecrackerState(this.vm, dir, o);
+    return { machine: { ...this.o.machine } };
   }
 
   get consoleTail(): string[] {

@@ -30,8 +30,9 @@ import { buildVmArtifacts, findHostKernel, guestCmdline, type VmArtifacts } from
 import { imageInUse } from '../../workspace/images.js';
 import { type AccelMode, chooseAccel, hostTscKhz, qemuVersion } from './accel.js';
 import { type JailOptions, VmmJails } from './jail.js';
+import { STATE_FILE } from './machine-state.js';
 import type { QemuLog } from './process.js';
-import { QemuSandbox } from './sandbox.js';
+import { type QemuMachineFacts, QemuSandbox } from './sandbox.js';
 import { findOrphans, removeStale } from './scan.js';
 import { SpareManager } from './spares.js';
 import { type Template, TemplateManager, templateFilesPresent } from './templates.js';
@@ -292,30 +293,88 @@ class QemuBackend implements Backend {
       }
     }
     vm ??= await launchVm({ ...base, readyTimeoutMs: remaining(deadline) });
+    if (template) this.spares.replenish(template);
+    const facts: QemuMachineFacts = {
+      cmdline,
+      kernelPath: base.kernelPath,
+      initrdPath: base.initrdPath,
+      vmMemoryMib: base.memoryMib,
+      cpus: spec.cpus,
+      accel,
+      ramBackend: template !== undefined,
+      packHash: spec.pack.hash,
+      qemuVersion: await qemuVersion(this.binary),
+    };
+    const timing = template ? { restoreMs: Math.round(vm.readyMs), cloneOf: template.id, ...(vm.spare ? { spare: vm.spare } : {}) } : { bootMs: Math.round(vm.readyMs) };
+    return this.adopt(spec, vm, accel, base.memoryMib, timing, workspace ? undefined : facts, workspace !== undefined);
+  }
 
+  /** Checks the start-up sync and wraps the VM as the sandbox; stops it on failure. */
+  private async adopt(
+    spec: SandboxSpec,
+    vm: RunningVm,
+    accel: string,
+    vmMemoryMib: number,
+    timing: Record<string, unknown>,
+    facts: QemuMachineFacts | undefined,
+    workspace: boolean,
+  ): Promise<QemuSandbox> {
     try {
-      // A clone shares its RNG state and a stale clock with the template and every sibling: the
-      // handshake carried entropy and the time (launchVm connects with `sync`).
+      // A clone shares its RNG state and a stale clock with the template and every sibling (a
+      // restored pause: a clock behind by the pause): the handshake carried entropy and the time.
       const sync = vm.agent.hello.sync;
       if (!sync) throw new KilnError('BOOT_FAILED', 'the guest agent did not report its start-up sync; the sandbox was not started');
       if (!sync.reseeded || !sync.clockSet) throw new KilnError('BOOT_FAILED', `the guest agent could not ${sync.reseeded ? 'set the clock' : 'reseed its RNG'}; the sandbox was not started`);
     } catch (e) {
       await vm.cleanup.run().catch(() => undefined);
       throw isKilnError(e) && e.code === 'BOOT_FAILED' ? e : new KilnError('BOOT_FAILED', `the guest agent did not complete its start-up sync: ${(e as Error).message}`, { cause: e });
-    } finally {
-      // The next spare starts once this sandbox no longer needs the CPU.
-      if (template) this.spares.replenish(template);
     }
-
-    const timing = template ? { restoreMs: Math.round(vm.readyMs), cloneOf: template.id, ...(vm.spare ? { spare: vm.spare } : {}) } : { bootMs: Math.round(vm.readyMs) };
     const jail = vm.jail ? { uid: vm.jail.uid, cgroup: `${this.jails!.cgroupName}/${vm.jail.name}` } : {};
-    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib: base.memoryMib, ...jail, ...timing, steps: vm.steps };
+    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib, ...jail, ...timing, steps: vm.steps };
     // A workspace's upper is an ext4 drive the VM is killed under: flush it first (bounded: a hung
     // guest must not hold up the destroy).
     const flush = workspace ? () => vm.agent.workspaceFlush(AbortSignal.timeout(WORKSPACE_FLUSH_TIMEOUT_MS)) : undefined;
-    const sandbox = new QemuSandbox(spec.id, vm, details, () => this.live.delete(spec.id), flush);
+    const sandbox = new QemuSandbox(spec.id, vm, details, () => this.live.delete(spec.id), flush, facts && { facts, jailed: vm.jail !== undefined });
     this.live.set(spec.id, sandbox);
     return sandbox;
+  }
+
+  /** Starts a VM from a pause's or a snapshot's saved state (machine-state.ts): its processes go on. */
+  restoreMachine(spec: SandboxSpec, dir: string, machine: Record<string, unknown>, options: CreateOptions): Promise<BackendSandbox> {
+    return this.creates.run(options, async (o) => {
+      const f = machine as unknown as QemuMachineFacts;
+      if (f.packHash !== spec.pack.hash) throw new KilnError('IMAGE_MISSING', `the image of pack "${spec.pack.name}" changed since the state was saved; it cannot be restored`);
+      if (f.qemuVersion !== (await qemuVersion(this.binary))) throw new KilnError('BACKEND_UNAVAILABLE', 'QEMU was upgraded since the state was saved; it cannot be restored');
+      for (const p of [f.kernelPath, f.initrdPath]) {
+        if (
+          !(await stat(p).then(
+            () => true,
+            () => false,
+          ))
+        )
+          throw new KilnError('IMAGE_MISSING', 'the guest kernel the state was saved with is gone (the VM image was rebuilt); it cannot be restored');
+      }
+      const vm = await launchVm({
+        binary: this.binary,
+        id: spec.id,
+        accel: f.accel,
+        cpus: f.cpus,
+        memoryMib: f.vmMemoryMib,
+        kernelPath: f.kernelPath,
+        initrdPath: f.initrdPath,
+        cmdline: f.cmdline,
+        diskImage: spec.pack.imagePath,
+        dir: `${this.qemuRunDir}/vms/${spec.id}`,
+        signal: o.signal,
+        log: this.o.log,
+        confine: this.confine,
+        jails: this.jails,
+        restoreFrom: `${dir}/${STATE_FILE}`,
+        ramBackend: f.ramBackend,
+        readyTimeoutMs: o.readyTimeoutMs,
+      });
+      return this.adopt(spec, vm, f.accel, f.vmMemoryMib, { restoreMs: Math.round(vm.readyMs), restoredFromState: true }, f, false);
+    });
   }
 
   async scan(): Promise<ScanReport> {

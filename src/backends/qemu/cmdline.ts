@@ -10,6 +10,11 @@ export interface VmPaths {
   ctlSock: string;
   qmpSock: string;
   pidFile: string;
+  /**
+   * Where a pause's outgoing migration socket is made (machine-state.ts): QEMU connects to it as
+   * `unix:` (its seccomp filter forbids `exec:`); a jailed QEMU sees it at JAIL_MIG_DIR.
+   */
+  migDir: string;
 }
 
 export interface QemuArgsOptions {
@@ -30,6 +35,11 @@ export interface QemuArgsOptions {
   paths: VmPaths;
   /** Guest RAM backed by a file (templates: share=on; clones: share=off). */
   memFile?: { path: string; share: boolean };
+  /**
+   * Guest RAM as an anonymous memory backend named like a file-backed one (`mem`): a restore of a
+   * paused clone, whose migration stream names that RAM block.
+   */
+  ramBackend?: boolean;
   /** Start paused, waiting for `migrate-incoming` (clones). */
   incoming?: boolean;
   /**
@@ -41,7 +51,7 @@ export interface QemuArgsOptions {
 }
 
 export function vmPaths(dir: string): VmPaths {
-  return { dir, ctlSock: `${dir}/ctl.sock`, qmpSock: `${dir}/qmp.sock`, pidFile: `${dir}/qemu.pid` };
+  return { dir, ctlSock: `${dir}/ctl.sock`, qmpSock: `${dir}/qmp.sock`, pidFile: `${dir}/qemu.pid`, migDir: `${dir}/mig` };
 }
 
 /** The `-name` marker scan() uses to recognise this service's QEMU processes. */
@@ -62,6 +72,9 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
   const args = ['-name', `${processName(o.id)},process=${processName(o.id)}`, '-accel', accel];
   if (o.memFile) {
     args.push('-object', `memory-backend-file,id=mem,size=${mem},mem-path=${safePath(o.memFile.path)},share=${o.memFile.share ? 'on' : 'off'}`);
+    args.push('-M', 'microvm,memory-backend=mem');
+  } else if (o.ramBackend) {
+    args.push('-object', `memory-backend-ram,id=mem,size=${mem}`);
     args.push('-M', 'microvm,memory-backend=mem');
   } else {
     args.push('-M', 'microvm');

@@ -40,6 +40,9 @@ export interface JailLimits {
 /** Where QEMU chroots once its files are open: an empty, read-only directory. */
 export const EMPTY_ROOT = '/empty';
 
+/** The VM's migration folder (VmPaths.migDir) as the chrooted QEMU sees it: the only thing in its root. */
+export const JAIL_MIG_DIR = '/mig';
+
 /**
  * What QEMU itself uses beyond guest RAM: its code, heap, device and block buffers, and under TCG
  * the translated-code buffer, which is capped (`tb-size`, cmdline.ts) so this bound holds.
@@ -73,6 +76,8 @@ export interface JailFiles {
   readOnly: string[];
   /** Host paths bound read-write (the VM's directory; a clone's template RAM file). */
   readWrite: string[];
+  /** The VM's migration folder, bound at JAIL_MIG_DIR inside the chroot. */
+  migDir?: string;
 }
 
 export class VmmJails {
@@ -166,6 +171,8 @@ export function bwrapArgs(root: string[], files: JailFiles, kvm: boolean): strin
   if (kvm) args.push('--dev-bind', '/dev/kvm', '/dev/kvm');
   for (const p of files.readOnly) args.push('--ro-bind', p, p);
   for (const p of files.readWrite) args.push('--bind', p, p);
-  args.push('--dir', EMPTY_ROOT, '--remount-ro', '/', '--chdir', '/');
+  args.push('--dir', EMPTY_ROOT);
+  if (files.migDir) args.push('--bind', files.migDir, `${EMPTY_ROOT}${JAIL_MIG_DIR}`);
+  args.push('--remount-ro', '/', '--chdir', '/');
   return args;
 }

@@ -3,7 +3,26 @@ import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
 import { ExitSignal } from '../../core/exit-signal.js';
 import { microVmUsage } from '../../core/vm-usage.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
+import { saveVmState } from './machine-state.js';
 import type { RunningVm } from './vm.js';
+
+/**
+ * What a restore of this VM's saved state needs: the same command line, kernel, initramfs, shape
+ * and accelerator (migration compares devices and RAM), and the pack image it ran on.
+ */
+export interface QemuMachineFacts {
+  cmdline: string;
+  kernelPath: string;
+  initrdPath: string;
+  /** Guest RAM (`-m`), not the sandbox's memoryMib. */
+  vmMemoryMib: number;
+  cpus: number;
+  accel: 'kvm' | 'tcg';
+  /** The RAM block is the `mem` backend (a template clone, or a restore of one). */
+  ramBackend: boolean;
+  packHash: string;
+  qemuVersion: string;
+}
 
 export class QemuSandbox implements BackendSandbox {
   readonly agent: AgentClient;
@@ -17,6 +36,8 @@ export class QemuSandbox implements BackendSandbox {
     private readonly onDestroyed: () => void,
     /** Runs before the VM is stopped, bounded and best effort (a workspace's flush of its upper drive). */
     private readonly beforeStop?: () => Promise<void>,
+    /** For saveMachine: what a restore needs, and whether QEMU is jailed (chrooted). */
+    private readonly machine?: { facts: QemuMachineFacts; jailed: boolean },
   ) {
     this.agent = vm.agent;
     void vm.proc.exited.then((x) => {
@@ -44,6 +65,14 @@ export class QemuSandbox implements BackendSandbox {
   /** The same accounting as Firecracker's (core/vm-usage.ts): PSS of QEMU, OOM kills counted by the guest kernel. */
   usage(): Promise<SandboxUsage> {
     return microVmUsage(this.vm.proc.pid, this.agent);
+  }
+
+  async saveMachine(dir: string, o: { keepRunning: boolean }): Promise<{ machine: Record<string, unknown> }> {
+    if (!this.machine) throw new Error('this VM cannot be saved (a workspace VM keeps its changes in the workspace)');
+    if (this.destroying || this.exit.fired) throw new Error('the VM has stopped');
+    const r = await saveVmState(this.vm, dir, { keepRunning: o.keepRunning, jailed: this.machine.jailed });
+    this.details.lastSave = r;
+    return { machine: { ...this.machine.facts } };
   }
 
   onExit(listener: (reason: string) => void): void {

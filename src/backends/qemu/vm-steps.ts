@@ -101,6 +101,8 @@ export function spawnSteps(o: LaunchOptions): QemuStep[] {
       name: QEMU_STEP.makeDir,
       run: async () => {
         await mkdir(o.dir, { recursive: true, mode: 0o700 });
+        // Searchable by the VM's uid: a pause's migration socket is made here (machine-state.ts).
+        await mkdir(`${o.dir}/mig`, { mode: 0o755 });
       },
       undo: () => rm(o.dir, { recursive: true, force: true }),
     },
@@ -114,6 +116,7 @@ export function spawnSteps(o: LaunchOptions): QemuStep[] {
           readOnly: [o.kernelPath, o.initrdPath, o.diskImage, ...(o.workspace ? [o.workspace.lowerImage] : [])],
           // QEMU 7.2 must open a clone's RAM file writable (it hangs otherwise), even with share=off.
           readWrite: [o.dir, ...(o.memFile ? [o.memFile.path] : []), ...(o.workspace ? [o.workspace.upperImage] : [])],
+          migDir: `${o.dir}/mig`,
         };
         ctx.jail = await jails.acquire(o.id, { guestMib: o.memoryMib, cpus: o.cpus, accel: o.accel, templateBacked: !!o.memFile }, files, o.binary);
       },

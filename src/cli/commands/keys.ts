@@ -14,7 +14,13 @@ const USAGE = `usage:
 
 ${SERVICE_ENV_HELP}`;
 
-const LIMIT_FLAGS = { 'max-sandboxes': 'maxSandboxes', 'max-memory-mib': 'maxMemoryMib', 'max-ttl-sec': 'maxTtlSec', 'max-exec-timeout-ms': 'maxExecTimeoutMs' } as const;
+const LIMIT_FLAGS = {
+  'max-sandboxes': 'maxSandboxes',
+  'max-memory-mib': 'maxMemoryMib',
+  'max-ttl-sec': 'maxTtlSec',
+  'max-exec-timeout-ms': 'maxExecTimeoutMs',
+  'max-snapshot-mib': 'maxSnapshotMib',
+} as const;
 
 interface KeyView {
   id: string;

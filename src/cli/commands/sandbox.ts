@@ -1,12 +1,15 @@
-/** kiln sandbox create|exec|ls|rm */
+/** kiln sandbox create|exec|ls|rm|pause|resume|snapshot|snapshots|snapshot-rm */
 import { BACKEND_HELP, backendFlag, cliClient, SERVICE_ENV_HELP } from '../client.js';
 import { type Command, parseFlags, UsageError } from '../command.js';
 
 const SYNOPSIS =
-  'usage: kiln sandbox create <pack> [--backend B] [--cpus N] [--memory-mib N] [--disk-mib N] [--ttl-sec N]\n       kiln sandbox exec <id> [--timeout-ms N] [--cwd DIR] -- <cmd…>\n       kiln sandbox ls\n       kiln sandbox rm <id…>';
+  'usage: kiln sandbox create <pack> [--backend B] [--cpus N] [--memory-mib N] [--disk-mib N] [--ttl-sec N] [--from-snapshot NAME]\n       kiln sandbox exec <id> [--timeout-ms N] [--cwd DIR] -- <cmd…>\n       kiln sandbox ls\n       kiln sandbox rm <id…>\n       kiln sandbox pause|resume <id>\n       kiln sandbox snapshot <id> <name>\n       kiln sandbox snapshots\n       kiln sandbox snapshot-rm <name…>';
 const USAGE = `${SYNOPSIS}
   create prints the new sandbox's id; exec runs a command in it (streamed, exit code passed
-  through); ls lists the live sandboxes; rm deletes them.
+  through); ls lists the live sandboxes; rm deletes them. pause saves a sandbox's state on disk
+  and frees its compute (microVMs keep memory and running processes; the namespace backend keeps
+  the files under /workspace and /tmp); resume brings it back under the same id. snapshot saves a
+  running sandbox's state under a name, for create --from-snapshot.
     --backend B   ${BACKEND_HELP}
 
 ${SERVICE_ENV_HELP}`;
@@ -20,7 +23,7 @@ const command: Command = {
     const kiln = cliClient();
     switch (sub) {
       case 'create': {
-        const { flags, positional } = parseFlags(rest, { string: ['backend', 'cpus', 'memory-mib', 'disk-mib', 'ttl-sec'] });
+        const { flags, positional } = parseFlags(rest, { string: ['backend', 'cpus', 'memory-mib', 'disk-mib', 'ttl-sec', 'from-snapshot'] });
         if (!positional[0]) throw new UsageError(SYNOPSIS);
         const num = (k: string) => (flags[k] === undefined ? undefined : Number(flags[k]));
         const sb = await kiln.sandboxes.create({
@@ -30,6 +33,7 @@ const command: Command = {
           memoryMib: num('memory-mib'),
           diskMib: num('disk-mib'),
           ttlSec: num('ttl-sec'),
+          fromSnapshot: flags['from-snapshot'] as string | undefined,
         });
         console.log(sb.id);
         console.error(`ready in ${sb.readyMs} ms on ${sb.backend}${sb.fromPool ? ' (warm pool)' : ''}`);
@@ -70,9 +74,48 @@ const command: Command = {
         for (const id of ids) await kiln.sandboxes.delete(id);
         return 0;
       }
+      case 'pause': {
+        const [id] = parseFlags(rest, {}).positional;
+        if (!id) throw new UsageError(SYNOPSIS);
+        const p = await kiln.sandboxes.pause(id);
+        console.error(`paused ${id} in ${p.pauseMs} ms: ${mib(p.sizeBytes)} on disk, ${p.processesKept ? 'memory and processes kept' : 'files kept (processes are not)'}`);
+        return 0;
+      }
+      case 'resume': {
+        const [id] = parseFlags(rest, {}).positional;
+        if (!id) throw new UsageError(SYNOPSIS);
+        const r = await kiln.sandboxes.resume(id);
+        console.error(`resumed ${id}${r.resumeMs === undefined ? '' : ` in ${r.resumeMs} ms`}`);
+        return 0;
+      }
+      case 'snapshot': {
+        const [id, name] = parseFlags(rest, {}).positional;
+        if (!id || !name) throw new UsageError(SYNOPSIS);
+        const snap = await kiln.sandboxes.snapshot(id, name);
+        console.log(snap.name);
+        console.error(`${snap.kind} snapshot of ${id}: ${mib(snap.sizeBytes)}`);
+        return 0;
+      }
+      case 'snapshots': {
+        parseFlags(rest, {});
+        console.log(['NAME'.padEnd(24), 'KIND'.padEnd(8), 'PACK'.padEnd(8), 'BACKEND'.padEnd(12), 'SIZE'.padEnd(10), 'CREATED'].join(' '));
+        for (const s of await kiln.sandboxes.listSnapshots())
+          console.log([s.name.padEnd(24), s.kind.padEnd(8), s.pack.padEnd(8), s.backend.padEnd(12), mib(s.sizeBytes).padEnd(10), s.createdAt].join(' '));
+        return 0;
+      }
+      case 'snapshot-rm': {
+        const names = parseFlags(rest, {}).positional;
+        if (names.length === 0) throw new UsageError(SYNOPSIS);
+        for (const n of names) await kiln.sandboxes.deleteSnapshot(n);
+        return 0;
+      }
       default:
         throw new UsageError(SYNOPSIS);
     }
   },
 };
 export default command;
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}

@@ -10,7 +10,7 @@ const limit = { type: 'integer', minimum: 0, maximum: 2147483647 } as const;
 const limitsSchema = {
   type: 'object',
   additionalProperties: false,
-  properties: { maxSandboxes: limit, maxMemoryMib: limit, maxTtlSec: limit, maxExecTimeoutMs: limit },
+  properties: { maxSandboxes: limit, maxMemoryMib: limit, maxTtlSec: limit, maxExecTimeoutMs: limit, maxSnapshotMib: limit },
   description: 'Per-key limits; an absent one is not limited beyond the host limits. Refusals are 429 QUOTA_EXCEEDED',
 } as const;
 const keySchema = {

@@ -95,6 +95,11 @@ export const createSandboxBody = {
         sizeMib: { type: 'integer', minimum: 16, description: 'What the sandbox may write over the project (default KILN_WORKSPACE_SIZE_MIB)' },
       },
     },
+    fromSnapshot: {
+      type: 'string',
+      pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$',
+      description: 'A named snapshot to start from: its pack, backend and shape, and its files (or on a microVM its memory and running processes)',
+    },
   },
 } as const;
 
@@ -183,7 +188,7 @@ export const sandboxSchema = {
     id: { type: 'string' },
     pack: { type: 'string' },
     backend,
-    state: { type: 'string', enum: ['ready', 'stopping', 'stopped', 'failed'] },
+    state: { type: 'string', enum: ['ready', 'paused', 'stopping', 'stopped', 'failed'] },
     createdAt: { type: 'string' },
     expiresAt: { type: 'string' },
     readyMs: { type: 'number' },
@@ -207,7 +212,53 @@ export const sandboxSchema = {
         restored: { type: 'boolean', description: 'Brought back by a restarted service: the changes were kept, processes were not' },
       },
     },
+    pausedAt: { type: 'string', description: 'When it was paused (state paused)' },
   },
+} as const;
+
+export const pauseResultSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'state', 'processesKept', 'pauseMs', 'sizeBytes'],
+  properties: {
+    id: { type: 'string' },
+    state: { type: 'string', enum: ['paused'] },
+    processesKept: { type: 'boolean', description: 'True on microVMs (memory saved: processes continue after resume); false on the namespace backend (files only)' },
+    pauseMs: { type: 'number' },
+    sizeBytes: { type: 'integer', description: 'The saved state on disk' },
+  },
+} as const;
+
+export const snapshotBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name'],
+  properties: { name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$' } },
+} as const;
+
+export const snapshotSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'kind', 'backend', 'pack', 'cpus', 'memoryMib', 'diskMib', 'createdAt', 'sizeBytes', 'processesKept'],
+  properties: {
+    name: { type: 'string' },
+    kind: { type: 'string', enum: ['machine', 'files'], description: 'machine: memory and disk through the VMM; files: the writable paths (/workspace, /tmp)' },
+    backend: { type: 'string' },
+    pack: { type: 'string' },
+    cpus: { type: 'number' },
+    memoryMib: { type: 'number' },
+    diskMib: { type: 'number' },
+    createdAt: { type: 'string' },
+    sizeBytes: { type: 'integer' },
+    processesKept: { type: 'boolean' },
+    ownerKeyId: { type: 'string' },
+  },
+} as const;
+
+export const snapshotNameParams = {
+  type: 'object',
+  required: ['name'],
+  properties: { name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$' } },
 } as const;
 
 export const execBody = {
