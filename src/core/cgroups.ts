@@ -290,7 +290,8 @@ export class SandboxCgroup {
       } else {
         await writeFile(join(user, 'pids.max'), userPids);
       }
-      for (const f of ['', 'cgroup.procs']) await chown(join(user, f), uid, uid);
+      // tasks: the agent moves one thread of its own at a time into an exec's cgroups to fork it there (agent/execstart_linux.go).
+      for (const f of ['', 'cgroup.procs', 'tasks']) await chown(join(user, f), uid, uid);
       this.userDirs[c] = user;
     }
   }
