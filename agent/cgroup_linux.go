@@ -60,6 +60,8 @@ type cgroupSet struct {
 	// a second Go runtime start per exec (tens of ms under software emulation). VMs only: the
 	// namespace agent's seccomp filter denies ptrace, to it and to user code.
 	traced bool
+	// shimOnly: start through the shim on cgroup v1 too (tests of the shim on a v1 host).
+	shimOnly bool
 }
 
 // execCgroups is nil when the agent has no cgroup to use (tests outside a sandbox): exec then
@@ -206,6 +208,33 @@ func (e *execCgroup) place(pid int) error {
 		}
 	}
 	return nil
+}
+
+// placeThread moves one thread of the agent there (cgroup v1 only: its "tasks" files), the
+// tracking hierarchy last: a failure before it leaves the thread outside the exec's own cgroup.
+func (e *execCgroup) placeThread(tid int) error {
+	for _, h := range e.set.hiers {
+		if !h.track {
+			if err := writeAt(h.fd, "tasks", strconv.Itoa(tid)); err != nil {
+				return fmt.Errorf("move a thread into cgroup %s/tasks: %w", h.name, err)
+			}
+		}
+	}
+	if err := writeAt(e.set.tracking().fd, e.name+"/tasks", strconv.Itoa(tid)); err != nil {
+		return fmt.Errorf("move a thread into cgroup %s/tasks: %w", e.name, err)
+	}
+	return nil
+}
+
+// leaveThread moves the thread placeThread moved back out of the exec's own cgroup, into the
+// delegated one above it, and returns err (or the move's error when err is nil).
+func (e *execCgroup) leaveThread(tid int, err error) error {
+	if moveErr := writeAt(e.set.tracking().fd, "tasks", strconv.Itoa(tid)); moveErr != nil {
+		if err == nil {
+			err = fmt.Errorf("move a thread out of cgroup %s: %w", e.name, moveErr)
+		}
+	}
+	return err
 }
 
 func (e *execCgroup) procs() []int {

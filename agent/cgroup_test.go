@@ -33,7 +33,7 @@ func withTestCgroups(t *testing.T, traced bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	execCgroups = &cgroupSet{v2: name == "unified", hiers: []cgroupHier{{name: name, fd: fd, track: true}}, traced: traced}
+	execCgroups = &cgroupSet{v2: name == "unified", hiers: []cgroupHier{{name: name, fd: fd, track: true}}, traced: traced, shimOnly: testShimOnly}
 	t.Cleanup(func() {
 		execCgroups = nil
 		syscall.Close(fd)
@@ -42,11 +42,29 @@ func withTestCgroups(t *testing.T, traced bool) string {
 	return dir
 }
 
-// bothStarts runs a test with execs started through the shim (namespace sandboxes) and traced (VMs).
+// bothStarts runs a test with execs started through the shim (namespace sandboxes on v2), from a
+// thread placed in the cgroup (namespace sandboxes on v1; a v1 host only) and traced (VMs).
 func bothStarts(t *testing.T, test func(*testing.T, bool)) {
-	t.Run("shim", func(t *testing.T) { test(t, false) })
+	t.Run("shim", func(t *testing.T) {
+		withShimOnly(t)
+		test(t, false)
+	})
+	t.Run("thread", func(t *testing.T) {
+		if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+			t.Skip("cgroup v2: threads cannot be placed one by one")
+		}
+		test(t, false)
+	})
 	t.Run("traced", func(t *testing.T) { test(t, true) })
 }
+
+// withShimOnly makes the next withTestCgroups start execs through the shim.
+func withShimOnly(t *testing.T) {
+	testShimOnly = true
+	t.Cleanup(func() { testShimOnly = false })
+}
+
+var testShimOnly bool
 
 // removeTestCgroup kills what is left in dir's exec cgroups (a failed test) and removes them all.
 func removeTestCgroup(t *testing.T, dir string) {
@@ -56,7 +74,8 @@ func removeTestCgroup(t *testing.T, dir string) {
 		for _, sub := range append(subs, dir) {
 			procs, _ := os.ReadFile(sub + "/cgroup.procs")
 			for _, f := range strings.Fields(string(procs)) {
-				if pid, err := strconv.Atoi(f); err == nil {
+				// This process is listed while a thread that started an exec is still ending there.
+				if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() {
 					_ = syscall.Kill(pid, syscall.SIGKILL)
 				}
 			}

@@ -15,6 +15,7 @@ import { REPO_ROOT } from '../src/core/config.js';
 import { benchCliStartup } from './cli.js';
 import { baselineInterpreter, benchBaselines, benchPooled, benchService, mountPythonImage } from './namespace.js';
 import { argValue, mergeRuns, type ReportRow, type Row, renderTable, runCmd, targetSummary } from './stats.js';
+import { benchStore } from './store.js';
 import { benchWorkloads } from './workloads.js';
 
 interface Options {
@@ -50,6 +51,12 @@ async function runOnce(o: Options): Promise<Row[]> {
     rows.push(...(await benchPooled(b, base)));
   } finally {
     await img.close();
+  }
+  console.error('bench: the store on the hot path (off, embedded PGlite, a PostgreSQL server)…');
+  try {
+    rows.push(...(await benchStore({ samples: o.quick ? 10 : 30, rounds: o.quick ? 1 : 2, dataDir: b.dataDir })));
+  } catch (e) {
+    rows.push({ group: 'store', name: 'store on the hot path', note: `not measured: ${(e as Error).message.split('\n')[0]}` });
   }
   console.error('bench: real workloads, one-CPU sandbox against the host on one CPU…');
   rows.push(...(await benchWorkloads({ samples: o.quick ? 3 : 5, dataDir: b.dataDir })));

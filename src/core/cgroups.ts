@@ -14,8 +14,8 @@
  * group with `cpuList` is confined to those CPUs (core/cpu-sets.ts chooses them); the cpu quota
  * stays, so a fractional limit is still honoured.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { chown, mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { formatCpuList } from './cpu-sets.js';
@@ -209,17 +209,23 @@ export class SandboxCgroup {
     readonly dirs: string[],
   ) {}
 
+  /**
+   * Directories, limits and delegation are written synchronously: cgroupfs files live in memory
+   * and each write is a few microseconds, while an async one is a trip through libuv's thread
+   * pool and a promise (about 60 of them per sandbox: a few ms of the service's CPU per sandbox).
+   * Moving processes in (addProcess) stays async: it can wait for an RCU grace period.
+   */
   static async create(layout: CgroupLayout, id: string, limits: CgroupLimits, options: SandboxCgroupOptions = {}): Promise<SandboxCgroup> {
     const dirs = Object.values(layout.parents).map((p) => join(p, id));
     const cg = new SandboxCgroup(layout, []);
     try {
       for (const d of dirs) {
-        await mkdir(d);
+        mkdirSync(d);
         cg.dirs.push(d);
       }
       const delegated = options.delegateUid !== undefined;
-      await cg.applyLimits(limits, delegated ? AGENT_RESERVE.memoryBytes : 0);
-      if (delegated) await cg.delegate(limits, options.delegateUid!);
+      cg.applyLimits(limits, delegated ? AGENT_RESERVE.memoryBytes : 0);
+      if (delegated) cg.delegate(limits, options.delegateUid!);
     } catch (e) {
       await cg.remove().catch(() => undefined);
       throw e;
@@ -243,62 +249,63 @@ export class SandboxCgroup {
     return join(this.dir(controller), name);
   }
 
-  private async applyLimits(l: CgroupLimits, reserveBytes: number): Promise<void> {
+  private applyLimits(l: CgroupLimits, reserveBytes: number): void {
     const quota = Math.max(1000, Math.round(l.cpus * CPU_PERIOD_US));
     const memory = String(l.memoryBytes + reserveBytes);
     if (this.layout.version === 2) {
-      await writeFile(this.file('memory', 'memory.max'), memory);
-      await writeFile(this.file('memory', 'memory.swap.max'), '0').catch(() => undefined);
-      await writeFile(this.file('pids', 'pids.max'), String(l.pidsMax));
-      await writeFile(this.file('cpu', 'cpu.max'), `${quota} ${CPU_PERIOD_US}`);
+      writeFileSync(this.file('memory', 'memory.max'), memory);
+      writeOptional(this.file('memory', 'memory.swap.max'), '0');
+      writeFileSync(this.file('pids', 'pids.max'), String(l.pidsMax));
+      writeFileSync(this.file('cpu', 'cpu.max'), `${quota} ${CPU_PERIOD_US}`);
       const cpus = this.file(OPTIONAL_CPUSET, 'cpuset.cpus');
-      if (l.cpuList?.length && existsSync(cpus)) await writeFile(cpus, formatCpuList(l.cpuList));
+      if (l.cpuList?.length && existsSync(cpus)) writeFileSync(cpus, formatCpuList(l.cpuList));
       return;
     }
-    await writeFile(this.file('memory', 'memory.limit_in_bytes'), memory);
-    await writeFile(this.file('memory', 'memory.memsw.limit_in_bytes'), memory).catch(() => undefined);
-    await writeFile(this.file('pids', 'pids.max'), String(l.pidsMax));
-    await writeFile(this.file('cpu', 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
-    await writeFile(this.file('cpu', 'cpu.cfs_quota_us'), String(quota));
+    writeFileSync(this.file('memory', 'memory.limit_in_bytes'), memory);
+    writeOptional(this.file('memory', 'memory.memsw.limit_in_bytes'), memory);
+    writeFileSync(this.file('pids', 'pids.max'), String(l.pidsMax));
+    writeFileSync(this.file('cpu', 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
+    writeFileSync(this.file('cpu', 'cpu.cfs_quota_us'), String(quota));
     if (this.layout.parents.cpuset) {
       const dir = this.dir(OPTIONAL_CPUSET);
       const parent = dirname(dir);
-      await writeFile(join(dir, 'cpuset.mems'), (await readFile(join(parent, 'cpuset.mems'), 'utf8')).trim());
-      await writeFile(join(dir, 'cpuset.cpus'), l.cpuList?.length ? formatCpuList(l.cpuList) : (await readFile(join(parent, 'cpuset.cpus'), 'utf8')).trim());
+      writeFileSync(join(dir, 'cpuset.mems'), readFileSync(join(parent, 'cpuset.mems'), 'utf8').trim());
+      writeFileSync(join(dir, 'cpuset.cpus'), l.cpuList?.length ? formatCpuList(l.cpuList) : readFileSync(join(parent, 'cpuset.cpus'), 'utf8').trim());
     }
   }
 
   /** agent/ and user/ in the hierarchies that track and bound user code; user/ owned by uid. */
-  private async delegate(l: CgroupLimits, uid: number): Promise<void> {
+  private delegate(l: CgroupLimits, uid: number): void {
     // A quarter at most, so a small pids limit still leaves user code most of it.
     const userPids = String(l.pidsMax - Math.min(AGENT_RESERVE.pids, Math.floor(l.pidsMax / 4)));
     if (this.layout.version === 2) {
       const s = this.dirs[0]!;
-      await writeFile(join(s, 'cgroup.subtree_control'), '+memory +pids +cpu');
-      await mkdir(join(s, 'agent'));
+      writeFileSync(join(s, 'cgroup.subtree_control'), '+memory +pids +cpu');
+      mkdirSync(join(s, 'agent'));
       const user = join(s, 'user');
-      await mkdir(user);
-      await writeFile(join(user, 'memory.max'), String(l.memoryBytes));
-      await writeFile(join(user, 'memory.swap.max'), '0').catch(() => undefined);
-      await writeFile(join(user, 'pids.max'), userPids);
+      mkdirSync(user);
+      writeFileSync(join(user, 'memory.max'), String(l.memoryBytes));
+      writeOptional(join(user, 'memory.swap.max'), '0');
+      writeFileSync(join(user, 'pids.max'), userPids);
       // Moving a process from agent/ to user/exec-<n> needs write access to the common ancestor's cgroup.procs.
-      for (const f of ['', 'cgroup.procs', 'cgroup.subtree_control', 'cgroup.threads']) await chown(join(user, f), uid, uid);
-      await chown(join(s, 'cgroup.procs'), uid, uid);
+      for (const f of ['', 'cgroup.procs', 'cgroup.subtree_control', 'cgroup.threads']) chownSync(join(user, f), uid, uid);
+      chownSync(join(s, 'cgroup.procs'), uid, uid);
       this.userDirs.unified = user;
       return;
     }
     for (const c of ['memory', 'pids'] as const) {
       const s = this.dir(c);
-      await mkdir(join(s, 'agent'));
+      mkdirSync(join(s, 'agent'));
       const user = join(s, 'user');
-      await mkdir(user);
+      mkdirSync(user);
       if (c === 'memory') {
-        await writeFile(join(user, 'memory.limit_in_bytes'), String(l.memoryBytes));
-        await writeFile(join(user, 'memory.memsw.limit_in_bytes'), String(l.memoryBytes)).catch(() => undefined);
+        writeFileSync(join(user, 'memory.limit_in_bytes'), String(l.memoryBytes));
+        writeOptional(join(user, 'memory.memsw.limit_in_bytes'), String(l.memoryBytes));
       } else {
-        await writeFile(join(user, 'pids.max'), userPids);
+        writeFileSync(join(user, 'pids.max'), userPids);
       }
-      for (const f of ['', 'cgroup.procs']) await chown(join(user, f), uid, uid);
+      // tasks: the agent moves one thread of its own at a time into an exec's cgroups to fork it there (agent/execstart_linux.go).
+      for (const f of ['', 'cgroup.procs', 'tasks']) chownSync(join(user, f), uid, uid);
       this.userDirs[c] = user;
     }
   }
@@ -330,9 +337,36 @@ export class SandboxCgroup {
     return Number(await readFile(this.file('pids', 'pids.current'), 'utf8').catch(() => '0')) || 0;
   }
 
-  /** Kills every process still inside and removes the directories (retrying while the kernel empties them). */
+  /**
+   * Kills every process still inside and removes the directories (retrying while the kernel
+   * empties them). A sandbox's processes are usually gone by then (its PID 1 died, which ends its
+   * pid namespace): the groups it is known to have are removed as they are first, and only what
+   * is still busy (or has more in it) goes through the kill-and-retry removal.
+   */
   async remove(): Promise<void> {
-    await removeCgroupDirs(this.dirs);
+    const busy: string[] = [];
+    for (const d of this.dirs) if (!(await removeIfEmpty(d))) busy.push(d);
+    await removeCgroupDirs(busy);
+  }
+}
+
+/** Removes dir and its agent/ and user/ when nothing is in them; false when something is (or more is there). */
+async function removeIfEmpty(dir: string): Promise<boolean> {
+  try {
+    for (const sub of ['agent', 'user']) await rmdir(join(dir, sub)).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)));
+    await rmdir(dir);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT';
+  }
+}
+
+/** A limit file the kernel may not have (swap accounting off): skipped, as before. */
+function writeOptional(path: string, value: string): void {
+  try {
+    writeFileSync(path, value);
+  } catch {
+    /* not there: nothing to limit */
   }
 }
 

@@ -6,7 +6,8 @@
  * (a survivor of a crashed instance, another kiln instance on the same range). A quarantined uid
  * is released at the first allocation that finds it free.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { KilnError } from '../../core/errors.js';
 
 export class SandboxUids {
@@ -109,25 +110,41 @@ export class SandboxUids {
    */
   protected async scanProc(): Promise<Set<number>> {
     const held = new Set<number>();
-    const entries = await readdir(this.procDir);
-    await Promise.all(
-      entries
-        .filter((e) => /^\d+$/.test(e))
-        .map(async (e) => {
-          const uid = await stat(`${this.procDir}/${e}`).then(
-            (s) => s.uid,
-            () => -1,
-          );
-          if (!((uid >= this.base && uid < this.base + this.count) || this.claimed.has(uid))) return;
-          // A zombie holds nothing: a kept sandbox's bwrap, orphaned by an earlier run of the service, waits there for init to reap it.
-          if (!(await isZombie(`${this.procDir}/${e}`))) held.add(uid);
-        }),
-    );
+    const entries = (await readdir(this.procDir)).filter((e) => /^\d+$/.test(e));
+    // Synchronous stats in slices: each is a couple of microseconds in the kernel, where an async
+    // one is a thread-pool trip and a promise (a busy host lists hundreds of processes, and this
+    // ran for every sandbox start and end). The event loop gets a turn between slices.
+    for (let i = 0; i < entries.length; i += SCAN_SLICE) {
+      if (i > 0) await new Promise((r) => setImmediate(r));
+      for (const e of entries.slice(i, i + SCAN_SLICE)) {
+        const uid = procOwner(`${this.procDir}/${e}`);
+        if (!((uid >= this.base && uid < this.base + this.count) || this.claimed.has(uid))) continue;
+        // A zombie holds nothing: a kept sandbox's bwrap, orphaned by an earlier run of the service, waits there for init to reap it.
+        if (!isZombie(`${this.procDir}/${e}`)) held.add(uid);
+      }
+    }
     return held;
   }
 }
 
-async function isZombie(procEntry: string): Promise<boolean> {
-  const s = await readFile(`${procEntry}/stat`, 'utf8').catch(() => '');
+/** /proc entries stat'ed per turn of the event loop. */
+const SCAN_SLICE = 128;
+
+/** The owner of a /proc/<pid> entry, or -1 when the process is gone. */
+function procOwner(path: string): number {
+  try {
+    return statSync(path).uid;
+  } catch {
+    return -1;
+  }
+}
+
+function isZombie(procEntry: string): boolean {
+  let s = '';
+  try {
+    s = readFileSync(`${procEntry}/stat`, 'utf8');
+  } catch {
+    return false;
+  }
   return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3) === 'Z';
 }
