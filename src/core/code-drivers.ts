@@ -29,19 +29,38 @@ def emit(obj):
 
 
 class _Stream(io.TextIOBase):
+    """Buffers like ipykernel's OutStream: whole lines go at once, a partial line after 0.2 s."""
+
     def __init__(self, name):
         self.name = name
+        self._buf = []
+        self._timer = None
 
     def writable(self):
         return True
 
     def write(self, s):
-        if s:
-            emit({"type": self.name, "text": s, "timestamp": _now()})
+        if not s:
+            return 0
+        with _lock:
+            self._buf.append(s)
+        if "\n" in s:
+            self.flush()
+        elif self._timer is None:
+            self._timer = threading.Timer(0.2, self.flush)
+            self._timer.daemon = True
+            self._timer.start()
         return len(s)
 
     def flush(self):
-        pass
+        with _lock:
+            text = "".join(self._buf)
+            self._buf = []
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        if text:
+            emit({"type": self.name, "text": text, "timestamp": _now()})
 
     def isatty(self):
         return False
@@ -49,6 +68,11 @@ class _Stream(io.TextIOBase):
     @property
     def encoding(self):
         return "utf-8"
+
+
+def _flush_streams():
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 try:
@@ -65,6 +89,7 @@ class Hook(DisplayHook):
         pass
 
     def write_format_data(self, format_dict, md_dict=None):
+        _flush_streams()
         emit({"type": "result", "main": True, "data": format_dict})
 
     def finish_displayhook(self):
@@ -73,6 +98,7 @@ class Hook(DisplayHook):
 
 class Pub(DisplayPublisher):
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
+        _flush_streams()
         emit({"type": "result", "main": False, "data": data})
 
     def clear_output(self, wait=False):
@@ -81,6 +107,7 @@ class Pub(DisplayPublisher):
 
 class Shell(InteractiveShell):
     def _showtraceback(self, etype, evalue, stb):
+        _flush_streams()
         emit({"type": "error", "name": etype.__name__, "value": str(evalue), "traceback": "\n".join(stb)})
 
 
@@ -139,6 +166,7 @@ for raw in sys.__stdin__:
         except KeyboardInterrupt:
             pass
     finally:
+        _flush_streams()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

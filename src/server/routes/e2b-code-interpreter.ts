@@ -101,7 +101,22 @@ function unprocessable(reply: FastifyReply, loc: string, msg: string): FastifyRe
 
 const optionalString = (v: unknown): v is string | undefined | null => v === undefined || v === null || typeof v === 'string';
 
+/**
+ * Register it encapsulated (a plain app.register, not fastify-plugin): it replaces the JSON body
+ * parser in its own scope, because E2B's client sends `Content-Type: application/json` with no body
+ * (restart, delete), which Fastify's parser refuses.
+ */
 export async function codeInterpreterRoutes(app: FastifyInstance, { svc, sandboxOf }: { svc: KilnService; sandboxOf: (req: FastifyRequest) => Sandbox }): Promise<void> {
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: 2 * 1024 * 1024 }, (_req, body, done) => {
+    const text = String(body);
+    if (text.trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch {
+      done(Object.assign(new Error('the body is not valid JSON'), { statusCode: 422 }), undefined);
+    }
+  });
   app.get('/health', async (_req, reply) => reply.type('application/json').send('"OK"'));
 
   app.post<{ Body: ExecuteBody }>('/execute', async (req, reply) => {
