@@ -10,7 +10,20 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { REPO_ROOT } from '../src/core/config.js';
 import { ERROR_CATALOGUE } from '../src/core/errors.js';
-import { createSandboxBody, errorSchema, execBody, execResultSchema, runBody, runResultSchema, sandboxSchema, workspaceChange, workspaceChanges } from '../src/server/routes/schemas.js';
+import {
+  codeContextSchema,
+  createContextBody,
+  createSandboxBody,
+  errorSchema,
+  execBody,
+  execResultSchema,
+  runBody,
+  runCodeBody,
+  runResultSchema,
+  sandboxSchema,
+  workspaceChange,
+  workspaceChanges,
+} from '../src/server/routes/schemas.js';
 
 export const GENERATED_PATH = join(REPO_ROOT, 'sdk/src/generated.ts');
 
@@ -45,6 +58,9 @@ const TYPES: [string, Schema, string][] = [
   ['RunResult', runResultSchema, 'Answer of POST /v1/run (without stream).'],
   ['WorkspaceChange', workspaceChange, 'One changed path of a workspace sandbox (GET /v1/sandboxes/{id}/changes).'],
   ['WorkspaceChanges', workspaceChanges, 'Answer of GET /v1/sandboxes/{id}/changes.'],
+  ['CodeContext', codeContextSchema, 'A stateful code context (POST and GET /v1/sandboxes/{id}/contexts).'],
+  ['CreateContextRequest', createContextBody, 'Body of POST /v1/sandboxes/{id}/contexts.'],
+  ['RunCodeRequest', runCodeBody, 'Body of POST /v1/sandboxes/{id}/contexts/{ctx}/run.'],
   ['ApiErrorBody', errorSchema, 'Body of every 4xx/5xx answer; `code` is one of ERROR_CODES.'],
 ];
 

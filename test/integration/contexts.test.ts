@@ -11,13 +11,10 @@ describe('code contexts', { skip: process.getuid?.() === 0 ? undefined : 'needs 
   let py: string;
   const api = async (method: string, path: string, body?: unknown): Promise<Response> =>
     fetch(`${t.server.url}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-  const run = async (ctx: string, code: string, extra: Record<string, unknown> = {}): Promise<Ev[]> => {
-    const r = await api('POST', `/v1/sandboxes/${id}/contexts/${ctx}/run`, { code, ...extra });
-    assert.equal(r.status, 200, await r.clone().text());
-    return (await r.text())
-      .split('\n')
-      .filter((l) => l.trim())
-      .map((l) => JSON.parse(l) as Ev);
+  const run = async (ctx: string, code: string, extra: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<Ev[]> => {
+    const evs: Ev[] = [];
+    for await (const e of t.client.sandboxes.runCode(id, ctx, { code, ...extra })) evs.push(e as Ev);
+    return evs;
   };
   const main = (evs: Ev[]): Record<string, unknown> | undefined => evs.find((e) => e.type === 'result' && e.isMainResult)?.data as Record<string, unknown> | undefined;
   const out = (evs: Ev[], s = 'stdout'): string =>
@@ -29,9 +26,7 @@ describe('code contexts', { skip: process.getuid?.() === 0 ? undefined : 'needs 
   before(async () => {
     t = await startTestServer();
     id = (await t.client.sandboxes.create({ pack: 'code-interpreter', memoryMib: 1024 })).id;
-    const r = await api('POST', `/v1/sandboxes/${id}/contexts`, { language: 'python' });
-    assert.equal(r.status, 201, await r.clone().text());
-    py = ((await r.json()) as { id: string }).id;
+    py = (await t.client.sandboxes.createContext(id, { language: 'python' })).id;
   });
   after(async () => {
     await t.client.sandboxes.delete(id).catch(() => undefined);
@@ -130,8 +125,8 @@ describe('code contexts', { skip: process.getuid?.() === 0 ? undefined : 'needs 
     assert.equal(rs.status, 200);
     const after = await run(c, 'z');
     assert.equal(after.find((e) => e.type === 'exception')?.name, 'NameError');
-    const list = (await (await api('GET', `/v1/sandboxes/${id}/contexts`)).json()) as { contexts: Array<{ id: string }> };
-    assert.ok(list.contexts.some((x) => x.id === c));
+    assert.ok((await t.client.sandboxes.listContexts(id)).some((x) => x.id === c));
+    assert.equal((await t.client.sandboxes.getContext(id, c)).language, 'python');
     assert.equal((await api('DELETE', `/v1/sandboxes/${id}/contexts/${c}`)).status, 204);
     const gone = await api('POST', `/v1/sandboxes/${id}/contexts/${c}/run`, { code: '1' });
     assert.equal(gone.status, 404);
