@@ -124,7 +124,6 @@ def _flush_figures():
     if plt is None:
         return
     try:
-        from IPython.core.display import display
         for num in plt.get_fignums():
             fig = plt.figure(num)
             buf = io.BytesIO()
