@@ -134,4 +134,20 @@ describe('code contexts', { skip: process.getuid?.() === 0 ? undefined : 'needs 
     const ps = await t.client.sandboxes.exec(id, { cmd: 'ps -eo args | grep -c "[I]nteractiveShell" || true' });
     assert.equal(ps.stdout.trim(), '1', 'only the first python context is left running');
   });
+
+  it('a pack without IPython answers 400 EXEC_FAILED naming the code-interpreter pack; an unknown language 400', async () => {
+    const plain = await t.client.sandboxes.create({ pack: 'python' });
+    try {
+      const r = await api('POST', `/v1/sandboxes/${plain.id}/contexts`, { language: 'python' });
+      assert.equal(r.status, 400);
+      const body = (await r.json()) as { code: string; message: string };
+      assert.equal(body.code, 'EXEC_FAILED');
+      assert.match(body.message, /IPython is not installed.*code-interpreter/);
+    } finally {
+      await t.client.sandboxes.delete(plain.id);
+    }
+    const bad = await api('POST', `/v1/sandboxes/${id}/contexts`, { language: 'cobol' });
+    assert.equal(bad.status, 400);
+    assert.equal(((await bad.json()) as { code: string }).code, 'UNSUPPORTED_OPTION');
+  });
 });
