@@ -130,7 +130,24 @@ class Interpreter {
     this.pending?.onEvent({ type: 'stderr', text: c.toString('utf8'), timestamp: new Date().toISOString() });
   }
 
-  private onStdout(c: Buffer): void {
+  /** Promises the consumer returned for the chunk being parsed: the chunk's credit waits for them. */
+  private held: Promise<unknown>[] = [];
+
+  private deliver(e: CodeEvent): void {
+    const r = this.pending?.onEvent(e);
+    if (r instanceof Promise) this.held.push(r);
+  }
+
+  /** A slow client holds the interpreter back (flow control down to the agent) instead of the service buffering. */
+  private onStdout(c: Buffer): undefined | Promise<unknown> {
+    this.parse(c);
+    if (this.held.length === 0) return undefined;
+    const held = this.held;
+    this.held = [];
+    return Promise.all(held);
+  }
+
+  private parse(c: Buffer): void {
     this.buf = this.buf.length ? Buffer.concat([this.buf, c]) : c;
     for (;;) {
       const nl = this.buf.indexOf(0x0a);
@@ -156,7 +173,7 @@ class Interpreter {
 
   /** What a child process wrote straight to the descriptor: the running execution's stdout. */
   private raw(text: string): void {
-    if (text) this.pending?.onEvent({ type: 'stdout', text, timestamp: new Date().toISOString() });
+    if (text) this.deliver({ type: 'stdout', text, timestamp: new Date().toISOString() });
   }
 
   private message(m: Record<string, unknown>): void {
@@ -174,17 +191,17 @@ class Interpreter {
     switch (m.type) {
       case 'number_of_executions':
         p.executionCount = Number(m.execution_count);
-        p.onEvent({ type: 'number_of_executions', executionCount: p.executionCount });
+        this.deliver({ type: 'number_of_executions', executionCount: p.executionCount });
         return;
       case 'stdout':
       case 'stderr':
-        p.onEvent({ type: m.type, text: String(m.text ?? ''), timestamp: String(m.timestamp ?? new Date().toISOString()) });
+        this.deliver({ type: m.type, text: String(m.text ?? ''), timestamp: String(m.timestamp ?? new Date().toISOString()) });
         return;
       case 'result':
-        p.onEvent({ type: 'result', isMainResult: m.main === true, data: (m.data ?? {}) as MimeBundle });
+        this.deliver({ type: 'result', isMainResult: m.main === true, data: (m.data ?? {}) as MimeBundle });
         return;
       case 'error':
-        p.onEvent({ type: 'error', name: String(m.name ?? 'Error'), value: String(m.value ?? ''), traceback: String(m.traceback ?? '') });
+        this.deliver({ type: 'error', name: String(m.name ?? 'Error'), value: String(m.value ?? ''), traceback: String(m.traceback ?? '') });
         return;
       case 'done':
         this.pending = undefined;

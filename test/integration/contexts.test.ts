@@ -67,6 +67,13 @@ describe('code contexts', { skip: process.getuid?.() === 0 ? undefined : 'needs 
     assert.equal(out(evs, 'stderr'), 'err\n');
   });
 
+  it('large output arrives whole, across many chunks of the protocol', async () => {
+    const evs = await run(py, 'for i in range(200):\n    print(str(i) * 5000)\nprint("é" * 100000)');
+    const text = out(evs);
+    assert.equal(text.length, [...Array(200).keys()].reduce((n, i) => n + String(i).length * 5000 + 1, 0) + 100_001);
+    assert.ok(text.endsWith(`${'é'.repeat(100_000)}\n`));
+  });
+
   it('reports an exception with its name, value and traceback', async () => {
     const evs = await run(py, 'def f():\n    return 1 / 0\nf()');
     const ex = evs.find((e) => e.type === 'exception')!;
