@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { NotFoundError, Sandbox } from '@e2b/code-interpreter';
+import { NotFoundError, Sandbox, TimeoutError } from '@e2b/code-interpreter';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { codeInterpreterRoutes } from '../../src/server/routes/e2b-code-interpreter.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
@@ -82,6 +82,14 @@ describe('E2B code interpreter API (real @e2b/code-interpreter client)', { skip:
     assert.ok(df.results[0]?.formats().includes('html'));
   });
 
+  it('a client that gives up (timeoutMs) interrupts the run; the context keeps its state and answers at once', async () => {
+    await assert.rejects(sbx.runCode('import time\nkept = 7\ntime.sleep(60)', { timeoutMs: 1000 }), TimeoutError);
+    const t0 = performance.now();
+    const e = await sbx.runCode('kept * 6');
+    assert.equal(e.text, '42');
+    assert.ok(performance.now() - t0 < 10_000, `the next run waited ${Math.round(performance.now() - t0)} ms`);
+  });
+
   it("reports an exception as the client's ExecutionError", async () => {
     const errors: string[] = [];
     const e = await sbx.runCode('undefined_name + 1', { onError: (x) => errors.push(x.name) });
@@ -108,7 +116,9 @@ describe('E2B code interpreter API (real @e2b/code-interpreter client)', { skip:
     assert.equal((await sbx.runCode('typeof n', { context: js })).text, 'undefined');
     await sbx.removeCodeContext(js.id);
     assert.ok(!(await sbx.listCodeContexts()).some((c) => c.id === js.id));
-    await assert.rejects(sbx.runCode('1', { context: js }), NotFoundError);
+    // A short requestTimeoutMs: the client leaves its request timer running when it throws on a
+    // status (its own leak, @e2b/code-interpreter 2.8.0), which would hold the test process 60 s.
+    await assert.rejects(sbx.runCode('1', { context: js, requestTimeoutMs: 2000 }), NotFoundError);
     await assert.rejects(sbx.removeCodeContext(js.id), NotFoundError);
   });
 
