@@ -30,8 +30,23 @@ describe('E2B code interpreter API (real @e2b/code-interpreter client)', { skip:
       await svc.manager.delete(req.params.id, 'deleted by request');
       return reply.code(204).send();
     });
-    data = Fastify();
-    await data.register(codeInterpreterRoutes, { svc, sandboxOf: (req) => svc.manager.get(String(req.headers['e2b-sandbox-id'])) });
+    // One listener for every port of every sandbox, as E2B_SANDBOX_URL makes it: routes told apart
+    // by the E2b-Sandbox-Port header (a Fastify constraint), a stand-in envd /health beside ours.
+    const byPort = {
+      name: 'e2bPort',
+      storage() {
+        const m = new Map<string, unknown>();
+        return { get: (v: string) => (m.get(v) ?? null) as never, set: (v: string, s: unknown) => void m.set(v, s) };
+      },
+      deriveConstraint: (req: { headers: Record<string, unknown> }) => String(req.headers['e2b-sandbox-port'] ?? ''),
+      mustMatchWhenDerived: true,
+      validate: (v: unknown) => {
+        if (typeof v !== 'string') throw new Error('e2bPort is a port number as a string');
+      },
+    };
+    data = Fastify({ constraints: { e2bPort: byPort } });
+    data.get('/health', { constraints: { e2bPort: '49983' } }, async (_req, reply) => reply.code(204).send());
+    await data.register(codeInterpreterRoutes, { svc, sandboxOf: (req) => svc.manager.get(String(req.headers['e2b-sandbox-id'])), constraints: { e2bPort: '49999' } });
     const apiUrl = await control.listen({ host: '127.0.0.1', port: 0 });
     const sandboxUrl = await data.listen({ host: '127.0.0.1', port: 0 });
     opts = { apiKey: 'e2b_kiln_test', apiUrl, sandboxUrl };
@@ -149,5 +164,8 @@ describe('E2B code interpreter API (real @e2b/code-interpreter client)', { skip:
     assert.equal(missing.status, 404);
     assert.equal(await missing.text(), 'Context nope not found');
     assert.equal((await post({})).status, 422);
+    const health = (port: string) => fetch(`${opts.sandboxUrl}/health`, { headers: { 'E2b-Sandbox-Id': sbx.sandboxId, 'E2b-Sandbox-Port': port } });
+    assert.equal((await health('49999')).status, 200);
+    assert.equal((await health('49983')).status, 204);
   });
 });

@@ -106,7 +106,20 @@ const optionalString = (v: unknown): v is string | undefined | null => v === und
  * parser in its own scope, because E2B's client sends `Content-Type: application/json` with no body
  * (restart, delete), which Fastify's parser refuses.
  */
-export async function codeInterpreterRoutes(app: FastifyInstance, { svc, sandboxOf }: { svc: KilnService; sandboxOf: (req: FastifyRequest) => Sandbox }): Promise<void> {
+export async function codeInterpreterRoutes(
+  app: FastifyInstance,
+  {
+    svc,
+    sandboxOf,
+    constraints,
+  }: {
+    svc: KilnService;
+    sandboxOf: (req: FastifyRequest) => Sandbox;
+    /** Fastify route constraints put on every route, e.g. a strategy on the E2b-Sandbox-Port header: { e2bPort: '49999' }. */
+    constraints?: Record<string, unknown>;
+  },
+): Promise<void> {
+  const on = constraints ? { constraints } : {};
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: 2 * 1024 * 1024 }, (_req, body, done) => {
     const text = String(body);
@@ -117,9 +130,9 @@ export async function codeInterpreterRoutes(app: FastifyInstance, { svc, sandbox
       done(Object.assign(new Error('the body is not valid JSON'), { statusCode: 422 }), undefined);
     }
   });
-  app.get('/health', async (_req, reply) => reply.type('application/json').send('"OK"'));
+  app.get('/health', on, async (_req, reply) => reply.type('application/json').send('"OK"'));
 
-  app.post<{ Body: ExecuteBody }>('/execute', async (req, reply) => {
+  app.post<{ Body: ExecuteBody }>('/execute', on, async (req, reply) => {
     const body = (req.body ?? {}) as ExecuteBody;
     if (typeof body.code !== 'string') return unprocessable(reply, 'code', 'Input should be a valid string');
     if (!optionalString(body.context_id)) return unprocessable(reply, 'context_id', 'Input should be a valid string');
@@ -171,7 +184,7 @@ export async function codeInterpreterRoutes(app: FastifyInstance, { svc, sandbox
     }
   });
 
-  app.post<{ Body: { language?: unknown; cwd?: unknown } }>('/contexts', async (req, reply) => {
+  app.post<{ Body: { language?: unknown; cwd?: unknown } }>('/contexts', on, async (req, reply) => {
     const body = (req.body ?? {}) as { language?: unknown; cwd?: unknown };
     if (!optionalString(body.language)) return unprocessable(reply, 'language', 'Input should be a valid string');
     if (!optionalString(body.cwd)) return unprocessable(reply, 'cwd', 'Input should be a valid string');
@@ -183,7 +196,7 @@ export async function codeInterpreterRoutes(app: FastifyInstance, { svc, sandbox
     }
   });
 
-  app.get('/contexts', async (req, reply) => {
+  app.get('/contexts', on, async (req, reply) => {
     try {
       return reply.send(svc.contexts.list(sandboxOf(req).id).map(e2bContext));
     } catch (e) {
@@ -191,7 +204,7 @@ export async function codeInterpreterRoutes(app: FastifyInstance, { svc, sandbox
     }
   });
 
-  app.post<{ Params: { id: string } }>('/contexts/:id/restart', async (req, reply) => {
+  app.post<{ Params: { id: string } }>('/contexts/:id/restart', on, async (req, reply) => {
     const sandboxId = sandboxOf(req).id;
     if (!svc.contexts.list(sandboxId).some((c) => c.id === req.params.id)) return plain(reply, 404, `Context ${req.params.id} not found`);
     try {
@@ -202,7 +215,7 @@ export async function codeInterpreterRoutes(app: FastifyInstance, { svc, sandbox
     }
   });
 
-  app.delete<{ Params: { id: string } }>('/contexts/:id', async (req, reply) => {
+  app.delete<{ Params: { id: string } }>('/contexts/:id', on, async (req, reply) => {
     const sandboxId = sandboxOf(req).id;
     if (!svc.contexts.list(sandboxId).some((c) => c.id === req.params.id)) return plain(reply, 404, `Context ${req.params.id} not found`);
     await svc.contexts.delete(sandboxId, req.params.id);
