@@ -11,12 +11,15 @@ import { pathToFileURL } from 'node:url';
 import { REPO_ROOT } from '../src/core/config.js';
 import { ERROR_CATALOGUE } from '../src/core/errors.js';
 import {
+  codeContextSchema,
+  createContextBody,
   createSandboxBody,
   errorSchema,
   execBody,
   execResultSchema,
   pauseResultSchema,
   runBody,
+  runCodeBody,
   runResultSchema,
   sandboxSchema,
   snapshotSchema,
@@ -59,6 +62,9 @@ const TYPES: [string, Schema, string][] = [
   ['WorkspaceChanges', workspaceChanges, 'Answer of GET /v1/sandboxes/{id}/changes.'],
   ['PauseResult', pauseResultSchema, 'Answer of POST /v1/sandboxes/{id}/pause.'],
   ['SnapshotInfo', snapshotSchema, 'A named snapshot (POST /v1/sandboxes/{id}/snapshots, GET /v1/snapshots).'],
+  ['CodeContext', codeContextSchema, 'A stateful code context (POST and GET /v1/sandboxes/{id}/contexts).'],
+  ['CreateContextRequest', createContextBody, 'Body of POST /v1/sandboxes/{id}/contexts.'],
+  ['RunCodeRequest', runCodeBody, 'Body of POST /v1/sandboxes/{id}/contexts/{ctx}/run.'],
   ['ApiErrorBody', errorSchema, 'Body of every 4xx/5xx answer; `code` is one of ERROR_CODES.'],
 ];
 

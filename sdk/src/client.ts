@@ -6,8 +6,8 @@
  */
 import { KilnError, type HttpErrorCode } from './errors.js';
 import type {
-  ApiErrorBody, BackendInfo, CreateSandboxOptions, CustomPackDefinition, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackBuildEvent,
-  PackBuildStatus, PackInfo, PauseResult, PoolStats, RunOptions, RunResult, SandboxInfo, SnapshotInfo,
+  ApiErrorBody, BackendInfo, CodeContext, CodeEvent, CreateContextRequest, CreateSandboxOptions, CustomPackDefinition, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackBuildEvent,
+  PackBuildStatus, PackInfo, PauseResult, PoolStats, RunCodeRequest, RunOptions, RunResult, SandboxInfo, SnapshotInfo,
 } from './types.js';
 import type { ApproveOptions, ApproveResult, ChangeSide, ChangesOptions, ChangesResult, DiffOptions, RejectOptions, RejectResult } from './workspace.js';
 
@@ -117,6 +117,11 @@ export class KilnClient {
     yield* this.lines<ExecEvent>(await this.request('POST', path, { json: body, accept: 'application/x-ndjson', signal }));
   }
 
+  /** POSTs `body` and yields the NDJSON events of the answer. */
+  async *ndjsonOf<T>(path: string, body: unknown, signal?: AbortSignal): AsyncGenerator<T> {
+    yield* this.lines<T>(await this.request('POST', path, { json: body, accept: 'application/x-ndjson', signal }));
+  }
+
   private async *lines<T>(res: Response): AsyncGenerator<T> {
     const reader = res.body!.getReader();
     const decoder = new TextDecoder();
@@ -197,6 +202,36 @@ export class Sandboxes {
     const q = new URLSearchParams({ path: opts.path ?? '/workspace', format: opts.gzip === false ? 'tar' : 'tar.gz' });
     const res = await this.c.request('GET', `/v1/sandboxes/${enc(id)}/archive?${q}`);
     return new Uint8Array(await res.arrayBuffer());
+  }
+
+  /**
+   * Starts a stateful code context: a Python (IPython) or JavaScript (Node.js) interpreter that
+   * keeps its variables between runs. The code-interpreter pack has both (and numpy, pandas, matplotlib).
+   */
+  createContext(id: string, o: CreateContextRequest = {}, signal?: AbortSignal): Promise<CodeContext> {
+    return this.c.json('POST', `/v1/sandboxes/${enc(id)}/contexts`, o, signal);
+  }
+
+  listContexts(id: string): Promise<CodeContext[]> {
+    return this.c.json<{ contexts: CodeContext[] }>('GET', `/v1/sandboxes/${enc(id)}/contexts`).then((r) => r.contexts);
+  }
+
+  getContext(id: string, ctx: string): Promise<CodeContext> {
+    return this.c.json('GET', `/v1/sandboxes/${enc(id)}/contexts/${enc(ctx)}`);
+  }
+
+  async deleteContext(id: string, ctx: string): Promise<void> {
+    await this.c.request('DELETE', `/v1/sandboxes/${enc(id)}/contexts/${enc(ctx)}`);
+  }
+
+  /** A fresh interpreter under the same id: every variable is gone. */
+  restartContext(id: string, ctx: string): Promise<CodeContext> {
+    return this.c.json('POST', `/v1/sandboxes/${enc(id)}/contexts/${enc(ctx)}/restart`);
+  }
+
+  /** Runs code in a context and yields its events as they come (CodeEvent); the last is end or error. */
+  runCode(id: string, ctx: string, o: RunCodeRequest | string, signal?: AbortSignal): AsyncGenerator<CodeEvent> {
+    return this.c.ndjsonOf<CodeEvent>(`/v1/sandboxes/${enc(id)}/contexts/${enc(ctx)}/run`, typeof o === 'string' ? { code: o } : o, signal);
   }
 
   /** A workspace sandbox's pending changes, and how full its upper layer is. */

@@ -28,6 +28,7 @@ export const ERROR_CODES = [
   'FILE_NOT_FOUND',
   'BUILD_NOT_FOUND',
   'NOT_FOUND',
+  'CONTEXT_NOT_FOUND',
   'KEY_NOT_FOUND',
   'WORKSPACE_NOT_FOUND',
   'SANDBOX_NOT_READY',
@@ -315,6 +316,32 @@ export interface SnapshotInfo {
   sizeBytes: number;
   processesKept: boolean;
   ownerKeyId?: string;
+}
+
+/** A stateful code context (POST and GET /v1/sandboxes/{id}/contexts). */
+export interface CodeContext {
+  id: string;
+  language: 'python' | 'javascript';
+  cwd: string;
+  createdAt: string;
+}
+
+/** Body of POST /v1/sandboxes/{id}/contexts. */
+export interface CreateContextRequest {
+  /** python (default) or javascript; also py, js (1 to 32 characters) */
+  language?: string;
+  /** The interpreter's working directory (default /workspace) (1 to 4096 characters) */
+  cwd?: string;
+}
+
+/** Body of POST /v1/sandboxes/{id}/contexts/{ctx}/run. */
+export interface RunCodeRequest {
+  /** Code to run in the context (up to 1 MiB); the value of its last expression is the main result (at most 1048576 characters) */
+  code: string;
+  /** Environment variables; values up to 64 KiB, and cmd + env + cwd together under 256 KiB (at most 256 entries) */
+  env?: Record<string, string>;
+  /** Interrupts the run after this long (default: the host's exec default, KILN_DEFAULT_EXEC_TIMEOUT_MS) (integer, >= 1) */
+  timeoutMs?: number;
 }
 
 /** Body of every 4xx/5xx answer; `code` is one of ERROR_CODES. */

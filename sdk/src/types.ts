@@ -8,8 +8,21 @@ import type { BackendName, CreateSandboxRequest, ErrorCode, ExecRequest, ExecRes
 import type { WorkspaceOptions } from './workspace.js';
 
 export type {
-  ApiErrorBody, BackendName, ErrorCode, ExecResult, PauseResult, RunResult, SandboxInfo, SnapshotInfo,
+  ApiErrorBody, BackendName, CodeContext, CreateContextRequest, ErrorCode, ExecResult, PauseResult, RunCodeRequest, RunResult, SandboxInfo, SnapshotInfo,
 } from './generated.js';
+
+/**
+ * The events of POST /v1/sandboxes/{id}/contexts/{ctx}/run, in order: started, then output,
+ * results and an exception as they come, then end (or a kiln error).
+ */
+export type CodeEvent =
+  | { type: 'started'; executionCount: number }
+  | { type: 'stdout' | 'stderr'; text: string; timestamp: string }
+  /** A MIME bundle ('text/plain', 'text/html', 'image/png' in base64, …); the main result is the last expression's value. */
+  | { type: 'result'; isMainResult: boolean; data: Record<string, unknown> }
+  | { type: 'exception'; name: string; value: string; traceback: string }
+  | { type: 'end'; executionCount: number | null; timedOut: boolean; durationMs: number }
+  | { type: 'error'; code: ErrorCode; message: string };
 
 /** `workspace` is hand-written (workspace.ts) until the server's schema has it. */
 export type CreateSandboxOptions = CreateSandboxRequest & { workspace?: WorkspaceOptions };

@@ -31,6 +31,8 @@ export const ERROR_CATALOGUE = {
   FILE_NOT_FOUND: 404,
   BUILD_NOT_FOUND: 404,
   NOT_FOUND: 404,
+  /** The sandbox has no code context with this id (deleted, or the service restarted since). */
+  CONTEXT_NOT_FOUND: 404,
   KEY_NOT_FOUND: 404,
   /** The sandbox has no workspace (it was created without `workspace`). */
   WORKSPACE_NOT_FOUND: 404,

@@ -8,6 +8,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { KilnError } from '../core/errors.js';
 import { authenticate, guardHostAndOrigin, requestSerializer, requireAdmin, requirePackAdmin } from './edge.js';
 import { errorHandler } from './errors.js';
+import { contextRoutes } from './routes/contexts.js';
 import { e2bRewriteUrl, e2bRoutes } from './routes/e2b.js';
 import { execRoutes } from './routes/exec.js';
 import { fileRoutes } from './routes/files.js';
@@ -92,6 +93,7 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
     await api.register(sandboxRoutes, { svc });
     await api.register(snapshotRoutes, { svc });
     await api.register(execRoutes, { svc });
+    await api.register(contextRoutes, { svc });
     await api.register(fileRoutes, { svc });
     await api.register(runRoutes, { svc });
     await api.register(workspaceRoutes, { svc });

@@ -4,6 +4,7 @@
  */
 import { availableParallelism } from 'node:os';
 import type { BackendAvailability } from '../core/backend.js';
+import { CodeContexts } from '../core/code-contexts.js';
 import type { KilnConfig } from '../core/config.js';
 import { InstanceLock } from '../core/instance-lock.js';
 import { Journal } from '../core/journal.js';
@@ -170,6 +171,7 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
   return {
     config,
     manager,
+    contexts: new CodeContexts(manager),
     packs,
     packBuilds,
     backends,

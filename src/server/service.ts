@@ -1,5 +1,6 @@
 /** Everything the HTTP layer may use: the manager and read-only views. No concrete backend here. */
 import type { Backend, BackendAvailability, BackendName } from '../core/backend.js';
+import type { CodeContexts } from '../core/code-contexts.js';
 import type { KilnConfig } from '../core/config.js';
 import type { Journal } from '../core/journal.js';
 import type { KeyRing } from '../core/keys.js';
@@ -14,6 +15,8 @@ import type { PackBuilds } from './pack-builds.js';
 export interface KilnService {
   config: KilnConfig;
   manager: SandboxManager;
+  /** Stateful code contexts (interpreters kept per sandbox): /v1/sandboxes/:id/contexts and E2B's code interpreter. */
+  contexts: CodeContexts;
   packs: PackCatalog;
   /** Custom pack builds and removal (POST/DELETE /v1/packs). */
   packBuilds: PackBuilds;

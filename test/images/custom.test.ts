@@ -87,7 +87,7 @@ describe('custom pack definitions', () => {
       // Listed after the built-in packs; a custom pack shadowing a built-in one is ignored.
       await writeFile(join(customDir, 'python.json'), JSON.stringify({ name: 'python', base: 'shell' }));
       const names = (await loadPacks(sources)).map((p) => p.name);
-      assert.deepEqual(names, ['base', 'go', 'node', 'python', 'shell', 'py-requests']);
+      assert.deepEqual(names, ['base', 'code-interpreter', 'go', 'node', 'python', 'shell', 'py-requests']);
       assert.equal((await loadPack('python', sources)).base, undefined);
     });
   });

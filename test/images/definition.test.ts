@@ -30,7 +30,7 @@ test('the repo pack definitions are valid', async () => {
   const packs = await loadPacks();
   assert.deepEqual(
     packs.map((p) => p.name),
-    ['base', 'go', 'node', 'python', 'shell'],
+    ['base', 'code-interpreter', 'go', 'node', 'python', 'shell'],
   );
   const go = packs.find((p) => p.name === 'go')!;
   assert.equal(go.env.GOCACHE, '/tmp/.cache/go-build');

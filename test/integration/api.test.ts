@@ -96,7 +96,7 @@ describe('HTTP API edge', () => {
 
   it('lists packs and backends with reasons', async () => {
     const packs = (await app.inject({ method: 'GET', url: '/v1/packs' })).json().packs;
-    assert.deepEqual(packs.map((p: { name: string }) => p.name).sort(), ['base', 'go', 'node', 'python', 'shell']);
+    assert.deepEqual(packs.map((p: { name: string }) => p.name).sort(), ['base', 'code-interpreter', 'go', 'node', 'python', 'shell']);
     const backends = (await app.inject({ method: 'GET', url: '/v1/backends' })).json().backends;
     for (const b of backends) assert.ok(b.available || (typeof b.reason === 'string' && b.reason.length > 0), b.name);
   });

@@ -107,7 +107,7 @@ describe('pack routes: admin only, clear errors', () => {
     const { packs } = (await local.inject({ method: 'GET', url: '/v1/packs' })).json() as { packs: Array<Record<string, unknown>> };
     assert.deepEqual(
       packs.map((p) => p.name),
-      ['base', 'go', 'node', 'python', 'shell'],
+      ['base', 'code-interpreter', 'go', 'node', 'python', 'shell'],
     );
     const python = packs.find((p) => p.name === 'python')!;
     assert.equal(python.source, 'builtin');
@@ -120,7 +120,7 @@ describe('pack routes: admin only, clear errors', () => {
     assert.ok((one.json().packages as string[]).includes('git'));
     const missing = await local.inject({ method: 'GET', url: '/v1/packs/cobol' });
     assert.equal(missing.statusCode, 400);
-    assert.match(missing.json().message, /unknown pack "cobol"; available packs: base, go, node, python, shell/);
+    assert.match(missing.json().message, /unknown pack "cobol"; available packs: base, code-interpreter, go, node, python, shell/);
     assert.equal((await local.inject({ method: 'GET', url: '/v1/packs/python/build' })).statusCode, 404);
   });
 });

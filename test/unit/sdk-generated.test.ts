@@ -12,6 +12,7 @@ import {
   BACKEND_NAMES,
   type BackendInfo,
   type BackendName,
+  type CodeContext,
   type CreateSandboxOptions,
   ERROR_CODES,
   type ErrorCode,
@@ -25,6 +26,7 @@ import {
   type SandboxInfo,
 } from '../../sdk/src/index.js';
 import type { BackendAvailability, BackendName as CoreBackendName } from '../../src/core/backend.js';
+import type { CodeContextInfo } from '../../src/core/code-contexts.js';
 import { type ErrorCode as CoreErrorCode, ERROR_CATALOGUE } from '../../src/core/errors.js';
 import type { RunOptions as CoreRunOptions } from '../../src/core/oneshot.js';
 import type { PackInfo as CorePackInfo } from '../../src/core/packs.js';
@@ -51,6 +53,7 @@ export const typeChecks: true[] = [
   true satisfies Extends<Omit<BackendAvailability, 'capabilities' | 'name'>, Omit<BackendInfo, 'capabilities' | 'name'>>,
   true satisfies Extends<CreateSandboxOptions, CoreCreateOptions>,
   true satisfies Extends<RunOptions, CoreRunOptions>,
+  true satisfies Same<CodeContext, CodeContextInfo>,
 ];
 
 describe('SDK types from the server schemas (sdk/src/generated.ts)', () => {

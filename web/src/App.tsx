@@ -9,11 +9,13 @@ import { SandboxesPage } from './pages/SandboxesPage.tsx';
 // The editor, the terminal and the review's diff view are the heavy parts: load them when first opened.
 const RunPage = lazy(() => import('./pages/RunPage.tsx').then((m) => ({ default: m.RunPage })));
 const TerminalPage = lazy(() => import('./pages/TerminalPage.tsx').then((m) => ({ default: m.TerminalPage })));
+const NotebookPage = lazy(() => import('./pages/NotebookPage.tsx').then((m) => ({ default: m.NotebookPage })));
 const ReviewPage = lazy(() => import('./pages/ReviewPage.tsx').then((m) => ({ default: m.ReviewPage })));
 
 const TABS = [
   { id: 'sandboxes', label: 'Sandboxes' },
   { id: 'run', label: 'Run' },
+  { id: 'notebook', label: 'Notebook' },
   { id: 'terminal', label: 'Terminal' },
   { id: 'review', label: 'Review' },
   { id: 'backends', label: 'Backends & packs' },
@@ -59,6 +61,7 @@ export function App() {
         <Suspense fallback={<p className="muted">Loading…</p>}>
           {route.tab === 'sandboxes' && <SandboxesPage />}
           {route.tab === 'run' && <RunPage initialSandbox={route.params.get('sandbox') ?? undefined} />}
+          {route.tab === 'notebook' && <NotebookPage initialSandbox={route.params.get('sandbox') ?? undefined} />}
           {route.tab === 'terminal' && <TerminalPage initialSandbox={route.params.get('sandbox') ?? undefined} />}
           {route.tab === 'review' && <ReviewPage sandbox={route.params.get('sandbox') ?? undefined} />}
           {route.tab === 'backends' && <BackendsPage />}

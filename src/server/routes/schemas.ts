@@ -360,3 +360,43 @@ export const pathQuery = {
   required: ['path'],
   properties: { path: { type: 'string', minLength: 1, maxLength: 4096 }, mode: { type: 'string', pattern: '^[0-7]{3,4}$' } },
 } as const;
+
+/** A stateful code context (POST/GET /v1/sandboxes/:id/contexts). */
+export const codeContextSchema = {
+  type: 'object',
+  required: ['id', 'language', 'cwd', 'createdAt'],
+  properties: {
+    id: { type: 'string' },
+    language: { type: 'string', enum: ['python', 'javascript'] },
+    cwd: { type: 'string' },
+    createdAt: { type: 'string', format: 'date-time' },
+  },
+} as const;
+
+export const codeContextList = { type: 'object', required: ['contexts'], properties: { contexts: { type: 'array', items: codeContextSchema } } } as const;
+
+export const createContextBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    language: { type: 'string', minLength: 1, maxLength: 32, description: 'python (default) or javascript; also py, js' },
+    cwd: { ...cwd, minLength: 1, description: "The interpreter's working directory (default /workspace)" },
+  },
+} as const;
+
+export const contextParams = {
+  type: 'object',
+  required: ['id', 'ctx'],
+  properties: { id: { type: 'string', minLength: 1, maxLength: 128 }, ctx: { type: 'string', minLength: 1, maxLength: 128 } },
+} as const;
+
+export const runCodeBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['code'],
+  properties: {
+    code: { type: 'string', maxLength: 1024 * 1024, description: 'Code to run in the context (up to 1 MiB); the value of its last expression is the main result' },
+    env: envMap,
+    timeoutMs: { ...timeoutMs, description: "Interrupts the run after this long (default: the host's exec default, KILN_DEFAULT_EXEC_TIMEOUT_MS)" },
+  },
+} as const;
