@@ -163,10 +163,16 @@ export async function e2bApiRoutes(app: FastifyInstance, { svc, state }: { svc: 
   });
 }
 
-/** The pack a template names: the template's own name (E2B's default "base" is kiln's base pack). */
+/** E2B's own template names that stand for one of kiln's packs. */
+const TEMPLATE_ALIASES: Record<string, string> = { 'code-interpreter-v1': 'code-interpreter' };
+
+/**
+ * The pack a template names: the template's own name (E2B's default "base" is kiln's base pack;
+ * @e2b/code-interpreter's default "code-interpreter-v1" is the code-interpreter pack).
+ */
 async function packFor(svc: KilnService, templateID: string): Promise<string> {
   try {
-    return (await svc.packs.get(templateID)).name;
+    return (await svc.packs.get(TEMPLATE_ALIASES[templateID] ?? templateID)).name;
   } catch {
     const known = (await svc.packs.list().catch(() => [])).map((p) => p.name);
     throw new KilnError('NOT_FOUND', `template "${templateID}" not found: kiln's templates are its packs (${known.join(', ') || 'none'})`);

@@ -9,6 +9,7 @@ import type { Sandbox } from '../../core/sandbox.js';
 import { translate } from '../errors.js';
 import type { KilnService } from '../service.js';
 import { e2bApiRoutes } from './e2b-api.js';
+import { codeInterpreterRoutes } from './e2b-code-interpreter.js';
 import { envdRoutes } from './e2b-envd.js';
 import { CODE_INTERPRETER_PREFIX, E2bState, e2bError } from './e2b-state.js';
 
@@ -33,27 +34,5 @@ export async function e2bRoutes(app: FastifyInstance, { svc }: { svc: KilnServic
   await app.register(envdRoutes, { svc, sandboxOf: state.sandboxOf });
   // Requests tagged E2b-Sandbox-Port: 49999 arrive under CODE_INTERPRETER_PREFIX; the plugin's
   // routes are written without it (POST /execute, /contexts…).
-  const ci = await codeInterpreterPlugin();
-  if (ci) {
-    await app.register(ci, { svc, sandboxOf: state.sandboxOf, prefix: CODE_INTERPRETER_PREFIX });
-  } else {
-    app.all(`${CODE_INTERPRETER_PREFIX}/*`, { schema: { hide: true } }, async (_req, reply) =>
-      reply.status(501).send({ code: 501, message: 'this kiln has no code interpreter (E2b-Sandbox-Port 49999): use the e2b client, not @e2b/code-interpreter' }),
-    );
-  }
-}
-
-/**
- * The code interpreter's routes, `codeInterpreterRoutes(app, { svc, sandboxOf })` in
- * ./e2b-code-interpreter.ts, where it is built; undefined until then (requests get a 501).
- */
-async function codeInterpreterPlugin(): Promise<FastifyPluginAsync<CodeInterpreterOptions> | undefined> {
-  const specifier = './e2b-code-interpreter.js';
-  try {
-    const mod = (await import(specifier)) as { codeInterpreterRoutes?: FastifyPluginAsync<CodeInterpreterOptions> };
-    return mod.codeInterpreterRoutes;
-  } catch (e) {
-    if ((e as { code?: string }).code === 'ERR_MODULE_NOT_FOUND') return undefined;
-    throw e;
-  }
+  await app.register(codeInterpreterRoutes as FastifyPluginAsync<CodeInterpreterOptions>, { svc, sandboxOf: state.sandboxOf, prefix: CODE_INTERPRETER_PREFIX });
 }
