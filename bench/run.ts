@@ -60,6 +60,13 @@ async function runOnce(o: Options): Promise<Row[]> {
   }
   console.error('bench: real workloads, one-CPU sandbox against the host on one CPU…');
   rows.push(...(await benchWorkloads({ samples: o.quick ? 3 : 5, dataDir: b.dataDir })));
+  console.error("bench: the E2B client beside kiln's SDK…");
+  try {
+    const { benchE2b } = await import('./e2b.js');
+    rows.push(...(await benchE2b({ samples: o.quick ? 5 : 10 })));
+  } catch (e) {
+    rows.push({ group: 'e2b', name: 'E2B client', note: `not measured: ${(e as Error).message.split('\n')[0]}` });
+  }
   console.error('bench: workspace sandboxes (10,000-file project, 1,000 changes)…');
   try {
     const { benchWorkspaces } = await import('./workspace-api.js');

@@ -2,7 +2,7 @@
  * The unmodified @e2b/code-interpreter client against kiln's own E2B API, end to end: its default
  * template ("code-interpreter-v1", kiln's code-interpreter pack) through the control plane, then
  * runCode over the data plane (E2b-Sandbox-Port 49999) with state kept between runs, streamed
- * output, a rich result, an error with its traceback, and kill.
+ * output, rich results (an HTML table, a PNG plot), an error with its traceback, and kill.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -36,6 +36,9 @@ describe('@e2b/code-interpreter against kiln (real client, real sandbox)', { tim
     assert.deepEqual(out, ['hello\n']);
     const html = await sbx.runCode('import pandas as pd\npd.DataFrame({"a": [1, 2]})');
     assert.match(html.results[0]?.html ?? '', /<table/);
+    const plot = await sbx.runCode('import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()');
+    const png = Buffer.from(plot.results.find((x) => x.png)?.png ?? '', 'base64');
+    assert.deepEqual([...png.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47], 'a PNG plot');
     const err = await sbx.runCode('1/0');
     assert.equal(err.error?.name, 'ZeroDivisionError');
     assert.match(err.error?.traceback ?? '', /ZeroDivisionError/);

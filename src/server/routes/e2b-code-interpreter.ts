@@ -130,6 +130,11 @@ export async function codeInterpreterRoutes(
       done(Object.assign(new Error('the body is not valid JSON'), { statusCode: 422 }), undefined);
     }
   });
+  // The sandbox and its access token are checked before anything of the request is looked at:
+  // a request without the token is a 401, whatever its body (/health stays open, as E2B's is).
+  app.addHook('preValidation', async (req) => {
+    if (!req.url.endsWith('/health')) sandboxOf(req);
+  });
   app.get('/health', on, async (_req, reply) => reply.type('application/json').send('"OK"'));
 
   app.post<{ Body: ExecuteBody }>('/execute', on, async (req, reply) => {
