@@ -223,11 +223,29 @@ describe('the e2b client against kiln (namespace backend, real HTTP)', () => {
     assert.equal(await sbx.isRunning(), true);
   });
 
-  it('refuses an unknown template, a wrong API key and pause, E2B-style', async () => {
+  it('refuses an unknown template and a wrong API key, E2B-style', async () => {
     await assert.rejects(Sandbox.create('no-such-template', a), (e: Error) => /template "no-such-template" not found/.test(e.message));
     await assert.rejects(Sandbox.create('base', { ...a, apiKey: 'kiln_wrong' }), AuthenticationError);
     await assert.rejects(Sandbox.list({ ...a, apiKey: 'kiln_wrong' }).nextItems(), AuthenticationError);
-    await assert.rejects(sbx.pause(), /cannot pause/);
+  });
+
+  it("pause is kiln's: the sandbox is listed as paused, and connect resumes it with its files", async () => {
+    const p = await Sandbox.create('base', { ...a, metadata: { batch: 'pause' }, timeoutMs: 60_000 });
+    try {
+      await p.files.write('kept.txt', 'still here');
+      await p.pause();
+      const paused = await Sandbox.list({ ...a, query: { metadata: { batch: 'pause' }, state: ['paused'] } }).nextItems();
+      assert.deepEqual(
+        paused.map((x) => [x.sandboxId, x.state]),
+        [[p.sandboxId, 'paused']],
+      );
+      assert.deepEqual(await Sandbox.list({ ...a, query: { metadata: { batch: 'pause' }, state: ['running'] } }).nextItems(), []);
+      const back = await Sandbox.connect(p.sandboxId, a);
+      assert.equal((await back.commands.run('cat kept.txt')).stdout, 'still here');
+      assert.equal((await back.getInfo()).state, 'running');
+    } finally {
+      await p.kill().catch(() => undefined);
+    }
   });
 
   it('a data-plane request without the access token is refused', async () => {

@@ -93,7 +93,6 @@ export async function e2bApiRoutes(app: FastifyInstance, { svc, state }: { svc: 
   app.get<{ Querystring: ListQuery }>('/v2/sandboxes', { schema: { hide: true } }, async (req, reply) => {
     const q = req.query;
     const states = q.state?.split(',') ?? ['running', 'paused'];
-    if (!states.includes('running')) return []; // kiln has no paused sandboxes
     const limit = q.limit === undefined ? 100 : Number(q.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new KilnError('INVALID_REQUEST', `limit must be an integer from 1 to 1000 (got ${q.limit})`);
     const desc = q.order !== 'asc'; // E2B lists the newest first unless asked otherwise
@@ -114,6 +113,7 @@ export async function e2bApiRoutes(app: FastifyInstance, { svc, state }: { svc: 
         return (after === undefined || t >= after) && (before === undefined || t <= before) && (!from || cmp(key(sb), from) > 0);
       })
       .map((sb) => ({ sb, d: detail(sb, state) }))
+      .filter(({ d }) => states.includes(d.state))
       .filter(({ d }) => Object.entries(wanted).every(([k, v]) => d.metadata[k] === v) && (!q.template || d.templateID === q.template))
       .sort((x, y) => cmp(key(x.sb), key(y.sb)));
     const page = all.slice(0, limit);
@@ -143,18 +143,27 @@ export async function e2bApiRoutes(app: FastifyInstance, { svc, state }: { svc: 
     '/v2/sandboxes/:sandboxID/connect',
     { schema: { hide: true, params: idParams, body: { type: 'object', nullable: true, properties: { timeout: { type: 'integer' } } } } },
     async (req, reply) => {
-      const sb = mine(req, req.params.sandboxID);
+      let sb = mine(req, req.params.sandboxID);
+      // Connecting to a paused sandbox resumes it (201, as E2B answers a resume).
+      const resumed = sb.state === 'paused';
+      if (resumed) sb = await svc.manager.pauses.resume(sb.id, ownerOf(who(req)));
       // E2B's connect extends the timeout, never shortens it.
       const timeout = req.body?.timeout;
       if (timeout !== undefined && Date.now() + timeout * 1000 > sb.expiresAt.getTime()) svc.manager.setTtl(sb.id, timeout, ownerOf(who(req)));
       const rec = state.record(sb);
-      return reply.status(200).send({ sandboxID: sb.id, templateID: rec.templateID, clientID: clientId(sb), envdVersion: ENVD_VERSION, envdAccessToken: rec.accessToken, domain: null });
+      return reply
+        .status(resumed ? 201 : 200)
+        .send({ sandboxID: sb.id, templateID: rec.templateID, clientID: clientId(sb), envdVersion: ENVD_VERSION, envdAccessToken: rec.accessToken, domain: null });
     },
   );
 
-  app.post<{ Params: { sandboxID: string } }>('/sandboxes/:sandboxID/pause', { schema: { hide: true, params: idParams } }, async (req) => {
-    mine(req, req.params.sandboxID);
-    throw new KilnError('UNSUPPORTED_OPTION', 'kiln cannot pause sandboxes yet; the sandbox keeps running until its timeout or kill()');
+  // kiln's pause (docs/snapshots.md): microVMs keep their processes; a namespace sandbox keeps its
+  // files only (its processes start again on resume). Connect resumes.
+  app.post<{ Params: { sandboxID: string } }>('/sandboxes/:sandboxID/pause', { schema: { hide: true, params: idParams } }, async (req, reply) => {
+    const sb = mine(req, req.params.sandboxID);
+    if (sb.state === 'paused') return reply.status(409).send({ code: 409, message: `sandbox ${sb.id} is already paused` });
+    await svc.manager.pauses.pause(sb.id, ownerOf(who(req)));
+    return reply.status(204).send();
   });
 
   app.get<{ Params: { sandboxID: string } }>('/sandboxes/:sandboxID/metrics', { schema: { hide: true, params: idParams } }, async (req) => {
@@ -228,7 +237,7 @@ function detail(sb: Sandbox, state: E2bState) {
     memoryMB: sb.size.memoryMib,
     diskSizeMB: sb.size.diskMib,
     metadata: rec?.metadata ?? { ...sb.labels },
-    state: 'running',
+    state: sb.state === 'paused' ? 'paused' : 'running',
     domain: null,
   };
 }
