@@ -119,7 +119,8 @@ export async function codeInterpreterRoutes(
     constraints?: Record<string, unknown>;
   },
 ): Promise<void> {
-  const on = constraints ? { constraints } : {};
+  // Hidden from /openapi.json: E2B's API authenticates itself (the sandbox's access token), outside kiln's bearer scope.
+  const on = { schema: { hide: true }, ...(constraints ? { constraints } : {}) };
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: 2 * 1024 * 1024 }, (_req, body, done) => {
     const text = String(body);
