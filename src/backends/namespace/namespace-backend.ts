@@ -305,7 +305,7 @@ class NamespaceBackend implements Backend {
         run: async (ctx) => {
           const { child, sandboxPid } = ctx.proc!;
           const sandboxStart = await processStart(sandboxPid);
-          if (!sandboxStart) throw new Error('the sandbox process exited right after its start');
+          if (!sandboxStart) throw new Error(`the sandbox process exited right after its start${ctx.log.trim() ? `: ${ctx.log.trim().slice(-500)}` : ''}`);
           await this.kept.save({
             id: spec.id,
             bwrapPid: child.pid!,
