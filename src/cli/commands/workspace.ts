@@ -4,7 +4,7 @@
  * folder (docs/workspaces.md).
  */
 import { resolve } from 'node:path';
-import { KilnError } from '../../../sdk/src/index.js';
+import { type Change, type ChangesResult, KilnError } from '../../../sdk/src/index.js';
 import { BACKEND_HELP, backendFlag, cliClient, SERVICE_ENV_HELP } from '../client.js';
 import { type Command, parseFlags, UsageError } from '../command.js';
 
@@ -30,17 +30,6 @@ const USAGE = `${SYNOPSIS}
   --backend B  ${BACKEND_HELP}
 
 ${SERVICE_ENV_HELP}`;
-
-interface Change {
-  path: string;
-  status: 'added' | 'modified' | 'deleted';
-  type: 'file' | 'directory' | 'symlink';
-  size: number;
-  binary: boolean;
-  ignored: boolean;
-  modeOld?: number;
-  modeNew?: number;
-}
 
 const command: Command = {
   name: 'workspace',
@@ -74,10 +63,7 @@ const command: Command = {
       case 'changes': {
         const { flags, positional } = parseFlags(rest, { boolean: ['ignored'] });
         if (positional.length !== 1) throw new UsageError(SYNOPSIS);
-        const r = await kiln.json<{ changes: Change[]; upperBytes: number; limitBytes: number; warning?: string }>(
-          'GET',
-          `/v1/sandboxes/${encodeURIComponent(positional[0]!)}/changes${flags.ignored ? '?ignored=1' : ''}`,
-        );
+        const r = await kiln.json<ChangesResult>('GET', `/v1/sandboxes/${encodeURIComponent(positional[0]!)}/changes${flags.ignored ? '?ignored=1' : ''}`);
         for (const c of r.changes) console.log(formatChange(c));
         console.error(`${r.changes.length} change${r.changes.length === 1 ? '' : 's'}; ${mib(r.upperBytes)} of ${mib(r.limitBytes)} written`);
         if (r.warning) console.error(`warning: ${r.warning}`);
