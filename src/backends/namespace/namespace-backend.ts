@@ -305,7 +305,12 @@ class NamespaceBackend implements Backend {
         run: async (ctx) => {
           const { child, sandboxPid } = ctx.proc!;
           const sandboxStart = await processStart(sandboxPid);
-          if (!sandboxStart) throw new Error(`the sandbox process exited right after its start${ctx.log.trim() ? `: ${ctx.log.trim().slice(-500)}` : ''}`);
+          if (!sandboxStart) {
+            // What it wrote before it died may still be in the pipe: read it before saying why.
+            const err = ctx.proc!.child.stderr;
+            if (err && !err.readableEnded) await Promise.race([new Promise((r) => err.once('end', r)), new Promise((r) => setTimeout(r, 1000))]);
+            throw new Error(`the sandbox process exited right after its start${ctx.log.trim() ? `: ${ctx.log.trim().slice(-500)}` : ''}`);
+          }
           await this.kept.save({
             id: spec.id,
             bwrapPid: child.pid!,
