@@ -106,6 +106,19 @@ describe('vmimage', () => {
 });
 
 describe('qemu pieces', () => {
+  /** One VM's command-line inputs; each test varies what it is about. */
+  const base = {
+    id: 'x',
+    accel: 'tcg' as const,
+    cpus: 1,
+    memoryMib: 256,
+    kernelPath: '/k',
+    initrdPath: '/i',
+    cmdline: 'console=ttyS0',
+    diskImage: '/d.sqfs',
+    paths: vmPaths('/run/kiln/qemu/vms/x'),
+  };
+
   it('reports a failure from its first line, however long the call trace after it', () => {
     const ring = new ConsoleRing(200);
     ring.push('[ 0.1] booting\nkiln-init: kiln.panic=1 on the kernel command line\nKernel panic - not syncing: Attempted to kill init!\n');
@@ -128,17 +141,6 @@ describe('qemu pieces', () => {
   });
 
   it('builds identical template and clone command lines except share= and -incoming', () => {
-    const base = {
-      id: 'x',
-      accel: 'tcg' as const,
-      cpus: 1,
-      memoryMib: 256,
-      kernelPath: '/k',
-      initrdPath: '/i',
-      cmdline: 'console=ttyS0',
-      diskImage: '/d.sqfs',
-      paths: vmPaths('/run/kiln/qemu/vms/x'),
-    };
     const tpl = qemuArgs({ ...base, memFile: { path: '/dev/shm/t.mem', share: true } });
     const clone = qemuArgs({ ...base, memFile: { path: '/dev/shm/t.mem', share: false }, incoming: true });
     const diff = clone.filter((a, i) => a !== tpl[i]);
@@ -147,17 +149,6 @@ describe('qemu pieces', () => {
   });
 
   it('a workspace adds its two drives after the root disk, the snapshot read-only, each with the serial the guest looks for', () => {
-    const base = {
-      id: 'x',
-      accel: 'tcg' as const,
-      cpus: 1,
-      memoryMib: 256,
-      kernelPath: '/k',
-      initrdPath: '/i',
-      cmdline: 'console=ttyS0',
-      diskImage: '/d.sqfs',
-      paths: vmPaths('/run/kiln/qemu/vms/x'),
-    };
     const args = qemuArgs({ ...base, workspace: { lowerImage: '/d/ws/1/lower.sqfs', upperImage: '/d/ws/1/upper.img' } });
     const extra = args.filter((a) => !qemuArgs(base).includes(a));
     assert.deepEqual(extra, [
@@ -174,7 +165,7 @@ describe('qemu pieces', () => {
 
   it('gives the guest as many vCPUs as the limit, a fraction rounded up', () => {
     const smp = (cpus: number) => {
-      const args = qemuArgs({ id: 'x', accel: 'kvm', cpus, memoryMib: 256, kernelPath: '/k', initrdPath: '/i', cmdline: 'c', diskImage: '/d.sqfs', paths: vmPaths('/run/x') });
+      const args = qemuArgs({ ...base, accel: 'kvm', cpus });
       return args[args.indexOf('-smp') + 1];
     };
     assert.deepEqual([0.25, 1, 1.5, 2, 4].map(smp), ['1', '1', '2', '2', '4']);
