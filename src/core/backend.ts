@@ -137,7 +137,28 @@ export interface BackendSandbox {
    * once saved (a pause; destroy() still follows). Absent: the backend keeps files only (the core
    * archives the writable paths through the agent).
    */
+  /**
+   * Gives the sandbox its network link (before any user code runs): the host end is named
+   * `plan.hostIf`, is up, and is not yet on a bridge. Absent: the backend has no network.
+   */
+  connectNetwork?(plan: SandboxNetworkPlan): Promise<void>;
   saveMachine?(dir: string, o: { keepRunning: boolean; signal?: AbortSignal }): Promise<{ machine: Record<string, unknown> }>;
+}
+
+/**
+ * The network kiln gives one sandbox (src/net). The backend makes the host end of the sandbox's
+ * link and the sandbox's own end (named eth0 inside, with `mac`, `address`/`prefix`, a default
+ * route through `gateway`, and /etc/resolv.conf naming `dns`); the network manager attaches the
+ * host end to its bridge and puts the firewall in front of it.
+ */
+export interface SandboxNetworkPlan {
+  /** Host interface name to create (at most 15 bytes; kiln's prefix, so the start-up scan finds leftovers). */
+  hostIf: string;
+  mac: string;
+  address: string;
+  prefix: number;
+  gateway: string;
+  dns: string[];
 }
 
 /** What a start found of the sandboxes an earlier run of the service left running. */
