@@ -21,14 +21,15 @@ func main() {
 }
 
 type flags struct {
-	transport string
-	setupRoot string
-	diskBytes int64
-	workspace workspaceFlags
-	cpus      string
-	execUID   int
-	execGID   int
-	init      bool
+	transport  string
+	setupRoot  string
+	diskBytes  int64
+	workspace  workspaceFlags
+	cpus       string
+	nameserver string
+	execUID    int
+	execGID    int
+	init       bool
 	// set by the agent itself when it re-executes after dropping privileges (namespace mode)
 	privilegesDropped bool
 }
@@ -43,6 +44,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.StringVar(&f.workspace.mnt, "workspace-mnt", "", "namespace mode: directory holding upper/ and work/ of /workspace")
 	fs.BoolVar(&f.workspace.gitWritable, "workspace-git-writable", false, "namespace mode: leave /workspace/.git writable")
 	fs.StringVar(&f.cpus, "cpus", "", "namespace mode: the sandbox's CPUs, e.g. 0-1 (its affinity and /sys/devices/system/cpu)")
+	fs.StringVar(&f.nameserver, "nameserver", "", "namespace mode: the IPv4 resolver /etc/resolv.conf names (kiln's, on the sandbox network's gateway)")
 	fs.IntVar(&f.execUID, "exec-uid", -1, "default exec uid (default: the agent's uid)")
 	fs.IntVar(&f.execGID, "exec-gid", -1, "default exec gid (default: the agent's gid)")
 	fs.BoolVar(&f.init, "init", false, "VM mode: act as PID 1 from the initramfs")
@@ -94,7 +96,7 @@ func serveAgent(f flags) (err error) {
 		if f.transport, err = prepareUnixTransport(f.transport); err != nil {
 			return fmt.Errorf("namespace setup: %w", err)
 		}
-		if err := setupNamespaceRoot(f.setupRoot, f.diskBytes, f.workspace, f.cpus); err != nil {
+		if err := setupNamespaceRoot(f.setupRoot, f.diskBytes, f.workspace, f.cpus, f.nameserver); err != nil {
 			return fmt.Errorf("namespace setup: %w", err)
 		}
 		// Does not return on success: the agent starts again, unprivileged, with --privileges-dropped.

@@ -17,6 +17,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -44,7 +45,7 @@ type setupStep struct {
 	do   func() error
 }
 
-func setupNamespaceRoot(lower string, diskBytes int64, ws workspaceFlags, cpuList string) error {
+func setupNamespaceRoot(lower string, diskBytes int64, ws workspaceFlags, cpuList, nameserver string) error {
 	if diskBytes <= 0 {
 		return fmt.Errorf("--disk-bytes must be positive")
 	}
@@ -65,6 +66,7 @@ func setupNamespaceRoot(lower string, diskBytes int64, ws workspaceFlags, cpuLis
 		{"mkdir layers", func() error { return mkdirs(0o755, scratchDir+"/upper", scratchDir+"/work", scratchDir+"/shm", root) }},
 		{"shm mode", func() error { return os.Chmod(scratchDir+"/shm", 0o777|os.ModeSticky) }},
 		{"sandbox dirs", func() error { return sandboxDirs(scratchDir + "/upper") }},
+		{"resolv.conf", func() error { return writeResolvConf(scratchDir+"/upper/etc", nameserver) }},
 		{"mount overlay", func() error {
 			opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work,userxattr", lower, scratchDir, scratchDir)
 			return syscall.Mount("overlay", root, "overlay", syscall.MS_NOSUID, opts)
@@ -193,4 +195,21 @@ func mkdirs(mode os.FileMode, dirs ...string) error {
 		}
 	}
 	return nil
+}
+
+// writeResolvConf names kiln's resolver in the sandbox: a file of the writable layer, put there
+// before the overlay is mounted (the image's /etc belongs to a uid the sandbox does not map), so it
+// hides whatever the image has at that path, a symlink included. Without a network there is no route to it,
+// so a lookup fails at once instead of waiting for a timeout.
+func writeResolvConf(etc, nameserver string) error {
+	if nameserver == "" {
+		return nil
+	}
+	if ip := net.ParseIP(nameserver); ip == nil || ip.To4() == nil {
+		return fmt.Errorf("--nameserver %q is not an IPv4 address", nameserver)
+	}
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(etc+"/resolv.conf", []byte("nameserver "+nameserver+"\noptions timeout:2 attempts:1\n"), 0o644)
 }

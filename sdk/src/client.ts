@@ -7,7 +7,7 @@
 import { KilnError, type HttpErrorCode } from './errors.js';
 import type {
   ApiErrorBody, BackendInfo, CodeContext, CodeEvent, CreateContextRequest, CreateSandboxOptions, CustomPackDefinition, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackBuildEvent,
-  PackBuildStatus, PackInfo, PauseResult, PoolStats, RunCodeRequest, RunOptions, RunResult, SandboxInfo, SnapshotInfo,
+  NetworkEvents, PackBuildStatus, PackInfo, PauseResult, PoolStats, RunCodeRequest, RunOptions, RunResult, SandboxInfo, SnapshotInfo,
 } from './types.js';
 import type { ApproveOptions, ApproveResult, ChangeSide, ChangesOptions, ChangesResult, DiffOptions, RejectOptions, RejectResult } from './workspace.js';
 
@@ -232,6 +232,14 @@ export class Sandboxes {
   /** Runs code in a context and yields its events as they come (CodeEvent); the last is end or error. */
   runCode(id: string, ctx: string, o: RunCodeRequest | string, signal?: AbortSignal): AsyncGenerator<CodeEvent> {
     return this.c.ndjsonOf<CodeEvent>(`/v1/sandboxes/${enc(id)}/contexts/${enc(ctx)}/run`, typeof o === 'string' ? { code: o } : o, signal);
+  }
+
+  /**
+   * A sandbox's network audit trail (DNS queries and connection attempts, allowed or refused), its
+   * byte counters, and the allowlist that would let through what it reached (learn mode).
+   */
+  networkEvents(id: string, o: { after?: number; limit?: number } = {}, signal?: AbortSignal): Promise<NetworkEvents> {
+    return this.c.json('GET', `/v1/sandboxes/${enc(id)}/network/events${query({ after: o.after?.toString(), limit: o.limit?.toString() })}`, undefined, signal);
   }
 
   /** A workspace sandbox's pending changes, and how full its upper layer is. */

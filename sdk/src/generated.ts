@@ -23,6 +23,7 @@ export const ERROR_CODES = [
   'PERMISSION_DENIED',
   'FORBIDDEN',
   'WORKSPACE_FORBIDDEN',
+  'NETWORK_FORBIDDEN',
   'SANDBOX_NOT_FOUND',
   'SNAPSHOT_NOT_FOUND',
   'FILE_NOT_FOUND',
@@ -46,6 +47,7 @@ export const ERROR_CODES = [
   'SHUTTING_DOWN',
   'IMAGE_MISSING',
   'STORE_UNAVAILABLE',
+  'NETWORK_UNAVAILABLE',
   'BOOT_FAILED',
   'AGENT_ERROR',
   'AGENT_PROTOCOL',
@@ -85,6 +87,16 @@ export interface CreateSandboxRequest {
     /** What the sandbox may write over the project (default KILN_WORKSPACE_SIZE_MIB) (integer, >= 16) */
     sizeMib?: number;
   };
+  /** The sandbox's network (docs/networking.md). none: loopback only (the default); allowlist: only the names (example.org, *.example.org, example.org:5432) and IPv4 blocks (198.51.100.0/24, 198.51.100.7:443) listed, by kiln's resolver and its TLS SNI / HTTP Host check; open: anything but the operator's deny list */
+  network?: {
+    policy: 'none' | 'allowlist' | 'open';
+    /** at most 256 items */
+    allow?: string[];
+    /** allowlist only: let everything through, record what is reached, and propose the allowlist (GET …/network/events) */
+    learn?: boolean;
+    /** Rate limit in each direction, Mbit/s (0: the operator default, KILN_NET_BANDWIDTH_MBIT) (integer, >= 0) */
+    bandwidthMbit?: number;
+  };
   /** A named snapshot to start from: its pack, backend and shape, and its files (or on a microVM its memory and running processes) */
   fromSnapshot?: string;
 }
@@ -120,6 +132,19 @@ export interface SandboxInfo {
   };
   /** When it was paused (state paused) */
   pausedAt?: string;
+  network?: {
+    policy: 'none' | 'allowlist' | 'open';
+    allow: string[];
+    learn: boolean;
+    /** The sandbox's IPv4 address on kiln's bridge */
+    address: string;
+    /** The bridge's address: kiln's resolver */
+    gateway: string;
+    /** The host end of its link (veth or TAP) */
+    hostInterface: string;
+    /** Rate limit per direction (0: none) (integer) */
+    bandwidthMbit: number;
+  };
 }
 
 /** Body of POST /v1/sandboxes/{id}/exec. */
@@ -288,6 +313,54 @@ export interface WorkspaceChanges {
   limitBytes: number;
   /** Present when the upper layer is above KILN_WORKSPACE_WARN_PERCENT of its limit */
   warning?: string;
+}
+
+/** One DNS query or connection attempt of a sandbox (GET /v1/sandboxes/{id}/network/events). */
+export interface NetworkEvent {
+  /** integer */
+  seq: number;
+  at: string;
+  kind: 'dns' | 'connection';
+  verdict: 'allowed' | 'refused' | 'learned';
+  /** The name asked for (DNS) or carried (TLS SNI, HTTP Host) */
+  name?: string;
+  address?: string;
+  /** integer */
+  port?: number;
+  protocol?: string;
+  reason?: string;
+}
+
+/** Answer of GET /v1/sandboxes/{id}/network/events. */
+export interface NetworkEvents {
+  policy: 'none' | 'allowlist' | 'open';
+  events: Array<{
+    /** integer */
+    seq: number;
+    at: string;
+    kind: 'dns' | 'connection';
+    verdict: 'allowed' | 'refused' | 'learned';
+    /** The name asked for (DNS) or carried (TLS SNI, HTTP Host) */
+    name?: string;
+    address?: string;
+    /** integer */
+    port?: number;
+    protocol?: string;
+    reason?: string;
+  }>;
+  counters: {
+    /** integer */
+    bytesOut: number;
+    /** integer */
+    bytesIn: number;
+    /** integer */
+    refused: number;
+  };
+  /** The allowlist that would let through what the sandbox reached (its list, plus what learn mode saw or was refused) */
+  proposal: {
+    policy: 'allowlist';
+    allow: string[];
+  };
 }
 
 /** Answer of POST /v1/sandboxes/{id}/pause. */

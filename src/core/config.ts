@@ -63,6 +63,36 @@ export interface KilnConfig {
   stopSandboxesOnExit: boolean;
   /** Paused sandboxes and named snapshots (src/core/snapshots.ts). */
   snapshots: SnapshotConfig;
+  /** Sandbox networking (src/net, docs/networking.md). */
+  network: NetworkConfig;
+}
+
+export interface NetworkConfig {
+  /** KILN_NET_NAME (default kiln): names the bridge (<name>0), the nftables table, log prefixes. */
+  name: string;
+  /** KILN_NET_SUBNET (default 10.89.0.0/16): sandbox addresses; the first is the bridge's (gateway). */
+  subnet: string;
+  /** KILN_NET_UPLINK: the only interface sandbox traffic may leave by (default: the main table's default route). */
+  uplink?: string;
+  /** KILN_NET_UPLINK_GATEWAY: next hop on the uplink (default: the default route's). */
+  uplinkGateway?: string;
+  /** KILN_NET_DNS: upstream resolvers (default: /etc/resolv.conf's nameservers). */
+  upstreamDns: string[];
+  /** KILN_NET_ALLOW_OPEN (default 1): whether `open` and learn mode may be asked for. */
+  allowOpen: boolean;
+  /** KILN_NET_DENY: CIDRs no sandbox may reach, added to the built-in ones. */
+  deny: string[];
+  /** KILN_NET_DEFAULT_POLICY (default none): a create without `network` gets it. */
+  defaultPolicy: 'none' | 'open';
+  /** KILN_NET_BANDWIDTH_MBIT (default 0: unlimited) and KILN_NET_MAX_BANDWIDTH_MBIT. */
+  defaultBandwidthMbit: number;
+  maxBandwidthMbit: number;
+  /** KILN_NET_ROUTE_TABLE (default 27491, 1000..32000): kiln's routing table number and its rule's priority (before the main table's 32766). */
+  routeTable: number;
+  /** Ports on the gateway address: the resolver and the TLS/HTTP gate (KILN_NET_PORTS, default 10053,10443,10080). */
+  dnsPort: number;
+  tlsPort: number;
+  httpPort: number;
 }
 
 export interface SnapshotConfig {
@@ -170,6 +200,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       dir: path(env.KILN_SNAPSHOTS_DIR || resolve(path(env.KILN_DATA_DIR ?? '/var/lib/kiln'), 'snapshots')),
       retentionSec: int(env, 'KILN_SNAPSHOT_RETENTION_SEC', 7 * 86400, 0, 365 * 86400),
     },
+    network: networkConfig(env),
     workspaces: {
       dir: path(env.KILN_WORKSPACES_DIR || resolve(path(env.KILN_DATA_DIR ?? '/var/lib/kiln'), 'workspaces')),
       roots: workspaceRoots(env.KILN_WORKSPACE_ROOTS),
@@ -301,4 +332,34 @@ function poolTargets(spec: string): PoolTarget[] {
     out.set(`${m[1] ?? ''}/${m[2]}`, { backend: m[1] as BackendName | undefined, pack: m[2]!, target: n });
   }
   return [...out.values()];
+}
+
+function networkConfig(env: NodeJS.ProcessEnv): NetworkConfig {
+  const name = env.KILN_NET_NAME || 'kiln';
+  if (!/^[a-z][a-z0-9]{0,10}$/.test(name))
+    throw new KilnError('INVALID_REQUEST', `KILN_NET_NAME "${name}" must be 1 to 11 lower-case letters and digits, starting with a letter (it names the bridge and the nftables table)`);
+  const ports = list(env.KILN_NET_PORTS ?? '10053,10443,10080').map(Number);
+  if (ports.length !== 3 || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535))
+    throw new KilnError('INVALID_REQUEST', 'KILN_NET_PORTS must be three ports: resolver,tls,http (e.g. 10053,10443,10080)');
+  const policy = env.KILN_NET_DEFAULT_POLICY || 'none';
+  if (policy !== 'none' && policy !== 'open') throw new KilnError('INVALID_REQUEST', `KILN_NET_DEFAULT_POLICY must be none or open (got "${policy}"); an allowlist is asked for per sandbox`);
+  const uplink = env.KILN_NET_UPLINK || undefined;
+  if (uplink && !/^[A-Za-z0-9_.-]{1,15}$/.test(uplink)) throw new KilnError('INVALID_REQUEST', `KILN_NET_UPLINK "${uplink}" is not an interface name`);
+  return {
+    name,
+    subnet: env.KILN_NET_SUBNET || '10.89.0.0/16',
+    uplink,
+    uplinkGateway: env.KILN_NET_UPLINK_GATEWAY || undefined,
+    upstreamDns: list(env.KILN_NET_DNS),
+    allowOpen: env.KILN_NET_ALLOW_OPEN !== '0' && env.KILN_NET_ALLOW_OPEN !== 'false',
+    deny: list(env.KILN_NET_DENY),
+    defaultPolicy: policy,
+    defaultBandwidthMbit: int(env, 'KILN_NET_BANDWIDTH_MBIT', 0, 0, 100_000),
+    maxBandwidthMbit: int(env, 'KILN_NET_MAX_BANDWIDTH_MBIT', 10_000, 1, 100_000),
+    // Also the priority of its rule: below 32766 (main), so sandbox traffic never reaches the main table.
+    routeTable: int(env, 'KILN_NET_ROUTE_TABLE', 27491, 1000, 32000),
+    dnsPort: ports[0]!,
+    tlsPort: ports[1]!,
+    httpPort: ports[2]!,
+  };
 }

@@ -26,6 +26,8 @@ export const ERROR_CATALOGUE = {
   FORBIDDEN: 403,
   /** A workspace path outside every root of KILN_WORKSPACE_ROOTS (symlinks resolved), or none allowed. */
   WORKSPACE_FORBIDDEN: 403,
+  /** A network policy the operator does not allow (open, learn) or networking off on this service. */
+  NETWORK_FORBIDDEN: 403,
   SANDBOX_NOT_FOUND: 404,
   SNAPSHOT_NOT_FOUND: 404,
   FILE_NOT_FOUND: 404,
@@ -57,6 +59,8 @@ export const ERROR_CATALOGUE = {
   IMAGE_MISSING: 503,
   /** No store (KILN_DATABASE_URL=off), or its schema is newer than this kiln. */
   STORE_UNAVAILABLE: 503,
+  /** Sandbox networking could not be set up (no uplink, tools missing, addresses exhausted). */
+  NETWORK_UNAVAILABLE: 503,
   BOOT_FAILED: 502,
   AGENT_ERROR: 502,
   AGENT_PROTOCOL: 502,

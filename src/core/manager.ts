@@ -15,6 +15,7 @@ import { type KeptRecord, KeptRecords } from './kept-records.js';
 import { checkLabels, type ListOptions, type ListResult, listSandboxes } from './listing.js';
 import { setLongTimeout } from './long-timer.js';
 import type { Metrics } from './metrics.js';
+import type { NetworkEventsAnswer, NetworkHooks } from './network.js';
 import type { PackCatalog } from './packs.js';
 import { Pauses } from './pauses.js';
 import type { PoolKey, WarmPools } from './pools.js';
@@ -35,6 +36,8 @@ export interface ManagerDeps {
   /** This node's name in the store (KILN_NODE_ID). */
   node?: string;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Sandbox networking (src/net/); none: a create asking for a network is refused. */
+  network?: NetworkHooks;
   /** Workspace sandboxes (src/workspace/); none: a create with `workspace` is refused. */
   workspaces?: WorkspaceHooks;
 }
@@ -138,6 +141,7 @@ export class SandboxManager {
     const size = this.resolveSize(o, owner);
     const labels = checkLabels(o.labels);
     const idleTimeoutSec = this.idleTimeout(o);
+    const netPolicy = this.networkPolicy(o);
     const t0 = performance.now();
     const unreserve = owner ? this.ownerUsage.reserve(owner, size) : () => undefined;
     let release: () => void;
@@ -167,6 +171,7 @@ export class SandboxManager {
       fromPool = inner !== undefined;
       if (seed) inner = await this.pauses.startFrom(backend, seed, this.pauses.snaps.path('named', seed.name), { ...spec, id }, size, signal);
       inner ??= await this.startOnBackend(backend, o.pack, size, o.backendOptions, signal, spec);
+      const network = netPolicy ? await this.d.network!.attach(inner.id, inner, netPolicy, o.network ?? { policy: netPolicy.policy }) : undefined;
       const readyMs = Math.round((performance.now() - t0) * 10) / 10;
       this.d.metrics?.observeCreate(backend.name, pack.name, fromPool, readyMs);
       const sb = new Sandbox(inner.id, backend.name, pack.name, pack.env, o.env ?? {}, size, inner, readyMs, fromPool, size.ttlSec);
@@ -174,6 +179,7 @@ export class SandboxManager {
       sb.labels = labels;
       sb.idleTimeoutSec = idleTimeoutSec;
       sb.workspace = workspace;
+      sb.network = network;
       this.register(sb, () => {
         unreserve();
         release();
@@ -185,11 +191,19 @@ export class SandboxManager {
       unreserve();
       release();
       if (inner) await inner.destroy().catch(() => undefined);
+      if (inner && netPolicy) await this.d.network?.detach(inner.id).catch(() => undefined);
       // A failed first start drops the new workspace; a failed restore keeps the changes for the next try.
       if (workspace && !restoreId) await this.d.workspaces?.discard(id).catch(() => undefined);
       this.d.metrics?.countError(e);
       throw e;
     }
+  }
+
+  /** The checked network policy of a create (the operator's default when it asks for none), or a clear 4xx. */
+  private networkPolicy(o: CreateSandboxOptions) {
+    if (this.d.network) return this.d.network.check(o.network);
+    if (o.network && o.network.policy !== 'none') throw new KilnError('NETWORK_FORBIDDEN', 'sandbox networking is off on this service', { details: { field: 'network.policy' } });
+    return undefined;
   }
 
   private readonly workspaceKinds = new Map<string, Promise<WorkspaceKind | false>>();
@@ -392,6 +406,7 @@ export class SandboxManager {
     try {
       await sb.inner.destroy();
     } finally {
+      if (sb.network) await this.d.network?.detach(id).catch((e: Error) => this.d.log?.('network release failed', { id, error: e.message }));
       if (sb.state === 'stopping') sb.state = 'stopped';
       if (sb.state === 'paused') await this.pauses.snaps.remove('paused', id).catch((e: Error) => this.d.log?.('removing a paused sandbox state failed', { id, error: e.message }));
       sb.release();
@@ -482,14 +497,43 @@ export class SandboxManager {
    * process's graceful stop) lets those whose backend can keep them run on for the next start
    * (Backend.reattach) and deletes the rest.
    */
-  async close(keepSandboxes = false): Promise<void> {
+  /** Stops every sandbox, or detaches those that can outlive the service; answers the detached ids. */
+  async close(keepSandboxes = false): Promise<Set<string>> {
     this.closing = true;
     clearInterval(this.healthTimer);
     this.admission.close();
     // A paused sandbox holds nothing but its state on disk: it stays there for the next start.
     for (const sb of this.sandboxes.values()) if (sb.state === 'paused') this.pauses.forget(sb);
     const keep = keepSandboxes;
-    await Promise.allSettled([...this.sandboxes.values()].map((sb) => (keep && sb.inner.detach && sb.state === 'ready' ? this.detach(sb) : this.delete(sb.id, 'service stopped'))));
+    const detached = new Set<string>();
+    await Promise.allSettled(
+      [...this.sandboxes.values()].map((sb) => {
+        if (!(keep && sb.inner.detach && sb.state === 'ready')) return this.delete(sb.id, 'service stopped');
+        detached.add(sb.id);
+        return this.detach(sb);
+      }),
+    );
+    await this.d.network?.close(detached).catch((e: Error) => this.d.log?.('network teardown failed', { error: e.message }));
+    return detached;
+  }
+
+  /** A sandbox's network audit trail (GET /v1/sandboxes/:id/network/events); a sandbox without a network has none. */
+  async networkEvents(id: string, ownerKeyId: string | undefined, after?: number, limit?: number): Promise<NetworkEventsAnswer> {
+    this.get(id, ownerKeyId);
+    const a = await this.d.network?.events(id, after, limit);
+    return a ?? { policy: 'none', events: [], counters: { bytesOut: 0, bytesIn: 0, refused: 0 }, proposal: { policy: 'allowlist', allow: [] } };
+  }
+
+  /** At start, after reattach(): the networks of the sandboxes taken over come back; an earlier run's other leftovers go. */
+  async restoreNetworks(): Promise<void> {
+    const n = this.d.network;
+    if (!n) return;
+    const r = await n.restore(new Set(this.sandboxes.keys()));
+    for (const id of r.restored) {
+      const sb = this.sandboxes.get(id);
+      if (sb) sb.network = n.describe(id);
+    }
+    if (r.removed.length) this.d.log?.('start-up scan (network) removed leftovers', { removed: r.removed });
   }
 
   private async detach(sb: Sandbox): Promise<void> {

@@ -1,6 +1,7 @@
 /** The service's record of one sandbox, wrapping what its backend owns. */
 import type { BackendName, BackendSandbox } from './backend.js';
 import type { LongTimer } from './long-timer.js';
+import type { NetworkRequest, SandboxNetworkInfo } from './network.js';
 import type { Owner } from './quotas.js';
 import type { WorkspaceRequest } from './workspace.js';
 
@@ -22,6 +23,8 @@ export interface CreateSandboxOptions {
   idleTimeoutSec?: number;
   /** A host project folder at /workspace, copy-on-write, reviewed before it reaches the host. */
   workspace?: WorkspaceRequest;
+  /** The sandbox's network (default: the operator's KILN_NET_DEFAULT_POLICY, none unless set). */
+  network?: NetworkRequest;
   /** A named snapshot to start from (its pack, backend and shape; its files or, on a microVM, its memory). */
   fromSnapshot?: string;
 }
@@ -57,6 +60,8 @@ export interface SandboxInfo {
   workspace?: { path: string; gitWritable: boolean; sizeMib: number; restored: boolean };
   /** When it was paused (state paused only). */
   pausedAt?: string;
+  /** A networked sandbox's policy and address (absent: no network, loopback only). */
+  network?: SandboxNetworkInfo;
 }
 
 export class Sandbox {
@@ -77,6 +82,7 @@ export class Sandbox {
   idleTimeoutSec: number | undefined;
   idleTimer: LongTimer | undefined;
   workspace: SandboxInfo['workspace'];
+  network: SandboxNetworkInfo | undefined;
   pausedAt: Date | undefined;
 
   constructor(
@@ -131,6 +137,7 @@ export class Sandbox {
       ...(this.idleTimeoutSec ? { idleTimeoutSec: this.idleTimeoutSec } : {}),
       ...(this.workspace ? { workspace: this.workspace } : {}),
       ...(this.pausedAt ? { pausedAt: this.pausedAt.toISOString() } : {}),
+      ...(this.network ? { network: this.network } : {}),
     };
   }
 }

@@ -14,6 +14,7 @@ import { execRoutes } from './routes/exec.js';
 import { fileRoutes } from './routes/files.js';
 import { keyRoutes } from './routes/keys.js';
 import { healthRoutes, metaRoutes } from './routes/meta.js';
+import { networkRoutes } from './routes/network.js';
 import { packAdminRoutes, packRoutes } from './routes/packs.js';
 import { runRoutes } from './routes/run.js';
 import { sandboxRoutes } from './routes/sandboxes.js';
@@ -97,6 +98,7 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
     await api.register(fileRoutes, { svc });
     await api.register(runRoutes, { svc });
     await api.register(workspaceRoutes, { svc });
+    await api.register(networkRoutes, { svc });
   });
   // The E2B-compatible API: its own authentication (X-API-KEY, per-sandbox access tokens).
   await app.register(e2bRoutes, { svc });

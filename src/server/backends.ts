@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import type { Backend, BackendName } from '../core/backend.js';
 import { checkBackendNames, type KilnConfig } from '../core/config.js';
+import { gatewayOf } from '../net/addr.js';
 import type { VmArtifacts } from '../vmimage/index.js';
 
 export type Log = (msg: string, fields?: Record<string, unknown>) => void;
@@ -40,7 +41,7 @@ export const BACKENDS = [
     summary: 'Linux namespaces via bubblewrap, cgroups and seccomp; runs anywhere (the default)',
     async create({ config, cgroupName }) {
       const { createNamespaceBackend } = await import('../backends/namespace/namespace-backend.js');
-      return createNamespaceBackend({ runDir: config.runDir, agentPath: config.agentPath, maxPids: config.limits.maxPids, cgroupName });
+      return createNamespaceBackend({ runDir: config.runDir, agentPath: config.agentPath, maxPids: config.limits.maxPids, cgroupName, nameserver: gatewayOf(config.network.subnet) });
     },
   },
   {

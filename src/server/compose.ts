@@ -2,6 +2,7 @@
  * The composition root: builds the service from a config: the registered backends
  * (./backends.ts), packs, metrics, manager, warm pools, and the start-up scan of leftovers.
  */
+
 import { availableParallelism } from 'node:os';
 import type { BackendAvailability } from '../core/backend.js';
 import { CodeContexts } from '../core/code-contexts.js';
@@ -13,6 +14,7 @@ import { SandboxManager } from '../core/manager.js';
 import { Metrics } from '../core/metrics.js';
 import { WarmPools } from '../core/pools.js';
 import type { Store } from '../core/store.js';
+import { NetworkManager } from '../net/manager.js';
 import { openStore } from '../store/index.js';
 import { Workspaces } from '../workspace/service.js';
 import { createBackends } from './backends.js';
@@ -99,6 +101,7 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     journal,
     node: config.nodeId,
     workspaces,
+    network: new NetworkManager(config.network, config.runDir, log),
     get pools() {
       return pools;
     },
@@ -111,6 +114,7 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
   };
   const back = await manager.reattach(ownerOf);
   if (back.reattached.length || back.lost.length) log('start-up: reattached sandboxes', { reattached: back.reattached.length, lost: back.lost, ms: back.ms });
+  await manager.restoreNetworks().catch((e: Error) => log('start-up: sandbox networks not restored', { error: e.message }));
   if (!o.skipScan) {
     for (const b of backends.values()) {
       const report = await b.scan().catch((e: Error) => ({ removed: [`scan failed: ${e.message}`] }));

@@ -41,6 +41,8 @@ export interface BwrapOptions {
    * and the sandbox is not tied to the service's life (no --die-with-parent, its own session).
    */
   socketDir?: string;
+  /** The resolver /etc/resolv.conf names (kiln's, on the network's gateway; unreachable without a network). */
+  nameserver?: string;
   /** Receives everything bwrap and the agent write to stderr, from the start. */
   onStderr: (text: string) => void;
 }
@@ -100,6 +102,7 @@ export function bwrapArgs(o: BwrapOptions): string[] {
     String(o.diskBytes),
     ...(o.workspace ? ['--workspace-lower', '/.kiln/ws-lower', '--workspace-mnt', '/.kiln/ws', ...(o.workspace.gitWritable ? ['--workspace-git-writable'] : [])] : []),
     ...(o.cpuList?.length ? ['--cpus', formatCpuList(o.cpuList)] : []),
+    ...(o.nameserver ? ['--nameserver', o.nameserver] : []),
   ];
 }
 

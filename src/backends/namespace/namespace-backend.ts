@@ -45,6 +45,8 @@ export interface NamespaceBackendOptions {
   uidCount?: number;
   /** Name of the parent cgroup for this instance's sandboxes (distinct per run dir). */
   cgroupName?: string;
+  /** The resolver every sandbox's /etc/resolv.conf names (kiln's, on the sandbox network's gateway). */
+  nameserver?: string;
 }
 
 /** Step names of a sandbox's start (core/steps.ts): `details.steps` and errors name them. */
@@ -282,6 +284,7 @@ class NamespaceBackend implements Backend {
               workspace: spec.workspace?.kind === 'mount' ? spec.workspace : undefined,
               hostname: 'sandbox',
               socketDir: ctx.socketDir,
+              nameserver: this.o.nameserver,
               // The sandbox's stderr (bwrap's and the agent's), kept for the error when start fails.
               onStderr: (text) => {
                 ctx.log = (ctx.log + text).slice(-8192);

@@ -2,12 +2,13 @@
 
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
+import type { BackendSandbox, SandboxNetworkPlan, SandboxUsage } from '../../core/backend.js';
 import type { SandboxCgroup } from '../../core/cgroups.js';
 import type { CleanupStack } from '../../core/cleanup.js';
 import { KilnError } from '../../core/errors.js';
 import { ExitSignal } from '../../core/exit-signal.js';
 import { settlesWithin } from '../../core/kill-ladder.js';
+import { runTool } from '../../net/run.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 
 export class NamespaceSandbox implements BackendSandbox {
@@ -41,6 +42,23 @@ export class NamespaceSandbox implements BackendSandbox {
     this.detached = true;
     this.agent.close();
     this.onDestroyed(true);
+  }
+
+  /**
+   * A veth pair: `plan.hostIf` stays on the host, its peer goes into the sandbox's network
+   * namespace as eth0 and is set up there from the host (the agent has no capabilities left).
+   */
+  async connectNetwork(plan: SandboxNetworkPlan): Promise<void> {
+    const pid = this.details.pid as number;
+    await runTool('ip', ['link', 'add', plan.hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(pid)]);
+    try {
+      const inside = [`link set eth0 address ${plan.mac}`, `addr add ${plan.address}/${plan.prefix} dev eth0`, 'link set eth0 up', `route add default via ${plan.gateway}`];
+      await runTool('nsenter', [`--net=/proc/${pid}/ns/net`, '--', 'ip', '-batch', '-'], `${inside.join('\n')}\n`);
+      await runTool('ip', ['link', 'set', plan.hostIf, 'up']);
+    } catch (e) {
+      await runTool('ip', ['link', 'del', plan.hostIf]).catch(() => undefined);
+      throw e;
+    }
   }
 
   onExit(listener: (reason: string) => void): void {

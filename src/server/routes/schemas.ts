@@ -95,6 +95,19 @@ export const createSandboxBody = {
         sizeMib: { type: 'integer', minimum: 16, description: 'What the sandbox may write over the project (default KILN_WORKSPACE_SIZE_MIB)' },
       },
     },
+    network: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['policy'],
+      description:
+        "The sandbox's network (docs/networking.md). none: loopback only (the default); allowlist: only the names (example.org, *.example.org, example.org:5432) and IPv4 blocks (198.51.100.0/24, 198.51.100.7:443) listed, by kiln's resolver and its TLS SNI / HTTP Host check; open: anything but the operator's deny list",
+      properties: {
+        policy: { type: 'string', enum: ['none', 'allowlist', 'open'] },
+        allow: { type: 'array', maxItems: 256, items: { type: 'string', minLength: 1, maxLength: 300 } },
+        learn: { type: 'boolean', description: 'allowlist only: let everything through, record what is reached, and propose the allowlist (GET …/network/events)' },
+        bandwidthMbit: { type: 'integer', minimum: 0, description: 'Rate limit in each direction, Mbit/s (0: the operator default, KILN_NET_BANDWIDTH_MBIT)' },
+      },
+    },
     fromSnapshot: {
       type: 'string',
       pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$',
@@ -213,6 +226,64 @@ export const sandboxSchema = {
       },
     },
     pausedAt: { type: 'string', description: 'When it was paused (state paused)' },
+    network: {
+      type: 'object',
+      required: ['policy', 'allow', 'learn', 'address', 'gateway', 'hostInterface', 'bandwidthMbit'],
+      properties: {
+        policy: { type: 'string', enum: ['none', 'allowlist', 'open'] },
+        allow: { type: 'array', items: { type: 'string' } },
+        learn: { type: 'boolean' },
+        address: { type: 'string', description: "The sandbox's IPv4 address on kiln's bridge" },
+        gateway: { type: 'string', description: "The bridge's address: kiln's resolver" },
+        hostInterface: { type: 'string', description: 'The host end of its link (veth or TAP)' },
+        bandwidthMbit: { type: 'integer', description: 'Rate limit per direction (0: none)' },
+      },
+    },
+  },
+} as const;
+
+export const networkEvent = {
+  type: 'object',
+  required: ['seq', 'at', 'kind', 'verdict'],
+  properties: {
+    seq: { type: 'integer' },
+    at: { type: 'string' },
+    kind: { type: 'string', enum: ['dns', 'connection'] },
+    verdict: { type: 'string', enum: ['allowed', 'refused', 'learned'] },
+    name: { type: 'string', description: 'The name asked for (DNS) or carried (TLS SNI, HTTP Host)' },
+    address: { type: 'string' },
+    port: { type: 'integer' },
+    protocol: { type: 'string' },
+    reason: { type: 'string' },
+  },
+} as const;
+
+export const networkEventsSchema = {
+  type: 'object',
+  required: ['policy', 'events', 'counters', 'proposal'],
+  properties: {
+    policy: { type: 'string', enum: ['none', 'allowlist', 'open'] },
+    events: { type: 'array', items: networkEvent },
+    counters: {
+      type: 'object',
+      required: ['bytesOut', 'bytesIn', 'refused'],
+      properties: { bytesOut: { type: 'integer' }, bytesIn: { type: 'integer' }, refused: { type: 'integer' } },
+    },
+    proposal: {
+      type: 'object',
+      required: ['policy', 'allow'],
+      description: 'The allowlist that would let through what the sandbox reached (its list, plus what learn mode saw or was refused)',
+      properties: { policy: { type: 'string', enum: ['allowlist'] }, allow: { type: 'array', items: { type: 'string' } } },
+    },
+  },
+} as const;
+
+export const networkEventsQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    after: { type: 'integer', minimum: 0, description: 'Only events after this seq (poll with the last one seen)' },
+    limit: { type: 'integer', minimum: 1, maximum: 2000 },
   },
 } as const;
 

@@ -1,0 +1,63 @@
+/**
+ * What the sandbox manager asks of sandbox networking (src/net implements it): a policy checked at
+ * create, a sandbox's network given and taken back, its description and audit trail.
+ */
+import type { BackendSandbox } from './backend.js';
+
+export type NetworkPolicyName = 'none' | 'allowlist' | 'open';
+
+export interface NetworkRequest {
+  policy: NetworkPolicyName;
+  allow?: string[];
+  /** allowlist only: what the list does not allow still goes through, recorded as `learned`; the proposal lists it. */
+  learn?: boolean;
+  /** Per-direction rate limit, megabits per second (0 or absent: the operator's default). */
+  bandwidthMbit?: number;
+}
+
+export interface NetworkEvent {
+  seq: number;
+  at: string;
+  kind: 'dns' | 'connection';
+  verdict: 'allowed' | 'refused' | 'learned';
+  /** The name asked for (DNS), or carried by the connection (TLS SNI, HTTP Host). */
+  name?: string;
+  address?: string;
+  port?: number;
+  protocol?: string;
+  /** Why refused (or how allowed): "not in the allowlist", "the operator's deny list", "the host itself", … */
+  reason?: string;
+}
+
+/** What GET /v1/sandboxes/:id shows of a networked sandbox. */
+export interface SandboxNetworkInfo {
+  policy: NetworkPolicyName;
+  allow: string[];
+  learn: boolean;
+  address: string;
+  gateway: string;
+  hostInterface: string;
+  bandwidthMbit: number;
+}
+
+export interface NetworkEventsAnswer {
+  policy: NetworkPolicyName;
+  events: NetworkEvent[];
+  counters: { bytesOut: number; bytesIn: number; refused: number };
+  proposal: { policy: 'allowlist'; allow: string[] };
+}
+
+/** An opaque checked policy (src/net's CompiledPolicy). */
+export type CheckedNetworkPolicy = { readonly policy: NetworkPolicyName };
+
+export interface NetworkHooks {
+  readonly gateway: string;
+  /** Checks a create's `network` (and the operator default); undefined: no network (policy none). */
+  check(req: NetworkRequest | undefined): CheckedNetworkPolicy | undefined;
+  attach(id: string, inner: BackendSandbox, policy: CheckedNetworkPolicy, request: NetworkRequest): Promise<SandboxNetworkInfo>;
+  detach(id: string): Promise<void>;
+  describe(id: string): SandboxNetworkInfo | undefined;
+  events(id: string, after?: number, limit?: number): Promise<NetworkEventsAnswer | undefined>;
+  restore(alive: Set<string>): Promise<{ restored: string[]; removed: string[] }>;
+  close(kept: Set<string>): Promise<void>;
+}
