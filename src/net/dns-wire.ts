@@ -110,7 +110,7 @@ export function buildAnswer(query: Buffer, q: Question, ips: string[], ttl: numb
     r.writeUInt16BE(1, 4);
     r.writeUInt32BE(ttl, 6);
     r.writeUInt16BE(4, 10);
-    ip.split('.').forEach((b, i) => r.writeUInt8(Number(b), 12 + i));
+    for (const [i, b] of ip.split('.').entries()) r.writeUInt8(Number(b), 12 + i);
     return r;
   });
   return Buffer.concat([head, ...recs]);
