@@ -92,6 +92,8 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
   let pools: WarmPools | undefined;
   // Every name was checked against the registry by createBackends: a pool names a backend we built.
   const targets = config.poolTargets.filter((t) => t.target > 0).map((t) => ({ ...t, backend: t.backend ?? config.defaultBackend }));
+  const network = new NetworkManager(config.network, config.runDir, log);
+  metrics.networkGauges(() => network.counters());
   manager = new SandboxManager({
     config,
     backends,
@@ -101,7 +103,7 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     journal,
     node: config.nodeId,
     workspaces,
-    network: new NetworkManager(config.network, config.runDir, log),
+    network,
     get pools() {
       return pools;
     },
