@@ -144,6 +144,8 @@ export interface SandboxInfo {
     hostInterface: string;
     /** Rate limit per direction (0: none) (integer) */
     bandwidthMbit: number;
+    /** How long giving it its network took at create (firewall chain, link, bridge) */
+    attachMs: number;
   };
 }
 

@@ -139,7 +139,8 @@ export interface BackendSandbox {
    */
   /**
    * Gives the sandbox its network link (before any user code runs): the host end is named
-   * `plan.hostIf`, is up, and is not yet on a bridge. Absent: the backend has no network.
+   * `plan.hostIf`, is a port of `plan.bridge` as bridgePortCommands makes it, and is up. Absent:
+   * the backend has no network.
    */
   connectNetwork?(plan: SandboxNetworkPlan): Promise<void>;
   saveMachine?(dir: string, o: { keepRunning: boolean; signal?: AbortSignal }): Promise<{ machine: Record<string, unknown> }>;
@@ -147,18 +148,26 @@ export interface BackendSandbox {
 
 /**
  * The network kiln gives one sandbox (src/net). The backend makes the host end of the sandbox's
- * link and the sandbox's own end (named eth0 inside, with `mac`, `address`/`prefix`, a default
- * route through `gateway`, and /etc/resolv.conf naming `dns`); the network manager attaches the
- * host end to its bridge and puts the firewall in front of it.
+ * link (on the bridge) and the sandbox's own end (named eth0 inside, with `mac`,
+ * `address`/`prefix`, a default route through `gateway`, and /etc/resolv.conf naming `dns`); the
+ * network manager puts the firewall in front of it.
  */
 export interface SandboxNetworkPlan {
   /** Host interface name to create (at most 15 bytes; kiln's prefix, so the start-up scan finds leftovers). */
   hostIf: string;
+  /** The bridge the host end joins (src/net/link.ts bridgePortCommands: isolated from the other ports, up). */
+  bridge: string;
   mac: string;
   address: string;
   prefix: number;
   gateway: string;
   dns: string[];
+  /**
+   * Limit on what the sandbox sends, Mbit/s (absent: none): the backend enforces it out of the
+   * sandbox's reach (namespace: a token bucket on eth0 set from the host; microVMs: the VMM's
+   * rate limiter). The network manager limits what it receives on the host end.
+   */
+  sendMbit?: number;
 }
 
 /** What a start found of the sandboxes an earlier run of the service left running. */

@@ -38,6 +38,8 @@ export interface SandboxNetworkInfo {
   gateway: string;
   hostInterface: string;
   bandwidthMbit: number;
+  /** How long giving it its network took at create (firewall chain, link, bridge), ms. */
+  attachMs: number;
 }
 
 export interface NetworkEventsAnswer {

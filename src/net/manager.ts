@@ -46,6 +46,8 @@ class NetSandbox {
   readonly resolved = new Map<string, { ips: string[]; until: number }>();
   /** Learn mode and refusals: what the workload tried to reach (name or address:port). */
   readonly reached = new Map<string, number>();
+  /** How long attach took (firewall, link, bridge), ms. */
+  attachMs = 0;
 
   constructor(
     readonly id: string,
@@ -203,15 +205,21 @@ export class NetworkManager implements NetworkHooks {
     if (ip === undefined) throw new KilnError('NETWORK_UNAVAILABLE', `every address of ${formatCidr(this.subnet)} is in use`, { retryAfterSec: 5 });
     const hostIf = `kv${sandboxTag(ip)}`;
     const sb = new NetSandbox(id, ip, hostIf, policy, request);
-    let stage = 'firewall';
+    const t0 = performance.now();
+    let stage = 'link';
     try {
-      await nft(addSandbox(this.table(), ip, policy));
+      // The firewall chain and the sandbox's link are independent: made side by side.
       this.register(sb);
-      stage = 'link';
-      await inner.connectNetwork({ hostIf, mac: macFor(ip), address: formatIp(ip), prefix: this.subnet.prefix, gateway: this.gateway, dns: [this.gateway] });
-      stage = 'bridge';
-      await this.plug(sb);
-      await this.save(sb);
+      const firewall = nft(addSandbox(this.table(), ip, policy)).catch((e: Error) => {
+        stage = 'firewall';
+        throw e;
+      });
+      const link = inner.connectNetwork({ hostIf, bridge: this.bridge, mac: macFor(ip), address: formatIp(ip), prefix: this.subnet.prefix, gateway: this.gateway, dns: [this.gateway], ...(policy.bandwidthMbit ? { sendMbit: policy.bandwidthMbit } : {}) });
+      await Promise.all([firewall, link.finally(() => firewall.catch(() => undefined))]);
+      stage = 'rate limit';
+      await this.limit(sb);
+      sb.attachMs = Math.round((performance.now() - t0) * 10) / 10;
+      void this.save(sb).catch((e: Error) => this.log('network state not saved; the sandbox keeps its network until the next restart only', { id, error: e.message }));
     } catch (e) {
       await this.release(sb).catch(() => undefined);
       if (e instanceof KilnError) throw e;
@@ -220,38 +228,10 @@ export class NetworkManager implements NetworkHooks {
     return this.info(sb);
   }
 
-  private async plug(sb: NetSandbox): Promise<void> {
-    const cmds = [`link set ${sb.hostIf} master ${this.bridge}`, `link set dev ${sb.hostIf} type bridge_slave isolated on learning off`, `link set ${sb.hostIf} up`];
-    await runTool('ip', ['-batch', '-'], `${cmds.join('\n')}\n`);
+  private async limit(sb: NetSandbox): Promise<void> {
     const bw = sb.policy.bandwidthMbit;
-    if (bw > 0) {
-      // Towards the sandbox: a token bucket on the host end; from it: a policer on the host end's ingress.
-      await runTool('tc', ['qdisc', 'replace', 'dev', sb.hostIf, 'root', 'tbf', 'rate', `${bw}mbit`, 'burst', '256kb', 'latency', '100ms']);
-      await runTool('tc', ['qdisc', 'replace', 'dev', sb.hostIf, 'handle', 'ffff:', 'ingress']);
-      await runTool('tc', [
-        'filter',
-        'replace',
-        'dev',
-        sb.hostIf,
-        'parent',
-        'ffff:',
-        'protocol',
-        'ip',
-        'prio',
-        '1',
-        'u32',
-        'match',
-        'u32',
-        '0',
-        '0',
-        'police',
-        'rate',
-        `${bw}mbit`,
-        'burst',
-        '256k',
-        'drop',
-      ]);
-    }
+    // What the sandbox receives: a token bucket on the host end (what it sends: the backend's, see connectNetwork).
+    if (bw > 0) await runTool('tc', ['qdisc', 'replace', 'dev', sb.hostIf, 'root', 'tbf', 'rate', `${bw}mbit`, 'burst', '256kb', 'latency', '100ms']);
   }
 
   private register(sb: NetSandbox): void {
@@ -366,7 +346,7 @@ export class NetworkManager implements NetworkHooks {
   }
 
   info(sb: NetSandbox): SandboxNetworkInfo {
-    return { policy: sb.policy.policy, allow: sb.policy.allow, learn: sb.policy.learn, address: sb.address, gateway: this.gateway, hostInterface: sb.hostIf, bandwidthMbit: sb.policy.bandwidthMbit };
+    return { policy: sb.policy.policy, allow: sb.policy.allow, learn: sb.policy.learn, address: sb.address, gateway: this.gateway, hostInterface: sb.hostIf, bandwidthMbit: sb.policy.bandwidthMbit, attachMs: sb.attachMs };
   }
 
   describe(id: string): SandboxNetworkInfo | undefined {

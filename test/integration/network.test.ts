@@ -142,6 +142,32 @@ describe('sandbox networking (namespace)', { timeout: 300_000 }, () => {
     }
   });
 
+  it('bandwidthMbit limits what a sandbox downloads and uploads', async () => {
+    const sb = await client.sandboxes.create({ pack: 'python', network: { policy: 'allowlist', allow: ['allowed.example'], bandwidthMbit: 8 } });
+    try {
+      assert.equal(sb.network?.bandwidthMbit, 8);
+      const qdiscs = (await import('node:child_process')).execFileSync('tc', ['qdisc', 'show', 'dev', sb.network!.hostInterface], { encoding: 'utf8' });
+      assert.match(qdiscs, /tbf .*rate 8Mbit/, qdiscs);
+      // 3 MB each way at 8 Mbit/s (1 MB/s) takes about 3 s; the limit holds if it is not much faster.
+      const script = [
+        'import time, urllib.request',
+        't = time.monotonic(); n = len(urllib.request.urlopen("http://allowed.example/bytes/3000000", timeout=60).read()); down = time.monotonic() - t',
+        't = time.monotonic(); urllib.request.urlopen(urllib.request.Request("http://allowed.example/up", data=b"x" * 3000000), timeout=60).read(); up = time.monotonic() - t',
+        'print(n, down, up)',
+      ].join('\n');
+      await client.sandboxes.writeFile(sb.id, '/tmp/bw.py', script);
+      const r = await client.sandboxes.exec(sb.id, { cmd: ['python3', '/tmp/bw.py'], timeoutMs: 120_000 });
+      assert.equal(r.exitCode, 0, r.stderr);
+      const [n, down, up] = r.stdout.trim().split(' ').map(Number);
+      assert.equal(n, 3_000_000);
+      const mbit = (s: number) => (3_000_000 * 8) / s / 1e6;
+      assert.ok(mbit(down!) < 12, `download at ${mbit(down!).toFixed(1)} Mbit/s`);
+      assert.ok(mbit(up!) < 12, `upload at ${mbit(up!).toFixed(1)} Mbit/s`);
+    } finally {
+      await client.sandboxes.delete(sb.id);
+    }
+  });
+
   it('refuses a bad policy with a clear 400 before creating anything', async () => {
     for (const [network, re] of [
       [{ policy: 'allowlist', allow: ['exa mple.org'] }, /not a domain name/],

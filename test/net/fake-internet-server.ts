@@ -35,6 +35,12 @@ const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
   const chunks: Buffer[] = [];
   req.on('data', (b: Buffer) => chunks.push(b));
   req.on('end', () => {
+    const big = /^\/bytes\/(\d+)$/.exec(req.url ?? '');
+    if (big) {
+      res.setHeader('content-length', big[1]!);
+      res.end(Buffer.alloc(Number(big[1])));
+      return;
+    }
     const local = (req.socket.address() as AddressInfo).address;
     const sni = (req.socket as { servername?: string }).servername;
     res.setHeader('content-type', 'text/plain');

@@ -228,7 +228,7 @@ export const sandboxSchema = {
     pausedAt: { type: 'string', description: 'When it was paused (state paused)' },
     network: {
       type: 'object',
-      required: ['policy', 'allow', 'learn', 'address', 'gateway', 'hostInterface', 'bandwidthMbit'],
+      required: ['policy', 'allow', 'learn', 'address', 'gateway', 'hostInterface', 'bandwidthMbit', 'attachMs'],
       properties: {
         policy: { type: 'string', enum: ['none', 'allowlist', 'open'] },
         allow: { type: 'array', items: { type: 'string' } },
@@ -237,6 +237,7 @@ export const sandboxSchema = {
         gateway: { type: 'string', description: "The bridge's address: kiln's resolver" },
         hostInterface: { type: 'string', description: 'The host end of its link (veth or TAP)' },
         bandwidthMbit: { type: 'integer', description: 'Rate limit per direction (0: none)' },
+        attachMs: { type: 'number', description: 'How long giving it its network took at create (firewall chain, link, bridge)' },
       },
     },
   },
