@@ -180,6 +180,7 @@ export class SandboxManager {
       sb.idleTimeoutSec = idleTimeoutSec;
       sb.workspace = workspace;
       sb.network = network;
+      if (network) sb.networkRequest = o.network;
       this.register(sb, () => {
         unreserve();
         release();
@@ -639,6 +640,15 @@ export class SandboxManager {
       delete: (id, reason) => this.delete(id, reason),
       record: (w) => d.journal?.record(w),
       node: d.node ?? 'local',
+      networkDown: async (sb) => {
+        if (sb.network) await d.network?.detach(sb.id);
+      },
+      networkUp: async (sb, inner) => {
+        if (!sb.network || !d.network) return;
+        const request = sb.networkRequest ?? { policy: sb.network.policy, allow: sb.network.allow, learn: sb.network.learn };
+        const policy = d.network.check(request);
+        if (policy) sb.network = await d.network.attach(sb.id, inner, policy, request);
+      },
       // A paused sandbox is found again from its snapshot record, not by reattach; a resumed one
       // runs again and gets its restart record back.
       stateChanged: (sb) => {

@@ -41,6 +41,9 @@ export interface PauseHost {
   /** This node's name in the store. */
   node: string;
   /** A sandbox's compute stopped (paused) or came back (resumed): its restart record follows (kept-records.ts). */
+  /** Takes a paused sandbox's network away, and gives it back to the resumed one (before it is ready). */
+  networkDown?(sb: Sandbox): Promise<void>;
+  networkUp?(sb: Sandbox, inner: BackendSandbox): Promise<void>;
   stateChanged?: (sb: Sandbox) => void;
   delete(id: string, reason: string): Promise<void>;
 }
@@ -85,6 +88,7 @@ export class Pauses {
     const inner = sb.inner;
     sb.inner = pausedStandIn(id, { paused: true, kind: rec.kind, sizeBytes: rec.sizeBytes });
     await inner.destroy().catch((e: Error) => this.h.log?.('stopping a paused sandbox failed', { id, error: e.message }));
+    await this.h.networkDown?.(sb).catch((e: Error) => this.h.log?.('releasing a paused sandbox network failed', { id, error: e.message }));
     sb.release();
     if (sb.fromPool) this.h.pools?.released({ backend: sb.backendName, pack: sb.packName, ...sb.size });
     const pauseMs = Math.round(performance.now() - t0);
@@ -109,6 +113,7 @@ export class Pauses {
       release = await this.h.admission.acquire(signal);
       inner = await this.startFrom(this.h.backend(sb.backendName), rec, this.snaps.path('paused', id), { id }, sb.size, signal);
       if (!this.h.has(id)) throw new KilnError('SANDBOX_GONE', `sandbox ${id} was deleted during its resume`);
+      await this.h.networkUp?.(sb, inner);
     } catch (e) {
       unreserve();
       release();

@@ -83,6 +83,8 @@ export class Sandbox {
   idleTimer: LongTimer | undefined;
   workspace: SandboxInfo['workspace'];
   network: SandboxNetworkInfo | undefined;
+  /** What the create asked for (absent: the operator's default), given again at a resume. */
+  networkRequest: NetworkRequest | undefined;
   pausedAt: Date | undefined;
 
   constructor(

@@ -168,6 +168,25 @@ describe('sandbox networking (namespace)', { timeout: 300_000 }, () => {
     }
   });
 
+  it('a paused sandbox gives its address back; the resumed one has its network again', async () => {
+    const sb = await client.sandboxes.create({ pack: 'python', network: { policy: 'allowlist', allow: ['allowed.example'] } });
+    try {
+      await client.sandboxes.pause(sb.id);
+      const links = (await import('node:child_process')).execFileSync('ip', ['-o', 'link', 'show', 'master', `${env.KILN_NET_NAME}0`], { encoding: 'utf8' });
+      assert.doesNotMatch(links, new RegExp(sb.network!.hostInterface));
+      const back = await client.sandboxes.resume(sb.id);
+      assert.equal(back.network?.policy, 'allowlist');
+      const [ok, refused] = await probe(client, sb.id, [
+        { kind: 'http', url: 'http://allowed.example/' },
+        { kind: 'dns', name: 'unlisted.example' },
+      ]);
+      assert.match(ok!.out, /host=allowed\.example/, ok!.out);
+      assert.equal(refused!.ok, false);
+    } finally {
+      await client.sandboxes.delete(sb.id);
+    }
+  });
+
   it('refuses a bad policy with a clear 400 before creating anything', async () => {
     for (const [network, re] of [
       [{ policy: 'allowlist', allow: ['exa mple.org'] }, /not a domain name/],
