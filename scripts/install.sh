@@ -11,6 +11,7 @@ APT_PACKAGES=(
   mmdebstrap squashfs-tools debian-archive-keyring   # language-pack images from Debian packages
   qemu-system-x86 linux-image-cloud-amd64 lz4 cpio xz-utils   # qemu backend: VMM, guest kernel, initramfs
   ripgrep socat                               # bench: the sandbox-runtime peer needs them
+  nftables iproute2 openssl                   # sandbox networking: kiln's firewall table, links and routes; tests' throwaway CA
   postgresql                                  # tests: the store suite also runs on a real PostgreSQL server (a private cluster per run)
 )
 [ "${KILN_WITH_BROWSER:-1}" = 1 ] && APT_PACKAGES+=(chromium)   # dashboard end-to-end tests
