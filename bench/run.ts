@@ -67,6 +67,13 @@ async function runOnce(o: Options): Promise<Row[]> {
   } catch (e) {
     rows.push({ group: 'e2b', name: 'E2B client', note: `not measured: ${(e as Error).message.split('\n')[0]}` });
   }
+  console.error('bench: sandbox networking (create cost, throughput against a test internet)…');
+  try {
+    const { benchNetwork } = await import('./network.js');
+    rows.push(...(await benchNetwork({ samples: o.quick ? 8 : 20 })));
+  } catch (e) {
+    rows.push({ group: 'network', name: 'sandbox networking', note: `not measured: ${(e as Error).message.split('\n')[0]}` });
+  }
   console.error('bench: workspace sandboxes (10,000-file project, 1,000 changes)…');
   try {
     const { benchWorkspaces } = await import('./workspace-api.js');
