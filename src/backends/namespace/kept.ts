@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { PackImage } from '../../core/backend.js';
 import { killLeftovers } from '../../core/kill-ladder.js';
 import { AgentClient } from '../../protocol/agent-client.js';
+import { processStart } from './proc-stat.js';
 
 /** Where the sandbox finds its socket's folder. */
 export const SANDBOX_SOCKET = '/.kiln/sock/agent.sock';
@@ -80,14 +81,6 @@ export class KeptSandboxes {
     const strays = names.filter((n) => !n.includes('.') && !names.includes(`${n}.json`));
     return { states, unreadable, strays };
   }
-}
-
-/** Field 22 of /proc/<pid>/stat (start time in clock ticks), or undefined for a gone or zombie process. */
-export async function processStart(pid: number): Promise<string | undefined> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  if (!stat || rest[0] === 'Z') return undefined;
-  return rest[19];
 }
 
 /** Connects to the agent's socket, retrying while it is not there yet (the agent is starting). */

@@ -29,8 +29,9 @@ import { roundMs, runSteps, type Step, StepTimings } from '../../core/steps.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import { spawnBwrap } from './bwrap.js';
 import { ImageMounts } from './image-mounts.js';
-import { connectAgent, KeptSandboxes, type KeptState, killKept, processStart } from './kept.js';
+import { connectAgent, KeptSandboxes, type KeptState, killKept } from './kept.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
+import { processStart } from './proc-stat.js';
 import { SandboxUids } from './uids.js';
 
 const run = promisify(execFile);

@@ -6,9 +6,10 @@
  * (a survivor of a crashed instance, another kiln instance on the same range). A quarantined uid
  * is released at the first allocation that finds it free.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { KilnError } from '../../core/errors.js';
+import { isExitedZombie } from './proc-stat.js';
 
 export class SandboxUids {
   private readonly inUse = new Set<number>();
@@ -119,8 +120,8 @@ export class SandboxUids {
       for (const e of entries.slice(i, i + SCAN_SLICE)) {
         const uid = procOwner(`${this.procDir}/${e}`);
         if (!((uid >= this.base && uid < this.base + this.count) || this.claimed.has(uid))) continue;
-        // A zombie holds nothing: a kept sandbox's bwrap, orphaned by an earlier run of the service, waits there for init to reap it.
-        if (!isZombie(`${this.procDir}/${e}`)) held.add(uid);
+        // An exited zombie holds nothing: a kept sandbox's bwrap, orphaned by an earlier run of the service, waits there for init to reap it.
+        if (!isExitedZombie(`${this.procDir}/${e}`)) held.add(uid);
       }
     }
     return held;
@@ -137,14 +138,4 @@ function procOwner(path: string): number {
   } catch {
     return -1;
   }
-}
-
-function isZombie(procEntry: string): boolean {
-  let s = '';
-  try {
-    s = readFileSync(`${procEntry}/stat`, 'utf8');
-  } catch {
-    return false;
-  }
-  return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3) === 'Z';
 }
