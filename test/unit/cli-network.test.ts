@@ -1,0 +1,95 @@
+/** `kiln sandbox create --network …` flag parsing and the network trail's table (src/cli/network.ts). */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseFlags, UsageError } from '../../src/cli/command.js';
+import { eventRows, networkOption, summaryLines, takeRepeated } from '../../src/cli/network.js';
+
+/** The create command's own parsing of its argv: what reaches the create body's `network`. */
+function parse(argv: string[]) {
+  const allow = takeRepeated(argv, 'allow');
+  const { flags, positional } = parseFlags(allow.rest, { string: ['backend', 'network', 'bandwidth-mbit'], boolean: ['learn'] });
+  return { positional, network: networkOption(flags, allow.values) };
+}
+
+function usage(argv: string[], message: RegExp): void {
+  assert.throws(
+    () => parse(argv),
+    (e: unknown) => e instanceof UsageError && message.test(e.message),
+  );
+}
+
+describe('cli: sandbox create --network flags', () => {
+  it('no network flag: no network in the body (the service default)', () => {
+    assert.deepEqual(parse(['python']), { positional: ['python'], network: undefined });
+  });
+
+  it('allowlist with repeated --allow (both spellings), --learn and --bandwidth-mbit', () => {
+    const r = parse([
+      'python',
+      '--network',
+      'allowlist',
+      '--allow',
+      'pypi.org',
+      '--allow=*.pythonhosted.org',
+      '--backend',
+      'qemu',
+      '--allow',
+      '198.51.100.0/24:443',
+      '--learn',
+      '--bandwidth-mbit',
+      '50',
+    ]);
+    assert.deepEqual(r.positional, ['python']);
+    assert.deepEqual(r.network, { policy: 'allowlist', allow: ['pypi.org', '*.pythonhosted.org', '198.51.100.0/24:443'], learn: true, bandwidthMbit: 50 });
+  });
+
+  it('none and open', () => {
+    assert.deepEqual(parse(['python', '--network', 'none']).network, { policy: 'none' });
+    assert.deepEqual(parse(['python', '--network=open', '--bandwidth-mbit=0']).network, { policy: 'open', bandwidthMbit: 0 });
+  });
+
+  it('--allow after -- is the command, not a flag', () => {
+    assert.deepEqual(takeRepeated(['a', '--', '--allow', 'x'], 'allow'), { values: [], rest: ['a', '--', '--allow', 'x'] });
+  });
+
+  it('clear errors for unknown policies, misplaced or missing values', () => {
+    usage(['python', '--network', 'everything'], /--network everything: use one of none, allowlist, open/);
+    usage(['python', '--allow', 'pypi.org'], /need --network allowlist/);
+    usage(['python', '--learn'], /need --network allowlist/);
+    usage(['python', '--network', 'open', '--allow', 'pypi.org'], /only apply to --network allowlist \(not open\)/);
+    usage(['python', '--network', 'none', '--learn'], /only apply to --network allowlist \(not none\)/);
+    usage(['python', '--network', 'allowlist', '--allow'], /--allow needs a value/);
+    usage(['python', '--network', 'allowlist', '--allow', ' '], /--allow needs an entry/);
+    usage(['python', '--network', 'open', '--bandwidth-mbit', 'fast'], /--bandwidth-mbit fast: a whole number/);
+    usage(['python', '--network', 'open', '--bandwidth-mbit', '-5'], /--bandwidth-mbit -5/);
+    usage(['python', '--network', 'none', '--bandwidth-mbit', '5'], /does not apply to --network none/);
+    usage(['python', '--network'], /--network needs a value/);
+  });
+});
+
+describe('cli: sandbox network output', () => {
+  const events = [
+    { seq: 1, at: '2026-12-04T19:00:00.123Z', kind: 'dns' as const, verdict: 'allowed' as const, name: 'pypi.org' },
+    { seq: 2, at: '2026-12-04T19:00:01.000Z', kind: 'connection' as const, verdict: 'refused' as const, address: '198.18.1.12', port: 80, protocol: 'tcp', reason: 'not in the allowlist' },
+    { seq: 3, at: '2026-12-04T19:00:02.000Z', kind: 'connection' as const, verdict: 'learned' as const, name: 'api.example.org', address: '192.0.2.4' },
+  ];
+
+  it('one row per event: time, kind, verdict (refused in capitals), name, address:port, reason', () => {
+    assert.deepEqual(eventRows(events), [
+      ['TIME', 'KIND', 'VERDICT', 'NAME', 'ADDRESS', 'REASON'],
+      ['2026-12-04 19:00:00Z', 'dns', 'allowed', 'pypi.org', '', ''],
+      ['2026-12-04 19:00:01Z', 'connection', 'REFUSED', '', '198.18.1.12:80', 'not in the allowlist'],
+      ['2026-12-04 19:00:02Z', 'connection', 'learned', 'api.example.org', '192.0.2.4', ''],
+    ]);
+    assert.equal(eventRows(events, false).length, 3);
+  });
+
+  it('the counters and the proposal, ready to paste as create flags', () => {
+    const lines = summaryLines({ policy: 'allowlist', events, counters: { bytesOut: 10, bytesIn: 20, refused: 1 }, proposal: { policy: 'allowlist', allow: ['pypi.org', '*.example.org'] } });
+    assert.deepEqual(lines, [
+      'policy allowlist: 10 bytes out, 20 bytes in, 1 refused',
+      'proposed allowlist: pypi.org *.example.org',
+      "  kiln sandbox create <pack> --network allowlist --allow 'pypi.org' --allow '*.example.org'",
+    ]);
+  });
+});
