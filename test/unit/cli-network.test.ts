@@ -1,8 +1,9 @@
 /** `kiln sandbox create --network …` flag parsing and the network trail's table (src/cli/network.ts). */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { KilnClient, NetworkEvent } from '../../sdk/src/index.js';
 import { parseFlags, UsageError } from '../../src/cli/command.js';
-import { eventRows, networkOption, summaryLines, takeRepeated } from '../../src/cli/network.js';
+import { eventRows, networkOption, showNetwork, summaryLines, takeRepeated } from '../../src/cli/network.js';
 
 /** The create command's own parsing of its argv: what reaches the create body's `network`. */
 function parse(argv: string[]) {
@@ -91,5 +92,37 @@ describe('cli: sandbox network output', () => {
       'proposed allowlist: pypi.org *.example.org',
       "  kiln sandbox create <pack> --network allowlist --allow 'pypi.org' --allow '*.example.org'",
     ]);
+  });
+});
+
+describe('cli: sandbox network --follow', () => {
+  it('polls with after=<last seq> and prints only new rows, the header once', async (t) => {
+    const all: NetworkEvent[] = [1, 2, 3].map((seq) => ({ seq, at: `2026-12-04T19:00:0${seq}.000Z`, kind: 'dns', verdict: seq === 2 ? 'refused' : 'allowed', name: `h${seq}.example` }));
+    const afters: Array<number | undefined> = [];
+    const stop = new AbortController();
+    const fake = {
+      sandboxes: {
+        async networkEvents(_id: string, o: { after?: number }) {
+          afters.push(o.after);
+          // The first poll sees two events, the second a third, the third nothing new: then stop.
+          const upTo = afters.length === 1 ? 2 : 3;
+          if (afters.length === 3) stop.abort();
+          return {
+            policy: 'allowlist',
+            events: all.filter((e) => e.seq > (o.after ?? 0) && e.seq <= upTo),
+            counters: { bytesOut: 0, bytesIn: 0, refused: 1 },
+            proposal: { policy: 'allowlist', allow: [] },
+          };
+        },
+      },
+    } as unknown as KilnClient;
+    const printed: string[] = [];
+    t.mock.method(console, 'log', (s: string) => printed.push(s));
+    assert.equal(await showNetwork(fake, 'sb-1', { follow: true, json: false, intervalMs: 5, signal: stop.signal }), 0);
+    assert.deepEqual(afters, [undefined, 2, 3]);
+    const lines = printed.join('\n').split('\n');
+    assert.equal(lines.filter((l) => l.startsWith('TIME')).length, 1);
+    assert.deepEqual(lines.map((l) => /h\d\.example/.exec(l)?.[0]).filter(Boolean), ['h1.example', 'h2.example', 'h3.example']);
+    assert.match(lines.find((l) => l.includes('h2.example'))!, /REFUSED/);
   });
 });
