@@ -10,6 +10,7 @@ import { SandboxesPage } from './pages/SandboxesPage.tsx';
 const RunPage = lazy(() => import('./pages/RunPage.tsx').then((m) => ({ default: m.RunPage })));
 const TerminalPage = lazy(() => import('./pages/TerminalPage.tsx').then((m) => ({ default: m.TerminalPage })));
 const NotebookPage = lazy(() => import('./pages/NotebookPage.tsx').then((m) => ({ default: m.NotebookPage })));
+const NetworkPage = lazy(() => import('./pages/NetworkPage.tsx').then((m) => ({ default: m.NetworkPage })));
 const ReviewPage = lazy(() => import('./pages/ReviewPage.tsx').then((m) => ({ default: m.ReviewPage })));
 
 const TABS = [
@@ -18,6 +19,7 @@ const TABS = [
   { id: 'notebook', label: 'Notebook' },
   { id: 'terminal', label: 'Terminal' },
   { id: 'review', label: 'Review' },
+  { id: 'network', label: 'Network' },
   { id: 'backends', label: 'Backends & packs' },
   { id: 'metrics', label: 'Metrics' },
 ] as const;
@@ -64,6 +66,7 @@ export function App() {
           {route.tab === 'notebook' && <NotebookPage initialSandbox={route.params.get('sandbox') ?? undefined} />}
           {route.tab === 'terminal' && <TerminalPage initialSandbox={route.params.get('sandbox') ?? undefined} />}
           {route.tab === 'review' && <ReviewPage sandbox={route.params.get('sandbox') ?? undefined} />}
+          {route.tab === 'network' && <NetworkPage sandbox={route.params.get('sandbox') ?? undefined} />}
           {route.tab === 'backends' && <BackendsPage />}
           {route.tab === 'metrics' && <MetricsPage samples={samples} />}
         </Suspense>

@@ -1,16 +1,23 @@
 /** kiln sandbox create|exec|ls|rm|pause|resume|snapshot|snapshots|snapshot-rm */
 import { BACKEND_HELP, backendFlag, cliClient, SERVICE_ENV_HELP } from '../client.js';
 import { type Command, parseFlags, UsageError } from '../command.js';
+import { networkOption, networkSummary, showNetwork, takeRepeated } from '../network.js';
 
 const SYNOPSIS =
-  'usage: kiln sandbox create <pack> [--backend B] [--cpus N] [--memory-mib N] [--disk-mib N] [--ttl-sec N] [--from-snapshot NAME]\n       kiln sandbox exec <id> [--timeout-ms N] [--cwd DIR] -- <cmd…>\n       kiln sandbox ls\n       kiln sandbox rm <id…>\n       kiln sandbox pause|resume <id>\n       kiln sandbox snapshot <id> <name>\n       kiln sandbox snapshots\n       kiln sandbox snapshot-rm <name…>';
+  'usage: kiln sandbox create <pack> [--backend B] [--cpus N] [--memory-mib N] [--disk-mib N] [--ttl-sec N] [--from-snapshot NAME]\n           [--network none|allowlist|open] [--allow ENTRY]… [--learn] [--bandwidth-mbit N]\n       kiln sandbox exec <id> [--timeout-ms N] [--cwd DIR] -- <cmd…>\n       kiln sandbox ls\n       kiln sandbox network <id> [--follow] [--json]\n       kiln sandbox rm <id…>\n       kiln sandbox pause|resume <id>\n       kiln sandbox snapshot <id> <name>\n       kiln sandbox snapshots\n       kiln sandbox snapshot-rm <name…>';
 const USAGE = `${SYNOPSIS}
   create prints the new sandbox's id; exec runs a command in it (streamed, exit code passed
   through); ls lists the live sandboxes; rm deletes them. pause saves a sandbox's state on disk
   and frees its compute (microVMs keep memory and running processes; the namespace backend keeps
   the files under /workspace and /tmp); resume brings it back under the same id. snapshot saves a
-  running sandbox's state under a name, for create --from-snapshot.
-    --backend B   ${BACKEND_HELP}
+  running sandbox's state under a name, for create --from-snapshot. network prints a sandbox's
+  network audit trail (DNS queries, connections allowed or refused), its byte counters and the
+  proposed allowlist; --follow keeps printing new events, --json prints the answer as JSON.
+    --backend B          ${BACKEND_HELP}
+    --network P          none (loopback only), allowlist (only what --allow lists), open
+    --allow ENTRY        repeatable: example.org, *.example.org, example.org:5432, 198.51.100.0/24, 198.51.100.7:443
+    --learn              allowlist only: let everything through, record it, propose the allowlist
+    --bandwidth-mbit N   rate limit per direction (0: the service's default)
 
 ${SERVICE_ENV_HELP}`;
 
@@ -23,8 +30,10 @@ const command: Command = {
     const kiln = cliClient();
     switch (sub) {
       case 'create': {
-        const { flags, positional } = parseFlags(rest, { string: ['backend', 'cpus', 'memory-mib', 'disk-mib', 'ttl-sec', 'from-snapshot'] });
+        const allow = takeRepeated(rest, 'allow');
+        const { flags, positional } = parseFlags(allow.rest, { string: ['backend', 'cpus', 'memory-mib', 'disk-mib', 'ttl-sec', 'from-snapshot', 'network', 'bandwidth-mbit'], boolean: ['learn'] });
         if (!positional[0]) throw new UsageError(SYNOPSIS);
+        const network = networkOption(flags, allow.values);
         const num = (k: string) => (flags[k] === undefined ? undefined : Number(flags[k]));
         const sb = await kiln.sandboxes.create({
           pack: positional[0],
@@ -34,9 +43,10 @@ const command: Command = {
           diskMib: num('disk-mib'),
           ttlSec: num('ttl-sec'),
           fromSnapshot: flags['from-snapshot'] as string | undefined,
+          network,
         });
         console.log(sb.id);
-        console.error(`ready in ${sb.readyMs} ms on ${sb.backend}${sb.fromPool ? ' (warm pool)' : ''}`);
+        console.error(`ready in ${sb.readyMs} ms on ${sb.backend}${sb.fromPool ? ' (warm pool)' : ''}${sb.network ? `, network ${networkSummary(sb)}` : ''}`);
         return 0;
       }
       case 'exec': {
@@ -64,9 +74,15 @@ const command: Command = {
       case 'ls': {
         parseFlags(rest, {});
         const list = await kiln.sandboxes.list();
-        console.log(['ID'.padEnd(22), 'PACK'.padEnd(8), 'BACKEND'.padEnd(12), 'STATE'.padEnd(8), 'READY MS'.padEnd(9), 'EXPIRES'].join(' '));
-        for (const s of list) console.log([s.id.padEnd(22), s.pack.padEnd(8), s.backend.padEnd(12), s.state.padEnd(8), String(s.readyMs).padEnd(9), s.expiresAt].join(' '));
+        console.log(['ID'.padEnd(22), 'PACK'.padEnd(8), 'BACKEND'.padEnd(12), 'STATE'.padEnd(8), 'READY MS'.padEnd(9), 'EXPIRES'.padEnd(24), 'NETWORK'].join(' '));
+        for (const s of list)
+          console.log([s.id.padEnd(22), s.pack.padEnd(8), s.backend.padEnd(12), s.state.padEnd(8), String(s.readyMs).padEnd(9), s.expiresAt.padEnd(24), networkSummary(s)].join(' '));
         return 0;
+      }
+      case 'network': {
+        const { flags, positional } = parseFlags(rest, { boolean: ['follow', 'json'] });
+        if (!positional[0]) throw new UsageError(SYNOPSIS);
+        return showNetwork(kiln, positional[0], { follow: flags.follow === true, json: flags.json === true });
       }
       case 'rm': {
         const ids = parseFlags(rest, {}).positional;

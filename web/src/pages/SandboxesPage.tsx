@@ -5,6 +5,7 @@ import { ErrorBox } from '../components/ErrorBox.tsx';
 import { useApi } from '../lib/api.tsx';
 import { useBackends, usePacks, useSandboxes } from '../lib/catalog.ts';
 import { age, ms, short } from '../lib/format.ts';
+import { allowLines } from '../lib/network.ts';
 
 export function SandboxesPage() {
   const sandboxes = useSandboxes(2000);
@@ -89,6 +90,11 @@ function SandboxRow({ sb, now, onDeleted }: { sb: SandboxInfo; now: number; onDe
       </td>
       <td className="small">
         {sb.cpus} cpu · {sb.memoryMib} MiB · {sb.diskMib} MiB disk
+        {sb.network && sb.network.policy !== 'none' && (
+          <div className="muted" data-testid="sandbox-network">
+            net {sb.network.policy} <span className="mono">{sb.network.address}</span>
+          </div>
+        )}
       </td>
       <td>{sb.execsRunning}</td>
       <td className="small details">
@@ -109,6 +115,11 @@ function SandboxRow({ sb, now, onDeleted }: { sb: SandboxInfo; now: number; onDe
         <a className="button ghost" href={`#/terminal?sandbox=${encodeURIComponent(sb.id)}`}>
           Terminal
         </a>
+        {sb.network && sb.network.policy !== 'none' && (
+          <a className="button ghost" href={`#/network?sandbox=${encodeURIComponent(sb.id)}`} title={`${sb.network.policy} · ${sb.network.address}`}>
+            Network
+          </a>
+        )}
         {workspace && (
           <a className="button ghost" href={`#/review?sandbox=${encodeURIComponent(sb.id)}`}>
             Review
@@ -133,6 +144,8 @@ function CreateForm({ onCreated }: { onCreated(sb: SandboxInfo): void }) {
   const [cpus, setCpus] = useState('');
   const [memoryMib, setMemoryMib] = useState('');
   const [diskMib, setDiskMib] = useState('');
+  const [policy, setPolicy] = useState('');
+  const [allow, setAllow] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string>();
   const [created, setCreated] = useState<SandboxInfo>();
@@ -151,6 +164,8 @@ function CreateForm({ onCreated }: { onCreated(sb: SandboxInfo): void }) {
       if (cpus) o.cpus = Number(cpus);
       if (memoryMib) o.memoryMib = Number(memoryMib);
       if (diskMib) o.diskMib = Number(diskMib);
+      if (policy === 'none' || policy === 'open') o.network = { policy };
+      else if (policy === 'allowlist' || policy === 'learn') o.network = { policy: 'allowlist', allow: allowLines(allow), learn: policy === 'learn' || undefined };
       const sb = await client.sandboxes.create(o);
       setCreated(sb);
       onCreated(sb);
@@ -207,10 +222,26 @@ function CreateForm({ onCreated }: { onCreated(sb: SandboxInfo): void }) {
           Disk MiB
           <input name="diskMib" type="number" min="1" step="1" placeholder="default" value={diskMib} onChange={(e) => setDiskMib(e.target.value)} />
         </label>
+        <label>
+          Network
+          <select name="networkPolicy" value={policy} onChange={(e) => setPolicy(e.target.value)}>
+            <option value="">default</option>
+            <option value="none">none (loopback only)</option>
+            <option value="allowlist">allowlist</option>
+            <option value="learn">allowlist, learn mode</option>
+            <option value="open">open</option>
+          </select>
+        </label>
         <button type="submit" className="primary" disabled={busy || !pack}>
           {busy ? 'Creating…' : 'Create'}
         </button>
       </div>
+      {(policy === 'allowlist' || policy === 'learn') && (
+        <label className="allow-entry">
+          Allow (one entry per line: example.org, *.example.org, example.org:5432, 198.51.100.0/24)
+          <textarea name="networkAllow" rows={3} className="mono" value={allow} onChange={(e) => setAllow(e.target.value)} placeholder={'pypi.org\n*.pythonhosted.org'} />
+        </label>
+      )}
       <ErrorBox error={error ?? packs.error ?? backends.error} />
       {created && (
         <p className="ok small" role="status">
