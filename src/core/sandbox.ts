@@ -78,6 +78,8 @@ export class Sandbox {
   idleTimer: LongTimer | undefined;
   workspace: SandboxInfo['workspace'];
   pausedAt: Date | undefined;
+  /** Bytes through its port proxy and tunnels (docs/ports.md): `in` to the sandbox's servers, `out` back. */
+  readonly portBytes = { in: 0, out: 0 };
 
   constructor(
     readonly id: string,
