@@ -1,15 +1,17 @@
-/** kiln sandbox create|exec|ls|rm|pause|resume|snapshot|snapshots|snapshot-rm */
+/** kiln sandbox create|exec|ls|rm|pause|resume|snapshot|snapshots|snapshot-rm|port-forward */
 import { BACKEND_HELP, backendFlag, cliClient, SERVICE_ENV_HELP } from '../client.js';
 import { type Command, parseFlags, UsageError } from '../command.js';
 
 const SYNOPSIS =
-  'usage: kiln sandbox create <pack> [--backend B] [--cpus N] [--memory-mib N] [--disk-mib N] [--ttl-sec N] [--from-snapshot NAME]\n       kiln sandbox exec <id> [--timeout-ms N] [--cwd DIR] -- <cmd…>\n       kiln sandbox ls\n       kiln sandbox rm <id…>\n       kiln sandbox pause|resume <id>\n       kiln sandbox snapshot <id> <name>\n       kiln sandbox snapshots\n       kiln sandbox snapshot-rm <name…>';
+  'usage: kiln sandbox create <pack> [--backend B] [--cpus N] [--memory-mib N] [--disk-mib N] [--ttl-sec N] [--from-snapshot NAME]\n       kiln sandbox exec <id> [--timeout-ms N] [--cwd DIR] -- <cmd…>\n       kiln sandbox ls\n       kiln sandbox rm <id…>\n       kiln sandbox pause|resume <id>\n       kiln sandbox snapshot <id> <name>\n       kiln sandbox snapshots\n       kiln sandbox snapshot-rm <name…>\n       kiln sandbox port-forward <id> [[HOST:]LOCAL:]REMOTE';
 const USAGE = `${SYNOPSIS}
   create prints the new sandbox's id; exec runs a command in it (streamed, exit code passed
   through); ls lists the live sandboxes; rm deletes them. pause saves a sandbox's state on disk
   and frees its compute (microVMs keep memory and running processes; the namespace backend keeps
   the files under /workspace and /tmp); resume brings it back under the same id. snapshot saves a
-  running sandbox's state under a name, for create --from-snapshot.
+  running sandbox's state under a name, for create --from-snapshot. port-forward listens on
+  LOCAL (default: REMOTE; 0: any free port) on HOST (default 127.0.0.1) and carries each
+  connection to port REMOTE on the sandbox's loopback until Ctrl-C (docs/ports.md).
     --backend B   ${BACKEND_HELP}
 
 ${SERVICE_ENV_HELP}`;
@@ -108,6 +110,20 @@ const command: Command = {
         if (names.length === 0) throw new UsageError(SYNOPSIS);
         for (const n of names) await kiln.sandboxes.deleteSnapshot(n);
         return 0;
+      }
+      case 'port-forward': {
+        const [id, spec, extra] = parseFlags(rest, {}).positional;
+        if (!id || !spec || extra !== undefined) throw new UsageError(SYNOPSIS);
+        const { parseForward, portForward } = await import('../port-forward.js');
+        const forward = parseForward(spec);
+        const stop = new AbortController();
+        const onSignal = (): void => stop.abort();
+        process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+        try {
+          return await portForward(kiln, process.env.KILN_TOKEN, id, forward, stop.signal);
+        } finally {
+          process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+        }
       }
       default:
         throw new UsageError(SYNOPSIS);
