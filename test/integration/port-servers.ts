@@ -1,7 +1,12 @@
 /**
  * Servers the port tests start inside a sandbox (plain python3, nothing beyond its standard
- * library), shared by the namespace and the qemu tests.
+ * library) and the checks around them, shared by the namespace and the qemu tests.
  */
+import assert from 'node:assert/strict';
+import type { KilnClient } from '../../sdk/src/index.js';
+
+export const HTTP_PORT = 8000;
+export const WS_PORT = 8001;
 
 /** HTTP on argv[1]: GET /info (what it was sent), POST /echo (the body back), GET /stream (three chunks 300 ms apart). */
 export const HTTP_SERVER = String.raw`
@@ -99,3 +104,47 @@ class S(socketserver.ThreadingTCPServer):
 
 S(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
 `;
+
+/** Established TCP connections in the sandbox whose local port is `port` (its /proc/net/tcp, IPv4). */
+export async function establishedOn(kiln: KilnClient, id: string, port: number): Promise<number> {
+  const r = await kiln.sandboxes.exec(id, { cmd: ['cat', '/proc/net/tcp'] });
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return r.stdout.split('\n').filter((l) => {
+    const f = l.trim().split(/\s+/);
+    return f[1]?.endsWith(hex) && f[3] === '01';
+  }).length;
+}
+
+/** Polls until `check` holds (or fails with what it last saw). */
+export async function eventually<T>(what: string, get: () => Promise<T>, check: (v: T) => boolean, timeoutMs = 5000): Promise<T> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await get();
+    if (check(v)) return v;
+    if (Date.now() - t0 > timeoutMs) assert.fail(`${what}: still ${JSON.stringify(v)} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Starts the test servers in the sandbox and waits until the proxy reaches them. */
+export async function startServers(kiln: KilnClient, id: string, timeoutMs = 15_000): Promise<void> {
+  await kiln.sandboxes.writeFile(id, '/tmp/http_srv.py', HTTP_SERVER);
+  await kiln.sandboxes.writeFile(id, '/tmp/ws_srv.py', WS_ECHO_SERVER);
+  const r = await kiln.sandboxes.exec(id, {
+    cmd: `setsid python3 /tmp/http_srv.py ${HTTP_PORT} >/tmp/http.log 2>&1 < /dev/null & setsid python3 /tmp/ws_srv.py ${WS_PORT} >/tmp/ws.log 2>&1 < /dev/null &`,
+  });
+  assert.equal(r.exitCode, 0, r.stderr);
+  for (const port of [HTTP_PORT, WS_PORT])
+    await eventually(
+      `server on ${port}`,
+      () => listeningOn(kiln, id, port),
+      (n) => n > 0,
+      timeoutMs,
+    );
+}
+
+async function listeningOn(kiln: KilnClient, id: string, port: number): Promise<number> {
+  const r = await kiln.sandboxes.exec(id, { cmd: ['cat', '/proc/net/tcp'] });
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return r.stdout.split('\n').filter((l) => l.trim().split(/\s+/)[1]?.endsWith(hex)).length;
+}
