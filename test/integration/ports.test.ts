@@ -67,6 +67,9 @@ describe('inbound ports (namespace)', { skip: process.getuid?.() === 0 ? undefin
     const back = Buffer.from(await res.arrayBuffer());
     assert.equal(back.length, data.length);
     assert.ok(back.equals(data), 'the echoed body differs');
+    // kiln parses no body on these paths: JSON passes through as bytes too.
+    const json = await kiln.fetchPort(id, HTTP_PORT, '/echo', { method: 'POST', body: '{"a": [1, 2]}', headers: { 'content-type': 'application/json' } });
+    assert.equal(await json.text(), '{"a": [1, 2]}');
   });
 
   it('streams a response as the server writes it', async () => {
@@ -142,6 +145,12 @@ describe('inbound ports (namespace)', { skip: process.getuid?.() === 0 ? undefin
     const [, res] = (await once(anon, 'unexpected-response')) as [unknown, { statusCode: number }];
     assert.equal(res.statusCode, 401);
     anon.terminate();
+
+    const nobody = new WebSocket(kiln.portSocketUrl(id, 8099, '/'));
+    nobody.on('error', () => undefined);
+    const [, refused] = (await once(nobody, 'unexpected-response')) as [unknown, { statusCode: number }];
+    assert.equal(refused.statusCode, 502);
+    nobody.terminate();
   });
 
   it('forwards a local port with kiln sandbox port-forward, and stops cleanly on Ctrl-C', async () => {
