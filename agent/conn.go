@@ -29,6 +29,7 @@ var ops = map[string]opFunc{
 	"ws.scan":     opWorkspaceScan,
 	"ws.flush":    opWorkspaceFlush,
 	"prestart":    opPrestart,
+	"tcp.connect": opTCPConnect,
 }
 
 // keepsPrestart: the ops that leave a prestarted program waiting (exec adopts or cancels it

@@ -22,6 +22,9 @@ const (
 	codeNotADirectory      = "NOT_A_DIRECTORY"
 	codePermissionDenied   = "PERMISSION_DENIED"
 	codeCwdNotFound        = "CWD_NOT_FOUND"
+	codeConnectionRefused  = "CONNECTION_REFUSED"
+	codeConnectFailed      = "CONNECT_FAILED"
+	codeConnectionReset    = "CONNECTION_RESET"
 	codeInternal           = "INTERNAL"
 )
 

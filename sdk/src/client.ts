@@ -147,6 +147,47 @@ export class KilnClient {
     if (this.token) url.searchParams.set('access_token', this.token);
     return url.toString();
   }
+
+  /**
+   * The URL of a server listening on `port` in the sandbox, through kiln's proxy (docs/ports.md);
+   * `path` (with its query) is the server's own. Send the token as a bearer (fetchPort does).
+   */
+  portUrl(id: string, port: number, path = '/'): string {
+    const base = this.baseUrl || (typeof location !== 'undefined' ? location.origin : '');
+    return `${base}/v1/sandboxes/${encodeURIComponent(id)}/ports/${port}${path.startsWith('/') ? path : `/${path}`}`;
+  }
+
+  /** A WebSocket URL to a server in the sandbox through the proxy (the token as access_token: browsers cannot set headers). */
+  portSocketUrl(id: string, port: number, path = '/'): string {
+    return this.socketUrl(this.portUrl(id, port, path));
+  }
+
+  /** The raw TCP tunnel's WebSocket URL (binary messages are the connection's bytes; docs/ports.md). */
+  tunnelUrl(id: string, port: number): string {
+    const base = this.baseUrl || (typeof location !== 'undefined' ? location.origin : '');
+    return this.socketUrl(`${base}/v1/sandboxes/${encodeURIComponent(id)}/tunnel/${port}`);
+  }
+
+  private socketUrl(http: string): string {
+    const url = new URL(http);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    if (this.token) url.searchParams.set('access_token', this.token);
+    return url.toString();
+  }
+
+  /**
+   * fetch() to a server in the sandbox through the proxy, with kiln's token. The answer is the
+   * server's, whatever its status; kiln's own errors (no such sandbox, a wrong token, nothing
+   * listens: 502 PORT_UNREACHABLE) throw KilnError.
+   */
+  async fetchPort(id: string, port: number, path = '/', init: RequestInit = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    if (this.token) headers.set('authorization', `Bearer ${this.token}`);
+    const res = await this.fetchFn(this.portUrl(id, port, path), { ...init, headers });
+    // kiln marks its own answers (the proxy's, not the server's): X-Kiln-Error names the code.
+    if (res.headers.has('x-kiln-error')) throw await apiError(res);
+    return res;
+  }
 }
 
 export class Sandboxes {

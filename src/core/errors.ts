@@ -64,6 +64,8 @@ export const ERROR_CATALOGUE = {
   BOOT_FAILED: 502,
   AGENT_ERROR: 502,
   AGENT_PROTOCOL: 502,
+  /** Nothing listens on the port inside the sandbox that a proxy or tunnel asked for. */
+  PORT_UNREACHABLE: 502,
   EXEC_FAILED: 400,
   TIMEOUT: 504,
   INTERNAL: 500,

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { ChunkSink, ExecHandlers } from '../protocol/agent-client.js';
+import type { TcpStream } from '../protocol/agent-tcp.js';
 import { Admission } from './admission.js';
 import type { Backend, BackendName, BackendSandbox, SandboxSpec } from './backend.js';
 import type { KilnConfig } from './config.js';
@@ -65,6 +66,7 @@ export class SandboxManager {
     this.admission = new Admission({ capacity: d.config.maxSandboxes, queueLength: d.config.createQueueLength, queueTimeoutMs: d.config.createQueueTimeoutMs });
     this.exec = new ExecRunner(d.config.limits, d.metrics);
     this.pauses = this.pausesHost(); // after admission: the host lends it
+    d.metrics?.portBytes(() => [...this.sandboxes.values()].filter((sb) => sb.portBytes.in + sb.portBytes.out > 0).map((sb) => ({ sandbox: sb.id, ...sb.portBytes })));
   }
 
   list(o: ListOptions = {}): ListResult {
@@ -487,6 +489,20 @@ export class SandboxManager {
   /** Archives are capped at the file limit too, on the host (the agent has no cap for them). */
   async getArchive(id: string, path: string, gzip: boolean, sink: ChunkSink, signal?: AbortSignal) {
     return this.ready(id).inner.agent.getArchive(path, sink, { gzip, maxBytes: this.d.config.limits.maxFileBytes, signal });
+  }
+
+  /**
+   * A TCP connection to a port on the sandbox's loopback, through its agent (docs/ports.md). Bytes
+   * passing count as activity (the idle timeout) and toward the sandbox's port metrics.
+   */
+  connectPort(id: string, port: number): TcpStream {
+    const sb = this.ready(id);
+    return sb.inner.agent.connectTcp(port, {
+      onBytes: (direction, bytes) => {
+        sb.portBytes[direction] += bytes;
+        sb.lastActiveAt = Date.now();
+      },
+    });
   }
 
   get count(): number {

@@ -139,6 +139,23 @@ export class Metrics {
     });
   }
 
+  /** kiln_port_bytes_total{sandbox,direction}: bytes through each live sandbox's port proxy and tunnels (in: to the sandbox). */
+  portBytes(counts: () => Array<{ sandbox: string; in: number; out: number }>): void {
+    new client.Counter({
+      name: 'kiln_port_bytes_total',
+      help: "Bytes through each live sandbox's port proxy and tunnels, by direction (in: to the sandbox's server)",
+      labelNames: ['sandbox', 'direction'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const c of counts()) {
+          if (c.in > 0) this.inc({ sandbox: c.sandbox, direction: 'in' }, c.in);
+          if (c.out > 0) this.inc({ sandbox: c.sandbox, direction: 'out' }, c.out);
+        }
+      },
+    });
+  }
+
   countError(e: unknown): void {
     this.errors.inc({ code: isKilnError(e) ? e.code : 'INTERNAL' });
   }

@@ -86,6 +86,8 @@ export class Sandbox {
   /** What the create asked for (absent: the operator's default), given again at a resume. */
   networkRequest: NetworkRequest | undefined;
   pausedAt: Date | undefined;
+  /** Bytes through its port proxy and tunnels (docs/ports.md): `in` to the sandbox's servers, `out` back. */
+  readonly portBytes = { in: 0, out: 0 };
 
   constructor(
     readonly id: string,

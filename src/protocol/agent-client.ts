@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { KilnError } from '../core/errors.js';
 import { abortedError, agentError, requestFrame } from './agent-errors.js';
+import { TcpStream, type TcpStreamOptions } from './agent-tcp.js';
 import type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers, OutputStream } from './agent-types.js';
 import { parseWindow, RecvWindow, SendWindow, windowPayload } from './flow.js';
 import { decodeJson, encodeFrame, encodeJsonFrame, type Frame, FrameDecoder, FrameType } from './frames.js';
@@ -216,6 +217,54 @@ export class AgentClient {
       resize: (cols, rows) => this.send(encodeJsonFrame(FrameType.CONTROL, stream, { resize: { cols, rows } })),
       cancel,
     };
+  }
+
+  /**
+   * A byte stream to a TCP port on the sandbox's loopback (docs/protocol.md `tcp.connect`), with
+   * backpressure both ways. Data written before the agent has connected waits in the agent's queue;
+   * a port nobody listens on ends the stream with PORT_UNREACHABLE.
+   */
+  connectTcp(port: number, opts: TcpStreamOptions & { host?: '127.0.0.1' | '::1' } = {}): TcpStream {
+    const stream = this.allocStream();
+    const body: { op: string } = { op: 'tcp.connect', port, ...(opts.host ? { host: opts.host } : {}) } as { op: string };
+    const request = requestFrame(stream, body);
+    const tcp = new TcpStream(
+      {
+        send: (type, chunk) => this.sendData(stream, type === 'eof' ? FrameType.EOF : FrameType.DATA, chunk),
+        cancel: () => {
+          if (!this.streams.has(stream)) return;
+          this.send(encodeFrame(FrameType.CANCEL, stream));
+          this.endStream(stream);
+        },
+      },
+      opts,
+    );
+    this.register(stream, {
+      onFrame: (f) => {
+        switch (f.type) {
+          case FrameType.DATA:
+            return tcp.onData(f.payload);
+          case FrameType.EOF:
+            return tcp.onEof();
+          case FrameType.EVENT:
+            return tcp.onConnected();
+          case FrameType.RESULT:
+            this.endStream(stream);
+            return tcp.onResult();
+          case FrameType.ERROR:
+            this.endStream(stream);
+            return tcp.onError(agentError(f));
+          default:
+            this.protocolViolation(`unexpected frame 0x${f.type.toString(16)} on tcp.connect stream`);
+        }
+      },
+      fail: (err) => {
+        this.endStream(stream);
+        tcp.onError(err);
+      },
+    });
+    this.send(request);
+    return tcp;
   }
 
   /** Uploads a file; `data` may be one buffer or any async iterable of chunks. */

@@ -15,6 +15,9 @@ const AGENT_CODE_MAP: Record<string, ErrorCode> = {
   NOT_A_DIRECTORY: 'NOT_A_DIRECTORY',
   PERMISSION_DENIED: 'PERMISSION_DENIED',
   CWD_NOT_FOUND: 'CWD_NOT_FOUND',
+  // tcp.connect: nothing listens on the port (or the dial failed) inside the sandbox.
+  CONNECTION_REFUSED: 'PORT_UNREACHABLE',
+  CONNECT_FAILED: 'PORT_UNREACHABLE',
 };
 
 export function agentError(f: Frame): KilnError {

@@ -16,6 +16,7 @@ import { keyRoutes } from './routes/keys.js';
 import { healthRoutes, metaRoutes } from './routes/meta.js';
 import { networkRoutes } from './routes/network.js';
 import { packAdminRoutes, packRoutes } from './routes/packs.js';
+import { portRoutes } from './routes/ports.js';
 import { runRoutes } from './routes/run.js';
 import { sandboxRoutes } from './routes/sandboxes.js';
 import { snapshotRoutes } from './routes/snapshots.js';
@@ -61,8 +62,9 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
   app.addHook('onRoute', (r) => {
     if (r.websocket) wsRoutes.add(r.url);
   });
+  // The port proxy (routes/ports.ts) passes any upgrade through to the sandbox's server instead.
   app.addHook('onRequest', async (req) => {
-    if (req.ws && !wsRoutes.has(req.routeOptions.url ?? '')) throw new KilnError('NOT_FOUND', `no WebSocket at ${req.url.split('?')[0]}; see docs/api.md`);
+    if (req.ws && !req.routeOptions.config?.rawUpgrade && !wsRoutes.has(req.routeOptions.url ?? '')) throw new KilnError('NOT_FOUND', `no WebSocket at ${req.url.split('?')[0]}; see docs/api.md`);
   });
   if (!options.trustedSocket) app.addHook('onRequest', guardHostAndOrigin(svc.config));
 
@@ -99,6 +101,7 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
     await api.register(runRoutes, { svc });
     await api.register(workspaceRoutes, { svc });
     await api.register(networkRoutes, { svc });
+    await api.register(portRoutes, { svc });
   });
   // The E2B-compatible API: its own authentication (X-API-KEY, per-sandbox access tokens).
   await app.register(e2bRoutes, { svc });

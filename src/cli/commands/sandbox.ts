@@ -1,10 +1,10 @@
-/** kiln sandbox create|exec|ls|rm|pause|resume|snapshot|snapshots|snapshot-rm */
+/** kiln sandbox create|exec|ls|rm|pause|resume|snapshot|snapshots|snapshot-rm|port-forward */
 import { BACKEND_HELP, backendFlag, cliClient, SERVICE_ENV_HELP } from '../client.js';
 import { type Command, parseFlags, UsageError } from '../command.js';
 import { networkOption, networkSummary, showNetwork, takeRepeated } from '../network.js';
 
 const SYNOPSIS =
-  'usage: kiln sandbox create <pack> [--backend B] [--cpus N] [--memory-mib N] [--disk-mib N] [--ttl-sec N] [--from-snapshot NAME]\n           [--network none|allowlist|open] [--allow ENTRY]… [--learn] [--bandwidth-mbit N]\n       kiln sandbox exec <id> [--timeout-ms N] [--cwd DIR] -- <cmd…>\n       kiln sandbox ls\n       kiln sandbox network <id> [--follow] [--json]\n       kiln sandbox rm <id…>\n       kiln sandbox pause|resume <id>\n       kiln sandbox snapshot <id> <name>\n       kiln sandbox snapshots\n       kiln sandbox snapshot-rm <name…>';
+  'usage: kiln sandbox create <pack> [--backend B] [--cpus N] [--memory-mib N] [--disk-mib N] [--ttl-sec N] [--from-snapshot NAME]\n           [--network none|allowlist|open] [--allow ENTRY]… [--learn] [--bandwidth-mbit N]\n       kiln sandbox exec <id> [--timeout-ms N] [--cwd DIR] -- <cmd…>\n       kiln sandbox ls\n       kiln sandbox network <id> [--follow] [--json]\n       kiln sandbox rm <id…>\n       kiln sandbox pause|resume <id>\n       kiln sandbox snapshot <id> <name>\n       kiln sandbox snapshots\n       kiln sandbox snapshot-rm <name…>\n       kiln sandbox port-forward <id> [[HOST:]LOCAL:]REMOTE';
 const USAGE = `${SYNOPSIS}
   create prints the new sandbox's id; exec runs a command in it (streamed, exit code passed
   through); ls lists the live sandboxes; rm deletes them. pause saves a sandbox's state on disk
@@ -13,6 +13,8 @@ const USAGE = `${SYNOPSIS}
   running sandbox's state under a name, for create --from-snapshot. network prints a sandbox's
   network audit trail (DNS queries, connections allowed or refused), its byte counters and the
   proposed allowlist; --follow keeps printing new events, --json prints the answer as JSON.
+  port-forward listens on LOCAL (default: REMOTE; 0: any free port) on HOST (default 127.0.0.1)
+  and carries each connection to port REMOTE on the sandbox's loopback until Ctrl-C (docs/ports.md).
     --backend B          ${BACKEND_HELP}
     --network P          none (loopback only), allowlist (only what --allow lists), open
     --allow ENTRY        repeatable: example.org, *.example.org, example.org:5432, 198.51.100.0/24, 198.51.100.7:443
@@ -124,6 +126,20 @@ const command: Command = {
         if (names.length === 0) throw new UsageError(SYNOPSIS);
         for (const n of names) await kiln.sandboxes.deleteSnapshot(n);
         return 0;
+      }
+      case 'port-forward': {
+        const [id, spec, extra] = parseFlags(rest, {}).positional;
+        if (!id || !spec || extra !== undefined) throw new UsageError(SYNOPSIS);
+        const { parseForward, portForward } = await import('../port-forward.js');
+        const forward = parseForward(spec);
+        const stop = new AbortController();
+        const onSignal = (): void => stop.abort();
+        process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+        try {
+          return await portForward(kiln, process.env.KILN_TOKEN, id, forward, stop.signal);
+        } finally {
+          process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+        }
       }
       default:
         throw new UsageError(SYNOPSIS);
