@@ -28,6 +28,7 @@ export class QemuSandbox implements BackendSandbox {
   readonly agent: AgentClient;
   private readonly exit = new ExitSignal();
   private destroying: Promise<void> | undefined;
+  private detached = false;
 
   constructor(
     readonly id: string,
@@ -41,7 +42,7 @@ export class QemuSandbox implements BackendSandbox {
   ) {
     this.agent = vm.agent;
     void vm.proc.exited.then((x) => {
-      if (this.destroying) return;
+      if (this.destroying || this.detached) return;
       const tail = vm.proc.console.tail(10).join('\n');
       const reason = `the VM exited on its own (code ${x.code}, signal ${x.signal})${tail ? `; last console lines:\n${tail}` : ''}`;
       this.exit.fire(reason);
@@ -49,7 +50,7 @@ export class QemuSandbox implements BackendSandbox {
     });
     // A dropped control connection leaves the VM unusable: report it like a death.
     this.agent.onClose((err) => {
-      if (!this.destroying) this.exit.fire(err.message);
+      if (!this.destroying && !this.detached) this.exit.fire(err.message);
     });
   }
 
@@ -77,6 +78,19 @@ export class QemuSandbox implements BackendSandbox {
 
   onExit(listener: (reason: string) => void): void {
     this.exit.on(listener);
+  }
+
+  /**
+   * The service stops and keeps its sandboxes: the control connection closes (the agent waits for
+   * the next host), QEMU runs on, and its folder's record (kept.ts, written at the start) is what
+   * the next start's reattach finds it by.
+   */
+  async detach(): Promise<void> {
+    if (this.destroying) return this.destroying;
+    this.detached = true;
+    this.agent.close();
+    this.vm.proc.release();
+    this.onDestroyed();
   }
 
   destroy(): Promise<void> {
