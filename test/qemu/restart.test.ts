@@ -2,7 +2,7 @@
  * QEMU sandboxes outlive the service (bin/kiln serve, KILN_BACKEND=qemu): a graceful stop and a
  * SIGKILL each leave the VM running, and the next start reattaches it under its id with its files
  * and background processes; a VM killed while the service is down is reported lost and its
- * leftovers removed; a delete after reattach leaves no QEMU, socket, folder or cgroup.
+ * leftovers removed; a reattached VM pauses and resumes; a delete leaves no QEMU, socket, folder or cgroup.
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
@@ -98,9 +98,17 @@ describe('qemu sandboxes survive a restart of the service', { skip, timeout: 240
       const ms2 = /"reattached":1[^\n]*"ms":(\d+)/.exec(log)?.[1];
       process.stderr.write(`# reattach: ${ms1} ms for 1 VM after SIGTERM, ${ms2} ms for 1 (+1 lost) after SIGKILL\n`);
 
-      await client.sandboxes.delete(sb.id);
+      // A reattached VM saves its machine like any other (QMP again on its socket): pause, resume.
+      assert.equal((await client.sandboxes.pause(sb.id)).processesKept, true);
       await until(() => !alive(pid), 5000);
-      assert.ok(!alive(pid), 'no QEMU left');
+      assert.ok(!alive(pid), "the paused VM's QEMU is gone");
+      const resumed = await client.sandboxes.resume(sb.id);
+      await check();
+      const pid2 = resumed.details.pid as number;
+
+      await client.sandboxes.delete(sb.id);
+      await until(() => !alive(pid2), 5000);
+      assert.ok(!alive(pid2), 'no QEMU left');
       assert.ok(!existsSync(join(qemuRunDir, 'vms', sb.id)), 'no VM folder (sockets, record) left');
       assert.ok(!cgroupChildren(cgroups).includes(sb.id), 'no VM cgroup left');
 
