@@ -13,6 +13,7 @@ import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { QmpClient } from '../../src/backends/qemu/qmp.js';
 import type { BackendSandbox } from '../../src/core/backend.js';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { processesOf, statusField } from '../parity/leaks.js';
@@ -200,6 +201,10 @@ describe('qemu jail', { skip, timeout: 300_000 }, () => {
     }
     // No --die-with-parent: the VM outlives the service, and the next one takes it over.
     assert.equal(await isAlive(details.pid), true, 'the VM outlives the service');
+    // As a save the service's death cut short would leave it: stopped. The reattach continues it.
+    const qmp = await QmpClient.connect(`${f.runDir}/qemu/vms/crashed/qmp.sock`, { timeoutMs: 5000 });
+    await qmp.execute('stop');
+    qmp.close();
     const next = f.backend({ templates: false });
     const back = await next.reattach!();
     assert.deepEqual(back.lost, []);

@@ -89,19 +89,18 @@ export async function reattachVm(r: KeptVm, dir: string, jails: VmmJails | undef
     if (!proc) throw new Error('its QEMU ended while the service was not running');
     cleanup.push(QEMU_STEP.spawn, () => proc.stop());
     const qmp = await untilExit(proc, QmpClient.connect(paths.qmpSock, { timeoutMs: REATTACH_TIMEOUT_MS }));
+    let continued = false;
     try {
       const st = (await untilExit(proc, qmp.execute('query-status'))) as { status: string; running: boolean };
-      if (!st.running && (st.status === 'paused' || st.status === 'postmigrate')) await untilExit(proc, qmp.execute('cont'));
-      else if (!st.running) throw new Error(`its guest is not running (QEMU status ${st.status})`);
+      if (!st.running && (st.status === 'paused' || st.status === 'postmigrate')) {
+        await untilExit(proc, qmp.execute('cont'));
+        continued = true;
+      } else if (!st.running) throw new Error(`its guest is not running (QEMU status ${st.status})`);
     } finally {
       qmp.close();
     }
-    const ctl = await untilExit(proc, connectOnce(paths.ctlSock));
-    const agent = await untilExit(
-      proc,
-      AgentClient.connect({ readable: ctl, writable: ctl, destroy: () => ctl.destroy() }, { timeoutMs: REATTACH_TIMEOUT_MS, signal: AbortSignal.timeout(REATTACH_TIMEOUT_MS) }),
-    ).catch((e: Error) => {
-      ctl.destroy();
+    // A guest that was stopped has a clock behind by the stop: the hello's sync sets it.
+    const agent = await hello(proc, paths.ctlSock, continued).catch((e: Error) => {
       throw new Error(`its agent did not answer (${e.message})`);
     });
     cleanup.push(QEMU_STEP.hello, () => agent.close());
@@ -109,6 +108,26 @@ export async function reattachVm(r: KeptVm, dir: string, jails: VmmJails | undef
   } catch (e) {
     await cleanup.run().catch(() => undefined);
     throw e;
+  }
+}
+
+/**
+ * The protocol hello on a new control connection. QEMU drops a port event the guest has no
+ * buffer for (seen: the service killed and the VM stopped before the guest took in the hang-up):
+ * the guest then never hears of the new host. A connection not answered in a second (then two,
+ * four…) is closed and made again, which sends the events anew.
+ */
+async function hello(proc: QemuProcess, path: string, sync: boolean): Promise<AgentClient> {
+  const deadline = Date.now() + REATTACH_TIMEOUT_MS;
+  for (let attemptMs = 1000; ; attemptMs *= 2) {
+    const ms = Math.max(1, Math.min(attemptMs, deadline - Date.now()));
+    const ctl = await untilExit(proc, connectOnce(path));
+    try {
+      return await untilExit(proc, AgentClient.connect({ readable: ctl, writable: ctl, destroy: () => ctl.destroy() }, { timeoutMs: ms, signal: AbortSignal.timeout(ms), sync }));
+    } catch (e) {
+      ctl.destroy();
+      if (Date.now() >= deadline || !proc.alive) throw e;
+    }
   }
 }
 
