@@ -2,7 +2,9 @@
  * QEMU sandboxes outlive the service (bin/kiln serve, KILN_BACKEND=qemu): a graceful stop and a
  * SIGKILL each leave the VM running, and the next start reattaches it under its id with its files
  * and background processes; a VM killed while the service is down is reported lost and its
- * leftovers removed; a reattached VM pauses and resumes; a delete leaves no QEMU, socket, folder or cgroup.
+ * leftovers removed; a reattached VM pauses and resumes; a delete, and a stop with
+ * KILN_STOP_SANDBOXES_ON_EXIT=1, leave no QEMU, socket, folder or cgroup.
+ * KILN_TEST_QEMU_RESTART_EXTRA=N keeps N more VMs across the SIGKILL (to measure reattach per VM).
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
@@ -21,6 +23,7 @@ import { freePort, spawnService, untilHealthy } from '../parity/service-process.
 import { skipReason } from './fixture.js';
 
 const ENV = { KILN_BACKEND: 'qemu', KILN_STOP_SANDBOXES_ON_EXIT: '0' };
+const EXTRA = Number(process.env.KILN_TEST_QEMU_RESTART_EXTRA ?? 0);
 const skip = process.getuid?.() === 0 ? await skipReason() : 'needs root';
 
 /** Running, not a zombie (a kept VM's bwrap is init's to reap once it ends). */
@@ -76,6 +79,8 @@ describe('qemu sandboxes survive a restart of the service', { skip, timeout: 240
       // A second VM from this run's template: its spare QEMU is running when the service is killed.
       const doomed = await client.sandboxes.create({ pack: 'shell' });
       const doomedPid = doomed.details.pid as number;
+      const extras: string[] = [];
+      for (let i = 0; i < EXTRA; i++) extras.push((await client.sandboxes.create({ pack: 'shell' })).id);
       await until(() => svc.stderr().includes('spare ready'), 10_000);
 
       svc.child.kill('SIGKILL');
@@ -83,20 +88,17 @@ describe('qemu sandboxes survive a restart of the service', { skip, timeout: 240
       assert.ok(alive(pid), 'the VM runs on after the service is killed');
       process.kill(doomedPid, 'SIGKILL'); // dies while the service is down
       await until(() => !alive(doomedPid), 5000);
-      svc = spawnService(runDir, port, ENV);
+      svc = spawnService(runDir, port, { ...ENV, KILN_STOP_SANDBOXES_ON_EXIT: '1' });
       await untilHealthy(client, svc);
-      assert.deepEqual(
-        (await client.sandboxes.list()).map((s) => s.id),
-        [sb.id],
-      );
+      assert.deepEqual((await client.sandboxes.list()).map((s) => s.id).sort(), [sb.id, ...extras].sort());
       await check();
       const log = svc.stderr();
       assert.match(log, new RegExp(`${doomed.id}[^\\n]*ended while the service was not running`), 'the dead VM is reported lost with the reason');
       assert.ok(!existsSync(join(qemuRunDir, 'vms', doomed.id)), "the lost VM's folder is removed");
       assert.ok(!cgroupChildren(cgroups).includes(doomed.id), "the lost VM's cgroup is removed");
       assert.match(log, /killed orphaned qemu kiln-sp-/, "the killed service's spare (no record) is the scan's");
-      const ms2 = /"reattached":1[^\n]*"ms":(\d+)/.exec(log)?.[1];
-      process.stderr.write(`# reattach: ${ms1} ms for 1 VM after SIGTERM, ${ms2} ms for 1 (+1 lost) after SIGKILL\n`);
+      const ms2 = new RegExp(`"reattached":${1 + EXTRA}[^\n]*"ms":(\\d+)`).exec(log)?.[1];
+      process.stderr.write(`# reattach: ${ms1} ms for 1 VM after SIGTERM, ${ms2} ms for ${1 + EXTRA} (+1 lost) after SIGKILL\n`);
 
       // A reattached VM saves its machine like any other (QMP again on its socket): pause, resume.
       assert.equal((await client.sandboxes.pause(sb.id)).processesKept, true);
@@ -112,8 +114,12 @@ describe('qemu sandboxes survive a restart of the service', { skip, timeout: 240
       assert.ok(!existsSync(join(qemuRunDir, 'vms', sb.id)), 'no VM folder (sockets, record) left');
       assert.ok(!cgroupChildren(cgroups).includes(sb.id), 'no VM cgroup left');
 
+      // This run was started with KILN_STOP_SANDBOXES_ON_EXIT=1: its stop deletes its VMs, the reattached one's too.
+      const last = await client.sandboxes.create({ pack: 'shell' });
       svc.child.kill('SIGTERM');
       assert.equal(await exited(svc.child), 0);
+      assert.ok(!alive(last.details.pid as number), 'a stop with KILN_STOP_SANDBOXES_ON_EXIT=1 deletes the VMs');
+      assert.ok(!existsSync(join(qemuRunDir, 'vms', last.id)));
       assert.deepEqual(await findOrphans(qemuRunDir, new Set()), [], 'no QEMU of this run dir left (spares, templates)');
       assert.deepEqual(cgroupChildren(cgroups), []);
       assert.ok(!existsSync(`/dev/shm/kiln-qemu-${createHash('sha256').update(runDir).digest('hex').slice(0, 10)}`), 'no template RAM file left');
