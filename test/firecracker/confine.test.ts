@@ -164,3 +164,46 @@ test("the start-up scan of a restarted service removes a confined Firecracker's 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a confined Firecracker outlives its service: the next one reattaches it (API, vsock agent), its scan keeps it, its destroy releases it', { skip, timeout: 120_000 }, async () => {
+  const { root: dir, backend, options } = await setup();
+  const again = new FirecrackerBackend(options);
+  try {
+    const sb = await backend.create(
+      { id: 'fcc-kept', pack: { name: 'python', imagePath: join(dir, 'pack.sqfs'), hash: 'packhash1', env: {} }, cpus: 1, memoryMib: 256, diskMib: 128 },
+      { readyTimeoutMs: 60_000 },
+    );
+    const pid = sb.details.pid as number;
+    const dirs = Object.values(await cgroupDirs(pid));
+    assert.ok(sb.detach, 'an unjailed VM can be kept');
+    await sb.detach!();
+    await backend.close();
+    assert.equal(await alive(pid), true, 'the VM runs on after its service closed');
+
+    const back = await again.reattach();
+    assert.deepEqual(back.lost, []);
+    assert.deepEqual(
+      back.alive.map((s) => s.id),
+      ['fcc-kept'],
+    );
+    const kept = back.alive[0]!;
+    assert.equal(kept.details.pid, pid);
+    assert.equal(typeof kept.details.reattachMs, 'number');
+    assert.ok((await kept.agent.ping()).rttMs >= 0, 'the agent answers on a new vsock connection');
+    const report = await again.scan();
+    assert.deepEqual(report.removed, [], 'the scan keeps what reattach took over');
+    assert.equal(await alive(pid), true);
+    for (const d of dirs) assert.equal(existsSync(d), true, `${d} is kept`);
+
+    await kept.destroy();
+    for (let i = 0; i < 100 && (await alive(pid)); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await alive(pid), false);
+    for (const d of dirs) assert.equal(existsSync(d), false, `${d} is removed`);
+    assert.deepEqual(await processesOf(sb.details.uid as number), []);
+    assert.equal(existsSync(join(dir, 'run/firecracker/vms/fcc-kept')), false, 'its folder is removed');
+  } finally {
+    await backend.close();
+    await again.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
