@@ -39,6 +39,8 @@ export class QemuSandbox implements BackendSandbox {
     private readonly beforeStop?: () => Promise<void>,
     /** For saveMachine: what a restore needs, and whether QEMU is jailed (chrooted). */
     private readonly machine?: { facts: QemuMachineFacts; jailed: boolean },
+    /** Writes the VM's record for a restart (kept.ts) again, with the details as they are now. */
+    readonly persist?: () => Promise<void>,
   ) {
     this.agent = vm.agent;
     void vm.proc.exited.then((x) => {
@@ -81,12 +83,14 @@ export class QemuSandbox implements BackendSandbox {
   }
 
   /**
-   * The service stops and keeps its sandboxes: the control connection closes (the agent waits for
-   * the next host), QEMU runs on, and its folder's record (kept.ts, written at the start) is what
-   * the next start's reattach finds it by.
+   * The service stops and keeps its sandboxes: the record (kept.ts) is written again with the
+   * details as they are now, the control connection closes (the agent waits for the next host),
+   * QEMU runs on, and the next start's reattach finds it by the record.
    */
   async detach(): Promise<void> {
     if (this.destroying) return this.destroying;
+    // Best effort: the record written at the start is enough to reattach by.
+    await this.persist?.().catch(() => undefined);
     this.detached = true;
     this.agent.close();
     this.vm.proc.release();
