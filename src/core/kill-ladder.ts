@@ -5,7 +5,6 @@
  * hand its uid and cgroup to the next VM. Also the start-up scan's end for VMMs a crashed instance
  * left behind (not our children: no exit event, only /proc to watch).
  */
-import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -90,27 +89,4 @@ export async function killLeftovers(pids: number[], timeoutMs: number, procDir =
     if (stuck.length === 0 || Date.now() > deadline) return { killed, stuck };
     await sleep(20);
   }
-}
-
-/**
- * Field 22 of /proc/<pid>/stat (start time in clock ticks), or undefined for a gone or zombie
- * process. With the pid it names one process for good: a reused pid has another start time.
- */
-export async function processStart(pid: number): Promise<string | undefined> {
-  return startOf(await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ''));
-}
-
-/** processStart for a signal that must go out now (a kill of a process kiln did not start). */
-export function processStartSync(pid: number): string | undefined {
-  try {
-    return startOf(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return undefined;
-  }
-}
-
-function startOf(stat: string): string | undefined {
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  if (!stat || rest[0] === 'Z') return undefined;
-  return rest[19];
 }

@@ -1,10 +1,10 @@
-/** Pieces both microVM backends share from src/core: the kill ladder, the leftover killer, process start times, the uid pool, the console ring. */
+/** Pieces both microVM backends share from src/core: the kill ladder, the leftover killer, the uid pool, the console ring. */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { ConsoleRing } from '../../src/core/console-ring.js';
-import { killLadder, killLeftovers, processStart, processStartSync } from '../../src/core/kill-ladder.js';
+import { killLadder, killLeftovers } from '../../src/core/kill-ladder.js';
 import { UidPool } from '../../src/core/uids.js';
 
 /** A real child process as the ladder sees a VMM. */
@@ -78,19 +78,6 @@ describe('kill ladder', () => {
     const r = await killLeftovers([c.pid!, gone.pid!], 5_000);
     assert.deepEqual(r, { killed: [c.pid], stuck: [] });
     assert.equal(c.signalCode ?? (await once(c, 'exit'))[1], 'SIGKILL');
-  });
-
-  it('names a process by pid and start time: a zombie or a gone pid has none, so a reused pid is not taken for it', async () => {
-    const { c, ready } = child('console.log("up"); setInterval(() => {}, 1e6)');
-    await ready;
-    const start = await processStart(c.pid!);
-    assert.match(start ?? '', /^\d+$/);
-    assert.equal(processStartSync(c.pid!), start);
-    assert.notEqual(await processStart(process.pid), start, 'another process, another start time (or pid)');
-    c.kill('SIGKILL');
-    await once(c, 'exit');
-    assert.equal(await processStart(c.pid!), undefined);
-    assert.equal(processStartSync(c.pid!), undefined);
   });
 });
 

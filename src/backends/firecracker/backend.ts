@@ -9,7 +9,7 @@ import { availabilityFrom, type Backend, type BackendAvailability, type BackendS
 import { CleanupStack } from '../../core/cleanup.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
-import { processStart } from '../../core/kill-ladder.js';
+import { processStart } from '../../core/proc-stat.js';
 import { roundMs, runSteps } from '../../core/steps.js';
 import { vmmCgroupName } from '../../core/vmm-identities.js';
 import { type TemplateWarmup, templateWarmup, warmTemplate } from '../../core/warmup.js';

@@ -9,7 +9,8 @@ import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CleanupStack } from '../../core/cleanup.js';
-import { killLeftovers, processStart, processStartSync } from '../../core/kill-ladder.js';
+import { killLeftovers } from '../../core/kill-ladder.js';
+import { processStart, processStartSync } from '../../core/proc-stat.js';
 import { reconnectAgent } from './agent-link.js';
 import type { UnjailedConfiner } from './confine.js';
 import { AdoptedVmm, type Launcher, stopVmm } from './process.js';
@@ -96,7 +97,7 @@ export async function reattachFirecracker(r: KeptFirecracker, confiner: Unjailed
 /** bwrap's init and bwrap exit after Firecracker; SIGKILLed only if they do not. */
 async function waitGone(pids: number[]): Promise<void> {
   for (let t = 0; t < 1000; t += 10) {
-    if ((await Promise.all(pids.map(processStart))).every((s) => s === undefined)) return;
+    if ((await Promise.all(pids.map((p) => processStart(p)))).every((s) => s === undefined)) return;
     await sleep(10);
   }
   const { stuck } = await killLeftovers(pids, 3000);

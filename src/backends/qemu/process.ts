@@ -10,7 +10,8 @@ import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnClean } from '../../core/clean-spawn.js';
 import { ConsoleRing } from '../../core/console-ring.js';
-import { killLadder, killLeftovers, processStart, processStartSync, settlesWithin } from '../../core/kill-ladder.js';
+import { killLadder, killLeftovers, settlesWithin } from '../../core/kill-ladder.js';
+import { processStart, processStartSync } from '../../core/proc-stat.js';
 import { childOf, readChildPid } from '../../core/vmm-jail.js';
 import type { VmJail } from './jail.js';
 
@@ -242,7 +243,7 @@ export class QemuProcess {
     if (this.child || !this.wrapperPids.length) return;
     // A reattached jail's bwraps exit after QEMU (init first, then the outer one, init's to reap).
     for (let t = 0; t < 1000; t += 10) {
-      if ((await Promise.all(this.wrapperPids.map(processStart))).every((st) => st === undefined)) return;
+      if ((await Promise.all(this.wrapperPids.map((p) => processStart(p)))).every((st) => st === undefined)) return;
       await sleep(10);
     }
     const { stuck } = await killLeftovers(this.wrapperPids, 4000);
