@@ -42,7 +42,7 @@ const args = qemuArgs({
   paths,
 });
 const t0 = performance.now();
-const proc = await QemuProcess.spawn('qemu-system-x86_64', args);
+const proc = await QemuProcess.spawn('qemu-system-x86_64', args, paths.conSock);
 const lines: Array<[number, string]> = [];
 let partial = '';
 const onData = (d: Buffer) => {
@@ -51,7 +51,7 @@ const onData = (d: Buffer) => {
   partial = parts.pop()!;
   for (const l of parts) lines.push([performance.now() - t0, l.replace(/\r$/, '')]);
 };
-proc.child.stdout!.on('data', onData);
+proc.onConsole(onData);
 try {
   let sock: import('node:net').Socket | undefined;
   for (;;) {

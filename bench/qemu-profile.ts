@@ -72,13 +72,13 @@ async function main(): Promise<void> {
     let t0: number;
     if (cold) {
       // The same machine booted from scratch: no RAM file, no incoming state.
-      proc = await QemuProcess.spawn('qemu-system-x86_64', coldArgs(retarget(spareArgs, dir)).concat(debugArgs));
+      proc = await QemuProcess.spawn('qemu-system-x86_64', coldArgs(retarget(spareArgs, dir)).concat(debugArgs), join(dir, 'con.sock'));
       t0 = performance.now();
       qmp = await QmpClient.connect(join(dir, 'qmp.sock'), { timeoutMs: 10_000 });
       ctl = await connect(join(dir, 'ctl.sock'));
     } else {
       const fh = await open(await templateState(join(base, 'run/qemu/templates')), 'r');
-      proc = await QemuProcess.spawn('qemu-system-x86_64', retarget(spareArgs, dir).concat(debugArgs), fh.fd);
+      proc = await QemuProcess.spawn('qemu-system-x86_64', retarget(spareArgs, dir).concat(debugArgs), join(dir, 'con.sock'), fh.fd);
       await fh.close();
       qmp = await QmpClient.connect(join(dir, 'qmp.sock'), { timeoutMs: 10_000 });
       await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });

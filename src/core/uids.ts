@@ -33,6 +33,12 @@ export class UidPool {
     throw new KilnError('AT_CAPACITY', `all ${this.count} ${this.what} uids from ${this.base} are in use`);
   }
 
+  /** Marks a uid an earlier run of the service handed out (a VM reattached at start) as in use. */
+  adopt(uid: number): void {
+    if (uid < this.base || uid >= this.base + this.count) throw new Error(`uid ${uid} is outside the ${this.what} range ${this.base}+${this.count}`);
+    this.inUse.add(uid);
+  }
+
   release(uid: number): void {
     this.inUse.delete(uid);
   }

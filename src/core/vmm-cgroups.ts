@@ -36,6 +36,11 @@ export class CgroupAdapter {
     }
   }
 
+  /** The group of a VMM an earlier run of the service started (reattached at start). */
+  async existing(id: string): Promise<CgroupHandle> {
+    return SandboxCgroup.existing(await this.prepared(), id);
+  }
+
   /** Why VMM cgroups cannot be made here, or undefined when they can. */
   problem(): string | undefined {
     try {

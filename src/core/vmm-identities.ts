@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import type { CgroupLimits } from './cgroups.js';
 import { KilnError } from './errors.js';
 import { UidPool } from './uids.js';
-import { CgroupAdapter } from './vmm-cgroups.js';
+import { CgroupAdapter, type CgroupHandle } from './vmm-cgroups.js';
 
 export interface VmmIdentityOptions {
   uidBase: number;
@@ -52,13 +52,36 @@ export class VmmIdentities {
   async acquire(name: string, limits: CgroupLimits): Promise<VmmIdentity> {
     if (this.live.has(name)) throw new KilnError('INTERNAL', `a ${this.o.what} confinement named ${name} is already in use`);
     const uid = this.uids.take();
-    let cgroup: Awaited<ReturnType<CgroupAdapter['create']>>;
+    let cgroup: CgroupHandle;
     try {
       cgroup = await this.cgroups.create(name, limits);
     } catch (e) {
       this.uids.release(uid);
       throw new KilnError('BOOT_FAILED', `cannot create the cgroup of ${this.o.what} ${name}: ${(e as Error).message}`, { cause: e });
     }
+    return this.make(name, uid, cgroup);
+  }
+
+  /**
+   * The uid and cgroup of a VMM an earlier run of the service started and left running (reattach
+   * at start): held again as if acquired, so the scan keeps the cgroup and the uid is not reused.
+   */
+  async adopt(name: string, uid: number, pids: number[]): Promise<VmmIdentity> {
+    if (this.live.has(name)) throw new KilnError('INTERNAL', `a ${this.o.what} confinement named ${name} is already in use`);
+    this.uids.adopt(uid);
+    let cgroup: CgroupHandle;
+    try {
+      cgroup = await this.cgroups.existing(name);
+    } catch (e) {
+      this.uids.release(uid);
+      throw e;
+    }
+    const identity = this.make(name, uid, cgroup);
+    identity.pids.push(...pids);
+    return identity;
+  }
+
+  private make(name: string, uid: number, cgroup: CgroupHandle): VmmIdentity {
     let released: Promise<void> | undefined;
     const identity: VmmIdentity = {
       name,

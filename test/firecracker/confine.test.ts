@@ -164,3 +164,56 @@ test("the start-up scan of a restarted service removes a confined Firecracker's 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a confined Firecracker outlives its service: the next one reattaches it (API, vsock agent, a save), a dead one is lost, the scan keeps the live one, its destroy releases it', {
+  skip,
+  timeout: 120_000,
+}, async () => {
+  const { root: dir, backend, options } = await setup();
+  const again = new FirecrackerBackend(options);
+  try {
+    const spec = (id: string) => ({ id, pack: { name: 'python', imagePath: join(dir, 'pack.sqfs'), hash: 'packhash1', env: {} }, cpus: 1, memoryMib: 256, diskMib: 128 });
+    const sb = await backend.create(spec('fcc-kept'), { readyTimeoutMs: 60_000 });
+    const gone = await backend.create(spec('fcc-gone'), { readyTimeoutMs: 60_000 });
+    const pid = sb.details.pid as number;
+    const dirs = Object.values(await cgroupDirs(pid));
+    const goneDirs = Object.values(await cgroupDirs(gone.details.pid as number));
+    assert.ok(sb.detach && gone.detach, 'an unjailed VM can be kept');
+    await Promise.all([sb.detach!(), gone.detach!()]);
+    await backend.close();
+    assert.equal(await alive(pid), true, 'the VM runs on after its service closed');
+    process.kill(gone.details.pid as number, 'SIGKILL'); // dies while no service runs
+    for (let i = 0; i < 100 && (await alive(gone.details.pid as number)); i++) await new Promise((r) => setTimeout(r, 50));
+
+    const back = await again.reattach();
+    assert.deepEqual(back.lost, [{ id: 'fcc-gone', reason: 'its Firecracker ended while the service was not running' }]);
+    for (const d of goneDirs) assert.equal(existsSync(d), false, `the lost VM's ${d} is removed`);
+    assert.equal(existsSync(join(dir, 'run/firecracker/vms/fcc-gone')), false, "the lost VM's folder is removed");
+    assert.deepEqual(
+      back.alive.map((s) => s.id),
+      ['fcc-kept'],
+    );
+    const kept = back.alive[0]!;
+    assert.equal(kept.details.pid, pid);
+    assert.equal(typeof kept.details.reattachMs, 'number');
+    assert.ok((await kept.agent.ping()).rttMs >= 0, 'the agent answers on a new vsock connection');
+    // Its machine saves over the API it was reattached to (a snapshot: it runs on).
+    await kept.saveMachine!(join(dir, 'snap'), { keepRunning: true });
+    assert.ok((await kept.agent.ping()).rttMs >= 0);
+    const report = await again.scan();
+    assert.deepEqual(report.removed, [], 'the scan keeps what reattach took over');
+    assert.equal(await alive(pid), true);
+    for (const d of dirs) assert.equal(existsSync(d), true, `${d} is kept`);
+
+    await kept.destroy();
+    for (let i = 0; i < 100 && (await alive(pid)); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await alive(pid), false);
+    for (const d of dirs) assert.equal(existsSync(d), false, `${d} is removed`);
+    assert.deepEqual(await processesOf(sb.details.uid as number), []);
+    assert.equal(existsSync(join(dir, 'run/firecracker/vms/fcc-kept')), false, 'its folder is removed');
+  } finally {
+    await backend.close();
+    await again.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

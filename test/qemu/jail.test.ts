@@ -13,10 +13,11 @@ import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { QmpClient } from '../../src/backends/qemu/qmp.js';
 import type { BackendSandbox } from '../../src/core/backend.js';
 import { REPO_ROOT } from '../../src/core/config.js';
 import { processesOf, statusField } from '../parity/leaks.js';
-import { isAlive, type QemuFixture, setup, skipReason, spec } from './fixture.js';
+import { isAlive, type QemuFixture, setup, sh, skipReason, spec } from './fixture.js';
 
 const execFileAsync = promisify(execFile);
 const root = process.getuid?.() === 0;
@@ -181,7 +182,7 @@ describe('qemu jail', { skip, timeout: 300_000 }, () => {
     assert.ok(new Set(texts).size > 1, `_text is ${texts.join(', ')} in every boot`);
   });
 
-  it("a crashed service's QEMU dies with it; the next start-up scan removes its cgroup and files", async () => {
+  it("a crashed service's QEMU runs on; the next backend reattaches it, its scan keeps it, its destroy removes process, cgroup and files", async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', resolve(REPO_ROOT, 'test/qemu/crashing-service.ts'), f.dataDir, f.runDir, f.shmDir], { stdio: ['ignore', 'pipe', 'inherit'] });
     let details: { pid: number; uid: number };
     let l: Awaited<ReturnType<typeof limits>>;
@@ -198,15 +199,31 @@ describe('qemu jail', { skip, timeout: 300_000 }, () => {
       child.kill('SIGKILL');
       await once(child, 'exit').catch(() => undefined);
     }
-    // bwrap's --die-with-parent: no VMM outlives the service that started it.
+    // No --die-with-parent: the VM outlives the service, and the next one takes it over.
+    assert.equal(await isAlive(details.pid), true, 'the VM outlives the service');
+    // As a save the service's death cut short would leave it: stopped. The reattach continues it.
+    const qmp = await QmpClient.connect(`${f.runDir}/qemu/vms/crashed/qmp.sock`, { timeoutMs: 5000 });
+    await qmp.execute('stop');
+    qmp.close();
+    const next = f.backend({ templates: false });
+    const back = await next.reattach!();
+    assert.deepEqual(back.lost, []);
+    assert.deepEqual(
+      back.alive.map((s) => s.id),
+      ['crashed'],
+    );
+    const sb = back.alive[0]!;
+    assert.equal(sb.details.pid, details.pid);
+    assert.equal((await sh(sb, 'echo $((6*7))')).stdout, '42\n');
+    // The scan leaves what reattach took over alone.
+    assert.deepEqual((await next.scan()).removed, []);
+    assert.equal(await isAlive(details.pid), true);
+    for (const d of l.dirs) assert.equal(existsSync(d), true, `${d} is kept`);
+    await sb.destroy();
     await waitGone([details.pid]);
     assert.equal(await isAlive(details.pid), false);
     assert.deepEqual(await processesOf(details.uid), []);
-    for (const d of l.dirs) assert.equal(existsSync(d), true, `${d} is left until the scan`);
-    const report = await f.backend({ templates: false }).scan();
-    assert.match(report.removed.join('\n'), /stale VMM cgroup .*\/crashed/);
     for (const d of l.dirs) assert.equal(existsSync(d), false, `${d} is removed`);
-    for (const d of l.dirs) assert.equal(existsSync(dirname(d)), false, `the scan removed the empty parent ${dirname(d)}`);
     await assert.rejects(stat(`${f.runDir}/qemu/vms/crashed`), { code: 'ENOENT' });
   });
 });

@@ -1,12 +1,13 @@
 /** Fast checks of the pieces the QEMU backend is built from (no VM is started). */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { qemuArgs, safePath, vmPaths } from '../../src/backends/qemu/cmdline.js';
+import { listKept, saveKept } from '../../src/backends/qemu/kept.js';
 import { ConsoleRing } from '../../src/core/console-ring.js';
 import { guestCmdline } from '../../src/vmimage/cmdline.js';
 import { buildCpio } from '../../src/vmimage/cpio.js';
@@ -138,6 +139,37 @@ describe('qemu pieces', () => {
     ring.push('one\ntwo\r\nthr');
     ring.push('ee\nfour\nfi\x1b[0m');
     assert.deepEqual(ring.tail(), ['three', 'four', 'fi[0m']);
+  });
+
+  it('puts the serial console on a socket in the VM folder, not on stdio (a kept VM outlives the service)', () => {
+    const args = qemuArgs(base);
+    assert.deepEqual(args.slice(args.indexOf('-serial') - 2, args.indexOf('-serial') + 2), [
+      '-chardev',
+      'socket,id=con,path=/run/kiln/qemu/vms/x/con.sock,server=on,wait=off',
+      '-serial',
+      'chardev:con',
+    ]);
+    assert.ok(!args.includes('stdio'));
+  });
+
+  it('lists VM records: a folder without one is skipped, an unreadable or foreign one is named', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'kiln-kept-'));
+    try {
+      const rec = { id: 'a', pid: 1, start: '5', wrapperPids: [], pack: { name: 'p', hash: 'h', imagePath: '/i' }, details: {} };
+      for (const id of ['a', 'b', 'c', 'd']) await mkdir(join(dir, id));
+      await saveKept(join(dir, 'a'), rec);
+      await writeFile(join(dir, 'b', 'kept.json'), '{');
+      await saveKept(join(dir, 'c'), { ...rec, id: 'a' });
+      const { records, unreadable } = await listKept(dir);
+      assert.deepEqual(records, [rec]);
+      assert.deepEqual(
+        unreadable.map((u) => u.id),
+        ['b', 'c'],
+      );
+      assert.deepEqual(await listKept(join(dir, 'missing')), { records: [], unreadable: [] });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('builds identical template and clone command lines except share= and -incoming', () => {

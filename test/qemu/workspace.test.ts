@@ -129,4 +129,51 @@ describe('qemu workspace', { skip, timeout: 300_000 }, () => {
     assert.equal(existsSync(ws.dir), false);
     assert.ok(!(await run('losetup', ['-a'])).stdout.includes(tmp), 'a loop device is left');
   });
+
+  it('a workspace VM kept across a restart of the service: reattached, its writes flushed to the upper at its destroy', async () => {
+    const proj = join(tmp, 'kept');
+    await mkdir(proj, { recursive: true });
+    await writeFile(join(proj, 'a.txt'), 'hello\n');
+    await chmod(proj, 0o755);
+    const dataDir = join(tmp, 'data-kept');
+    const img = await resolveImage('base', process.env.KILN_DATA_DIR ?? '/var/lib/kiln');
+    const ws = await prepareImageWorkspace(dataDir, { id: 'qwsk', projectDir: proj, guestUid: GUEST_UID, sizeMib: 24 });
+    const first = f.backend({ templates: false, spares: 0 });
+    const next = f.backend({ templates: false, spares: 0 });
+    try {
+      const sb = await first.create(
+        {
+          id: 'qws-k',
+          pack: { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env },
+          cpus: 1,
+          memoryMib: 256,
+          diskMib: 64,
+          workspace: { kind: 'images', lowerImage: ws.lowerImage, upperImage: ws.upperImage, gitWritable: false },
+        },
+        READY,
+      );
+      assert.equal((await sh(sb, 'echo one > /workspace/one.txt')).exitCode, 0);
+      await sb.detach!();
+      await first.close();
+      const back = await next.reattach!();
+      assert.deepEqual(
+        back.alive.map((s) => s.id),
+        ['qws-k'],
+      );
+      const kept = back.alive[0]!;
+      const r = await sh(kept, 'cat /workspace/one.txt; echo two > /workspace/two.txt');
+      assert.equal(r.stdout, 'one\n');
+      await kept.destroy();
+      const mounted = await mountImageUpper({ dataDir, agentPath: AGENT_PATH }, 'qwsk', GUEST_UID);
+      try {
+        assert.equal(await readFile(join(mounted.upperDir, 'two.txt'), 'utf8'), 'two\n', 'the write after the reattach reached the upper image');
+      } finally {
+        await unmountImageUpper(dataDir, 'qwsk');
+      }
+    } finally {
+      await next.close();
+      await first.close();
+      await releaseWorkspace(dataDir, 'qwsk');
+    }
+  });
 });

@@ -1,5 +1,5 @@
 /**
- * Whether a process has exited (backends/namespace/proc-stat.ts), with real processes and over a
+ * Whether a process has exited (core/proc-stat.ts), with real processes and over a
  * stand-in /proc: a zombie first thread is not an exited process while another thread runs.
  */
 import assert from 'node:assert/strict';
@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
-import { isExitedZombie, processStart } from '../../src/backends/namespace/proc-stat.js';
+import { isExitedZombie, processStart, processStartSync } from '../../src/core/proc-stat.js';
 
 /** Polls until /proc/<pid>/stat shows a zombie (in the Python helpers below). */
 const WAIT_ZOMBIE = `
@@ -103,6 +103,11 @@ describe('process exit from /proc', () => {
       assert.equal(await processStart(13, proc), undefined);
       assert.equal(await processStart(14, proc), undefined, 'reaped after stat was read');
       assert.equal(await processStart(15, proc), undefined, 'no such process');
+      assert.deepEqual(
+        [10, 11, 12, 13, 14, 15].map((pid) => processStartSync(pid, proc)),
+        ['start10', 'start11', 'start12', undefined, undefined, undefined],
+        'the sync reading (a signal to a reattached VMM) agrees',
+      );
       assert.deepEqual(
         [10, 11, 12, 13, 14, 15].map((pid) => isExitedZombie(join(proc, String(pid)))),
         [false, false, false, true, true, false],

@@ -1,10 +1,11 @@
-/** Pieces both microVM backends share from src/core: the kill ladder, the leftover killer, the console ring. */
+/** Pieces both microVM backends share from src/core: the kill ladder, the leftover killer, the uid pool, the console ring. */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { ConsoleRing } from '../../src/core/console-ring.js';
 import { killLadder, killLeftovers } from '../../src/core/kill-ladder.js';
+import { UidPool } from '../../src/core/uids.js';
 
 /** A real child process as the ladder sees a VMM. */
 function child(script: string) {
@@ -77,6 +78,18 @@ describe('kill ladder', () => {
     const r = await killLeftovers([c.pid!, gone.pid!], 5_000);
     assert.deepEqual(r, { killed: [c.pid], stuck: [] });
     assert.equal(c.signalCode ?? (await once(c, 'exit'))[1], 'SIGKILL');
+  });
+});
+
+describe('uid pool', () => {
+  it('holds an adopted uid (a VM an earlier run left) like a taken one; refuses one outside its range', () => {
+    const pool = new UidPool(400_000, 2, 'QEMU');
+    pool.adopt(400_000);
+    assert.equal(pool.take(), 400_001);
+    assert.throws(() => pool.take(), /all 2 QEMU uids/);
+    assert.throws(() => pool.adopt(399_999), /outside the QEMU range/);
+    pool.release(400_000);
+    assert.equal(pool.take(), 400_000);
   });
 });
 

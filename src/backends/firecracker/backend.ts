@@ -5,16 +5,18 @@
  */
 import { access, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { availabilityFrom, type Backend, type BackendAvailability, type BackendSandbox, type CreateOptions, type SandboxSpec, type ScanReport } from '../../core/backend.js';
+import { availabilityFrom, type Backend, type BackendAvailability, type BackendSandbox, type CreateOptions, type ReattachReport, type SandboxSpec, type ScanReport } from '../../core/backend.js';
 import { CleanupStack } from '../../core/cleanup.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
+import { processStart } from '../../core/proc-stat.js';
 import { roundMs, runSteps } from '../../core/steps.js';
 import { vmmCgroupName } from '../../core/vmm-identities.js';
 import { type TemplateWarmup, templateWarmup, warmTemplate } from '../../core/warmup.js';
 import { firecrackerCmdline } from './cmdline.js';
 import { type UnjailedConfinementOptions, UnjailedConfiner } from './confine.js';
 import { findExecutable, type JailerSettings, jailRoot, UidPool } from './jailer.js';
+import { listKept, reattachFirecracker, saveKept } from './kept.js';
 import { SAVED } from './machine-state.js';
 import { hostChecks, inspectHost } from './probe.js';
 import { type Launcher, spawnLauncher } from './process.js';
@@ -241,22 +243,64 @@ export class FirecrackerBackend implements Backend {
     machine: Record<string, unknown> | undefined,
   ): Promise<FirecrackerSandbox> {
     const { ctx, cleanup, uid } = await this.boot(r, partial, signal);
-    const sandbox = new FirecrackerSandbox(
-      spec.id,
-      ctx,
-      cleanup,
-      {
-        pid: ctx.proc?.pid,
-        jailed: !!r.jail,
-        ...(uid !== undefined ? { uid, confined: r.jail ? 'jailer' : 'uid, cgroup, namespaces' } : {}),
-        ...timing(),
-        firecracker: r.firecrackerVersion,
-        steps: ctx.timings.marks,
-      },
-      { onDestroyed: () => this.live.delete(spec.id), machine },
-    );
-    this.live.set(spec.id, sandbox);
+    const details = {
+      pid: ctx.proc?.pid,
+      jailed: !!r.jail,
+      ...(uid !== undefined ? { uid, confined: r.jail ? 'jailer' : 'uid, cgroup, namespaces' } : {}),
+      ...timing(),
+      firecracker: r.firecrackerVersion,
+      steps: ctx.timings.marks,
+    };
+    let kept = false;
+    try {
+      kept = await this.keep(ctx, details, machine);
+    } catch (e) {
+      await cleanup.run().catch(() => undefined);
+      throw toKilnError(e, 'BOOT_FAILED', "the VM's record for a restart of the service could not be written");
+    }
+    return this.wrap(spec.id, ctx, cleanup, details, machine, kept);
+  }
+
+  private wrap(id: string, ctx: VmContext, cleanup: CleanupStack, details: Record<string, unknown>, machine: Record<string, unknown> | undefined, kept: boolean): FirecrackerSandbox {
+    const sandbox = new FirecrackerSandbox(id, ctx, cleanup, details, { onDestroyed: () => this.live.delete(id), machine, kept });
+    this.live.set(id, sandbox);
     return sandbox;
+  }
+
+  /** Writes the record a restart reattaches the VM by (kept.ts); false when it cannot be kept (jailer, no host pid). */
+  private async keep(ctx: VmContext, details: Record<string, unknown>, machine: Record<string, unknown> | undefined): Promise<boolean> {
+    const pid = ctx.proc?.pid;
+    const start = pid === undefined ? undefined : await processStart(pid);
+    if (ctx.spec.jail || pid === undefined || start === undefined) return false;
+    const { launcher: _l, confine: _c, jail: _j, snapshot: _s, ...spec } = ctx.spec;
+    const c = ctx.confine;
+    await saveKept({
+      id: spec.id,
+      pid,
+      start,
+      wrapperPids: c ? c.pids.filter((p) => p !== pid) : [],
+      ...(c ? { confine: { uid: c.uid, name: c.name } } : {}),
+      spec,
+      details,
+      ...(machine ? { machine } : {}),
+    });
+    return true;
+  }
+
+  /** Takes over the VMs an earlier run of the service left running (kept.ts); the dead ones are lost. */
+  async reattach(): Promise<ReattachReport> {
+    const alive: BackendSandbox[] = [];
+    const lost: ReattachReport['lost'] = [];
+    for (const r of await listKept(this.vmsDir)) {
+      try {
+        const t0 = performance.now();
+        const { ctx, cleanup } = await reattachFirecracker(r, this.confiner, this.o.launcher ?? spawnLauncher);
+        alive.push(this.wrap(r.id, ctx, cleanup, { ...r.details, reattachMs: roundMs(performance.now() - t0) }, r.machine, true));
+      } catch (e) {
+        lost.push({ id: r.id, reason: (e as Error).message });
+      }
+    }
+    return { alive, lost };
   }
 
   /** Runs identity → prepare → (cold boot | restore) → agent steps; on failure everything is unwound. */
@@ -331,6 +375,8 @@ export class FirecrackerBackend implements Backend {
   async scan(): Promise<ScanReport> {
     const removed = await scanLeftovers({
       ownedDirs: [this.vmsDir, join(this.baseDir, 'jail')],
+      // What reattach took over.
+      keep: { entries: new Set(this.live.keys()), pids: new Set([...this.live.values()].flatMap((s) => s.pids)) },
       templatesDir: this.o.templatesDir ?? join(this.baseDir, 'templates'),
     });
     removed.push(...((await this.confiner?.scan()) ?? []));

@@ -62,7 +62,6 @@ export class UnjailedConfiner {
       '--unshare-uts',
       '--unshare-cgroup-try',
       ...(files.network ? [] : ['--unshare-net']),
-      '--die-with-parent',
       '--new-session',
       '--clearenv',
       // bwrap makes a bound path's missing parents mode 0700: Firecracker (not root) must pass them.
@@ -94,6 +93,12 @@ export class UnjailedConfiner {
       '--',
     ];
     return Object.assign(identity, { bwrapPath: this.o.bwrapPath ?? 'bwrap', bwrapArgs: args, setprivArgs });
+  }
+
+  /** The uid and cgroup of a VM an earlier run of the service left running (reattach). */
+  async adopt(name: string, uid: number, pids: number[]): Promise<VmmConfinement> {
+    const identity = await this.identities.adopt(name, uid, pids);
+    return Object.assign(identity, { bwrapPath: this.o.bwrapPath ?? 'bwrap', bwrapArgs: [], setprivArgs: [] });
   }
 
   pids(): number[] {

@@ -10,6 +10,7 @@ import { spawnClean } from '../../core/clean-spawn.js';
 import { ConsoleRing } from '../../core/console-ring.js';
 import { KilnError } from '../../core/errors.js';
 import { killLadder, type StopOutcome } from '../../core/kill-ladder.js';
+import { processStartSync } from '../../core/proc-stat.js';
 import { childOf, readChildPid } from '../../core/vmm-jail.js';
 import type { FirecrackerApi } from './api-client.js';
 import type { VmmConfinement } from './confine.js';
@@ -22,6 +23,8 @@ export interface VmmProcess {
   /** Resolves with a human-readable reason once the process has exited. */
   readonly exited: Promise<string>;
   kill(signal: NodeJS.Signals): void;
+  /** Lets go of a VMM that is to outlive the service (its pipes closed, the process runs on). */
+  release?(): void;
 }
 
 export interface LaunchSpec {
@@ -45,8 +48,9 @@ export const spawnLauncher: Launcher = async (spec) => {
         cwd: spec.cwd,
         stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
         env: {},
+        detached: true,
       })
-    : spawnClean(spec.binary, spec.argv, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: false });
+    : spawnClean(spec.binary, spec.argv, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const proc = new ChildVmm(child);
   await Promise.race([
     once(child, 'spawn'),
@@ -59,8 +63,7 @@ export const spawnLauncher: Launcher = async (spec) => {
 };
 
 /**
- * bwrap's namespace PID 1 (root: it keeps --die-with-parent, which the drop to the VM's uid would
- * clear) is held until it is in the VM's cgroup; Firecracker is its child.
+ * bwrap's namespace PID 1 is held until it is in the VM's cgroup; Firecracker is its child.
  */
 async function enterConfinement(proc: ChildVmm, child: ChildProcess, c: VmmConfinement): Promise<void> {
   const [info, block] = [child.stdio[3] as Readable, child.stdio[4] as Writable];
@@ -118,6 +121,57 @@ class ChildVmm implements VmmProcess {
     } catch {
       /* already gone */
     }
+  }
+
+  release(): void {
+    for (const s of this.child.stdio) s?.destroy();
+    this.child.unref();
+  }
+}
+
+/**
+ * A VMM an earlier run of the service started (reattached, backend.ts): not our child, so its end
+ * is seen in /proc, and its start time keeps a reused pid from being signalled. Confined, the pid
+ * signalled is Firecracker's; bwrap's init and bwrap follow it.
+ */
+export class AdoptedVmm implements VmmProcess {
+  readonly console = new ConsoleRing();
+  readonly exited: Promise<string>;
+  private done = false;
+  private readonly poller: NodeJS.Timeout;
+
+  constructor(
+    readonly pid: number,
+    private readonly start: string,
+  ) {
+    let resolveExit: (why: string) => void = () => undefined;
+    this.exited = new Promise((r) => {
+      resolveExit = r;
+    });
+    this.poller = setInterval(() => {
+      if (processStartSync(pid) === start) return;
+      clearInterval(this.poller);
+      this.done = true;
+      resolveExit("exited (not the service's child: no exit status)");
+    }, 200);
+    this.poller.unref();
+  }
+
+  alive(): boolean {
+    return !this.done;
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.done || processStartSync(this.pid) !== this.start) return;
+    try {
+      process.kill(this.pid, signal);
+    } catch {
+      /* already gone */
+    }
+  }
+
+  release(): void {
+    clearInterval(this.poller);
   }
 }
 

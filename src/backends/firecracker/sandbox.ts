@@ -17,6 +17,8 @@ export interface FirecrackerSandboxOptions {
   onDestroyed?: () => void;
   /** What a restore of its saved state needs (backend.ts restoreMachine); absent: it cannot be saved. */
   machine?: Record<string, unknown>;
+  /** Its record for a restart of the service was written (kept.ts): detach() lets it run on. */
+  kept?: boolean;
 }
 
 export class FirecrackerSandbox implements BackendSandbox {
@@ -24,6 +26,9 @@ export class FirecrackerSandbox implements BackendSandbox {
   private readonly exit = new ExitSignal();
   private destroying: Promise<void> | undefined;
   private reconnecting = false;
+  private detached = false;
+  /** Present when the VM can outlive the service (its record is written, kept.ts). */
+  readonly detach?: () => Promise<void>;
 
   constructor(
     readonly id: string,
@@ -35,6 +40,21 @@ export class FirecrackerSandbox implements BackendSandbox {
     this.current = vm.agent!;
     void vm.proc!.exited.then((why) => this.markExited(`Firecracker ${why}`));
     this.watch(this.current);
+    if (o.kept) this.detach = () => this.letGo();
+  }
+
+  /** The service stops and keeps its sandboxes: the agent connection closes, Firecracker runs on. */
+  private async letGo(): Promise<void> {
+    if (this.destroying) return this.destroying;
+    this.detached = true;
+    this.current.close();
+    this.vm.proc?.release?.();
+    this.o.onDestroyed?.();
+  }
+
+  /** Firecracker's pid and, when confined, its bwrap's: the start-up scan leaves them alone. */
+  get pids(): number[] {
+    return [...new Set([...(this.vm.proc?.pid !== undefined ? [this.vm.proc.pid] : []), ...(this.vm.confine?.pids ?? [])])];
   }
 
   get agent(): AgentClient {
@@ -54,7 +74,7 @@ export class FirecrackerSandbox implements BackendSandbox {
 
   private watch(agent: AgentClient): void {
     agent.onClose((err) => {
-      if (this.destroying || this.exit.fired || this.reconnecting) return;
+      if (this.destroying || this.detached || this.exit.fired || this.reconnecting) return;
       void this.reconnect(err.message);
     });
   }
@@ -85,7 +105,7 @@ export class FirecrackerSandbox implements BackendSandbox {
   }
 
   private markExited(reason: string): void {
-    if (!this.destroying) this.exit.fire(reason);
+    if (!this.destroying && !this.detached) this.exit.fire(reason);
   }
 
   onExit(listener: (reason: string) => void): void {

@@ -14,6 +14,8 @@ export interface ScanDirs {
   templatesDir?: string;
   /** For tests: an alternative /proc. */
   procDir?: string;
+  /** What a reattach took over: entries of the owned dirs and processes left alone. */
+  keep?: { entries: ReadonlySet<string>; pids: ReadonlySet<number> };
 }
 
 export interface OrphanProcess {
@@ -49,7 +51,7 @@ export async function findOrphans(dirs: ScanDirs): Promise<OrphanProcess[]> {
 
 export async function scanLeftovers(dirs: ScanDirs): Promise<string[]> {
   const removed: string[] = [];
-  const orphans = await findOrphans(dirs);
+  const orphans = (await findOrphans(dirs)).filter((o) => !dirs.keep?.pids.has(o.pid));
   const { killed, stuck } = await killLeftovers(
     orphans.map((o) => o.pid),
     3_000,
@@ -61,6 +63,7 @@ export async function scanLeftovers(dirs: ScanDirs): Promise<string[]> {
   }
   for (const dir of dirs.ownedDirs) {
     for (const entry of await readdir(dir).catch(() => [] as string[])) {
+      if (dirs.keep?.entries.has(entry)) continue;
       await rm(join(dir, entry), { recursive: true, force: true });
       removed.push(`removed ${join(dir, entry)}`);
     }

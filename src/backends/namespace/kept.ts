@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PackImage } from '../../core/backend.js';
 import { killLeftovers } from '../../core/kill-ladder.js';
+import { processStart } from '../../core/proc-stat.js';
 import { AgentClient } from '../../protocol/agent-client.js';
-import { processStart } from './proc-stat.js';
 
 /** Where the sandbox finds its socket's folder. */
 export const SANDBOX_SOCKET = '/.kiln/sock/agent.sock';

@@ -25,13 +25,13 @@ import { CleanupStack } from '../../core/cleanup.js';
 import { CpuSpreader, formatCpuList } from '../../core/cpu-sets.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
+import { processStart } from '../../core/proc-stat.js';
 import { roundMs, runSteps, type Step, StepTimings } from '../../core/steps.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import { spawnBwrap } from './bwrap.js';
 import { ImageMounts } from './image-mounts.js';
 import { connectAgent, KeptSandboxes, type KeptState, killKept } from './kept.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
-import { processStart } from './proc-stat.js';
 import { SandboxUids } from './uids.js';
 
 const run = promisify(execFile);

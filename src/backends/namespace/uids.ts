@@ -9,7 +9,7 @@
 import { statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { KilnError } from '../../core/errors.js';
-import { isExitedZombie } from './proc-stat.js';
+import { isExitedZombie } from '../../core/proc-stat.js';
 
 export class SandboxUids {
   private readonly inUse = new Set<number>();

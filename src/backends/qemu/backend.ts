@@ -17,6 +17,7 @@ import {
   type BackendSandbox,
   type CreateOptions,
   type HostCheck,
+  type ReattachReport,
   type SandboxSpec,
   type ScanReport,
 } from '../../core/backend.js';
@@ -30,6 +31,7 @@ import { buildVmArtifacts, findHostKernel, guestCmdline, type VmArtifacts } from
 import { imageInUse } from '../../workspace/images.js';
 import { type AccelMode, chooseAccel, hostTscKhz, qemuVersion } from './accel.js';
 import { type JailOptions, VmmJails } from './jail.js';
+import { type KeptVm, listKept, reattachVm, saveKept } from './kept.js';
 import { STATE_FILE } from './machine-state.js';
 import type { QemuLog } from './process.js';
 import { type QemuMachineFacts, QemuSandbox } from './sandbox.js';
@@ -306,19 +308,11 @@ class QemuBackend implements Backend {
       qemuVersion: await qemuVersion(this.binary),
     };
     const timing = template ? { restoreMs: Math.round(vm.readyMs), cloneOf: template.id, ...(vm.spare ? { spare: vm.spare } : {}) } : { bootMs: Math.round(vm.readyMs) };
-    return this.adopt(spec, vm, accel, base.memoryMib, timing, workspace ? undefined : facts, workspace !== undefined);
+    return this.adopt(spec, vm, accel, base.memoryMib, timing, workspace ? undefined : facts);
   }
 
   /** Checks the start-up sync and wraps the VM as the sandbox; stops it on failure. */
-  private async adopt(
-    spec: SandboxSpec,
-    vm: RunningVm,
-    accel: string,
-    vmMemoryMib: number,
-    timing: Record<string, unknown>,
-    facts: QemuMachineFacts | undefined,
-    workspace: boolean,
-  ): Promise<QemuSandbox> {
+  private async adopt(spec: SandboxSpec, vm: RunningVm, accel: string, vmMemoryMib: number, timing: Record<string, unknown>, facts: QemuMachineFacts | undefined): Promise<QemuSandbox> {
     try {
       // A clone shares its RNG state and a stale clock with the template and every sibling (a
       // restored pause: a clock behind by the pause): the handshake carried entropy and the time.
@@ -331,12 +325,63 @@ class QemuBackend implements Backend {
     }
     const jail = vm.jail ? { uid: vm.jail.uid, cgroup: `${this.jails!.cgroupName}/${vm.jail.name}` } : {};
     const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib, ...jail, ...timing, steps: vm.steps };
+    const drives = spec.workspace?.kind === 'images' ? { lowerImage: spec.workspace.lowerImage, upperImage: spec.workspace.upperImage } : undefined;
+    let record: KeptVm;
+    try {
+      // The record a later start reattaches the VM by (kept.ts), before anyone can use the sandbox.
+      const start = await vm.proc.startTime();
+      if (!start) throw new KilnError('BOOT_FAILED', 'the QEMU process ended right after its start');
+      record = {
+        id: spec.id,
+        pid: vm.proc.pid,
+        start,
+        wrapperPids: vm.proc.pids.filter((p) => p !== vm.proc.pid),
+        ...(vm.jail ? { jail: { uid: vm.jail.uid, name: vm.jail.name } } : {}),
+        pack: { name: spec.pack.name, hash: spec.pack.hash, imagePath: spec.pack.imagePath },
+        ...(drives ? { workspace: drives } : {}),
+        ...(facts ? { facts } : {}),
+        details,
+      };
+      await saveKept(vm.paths.dir, record);
+    } catch (e) {
+      await vm.cleanup.run().catch(() => undefined);
+      throw isKilnError(e) ? e : new KilnError('BOOT_FAILED', `the VM's record for a restart of the service could not be written: ${(e as Error).message}`, { cause: e });
+    }
+    return this.wrap(record, vm, details);
+  }
+
+  /** The sandbox around a running (started or reattached) VM, registered as live. */
+  private wrap(record: KeptVm, vm: RunningVm, details: Record<string, unknown>): QemuSandbox {
+    const { id, facts } = record;
     // A workspace's upper is an ext4 drive the VM is killed under: flush it first (bounded: a hung
     // guest must not hold up the destroy).
-    const flush = workspace ? () => vm.agent.workspaceFlush(AbortSignal.timeout(WORKSPACE_FLUSH_TIMEOUT_MS)) : undefined;
-    const sandbox = new QemuSandbox(spec.id, vm, details, () => this.live.delete(spec.id), flush, facts && { facts, jailed: vm.jail !== undefined });
-    this.live.set(spec.id, sandbox);
+    const flush = record.workspace ? () => vm.agent.workspaceFlush(AbortSignal.timeout(WORKSPACE_FLUSH_TIMEOUT_MS)) : undefined;
+    // The record again with the details as they are now (a save, a network connected since).
+    const persist = () => saveKept(vm.paths.dir, { ...record, details });
+    const sandbox = new QemuSandbox(id, vm, details, () => this.live.delete(id), flush, facts && { facts, jailed: vm.jail !== undefined }, persist);
+    this.live.set(id, sandbox);
     return sandbox;
+  }
+
+  /**
+   * Takes over the VMs an earlier run of the service left running (their folders' records,
+   * kept.ts); a record whose VM died, or does not answer, is lost, and what is left of it removed.
+   */
+  async reattach(): Promise<ReattachReport> {
+    const vmsDir = `${this.qemuRunDir}/vms`;
+    const { records, unreadable } = await listKept(vmsDir);
+    const lost: ReattachReport['lost'] = unreadable.map((u) => ({ id: u.id, reason: `its record is unreadable (${u.error})` }));
+    // Their folders go to the scan, which also kills a QEMU no record names.
+    const alive: BackendSandbox[] = [];
+    for (const r of records) {
+      try {
+        const vm = await reattachVm(r, `${vmsDir}/${r.id}`, this.jails);
+        alive.push(this.wrap(r, vm, { ...r.details, reattachMs: vm.readyMs }));
+      } catch (e) {
+        lost.push({ id: r.id, reason: (e as Error).message });
+      }
+    }
+    return { alive, lost };
   }
 
   /** Starts a VM from a pause's or a snapshot's saved state (machine-state.ts): its processes go on. */
@@ -373,7 +418,7 @@ class QemuBackend implements Backend {
         ramBackend: f.ramBackend,
         readyTimeoutMs: o.readyTimeoutMs,
       });
-      return this.adopt(spec, vm, f.accel, f.vmMemoryMib, { restoreMs: Math.round(vm.readyMs), restoredFromState: true }, f, false);
+      return this.adopt(spec, vm, f.accel, f.vmMemoryMib, { restoreMs: Math.round(vm.readyMs), restoredFromState: true }, f);
     });
   }
 

@@ -9,6 +9,11 @@ export interface VmPaths {
   dir: string;
   ctlSock: string;
   qmpSock: string;
+  /**
+   * The serial console (QEMU listens; process.ts reads it): a socket, not QEMU's stdout, so the
+   * console is still there for the next service process when the VM outlives this one.
+   */
+  conSock: string;
   pidFile: string;
   /**
    * Where a pause's outgoing migration socket is made (machine-state.ts): QEMU connects to it as
@@ -51,7 +56,7 @@ export interface QemuArgsOptions {
 }
 
 export function vmPaths(dir: string): VmPaths {
-  return { dir, ctlSock: `${dir}/ctl.sock`, qmpSock: `${dir}/qmp.sock`, pidFile: `${dir}/qemu.pid`, migDir: `${dir}/mig` };
+  return { dir, ctlSock: `${dir}/ctl.sock`, qmpSock: `${dir}/qmp.sock`, conSock: `${dir}/con.sock`, pidFile: `${dir}/qemu.pid`, migDir: `${dir}/mig` };
 }
 
 /** The `-name` marker scan() uses to recognise this service's QEMU processes. */
@@ -99,8 +104,10 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
     safePath(o.initrdPath),
     '-append',
     o.cmdline,
+    '-chardev',
+    `socket,id=con,path=${safePath(o.paths.conSock)},server=on,wait=off`,
     '-serial',
-    'stdio',
+    'chardev:con',
     '-drive',
     `if=none,id=rootfs,file=${safePath(o.diskImage)},format=raw,readonly=on`,
     '-device',

@@ -113,6 +113,12 @@ export class VmmJails {
     return Object.assign(identity, { bwrapArgs: args, bwrapPath: this.bwrapPath });
   }
 
+  /** The confinement of a VM an earlier run of the service left running (its uid, cgroup and jail's pids). */
+  async adopt(name: string, uid: number, pids: number[]): Promise<VmJail> {
+    const identity = await this.identities.adopt(name, uid, pids);
+    return Object.assign(identity, { bwrapArgs: [], bwrapPath: this.bwrapPath });
+  }
+
   /** Why QEMUs cannot be jailed on this host, or undefined. */
   problem(): string | undefined {
     return this.identities.problem();
@@ -150,7 +156,9 @@ export class VmmJails {
 /**
  * Namespaces (no user namespace: bwrap runs as root so QEMU can open its files and /dev/kvm, then
  * drop) and a read-only root with only the given files. bwrap's own init is PID 1 of the pid
- * namespace, QEMU its only child: when bwrap dies, the namespace and QEMU die with it.
+ * namespace, QEMU its only child: when bwrap dies, the namespace and QEMU die with it. No
+ * --die-with-parent: a VM outlives the service (a restart reattaches it, backend.ts); what a
+ * crashed service leaves unrecorded the start-up scan kills.
  */
 export function bwrapArgs(root: string[], files: JailFiles, kvm: boolean): string[] {
   const args = [
@@ -159,7 +167,6 @@ export function bwrapArgs(root: string[], files: JailFiles, kvm: boolean): strin
     '--unshare-ipc',
     '--unshare-uts',
     '--unshare-cgroup-try',
-    '--die-with-parent',
     '--new-session',
     '--clearenv',
     ...root,

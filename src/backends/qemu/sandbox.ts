@@ -28,6 +28,7 @@ export class QemuSandbox implements BackendSandbox {
   readonly agent: AgentClient;
   private readonly exit = new ExitSignal();
   private destroying: Promise<void> | undefined;
+  private detached = false;
 
   constructor(
     readonly id: string,
@@ -38,10 +39,12 @@ export class QemuSandbox implements BackendSandbox {
     private readonly beforeStop?: () => Promise<void>,
     /** For saveMachine: what a restore needs, and whether QEMU is jailed (chrooted). */
     private readonly machine?: { facts: QemuMachineFacts; jailed: boolean },
+    /** Writes the VM's record for a restart (kept.ts) again, with the details as they are now. */
+    readonly persist?: () => Promise<void>,
   ) {
     this.agent = vm.agent;
     void vm.proc.exited.then((x) => {
-      if (this.destroying) return;
+      if (this.destroying || this.detached) return;
       const tail = vm.proc.console.tail(10).join('\n');
       const reason = `the VM exited on its own (code ${x.code}, signal ${x.signal})${tail ? `; last console lines:\n${tail}` : ''}`;
       this.exit.fire(reason);
@@ -49,7 +52,7 @@ export class QemuSandbox implements BackendSandbox {
     });
     // A dropped control connection leaves the VM unusable: report it like a death.
     this.agent.onClose((err) => {
-      if (!this.destroying) this.exit.fire(err.message);
+      if (!this.destroying && !this.detached) this.exit.fire(err.message);
     });
   }
 
@@ -77,6 +80,21 @@ export class QemuSandbox implements BackendSandbox {
 
   onExit(listener: (reason: string) => void): void {
     this.exit.on(listener);
+  }
+
+  /**
+   * The service stops and keeps its sandboxes: the record (kept.ts) is written again with the
+   * details as they are now, the control connection closes (the agent waits for the next host),
+   * QEMU runs on, and the next start's reattach finds it by the record.
+   */
+  async detach(): Promise<void> {
+    if (this.destroying) return this.destroying;
+    // Best effort: the record written at the start is enough to reattach by.
+    await this.persist?.().catch(() => undefined);
+    this.detached = true;
+    this.agent.close();
+    this.vm.proc.release();
+    this.onDestroyed();
   }
 
   destroy(): Promise<void> {

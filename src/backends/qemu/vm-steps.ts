@@ -132,7 +132,7 @@ export function spawnSteps(o: LaunchOptions): QemuStep[] {
       // needs no path access and no shell.
       const migrationFile = o.restoreFrom ? await open(o.restoreFrom, 'r') : undefined;
       try {
-        ctx.proc = await QemuProcess.spawn(o.binary, qemuArgs({ ...o, confine, paths: ctx.paths, incoming: o.restoreFrom !== undefined }), migrationFile?.fd, j);
+        ctx.proc = await QemuProcess.spawn(o.binary, qemuArgs({ ...o, confine, paths: ctx.paths, incoming: o.restoreFrom !== undefined }), ctx.paths.conSock, migrationFile?.fd, j);
       } finally {
         await migrationFile?.close();
       }

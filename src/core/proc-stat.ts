@@ -10,6 +10,9 @@
  * - the leader thread alone ended (pthread_exit).
  * So a zombie leader means "exited" only when no other thread is left: /proc/<pid>/status counts
  * them ("Threads:", the zombie leader included until the process is reaped or the exec is done).
+ * With the pid, the start time names one process for good (a reused pid has another): the
+ * backends that keep sandboxes across a restart of the service (namespace, qemu, firecracker)
+ * recognise theirs by it.
  */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -24,6 +27,15 @@ export async function processStart(pid: number, procDir = '/proc'): Promise<stri
   const fields = statFields(await readFile(join(entry, 'stat'), 'utf8').catch(() => ''));
   if (!fields) return undefined;
   if (fields[0] === 'Z' && !(await readFile(join(entry, 'status'), 'utf8').then(runsOn, () => false))) return undefined;
+  return fields[19];
+}
+
+/** processStart for a signal that must go out now (to a process kiln did not start: a reattached VMM). */
+export function processStartSync(pid: number, procDir = '/proc'): string | undefined {
+  const entry = join(procDir, String(pid));
+  const fields = statFields(readText(join(entry, 'stat')));
+  if (!fields) return undefined;
+  if (fields[0] === 'Z' && !runsOn(readText(join(entry, 'status')))) return undefined;
   return fields[19];
 }
 
