@@ -29,11 +29,12 @@ var ops = map[string]opFunc{
 	"ws.scan":     opWorkspaceScan,
 	"ws.flush":    opWorkspaceFlush,
 	"prestart":    opPrestart,
+	"net.config":  opNetConfig,
 }
 
 // keepsPrestart: the ops that leave a prestarted program waiting (exec adopts or cancels it
 // itself); every other op cancels it first, so nothing sees its pipe.
-var keepsPrestart = map[string]bool{"ping": true, "sync": true, "exec": true, "prestart": true}
+var keepsPrestart = map[string]bool{"ping": true, "sync": true, "exec": true, "prestart": true, "net.config": true}
 
 type conn struct {
 	rw        io.ReadWriteCloser
