@@ -35,6 +35,7 @@ import type { QemuLog } from './process.js';
 import { type QemuMachineFacts, QemuSandbox } from './sandbox.js';
 import { findOrphans, removeStale } from './scan.js';
 import { SpareManager } from './spares.js';
+import { removeLeftoverTaps } from './tap.js';
 import { type Template, TemplateManager, templateFilesPresent } from './templates.js';
 import { launchVm, type RunningVm, type SpareVm } from './vm.js';
 
@@ -70,6 +71,11 @@ export interface QemuBackendOptions {
    * state: a clone then skips QEMU's start-up (~30 ms). Each idle spare costs ~20-25 MB.
    */
   spares?: number;
+  /**
+   * Every VM gets a virtio-net NIC on a TAP of its own (tap.ts), down and on no bridge until the
+   * network manager calls connectNetwork. Needs root (CAP_NET_ADMIN); default: on when root.
+   */
+  network?: boolean;
   /** Budget of a template boot (default 60 s). */
   templateReadyTimeoutMs?: number;
   log?: QemuLog;
@@ -113,8 +119,10 @@ class QemuBackend implements Backend {
   private artifacts: { key: string; value: Promise<VmArtifacts> } | undefined;
   private readonly confine: { runAs?: string } | undefined;
   private readonly jails: VmmJails | undefined;
+  private readonly nic: boolean;
 
   constructor(private readonly o: QemuBackendOptions) {
+    this.nic = o.network ?? process.getuid?.() === 0;
     this.binary = o.qemuBinary ?? 'qemu-system-x86_64';
     this.qemuRunDir = `${o.runDir}/qemu`;
     const runAs = o.runAsUser === undefined ? (process.getuid?.() === 0 ? 'nobody' : undefined) : (o.runAsUser ?? undefined);
@@ -238,6 +246,7 @@ class QemuBackend implements Backend {
       log: this.o.log,
       confine: this.confine,
       jails: this.jails,
+      nic: this.nic,
     };
 
     let vm: RunningVm | undefined;
@@ -259,6 +268,7 @@ class QemuBackend implements Backend {
           accel,
           qemuVersion: await qemuVersion(this.binary),
           binary: this.binary,
+          nic: this.nic,
           warmup: templateWarmup(spec.pack),
         }),
         deadline,
@@ -302,6 +312,7 @@ class QemuBackend implements Backend {
       cpus: spec.cpus,
       accel,
       ramBackend: template !== undefined,
+      nic: this.nic,
       packHash: spec.pack.hash,
       qemuVersion: await qemuVersion(this.binary),
     };
@@ -330,7 +341,7 @@ class QemuBackend implements Backend {
       throw isKilnError(e) && e.code === 'BOOT_FAILED' ? e : new KilnError('BOOT_FAILED', `the guest agent did not complete its start-up sync: ${(e as Error).message}`, { cause: e });
     }
     const jail = vm.jail ? { uid: vm.jail.uid, cgroup: `${this.jails!.cgroupName}/${vm.jail.name}` } : {};
-    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib, ...jail, ...timing, steps: vm.steps };
+    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib, ...jail, ...(vm.tap ? { tap: vm.tap } : {}), ...timing, steps: vm.steps };
     // A workspace's upper is an ext4 drive the VM is killed under: flush it first (bounded: a hung
     // guest must not hold up the destroy).
     const flush = workspace ? () => vm.agent.workspaceFlush(AbortSignal.timeout(WORKSPACE_FLUSH_TIMEOUT_MS)) : undefined;
@@ -371,6 +382,7 @@ class QemuBackend implements Backend {
         jails: this.jails,
         restoreFrom: `${dir}/${STATE_FILE}`,
         ramBackend: f.ramBackend,
+        nic: f.nic === true,
         readyTimeoutMs: o.readyTimeoutMs,
       });
       return this.adopt(spec, vm, f.accel, f.vmMemoryMib, { restoreMs: Math.round(vm.readyMs), restoredFromState: true }, f, false);
@@ -396,6 +408,7 @@ class QemuBackend implements Backend {
     removed.push(...(await removeStale(`${this.qemuRunDir}/templates`, new Set(templates.map((t) => t.id)))));
     removed.push(...(await removeStale(this.templates.memDir, new Set(templates.map((t) => `${t.id}.mem`)))));
     removed.push(...((await this.jails?.scan()) ?? []));
+    if (this.nic) removed.push(...(await removeLeftoverTaps()));
     return { removed };
   }
 

@@ -40,6 +40,12 @@ export interface QemuArgsOptions {
    * paused clone, whose migration stream names that RAM block.
    */
   ramBackend?: boolean;
+  /**
+   * One virtio-net NIC on the TAP QEMU inherits open at TAP_FD (tap.ts). Every VM of a template
+   * has it or none does (migration compares devices); the MAC is the same for all (NIC_MAC): the
+   * guest gets its own with `net.config`.
+   */
+  nic?: boolean;
   /** Start paused, waiting for `migrate-incoming` (clones). */
   incoming?: boolean;
   /**
@@ -49,6 +55,11 @@ export interface QemuArgsOptions {
    */
   confine?: { runAs?: string; chroot?: string };
 }
+
+/** The descriptor a VM's TAP is open at in QEMU (after stdio, the migration stream and bwrap's two pipes). */
+export const TAP_FD = 6;
+/** Every VM's NIC starts with this MAC (a clone wakes with its template's anyway); net.config sets the sandbox's. */
+export const NIC_MAC = '02:6b:69:6c:6e:00';
 
 export function vmPaths(dir: string): VmPaths {
   return { dir, ctlSock: `${dir}/ctl.sock`, qmpSock: `${dir}/qmp.sock`, pidFile: `${dir}/qemu.pid`, migDir: `${dir}/mig` };
@@ -117,6 +128,7 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
           'virtio-blk-device,drive=wsupper,serial=kiln-ws-upper',
         ]
       : []),
+    ...(o.nic ? ['-netdev', `tap,id=net0,fd=${TAP_FD}`, '-device', `virtio-net-device,netdev=net0,mac=${NIC_MAC}`] : []),
     // No virtio-rng: every VM gets 64 bytes of host entropy with the handshake, before any user
     // code (the hello sync), and the device's kernel thread refills about once a second in a
     // young guest, waking it (and, under TCG, costing every template clone fresh translation).

@@ -2,13 +2,14 @@
  * One QEMU process: spawn, console capture, a boot watchdog, and the kill ladder
  * (SIGTERM, bounded wait, SIGKILL, bounded wait, give up loudly).
  */
-import type { ChildProcess } from 'node:child_process';
+import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
 import { ConsoleRing } from '../../core/console-ring.js';
 import { killLadder, settlesWithin } from '../../core/kill-ladder.js';
 import { childOf, readChildPid } from '../../core/vmm-jail.js';
+import { TAP_FD } from './cmdline.js';
 import type { VmJail } from './jail.js';
 
 export interface ExitInfo {
@@ -50,12 +51,19 @@ export class QemuProcess {
    * With a jail, QEMU starts through bwrap (jail.ts) and is held before exec until it is in the
    * VM's cgroup.
    */
-  static async spawn(binary: string, args: string[], passFd?: number, jail?: VmJail): Promise<QemuProcess> {
+  static async spawn(binary: string, args: string[], passFd?: number, jail?: VmJail, tap?: string): Promise<QemuProcess> {
     // Every descriptor past the ones listed is closed on exec (spawnClean); in the jail, fd 3 is
     // a pipe nobody writes when there is no migration stream, so no stray descriptor sits there.
+    // The TAP (`tap`) lands right after them, at TAP_FD: six descriptors are listed for it.
+    const stdio: StdioOptions & unknown[] = jail
+      ? ['ignore', 'pipe', 'pipe', passFd ?? 'pipe', 'pipe', 'pipe']
+      : passFd === undefined
+        ? ['ignore', 'pipe', 'pipe']
+        : ['ignore', 'pipe', 'pipe', passFd];
+    while (tap && stdio.length < TAP_FD) stdio.push('ignore');
     const child = jail
-      ? spawnClean(jail.bwrapPath, [...jail.bwrapArgs, '--info-fd', '4', '--block-fd', '5', '--', binary, ...args], { stdio: ['ignore', 'pipe', 'pipe', passFd ?? 'pipe', 'pipe', 'pipe'], env: {} })
-      : spawnClean(binary, args, { stdio: passFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe', passFd] });
+      ? spawnClean(jail.bwrapPath, [...jail.bwrapArgs, '--info-fd', '4', '--block-fd', '5', '--', binary, ...args], { stdio, env: {} }, undefined, { tap })
+      : spawnClean(binary, args, { stdio }, undefined, { tap });
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
       child.once('error', reject);

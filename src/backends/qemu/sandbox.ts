@@ -1,9 +1,11 @@
 /** A running QEMU sandbox as the core sees it (BackendSandbox). */
-import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
+import type { BackendSandbox, SandboxNetworkPlan, SandboxUsage } from '../../core/backend.js';
+import { KilnError } from '../../core/errors.js';
 import { ExitSignal } from '../../core/exit-signal.js';
 import { microVmUsage } from '../../core/vm-usage.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import { saveVmState } from './machine-state.js';
+import { ifNameProblem, renameAndUp, setDown } from './tap.js';
 import type { RunningVm } from './vm.js';
 
 /**
@@ -20,14 +22,23 @@ export interface QemuMachineFacts {
   accel: 'kvm' | 'tcg';
   /** The RAM block is the `mem` backend (a template clone, or a restore of one). */
   ramBackend: boolean;
+  /** The VM had a NIC (a restore must have the same devices); absent in states saved before NICs. */
+  nic?: boolean;
   packHash: string;
   qemuVersion: string;
 }
 
+/** net.config is a handful of ioctls and one file write in the guest. */
+const NET_CONFIG_TIMEOUT_MS = 10_000;
+
 export class QemuSandbox implements BackendSandbox {
   readonly agent: AgentClient;
+  /** Present when the VM has a NIC (its TAP): see connect(). */
+  readonly connectNetwork?: (plan: SandboxNetworkPlan) => Promise<void>;
   private readonly exit = new ExitSignal();
   private destroying: Promise<void> | undefined;
+  /** The TAP's current host name (`kq…` from the spawn, then the plan's). */
+  private tap: string | undefined;
 
   constructor(
     readonly id: string,
@@ -40,6 +51,8 @@ export class QemuSandbox implements BackendSandbox {
     private readonly machine?: { facts: QemuMachineFacts; jailed: boolean },
   ) {
     this.agent = vm.agent;
+    this.tap = vm.tap;
+    if (vm.tap) this.connectNetwork = (plan) => this.connect(plan);
     void vm.proc.exited.then((x) => {
       if (this.destroying) return;
       const tail = vm.proc.console.tail(10).join('\n');
@@ -73,6 +86,32 @@ export class QemuSandbox implements BackendSandbox {
     const r = await saveVmState(this.vm, dir, { keepRunning: o.keepRunning, jailed: this.machine.jailed });
     this.details.lastSave = r;
     return { machine: { ...this.machine.facts } };
+  }
+
+  /**
+   * The host end takes the plan's name and comes up (the network manager bridges it next); the
+   * guest agent sets eth0's MAC, address, route and resolvers (`net.config`) before user code
+   * runs. On failure the TAP goes down again; it is removed with the VM.
+   */
+  private async connect(plan: SandboxNetworkPlan): Promise<void> {
+    if (this.destroying || this.exit.fired) throw new KilnError('SANDBOX_GONE', 'the VM has stopped; its network cannot be connected');
+    const problem = ifNameProblem(plan.hostIf);
+    if (problem) throw new KilnError('INVALID_REQUEST', `the network plan's host interface name ${problem}`);
+    const t0 = performance.now();
+    try {
+      await renameAndUp(this.tap!, plan.hostIf);
+    } catch (e) {
+      throw new KilnError('INTERNAL', `the VM's TAP ${this.tap} could not be renamed to ${plan.hostIf} and brought up`, { cause: e });
+    }
+    this.tap = plan.hostIf;
+    this.details.tap = plan.hostIf;
+    try {
+      await this.agent.netConfig(plan, AbortSignal.timeout(NET_CONFIG_TIMEOUT_MS));
+    } catch (e) {
+      await setDown(plan.hostIf).catch(() => undefined);
+      throw e;
+    }
+    this.details.netConfigMs = Math.round((performance.now() - t0) * 10) / 10;
   }
 
   onExit(listener: (reason: string) => void): void {
