@@ -65,9 +65,10 @@ func checkNetConfig(req netConfigRequest) (netConfig, error) {
 		return c, newOpError(codeBadRequest, "dns names %d servers; resolv.conf takes at most %d", len(req.DNS), maxNameservers)
 	}
 	for _, s := range req.DNS {
+		// IPv4 only: the guest's eth0 has no IPv6 (nicUp).
 		a, err := netip.ParseAddr(s)
-		if err != nil || a.Zone() != "" {
-			return c, newOpError(codeBadRequest, "dns server %q must be an IP address", s)
+		if err != nil || !a.Is4() {
+			return c, newOpError(codeBadRequest, "dns server %q must be an IPv4 address", s)
 		}
 		c.dns = append(c.dns, a)
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 func TestCheckNetConfig(t *testing.T) {
-	good := netConfigRequest{MAC: "02:6B:00:0a:e7:02", Address: "10.231.0.2", Prefix: 24, Gateway: "10.231.0.1", DNS: []string{"10.231.0.1", "fd00::53"}}
+	good := netConfigRequest{MAC: "02:6B:00:0a:e7:02", Address: "10.231.0.2", Prefix: 24, Gateway: "10.231.0.1", DNS: []string{"10.231.0.1", "10.231.0.53"}}
 	c, err := checkNetConfig(good)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +39,7 @@ func TestCheckNetConfig(t *testing.T) {
 		{"gateway not ip", func(r *netConfigRequest) { r.Gateway = "gw" }, "gateway"},
 		{"four servers", func(r *netConfigRequest) { r.DNS = []string{"1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4"} }, "at most 3"},
 		{"server name", func(r *netConfigRequest) { r.DNS = []string{"dns.example"} }, "dns server"},
-		{"server with zone", func(r *netConfigRequest) { r.DNS = []string{"fe80::1%eth0"} }, "dns server"},
+		{"ipv6 server", func(r *netConfigRequest) { r.DNS = []string{"fd00::53"} }, "dns server"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,8 +70,8 @@ func TestNetmaskAndResolvConf(t *testing.T) {
 			t.Errorf("netmask(%d) = %v, want %v", prefix, got, want)
 		}
 	}
-	got := string(resolvConf([]netip.Addr{netip.MustParseAddr("10.0.0.53"), netip.MustParseAddr("fd00::53")}))
-	if !strings.Contains(got, "nameserver 10.0.0.53\nnameserver fd00::53\n") {
+	got := string(resolvConf([]netip.Addr{netip.MustParseAddr("10.0.0.53"), netip.MustParseAddr("10.0.0.54")}))
+	if !strings.Contains(got, "nameserver 10.0.0.53\nnameserver 10.0.0.54\n") {
 		t.Errorf("resolv.conf %q", got)
 	}
 }

@@ -1,7 +1,7 @@
 package main
 
-// net.config in a microVM guest: lo up; eth0 down, its MAC (clones of one template snapshot all
-// wake with the template's), address and netmask, up; the default route through the gateway;
+// net.config in a microVM guest: lo up; eth0's address and netmask, its MAC (clones of one
+// template snapshot all wake with the template's), up; the default route through the gateway;
 // /etc/resolv.conf. Runs before any user code (the host calls it right after the handshake).
 // ioctls on an AF_INET socket: no netlink message building, and the socket filter
 // (seccomp_linux.go) allows AF_INET.
@@ -50,16 +50,6 @@ func applyNetConfig(nc netConfig) error {
 	if err := setLinkUp(fd, "lo", true); err != nil {
 		return fmt.Errorf("lo up: %w", err)
 	}
-	// The MAC changes only while the link is down (virtio-net without live address change).
-	if err := setLinkUp(fd, guestNetIf, false); err != nil {
-		return fmt.Errorf("%s down: %w", guestNetIf, err)
-	}
-	hw := ifreq(guestNetIf)
-	*(*uint16)(unsafe.Pointer(&hw[16])) = arphrdEther
-	copy(hw[18:24], nc.mac[:])
-	if err := ifIoctl(fd, syscall.SIOCSIFHWADDR, &hw); err != nil {
-		return fmt.Errorf("set the MAC: %w", err)
-	}
 	addr := ifreq(guestNetIf)
 	putSockaddrIn(addr[16:32], nc.address.As4())
 	if err := ifIoctl(fd, syscall.SIOCSIFADDR, &addr); err != nil {
@@ -70,8 +60,12 @@ func applyNetConfig(nc netConfig) error {
 	if err := ifIoctl(fd, syscall.SIOCSIFNETMASK, &mask); err != nil {
 		return fmt.Errorf("set the netmask: %w", err)
 	}
-	// The kernel announces the address (gratuitous ARP) when the link comes up with it.
-	_ = os.WriteFile("/proc/sys/net/ipv4/conf/"+guestNetIf+"/arp_notify", []byte("1"), 0)
+	// With the address in place, the MAC change (or the link coming up) announces both in a
+	// gratuitous ARP (arp_notify, set at boot by nicUp), so the gateway forgets an earlier
+	// sandbox's MAC for this address.
+	if err := setMAC(fd, nc.mac); err != nil {
+		return err
+	}
 	if err := setLinkUp(fd, guestNetIf, true); err != nil {
 		return fmt.Errorf("%s up: %w", guestNetIf, err)
 	}
@@ -79,6 +73,46 @@ func applyNetConfig(nc netConfig) error {
 		return err
 	}
 	return writeResolvConf(resolvConf(nc.dns))
+}
+
+// setMAC changes eth0's MAC while it is up (virtio-net does, through its control queue: a
+// clone's eth0 is up since the template's boot); a device that cannot is taken down for it.
+func setMAC(fd int, mac [6]byte) error {
+	hw := ifreq(guestNetIf)
+	*(*uint16)(unsafe.Pointer(&hw[16])) = arphrdEther
+	copy(hw[18:24], mac[:])
+	err := ifIoctl(fd, syscall.SIOCSIFHWADDR, &hw)
+	if err == syscall.EBUSY {
+		if err := setLinkUp(fd, guestNetIf, false); err != nil {
+			return fmt.Errorf("%s down: %w", guestNetIf, err)
+		}
+		err = ifIoctl(fd, syscall.SIOCSIFHWADDR, &hw)
+	}
+	if err != nil {
+		return fmt.Errorf("set the MAC: %w", err)
+	}
+	return nil
+}
+
+// nicUp runs at boot (init): eth0, when the VM has a NIC, comes up silent — no IPv6 (kiln's
+// plan is IPv4; no link-local address, router solicitations or MLD reach the host), no IPv4
+// address — so that net.config in a template's clone changes only what it must, live: under
+// emulation each kernel path a clone runs first is translated afresh. resolv.conf is replaced
+// by kiln's (no servers until net.config) here too, so the clone's write finds it copied up.
+func nicUp() {
+	if _, err := os.Stat("/sys/class/net/" + guestNetIf); err != nil {
+		return
+	}
+	conf := "/proc/sys/net/ipv%d/conf/" + guestNetIf + "/%s"
+	_ = os.WriteFile(fmt.Sprintf(conf, 6, "disable_ipv6"), []byte("1"), 0)
+	_ = os.WriteFile(fmt.Sprintf(conf, 4, "arp_notify"), []byte("1"), 0)
+	_ = writeResolvConf(resolvConf(nil))
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer syscall.Close(fd)
+	_ = setLinkUp(fd, guestNetIf, true)
 }
 
 func ifreq(name string) [40]byte {
@@ -102,6 +136,9 @@ func setLinkUp(fd int, name string, up bool) error {
 		return err
 	}
 	flags := (*uint16)(unsafe.Pointer(&r[16]))
+	if (*flags&syscall.IFF_UP != 0) == up {
+		return nil
+	}
 	if up {
 		*flags |= syscall.IFF_UP
 	} else {
@@ -157,8 +194,21 @@ func setDefaultRoute(fd int, gw [4]byte) error {
 }
 
 // writeResolvConf replaces /etc/resolv.conf in the guest's writable overlay. A rename replaces a
-// pack's symlink (to a systemd-resolved stub that does not run here) instead of writing through it.
+// pack's symlink (to a systemd-resolved stub that does not run here) instead of writing through
+// it; kiln's own (a regular file since nicUp) is rewritten in place, which is cheaper in a clone.
 func writeResolvConf(content []byte) error {
+	if st, err := os.Lstat(resolvPath); err == nil && st.Mode().IsRegular() {
+		f, err := os.OpenFile(resolvPath, os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+		if err == nil {
+			_, err = f.Write(content)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				return nil
+			}
+		}
+	}
 	tmp := resolvPath + ".kiln-tmp"
 	_ = os.Remove(tmp)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)

@@ -104,6 +104,8 @@ describe('qemu networking', { skip, timeout: 300_000 }, () => {
       taps.push(String(sb.details.tap));
     }
     assert.equal(b.details.cloneOf, a.details.cloneOf);
+    // Silent until connected: eth0 has no IPv6 (no link-local address, no router solicitations).
+    assert.equal((await sh(c, 'cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6')).stdout, '1\n');
     // Until connectNetwork the TAP is down and on no bridge.
     assert.doesNotMatch(await ip('-o', 'link', 'show', 'dev', String(c.details.tap)), /[<,]UP[,>]| master /);
 

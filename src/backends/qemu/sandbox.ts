@@ -105,13 +105,16 @@ export class QemuSandbox implements BackendSandbox {
     }
     this.tap = plan.hostIf;
     this.details.tap = plan.hostIf;
+    const t1 = performance.now();
     try {
       await this.agent.netConfig(plan, AbortSignal.timeout(NET_CONFIG_TIMEOUT_MS));
     } catch (e) {
       await setDown(plan.hostIf).catch(() => undefined);
       throw e;
     }
-    this.details.netConfigMs = Math.round((performance.now() - t0) * 10) / 10;
+    const ms = (from: number, to: number) => Math.round((to - from) * 10) / 10;
+    const t2 = performance.now();
+    this.details.network = { hostMs: ms(t0, t1), guestMs: ms(t1, t2) };
   }
 
   onExit(listener: (reason: string) => void): void {
