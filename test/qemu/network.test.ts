@@ -12,8 +12,8 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { heldTaps, removeLeftoverTaps } from '../../src/backends/qemu/tap.js';
 import type { Backend, BackendSandbox, SandboxNetworkPlan } from '../../src/core/backend.js';
+import { heldTaps, removeLeftoverTaps } from '../../src/core/host-taps.js';
 import { type QemuFixture, setup, sh, skipReason, spec } from './fixture.js';
 
 const execFileAsync = promisify(execFile);

@@ -22,6 +22,7 @@ import {
 } from '../../core/backend.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { isKilnError, KilnError } from '../../core/errors.js';
+import { removeLeftoverTaps } from '../../core/host-taps.js';
 import { killLeftovers } from '../../core/kill-ladder.js';
 import { roundMs } from '../../core/steps.js';
 import { vmmCgroupName } from '../../core/vmm-identities.js';
@@ -35,7 +36,6 @@ import type { QemuLog } from './process.js';
 import { type QemuMachineFacts, QemuSandbox } from './sandbox.js';
 import { findOrphans, removeStale } from './scan.js';
 import { SpareManager } from './spares.js';
-import { removeLeftoverTaps } from './tap.js';
 import { type Template, TemplateManager, templateFilesPresent } from './templates.js';
 import { launchVm, type RunningVm, type SpareVm } from './vm.js';
 
@@ -72,7 +72,7 @@ export interface QemuBackendOptions {
    */
   spares?: number;
   /**
-   * Every VM gets a virtio-net NIC on a TAP of its own (tap.ts), down and on no bridge until the
+   * Every VM gets a virtio-net NIC on a TAP of its own (core/host-taps.ts), down and on no bridge until the
    * network manager calls connectNetwork. Needs root (CAP_NET_ADMIN); default: on when root.
    */
   network?: boolean;

@@ -2,10 +2,10 @@
 import type { BackendSandbox, SandboxNetworkPlan, SandboxUsage } from '../../core/backend.js';
 import { KilnError } from '../../core/errors.js';
 import { ExitSignal } from '../../core/exit-signal.js';
+import { connectVmNetwork } from '../../core/host-taps.js';
 import { microVmUsage } from '../../core/vm-usage.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import { saveVmState } from './machine-state.js';
-import { ifNameProblem, renameAndUp, setDown } from './tap.js';
 import type { RunningVm } from './vm.js';
 
 /**
@@ -27,9 +27,6 @@ export interface QemuMachineFacts {
   packHash: string;
   qemuVersion: string;
 }
-
-/** net.config is a handful of ioctls and one file write in the guest. */
-const NET_CONFIG_TIMEOUT_MS = 10_000;
 
 export class QemuSandbox implements BackendSandbox {
   readonly agent: AgentClient;
@@ -88,33 +85,18 @@ export class QemuSandbox implements BackendSandbox {
     return { machine: { ...this.machine.facts } };
   }
 
-  /**
-   * The host end takes the plan's name and comes up (the network manager bridges it next); the
-   * guest agent sets eth0's MAC, address, route and resolvers (`net.config`) before user code
-   * runs. On failure the TAP goes down again; it is removed with the VM.
-   */
+  /** The TAP gets the plan's name and comes up; the guest gets its address (core/host-taps.ts). */
   private async connect(plan: SandboxNetworkPlan): Promise<void> {
     if (this.destroying || this.exit.fired) throw new KilnError('SANDBOX_GONE', 'the VM has stopped; its network cannot be connected');
-    const problem = ifNameProblem(plan.hostIf);
-    if (problem) throw new KilnError('INVALID_REQUEST', `the network plan's host interface name ${problem}`);
-    const t0 = performance.now();
-    try {
-      await renameAndUp(this.tap!, plan.hostIf);
-    } catch (e) {
-      throw new KilnError('INTERNAL', `the VM's TAP ${this.tap} could not be renamed to ${plan.hostIf} and brought up`, { cause: e });
-    }
-    this.tap = plan.hostIf;
-    this.details.tap = plan.hostIf;
-    const t1 = performance.now();
-    try {
-      await this.agent.netConfig(plan, AbortSignal.timeout(NET_CONFIG_TIMEOUT_MS));
-    } catch (e) {
-      await setDown(plan.hostIf).catch(() => undefined);
-      throw e;
-    }
-    const ms = (from: number, to: number) => Math.round((to - from) * 10) / 10;
-    const t2 = performance.now();
-    this.details.network = { hostMs: ms(t0, t1), guestMs: ms(t1, t2) };
+    this.details.network = await connectVmNetwork({
+      tap: this.tap!,
+      plan,
+      agent: this.agent,
+      renamed: (name) => {
+        this.tap = name;
+        this.details.tap = name;
+      },
+    });
   }
 
   onExit(listener: (reason: string) => void): void {

@@ -8,13 +8,13 @@ import { mkdir, open, rm } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CleanupStack } from '../../core/cleanup.js';
+import { newTapName } from '../../core/host-taps.js';
 import type { Step, StepTimings } from '../../core/steps.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import { type QemuArgsOptions, qemuArgs, type VmPaths } from './cmdline.js';
 import { EMPTY_ROOT, type VmJail, type VmmJails } from './jail.js';
 import { type QemuLog, QemuProcess } from './process.js';
 import { QmpClient } from './qmp.js';
-import { newTapName } from './tap.js';
 
 /** Step names; also the keys of `details.steps` (`caps` is a mark inside `incoming`, `cont` inside a spare's `hello`). */
 export const QEMU_STEP = {
@@ -64,7 +64,7 @@ export interface SpareVm {
   ctl: Socket;
   /** Its uid, cgroup and namespaces; released by whoever owns the spare's QEMU. */
   jail?: VmJail;
-  /** Its TAP's host name (tap.ts), when it has a NIC. */
+  /** Its TAP's host name (core/host-taps.ts), when it has a NIC. */
   tap?: string;
   /** While the spare is idle: closes QMP, stops QEMU, removes its directory. */
   cleanup: CleanupStack;
