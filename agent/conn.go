@@ -30,11 +30,12 @@ var ops = map[string]opFunc{
 	"ws.flush":    opWorkspaceFlush,
 	"prestart":    opPrestart,
 	"tcp.connect": opTCPConnect,
+	"net.config":  opNetConfig,
 }
 
 // keepsPrestart: the ops that leave a prestarted program waiting (exec adopts or cancels it
 // itself); every other op cancels it first, so nothing sees its pipe.
-var keepsPrestart = map[string]bool{"ping": true, "sync": true, "exec": true, "prestart": true}
+var keepsPrestart = map[string]bool{"ping": true, "sync": true, "exec": true, "prestart": true, "net.config": true}
 
 type conn struct {
 	rw        io.ReadWriteCloser

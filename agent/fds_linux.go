@@ -56,14 +56,10 @@ func readDirNames(dir string) ([]string, error) {
 // descriptors 0..N-1 of ours. A name without "/" is looked up in PATH (or the usual default,
 // as execvp does: the host may spawn us with an empty environment).
 func execCleanFds(args []string) error {
-	if len(args) < 3 || args[1] != "--" {
-		return fmt.Errorf("usage: kiln-agent %s N -- program [args...]", cleanFdsFlag)
+	keep, tap, argv, err := parseCleanFdsArgs(args)
+	if err != nil {
+		return err
 	}
-	keep, err := strconv.Atoi(args[0])
-	if err != nil || keep < 0 {
-		return fmt.Errorf("%s: %q is not a descriptor count", cleanFdsFlag, args[0])
-	}
-	argv := args[2:]
 	path, err := searchPath(argv[0], os.Getenv("PATH"))
 	if err != nil {
 		return err
@@ -71,7 +67,39 @@ func execCleanFds(args []string) error {
 	if err := markCloexecFrom(keep); err != nil {
 		return fmt.Errorf("%s: %w", cleanFdsFlag, err)
 	}
+	if tap != "" {
+		// A VMM in its own network namespace cannot make a host TAP: it inherits one, open.
+		if err := openTapAt(tap, keep); err != nil {
+			return err
+		}
+	}
 	return fmt.Errorf("exec %s: %w", path, syscall.Exec(path, argv, os.Environ()))
+}
+
+// parseCleanFdsArgs reads `N [--tap NAME] -- program [args…]`.
+func parseCleanFdsArgs(args []string) (keep int, tap string, argv []string, err error) {
+	usage := fmt.Errorf("usage: kiln-agent %s N [--tap NAME] -- program [args...]", cleanFdsFlag)
+	if len(args) < 3 {
+		return 0, "", nil, usage
+	}
+	keep, err = strconv.Atoi(args[0])
+	if err != nil || keep < 0 {
+		return 0, "", nil, fmt.Errorf("%s: %q is not a descriptor count", cleanFdsFlag, args[0])
+	}
+	rest := args[1:]
+	if rest[0] == "--tap" {
+		if len(rest) < 4 {
+			return 0, "", nil, usage
+		}
+		tap, rest = rest[1], rest[2:]
+		if err := checkIfName(tap); err != nil {
+			return 0, "", nil, err
+		}
+	}
+	if rest[0] != "--" || len(rest) < 2 {
+		return 0, "", nil, usage
+	}
+	return keep, tap, rest[1:], nil
 }
 
 func searchPath(name, pathVar string) (string, error) {

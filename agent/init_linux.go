@@ -287,6 +287,7 @@ func prepareRoot(execUID int) {
 	}
 	_ = syscall.Sethostname([]byte("kiln"))
 	loopbackUp()
+	nicUp()
 	// Proactive compaction wakes kcompactd every 500 ms to defragment memory for huge pages a
 	// sandbox does not need; at 0 it sleeps until asked.
 	_ = os.WriteFile("/proc/sys/vm/compaction_proactiveness", []byte("0"), 0)

@@ -139,8 +139,8 @@ export interface BackendSandbox {
    */
   /**
    * Gives the sandbox its network link (before any user code runs): the host end is named
-   * `plan.hostIf`, is a port of `plan.bridge` as bridgePortCommands makes it, and is up. Absent:
-   * the backend has no network.
+   * `plan.hostIf`, is up, and is a port of `plan.bridge` (when set) as bridgePortCommands makes it.
+   * Absent: the backend has no network.
    */
   connectNetwork?(plan: SandboxNetworkPlan): Promise<void>;
   saveMachine?(dir: string, o: { keepRunning: boolean; signal?: AbortSignal }): Promise<{ machine: Record<string, unknown> }>;
@@ -155,8 +155,8 @@ export interface BackendSandbox {
 export interface SandboxNetworkPlan {
   /** Host interface name to create (at most 15 bytes; kiln's prefix, so the start-up scan finds leftovers). */
   hostIf: string;
-  /** The bridge the host end joins (src/net/link.ts bridgePortCommands: isolated from the other ports, up). */
-  bridge: string;
+  /** The bridge the host end joins (src/net/link.ts bridgePortCommands: isolated from the other ports, up); absent: on none (tests). */
+  bridge?: string;
   mac: string;
   address: string;
   prefix: number;

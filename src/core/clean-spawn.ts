@@ -16,11 +16,15 @@ export function defaultFdWrapper(): string {
   return process.env.KILN_AGENT ?? resolve(REPO_ROOT, 'build/kiln-agent');
 }
 
-/** `spawn(binary, args, options)`, but the child keeps only the descriptors `options.stdio` lists. */
-export function spawnClean(binary: string, args: string[], options: SpawnOptions, wrapper = defaultFdWrapper()): ChildProcess {
+/**
+ * `spawn(binary, args, options)`, but the child keeps only the descriptors `options.stdio` lists.
+ * With `tap`, the wrapper also creates that (non-persistent) TAP and leaves it open at the first
+ * descriptor after them: a VMM in its own network namespace inherits its host link this way.
+ */
+export function spawnClean(binary: string, args: string[], options: SpawnOptions, wrapper = defaultFdWrapper(), o: { tap?: string } = {}): ChildProcess {
   if (!existsSync(wrapper)) {
     throw new KilnError('IMAGE_MISSING', `the kiln-agent binary ${wrapper} is missing (it starts ${binary} without the service's descriptors): run "bash agent/build.sh"`);
   }
   const keep = Array.isArray(options.stdio) ? Math.max(3, options.stdio.length) : 3;
-  return spawn(wrapper, ['--exec-clean-fds', String(keep), '--', binary, ...args], options);
+  return spawn(wrapper, ['--exec-clean-fds', String(keep), ...(o.tap ? ['--tap', o.tap] : []), '--', binary, ...args], options);
 }

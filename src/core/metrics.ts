@@ -120,7 +120,12 @@ export class Metrics {
   /** Per networked sandbox: bytes each way (its host link's counters) and refused attempts. */
   networkGauges(counters: () => Promise<Array<{ id: string; bytesOut: number; bytesIn: number; refused: number }>>): void {
     const bytesIn = new client.Gauge({ name: 'kiln_sandbox_network_received_bytes', help: 'Bytes each networked sandbox received', labelNames: ['sandbox'], registers: [this.registry] });
-    const refused = new client.Gauge({ name: 'kiln_sandbox_network_refused_total', help: 'DNS queries and connections refused to each networked sandbox', labelNames: ['sandbox'], registers: [this.registry] });
+    const refused = new client.Gauge({
+      name: 'kiln_sandbox_network_refused_total',
+      help: 'DNS queries and connections refused to each networked sandbox',
+      labelNames: ['sandbox'],
+      registers: [this.registry],
+    });
     new client.Gauge({
       name: 'kiln_sandbox_network_sent_bytes',
       help: 'Bytes each networked sandbox sent',

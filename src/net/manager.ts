@@ -214,7 +214,16 @@ export class NetworkManager implements NetworkHooks {
         stage = 'firewall';
         throw e;
       });
-      const link = inner.connectNetwork({ hostIf, bridge: this.bridge, mac: macFor(ip), address: formatIp(ip), prefix: this.subnet.prefix, gateway: this.gateway, dns: [this.gateway], ...(policy.bandwidthMbit ? { sendMbit: policy.bandwidthMbit } : {}) });
+      const link = inner.connectNetwork({
+        hostIf,
+        bridge: this.bridge,
+        mac: macFor(ip),
+        address: formatIp(ip),
+        prefix: this.subnet.prefix,
+        gateway: this.gateway,
+        dns: [this.gateway],
+        ...(policy.bandwidthMbit ? { sendMbit: policy.bandwidthMbit } : {}),
+      });
       await Promise.all([firewall, link.finally(() => firewall.catch(() => undefined))]);
       stage = 'rate limit';
       await this.limit(sb);
@@ -346,7 +355,16 @@ export class NetworkManager implements NetworkHooks {
   }
 
   info(sb: NetSandbox): SandboxNetworkInfo {
-    return { policy: sb.policy.policy, allow: sb.policy.allow, learn: sb.policy.learn, address: sb.address, gateway: this.gateway, hostInterface: sb.hostIf, bandwidthMbit: sb.policy.bandwidthMbit, attachMs: sb.attachMs };
+    return {
+      policy: sb.policy.policy,
+      allow: sb.policy.allow,
+      learn: sb.policy.learn,
+      address: sb.address,
+      gateway: this.gateway,
+      hostInterface: sb.hostIf,
+      bandwidthMbit: sb.policy.bandwidthMbit,
+      attachMs: sb.attachMs,
+    };
   }
 
   describe(id: string): SandboxNetworkInfo | undefined {

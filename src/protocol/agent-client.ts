@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { KilnError } from '../core/errors.js';
 import { abortedError, agentError, requestFrame } from './agent-errors.js';
 import { TcpStream, type TcpStreamOptions } from './agent-tcp.js';
-import type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers, OutputStream } from './agent-types.js';
+import type { AgentIo, ChunkSink, ConnectOptions, ExecHandle, ExecHandlers, NetConfigRequest, OutputStream } from './agent-types.js';
 import { parseWindow, RecvWindow, SendWindow, windowPayload } from './flow.js';
 import { decodeJson, encodeFrame, encodeJsonFrame, type Frame, FrameDecoder, FrameType } from './frames.js';
 import {
@@ -297,6 +297,11 @@ export class AgentClient {
   /** A microVM workspace's upper layer as the NDJSON of `kiln-agent host ws-scan` (docs/protocol.md `ws.scan`). */
   workspaceScan(sink: ChunkSink, opts: { maxBytes?: number; signal?: AbortSignal } = {}): Promise<TransferResult> {
     return this.download({ op: 'ws.scan' }, sink, opts.signal, opts.maxBytes);
+  }
+
+  /** Configures a microVM guest's network (docs/protocol.md `net.config`): before any user code. */
+  async netConfig(plan: NetConfigRequest, signal?: AbortSignal): Promise<void> {
+    await this.request({ op: 'net.config', mac: plan.mac, address: plan.address, prefix: plan.prefix, gateway: plan.gateway, dns: plan.dns }, { signal });
   }
 
   /** Syncs a microVM workspace's upper to its drive (docs/protocol.md `ws.flush`): before the VM is killed. */

@@ -45,3 +45,12 @@ export interface ConnectOptions {
    */
   sync?: boolean;
 }
+
+/** `net.config` (docs/protocol.md): the guest's eth0 MAC, IPv4 address/prefix, default route and resolvers. */
+export interface NetConfigRequest {
+  mac: string;
+  address: string;
+  prefix: number;
+  gateway: string;
+  dns: string[];
+}

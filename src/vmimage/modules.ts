@@ -13,7 +13,7 @@ import { KilnError } from '../core/errors.js';
 const execFileAsync = promisify(execFile);
 
 /** virtio device IDs (virtio spec 5): a driver module is loaded only when its device is there. */
-export const VIRTIO_DEVICE = { block: 2, console: 3, entropy: 4, vsock: 19 } as const;
+export const VIRTIO_DEVICE = { net: 1, block: 2, console: 3, entropy: 4, vsock: 19 } as const;
 
 export interface WantedModule {
   name: string;
@@ -24,7 +24,7 @@ export interface WantedModule {
 
 /**
  * What every guest needs, VMM-neutral: virtio over MMIO (QEMU microvm and Firecracker), the root
- * disk, the QEMU control port, an entropy source, the root filesystem layers, and vsock for
+ * disk, the QEMU control port, the NIC, an entropy source, the root filesystem layers, and vsock for
  * Firecracker's control channel. `required: false` entries are skipped when the kernel lacks them.
  * Device-specific ones are skipped at boot when the VMM does not offer the device (QEMU has no
  * vsock here, Firecracker no console port): a module load costs tens of ms under emulation.
@@ -36,6 +36,10 @@ export const GUEST_MODULES: ReadonlyArray<WantedModule> = [
   { name: 'virtio_blk', required: true, virtioDevice: VIRTIO_DEVICE.block },
   { name: 'virtio_console', required: true, virtioDevice: VIRTIO_DEVICE.console },
   { name: 'virtio_rng', required: false, virtioDevice: VIRTIO_DEVICE.entropy },
+  // The NIC (sandbox networking); its failover dependencies are listed so they too load only with it.
+  { name: 'failover', required: false, virtioDevice: VIRTIO_DEVICE.net },
+  { name: 'net_failover', required: false, virtioDevice: VIRTIO_DEVICE.net },
+  { name: 'virtio_net', required: false, virtioDevice: VIRTIO_DEVICE.net },
   { name: 'squashfs', required: true },
   { name: 'overlay', required: true },
   { name: 'vsock', required: false, virtioDevice: VIRTIO_DEVICE.vsock },

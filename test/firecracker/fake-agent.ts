@@ -74,6 +74,8 @@ export function serveFakeAgent(socket: Socket, log: FakeAgentLog): void {
       else if (req.op === 'sync') {
         record(req, false);
         reply({ reseeded: true, clockSet: true });
+      } else if (req.op === 'net.config') {
+        reply({});
       } else if (req.op === 'fs.list') {
         reply({ entries: [...(files.get(req.path ?? '') ?? [])].map((name) => ({ name, type: 'dir', size: 0, mode: 0o755, mtimeMs: 0 })) });
       } else if (req.op === 'file.read' && guestFile(req.path ?? '') !== undefined) {

@@ -77,6 +77,8 @@ export interface SnapshotLoadParams {
   mem_backend: { backend_type: 'File' | 'Uffd'; backend_path: string };
   resume_vm?: boolean;
   track_dirty_pages?: boolean;
+  /** A restored NIC's TAP under another name than at the snapshot (each clone has its own). */
+  network_overrides?: Array<{ iface_id: string; host_dev_name: string }>;
 }
 
 export interface InstanceInfo {

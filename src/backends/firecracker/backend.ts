@@ -9,6 +9,7 @@ import { availabilityFrom, type Backend, type BackendAvailability, type BackendS
 import { CleanupStack } from '../../core/cleanup.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { KilnError, toKilnError } from '../../core/errors.js';
+import { removeLeftoverTaps } from '../../core/host-taps.js';
 import { processStart } from '../../core/proc-stat.js';
 import { roundMs, runSteps } from '../../core/steps.js';
 import { vmmCgroupName } from '../../core/vmm-identities.js';
@@ -60,6 +61,13 @@ export interface FirecrackerBackendOptions {
    * with a custom `launcher` (tests), which cannot honour it.
    */
   unjailed?: false | Partial<UnjailedConfinementOptions>;
+  /**
+   * kiln's own NIC on every VM without `backendOptions.network`: a TAP per VM (core/host-taps.ts,
+   * in the jail's network namespace when jailed), down and on no bridge until connectNetwork.
+   * Templates and saved states keep it (a restore names its own TAP: `network_overrides`).
+   * Needs root (CAP_NET_ADMIN). Default off.
+   */
+  network?: boolean;
   /** Tests: start something else than the real binary (a fake API server). */
   launcher?: Launcher;
   /** Observes boot steps ("run:fc.putDrive(rootfs)", "undo:fc.spawn", …). */
@@ -177,13 +185,16 @@ export class FirecrackerBackend implements Backend {
         driveRateLimiter,
         firecrackerVersion: r.firecrackerVersion,
         warmup,
+        nic: base.kilnNic,
       });
       template = await this.templates.get(key, (out) => this.buildTemplate(r, { ...base, id: `tpl-${key.slice(0, 12)}` }, out, signal, warmup));
     }
     const tReady = performance.now();
     const timing = template ? () => ({ cloneOf: template.key, restoreMs: roundMs(performance.now() - tReady), templateMs: roundMs(tReady - t0) }) : () => ({ bootMs: roundMs(performance.now() - t0) });
     // No NIC: its state can be saved and restored (pause, snapshots) like a template's.
-    const machine = network ? undefined : { packHash: spec.pack.hash, vcpus: spec.cpus, memoryMib: spec.memoryMib, kernelHash: image.hash, bootArgs, firecrackerVersion: r.firecrackerVersion };
+    const machine = network
+      ? undefined
+      : { packHash: spec.pack.hash, vcpus: spec.cpus, memoryMib: spec.memoryMib, kernelHash: image.hash, bootArgs, firecrackerVersion: r.firecrackerVersion, nic: base.kilnNic };
     return this.bootSandbox(r, spec, { ...base, id: spec.id, snapshot: template }, signal, timing, machine);
   }
 
@@ -197,7 +208,9 @@ export class FirecrackerBackend implements Backend {
       if (m.firecrackerVersion !== r.firecrackerVersion) throw new KilnError('BACKEND_UNAVAILABLE', 'Firecracker was upgraded since the state was saved; it cannot be restored');
       const t0 = performance.now();
       const snapshot = { vmstatePath: `${dir}/${SAVED.vmstate}`, memoryPath: `${dir}/${SAVED.memory}` };
-      return this.bootSandbox(r, spec, { ...base, id: spec.id, snapshot }, signal, () => ({ restoreMs: roundMs(performance.now() - t0), restoredFromState: true }), { ...machine });
+      // The saved devices decide: a NIC in the state needs a TAP to restore onto.
+      const kilnNic = (machine as { nic?: boolean }).nic === true;
+      return this.bootSandbox(r, spec, { ...base, kilnNic, id: spec.id, snapshot }, signal, () => ({ restoreMs: roundMs(performance.now() - t0), restoredFromState: true }), { ...machine });
     });
   }
 
@@ -229,6 +242,7 @@ export class FirecrackerBackend implements Backend {
       rootfsPath: spec.pack.imagePath,
       driveRateLimiter,
       network,
+      kilnNic: this.o.network === true && !network,
       readyTimeoutMs: options.readyTimeoutMs,
     };
     return { r, image, signal, base, bootArgs, driveRateLimiter, network };
@@ -380,6 +394,8 @@ export class FirecrackerBackend implements Backend {
       templatesDir: this.o.templatesDir ?? join(this.baseDir, 'templates'),
     });
     removed.push(...((await this.confiner?.scan()) ?? []));
+    // The host's namespace only: a jailed VM's TAP went with its namespace.
+    if (this.o.network) removed.push(...(await removeLeftoverTaps()));
     return { removed };
   }
 

@@ -2,9 +2,11 @@
  * One running Firecracker sandbox: the VMM process, the agent connection (reconnected once when it
  * drops while the VM lives), usage accounting and teardown through the boot's cleanup stack.
  */
-import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
+import type { BackendSandbox, SandboxNetworkPlan, SandboxUsage } from '../../core/backend.js';
 import type { CleanupStack } from '../../core/cleanup.js';
+import { KilnError } from '../../core/errors.js';
 import { ExitSignal } from '../../core/exit-signal.js';
+import { connectVmNetwork } from '../../core/host-taps.js';
 import { microVmUsage } from '../../core/vm-usage.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import { reconnectAgent } from './agent-link.js';
@@ -22,6 +24,8 @@ export interface FirecrackerSandboxOptions {
 }
 
 export class FirecrackerSandbox implements BackendSandbox {
+  /** Present when the VM has kiln's NIC (the backend's `network` option). */
+  readonly connectNetwork?: (plan: SandboxNetworkPlan) => Promise<void>;
   private current: AgentClient;
   private readonly exit = new ExitSignal();
   private destroying: Promise<void> | undefined;
@@ -38,6 +42,10 @@ export class FirecrackerSandbox implements BackendSandbox {
     private readonly o: FirecrackerSandboxOptions = {},
   ) {
     this.current = vm.agent!;
+    if (vm.tap) {
+      this.details.tap = vm.tap;
+      this.connectNetwork = (plan) => this.connect(plan);
+    }
     void vm.proc!.exited.then((why) => this.markExited(`Firecracker ${why}`));
     this.watch(this.current);
     if (o.kept) this.detach = () => this.letGo();
@@ -66,6 +74,25 @@ export class FirecrackerSandbox implements BackendSandbox {
     if (this.destroying || this.exit.fired) throw new Error('the VM has stopped');
     this.details.lastSave = await saveFirecrackerState(this.vm, dir, o);
     return { machine: { ...this.o.machine } };
+  }
+
+  /**
+   * As QEMU's (core/host-taps.ts). A jailed VM's TAP is in the jail's network namespace
+   * (`kiln-fc-<id>`): it is renamed and brought up there, and the network manager must reach it
+   * there (a veth into the namespace), not on its bridge in the host's.
+   */
+  private async connect(plan: SandboxNetworkPlan): Promise<void> {
+    if (this.destroying || this.exit.fired) throw new KilnError('SANDBOX_GONE', 'the VM has stopped; its network cannot be connected');
+    this.details.network = await connectVmNetwork({
+      tap: this.vm.tap!,
+      netns: this.vm.spec.jail?.netnsName,
+      plan,
+      agent: this.current,
+      renamed: (name) => {
+        this.vm.tap = name;
+        this.details.tap = name;
+      },
+    });
   }
 
   get consoleTail(): string[] {

@@ -19,11 +19,15 @@ export interface TemplateKeyInput {
   firecrackerVersion?: string;
   /** What the template runs before its snapshot (its page cache is part of the snapshot). */
   warmup?: unknown;
+  /** kiln's NIC (a clone must have the template's devices). */
+  nic?: boolean;
 }
 
 export function templateKey(i: TemplateKeyInput): string {
   const h = createHash('sha256');
-  h.update(JSON.stringify(['kiln-fc-template-2', i.packHash, i.vcpus, i.memoryMib, i.kernelHash, i.bootArgs, i.driveRateLimiter ?? null, i.firecrackerVersion ?? '', i.warmup ?? null]));
+  h.update(
+    JSON.stringify(['kiln-fc-template-2', i.packHash, i.vcpus, i.memoryMib, i.kernelHash, i.bootArgs, i.driveRateLimiter ?? null, i.firecrackerVersion ?? '', i.warmup ?? null, i.nic === true]),
+  );
   return h.digest('hex').slice(0, 24);
 }
 

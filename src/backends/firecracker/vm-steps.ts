@@ -8,6 +8,7 @@
 import { chmod, chown, copyFile, link, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { KilnError, toKilnError } from '../../core/errors.js';
+import { createTap, deleteTap, INITIAL_GUEST_MAC, newTapName } from '../../core/host-taps.js';
 import { type Step, StepTimings } from '../../core/steps.js';
 import type { UidPool } from '../../core/uids.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
@@ -32,6 +33,8 @@ export const VM_FILES = {
 } as const;
 
 export const AGENT_GUEST_CID = 3;
+/** The iface_id of kiln's NIC (the guest sees eth0). */
+export const KILN_IFACE = 'eth0';
 
 /** Step names: traces, BOOT_FAILED errors (`details.step`) and `details.steps` timings use them. */
 export const FC_STEP = {
@@ -40,6 +43,7 @@ export const FC_STEP = {
   makeVmDir: 'fc.makeVmDir',
   linkImages: 'fc.linkImages',
   createNetns: 'fc.createNetns',
+  createTap: 'kiln.createTap',
   spawn: 'fc.spawn',
   waitApiSocket: 'fc.waitApiSocket',
   putLogger: 'fc.putLogger',
@@ -72,6 +76,12 @@ export interface VmSpec {
   rootfsPath: string;
   driveRateLimiter?: RateLimiter;
   network?: NetworkInterface;
+  /**
+   * kiln's own NIC (the backend's `network` option): a TAP per VM made by a step (in the jail's
+   * network namespace when jailed), `eth0` with INITIAL_GUEST_MAC, renamed and configured by
+   * connectNetwork; a clone's TAP replaces the template's through `network_overrides`.
+   */
+  kilnNic?: boolean;
   /** Snapshot files to restore from (clone); absent for a cold boot. */
   snapshot?: { vmstatePath: string; memoryPath: string };
   apiTimeoutMs: number;
@@ -89,6 +99,8 @@ export class VmContext {
   uid: number | undefined;
   /** The unjailed VM's confinement (FC_STEP.confine). */
   confine: VmmConfinement | undefined;
+  /** The current host name of kiln's TAP (FC_STEP.createTap; renamed by connectNetwork). */
+  tap: string | undefined;
   /** Set once the VM booted: from then on destroy is graceful (Ctrl+Alt+Del first). */
   booted = false;
   readonly timings = new StepTimings();
@@ -180,6 +192,20 @@ export function prepareSteps(spec: VmSpec): VmStep[] {
       undo: () => deleteNetns(name),
     });
   }
+  if (spec.kilnNic) {
+    const netns = spec.jail?.netnsName;
+    steps.push({
+      name: FC_STEP.createTap,
+      run: async (ctx) => {
+        const owner = spec.jail ? { uid: ctx.uid!, gid: spec.jail.settings.gid } : ctx.confine ? { uid: ctx.confine.uid, gid: ctx.confine.gid } : { uid: 0, gid: 0 };
+        const name = newTapName();
+        await createTap(name, { ...owner, netns });
+        ctx.tap = name;
+      },
+      // After Firecracker stopped (the spawn step is undone first).
+      undo: (ctx) => (ctx.tap ? deleteTap(ctx.tap, netns) : undefined),
+    });
+  }
   steps.push(
     {
       name: FC_STEP.spawn,
@@ -243,6 +269,11 @@ export function coldBootSteps(spec: VmSpec): VmStep[] {
   if (spec.network) {
     const nic = spec.network;
     steps.push({ name: `${FC_STEP.putNetworkInterface}(${nic.iface_id})`, run: (ctx, signal) => ctx.api.putNetworkInterface(nic, { signal }) });
+  } else if (spec.kilnNic) {
+    steps.push({
+      name: `${FC_STEP.putNetworkInterface}(${KILN_IFACE})`,
+      run: (ctx, signal) => ctx.api.putNetworkInterface({ iface_id: KILN_IFACE, host_dev_name: ctx.tap!, guest_mac: INITIAL_GUEST_MAC }, { signal }),
+    });
   }
   steps.push({
     name: FC_STEP.instanceStart,
@@ -264,6 +295,7 @@ export function restoreSteps(): VmStep[] {
             snapshot_path: ctx.vm(VM_FILES.vmstate),
             mem_backend: { backend_type: 'File', backend_path: ctx.vm(VM_FILES.memory) },
             resume_vm: true,
+            ...(ctx.tap ? { network_overrides: [{ iface_id: KILN_IFACE, host_dev_name: ctx.tap }] } : {}),
           },
           { signal },
         );

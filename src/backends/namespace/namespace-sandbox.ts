@@ -51,12 +51,17 @@ export class NamespaceSandbox implements BackendSandbox {
    */
   async connectNetwork(plan: SandboxNetworkPlan): Promise<void> {
     const pid = this.details.pid as number;
-    await runTool('ip', ['-batch', '-'], `${[`link add ${plan.hostIf} type veth peer name eth0 netns ${pid}`, ...bridgePortCommands(plan.hostIf, plan.bridge)].join('\n')}\n`);
+    await runTool(
+      'ip',
+      ['-batch', '-'],
+      `${[`link add ${plan.hostIf} type veth peer name eth0 netns ${pid}`, ...(plan.bridge ? bridgePortCommands(plan.hostIf, plan.bridge) : [`link set ${plan.hostIf} up`])].join('\n')}\n`,
+    );
     try {
       const inside = [`link set eth0 address ${plan.mac}`, `addr add ${plan.address}/${plan.prefix} dev eth0`, 'link set eth0 up', `route add default via ${plan.gateway}`];
       await runTool('nsenter', [`--net=/proc/${pid}/ns/net`, '--', 'ip', '-batch', '-'], `${inside.join('\n')}\n`);
       // The sandbox has no capabilities: it cannot lift a limit set on its own eth0.
-      if (plan.sendMbit) await runTool('nsenter', [`--net=/proc/${pid}/ns/net`, '--', 'tc', 'qdisc', 'replace', 'dev', 'eth0', 'root', 'tbf', 'rate', `${plan.sendMbit}mbit`, 'burst', '256kb', 'latency', '100ms']);
+      if (plan.sendMbit)
+        await runTool('nsenter', [`--net=/proc/${pid}/ns/net`, '--', 'tc', 'qdisc', 'replace', 'dev', 'eth0', 'root', 'tbf', 'rate', `${plan.sendMbit}mbit`, 'burst', '256kb', 'latency', '100ms']);
     } catch (e) {
       await runTool('ip', ['link', 'del', plan.hostIf]).catch(() => undefined);
       throw e;

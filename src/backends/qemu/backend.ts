@@ -23,6 +23,7 @@ import {
 } from '../../core/backend.js';
 import { CreatesInFlight } from '../../core/creates.js';
 import { isKilnError, KilnError } from '../../core/errors.js';
+import { removeLeftoverTaps } from '../../core/host-taps.js';
 import { killLeftovers } from '../../core/kill-ladder.js';
 import { roundMs } from '../../core/steps.js';
 import { vmmCgroupName } from '../../core/vmm-identities.js';
@@ -72,6 +73,11 @@ export interface QemuBackendOptions {
    * state: a clone then skips QEMU's start-up (~30 ms). Each idle spare costs ~20-25 MB.
    */
   spares?: number;
+  /**
+   * Every VM gets a virtio-net NIC on a TAP of its own (core/host-taps.ts), down and on no bridge until the
+   * network manager calls connectNetwork. Needs root (CAP_NET_ADMIN); default: on when root.
+   */
+  network?: boolean;
   /** Budget of a template boot (default 60 s). */
   templateReadyTimeoutMs?: number;
   log?: QemuLog;
@@ -115,8 +121,10 @@ class QemuBackend implements Backend {
   private artifacts: { key: string; value: Promise<VmArtifacts> } | undefined;
   private readonly confine: { runAs?: string } | undefined;
   private readonly jails: VmmJails | undefined;
+  private readonly nic: boolean;
 
   constructor(private readonly o: QemuBackendOptions) {
+    this.nic = o.network ?? process.getuid?.() === 0;
     this.binary = o.qemuBinary ?? 'qemu-system-x86_64';
     this.qemuRunDir = `${o.runDir}/qemu`;
     const runAs = o.runAsUser === undefined ? (process.getuid?.() === 0 ? 'nobody' : undefined) : (o.runAsUser ?? undefined);
@@ -240,6 +248,7 @@ class QemuBackend implements Backend {
       log: this.o.log,
       confine: this.confine,
       jails: this.jails,
+      nic: this.nic,
     };
 
     let vm: RunningVm | undefined;
@@ -261,6 +270,7 @@ class QemuBackend implements Backend {
           accel,
           qemuVersion: await qemuVersion(this.binary),
           binary: this.binary,
+          nic: this.nic,
           warmup: templateWarmup(spec.pack),
         }),
         deadline,
@@ -304,6 +314,7 @@ class QemuBackend implements Backend {
       cpus: spec.cpus,
       accel,
       ramBackend: template !== undefined,
+      nic: this.nic,
       packHash: spec.pack.hash,
       qemuVersion: await qemuVersion(this.binary),
     };
@@ -324,7 +335,7 @@ class QemuBackend implements Backend {
       throw isKilnError(e) && e.code === 'BOOT_FAILED' ? e : new KilnError('BOOT_FAILED', `the guest agent did not complete its start-up sync: ${(e as Error).message}`, { cause: e });
     }
     const jail = vm.jail ? { uid: vm.jail.uid, cgroup: `${this.jails!.cgroupName}/${vm.jail.name}` } : {};
-    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib, ...jail, ...timing, steps: vm.steps };
+    const details: Record<string, unknown> = { pid: vm.proc.pid, accel, vmMemoryMib, ...jail, ...(vm.tap ? { tap: vm.tap } : {}), ...timing, steps: vm.steps };
     const drives = spec.workspace?.kind === 'images' ? { lowerImage: spec.workspace.lowerImage, upperImage: spec.workspace.upperImage } : undefined;
     let record: KeptVm;
     try {
@@ -416,6 +427,7 @@ class QemuBackend implements Backend {
         jails: this.jails,
         restoreFrom: `${dir}/${STATE_FILE}`,
         ramBackend: f.ramBackend,
+        nic: f.nic === true,
         readyTimeoutMs: o.readyTimeoutMs,
       });
       return this.adopt(spec, vm, f.accel, f.vmMemoryMib, { restoreMs: Math.round(vm.readyMs), restoredFromState: true }, f);
@@ -441,6 +453,7 @@ class QemuBackend implements Backend {
     removed.push(...(await removeStale(`${this.qemuRunDir}/templates`, new Set(templates.map((t) => t.id)))));
     removed.push(...(await removeStale(this.templates.memDir, new Set(templates.map((t) => `${t.id}.mem`)))));
     removed.push(...((await this.jails?.scan()) ?? []));
+    if (this.nic) removed.push(...(await removeLeftoverTaps()));
     return { removed };
   }
 

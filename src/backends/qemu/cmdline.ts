@@ -2,6 +2,7 @@
  * The QEMU command line. Template and clone must use identical lines except for `share=` and
  * `-incoming defer` (migration compares devices, memory size, CPU count), so both come from here.
  */
+import { INITIAL_GUEST_MAC } from '../../core/host-taps.js';
 import { TCG_BUFFER_MIB } from './jail.js';
 
 export interface VmPaths {
@@ -45,6 +46,12 @@ export interface QemuArgsOptions {
    * paused clone, whose migration stream names that RAM block.
    */
   ramBackend?: boolean;
+  /**
+   * One virtio-net NIC on the TAP QEMU inherits open at TAP_FD (core/host-taps.ts). Every VM of a template
+   * has it or none does (migration compares devices); the MAC is the same for all (INITIAL_GUEST_MAC): the
+   * guest gets its own with `net.config`.
+   */
+  nic?: boolean;
   /** Start paused, waiting for `migrate-incoming` (clones). */
   incoming?: boolean;
   /**
@@ -54,6 +61,9 @@ export interface QemuArgsOptions {
    */
   confine?: { runAs?: string; chroot?: string };
 }
+
+/** The descriptor a VM's TAP is open at in QEMU (after stdio, the migration stream and bwrap's two pipes). */
+export const TAP_FD = 6;
 
 export function vmPaths(dir: string): VmPaths {
   return { dir, ctlSock: `${dir}/ctl.sock`, qmpSock: `${dir}/qmp.sock`, conSock: `${dir}/con.sock`, pidFile: `${dir}/qemu.pid`, migDir: `${dir}/mig` };
@@ -124,6 +134,7 @@ export function qemuArgs(o: QemuArgsOptions): string[] {
           'virtio-blk-device,drive=wsupper,serial=kiln-ws-upper',
         ]
       : []),
+    ...(o.nic ? ['-netdev', `tap,id=net0,fd=${TAP_FD}`, '-device', `virtio-net-device,netdev=net0,mac=${INITIAL_GUEST_MAC}`] : []),
     // No virtio-rng: every VM gets 64 bytes of host entropy with the handshake, before any user
     // code (the hello sync), and the device's kernel thread refills about once a second in a
     // young guest, waking it (and, under TCG, costing every template clone fresh translation).

@@ -3,7 +3,7 @@
  * capture (the serial console's socket, and QEMU's own stderr while it is our child), a boot
  * watchdog, and the kill ladder (SIGTERM, bounded wait, SIGKILL, bounded wait, give up loudly).
  */
-import type { ChildProcess } from 'node:child_process';
+import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { once } from 'node:events';
 import { createConnection, type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
@@ -13,6 +13,7 @@ import { ConsoleRing } from '../../core/console-ring.js';
 import { killLadder, killLeftovers, settlesWithin } from '../../core/kill-ladder.js';
 import { processStart, processStartSync } from '../../core/proc-stat.js';
 import { childOf, readChildPid } from '../../core/vmm-jail.js';
+import { TAP_FD } from './cmdline.js';
 import type { VmJail } from './jail.js';
 
 export interface ExitInfo {
@@ -92,16 +93,19 @@ export class QemuProcess {
    * VM's cgroup. In its own session: a signal to the service's process group (a terminal's ^C)
    * does not reach a VM that is to outlive the service.
    */
-  static async spawn(binary: string, args: string[], consoleSock: string, passFd?: number, jail?: VmJail): Promise<QemuProcess> {
+  static async spawn(binary: string, args: string[], consoleSock: string, passFd?: number, jail?: VmJail, tap?: string): Promise<QemuProcess> {
     // Every descriptor past the ones listed is closed on exec (spawnClean); in the jail, fd 3 is
     // a pipe nobody writes when there is no migration stream, so no stray descriptor sits there.
+    // The TAP (`tap`) lands right after them, at TAP_FD: six descriptors are listed for it.
+    const stdio: StdioOptions & unknown[] = jail
+      ? ['ignore', 'pipe', 'pipe', passFd ?? 'pipe', 'pipe', 'pipe']
+      : passFd === undefined
+        ? ['ignore', 'pipe', 'pipe']
+        : ['ignore', 'pipe', 'pipe', passFd];
+    while (tap && stdio.length < TAP_FD) stdio.push('ignore');
     const child = jail
-      ? spawnClean(jail.bwrapPath, [...jail.bwrapArgs, '--info-fd', '4', '--block-fd', '5', '--', binary, ...args], {
-          stdio: ['ignore', 'pipe', 'pipe', passFd ?? 'pipe', 'pipe', 'pipe'],
-          env: {},
-          detached: true,
-        })
-      : spawnClean(binary, args, { stdio: passFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe', passFd], detached: true });
+      ? spawnClean(jail.bwrapPath, [...jail.bwrapArgs, '--info-fd', '4', '--block-fd', '5', '--', binary, ...args], { stdio, env: {}, detached: true }, undefined, { tap })
+      : spawnClean(binary, args, { stdio, detached: true }, undefined, { tap });
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
       child.once('error', reject);

@@ -1,6 +1,8 @@
 /** A running QEMU sandbox as the core sees it (BackendSandbox). */
-import type { BackendSandbox, SandboxUsage } from '../../core/backend.js';
+import type { BackendSandbox, SandboxNetworkPlan, SandboxUsage } from '../../core/backend.js';
+import { KilnError } from '../../core/errors.js';
 import { ExitSignal } from '../../core/exit-signal.js';
+import { connectVmNetwork } from '../../core/host-taps.js';
 import { microVmUsage } from '../../core/vm-usage.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import { saveVmState } from './machine-state.js';
@@ -20,15 +22,21 @@ export interface QemuMachineFacts {
   accel: 'kvm' | 'tcg';
   /** The RAM block is the `mem` backend (a template clone, or a restore of one). */
   ramBackend: boolean;
+  /** The VM had a NIC (a restore must have the same devices); absent in states saved before NICs. */
+  nic?: boolean;
   packHash: string;
   qemuVersion: string;
 }
 
 export class QemuSandbox implements BackendSandbox {
   readonly agent: AgentClient;
+  /** Present when the VM has a NIC (its TAP): see connect(). */
+  readonly connectNetwork?: (plan: SandboxNetworkPlan) => Promise<void>;
   private readonly exit = new ExitSignal();
   private destroying: Promise<void> | undefined;
   private detached = false;
+  /** The TAP's current host name (`kq…` from the spawn, then the plan's). */
+  private tap: string | undefined;
 
   constructor(
     readonly id: string,
@@ -43,6 +51,8 @@ export class QemuSandbox implements BackendSandbox {
     readonly persist?: () => Promise<void>,
   ) {
     this.agent = vm.agent;
+    this.tap = vm.tap;
+    if (vm.tap) this.connectNetwork = (plan) => this.connect(plan);
     void vm.proc.exited.then((x) => {
       if (this.destroying || this.detached) return;
       const tail = vm.proc.console.tail(10).join('\n');
@@ -76,6 +86,20 @@ export class QemuSandbox implements BackendSandbox {
     const r = await saveVmState(this.vm, dir, { keepRunning: o.keepRunning, jailed: this.machine.jailed });
     this.details.lastSave = r;
     return { machine: { ...this.machine.facts } };
+  }
+
+  /** The TAP gets the plan's name and comes up; the guest gets its address (core/host-taps.ts). */
+  private async connect(plan: SandboxNetworkPlan): Promise<void> {
+    if (this.destroying || this.exit.fired) throw new KilnError('SANDBOX_GONE', 'the VM has stopped; its network cannot be connected');
+    this.details.network = await connectVmNetwork({
+      tap: this.tap!,
+      plan,
+      agent: this.agent,
+      renamed: (name) => {
+        this.tap = name;
+        this.details.tap = name;
+      },
+    });
   }
 
   onExit(listener: (reason: string) => void): void {

@@ -28,6 +28,8 @@ export interface TemplateInputs {
   accel: 'kvm' | 'tcg';
   qemuVersion: string;
   binary: string;
+  /** The VMs have a NIC (cmdline.ts): part of the key, clones must have the template's devices. */
+  nic: boolean;
   /** Run once in the template before its snapshot (core/warmup.ts). */
   warmup?: TemplateWarmup;
 }

@@ -8,6 +8,7 @@ import { mkdir, open, rm } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CleanupStack } from '../../core/cleanup.js';
+import { newTapName } from '../../core/host-taps.js';
 import type { Step, StepTimings } from '../../core/steps.js';
 import { AgentClient } from '../../protocol/agent-client.js';
 import { type QemuArgsOptions, qemuArgs, type VmPaths } from './cmdline.js';
@@ -63,6 +64,8 @@ export interface SpareVm {
   ctl: Socket;
   /** Its uid, cgroup and namespaces; released by whoever owns the spare's QEMU. */
   jail?: VmJail;
+  /** Its TAP's host name (core/host-taps.ts), when it has a NIC. */
+  tap?: string;
   /** While the spare is idle: closes QMP, stops QEMU, removes its directory. */
   cleanup: CleanupStack;
 }
@@ -71,6 +74,8 @@ export interface SpareVm {
 export class QemuBoot {
   proc: QemuProcess | undefined;
   jail: VmJail | undefined;
+  /** The host name of the VM's TAP (made at spawn, gone with QEMU). */
+  tap: string | undefined;
   qmp: QmpClient | undefined;
   ctl: Socket | undefined;
   agent: AgentClient | undefined;
@@ -131,8 +136,10 @@ export function spawnSteps(o: LaunchOptions): QemuStep[] {
       // The migration stream is handed over as an open file: QEMU (unprivileged, seccomp-confined)
       // needs no path access and no shell.
       const migrationFile = o.restoreFrom ? await open(o.restoreFrom, 'r') : undefined;
+      // Not persistent: the TAP goes with the last process holding it (QEMU and its bwrap).
+      ctx.tap = o.nic ? newTapName() : undefined;
       try {
-        ctx.proc = await QemuProcess.spawn(o.binary, qemuArgs({ ...o, confine, paths: ctx.paths, incoming: o.restoreFrom !== undefined }), ctx.paths.conSock, migrationFile?.fd, j);
+        ctx.proc = await QemuProcess.spawn(o.binary, qemuArgs({ ...o, confine, paths: ctx.paths, incoming: o.restoreFrom !== undefined }), ctx.paths.conSock, migrationFile?.fd, j, ctx.tap);
       } finally {
         await migrationFile?.close();
       }
@@ -153,7 +160,7 @@ export function adoptSteps(spare: SpareVm): QemuStep[] {
     {
       name: QEMU_STEP.adopt,
       run: (ctx) => {
-        Object.assign(ctx, { spare, proc: spare.proc, jail: spare.jail, qmp: spare.qmp, ctl: spare.ctl });
+        Object.assign(ctx, { spare, proc: spare.proc, jail: spare.jail, tap: spare.tap, qmp: spare.qmp, ctl: spare.ctl });
         startWatch(ctx);
       },
       undo: async (ctx) => {

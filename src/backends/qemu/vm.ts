@@ -28,6 +28,8 @@ export interface RunningVm {
   /** The id of the spare this VM was started from, if it was. */
   spare?: string;
   jail?: VmJail;
+  /** The host name of its TAP when it has a NIC (vm-steps.ts); renamed by connectNetwork. */
+  tap?: string;
 }
 
 /** sun_path holds 108 bytes including the terminating NUL. */
@@ -57,7 +59,7 @@ export async function launchVm(o: LaunchOptions): Promise<RunningVm> {
     onUndoError: (ce) => o.log?.('warn', 'cleanup after failed boot', { error: String(ce) }),
   });
   ctx.p.disarmWatchdog();
-  return { proc: ctx.p, agent: ctx.agent!, paths, readyMs: timings.elapsedMs(), steps: timings.marks, cleanup, spare: spare?.id, jail: ctx.jail };
+  return { proc: ctx.p, agent: ctx.agent!, paths, readyMs: timings.elapsedMs(), steps: timings.marks, cleanup, spare: spare?.id, jail: ctx.jail, tap: ctx.tap };
 }
 
 /**
@@ -73,7 +75,7 @@ export async function startSpare(o: LaunchOptions & { restoreFrom: string }): Pr
   // The guest resumes mid-connection because QEMU accepted ctl before the state loads.
   await runSteps([...spawnSteps(o), ...restoreSteps({ cont: false })], ctx, cleanup, { signal: o.signal });
   ctx.p.disarmWatchdog();
-  return { id: o.id, dir: o.dir, proc: ctx.p, qmp: ctx.qmp!, ctl: ctx.ctl!, cleanup, jail: ctx.jail };
+  return { id: o.id, dir: o.dir, proc: ctx.p, qmp: ctx.qmp!, ctl: ctx.ctl!, cleanup, jail: ctx.jail, tap: ctx.tap };
 }
 
 /** Moves a live spare into the sandbox's directory; undefined (spare stopped) when it cannot. */
