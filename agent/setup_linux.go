@@ -66,7 +66,7 @@ func setupNamespaceRoot(lower string, diskBytes int64, ws workspaceFlags, cpuLis
 		{"mkdir layers", func() error { return mkdirs(0o755, scratchDir+"/upper", scratchDir+"/work", scratchDir+"/shm", root) }},
 		{"shm mode", func() error { return os.Chmod(scratchDir+"/shm", 0o777|os.ModeSticky) }},
 		{"sandbox dirs", func() error { return sandboxDirs(scratchDir + "/upper") }},
-		{"resolv.conf", func() error { return writeResolvConf(scratchDir+"/upper/etc", nameserver) }},
+		{"resolv.conf", func() error { return writeSandboxResolvConf(scratchDir+"/upper/etc", nameserver) }},
 		{"mount overlay", func() error {
 			opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work,userxattr", lower, scratchDir, scratchDir)
 			return syscall.Mount("overlay", root, "overlay", syscall.MS_NOSUID, opts)
@@ -197,11 +197,11 @@ func mkdirs(mode os.FileMode, dirs ...string) error {
 	return nil
 }
 
-// writeResolvConf names kiln's resolver in the sandbox: a file of the writable layer, put there
+// writeSandboxResolvConf names kiln's resolver in the sandbox: a file of the writable layer, put there
 // before the overlay is mounted (the image's /etc belongs to a uid the sandbox does not map), so it
 // hides whatever the image has at that path, a symlink included. Without a network there is no route to it,
 // so a lookup fails at once instead of waiting for a timeout.
-func writeResolvConf(etc, nameserver string) error {
+func writeSandboxResolvConf(etc, nameserver string) error {
 	if nameserver == "" {
 		return nil
 	}
