@@ -7,6 +7,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { KilnError } from '../../core/errors.js';
 import { checkLabels } from '../../core/listing.js';
+import type { NetworkRequest } from '../../core/network.js';
 import type { Sandbox } from '../../core/sandbox.js';
 import { ownerFor, ownerOf, type Principal, principalForSecret } from '../edge.js';
 import type { KilnService } from '../service.js';
@@ -18,6 +19,8 @@ interface CreateBody {
   envVars?: Record<string, string>;
   timeout?: number;
   autoPause?: boolean;
+  allow_internet_access?: boolean;
+  network?: { allowOut?: string[]; denyOut?: string[] };
 }
 
 interface ListQuery {
@@ -59,7 +62,15 @@ export async function e2bApiRoutes(app: FastifyInstance, { svc, state }: { svc: 
         hide: true,
         body: {
           type: 'object',
-          properties: { templateID: { type: 'string', maxLength: 200 }, metadata: stringMap, envVars: stringMap, timeout: { type: 'integer' }, autoPause: { type: 'boolean' } },
+          properties: {
+            templateID: { type: 'string', maxLength: 200 },
+            metadata: stringMap,
+            envVars: stringMap,
+            timeout: { type: 'integer' },
+            autoPause: { type: 'boolean' },
+            allow_internet_access: { type: 'boolean' },
+            network: { type: 'object', properties: { allowOut: { type: 'array', items: { type: 'string' } }, denyOut: { type: 'array', items: { type: 'string' } } } },
+          },
         },
       },
     },
@@ -73,7 +84,8 @@ export async function e2bApiRoutes(app: FastifyInstance, { svc, state }: { svc: 
       reply.raw.on('close', () => {
         if (!reply.raw.writableFinished) ac.abort();
       });
-      const sb = await svc.manager.create({ pack, env: b.envVars, ttlSec: b.timeout, labels: fittingLabels(metadata) }, ac.signal, ownerFor(who(req)));
+      const network = e2bNetwork(b);
+      const sb = await svc.manager.create({ pack, env: b.envVars, ttlSec: b.timeout, labels: fittingLabels(metadata), ...(network ? { network } : {}) }, ac.signal, ownerFor(who(req)));
       if (ac.signal.aborted) {
         await svc.manager.delete(sb.id, 'client left during create').catch(() => undefined);
         return reply;
@@ -240,4 +252,23 @@ function detail(sb: Sandbox, state: E2bState) {
     state: sb.state === 'paused' ? 'paused' : 'running',
     domain: null,
   };
+}
+
+/**
+ * E2B's egress settings as a kiln network policy: `network.allowOut` is an allowlist (denied:
+ * everything else, so a `denyOut` beside it adds nothing); `allow_internet_access: false` or a
+ * `denyOut` of 0.0.0.0/0 alone is none; `allow_internet_access: true` is open. Neither: the
+ * operator's default (kiln's sandboxes have no network unless asked, unlike E2B's).
+ */
+export function e2bNetwork(b: CreateBody): NetworkRequest | undefined {
+  const allow = b.network?.allowOut ?? [];
+  const deny = b.network?.denyOut ?? [];
+  if (allow.length) return { policy: 'allowlist', allow };
+  if (b.allow_internet_access === false || deny.includes('0.0.0.0/0')) return { policy: 'none' };
+  if (deny.length)
+    throw new KilnError('UNSUPPORTED_OPTION', 'kiln cannot deny single destinations while allowing the rest: list what the sandbox may reach in network.allowOut', {
+      details: { field: 'network.denyOut' },
+    });
+  if (b.allow_internet_access === true) return { policy: 'open' };
+  return undefined;
 }
