@@ -281,7 +281,6 @@ export const networkEventsSchema = {
 
 export const networkEventsQuery = {
   type: 'object',
-  additionalProperties: false,
   properties: {
     after: { type: 'integer', minimum: 0, description: 'Only events after this seq (poll with the last one seen)' },
     limit: { type: 'integer', minimum: 1, maximum: 2000 },
