@@ -16,7 +16,7 @@ import type { BackendSandbox } from '../core/backend.js';
 import type { NetworkConfig } from '../core/config.js';
 import { KilnError } from '../core/errors.js';
 import type { NetworkEventsAnswer, NetworkHooks, NetworkRequest, SandboxNetworkInfo } from '../core/network.js';
-import { AddressPool, type Cidr, formatCidr, formatIp, macFor, parseCidr, parseIp } from './addr.js';
+import { AddressPool, type Cidr, contains, formatCidr, formatIp, macFor, parseCidr, parseIp } from './addr.js';
 import { EventRing, KernelLogFollower, type KernelLogLine, kernelLogEvent } from './audit.js';
 import { QTYPE, type Question } from './dns-wire.js';
 import { addSandbox, admit, baseRuleset, nft, removeSandbox, sandboxTag, type TableShape, tableExists } from './nft.js';
@@ -210,10 +210,7 @@ export class NetworkManager implements NetworkHooks {
     try {
       // The firewall chain and the sandbox's link are independent: made side by side.
       this.register(sb);
-      const firewall = nft(addSandbox(this.table(), ip, policy)).catch((e: Error) => {
-        stage = 'firewall';
-        throw e;
-      });
+      const firewall = nft(addSandbox(this.table(), ip, policy));
       const link = inner.connectNetwork({
         hostIf,
         bridge: this.bridge,
@@ -224,7 +221,13 @@ export class NetworkManager implements NetworkHooks {
         dns: [this.gateway],
         ...(policy.bandwidthMbit ? { sendMbit: policy.bandwidthMbit } : {}),
       });
-      await Promise.all([firewall, link.finally(() => firewall.catch(() => undefined))]);
+      // Both settle before a failure is undone, so the release never races a half-made link or chain.
+      const [fw, ln] = await Promise.allSettled([firewall, link]);
+      if (fw.status === 'rejected') {
+        stage = 'firewall';
+        throw fw.reason;
+      }
+      if (ln.status === 'rejected') throw ln.reason;
       stage = 'rate limit';
       await this.limit(sb);
       sb.attachMs = Math.round((performance.now() - t0) * 10) / 10;
@@ -376,26 +379,19 @@ export class NetworkManager implements NetworkHooks {
   async events(id: string, after?: number, limit?: number): Promise<NetworkEventsAnswer | undefined> {
     const sb = this.sandboxes.get(id);
     if (!sb) return undefined;
-    const [rx, tx] = await Promise.all(['rx_bytes', 'tx_bytes'].map((f) => readFile(`/sys/class/net/${sb.hostIf}/statistics/${f}`, 'utf8').then(Number, () => 0)));
     const proposal = new Set(sb.policy.allow);
     for (const k of sb.reached.keys()) proposal.add(k);
     return {
       policy: sb.policy.policy,
       events: sb.events.list(after, limit),
-      // The host end's rx is what the sandbox sent.
-      counters: { bytesOut: rx!, bytesIn: tx!, refused: sb.events.refused },
+      counters: await countersOf(sb),
       proposal: { policy: 'allowlist', allow: [...proposal].sort() },
     };
   }
 
   /** Per-sandbox counters for /metrics. */
   async counters(): Promise<{ id: string; bytesOut: number; bytesIn: number; refused: number }[]> {
-    return Promise.all(
-      [...this.sandboxes.values()].map(async (sb) => {
-        const [rx, tx] = await Promise.all(['rx_bytes', 'tx_bytes'].map((f) => readFile(`/sys/class/net/${sb.hostIf}/statistics/${f}`, 'utf8').then(Number, () => 0)));
-        return { id: sb.id, bytesOut: rx!, bytesIn: tx!, refused: sb.events.refused };
-      }),
-    );
+    return Promise.all([...this.sandboxes.values()].map(async (sb) => ({ id: sb.id, ...(await countersOf(sb)) })));
   }
 
   private onKernelLog(l: KernelLogLine): void {
@@ -467,7 +463,7 @@ export class NetworkManager implements NetworkHooks {
           r = { ips: addrs.map((a) => a.ip), until: Date.now() + ADMIT_MIN_SEC * 1000 };
           sb.resolved.set(n, r);
         }
-        const usable = r.ips.filter((a) => !this.shape.deny.some((d) => (parseIp(a)! & (d.prefix ? (0xffffffff << (32 - d.prefix)) >>> 0 : 0)) >>> 0 === d.net));
+        const usable = r.ips.filter((a) => !this.shape.deny.some((d) => contains(d, parseIp(a)!)));
         if (!usable.length) return { refused: `${n} resolves only to denied addresses` };
         return { address: usable[0]! };
       },
@@ -476,6 +472,12 @@ export class NetworkManager implements NetworkHooks {
       },
     };
   }
+}
+
+/** Bytes each way through the sandbox's host link (its rx is what the sandbox sent) and its refusals. */
+async function countersOf(sb: NetSandbox): Promise<{ bytesOut: number; bytesIn: number; refused: number }> {
+  const [rx, tx] = await Promise.all(['rx_bytes', 'tx_bytes'].map((f) => readFile(`/sys/class/net/${sb.hostIf}/statistics/${f}`, 'utf8').then(Number, () => 0)));
+  return { bytesOut: rx!, bytesIn: tx!, refused: sb.events.refused };
 }
 
 async function systemResolvers(): Promise<string[]> {
