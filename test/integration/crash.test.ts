@@ -6,8 +6,7 @@
  * operator asks for the old behaviour (KILN_STOP_SANDBOXES_ON_EXIT=1). Nothing is left at the end.
  */
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { chmod, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,33 +15,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { KilnClient } from '../../sdk/src/index.js';
 import { mountsUnder, removeTree } from '../../src/images/fsutil.js';
 import { cgroupNameFor } from '../../src/server/backends.js';
-import { cgroupChildren, cgroupParent } from '../parity/leaks.js';
+import { cgroupChildren, cgroupParent, exited, running, until } from '../parity/leaks.js';
 import { freePort, spawnService, untilHealthy } from '../parity/service-process.js';
 
 const COUNT = Number(process.env.KILN_TEST_SURVIVE_COUNT ?? 8);
 /** The product's default; the test harness's is to delete sandboxes at a stop. */
 const KEEP = { KILN_STOP_SANDBOXES_ON_EXIT: '0' };
-
-/**
- * Running, not a zombie: a sandbox's bwrap outlives the service that started it, and when it ends
- * it is init's to reap (a container's PID 1 may never do that).
- */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-function exited(child: ChildProcess): Promise<number | null> {
-  return new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(child.exitCode) : child.once('exit', (code) => r(code))));
-}
-
-async function until(cond: () => boolean, ms: number): Promise<void> {
-  for (let t = 0; t < ms && !cond(); t += 50) await sleep(50);
-}
 
 describe('sandboxes survive a restart of the service', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 300_000 }, () => {
   it('SIGKILL under load, then restart: every sandbox back and usable, a dead one lost with its reason, orphans removed, nothing left after', async () => {
@@ -76,11 +54,11 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
         outcomes.every((o) => o.startsWith('rejected')),
         `in-flight execs fail: ${outcomes.join(', ')}`,
       );
-      assert.ok(pids.every(alive), 'sandbox processes outlive the service');
+      assert.ok(pids.every(running), 'sandbox processes outlive the service');
 
       // While it is down: one sandbox dies, and an orphan cgroup (no record) appears.
       process.kill(pids[0]!, 'SIGKILL');
-      await until(() => !alive(pids[0]!), 5000);
+      await until(() => !running(pids[0]!), 5000);
       mkdirSync(orphan);
 
       const t0 = performance.now();
@@ -113,14 +91,14 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
       assert.ok(!cgroupChildren(cgroupNameFor(runDir)).includes(sbs[0]!.id), 'the lost sandbox left no cgroup');
 
       for (const sb of sbs.slice(1)) await client.sandboxes.delete(sb.id);
-      assert.deepEqual(pids.filter(alive), [], 'deleting a reattached sandbox ends its processes');
+      assert.deepEqual(pids.filter(running), [], 'deleting a reattached sandbox ends its processes');
       assert.deepEqual(cgroupChildren(cgroupNameFor(runDir)), []);
       svc.child.kill('SIGTERM');
       assert.equal(await exited(svc.child), 0);
       assert.deepEqual(await mountsUnder(runDir), [], 'no image mount left behind');
     } finally {
       if (svc.child.exitCode === null && svc.child.signalCode === null) svc.child.kill('SIGKILL');
-      for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      for (const pid of pids) if (running(pid)) process.kill(pid, 'SIGKILL');
       await sleep(200);
       await removeTree(base); // unmounts what a failed run left first
     }
@@ -141,7 +119,7 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
       await client.sandboxes.exec(sbs[0]!.id, { cmd: 'echo hi > /workspace/f' });
       svc.child.kill('SIGTERM');
       assert.equal(await exited(svc.child), 0);
-      assert.ok(pids.every(alive), 'the sandboxes run on');
+      assert.ok(pids.every(running), 'the sandboxes run on');
 
       svc = spawnService(runDir, port, { KILN_STOP_SANDBOXES_ON_EXIT: '1' });
       await untilHealthy(client, svc);
@@ -153,13 +131,13 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
       await sleep(20);
       svc.child.kill('SIGTERM'); // as a supervisor and a terminal both would
       assert.equal(await stopped, 0, 'the service stopped on its own, not by the signal');
-      await until(() => !pids.some(alive), 5000);
-      assert.deepEqual(pids.filter(alive), []);
+      await until(() => !pids.some(running), 5000);
+      assert.deepEqual(pids.filter(running), []);
       assert.deepEqual(await mountsUnder(runDir), [], 'no image mount left behind');
       assert.deepEqual(cgroupChildren(cgroupNameFor(runDir)), [], 'no sandbox cgroup left behind');
     } finally {
       if (svc.child.exitCode === null && svc.child.signalCode === null) svc.child.kill('SIGKILL');
-      for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      for (const pid of pids) if (running(pid)) process.kill(pid, 'SIGKILL');
       await sleep(200);
       await removeTree(base);
     }

@@ -1,7 +1,11 @@
 /** What a test checks to prove nothing leaked: sandbox cgroups and live processes. */
+
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { processStartSync } from '../../src/core/proc-stat.js';
 
 /** The service instance's parent cgroup (v1 memory hierarchy, or v2 unified). */
 export function cgroupParent(name: string): string {
@@ -27,6 +31,24 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Running, not an exited zombie: a sandbox's or VM's bwrap outlives the service that started it,
+ * and when it ends it is init's to reap (a container's PID 1 may never do that).
+ */
+export function running(pid: number): boolean {
+  return processStartSync(pid) !== undefined;
+}
+
+/** The child's exit code once it has exited (at once if it already has). */
+export function exited(child: ChildProcess): Promise<number | null> {
+  return new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(child.exitCode) : child.once('exit', (code) => r(code))));
+}
+
+/** Polls `cond` every 50 ms for up to `ms`. */
+export async function until(cond: () => boolean, ms: number): Promise<void> {
+  for (let t = 0; t < ms && !cond(); t += 50) await sleep(50);
 }
 
 /** A /proc/<pid>/status field's values ("Uid", "Gid", "Groups", "State"…). */

@@ -7,42 +7,22 @@
  * KILN_TEST_QEMU_RESTART_EXTRA=N keeps N more VMs across the SIGKILL (to measure reattach per VM).
  */
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { KilnClient } from '../../sdk/src/index.js';
 import { findOrphans } from '../../src/backends/qemu/scan.js';
 import { vmmCgroupName } from '../../src/core/vmm-identities.js';
-import { cgroupChildren } from '../parity/leaks.js';
+import { cgroupChildren, exited, running, until } from '../parity/leaks.js';
 import { freePort, spawnService, untilHealthy } from '../parity/service-process.js';
 import { skipReason } from './fixture.js';
 
 const ENV = { KILN_BACKEND: 'qemu', KILN_STOP_SANDBOXES_ON_EXIT: '0' };
 const EXTRA = Number(process.env.KILN_TEST_QEMU_RESTART_EXTRA ?? 0);
 const skip = process.getuid?.() === 0 ? await skipReason() : 'needs root';
-
-/** Running, not a zombie (a kept VM's bwrap is init's to reap once it ends). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-function exited(child: ChildProcess): Promise<number | null> {
-  return new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(child.exitCode) : child.once('exit', (code) => r(code))));
-}
-
-async function until(cond: () => boolean, ms: number): Promise<void> {
-  for (let t = 0; t < ms && !cond(); t += 50) await sleep(50);
-}
 
 describe('qemu sandboxes survive a restart of the service', { skip, timeout: 240_000 }, () => {
   it('SIGTERM and SIGKILL keep the VM (file, background process, exec); a VM dead meanwhile is lost; delete leaves nothing', async () => {
@@ -66,7 +46,7 @@ describe('qemu sandboxes survive a restart of the service', { skip, timeout: 240
 
       svc.child.kill('SIGTERM');
       assert.equal(await exited(svc.child), 0);
-      assert.ok(alive(pid), 'the VM runs on after a graceful stop');
+      assert.ok(running(pid), 'the VM runs on after a graceful stop');
       svc = spawnService(runDir, port, ENV);
       await untilHealthy(client, svc);
       const listed = await client.sandboxes.list();
@@ -85,9 +65,9 @@ describe('qemu sandboxes survive a restart of the service', { skip, timeout: 240
 
       svc.child.kill('SIGKILL');
       await exited(svc.child);
-      assert.ok(alive(pid), 'the VM runs on after the service is killed');
+      assert.ok(running(pid), 'the VM runs on after the service is killed');
       process.kill(doomedPid, 'SIGKILL'); // dies while the service is down
-      await until(() => !alive(doomedPid), 5000);
+      await until(() => !running(doomedPid), 5000);
       svc = spawnService(runDir, port, { ...ENV, KILN_STOP_SANDBOXES_ON_EXIT: '1' });
       await untilHealthy(client, svc);
       assert.deepEqual((await client.sandboxes.list()).map((s) => s.id).sort(), [sb.id, ...extras].sort());
@@ -102,15 +82,15 @@ describe('qemu sandboxes survive a restart of the service', { skip, timeout: 240
 
       // A reattached VM saves its machine like any other (QMP again on its socket): pause, resume.
       assert.equal((await client.sandboxes.pause(sb.id)).processesKept, true);
-      await until(() => !alive(pid), 5000);
-      assert.ok(!alive(pid), "the paused VM's QEMU is gone");
+      await until(() => !running(pid), 5000);
+      assert.ok(!running(pid), "the paused VM's QEMU is gone");
       const resumed = await client.sandboxes.resume(sb.id);
       await check();
       const pid2 = resumed.details.pid as number;
 
       await client.sandboxes.delete(sb.id);
-      await until(() => !alive(pid2), 5000);
-      assert.ok(!alive(pid2), 'no QEMU left');
+      await until(() => !running(pid2), 5000);
+      assert.ok(!running(pid2), 'no QEMU left');
       assert.ok(!existsSync(join(qemuRunDir, 'vms', sb.id)), 'no VM folder (sockets, record) left');
       assert.ok(!cgroupChildren(cgroups).includes(sb.id), 'no VM cgroup left');
 
@@ -118,7 +98,7 @@ describe('qemu sandboxes survive a restart of the service', { skip, timeout: 240
       const last = await client.sandboxes.create({ pack: 'shell' });
       svc.child.kill('SIGTERM');
       assert.equal(await exited(svc.child), 0);
-      assert.ok(!alive(last.details.pid as number), 'a stop with KILN_STOP_SANDBOXES_ON_EXIT=1 deletes the VMs');
+      assert.ok(!running(last.details.pid as number), 'a stop with KILN_STOP_SANDBOXES_ON_EXIT=1 deletes the VMs');
       assert.ok(!existsSync(join(qemuRunDir, 'vms', last.id)));
       assert.deepEqual(await findOrphans(qemuRunDir, new Set()), [], 'no QEMU of this run dir left (spares, templates)');
       assert.deepEqual(cgroupChildren(cgroups), []);
