@@ -27,6 +27,7 @@ type flags struct {
 	workspace  workspaceFlags
 	cpus       string
 	nameserver string
+	awaitFD    int
 	execUID    int
 	execGID    int
 	init       bool
@@ -45,6 +46,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.BoolVar(&f.workspace.gitWritable, "workspace-git-writable", false, "namespace mode: leave /workspace/.git writable")
 	fs.StringVar(&f.cpus, "cpus", "", "namespace mode: the sandbox's CPUs, e.g. 0-1 (its affinity and /sys/devices/system/cpu)")
 	fs.StringVar(&f.nameserver, "nameserver", "", "namespace mode: the IPv4 resolver /etc/resolv.conf names (kiln's, on the sandbox network's gateway)")
+	fs.IntVar(&f.awaitFD, "await-fd", -1, "namespace mode: read one byte from this descriptor before serving; end of file (the service died before it recorded the sandbox) ends the sandbox")
 	fs.IntVar(&f.execUID, "exec-uid", -1, "default exec uid (default: the agent's uid)")
 	fs.IntVar(&f.execGID, "exec-gid", -1, "default exec gid (default: the agent's gid)")
 	fs.BoolVar(&f.init, "init", false, "VM mode: act as PID 1 from the initramfs")
@@ -98,6 +100,11 @@ func serveAgent(f flags) (err error) {
 		}
 		if err := setupNamespaceRoot(f.setupRoot, f.diskBytes, f.workspace, f.cpus, f.nameserver); err != nil {
 			return fmt.Errorf("namespace setup: %w", err)
+		}
+		if f.awaitFD >= 0 {
+			if err := awaitGo(f.awaitFD); err != nil {
+				return fmt.Errorf("namespace setup: %w", err)
+			}
 		}
 		// Does not return on success: the agent starts again, unprivileged, with --privileges-dropped.
 		return reexecUnprivileged([]string{"--transport", f.transport, "--exec-uid", strconv.Itoa(cfg.execUID), "--exec-gid", strconv.Itoa(cfg.execGID)})

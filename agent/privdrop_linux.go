@@ -82,3 +82,19 @@ func lastCap() int {
 	}
 	return n
 }
+
+// awaitGo blocks until the service says the sandbox is recorded (one byte on fd). End of file
+// means the service died before it wrote the record that lets its next start find this sandbox
+// again: the sandbox ends here, as PID 1, rather than live on where nobody can reach or delete it.
+func awaitGo(fd int) error {
+	f := os.NewFile(uintptr(fd), "await")
+	if f == nil {
+		return fmt.Errorf("--await-fd %d is not an open descriptor", fd)
+	}
+	defer f.Close()
+	var b [1]byte
+	if n, err := f.Read(b[:]); n != 1 {
+		return fmt.Errorf("the service went away before it recorded this sandbox (%v): nothing could reach it, so it ends", err)
+	}
+	return nil
+}

@@ -6,7 +6,7 @@
  * operator asks for the old behaviour (KILN_STOP_SANDBOXES_ON_EXIT=1). Nothing is left at the end.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -138,6 +138,65 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
     } finally {
       if (svc.child.exitCode === null && svc.child.signalCode === null) svc.child.kill('SIGKILL');
       for (const pid of pids) if (running(pid)) process.kill(pid, 'SIGKILL');
+      await sleep(200);
+      await removeTree(base);
+    }
+  });
+  it('creates cut short by SIGKILL leave no sandbox running: after the restart every live sandbox process is a listed sandbox', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'kiln-cutshort-'));
+    await chmod(base, 0o755);
+    const runDir = join(base, 'run');
+    const port = await freePort();
+    const client = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });
+    let svc = spawnService(runDir, port, KEEP);
+    // A sandbox's bwrap runs as long as its sandbox, and its command line names the run dir.
+    const sandboxProcesses = (): number[] =>
+      readdirSync('/proc')
+        .filter((d) => /^\d+$/.test(d))
+        .filter((d) => {
+          try {
+            const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+            return argv[0]!.endsWith('bwrap') && argv.some((a) => a.startsWith(runDir));
+          } catch {
+            return false; // gone meanwhile
+          }
+        })
+        .map(Number);
+    try {
+      let cutShort = 0;
+      // Each round: unpooled creates in flight, then SIGKILL at a different moment of their start.
+      for (const delayMs of [15, 30, 45, 60, 90]) {
+        await untilHealthy(client, svc);
+        const creates = Array.from({ length: 4 }, () =>
+          client.sandboxes.create({ pack: 'shell' }).then(
+            () => 'created',
+            () => 'failed',
+          ),
+        );
+        await sleep(delayMs);
+        svc.child.kill('SIGKILL');
+        await exited(svc.child);
+        cutShort += (await Promise.all(creates)).filter((o) => o === 'failed').length;
+        svc = spawnService(runDir, port, KEEP);
+        await untilHealthy(client, svc);
+        const listed = await client.sandboxes.list();
+        const listedPids = new Set(listed.map((sb) => sb.details.pid as number));
+        // A sandbox whose agent saw the service go before its record existed ends by itself, at once.
+        await until(() => sandboxProcesses().length === listed.length, 5000);
+        assert.equal(sandboxProcesses().length, listed.length, `round ${delayMs} ms: sandbox processes ${sandboxProcesses().join(',')} against ${listed.length} listed`);
+        for (const sb of listed) assert.ok(listedPids.has(sb.details.pid as number) && running(sb.details.pid as number));
+        for (const sb of listed) await client.sandboxes.delete(sb.id);
+      }
+      process.stderr.write(`# creates cut short by SIGKILL: ${cutShort} of 20\n`);
+      assert.ok(cutShort > 0, 'some creates were in flight at the SIGKILL');
+      assert.deepEqual(sandboxProcesses(), []);
+      svc.child.kill('SIGTERM');
+      assert.equal(await exited(svc.child), 0);
+      assert.deepEqual(cgroupChildren(cgroupNameFor(runDir)), [], 'no sandbox cgroup left behind');
+      assert.deepEqual(await mountsUnder(runDir), [], 'no image mount left behind');
+    } finally {
+      if (svc.child.exitCode === null && svc.child.signalCode === null) svc.child.kill('SIGKILL');
+      for (const pid of sandboxProcesses()) process.kill(pid, 'SIGKILL');
       await sleep(200);
       await removeTree(base);
     }

@@ -53,7 +53,16 @@ export interface BwrapProcess {
   sandboxPid: number;
   /** Unblocks bwrap's child (it waits on --block-fd until the cgroup is in place). */
   release(): void;
+  /**
+   * Kept sandboxes (socketDir): tells the agent the sandbox's state is on disk, so a restart finds
+   * it. Until then the agent waits, and a service that dies first closes the pipe: the agent sees
+   * end of file and the sandbox ends, so a create cut short by a crash leaves no process behind.
+   */
+  recorded(): void;
 }
+
+/** The descriptor of the pipe recorded() writes to, in bwrap and in the agent. */
+const AWAIT_FD = 5;
 
 export function bwrapArgs(o: BwrapOptions): string[] {
   return [
@@ -103,6 +112,8 @@ export function bwrapArgs(o: BwrapOptions): string[] {
     ...(o.workspace ? ['--workspace-lower', '/.kiln/ws-lower', '--workspace-mnt', '/.kiln/ws', ...(o.workspace.gitWritable ? ['--workspace-git-writable'] : [])] : []),
     ...(o.cpuList?.length ? ['--cpus', formatCpuList(o.cpuList)] : []),
     ...(o.nameserver ? ['--nameserver', o.nameserver] : []),
+    // A kept sandbox outlives the service: it waits until the service has its record (see recorded()).
+    ...(o.socketDir ? ['--await-fd', String(AWAIT_FD)] : []),
   ];
 }
 
@@ -115,7 +126,7 @@ export async function spawnBwrap(o: BwrapOptions, signal: AbortSignal): Promise<
     {
       uid: o.hostUid,
       gid: o.hostUid,
-      stdio: o.socketDir ? ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+      stdio: o.socketDir ? ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
       env: {},
       // Out of the service's process group: a signal to the group (Ctrl-C) is not the sandbox's.
       detached: !!o.socketDir,
@@ -125,9 +136,10 @@ export async function spawnBwrap(o: BwrapOptions, signal: AbortSignal): Promise<
   child.stderr!.on('data', (c: Buffer) => o.onStderr(c.toString()));
   const info = child.stdio[3] as Readable;
   const block = child.stdio[4] as Writable;
+  const recordedPipe = (child.stdio as unknown as Array<Writable | null | undefined>)[AWAIT_FD];
   // A sandbox stopped while starting (close() aborting a create) resets these pipes; its exit is
   // what readChildPid and the sandbox watch, so their errors carry nothing more.
-  for (const pipe of [info, block, child.stderr!]) pipe.on('error', () => undefined);
+  for (const pipe of [info, block, child.stderr!, recordedPipe]) pipe?.on('error', () => undefined);
   try {
     const sandboxPid = await readChildPid(child, info, signal);
     return {
@@ -135,6 +147,9 @@ export async function spawnBwrap(o: BwrapOptions, signal: AbortSignal): Promise<
       sandboxPid,
       release: () => {
         block.end('x');
+      },
+      recorded: () => {
+        recordedPipe?.end('g');
       },
     };
   } catch (e) {

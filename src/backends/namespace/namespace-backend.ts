@@ -325,6 +325,7 @@ class NamespaceBackend implements Backend {
             cpus: ctx.cpus!,
             pack: spec.pack,
           });
+          ctx.proc!.recorded();
         },
       },
       {
