@@ -6,6 +6,7 @@ package main
 //	kiln-agent host idmap-bind SRC DST OWNERUID:HOSTUID OWNERGID:HOSTGID
 //	kiln-agent host ws-mount IMAGE MNT HOSTUID
 //	kiln-agent host ws-scan UPPERDIR
+//	kiln-agent host net-inside   (requests on stdin: host_netinside_linux.go)
 
 import (
 	"bufio"
@@ -48,6 +49,8 @@ func runHost(args []string) error {
 			return fmt.Errorf("host uid %q is not a uid", args[3])
 		}
 		return wsMount(args[1], args[2], uid)
+	case "net-inside":
+		return serveNetInside(os.Stdin, os.Stdout)
 	case "ws-scan":
 		if len(args) != 2 {
 			return fmt.Errorf("usage: kiln-agent host ws-scan UPPERDIR")

@@ -42,6 +42,15 @@ func opNetConfig(c *conn, s *stream, raw json.RawMessage) (any, error) {
 }
 
 func applyNetConfig(nc netConfig) error {
+	if err := configureNIC(nc); err != nil {
+		return err
+	}
+	return writeResolvConf(resolvConf(nc.dns))
+}
+
+// configureNIC gives eth0 of the calling thread's network namespace the plan's address, MAC and
+// default route, and brings lo and eth0 up.
+func configureNIC(nc netConfig) error {
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("socket: %w", err)
@@ -69,10 +78,7 @@ func applyNetConfig(nc netConfig) error {
 	if err := setLinkUp(fd, guestNetIf, true); err != nil {
 		return fmt.Errorf("%s up: %w", guestNetIf, err)
 	}
-	if err := setDefaultRoute(fd, nc.gateway.As4()); err != nil {
-		return err
-	}
-	return writeResolvConf(resolvConf(nc.dns))
+	return setDefaultRoute(fd, nc.gateway.As4())
 }
 
 // setMAC changes eth0's MAC while it is up (virtio-net does, through its control queue: a

@@ -32,6 +32,7 @@ import { spawnBwrap } from './bwrap.js';
 import { ImageMounts } from './image-mounts.js';
 import { connectAgent, KeptSandboxes, type KeptState, killKept } from './kept.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
+import { NetInside } from './net-inside.js';
 import { SandboxUids } from './uids.js';
 
 const run = promisify(execFile);
@@ -91,6 +92,7 @@ class NamespaceBackend implements Backend {
   private readonly uids: SandboxUids;
   private cpus: CpuSpreader | undefined;
   private readonly kept: KeptSandboxes;
+  private readonly netInside: NetInside;
   /** Some sandbox was let go to outlive the service: close() leaves the image mounts to it. */
   private detachedAny = false;
 
@@ -99,6 +101,7 @@ class NamespaceBackend implements Backend {
     this.images = new ImageMounts(join(this.dir, 'images'));
     this.uids = new SandboxUids(o.uidBase ?? 200_000, o.uidCount ?? 65_536);
     this.kept = new KeptSandboxes(join(this.dir, 's'));
+    this.netInside = new NetInside(o.agentPath);
   }
 
   async probe(options: ProbeOptions = {}): Promise<BackendAvailability> {
@@ -206,10 +209,19 @@ class NamespaceBackend implements Backend {
     // The sandbox lives on without the service: nothing of it may keep this process's loop alive.
     proc.child.unref();
     proc.child.stderr?.destroy();
-    const sandbox = new NamespaceSandbox(spec.id, agent, proc.child, cgroup, cleanup, details, (detached) => {
-      this.live.delete(spec.id);
-      if (detached) this.detachedAny = true;
-    });
+    const sandbox = new NamespaceSandbox(
+      spec.id,
+      agent,
+      proc.child,
+      cgroup,
+      cleanup,
+      details,
+      (detached) => {
+        this.live.delete(spec.id);
+        if (detached) this.detachedAny = true;
+      },
+      this.netInside,
+    );
     this.live.set(spec.id, sandbox);
     return sandbox;
   }
@@ -385,10 +397,19 @@ class NamespaceBackend implements Backend {
     cleanup.push(NS_STEP.spawn, () => killKept(st.sandboxPid, st.bwrapPid));
     cleanup.push(NS_STEP.agentHandshake, () => agent.close());
     const details = { pid: st.sandboxPid, hostUid: st.hostUid, cpuList: formatCpuList(st.cpus), reattachMs: roundMs(performance.now() - t0) };
-    const sandbox = new NamespaceSandbox(st.id, agent, undefined, cgroup, cleanup, details, (detached) => {
-      this.live.delete(st.id);
-      if (detached) this.detachedAny = true;
-    });
+    const sandbox = new NamespaceSandbox(
+      st.id,
+      agent,
+      undefined,
+      cgroup,
+      cleanup,
+      details,
+      (detached) => {
+        this.live.delete(st.id);
+        if (detached) this.detachedAny = true;
+      },
+      this.netInside,
+    );
     this.live.set(st.id, sandbox);
     return sandbox;
   }
@@ -415,6 +436,7 @@ class NamespaceBackend implements Backend {
     // Sandboxes kept for the next start (detached) still run on the image mounts.
     if (!this.detachedAny) await this.images.closeAll();
     if (this.layout) await removeLayoutParents(this.layout);
+    this.netInside.close();
     const failed = results.filter((r) => r.status === 'rejected');
     if (failed.length)
       throw new AggregateError(

@@ -11,6 +11,7 @@ import { settlesWithin } from '../../core/kill-ladder.js';
 import { bridgePortCommands } from '../../net/link.js';
 import { runTool } from '../../net/run.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
+import type { NetInside } from './net-inside.js';
 
 export class NamespaceSandbox implements BackendSandbox {
   readonly details: Record<string, unknown>;
@@ -28,6 +29,8 @@ export class NamespaceSandbox implements BackendSandbox {
     details: Record<string, unknown>,
     /** Called once destroy() has finished the whole teardown, or at detach() (the backend deregisters it then). */
     private readonly onDestroyed: (detached: boolean) => void,
+    /** Sets up eth0 inside the sandbox (connectNetwork). */
+    private readonly netInside: NetInside,
   ) {
     this.details = details;
     child?.once('exit', (code, sig) => {
@@ -47,18 +50,19 @@ export class NamespaceSandbox implements BackendSandbox {
 
   /**
    * A veth pair: `plan.hostIf` stays on the host, its peer goes into the sandbox's network
-   * namespace as eth0 and is set up there from the host (the agent has no capabilities left).
+   * namespace as eth0 and is set up there from the host (the agent has no capabilities left), by
+   * the backend's net-inside helper.
    */
   async connectNetwork(plan: SandboxNetworkPlan): Promise<void> {
     const pid = this.details.pid as number;
+    // The peer is made in the sandbox's namespace (never moved there: a move waits out the kernel's grace periods).
     await runTool(
       'ip',
       ['-batch', '-'],
       `${[`link add ${plan.hostIf} type veth peer name eth0 netns ${pid}`, ...(plan.bridge ? bridgePortCommands(plan.hostIf, plan.bridge) : [`link set ${plan.hostIf} up`])].join('\n')}\n`,
     );
     try {
-      const inside = [`link set eth0 address ${plan.mac}`, `addr add ${plan.address}/${plan.prefix} dev eth0`, 'link set eth0 up', `route add default via ${plan.gateway}`];
-      await runTool('nsenter', [`--net=/proc/${pid}/ns/net`, '--', 'ip', '-batch', '-'], `${inside.join('\n')}\n`);
+      await this.netInside.configure(pid, plan);
       // The sandbox has no capabilities: it cannot lift a limit set on its own eth0.
       if (plan.sendMbit)
         await runTool('nsenter', [`--net=/proc/${pid}/ns/net`, '--', 'tc', 'qdisc', 'replace', 'dev', 'eth0', 'root', 'tbf', 'rate', `${plan.sendMbit}mbit`, 'burst', '256kb', 'latency', '100ms']);
