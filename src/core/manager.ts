@@ -16,7 +16,7 @@ import { type KeptRecord, KeptRecords } from './kept-records.js';
 import { checkLabels, type ListOptions, type ListResult, listSandboxes } from './listing.js';
 import { setLongTimeout } from './long-timer.js';
 import type { Metrics } from './metrics.js';
-import type { NetworkEventsAnswer, NetworkHooks } from './network.js';
+import type { NetworkEventsAnswer, NetworkHooks, NetworkPolicyName } from './network.js';
 import type { PackCatalog } from './packs.js';
 import { Pauses } from './pauses.js';
 import type { PoolKey, WarmPools } from './pools.js';
@@ -536,6 +536,16 @@ export class SandboxManager {
 
   /** A sandbox's network audit trail (GET /v1/sandboxes/:id/network/events); a sandbox without a network has none. */
   async networkEvents(id: string, ownerKeyId: string | undefined, after?: number, limit?: number): Promise<NetworkEventsAnswer> {
+    const store = this.d.journal?.store;
+    if (!this.sandboxes.has(id) && store && this.d.network) {
+      // Gone: its trail as the store kept it.
+      await this.d.journal!.flush().catch(() => undefined);
+      const rec = await store.sandbox(id);
+      if (rec && (ownerKeyId === undefined || rec.ownerKeyId === ownerKeyId)) {
+        const had = rec.metadata.network as { policy: NetworkPolicyName; allow: string[] } | undefined;
+        return this.d.network.pastEvents(id, had ?? { policy: 'none', allow: [] }, after, limit);
+      }
+    }
     this.get(id, ownerKeyId);
     const a = await this.d.network?.events(id, after, limit);
     return a ?? { policy: 'none', events: [], counters: { bytesOut: 0, bytesIn: 0, refused: 0 }, proposal: { policy: 'allowlist', allow: [] } };
@@ -690,7 +700,13 @@ export class SandboxManager {
         pack: sb.packName,
         ...sb.size,
         labels: sb.labels,
-        metadata: { fromPool: sb.fromPool, readyMs: sb.readyMs, ...(sb.workspace ? { workspace: sb.workspace } : {}), ...(sb.idleTimeoutSec ? { idleTimeoutSec: sb.idleTimeoutSec } : {}) },
+        metadata: {
+          fromPool: sb.fromPool,
+          readyMs: sb.readyMs,
+          ...(sb.workspace ? { workspace: sb.workspace } : {}),
+          ...(sb.idleTimeoutSec ? { idleTimeoutSec: sb.idleTimeoutSec } : {}),
+          ...(sb.network ? { network: { policy: sb.network.policy, allow: sb.network.allow } } : {}),
+        },
         state: sb.state,
         createdAt: sb.createdAt,
         expiresAt: sb.expiresAt,

@@ -15,6 +15,9 @@ export interface NetworkRequest {
   bandwidthMbit?: number;
 }
 
+/** Network events kept per sandbox: in memory while it runs, and in the store (newest first kept). */
+export const NETWORK_EVENTS_KEPT = 2000;
+
 export interface NetworkEvent {
   seq: number;
   at: string;
@@ -49,6 +52,14 @@ export interface NetworkEventsAnswer {
   proposal: { policy: 'allowlist'; allow: string[] };
 }
 
+/** Where each sandbox's network events are kept beyond memory (the store, through the journal). */
+export interface NetworkEventLog {
+  /** Queues one event (off the packet's path). */
+  record(sandboxId: string, event: NetworkEvent): void;
+  /** The kept events after seq `after`, oldest first, at most `limit` (queued ones included). */
+  load(sandboxId: string, after: number, limit: number): Promise<NetworkEvent[]>;
+}
+
 /** An opaque checked policy (src/net's CompiledPolicy). */
 export type CheckedNetworkPolicy = { readonly policy: NetworkPolicyName };
 
@@ -61,5 +72,7 @@ export interface NetworkHooks {
   describe(id: string): SandboxNetworkInfo | undefined;
   events(id: string, after?: number, limit?: number): Promise<NetworkEventsAnswer | undefined>;
   restore(alive: Set<string>): Promise<{ restored: string[]; removed: string[] }>;
+  /** The audit trail of a sandbox that is gone, from the store (what it had: policy and allow list). */
+  pastEvents(id: string, had: { policy: NetworkPolicyName; allow: string[] }, after?: number, limit?: number): Promise<NetworkEventsAnswer>;
   close(kept: Set<string>): Promise<void>;
 }

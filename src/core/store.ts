@@ -6,6 +6,7 @@
  * off the request path; the in-memory state stays authoritative for the running process.
  */
 import type { BackendName } from './backend.js';
+import type { NetworkEvent } from './network.js';
 
 export interface SandboxRecord {
   id: string;
@@ -101,6 +102,7 @@ export type StoreWrite =
   | { type: 'snapshot.saved'; record: SnapshotRow }
   | { type: 'snapshot.deleted'; name: string; at: Date }
   | { type: 'event'; event: SandboxEvent }
+  | { type: 'network.event'; sandboxId: string; event: NetworkEvent }
   | { type: 'usage'; keyId: string; usage: KeyUsage };
 
 export interface SandboxQuery {
@@ -127,6 +129,8 @@ export interface Store {
   sandbox(id: string): Promise<SandboxRecord | undefined>;
   sandboxes(q: SandboxQuery): Promise<SandboxRecord[]>;
   events(sandboxId: string): Promise<SandboxEvent[]>;
+  /** A sandbox's network audit trail (the newest NETWORK_EVENTS_KEPT are kept): after seq `after`, oldest first. */
+  networkEvents(sandboxId: string, after: number, limit: number): Promise<NetworkEvent[]>;
   usage(keyId: string): Promise<KeyUsage>;
   close(): Promise<void>;
 }

@@ -8,22 +8,33 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import type { NetworkEvent } from '../core/network.js';
+import { NETWORK_EVENTS_KEPT, type NetworkEvent } from '../core/network.js';
 import { LOG } from './nft.js';
 
-export const NETWORK_EVENTS_KEPT = 2000;
+export { NETWORK_EVENTS_KEPT };
 
 export class EventRing {
-  private readonly items: NetworkEvent[] = [];
+  private items: NetworkEvent[] = [];
   private seq = 0;
   refused = 0;
+
+  /** `sink` gets each event as it is pushed (the store's copy, see NetworkEventLog). */
+  constructor(private readonly sink?: (e: NetworkEvent) => void) {}
 
   push(e: Omit<NetworkEvent, 'seq' | 'at'>): NetworkEvent {
     const ev = { seq: ++this.seq, at: new Date().toISOString(), ...e };
     this.items.push(ev);
     if (this.items.length > NETWORK_EVENTS_KEPT) this.items.splice(0, this.items.length - NETWORK_EVENTS_KEPT);
     if (ev.verdict === 'refused') this.refused++;
+    this.sink?.(ev);
     return ev;
+  }
+
+  /** Takes up a kept trail (after a restart of the service): its events come first, seq goes on from them. */
+  seed(kept: NetworkEvent[]): void {
+    this.items = [...kept, ...this.items].slice(-NETWORK_EVENTS_KEPT);
+    this.seq = Math.max(this.seq, ...kept.map((e) => e.seq));
+    this.refused += kept.filter((e) => e.verdict === 'refused').length;
   }
 
   /** Events after `after` (a seq), oldest first, at most `limit`. */

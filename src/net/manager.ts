@@ -15,7 +15,16 @@ import { join } from 'node:path';
 import type { BackendSandbox } from '../core/backend.js';
 import type { NetworkConfig } from '../core/config.js';
 import { KilnError } from '../core/errors.js';
-import type { NetworkEventsAnswer, NetworkHooks, NetworkRequest, SandboxNetworkInfo } from '../core/network.js';
+import {
+  NETWORK_EVENTS_KEPT,
+  type NetworkEvent,
+  type NetworkEventLog,
+  type NetworkEventsAnswer,
+  type NetworkHooks,
+  type NetworkPolicyName,
+  type NetworkRequest,
+  type SandboxNetworkInfo,
+} from '../core/network.js';
 import { AddressPool, type Cidr, contains, formatCidr, formatIp, macFor, parseCidr, parseIp } from './addr.js';
 import { EventRing, KernelLogFollower, type KernelLogLine, kernelLogEvent } from './audit.js';
 import { QTYPE, type Question } from './dns-wire.js';
@@ -41,7 +50,7 @@ interface SavedState {
 }
 
 class NetSandbox {
-  readonly events = new EventRing();
+  readonly events: EventRing;
   /** Names this sandbox resolved and the addresses they gave, for the gate and the proposal. */
   readonly resolved = new Map<string, { ips: string[]; until: number }>();
   /** Learn mode and refusals: what the workload tried to reach (name or address:port). */
@@ -55,7 +64,10 @@ class NetSandbox {
     readonly hostIf: string,
     readonly policy: CompiledPolicy,
     readonly request: NetworkRequest,
-  ) {}
+    sink?: (e: NetworkEvent) => void,
+  ) {
+    this.events = new EventRing(sink);
+  }
 
   get address(): string {
     return formatIp(this.ip);
@@ -79,6 +91,8 @@ export class NetworkManager implements NetworkHooks {
     private readonly c: NetworkConfig,
     private readonly runDir: string,
     private readonly log: Log = () => undefined,
+    /** The store's copy of every sandbox's events (none: memory only, lost with the process). */
+    private readonly eventLog?: NetworkEventLog,
   ) {
     const subnet = parseCidr(c.subnet);
     if (!subnet || subnet.prefix < 8 || subnet.prefix > 29) throw new KilnError('INVALID_REQUEST', `KILN_NET_SUBNET "${c.subnet}" is not an IPv4 block from /8 to /29`);
@@ -204,7 +218,7 @@ export class NetworkManager implements NetworkHooks {
     const ip = this.pool.take();
     if (ip === undefined) throw new KilnError('NETWORK_UNAVAILABLE', `every address of ${formatCidr(this.subnet)} is in use`, { retryAfterSec: 5 });
     const hostIf = `kv${sandboxTag(ip)}`;
-    const sb = new NetSandbox(id, ip, hostIf, policy, request);
+    const sb = new NetSandbox(id, ip, hostIf, policy, request, this.sinkFor(id));
     const t0 = performance.now();
     let stage = 'link';
     try {
@@ -312,9 +326,12 @@ export class NetworkManager implements NetworkHooks {
       const ip = parseIp(st.address)!;
       const policy = this.check(st.request);
       if (!policy || !this.pool.claim(ip)) continue;
-      const sb = new NetSandbox(st.id, ip, st.hostIf, policy, st.request);
+      const sb = new NetSandbox(st.id, ip, st.hostIf, policy, st.request, this.sinkFor(st.id));
       await nft(addSandbox(this.table(), ip, policy));
       this.register(sb);
+      const kept = (await this.eventLog?.load(st.id, 0, NETWORK_EVENTS_KEPT).catch(() => [])) ?? [];
+      sb.events.seed(kept);
+      for (const k of proposed(kept)) sb.reached.set(k, Date.now());
       restored.push(st.id);
     }
     // Bridge ports nobody owns now (a TAP left by a crash).
@@ -387,6 +404,22 @@ export class NetworkManager implements NetworkHooks {
       counters: await countersOf(sb),
       proposal: { policy: 'allowlist', allow: [...proposal].sort() },
     };
+  }
+
+  /** A gone sandbox's trail from the store: its events, the refusals among them, and the allowlist they propose. */
+  async pastEvents(id: string, had: { policy: NetworkPolicyName; allow: string[] }, after = 0, limit = NETWORK_EVENTS_KEPT): Promise<NetworkEventsAnswer> {
+    const all = (await this.eventLog?.load(id, 0, NETWORK_EVENTS_KEPT)) ?? [];
+    return {
+      policy: had.policy,
+      events: all.filter((e) => e.seq > after).slice(0, limit),
+      counters: { bytesOut: 0, bytesIn: 0, refused: all.filter((e) => e.verdict === 'refused').length },
+      proposal: { policy: 'allowlist', allow: [...new Set([...had.allow, ...proposed(all)])].sort() },
+    };
+  }
+
+  private sinkFor(id: string): ((e: NetworkEvent) => void) | undefined {
+    const log = this.eventLog;
+    return log ? (e) => log.record(id, e) : undefined;
   }
 
   /** Per-sandbox counters for /metrics. */
@@ -485,4 +518,15 @@ async function systemResolvers(): Promise<string[]> {
   const out = [...text.matchAll(/^nameserver\s+(\d+\.\d+\.\d+\.\d+)/gm)].map((m) => m[1]!).filter((a) => !a.startsWith('127.'));
   if (!out.length) throw new Error('no upstream resolver: /etc/resolv.conf names none usable from the bridge (127.x cannot be); set KILN_NET_DNS');
   return out;
+}
+
+/** What kept events propose to allow: what was refused or let through in learn mode (by name where known). */
+function proposed(events: NetworkEvent[]): string[] {
+  const out = new Set<string>();
+  for (const e of events) {
+    if (e.verdict === 'allowed' || e.reason?.startsWith('the host itself')) continue;
+    const what = e.name ?? e.address;
+    if (what) out.add(e.kind === 'connection' && !e.name && e.port ? `${what}:${e.port}` : what);
+  }
+  return [...out];
 }

@@ -12,6 +12,7 @@ import { Journal } from '../core/journal.js';
 import { KeyRing } from '../core/keys.js';
 import { SandboxManager } from '../core/manager.js';
 import { Metrics } from '../core/metrics.js';
+import type { NetworkEventLog } from '../core/network.js';
 import { WarmPools } from '../core/pools.js';
 import type { Store } from '../core/store.js';
 import { NetworkManager } from '../net/manager.js';
@@ -92,7 +93,18 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
   let pools: WarmPools | undefined;
   // Every name was checked against the registry by createBackends: a pool names a backend we built.
   const targets = config.poolTargets.filter((t) => t.target > 0).map((t) => ({ ...t, backend: t.backend ?? config.defaultBackend }));
-  const network = new NetworkManager(config.network, config.runDir, log);
+  // With a store, each sandbox's network events are kept there too: through a restart and after its delete.
+  const eventLog: NetworkEventLog | undefined =
+    store && journal
+      ? {
+          record: (sandboxId, event) => journal.record({ type: 'network.event', sandboxId, event }),
+          load: async (sandboxId, after, limit) => {
+            await journal.flush().catch(() => undefined);
+            return store.networkEvents(sandboxId, after, limit);
+          },
+        }
+      : undefined;
+  const network = new NetworkManager(config.network, config.runDir, log, eventLog);
   metrics.networkGauges(() => network.counters());
   manager = new SandboxManager({
     config,

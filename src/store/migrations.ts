@@ -105,6 +105,19 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX snapshots_owner ON snapshots (owner_key_id, created_at);
     `,
   },
+  {
+    version: 3,
+    name: 'network audit trail',
+    sql: `
+      CREATE TABLE network_events (
+        sandbox_id text NOT NULL REFERENCES sandboxes (id) ON DELETE CASCADE,
+        seq bigint NOT NULL,
+        at timestamptz NOT NULL,
+        event jsonb NOT NULL,
+        PRIMARY KEY (sandbox_id, seq)
+      );
+    `,
+  },
 ];
 
 /** Any fixed number: serialises migrations of nodes that start at once on one server. */

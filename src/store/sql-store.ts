@@ -3,12 +3,14 @@
  * one transaction of at most four statements: the rows of each travel as one JSON parameter,
  * unpacked by jsonb_to_recordset, so a batch of 500 events is one statement, not 500.
  */
+
+import { NETWORK_EVENTS_KEPT, type NetworkEvent } from '../core/network.js';
 import type { ApiKeyRecord, KeyLimits, KeyUsage, SandboxEvent, SandboxQuery, SandboxRecord, Store, StoredApiKey, StoreWrite } from '../core/store.js';
 import type { SqlClient, SqlTx } from './sql.js';
 
 type Row = Record<string, unknown>;
 
-const ORDER: readonly StoreWrite['type'][] = ['sandbox.created', 'event', 'sandbox.state', 'sandbox.ended', 'usage', 'snapshot.saved', 'snapshot.deleted'];
+const ORDER: readonly StoreWrite['type'][] = ['sandbox.created', 'event', 'network.event', 'sandbox.state', 'sandbox.ended', 'usage', 'snapshot.saved', 'snapshot.deleted'];
 
 export class SqlStore implements Store {
   constructor(private readonly db: SqlClient) {}
@@ -97,6 +99,11 @@ export class SqlStore implements Store {
   async events(sandboxId: string): Promise<SandboxEvent[]> {
     const rows = await this.db.query('SELECT sandbox_id, at, kind, data FROM sandbox_events WHERE sandbox_id = $1 ORDER BY seq', [sandboxId]);
     return rows.map((r) => ({ sandboxId: String(r.sandbox_id), at: date(r.at)!, kind: r.kind as SandboxEvent['kind'], data: r.data as Record<string, unknown> }));
+  }
+
+  async networkEvents(sandboxId: string, after: number, limit: number): Promise<NetworkEvent[]> {
+    const rows = await this.db.query('SELECT event FROM network_events WHERE sandbox_id = $1 AND seq > $2 ORDER BY seq LIMIT $3', [sandboxId, after, limit]);
+    return rows.map((r) => (typeof r.event === 'string' ? JSON.parse(r.event) : r.event) as NetworkEvent);
   }
 
   async usage(keyId: string): Promise<KeyUsage> {
@@ -199,6 +206,24 @@ async function applyRun(tx: SqlTx, run: StoreWrite[]): Promise<void> {
           LATERAL jsonb_to_record(e.v) AS x(sandbox_id text, at timestamptz, kind text, data jsonb)
         WHERE EXISTS (SELECT 1 FROM sandboxes s WHERE s.id = x.sandbox_id) ORDER BY e.n`,
         [json(rows)],
+      );
+      return;
+    }
+    case 'network.event': {
+      const rows = run.map((w) => w as Extract<StoreWrite, { type: 'network.event' }>).map((w) => ({ sandbox_id: w.sandboxId, seq: w.event.seq, at: w.event.at, event: w.event }));
+      await tx.query(
+        `INSERT INTO network_events (sandbox_id, seq, at, event)
+        SELECT x.sandbox_id, x.seq, x.at, x.event FROM jsonb_to_recordset($1::jsonb) AS x(sandbox_id text, seq bigint, at timestamptz, event jsonb)
+        WHERE EXISTS (SELECT 1 FROM sandboxes s WHERE s.id = x.sandbox_id)
+        ON CONFLICT (sandbox_id, seq) DO NOTHING`,
+        [json(rows)],
+      );
+      // The newest NETWORK_EVENTS_KEPT of each sandbox written to stay, as in memory.
+      await tx.query(
+        `DELETE FROM network_events n USING (
+          SELECT sandbox_id, max(seq) AS top FROM jsonb_to_recordset($1::jsonb) AS x(sandbox_id text, seq bigint) GROUP BY sandbox_id
+        ) t WHERE n.sandbox_id = t.sandbox_id AND n.seq <= t.top - $2`,
+        [json(rows.map(({ sandbox_id, seq }) => ({ sandbox_id, seq }))), NETWORK_EVENTS_KEPT],
       );
       return;
     }

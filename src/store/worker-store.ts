@@ -5,6 +5,7 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ERROR_CATALOGUE, type ErrorCode, KilnError } from '../core/errors.js';
+import type { NetworkEvent } from '../core/network.js';
 import type { KeyUsage, SandboxEvent, SandboxQuery, SandboxRecord, Store, StoredApiKey, StoreWrite } from '../core/store.js';
 import type { WorkerAnswer, WorkerCall } from './pglite-worker.js';
 import { lockPgliteDir } from './sql.js';
@@ -78,6 +79,7 @@ export async function openPgliteWorker(dir: string | undefined): Promise<{ store
     sandbox: (id: string) => call<SandboxRecord | undefined>('sandbox', id),
     sandboxes: (q: SandboxQuery) => call<SandboxRecord[]>('sandboxes', q),
     events: (sandboxId: string) => call<SandboxEvent[]>('events', sandboxId),
+    networkEvents: (sandboxId: string, after: number, limit: number) => call<NetworkEvent[]>('networkEvents', sandboxId, after, limit),
     usage: (keyId: string) => call<KeyUsage>('usage', keyId),
     async close() {
       if (dead) return;

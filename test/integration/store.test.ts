@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { isKilnError } from '../../src/core/errors.js';
 import { Journal } from '../../src/core/journal.js';
 import { hashSecret, KeyRing } from '../../src/core/keys.js';
+import { NETWORK_EVENTS_KEPT, type NetworkEvent } from '../../src/core/network.js';
 import type { SandboxRecord, Store, StoreWrite } from '../../src/core/store.js';
 import { openStore } from '../../src/store/index.js';
 import { MIGRATIONS, migrate } from '../../src/store/migrations.js';
@@ -225,6 +226,42 @@ for (const engine of [pglite, postgres()]) {
       j.record({ type: 'usage', keyId: key.id, usage: { sandboxesCreated: 1, execs: 1, execMs: 2 } });
       await j.close();
       assert.deepEqual(await store.usage(key.id), { sandboxesCreated: 2, execs: 4, execMs: 17 });
+    });
+
+    it('network events: kept in order per sandbox, the newest NETWORK_EVENTS_KEPT only, read after a seq; none for an unknown sandbox', async () => {
+      const j = new Journal(store, { flushDelayMs: 10_000 });
+      const [a, b] = [`sb-na-${Date.now()}`, `sb-nb-${Date.now()}`];
+      j.record({ type: 'sandbox.created', record: sandbox(a) });
+      j.record({ type: 'sandbox.created', record: sandbox(b) });
+      const ev = (seq: number): NetworkEvent => ({
+        seq,
+        at: new Date(1_700_000_000_000 + seq).toISOString(),
+        kind: seq % 2 ? 'dns' : 'connection',
+        verdict: seq % 3 ? 'allowed' : 'refused',
+        name: `n${seq}.example`,
+        port: 443,
+      });
+      const total = NETWORK_EVENTS_KEPT + 30;
+      for (let seq = 1; seq <= total; seq++) {
+        j.record({ type: 'network.event', sandboxId: a, event: ev(seq) });
+        if (seq <= 3) j.record({ type: 'network.event', sandboxId: b, event: ev(seq) });
+      }
+      j.record({ type: 'network.event', sandboxId: 'sb-never-created', event: ev(1) });
+      await j.close();
+      const kept = await store.networkEvents(a, 0, 10_000);
+      assert.equal(kept.length, NETWORK_EVENTS_KEPT);
+      assert.equal(kept[0]!.seq, total - NETWORK_EVENTS_KEPT + 1, 'the oldest went');
+      assert.deepEqual(kept.at(-1), ev(total), 'an event comes back as it was recorded');
+      assert.deepEqual(
+        (await store.networkEvents(a, total - 3, 2)).map((e) => e.seq),
+        [total - 2, total - 1],
+      );
+      assert.deepEqual(
+        (await store.networkEvents(b, 0, 100)).map((e) => e.seq),
+        [1, 2, 3],
+        "another sandbox's trail is its own",
+      );
+      assert.deepEqual(await store.networkEvents('sb-never-created', 0, 100), []);
     });
 
     it('journal: a failed flush keeps its writes and a later one applies them, in order', async () => {

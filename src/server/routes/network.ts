@@ -10,7 +10,7 @@ export async function networkRoutes(app: FastifyInstance, { svc }: { svc: KilnSe
     {
       schema: {
         summary:
-          "A sandbox's network audit trail: every DNS query and connection attempt (allowed, refused, or learned), byte counters, and the allowlist that would let through what it reached (the newest 2,000 events are kept; poll with ?after=<last seq>)",
+          "A sandbox's network audit trail: every DNS query and connection attempt (allowed, refused, or learned), byte counters, and the allowlist that would let through what it reached (the newest 2,000 events are kept, with a store also across restarts and after the sandbox is deleted; poll with ?after=<last seq>)",
         params: idParams,
         querystring: networkEventsQuery,
         response: { 200: networkEventsSchema, 404: errorSchema },
