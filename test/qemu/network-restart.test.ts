@@ -93,7 +93,7 @@ describe('a networked qemu VM and a killed service', { skip, timeout: 400_000 },
         if (answered) process.stderr.write(`# the create answered before the kill when ${point}\n`);
         assert.ok(running(pid), 'the VM runs on after the service is killed');
 
-        svc = spawnService(runDir, port, { ...env, KILN_STOP_SANDBOXES_ON_EXIT: '1' });
+        svc = spawnService(runDir, port, { ...env, KILN_STOP_SANDBOXES_ON_EXIT: '0' });
         await untilHealthy(client, svc);
         for (const l of svc.stderr().split('\n')) if (/start-up/.test(l)) process.stderr.write(`# killed when ${point}: ${l.slice(0, 400)}\n`);
         const listed = await client.sandboxes.list();
@@ -118,6 +118,13 @@ describe('a networked qemu VM and a killed service', { skip, timeout: 400_000 },
         assert.deepEqual(readdirSync(vmsDir).sort(), kept.map((s) => s.id).sort());
         if (answered) await client.sandboxes.delete(answered);
       }
+      // A graceful stop that keeps the VM keeps its network too (the record written again at the detach).
+      svc.child.kill('SIGTERM');
+      assert.equal(await exited(svc.child), 0);
+      svc = spawnService(runDir, port, { ...env, KILN_STOP_SANDBOXES_ON_EXIT: '1' });
+      await untilHealthy(client, svc);
+      const [last] = await client.sandboxes.list();
+      assert.deepEqual([last?.id, last?.network?.address, last?.network?.hostInterface, last?.details.tap], [sb.id, sb.network!.address, hostIf, hostIf]);
       const r = await probe(client, sb.id, [
         { kind: 'http', url: 'http://allowed.example/' },
         { kind: 'dns', name: 'unlisted.example' },
