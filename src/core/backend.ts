@@ -163,9 +163,10 @@ export interface SandboxNetworkPlan {
   gateway: string;
   dns: string[];
   /**
-   * Limit on what the sandbox sends, Mbit/s (absent: none): the backend enforces it out of the
-   * sandbox's reach (namespace: a token bucket on eth0 set from the host; microVMs: the VMM's
-   * rate limiter). The network manager limits what it receives on the host end.
+   * Limit on what the sandbox sends, Mbit/s (absent: none). The network manager polices it in its
+   * nftables table for every backend, and limits what the sandbox receives on the host end; a
+   * backend may shape it too, out of the sandbox's reach (namespace: a token bucket on eth0 set
+   * from the host; Firecracker: the VMM's rate limiter; QEMU has none).
    */
   sendMbit?: number;
 }

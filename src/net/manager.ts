@@ -10,7 +10,7 @@
  * routing table of kiln's own (`ip rule from <subnet>`), never by the host's main table, so a
  * wrong rule cannot send it anywhere but the configured uplink.
  */
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BackendSandbox } from '../core/backend.js';
 import type { NetworkConfig } from '../core/config.js';
@@ -245,7 +245,8 @@ export class NetworkManager implements NetworkHooks {
       stage = 'rate limit';
       await this.limit(sb);
       sb.attachMs = Math.round((performance.now() - t0) * 10) / 10;
-      void this.save(sb).catch((e: Error) => this.log('network state not saved; the sandbox keeps its network until the next restart only', { id, error: e.message }));
+      // Written before the create answers: a service killed from then on restores this network.
+      await this.save(sb).catch((e: Error) => this.log('network state not saved; the sandbox keeps its network until the next restart only', { id, error: e.message }));
     } catch (e) {
       await this.release(sb).catch(() => undefined);
       if (e instanceof KilnError) throw e;
@@ -256,7 +257,7 @@ export class NetworkManager implements NetworkHooks {
 
   private async limit(sb: NetSandbox): Promise<void> {
     const bw = sb.policy.bandwidthMbit;
-    // What the sandbox receives: a token bucket on the host end (what it sends: the backend's, see connectNetwork).
+    // What the sandbox receives: a token bucket on the host end (what it sends: the policer of addSandbox, and the backend's own, see connectNetwork).
     if (bw > 0) await runTool('tc', ['qdisc', 'replace', 'dev', sb.hostIf, 'root', 'tbf', 'rate', `${bw}mbit`, 'burst', '256kb', 'latency', '100ms']);
   }
 
@@ -268,7 +269,10 @@ export class NetworkManager implements NetworkHooks {
   private async save(sb: NetSandbox): Promise<void> {
     await mkdir(this.stateDir, { recursive: true });
     const st: SavedState = { id: sb.id, address: sb.address, hostIf: sb.hostIf, request: sb.request };
-    await writeFile(join(this.stateDir, `${sb.id}.json`), JSON.stringify(st));
+    // Whole or not at all: a kill mid-write leaves a .tmp file (restore removes it), never half a state.
+    const file = join(this.stateDir, `${sb.id}.json`);
+    await writeFile(`${file}.tmp`, JSON.stringify(st));
+    await rename(`${file}.tmp`, file);
   }
 
   /** Takes a sandbox's network away (after its destroy, or a failed attach). Idempotent. */
@@ -303,9 +307,11 @@ export class NetworkManager implements NetworkHooks {
     const removed: string[] = [];
     const states: SavedState[] = [];
     for (const f of await readdir(this.stateDir).catch(() => [] as string[])) {
-      const st = await readFile(join(this.stateDir, f), 'utf8')
-        .then((t) => JSON.parse(t) as SavedState)
-        .catch(() => undefined);
+      const st = f.endsWith('.json')
+        ? await readFile(join(this.stateDir, f), 'utf8')
+            .then((t) => JSON.parse(t) as SavedState)
+            .catch(() => undefined)
+        : undefined;
       if (st && alive.has(st.id)) states.push(st);
       else {
         if (st) await runTool('ip', ['link', 'del', st.hostIf]).catch(() => undefined);

@@ -10,6 +10,13 @@ import { type Cidr, formatCidr, formatIp } from './addr.js';
 import { type CompiledPolicy, INSPECTED_PORTS } from './policy.js';
 import { runTool } from './run.js';
 
+const BYTES_PER_MBIT = 125_000;
+/**
+ * The send policer's burst. nftables' byte limiter holds one second of its rate plus this, so the
+ * namespace backend's token bucket on eth0 (256 KiB bursts) always passes it whole.
+ */
+export const SEND_BURST_BYTES = 256 * 1024;
+
 export interface TableShape {
   table: string;
   bridge: string;
@@ -43,6 +50,7 @@ export function baseRuleset(t: TableShape, exists: boolean): string {
     `add set ${T} deny { type ipv4_addr; flags interval; auto-merge; ${deny ? `elements = { ${deny} };` : ''} }`,
     `add map ${T} egress_by_sandbox { type ipv4_addr : verdict; }`,
     `add map ${T} nat_by_sandbox { type ipv4_addr : verdict; }`,
+    `add map ${T} send_by_sandbox { type ipv4_addr : verdict; }`,
     // Chains first: a jump must name a chain that exists.
     `add chain ${T} egress`,
     `add chain ${T} refuse`,
@@ -51,6 +59,9 @@ export function baseRuleset(t: TableShape, exists: boolean): string {
     // Every DNS query goes to kiln's resolver, whatever server the sandbox names.
     `add rule ${T} prerouting_nat iifname "${t.bridge}" meta l4proto { tcp, udp } th dport 53 dnat ip to ${gw}:${t.dnsPort}`,
     `add rule ${T} prerouting_nat iifname "${t.bridge}" ip saddr vmap @nat_by_sandbox`,
+    // What a sandbox sends, before it is routed (to the uplink or to kiln's resolver and gate): its policer.
+    `add chain ${T} prerouting_filter { type filter hook prerouting priority filter; policy accept; }`,
+    `add rule ${T} prerouting_filter iifname "${t.bridge}" ip saddr vmap @send_by_sandbox`,
     `add chain ${T} postrouting_nat { type nat hook postrouting priority srcnat; policy accept; }`,
     `add rule ${T} postrouting_nat oifname "${t.uplink}" ip saddr ${formatCidr(t.subnet)} masquerade`,
     `add chain ${T} forward_filter { type filter hook forward priority filter; policy accept; }`,
@@ -79,7 +90,7 @@ export function baseRuleset(t: TableShape, exists: boolean): string {
   ].join('\n');
 }
 
-/** The per-sandbox names: chains e_<tag> (egress) and n_<tag> (nat), sets w_<tag> (web by name) and p_<tag> (name:port). */
+/** The per-sandbox names: chains e_<tag> (egress), n_<tag> (nat) and s_<tag> (send policer), sets w_<tag> (web by name) and p_<tag> (name:port). */
 export function sandboxTag(ip: number): string {
   return ip.toString(16).padStart(8, '0');
 }
@@ -99,7 +110,10 @@ export function addSandbox(t: TableShape, ip: number, p: CompiledPolicy): string
     `add set ${T} p_${tag} { type ipv4_addr . inet_service; flags timeout; }`,
     `add chain ${T} e_${tag}`,
     `add chain ${T} n_${tag}`,
+    `add chain ${T} s_${tag}`,
   ];
+  // Packets over the rate are dropped (a policer: this kernel has no act_police, QEMU no netdev limiter).
+  if (p.bandwidthMbit > 0) lines.push(`add rule ${T} s_${tag} limit rate over ${p.bandwidthMbit * BYTES_PER_MBIT} bytes/second burst ${SEND_BURST_BYTES} bytes counter drop`);
   if (p.policy === 'open') lines.push(`add rule ${T} e_${tag} ct state new log prefix "${t.table}:${LOG.allowed} " accept`);
   else {
     for (const r of p.cidrs) lines.push(`add rule ${T} e_${tag} ip daddr ${formatCidr(r.cidr)}${portMatch(r.port)} ct state new log prefix "${t.table}:${LOG.allowed} " accept`);
@@ -113,7 +127,12 @@ export function addSandbox(t: TableShape, ip: number, p: CompiledPolicy): string
       lines.push(`add rule ${T} n_${tag} ip daddr @w_${tag} tcp dport ${INSPECTED_PORTS.http} dnat ip to ${gw}:${t.httpPort}`);
     }
   }
-  lines.push(`add element ${T} egress_by_sandbox { ${addr} : jump e_${tag} }`, `add element ${T} nat_by_sandbox { ${addr} : jump n_${tag} }`, '');
+  lines.push(
+    `add element ${T} egress_by_sandbox { ${addr} : jump e_${tag} }`,
+    `add element ${T} nat_by_sandbox { ${addr} : jump n_${tag} }`,
+    `add element ${T} send_by_sandbox { ${addr} : jump s_${tag} }`,
+    '',
+  );
   return lines.join('\n');
 }
 
@@ -124,8 +143,10 @@ export function removeSandbox(t: TableShape, ip: number): string {
   return [
     `delete element ${T} egress_by_sandbox { ${addr} }`,
     `delete element ${T} nat_by_sandbox { ${addr} }`,
+    `delete element ${T} send_by_sandbox { ${addr} }`,
     `delete chain ${T} e_${tag}`,
     `delete chain ${T} n_${tag}`,
+    `delete chain ${T} s_${tag}`,
     `delete set ${T} w_${tag}`,
     `delete set ${T} p_${tag}`,
     '',

@@ -99,7 +99,9 @@ export class WebGate {
           s.resetAndDestroy();
         });
         s.once('close', () => up.destroy());
-        up.once('close', () => s.destroy());
+        // pipe ended s after the upstream's last byte; a slow (rate-limited) sandbox may not have taken
+        // it all yet, and a destroy now would cut its download short.
+        up.once('close', () => (s.writableEnded && !s.writableFinished ? s.once('finish', () => s.destroy()) : s.destroy()));
       });
     };
     s.on('data', onData);

@@ -1,9 +1,12 @@
 /**
  * The allowlist parity cases on a qemu microVM (TAP on kiln's bridge, guest configured by
- * net.config), through the HTTP API, against the test internet of test/net/fake-internet.ts.
+ * net.config), through the HTTP API, against the test internet of test/net/fake-internet.ts; and
+ * bandwidthMbit both ways (QEMU has no limiter of its own: what the VM sends meets kiln's nftables policer).
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
+import { SEND_BURST_BYTES } from '../../src/net/nft.js';
 import { DNS, type FakeInternet, leftovers, NAMES, RAW_ALLOWED, RAW_REFUSED, startFakeInternet } from '../net/fake-internet.js';
 import { probe } from '../net/probe.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
@@ -77,6 +80,39 @@ describe('sandbox networking (qemu)', { skip: await skipReason(), timeout: 400_0
     } finally {
       await client.sandboxes.delete(sb.id);
       await client.sandboxes.delete(none.id);
+    }
+  });
+
+  it('bandwidthMbit limits what a VM downloads and uploads', async () => {
+    const mbitLimit = 4;
+    const sb = await t.client.sandboxes.create({ pack: 'python', backend: 'qemu', network: { policy: 'allowlist', allow: ['allowed.example'], bandwidthMbit: mbitLimit } });
+    try {
+      assert.equal(sb.network?.bandwidthMbit, mbitLimit);
+      const policer = () =>
+        execFileSync('nft', ['list', 'table', 'inet', env.KILN_NET_NAME!], { encoding: 'utf8' }).match(/limit rate over 500000 bytes\/second burst 256 kbytes counter packets (\d+)/);
+      assert.ok(policer(), 'the send policer is in place');
+      // 3 MB each way at 4 Mbit/s (500 kB/s) takes about 6 s. The download's token bucket holds 256 KiB;
+      // nftables' byte limiter holds one second of its rate plus its burst (SEND_BURST_BYTES).
+      const script = [
+        'import time, urllib.request',
+        't = time.monotonic(); n = len(urllib.request.urlopen("http://allowed.example/bytes/3000000", timeout=120).read()); down = time.monotonic() - t',
+        't = time.monotonic(); urllib.request.urlopen(urllib.request.Request("http://allowed.example/up", data=b"x" * 3000000), timeout=120).read(); up = time.monotonic() - t',
+        'print(n, down, up)',
+      ].join('\n');
+      await t.client.sandboxes.writeFile(sb.id, '/tmp/bw.py', script);
+      const r = await t.client.sandboxes.exec(sb.id, { cmd: ['python3', '/tmp/bw.py'], timeoutMs: 240_000 });
+      assert.equal(r.exitCode, 0, r.stderr);
+      const [n, down, up] = r.stdout.trim().split(' ').map(Number);
+      assert.equal(n, 3_000_000);
+      const mbit = (s: number) => (3_000_000 * 8) / s / 1e6;
+      process.stderr.write(`# qemu at ${mbitLimit} Mbit/s: download ${mbit(down!).toFixed(2)} Mbit/s (${down!.toFixed(1)} s), upload ${mbit(up!).toFixed(2)} Mbit/s (${up!.toFixed(1)} s)\n`);
+      assert.ok(mbit(down!) < mbitLimit * 1.25, `download at ${mbit(down!).toFixed(1)} Mbit/s`);
+      const bytesPerSec = (mbitLimit * 1e6) / 8;
+      const upMinSec = (3_000_000 - bytesPerSec - SEND_BURST_BYTES) / bytesPerSec;
+      assert.ok(Number(policer()?.[1]) > 0, 'the policer dropped what the VM sent over the rate');
+      assert.ok(up! >= upMinSec * 0.95, `upload in ${up!.toFixed(2)} s, at least ${upMinSec.toFixed(2)} s expected (${mbit(up!).toFixed(1)} Mbit/s)`);
+    } finally {
+      await t.client.sandboxes.delete(sb.id);
     }
   });
 });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { parseCidr, parseIp } from '../../src/net/addr.js';
-import { addSandbox, admit, baseRuleset, LOG, removeSandbox, sandboxTag, type TableShape } from '../../src/net/nft.js';
+import { addSandbox, admit, baseRuleset, LOG, removeSandbox, SEND_BURST_BYTES, sandboxTag, type TableShape } from '../../src/net/nft.js';
 import { compilePolicy, type PolicyLimits } from '../../src/net/policy.js';
 
 const LIMITS: PolicyLimits = { allowOpen: true, defaultBandwidthMbit: 0, maxBandwidthMbit: 10_000 };
@@ -85,10 +85,31 @@ describe('net/nft scripts, validated by nft -c', { skip: skipReason() }, () => {
     assert.equal(tag, '0a590002');
     const add = addSandbox(SHAPE, A, allowlist);
     const remove = removeSandbox(SHAPE, A);
-    for (const obj of [`chain inet ${SHAPE.table} e_${tag}`, `chain inet ${SHAPE.table} n_${tag}`, `set inet ${SHAPE.table} w_${tag}`, `set inet ${SHAPE.table} p_${tag}`]) {
+    for (const obj of [
+      `chain inet ${SHAPE.table} e_${tag}`,
+      `chain inet ${SHAPE.table} n_${tag}`,
+      `chain inet ${SHAPE.table} s_${tag}`,
+      `set inet ${SHAPE.table} w_${tag}`,
+      `set inet ${SHAPE.table} p_${tag}`,
+    ]) {
       assert.ok(add.includes(`add ${obj}`), obj);
       assert.ok(remove.includes(`delete ${obj}`), obj);
     }
+  });
+
+  it('bandwidthMbit polices what the sandbox sends (before routing, so traffic to the gate too); no limit, no policer', () => {
+    const limited = compilePolicy({ policy: 'allowlist', allow: ['pypi.org'], bandwidthMbit: 4 }, LIMITS);
+    const tag = sandboxTag(A);
+    const base = baseRuleset(SHAPE, false);
+    assert.match(base, /add chain inet \S+ prerouting_filter \{ type filter hook prerouting priority filter; policy accept; \}/);
+    assert.ok(base.includes(`add rule inet ${SHAPE.table} prerouting_filter iifname "${SHAPE.bridge}" ip saddr vmap @send_by_sandbox`));
+    const add = addSandbox(SHAPE, A, limited);
+    assert.ok(add.includes(`add rule inet ${SHAPE.table} s_${tag} limit rate over 500000 bytes/second burst ${SEND_BURST_BYTES} bytes counter drop`), add);
+    assert.ok(add.includes(`add element inet ${SHAPE.table} send_by_sandbox { 10.89.0.2 : jump s_${tag} }`));
+    assert.doesNotMatch(addSandbox(SHAPE, B, allowlist), /limit rate/);
+    assertValid([base, add, addSandbox(SHAPE, B, allowlist), removeSandbox(SHAPE, A), removeSandbox(SHAPE, B)].join(''));
+    // The check is real: nft refuses a policer it cannot parse.
+    assert.equal(check(`${base}${add.replace('bytes/second', 'bytes/fortnight')}`).ok, false);
   });
 
   it('replacing an existing table deletes it first in the same transaction', () => {

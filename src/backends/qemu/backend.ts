@@ -348,6 +348,7 @@ class QemuBackend implements Backend {
         start,
         wrapperPids: vm.proc.pids.filter((p) => p !== vm.proc.pid),
         ...(vm.jail ? { jail: { uid: vm.jail.uid, name: vm.jail.name } } : {}),
+        ...(vm.tap ? { tap: vm.tap } : {}),
         pack: { name: spec.pack.name, hash: spec.pack.hash, imagePath: spec.pack.imagePath },
         ...(drives ? { workspace: drives } : {}),
         ...(facts ? { facts } : {}),
@@ -367,9 +368,9 @@ class QemuBackend implements Backend {
     // A workspace's upper is an ext4 drive the VM is killed under: flush it first (bounded: a hung
     // guest must not hold up the destroy).
     const flush = record.workspace ? () => vm.agent.workspaceFlush(AbortSignal.timeout(WORKSPACE_FLUSH_TIMEOUT_MS)) : undefined;
-    // The record again with the details as they are now (a save, a network connected since).
-    const persist = () => saveKept(vm.paths.dir, { ...record, details });
-    const sandbox = new QemuSandbox(id, vm, details, () => this.live.delete(id), flush, facts && { facts, jailed: vm.jail !== undefined }, persist);
+    // The record again with the details as they are now (a save, a network connected since: its TAP's new name).
+    const persist = () => saveKept(vm.paths.dir, { ...record, ...(sandbox.tapName ? { tap: sandbox.tapName } : {}), details });
+    const sandbox: QemuSandbox = new QemuSandbox(id, vm, details, () => this.live.delete(id), flush, facts && { facts, jailed: vm.jail !== undefined }, persist);
     this.live.set(id, sandbox);
     return sandbox;
   }

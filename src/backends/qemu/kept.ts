@@ -31,6 +31,11 @@ export interface KeptVm {
   /** The jail's uid and cgroup name (a spare's id when the VM started as one); absent: QEMU runs unjailed. */
   jail?: { uid: number; name: string };
   pack: { name: string; hash: string; imagePath: string };
+  /**
+   * The host name of its TAP when it has a NIC: the spawn's `kq…` until connectNetwork renames it,
+   * then the network manager's (the record is written again then), which the reattached VM keeps.
+   */
+  tap?: string;
   /** A workspace VM's drives: its upper image is flushed before the VM is stopped. */
   workspace?: { lowerImage: string; upperImage: string };
   /** What saveMachine answers (absent for a workspace VM, which cannot be saved). */
@@ -104,7 +109,7 @@ export async function reattachVm(r: KeptVm, dir: string, jails: VmmJails | undef
       throw new Error(`its agent did not answer (${e.message})`);
     });
     cleanup.push(QEMU_STEP.hello, () => agent.close());
-    return { proc, agent, paths, readyMs: roundMs(performance.now() - t0), steps: {}, cleanup, jail };
+    return { proc, agent, paths, readyMs: roundMs(performance.now() - t0), steps: {}, cleanup, jail, ...(r.tap ? { tap: r.tap } : {}) };
   } catch (e) {
     await cleanup.run().catch(() => undefined);
     throw e;

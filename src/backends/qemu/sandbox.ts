@@ -66,6 +66,11 @@ export class QemuSandbox implements BackendSandbox {
     });
   }
 
+  /** The TAP's current host name (absent: the VM has no NIC). */
+  get tapName(): string | undefined {
+    return this.tap;
+  }
+
   get pid(): number {
     return this.vm.proc.pid;
   }
@@ -88,7 +93,11 @@ export class QemuSandbox implements BackendSandbox {
     return { machine: { ...this.machine.facts } };
   }
 
-  /** The TAP gets the plan's name and comes up; the guest gets its address (core/host-taps.ts). */
+  /**
+   * The TAP gets the plan's name and comes up; the guest gets its address (core/host-taps.ts).
+   * Then the record is written again: a restart after a SIGKILL reattaches the VM with its TAP's
+   * new name (the network manager restores the rest from its own state file).
+   */
   private async connect(plan: SandboxNetworkPlan): Promise<void> {
     if (this.destroying || this.exit.fired) throw new KilnError('SANDBOX_GONE', 'the VM has stopped; its network cannot be connected');
     this.details.network = await connectVmNetwork({
@@ -99,6 +108,9 @@ export class QemuSandbox implements BackendSandbox {
         this.tap = name;
         this.details.tap = name;
       },
+    });
+    await this.persist?.().catch((e: Error) => {
+      throw new KilnError('INTERNAL', `the VM's record for a restart of the service could not be written after its network was connected: ${e.message}`, { cause: e });
     });
   }
 
