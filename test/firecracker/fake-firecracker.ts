@@ -51,6 +51,9 @@ export interface FakePlace {
   uid?: number;
 }
 
+/** Absolute: the fake may run confined with an empty environment (fake-firecracker-process.ts). */
+const IP = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip'].find((p) => existsSync(p)) ?? 'ip';
+
 const PRE_BOOT = /^PUT (\/machine-config|\/boot-source|\/drives\/|\/vsock|\/entropy|\/network-interfaces\/|\/logger|\/cpu-config|\/balloon$|\/mmds\/config|\/serial)/;
 const BOOT_RESOURCES = /^PUT (\/machine-config|\/boot-source|\/drives\/|\/vsock|\/entropy|\/network-interfaces\/|\/cpu-config|\/balloon$|\/mmds)/;
 
@@ -238,7 +241,7 @@ export class FakeFirecracker implements VmmProcess {
   private tapProblem(name: string): string | undefined {
     const args = ['-d', '-o', 'link', 'show', 'dev', name];
     const where = this.place.netnsPath;
-    const r = where ? spawnSync('nsenter', [`--net=${where}`, '--', 'ip', ...args], { encoding: 'utf8' }) : spawnSync('ip', args, { encoding: 'utf8' });
+    const r = where ? spawnSync('nsenter', [`--net=${where}`, '--', IP, ...args], { encoding: 'utf8' }) : spawnSync(IP, args, { encoding: 'utf8' });
     const open = `Could not create the network device: Open tap device failed: Error while creating ifreq structure: Invalid TUN/TAP Backend provided by ${name}.`;
     if (r.status !== 0) return `${open} (no such device in ${where ?? "the host's namespace"})`;
     if (!/ tun type tap /.test(r.stdout)) return `${open} (not a TAP)`;

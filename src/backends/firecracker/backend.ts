@@ -340,7 +340,8 @@ export class FirecrackerBackend implements Backend {
       firecrackerPath: r.firecrackerPath,
       launcher: this.o.launcher ?? spawnLauncher,
       jail: r.jail ? { settings: r.jail, uids: this.uids! } : undefined,
-      netns: r.jail?.netns ? `${this.netnsPrefix}${partial.id}` : undefined,
+      // Jailed (unless turned off), or confined with kiln's NIC: its TAP is in a namespace of its own.
+      netns: (r.jail ? r.jail.netns : !!confiner && partial.kilnNic) ? `${this.netnsPrefix}${partial.id}` : undefined,
       confine:
         !r.jail && confiner
           ? () =>
@@ -350,7 +351,8 @@ export class FirecrackerBackend implements Backend {
                 {
                   dir: join(this.vmsDir, partial.id),
                   readOnly: [partial.rootfsPath, ...(s ? [s.vmstatePath, s.memoryPath] : [partial.kernelPath, partial.initrdPath])],
-                  network: !!partial.network,
+                  // A NIC: /dev/net/tun, and the namespace it is started in (the VM's own, for kiln's NIC).
+                  network: !!partial.network || !!partial.kilnNic,
                 },
                 r.firecrackerPath,
               )

@@ -36,6 +36,8 @@ export interface LaunchSpec {
   binary: string;
   /** Unjailed Firecracker in its own uid, cgroup and namespaces (confine.ts). */
   confine?: VmmConfinement;
+  /** Confined: the VM's own network namespace (netns.ts) bwrap starts in; the jailer takes it as `--netns` instead. */
+  netnsPath?: string;
 }
 
 export type Launcher = (spec: LaunchSpec) => Promise<VmmProcess>;
@@ -43,13 +45,19 @@ export type Launcher = (spec: LaunchSpec) => Promise<VmmProcess>;
 /** The real launcher: spawns the binary with stdout (the serial console) and stderr captured. */
 export const spawnLauncher: Launcher = async (spec) => {
   const c = spec.confine;
+  // nsenter joins the namespace and execs bwrap (the same process), which then makes no network namespace of its own.
+  const enter = c && spec.netnsPath ? ['nsenter', `--net=${spec.netnsPath}`, '--'] : [];
   const child = c
-    ? spawnClean(c.bwrapPath, [...c.bwrapArgs, '--info-fd', '3', '--block-fd', '4', '--', ...c.setprivArgs, spec.binary, ...spec.argv], {
-        cwd: spec.cwd,
-        stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
-        env: {},
-        detached: true,
-      })
+    ? spawnClean(
+        enter[0] ?? c.bwrapPath,
+        [...enter.slice(1), ...(enter.length ? [c.bwrapPath] : []), ...c.bwrapArgs, '--info-fd', '3', '--block-fd', '4', '--', ...c.setprivArgs, spec.binary, ...spec.argv],
+        {
+          cwd: spec.cwd,
+          stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+          env: {},
+          detached: true,
+        },
+      )
     : spawnClean(spec.binary, spec.argv, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const proc = new ChildVmm(child);
   await Promise.race([

@@ -235,6 +235,7 @@ export function prepareSteps(spec: VmSpec): VmStep[] {
           cwd: spec.dir,
           apiSocketPath: ctx.host(VM_FILES.apiSocket),
           confine: j ? undefined : ctx.confine,
+          ...(!j && spec.netns ? { netnsPath: netnsPath(spec.netns) } : {}),
         });
         if (ctx.proc.pid) await writeFile(ctx.host(VM_FILES.pid), `${ctx.proc.pid}\n`);
       },
