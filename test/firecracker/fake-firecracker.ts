@@ -197,6 +197,11 @@ export class FakeFirecracker implements VmmProcess {
       }
       return { status: 204 };
     }
+    if (method === 'PATCH' && url.startsWith('/network-interfaces/')) {
+      if (!started) return fault('The requested operation is not supported before starting the microVM.');
+      if (!this.config[url.slice(1)]) return fault('Invalid interface ID - not found.');
+      return { status: 204 };
+    }
     if (method === 'PATCH' && url === '/vm') {
       if (!started) return fault('Cannot pause or resume a microVM that is not running.');
       this.state = body.state === 'Paused' ? 'Paused' : 'Running';

@@ -114,8 +114,13 @@ describe('jailed Firecracker networking', { skip, timeout: 60_000 }, () => {
       assert.doesNotMatch(tapLink, /[<,]UP[,>]/, 'down until connectNetwork');
       assert.equal(await link(tap), undefined, "not in the host's namespace");
 
-      const p = plan(1);
+      const p = { ...plan(1), sendMbit: 40 };
       await sb.connectNetwork!(p);
+      // What the sandbox sends: Firecracker's limiter on the guest's transmit (40 Mbit/s = 500 kB per 100 ms).
+      assert.deepEqual(
+        clone.requests.filter((r) => r.method === 'PATCH').map((r) => [r.path, r.body, r.status]),
+        [['/network-interfaces/eth0', { iface_id: 'eth0', tx_rate_limiter: { bandwidth: { size: 500_000, refill_time: 100 } } }, 204]],
+      );
       const host = (await link(p.hostIf))!;
       assert.match(host, /^\d+: [^@]+@if\d+:/, 'a veth');
       assert.match(host, new RegExp(`link-netns ${netns}`), 'its peer is in the jail namespace');

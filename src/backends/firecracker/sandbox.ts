@@ -12,7 +12,8 @@ import type { AgentClient } from '../../protocol/agent-client.js';
 import { reconnectAgent } from './agent-link.js';
 import { saveFirecrackerState } from './machine-state.js';
 import { connectJailNetwork } from './netns.js';
-import { VM_FILES, type VmContext } from './vm-steps.js';
+import { sendRateLimiter } from './sandbox-options.js';
+import { KILN_IFACE, VM_FILES, type VmContext } from './vm-steps.js';
 
 export interface FirecrackerSandboxOptions {
   reconnectTimeoutMs?: number;
@@ -90,6 +91,8 @@ export class FirecrackerSandbox implements BackendSandbox {
    */
   private async connect(plan: SandboxNetworkPlan): Promise<void> {
     if (this.destroying || this.exit.fired) throw new KilnError('SANDBOX_GONE', 'the VM has stopped; its network cannot be connected');
+    // What the sandbox sends: Firecracker's limiter on the guest's transmit queue, out of its reach.
+    if (plan.sendMbit) await this.vm.api.patchNetworkInterface({ iface_id: KILN_IFACE, tx_rate_limiter: sendRateLimiter(plan.sendMbit) });
     const netns = this.vm.spec.netns;
     if (netns) {
       this.details.network = await connectJailNetwork({ netns, tap: this.vm.tap!, plan, agent: this.current });
