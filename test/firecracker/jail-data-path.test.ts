@@ -51,7 +51,7 @@ describe('jailed Firecracker through the network manager', { skip, timeout: 120_
     await net?.close();
   });
 
-  it("attach puts the VM's veth on kiln's bridge, a stand-in guest on the TAP reaches the gateway and kiln's resolver, detach and destroy leave nothing", async () => {
+  it("attach puts the VM's veth on kiln's bridge, a stand-in guest on the TAP reaches the gateway and kiln's resolver, detach and destroy leave nothing", async (t) => {
     const f = await jailed();
     const config = loadConfig(env).network;
     const manager = new NetworkManager(config, f.runDir);
@@ -67,6 +67,7 @@ describe('jailed Firecracker through the network manager', { skip, timeout: 120_
       assert.match(host, new RegExp(`master ${config.name}0 `), "on kiln's bridge");
       assert.match(host, / isolated on /);
       assert.deepEqual(f.launcher.instances[0]!.agentLog.ops, ['hello', 'net.config']);
+      t.diagnostic(`attach ${info.attachMs} ms; the VM's link (veth + bridges) ${JSON.stringify(sb.details.network)}`);
       assert.deepEqual(await manager.events(sb.id).then((e) => e?.counters.refused), 0);
 
       const tap = String(sb.details.tap);

@@ -213,7 +213,7 @@ describe('jailed Firecracker networking', { skip, timeout: 60_000 }, () => {
     }
   });
 
-  it('without a bridge in the plan the host end is up on no bridge (as for the other backends)', async () => {
+  it('without a bridge in the plan the host end is up on no bridge (as for the other backends); a second connect replaces the pair', async () => {
     const f = await jailed({ backend: { snapshots: false } });
     try {
       const sb = await f.backend.create(f.spec('sb-jnob'), READY);
@@ -222,8 +222,13 @@ describe('jailed Firecracker networking', { skip, timeout: 60_000 }, () => {
       const host = (await link(p.hostIf))!;
       assert.match(host, /[<,]UP[,>]/);
       assert.doesNotMatch(host, / master /);
+      // Connected again while the first pair is still there: it is replaced, not doubled.
+      const again = plan(4);
+      await sb.connectNetwork!(again);
+      assert.equal(await link(p.hostIf), undefined, 'the first pair is gone');
+      assert.match((await link(again.hostIf))!, new RegExp(`master ${BRIDGE} `));
       await sb.destroy();
-      assert.equal(await link(p.hostIf), undefined);
+      assert.equal(await link(again.hostIf), undefined);
     } finally {
       await f.close();
     }

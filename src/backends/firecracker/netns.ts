@@ -91,10 +91,14 @@ export async function connectJailNetwork(o: { netns: string; tap: string; plan: 
   const problem = ifNameProblem(plan.hostIf);
   if (problem) throw new KilnError('INVALID_REQUEST', `the network plan's host interface name ${problem}`);
   const t0 = performance.now();
+  const pair = ['link', 'add', plan.hostIf, 'type', 'veth', 'peer', 'name', JAIL_UPLINK, 'netns', netns];
   try {
-    // A reconnect (after the manager released the last pair) starts from the bridge and TAP alone.
-    await runTool('ip', ['-n', netns, 'link', 'del', JAIL_UPLINK]).catch(() => undefined);
-    await runTool('ip', ['link', 'add', plan.hostIf, 'type', 'veth', 'peer', 'name', JAIL_UPLINK, 'netns', netns]);
+    await runTool('ip', pair).catch(async (e: unknown) => {
+      // A reconnect whose earlier pair is still there: the VM's side starts again from its bridge and TAP alone.
+      if (!(e instanceof ToolError && /File exists/.test(e.stderr))) throw e;
+      await runTool('ip', ['-n', netns, 'link', 'del', JAIL_UPLINK]);
+      await runTool('ip', pair);
+    });
   } catch (e) {
     throw new KilnError('INTERNAL', `the veth pair ${plan.hostIf} into the VM's network namespace ${netns} could not be made: ${(e as Error).message}`, { cause: e });
   }
