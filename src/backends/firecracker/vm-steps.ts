@@ -83,9 +83,10 @@ export interface VmSpec {
   driveRateLimiter?: RateLimiter;
   network?: NetworkInterface;
   /**
-   * kiln's own NIC (the backend's `network` option): a TAP per VM made by a step (in the jail's
-   * network namespace when jailed), `eth0` with INITIAL_GUEST_MAC, renamed and configured by
-   * connectNetwork; a clone's TAP replaces the template's through `network_overrides`.
+   * kiln's own NIC (the backend's `network` option): a TAP per VM made by a step (in `netns`, on
+   * its bridge, when the VM has its own namespace), `eth0` with INITIAL_GUEST_MAC, joined to kiln's
+   * bridge and configured by connectNetwork; a clone's TAP replaces the template's through
+   * `network_overrides`.
    */
   kilnNic?: boolean;
   /** Snapshot files to restore from (clone); absent for a cold boot. */
