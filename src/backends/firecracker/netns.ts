@@ -1,7 +1,8 @@
 /**
  * A Firecracker VM's own network namespace, made and named by kiln (docs/networking.md). A jailed
- * VM's TAP lives there (the jailer joins it with `--netns <path>` before it drops privileges), so
- * kiln's bridge reaches it through a veth pair: the host end takes the network plan's name on the
+ * or confined VM's TAP lives there (the jailer joins it with `--netns <path>` before it drops
+ * privileges; a confined Firecracker's bwrap is started in it), so kiln's bridge reaches it
+ * through a veth pair: the host end takes the network plan's name on the
  * bridge (what the network manager expects of any backend), the other end and the TAP are ports of
  * a small bridge inside the namespace, and the guest's eth0 is on the same layer-2 segment as a
  * QEMU guest's TAP would be: its address, gateway and resolvers come from the agent (net.config).

@@ -45,20 +45,13 @@ export type Launcher = (spec: LaunchSpec) => Promise<VmmProcess>;
 /** The real launcher: spawns the binary with stdout (the serial console) and stderr captured. */
 export const spawnLauncher: Launcher = async (spec) => {
   const c = spec.confine;
-  // nsenter joins the namespace and execs bwrap (the same process), which then makes no network namespace of its own.
-  const enter = c && spec.netnsPath ? ['nsenter', `--net=${spec.netnsPath}`, '--'] : [];
-  const child = c
-    ? spawnClean(
-        enter[0] ?? c.bwrapPath,
-        [...enter.slice(1), ...(enter.length ? [c.bwrapPath] : []), ...c.bwrapArgs, '--info-fd', '3', '--block-fd', '4', '--', ...c.setprivArgs, spec.binary, ...spec.argv],
-        {
-          cwd: spec.cwd,
-          stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
-          env: {},
-          detached: true,
-        },
-      )
-    : spawnClean(spec.binary, spec.argv, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let child: ChildProcess;
+  if (c) {
+    const bwrap = [c.bwrapPath, ...c.bwrapArgs, '--info-fd', '3', '--block-fd', '4', '--', ...c.setprivArgs, spec.binary, ...spec.argv];
+    // nsenter joins the VM's namespace and execs bwrap (the same process), which then makes no network namespace of its own.
+    const [bin, ...args] = spec.netnsPath ? ['nsenter', `--net=${spec.netnsPath}`, '--', ...bwrap] : bwrap;
+    child = spawnClean(bin!, args, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'], env: {}, detached: true });
+  } else child = spawnClean(spec.binary, spec.argv, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const proc = new ChildVmm(child);
   await Promise.race([
     once(child, 'spawn'),
