@@ -7,16 +7,17 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, readlink, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { FirecrackerBackend, type FirecrackerBackendOptions } from '../../src/backends/firecracker/backend.js';
 import { ancestors } from '../../src/backends/firecracker/confine.js';
+import { netnsPrefix } from '../../src/backends/firecracker/netns.js';
 import type { BackendSandbox } from '../../src/core/backend.js';
 import { REPO_ROOT } from '../../src/core/config.js';
-import { processesOf, statusField } from '../parity/leaks.js';
+import { processesOf, running, statusField } from '../parity/leaks.js';
 
 const run = promisify(execFile);
 const root = process.getuid?.() === 0;
@@ -39,9 +40,21 @@ async function cgroupDirs(pid: number): Promise<Record<'memory' | 'pids' | 'cpu'
   return out as Record<'memory' | 'pids' | 'cpu', string>;
 }
 
+/** The VM's own network namespace, made by kiln (netns.ts), holding its TAP (the service is root: kiln's NIC is on). */
+function netnsOf(dir: string, id: string): string {
+  return `/run/netns/${netnsPrefix(join(dir, 'run'))}${id}`;
+}
+
+async function assertOwnNetns(pid: number, sb: BackendSandbox, uid: number, dir: string): Promise<void> {
+  const handle = netnsOf(dir, sb.id);
+  assert.equal(await readlink(`/proc/${pid}/ns/net`), `net:[${(await stat(handle)).ino}]`, "Firecracker runs in the VM's own namespace");
+  const { stdout } = await run('nsenter', [`--net=${handle}`, '--', 'ip', '-d', '-o', 'link', 'show', 'dev', String(sb.details.tap)]);
+  assert.match(stdout, new RegExp(` tun type tap .* user ${uid} `), "its TAP is there, the VM's uid's");
+}
+
+/** Running as the service sees it (processStart): a zombie leader whose other threads still exit runs on. */
 async function alive(pid: number): Promise<boolean> {
-  const st = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  return st !== '' && !/\) Z /.test(st);
+  return running(pid);
 }
 
 /**
@@ -84,7 +97,7 @@ test('unjailed Firecracker runs as its own uid, in its own limited cgroup and na
   const live: BackendSandbox[] = [];
   try {
     for (const id of ['fcc-a', 'fcc-b']) live.push(await backend.create(spec(id), { readyTimeoutMs: 60_000 }));
-    const held: Array<{ pid: number; uid: number; dirs: string[] }> = [];
+    const held: Array<{ pid: number; uid: number; dirs: string[]; netns: string }> = [];
     for (const sb of live) {
       assert.ok(sb.details.cloneOf, 'restored from a snapshot template');
       const pid = sb.details.pid as number;
@@ -114,13 +127,14 @@ test('unjailed Firecracker runs as its own uid, in its own limited cgroup and na
           own.includes(p) ||
           p.startsWith(join(dir, 'run/firecracker/templates/')) ||
           /^\/(bin|sbin|lib|lib32|lib64|libx32)$/.test(p) ||
-          /^\/dev\/(kvm|userfaultfd)$/.test(p) ||
+          /^\/dev\/(kvm|userfaultfd|net\/tun)$/.test(p) ||
           testBinds.some((b) => p.startsWith(`${b}/`));
         assert.ok(ok, `Firecracker's namespace shows ${p}`);
       }
       assert.ok(stdout.includes(`${vmDir}/api.sock`));
       assert.ok((await sb.agent.ping()).rttMs >= 0);
-      held.push({ pid, uid, dirs: [...new Set(Object.values(cg))] });
+      await assertOwnNetns(pid, sb, uid, dir);
+      held.push({ pid, uid, dirs: [...new Set(Object.values(cg))], netns: netnsOf(dir, sb.id) });
     }
     assert.notEqual(held[0]!.uid, held[1]!.uid, 'two VMs, two uids');
     // The template VM's uid is handed out again later: its snapshot files must not stay its own.
@@ -131,6 +145,7 @@ test('unjailed Firecracker runs as its own uid, in its own limited cgroup and na
       for (let i = 0; i < 100 && (await alive(h.pid)); i++) await new Promise((r) => setTimeout(r, 50));
       assert.equal(await alive(h.pid), false);
       for (const d of h.dirs) assert.equal(existsSync(d), false, `${d} is removed`);
+      assert.equal(existsSync(h.netns), false, `${h.netns} is removed`);
       assert.deepEqual(await processesOf(h.uid), []);
     }
   } finally {
@@ -153,6 +168,8 @@ test("the start-up scan of a restarted service removes a confined Firecracker's 
     // A second instance on the same run dir knows nothing of `sb`: all of it is a leftover there.
     const report = await again.scan();
     assert.match(report.removed.join('\n'), /stale VMM cgroup .*\/fcc-orphan/);
+    assert.ok(report.removed.includes(`removed leftover network namespace ${netnsPrefix(options.runDir)}fcc-orphan`), report.removed.join('\n'));
+    assert.equal(existsSync(netnsOf(dir, 'fcc-orphan')), false);
     for (let i = 0; i < 100 && (await alive(pid)); i++) await new Promise((r) => setTimeout(r, 50));
     assert.equal(await alive(pid), false);
     for (const d of dirs) assert.equal(existsSync(d), false, `${d} is removed`);
@@ -189,6 +206,7 @@ test('a confined Firecracker outlives its service: the next one reattaches it (A
     assert.deepEqual(back.lost, [{ id: 'fcc-gone', reason: 'its Firecracker ended while the service was not running' }]);
     for (const d of goneDirs) assert.equal(existsSync(d), false, `the lost VM's ${d} is removed`);
     assert.equal(existsSync(join(dir, 'run/firecracker/vms/fcc-gone')), false, "the lost VM's folder is removed");
+    assert.equal(existsSync(netnsOf(dir, 'fcc-gone')), false, "the lost VM's network namespace is removed");
     assert.deepEqual(
       back.alive.map((s) => s.id),
       ['fcc-kept'],
@@ -204,6 +222,7 @@ test('a confined Firecracker outlives its service: the next one reattaches it (A
     assert.deepEqual(report.removed, [], 'the scan keeps what reattach took over');
     assert.equal(await alive(pid), true);
     for (const d of dirs) assert.equal(existsSync(d), true, `${d} is kept`);
+    assert.equal(existsSync(netnsOf(dir, 'fcc-kept')), true, 'its network namespace is kept');
 
     await kept.destroy();
     for (let i = 0; i < 100 && (await alive(pid)); i++) await new Promise((r) => setTimeout(r, 50));
@@ -211,6 +230,7 @@ test('a confined Firecracker outlives its service: the next one reattaches it (A
     for (const d of dirs) assert.equal(existsSync(d), false, `${d} is removed`);
     assert.deepEqual(await processesOf(sb.details.uid as number), []);
     assert.equal(existsSync(join(dir, 'run/firecracker/vms/fcc-kept')), false, 'its folder is removed');
+    assert.equal(existsSync(netnsOf(dir, 'fcc-kept')), false, 'its network namespace is removed');
   } finally {
     await backend.close();
     await again.close();

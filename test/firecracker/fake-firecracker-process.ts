@@ -16,7 +16,8 @@ if (argv.indexOf('--api-sock') < 0 || !sock) {
   process.stderr.write('usage: fake-firecracker-process --api-sock PATH\n');
   process.exit(2);
 }
-const fake = new FakeFirecracker(resolve(sock), process.cwd());
+// It opens its NICs' TAPs as Firecracker would: in the namespace it runs in, as the uid it runs as.
+const fake = new FakeFirecracker(resolve(sock), process.cwd(), { checkTaps: true }, { uid: process.getuid?.() });
 await fake.listen();
 process.on('SIGTERM', () => fake.exit('killed by SIGTERM'));
 void fake.exited.then(() => process.exit(0));

@@ -4,6 +4,7 @@
  * (204, 200 + JSON, or 400 {"fault_message"}). It also plays the hybrid vsock device (CONNECT/OK
  * once the "guest" runs) with a fake agent behind it, and writes/reads snapshot files.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
@@ -34,7 +35,24 @@ export interface FakeOptions {
   refuseConnects?: number;
   /** Guest reaction to SendCtrlAltDel: power off (default) or ignore it (forces the SIGKILL rung). */
   ignoreCtrlAltDel?: boolean;
+  /**
+   * Open each NIC's host_dev_name as Firecracker does (PUT /network-interfaces, a snapshot load's
+   * network_overrides): it must be a TAP in the network namespace the VMM runs in (the jailer's
+   * `--netns`, else the host's) that the VMM's uid (the jailer's `--uid`) may open; else a 400.
+   */
+  checkTaps?: boolean;
 }
+
+/** Where the fake runs as far as its argv says (the jailer's chroot, `--netns` and `--uid`). */
+export interface FakePlace {
+  /** Jailed: its cwd is the chroot, where absolute paths resolve. */
+  chroot?: boolean;
+  netnsPath?: string;
+  uid?: number;
+}
+
+/** Absolute: the fake may run confined with an empty environment (fake-firecracker-process.ts). */
+const IP = ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip'].find((p) => existsSync(p)) ?? 'ip';
 
 const PRE_BOOT = /^PUT (\/machine-config|\/boot-source|\/drives\/|\/vsock|\/entropy|\/network-interfaces\/|\/logger|\/cpu-config|\/balloon$|\/mmds\/config|\/serial)/;
 const BOOT_RESOURCES = /^PUT (\/machine-config|\/boot-source|\/drives\/|\/vsock|\/entropy|\/network-interfaces\/|\/cpu-config|\/balloon$|\/mmds)/;
@@ -60,6 +78,7 @@ export class FakeFirecracker implements VmmProcess {
     readonly apiSocketPath: string,
     readonly cwd: string,
     private readonly o: FakeOptions = {},
+    readonly place: FakePlace = {},
   ) {
     this.exited = new Promise((r) => {
       this.resolveExit = r;
@@ -125,7 +144,7 @@ export class FakeFirecracker implements VmmProcess {
   private readonly vsockConns = new Set<Socket>();
 
   private resolvePath(p: string): string {
-    return isAbsolute(p) ? p : join(this.cwd, p);
+    return isAbsolute(p) && !this.place.chroot ? p : join(this.cwd, p);
   }
 
   private handle(method: string, url: string, raw: string): { status: number; body?: unknown } {
@@ -149,6 +168,16 @@ export class FakeFirecracker implements VmmProcess {
       if (body.drive_id !== decodeURIComponent(url.slice('/drives/'.length))) return fault('The id from the path does not match the id from the body!');
       if (!existsSync(this.resolvePath(body.path_on_host))) return fault(`Unable to create the block device: No such file or directory: ${body.path_on_host}`);
     }
+    if (this.o.checkTaps && method === 'PUT' && url.startsWith('/network-interfaces/')) {
+      const err = this.tapProblem(body.host_dev_name);
+      if (err) return fault(err);
+    }
+    if (this.o.checkTaps && method === 'PUT' && url === '/snapshot/load') {
+      for (const n of body.network_overrides ?? []) {
+        const err = this.tapProblem(n.host_dev_name);
+        if (err) return fault(`Cannot restore net device ${n.iface_id}: ${err}`);
+      }
+    }
     if (method === 'PUT' && url === '/logger' && body.log_path && !existsSync(this.resolvePath(body.log_path))) return fault(`Failed to open the logger file: ${body.log_path}`);
     if (method === 'PUT' && url === '/vsock') {
       const err = this.bindVsock(body.uds_path);
@@ -166,6 +195,11 @@ export class FakeFirecracker implements VmmProcess {
         if (this.state !== 'Running') return fault('The microVM must be running to send Ctrl+Alt+Del.');
         if (!this.o.ignoreCtrlAltDel) setTimeout(() => this.exit('exited with code 0'), 5);
       }
+      return { status: 204 };
+    }
+    if (method === 'PATCH' && url.startsWith('/network-interfaces/')) {
+      if (!started) return fault('The requested operation is not supported before starting the microVM.');
+      if (!this.config[url.slice(1)]) return fault('Invalid interface ID - not found.');
       return { status: 204 };
     }
     if (method === 'PATCH' && url === '/vm') {
@@ -208,6 +242,18 @@ export class FakeFirecracker implements VmmProcess {
     return { status: 204 };
   }
 
+  /** Why Firecracker could not open `name` as its TAP (TUNSETIFF in its own namespace, as its uid), or undefined. */
+  private tapProblem(name: string): string | undefined {
+    const args = ['-d', '-o', 'link', 'show', 'dev', name];
+    const where = this.place.netnsPath;
+    const r = where ? spawnSync('nsenter', [`--net=${where}`, '--', IP, ...args], { encoding: 'utf8' }) : spawnSync(IP, args, { encoding: 'utf8' });
+    const open = `Could not create the network device: Open tap device failed: Error while creating ifreq structure: Invalid TUN/TAP Backend provided by ${name}.`;
+    if (r.status !== 0) return `${open} (no such device in ${where ?? "the host's namespace"})`;
+    if (!/ tun type tap /.test(r.stdout)) return `${open} (not a TAP)`;
+    if (this.place.uid !== undefined && !new RegExp(` user ${this.place.uid} `).test(r.stdout)) return `${open} (uid ${this.place.uid} may not open it)`;
+    return undefined;
+  }
+
   private bindVsock(udsPath: string): string | undefined {
     const path = this.resolvePath(udsPath);
     if (!existsSync(dirname(path))) return `Error binding the vsock Unix socket ${udsPath}: No such file or directory (os error 2)`;
@@ -244,7 +290,12 @@ export function fakeLauncher(o: FakeOptions | ((n: number) => FakeOptions) = {})
   const instances: FakeFirecracker[] = [];
   const launch: Launcher = async (s) => {
     mkdirSync(s.cwd, { recursive: true });
-    const fake = new FakeFirecracker(s.apiSocketPath, s.cwd, typeof o === 'function' ? o(instances.length) : o);
+    // Under the jailer, the namespace it joins and the uid it drops to (docs/jailer.md).
+    const jailed = s.argv.includes('--exec-file');
+    const flag = (f: string) => (jailed && s.argv.indexOf(f) >= 0 ? s.argv[s.argv.indexOf(f) + 1] : undefined);
+    const uid = flag('--uid');
+    const place: FakePlace = { chroot: jailed, netnsPath: flag('--netns'), uid: uid === undefined ? undefined : Number(uid) };
+    const fake = new FakeFirecracker(s.apiSocketPath, s.cwd, typeof o === 'function' ? o(instances.length) : o, place);
     instances.push(fake);
     await fake.listen();
     return fake;

@@ -31,6 +31,8 @@ export async function fixture(o: { fake?: FakeOptions | ((n: number) => FakeOpti
     launcher,
     trace: (e) => trace.push(e),
     shutdownGraceMs: 500,
+    // A NIC (and its TAP) only where a test asks for one.
+    network: false,
     ...o.backend,
   });
   return {

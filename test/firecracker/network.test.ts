@@ -3,7 +3,9 @@
  * (every request validated against the official API description) and real TAP devices: the
  * template's TAP is named at PUT /network-interfaces, each clone gets its own through the
  * snapshot load's `network_overrides`, connectNetwork renames it and runs net.config, destroy
- * deletes it. The TAPs stay down and on no bridge: no packet goes anywhere.
+ * deletes it. The fake opens each host_dev_name as Firecracker would (a TAP in its namespace, here
+ * the host's). The TAPs stay down and on no bridge: no packet goes anywhere. Jailed VMs, whose TAP
+ * is in a namespace of their own: jail-network.test.ts.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -24,7 +26,7 @@ async function link(name: string): Promise<string | undefined> {
 }
 
 test('every VM gets its own TAP: the template at PUT /network-interfaces, a clone through network_overrides; connectNetwork renames it; destroy deletes it', { skip }, async () => {
-  const f = await fixture({ backend: { network: true } });
+  const f = await fixture({ backend: { network: true }, fake: { checkTaps: true } });
   const hostIf = `kt${randomBytes(3).toString('hex')}f`;
   try {
     const sb = await f.backend.create(f.spec('sb-net'), READY);

@@ -16,6 +16,7 @@ import type {
   Logger,
   MachineConfiguration,
   NetworkInterface,
+  PartialNetworkInterface,
   SnapshotCreateParams,
   SnapshotLoadParams,
   Vsock,
@@ -86,6 +87,10 @@ export class FirecrackerApi {
   }
   putNetworkInterface(body: NetworkInterface, o?: CallOptions): Promise<void> {
     return this.put('fc.putNetworkInterface', `/network-interfaces/${seg(body.iface_id)}`, body, o);
+  }
+  /** After the start: a NIC's rate limiters. */
+  patchNetworkInterface(body: PartialNetworkInterface, o?: CallOptions): Promise<void> {
+    return this.send('fc.patchNetworkInterface', 'PATCH', `/network-interfaces/${seg(body.iface_id)}`, body, o).then(() => undefined);
   }
 
   // --- actions and state ------------------------------------------------------------------

@@ -56,6 +56,13 @@ export interface EntropyDevice {
   rate_limiter?: RateLimiter;
 }
 
+/** PATCH /network-interfaces/{iface_id} after the start. */
+export interface PartialNetworkInterface {
+  iface_id: string;
+  rx_rate_limiter?: RateLimiter;
+  tx_rate_limiter?: RateLimiter;
+}
+
 export interface NetworkInterface {
   iface_id: string;
   host_dev_name: string;

@@ -19,6 +19,7 @@ import { type UnjailedConfinementOptions, UnjailedConfiner } from './confine.js'
 import { findExecutable, type JailerSettings, jailRoot, UidPool } from './jailer.js';
 import { listKept, reattachFirecracker, saveKept } from './kept.js';
 import { SAVED } from './machine-state.js';
+import { netnsPrefix, removeLeftoverNetns } from './netns.js';
 import { hostChecks, inspectHost } from './probe.js';
 import { type Launcher, spawnLauncher } from './process.js';
 import { FirecrackerSandbox } from './sandbox.js';
@@ -62,10 +63,12 @@ export interface FirecrackerBackendOptions {
    */
   unjailed?: false | Partial<UnjailedConfinementOptions>;
   /**
-   * kiln's own NIC on every VM without `backendOptions.network`: a TAP per VM (core/host-taps.ts,
-   * in the jail's network namespace when jailed), down and on no bridge until connectNetwork.
-   * Templates and saved states keep it (a restore names its own TAP: `network_overrides`).
-   * Needs root (CAP_NET_ADMIN). Default off.
+   * kiln's own NIC on every VM without `backendOptions.network`, so a sandbox gets the network its
+   * policy asks for (the network manager's connectNetwork): a TAP per VM (core/host-taps.ts), down
+   * and unreachable until then. Jailed (or confined), the TAP is in the VM's own network namespace,
+   * which kiln makes (netns.ts); otherwise in the host's. Templates and saved states keep the NIC
+   * (a restore names its own TAP: `network_overrides`). Needs root (CAP_NET_ADMIN); default: on
+   * when root, as QEMU's.
    */
   network?: boolean;
   /** Tests: start something else than the real binary (a fake API server). */
@@ -97,8 +100,14 @@ export class FirecrackerBackend implements Backend {
   private resolved: Promise<Resolved> | undefined;
   private uids: UidPool | undefined;
   private readonly confiner: UnjailedConfiner | undefined;
+  /** kiln's NIC on every VM (the `network` option). */
+  private readonly nic: boolean;
+  /** This instance's VM network namespaces (netns.ts). */
+  private readonly netnsPrefix: string;
 
   constructor(private readonly o: FirecrackerBackendOptions) {
+    this.nic = o.network ?? process.getuid?.() === 0;
+    this.netnsPrefix = netnsPrefix(o.runDir);
     this.baseDir = join(o.runDir, 'firecracker');
     this.vmsDir = join(this.baseDir, 'vms');
     this.templates = new TemplateStore(o.templatesDir ?? join(this.baseDir, 'templates'));
@@ -242,7 +251,7 @@ export class FirecrackerBackend implements Backend {
       rootfsPath: spec.pack.imagePath,
       driveRateLimiter,
       network,
-      kilnNic: this.o.network === true && !network,
+      kilnNic: this.nic && !network,
       readyTimeoutMs: options.readyTimeoutMs,
     };
     return { r, image, signal, base, bootArgs, driveRateLimiter, network };
@@ -330,7 +339,9 @@ export class FirecrackerBackend implements Backend {
       dir: r.jail ? jailRoot(r.jail, r.firecrackerPath, partial.id) : join(this.vmsDir, partial.id),
       firecrackerPath: r.firecrackerPath,
       launcher: this.o.launcher ?? spawnLauncher,
-      jail: r.jail ? { settings: r.jail, uids: this.uids!, netnsName: r.jail.netns ? `kiln-fc-${partial.id}`.slice(0, 32) : undefined } : undefined,
+      jail: r.jail ? { settings: r.jail, uids: this.uids! } : undefined,
+      // Jailed (unless turned off), or confined with kiln's NIC: its TAP is in a namespace of its own.
+      netns: (r.jail ? r.jail.netns : !!confiner && partial.kilnNic) ? `${this.netnsPrefix}${partial.id}` : undefined,
       confine:
         !r.jail && confiner
           ? () =>
@@ -340,7 +351,8 @@ export class FirecrackerBackend implements Backend {
                 {
                   dir: join(this.vmsDir, partial.id),
                   readOnly: [partial.rootfsPath, ...(s ? [s.vmstatePath, s.memoryPath] : [partial.kernelPath, partial.initrdPath])],
-                  network: !!partial.network,
+                  // A NIC: /dev/net/tun, and the namespace it is started in (the VM's own, for kiln's NIC).
+                  network: !!partial.network || !!partial.kilnNic,
                 },
                 r.firecrackerPath,
               )
@@ -394,8 +406,10 @@ export class FirecrackerBackend implements Backend {
       templatesDir: this.o.templatesDir ?? join(this.baseDir, 'templates'),
     });
     removed.push(...((await this.confiner?.scan()) ?? []));
-    // The host's namespace only: a jailed VM's TAP went with its namespace.
-    if (this.o.network) removed.push(...(await removeLeftoverTaps()));
+    // The VMs' own namespaces (their TAP and veth inside), then kiln's TAPs in the host's.
+    const keepNetns = new Set([...this.live.values()].flatMap((s) => s.netns ?? []));
+    removed.push(...(await removeLeftoverNetns(this.netnsPrefix, keepNetns)));
+    if (this.nic) removed.push(...(await removeLeftoverTaps()));
     return { removed };
   }
 

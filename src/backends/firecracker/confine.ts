@@ -34,7 +34,10 @@ export interface ConfinementFiles {
   dir: string;
   /** Host files its directory links to (kernel, initramfs, rootfs, snapshot), bound read-only. */
   readOnly: string[];
-  /** A NIC needs the host's TAP device: Firecracker stays in the host's network namespace. */
+  /**
+   * A NIC: Firecracker gets /dev/net/tun and stays in the network namespace it is started in (the
+   * VM's own that kiln made, netns.ts; the host's for a TAP of the sandbox's backendOptions).
+   */
   network: boolean;
 }
 

@@ -3,13 +3,9 @@
  * uid/gid, cgroup v1/v2 limits via `--cgroup`, and its own network namespace. Everything the VM
  * opens must live inside the chroot; the helpers here map a sandbox's limits to jailer arguments.
  */
-import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { basename, delimiter, isAbsolute, join } from 'node:path';
-import { promisify } from 'node:util';
-
-const run = promisify(execFile);
 
 export interface JailerSettings {
   jailerPath: string;
@@ -22,7 +18,7 @@ export interface JailerSettings {
   uidBase: number;
   uidCount: number;
   gid: number;
-  /** Create a network namespace per VM (`ip netns add`) and pass it with `--netns`. */
+  /** A network namespace per VM, made by kiln (netns.ts) and passed with `--netns`: the VM's TAP lives there. */
   netns: boolean;
 }
 
@@ -83,17 +79,6 @@ export function jailerArgv(s: JailerSettings, input: JailerArgsInput): string[] 
 /** Host path of a VM's chroot root, as the jailer lays it out. */
 export function jailRoot(s: Pick<JailerSettings, 'chrootBaseDir'>, firecrackerPath: string, id: string): string {
   return join(s.chrootBaseDir, basename(firecrackerPath), id, 'root');
-}
-
-export async function createNetns(name: string): Promise<string> {
-  await run('ip', ['netns', 'add', name]);
-  return `/var/run/netns/${name}`;
-}
-
-export async function deleteNetns(name: string): Promise<void> {
-  await run('ip', ['netns', 'del', name]).catch((e: { stderr?: string }) => {
-    if (!/No such file|Cannot remove namespace file/.test(e.stderr ?? '')) throw e;
-  });
 }
 
 /** An executable by explicit path or on PATH; undefined when not found. */

@@ -13,6 +13,7 @@ import { killLeftovers } from '../../core/kill-ladder.js';
 import { processStart, processStartSync } from '../../core/proc-stat.js';
 import { reconnectAgent } from './agent-link.js';
 import type { UnjailedConfiner } from './confine.js';
+import { deleteNetns } from './netns.js';
 import { AdoptedVmm, type Launcher, stopVmm } from './process.js';
 import { FC_STEP, VM_FILES, VmContext, type VmSpec } from './vm-steps.js';
 
@@ -72,6 +73,9 @@ export async function reattachFirecracker(r: KeptFirecracker, confiner: Unjailed
       cleanup.push(FC_STEP.confine, () => ctx.confine!.release());
     }
     cleanup.push(FC_STEP.makeVmDir, () => rm(r.spec.dir, { recursive: true, force: true }));
+    // Its own network namespace (and the TAP and veth in it) goes after Firecracker.
+    const netns = r.spec.netns;
+    if (netns) cleanup.push(FC_STEP.createNetns, () => deleteNetns(netns));
     if (!running) throw new Error('its Firecracker ended while the service was not running');
     const proc = new AdoptedVmm(r.pid, r.start);
     ctx.proc = proc;

@@ -36,6 +36,8 @@ export interface LaunchSpec {
   binary: string;
   /** Unjailed Firecracker in its own uid, cgroup and namespaces (confine.ts). */
   confine?: VmmConfinement;
+  /** Confined: the VM's own network namespace (netns.ts) bwrap starts in; the jailer takes it as `--netns` instead. */
+  netnsPath?: string;
 }
 
 export type Launcher = (spec: LaunchSpec) => Promise<VmmProcess>;
@@ -43,14 +45,13 @@ export type Launcher = (spec: LaunchSpec) => Promise<VmmProcess>;
 /** The real launcher: spawns the binary with stdout (the serial console) and stderr captured. */
 export const spawnLauncher: Launcher = async (spec) => {
   const c = spec.confine;
-  const child = c
-    ? spawnClean(c.bwrapPath, [...c.bwrapArgs, '--info-fd', '3', '--block-fd', '4', '--', ...c.setprivArgs, spec.binary, ...spec.argv], {
-        cwd: spec.cwd,
-        stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
-        env: {},
-        detached: true,
-      })
-    : spawnClean(spec.binary, spec.argv, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let child: ChildProcess;
+  if (c) {
+    const bwrap = [c.bwrapPath, ...c.bwrapArgs, '--info-fd', '3', '--block-fd', '4', '--', ...c.setprivArgs, spec.binary, ...spec.argv];
+    // nsenter joins the VM's namespace and execs bwrap (the same process), which then makes no network namespace of its own.
+    const [bin, ...args] = spec.netnsPath ? ['nsenter', `--net=${spec.netnsPath}`, '--', ...bwrap] : bwrap;
+    child = spawnClean(bin!, args, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'], env: {}, detached: true });
+  } else child = spawnClean(spec.binary, spec.argv, { cwd: spec.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const proc = new ChildVmm(child);
   await Promise.race([
     once(child, 'spawn'),

@@ -100,6 +100,14 @@ function toBucket(b: BucketOption): TokenBucket {
   return { size: b.size, refill_time: b.refillTimeMs, ...(b.oneTimeBurst !== undefined ? { one_time_burst: b.oneTimeBurst } : {}) };
 }
 
+/** How often the send limit's bucket refills: a burst of at most this much traffic. */
+const SEND_REFILL_MS = 100;
+
+/** A sandbox's send limit (the network plan's `sendMbit`) as Firecracker's limiter on what the guest transmits. */
+export function sendRateLimiter(mbit: number): RateLimiter {
+  return { bandwidth: { size: Math.max(1, Math.round((mbit * 1_000_000 * SEND_REFILL_MS) / 8 / 1000)), refill_time: SEND_REFILL_MS } };
+}
+
 export function toNetworkInterface(o: FirecrackerSandboxOptions['network']): NetworkInterface | undefined {
   if (!o) return undefined;
   const nic: NetworkInterface = { iface_id: 'eth0', host_dev_name: o.tapDevice };

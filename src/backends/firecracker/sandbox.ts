@@ -11,7 +11,9 @@ import { microVmUsage } from '../../core/vm-usage.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
 import { reconnectAgent } from './agent-link.js';
 import { saveFirecrackerState } from './machine-state.js';
-import { VM_FILES, type VmContext } from './vm-steps.js';
+import { connectJailNetwork } from './netns.js';
+import { sendRateLimiter } from './sandbox-options.js';
+import { KILN_IFACE, VM_FILES, type VmContext } from './vm-steps.js';
 
 export interface FirecrackerSandboxOptions {
   reconnectTimeoutMs?: number;
@@ -44,6 +46,7 @@ export class FirecrackerSandbox implements BackendSandbox {
     this.current = vm.agent!;
     if (vm.tap) {
       this.details.tap = vm.tap;
+      if (vm.spec.netns) this.details.netns = vm.spec.netns;
       this.connectNetwork = (plan) => this.connect(plan);
     }
     void vm.proc!.exited.then((why) => this.markExited(`Firecracker ${why}`));
@@ -58,6 +61,11 @@ export class FirecrackerSandbox implements BackendSandbox {
     this.current.close();
     this.vm.proc?.release?.();
     this.o.onDestroyed?.();
+  }
+
+  /** The VM's own network namespace (netns.ts), when it has one. */
+  get netns(): string | undefined {
+    return this.vm.spec.netns;
   }
 
   /** Firecracker's pid and, when confined, its bwrap's: the start-up scan leaves them alone. */
@@ -77,15 +85,22 @@ export class FirecrackerSandbox implements BackendSandbox {
   }
 
   /**
-   * As QEMU's (core/host-taps.ts). A jailed VM's TAP is in the jail's network namespace
-   * (`kiln-fc-<id>`): it is renamed and brought up there, and the network manager must reach it
-   * there (a veth into the namespace), not on its bridge in the host's.
+   * In the host's namespace as QEMU's (core/host-taps.ts: the TAP renamed to the plan's name, on
+   * the bridge). In the VM's own namespace (jailed): a veth pair whose host end takes the plan's
+   * name and joins the bridge, the inner end bridged to the TAP there (netns.ts).
    */
   private async connect(plan: SandboxNetworkPlan): Promise<void> {
     if (this.destroying || this.exit.fired) throw new KilnError('SANDBOX_GONE', 'the VM has stopped; its network cannot be connected');
+    // What the sandbox sends: Firecracker's limiter on the guest's transmit queue, out of its reach.
+    if (plan.sendMbit) await this.vm.api.patchNetworkInterface({ iface_id: KILN_IFACE, tx_rate_limiter: sendRateLimiter(plan.sendMbit) });
+    const netns = this.vm.spec.netns;
+    if (netns) {
+      this.details.network = await connectJailNetwork({ netns, tap: this.vm.tap!, plan, agent: this.current });
+      this.details.hostInterface = plan.hostIf;
+      return;
+    }
     this.details.network = await connectVmNetwork({
       tap: this.vm.tap!,
-      netns: this.vm.spec.jail?.netnsName,
       plan,
       agent: this.current,
       renamed: (name) => {

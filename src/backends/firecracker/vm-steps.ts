@@ -16,7 +16,8 @@ import { connectAgent } from './agent-link.js';
 import { FirecrackerApi } from './api-client.js';
 import type { Drive, MachineConfiguration, NetworkInterface, RateLimiter } from './api-types.js';
 import type { VmmConfinement } from './confine.js';
-import { createNetns, deleteNetns, type JailerSettings, jailerArgv } from './jailer.js';
+import { type JailerSettings, jailerArgv } from './jailer.js';
+import { bridgeTap, createNetns, deleteNetns, netnsPath } from './netns.js';
 import { type Launcher, stopVmm, type VmmProcess } from './process.js';
 
 /** Names of files inside a VM's directory (relative to Firecracker's cwd / the chroot root). */
@@ -65,7 +66,12 @@ export interface VmSpec {
   firecrackerPath: string;
   launcher: Launcher;
   /** Under the jailer: its settings, and the pool the VM's own uid comes from. */
-  jail?: { settings: JailerSettings; uids: UidPool; netnsName?: string };
+  jail?: { settings: JailerSettings; uids: UidPool };
+  /**
+   * The VM's own network namespace, made and named by kiln (netns.ts): Firecracker runs in it and
+   * kiln's TAP is made there, on a bridge the veth of connectNetwork joins. Absent: the host's.
+   */
+  netns?: string;
   /** Without the jailer: kiln's own uid, cgroup and namespaces (confine.ts), acquired by a step. */
   confine?: () => Promise<VmmConfinement>;
   vcpus: number;
@@ -77,9 +83,10 @@ export interface VmSpec {
   driveRateLimiter?: RateLimiter;
   network?: NetworkInterface;
   /**
-   * kiln's own NIC (the backend's `network` option): a TAP per VM made by a step (in the jail's
-   * network namespace when jailed), `eth0` with INITIAL_GUEST_MAC, renamed and configured by
-   * connectNetwork; a clone's TAP replaces the template's through `network_overrides`.
+   * kiln's own NIC (the backend's `network` option): a TAP per VM made by a step (in `netns`, on
+   * its bridge, when the VM has its own namespace), `eth0` with INITIAL_GUEST_MAC, joined to kiln's
+   * bridge and configured by connectNetwork; a clone's TAP replaces the template's through
+   * `network_overrides`.
    */
   kilnNic?: boolean;
   /** Snapshot files to restore from (clone); absent for a cold boot. */
@@ -182,8 +189,8 @@ export function prepareSteps(spec: VmSpec): VmStep[] {
       },
     },
   ];
-  if (spec.jail?.netnsName) {
-    const name = spec.jail.netnsName;
+  if (spec.netns) {
+    const name = spec.netns;
     steps.push({
       name: FC_STEP.createNetns,
       run: async () => {
@@ -193,7 +200,7 @@ export function prepareSteps(spec: VmSpec): VmStep[] {
     });
   }
   if (spec.kilnNic) {
-    const netns = spec.jail?.netnsName;
+    const netns = spec.netns;
     steps.push({
       name: FC_STEP.createTap,
       run: async (ctx) => {
@@ -201,6 +208,7 @@ export function prepareSteps(spec: VmSpec): VmStep[] {
         const name = newTapName();
         await createTap(name, { ...owner, netns });
         ctx.tap = name;
+        if (netns) await bridgeTap(netns, name);
       },
       // After Firecracker stopped (the spawn step is undone first).
       undo: (ctx) => (ctx.tap ? deleteTap(ctx.tap, netns) : undefined),
@@ -218,7 +226,7 @@ export function prepareSteps(spec: VmSpec): VmStep[] {
               uid: ctx.uid!,
               gid: j.settings.gid,
               limits: { vcpus: spec.vcpus, memoryMib: spec.memoryMib },
-              netnsPath: j.netnsName ? `/var/run/netns/${j.netnsName}` : undefined,
+              netnsPath: spec.netns ? netnsPath(spec.netns) : undefined,
               apiSocketInJail: ctx.vm(VM_FILES.apiSocket),
             })
           : ['--api-sock', ctx.host(VM_FILES.apiSocket), '--id', spec.id];
@@ -228,6 +236,7 @@ export function prepareSteps(spec: VmSpec): VmStep[] {
           cwd: spec.dir,
           apiSocketPath: ctx.host(VM_FILES.apiSocket),
           confine: j ? undefined : ctx.confine,
+          ...(!j && spec.netns ? { netnsPath: netnsPath(spec.netns) } : {}),
         });
         if (ctx.proc.pid) await writeFile(ctx.host(VM_FILES.pid), `${ctx.proc.pid}\n`);
       },
