@@ -130,14 +130,14 @@ export async function removeLeftoverTaps(match: RegExp = KILN_TAP): Promise<stri
 const NET_CONFIG_TIMEOUT_MS = 10_000;
 
 /**
- * connectNetwork of a microVM (both VMMs): the TAP takes the plan's name, joins the plan's bridge
+ * connectNetwork of a microVM whose TAP is in the host's namespace (QEMU; Firecracker unconfined;
+ * a confined or jailed Firecracker's is in its own, see firecracker/netns.ts): the TAP takes the plan's name, joins the plan's bridge
  * and comes up, then the guest agent sets eth0's address, MAC, route and
  * resolvers (`net.config`) before user code runs. `renamed` learns the TAP's new name as soon as
  * it has it (the VM's undo deletes it by that name). On a guest failure the TAP goes down again.
  */
 export async function connectVmNetwork(o: {
   tap: string;
-  netns?: Netns;
   plan: SandboxNetworkPlan;
   agent: Pick<AgentClient, 'netConfig'>;
   renamed: (name: string) => void;
@@ -147,11 +147,11 @@ export async function connectVmNetwork(o: {
   if (problem) throw new KilnError('INVALID_REQUEST', `the network plan's host interface name ${problem}`);
   const t0 = performance.now();
   try {
-    if (plan.bridge && !o.netns) {
+    if (plan.bridge) {
       // Renamed while down, then on the bridge and up, in one batch.
       const rename = o.tap === plan.hostIf ? [] : [`link set dev ${o.tap} name ${plan.hostIf}`];
       await runTool('ip', ['-batch', '-'], `${[...rename, ...bridgePortCommands(plan.hostIf, plan.bridge)].join('\n')}\n`);
-    } else await renameAndUp(o.tap, plan.hostIf, o.netns);
+    } else await renameAndUp(o.tap, plan.hostIf);
   } catch (e) {
     throw new KilnError('INTERNAL', `the VM's TAP ${o.tap} could not be renamed to ${plan.hostIf} and brought up${plan.bridge ? ` on ${plan.bridge}` : ''}: ${(e as Error).message}`, { cause: e });
   }
@@ -160,7 +160,7 @@ export async function connectVmNetwork(o: {
   try {
     await o.agent.netConfig(plan, AbortSignal.timeout(NET_CONFIG_TIMEOUT_MS));
   } catch (e) {
-    await setDown(plan.hostIf, o.netns).catch(() => undefined);
+    await setDown(plan.hostIf).catch(() => undefined);
     throw e;
   }
   const ms = (from: number, to: number) => Math.round((to - from) * 10) / 10;
