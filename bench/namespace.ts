@@ -165,22 +165,30 @@ export async function benchPooled(o: BenchOptions, base: { bare: number; bwrapPy
         note: `server-side p50 ${percentile(serverSide, 50).toFixed(2)} ms`,
       }),
     );
-    await waitPoolFull(kiln, 8);
-    const oneShot: number[] = [];
-    for (let i = 0; i < o.samples; i++) {
-      await waitPoolFull(kiln, 4);
-      const t0 = performance.now();
-      const r = await kiln.run({ pack: 'python', code: 'print(1)' });
-      oneShot.push(performance.now() - t0);
-      if (r.stdout !== '1\n') throw new Error(`bad output ${JSON.stringify(r)}`);
-    }
+    // One-shot runs: with the pool refilled before each (a run's latency), and with only half of it
+    // back (the refills of the runs before still in flight, competing for the 2 CPUs).
+    const oneShots = async (waitFor: number): Promise<number[]> => {
+      const ms: number[] = [];
+      for (let i = 0; i < o.samples; i++) {
+        await waitPoolFull(kiln, waitFor);
+        const t0 = performance.now();
+        const r = await kiln.run({ pack: 'python', code: 'print(1)' });
+        ms.push(performance.now() - t0);
+        if (r.stdout !== '1\n') throw new Error(`bad output ${JSON.stringify(r)}`);
+      }
+      return ms;
+    };
+    const vs = (a: number[]): string => `${ratio(percentile(a, 50), base.bare)} bare, ${ratio(percentile(a, 50), base.bwrapPy)} plain bwrap`;
+    const oneShot = await oneShots(8);
     rows.push(
-      stat('run', '/v1/run python print(1), pooled', oneShot, {
-        vsBaseline: `${ratio(percentile(oneShot, 50), base.bare)} bare, ${ratio(percentile(oneShot, 50), base.bwrapPy)} plain bwrap`,
+      stat('run', '/v1/run python print(1), pooled (pool refilled between runs)', oneShot, {
+        vsBaseline: vs(oneShot),
         target: 'p50 ≤ 1.3× bare',
         met: percentile(oneShot, 50) <= 1.3 * base.bare,
       }),
     );
+    const busy = await oneShots(4);
+    rows.push(stat('run', '/v1/run python print(1), pooled, refills of earlier runs in flight', busy, { vsBaseline: vs(busy) }));
     // The machine's own limit for the same work, measured right after: 8 workers spawning the
     // bare interpreter (the service is idle then, its pool full).
     const kilnRow = await throughput(kiln, o.throughputSec);
