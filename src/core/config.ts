@@ -61,6 +61,12 @@ export interface KilnConfig {
    * sandboxes survived restarts). Default: they keep running and the next start reattaches them.
    */
   stopSandboxesOnExit: boolean;
+  /**
+   * Switch on the cgroup2 mount option favordynmods at start (KILN_CGROUP_FAVOR_DYNMODS, default
+   * on): a sandbox's first process joins its cgroup at once instead of after an RCU grace period
+   * (cgroups.ts, favorDynamicModifications).
+   */
+  cgroupFavorDynmods: boolean;
   /** Paused sandboxes and named snapshots (src/core/snapshots.ts). */
   snapshots: SnapshotConfig;
   /** Sandbox networking (src/net, docs/networking.md). */
@@ -196,6 +202,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     databaseUrl: env.KILN_DATABASE_URL || undefined,
     nodeId: env.KILN_NODE_ID || os.hostname(),
     stopSandboxesOnExit: env.KILN_STOP_SANDBOXES_ON_EXIT === '1' || env.KILN_STOP_SANDBOXES_ON_EXIT === 'true',
+    cgroupFavorDynmods: !['0', 'false', 'off'].includes(env.KILN_CGROUP_FAVOR_DYNMODS ?? ''),
     snapshots: {
       dir: path(env.KILN_SNAPSHOTS_DIR || resolve(path(env.KILN_DATA_DIR ?? '/var/lib/kiln'), 'snapshots')),
       retentionSec: int(env, 'KILN_SNAPSHOT_RETENTION_SEC', 7 * 86400, 0, 365 * 86400),

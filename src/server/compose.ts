@@ -5,6 +5,7 @@
 
 import { availableParallelism } from 'node:os';
 import type { BackendAvailability } from '../core/backend.js';
+import { favorDynamicModifications } from '../core/cgroups.js';
 import { CodeContexts } from '../core/code-contexts.js';
 import type { KilnConfig } from '../core/config.js';
 import { InstanceLock } from '../core/instance-lock.js';
@@ -82,6 +83,11 @@ async function openStoreParts(config: KilnConfig, log: Log): Promise<StoreParts>
 
 async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log, parts: StoreParts, lock: InstanceLock): Promise<KilnService> {
   const { store, journal, keys } = parts;
+  if (config.cgroupFavorDynmods && process.getuid?.() === 0) {
+    const r = await favorDynamicModifications();
+    if (r.state === 'set') log('cgroup2 remounted with favordynmods: sandbox processes join their cgroups without waiting for an RCU grace period', { mount: r.mount });
+    if (r.state === 'failed') log('favordynmods not set: each sandbox start waits for an RCU grace period when it joins its cgroup (KILN_CGROUP_FAVOR_DYNMODS=0 to not try)', { error: r.error });
+  }
   const backends = await createBackends(config, log);
 
   const sources = { builtinDir: config.packsDir, customDir: config.customPacksDir };
