@@ -39,7 +39,14 @@ async function startUpstream(): Promise<{ port: number; tcpQueries: () => number
   await new Promise<void>((r) => tcp.listen({ host: HOST, port: 0 }, r));
   const port = (tcp.address() as net.AddressInfo).port;
   await new Promise<void>((r) => udp.bind({ address: HOST, port }, r));
-  return { port, tcpQueries: () => tcpQueries, close: () => (tcp.close(), udp.close()) };
+  return {
+    port,
+    tcpQueries: () => tcpQueries,
+    close: () => {
+      tcp.close();
+      udp.close();
+    },
+  };
 }
 
 interface Recorded {
@@ -68,8 +75,15 @@ async function freePort(): Promise<number> {
 function udpQuery(port: number, q: Buffer): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const s = dgram.createSocket('udp4');
-    const t = setTimeout(() => (s.close(), reject(new Error('no UDP answer'))), 3000);
-    s.once('message', (m) => (clearTimeout(t), s.close(), resolve(m)));
+    const t = setTimeout(() => {
+      s.close();
+      reject(new Error('no UDP answer'));
+    }, 3000);
+    s.once('message', (m) => {
+      clearTimeout(t);
+      s.close();
+      resolve(m);
+    });
     s.send(q, port, HOST);
   });
 }
