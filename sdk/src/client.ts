@@ -7,7 +7,7 @@
 import { KilnError, type HttpErrorCode } from './errors.js';
 import type {
   ApiErrorBody, BackendInfo, CodeContext, CodeEvent, CreateContextRequest, CreateSandboxOptions, CustomPackDefinition, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackBuildEvent,
-  NetworkEvents, PackBuildStatus, PackInfo, PauseResult, PoolStats, RunCodeRequest, RunOptions, RunResult, SandboxInfo, SnapshotInfo,
+  NetworkEvents, PackBuildStatus, PackInfo, PauseResult, PoolStats, PortLink, RunCodeRequest, RunOptions, RunResult, SandboxInfo, SnapshotInfo,
 } from './types.js';
 import type { ApproveOptions, ApproveResult, ChangeSide, ChangesOptions, ChangesResult, DiffOptions, RejectOptions, RejectResult } from './workspace.js';
 
@@ -173,6 +173,16 @@ export class KilnClient {
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     if (this.token) url.searchParams.set('access_token', this.token);
     return url.toString();
+  }
+
+  /**
+   * A link a browser can open without the token (docs/ports.md): `port` of sandbox `id` only, for
+   * `ttlSec` (default 3600, 30 to 86400). `url` is built on this client's baseUrl.
+   */
+  async portLink(id: string, port: number, o: { ttlSec?: number } = {}): Promise<PortLink> {
+    const link = await this.json<PortLink>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/port-links`, { port, ...o });
+    const base = this.baseUrl || (typeof location !== 'undefined' ? location.origin : '');
+    return base ? { ...link, url: `${base}${link.path}` } : link;
   }
 
   /**

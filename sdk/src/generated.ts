@@ -366,6 +366,23 @@ export interface NetworkEvents {
   };
 }
 
+/** Body of POST /v1/sandboxes/{id}/port-links. */
+export interface PortLinkRequest {
+  /** the port a server listens on in the sandbox's loopback (integer, >= 1, <= 65535) */
+  port: number;
+  /** how long the link (and the browser cookie it sets) opens the port; default 3600 (integer, >= 1, <= 86400) */
+  ttlSec?: number;
+}
+
+/** Answer of POST /v1/sandboxes/{id}/port-links: a browser link to one port of a sandbox. */
+export interface PortLink {
+  /** the link, for a browser: the port proxy with ?kiln_link=<token>, absolute as this request reached the service */
+  url: string;
+  /** the same link without scheme and host (for a client that reaches the service by another name) */
+  path: string;
+  expiresAt: string;
+}
+
 /** Answer of POST /v1/sandboxes/{id}/pause. */
 export interface PauseResult {
   id: string;

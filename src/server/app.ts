@@ -6,8 +6,9 @@ import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { KilnError } from '../core/errors.js';
-import { authenticate, guardHostAndOrigin, requestSerializer, requireAdmin, requirePackAdmin } from './edge.js';
+import { ADMIN, authenticate, guardHostAndOrigin, requestSerializer, requireAdmin, requirePackAdmin } from './edge.js';
 import { errorHandler } from './errors.js';
+import { checkPortLink, portLinks } from './port-links.js';
 import { contextRoutes } from './routes/contexts.js';
 import { e2bRewriteUrl, e2bRoutes } from './routes/e2b.js';
 import { execRoutes } from './routes/exec.js';
@@ -16,6 +17,7 @@ import { keyRoutes } from './routes/keys.js';
 import { healthRoutes, metaRoutes } from './routes/meta.js';
 import { networkRoutes } from './routes/network.js';
 import { packAdminRoutes, packRoutes } from './routes/packs.js';
+import { portLinkRoutes } from './routes/port-links.js';
 import { portRoutes } from './routes/ports.js';
 import { runRoutes } from './routes/run.js';
 import { sandboxRoutes } from './routes/sandboxes.js';
@@ -79,7 +81,23 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
   // included) only for its own sandboxes; another's answers as if it did not exist.
   app.decorateRequest('principal', null);
   await app.register(async (api) => {
-    api.addHook('onRequest', authenticate({ token: svc.config.token, adminToken: svc.config.adminToken, keys: svc.keys, trusted: options.trustedSocket }));
+    // A port proxy route may instead be opened by a browser link (port-links.ts): that one port of
+    // that one sandbox, as the admin there; the bearer check decides everywhere else.
+    const bearer = authenticate({ token: svc.config.token, adminToken: svc.config.adminToken, keys: svc.keys, trusted: options.trustedSocket });
+    const links = portLinks(svc);
+    api.addHook('onRequest', async function (req, reply) {
+      const link = await checkPortLink(links, req as never, reply);
+      if (link.result === 'answered') return reply;
+      if (link.result === 'granted') {
+        req.principal = ADMIN;
+        return;
+      }
+      try {
+        await bearer.call(this, req, reply);
+      } catch (e) {
+        throw link.cookieFailure && !req.headers.authorization ? link.cookieFailure : e;
+      }
+    });
     api.addHook('onRequest', async (req) => {
       const id = (req.params as { id?: unknown } | undefined)?.id;
       if (req.principal.kind === 'key' && typeof id === 'string' && req.routeOptions.url?.startsWith('/v1/sandboxes/:id')) {
@@ -101,6 +119,7 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
     await api.register(runRoutes, { svc });
     await api.register(workspaceRoutes, { svc });
     await api.register(networkRoutes, { svc });
+    await api.register(portLinkRoutes, { svc });
     await api.register(portRoutes, { svc });
   });
   // The E2B-compatible API: its own authentication (X-API-KEY, per-sandbox access tokens).

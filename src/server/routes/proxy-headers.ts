@@ -4,6 +4,7 @@
  * reach the sandbox, and the server learns where the request came from via X-Forwarded-*.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { withoutLinkCookie } from '../port-links.js';
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
@@ -39,6 +40,11 @@ export function upstreamHeaders(h: IncomingHttpHeaders, from: ForwardedFrom, upg
   const out: OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(h)) {
     if (value === undefined || name === 'authorization' || name === 'host') continue;
+    if (name === 'cookie') {
+      const rest = withoutLinkCookie(value); // kiln's link cookie, like its token, stays with kiln
+      if (rest) out.cookie = rest;
+      continue;
+    }
     if (name.startsWith('x-forwarded-') && name !== 'x-forwarded-for') continue;
     if ((HOP_BY_HOP.has(name) || listed.has(name)) && !(upgrade && (name === 'connection' || name === 'upgrade'))) continue;
     out[name] = value;
