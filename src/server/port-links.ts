@@ -117,7 +117,8 @@ export async function checkPortLink(links: PortLinks, req: PortReq, reply: Fasti
   const raw = req.raw.url ?? '/';
   const q = raw.indexOf('?');
   const params = q < 0 ? [] : raw.slice(q + 1).split('&');
-  const fromQuery = params.filter((p) => p.startsWith(`${LINK_QUERY}=`)).map((p) => decodeURIComponent(p.slice(LINK_QUERY.length + 1)));
+  // The token's characters need no escaping: it is taken as sent (a mangled one is merely invalid).
+  const fromQuery = params.filter((p) => p.startsWith(`${LINK_QUERY}=`)).map((p) => p.slice(LINK_QUERY.length + 1));
   if (fromQuery.length) {
     const v = links.check(fromQuery[0]!, id, port);
     if (v !== 'ok') throw linkRefusal(v, id, port, 'link');

@@ -106,6 +106,18 @@ describe('port links for browsers (namespace)', { skip: process.getuid?.() === 0
     ws.close();
     await once(ws, 'close');
 
+    // A WebSocket opened straight with the link's token (no cookie): the token stays with kiln.
+    const direct = (await kiln.portLink(id, WS_PORT)).url.replace(/^http/, 'ws').replace('/?kiln_link=', '/chat?room=3&kiln_link=');
+    const ws2 = new WebSocket(direct, { headers: { origin: t.server.url } });
+    let path2: string | undefined;
+    ws2.once('upgrade', (res: { headers: Record<string, string> }) => {
+      path2 = res.headers['x-path'];
+    });
+    await once(ws2, 'open');
+    assert.equal(path2, '/chat?room=3');
+    ws2.close();
+    await once(ws2, 'close');
+
     // The HTTP port's cookie does not open the WebSocket port.
     const http = await visit((await kiln.portLink(id, HTTP_PORT)).url);
     const wrong = new WebSocket(url, { headers: { cookie: http.cookie, origin: t.server.url } });
