@@ -86,7 +86,7 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
     const bearer = authenticate({ token: svc.config.token, adminToken: svc.config.adminToken, keys: svc.keys, trusted: options.trustedSocket });
     const links = portLinks(svc);
     api.addHook('onRequest', async function (req, reply) {
-      const link = await checkPortLink(links, req as never, reply);
+      const link = await checkPortLink(links, req, reply);
       if (link.result === 'answered') return reply;
       if (link.result === 'granted') {
         req.principal = ADMIN;

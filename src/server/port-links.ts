@@ -102,23 +102,22 @@ function linkRefusal(v: Exclude<LinkCheck, 'ok'>, id: string, port: number, wher
   );
 }
 
-type PortReq = FastifyRequest<{ Params: { id?: string; port?: string } }>;
-
 /**
  * The port proxy's part of authentication (app.ts runs it before the bearer check on routes marked
  * `portLink`). 'granted': a link token or cookie opens this very port; 'answered': the first visit
- * was redirected; undefined: no link here, the bearer decides. `linkFailure` holds why a cookie
- * that was sent did not open the port, for the 401 the bearer check gives then.
+ * was redirected; no result: no link here, the bearer decides. `cookieFailure` says why a link
+ * cookie that was sent did not open the port, for the 401 when the bearer check fails too.
  */
-export async function checkPortLink(links: PortLinks, req: PortReq, reply: FastifyReply): Promise<{ result?: 'granted' | 'answered'; cookieFailure?: KilnError }> {
+export async function checkPortLink(links: PortLinks, req: FastifyRequest, reply: FastifyReply): Promise<{ result?: 'granted' | 'answered'; cookieFailure?: KilnError }> {
   if (!req.routeOptions.config?.portLink) return {};
-  const id = req.params.id ?? '';
-  const port = Number(req.params.port);
+  const params = req.params as { id?: string; port?: string };
+  const id = params.id ?? '';
+  const port = Number(params.port);
   const raw = req.raw.url ?? '/';
   const q = raw.indexOf('?');
-  const params = q < 0 ? [] : raw.slice(q + 1).split('&');
+  const query = q < 0 ? [] : raw.slice(q + 1).split('&');
   // The token's characters need no escaping: it is taken as sent (a mangled one is merely invalid).
-  const fromQuery = params.filter((p) => p.startsWith(`${LINK_QUERY}=`)).map((p) => p.slice(LINK_QUERY.length + 1));
+  const fromQuery = query.filter((p) => p.startsWith(`${LINK_QUERY}=`)).map((p) => p.slice(LINK_QUERY.length + 1));
   if (fromQuery.length) {
     const v = links.check(fromQuery[0]!, id, port);
     if (v !== 'ok') throw linkRefusal(v, id, port, 'link');
@@ -126,7 +125,7 @@ export async function checkPortLink(links: PortLinks, req: PortReq, reply: Fasti
     const exp = Number(fromQuery[0]!.split('.')[0]);
     const maxAge = Math.max(0, exp - Math.floor(Date.now() / 1000));
     const path = raw.slice(0, q);
-    const rest = params.filter((p) => !p.startsWith(`${LINK_QUERY}=`)).join('&');
+    const rest = query.filter((p) => !p.startsWith(`${LINK_QUERY}=`)).join('&');
     const prefix = linkPath(id, port);
     const location = `${path === prefix.slice(0, -1) ? prefix : path}${rest ? `?${rest}` : ''}`;
     const secure = req.protocol === 'https' ? '; Secure' : '';
