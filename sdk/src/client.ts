@@ -177,12 +177,11 @@ export class KilnClient {
 
   /**
    * A link a browser can open without the token (docs/ports.md): `port` of sandbox `id` only, for
-   * `ttlSec` (default 3600, 30 to 86400). `url` is built on this client's baseUrl.
+   * `ttlSec` (default 3600, 1 to 86400). `url` names the host this client reached the service by
+   * (at the service's apps port when it has one).
    */
-  async portLink(id: string, port: number, o: { ttlSec?: number } = {}): Promise<PortLink> {
-    const link = await this.json<PortLink>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/port-links`, { port, ...o });
-    const base = this.baseUrl || (typeof location !== 'undefined' ? location.origin : '');
-    return base ? { ...link, url: `${base}${link.path}` } : link;
+  portLink(id: string, port: number, o: { ttlSec?: number } = {}): Promise<PortLink> {
+    return this.json<PortLink>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/port-links`, { port, ...o });
   }
 
   /**

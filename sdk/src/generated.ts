@@ -376,9 +376,9 @@ export interface PortLinkRequest {
 
 /** Answer of POST /v1/sandboxes/{id}/port-links: a browser link to one port of a sandbox. */
 export interface PortLink {
-  /** the link, for a browser: the port proxy with ?kiln_link=<token>, absolute as this request reached the service */
+  /** the link, for a browser: the port proxy with ?kiln_link=<token>, on the host this request named, at the apps listener's port when there is one (KILN_APPS_PORT) */
   url: string;
-  /** the same link without scheme and host (for a client that reaches the service by another name) */
+  /** the same link without scheme, host and port */
   path: string;
   expiresAt: string;
 }

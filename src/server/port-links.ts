@@ -26,6 +26,8 @@ export type LinkCheck = 'ok' | 'expired' | 'invalid';
 
 export class PortLinks {
   private readonly key = randomBytes(32);
+  /** The apps listener's port once it listens (KILN_APPS_PORT, 0 included): links point there. */
+  appsPort: number | undefined;
 
   constructor(private readonly nowMs: () => number = Date.now) {}
 

@@ -194,3 +194,59 @@ describe('port links for browsers (namespace)', { skip: process.getuid?.() === 0
     assert.equal((await browserGet(location, cookie)).status, 200);
   });
 });
+
+describe('port links on an apps listener of their own (KILN_APPS_PORT)', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 120_000 }, () => {
+  let t: TestServer;
+  let kiln: KilnClient;
+  let id: string;
+  let apps: string;
+  before(async () => {
+    t = await startTestServer({ KILN_SOCKET: '', KILN_TOKEN: TOKEN, KILN_APPS_PORT: '0' });
+    apps = t.server.appsUrl!;
+    kiln = new KilnClient({ baseUrl: t.server.url, token: TOKEN });
+    id = (await kiln.sandboxes.create({ pack: 'python' })).id;
+    await startServers(kiln, id);
+  });
+  after(async () => {
+    await kiln.sandboxes.delete(id).catch(() => undefined);
+    await t.close();
+  });
+
+  const get = (base: string, path: string, headers: Record<string, string> = {}) => fetch(new URL(path, base), { redirect: 'manual', headers });
+
+  it('links point at the apps origin and work there only; it serves nothing but the port proxy', async () => {
+    assert.ok(apps && new URL(apps).port !== new URL(t.server.url).port, apps);
+    const link = await kiln.portLink(id, HTTP_PORT);
+    assert.ok(link.url.startsWith(`${apps}/v1/sandboxes/${id}/ports/${HTTP_PORT}/?kiln_link=`), link.url);
+    const first = await get(apps, link.path);
+    assert.equal(first.status, 303);
+    const cookie = first.headers.getSetCookie()[0]!.split(';')[0]!;
+    const page = await get(apps, first.headers.get('location')!, { cookie });
+    assert.equal(page.status, 200);
+    assert.equal(((await page.json()) as { path: string }).path, '/');
+    // The dashboard's origin takes neither the link nor its cookie (cookies ignore ports: the browser would send it).
+    assert.equal((await get(t.server.url, link.path)).status, 401);
+    assert.equal((await get(t.server.url, `/v1/sandboxes/${id}/ports/${HTTP_PORT}/`, { cookie })).status, 401);
+    // The apps origin: no API, no dashboard, no health; the proxy with the bearer works there too.
+    for (const path of ['/', '/healthz', '/openapi.json', '/v1/sandboxes', `/v1/sandboxes/${id}`, `/v1/sandboxes/${id}/port-links`]) {
+      const res = await get(apps, path, { authorization: `Bearer ${TOKEN}` });
+      assert.equal(res.status, 404, `${path} on the apps listener: ${res.status}`);
+    }
+    assert.equal((await get(apps, `/v1/sandboxes/${id}/ports/${HTTP_PORT}/info`, { authorization: `Bearer ${TOKEN}` })).status, 200);
+    // A WebSocket of the app, by the cookie of its port, on the apps origin.
+    const ws = await visitWs(apps, (await kiln.portLink(id, WS_PORT)).path);
+    ws.send('apps origin');
+    const [text] = (await once(ws, 'message')) as [Buffer];
+    assert.equal(text.toString(), 'apps origin');
+    ws.close();
+    await once(ws, 'close');
+  });
+
+  async function visitWs(base: string, path: string): Promise<WebSocket> {
+    const first = await get(base, path);
+    const cookie = first.headers.getSetCookie()[0]!.split(';')[0]!;
+    const ws = new WebSocket(new URL(`${first.headers.get('location')}chat`, base.replace(/^http/, 'ws')), { headers: { cookie, origin: base } });
+    await once(ws, 'open');
+    return ws;
+  }
+});

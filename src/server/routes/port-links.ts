@@ -23,7 +23,18 @@ export async function portLinkRoutes(app: FastifyInstance, { svc }: { svc: KilnS
       svc.manager.get(id, ownerOf(req.principal)); // SANDBOX_NOT_FOUND for none or another key's
       const { token, expiresAt } = links.issue(id, req.body.port, req.body.ttlSec ?? LINK_TTL_SEC.default);
       const path = `${linkPath(id, req.body.port)}?${LINK_QUERY}=${token}`;
-      return { url: `${req.protocol}://${req.headers.host ?? 'localhost'}${path}`, path, expiresAt: expiresAt.toISOString() };
+      return { url: `${req.protocol}://${authority(req.headers.host, links.appsPort ?? svc.config.appsPort)}${path}`, path, expiresAt: expiresAt.toISOString() };
     },
   );
+}
+
+/** The Host the request came with, or its host name with the apps listener's port when there is one. */
+function authority(host: string | undefined, appsPort: number | undefined): string {
+  const h = host ?? 'localhost';
+  if (appsPort === undefined) return h;
+  try {
+    return `${new URL(`http://${h}`).hostname}:${appsPort}`;
+  } catch {
+    return `localhost:${appsPort}`;
+  }
 }

@@ -487,8 +487,11 @@ export const portLinkSchema = {
   additionalProperties: false,
   required: ['url', 'path', 'expiresAt'],
   properties: {
-    url: { type: 'string', description: 'the link, for a browser: the port proxy with ?kiln_link=<token>, absolute as this request reached the service' },
-    path: { type: 'string', description: 'the same link without scheme and host (for a client that reaches the service by another name)' },
+    url: {
+      type: 'string',
+      description: "the link, for a browser: the port proxy with ?kiln_link=<token>, on the host this request named, at the apps listener's port when there is one (KILN_APPS_PORT)",
+    },
+    path: { type: 'string', description: 'the same link without scheme, host and port' },
     expiresAt: { type: 'string', format: 'date-time' },
   },
 } as const;
