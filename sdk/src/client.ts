@@ -7,7 +7,7 @@
 import { KilnError, type HttpErrorCode } from './errors.js';
 import type {
   ApiErrorBody, BackendInfo, CodeContext, CodeEvent, CreateContextRequest, CreateSandboxOptions, CustomPackDefinition, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackBuildEvent,
-  NetworkEvents, PackBuildStatus, PackInfo, PauseResult, PoolStats, RunCodeRequest, RunOptions, RunResult, SandboxInfo, SnapshotInfo,
+  NetworkEvents, PackBuildStatus, PackInfo, PauseResult, PoolStats, PortLink, RunCodeRequest, RunOptions, RunResult, SandboxInfo, SnapshotInfo,
 } from './types.js';
 import type { ApproveOptions, ApproveResult, ChangeSide, ChangesOptions, ChangesResult, DiffOptions, RejectOptions, RejectResult } from './workspace.js';
 
@@ -173,6 +173,15 @@ export class KilnClient {
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     if (this.token) url.searchParams.set('access_token', this.token);
     return url.toString();
+  }
+
+  /**
+   * A link a browser can open without the token (docs/ports.md): `port` of sandbox `id` only, for
+   * `ttlSec` (default 3600, 1 to 86400). `url` names the host this client reached the service by
+   * (at the service's apps port when it has one).
+   */
+  portLink(id: string, port: number, o: { ttlSec?: number } = {}): Promise<PortLink> {
+    return this.json<PortLink>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/port-links`, { port, ...o });
   }
 
   /**

@@ -366,6 +366,23 @@ export interface NetworkEvents {
   };
 }
 
+/** Body of POST /v1/sandboxes/{id}/port-links. */
+export interface PortLinkRequest {
+  /** the port a server listens on in the sandbox's loopback (integer, >= 1, <= 65535) */
+  port: number;
+  /** how long the link (and the browser cookie it sets) opens the port; default 3600 (integer, >= 1, <= 86400) */
+  ttlSec?: number;
+}
+
+/** Answer of POST /v1/sandboxes/{id}/port-links: a browser link to one port of a sandbox. */
+export interface PortLink {
+  /** the link, for a browser: the port proxy with ?kiln_link=<token>, on the host this request named, at the apps listener's port when there is one (KILN_APPS_PORT) */
+  url: string;
+  /** the same link without scheme, host and port */
+  path: string;
+  expiresAt: string;
+}
+
 /** Answer of POST /v1/sandboxes/{id}/pause. */
 export interface PauseResult {
   id: string;

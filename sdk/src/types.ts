@@ -8,7 +8,7 @@ import type { BackendName, CreateSandboxRequest, ErrorCode, ExecRequest, ExecRes
 import type { WorkspaceOptions } from './workspace.js';
 
 export type {
-  ApiErrorBody, BackendName, CodeContext, CreateContextRequest, ErrorCode, ExecResult, NetworkEvent, NetworkEvents, PauseResult, RunCodeRequest, RunResult, SandboxInfo, SnapshotInfo,
+  ApiErrorBody, BackendName, CodeContext, CreateContextRequest, ErrorCode, ExecResult, NetworkEvent, NetworkEvents, PauseResult, PortLink, PortLinkRequest, RunCodeRequest, RunResult, SandboxInfo, SnapshotInfo,
 } from './generated.js';
 
 /**

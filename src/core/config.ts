@@ -11,6 +11,12 @@ export interface KilnConfig {
   port: number;
   /** Optional Unix socket for trusted local clients (no token needed there). */
   socketPath?: string;
+  /**
+   * KILN_APPS_PORT: a second TCP listener on `host` that serves the port proxy only, so the web apps
+   * browser links open (docs/ports.md) run on another origin than the API and its dashboard (whose
+   * token they could otherwise read). Unset: links open on the API's own origin.
+   */
+  appsPort?: number;
   /** Bearer token; required whenever `host` is not a loopback address. */
   token?: string;
   /**
@@ -165,6 +171,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     host: env.KILN_HOST ?? '127.0.0.1',
     port: int(env, 'KILN_PORT', 8400, 0, 65535),
     socketPath: env.KILN_SOCKET || undefined,
+    appsPort: env.KILN_APPS_PORT ? int(env, 'KILN_APPS_PORT', 0, 0, 65535) : undefined,
     token: env.KILN_TOKEN || undefined,
     adminToken: env.KILN_ADMIN_TOKEN || undefined,
     allowedHosts: list(env.KILN_ALLOWED_HOSTS).map(hostName),

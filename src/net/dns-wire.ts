@@ -115,3 +115,34 @@ export function buildAnswer(query: Buffer, q: Question, ips: string[], ttl: numb
   });
   return Buffer.concat([head, ...recs]);
 }
+
+/** The largest answer a UDP client takes: its EDNS(0) OPT record's payload size (RFC 6891), else 512. */
+export function udpAnswerLimit(query: Buffer, q: Question): number {
+  try {
+    const an = query.readUInt16BE(6);
+    const ns = query.readUInt16BE(8);
+    const ar = query.readUInt16BE(10);
+    let off = q.end;
+    for (let i = 0; i < an + ns + ar; i++) {
+      off = readName(query, off).next;
+      if (off + 10 > query.length) return 512;
+      if (i >= an + ns && query.readUInt16BE(off) === 41) return Math.max(512, query.readUInt16BE(off + 2));
+      off += 10 + query.readUInt16BE(off + 8);
+    }
+  } catch {
+    /* a malformed additional section: the classic limit */
+  }
+  return 512;
+}
+
+/** Whether a response has its TC (truncated) bit set: the client should ask again over TCP. */
+export function isTruncated(buf: Buffer): boolean {
+  return buf.length >= 4 && (buf.readUInt16BE(2) & 0x0200) !== 0;
+}
+
+/** A response cut to its header and question with TC set (RFC 1035 §4.2.1, RFC 7766): ask again over TCP. */
+export function truncatedAnswer(query: Buffer, q: Question, response: Buffer): Buffer {
+  const out = emptyAnswer(query, q, response.readUInt16BE(2) & 0xf);
+  out.writeUInt16BE(out.readUInt16BE(2) | 0x0200, 2);
+  return out;
+}

@@ -5,9 +5,15 @@
  * firewall for the record's TTL before the answer goes back, so the connection that follows finds
  * them. Upstream queries leave from the bridge's address, which kiln's routing table sends out of
  * the uplink only.
+ *
+ * UDP and TCP (dns-tcp.ts) on the same port share one path: the same decision, admission and audit
+ * event for a query whichever way it came. A UDP answer longer than the client takes (512 bytes, or
+ * its EDNS size) goes back truncated (TC set) so the client asks again over TCP; a truncated
+ * upstream answer to a TCP query is asked again upstream over TCP.
  */
 import dgram from 'node:dgram';
-import { buildQuery, emptyAnswer, parseQuery, parseResponse, QTYPE, type Question, RCODE } from './dns-wire.js';
+import { queryTcp, serveTcp, type TcpLimits } from './dns-tcp.js';
+import { buildQuery, emptyAnswer, isTruncated, parseQuery, parseResponse, QTYPE, type Question, RCODE, truncatedAnswer, udpAnswerLimit } from './dns-wire.js';
 
 /** What the resolver asks the network manager about the sandbox a query came from. */
 export interface ResolverClient {
@@ -22,6 +28,7 @@ const UPSTREAM_TIMEOUT_MS = 2000;
 
 export class Resolver {
   private server: dgram.Socket | undefined;
+  private tcp: { close(): void } | undefined;
   private upstreamSock: dgram.Socket | undefined;
   private readonly pending = new Map<number, (b: Buffer) => void>();
   private nextId = Math.floor(Math.random() * 65536);
@@ -31,6 +38,9 @@ export class Resolver {
       address: string;
       port: number;
       upstream: string[];
+      /** The upstream servers' port (53; tests run theirs elsewhere). */
+      upstreamPort?: number;
+      tcpLimits?: Partial<TcpLimits>;
       clientFor(ip: string): ResolverClient | undefined;
       log?: (msg: string, data: Record<string, unknown>) => void;
     },
@@ -50,54 +60,64 @@ export class Resolver {
     });
     this.upstreamSock = up;
     const s = dgram.createSocket('udp4');
-    s.on('message', (m, rinfo) => void this.handle(m, rinfo.address, rinfo.port));
+    s.on('message', (m, rinfo) => void this.handleUdp(m, rinfo.address, rinfo.port));
     s.on('error', (e) => this.o.log?.('resolver socket error', { error: e.message }));
     await new Promise<void>((res, rej) => {
       s.once('error', rej);
       s.bind({ address: this.o.address, port: this.o.port }, () => res());
     });
     this.server = s;
+    try {
+      this.tcp = await serveTcp({ address: this.o.address, port: this.o.port, answer: (m, client) => this.answer(m, client, 'tcp'), log: this.o.log, limits: this.o.tcpLimits });
+    } catch (e) {
+      this.close();
+      throw e;
+    }
   }
 
   close(): void {
     this.server?.close();
+    this.tcp?.close();
+    this.tcp = undefined;
     this.upstreamSock?.close();
     this.server = undefined;
     this.upstreamSock = undefined;
     for (const done of this.pending.values()) done(Buffer.alloc(0));
   }
 
-  private reply(b: Buffer, address: string, port: number): void {
-    this.server?.send(b, port, address);
+  private async handleUdp(m: Buffer, address: string, port: number): Promise<void> {
+    const a = await this.answer(m, address, 'udp').catch((e: Error) => {
+      this.o.log?.('resolver: a query failed', { error: e.message });
+      return undefined;
+    });
+    if (a) this.server?.send(a, port, address);
   }
 
-  private async handle(m: Buffer, address: string, port: number): Promise<void> {
+  /**
+   * The answer to one query from `address`, by its sandbox's policy (undefined: not a query, no
+   * answer). Refused names are NXDOMAIN, an allowed A answer's addresses are admitted before it is
+   * returned, and every decision is recorded once, whichever transport the query came by.
+   */
+  async answer(m: Buffer, address: string, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
     const client = this.o.clientFor(address);
     let q: Question;
     try {
       q = parseQuery(m);
     } catch {
-      return; // not a query: nothing to answer
+      return undefined; // not a query: nothing to answer
     }
-    if (!client) {
-      this.reply(emptyAnswer(m, q, RCODE.REFUSED), address, port);
-      return;
-    }
+    if (!client) return emptyAnswer(m, q, RCODE.REFUSED);
     const d = client.decide(q);
     if (d === 'refuse') {
       client.record(q, 'refused', { reason: 'not in the allowlist' });
-      this.reply(emptyAnswer(m, q, RCODE.NXDOMAIN), address, port);
-      return;
+      return emptyAnswer(m, q, RCODE.NXDOMAIN);
     }
-    if (d === 'empty') {
-      this.reply(emptyAnswer(m, q, RCODE.NOERROR), address, port);
-      return;
-    }
-    const answer = await this.forward(m);
+    if (d === 'empty') return emptyAnswer(m, q, RCODE.NOERROR);
+    let answer = await this.forward(m);
+    if (answer && transport === 'tcp' && isTruncated(answer)) answer = await this.forwardTcp(m);
     if (!answer) {
       client.record(q, 'allowed', { reason: 'upstream resolver did not answer' });
-      this.reply(emptyAnswer(m, q, RCODE.SERVFAIL), address, port);
-      return;
+      return emptyAnswer(m, q, RCODE.SERVFAIL);
     }
     let addresses: { ip: string; ttl: number }[] = [];
     try {
@@ -108,7 +128,17 @@ export class Resolver {
     if (addresses.length) await client.admit(q, addresses).catch((e: Error) => this.o.log?.('resolver: admitting addresses failed', { name: q.name, error: e.message }));
     client.record(q, 'allowed', { addresses: addresses.map((a) => a.ip) });
     answer.writeUInt16BE(q.id, 0);
-    this.reply(answer, address, port);
+    if (transport === 'udp' && answer.length > udpAnswerLimit(m, q)) return truncatedAnswer(m, q, answer);
+    return answer.length > 0xffff ? truncatedAnswer(m, q, answer) : answer;
+  }
+
+  /** The upstream's answer over TCP (after a truncated UDP one), trying each upstream in turn. */
+  private async forwardTcp(query: Buffer): Promise<Buffer | undefined> {
+    for (const server of this.o.upstream) {
+      const got = await queryTcp(server, this.o.upstreamPort ?? 53, this.o.address, query, UPSTREAM_TIMEOUT_MS);
+      if (got && got.length >= 12) return got;
+    }
+    return undefined;
   }
 
   /** The upstream's answer to `query` (its id rewritten), trying each upstream in turn; undefined on timeout. */
@@ -127,7 +157,7 @@ export class Resolver {
           this.pending.delete(id);
           resolve(b.length ? b : undefined);
         });
-        this.upstreamSock?.send(out, 53, server, (err) => {
+        this.upstreamSock?.send(out, this.o.upstreamPort ?? 53, server, (err) => {
           if (err) this.pending.get(id)?.(Buffer.alloc(0));
         });
       });

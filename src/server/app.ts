@@ -6,8 +6,9 @@ import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { KilnError } from '../core/errors.js';
-import { authenticate, guardHostAndOrigin, requestSerializer, requireAdmin, requirePackAdmin } from './edge.js';
+import { ADMIN, authenticate, guardHostAndOrigin, requestSerializer, requireAdmin, requirePackAdmin } from './edge.js';
 import { errorHandler } from './errors.js';
+import { checkPortLink, portLinks } from './port-links.js';
 import { contextRoutes } from './routes/contexts.js';
 import { e2bRewriteUrl, e2bRoutes } from './routes/e2b.js';
 import { execRoutes } from './routes/exec.js';
@@ -16,6 +17,7 @@ import { keyRoutes } from './routes/keys.js';
 import { healthRoutes, metaRoutes } from './routes/meta.js';
 import { networkRoutes } from './routes/network.js';
 import { packAdminRoutes, packRoutes } from './routes/packs.js';
+import { portLinkRoutes } from './routes/port-links.js';
 import { portRoutes } from './routes/ports.js';
 import { runRoutes } from './routes/run.js';
 import { sandboxRoutes } from './routes/sandboxes.js';
@@ -28,6 +30,11 @@ export interface AppOptions {
   logger?: boolean | object;
   /** Requests over this listener skip the token, Host and Origin checks (the trusted local Unix socket). */
   trustedSocket?: boolean;
+  /**
+   * 'apps': the listener of KILN_APPS_PORT, which serves the port proxy (and its browser links)
+   * only. 'api' (default): everything; browser links are taken here unless an apps listener is set.
+   */
+  surface?: 'api' | 'apps';
 }
 
 export async function buildApp(svc: KilnService, options: AppOptions = {}): Promise<FastifyInstance> {
@@ -68,10 +75,13 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
   });
   if (!options.trustedSocket) app.addHook('onRequest', guardHostAndOrigin(svc.config));
 
-  // Open: liveness, the API description and the dashboard's files (it asks for the token itself).
-  await app.register(healthRoutes, { svc });
-  await app.register(staticRoutes);
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  const appsOnly = options.surface === 'apps';
+  if (!appsOnly) {
+    // Open: liveness, the API description and the dashboard's files (it asks for the token itself).
+    await app.register(healthRoutes, { svc });
+    await app.register(staticRoutes);
+    app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  }
 
   // Everything else is registered in this scope, whose hooks see every request its routes match,
   // however the path was spelled: authentication by route, not by comparing URL strings. The
@@ -79,7 +89,24 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
   // included) only for its own sandboxes; another's answers as if it did not exist.
   app.decorateRequest('principal', null);
   await app.register(async (api) => {
-    api.addHook('onRequest', authenticate({ token: svc.config.token, adminToken: svc.config.adminToken, keys: svc.keys, trusted: options.trustedSocket }));
+    // A port proxy route may instead be opened by a browser link (port-links.ts): that one port of
+    // that one sandbox, as the admin there; the bearer check decides everywhere else.
+    const bearer = authenticate({ token: svc.config.token, adminToken: svc.config.adminToken, keys: svc.keys, trusted: options.trustedSocket });
+    // With an apps listener, links open apps there only: never on the dashboard's origin.
+    const links = appsOnly || svc.config.appsPort === undefined ? portLinks(svc) : undefined;
+    api.addHook('onRequest', async function (req, reply) {
+      const link = links ? await checkPortLink(links, req, reply) : {};
+      if (link.result === 'answered') return reply;
+      if (link.result === 'granted') {
+        req.principal = ADMIN;
+        return;
+      }
+      try {
+        await bearer.call(this, req, reply);
+      } catch (e) {
+        throw link.cookieFailure && !req.headers.authorization ? link.cookieFailure : e;
+      }
+    });
     api.addHook('onRequest', async (req) => {
       const id = (req.params as { id?: unknown } | undefined)?.id;
       if (req.principal.kind === 'key' && typeof id === 'string' && req.routeOptions.url?.startsWith('/v1/sandboxes/:id')) {
@@ -87,6 +114,10 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
         if (sb) svc.manager.get(id, req.principal.key.id); // throws SANDBOX_NOT_FOUND for another key's
       }
     });
+    if (appsOnly) {
+      await api.register(portRoutes, { svc });
+      return;
+    }
     await api.register(async (admin) => {
       admin.addHook('onRequest', requireAdmin);
       await admin.register(keyRoutes, { svc });
@@ -101,8 +132,10 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
     await api.register(runRoutes, { svc });
     await api.register(workspaceRoutes, { svc });
     await api.register(networkRoutes, { svc });
+    await api.register(portLinkRoutes, { svc });
     await api.register(portRoutes, { svc });
   });
+  if (appsOnly) return app;
   // The E2B-compatible API: its own authentication (X-API-KEY, per-sandbox access tokens).
   await app.register(e2bRoutes, { svc });
   // Pack management: admins only (KILN_ADMIN_TOKEN over TCP; anyone on the trusted socket).

@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { type KilnConfig, loadConfig } from '../core/config.js';
 import { buildApp } from './app.js';
 import { composeService } from './compose.js';
+import { portLinks } from './port-links.js';
 import type { CloseOptions, KilnService } from './service.js';
 import { listenPrivately } from './socket.js';
 
@@ -14,6 +15,8 @@ export interface RunningServer {
   svc: KilnService;
   apps: FastifyInstance[];
   url: string;
+  /** The apps listener's URL (KILN_APPS_PORT): the port proxy only, on an origin of its own. */
+  appsUrl?: string;
   close(o?: CloseOptions): Promise<void>;
 }
 
@@ -29,6 +32,13 @@ export async function startServer(config: KilnConfig = loadConfig(), opts: { log
     if ((config.host === '0.0.0.0' || config.host === '::') && config.allowedHosts.length === 0) {
       log?.('listening on all interfaces, but only loopback names are accepted as Host: set KILN_ALLOWED_HOSTS to the names clients use (403 HOST_NOT_ALLOWED otherwise)');
     }
+    let appsUrl: string | undefined;
+    if (config.appsPort !== undefined) {
+      const appsApp = await buildApp(svc, { logger: logger ? { level: 'info' } : false, surface: 'apps' });
+      apps.push(appsApp);
+      appsUrl = await appsApp.listen({ host: config.host, port: config.appsPort });
+      portLinks(svc).appsPort = Number(new URL(appsUrl).port);
+    }
     if (config.socketPath) {
       const local = await buildApp(svc, { logger: false, trustedSocket: true });
       apps.push(local);
@@ -38,6 +48,7 @@ export async function startServer(config: KilnConfig = loadConfig(), opts: { log
       svc,
       apps,
       url: address,
+      appsUrl,
       async close(o?: CloseOptions) {
         await Promise.allSettled(apps.map((a) => a.close()));
         await svc.close(o);
@@ -59,7 +70,7 @@ export async function serveForever(config?: KilnConfig): Promise<number> {
     console.error(JSON.stringify({ time: new Date().toISOString(), msg: 'unhandled rejection (a bug: please report it)', err: e instanceof Error ? e.stack : String(e) }));
   });
   const server = await startServer(config);
-  console.error(`kiln listening on ${server.url}`);
+  console.error(`kiln listening on ${server.url}${server.appsUrl ? ` (apps opened by browser links on ${server.appsUrl})` : ''}`);
   return new Promise((resolve) => {
     let closing = false;
     const stop = (sig: string): void => {

@@ -122,6 +122,29 @@ describe('sandbox networking (namespace)', { timeout: 300_000 }, () => {
     }
   });
 
+  it("DNS over TCP: redirected to kiln's resolver whatever server is named, same answers and audit as UDP", async () => {
+    const sb = await client.sandboxes.create({ pack: 'python', network: { policy: 'allowlist', allow: ['allowed.example'] } });
+    try {
+      const gw = sb.network!.gateway;
+      // Two queries on one connection, to the upstream's own address (redirected) and to the gateway.
+      const r = await probe(client, sb.id, [
+        { kind: 'dnstcp', server: DNS, names: ['allowed.example', 'unlisted.example'] },
+        { kind: 'dnstcp', server: gw, names: ['unlisted2.example', 'allowed.example'] },
+      ]);
+      assert.equal(r[0]!.out, `allowed.example:0:${NAMES['allowed.example']} unlisted.example:3:`, r[0]!.out);
+      assert.equal(r[1]!.out, `unlisted2.example:3: allowed.example:0:${NAMES['allowed.example']}`, r[1]!.out);
+      for (const x of r) assert.ok(x.ms < FAST_MS, `took ${x.ms} ms`);
+      // The admitted address works for the connection that follows, as after a UDP lookup.
+      const [web] = await probe(client, sb.id, [{ kind: 'host', ip: NAMES['allowed.example']!, host: 'allowed.example' }]);
+      assert.match(web!.out, /host=allowed\.example/, web!.out);
+      const ev = (await client.sandboxes.networkEvents(sb.id)).events.filter((e) => e.kind === 'dns');
+      const dns = ev.map((e) => `${e.name} ${e.verdict} ${e.address ?? ''}`.trim());
+      assert.deepEqual(dns, [`allowed.example allowed ${NAMES['allowed.example']}`, 'unlisted.example refused', 'unlisted2.example refused', `allowed.example allowed ${NAMES['allowed.example']}`]);
+    } finally {
+      await client.sandboxes.delete(sb.id);
+    }
+  });
+
   it('learn mode lets through, records, and proposes the allowlist', async () => {
     const sb = await client.sandboxes.create({ pack: 'python', network: { policy: 'allowlist', allow: ['allowed.example'], learn: true } });
     try {

@@ -12,7 +12,9 @@ export type Probe =
   /** A TLS handshake with `sni` to `ip`:443, then GET /. */
   | { kind: 'tls'; ip: string; sni: string }
   /** GET / to `ip`:80 with this Host header. */
-  | { kind: 'host'; ip: string; host: string };
+  | { kind: 'host'; ip: string; host: string }
+  /** DNS over TCP to `server`:53, the A query of each name on one connection: "name:rcode:addresses" each. */
+  | { kind: 'dnstcp'; server: string; names: string[] };
 
 export interface ProbeResult {
   ok: boolean;
@@ -45,6 +47,32 @@ def run(p):
         data = s.recv(4096).decode()
         if not data: raise ConnectionError('closed without an answer')
         return data
+    if k == 'dnstcp':
+        s = socket.create_connection((p['server'], 53), timeout=8)
+        qs = []
+        for i, n in enumerate(p['names']):
+            q = bytes([0, i + 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]) + b''.join(bytes([len(l)]) + l.encode() for l in n.split('.')) + bytes([0, 0, 1, 0, 1])
+            qs.append(len(q).to_bytes(2, 'big') + q)
+        s.sendall(b''.join(qs))
+        buf, out = b'', []
+        for n in p['names']:
+            while len(buf) < 2 or len(buf) < 2 + int.from_bytes(buf[:2], 'big'):
+                d = s.recv(4096)
+                if not d: raise ConnectionError('closed before an answer')
+                buf += d
+            m, buf = buf[2:2 + int.from_bytes(buf[:2], 'big')], buf[2 + int.from_bytes(buf[:2], 'big'):]
+            off = 12
+            while m[off]: off += 1 + m[off]
+            off += 5
+            ips = []
+            for _ in range(int.from_bytes(m[6:8], 'big')):
+                off += 2 if m[off] >= 0xc0 else 0
+                typ, rdlen = int.from_bytes(m[off:off + 2], 'big'), int.from_bytes(m[off + 8:off + 10], 'big')
+                if typ == 1: ips.append('.'.join(str(b) for b in m[off + 10:off + 14]))
+                off += 10 + rdlen
+            out.append('%s:%d:%s' % (n, m[3] & 15, ','.join(ips)))
+        s.close()
+        return ' '.join(out)
 for p in json.loads(sys.argv[1]):
     t = time.monotonic()
     try:

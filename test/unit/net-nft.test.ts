@@ -117,4 +117,11 @@ describe('net/nft scripts, validated by nft -c', { skip: skipReason() }, () => {
     assert.match(again, new RegExp(`^delete table inet ${SHAPE.table}\nadd table`));
     assertValid(`${baseRuleset(SHAPE, false)}${again}`);
   });
+
+  it('DNS over UDP and TCP to any server is redirected to the resolver, whose port takes both from the bridge', () => {
+    const base = baseRuleset(SHAPE, false);
+    assert.match(base, /prerouting_nat iifname "kt1234" meta l4proto \{ tcp, udp \} th dport 53 dnat ip to 10\.89\.0\.1:5353/);
+    assert.match(base, /input_filter iifname "kt1234" ip daddr 10\.89\.0\.1 udp dport 5353 accept/);
+    assert.match(base, /input_filter iifname "kt1234" ip daddr 10\.89\.0\.1 tcp dport \{ 5353, 8443, 8080 \} accept/);
+  });
 });

@@ -1,10 +1,10 @@
-/** kiln sandbox create|exec|ls|rm|pause|resume|snapshot|snapshots|snapshot-rm|port-forward */
+/** kiln sandbox create|exec|ls|rm|pause|resume|snapshot|snapshots|snapshot-rm|port-forward|port-link */
 import { BACKEND_HELP, backendFlag, cliClient, SERVICE_ENV_HELP } from '../client.js';
 import { type Command, parseFlags, UsageError } from '../command.js';
 import { networkOption, networkSummary, showNetwork, takeRepeated } from '../network.js';
 
 const SYNOPSIS =
-  'usage: kiln sandbox create <pack> [--backend B] [--cpus N] [--memory-mib N] [--disk-mib N] [--ttl-sec N] [--from-snapshot NAME]\n           [--network none|allowlist|open] [--allow ENTRY]… [--learn] [--bandwidth-mbit N]\n       kiln sandbox exec <id> [--timeout-ms N] [--cwd DIR] -- <cmd…>\n       kiln sandbox ls\n       kiln sandbox network <id> [--follow] [--json]\n       kiln sandbox rm <id…>\n       kiln sandbox pause|resume <id>\n       kiln sandbox snapshot <id> <name>\n       kiln sandbox snapshots\n       kiln sandbox snapshot-rm <name…>\n       kiln sandbox port-forward <id> [[HOST:]LOCAL:]REMOTE';
+  'usage: kiln sandbox create <pack> [--backend B] [--cpus N] [--memory-mib N] [--disk-mib N] [--ttl-sec N] [--from-snapshot NAME]\n           [--network none|allowlist|open] [--allow ENTRY]… [--learn] [--bandwidth-mbit N]\n       kiln sandbox exec <id> [--timeout-ms N] [--cwd DIR] -- <cmd…>\n       kiln sandbox ls\n       kiln sandbox network <id> [--follow] [--json]\n       kiln sandbox rm <id…>\n       kiln sandbox pause|resume <id>\n       kiln sandbox snapshot <id> <name>\n       kiln sandbox snapshots\n       kiln sandbox snapshot-rm <name…>\n       kiln sandbox port-forward <id> [[HOST:]LOCAL:]REMOTE\n       kiln sandbox port-link <id> <port> [--ttl-sec N]';
 const USAGE = `${SYNOPSIS}
   create prints the new sandbox's id; exec runs a command in it (streamed, exit code passed
   through); ls lists the live sandboxes; rm deletes them. pause saves a sandbox's state on disk
@@ -15,6 +15,8 @@ const USAGE = `${SYNOPSIS}
   proposed allowlist; --follow keeps printing new events, --json prints the answer as JSON.
   port-forward listens on LOCAL (default: REMOTE; 0: any free port) on HOST (default 127.0.0.1)
   and carries each connection to port REMOTE on the sandbox's loopback until Ctrl-C (docs/ports.md).
+  port-link prints a link a browser can open without the token: that port of that sandbox only,
+  for --ttl-sec seconds (default 3600, at most 86400; a service restart ends it too).
     --backend B          ${BACKEND_HELP}
     --network P          none (loopback only), allowlist (only what --allow lists), open
     --allow ENTRY        repeatable: example.org, *.example.org, example.org:5432, 198.51.100.0/24, 198.51.100.7:443
@@ -125,6 +127,18 @@ const command: Command = {
         const names = parseFlags(rest, {}).positional;
         if (names.length === 0) throw new UsageError(SYNOPSIS);
         for (const n of names) await kiln.sandboxes.deleteSnapshot(n);
+        return 0;
+      }
+      case 'port-link': {
+        const { flags, positional } = parseFlags(rest, { string: ['ttl-sec'] });
+        const [id, portArg, extra] = positional;
+        const port = Number(portArg);
+        if (!id || !portArg || extra !== undefined) throw new UsageError(SYNOPSIS);
+        if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`port ${portArg}: give an integer from 1 to 65535`);
+        const ttlSec = flags['ttl-sec'] === undefined ? undefined : Number(flags['ttl-sec']);
+        const link = await kiln.portLink(id, port, { ttlSec });
+        console.log(link.url);
+        console.error(`opens port ${port} of ${id} in a browser (no token needed); expires at ${link.expiresAt}`);
         return 0;
       }
       case 'port-forward': {

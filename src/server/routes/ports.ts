@@ -24,6 +24,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** An upgrade request on this route is passed through raw (app.ts lets it past the WebSocket check). */
     rawUpgrade?: boolean;
+    /** A browser link's token or cookie may open this route instead of the bearer (port-links.ts). */
+    portLink?: boolean;
   }
 }
 
@@ -42,7 +44,7 @@ export async function portRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
       {
         schema: { hide: true, params: portParams },
         // Upgrades on these paths are passed through raw, not answered by @fastify/websocket (app.ts).
-        config: { rawUpgrade: true },
+        config: { rawUpgrade: true, portLink: true },
         preHandler: async (req, reply) => {
           if (req.ws) passUpgrade(svc, req, reply);
         },

@@ -4,6 +4,7 @@
  * reach the sandbox, and the server learns where the request came from via X-Forwarded-*.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { LINK_QUERY, withoutLinkCookie } from '../port-links.js';
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
@@ -39,6 +40,11 @@ export function upstreamHeaders(h: IncomingHttpHeaders, from: ForwardedFrom, upg
   const out: OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(h)) {
     if (value === undefined || name === 'authorization' || name === 'host') continue;
+    if (name === 'cookie') {
+      const rest = withoutLinkCookie(value); // kiln's link cookie, like its token, stays with kiln
+      if (rest) out.cookie = rest;
+      continue;
+    }
     if (name.startsWith('x-forwarded-') && name !== 'x-forwarded-for') continue;
     if ((HOP_BY_HOP.has(name) || listed.has(name)) && !(upgrade && (name === 'connection' || name === 'upgrade'))) continue;
     out[name] = value;
@@ -78,7 +84,8 @@ export function requestHead(method: string, path: string, headers: OutgoingHttpH
 /**
  * Splits the raw request URL of /v1/sandboxes/:id/ports/:port[/rest][?query] into the path the
  * server in the sandbox sees (/rest?query, as the client spelled it: nothing decoded) and the
- * prefix it is mounted at. `dropAccessToken`: a WebSocket's ?access_token= was kiln's, not the app's.
+ * prefix it is mounted at. `dropAccessToken`: a WebSocket's ?access_token= was kiln's, not the app's;
+ * so is a link's ?kiln_link= (port-links.ts), always.
  */
 export function splitProxyUrl(rawUrl: string, dropAccessToken: boolean): { prefix: string; path: string } {
   const q = rawUrl.indexOf('?');
@@ -87,10 +94,13 @@ export function splitProxyUrl(rawUrl: string, dropAccessToken: boolean): { prefi
   const segments = pathPart.split('/'); // '', 'v1', 'sandboxes', id, 'ports', port, ...rest
   const prefix = segments.slice(0, 6).join('/');
   const rest = segments.slice(6).join('/');
-  if (dropAccessToken && query) {
+  if (query) {
     query = query
       .split('&')
-      .filter((p) => p.split('=')[0] !== 'access_token')
+      .filter((p) => {
+        const name = p.split('=')[0];
+        return !(name === LINK_QUERY || (dropAccessToken && name === 'access_token'));
+      })
       .join('&');
   }
   return { prefix, path: `/${rest}${query ? `?${query}` : ''}` };

@@ -471,3 +471,27 @@ export const runCodeBody = {
     timeoutMs: { ...timeoutMs, description: "Interrupts the run after this long (default: the host's exec default, KILN_DEFAULT_EXEC_TIMEOUT_MS)" },
   },
 } as const;
+
+export const portLinkBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['port'],
+  properties: {
+    port: { type: 'integer', minimum: 1, maximum: 65535, description: "the port a server listens on in the sandbox's loopback" },
+    ttlSec: { type: 'integer', minimum: 1, maximum: 86400, description: 'how long the link (and the browser cookie it sets) opens the port; default 3600' },
+  },
+} as const;
+
+export const portLinkSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['url', 'path', 'expiresAt'],
+  properties: {
+    url: {
+      type: 'string',
+      description: "the link, for a browser: the port proxy with ?kiln_link=<token>, on the host this request named, at the apps listener's port when there is one (KILN_APPS_PORT)",
+    },
+    path: { type: 'string', description: 'the same link without scheme, host and port' },
+    expiresAt: { type: 'string', format: 'date-time' },
+  },
+} as const;

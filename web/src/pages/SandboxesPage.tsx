@@ -2,6 +2,7 @@
 import { useEffect, useState } from 'react';
 import { type BackendName, type CreateSandboxOptions, type SandboxInfo, workspaceOf } from '../../../sdk/src/index.ts';
 import { ErrorBox } from '../components/ErrorBox.tsx';
+import { OpenPort } from '../components/OpenPort.tsx';
 import { useApi } from '../lib/api.tsx';
 import { useBackends, usePacks, useSandboxes } from '../lib/catalog.ts';
 import { age, ms, short } from '../lib/format.ts';
@@ -126,6 +127,7 @@ function SandboxRow({ sb, now, onDeleted }: { sb: SandboxInfo; now: number; onDe
             {workspace.changes ? <span className="badge">{workspace.changes}</span> : null}
           </a>
         )}
+        {sb.state === 'ready' && <OpenPort id={sb.id} />}
         <button type="button" className="danger" disabled={busy} onClick={() => void remove()} aria-label={`Delete ${sb.id}`}>
           {busy ? 'Deleting…' : 'Delete'}
         </button>
