@@ -14,7 +14,9 @@ export interface KilnConfig {
   /**
    * KILN_APPS_PORT: a second TCP listener on `host` that serves the port proxy only, so the web apps
    * browser links open (docs/ports.md) run on another origin than the API and its dashboard (whose
-   * token they could otherwise read). Unset: links open on the API's own origin.
+   * token they could otherwise read). Unset: a port the system picks (0), logged at start and used
+   * in every link; `off`: no such listener, and no browser links (a sandbox's app never gets the
+   * dashboard's origin).
    */
   appsPort?: number;
   /** Bearer token; required whenever `host` is not a loopback address. */
@@ -171,7 +173,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     host: env.KILN_HOST ?? '127.0.0.1',
     port: int(env, 'KILN_PORT', 8400, 0, 65535),
     socketPath: env.KILN_SOCKET || undefined,
-    appsPort: env.KILN_APPS_PORT ? int(env, 'KILN_APPS_PORT', 0, 0, 65535) : undefined,
+    appsPort: env.KILN_APPS_PORT === 'off' ? undefined : int(env, 'KILN_APPS_PORT', 0, 0, 65535),
     token: env.KILN_TOKEN || undefined,
     adminToken: env.KILN_ADMIN_TOKEN || undefined,
     allowedHosts: list(env.KILN_ALLOWED_HOSTS).map(hostName),

@@ -92,8 +92,8 @@ export async function buildApp(svc: KilnService, options: AppOptions = {}): Prom
     // A port proxy route may instead be opened by a browser link (port-links.ts): that one port of
     // that one sandbox, as the admin there; the bearer check decides everywhere else.
     const bearer = authenticate({ token: svc.config.token, adminToken: svc.config.adminToken, keys: svc.keys, trusted: options.trustedSocket });
-    // With an apps listener, links open apps there only: never on the dashboard's origin.
-    const links = appsOnly || svc.config.appsPort === undefined ? portLinks(svc) : undefined;
+    // Links open apps on the apps listener only: never on the dashboard's origin.
+    const links = appsOnly ? portLinks(svc) : undefined;
     api.addHook('onRequest', async function (req, reply) {
       const link = links ? await checkPortLink(links, req, reply) : {};
       if (link.result === 'answered') return reply;

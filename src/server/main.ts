@@ -38,6 +38,7 @@ export async function startServer(config: KilnConfig = loadConfig(), opts: { log
       apps.push(appsApp);
       appsUrl = await appsApp.listen({ host: config.host, port: config.appsPort });
       portLinks(svc).appsPort = Number(new URL(appsUrl).port);
+      log?.("apps listener: browser links to sandbox ports open here, on an origin of their own (KILN_APPS_PORT; 'off' to have none)", { url: appsUrl });
     }
     if (config.socketPath) {
       const local = await buildApp(svc, { logger: false, trustedSocket: true });

@@ -3,7 +3,8 @@
  * backend, over real HTTP against servers inside a real sandbox: the link's first visit sets a
  * path-scoped cookie and redirects; the page, its assets and a WebSocket then work with the cookie
  * alone; the link or cookie of another port or sandbox, an expired or altered one, and every API
- * route stay refused.
+ * route stay refused. Links open on the apps listener (an origin of its own: a port the system
+ * picks by default, KILN_APPS_PORT); with KILN_APPS_PORT=off there are none.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -38,7 +39,7 @@ describe('port links for browsers (namespace)', { skip: process.getuid?.() === 0
   });
 
   /** A GET as a browser sends it: no Authorization, optionally a Cookie, redirects not followed. */
-  const browserGet = (pathOrUrl: string, cookie?: string) => fetch(new URL(pathOrUrl, t.server.url), { redirect: 'manual', headers: cookie ? { cookie } : {} });
+  const browserGet = (pathOrUrl: string, cookie?: string) => fetch(new URL(pathOrUrl, t.server.appsUrl), { redirect: 'manual', headers: cookie ? { cookie } : {} });
 
   /** Opens a link as a browser's first visit: the cookie it sets ("name=value") and where it sends the browser. */
   async function visit(url: string): Promise<{ cookie: string; setCookie: string; location: string }> {
@@ -60,7 +61,7 @@ describe('port links for browsers (namespace)', { skip: process.getuid?.() === 0
     assert.equal(anon.status, 401);
     const t0 = Date.now();
     const link = await kiln.portLink(id, HTTP_PORT);
-    assert.ok(link.url.startsWith(`${t.server.url}/v1/sandboxes/${id}/ports/${HTTP_PORT}/?kiln_link=`), link.url);
+    assert.ok(link.url.startsWith(`${t.server.appsUrl}/v1/sandboxes/${id}/ports/${HTTP_PORT}/?kiln_link=`), link.url);
     assert.ok(link.url.endsWith(link.path));
     const expires = Date.parse(link.expiresAt);
     assert.ok(expires > t0 + 3590_000 && expires <= t0 + 3601_000, link.expiresAt);
@@ -92,8 +93,8 @@ describe('port links for browsers (namespace)', { skip: process.getuid?.() === 0
 
   it('a WebSocket of the page works with the cookie alone', async () => {
     const { cookie, location } = await visit((await kiln.portLink(id, WS_PORT)).url);
-    const url = new URL(`${location}chat?room=2`, t.server.url.replace(/^http/, 'ws'));
-    const ws = new WebSocket(url, { headers: { cookie, origin: t.server.url } });
+    const url = new URL(`${location}chat?room=2`, t.server.appsUrl!.replace(/^http/, 'ws'));
+    const ws = new WebSocket(url, { headers: { cookie, origin: t.server.appsUrl } });
     let path: string | undefined;
     ws.once('upgrade', (res: { headers: Record<string, string> }) => {
       path = res.headers['x-path'];
@@ -108,7 +109,7 @@ describe('port links for browsers (namespace)', { skip: process.getuid?.() === 0
 
     // A WebSocket opened straight with the link's token (no cookie): the token stays with kiln.
     const direct = (await kiln.portLink(id, WS_PORT)).url.replace(/^http/, 'ws').replace('/?kiln_link=', '/chat?room=3&kiln_link=');
-    const ws2 = new WebSocket(direct, { headers: { origin: t.server.url } });
+    const ws2 = new WebSocket(direct, { headers: { origin: t.server.appsUrl } });
     let path2: string | undefined;
     ws2.once('upgrade', (res: { headers: Record<string, string> }) => {
       path2 = res.headers['x-path'];
@@ -120,7 +121,7 @@ describe('port links for browsers (namespace)', { skip: process.getuid?.() === 0
 
     // The HTTP port's cookie does not open the WebSocket port.
     const http = await visit((await kiln.portLink(id, HTTP_PORT)).url);
-    const wrong = new WebSocket(url, { headers: { cookie: http.cookie, origin: t.server.url } });
+    const wrong = new WebSocket(url, { headers: { cookie: http.cookie, origin: t.server.appsUrl } });
     wrong.on('error', () => undefined);
     const [, res] = (await once(wrong, 'unexpected-response')) as [unknown, { statusCode: number }];
     assert.equal(res.statusCode, 401);
@@ -188,7 +189,7 @@ describe('port links for browsers (namespace)', { skip: process.getuid?.() === 0
       env: { ...process.env, KILN_URL: t.server.url, KILN_TOKEN: TOKEN },
     });
     const url = stdout.trim();
-    assert.match(url, new RegExp(`^${t.server.url}/v1/sandboxes/${id}/ports/${HTTP_PORT}/\\?kiln_link=`), url);
+    assert.match(url, new RegExp(`^${t.server.appsUrl}/v1/sandboxes/${id}/ports/${HTTP_PORT}/\\?kiln_link=`), url);
     assert.match(stderr, /expires at/);
     const { cookie, location } = await visit(url);
     assert.equal((await browserGet(location, cookie)).status, 200);
@@ -249,4 +250,22 @@ describe('port links on an apps listener of their own (KILN_APPS_PORT)', { skip:
     await once(ws, 'open');
     return ws;
   }
+});
+
+describe('KILN_APPS_PORT=off: no apps listener, no browser links', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 60_000 }, () => {
+  it('making a link is refused, naming the reason', async () => {
+    const t = await startTestServer({ KILN_SOCKET: '', KILN_TOKEN: TOKEN, KILN_APPS_PORT: 'off' });
+    const kiln = new KilnClient({ baseUrl: t.server.url, token: TOKEN });
+    try {
+      assert.equal(t.server.appsUrl, undefined);
+      const sb = await kiln.sandboxes.create({ pack: 'shell' });
+      await assert.rejects(
+        kiln.portLink(sb.id, HTTP_PORT),
+        (e: Error & { code?: string; status?: number }) => e.code === 'UNSUPPORTED_OPTION' && e.status === 400 && /apps listener.*origin/.test(e.message),
+      );
+      await kiln.sandboxes.delete(sb.id);
+    } finally {
+      await t.close();
+    }
+  });
 });
