@@ -3,7 +3,7 @@
  * agent's own overlay root (pack squashfs lower + size-limited tmpfs upper) and seccomp filter.
  * Runs on any Linux host where the service is root; the embedded default.
  */
-import { execFile } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, chmod, copyFile, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -203,27 +203,11 @@ class NamespaceBackend implements Backend {
       },
     });
     const { hostUid, proc, cgroup, agent } = ctx as Required<StartContext>;
-    // Listed until its whole teardown (cgroup included) is done, so close() waits for a destroy
-    // already under way instead of removing the parent cgroups before this one is gone.
     const details = { pid: proc.sandboxPid, hostUid, cpuList: formatCpuList(ctx.cpus!), bootMs: roundMs(timings.elapsedMs()), steps: timings.marks };
     // The sandbox lives on without the service: nothing of it may keep this process's loop alive.
     proc.child.unref();
     proc.child.stderr?.destroy();
-    const sandbox = new NamespaceSandbox(
-      spec.id,
-      agent,
-      proc.child,
-      cgroup,
-      cleanup,
-      details,
-      (detached) => {
-        this.live.delete(spec.id);
-        if (detached) this.detachedAny = true;
-      },
-      this.netInside,
-    );
-    this.live.set(spec.id, sandbox);
-    return sandbox;
+    return this.track(spec.id, agent, proc.child, cgroup, cleanup, details);
   }
 
   /** uid, image, cgroup, bwrap, cgroup entry, handshake: each undo runs in reverse on failure and at destroy. */
@@ -350,6 +334,29 @@ class NamespaceBackend implements Backend {
     ];
   }
 
+  /**
+   * A started or reattached sandbox, listed until its whole teardown (cgroup included) is done or
+   * it is detached, so close() waits for a destroy already under way instead of removing the parent
+   * cgroups before this one is gone.
+   */
+  private track(id: string, agent: AgentClient, child: ChildProcess | undefined, cgroup: SandboxCgroup, cleanup: CleanupStack, details: Record<string, unknown>): NamespaceSandbox {
+    const sandbox = new NamespaceSandbox(
+      id,
+      agent,
+      child,
+      cgroup,
+      cleanup,
+      details,
+      (detached) => {
+        this.live.delete(id);
+        if (detached) this.detachedAny = true;
+      },
+      this.netInside,
+    );
+    this.live.set(id, sandbox);
+    return sandbox;
+  }
+
   /** Takes over the sandboxes an earlier run left running; removes what is left of those that died. */
   async reattach(): Promise<ReattachReport> {
     const { states, unreadable, strays } = await this.kept.list();
@@ -397,21 +404,7 @@ class NamespaceBackend implements Backend {
     cleanup.push(NS_STEP.spawn, () => killKept(st.sandboxPid, st.bwrapPid));
     cleanup.push(NS_STEP.agentHandshake, () => agent.close());
     const details = { pid: st.sandboxPid, hostUid: st.hostUid, cpuList: formatCpuList(st.cpus), reattachMs: roundMs(performance.now() - t0) };
-    const sandbox = new NamespaceSandbox(
-      st.id,
-      agent,
-      undefined,
-      cgroup,
-      cleanup,
-      details,
-      (detached) => {
-        this.live.delete(st.id);
-        if (detached) this.detachedAny = true;
-      },
-      this.netInside,
-    );
-    this.live.set(st.id, sandbox);
-    return sandbox;
+    return this.track(st.id, agent, undefined, cgroup, cleanup, details);
   }
 
   async scan(): Promise<ScanReport> {
