@@ -22,13 +22,17 @@ const COUNT = Number(process.env.KILN_TEST_SURVIVE_COUNT ?? 8);
 /** The product's default; the test harness's is to delete sandboxes at a stop. */
 const KEEP = { KILN_STOP_SANDBOXES_ON_EXIT: '0' };
 
+/** A run dir of its own (sandbox uids must traverse to it), a free port and a client for it. */
+async function place(name: string): Promise<{ base: string; runDir: string; port: number; client: KilnClient }> {
+  const base = await mkdtemp(join(tmpdir(), `kiln-${name}-`));
+  await chmod(base, 0o755);
+  const port = await freePort();
+  return { base, runDir: join(base, 'run'), port, client: new KilnClient({ baseUrl: `http://127.0.0.1:${port}` }) };
+}
+
 describe('sandboxes survive a restart of the service', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 300_000 }, () => {
   it('SIGKILL under load, then restart: every sandbox back and usable, a dead one lost with its reason, orphans removed, nothing left after', async () => {
-    const base = await mkdtemp(join(tmpdir(), 'kiln-crash-'));
-    await chmod(base, 0o755);
-    const runDir = join(base, 'run');
-    const port = await freePort();
-    const client = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });
+    const { base, runDir, port, client } = await place('crash');
     let svc = spawnService(runDir, port, KEEP);
     const pids: number[] = [];
     try {
@@ -105,11 +109,7 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
   });
 
   it('a graceful stop keeps the sandboxes; with KILN_STOP_SANDBOXES_ON_EXIT=1 (and a second SIGTERM) it leaves nothing', async () => {
-    const base = await mkdtemp(join(tmpdir(), 'kiln-sigterm-'));
-    await chmod(base, 0o755);
-    const runDir = join(base, 'run');
-    const port = await freePort();
-    const client = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });
+    const { base, runDir, port, client } = await place('sigterm');
     let svc = spawnService(runDir, port, KEEP);
     const pids: number[] = [];
     try {
@@ -143,11 +143,7 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
     }
   });
   it('creates cut short by SIGKILL leave no sandbox running: after the restart every live sandbox process is a listed sandbox', async () => {
-    const base = await mkdtemp(join(tmpdir(), 'kiln-cutshort-'));
-    await chmod(base, 0o755);
-    const runDir = join(base, 'run');
-    const port = await freePort();
-    const client = new KilnClient({ baseUrl: `http://127.0.0.1:${port}` });
+    const { base, runDir, port, client } = await place('cutshort');
     let svc = spawnService(runDir, port, KEEP);
     // A sandbox's bwrap runs as long as its sandbox, and its command line names the run dir.
     const sandboxProcesses = (): number[] =>
