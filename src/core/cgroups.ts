@@ -129,7 +129,10 @@ export async function probeCgroups(name = `kiln-probe-${process.pid}`): Promise<
     await prepareLayout(layout, { move: 'self-only' });
     const cg = await SandboxCgroup.create(layout, 'probe', { memoryBytes: 64 * 1024 * 1024, pidsMax: 128, cpus: 1 }, { delegateUid: 65534 });
     await cg.remove();
-    return { mode, delegation: true, detail: `${mode}: sandbox cgroups with memory, pids and cpu limits can be created and delegated under ${Object.values(layout.parents).join(', ')}` };
+    const favor = favordynmodsOn()
+      ? 'favordynmods on'
+      : 'favordynmods off: each sandbox start waits for an RCU grace period to join its cgroup (kiln serve sets it unless KILN_CGROUP_FAVOR_DYNMODS=0)';
+    return { mode, delegation: true, detail: `${mode}: sandbox cgroups with memory, pids and cpu limits can be created and delegated under ${Object.values(layout.parents).join(', ')}; ${favor}` };
   } catch (e) {
     return { mode, delegation: false, detail: `${mode}: ${(e as Error).message}` };
   } finally {
@@ -477,6 +480,15 @@ export async function favorDynamicModifications(mountinfo = '/proc/self/mountinf
     }
   }
   return { state: 'failed', error: 'no cgroup2 hierarchy is mounted (cgroup v1 only)' };
+}
+
+/** Whether a cgroup2 mount has favordynmods (see favorDynamicModifications). */
+export function favordynmodsOn(mountinfo = '/proc/self/mountinfo'): boolean {
+  const text = existsSync(mountinfo) ? readFileSync(mountinfo, 'utf8') : '';
+  return text.split('\n').some((l) => {
+    const post = l.split(' - ')[1]?.split(' ');
+    return post?.[0] === 'cgroup2' && (post[2] ?? '').split(',').includes('favordynmods');
+  });
 }
 
 function runMount(args: string[]): Promise<void> {

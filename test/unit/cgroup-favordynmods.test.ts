@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { favorDynamicModifications } from '../../src/core/cgroups.js';
+import { favorDynamicModifications, favordynmodsOn } from '../../src/core/cgroups.js';
 
 const cgroup2Line = (super_: string): string => `41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 ${super_}`;
 const v1Line = '35 31 0:31 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory';
@@ -20,6 +20,9 @@ describe('favordynmods', () => {
       const mi = join(dir, 'mountinfo');
       writeFileSync(mi, `${v1Line}\n${cgroup2Line('rw,nsdelegate,favordynmods')}\n`);
       assert.deepEqual(await favorDynamicModifications(mi), { state: 'already', mount: '/sys/fs/cgroup/unified' });
+      assert.equal(favordynmodsOn(mi), true);
+      writeFileSync(mi, `${v1Line}\n${cgroup2Line('rw,nsdelegate')}\n`);
+      assert.equal(favordynmodsOn(mi), false, "kiln doctor's answer");
       writeFileSync(mi, `${v1Line}\n`);
       const r = await favorDynamicModifications(mi);
       assert.equal(r.state, 'failed');
