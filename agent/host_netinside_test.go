@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -17,15 +18,16 @@ func TestNetInsideConfiguresEth0InAnotherNamespace(t *testing.T) {
 		t.Skip("needs root (network namespaces)")
 	}
 	holder := exec.Command("unshare", "-n", "sleep", "60")
-	if err := holder.Start(); err != nil {
+	held, err := startRegistered(holder)
+	if err != nil {
 		t.Skipf("unshare: %v", err)
 	}
-	defer func() { _ = holder.Process.Kill(); _ = holder.Wait() }()
+	defer func() { _ = holder.Process.Kill(); <-held }()
 	pid := strconv.Itoa(holder.Process.Pid)
 	host := "kvnitest" + strconv.Itoa(os.Getpid()%10000)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		out, err := exec.Command("ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", pid).CombinedOutput()
+		out, err := runReaped("ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", pid)
 		if err == nil {
 			break
 		}
@@ -34,7 +36,7 @@ func TestNetInsideConfiguresEth0InAnotherNamespace(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // unshare has not made its namespace yet
 	}
-	defer func() { _ = exec.Command("ip", "link", "del", host).Run() }()
+	defer func() { _, _ = runReaped("ip", "link", "del", host) }()
 
 	in := strings.NewReader(`{"id":7,"pid":` + pid + `,"mac":"02:00:0a:59:00:09","address":"10.89.0.9","prefix":16,"gateway":"10.89.0.1"}
 {"id":8,"pid":` + pid + `,"mac":"02:00:0a:59:00:09","address":"10.89.0.9","prefix":40,"gateway":"10.89.0.1"}
@@ -52,7 +54,7 @@ not json
 		}
 	}
 	show := func(args ...string) string {
-		b, err := exec.Command("nsenter", append([]string{"--net=/proc/" + pid + "/ns/net", "--", "ip"}, args...)...).CombinedOutput()
+		b, err := runReaped("nsenter", append([]string{"--net=/proc/" + pid + "/ns/net", "--", "ip"}, args...)...)
 		if err != nil {
 			t.Fatalf("ip %v: %v %s", args, err, b)
 		}
@@ -68,7 +70,23 @@ not json
 		t.Errorf("default route: %s", r)
 	}
 	// This process's own namespace was never touched: no thread came back from the sandbox's.
-	if b, _ := exec.Command("ip", "-o", "addr", "show", "to", "10.89.0.9").CombinedOutput(); strings.TrimSpace(string(b)) != "" {
+	if b, _ := runReaped("ip", "-o", "addr", "show", "to", "10.89.0.9"); strings.TrimSpace(b) != "" {
 		t.Errorf("the host has the sandbox's address: %s", b)
 	}
+}
+
+// runReaped is exec's CombinedOutput through the agent's reaper: another test of this package may have
+// started it (it reaps every child), so exec.Cmd's own wait would find no child.
+func runReaped(name string, args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	exit, err := startRegistered(cmd)
+	if err != nil {
+		return "", err
+	}
+	if st := (<-exit).status; !st.Exited() || st.ExitStatus() != 0 {
+		return out.String(), fmt.Errorf("%s: %v", name, st)
+	}
+	return out.String(), nil
 }
