@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -78,15 +79,21 @@ not json
 // runReaped is exec's CombinedOutput through the agent's reaper: another test of this package may have
 // started it (it reaps every child), so exec.Cmd's own wait would find no child.
 func runReaped(name string, args ...string) (string, error) {
-	var out bytes.Buffer
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	exit, err := startRegistered(cmd)
+	r, w, err := os.Pipe()
 	if err != nil {
 		return "", err
 	}
-	if st := (<-exit).status; !st.Exited() || st.ExitStatus() != 0 {
-		return out.String(), fmt.Errorf("%s: %v", name, st)
+	defer r.Close()
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = w, w // files: no copying goroutine that only cmd.Wait would wait for
+	exit, err := startRegistered(cmd)
+	w.Close()
+	if err != nil {
+		return "", err
 	}
-	return out.String(), nil
+	out, _ := io.ReadAll(r)
+	if st := (<-exit).status; !st.Exited() || st.ExitStatus() != 0 {
+		return string(out), fmt.Errorf("%s: %v", name, st)
+	}
+	return string(out), nil
 }

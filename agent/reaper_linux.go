@@ -79,7 +79,7 @@ func (r *reaper) reap() bool {
 	for {
 		var ws syscall.WaitStatus
 		var ru syscall.Rusage
-		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, &ru)
+		pid, err := r.next(&ws, &ru)
 		if err == syscall.EINTR {
 			continue
 		}
@@ -102,6 +102,29 @@ func (r *reaper) reap() bool {
 			w <- exitInfo{status: ws, rusage: ru} // buffered: never blocks
 		}
 	}
+}
+
+// next waits (without blocking) for any exited child as PID 1, whose children include every
+// orphan of the sandbox. Anywhere else (the agent's own tests, run in a host process) only the
+// registered children are the reaper's: a wait for any child would take one that an exec.Cmd
+// elsewhere in the process is waiting for. Called with r.mu held.
+func (r *reaper) next(ws *syscall.WaitStatus, ru *syscall.Rusage) (int, error) {
+	if os.Getpid() == 1 {
+		return syscall.Wait4(-1, ws, syscall.WNOHANG, ru)
+	}
+	pids := make([]int, 0, len(r.waiters)+len(r.stops))
+	for pid := range r.waiters {
+		pids = append(pids, pid)
+	}
+	for pid := range r.stops {
+		pids = append(pids, pid)
+	}
+	for _, pid := range pids {
+		if got, err := syscall.Wait4(pid, ws, syscall.WNOHANG, ru); got > 0 || (err != nil && err != syscall.ECHILD) {
+			return got, err
+		}
+	}
+	return 0, nil
 }
 
 // startRegistered starts cmd and returns a channel that receives its exit exactly once.
