@@ -29,7 +29,12 @@ export async function startServerProcess(env: Record<string, string>): Promise<S
       )
     )
       break;
-    if (i > 300 || child.exitCode !== null) throw new Error('bench server did not start');
+    if (i > 300 || child.exitCode !== null) {
+      // Not left running (with its pool) when it did not come up in time.
+      child.kill('SIGKILL');
+      await rm(base, { recursive: true, force: true });
+      throw new Error('bench server did not start');
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
   return {
