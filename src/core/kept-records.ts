@@ -4,7 +4,8 @@
  * size). Files, not the store: KILN_DATABASE_URL=off must keep sandboxes too, and the run directory
  * is what the backends' own state lives in. Written when a sandbox is created, removed when it ends.
  */
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BackendName } from './backend.js';
 import type { Sandbox, SandboxInfo } from './sandbox.js';
@@ -27,7 +28,7 @@ export interface KeptRecord {
 }
 
 export class KeptRecords {
-  private made: Promise<unknown> | undefined;
+  private made = false;
 
   constructor(readonly dir: string) {}
 
@@ -48,12 +49,16 @@ export class KeptRecords {
       ...(sb.idleTimeoutSec ? { idleTimeoutSec: sb.idleTimeoutSec } : {}),
       ...(sb.workspace ? { workspace: sb.workspace } : {}),
     };
-    this.made ??= mkdir(this.dir, { recursive: true, mode: 0o700 });
-    await this.made;
+    // Synchronous: the create waits for this write, and a few hundred bytes in the run directory
+    // (a tmpfs by default) cost less written at once than as three trips through the thread pool.
+    if (!this.made) {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      this.made = true;
+    }
     const file = join(this.dir, `${sb.id}.json`);
     // env may hold secrets: root only.
-    await writeFile(`${file}.tmp`, JSON.stringify(r), { mode: 0o600 });
-    await rename(`${file}.tmp`, file);
+    writeFileSync(`${file}.tmp`, JSON.stringify(r), { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
   }
 
   async remove(id: string): Promise<void> {

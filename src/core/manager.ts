@@ -188,7 +188,9 @@ export class SandboxManager {
         release();
       });
       this.recordCreated(sb);
-      if (backend.reattach) this.keep(sb); // a record only where a restart can find the sandbox again
+      // A record only where a restart can find the sandbox again, written before the create answers:
+      // a sandbox whose create answered survives a kill of the service that follows at once.
+      if (backend.reattach) await this.keep(sb);
       return sb;
     } catch (e) {
       unreserve();
@@ -575,9 +577,9 @@ export class SandboxManager {
     }
   }
 
-  /** Writes the sandbox's record for the next start (off the request's path; a failure is logged). */
-  private keep(sb: Sandbox): void {
-    this.kept.save(sb).catch((e: Error) => this.d.log?.('sandbox record not written; it will not survive a restart', { id: sb.id, error: e.message }));
+  /** Writes the sandbox's record for the next start (a failure is logged: the sandbox runs on, unkept). */
+  private keep(sb: Sandbox): Promise<void> {
+    return this.kept.save(sb).catch((e: Error) => this.d.log?.('sandbox record not written; it will not survive a restart', { id: sb.id, error: e.message }));
   }
 
   /**
@@ -680,7 +682,7 @@ export class SandboxManager {
       stateChanged: (sb) => {
         if (!this.d.backends.get(sb.backendName)?.reattach) return;
         if (sb.state === 'paused') void this.kept.remove(sb.id).catch(() => undefined);
-        else this.keep(sb);
+        else void this.keep(sb);
       },
     });
   }

@@ -103,8 +103,13 @@ describe('a networked qemu VM and a killed service', { skip, timeout: 400_000 },
         assert.equal(again.network?.hostInterface, hostIf, 'the same TAP');
         assert.equal(again.details.tap, hostIf, "the VM's record names its TAP by the name connectNetwork gave it");
         assert.equal(again.network?.bandwidthMbit, 20);
-        const kept = listed.filter((s) => s.id === sb.id || s.id === answered);
-        assert.deepEqual(listed.map((s) => s.id).sort(), kept.map((s) => s.id).sort(), `the create killed when ${point} is gone`);
+        if (answered) assert.ok(listed.some((s) => s.id === answered), 'a sandbox whose create answered is kept');
+        // The create in flight is kept only if the kill came after its sandbox record (written just
+        // before its answer): then it is whole, like `sb`. Anything else of it is gone.
+        const extra = listed.filter((s) => s.id !== sb.id && s.id !== answered);
+        assert.ok(extra.length <= 1, `the create killed when ${point} is gone or whole: ${listed.map((s) => s.id)}`);
+        if (extra.length) process.stderr.write(`# the create killed when ${point} had its record written: kept\n`);
+        const kept = listed;
         assert.ok(
           kept.every((s) => s.network),
           'every sandbox taken over has its network',
@@ -116,7 +121,7 @@ describe('a networked qemu VM and a killed service', { skip, timeout: 400_000 },
         assert.match(sh('nft', ['list', 'chain', 'inet', table, `s_${tag}`]), /limit rate over 2500000 bytes\/second/, 'the send policer is back');
         assert.deepEqual(readdirSync(netDir).sort(), kept.map((s) => `${s.id}.json`).sort());
         assert.deepEqual(readdirSync(vmsDir).sort(), kept.map((s) => s.id).sort());
-        if (answered) await client.sandboxes.delete(answered);
+        for (const s of kept) if (s.id !== sb.id) await client.sandboxes.delete(s.id);
       }
       // A graceful stop that keeps the VM keeps its network too (the record written again at the detach).
       svc.child.kill('SIGTERM');
