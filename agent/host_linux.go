@@ -7,6 +7,7 @@ package main
 //	kiln-agent host ws-mount IMAGE MNT HOSTUID
 //	kiln-agent host ws-scan UPPERDIR
 //	kiln-agent host net-inside   (requests on stdin: host_netinside_linux.go)
+//	kiln-agent host spawner      (starts sandboxes' bwrap: host_spawner_linux.go)
 
 import (
 	"bufio"
@@ -51,6 +52,8 @@ func runHost(args []string) error {
 		return wsMount(args[1], args[2], uid)
 	case "net-inside":
 		return serveNetInside(os.Stdin, os.Stdout)
+	case "spawner":
+		return serveSpawner(os.Stdin, os.Stdout)
 	case "ws-scan":
 		if len(args) != 2 {
 			return fmt.Errorf("usage: kiln-agent host ws-scan UPPERDIR")

@@ -9,6 +9,8 @@ import { REPO_ROOT } from '../src/core/config.js';
 
 export interface ServerProcess {
   client: KilnClient;
+  /** The service's pid (bin/kiln execs nothing: it is the node process serving). */
+  pid: number;
   close(): Promise<void>;
 }
 
@@ -39,6 +41,7 @@ export async function startServerProcess(env: Record<string, string>): Promise<S
   }
   return {
     client,
+    pid: child.pid!,
     async close() {
       child.kill('SIGTERM');
       if (child.exitCode === null) await once(child, 'exit');

@@ -316,10 +316,15 @@ export class SandboxCgroup {
 
   /** Puts pid into the group (into agent/ where the group is delegated). */
   async addProcess(pid: number): Promise<void> {
-    for (const d of this.dirs) {
+    for (const f of this.procsFiles()) await writeFile(f, String(pid));
+  }
+
+  /** The cgroup.procs files a sandbox's first process is written to (its agent/ part where there is one). */
+  procsFiles(): string[] {
+    return this.dirs.map((d) => {
       const agent = join(d, 'agent');
-      await writeFile(join(existsSync(agent) ? agent : d, 'cgroup.procs'), String(pid));
-    }
+      return join(existsSync(agent) ? agent : d, 'cgroup.procs');
+    });
   }
 
   /** OOM kills of user code (v1 counts them only in the cgroup the victim was in: user/). */

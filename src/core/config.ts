@@ -70,6 +70,11 @@ export interface KilnConfig {
    */
   stopSandboxesOnExit: boolean;
   /**
+   * Namespace sandboxes start through the long-lived spawner helper (KILN_NS_SPAWNER, default on;
+   * backends/namespace/spawner.ts) instead of a fork of the service per sandbox.
+   */
+  namespaceSpawner: boolean;
+  /**
    * Switch on the cgroup2 mount option favordynmods at start (KILN_CGROUP_FAVOR_DYNMODS, default
    * on): a sandbox's first process joins its cgroup at once instead of after an RCU grace period
    * (cgroups.ts, favorDynamicModifications).
@@ -212,6 +217,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     nodeId: env.KILN_NODE_ID || os.hostname(),
     stopSandboxesOnExit: env.KILN_STOP_SANDBOXES_ON_EXIT === '1' || env.KILN_STOP_SANDBOXES_ON_EXIT === 'true',
     cgroupFavorDynmods: !['0', 'false', 'off'].includes(env.KILN_CGROUP_FAVOR_DYNMODS ?? ''),
+    namespaceSpawner: !['0', 'false', 'off'].includes(env.KILN_NS_SPAWNER ?? ''),
     snapshots: {
       dir: path(env.KILN_SNAPSHOTS_DIR || resolve(path(env.KILN_DATA_DIR ?? '/var/lib/kiln'), 'snapshots')),
       retentionSec: int(env, 'KILN_SNAPSHOT_RETENTION_SEC', 7 * 86400, 0, 365 * 86400),

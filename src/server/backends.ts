@@ -41,7 +41,14 @@ export const BACKENDS = [
     summary: 'Linux namespaces via bubblewrap, cgroups and seccomp; runs anywhere (the default)',
     async create({ config, cgroupName }) {
       const { createNamespaceBackend } = await import('../backends/namespace/namespace-backend.js');
-      return createNamespaceBackend({ runDir: config.runDir, agentPath: config.agentPath, maxPids: config.limits.maxPids, cgroupName, nameserver: gatewayOf(config.network.subnet) });
+      return createNamespaceBackend({
+        runDir: config.runDir,
+        agentPath: config.agentPath,
+        maxPids: config.limits.maxPids,
+        cgroupName,
+        nameserver: gatewayOf(config.network.subnet),
+        spawner: config.namespaceSpawner,
+      });
     },
   },
   {

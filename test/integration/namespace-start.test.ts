@@ -21,7 +21,7 @@ describe('namespace backend start steps', { skip: process.getuid?.() === 0 ? und
     const cgroupName = `kiln-test-${runDir.split('-').pop()}`;
     const img = await resolveImage('shell', process.env.KILN_DATA_DIR ?? '/var/lib/kiln');
     const spec = (id: string) => ({ id, pack: { name: img.name, hash: img.hash, imagePath: img.imagePath, env: img.env }, cpus: 1, memoryMib: 64, diskMib: 64 });
-    // An "agent" that says something on stderr and exits: the handshake step fails.
+    // An "agent" that cannot run in the sandbox: the sandbox ends and the handshake step fails.
     const broken = join(runDir, 'broken-agent');
     await writeFile(broken, '#!/bin/sh\necho "broken agent here" >&2\nexit 3\n', { mode: 0o755 });
     const good = createNamespaceBackend({ runDir: join(runDir, 'good'), agentPath: resolve(REPO_ROOT, 'build/kiln-agent'), maxPids: 256, cgroupName, uidBase: 260_000, uidCount: 1 });
@@ -37,12 +37,19 @@ describe('namespace backend start steps', { skip: process.getuid?.() === 0 ? und
       );
       await sb.destroy();
 
+      const t0 = Date.now();
       const err = await bad.create(spec('broken'), { readyTimeoutMs: 30_000 }).then(
         () => undefined,
         (e: { code: string; message: string }) => e,
       );
       assert.equal(err?.code, 'BOOT_FAILED');
-      assert.match(err!.message, /^namespace sandbox failed to start: .*; sandbox log: .*broken agent here/s);
+      assert.ok(Date.now() - t0 < 15_000, 'failed when the sandbox ended, not at the 30 s ready timeout');
+      // The sandbox's root has no /bin/sh: bwrap cannot run it, and says so in the sandbox's log;
+      // the start fails as soon as the sandbox ends (at the state or the handshake step), not at its timeout.
+      assert.match(
+        err!.message,
+        /^namespace sandbox failed to start: the sandbox (exited \(code 1\) before its agent answered|process exited right after its start).*; sandbox log: .*bwrap: execvp \/\.kiln\/agent/s,
+      );
       for (const dir of Object.values(detectCgroupLayout(`${cgroupName}b`).parents)) assert.equal(existsSync(join(dir, 'broken')), false, `${dir}/broken is left`);
       // The range holds one uid: a second start gets it only if the failed one gave it back.
       const again = await bad.create(spec('broken2'), { readyTimeoutMs: 30_000 }).then(

@@ -103,7 +103,11 @@ describe('a networked qemu VM and a killed service', { skip, timeout: 400_000 },
         assert.equal(again.network?.hostInterface, hostIf, 'the same TAP');
         assert.equal(again.details.tap, hostIf, "the VM's record names its TAP by the name connectNetwork gave it");
         assert.equal(again.network?.bandwidthMbit, 20);
-        if (answered) assert.ok(listed.some((s) => s.id === answered), 'a sandbox whose create answered is kept');
+        if (answered)
+          assert.ok(
+            listed.some((s) => s.id === answered),
+            'a sandbox whose create answered is kept',
+          );
         // The create in flight is kept only if the kill came after its sandbox record (written just
         // before its answer): then it is whole, like `sb`. Anything else of it is gone.
         const extra = listed.filter((s) => s.id !== sb.id && s.id !== answered);

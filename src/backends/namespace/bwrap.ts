@@ -6,10 +6,14 @@
  * the agent drops every capability after building its overlay root (see agent --setup-root).
  */
 import type { ChildProcess } from 'node:child_process';
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
 import { formatCpuList } from '../../core/cpu-sets.js';
 import { SANDBOX_SOCKET } from './kept.js';
+import type { Spawner } from './spawner.js';
 
 export interface BwrapOptions {
   bwrapPath: string;
@@ -47,18 +51,35 @@ export interface BwrapOptions {
   onStderr: (text: string) => void;
 }
 
+/** What the backend uses of bwrap's process: a ChildProcess, or one the spawner started (spawner.ts). */
+export interface BwrapChild extends NodeJS.EventEmitter {
+  readonly pid?: number | undefined;
+  readonly exitCode: number | null;
+  readonly signalCode: NodeJS.Signals | null;
+  kill(signal?: NodeJS.Signals | number): boolean;
+  unref(): void;
+}
+
 export interface BwrapProcess {
-  child: ChildProcess;
+  child: BwrapChild;
   /** Host pid of the sandbox's PID 1 (the agent), from bwrap's --info-fd. */
   sandboxPid: number;
-  /** Unblocks bwrap's child (it waits on --block-fd until the cgroup is in place). */
-  release(): void;
+  /**
+   * Places the sandbox's PID 1 in its cgroups and unblocks it (bwrap's child waits on
+   * --block-fd until then, so nothing of the sandbox runs unconfined). Through the spawner both
+   * are done already, in its one request.
+   */
+  enterAndRelease(addProcess: (pid: number) => Promise<void>): Promise<void>;
   /**
    * Kept sandboxes (socketDir): tells the agent the sandbox's state is on disk, so a restart finds
    * it. Until then the agent waits, and a service that dies first closes the pipe: the agent sees
    * end of file and the sandbox ends, so a create cut short by a crash leaves no process behind.
    */
   recorded(): void;
+  /** Resolves once everything the sandbox wrote to stderr so far was passed to onStderr (or after `ms`). */
+  stderrSettled(ms: number): Promise<void>;
+  /** The sandbox is up: its stderr is no longer read. */
+  forget(): void;
 }
 
 /** The descriptor of the pipe recorded() writes to, in bwrap and in the agent. */
@@ -117,6 +138,47 @@ export function bwrapArgs(o: BwrapOptions): string[] {
   ];
 }
 
+/**
+ * Starts a kept sandbox's bwrap through the spawner (spawner.ts), which also places its PID 1 in
+ * the cgroups whose cgroup.procs files are listed and lets it run.
+ */
+export async function spawnBwrapVia(spawner: Spawner, o: BwrapOptions & { socketDir: string }, cgroupProcs: string[], signal: AbortSignal): Promise<BwrapProcess> {
+  const bwrap = o.bwrapPath.includes('/') ? o.bwrapPath : await whichCached(o.bwrapPath);
+  const child = await spawner.spawn({ path: bwrap, argv: [o.bwrapPath, ...bwrapArgs(o)], uid: o.hostUid, gid: o.hostUid, setsid: true, await: true, cgroupProcs, onStderr: o.onStderr }, signal);
+  return {
+    child,
+    sandboxPid: child.sandboxPid,
+    enterAndRelease: async () => undefined,
+    recorded: () => child.recorded(),
+    stderrSettled: (ms) => Promise.race([child.stderrEnded, new Promise<void>((r) => setTimeout(r, ms))]),
+    forget: () => child.forget(),
+  };
+}
+
+const found = new Map<string, string>();
+
+/** A program name's path, as execvp finds it (the spawner execs a path, with an empty environment). */
+async function whichCached(name: string): Promise<string> {
+  let path = found.get(name);
+  if (!path) {
+    for (const dir of (process.env.PATH || '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
+      const p = join(dir || '.', name);
+      if (
+        await access(p, constants.X_OK).then(
+          () => true,
+          () => false,
+        )
+      ) {
+        path = p;
+        break;
+      }
+    }
+    if (!path) throw new Error(`cannot run ${name}: not found in PATH`);
+    found.set(name, path);
+  }
+  return path;
+}
+
 /** Spawns bwrap and waits for its info JSON (child pid) — the sandbox is still blocked then. */
 export async function spawnBwrap(o: BwrapOptions, signal: AbortSignal): Promise<BwrapProcess> {
   // Through the sandbox's own agent copy: it is what the sandbox uid can execute.
@@ -145,12 +207,18 @@ export async function spawnBwrap(o: BwrapOptions, signal: AbortSignal): Promise<
     return {
       child,
       sandboxPid,
-      release: () => {
+      enterAndRelease: async (addProcess) => {
+        await addProcess(sandboxPid);
         block.end('x');
       },
       recorded: () => {
         recordedPipe?.end('g');
       },
+      stderrSettled: async (ms) => {
+        const err = child.stderr;
+        if (err && !err.readableEnded) await Promise.race([new Promise((r) => err.once('end', r)), new Promise((r) => setTimeout(r, ms))]);
+      },
+      forget: () => child.stderr?.destroy(),
     };
   } catch (e) {
     child.kill('SIGKILL');

@@ -3,7 +3,7 @@
  * agent's own overlay root (pack squashfs lower + size-limited tmpfs upper) and seccomp filter.
  * Runs on any Linux host where the service is root; the embedded default.
  */
-import { type ChildProcess, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, chmod, copyFile, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -21,6 +21,7 @@ import {
   type ScanReport,
 } from '../../core/backend.js';
 import { type CgroupLayout, cgroupMode, detectCgroupLayout, prepareLayout, probeCgroups, removeLayoutParents, SandboxCgroup, scanStaleCgroups } from '../../core/cgroups.js';
+import { defaultFdWrapper } from '../../core/clean-spawn.js';
 import { CleanupStack } from '../../core/cleanup.js';
 import { CpuSpreader, formatCpuList } from '../../core/cpu-sets.js';
 import { CreatesInFlight } from '../../core/creates.js';
@@ -28,11 +29,12 @@ import { KilnError, toKilnError } from '../../core/errors.js';
 import { processStart } from '../../core/proc-stat.js';
 import { roundMs, runSteps, type Step, StepTimings } from '../../core/steps.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
-import { spawnBwrap } from './bwrap.js';
+import { type BwrapChild, type BwrapOptions, spawnBwrap, spawnBwrapVia } from './bwrap.js';
 import { ImageMounts } from './image-mounts.js';
 import { connectAgent, KeptSandboxes, type KeptState, killKept } from './kept.js';
 import { killSandboxProcess, NamespaceSandbox } from './namespace-sandbox.js';
 import { NetInside } from './net-inside.js';
+import { Spawner } from './spawner.js';
 import { SandboxUids } from './uids.js';
 
 const run = promisify(execFile);
@@ -49,6 +51,13 @@ export interface NamespaceBackendOptions {
   cgroupName?: string;
   /** The resolver every sandbox's /etc/resolv.conf names (kiln's, on the sandbox network's gateway). */
   nameserver?: string;
+  /**
+   * Start sandboxes through the spawner helper (default true; spawner.ts), run from
+   * `hostAgentPath` (default: KILN_AGENT or the repository's build): one fork of a small process
+   * per sandbox instead of a fork of the service and the fd-cleaning wrapper's start.
+   */
+  spawner?: boolean;
+  hostAgentPath?: string;
 }
 
 /** Step names of a sandbox's start (core/steps.ts): `details.steps` and errors name them. */
@@ -57,8 +66,8 @@ export const NS_STEP = {
   mountImage: 'ns.mountImage',
   socketDir: 'ns.socketDir',
   createCgroup: 'ns.createCgroup',
+  /** bwrap started, the sandbox's PID 1 placed in its cgroups and let run. */
   spawn: 'ns.spawn',
-  enterCgroup: 'ns.enterCgroup',
   saveState: 'ns.saveState',
   agentHandshake: 'kiln.agentHandshake',
 } as const;
@@ -93,6 +102,7 @@ class NamespaceBackend implements Backend {
   private cpus: CpuSpreader | undefined;
   private readonly kept: KeptSandboxes;
   private readonly netInside: NetInside;
+  private readonly spawner: Spawner | undefined;
   /** Some sandbox was let go to outlive the service: close() leaves the image mounts to it. */
   private detachedAny = false;
 
@@ -102,6 +112,7 @@ class NamespaceBackend implements Backend {
     this.uids = new SandboxUids(o.uidBase ?? 200_000, o.uidCount ?? 65_536);
     this.kept = new KeptSandboxes(join(this.dir, 's'));
     this.netInside = new NetInside(o.agentPath);
+    this.spawner = o.spawner === false ? undefined : new Spawner(o.hostAgentPath ?? defaultFdWrapper());
   }
 
   async probe(options: ProbeOptions = {}): Promise<BackendAvailability> {
@@ -206,11 +217,11 @@ class NamespaceBackend implements Backend {
     const details = { pid: proc.sandboxPid, hostUid, cpuList: formatCpuList(ctx.cpus!), bootMs: roundMs(timings.elapsedMs()), steps: timings.marks };
     // The sandbox lives on without the service: nothing of it may keep this process's loop alive.
     proc.child.unref();
-    proc.child.stderr?.destroy();
+    proc.forget();
     return this.track(spec.id, agent, proc.child, cgroup, cleanup, details);
   }
 
-  /** uid, image, cgroup, bwrap, cgroup entry, handshake: each undo runs in reverse on failure and at destroy. */
+  /** uid, image, cgroup, bwrap (placed in the cgroup), handshake: each undo runs in reverse on failure and at destroy. */
   private startSteps(spec: SandboxSpec, options: CreateOptions, agentCopy: string): Array<Step<StartContext>> {
     return [
       {
@@ -268,36 +279,34 @@ class NamespaceBackend implements Backend {
       {
         name: NS_STEP.spawn,
         run: async (ctx, signal) => {
-          ctx.proc = await spawnBwrap(
-            {
-              bwrapPath: this.o.bwrapPath ?? 'bwrap',
-              hostUid: ctx.hostUid!,
-              lowerDir: ctx.lowerDir!,
-              agentPath: agentCopy,
-              cgroupDirs: ctx.cgroup!.userDirs,
-              cpuList: ctx.cpus!,
-              cgroupNamespace: this.layout!.version === 1,
-              diskBytes: spec.diskMib * 1024 * 1024,
-              workspace: spec.workspace?.kind === 'mount' ? spec.workspace : undefined,
-              hostname: 'sandbox',
-              socketDir: ctx.socketDir,
-              nameserver: this.o.nameserver,
-              // The sandbox's stderr (bwrap's and the agent's), kept for the error when start fails.
-              onStderr: (text) => {
-                ctx.log = (ctx.log + text).slice(-8192);
-              },
+          const bwrap: BwrapOptions = {
+            bwrapPath: this.o.bwrapPath ?? 'bwrap',
+            hostUid: ctx.hostUid!,
+            lowerDir: ctx.lowerDir!,
+            agentPath: agentCopy,
+            cgroupDirs: ctx.cgroup!.userDirs,
+            cpuList: ctx.cpus!,
+            cgroupNamespace: this.layout!.version === 1,
+            diskBytes: spec.diskMib * 1024 * 1024,
+            workspace: spec.workspace?.kind === 'mount' ? spec.workspace : undefined,
+            hostname: 'sandbox',
+            socketDir: ctx.socketDir,
+            nameserver: this.o.nameserver,
+            // The sandbox's stderr (bwrap's and the agent's), kept for the error when start fails.
+            onStderr: (text) => {
+              ctx.log = (ctx.log + text).slice(-8192);
             },
-            signal,
-          );
+          };
+          ctx.proc = this.spawner ? await spawnBwrapVia(this.spawner, { ...bwrap, socketDir: ctx.socketDir! }, ctx.cgroup!.procsFiles(), signal) : await spawnBwrap(bwrap, signal);
+          // Undone from here on by the kill below (this step's undo), if placing it fails.
+          await ctx.proc
+            .enterAndRelease((pid) => ctx.cgroup!.addProcess(pid))
+            .catch(async (e) => {
+              await killSandboxProcess(ctx.proc!.child, ctx.proc!.sandboxPid).catch(() => undefined);
+              throw e;
+            });
         },
         undo: (ctx) => killSandboxProcess(ctx.proc!.child, ctx.proc!.sandboxPid),
-      },
-      {
-        name: NS_STEP.enterCgroup,
-        run: async (ctx) => {
-          await ctx.cgroup!.addProcess(ctx.proc!.sandboxPid);
-          ctx.proc!.release();
-        },
       },
       {
         // Before the handshake: a service that dies from here on leaves a sandbox the next start reattaches.
@@ -307,8 +316,7 @@ class NamespaceBackend implements Backend {
           const sandboxStart = await processStart(sandboxPid);
           if (!sandboxStart) {
             // What it wrote before it died may still be in the pipe: read it before saying why.
-            const err = ctx.proc!.child.stderr;
-            if (err && !err.readableEnded) await Promise.race([new Promise((r) => err.once('end', r)), new Promise((r) => setTimeout(r, 1000))]);
+            await ctx.proc!.stderrSettled(1000);
             throw new Error(`the sandbox process exited right after its start${ctx.log.trim() ? `: ${ctx.log.trim().slice(-500)}` : ''}`);
           }
           await this.kept.save({
@@ -327,7 +335,21 @@ class NamespaceBackend implements Backend {
       {
         name: NS_STEP.agentHandshake,
         run: async (ctx, signal) => {
-          ctx.agent = await connectAgent(this.kept.socketPath(spec.id), signal, options.readyTimeoutMs);
+          // A sandbox that ends before its agent answers fails now, with its log, not at the timeout.
+          const ended = new AbortController();
+          const child = ctx.proc!.child;
+          const onExit = (code: number | null, sig: string | null): void => {
+            void ctx.proc!.stderrSettled(1000).then(() => ended.abort(new Error(`the sandbox exited (${sig ?? `code ${code}`}) before its agent answered`)));
+          };
+          if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
+          else child.once('exit', onExit);
+          try {
+            ctx.agent = await connectAgent(this.kept.socketPath(spec.id), AbortSignal.any([signal, ended.signal]), options.readyTimeoutMs);
+          } catch (e) {
+            throw ended.signal.aborted ? ended.signal.reason : e;
+          } finally {
+            child.off('exit', onExit);
+          }
         },
         undo: (ctx) => ctx.agent!.close(),
       },
@@ -339,7 +361,7 @@ class NamespaceBackend implements Backend {
    * it is detached, so close() waits for a destroy already under way instead of removing the parent
    * cgroups before this one is gone.
    */
-  private track(id: string, agent: AgentClient, child: ChildProcess | undefined, cgroup: SandboxCgroup, cleanup: CleanupStack, details: Record<string, unknown>): NamespaceSandbox {
+  private track(id: string, agent: AgentClient, child: BwrapChild | undefined, cgroup: SandboxCgroup, cleanup: CleanupStack, details: Record<string, unknown>): NamespaceSandbox {
     const sandbox = new NamespaceSandbox(
       id,
       agent,
@@ -430,6 +452,7 @@ class NamespaceBackend implements Backend {
     if (!this.detachedAny) await this.images.closeAll();
     if (this.layout) await removeLayoutParents(this.layout);
     this.netInside.close();
+    this.spawner?.close();
     const failed = results.filter((r) => r.status === 'rejected');
     if (failed.length)
       throw new AggregateError(

@@ -1,6 +1,5 @@
 /** One running namespace sandbox: its bwrap process, cgroup, agent connection and teardown. */
 
-import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import type { BackendSandbox, SandboxNetworkPlan, SandboxUsage } from '../../core/backend.js';
 import type { SandboxCgroup } from '../../core/cgroups.js';
@@ -11,6 +10,7 @@ import { settlesWithin } from '../../core/kill-ladder.js';
 import { bridgePortCommands } from '../../net/link.js';
 import { runTool } from '../../net/run.js';
 import type { AgentClient } from '../../protocol/agent-client.js';
+import type { BwrapChild } from './bwrap.js';
 import type { NetInside } from './net-inside.js';
 
 export class NamespaceSandbox implements BackendSandbox {
@@ -23,7 +23,7 @@ export class NamespaceSandbox implements BackendSandbox {
     readonly id: string,
     readonly agent: AgentClient,
     /** Undefined for a sandbox taken over from an earlier run of the service (not our child). */
-    child: ChildProcess | undefined,
+    child: BwrapChild | undefined,
     private readonly cgroup: SandboxCgroup,
     private readonly cleanup: CleanupStack,
     details: Record<string, unknown>,
@@ -91,12 +91,12 @@ export class NamespaceSandbox implements BackendSandbox {
  * Bounded kill ladder for the bwrap process tree: SIGKILL the sandbox's PID 1 (the kernel then
  * kills the whole pid namespace), wait, SIGKILL bwrap itself, wait, then give up loudly.
  */
-export async function killSandboxProcess(child: ChildProcess, sandboxPid: number): Promise<void> {
+export async function killSandboxProcess(child: BwrapChild, sandboxPid: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, 'exit');
   tryKill(sandboxPid);
   if (await settlesWithin(exited, 2000)) return;
-  tryKill(child.pid);
+  child.kill('SIGKILL'); // bwrap itself (the spawner's child: only it knows whether it was reaped)
   if (await settlesWithin(exited, 2000)) return;
   throw new KilnError('INTERNAL', `bwrap process ${child.pid} did not exit after SIGKILL`);
 }
