@@ -14,7 +14,7 @@ package main
 //	 "setsid":true,"await":true,"cgroupProcs":["/sys/fs/cgroup/…/cgroup.procs",…]}
 //	{"op":"recorded","id":1}   one byte on the sandbox's --await-fd (the service has its record)
 //	{"op":"kill","id":1,"signal":9}   to bwrap, unless it was reaped already
-//	{"op":"forget","id":1}     stop relaying its stderr (the sandbox is up)
+//	{"op":"forget","id":1}     stop reading its stderr (closed: later writes there fail)
 //
 // The child gets /dev/null as stdin and stdout, a pipe as stderr, bwrap's --info-fd 3 (read here
 // for the sandbox's PID 1), --block-fd 4 (written here once that PID is in every cgroup.procs

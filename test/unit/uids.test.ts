@@ -26,14 +26,45 @@ describe('sandbox uids', { skip: process.getuid?.() === 0 ? undefined : 'needs r
       // A process of got[0]'s uid appears after its sandbox's teardown: the release must see it.
       await mkdir(join(proc, '4242'));
       await chown(join(proc, '4242'), got[0]!, got[0]!);
-      const [held, free] = await Promise.all([uids.release(got[0]!), uids.release(got[1]!)]);
-      assert.equal(held, true, 'quarantined while a process holds it');
-      assert.equal(free, false);
-      assert.deepEqual(uids.quarantined, [got[0]]);
+      uids.release(got[0]!);
+      uids.release(got[1]!);
+      await uids.settle();
+      assert.deepEqual(uids.quarantined, [got[0]], 'quarantined while a process holds it');
       await rm(join(proc, '4242'), { recursive: true });
       const next = await uids.allocate();
       assert.notEqual(next, undefined);
       assert.deepEqual(uids.quarantined, [], 'released once nothing holds it');
+    } finally {
+      await rm(proc, { recursive: true, force: true });
+    }
+  });
+
+  it('reuses a recent scan for allocations, never for a uid released after it began; releases wait for the next scan', async () => {
+    const proc = await mkdtemp(join(tmpdir(), 'kiln-uids-'));
+    try {
+      const base = 410_000;
+      // A survivor of a crashed instance runs as the range's first uid.
+      await mkdir(join(proc, '4243'));
+      await chown(join(proc, '4243'), base, base);
+      const uids = new CountingUids(base, 3, proc);
+      const a = await uids.allocate();
+      const b = await uids.allocate();
+      assert.deepEqual([a, b, uids.scans], [base + 1, base + 2, 1], "one scan for both; the survivor's uid skipped");
+      uids.release(a);
+      assert.equal(uids.scans, 1, 'a release scans nothing');
+      // The recent scan began before a's release: it cannot free a, so the allocation looks again.
+      assert.equal(await uids.allocate(), a);
+      assert.equal(uids.scans, 2);
+      // b's sandbox left a process behind: the scan after its release quarantines b.
+      await mkdir(join(proc, '4244'));
+      await chown(join(proc, '4244'), b, b);
+      uids.release(b);
+      await assert.rejects(uids.allocate(), /no free sandbox uid left.*1 quarantined/);
+      assert.deepEqual(uids.quarantined, [b]);
+      await rm(join(proc, '4244'), { recursive: true });
+      assert.equal(await uids.allocate(), b, 'a scan after the quarantine frees it');
+      assert.deepEqual(uids.quarantined, []);
+      assert.equal(uids.scans, 4);
     } finally {
       await rm(proc, { recursive: true, force: true });
     }

@@ -163,6 +163,8 @@ class NamespaceBackend implements Backend {
       () => false,
     );
     add('agent binary', agent, agent ? this.o.agentPath : `${this.o.agentPath} is missing: run bash agent/build.sh`);
+    // Released uids are sorted by the next allocation's scan: probe looks now, for a count that is current.
+    if (root) await this.uids.settle().catch(() => undefined);
     return availabilityFrom(this.name, checks, capabilities, { bwrap: version, cgroups, quarantinedUids: this.uids.quarantined.length });
   }
 
@@ -233,7 +235,7 @@ class NamespaceBackend implements Backend {
         // Runs last, after the process and cgroup are gone: a uid some process still holds stays
         // quarantined (probe() counts them) instead of going to the next sandbox.
         undo: async (ctx) => {
-          await this.uids.release(ctx.hostUid!);
+          this.uids.release(ctx.hostUid!);
         },
       },
       {
@@ -411,7 +413,7 @@ class NamespaceBackend implements Backend {
     // The start steps' undos, in their order: destroy() runs them in reverse.
     const cleanup = new CleanupStack();
     this.uids.adopt(st.hostUid, st.claimedUid);
-    cleanup.push(NS_STEP.allocateUid, () => this.uids.release(st.hostUid).then(() => undefined));
+    cleanup.push(NS_STEP.allocateUid, async () => this.uids.release(st.hostUid));
     await this.images.acquire(st.pack);
     cleanup.push(NS_STEP.socketDir, () => this.kept.remove(st.id));
     const cgroup = SandboxCgroup.existing(this.layout!, st.id);

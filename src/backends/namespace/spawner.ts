@@ -82,11 +82,13 @@ export class SpawnedBwrap extends EventEmitter {
     this.spawner.send({ op: 'recorded', id: this.id });
   }
 
-  /** The sandbox is up: its stderr is no longer read (as the service closed a child's stderr stream). */
+  /**
+   * The sandbox is up: what it writes to stderr from now on is dropped here. The helper still
+   * reads it (a message per sandbox saved; the agent writes there only when something breaks).
+   */
   forget(): void {
     this.forgotten = true;
     this.endStderr();
-    this.spawner.send({ op: 'forget', id: this.id });
   }
 
   /** Nothing of the helper keeps the service's loop alive (it is unref'd as a whole). */
