@@ -15,7 +15,7 @@
  * stays, so a fractional limit is still honoured.
  */
 import { execFile } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -354,16 +354,23 @@ export class SandboxCgroup {
    */
   async remove(): Promise<void> {
     const busy: string[] = [];
-    for (const d of this.dirs) if (!(await removeIfEmpty(d))) busy.push(d);
+    for (const d of this.dirs) if (!removeIfEmpty(d)) busy.push(d);
     await removeCgroupDirs(busy);
   }
 }
 
 /** Removes dir and its agent/ and user/ when nothing is in them; false when something is (or more is there). */
-async function removeIfEmpty(dir: string): Promise<boolean> {
+function removeIfEmpty(dir: string): boolean {
+  // Synchronous: cgroupfs lives in memory, and a sandbox's teardown removes about ten of these.
   try {
-    for (const sub of ['agent', 'user']) await rmdir(join(dir, sub)).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)));
-    await rmdir(dir);
+    for (const sub of ['agent', 'user']) {
+      try {
+        rmdirSync(join(dir, sub));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+    }
+    rmdirSync(dir);
     return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'ENOENT';

@@ -4,7 +4,7 @@
  * size). Files, not the store: KILN_DATABASE_URL=off must keep sandboxes too, and the run directory
  * is what the backends' own state lives in. Written when a sandbox is created, removed when it ends.
  */
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BackendName } from './backend.js';
@@ -62,7 +62,7 @@ export class KeptRecords {
   }
 
   async remove(id: string): Promise<void> {
-    await rm(join(this.dir, `${id}.json`), { force: true });
+    rmSync(join(this.dir, `${id}.json`), { force: true });
   }
 
   /** Every record; an unreadable one is removed and named in `unreadable`. */

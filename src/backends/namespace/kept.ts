@@ -4,7 +4,8 @@
  * agent's pivot_root) and a state file the next start reads to reattach (namespace-backend.ts).
  */
 
-import { chown, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chownSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -49,20 +50,22 @@ export class KeptSandboxes {
     const d = this.socketDir(id);
     const bytes = Buffer.byteLength(this.socketPath(id));
     if (bytes > MAX_SOCKET_PATH) throw new Error(`the agent's socket path ${this.socketPath(id)} is ${bytes} bytes, over the ${MAX_SOCKET_PATH} a Unix socket takes: use a shorter KILN_RUN_DIR`);
-    await mkdir(d, { recursive: true, mode: 0o700 });
-    await chown(d, hostUid, hostUid);
+    // Synchronous, here and in save() and remove(): a few small operations in the run directory
+    // (a tmpfs by default) per sandbox cost less at once than as trips through the thread pool.
+    mkdirSync(d, { recursive: true, mode: 0o700 });
+    chownSync(d, hostUid, hostUid);
     return d;
   }
 
   async save(s: KeptState): Promise<void> {
     const file = join(this.dir, `${s.id}.json`);
-    await writeFile(`${file}.tmp`, JSON.stringify(s), { mode: 0o600 });
-    await rename(`${file}.tmp`, file);
+    writeFileSync(`${file}.tmp`, JSON.stringify(s), { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
   }
 
   async remove(id: string): Promise<void> {
-    await rm(join(this.dir, `${id}.json`), { force: true });
-    await rm(this.socketDir(id), { recursive: true, force: true });
+    rmSync(join(this.dir, `${id}.json`), { force: true });
+    rmSync(this.socketDir(id), { recursive: true, force: true });
   }
 
   /** Every state file (an unreadable one comes back as `{id, error}`) and folders without one. */
