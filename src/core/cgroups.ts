@@ -15,7 +15,7 @@
  * stays, so a fractional limit is still honoured.
  */
 import { execFile } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -359,22 +359,38 @@ export class SandboxCgroup {
   }
 }
 
-/** Removes dir and its agent/ and user/ when nothing is in them; false when something is (or more is there). */
+/**
+ * Removes dir and its agent/ and user/ (with what the sandbox made under user/, the agent's
+ * per-exec groups included) when no process is in them; false when one is (or the removal failed).
+ */
 function removeIfEmpty(dir: string): boolean {
   // Synchronous: cgroupfs lives in memory, and a sandbox's teardown removes about ten of these.
-  try {
-    for (const sub of ['agent', 'user']) {
-      try {
-        rmdirSync(join(dir, sub));
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-      }
+  return removeEmptyTree(join(dir, 'agent')) && removeEmptyTree(join(dir, 'user')) && removeEmptyTree(dir);
+}
+
+/** rmdir, and where that fails because of child groups, the children's trees first; true once gone. */
+function removeEmptyTree(dir: string): boolean {
+  const tryRmdir = (): string | undefined => {
+    try {
+      rmdirSync(dir);
+      return undefined;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code;
     }
-    rmdirSync(dir);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ENOENT';
+  };
+  let code = tryRmdir();
+  if (code === undefined || code === 'ENOENT') return true;
+  let children: string[];
+  try {
+    children = readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => join(dir, e.name));
+  } catch {
+    return false;
   }
+  if (children.length === 0 || !children.every(removeEmptyTree)) return false; // processes inside
+  code = tryRmdir();
+  return code === undefined || code === 'ENOENT';
 }
 
 /** A limit file the kernel may not have (swap accounting off): skipped, as before. */

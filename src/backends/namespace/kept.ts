@@ -4,7 +4,7 @@
  * agent's pivot_root) and a state file the next start reads to reattach (namespace-backend.ts).
  */
 
-import { chownSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -65,7 +65,13 @@ export class KeptSandboxes {
 
   async remove(id: string): Promise<void> {
     rmSync(join(this.dir, `${id}.json`), { force: true });
-    rmSync(this.socketDir(id), { recursive: true, force: true });
+    // The folder holds the socket only: two calls, not a recursive removal's walk (which is the fallback).
+    try {
+      rmSync(this.socketPath(id), { force: true });
+      rmdirSync(this.socketDir(id));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') rmSync(this.socketDir(id), { recursive: true, force: true });
+    }
   }
 
   /** Every state file (an unreadable one comes back as `{id, error}`) and folders without one. */
