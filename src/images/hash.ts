@@ -26,6 +26,18 @@ export function canonicalJson(value: unknown): string {
 
 /** First 16 hex digits of sha256 over the canonical image spec plus the builder's identity. */
 export function imageHash(image: PackImageSpec): string {
-  const input = canonicalJson({ builderVersion: BUILDER_VERSION, basePackages: BASE_PACKAGES, image });
-  return createHash('sha256').update(input).digest('hex').slice(0, 16);
+  let hash = hashes.get(image);
+  if (!hash) {
+    const input = canonicalJson({ builderVersion: BUILDER_VERSION, basePackages: BASE_PACKAGES, image });
+    hash = createHash('sha256').update(input).digest('hex').slice(0, 16);
+    hashes.set(image, hash);
+  }
+  return hash;
 }
+
+/**
+ * Each definition's hash, computed once: a create looks its pack up several times. Definitions
+ * are read from their files into new objects and never changed afterwards, so one object's hash
+ * cannot go stale.
+ */
+const hashes = new WeakMap<PackImageSpec, string>();

@@ -4,7 +4,7 @@
  * agent's pivot_root) and a state file the next start reads to reattach (namespace-backend.ts).
  */
 
-import { chownSync, mkdirSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -96,6 +96,11 @@ export class KeptSandboxes {
 export async function connectAgent(path: string, signal: AbortSignal, timeoutMs: number): Promise<AgentClient> {
   for (;;) {
     signal.throwIfAborted();
+    // Not there yet (the agent is starting): checked first, as a refused connect costs an error object.
+    if (!existsSync(path)) {
+      await sleep(2, undefined, { signal });
+      continue;
+    }
     const sock = await new Promise<Socket | undefined>((resolve, reject) => {
       const s = connect({ path });
       s.once('connect', () => {
