@@ -70,18 +70,28 @@ export async function serveForever(config?: KilnConfig): Promise<number> {
   process.on('unhandledRejection', (e) => {
     console.error(JSON.stringify({ time: new Date().toISOString(), msg: 'unhandled rejection (a bug: please report it)', err: e instanceof Error ? e.stack : String(e) }));
   });
-  const server = await startServer(config);
-  console.error(`kiln listening on ${server.url}${server.appsUrl ? ` (apps opened by browser links on ${server.appsUrl})` : ''}`);
+  // The handlers go in before the start: the service answers health checks before startServer
+  // resolves, and a SIGTERM in that gap must stop it like any other, not end it by the default action.
+  let requested: string | undefined;
+  let stop: (sig: string) => void = (sig) => {
+    requested ??= sig;
+  };
+  // on, not once: a second signal while closing (a supervisor's and a terminal's, say) must not
+  // fall back to the default action and end the process before its sandboxes are torn down.
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  const started = await startServer(config);
+  console.error(`kiln listening on ${started.url}${started.appsUrl ? ` (apps opened by browser links on ${started.appsUrl})` : ''}`);
   return new Promise((resolve) => {
     let closing = false;
-    const stop = (sig: string): void => {
+    stop = (sig: string): void => {
       if (closing) return;
       closing = true;
       // Sandboxes run on for the next start unless the operator wants them gone with the service.
-      const keepSandboxes = !server.svc.config.stopSandboxesOnExit;
+      const keepSandboxes = !started.svc.config.stopSandboxesOnExit;
       console.error(`${sig}: ${keepSandboxes ? 'keeping sandboxes for the next start' : 'closing sandboxes'} and stopping`);
       const hard = setTimeout(() => resolve(1), 20_000);
-      server.close({ keepSandboxes }).then(
+      started.close({ keepSandboxes }).then(
         () => {
           clearTimeout(hard);
           resolve(0);
@@ -93,9 +103,6 @@ export async function serveForever(config?: KilnConfig): Promise<number> {
         },
       );
     };
-    // on, not once: a second signal while closing (a supervisor's and a terminal's, say) must not
-    // fall back to the default action and end the process before its sandboxes are torn down.
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
+    if (requested) stop(requested);
   });
 }

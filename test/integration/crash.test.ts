@@ -108,6 +108,30 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
     }
   });
 
+  it('a SIGTERM as soon as the service answers stops it cleanly (its handlers are in before the listeners)', async () => {
+    const { base, runDir, port, client } = await place('early');
+    const svc = spawnService(runDir, port, KEEP);
+    try {
+      // Polled closely: the first answer comes while the apps listener may still be starting.
+      for (
+        let i = 0;
+        i < 6000 &&
+        !(await client.health().then(
+          () => true,
+          () => false,
+        ));
+        i++
+      )
+        await sleep(5);
+      svc.child.kill('SIGTERM');
+      assert.equal(await exited(svc.child), 0, `stopped by its own handler, not the default action: ${svc.stderr().slice(-1000)}`);
+    } finally {
+      if (svc.child.exitCode === null && svc.child.signalCode === null) svc.child.kill('SIGKILL');
+      await sleep(200);
+      await removeTree(base);
+    }
+  });
+
   it('a graceful stop keeps the sandboxes; with KILN_STOP_SANDBOXES_ON_EXIT=1 (and a second SIGTERM) it leaves nothing', async () => {
     const { base, runDir, port, client } = await place('sigterm');
     let svc = spawnService(runDir, port, KEEP);

@@ -6,8 +6,9 @@
  * service (end of its input).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
+
 import type { SandboxNetworkPlan } from '../../core/backend.js';
+import { attachLineHelper } from './line-helper.js';
 
 interface Pending {
   resolve: () => void;
@@ -18,7 +19,6 @@ export class NetInside {
   private child: ChildProcess | undefined;
   private readonly pending = new Map<number, Pending>();
   private next = 1;
-  private stderr = '';
 
   constructor(private readonly agentPath: string) {}
 
@@ -41,33 +41,22 @@ export class NetInside {
     if (this.child) return this.child;
     const child = spawn(this.agentPath, ['host', 'net-inside'], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
     this.child = child;
-    this.stderr = '';
-    // Never what keeps the service running: it is idle between sandboxes.
-    child.unref();
-    for (const s of [child.stdin, child.stdout, child.stderr] as Array<{ unref?: () => void } | null>) s?.unref?.();
-    child.stdin!.on('error', () => undefined); // its exit, below, says why
-    child.stderr!.on('data', (c: Buffer) => {
-      this.stderr = (this.stderr + c.toString()).slice(-2000);
-    });
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      let r: { id?: number; error?: string };
-      try {
-        r = JSON.parse(line) as typeof r;
-      } catch {
-        return;
-      }
-      const p = this.pending.get(r.id ?? 0);
-      if (!p) return;
-      this.pending.delete(r.id!);
-      r.error ? p.reject(new Error(`sandbox eth0: ${r.error}`)) : p.resolve();
-    });
-    const gone = (why: string): void => {
-      if (this.child === child) this.child = undefined;
-      for (const p of this.pending.values()) p.reject(new Error(`kiln-agent host net-inside ${why}${this.stderr.trim() ? `: ${this.stderr.trim()}` : ''}`));
-      this.pending.clear();
-    };
-    child.on('error', (e) => gone(`could not run (${e.message})`));
-    child.on('exit', (code, sig) => gone(`exited (${sig ?? `code ${code}`})`));
+    attachLineHelper(
+      'net-inside',
+      child,
+      (m) => {
+        const r = m as { id?: number; error?: string };
+        const p = this.pending.get(r.id ?? 0);
+        if (!p) return;
+        this.pending.delete(r.id!);
+        r.error ? p.reject(new Error(`sandbox eth0: ${r.error}`)) : p.resolve();
+      },
+      (err) => {
+        if (this.child === child) this.child = undefined;
+        for (const p of this.pending.values()) p.reject(err);
+        this.pending.clear();
+      },
+    );
     return child;
   }
 }

@@ -11,8 +11,8 @@ import type { ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import { createInterface } from 'node:readline';
 import { spawnClean } from '../../core/clean-spawn.js';
+import { attachLineHelper, type LineHelper } from './line-helper.js';
 
 export interface SpawnRequest {
   path: string;
@@ -131,7 +131,7 @@ export class Spawner {
   private readonly procs = new Map<number, SpawnedBwrap>();
   private readonly starting = new Map<number, Pending>();
   private next = 1;
-  private stderr = '';
+  private lines: LineHelper | undefined;
 
   /** `helper`: the host's kiln-agent (run as root), not a sandbox's copy. */
   constructor(private readonly helper: string) {}
@@ -164,7 +164,8 @@ export class Spawner {
       if (!this.send({ op: 'spawn', id, ...wire })) {
         this.starting.delete(id);
         this.procs.delete(id);
-        done(reject)(new Error(`kiln-agent host spawner is not running${this.stderr.trim() ? `: ${this.stderr.trim()}` : ''}`));
+        const said = this.lines?.stderr().trim();
+        done(reject)(new Error(`kiln-agent host spawner is not running${said ? `: ${said}` : ''}`));
       } else this.holdLoop();
     });
   }
@@ -215,34 +216,19 @@ export class Spawner {
     // 1.9 ms of its CPU per sandbox against 1.1 (threads handing work to each other).
     const child = spawnClean(this.helper, ['host', 'spawner'], { stdio: ['pipe', 'pipe', 'pipe'], env: { GOMAXPROCS: '1' } }, this.helper);
     this.child = child;
-    this.stderr = '';
-    // Never what keeps the service running: it is idle between sandboxes.
-    child.unref();
-    for (const s of [child.stdin, child.stdout, child.stderr] as Array<{ unref?: () => void } | null>) s?.unref?.();
-    child.stdin!.on('error', () => undefined); // its exit, below, says why
-    child.stderr!.on('data', (c: Buffer) => {
-      this.stderr = (this.stderr + c.toString()).slice(-2000);
-    });
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      let e: Event;
-      try {
-        e = JSON.parse(line) as Event;
-      } catch {
-        return;
-      }
-      this.onEvent(e);
-    });
-    const gone = (why: string): void => {
-      if (this.child === child) this.child = undefined;
-      const err = new Error(`kiln-agent host spawner ${why}${this.stderr.trim() ? `: ${this.stderr.trim()}` : ''}`);
-      for (const p of this.starting.values()) p.reject(err);
-      this.starting.clear();
-      // Their bwraps run on, reparented: each one's end is found by polling its pid.
-      for (const p of this.procs.values()) watchPid(p);
-      this.procs.clear();
-    };
-    child.on('error', (e) => gone(`could not run (${e.message})`));
-    child.on('exit', (code, sig) => gone(`exited (${sig ?? `code ${code}`})`));
+    this.lines = attachLineHelper(
+      'spawner',
+      child,
+      (m) => this.onEvent(m as Event),
+      (err) => {
+        if (this.child === child) this.child = undefined;
+        for (const p of this.starting.values()) p.reject(err);
+        this.starting.clear();
+        // Their bwraps run on, reparented: each one's end is found by polling its pid.
+        for (const p of this.procs.values()) watchPid(p);
+        this.procs.clear();
+      },
+    );
     return child;
   }
 
@@ -282,6 +268,7 @@ export class Spawner {
 }
 
 function tryKill(pid: number, signal: number): boolean {
+  if (!(pid > 0)) return false; // never 0 or -1: those are process groups (the service's own)
   try {
     process.kill(pid, signal);
     return true;
