@@ -30,6 +30,8 @@ type execRun struct {
 	caps     []*outputCap  // one per entry of outputs, each owned by its pump until pumps are done
 	dropped  []int64       // per output, set once the tails are sent
 	timedOut bool
+	// signalMain, when set, delivers a signal meant for the main process (fork runs: zygote_linux.go).
+	signalMain func(syscall.Signal)
 }
 
 func startExec(c *conn, s *stream, cmd *exec.Cmd, req *execRequest) (*execRun, error) {
@@ -249,6 +251,10 @@ func (r *execRun) control(payload []byte) {
 	}
 	if m.Tree {
 		r.killAll(sig)
+		return
+	}
+	if r.signalMain != nil {
+		r.signalMain(sig)
 		return
 	}
 	if syscall.Kill(-r.pid, sig) != nil {

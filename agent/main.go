@@ -31,6 +31,7 @@ type flags struct {
 	execUID    int
 	execGID    int
 	init       bool
+	zygote     string
 	// set by the agent itself when it re-executes after dropping privileges (namespace mode)
 	privilegesDropped bool
 }
@@ -49,6 +50,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.IntVar(&f.awaitFD, "await-fd", -1, "namespace mode: read one byte from this descriptor before serving; end of file (the service died before it recorded the sandbox) ends the sandbox")
 	fs.IntVar(&f.execUID, "exec-uid", -1, "default exec uid (default: the agent's uid)")
 	fs.IntVar(&f.execGID, "exec-gid", -1, "default exec gid (default: the agent's gid)")
+	fs.StringVar(&f.zygote, "zygote", "", `namespace mode: start this interpreter as the runner's zygote, {"argv":[...],"env":{...}} (zygote_linux.go)`)
 	fs.BoolVar(&f.init, "init", false, "VM mode: act as PID 1 from the initramfs")
 	fs.BoolVar(&f.privilegesDropped, "privileges-dropped", false, "internal: namespace setup done, privileges dropped")
 	if err := fs.Parse(args); err != nil {
@@ -106,11 +108,20 @@ func serveAgent(f flags) (err error) {
 				return fmt.Errorf("namespace setup: %w", err)
 			}
 		}
+		if f.zygote != "" {
+			if err := startZygote(f.zygote, f.diskBytes); err != nil {
+				return fmt.Errorf("namespace setup: %w", err)
+			}
+			keepZygoteAcrossExec()
+		}
 		// Does not return on success: the agent starts again, unprivileged, with --privileges-dropped.
 		return reexecUnprivileged([]string{"--transport", f.transport, "--exec-uid", strconv.Itoa(cfg.execUID), "--exec-gid", strconv.Itoa(cfg.execGID)})
 	}
 	if f.privilegesDropped {
 		if err := confirmUnprivileged(); err != nil {
+			return fmt.Errorf("namespace setup: %w", err)
+		}
+		if err := adoptZygote(); err != nil {
 			return fmt.Errorf("namespace setup: %w", err)
 		}
 		if err := installSeccomp(); err != nil {

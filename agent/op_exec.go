@@ -69,6 +69,9 @@ func opExec(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
+	if theZygote.takes(&req) {
+		return theZygote.run(c, s, &req)
+	}
 	if p := takePrestart(&req); p != nil {
 		return p.adopt(s, &req)
 	}

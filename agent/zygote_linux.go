@@ -1,0 +1,431 @@
+package main
+
+// Fork runs (namespace runners, issue 15). A runner sandbox is started with --zygote: before the
+// agent drops its privileges it starts the pack's interpreter on zygote.py, which keeps the
+// capabilities of the sandbox's user namespace and never runs user code. An exec that is the
+// zygote's kind of run (its interpreter on a file, the zygote's environment, no tty, no uid) is
+// then not started as a new process of this sandbox: the zygote forks it into namespaces of its
+// own (mount, pid, net, ipc, uts, cgroup) with a fresh root (an overlay over this sandbox's root,
+// its writes on a tmpfs of its own), fresh /dev, /proc and /dev/shm, every privilege dropped and
+// this agent's seccomp filter, in an exec cgroup like any exec. Nothing a run does reaches this
+// sandbox or a later run: its mounts, processes and loopback end with it. The interpreter's
+// start-up (~10 ms of CPU for python) is paid once per runner instead of once per run.
+//
+// The result says "forked": true. The service reuses a runner only while every exec on it was
+// forked; one that ran anything else is deleted after it, as any one-shot sandbox.
+
+import (
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+//go:embed zygote.py
+var zygoteScript string
+
+const (
+	zygoteFdEnv   = "KILN_ZYGOTE_FD"
+	zygoteSpecEnv = "KILN_ZYGOTE_SPEC"
+)
+
+// zygoteSpec is --zygote: the interpreter (argv[0] and its options) and the environment its runs
+// have (the pack's, as the service sends it with every exec of the pack).
+type zygoteSpec struct {
+	Argv []string          `json:"argv"`
+	Env  map[string]string `json:"env"`
+}
+
+type zygote struct {
+	spec zygoteSpec
+	path string // argv[0] resolved
+	mu   sync.Mutex
+	sock *os.File
+	dead bool
+}
+
+// theZygote is set after the re-exec when the runner has one.
+var theZygote *zygote
+
+func parseZygoteSpec(text string) (zygoteSpec, error) {
+	var z zygoteSpec
+	if err := json.Unmarshal([]byte(text), &z); err != nil {
+		return z, fmt.Errorf("--zygote: %w", err)
+	}
+	if len(z.Argv) == 0 || z.Argv[0] == "" {
+		return z, errors.New("--zygote: argv is empty")
+	}
+	return z, nil
+}
+
+// startZygote runs in namespace setup, privileged and after pivot_root: the interpreter keeps this
+// process's capabilities in the sandbox's user namespace (uid 0 there). Its socket stays open
+// across the re-exec, named in KILN_ZYGOTE_FD.
+func startZygote(text string, diskBytes int64) error {
+	spec, err := parseZygoteSpec(text)
+	if err != nil {
+		return err
+	}
+	env := spec.environ()
+	path, err := lookPath(spec.Argv[0], env)
+	if err != nil {
+		return fmt.Errorf("zygote: %v", err)
+	}
+	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("zygote socket: %w", err)
+	}
+	ours, theirs := os.NewFile(uintptr(pair[0]), "zygote"), os.NewFile(uintptr(pair[1]), "zygote-child")
+	defer theirs.Close()
+	cmd := &exec.Cmd{
+		Path: path, Args: append(append([]string{}, spec.Argv...), "-c", zygoteScript), Env: env, Dir: "/",
+		Stderr: os.Stderr, ExtraFiles: []*os.File{theirs}, SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	if err := cmd.Start(); err != nil {
+		ours.Close()
+		return fmt.Errorf("zygote: start %s: %w", path, err)
+	}
+	conf, _ := json.Marshal(map[string]any{
+		"diskBytes": diskBytes, "maskedProc": maskedProc, "lastCap": lastCap(),
+		"seccomp": hex.EncodeToString(filterBytes(buildSeccompProgram())),
+	})
+	if _, err := ours.Write(conf); err != nil {
+		ours.Close()
+		return fmt.Errorf("zygote: configure: %w", err)
+	}
+	syscall.CloseOnExec(int(ours.Fd())) // cleared just before the re-exec (keepZygoteAcrossExec)
+	os.Setenv(zygoteFdEnv, strconv.Itoa(int(ours.Fd())))
+	os.Setenv(zygoteSpecEnv, text)
+	zygoteKeep = ours
+	return nil
+}
+
+// zygoteKeep holds the socket until the re-exec, which keeps it open.
+var zygoteKeep *os.File
+
+func keepZygoteAcrossExec() {
+	if zygoteKeep != nil {
+		_, _, _ = syscall.RawSyscall(syscall.SYS_FCNTL, zygoteKeep.Fd(), syscall.F_SETFD, 0)
+	}
+}
+
+// adoptZygote, in the re-executed agent, takes the socket the setup stage left open.
+func adoptZygote() error {
+	v, ok := os.LookupEnv(zygoteFdEnv)
+	if !ok {
+		return nil
+	}
+	os.Unsetenv(zygoteFdEnv)
+	text := os.Getenv(zygoteSpecEnv)
+	os.Unsetenv(zygoteSpecEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return fmt.Errorf("%s=%q", zygoteFdEnv, v)
+	}
+	syscall.CloseOnExec(fd)
+	spec, err := parseZygoteSpec(text)
+	if err != nil {
+		return err
+	}
+	z := &zygote{spec: spec, sock: os.NewFile(uintptr(fd), "zygote")}
+	if z.path, err = lookPath(spec.Argv[0], spec.environ()); err != nil {
+		return err
+	}
+	theZygote = z
+	return nil
+}
+
+// environ is a run's environment without its exec id: what the zygote started with.
+func (s zygoteSpec) environ() []string {
+	r := execRequest{Env: s.Env}
+	env := r.environ(cfg.execUID, 0)
+	out := env[:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, execIDEnv+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func filterBytes(prog []sockFilter) []byte {
+	n := len(prog) * int(unsafe.Sizeof(sockFilter{}))
+	return append([]byte{}, unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), n)...)
+}
+
+// takes reports whether req is a run the zygote can fork: the interpreter (same options) on a
+// file, the zygote's environment, the default user, no tty.
+func (z *zygote) takes(req *execRequest) bool {
+	if z == nil || execCgroups == nil || req.TTY != nil || req.UID != nil || req.GID != nil {
+		return false
+	}
+	n := len(z.spec.Argv)
+	if len(req.Argv) <= n || !reflect.DeepEqual(req.Argv[1:n], z.spec.Argv[1:]) {
+		return false
+	}
+	if p, err := lookPath(req.Argv[0], z.spec.environ()); err != nil || p != z.path {
+		return false
+	}
+	if f := req.Argv[n]; f == "" || f[0] == '-' {
+		return false // an option of the interpreter's (-c, -m, -): not a file
+	}
+	if !sameEnv(z.spec.Env, req.Env) {
+		return false
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return !z.dead
+}
+
+// zygoteRun is one run as the zygote takes it: its environment is the zygote's (takes checked
+// that) but for its exec id.
+type zygoteRun struct {
+	Argv   []string   `json:"argv"`
+	ExecID string     `json:"execId"`
+	Cwd    string     `json:"cwd"`
+	Files  []execFile `json:"files"`
+}
+
+// run forks req through the zygote and serves it as any exec (exec_run_linux.go).
+func (z *zygote) run(c *conn, s *stream, req *execRequest) (any, error) {
+	n := len(z.spec.Argv)
+	cwd := req.Cwd
+	if cwd == "" {
+		cwd = cfg.workdir
+	}
+	argv := append([]string{req.Argv[0]}, req.Argv[n:]...)
+	file := argv[1]
+	if !filepath.IsAbs(file) {
+		file = filepath.Join(cwd, file)
+	}
+	argv[1] = file
+	files := make([]execFile, len(req.Files))
+	for i, f := range req.Files {
+		files[i] = f
+		if !filepath.IsAbs(f.Path) {
+			files[i].Path = filepath.Join(cwd, f.Path)
+		}
+	}
+	msg, err := json.Marshal(zygoteRun{Argv: argv, ExecID: strconv.FormatUint(uint64(s.id), 10), Cwd: cwd, Files: files})
+	if err != nil {
+		return nil, newOpError(codeInternal, "fork run: %v", err)
+	}
+	r := &execRun{c: c, req: req, tag: s.id, closing: make(chan struct{})}
+	var theirs []*os.File
+	closeTheirs := func() {
+		for _, f := range theirs {
+			f.Close()
+		}
+		theirs = nil
+	}
+	defer closeTheirs()
+	fail := func(err error) (any, error) {
+		closeTheirs()
+		r.closeOurs()
+		return nil, newOpError(codeExecFailed, "fork run: %v", err)
+	}
+	if req.Stdin {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return fail(err)
+		}
+		theirs, r.stdin = append(theirs, pr), pw
+	} else {
+		null, err := os.Open(os.DevNull)
+		if err != nil {
+			return fail(err)
+		}
+		theirs = append(theirs, null)
+	}
+	for i := 0; i < 2; i++ {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return fail(err)
+		}
+		r.outputs = append(r.outputs, pr)
+		theirs = append(theirs, pw)
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	theirs = append(theirs, statusW)
+	goR, goW, err := os.Pipe()
+	if err != nil {
+		statusR.Close()
+		return fail(err)
+	}
+	theirs = append(theirs, goR)
+	defer goW.Close()
+	pid, err := z.fork(msg, theirs)
+	closeTheirs()
+	if err != nil {
+		statusR.Close()
+		return fail(err)
+	}
+	r.pid = pid
+	cg, err := execCgroups.newExec()
+	if err == nil {
+		if err = cg.place(pid); err != nil {
+			cg.kill()
+			cg.release()
+		}
+	}
+	if err != nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		statusR.Close()
+		return fail(err)
+	}
+	r.cg = cg
+	r.signalMain = func(sig syscall.Signal) { signalChildrenOf(cg, pid, sig) }
+	exit := make(chan exitInfo, 1)
+	r.exit = exit
+	setupErr := make(chan string, 1)
+	go readRunStatus(statusR, exit, setupErr)
+	r.started = time.Now()
+	if _, err := goW.Write([]byte("g")); err != nil {
+		cg.kill()
+		<-exit
+		cg.release()
+		return fail(err)
+	}
+	r.attach(s, req)
+	res, err := r.finish()
+	select {
+	case why := <-setupErr:
+		z.broken()
+		return nil, newOpError(codeExecFailed, "fork run: %s", why)
+	default:
+	}
+	if err != nil {
+		return nil, err
+	}
+	return forkedResult{res.(execResult), true}, nil
+}
+
+type forkedResult struct {
+	execResult
+	Forked bool `json:"forked"`
+}
+
+// fork sends one run with its descriptors and reads the zygote's answer: B's pid.
+func (z *zygote) fork(msg []byte, fds []*os.File) (int, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if z.dead {
+		return 0, errors.New("the zygote is gone")
+	}
+	raw := make([]int, len(fds))
+	for i, f := range fds {
+		raw[i] = int(f.Fd())
+	}
+	if err := syscall.Sendmsg(int(z.sock.Fd()), msg, syscall.UnixRights(raw...), nil, 0); err != nil {
+		z.dead = true
+		return 0, fmt.Errorf("send to the zygote: %w", err)
+	}
+	buf := make([]byte, 4096)
+	for {
+		n, _, _, _, err := syscall.Recvmsg(int(z.sock.Fd()), buf, nil, 0)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			z.dead = true
+			return 0, fmt.Errorf("the zygote ended (%v)", err)
+		}
+		var ans struct {
+			Pid   int    `json:"pid"`
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal(buf[:n], &ans); err != nil || (ans.Pid <= 0 && ans.Error == "") {
+			z.dead = true
+			return 0, fmt.Errorf("the zygote answered %q", buf[:n])
+		}
+		if ans.Error != "" {
+			return 0, errors.New(ans.Error)
+		}
+		return ans.Pid, nil
+	}
+}
+
+func (z *zygote) broken() {
+	z.mu.Lock()
+	z.dead = true
+	z.mu.Unlock()
+}
+
+// readRunStatus turns the run's status line into its exit; a pipe that ends without one means
+// its init died (killed: timeout, cancel, the sandbox's end).
+func readRunStatus(f *os.File, exit chan<- exitInfo, setupErr chan<- string) {
+	defer f.Close()
+	var b []byte
+	buf := make([]byte, 256)
+	for {
+		n, err := f.Read(buf)
+		b = append(b, buf[:n]...)
+		if err != nil || len(b) > 1024 {
+			break
+		}
+	}
+	if why := string(b); strings.HasPrefix(why, "setup-failed ") {
+		setupErr <- "the run's sandbox could not be set up: " + strings.TrimSpace(strings.TrimPrefix(why, "setup-failed "))
+		exit <- exitInfo{status: syscall.WaitStatus(1 << 8)}
+		return
+	}
+	fields := strings.Fields(string(b))
+	var nums [4]int64
+	ok := len(fields) == 4
+	for i := 0; ok && i < 4; i++ {
+		v, err := strconv.ParseInt(fields[i], 10, 64)
+		nums[i], ok = v, err == nil
+	}
+	if !ok {
+		exit <- exitInfo{status: syscall.WaitStatus(syscall.SIGKILL)}
+		return
+	}
+	var ex exitInfo
+	ex.status = syscall.WaitStatus(nums[0])
+	ex.rusage.Utime = syscall.NsecToTimeval(nums[1] * 1000)
+	ex.rusage.Stime = syscall.NsecToTimeval(nums[2] * 1000)
+	ex.rusage.Maxrss = nums[3]
+	exit <- ex
+}
+
+// signalChildrenOf signals the run's program (the children of its init, which as PID 1 of its
+// namespace takes no signal from here but SIGKILL).
+func signalChildrenOf(cg *execCgroup, initPid int, sig syscall.Signal) {
+	for _, pid := range cg.procs() {
+		if pid != initPid && parentOf(pid) == initPid {
+			_ = syscall.Kill(pid, sig)
+		}
+	}
+}
+
+func parentOf(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
