@@ -84,6 +84,11 @@ export interface SandboxSpec {
   workspace?: SandboxWorkspace;
   /** Backend-specific overrides (qemu: kernel, bootArgs; firecracker: rate limiters …). */
   backendOptions?: Record<string, unknown>;
+  /**
+   * A runner for fork runs (src/core/runners.ts; the namespace backend only):
+   * the interpreter its agent starts as the zygote, and the environment of the runs.
+   */
+  zygote?: { argv: string[]; env: Record<string, string> };
 }
 
 /**

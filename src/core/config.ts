@@ -75,6 +75,12 @@ export interface KilnConfig {
    */
   namespaceSpawner: boolean;
   /**
+   * One-shot runs of python packs on the namespace backend are forked from a runner's zygote
+   * (KILN_FORK_RUNS, default on; core/runners.ts, agent/zygote_linux.go); `idle`: runners kept
+   * per shape between runs (KILN_FORK_RUNNERS_IDLE, default 2 × the CPU count).
+   */
+  forkRuns: { enabled: boolean; idle: number };
+  /**
    * Switch on the cgroup2 mount option favordynmods at start (KILN_CGROUP_FAVOR_DYNMODS, default
    * on): a sandbox's first process joins its cgroup at once instead of after an RCU grace period
    * (cgroups.ts, favorDynamicModifications).
@@ -218,6 +224,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     stopSandboxesOnExit: env.KILN_STOP_SANDBOXES_ON_EXIT === '1' || env.KILN_STOP_SANDBOXES_ON_EXIT === 'true',
     cgroupFavorDynmods: !['0', 'false', 'off'].includes(env.KILN_CGROUP_FAVOR_DYNMODS ?? ''),
     namespaceSpawner: !['0', 'false', 'off'].includes(env.KILN_NS_SPAWNER ?? ''),
+    forkRuns: {
+      enabled: !['0', 'false', 'off'].includes(env.KILN_FORK_RUNS ?? ''),
+      idle: int(env, 'KILN_FORK_RUNNERS_IDLE', 2 * os.availableParallelism(), 0, 1024),
+    },
     snapshots: {
       dir: path(env.KILN_SNAPSHOTS_DIR || resolve(path(env.KILN_DATA_DIR ?? '/var/lib/kiln'), 'snapshots')),
       retentionSec: int(env, 'KILN_SNAPSHOT_RETENTION_SEC', 7 * 86400, 0, 365 * 86400),

@@ -17,10 +17,11 @@ import { checkLabels, type ListOptions, type ListResult, listSandboxes } from '.
 import { setLongTimeout } from './long-timer.js';
 import type { Metrics } from './metrics.js';
 import type { NetworkEventsAnswer, NetworkHooks, NetworkPolicyName } from './network.js';
-import type { PackCatalog } from './packs.js';
+import { type PackCatalog, zygoteOf } from './packs.js';
 import { Pauses } from './pauses.js';
 import type { PoolKey, WarmPools } from './pools.js';
 import { defaultTtlFor, execTimeoutFor, type Owner, OwnerUsage } from './quotas.js';
+import type { RunnerKey, Runners } from './runners.js';
 import { type CreateSandboxOptions, Sandbox, SIZE_MINIMUMS } from './sandbox.js';
 import type { SandboxEventKind } from './store.js';
 import { warmUp } from './warmup.js';
@@ -32,6 +33,8 @@ export interface ManagerDeps {
   packs: PackCatalog;
   metrics?: Metrics;
   pools?: WarmPools;
+  /** Runners of fork runs (runners.ts); none: every one-shot run starts a sandbox of its own. */
+  runners?: Runners;
   /** Where sandboxes and their events are recorded (off the request path); none: nothing is kept. */
   journal?: Journal;
   /** This node's name in the store (KILN_NODE_ID). */
@@ -270,6 +273,74 @@ export class SandboxManager {
   /** Marks activity (exec, file transfer, review): restarts the sandbox's idle timeout. */
   touch(sb: Sandbox): void {
     sb.lastActiveAt = Date.now();
+  }
+
+  /**
+   * A one-shot run forked in a runner (runners.ts, agent/zygote_linux.go) instead of a sandbox of
+   * its own; undefined when this run cannot be forked here (no runners, another backend, a pack
+   * without a zygote, the runner could not fork it before the program started): the caller then
+   * runs it in a fresh sandbox. Admission and the key's limits count it as a sandbox while it runs.
+   */
+  async forkRun(
+    o: { pack: string; backend?: BackendName; cpus?: number; memoryMib?: number; ttlSec: number },
+    exec: ExecOptions,
+    handlers?: ExecStreamHandlers,
+    signal?: AbortSignal,
+    owner?: Owner,
+  ): Promise<(ExecOutcome & { sandboxId: string; createMs: number }) | undefined> {
+    const runners = this.d.runners;
+    if (!runners || this.closing) return undefined;
+    const backend = this.backend(o.backend);
+    const pack = await this.d.packs.get(o.pack);
+    if (backend.name !== 'namespace' || !zygoteOf(pack.run)) return undefined;
+    const size = this.resolveSize(o, owner);
+    const timeoutMs = execTimeoutFor(owner, exec.timeoutMs, this.d.config.limits.defaultExecTimeoutMs);
+    const t0 = performance.now();
+    const unreserve = owner ? this.ownerUsage.reserve(owner, size) : () => undefined;
+    let release: () => void;
+    try {
+      release = await this.admission.acquire(signal);
+    } catch (e) {
+      unreserve();
+      throw e;
+    }
+    let reusable = false;
+    let borrowed: Awaited<ReturnType<Runners['borrow']>> | undefined;
+    try {
+      borrowed = await runners.borrow({ pack: pack.name, cpus: size.cpus, memoryMib: size.memoryMib, diskMib: size.diskMib }, signal);
+      const createMs = Math.round((performance.now() - t0) * 10) / 10;
+      const id = newId();
+      const sb = new Sandbox(id, backend.name, pack.name, pack.env, {}, size, borrowed.sandbox, createMs, borrowed.warm, o.ttlSec);
+      let r: ExecOutcome;
+      try {
+        r = await this.exec.run(sb, { ...exec, timeoutMs }, handlers, signal);
+      } catch (e) {
+        // Refused before the program started (the zygote could not fork it): run it the usual way.
+        if (e instanceof KilnError && e.code === 'EXEC_FAILED' && e.message.includes('fork run:')) {
+          this.d.log?.('fork run refused; running in a sandbox of its own', { error: e.message });
+          return undefined;
+        }
+        throw e;
+      }
+      reusable = r.forked === true;
+      this.d.metrics?.observeCreate(backend.name, pack.name, borrowed.warm, createMs);
+      return { ...r, sandboxId: id, createMs };
+    } catch (e) {
+      this.d.metrics?.countError(e);
+      throw e;
+    } finally {
+      borrowed?.giveBack(reusable);
+      release();
+      unreserve();
+    }
+  }
+
+  /** A runner of fork runs: a fresh sandbox whose agent starts the pack's interpreter as its zygote. */
+  async startRunner(k: RunnerKey, signal?: AbortSignal): Promise<BackendSandbox> {
+    const pack = await this.d.packs.get(k.pack);
+    const argv = zygoteOf(pack.run);
+    if (!argv) throw new KilnError('INVALID_REQUEST', `pack ${k.pack} has no interpreter to fork runs from`);
+    return this.startOnBackend(this.backend('namespace'), k.pack, k, undefined, signal, { zygote: { argv, env: pack.env } });
   }
 
   /** Starts a fresh sandbox on a backend; also used by the warm pools. */

@@ -60,13 +60,19 @@ export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: Ru
   const argv = o.cmd !== undefined ? o.cmd : [...fillCommand(snippet !== undefined ? pack.run.command : pack.run.projectCommand, { file: entry, entrypoint: entry }), ...(o.args ?? [])];
 
   const ttlSec = ttlFor(manager, o.timeoutMs, owner);
+  // Small programs travel inside the exec request (one agent round trip); big ones are uploaded.
+  const inline = files.reduce((n, f) => n + f.data.length, 0) <= INLINE_FILES_MAX_BYTES;
+  const placed = files.map((f) => ({ path: posix.join(WORKDIR, f.path), data: f.data }));
+  // The pack's own command with the pack's environment: a fork run when the host has runners.
+  if (o.cmd === undefined && inline && Object.keys(o.env ?? {}).length === 0) {
+    const exec = { cmd: argv, stdin: o.stdin, cwd: WORKDIR, timeoutMs: o.timeoutMs, maxOutputBytes: o.maxOutputBytes, files: placed };
+    const forked = await manager.forkRun({ pack: o.pack, backend: o.backend, cpus: o.cpus, memoryMib: o.memoryMib, ttlSec }, exec, handlers, signal, owner);
+    if (forked) return forked;
+  }
   const t0 = performance.now();
   const sb = await manager.create({ pack: o.pack, backend: o.backend, memoryMib: o.memoryMib, cpus: o.cpus, ttlSec }, signal, owner);
   const createMs = Math.round((performance.now() - t0) * 10) / 10;
   try {
-    // Small programs travel inside the exec request (one agent round trip); big ones are uploaded.
-    const inline = files.reduce((n, f) => n + f.data.length, 0) <= INLINE_FILES_MAX_BYTES;
-    const placed = files.map((f) => ({ path: posix.join(WORKDIR, f.path), data: f.data }));
     if (!inline) await Promise.all(placed.map((f) => manager.writeFile(sb.id, f.path, f.data)));
     const out = await manager.runExec(
       sb.id,

@@ -8,6 +8,15 @@ export interface PackRunSpec {
   projectCommand: string[];
 }
 
+/**
+ * The interpreter a runner's zygote starts for this pack's fork runs (runners.ts), or undefined:
+ * packs whose file runs as `python3 FILE` (the zygote is agent/zygote.py, Python 3.9 or later).
+ */
+export function zygoteOf(run: Pick<PackRunSpec, 'command'>): string[] | undefined {
+  const [interpreter, file, ...rest] = run.command;
+  return (interpreter === 'python3' || interpreter === 'python') && file === '{file}' && rest.length === 0 ? [interpreter] : undefined;
+}
+
 /** What a backend needs to know about a pack to start a sandbox from it. */
 export interface PackImage {
   name: string;

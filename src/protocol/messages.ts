@@ -49,6 +49,8 @@ export interface ExecResult extends ExecUsage {
   /** Bytes dropped between a stream's head and its tail (0: the stream came whole). */
   stdoutDroppedBytes: number;
   stderrDroppedBytes: number;
+  /** The agent forked it from its runner's zygote (agent/zygote_linux.go): the runner is still unused. */
+  forked?: boolean;
 }
 
 export interface HelloResult {

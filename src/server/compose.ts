@@ -14,7 +14,9 @@ import { KeyRing } from '../core/keys.js';
 import { SandboxManager } from '../core/manager.js';
 import { Metrics } from '../core/metrics.js';
 import type { NetworkEventLog } from '../core/network.js';
+import { zygoteOf } from '../core/packs.js';
 import { WarmPools } from '../core/pools.js';
+import { Runners } from '../core/runners.js';
 import type { Store } from '../core/store.js';
 import { NetworkManager } from '../net/manager.js';
 import { openStore } from '../store/index.js';
@@ -97,6 +99,7 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
   const workspaces = config.workspaces.roots.length ? new Workspaces({ config: config.workspaces, agentPath: config.agentPath, maxFileBytes: config.limits.maxFileBytes, log }) : undefined;
   const metrics = new Metrics({ queueDepth: () => manager.admission.stats.queued, inUse: () => manager.admission.stats.inUse });
   let pools: WarmPools | undefined;
+  let runners: Runners | undefined;
   // Every name was checked against the registry by createBackends: a pool names a backend we built.
   const targets = config.poolTargets.filter((t) => t.target > 0).map((t) => ({ ...t, backend: t.backend ?? config.defaultBackend }));
   // With a store, each sandbox's network events are kept there too: through a restart and after its delete.
@@ -124,6 +127,9 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     network,
     get pools() {
       return pools;
+    },
+    get runners() {
+      return runners;
     },
   });
   // The sandboxes an earlier run left running first: the scan then removes only true orphans.
@@ -154,6 +160,30 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
       log,
     });
     pools.start();
+  }
+  if (config.forkRuns.enabled && config.forkRuns.idle > 0 && backends.has('namespace')) {
+    const l = config.limits;
+    const size = { cpus: l.defaultCpus, memoryMib: l.defaultMemoryMib, diskMib: l.defaultDiskMib };
+    // The pools' python targets start as runners too: the first runs are warm.
+    const prestart = targets.filter((t) => t.backend === 'namespace').map((t) => ({ key: { pack: t.pack, ...size }, count: t.target }));
+    const forkable = await Promise.all(
+      prestart.map(
+        async (p) =>
+          (await packs
+            .get(p.key.pack)
+            .then((pk) => zygoteOf(pk.run) !== undefined)
+            .catch(() => false)) && p,
+      ),
+    );
+    runners = new Runners({
+      start: (k, signal) => manager.startRunner(k, signal),
+      maxIdle: config.forkRuns.idle,
+      maxRuns: 1000,
+      maxAgeMs: 10 * 60_000,
+      prestart: forkable.filter((p) => p !== false),
+      log,
+    });
+    runners.start();
   }
 
   if (workspaces) {
@@ -210,6 +240,7 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
       clearInterval(sweep);
       await packBuilds.close();
       await pools?.close();
+      await runners?.close();
       await manager.close(co.keepSandboxes);
       await Promise.allSettled([...backends.values()].map((b) => b.close()));
       await closeStoreParts(parts);

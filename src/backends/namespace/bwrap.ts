@@ -45,6 +45,8 @@ export interface BwrapOptions {
    * and the sandbox is not tied to the service's life (no --die-with-parent, its own session).
    */
   socketDir?: string;
+  /** A runner's zygote (agent/zygote_linux.go): the interpreter its fork runs use, and their environment. */
+  zygote?: { argv: string[]; env: Record<string, string> };
   /** The resolver /etc/resolv.conf names (kiln's, on the network's gateway; unreachable without a network). */
   nameserver?: string;
   /** Receives everything bwrap and the agent write to stderr, from the start. */
@@ -133,6 +135,7 @@ export function bwrapArgs(o: BwrapOptions): string[] {
     ...(o.workspace ? ['--workspace-lower', '/.kiln/ws-lower', '--workspace-mnt', '/.kiln/ws', ...(o.workspace.gitWritable ? ['--workspace-git-writable'] : [])] : []),
     ...(o.cpuList?.length ? ['--cpus', formatCpuList(o.cpuList)] : []),
     ...(o.nameserver ? ['--nameserver', o.nameserver] : []),
+    ...(o.zygote ? ['--zygote', JSON.stringify(o.zygote)] : []),
     // A kept sandbox outlives the service: it waits until the service has its record (see recorded()).
     ...(o.socketDir ? ['--await-fd', String(AWAIT_FD)] : []),
   ];

@@ -294,6 +294,7 @@ class NamespaceBackend implements Backend {
             hostname: 'sandbox',
             socketDir: ctx.socketDir,
             nameserver: this.o.nameserver,
+            zygote: spec.zygote,
             // The sandbox's stderr (bwrap's and the agent's), kept for the error when start fails.
             onStderr: (text) => {
               ctx.log = (ctx.log + text).slice(-8192);

@@ -35,7 +35,7 @@ export async function runRoutes(app: FastifyInstance, { svc }: { svc: KilnServic
         stream: streamed,
         encoding,
         run: (handlers, signal) => runOnce(svc.manager, svc.packs, opts, handlers, signal, ownerFor(req.principal)),
-        extra: (r) => ({ sandboxId: r.sandboxId, createMs: r.createMs }),
+        extra: (r) => ({ sandboxId: r.sandboxId, createMs: r.createMs, forked: r.forked === true }),
         hint: (r) =>
           hintFor(
             r,

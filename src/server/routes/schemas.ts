@@ -380,7 +380,12 @@ export const execResultSchema = {
 export const runResultSchema = {
   ...execResultSchema,
   required: [...execResultSchema.required, 'sandboxId', 'createMs'],
-  properties: { ...execResultSchema.properties, sandboxId: { type: 'string' }, createMs: { type: 'number' } },
+  properties: {
+    ...execResultSchema.properties,
+    sandboxId: { type: 'string' },
+    createMs: { type: 'number' },
+    forked: { type: 'boolean', description: 'Forked from a warm interpreter into namespaces of its own (a fork run, docs/fork-runs.md) instead of run in a new sandbox' },
+  },
 } as const;
 
 export const runBody = {
