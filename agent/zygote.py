@@ -305,7 +305,7 @@ def run_program(req):
     os.environ[EXEC_ID] = req["execId"]
     os.chdir(req["cwd"])
     argv = req["argv"]
-    path = argv[1]
+    path = req["file"]  # argv[1] made absolute, as the interpreter makes __main__.__file__
     source = None
     for f in req.get("files") or []:
         data = write_file(f)

@@ -192,6 +192,7 @@ func (z *zygote) takes(req *execRequest) bool {
 // that) but for its exec id.
 type zygoteRun struct {
 	Argv   []string   `json:"argv"`
+	File   string     `json:"file"`
 	ExecID string     `json:"execId"`
 	Cwd    string     `json:"cwd"`
 	Files  []execFile `json:"files"`
@@ -204,20 +205,21 @@ func (z *zygote) run(c *conn, s *stream, req *execRequest) (any, error) {
 	if cwd == "" {
 		cwd = cfg.workdir
 	}
+	// argv as the program sees it (sys.argv, sys.orig_argv); file is where its source is.
 	argv := append([]string{req.Argv[0]}, req.Argv[n:]...)
 	file := argv[1]
 	if !filepath.IsAbs(file) {
 		file = filepath.Join(cwd, file)
 	}
-	argv[1] = file
 	files := make([]execFile, len(req.Files))
 	for i, f := range req.Files {
 		files[i] = f
 		if !filepath.IsAbs(f.Path) {
 			files[i].Path = filepath.Join(cwd, f.Path)
 		}
+		files[i].Path = filepath.Clean(files[i].Path)
 	}
-	msg, err := json.Marshal(zygoteRun{Argv: argv, ExecID: strconv.FormatUint(uint64(s.id), 10), Cwd: cwd, Files: files})
+	msg, err := json.Marshal(zygoteRun{Argv: argv, File: filepath.Clean(file), ExecID: strconv.FormatUint(uint64(s.id), 10), Cwd: cwd, Files: files})
 	if err != nil {
 		return nil, newOpError(codeInternal, "fork run: %v", err)
 	}

@@ -223,7 +223,7 @@ export async function kilnThroughput(s: Service, clients: number, seconds: numbe
     cpuMsPerRun: (all1 - all0) / Math.max(1, lat.length),
     serviceCpuMsPerRun: (svc1.main + svc1.children - svc0.main - svc0.children) / Math.max(1, lat.length),
     storeCpuMsPerRun: (svc1.children - svc0.children) / Math.max(1, lat.length),
-    pool: `pool ${pool1.hits - pool0.hits} hits, ${pool1.misses - pool0.misses} misses`,
+    pool: `pool and runners ${pool1.hits - pool0.hits} hits, ${pool1.misses - pool0.misses} misses`,
     threads,
   };
 }
@@ -237,9 +237,11 @@ async function poolFull(kiln: KilnClient, n: number): Promise<void> {
   }
 }
 
+/** Warm pool and runner (fork runs) hits and misses: a one-shot run is served by one or the other. */
 async function poolCounts(kiln: KilnClient): Promise<{ hits: number; misses: number }> {
-  const { pools } = (await kiln.pools()) as { pools: Array<{ hits: number; misses: number }> };
-  return { hits: pools.reduce((n, p) => n + p.hits, 0), misses: pools.reduce((n, p) => n + p.misses, 0) };
+  const { pools, runners = [] } = (await kiln.pools()) as { pools: Array<{ hits: number; misses: number }>; runners?: Array<{ hits: number; misses: number }> };
+  const all = [...pools, ...runners];
+  return { hits: all.reduce((n, p) => n + p.hits, 0), misses: all.reduce((n, p) => n + p.misses, 0) };
 }
 
 async function serialP50(n: number, fn: () => Promise<unknown>, before?: () => Promise<void>): Promise<number> {

@@ -7,7 +7,7 @@
 import { KilnError, type HttpErrorCode } from './errors.js';
 import type {
   ApiErrorBody, BackendInfo, CodeContext, CodeEvent, CreateContextRequest, CreateSandboxOptions, CustomPackDefinition, ExecEvent, ExecOptions, ExecResult, FsEntry, HealthInfo, PackBuildEvent,
-  NetworkEvents, PackBuildStatus, PackInfo, PauseResult, PoolStats, PortLink, RunCodeRequest, RunOptions, RunResult, SandboxInfo, SnapshotInfo,
+  NetworkEvents, PackBuildStatus, PackInfo, PauseResult, PoolStats, PortLink, RunnerStats, RunCodeRequest, RunOptions, RunResult, SandboxInfo, SnapshotInfo,
 } from './types.js';
 import type { ApproveOptions, ApproveResult, ChangeSide, ChangesOptions, ChangesResult, DiffOptions, RejectOptions, RejectResult } from './workspace.js';
 
@@ -101,7 +101,7 @@ export class KilnClient {
     return this.json('GET', '/v1/backends');
   }
 
-  pools(): Promise<{ pools: PoolStats[] }> {
+  pools(): Promise<{ pools: PoolStats[]; runners?: RunnerStats[] }> {
     return this.json('GET', '/v1/pools');
   }
 

@@ -268,6 +268,8 @@ export interface RunResult {
   };
   sandboxId: string;
   createMs: number;
+  /** Forked from a warm interpreter into namespaces of its own (a fork run, docs/fork-runs.md) instead of run in a new sandbox */
+  forked?: boolean;
 }
 
 /** One changed path of a workspace sandbox (GET /v1/sandboxes/{id}/changes). */

@@ -131,6 +131,16 @@ export interface PoolStats {
   failures: number;
 }
 
+/** Runners of fork runs (one-shot python runs forked from a warm interpreter): per sandbox shape. */
+export interface RunnerStats {
+  key: { pack: string; cpus: number; memoryMib: number; diskMib: number };
+  idle: number;
+  busy: number;
+  hits: number;
+  misses: number;
+  retired: number;
+}
+
 export interface HealthInfo {
   status: string;
   sandboxes: number;

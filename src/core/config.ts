@@ -77,7 +77,7 @@ export interface KilnConfig {
   /**
    * One-shot runs of python packs on the namespace backend are forked from a runner's zygote
    * (KILN_FORK_RUNS, default on; core/runners.ts, agent/zygote_linux.go); `idle`: runners kept
-   * per shape between runs (KILN_FORK_RUNNERS_IDLE, default 2 × the CPU count).
+   * per shape between runs (KILN_FORK_RUNNERS_IDLE, default 8; 0 turns fork runs off).
    */
   forkRuns: { enabled: boolean; idle: number };
   /**
@@ -226,7 +226,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     namespaceSpawner: !['0', 'false', 'off'].includes(env.KILN_NS_SPAWNER ?? ''),
     forkRuns: {
       enabled: !['0', 'false', 'off'].includes(env.KILN_FORK_RUNS ?? ''),
-      idle: int(env, 'KILN_FORK_RUNNERS_IDLE', 2 * os.availableParallelism(), 0, 1024),
+      idle: int(env, 'KILN_FORK_RUNNERS_IDLE', 8, 0, 1024),
     },
     snapshots: {
       dir: path(env.KILN_SNAPSHOTS_DIR || resolve(path(env.KILN_DATA_DIR ?? '/var/lib/kiln'), 'snapshots')),

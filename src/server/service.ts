@@ -8,6 +8,7 @@ import type { SandboxManager } from '../core/manager.js';
 import type { Metrics } from '../core/metrics.js';
 import type { PackCatalog } from '../core/packs.js';
 import type { WarmPools } from '../core/pools.js';
+import type { Runners } from '../core/runners.js';
 import type { Store } from '../core/store.js';
 import type { Workspaces } from '../workspace/service.js';
 import type { PackBuilds } from './pack-builds.js';
@@ -23,6 +24,8 @@ export interface KilnService {
   backends: Map<BackendName, Backend>;
   metrics: Metrics;
   pools?: WarmPools;
+  /** Runners of fork runs (core/runners.ts), when KILN_FORK_RUNS is on and the namespace backend is here. */
+  runners?: Runners;
   /** Undefined when KILN_DATABASE_URL=off: nothing is kept and there are no API keys. */
   store?: Store;
   journal?: Journal;

@@ -30,7 +30,8 @@ describe('prestarted interpreter on the namespace backend', { skip: process.getu
   let t: TestServer;
   let kiln: KilnClient;
   before(async () => {
-    t = await startTestServer({ KILN_POOL: 'python=1' });
+    // Fork runs off: this is the path of one-shot runs in a sandbox of their own (pool hits).
+    t = await startTestServer({ KILN_POOL: 'python=1', KILN_FORK_RUNS: '0' });
     kiln = t.client;
   });
   after(() => t.close());

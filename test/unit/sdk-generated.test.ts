@@ -22,6 +22,7 @@ import {
   KilnError,
   type PackInfo,
   type PoolStats,
+  type RunnerStats,
   type RunOptions,
   type SandboxInfo,
 } from '../../sdk/src/index.js';
@@ -31,6 +32,7 @@ import { type ErrorCode as CoreErrorCode, ERROR_CATALOGUE } from '../../src/core
 import type { RunOptions as CoreRunOptions } from '../../src/core/oneshot.js';
 import type { PackInfo as CorePackInfo } from '../../src/core/packs.js';
 import type { PoolStats as CorePoolStats } from '../../src/core/pools.js';
+import type { RunnerStats as CoreRunnerStats } from '../../src/core/runners.js';
 import type { CreateSandboxOptions as CoreCreateOptions, SandboxInfo as CoreSandboxInfo } from '../../src/core/sandbox.js';
 import type { FsEntry as CoreFsEntry } from '../../src/protocol/messages.js';
 import { BACKEND_NAMES as REGISTERED_BACKENDS } from '../../src/server/backends.js';
@@ -49,6 +51,7 @@ export const typeChecks: true[] = [
   true satisfies Extends<CorePackInfo, PackInfo>,
   true satisfies Extends<Omit<CorePoolStats, 'key'>, Omit<PoolStats, 'key'>>,
   true satisfies Extends<Omit<CorePoolStats['key'], 'backend'>, Omit<PoolStats['key'], 'backend'>>,
+  true satisfies Same<CoreRunnerStats, RunnerStats>,
   true satisfies Extends<CoreFsEntry, FsEntry>,
   true satisfies Extends<Omit<BackendAvailability, 'capabilities' | 'name'>, Omit<BackendInfo, 'capabilities' | 'name'>>,
   true satisfies Extends<CreateSandboxOptions, CoreCreateOptions>,

@@ -17,7 +17,10 @@ export async function metaRoutes(app: FastifyInstance, { svc }: { svc: KilnServi
     backends: await svc.availability(),
   }));
 
-  app.get('/v1/pools', { schema: { summary: 'Warm pools: target, ready, starting, hits and misses' } }, async () => ({ pools: svc.pools?.stats() ?? [] }));
+  app.get('/v1/pools', { schema: { summary: 'Warm pools (target, ready, starting, hits and misses) and the runners of fork runs (idle, busy, hits, misses, retired)' } }, async () => ({
+    pools: svc.pools?.stats() ?? [],
+    runners: svc.runners?.stats() ?? [],
+  }));
 
   app.get('/metrics', { schema: { summary: 'Prometheus metrics', hide: false } }, async (_req, reply) => {
     return reply.type(svc.metrics.registry.contentType).send(await svc.metrics.registry.metrics());

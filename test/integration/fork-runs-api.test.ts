@@ -1,0 +1,89 @@
+/**
+ * Fork runs through the API (issue 15): POST /v1/run of a python snippet is forked in a runner
+ * (core/runners.ts) and answers `forked: true`; what the program sees and what the run answers
+ * match the same file run by the pack's command in a sandbox of its own (`cmd`, never forked);
+ * the runner is never a sandbox of the API; a run the zygote cannot take runs the usual way.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { KilnClient, RunOptions } from '../../sdk/src/index.js';
+import { startTestServer, type TestServer } from '../parity/fixture.js';
+
+const INTROSPECT = `import os, sys, stat
+st = os.stat(__file__)
+print(sys.argv, sys.orig_argv, __name__, __file__, sys.path[0], os.getcwd())
+print(stat.S_ISREG(st.st_mode), oct(st.st_mode), st.st_size, st.st_uid, st.st_gid, oct(os.umask(0)))
+print(sorted(os.listdir('/workspace')), sorted(k for k in sys.modules if k in ('json', 'ctypes', 'socket', 'gc', 'base64', 'binascii', 'resource', 'atexit', 'fcntl', 'struct')))
+print(sorted((k, v) for k, v in os.environ.items() if k != 'KILN_EXEC_ID'), 'KILN_EXEC_ID' in os.environ)
+print(repr(sys.stdin.read()), sys.stdin.isatty(), os.fstat(0).st_mode, os.fstat(1).st_mode, os.fstat(2).st_mode)
+print(sys.flags, sys.executable, __spec__, type(__loader__).__name__, os.cpu_count(), len(os.sched_getaffinity(0)))
+print(open('/proc/self/status').read().split('CapInh')[1].split('Speculation')[0])
+print(os.path.exists('/dev/null'), os.path.exists('/dev/shm'), os.access('/tmp', os.W_OK), os.getuid(), os.getgid())
+`;
+
+describe('fork runs through the API', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 240_000 }, () => {
+  let t: TestServer;
+  let kiln: KilnClient;
+  before(async () => {
+    t = await startTestServer({ KILN_POOL: 'python=1' });
+    kiln = t.client;
+  });
+  after(() => t.close());
+
+  /** The run forked, and the same file run by the pack's command in a sandbox of its own. */
+  const both = async (o: Omit<RunOptions, 'pack'>) => {
+    const forked = await kiln.run({ pack: 'python', ...o });
+    const fresh = await kiln.run({ pack: 'python', cmd: ['python3', 'main.py', ...(o.args ?? [])], ...o, args: undefined });
+    assert.equal((forked as { forked?: boolean }).forked, true, 'the snippet was forked');
+    assert.equal((fresh as { forked?: boolean }).forked, false, 'the cmd run was not');
+    for (const k of ['stdout', 'stderr', 'exitCode', 'signal', 'timedOut', 'outputTruncated'] as const) assert.deepEqual(forked[k], fresh[k], `${k} differs`);
+    return { forked, fresh };
+  };
+
+  it('shows the program what a fresh interpreter in a fresh sandbox shows it', async () => {
+    const { forked } = await both({ code: INTROSPECT, stdin: 'abc', args: ['x'] });
+    assert.match(forked.stdout, /^\['main\.py', 'x'\] \['python3', 'main\.py', 'x'\] __main__ \/workspace\/main\.py \/workspace \/workspace$/m);
+    assert.match(forked.stdout, /^\['main\.py'\] \[\]$/m, 'nothing else in /workspace, none of the zygote’s modules loaded');
+  });
+
+  it('gives the same tracebacks, exit statuses, partial output and signals', async () => {
+    for (const code of [
+      'print("partial")\nimport json\njson.loads("{bad")\n',
+      'import sys\nprint("out"); sys.stderr.write("err\\n"); sys.exit(7)\n',
+      'def f(:\n  pass\n',
+      'import os, signal\nprint("bye", flush=True)\nos.kill(os.getpid(), signal.SIGTERM)\n',
+      'import subprocess\nprint(subprocess.run(["sh", "-c", "echo $0 >&2; exit 3"]).returncode)\n',
+    ]) {
+      await both({ code });
+    }
+  });
+
+  it('is no sandbox of the API: not listed during or after, not found by its id', async () => {
+    const ids = async () => (await kiln.sandboxes.list()).map((s) => s.id);
+    const during = kiln.run({ pack: 'python', code: 'import time\ntime.sleep(0.5)' });
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(await ids(), []);
+    const r = await during;
+    assert.equal((r as { forked?: boolean }).forked, true);
+    await assert.rejects(kiln.sandboxes.get(r.sandboxId), /no sandbox with id/);
+  });
+
+  it('times a run out, kills its processes, and the runner serves the next', async () => {
+    const slow = await kiln.run({ pack: 'python', code: 'import subprocess\nsubprocess.Popen(["sleep", "600"])\nwhile True: pass', timeoutMs: 500 });
+    assert.equal(slow.timedOut, true);
+    const next = await kiln.run({ pack: 'python', code: 'import os\nprint(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))' });
+    assert.equal((next as { forked?: boolean }).forked, true);
+    assert.equal(next.stdout, '[1, 2]\n', 'nothing of the timed-out run is left');
+    const { runners } = await kiln.pools();
+    assert.ok(runners && runners.length === 1 && runners[0]!.hits >= 1, JSON.stringify(runners));
+  });
+
+  it('runs the usual way what a zygote cannot take: another environment, a command, another pack', async () => {
+    const withEnv = await kiln.run({ pack: 'python', code: 'import os\nprint(os.environ["X"])', env: { X: 'y' } });
+    assert.equal(withEnv.stdout, 'y\n');
+    assert.equal((withEnv as { forked?: boolean }).forked, false);
+    const shell = await kiln.run({ pack: 'shell', code: 'echo hi' });
+    assert.equal(shell.stdout, 'hi\n');
+    assert.equal((shell as { forked?: boolean }).forked, false);
+  });
+});
