@@ -94,11 +94,13 @@ class Config:
         self._keep = []  # the buffers the plans point into
         b = lambda v: None if v is None else v.encode()  # noqa: E731
         mount, mkdir, mknod, symlink, chmod = libc.mount, libc.mkdir, libc.mknod, libc.symlink, libc.chmod
-        scratch = "/.kiln-run"
+        # On the runner's /dev (a tmpfs of its own): not in the runner's root filesystem, so not in a
+        # run's root, whose lower layer that is.
+        scratch = "/dev/.kiln-run"
         root = scratch + "/root"
         dev = root + "/dev"
         proc = root + "/proc"
-        os.makedirs(scratch, mode=0o755, exist_ok=True)  # in the runner's root, once: each run mounts its tmpfs here
+        os.makedirs(scratch, mode=0o755, exist_ok=True)  # once: each run mounts its tmpfs here
         plan = [
             (mount, (None, b"/", None, MS_REC | MS_PRIVATE, None), "make the runner's mounts private"),
             (mount, (b"tmpfs", b(scratch), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=%d,mode=0755" % disk_bytes), "mount the run's tmpfs"),

@@ -18,6 +18,7 @@ print(sorted((k, v) for k, v in os.environ.items() if k != 'KILN_EXEC_ID'), 'KIL
 print(repr(sys.stdin.read()), sys.stdin.isatty(), os.fstat(0).st_mode, os.fstat(1).st_mode, os.fstat(2).st_mode)
 print(sys.flags, sys.executable, __spec__, type(__loader__).__name__, os.cpu_count(), len(os.sched_getaffinity(0)))
 print(open('/proc/self/status').read().split('CapInh')[1].split('Speculation')[0])
+print(sorted(os.listdir('/')), sorted(os.listdir('/dev')), sorted(os.listdir('/tmp')))
 print(os.path.exists('/dev/null'), os.path.exists('/dev/shm'), os.access('/tmp', os.W_OK), os.getuid(), os.getgid())
 `;
 
