@@ -311,6 +311,7 @@ export class SandboxManager {
       const createMs = Math.round((performance.now() - t0) * 10) / 10;
       const id = newId();
       const sb = new Sandbox(id, backend.name, pack.name, pack.env, {}, size, borrowed.sandbox, createMs, borrowed.warm, o.ttlSec);
+      sb.owner = owner;
       let r: ExecOutcome;
       try {
         r = await this.exec.run(sb, { ...exec, timeoutMs }, handlers, signal);
@@ -320,10 +321,12 @@ export class SandboxManager {
           this.d.log?.('fork run refused; running in a sandbox of its own', { error: e.message });
           return undefined;
         }
+        this.recordForkRun(sb, undefined, e);
         throw e;
       }
       reusable = r.forked === true;
       this.d.metrics?.observeCreate(backend.name, pack.name, borrowed.warm, createMs);
+      this.recordForkRun(sb, r);
       return { ...r, sandboxId: id, createMs };
     } catch (e) {
       this.d.metrics?.countError(e);
@@ -760,7 +763,19 @@ export class SandboxManager {
 
   // The event trail: each call queues a write (an array push); the journal flushes off this path.
 
-  private recordCreated(sb: Sandbox): void {
+  /**
+   * A fork run leaves the trail and usage of a one-shot sandbox (created, its exec, deleted) under
+   * its own id, recorded once it has answered (a run the runner refused leaves none: it runs in a
+   * sandbox of its own, which records itself).
+   */
+  private recordForkRun(sb: Sandbox, r: ExecOutcome | undefined, e?: unknown): void {
+    if (!this.d.journal) return;
+    this.recordCreated(sb, { forked: true });
+    this.recordExec(sb, false)(r, e);
+    this.recordEnded(sb, 'run finished');
+  }
+
+  private recordCreated(sb: Sandbox, extra: Record<string, unknown> = {}): void {
     const j = this.d.journal;
     if (!j) return;
     j.record({
@@ -774,6 +789,7 @@ export class SandboxManager {
         ...sb.size,
         labels: sb.labels,
         metadata: {
+          ...extra,
           fromPool: sb.fromPool,
           readyMs: sb.readyMs,
           ...(sb.workspace ? { workspace: sb.workspace } : {}),
@@ -785,7 +801,7 @@ export class SandboxManager {
         expiresAt: sb.expiresAt,
       },
     });
-    this.recordEvent(sb, 'created', { fromPool: sb.fromPool, readyMs: sb.readyMs });
+    this.recordEvent(sb, 'created', { ...extra, fromPool: sb.fromPool, readyMs: sb.readyMs });
     if (sb.owner) j.record({ type: 'usage', keyId: sb.owner.keyId, usage: { sandboxesCreated: 1, execs: 0, execMs: 0 } });
   }
 

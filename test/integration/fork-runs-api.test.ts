@@ -79,6 +79,25 @@ describe('fork runs through the API', { skip: process.getuid?.() === 0 ? undefin
     assert.ok(runners && runners.length === 1 && runners[0]!.hits >= 1, JSON.stringify(runners));
   });
 
+  it('leaves the event trail of a one-shot sandbox in the store', async () => {
+    const st = await startTestServer({ KILN_POOL: '', KILN_DATABASE_URL: 'memory://' });
+    try {
+      const r = await st.client.run({ pack: 'python', code: 'import sys\nsys.exit(4)' });
+      assert.equal((r as { forked?: boolean }).forked, true);
+      const res = await fetch(`${st.server.url}/v1/sandboxes/${r.sandboxId}/events`);
+      assert.equal(res.status, 200);
+      const { events } = (await res.json()) as { events: Array<{ kind: string; data: Record<string, unknown> }> };
+      assert.deepEqual(
+        events.map((e) => e.kind),
+        ['created', 'exec.started', 'exec.ended', 'deleted'],
+      );
+      assert.equal(events[0]!.data.forked, true);
+      assert.equal(events[2]!.data.exitCode, 4);
+    } finally {
+      await st.close();
+    }
+  });
+
   it('runs the usual way what a zygote cannot take: another environment, a command, another pack', async () => {
     const withEnv = await kiln.run({ pack: 'python', code: 'import os\nprint(os.environ["X"])', env: { X: 'y' } });
     assert.equal(withEnv.stdout, 'y\n');
