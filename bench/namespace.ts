@@ -68,7 +68,8 @@ export async function benchService(o: BenchOptions, base: { bare: number; bwrapT
   // Creates and one-shot runs against the service as its own process (as in production)…
   let p: ServerProcess | undefined;
   try {
-    p = await startServerProcess({ KILN_DATA_DIR: o.dataDir, KILN_POOL: '' });
+    // No pool and no fork runs: every one-shot run starts a sandbox of its own.
+    p = await startServerProcess({ KILN_DATA_DIR: o.dataDir, KILN_POOL: '', KILN_FORK_RUNS: '0' });
     const kiln = p.client;
     const createOnly: number[] = [];
     const withDelete: number[] = [];
@@ -91,7 +92,7 @@ export async function benchService(o: BenchOptions, base: { bare: number; bwrapT
     );
     rows.push(stat('namespace', 'create + delete', withDelete));
     const oneShot = await timeN(o.samples, () => kiln.run({ pack: 'python', code: 'print(1)' }));
-    rows.push(stat('run', '/v1/run python print(1), unpooled', oneShot, { vsBaseline: `${ratio(percentile(oneShot, 50), base.bare)} bare` }));
+    rows.push(stat('run', '/v1/run python print(1), unpooled (a sandbox of its own, fork runs off)', oneShot, { vsBaseline: `${ratio(percentile(oneShot, 50), base.bare)} bare` }));
   } finally {
     await p?.close();
   }
@@ -179,20 +180,21 @@ export async function benchPooled(o: BenchOptions, base: { bare: number; bwrapPy
       return ms;
     };
     const vs = (a: number[]): string => `${ratio(percentile(a, 50), base.bare)} bare, ${ratio(percentile(a, 50), base.bwrapPy)} plain bwrap`;
-    const oneShot = await oneShots(8);
+    // The service's default: a python run is forked in a warm runner (docs/fork-runs.md).
+    const forked = await oneShots(8);
     rows.push(
-      stat('run', '/v1/run python print(1), pooled (pool refilled between runs)', oneShot, {
-        vsBaseline: vs(oneShot),
+      stat('run', '/v1/run python print(1), forked in a warm runner (the default)', forked, {
+        vsBaseline: vs(forked),
         target: 'p50 ≤ 1.3× bare',
-        met: percentile(oneShot, 50) <= 1.3 * base.bare,
+        met: percentile(forked, 50) <= 1.3 * base.bare,
       }),
     );
-    const busy = await oneShots(4);
-    rows.push(stat('run', '/v1/run python print(1), pooled, refills of earlier runs in flight', busy, { vsBaseline: vs(busy) }));
+    rows.push(...(await pooledWithoutForkRuns(o, vs)));
     // The machine's own limit for the same work, measured right after: 8 workers spawning the
     // bare interpreter (the service is idle then, its pool full).
-    const kilnRow = await throughput(kiln, o.throughputSec);
+    const kilnRow = await throughput(kiln, o.throughputSec, 'forked, the default');
     const bare = await bareThroughput(8, o.throughputSec);
+    const unforked = await throughputWithoutForkRuns(o);
     rows.push(
       {
         group: 'baseline',
@@ -203,6 +205,7 @@ export async function benchPooled(o: BenchOptions, base: { bare: number; bwrapPy
         note: `CPU ${bare.cpuMsPerRun.toFixed(1)} ms per run`,
       },
       withBareTarget(kilnRow, bare.runsPerSec),
+      { ...unforked, vsBaseline: `${((unforked.value ?? 0) / bare.runsPerSec).toFixed(2)}× bare throughput` },
     );
     rows.push(...(await benchColdClis(o, base, kiln.baseUrl)));
   } finally {
@@ -238,7 +241,47 @@ async function benchColdClis(o: BenchOptions, base: { bare: number }, kilnUrl: s
   return rows;
 }
 
-async function throughput(kiln: KilnClient, seconds: number): Promise<Row> {
+/**
+ * One-shot runs in a pooled sandbox of their own (fork runs off): with the pool refilled before
+ * each, and with only half of it back (the refills of the runs before in flight).
+ */
+async function pooledWithoutForkRuns(o: BenchOptions, vs: (a: number[]) => string): Promise<Row[]> {
+  const t = await startServerProcess({ KILN_DATA_DIR: o.dataDir, KILN_POOL: 'python=8', KILN_MAX_SANDBOXES: '64', KILN_FORK_RUNS: '0' });
+  try {
+    const kiln = t.client;
+    const oneShots = async (waitFor: number): Promise<number[]> => {
+      const ms: number[] = [];
+      for (let i = 0; i < o.samples; i++) {
+        await waitPoolFull(kiln, waitFor);
+        const t0 = performance.now();
+        const r = await kiln.run({ pack: 'python', code: 'print(1)' });
+        ms.push(performance.now() - t0);
+        if (r.stdout !== '1\n') throw new Error(`bad output ${JSON.stringify(r)}`);
+      }
+      return ms;
+    };
+    const refilled = await oneShots(8);
+    const busy = await oneShots(4);
+    return [
+      stat('run', '/v1/run python print(1), pooled sandbox, fork runs off (pool refilled between runs)', refilled, { vsBaseline: vs(refilled) }),
+      stat('run', '/v1/run python print(1), pooled sandbox, fork runs off, refills of earlier runs in flight', busy, { vsBaseline: vs(busy) }),
+    ];
+  } finally {
+    await t.close();
+  }
+}
+
+/** The throughput row of a service whose one-shot runs each start a sandbox (fork runs off). */
+async function throughputWithoutForkRuns(o: BenchOptions): Promise<Row> {
+  const t = await startServerProcess({ KILN_DATA_DIR: o.dataDir, KILN_POOL: 'python=8', KILN_MAX_SANDBOXES: '64', KILN_FORK_RUNS: '0' });
+  try {
+    return await throughput(t.client, o.throughputSec, 'a pooled sandbox each, fork runs off');
+  } finally {
+    await t.close();
+  }
+}
+
+async function throughput(kiln: KilnClient, seconds: number, how: string): Promise<Row> {
   await waitPoolFull(kiln, 8);
   const end = performance.now() + seconds * 1000;
   let ok = 0;
@@ -269,7 +312,7 @@ async function throughput(kiln: KilnClient, seconds: number): Promise<Row> {
   const detail = [...kinds].map(([k, n]) => `${n}× ${k}`).join(', ');
   return {
     group: 'run',
-    name: `throughput: /v1/run python print(1), 8 clients, ${seconds} s`,
+    name: `throughput: /v1/run python print(1), 8 clients, ${seconds} s (${how})`,
     value: ok / seconds,
     unit: 'runs/s',
     p50: percentile(lat, 50),
