@@ -2,26 +2,28 @@
 # sandbox, before its agent drops its privileges, that forks each one-shot run into namespaces of
 # its own instead of starting a new interpreter in a new sandbox. It never runs user code itself.
 #
-#   zygote ─clone(new mount, pid, net, ipc, uts, cgroup namespaces)─▶
+#   zygote ─clone(new mount, pid, net, ipc, uts, cgroup namespaces)─▶   (made ahead of its run)
 #                    B: PID 1 of the run: fresh root (an overlay over the runner's root with a
-#                       tmpfs upper), fresh /dev, /proc, /dev/shm; waits until the agent has put
-#                       it in the run's cgroup; drops every privilege and installs the agent's
-#                       seccomp filter; forks C, waits for it, reports its status; exits (which
-#                       ends every process left in the run's pid namespace)
+#                       tmpfs upper), fresh /dev, /proc, /dev/shm; drops every privilege and
+#                       installs the agent's seccomp filter; waits for its run (in its cgroup by
+#                       then); forks C, waits for it, reports its status; exits (which ends every
+#                       process left in the run's pid namespace)
 #                    C: the user's program: stdio, environment, cwd and files of the request, then
 #                       the file run as `python3 FILE ARGS` runs it, in this warm interpreter.
 #
 # Protocol on fd 3 (a SOCK_SEQPACKET socketpair with the agent): the first message is the
-# configuration (JSON); each later one is a run (JSON) with its descriptors (SCM_RIGHTS): stdin,
-# stdout, stderr, status (write end), go (read end). The zygote answers each run with
-# {"pid": B} or {"error": "..."}. B writes C's wait status and resource usage to the status pipe
-# as "status utime_us stime_us maxrss_kib\n", or "setup-failed REASON\n" when the run's sandbox
-# could not be built (nothing of the user's ran); a status pipe that ends without either means B
-# died (killed: timeout, cancel).
+# configuration (JSON); each later one asks for a PID 1, made ahead of its run. The zygote
+# answers {"pid": B} with B's end of a socketpair (SCM_RIGHTS), or {"error": "..."}. The agent
+# puts B in the run's cgroup, then sends it the run (JSON) with its descriptors: stdin, stdout,
+# stderr, status (write end). A B that could not build the run's sandbox sends why and ends. B
+# writes "started\n" to the status pipe once C is forked, then C's wait status and resource
+# usage as "status utime_us stime_us maxrss_kib\n"; a status pipe that ends without the first
+# means the run never started, without the second that B died (killed: timeout, cancel).
 import sys
 
 _BASELINE = set(sys.modules)
 
+import array  # noqa: E402
 import atexit  # noqa: E402
 import binascii  # noqa: E402
 import ctypes  # noqa: E402
@@ -192,44 +194,47 @@ def main():
     gc.freeze()
     while True:
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(ctl, 1 << 20, 8)
+            msg = ctl.recv(64)
         except InterruptedError:
             continue
         if not msg:
             os._exit(0)  # the agent is gone
-        req = json.loads(msg)
+        reap()
         try:
-            pid = spawn(cfg, req, fds, ctl)
+            made = prepare(cfg, ctl)
         except OSError as e:
             ctl.send(json.dumps({"error": str(e)}).encode())
-            pid = -1
-        if pid == 0:
-            return req  # C, the run's program: runs below, outside this loop
-        if pid > 0:
-            ctl.send(b'{"pid":%d}' % pid)
-        for fd in fds:
-            os.close(fd)
+            continue
+        if isinstance(made, dict):
+            return made  # C, the run's program: runs below, outside this loop
+        pid, ours = made
+        ctl.sendmsg([b'{"pid":%d}' % pid], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [ours.fileno()]))])
+        ours.close()
 
 
-def spawn(cfg, req, fds, ctl):
-    """Returns B's pid in the zygote, 0 in C (never returns in B).
+def prepare(cfg, ctl):
+    """Makes a run's PID 1 (B) by clone(2) with the new namespaces' flags, so it is PID 1 of its pid
+    namespace at once (unshare then fork would take one more fork of this interpreter's address
+    space). The zygote is single-threaded and holds no lock across the call; B only mounts and
+    drops its privileges through ctypes, then waits for its run on a socket of its own (which the
+    agent gets), and forks C with os.fork(), which gives C the C library's and Python's usual
+    after-fork state.
 
-    B is made by clone(2) with the new namespaces' flags, so it is PID 1 of its pid namespace at
-    once (unshare then fork would take one more fork of this interpreter's address space). The
-    zygote is single-threaded and holds no lock across the call; B only mounts through ctypes and
-    forks C with os.fork(), which gives C the C library's and Python's usual after-fork state.
-    """
-    if len(fds) != 5:
-        raise OSError(22, "a run takes 5 descriptors, got %d" % len(fds))
-    reap()
+    Returns (B's pid, the agent's end of that socket) in the zygote, the run's request in C; never
+    returns in B."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP | SIGCHLD
     b = libc.syscall(SYSNO["clone"], ctypes.c_ulong(flags), None, None, None, None)
     if b < 0:
+        ours.close()
+        theirs.close()
         check(-1, "clone")
     if b == 0:
         ctl.close()
-        return run_init(cfg, req, fds)  # B, then C returns from here
-    return b
+        ours.close()
+        return run_init(cfg, theirs)  # B, then C returns from here
+    theirs.close()
+    return b, ours
 
 
 def reap():
@@ -243,20 +248,29 @@ def reap():
             return
 
 
-def run_init(cfg, req, fds):
-    stdin, stdout, stderr, status, go = fds
+def run_init(cfg, chan):
     try:
         follow(cfg.build)
         loopback_up(cfg)
-        # The agent puts this process in the run's cgroup; nothing of the user's starts before.
-        if os.read(go, 1) != b"g":
-            os._exit(1)
-        os.close(go)
-        close_fds_except(0, 1, 2, stdin, stdout, stderr, status)  # close_range may be filtered below
+        close_fds_except(0, 1, 2, chan.fileno())  # close_range may be filtered below
         follow(cfg.drop)
-    except BaseException as e:  # noqa: BLE001: the agent reports it; nothing of the user's ran
-        os.write(status, ("setup-failed %s\n" % e).encode(errors="replace"))
+    except BaseException as e:  # noqa: BLE001: the agent reads it when it hands the run over
+        try:
+            chan.send(("%s" % e).encode(errors="replace"))
+        except OSError:
+            pass
         os._exit(1)
+    # Unprivileged from here on. The agent puts this process in the run's cgroup, then hands the
+    # run over: nothing of the user's starts before.
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(chan, 1 << 20, 4)
+    except OSError:
+        os._exit(1)
+    if not msg or len(fds) != 4:
+        os._exit(0)  # the agent is gone, or had this one made for nothing
+    chan.close()
+    req = json.loads(msg)
+    stdin, stdout, stderr, status = fds
     c = os.fork()
     if c == 0:
         os.close(status)
@@ -264,7 +278,8 @@ def run_init(cfg, req, fds):
             os.dup2(fd, i)
         for fd in {stdin, stdout, stderr} - {0, 1, 2}:
             os.close(fd)
-        return 0
+        return req
+    os.write(status, b"started\n")  # before this line, nothing of the run's had started
     for fd in (stdin, stdout, stderr):
         os.close(fd)
     while True:

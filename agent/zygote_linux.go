@@ -11,6 +11,10 @@ package main
 // sandbox or a later run: its mounts, processes and loopback end with it. The interpreter's
 // start-up (~10 ms of CPU for python) is paid once per runner instead of once per run.
 //
+// Each run's PID 1 is made ahead of the run (after the previous run, before the next is asked
+// for): built, unprivileged and waiting, so a run's request costs a cgroup move, one message and
+// the program's fork.
+//
 // The result says "forked": true. The service reuses a runner only while every exec on it was
 // forked; one that ran anything else is deleted after it, as any one-shot sandbox.
 
@@ -48,11 +52,13 @@ type zygoteSpec struct {
 }
 
 type zygote struct {
-	spec zygoteSpec
-	path string // argv[0] resolved
-	mu   sync.Mutex
-	sock *os.File
-	dead bool
+	spec   zygoteSpec
+	path   string     // argv[0] resolved
+	sockMu sync.Mutex // one request to the zygote at a time
+	sock   *os.File
+	mu     sync.Mutex // next, dead
+	next   *preparedRun
+	dead   bool
 }
 
 // theZygote is set after the re-exec when the runner has one.
@@ -143,6 +149,7 @@ func adoptZygote() error {
 		return err
 	}
 	theZygote = z
+	go z.refill() // the first run's PID 1, made while the service is still busy with the create
 	return nil
 }
 
@@ -263,53 +270,51 @@ func (z *zygote) run(c *conn, s *stream, req *execRequest) (any, error) {
 		return fail(err)
 	}
 	theirs = append(theirs, statusW)
-	goR, goW, err := os.Pipe()
+	b, err := z.take()
 	if err != nil {
 		statusR.Close()
 		return fail(err)
 	}
-	theirs = append(theirs, goR)
-	defer goW.Close()
-	pid, err := z.fork(msg, theirs)
-	closeTheirs()
-	if err != nil {
-		statusR.Close()
-		return fail(err)
-	}
-	r.pid = pid
+	defer b.sock.Close()
+	// In the run's cgroup before it has anything of the user's: the program is forked after this.
 	cg, err := execCgroups.newExec()
 	if err == nil {
-		if err = cg.place(pid); err != nil {
+		if err = cg.place(b.pid); err != nil {
 			cg.kill()
 			cg.release()
 		}
 	}
 	if err != nil {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+		_ = syscall.Kill(b.pid, syscall.SIGKILL)
 		statusR.Close()
 		return fail(err)
 	}
-	r.cg = cg
-	r.signalMain = func(sig syscall.Signal) { signalChildrenOf(cg, pid, sig) }
-	exit := make(chan exitInfo, 1)
-	r.exit = exit
-	setupErr := make(chan string, 1)
-	go readRunStatus(statusR, exit, setupErr)
-	r.started = time.Now()
-	if _, err := goW.Write([]byte("g")); err != nil {
+	r.pid, r.cg = b.pid, cg
+	r.signalMain = func(sig syscall.Signal) { signalChildrenOf(cg, b.pid, sig) }
+	if err := b.handOver(msg, theirs); err != nil {
+		z.broken()
 		cg.kill()
-		<-exit
 		cg.release()
+		statusR.Close()
 		return fail(err)
 	}
+	closeTheirs()
+	exit := make(chan exitInfo, 1)
+	r.exit = exit
+	notStarted := make(chan error, 1)
+	go readRunStatus(statusR, exit, notStarted)
+	r.started = time.Now()
 	r.attach(s, req)
 	res, err := r.finish()
 	select {
-	case why := <-setupErr:
-		z.broken()
-		return nil, newOpError(codeExecFailed, "fork run: %s", why)
+	case why := <-notStarted:
+		go z.refill()
+		return nil, newOpError(codeExecFailed, "fork run: %v", why)
 	default:
 	}
+	// The next run's PID 1 is made now, after this run (on a runner of one CPU, making it during
+	// the run would slow the run), and before the next is asked for.
+	go z.refill()
 	if err != nil {
 		return nil, err
 	}
@@ -321,44 +326,118 @@ type forkedResult struct {
 	Forked bool `json:"forked"`
 }
 
-// fork sends one run with its descriptors and reads the zygote's answer: B's pid.
-func (z *zygote) fork(msg []byte, fds []*os.File) (int, error) {
+// preparedRun is a run's PID 1 made ahead by the zygote: its root built, its privileges dropped,
+// waiting on sock for its run.
+type preparedRun struct {
+	pid  int
+	sock *os.File
+}
+
+// take hands out the prepared PID 1, or has one made now.
+func (z *zygote) take() (*preparedRun, error) {
 	z.mu.Lock()
-	defer z.mu.Unlock()
-	if z.dead {
-		return 0, errors.New("the zygote is gone")
+	b := z.next
+	z.next = nil
+	z.mu.Unlock()
+	if b != nil {
+		return b, nil
 	}
-	raw := make([]int, len(fds))
-	for i, f := range fds {
-		raw[i] = int(f.Fd())
+	return z.prepare()
+}
+
+// refill has the next run's PID 1 made unless one is waiting.
+func (z *zygote) refill() {
+	z.mu.Lock()
+	have := z.next != nil || z.dead
+	z.mu.Unlock()
+	if have {
+		return
 	}
-	if err := syscall.Sendmsg(int(z.sock.Fd()), msg, syscall.UnixRights(raw...), nil, 0); err != nil {
-		z.dead = true
-		return 0, fmt.Errorf("send to the zygote: %w", err)
+	b, err := z.prepare()
+	if err != nil {
+		return // the next run makes one, and reports why it cannot
+	}
+	z.mu.Lock()
+	if z.next == nil && !z.dead {
+		z.next, b = b, nil
+	}
+	z.mu.Unlock()
+	if b != nil {
+		b.sock.Close() // B sees its socket end and exits
+	}
+}
+
+// prepare asks the zygote for a PID 1 and receives its pid and the socket to hand it its run.
+func (z *zygote) prepare() (*preparedRun, error) {
+	z.sockMu.Lock()
+	defer z.sockMu.Unlock()
+	if z.isDead() {
+		return nil, errors.New("the zygote is gone")
+	}
+	fd := int(z.sock.Fd())
+	if _, err := syscall.Write(fd, []byte("p")); err != nil {
+		z.broken()
+		return nil, fmt.Errorf("ask the zygote: %w", err)
 	}
 	buf := make([]byte, 4096)
+	oob := make([]byte, syscall.CmsgSpace(4))
 	for {
-		n, _, _, _, err := syscall.Recvmsg(int(z.sock.Fd()), buf, nil, 0)
+		n, oobn, _, _, err := syscall.Recvmsg(fd, buf, oob, syscall.MSG_CMSG_CLOEXEC)
 		if err == syscall.EINTR {
 			continue
 		}
 		if err != nil || n == 0 {
-			z.dead = true
-			return 0, fmt.Errorf("the zygote ended (%v)", err)
+			z.broken()
+			return nil, fmt.Errorf("the zygote ended (%v)", err)
+		}
+		var fds []int
+		if msgs, err := syscall.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, m := range msgs {
+				if got, err := syscall.ParseUnixRights(&m); err == nil {
+					fds = append(fds, got...)
+				}
+			}
 		}
 		var ans struct {
 			Pid   int    `json:"pid"`
 			Error string `json:"error"`
 		}
-		if err := json.Unmarshal(buf[:n], &ans); err != nil || (ans.Pid <= 0 && ans.Error == "") {
-			z.dead = true
-			return 0, fmt.Errorf("the zygote answered %q", buf[:n])
+		if err := json.Unmarshal(buf[:n], &ans); err != nil || ans.Pid <= 0 || len(fds) != 1 {
+			for _, f := range fds {
+				syscall.Close(f)
+			}
+			if err == nil && ans.Error != "" {
+				return nil, errors.New(ans.Error)
+			}
+			z.broken()
+			return nil, fmt.Errorf("the zygote answered %q", buf[:n])
 		}
-		if ans.Error != "" {
-			return 0, errors.New(ans.Error)
-		}
-		return ans.Pid, nil
+		return &preparedRun{pid: ans.Pid, sock: os.NewFile(uintptr(fds[0]), "run")}, nil
 	}
+}
+
+// handOver sends the run and its descriptors to its PID 1. A PID 1 that could not build the run's
+// sandbox said why on the socket before it ended.
+func (b *preparedRun) handOver(msg []byte, fds []*os.File) error {
+	raw := make([]int, len(fds))
+	for i, f := range fds {
+		raw[i] = int(f.Fd())
+	}
+	err := syscall.Sendmsg(int(b.sock.Fd()), msg, syscall.UnixRights(raw...), nil, 0)
+	if err == nil {
+		return nil
+	}
+	why := make([]byte, 1024)
+	if n, _, _, _, rerr := syscall.Recvmsg(int(b.sock.Fd()), why, nil, syscall.MSG_DONTWAIT); rerr == nil && n > 0 {
+		return fmt.Errorf("the run's sandbox could not be set up: %s", why[:n])
+	}
+	return fmt.Errorf("hand the run over: %w", err)
+}
+
+func (z *zygote) isDead() bool {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.dead
 }
 
 func (z *zygote) broken() {
@@ -367,9 +446,14 @@ func (z *zygote) broken() {
 	z.mu.Unlock()
 }
 
-// readRunStatus turns the run's status line into its exit; a pipe that ends without one means
-// its init died (killed: timeout, cancel, the sandbox's end).
-func readRunStatus(f *os.File, exit chan<- exitInfo, setupErr chan<- string) {
+// errNotStarted: the run's PID 1 ended before it forked the program (killed before it took the
+// run, or its setup failed): nothing of the user's ran, so the run may be made elsewhere.
+var errNotStarted = errors.New("the run's PID 1 ended before it started the program")
+
+// readRunStatus turns the run's status lines into its exit: "started", then the program's status
+// and usage. A pipe that ends without the status means its PID 1 died (killed: timeout, cancel,
+// the sandbox's end); one that ends before "started" means the run never began.
+func readRunStatus(f *os.File, exit chan<- exitInfo, notStarted chan<- error) {
 	defer f.Close()
 	var b []byte
 	buf := make([]byte, 256)
@@ -380,12 +464,13 @@ func readRunStatus(f *os.File, exit chan<- exitInfo, setupErr chan<- string) {
 			break
 		}
 	}
-	if why := string(b); strings.HasPrefix(why, "setup-failed ") {
-		setupErr <- "the run's sandbox could not be set up: " + strings.TrimSpace(strings.TrimPrefix(why, "setup-failed "))
-		exit <- exitInfo{status: syscall.WaitStatus(1 << 8)}
+	rest := string(b)
+	if !strings.HasPrefix(rest, "started\n") {
+		notStarted <- errNotStarted
+		exit <- exitInfo{status: syscall.WaitStatus(syscall.SIGKILL)}
 		return
 	}
-	fields := strings.Fields(string(b))
+	fields := strings.Fields(strings.TrimPrefix(rest, "started\n"))
 	var nums [4]int64
 	ok := len(fields) == 4
 	for i := 0; ok && i < 4; i++ {
