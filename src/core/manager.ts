@@ -63,6 +63,8 @@ export class SandboxManager {
   private readonly kept: KeptRecords;
   /** Pause, resume and named snapshots (pauses.ts). */
   readonly pauses: Pauses;
+  /** Packs whose runs are not forked until then (forkRun: a runner that failed them). */
+  private readonly noForkUntil = new Map<string, number>();
 
   constructor(private readonly d: ManagerDeps) {
     this.kept = new KeptRecords(join(d.config.runDir, 'sandboxes'));
@@ -293,6 +295,10 @@ export class SandboxManager {
     const backend = this.backend(o.backend);
     const pack = await this.d.packs.get(o.pack);
     if (backend.name !== 'namespace' || !zygoteOf(pack.run)) return undefined;
+    // A pack whose runner could not start, or did not fork its run, runs in sandboxes of its own
+    // for a while (an interpreter without what the zygote needs would cost a runner per run).
+    const off = this.noForkUntil.get(pack.name);
+    if (off !== undefined && off > Date.now()) return undefined;
     const size = this.resolveSize(o, owner);
     const timeoutMs = execTimeoutFor(owner, exec.timeoutMs, this.d.config.limits.defaultExecTimeoutMs);
     const t0 = performance.now();
@@ -307,7 +313,14 @@ export class SandboxManager {
     let reusable = false;
     let borrowed: Awaited<ReturnType<Runners['borrow']>> | undefined;
     try {
-      borrowed = await runners.borrow({ pack: pack.name, cpus: size.cpus, memoryMib: size.memoryMib, diskMib: size.diskMib }, signal);
+      try {
+        borrowed = await runners.borrow({ pack: pack.name, cpus: size.cpus, memoryMib: size.memoryMib, diskMib: size.diskMib }, signal);
+      } catch (e) {
+        if (signal?.aborted) throw e;
+        this.d.log?.('runner did not start; runs of this pack start sandboxes of their own for a minute', { pack: pack.name, error: (e as Error).message });
+        this.noForkUntil.set(pack.name, Date.now() + NO_FORK_MS);
+        return undefined;
+      }
       const createMs = Math.round((performance.now() - t0) * 10) / 10;
       const id = newId();
       const sb = new Sandbox(id, backend.name, pack.name, pack.env, {}, size, borrowed.sandbox, createMs, borrowed.warm, o.ttlSec);
@@ -318,6 +331,7 @@ export class SandboxManager {
       } catch (e) {
         // Refused before the program started (the zygote could not fork it): run it the usual way.
         if (e instanceof KilnError && e.code === 'EXEC_FAILED' && e.message.includes('fork run:')) {
+          this.noForkUntil.set(pack.name, Date.now() + NO_FORK_MS);
           this.d.log?.('fork run refused; running in a sandbox of its own', { error: e.message });
           return undefined;
         }
@@ -325,6 +339,7 @@ export class SandboxManager {
         throw e;
       }
       reusable = r.forked === true;
+      if (!reusable) this.noForkUntil.set(pack.name, Date.now() + NO_FORK_MS);
       this.d.metrics?.observeCreate(backend.name, pack.name, borrowed.warm, createMs);
       this.recordForkRun(sb, r);
       return { ...r, sandboxId: id, createMs };
@@ -832,6 +847,9 @@ export class SandboxManager {
     };
   }
 }
+
+/** How long a pack's runs start sandboxes of their own after a runner failed one. */
+const NO_FORK_MS = 60_000;
 
 export function newId(): string {
   return `sb-${randomBytes(8).toString('hex')}`;
