@@ -143,6 +143,8 @@ export async function benchPooled(o: BenchOptions, base: { bare: number; bwrapPy
   // The service runs as its own process here, as in production: a pool hit answers at once and
   // the refill's fork happens in the server, not in the measuring client's event loop.
   let t: ServerProcess | undefined;
+  const vs = (a: number[]): string => `${ratio(percentile(a, 50), base.bare)} bare, ${ratio(percentile(a, 50), base.bwrapPy)} plain bwrap`;
+  let bareRunsPerSec = 0;
   try {
     t = await startServerProcess({ KILN_DATA_DIR: o.dataDir, KILN_POOL: 'python=8', KILN_MAX_SANDBOXES: '64' });
     const kiln = t.client;
@@ -179,7 +181,6 @@ export async function benchPooled(o: BenchOptions, base: { bare: number; bwrapPy
       }
       return ms;
     };
-    const vs = (a: number[]): string => `${ratio(percentile(a, 50), base.bare)} bare, ${ratio(percentile(a, 50), base.bwrapPy)} plain bwrap`;
     // The service's default: a python run is forked in a warm runner (docs/fork-runs.md).
     const forked = await oneShots(8);
     rows.push(
@@ -189,12 +190,11 @@ export async function benchPooled(o: BenchOptions, base: { bare: number; bwrapPy
         met: percentile(forked, 50) <= 1.3 * base.bare,
       }),
     );
-    rows.push(...(await pooledWithoutForkRuns(o, vs)));
     // The machine's own limit for the same work, measured right after: 8 workers spawning the
     // bare interpreter (the service is idle then, its pool full).
     const kilnRow = await throughput(kiln, o.throughputSec, 'forked, the default');
     const bare = await bareThroughput(8, o.throughputSec);
-    const unforked = await throughputWithoutForkRuns(o);
+    bareRunsPerSec = bare.runsPerSec;
     rows.push(
       {
         group: 'baseline',
@@ -205,12 +205,16 @@ export async function benchPooled(o: BenchOptions, base: { bare: number; bwrapPy
         note: `CPU ${bare.cpuMsPerRun.toFixed(1)} ms per run`,
       },
       withBareTarget(kilnRow, bare.runsPerSec),
-      { ...unforked, vsBaseline: `${((unforked.value ?? 0) / bare.runsPerSec).toFixed(2)}× bare throughput` },
     );
     rows.push(...(await benchColdClis(o, base, kiln.baseUrl)));
   } finally {
     await t?.close();
   }
+  // The same runs with fork runs off, on a service of their own (one service at a time may use
+  // the data dir's embedded database): the path of one-shot runs before fork runs.
+  rows.push(...(await pooledWithoutForkRuns(o, vs)));
+  const unforked = await throughputWithoutForkRuns(o);
+  rows.push({ ...unforked, vsBaseline: `${((unforked.value ?? 0) / bareRunsPerSec).toFixed(2)}× bare throughput (of the workers above)` });
   return rows;
 }
 
