@@ -170,19 +170,8 @@ export async function benchPooled(o: BenchOptions, base: { bare: number; bwrapPy
     );
     // One-shot runs: with the pool refilled before each (a run's latency), and with only half of it
     // back (the refills of the runs before still in flight, competing for the 2 CPUs).
-    const oneShots = async (waitFor: number): Promise<number[]> => {
-      const ms: number[] = [];
-      for (let i = 0; i < o.samples; i++) {
-        await waitPoolFull(kiln, waitFor);
-        const t0 = performance.now();
-        const r = await kiln.run({ pack: 'python', code: 'print(1)' });
-        ms.push(performance.now() - t0);
-        if (r.stdout !== '1\n') throw new Error(`bad output ${JSON.stringify(r)}`);
-      }
-      return ms;
-    };
     // The service's default: a python run is forked in a warm runner (docs/fork-runs.md).
-    const forked = await oneShots(8);
+    const forked = await oneShots(kiln, o.samples, 8);
     rows.push(
       stat('run', '/v1/run python print(1), forked in a warm runner (the default)', forked, {
         vsBaseline: vs(forked),
@@ -245,6 +234,19 @@ async function benchColdClis(o: BenchOptions, base: { bare: number }, kilnUrl: s
   return rows;
 }
 
+/** `n` one-shot runs, each after the pool holds `waitFor` ready sandboxes: their latencies. */
+async function oneShots(kiln: KilnClient, n: number, waitFor: number): Promise<number[]> {
+  const ms: number[] = [];
+  for (let i = 0; i < n; i++) {
+    await waitPoolFull(kiln, waitFor);
+    const t0 = performance.now();
+    const r = await kiln.run({ pack: 'python', code: 'print(1)' });
+    ms.push(performance.now() - t0);
+    if (r.stdout !== '1\n') throw new Error(`bad output ${JSON.stringify(r)}`);
+  }
+  return ms;
+}
+
 /**
  * One-shot runs in a pooled sandbox of their own (fork runs off): with the pool refilled before
  * each, and with only half of it back (the refills of the runs before in flight).
@@ -253,19 +255,8 @@ async function pooledWithoutForkRuns(o: BenchOptions, vs: (a: number[]) => strin
   const t = await startServerProcess({ KILN_DATA_DIR: o.dataDir, KILN_POOL: 'python=8', KILN_MAX_SANDBOXES: '64', KILN_FORK_RUNS: '0' });
   try {
     const kiln = t.client;
-    const oneShots = async (waitFor: number): Promise<number[]> => {
-      const ms: number[] = [];
-      for (let i = 0; i < o.samples; i++) {
-        await waitPoolFull(kiln, waitFor);
-        const t0 = performance.now();
-        const r = await kiln.run({ pack: 'python', code: 'print(1)' });
-        ms.push(performance.now() - t0);
-        if (r.stdout !== '1\n') throw new Error(`bad output ${JSON.stringify(r)}`);
-      }
-      return ms;
-    };
-    const refilled = await oneShots(8);
-    const busy = await oneShots(4);
+    const refilled = await oneShots(kiln, o.samples, 8);
+    const busy = await oneShots(kiln, o.samples, 4);
     return [
       stat('run', '/v1/run python print(1), pooled sandbox, fork runs off (pool refilled between runs)', refilled, { vsBaseline: vs(refilled) }),
       stat('run', '/v1/run python print(1), pooled sandbox, fork runs off, refills of earlier runs in flight', busy, { vsBaseline: vs(busy) }),

@@ -150,14 +150,7 @@ export class SandboxManager {
     const idleTimeoutSec = this.idleTimeout(o);
     const netPolicy = this.networkPolicy(o);
     const t0 = performance.now();
-    const unreserve = owner ? this.ownerUsage.reserve(owner, size) : () => undefined;
-    let release: () => void;
-    try {
-      release = await this.admission.acquire(signal);
-    } catch (e) {
-      unreserve();
-      throw e;
-    }
+    const { unreserve, release } = await this.admit(owner, size, signal);
     let inner: BackendSandbox | undefined;
     let fromPool = false;
     const id = restoreId ?? newId();
@@ -205,6 +198,17 @@ export class SandboxManager {
       // A failed first start drops the new workspace; a failed restore keeps the changes for the next try.
       if (workspace && !restoreId) await this.d.workspaces?.discard(id).catch(() => undefined);
       this.d.metrics?.countError(e);
+      throw e;
+    }
+  }
+
+  /** A key's reservation of the size, then an admission slot (the reservation is undone if none comes). */
+  private async admit(owner: Owner | undefined, size: { cpus: number; memoryMib: number; diskMib: number; ttlSec: number }, signal?: AbortSignal) {
+    const unreserve = owner ? this.ownerUsage.reserve(owner, size) : () => undefined;
+    try {
+      return { unreserve, release: await this.admission.acquire(signal) };
+    } catch (e) {
+      unreserve();
       throw e;
     }
   }
@@ -302,14 +306,7 @@ export class SandboxManager {
     const size = this.resolveSize(o, owner);
     const timeoutMs = execTimeoutFor(owner, exec.timeoutMs, this.d.config.limits.defaultExecTimeoutMs);
     const t0 = performance.now();
-    const unreserve = owner ? this.ownerUsage.reserve(owner, size) : () => undefined;
-    let release: () => void;
-    try {
-      release = await this.admission.acquire(signal);
-    } catch (e) {
-      unreserve();
-      throw e;
-    }
+    const { unreserve, release } = await this.admit(owner, size, signal);
     let reusable = false;
     let borrowed: Awaited<ReturnType<Runners['borrow']>> | undefined;
     try {
