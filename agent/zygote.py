@@ -27,7 +27,6 @@ import array  # noqa: E402
 import atexit  # noqa: E402
 import binascii  # noqa: E402
 import ctypes  # noqa: E402
-import fcntl  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -49,7 +48,6 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
-PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24

@@ -53,6 +53,7 @@ type zygoteSpec struct {
 
 type zygote struct {
 	spec   zygoteSpec
+	env    []string   // spec.environ()
 	path   string     // argv[0] resolved
 	sockMu sync.Mutex // one request to the zygote at a time
 	sock   *os.File
@@ -144,8 +145,8 @@ func adoptZygote() error {
 	if err != nil {
 		return err
 	}
-	z := &zygote{spec: spec, sock: os.NewFile(uintptr(fd), "zygote")}
-	if z.path, err = lookPath(spec.Argv[0], spec.environ()); err != nil {
+	z := &zygote{spec: spec, env: spec.environ(), sock: os.NewFile(uintptr(fd), "zygote")}
+	if z.path, err = lookPath(spec.Argv[0], z.env); err != nil {
 		return err
 	}
 	theZygote = z
@@ -178,17 +179,17 @@ func (z *zygote) takes(req *execRequest) bool {
 		return false
 	}
 	n := len(z.spec.Argv)
-	if len(req.Argv) <= n || !reflect.DeepEqual(req.Argv[1:n], z.spec.Argv[1:]) {
-		return false
-	}
-	if p, err := lookPath(req.Argv[0], z.spec.environ()); err != nil || p != z.path {
+	if len(req.Argv) <= n || !reflect.DeepEqual(req.Argv[1:n], z.spec.Argv[1:]) || !sameEnv(z.spec.Env, req.Env) {
 		return false
 	}
 	if f := req.Argv[n]; f == "" || f[0] == '-' {
 		return false // an option of the interpreter's (-c, -m, -): not a file
 	}
-	if !sameEnv(z.spec.Env, req.Env) {
-		return false
+	// The same name in the same environment is the same program; another name is looked up.
+	if req.Argv[0] != z.spec.Argv[0] {
+		if p, err := lookPath(req.Argv[0], z.env); err != nil || p != z.path {
+			return false
+		}
 	}
 	z.mu.Lock()
 	defer z.mu.Unlock()
@@ -292,7 +293,8 @@ func (z *zygote) run(c *conn, s *stream, req *execRequest) (any, error) {
 	r.pid, r.cg = b.pid, cg
 	r.signalMain = func(sig syscall.Signal) { signalChildrenOf(cg, b.pid, sig) }
 	if err := b.handOver(msg, theirs); err != nil {
-		z.broken()
+		// This PID 1 is lost, not the zygote: the next run gets a new one.
+		go z.refill()
 		cg.kill()
 		cg.release()
 		statusR.Close()
@@ -306,15 +308,14 @@ func (z *zygote) run(c *conn, s *stream, req *execRequest) (any, error) {
 	r.started = time.Now()
 	r.attach(s, req)
 	res, err := r.finish()
-	select {
-	case why := <-notStarted:
-		go z.refill()
-		return nil, newOpError(codeExecFailed, "fork run: %v", why)
-	default:
-	}
 	// The next run's PID 1 is made now, after this run (on a runner of one CPU, making it during
 	// the run would slow the run), and before the next is asked for.
 	go z.refill()
+	select {
+	case why := <-notStarted:
+		return nil, newOpError(codeExecFailed, "fork run: %v", why)
+	default:
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -493,26 +494,8 @@ func readRunStatus(f *os.File, exit chan<- exitInfo, notStarted chan<- error) {
 // namespace takes no signal from here but SIGKILL).
 func signalChildrenOf(cg *execCgroup, initPid int, sig syscall.Signal) {
 	for _, pid := range cg.procs() {
-		if pid != initPid && parentOf(pid) == initPid {
+		if ppid, _, ok := procStat(pid); ok && pid != initPid && ppid == initPid {
 			_ = syscall.Kill(pid, sig)
 		}
 	}
-}
-
-func parentOf(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
 }
