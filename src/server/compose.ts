@@ -16,7 +16,7 @@ import { Metrics } from '../core/metrics.js';
 import type { NetworkEventLog } from '../core/network.js';
 import { zygoteOf } from '../core/packs.js';
 import { WarmPools } from '../core/pools.js';
-import { Runners } from '../core/runners.js';
+import { type RunnerKey, Runners } from '../core/runners.js';
 import type { Store } from '../core/store.js';
 import { NetworkManager } from '../net/manager.js';
 import { openStore } from '../store/index.js';
@@ -164,23 +164,18 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
   if (config.forkRuns.enabled && config.forkRuns.idle > 0 && backends.has('namespace')) {
     const l = config.limits;
     const size = { cpus: l.defaultCpus, memoryMib: l.defaultMemoryMib, diskMib: l.defaultDiskMib };
-    // The pools' python targets start as runners too: the first runs are warm.
-    const prestart = targets.filter((t) => t.backend === 'namespace').map((t) => ({ key: { pack: t.pack, ...size }, count: t.target }));
-    const forkable = await Promise.all(
-      prestart.map(
-        async (p) =>
-          (await packs
-            .get(p.key.pack)
-            .then((pk) => zygoteOf(pk.run) !== undefined)
-            .catch(() => false)) && p,
-      ),
-    );
+    // The pools' targets of packs with a zygote start as runners too: the first runs are warm.
+    const prestart: Array<{ key: RunnerKey; count: number }> = [];
+    for (const t of targets) {
+      const pack = t.backend === 'namespace' ? await packs.get(t.pack).catch(() => undefined) : undefined;
+      if (pack && zygoteOf(pack.run)) prestart.push({ key: { pack: t.pack, ...size }, count: t.target });
+    }
     runners = new Runners({
       start: (k, signal) => manager.startRunner(k, signal),
       maxIdle: config.forkRuns.idle,
       maxRuns: 1000,
       maxAgeMs: 10 * 60_000,
-      prestart: forkable.filter((p) => p !== false),
+      prestart,
       log,
     });
     runners.start();

@@ -8,6 +8,7 @@
  * plain execs.
  */
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -97,7 +98,6 @@ describe('fork runs', { skip: process.getuid?.() === 0 ? undefined : 'needs root
         '    open(p, "w").write("x")',
         'subprocess.Popen(["sleep", "1000"], start_new_session=True)',
         's = socket.socket(); s.bind(("127.0.0.1", 8765)); s.listen()',
-        'os.sethostname("changed") if False else None',
         'print(sorted(os.listdir("/proc")) and "ok")',
       ].join('\n'),
     );
@@ -217,7 +217,6 @@ describe('fork runs', { skip: process.getuid?.() === 0 ? undefined : 'needs root
 
 /** The host pids of the live (not zombie) children of `pid`. */
 async function childrenOf(pid: number): Promise<number[]> {
-  const { readdirSync, readFileSync } = await import('node:fs');
   return readdirSync('/proc')
     .filter((p) => /^\d+$/.test(p))
     .filter((p) => {
@@ -233,16 +232,11 @@ async function childrenOf(pid: number): Promise<number[]> {
 
 /** The host pids of the children of sandbox PID 1 `pid` whose command line is `python3 -c`. */
 async function zygotePids(pid: number): Promise<number[]> {
-  const { readdirSync, readFileSync } = await import('node:fs');
-  const parentOf = (p: string) => readFileSync(`/proc/${p}/stat`, 'utf8').split(')')[1]!.trim().split(' ')[1];
-  return readdirSync('/proc')
-    .filter((p) => /^\d+$/.test(p))
-    .filter((p) => {
-      try {
-        return parentOf(p) === String(pid) && readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('python3\0-c\0');
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
+  return (await childrenOf(pid)).filter((p) => {
+    try {
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('python3\0-c\0');
+    } catch {
+      return false;
+    }
+  });
 }
