@@ -74,6 +74,9 @@ type spawned struct {
 	awaitW    *os.File
 	stderrR   *os.File
 	forgotten bool
+	// Closed when its stderr relay ends and when its start is settled (started or error): its
+	// exit is reported after both, so a reader that stops at the exit has all it wrote.
+	stderrDone, startDone chan struct{}
 }
 
 type spawner struct {
@@ -180,7 +183,7 @@ func (s *spawner) spawn(req spawnRequest) {
 	}
 	s.mu.Lock()
 	pid, err := syscall.ForkExec(req.Path, req.Argv, attr)
-	p := &spawned{id: req.ID, pid: pid, awaitW: awaitW, stderrR: errR}
+	p := &spawned{id: req.ID, pid: pid, awaitW: awaitW, stderrR: errR, stderrDone: make(chan struct{}), startDone: make(chan struct{})}
 	if err == nil {
 		s.procs[req.ID] = p
 		s.byPID[pid] = p
@@ -201,9 +204,10 @@ func (s *spawner) spawn(req spawnRequest) {
 		fail(fmt.Errorf("cannot run %s: %w", req.Path, err))
 		return
 	}
-	stderrDone := make(chan struct{})
+	stderrDone := p.stderrDone
 	go s.relayStderr(p, stderrDone)
 	go func() {
+		defer close(p.startDone)
 		defer blockW.Close()
 		// A failure kills before the block pipe closes (its end would let the sandbox run).
 		failed := func(child int, err error) {
@@ -318,6 +322,21 @@ func (s *spawner) kill(id uint64, sig syscall.Signal) {
 	}
 }
 
+// emitExit reports an exit after what the child wrote to stderr and after its start's outcome; a
+// sandbox still holding bwrap's stderr open (or its info pipe) delays it by a second at most.
+func (s *spawner) emitExit(p *spawned, e spawnEvent) {
+	late := make(chan struct{})
+	t := time.AfterFunc(time.Second, func() { close(late) })
+	defer t.Stop()
+	for _, ch := range []chan struct{}{p.startDone, p.stderrDone} {
+		select {
+		case <-ch:
+		case <-late:
+		}
+	}
+	s.emit(e)
+}
+
 // reap waits for every child that ended (this process has no others) and reports each exit.
 func (s *spawner) reap(chld chan os.Signal) {
 	for range chld {
@@ -350,7 +369,7 @@ func (s *spawner) reap(chld chan os.Signal) {
 				code := ws.ExitStatus()
 				e.Code = &code
 			}
-			s.emit(e)
+			go s.emitExit(p, e)
 		}
 	}
 }
