@@ -25,6 +25,7 @@ const (
 	codeConnectionRefused  = "CONNECTION_REFUSED"
 	codeConnectFailed      = "CONNECT_FAILED"
 	codeConnectionReset    = "CONNECTION_RESET"
+	codeForkRefused        = "FORK_REFUSED"
 	codeInternal           = "INTERNAL"
 )
 

@@ -243,7 +243,7 @@ func (z *zygote) run(c *conn, s *stream, req *execRequest) (any, error) {
 	fail := func(err error) (any, error) {
 		closeTheirs()
 		r.closeOurs()
-		return nil, newOpError(codeExecFailed, "fork run: %v", err)
+		return nil, newOpError(codeForkRefused, "fork run: %v", err)
 	}
 	if req.Stdin {
 		pr, pw, err := os.Pipe()
@@ -303,19 +303,29 @@ func (z *zygote) run(c *conn, s *stream, req *execRequest) (any, error) {
 	closeTheirs()
 	exit := make(chan exitInfo, 1)
 	r.exit = exit
-	notStarted := make(chan error, 1)
-	go readRunStatus(statusR, exit, notStarted)
+	started := make(chan error, 1)
+	go readRunStatus(statusR, started, exit)
+	// The host hears "started" only once the program is forked: a run refused before has shown
+	// nothing, and the service runs it elsewhere as if this had not been tried.
+	wait := time.NewTimer(forkStartTimeout)
+	select {
+	case err = <-started:
+	case <-wait.C:
+		err = fmt.Errorf("the run's PID 1 did not start the program within %v", forkStartTimeout)
+	}
+	wait.Stop()
+	// The next run's PID 1 is made now, after this run (on a runner of one CPU, making it during
+	// the run would slow the run), and before the next is asked for.
+	defer func() { go z.refill() }()
+	if err != nil {
+		cg.kill()
+		cg.release()
+		r.closeOurs()
+		return nil, newOpError(codeForkRefused, "fork run: %v", err)
+	}
 	r.started = time.Now()
 	r.attach(s, req)
 	res, err := r.finish()
-	// The next run's PID 1 is made now, after this run (on a runner of one CPU, making it during
-	// the run would slow the run), and before the next is asked for.
-	go z.refill()
-	select {
-	case why := <-notStarted:
-		return nil, newOpError(codeExecFailed, "fork run: %v", why)
-	default:
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -451,23 +461,33 @@ func (z *zygote) broken() {
 // run, or its setup failed): nothing of the user's ran, so the run may be made elsewhere.
 var errNotStarted = errors.New("the run's PID 1 ended before it started the program")
 
-// readRunStatus turns the run's status lines into its exit: "started", then the program's status
-// and usage. A pipe that ends without the status means its PID 1 died (killed: timeout, cancel,
-// the sandbox's end); one that ends before "started" means the run never began.
-func readRunStatus(f *os.File, exit chan<- exitInfo, notStarted chan<- error) {
+// forkStartTimeout bounds the wait for a prepared PID 1 to fork the program (it does nothing
+// else in between); one that has not is killed and the run refused.
+const forkStartTimeout = 5 * time.Second
+
+// readRunStatus turns the run's status lines into its start and its exit: "started" (sent on
+// started as nil), then the program's status and usage. A pipe that ends without the status means
+// its PID 1 died (killed: timeout, cancel, the sandbox's end); one that ends before "started"
+// means the run never began (errNotStarted).
+func readRunStatus(f *os.File, started chan<- error, exit chan<- exitInfo) {
 	defer f.Close()
 	var b []byte
 	buf := make([]byte, 256)
+	announced := false
 	for {
 		n, err := f.Read(buf)
 		b = append(b, buf[:n]...)
+		if !announced && strings.HasPrefix(string(b), "started\n") {
+			announced = true
+			started <- nil
+		}
 		if err != nil || len(b) > 1024 {
 			break
 		}
 	}
 	rest := string(b)
-	if !strings.HasPrefix(rest, "started\n") {
-		notStarted <- errNotStarted
+	if !announced {
+		started <- errNotStarted
 		exit <- exitInfo{status: syscall.WaitStatus(syscall.SIGKILL)}
 		return
 	}

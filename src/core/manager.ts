@@ -327,7 +327,7 @@ export class SandboxManager {
         r = await this.exec.run(sb, { ...exec, timeoutMs }, handlers, signal);
       } catch (e) {
         // Refused before the program started (the zygote could not fork it): run it the usual way.
-        if (e instanceof KilnError && e.code === 'EXEC_FAILED' && e.message.includes('fork run:')) {
+        if (e instanceof KilnError && e.details?.agentCode === 'FORK_REFUSED') {
           this.noForkUntil.set(pack.name, Date.now() + NO_FORK_MS);
           this.d.log?.('fork run refused; running in a sandbox of its own', { error: e.message });
           return undefined;

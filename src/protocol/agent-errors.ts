@@ -18,6 +18,9 @@ const AGENT_CODE_MAP: Record<string, ErrorCode> = {
   // tcp.connect: nothing listens on the port (or the dial failed) inside the sandbox.
   CONNECTION_REFUSED: 'PORT_UNREACHABLE',
   CONNECT_FAILED: 'PORT_UNREACHABLE',
+  // A fork run refused before its program started (core/manager.ts forkRun runs it elsewhere):
+  // not the caller's mistake, and it never reaches a client unless that fallback fails.
+  FORK_REFUSED: 'AGENT_ERROR',
 };
 
 export function agentError(f: Frame): KilnError {

@@ -5,6 +5,7 @@
  * the runner is never a sandbox of the API; a run the zygote cannot take runs the usual way.
  */
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { KilnClient, RunOptions } from '../../sdk/src/index.js';
 import { startTestServer, type TestServer } from '../parity/fixture.js';
@@ -106,4 +107,50 @@ describe('fork runs through the API', { skip: process.getuid?.() === 0 ? undefin
     assert.equal(shell.stdout, 'hi\n');
     assert.equal((shell as { forked?: boolean }).forked, false);
   });
+
+  // Last: the refused run turns fork runs off for the pack for a minute.
+  it('runs a refused fork run in a sandbox of its own, and a stream shows one start', async () => {
+    // Every runner's zygote has made its next run's PID 1 ahead: kill those, from the host.
+    let made: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const zygotes = pythonDashC().filter((p) => !pythonDashC().includes(parentOf(p)));
+      made = pythonDashC().filter((p) => zygotes.includes(parentOf(p)));
+      if (zygotes.length > 0 && made.length === zygotes.length) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.ok(made.length > 0, 'a PID 1 made ahead waits in a runner');
+    for (const pid of made) process.kill(pid, 'SIGKILL');
+    const events = [];
+    for await (const e of kiln.runStream({ pack: 'python', code: 'print("ran once")' })) events.push(e);
+    assert.deepEqual(
+      events.map((e) => e.type),
+      ['started', 'stdout', 'result'],
+    );
+    const result = events[2] as { forked?: boolean; exitCode: number };
+    assert.equal(result.forked, false, 'run in a sandbox of its own');
+    assert.equal(result.exitCode, 0);
+    assert.deepEqual(events[1], { type: 'stdout', data: 'ran once\n', encoding: 'utf8' });
+  });
 });
+
+/** Host pids of the processes whose command line is `python3 -c …`: zygotes and their PID 1s. */
+function pythonDashC(): number[] {
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'latin1').startsWith('python3\0-c\0') && !readFileSync(`/proc/${p}/stat`, 'utf8').includes(') Z ');
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+function parentOf(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(')')[1]!.trim().split(' ')[1]);
+  } catch {
+    return 0;
+  }
+}

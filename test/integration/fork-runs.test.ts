@@ -35,7 +35,7 @@ describe('fork runs', { skip: process.getuid?.() === 0 ? undefined : 'needs root
   let runner: BackendSandbox;
   const others: BackendSandbox[] = [];
 
-  async function run(sb: BackendSandbox, code: string, o: { env?: Record<string, string>; stdin?: string; args?: string[]; timeoutMs?: number } = {}): Promise<Ran> {
+  async function run(sb: BackendSandbox, code: string, o: { env?: Record<string, string>; stdin?: string; args?: string[]; timeoutMs?: number; onStarted?: () => void } = {}): Promise<Ran> {
     let out = '';
     let err = '';
     const h = sb.agent.exec(
@@ -47,7 +47,7 @@ describe('fork runs', { skip: process.getuid?.() === 0 ? undefined : 'needs root
         stdin: o.stdin !== undefined,
         files: [{ path: MAIN, data: Buffer.from(code).toString('base64') }],
       },
-      { onStdout: (c) => (out += c.toString()), onStderr: (c) => (err += c.toString()) },
+      { onStdout: (c) => (out += c.toString()), onStderr: (c) => (err += c.toString()), onStarted: o.onStarted },
     );
     if (o.stdin !== undefined) {
       await h.writeStdin(Buffer.from(o.stdin));
@@ -187,8 +187,15 @@ describe('fork runs', { skip: process.getuid?.() === 0 ? undefined : 'needs root
     assert.equal(made.length, 1, 'one PID 1 waits for the next run');
     process.kill(made[0]!, 'SIGKILL');
     // Refused before anything of it ran (the handover failed, or the PID 1 ended before it forked
-    // the program): the service then runs it in a sandbox of its own.
-    await assert.rejects(run(runner, 'print("never")'), /fork run: (hand the run over|the run's PID 1 ended before it started)/);
+    // the program), with a code of its own and no "started" shown: the service then runs it in a
+    // sandbox of its own, and a stream shows one start.
+    let started = 0;
+    await assert.rejects(run(runner, 'print("never")', { onStarted: () => started++ }), (e: Error & { details?: { agentCode?: string } }) => {
+      assert.equal(e.details?.agentCode, 'FORK_REFUSED', e.message);
+      assert.match(e.message, /fork run: (hand the run over|the run's PID 1 ended before it started)/);
+      return true;
+    });
+    assert.equal(started, 0, 'a refused run showed no start');
     const next = await run(runner, 'print("next")');
     assert.equal(next.out, 'next\n');
     assert.equal((next.r as { forked?: boolean }).forked, true);
