@@ -26,6 +26,7 @@ const (
 	codeConnectFailed      = "CONNECT_FAILED"
 	codeConnectionReset    = "CONNECTION_RESET"
 	codeForkRefused        = "FORK_REFUSED"
+	codeNotForkable        = "NOT_FORKABLE"
 	codeInternal           = "INTERNAL"
 )
 

@@ -39,6 +39,9 @@ type execRequest struct {
 	TTY            *ttySize          `json:"tty"`
 	// Files are written before the process starts: a snippet and its run in one round trip.
 	Files []execFile `json:"files"`
+	// Fork: a runner's run (zygote_linux.go) is forked or refused (NOT_FORKABLE), never run as a
+	// plain exec of the runner.
+	Fork bool `json:"fork"`
 }
 
 type execFile struct {
@@ -69,8 +72,12 @@ func opExec(c *conn, s *stream, raw json.RawMessage) (any, error) {
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
-	if theZygote.takes(&req) {
-		return theZygote.run(c, s, &req)
+	if mode, program := theZygote.takes(&req); mode != notTaken {
+		return theZygote.run(c, s, &req, mode, program)
+	} else if req.Fork && (theZygote == nil || theZygote.isDead()) {
+		return nil, newOpError(codeForkRefused, "fork run: this sandbox has no zygote (any more)")
+	} else if req.Fork {
+		return nil, newOpError(codeNotForkable, "this runner cannot fork %q (nothing of it ran): run it in a sandbox of its own", req.Argv[0])
 	}
 	if p := takePrestart(&req); p != nil {
 		return p.adopt(s, &req)

@@ -56,6 +56,8 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECCOMP_MODE_FILTER = 2
 SIGCHLD = 17
+SIGPIPE = 13
+SIGXFSZ = 25
 SYSNO = {
     "x86_64": {"pivot_root": 155, "capset": 126, "clone": 56, "close_range": 436},
     "aarch64": {"pivot_root": 41, "capset": 91, "clone": 220, "close_range": 436},
@@ -71,6 +73,8 @@ libc.symlink.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
 libc.chmod.argtypes = [ctypes.c_char_p, ctypes.c_uint]
 libc.chdir.argtypes = [ctypes.c_char_p]
 libc.rmdir.argtypes = [ctypes.c_char_p]
+libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.signal.restype = ctypes.c_void_p
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 libc.syscall.restype = ctypes.c_long
 
@@ -431,4 +435,30 @@ def write_file(f):
     return data
 
 
-run_program(main())
+def exec_program(req):
+    """C of an exec run: the request's program executed as a plain exec of the agent would start
+    it (its files written, its cwd, its environment, stdio 0-2 only, default signal dispositions),
+    here in the run's own namespaces and root. What fails before the program runs is told on
+    stderr with exit status 127, as a shell tells it."""
+    os.setpgid(0, 0)  # a process group of its own, as a plain exec's
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    argv = req["argv"]
+    try:
+        for f in req.get("files") or []:
+            write_file(f)
+        os.chdir(req["cwd"])
+        # Python ignores these two; a new program must not inherit that (SIGINT's handler is
+        # reset by execve itself).
+        for sig in (SIGPIPE, SIGXFSZ):
+            libc.signal(sig, None)
+        close_fds_except(0, 1, 2)
+        os.execve(req["exec"], argv, dict(kv.split("=", 1) for kv in req["env"]))
+    except OSError as e:
+        os.write(2, ("kiln: cannot run %s: %s\n" % (argv[0], e)).encode(errors="replace"))
+    os._exit(127)
+
+
+_run = main()
+if _run.get("exec"):
+    exec_program(_run)
+run_program(_run)

@@ -49,7 +49,24 @@ const (
 type zygoteSpec struct {
 	Argv []string          `json:"argv"`
 	Env  map[string]string `json:"env"`
+	// ExecOnly: the pack's programs are not this interpreter's (node, a shell): every run is an
+	// exec run, none is run in the warm interpreter.
+	ExecOnly bool `json:"execOnly,omitempty"`
 }
+
+// A run the zygote takes is made one of two ways, both in a PID 1 of its own made ahead:
+//   - warm: the interpreter's own kind of run (its file, its environment), forked from the warm
+//     interpreter and run there, without a start-up of its own;
+//   - exec: any other program (another command, another environment, another pack's program):
+//     the forked process executes it, as a plain exec would, in the run's fresh namespaces and
+//     root. Its start-up is its own; what it saves is the sandbox's.
+type runMode int
+
+const (
+	notTaken runMode = iota
+	warmMode
+	execMode
+)
 
 type zygote struct {
 	spec   zygoteSpec
@@ -172,12 +189,28 @@ func filterBytes(prog []sockFilter) []byte {
 	return append([]byte{}, unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), n)...)
 }
 
-// takes reports whether req is a run the zygote can fork: the interpreter (same options) on a
-// file, the zygote's environment, the default user, no tty.
-func (z *zygote) takes(req *execRequest) bool {
+// takes reports how the zygote can make req, if at all: the default user, no tty, a runner with
+// cgroups and its zygote alive; a warm run for its interpreter (same options) on a file with the
+// zygote's environment, an exec run for a program found in this root that the request does not
+// write itself (whose errors a plain exec reports before it starts).
+// The exec run's program is returned with it.
+func (z *zygote) takes(req *execRequest) (runMode, string) {
 	if z == nil || execCgroups == nil || req.TTY != nil || req.UID != nil || req.GID != nil {
-		return false
+		return notTaken, ""
 	}
+	if z.isDead() {
+		return notTaken, ""
+	}
+	if !z.spec.ExecOnly && z.warm(req) {
+		return warmMode, ""
+	}
+	if p := z.execPath(req); p != "" {
+		return execMode, p
+	}
+	return notTaken, ""
+}
+
+func (z *zygote) warm(req *execRequest) bool {
 	n := len(z.spec.Argv)
 	if len(req.Argv) <= n || !reflect.DeepEqual(req.Argv[1:n], z.spec.Argv[1:]) || !sameEnv(z.spec.Env, req.Env) {
 		return false
@@ -191,33 +224,62 @@ func (z *zygote) takes(req *execRequest) bool {
 			return false
 		}
 	}
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	return !z.dead
+	return true
+}
+
+// execPath is the program an exec run executes, or "" when a plain exec should run req: a name
+// not found, a relative path (resolved against the cwd), or a file of the request's own.
+func (z *zygote) execPath(req *execRequest) string {
+	name := req.Argv[0]
+	if strings.Contains(name, "/") && !filepath.IsAbs(name) {
+		return ""
+	}
+	p, err := lookPath(name, req.environ(cfg.execUID, 0))
+	if err != nil {
+		return ""
+	}
+	p = filepath.Clean(p)
+	if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+		return ""
+	}
+	for _, f := range req.Files {
+		if filepath.Clean(f.Path) == p {
+			return ""
+		}
+	}
+	return p
 }
 
 // zygoteRun is one run as the zygote takes it: its environment is the zygote's (takes checked
 // that) but for its exec id.
 type zygoteRun struct {
 	Argv   []string   `json:"argv"`
-	File   string     `json:"file"`
+	File   string     `json:"file,omitempty"`
 	ExecID string     `json:"execId"`
 	Cwd    string     `json:"cwd"`
 	Files  []execFile `json:"files"`
+	// Exec runs: the program executed and its whole environment (a plain exec's).
+	Exec string   `json:"exec,omitempty"`
+	Env  []string `json:"env,omitempty"`
 }
 
 // run forks req through the zygote and serves it as any exec (exec_run_linux.go).
-func (z *zygote) run(c *conn, s *stream, req *execRequest) (any, error) {
-	n := len(z.spec.Argv)
+func (z *zygote) run(c *conn, s *stream, req *execRequest, mode runMode, program string) (any, error) {
 	cwd := req.Cwd
 	if cwd == "" {
 		cwd = cfg.workdir
 	}
-	// argv as the program sees it (sys.argv, sys.orig_argv); file is where its source is.
-	argv := append([]string{req.Argv[0]}, req.Argv[n:]...)
-	file := argv[1]
-	if !filepath.IsAbs(file) {
-		file = filepath.Join(cwd, file)
+	zr := zygoteRun{ExecID: strconv.FormatUint(uint64(s.id), 10), Cwd: cwd}
+	if mode == execMode {
+		zr.Argv, zr.Exec, zr.Env = req.Argv, program, req.environ(cfg.execUID, s.id)
+	} else {
+		// argv as the program sees it (sys.argv, sys.orig_argv); file is where its source is.
+		zr.Argv = append([]string{req.Argv[0]}, req.Argv[len(z.spec.Argv):]...)
+		zr.File = zr.Argv[1]
+		if !filepath.IsAbs(zr.File) {
+			zr.File = filepath.Join(cwd, zr.File)
+		}
+		zr.File = filepath.Clean(zr.File)
 	}
 	files := make([]execFile, len(req.Files))
 	for i, f := range req.Files {
@@ -227,7 +289,8 @@ func (z *zygote) run(c *conn, s *stream, req *execRequest) (any, error) {
 		}
 		files[i].Path = filepath.Clean(files[i].Path)
 	}
-	msg, err := json.Marshal(zygoteRun{Argv: argv, File: filepath.Clean(file), ExecID: strconv.FormatUint(uint64(s.id), 10), Cwd: cwd, Files: files})
+	zr.Files = files
+	msg, err := json.Marshal(zr)
 	if err != nil {
 		return nil, newOpError(codeInternal, "fork run: %v", err)
 	}

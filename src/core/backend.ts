@@ -4,7 +4,7 @@
  * (.dependency-cruiser.cjs checks it).
  */
 import type { AgentClient } from '../protocol/agent-client.js';
-import type { PackImage } from './packs.js';
+import type { PackImage, ZygoteSpec } from './packs.js';
 
 // PackImage lives with the other pack types; re-exported here, where backends have always found it.
 export type { PackImage } from './packs.js';
@@ -88,7 +88,7 @@ export interface SandboxSpec {
    * A runner for fork runs (src/core/runners.ts; the namespace backend only):
    * the interpreter its agent starts as the zygote, and the environment of the runs.
    */
-  zygote?: { argv: string[]; env: Record<string, string> };
+  zygote?: ZygoteSpec;
 }
 
 /**

@@ -21,6 +21,8 @@ export interface ExecOptions {
   maxOutputBytes?: number;
   /** Small files written just before the command starts, in the same agent round trip. */
   files?: Array<{ path: string; data: Buffer }>;
+  /** A runner's run (manager.forkRun): forked or refused, never run as a plain exec there. */
+  fork?: boolean;
 }
 
 export interface ExecStreamHandlers {
@@ -118,6 +120,7 @@ export class ExecRunner {
         maxOutputBytes,
         stdin: stdin !== undefined,
         files: o.files?.map((f) => ({ path: f.path, data: f.data.toString('base64') })),
+        ...(o.fork ? { fork: true } : {}),
       },
       agentHandlers,
       signal,

@@ -298,7 +298,7 @@ export class SandboxManager {
     if (!runners || this.closing) return undefined;
     const backend = this.backend(o.backend);
     const pack = await this.d.packs.get(o.pack);
-    if (backend.name !== 'namespace' || !zygoteOf(pack.run)) return undefined;
+    if (backend.name !== 'namespace' || !zygoteOf(pack)) return undefined;
     // A pack whose runner could not start, or did not fork its run, runs in sandboxes of its own
     // for a while (an interpreter without what the zygote needs would cost a runner per run).
     const off = this.noForkUntil.get(pack.name);
@@ -324,8 +324,13 @@ export class SandboxManager {
       sb.owner = owner;
       let r: ExecOutcome;
       try {
-        r = await this.exec.run(sb, { ...exec, timeoutMs }, handlers, signal);
+        r = await this.exec.run(sb, { ...exec, timeoutMs, fork: true }, handlers, signal);
       } catch (e) {
+        // Not a run a runner makes (a program of its own files, say): nothing happened there.
+        if (e instanceof KilnError && e.details?.agentCode === 'NOT_FORKABLE') {
+          reusable = true;
+          return undefined;
+        }
         // Refused before the program started (the zygote could not fork it): run it the usual way.
         if (e instanceof KilnError && e.details?.agentCode === 'FORK_REFUSED') {
           this.noForkUntil.set(pack.name, Date.now() + NO_FORK_MS);
@@ -353,9 +358,9 @@ export class SandboxManager {
   /** A runner of fork runs: a fresh sandbox whose agent starts the pack's interpreter as its zygote. */
   async startRunner(k: RunnerKey, signal?: AbortSignal): Promise<BackendSandbox> {
     const pack = await this.d.packs.get(k.pack);
-    const argv = zygoteOf(pack.run);
-    if (!argv) throw new KilnError('INVALID_REQUEST', `pack ${k.pack} has no interpreter to fork runs from`);
-    return this.startOnBackend(this.backend('namespace'), k.pack, k, undefined, signal, { zygote: { argv, env: pack.env } });
+    const zygote = zygoteOf(pack);
+    if (!zygote) throw new KilnError('INVALID_REQUEST', `pack ${k.pack} has no interpreter to fork runs from`);
+    return this.startOnBackend(this.backend('namespace'), k.pack, k, undefined, signal, { zygote });
   }
 
   /** Starts a fresh sandbox on a backend; also used by the warm pools. */

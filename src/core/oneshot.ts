@@ -63,9 +63,10 @@ export async function runOnce(manager: SandboxManager, packs: PackCatalog, o: Ru
   // Small programs travel inside the exec request (one agent round trip); big ones are uploaded.
   const inline = files.reduce((n, f) => n + f.data.length, 0) <= INLINE_FILES_MAX_BYTES;
   const placed = files.map((f) => ({ path: posix.join(WORKDIR, f.path), data: f.data }));
-  // The pack's own command with the pack's environment: a fork run when the host has runners.
-  if (o.cmd === undefined && inline && Object.keys(o.env ?? {}).length === 0) {
-    const exec = { cmd: argv, stdin: o.stdin, cwd: WORKDIR, timeoutMs: o.timeoutMs, maxOutputBytes: o.maxOutputBytes, files: placed };
+  // A fork run when the host has runners for the pack (a warm run for the pack's own command in
+  // its own environment, an exec run for anything else); a sandbox of its own otherwise.
+  if (inline) {
+    const exec = { cmd: argv, stdin: o.stdin, env: o.env, cwd: WORKDIR, timeoutMs: o.timeoutMs, maxOutputBytes: o.maxOutputBytes, files: placed };
     const forked = await manager.forkRun({ pack: o.pack, backend: o.backend, cpus: o.cpus, memoryMib: o.memoryMib, ttlSec }, exec, handlers, signal, owner);
     if (forked) return forked;
   }

@@ -8,13 +8,26 @@ export interface PackRunSpec {
   projectCommand: string[];
 }
 
+/** What a runner's agent starts as its zygote (agent/zygote_linux.go, agent/zygote.py). */
+export interface ZygoteSpec {
+  /** The interpreter (agent/zygote.py needs Python 3.9 or later). */
+  argv: string[];
+  /** The pack's environment: a run with it (and the pack's own command) is a warm run. */
+  env: Record<string, string>;
+  /** The pack's programs are not this interpreter: every run is an exec run. */
+  execOnly?: boolean;
+}
+
 /**
- * The interpreter a runner's zygote starts for this pack's fork runs (runners.ts), or undefined:
- * packs whose file runs as `python3 FILE` (the zygote is agent/zygote.py, Python 3.9 or later).
+ * The zygote of this pack's runners (runners.ts), or undefined when its runs cannot be forked.
+ * A pack whose file runs as `python3 FILE` has warm runs (its file run in the warm interpreter)
+ * and exec runs (any other command or environment); any other pack whose image has python3 has
+ * exec runs only (its program executed in the run's own namespaces, without a sandbox start).
  */
-export function zygoteOf(run: Pick<PackRunSpec, 'command'>): string[] | undefined {
-  const [interpreter, file, ...rest] = run.command;
-  return (interpreter === 'python3' || interpreter === 'python') && file === '{file}' && rest.length === 0 ? [interpreter] : undefined;
+export function zygoteOf(pack: Pick<PackInfo, 'run' | 'env' | 'packageVersions'>): ZygoteSpec | undefined {
+  const [interpreter, file, ...rest] = pack.run.command;
+  if ((interpreter === 'python3' || interpreter === 'python') && file === '{file}' && rest.length === 0) return { argv: [interpreter], env: pack.env };
+  return pack.packageVersions?.python3 !== undefined ? { argv: ['python3'], env: pack.env, execOnly: true } : undefined;
 }
 
 /** What a backend needs to know about a pack to start a sandbox from it. */

@@ -21,6 +21,8 @@ const AGENT_CODE_MAP: Record<string, ErrorCode> = {
   // A fork run refused before its program started (core/manager.ts forkRun runs it elsewhere):
   // not the caller's mistake, and it never reaches a client unless that fallback fails.
   FORK_REFUSED: 'AGENT_ERROR',
+  // A run a runner cannot fork (a tty, a program of the request's own …): nothing happened there.
+  NOT_FORKABLE: 'AGENT_ERROR',
 };
 
 export function agentError(f: Frame): KilnError {

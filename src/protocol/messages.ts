@@ -23,6 +23,8 @@ export interface ExecRequest {
   tty?: { cols: number; rows: number };
   /** Written before the process starts (base64 data); keep the whole request under 256 KiB. */
   files?: Array<{ path: string; data: string; mode?: number }>;
+  /** A runner's run: forked by its zygote or refused (NOT_FORKABLE), never a plain exec there. */
+  fork?: boolean;
 }
 
 /**

@@ -13,6 +13,7 @@ import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
 import { formatCpuList } from '../../core/cpu-sets.js';
 import { SANDBOX_SOCKET } from './kept.js';
+import type { ZygoteSpec } from '../../core/packs.js';
 import type { Spawner } from './spawner.js';
 
 export interface BwrapOptions {
@@ -46,7 +47,7 @@ export interface BwrapOptions {
    */
   socketDir?: string;
   /** A runner's zygote (agent/zygote_linux.go): the interpreter its fork runs use, and their environment. */
-  zygote?: { argv: string[]; env: Record<string, string> };
+  zygote?: ZygoteSpec;
   /** The resolver /etc/resolv.conf names (kiln's, on the network's gateway; unreachable without a network). */
   nameserver?: string;
   /** Receives everything bwrap and the agent write to stderr, from the start. */
