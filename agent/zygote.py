@@ -23,6 +23,7 @@ import sys
 
 _BASELINE = set(sys.modules)
 
+import _posixsubprocess  # noqa: E402
 import array  # noqa: E402
 import atexit  # noqa: E402
 import binascii  # noqa: E402
@@ -73,8 +74,6 @@ libc.symlink.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
 libc.chmod.argtypes = [ctypes.c_char_p, ctypes.c_uint]
 libc.chdir.argtypes = [ctypes.c_char_p]
 libc.rmdir.argtypes = [ctypes.c_char_p]
-libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
-libc.signal.restype = ctypes.c_void_p
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 libc.syscall.restype = ctypes.c_long
 
@@ -273,7 +272,13 @@ def run_init(cfg, chan):
     chan.close()
     req = json.loads(msg)
     stdin, stdout, stderr, status = fds
-    c = os.fork()
+    if req.get("exec"):
+        c = spawn_program(req, stdin, stdout, stderr)
+        if c is None:  # told on its stderr; it ends as a shell's "cannot run" does
+            os.write(status, b"started\n%d 0 0 0\n" % (127 << 8))
+            os._exit(0)
+    else:
+        c = os.fork()
     if c == 0:
         os.close(status)
         for i, fd in enumerate((stdin, stdout, stderr)):
@@ -435,30 +440,43 @@ def write_file(f):
     return data
 
 
-def exec_program(req):
-    """C of an exec run: the request's program executed as a plain exec of the agent would start
-    it (its files written, its cwd, its environment, stdio 0-2 only, default signal dispositions),
-    here in the run's own namespaces and root. What fails before the program runs is told on
-    stderr with exit status 127, as a shell tells it."""
-    os.setpgid(0, 0)  # a process group of its own, as a plain exec's
-    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+def spawn_program(req, stdin, stdout, stderr):
+    """B of an exec run: the request's program started as a plain exec of the agent starts it (its
+    files written, its cwd, its environment, stdio 0-2 only, a process group of its own, default
+    signal dispositions), in the run's own namespaces and root. subprocess's own starter starts it
+    by vfork, without copying this process's pages (glibc's posix_spawn would leave its program
+    with glibc's internal signals ignored). Returns its pid, or None when it could not start: the
+    reason is told on its stderr."""
     argv = req["argv"]
     try:
         for f in req.get("files") or []:
             write_file(f)
-        os.chdir(req["cwd"])
-        # Python ignores these two; a new program must not inherit that (SIGINT's handler is
-        # reset by execve itself).
-        for sig in (SIGPIPE, SIGXFSZ):
-            libc.signal(sig, None)
-        close_fds_except(0, 1, 2)
-        os.execve(req["exec"], argv, dict(kv.split("=", 1) for kv in req["env"]))
+        err_r, err_w = os.pipe()
     except OSError as e:
-        os.write(2, ("kiln: cannot run %s: %s\n" % (argv[0], e)).encode(errors="replace"))
-    os._exit(127)
+        os.write(stderr, ("kiln: cannot run %s: %s\n" % (argv[0], e)).encode(errors="replace"))
+        return None
+    # As subprocess.Popen(argv, executable=exec, cwd=cwd, env=env, stdin/stdout/stderr=…,
+    # close_fds=True, restore_signals=True, process_group=0) calls it (Python 3.11).
+    pid = _posixsubprocess.fork_exec(
+        [os.fsencode(a) for a in argv], [os.fsencode(req["exec"])], True, (), req["cwd"], [os.fsencode(kv) for kv in req["env"]],
+        stdin, -1, -1, stdout, -1, stderr, err_r, err_w, True, False, 0, None, None, None, -1, None, True,
+    )  # fmt: skip
+    os.close(err_w)
+    failed = os.read(err_r, 4096)
+    os.close(err_r)
+    if not failed:
+        return pid
+    os.waitpid(pid, 0)
+    # "OSError:<errno in hex>:noexec" when the cwd failed, without "noexec" when the exec did.
+    _kind, _sep, rest = failed.partition(b":")
+    code, _sep, where = rest.partition(b":")
+    try:
+        why = os.strerror(int(code, 16))
+    except ValueError:
+        why = failed.decode(errors="replace")
+    what = "cannot change to %s" % req["cwd"] if where == b"noexec" else "cannot run %s" % argv[0]
+    os.write(stderr, ("kiln: %s: %s\n" % (what, why)).encode(errors="replace"))
+    return None
 
 
-_run = main()
-if _run.get("exec"):
-    exec_program(_run)
-run_program(_run)
+run_program(main())

@@ -228,7 +228,8 @@ func (z *zygote) warm(req *execRequest) bool {
 }
 
 // execPath is the program an exec run executes, or "" when a plain exec should run req: a name
-// not found, a relative path (resolved against the cwd), or a file of the request's own.
+// not found, a relative path (resolved against the cwd), a file of the request's own, or a cwd
+// that is not there (a plain exec tells these apart as errors before anything starts).
 func (z *zygote) execPath(req *execRequest) string {
 	name := req.Argv[0]
 	if strings.Contains(name, "/") && !filepath.IsAbs(name) {
@@ -242,10 +243,19 @@ func (z *zygote) execPath(req *execRequest) string {
 	if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
 		return ""
 	}
+	cwd := req.Cwd
+	if cwd == "" {
+		cwd = cfg.workdir
+	}
+	cwdMade := false // a folder of the request's files: made before the program starts
 	for _, f := range req.Files {
 		if filepath.Clean(f.Path) == p {
 			return ""
 		}
+		cwdMade = cwdMade || strings.HasPrefix(filepath.Clean(f.Path), filepath.Clean(cwd)+"/")
+	}
+	if st, err := os.Stat(cwd); !cwdMade && (err != nil || !st.IsDir()) {
+		return "" // a plain exec answers CWD_NOT_FOUND
 	}
 	return p
 }

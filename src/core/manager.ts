@@ -298,7 +298,7 @@ export class SandboxManager {
     if (!runners || this.closing) return undefined;
     const backend = this.backend(o.backend);
     const pack = await this.d.packs.get(o.pack);
-    if (backend.name !== 'namespace' || !zygoteOf(pack)) return undefined;
+    if (backend.name !== 'namespace' || !zygoteOf(pack, await this.d.packs.image(pack.name))) return undefined;
     // A pack whose runner could not start, or did not fork its run, runs in sandboxes of its own
     // for a while (an interpreter without what the zygote needs would cost a runner per run).
     const off = this.noForkUntil.get(pack.name);
@@ -358,7 +358,7 @@ export class SandboxManager {
   /** A runner of fork runs: a fresh sandbox whose agent starts the pack's interpreter as its zygote. */
   async startRunner(k: RunnerKey, signal?: AbortSignal): Promise<BackendSandbox> {
     const pack = await this.d.packs.get(k.pack);
-    const zygote = zygoteOf(pack);
+    const zygote = zygoteOf(pack, await this.d.packs.image(k.pack));
     if (!zygote) throw new KilnError('INVALID_REQUEST', `pack ${k.pack} has no interpreter to fork runs from`);
     return this.startOnBackend(this.backend('namespace'), k.pack, k, undefined, signal, { zygote });
   }

@@ -24,10 +24,10 @@ export interface ZygoteSpec {
  * and exec runs (any other command or environment); any other pack whose image has python3 has
  * exec runs only (its program executed in the run's own namespaces, without a sandbox start).
  */
-export function zygoteOf(pack: Pick<PackInfo, 'run' | 'env' | 'packageVersions'>): ZygoteSpec | undefined {
+export function zygoteOf(pack: Pick<PackInfo, 'run' | 'env'>, image: Pick<PackImage, 'tools'>): ZygoteSpec | undefined {
   const [interpreter, file, ...rest] = pack.run.command;
   if ((interpreter === 'python3' || interpreter === 'python') && file === '{file}' && rest.length === 0) return { argv: [interpreter], env: pack.env };
-  return pack.packageVersions?.python3 !== undefined ? { argv: ['python3'], env: pack.env, execOnly: true } : undefined;
+  return image.tools?.includes('python3') ? { argv: ['python3'], env: pack.env, execOnly: true } : undefined;
 }
 
 /** What a backend needs to know about a pack to start a sandbox from it. */
@@ -40,6 +40,8 @@ export interface PackImage {
   env: Record<string, string>;
   /** How the pack runs a file; VM backends warm their templates with it (an empty file). */
   run?: Pick<PackRunSpec, 'fileName' | 'command'>;
+  /** The common tools the image has (its manifest): a runner's zygote needs python3. */
+  tools?: string[];
 }
 
 export interface PackInfo {

@@ -68,7 +68,7 @@ export async function resolveImage(name: string, dataDir: string, packsDir: stri
   if (!found) {
     throw new KilnError('IMAGE_MISSING', `pack ${name} has no image; run \`kiln images build ${name}\``, { details: { pack: name, hash } });
   }
-  return { name, hash, imagePath: imagePaths(dataDir, name, hash).imagePath, env: definition.env, run: definition.run, definition };
+  return { name, hash, imagePath: imagePaths(dataDir, name, hash).imagePath, env: definition.env, run: definition.run, definition, tools: found.manifest.tools };
 }
 
 /**

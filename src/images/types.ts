@@ -131,6 +131,8 @@ export interface ResolvedImage {
   env: Record<string, string>;
   run: PackRunSpec;
   definition: PackDefinition;
+  /** The common tools its manifest says it has (python3, node, git …). */
+  tools?: string[];
 }
 
 export interface PruneResult {

@@ -168,7 +168,8 @@ async function composeWithStore(config: KilnConfig, o: ComposeOptions, log: Log,
     const prestart: Array<{ key: RunnerKey; count: number }> = [];
     for (const t of targets) {
       const pack = t.backend === 'namespace' ? await packs.get(t.pack).catch(() => undefined) : undefined;
-      if (pack && zygoteOf(pack)) prestart.push({ key: { pack: t.pack, ...size }, count: t.target });
+      const image = pack && (await packs.image(t.pack).catch(() => undefined));
+      if (pack && image && zygoteOf(pack, image)) prestart.push({ key: { pack: t.pack, ...size }, count: t.target });
     }
     runners = new Runners({
       start: (k, signal) => manager.startRunner(k, signal),

@@ -73,7 +73,7 @@ export async function createPackCatalog(dataDir: string, sources: PackSources, l
       let img = resolved.get(key);
       if (!img) {
         const r = await resolveImage(name, dataDir, sources);
-        img = { name: r.name, hash: r.hash, imagePath: r.imagePath, env: r.env, run: r.run };
+        img = { name: r.name, hash: r.hash, imagePath: r.imagePath, env: r.env, run: r.run, tools: r.tools };
         resolved.set(key, img);
       }
       return img;

@@ -178,7 +178,7 @@ describe('fork runs', { skip: process.getuid?.() === 0 ? undefined : 'needs root
   });
 
   /** argv run in sb: its output, result and start events. */
-  async function execIn(sb: BackendSandbox, argv: string[], o: { env?: Record<string, string>; files?: Record<string, string>; fork?: boolean } = {}) {
+  async function execIn(sb: BackendSandbox, argv: string[], o: { env?: Record<string, string>; files?: Record<string, string>; fork?: boolean; cwd?: string } = {}) {
     let out = '';
     let err = '';
     let started = 0;
@@ -186,7 +186,7 @@ describe('fork runs', { skip: process.getuid?.() === 0 ? undefined : 'needs root
       {
         argv,
         env: { ...env, ...o.env },
-        cwd: '/workspace',
+        cwd: o.cwd ?? '/workspace',
         timeoutMs: 30_000,
         files: Object.entries(o.files ?? {}).map(([path, text]) => ({ path, data: Buffer.from(text).toString('base64'), mode: 0o755 })),
         ...(o.fork ? { fork: true } : {}),
@@ -214,17 +214,20 @@ describe('fork runs', { skip: process.getuid?.() === 0 ? undefined : 'needs root
     assert.equal(forked.r.exitCode, 3, forked.err);
     assert.deepEqual({ out: forked.out, err: forked.err, started: forked.started }, { out: fresh.out, err: fresh.err, started: fresh.started });
     assert.match(forked.out, /^SigIgn:\t0000000000000000$/m, 'Python ignores SIGPIPE and SIGXFSZ; a program it executes does not');
-    assert.match(forked.out, /^0\n1\n2\n3\n/m, 'stdio and the listing\'s own descriptor only');
+    assert.match(forked.out, /^0\n1\n2\n3\n/m, "stdio and the listing's own descriptor only");
   });
 
   it('refuses with NOT_FORKABLE, and runs nothing, what a runner cannot exec when asked to fork', async () => {
     const files = { '/workspace/own.sh': '#!/bin/sh\necho own\n' };
-    for (const argv of [['/workspace/own.sh'], ['./own.sh'], ['no-such-program']]) {
+    for (const [argv, cwd] of [[['/workspace/own.sh']], [['./own.sh']], [['no-such-program']], [['true'], '/nowhere']] as Array<[string[], string?]>) {
       let started = 0;
-      await assert.rejects(execIn(runner, argv, { files, fork: true }).then((r) => (started = r.started)), (e: Error & { details?: { agentCode?: string } }) => {
-        assert.equal(e.details?.agentCode, 'NOT_FORKABLE', `${argv[0]}: ${e.message}`);
-        return true;
-      });
+      await assert.rejects(
+        execIn(runner, argv, { files, fork: true, cwd }).then((r) => (started = r.started)),
+        (e: Error & { details?: { agentCode?: string } }) => {
+          assert.equal(e.details?.agentCode, 'NOT_FORKABLE', `${argv[0]}: ${e.message}`);
+          return true;
+        },
+      );
       assert.equal(started, 0);
     }
     const written = await execIn(runner, ['ls', '/workspace'], { fork: true });

@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { spawnClean } from '../../core/clean-spawn.js';
 import { formatCpuList } from '../../core/cpu-sets.js';
-import { SANDBOX_SOCKET } from './kept.js';
 import type { ZygoteSpec } from '../../core/packs.js';
+import { SANDBOX_SOCKET } from './kept.js';
 import type { Spawner } from './spawner.js';
 
 export interface BwrapOptions {
