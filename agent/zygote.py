@@ -9,7 +9,9 @@
 #                       then); forks C, waits for it, reports its status; exits (which ends every
 #                       process left in the run's pid namespace)
 #                    C: the user's program: stdio, environment, cwd and files of the request, then
-#                       the file run as `python3 FILE ARGS` runs it, in this warm interpreter.
+#                       the file run as `python3 FILE ARGS` runs it, in this warm interpreter
+#                       (a warm run); or, for an exec run (any other program, environment or
+#                       pack), the program executed by a vfork of B as a plain exec starts it.
 #
 # Protocol on fd 3 (a SOCK_SEQPACKET socketpair with the agent): the first message is the
 # configuration (JSON); each later one asks for a PID 1, made ahead of its run. The zygote

@@ -3,10 +3,11 @@ package main
 // Fork runs (namespace runners, issue 15). A runner sandbox is started with --zygote: before the
 // agent drops its privileges it starts the pack's interpreter on zygote.py, which keeps the
 // capabilities of the sandbox's user namespace and never runs user code. An exec that is the
-// zygote's kind of run (its interpreter on a file, the zygote's environment, no tty, no uid) is
-// then not started as a new process of this sandbox: the zygote forks it into namespaces of its
-// own (mount, pid, net, ipc, uts, cgroup) with a fresh root (an overlay over this sandbox's root,
-// its writes on a tmpfs of its own), fresh /dev, /proc and /dev/shm, every privilege dropped and
+// zygote's kind of run (its interpreter on a file, the zygote's environment, no tty, no uid; or,
+// as an exec run, any program found in this root) is then not started as a new process of this
+// sandbox: the zygote forks it into namespaces of its own (mount, pid, net, ipc, uts, cgroup)
+// with a fresh root (an overlay over this sandbox's root, its writes on a tmpfs of its own),
+// fresh /dev, /proc and /dev/shm, every privilege dropped and
 // this agent's seccomp filter, in an exec cgroup like any exec. Nothing a run does reaches this
 // sandbox or a later run: its mounts, processes and loopback end with it. The interpreter's
 // start-up (~10 ms of CPU for python) is paid once per runner instead of once per run.

@@ -75,8 +75,9 @@ export interface KilnConfig {
    */
   namespaceSpawner: boolean;
   /**
-   * One-shot runs of python packs on the namespace backend are forked from a runner's zygote
-   * (KILN_FORK_RUNS, default on; core/runners.ts, agent/zygote_linux.go); `idle`: runners kept
+   * One-shot runs on the namespace backend are made by a runner's zygote: python's own runs in
+   * its warm interpreter, others executed afresh (KILN_FORK_RUNS, default on; core/runners.ts,
+   * agent/zygote_linux.go); `idle`: runners kept
    * per shape between runs (KILN_FORK_RUNNERS_IDLE, default 8; 0 turns fork runs off).
    */
   forkRuns: { enabled: boolean; idle: number };

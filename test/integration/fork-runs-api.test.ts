@@ -26,18 +26,24 @@ print(os.path.exists('/dev/null'), os.path.exists('/dev/shm'), os.access('/tmp',
 describe('fork runs through the API', { skip: process.getuid?.() === 0 ? undefined : 'needs root', timeout: 240_000 }, () => {
   let t: TestServer;
   let kiln: KilnClient;
+  /** A server with fork runs off: every run in a sandbox of its own. */
+  let plain: TestServer;
   before(async () => {
     t = await startTestServer({ KILN_POOL: 'python=1' });
     kiln = t.client;
+    plain = await startTestServer({ KILN_FORK_RUNS: '0' });
   });
-  after(() => t.close());
+  after(async () => {
+    await t.close();
+    await plain.close();
+  });
 
-  /** The run forked, and the same file run by the pack's command in a sandbox of its own. */
-  const both = async (o: Omit<RunOptions, 'pack'>) => {
+  /** The run forked, and the same run in a sandbox of its own. */
+  const both = async (o: Omit<RunOptions, 'pack'> & { pack?: string }) => {
     const forked = await kiln.run({ pack: 'python', ...o });
-    const fresh = await kiln.run({ pack: 'python', cmd: ['python3', 'main.py', ...(o.args ?? [])], ...o, args: undefined });
-    assert.equal((forked as { forked?: boolean }).forked, true, 'the snippet was forked');
-    assert.equal((fresh as { forked?: boolean }).forked, false, 'the cmd run was not');
+    const fresh = await plain.client.run({ pack: 'python', ...o });
+    assert.equal((forked as { forked?: boolean }).forked, true, 'the run was forked');
+    assert.equal((fresh as { forked?: boolean }).forked, false, 'the fork-runs-off run was not');
     for (const k of ['stdout', 'stderr', 'exitCode', 'signal', 'timedOut', 'outputTruncated'] as const) assert.deepEqual(forked[k], fresh[k], `${k} differs`);
     return { forked, fresh };
   };
@@ -77,7 +83,10 @@ describe('fork runs through the API', { skip: process.getuid?.() === 0 ? undefin
     assert.equal((next as { forked?: boolean }).forked, true);
     assert.equal(next.stdout, '[1, 2]\n', 'nothing of the timed-out run is left');
     const { runners } = await kiln.pools();
-    assert.ok(runners && runners.length === 1 && runners[0]!.hits >= 1, JSON.stringify(runners));
+    assert.ok(
+      runners?.some((r) => r.key.pack === 'python' && r.hits >= 1),
+      JSON.stringify(runners),
+    );
   });
 
   it('leaves the event trail of a one-shot sandbox in the store', async () => {
@@ -99,13 +108,39 @@ describe('fork runs through the API', { skip: process.getuid?.() === 0 ? undefin
     }
   });
 
-  it('runs the usual way what a zygote cannot take: another environment, a command, another pack', async () => {
-    const withEnv = await kiln.run({ pack: 'python', code: 'import os\nprint(os.environ["X"])', env: { X: 'y' } });
-    assert.equal(withEnv.stdout, 'y\n');
-    assert.equal((withEnv as { forked?: boolean }).forked, false);
-    const shell = await kiln.run({ pack: 'shell', code: 'echo hi' });
-    assert.equal(shell.stdout, 'hi\n');
-    assert.equal((shell as { forked?: boolean }).forked, false);
+  it("makes exec runs of another environment, a command, and another pack's program, as a sandbox of its own runs them", async () => {
+    await both({ code: INTROSPECT, env: { X: 'y' }, stdin: 'abc', args: ['x'] });
+    await both({ code: INTROSPECT, cmd: ['python3', '-X', 'utf8', 'main.py', 'a b'] });
+    await both({ code: 'import sys\nprint(sys.argv)\nsys.exit(5)', cmd: 'python3 main.py "$HOME" && echo never' });
+    const node = [
+      'const os = require("os"), fs = require("fs");',
+      'console.log(process.argv.slice(1), process.execArgv, process.cwd(), os.availableParallelism(), process.getuid(), process.getgid());',
+      'console.log(Object.entries(process.env).filter(([k]) => k !== "KILN_EXEC_ID").sort());',
+      'console.log(fs.readdirSync("/").sort(), fs.readdirSync("/dev").sort(), fs.readdirSync("/workspace").sort());',
+      'console.log(JSON.stringify(fs.readFileSync(0, "utf8")), process.stdin.isTTY, fs.readFileSync("/proc/self/status", "utf8").split("\\n").filter((l) => /^(Cap|SigIgn|SigBlk|NoNewPrivs|Seccomp)/.test(l)));',
+      'process.exitCode = 3; console.error("to stderr");',
+    ].join('\n');
+    const { forked } = await both({ pack: 'node', code: node, stdin: 'in', args: ['x'] });
+    assert.equal(forked.exitCode, 3, forked.stderr);
+    assert.match(forked.stdout, /^\[ '\/workspace\/main\.js', 'x' \] \[\] \/workspace 1 /);
+    const { runners } = await kiln.pools();
+    assert.ok(
+      runners?.some((r) => r.key.pack === 'node' && r.hits + r.misses >= 1),
+      JSON.stringify(runners),
+    );
+  });
+
+  it('runs in a sandbox of its own what a runner cannot make, with the same answer, and keeps the runner', async () => {
+    const retired = async () => (await kiln.pools()).runners?.find((r) => r.key.pack === 'python')?.retired ?? 0;
+    const before = await retired();
+    // A program of the request's own files: a plain exec tells whether it runs (here it cannot).
+    const own = { cmd: ['./run.sh'], files: [{ path: 'run.sh', content: '#!/bin/sh\necho own\n' }] };
+    const [a, b] = await Promise.allSettled([kiln.run({ pack: 'python', ...own }), plain.client.run({ pack: 'python', ...own })]);
+    assert.deepEqual(a.status === 'rejected' ? String(a.reason) : a.value.stderr, b.status === 'rejected' ? String(b.reason) : b.value.stderr);
+    if (a.status === 'fulfilled') assert.equal((a.value as { forked?: boolean }).forked, false);
+    assert.equal(await retired(), before, 'no runner was retired for it');
+    const next = await kiln.run({ pack: 'python', code: 'print("next")' });
+    assert.equal((next as { forked?: boolean }).forked, true);
   });
 
   // Last: the refused run turns fork runs off for the pack for a minute.
@@ -127,6 +162,7 @@ describe('fork runs through the API', { skip: process.getuid?.() === 0 ? undefin
     assert.deepEqual(
       events.map((e) => e.type),
       ['started', 'stdout', 'result'],
+      JSON.stringify(events),
     );
     const result = events[2] as { forked?: boolean; exitCode: number };
     assert.equal(result.forked, false, 'run in a sandbox of its own');
