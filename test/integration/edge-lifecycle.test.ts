@@ -25,7 +25,8 @@ describe('warm pool members whose warm-up fails', { skip: root, timeout: 120_000
     const def = JSON.parse(await readFile(join(packsDir, 'python.json'), 'utf8')) as { run: { command: string[] } };
     def.run.command = ['/nonexistent/kiln-warmup-fails', '{file}'];
     await writeFile(join(packsDir, 'python.json'), JSON.stringify(def));
-    const t = await startTestServer({ KILN_PACKS_DIR: packsDir, KILN_POOL: 'python=1' });
+    // Fork runs off: the pack's image has python3, so its pool target would start a runner too.
+    const t = await startTestServer({ KILN_PACKS_DIR: packsDir, KILN_POOL: 'python=1', KILN_FORK_RUNS: '0' });
     try {
       let stats: { ready: number; failures: number } | undefined;
       for (let i = 0; i < 1500 && !(stats && stats.failures >= 1); i++) {

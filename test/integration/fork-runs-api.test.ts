@@ -159,15 +159,15 @@ describe('fork runs through the API', { skip: process.getuid?.() === 0 ? undefin
     for (const pid of made) process.kill(pid, 'SIGKILL');
     const events = [];
     for await (const e of kiln.runStream({ pack: 'python', code: 'print("ran once")' })) events.push(e);
-    assert.deepEqual(
-      events.map((e) => e.type),
-      ['started', 'stdout', 'result'],
-      JSON.stringify(events),
-    );
-    const result = events[2] as { forked?: boolean; exitCode: number };
+    // One start, then the output (in one chunk or more: a pooled sandbox's prestarted interpreter
+    // has been seen to write "ran once" and "\n" apart), then the result.
+    const types = events.map((e) => e.type);
+    assert.deepEqual([types[0], types.filter((t) => t === 'started').length, types.at(-1)], ['started', 1, 'result'], JSON.stringify(events));
+    assert.deepEqual(new Set(types.slice(1, -1)), new Set(['stdout']), JSON.stringify(events));
+    const result = events.at(-1) as { forked?: boolean; exitCode: number };
     assert.equal(result.forked, false, 'run in a sandbox of its own');
     assert.equal(result.exitCode, 0);
-    assert.deepEqual(events[1], { type: 'stdout', data: 'ran once\n', encoding: 'utf8' });
+    assert.equal(events.map((e) => (e.type === 'stdout' ? e.data : '')).join(''), 'ran once\n');
   });
 });
 
