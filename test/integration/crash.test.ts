@@ -197,13 +197,29 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
         svc.child.kill('SIGKILL');
         await exited(svc.child);
         cutShort += (await Promise.all(creates)).filter((o) => o === 'failed').length;
+        const killed = svc;
         svc = spawnService(runDir, port, KEEP);
         await untilHealthy(client, svc);
         const listed = await client.sandboxes.list();
         const listedPids = new Set(listed.map((sb) => sb.details.pid as number));
         // A sandbox whose agent saw the service go before its record existed ends by itself, at once.
         await until(() => sandboxProcesses().length === listed.length, 5000);
-        assert.equal(sandboxProcesses().length, listed.length, `round ${delayMs} ms: sandbox processes ${sandboxProcesses().join(',')} against ${listed.length} listed`);
+        // What a process left over is (its state, parent, cgroup, age) and what the service said, should this recur.
+        const describe = (pid: number): string => {
+          try {
+            const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+            const field = (k: string): string => status.match(new RegExp(`^${k}:\\s*(.*)$`, 'm'))?.[1] ?? '?';
+            const cgroup = readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().replaceAll('\n', ' ');
+            return `${pid} (state ${field('State')}, ppid ${field('PPid')}, cgroup ${cgroup}, children ${readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim() || 'none'})`;
+          } catch {
+            return `${pid} (gone)`;
+          }
+        };
+        assert.equal(
+          sandboxProcesses().length,
+          listed.length,
+          `round ${delayMs} ms: sandbox processes ${sandboxProcesses().map(describe).join('; ')} against ${listed.length} listed; the killed service said: ${killed.stderr().slice(-1000)}; the new one: ${svc.stderr().slice(-1000)}`,
+        );
         for (const sb of listed) assert.ok(listedPids.has(sb.details.pid as number) && running(sb.details.pid as number));
         for (const sb of listed) await client.sandboxes.delete(sb.id);
       }
