@@ -15,12 +15,24 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { KilnClient } from '../../sdk/src/index.js';
 import { mountsUnder, removeTree } from '../../src/images/fsutil.js';
 import { cgroupNameFor } from '../../src/server/backends.js';
-import { cgroupChildren, cgroupParent, exited, running, until } from '../parity/leaks.js';
+import { cgroupChildren, cgroupParent, exited, running, statusField, until } from '../parity/leaks.js';
 import { freePort, spawnService, untilHealthy } from '../parity/service-process.js';
 
 const COUNT = Number(process.env.KILN_TEST_SURVIVE_COUNT ?? 8);
 /** The product's default; the test harness's is to delete sandboxes at a stop. */
 const KEEP = { KILN_STOP_SANDBOXES_ON_EXIT: '0' };
+
+/** What a process is (its state, parent, cgroup and children), for a failure that names one left over. */
+function whatIs(pid: number): string {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const cgroup = readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().replaceAll('\n', ' ');
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim() || 'none';
+    return `${pid} (state ${statusField(status, 'State').join(' ')}, ppid ${statusField(status, 'PPid')[0]}, cgroup ${cgroup}, children ${children})`;
+  } catch {
+    return `${pid} (gone)`;
+  }
+}
 
 /** A run dir of its own (sandbox uids must traverse to it), a free port and a client for it. */
 async function place(name: string): Promise<{ base: string; runDir: string; port: number; client: KilnClient }> {
@@ -204,21 +216,10 @@ describe('sandboxes survive a restart of the service', { skip: process.getuid?.(
         const listedPids = new Set(listed.map((sb) => sb.details.pid as number));
         // A sandbox whose agent saw the service go before its record existed ends by itself, at once.
         await until(() => sandboxProcesses().length === listed.length, 5000);
-        // What a process left over is (its state, parent, cgroup, age) and what the service said, should this recur.
-        const describe = (pid: number): string => {
-          try {
-            const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-            const field = (k: string): string => status.match(new RegExp(`^${k}:\\s*(.*)$`, 'm'))?.[1] ?? '?';
-            const cgroup = readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().replaceAll('\n', ' ');
-            return `${pid} (state ${field('State')}, ppid ${field('PPid')}, cgroup ${cgroup}, children ${readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim() || 'none'})`;
-          } catch {
-            return `${pid} (gone)`;
-          }
-        };
         assert.equal(
           sandboxProcesses().length,
           listed.length,
-          `round ${delayMs} ms: sandbox processes ${sandboxProcesses().map(describe).join('; ')} against ${listed.length} listed; the killed service said: ${killed.stderr().slice(-1000)}; the new one: ${svc.stderr().slice(-1000)}`,
+          `round ${delayMs} ms: sandbox processes ${sandboxProcesses().map(whatIs).join('; ')} against ${listed.length} listed; the killed service said: ${killed.stderr().slice(-1000)}; the new one: ${svc.stderr().slice(-1000)}`,
         );
         for (const sb of listed) assert.ok(listedPids.has(sb.details.pid as number) && running(sb.details.pid as number));
         for (const sb of listed) await client.sandboxes.delete(sb.id);

@@ -168,6 +168,7 @@ describe('fork runs through the API', { skip: process.getuid?.() === 0 ? undefin
     assert.equal(result.forked, false, 'run in a sandbox of its own');
     assert.equal(result.exitCode, 0);
     assert.equal(events.map((e) => (e.type === 'stdout' ? e.data : '')).join(''), 'ran once\n');
+    for (const e of events) if (e.type === 'stdout') assert.equal(e.encoding, 'utf8');
   });
 });
 
